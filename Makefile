@@ -1,0 +1,51 @@
+# sgdnoise: `make book` builds the executed book, `make test` runs every check.
+# Both create and fill .venv themselves (idempotent: a no-op when pyproject.toml is unchanged).
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.sgdnoise-installed
+PROFILE ?= default
+NAME    ?=
+
+.PHONY: setup test test-fast lint book chapter bench data clean help
+
+help:
+	@echo "make book [PROFILE=smoke|default|full]  execute every chapter and build book/_build/html"
+	@echo "make chapter NAME=ch01_lemma1 [PROFILE=...]  execute one chapter"
+	@echo "make test        unit tests, every chapter with the smoke profile, book build, browser test"
+	@echo "make test-fast   unit tests only"
+	@echo "make lint        ruff"
+	@echo "make bench       benchmarks (ratios measured in one run)"
+	@echo "make clean       remove build outputs (keeps .venv and data/)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[book,dev]'
+	@touch $@
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not book and not browser and not slow"
+
+lint: setup
+	$(PY) -m ruff check src tests book benchmarks
+
+book: setup
+	$(PY) book/build.py --profile $(PROFILE)
+
+chapter: setup
+	@test -n "$(NAME)" || (echo "usage: make chapter NAME=<chapter> [PROFILE=...]"; exit 2)
+	$(PY) book/build.py --profile $(PROFILE) --only $(NAME) --no-html
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf book/_build .pytest_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +
