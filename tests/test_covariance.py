@@ -1,0 +1,310 @@
+"""Lemma 1 and the covariance operator against independent references: exact enumeration of
+all mini-batches, Monte Carlo with sample-size-derived bands, numpy linear algebra."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sgdnoise.covariance import (
+    CovarianceOperator,
+    gradient_covariance,
+    minibatch_covariance,
+    minibatch_factor,
+    minibatch_trace,
+    monte_carlo_covariance_error,
+    noise_scale,
+    sample_covariance,
+    sample_minibatch_gradients,
+)
+
+torch.set_num_threads(1)
+
+
+def random_G(n: int, p: int, seed: int = 0, *, offset: float = 0.5) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.linspace(0.2, 2.0, p, dtype=torch.float64)
+    return offset + torch.randn((n, p), generator=g, dtype=torch.float64) * scales
+
+
+# ---------------------------------------------------------------- dense definitions
+
+
+def test_gradient_covariance_matches_numpy_population_covariance():
+    G = random_G(13, 5)
+    D = gradient_covariance(G)
+    ref = np.cov(G.numpy().T, bias=True)
+    np.testing.assert_allclose(D.numpy(), ref, rtol=1e-12, atol=1e-14)
+    gbar = G.mean(0)
+    alt = G.T @ G / G.shape[0] - torch.outer(gbar, gbar)  # the book's formula
+    torch.testing.assert_close(D, alt, rtol=1e-10, atol=1e-12)
+
+
+def test_noise_scale_and_trace_against_direct_formulas():
+    G = random_G(20, 4, seed=3)
+    gbar = G.mean(0)
+    tr_D = sum(float((G[i] - gbar) @ (G[i] - gbar)) for i in range(20)) / 20
+    assert noise_scale(G) == pytest.approx(tr_D / float(gbar @ gbar), rel=1e-12)
+    assert minibatch_trace(G, 4) == pytest.approx(tr_D / 4, rel=1e-12)
+    assert minibatch_trace(G, 4, replacement=False) == pytest.approx(
+        tr_D / 4 * 16 / 19, rel=1e-12
+    )
+    assert noise_scale(torch.zeros(3, 2, dtype=torch.float64) + 1.0) == 0.0
+    centred = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    assert noise_scale(centred) == math.inf
+
+
+# ---------------------------------------------------------------- exact enumeration
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 4, 5])
+def test_lemma1_without_replacement_by_enumerating_every_subset(batch_size):
+    n = 5
+    G = random_G(n, 3, seed=7)
+    batches = torch.stack(
+        [G[list(s)].mean(0) for s in itertools.combinations(range(n), batch_size)]
+    )
+    mean = batches.mean(0)  # every subset equally likely
+    exact = (batches - mean).T @ (batches - mean) / batches.shape[0]
+    torch.testing.assert_close(mean, G.mean(0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(
+        minibatch_covariance(G, batch_size, replacement=False), exact, rtol=1e-10, atol=1e-13
+    )
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_lemma1_with_replacement_by_enumerating_every_tuple(batch_size):
+    n = 4
+    G = random_G(n, 3, seed=8)
+    batches = torch.stack(
+        [G[list(t)].mean(0) for t in itertools.product(range(n), repeat=batch_size)]
+    )
+    mean = batches.mean(0)
+    exact = (batches - mean).T @ (batches - mean) / batches.shape[0]
+    torch.testing.assert_close(mean, G.mean(0), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(minibatch_covariance(G, batch_size), exact, rtol=1e-10, atol=1e-13)
+
+
+def test_full_batch_without_replacement_has_zero_covariance():
+    G = random_G(9, 4)
+    assert torch.count_nonzero(minibatch_covariance(G, 9, replacement=False)) == 0
+    assert minibatch_trace(G, 9, replacement=False) == 0.0
+    op = CovarianceOperator(G, batch_size=9, replacement=False)
+    assert op.trace() == 0.0
+    evals, evecs = op.eigh(3)
+    assert torch.count_nonzero(evals) == 0
+    torch.testing.assert_close(evecs.T @ evecs, torch.eye(3, dtype=torch.float64))
+    samples = sample_minibatch_gradients(G, 9, 5, replacement=False)
+    torch.testing.assert_close(samples, G.mean(0).expand(5, -1), rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------- Monte Carlo
+
+
+def _mc_band_check(samples: torch.Tensor, mean: torch.Tensor, C: torch.Tensor, sigmas=5.0):
+    """Entries of the known-mean MC covariance vs C, within `sigmas` standard errors."""
+    Xc = samples - mean
+    S = samples.shape[0]
+    prods = Xc[:, :, None] * Xc[:, None, :]  # (S, P, P) per-sample outer products
+    est = prods.mean(0)
+    se = prods.std(0) / math.sqrt(S)
+    z = (est - C).abs() / se
+    tr = (Xc * Xc).sum(1)
+    z_tr = abs(float(tr.mean()) - float(torch.trace(C))) / (float(tr.std()) / math.sqrt(S))
+    z_mean = ((samples.mean(0) - mean).abs() / (samples.std(0) / math.sqrt(S))).max()
+    return float(z.max()), z_tr, float(z_mean)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_lemma1_monte_carlo_within_five_standard_errors(replacement):
+    G = random_G(30, 4, seed=11)
+    B, S = 12, 40_000
+    gen = torch.Generator().manual_seed(123)
+    X = sample_minibatch_gradients(G, B, S, replacement=replacement, generator=gen)
+    C = minibatch_covariance(G, B, replacement=replacement)
+    z_entries, z_trace, z_mean = _mc_band_check(X, G.mean(0), C)
+    assert z_entries < 5.0 and z_trace < 5.0 and z_mean < 5.0
+    # the check has power: the other scheme's formula is far outside the band
+    wrong = minibatch_covariance(G, B, replacement=not replacement)
+    _, z_wrong, _ = _mc_band_check(X, G.mean(0), wrong)
+    assert z_wrong > 20.0
+
+
+def test_samples_are_reproducible_and_respect_the_scheme():
+    n, B = 8, 5
+    G = n * torch.eye(n, dtype=torch.float64)  # row i of W @ G is (counts of i) * n / B
+    a = sample_minibatch_gradients(
+        G, B, 200, replacement=False, generator=torch.Generator().manual_seed(5)
+    )
+    b = sample_minibatch_gradients(
+        G, B, 200, replacement=False, generator=torch.Generator().manual_seed(5)
+    )
+    assert torch.equal(a, b)
+    counts = a * B / n
+    torch.testing.assert_close(counts, counts.round())
+    assert counts.max() == 1.0  # distinct indices without replacement
+    torch.testing.assert_close(counts.sum(1), torch.full((200,), float(B), dtype=torch.float64))
+    c = sample_minibatch_gradients(
+        G, B, 500, replacement=True, generator=torch.Generator().manual_seed(5)
+    )
+    c_counts = c * B / n
+    torch.testing.assert_close(c_counts.sum(1), torch.full((500,), float(B), dtype=torch.float64))
+    assert c_counts.max() > 1.0  # repeats happen with replacement (P(no repeat) ~ 0.2^500)
+
+
+@pytest.mark.parametrize("replacement", [True, False])
+def test_monte_carlo_error_is_exact_and_shrinks_like_inverse_sqrt(replacement):
+    G = random_G(12, 3, seed=2)
+    res = monte_carlo_covariance_error(
+        G, 3, [50, 800], replacement=replacement, num_repeats=30,
+        generator=torch.Generator().manual_seed(0), return_estimates=True,
+    )
+    C = minibatch_covariance(G, 3, replacement=replacement)
+    assert res.relative_errors.shape == (30, 2)
+    assert res.closed_form_trace == pytest.approx(float(torch.trace(C)), rel=1e-12)
+    # reported error equals the dense computation for the returned (first-repeat) estimates
+    for k, est in enumerate(res.estimates):
+        dense = float(torch.linalg.matrix_norm(est - C) / torch.linalg.matrix_norm(C))
+        assert res.relative_errors[0, k] == pytest.approx(dense, rel=1e-9)
+    ratio = float(res.mean_errors()[0] / res.mean_errors()[1])
+    assert 2.5 < ratio < 6.5  # sqrt(800/50) = 4
+
+
+def test_monte_carlo_error_gram_route_matches_dense_route():
+    """P larger than S + N uses the O((S+N)^2 P) expansion; compare against dense."""
+    G = random_G(6, 40, seed=4)
+    res = monte_carlo_covariance_error(
+        G, 2, [5], generator=torch.Generator().manual_seed(1), return_estimates=True
+    )
+    C = minibatch_covariance(G, 2)
+    dense = float(torch.linalg.matrix_norm(res.estimates[0] - C) / torch.linalg.matrix_norm(C))
+    assert float(res.relative_errors[0, 0]) == pytest.approx(dense, rel=1e-9)
+    torch.testing.assert_close(
+        res.estimates[0],
+        sample_covariance(
+            sample_minibatch_gradients(G, 2, 5, generator=torch.Generator().manual_seed(1))
+        ),
+    )
+
+
+# ---------------------------------------------------------------- operator
+
+
+def test_operator_rank_deficient_eigh_completes_an_orthonormal_basis():
+    G = random_G(4, 10, seed=9)  # rank(D) <= N - 1 = 3
+    op = CovarianceOperator(G, batch_size=2)
+    evals, U = op.eigh(4)
+    C = op.to_dense()
+    ref = np.linalg.eigvalsh(C.numpy())[::-1][:4]
+    np.testing.assert_allclose(evals.numpy(), np.clip(ref, 0, None), atol=1e-12)
+    assert float(evals[3]) == 0.0 and float(evals[2]) > 0.0
+    torch.testing.assert_close(U.T @ U, torch.eye(4, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(C @ U, U * evals, atol=1e-12, rtol=0)
+
+
+def test_operator_to_scipy_eigsh():
+    from scipy.sparse.linalg import eigsh
+
+    G = random_G(30, 25, seed=5)
+    op = CovarianceOperator(G, batch_size=4, replacement=False)
+    lin = op.to_scipy()
+    assert lin.shape == (25, 25)
+    top = eigsh(lin, k=3, which="LA", return_eigenvectors=False)
+    evals, _ = op.eigh(3)
+    np.testing.assert_allclose(np.sort(top)[::-1], evals.numpy(), rtol=1e-9)
+    X = np.random.default_rng(0).standard_normal((25, 2))
+    np.testing.assert_allclose(lin @ X, op.to_dense().numpy() @ X, rtol=1e-12, atol=1e-12)
+
+
+def test_validation_errors_name_the_argument():
+    G = random_G(5, 3)
+    with pytest.raises(ValueError, match="batch_size"):
+        minibatch_covariance(G, 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        minibatch_covariance(G, -2, replacement=False)
+    with pytest.raises(ValueError, match="batch_size must be <= "):
+        CovarianceOperator(G, batch_size=6, replacement=False)
+    with pytest.raises(ValueError, match="batch_size must be <= "):
+        sample_minibatch_gradients(G, 6, 3, replacement=False)
+    assert minibatch_factor(5, 6) == pytest.approx(1 / 6)  # allowed with replacement
+    with pytest.raises(ValueError, match="G must be a 2-D tensor"):
+        gradient_covariance(G[0])
+    with pytest.raises(ValueError, match="N >= 2"):
+        minibatch_trace(G[:1], 1, replacement=False)
+    with pytest.raises(ValueError, match="G must have at least 2 rows"):
+        monte_carlo_covariance_error(G[:1], 1, [10])
+    with pytest.raises(ValueError, match="sample_counts"):
+        monte_carlo_covariance_error(G, 1, [1])
+    op = CovarianceOperator(G)
+    with pytest.raises(ValueError, match="v must have length 3"):
+        op.matvec(torch.zeros(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="V must have 3 rows"):
+        op.matmat(torch.zeros(4, 2, dtype=torch.float64))
+    with pytest.raises(ValueError, match="k must be"):
+        op.eigh(4)
+
+
+# ---------------------------------------------------------------- properties
+
+
+@st.composite
+def covariance_cases(draw):
+    n = draw(st.integers(2, 9))
+    p = draw(st.integers(1, 7))
+    replacement = draw(st.booleans())
+    b = draw(st.integers(1, n if not replacement else n + 3))
+    seed = draw(st.integers(0, 10_000))
+    scale = draw(st.sampled_from([1e-3, 1.0, 1e3]))
+    return random_G(n, p, seed) * scale, b, replacement
+
+
+@settings(max_examples=60, deadline=None)
+@given(covariance_cases())
+def test_properties_of_the_minibatch_covariance(case):
+    G, b, replacement = case
+    n, p = G.shape
+    C = minibatch_covariance(G, b, replacement=replacement)
+    D = gradient_covariance(G)
+    size = float(torch.linalg.matrix_norm(D)) + 1e-300
+    tol = 1e-10 * size
+    assert torch.equal(C, C.T) or float((C - C.T).abs().max()) <= tol
+    assert float(np.linalg.eigvalsh(C.numpy()).min()) >= -tol
+    c = (1 / b) if replacement else (n - b) / (b * (n - 1))
+    torch.testing.assert_close(C, c * D, rtol=1e-12, atol=tol)
+    if replacement:  # 1/B scaling
+        torch.testing.assert_close(minibatch_covariance(G, 2 * b), C / 2, rtol=1e-12, atol=tol)
+    op = CovarianceOperator(G, batch_size=b, replacement=replacement)
+    tr = float(torch.trace(C))
+    traces = (minibatch_trace(G, b, replacement=replacement), op.trace(), op.diagonal().sum())
+    for t in traces:
+        assert float(t) == pytest.approx(tr, rel=1e-10, abs=tol)
+    torch.testing.assert_close(op.diagonal(), torch.diagonal(C), rtol=1e-10, atol=tol)
+    torch.testing.assert_close(op.to_dense(), C, rtol=1e-10, atol=tol)
+    v = torch.linspace(-1, 1, p, dtype=torch.float64)
+    torch.testing.assert_close(op.matvec(v), C @ v, rtol=1e-10, atol=tol)
+    V = torch.stack([v, v.flip(0) ** 2], dim=1)
+    torch.testing.assert_close(op @ V, C @ V, rtol=1e-10, atol=tol)
+
+
+@settings(max_examples=60, deadline=None)
+@given(covariance_cases(), st.integers(1, 7))
+def test_operator_eigh_matches_numpy(case, k):
+    G, b, replacement = case
+    n, p = G.shape
+    k = min(k, n, p)
+    op = CovarianceOperator(G, batch_size=b, replacement=replacement)
+    evals, U = op.eigh(k)
+    C = op.to_dense().numpy()
+    ref = np.linalg.eigvalsh(C)[::-1][:k]
+    scale = float(np.abs(gradient_covariance(G).numpy()).max()) + 1e-300
+    assert evals.shape == (k,) and U.shape == (p, k)
+    assert bool((evals[:-1] >= evals[1:]).all())
+    np.testing.assert_allclose(evals.numpy(), np.clip(ref, 0, None), atol=1e-9 * scale, rtol=1e-8)
+    np.testing.assert_allclose((U.T @ U).numpy(), np.eye(k), atol=1e-8)
+    np.testing.assert_allclose(C @ U.numpy(), U.numpy() * evals.numpy(), atol=1e-8 * scale)
