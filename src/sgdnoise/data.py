@@ -1,0 +1,502 @@
+"""CIFAR-10 (read from torchvision's ``cifar-10-batches-py`` layout) and a synthetic stand-in.
+
+Images are kept as uint8 tensors ``x: (N, 3, 32, 32)`` with int64 labels ``y: (N,)``; call
+:func:`to_float` to get normalised float32 inputs. Every data set carries a
+:class:`DataIdentity` recording where it came from (md5 of the pixel arrays, whether the
+files are the official ones), so that results can say which data produced them.
+
+Nothing is cached between calls: each call reads the files again (about a second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import socket
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._validate import check_choice, check_positive_int
+
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "CIFAR10_URL",
+    "DATASETS",
+    "OFFICIAL_MD5",
+    "DataCorruptError",
+    "DataIdentity",
+    "DataNotFoundError",
+    "ImageData",
+    "load_cifar10",
+    "load_dataset",
+    "resolve_data_dir",
+    "stratified_indices",
+    "synthetic_cifar10",
+    "to_float",
+]
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_DIRNAME = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+META_FILE = "batches.meta"
+#: md5 of the official files, as torchvision lists them.
+OFFICIAL_MD5 = {
+    "data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "data_batch_4": "634d18415352ddfa80567beed471001a",
+    "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "test_batch": "40351d587109b95175f43aff81a1287e",
+}
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer",
+    "dog", "frog", "horse", "ship", "truck",
+]  # fmt: skip
+#: Per-channel mean and std of the official training images on the [0, 1] scale.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+DATASETS = ("cifar10", "synthetic")
+ENV_VAR = "SGDNOISE_DATA"
+_ROW = 3 * 32 * 32
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The CIFAR-10 files are missing (and could not be downloaded)."""
+
+
+class DataCorruptError(ValueError):
+    """A CIFAR-10 file exists but cannot be read or has the wrong contents."""
+
+
+@dataclass
+class DataIdentity:
+    """Where a data set came from.
+
+    source: "official" (every file's md5 equals the official one), "supplied copy" (files in
+        the official layout with other bytes, e.g. a re-encoded copy) or "synthetic".
+    path: directory the files were read from ("" for synthetic data).
+    train_md5 / test_md5: md5 of the uint8 pixel rows, (N, 3072) C-order, of the full split
+        that was read (before any subset was taken).
+    official_checksums: whether all six batch files match the official md5 values.
+    n_train / n_test: number of examples held (after subsetting).
+    subset_seed: seed of the stratified subset, None when the full split is held.
+    """
+
+    source: str
+    path: str
+    train_md5: str
+    test_md5: str
+    official_checksums: bool
+    n_train: int
+    n_test: int
+    subset_seed: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ImageData:
+    """Images and labels. ``train_x: (N, 3, 32, 32) uint8``, ``train_y: (N,) int64``, the
+    same for the test split; ``classes[k]`` names label k."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+    identity: DataIdentity = field(repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageData(train={tuple(self.train_x.shape)}, test={tuple(self.test_x.shape)}, "
+            f"source={self.identity.source!r})"
+        )
+
+
+# --------------------------------------------------------------------------- locating files
+
+
+def _repo_data_dir() -> Path:
+    """``<repo>/data`` for a source checkout (src/sgdnoise/data.py -> repo root)."""
+    return Path(__file__).resolve().parents[2] / "data"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The directory that holds (or will hold) ``cifar-10-batches-py/``.
+
+    Order: the ``data_dir`` argument; else ``$SGDNOISE_DATA``; else ``data/`` under the
+    current directory, unless it lacks the CIFAR-10 folder and the repository's own
+    ``data/`` (found from this file's location; notebooks run in book/chapters) has it.
+    A path that itself is a ``cifar-10-batches-py`` folder is accepted and its parent used.
+    """
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+    elif os.environ.get(ENV_VAR):
+        root = Path(os.environ[ENV_VAR]).expanduser()
+    else:
+        root = Path("data")
+        repo = _repo_data_dir()
+        if not (root / CIFAR10_DIRNAME).is_dir() and (repo / CIFAR10_DIRNAME).is_dir():
+            root = repo
+    if root.name == CIFAR10_DIRNAME and (root / TRAIN_FILES[0]).exists():
+        root = root.parent
+    return root
+
+
+def _missing_message(folder: Path, why: str) -> str:
+    return (
+        f"CIFAR-10 not found: {why}\n"
+        f"Expected the folder {folder.resolve()} with the files "
+        f"{', '.join(TRAIN_FILES)}, {TEST_FILE} and {META_FILE} "
+        "(torchvision's 'cifar-10-batches-py' layout, the python version of CIFAR-10).\n"
+        "To supply it:\n"
+        f"  1. download {CIFAR10_URL} (about 170 MB) on a machine with internet access;\n"
+        f"  2. unpack it into the data directory: tar -xzf cifar-10-python.tar.gz -C "
+        f"{folder.parent.resolve()}\n"
+        f"     (this creates {CIFAR10_DIRNAME}/ there);\n"
+        f"  3. or put it anywhere and point the environment variable {ENV_VAR} at the folder "
+        f"that contains {CIFAR10_DIRNAME}/, or pass data_dir=... .\n"
+        "data/README.md in the repository describes this, and offline copies, in more detail. "
+        "Without any data, use dataset='synthetic' (a seeded CIFAR-shaped stand-in)."
+    )
+
+
+def _try_download(root: Path, timeout: float) -> str | None:
+    """Fetch the official archive with torchvision into ``root``; None on success, else the
+    reason it failed. A quick connection probe with ``timeout`` seconds comes first."""
+    try:
+        socket.create_connection(("www.cs.toronto.edu", 443), timeout=timeout).close()
+    except OSError as err:
+        return f"the download site is unreachable ({err})"
+    try:
+        from torchvision.datasets import CIFAR10
+    except ImportError as err:
+        return f"torchvision is not importable ({err})"
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(max(timeout, 30.0))
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        CIFAR10(str(root), train=True, download=True)
+    except Exception as err:  # any failure means "not downloaded"
+        return f"the download failed ({type(err).__name__}: {err})"
+    finally:
+        socket.setdefaulttimeout(old)
+    return None
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def _read_pickle(path: Path) -> tuple[dict[str, Any], bytes]:
+    if not path.is_file():
+        raise DataCorruptError(f"{path}: missing from the CIFAR-10 folder")
+    raw = path.read_bytes()
+    try:
+        obj = pickle.loads(raw, encoding="latin1")
+    except Exception as err:  # truncated/garbled pickles raise many types
+        raise DataCorruptError(
+            f"{path}: not a readable CIFAR-10 pickle ({type(err).__name__}: {err}); "
+            "the file is truncated or corrupted: replace it with a fresh copy"
+        ) from err
+    if not isinstance(obj, dict):
+        raise DataCorruptError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
+    obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
+    return obj, raw
+
+
+def _read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """Rows ``(n, 3072) uint8``, labels ``(n,) int64`` and the file's md5."""
+    obj, raw = _read_pickle(path)
+    if "data" not in obj or "labels" not in obj:
+        raise DataCorruptError(
+            f"{path}: expected keys 'data' and 'labels', found {sorted(map(str, obj))}"
+        )
+    data = obj["data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        desc = (
+            f"{data.dtype} array of shape {data.shape}"
+            if isinstance(data, np.ndarray)
+            else type(data).__name__
+        )
+        raise DataCorruptError(f"{path}: 'data' must be a uint8 (n, 3072) array, got {desc}")
+    if data.shape[1] != _ROW or data.shape[0] == 0:
+        raise DataCorruptError(
+            f"{path}: 'data' must have shape (n, 3072) with n >= 1 (10000 in the official "
+            f"files), got {data.shape}"
+        )
+    try:
+        labels = np.asarray(obj["labels"], dtype=np.int64)
+    except (TypeError, ValueError) as err:
+        raise DataCorruptError(f"{path}: 'labels' is not a list of integers ({err})") from err
+    if labels.shape != (data.shape[0],):
+        raise DataCorruptError(
+            f"{path}: {labels.shape} labels for {data.shape[0]} images; they must match"
+        )
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= num_classes:
+        raise DataCorruptError(f"{path}: labels must lie in 0..{num_classes - 1}, found {lo}..{hi}")
+    return np.ascontiguousarray(data), labels, hashlib.md5(raw).hexdigest()
+
+
+def _read_classes(folder: Path) -> list[str]:
+    meta = folder / META_FILE
+    if not meta.exists():
+        return list(CIFAR10_CLASSES)
+    obj, _ = _read_pickle(meta)
+    names = obj.get("label_names")
+    if not isinstance(names, list) or not names:
+        raise DataCorruptError(f"{meta}: expected a non-empty list under 'label_names'")
+    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _md5(rows: np.ndarray) -> str:
+    return hashlib.md5(np.ascontiguousarray(rows).data).hexdigest()
+
+
+def load_cifar10(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    download: bool = True,
+    timeout: float = 5.0,
+) -> ImageData:
+    """Read CIFAR-10 from ``<data_dir>/cifar-10-batches-py`` (see :func:`resolve_data_dir`).
+
+    Returns ``train_x: (50000, 3, 32, 32) uint8`` in the official order of data_batch_1..5,
+    ``test_x: (10000, 3, 32, 32)``, labels int64 and the class names from batches.meta.
+    When the folder is missing and ``download`` is true, torchvision fetches the official
+    archive (after a connection probe of ``timeout`` seconds); when that is impossible a
+    :class:`DataNotFoundError` explains how to supply the files. Files that exist but are
+    truncated or malformed raise :class:`DataCorruptError` naming the file.
+
+    The batch files are Python pickles: only read copies you trust.
+    """
+    root = resolve_data_dir(data_dir)
+    folder = root / CIFAR10_DIRNAME
+    if not folder.is_dir():
+        if not download:
+            raise DataNotFoundError(
+                _missing_message(folder, "the folder does not exist and download=False")
+            )
+        why = _try_download(root, timeout)
+        if why is not None or not folder.is_dir():
+            raise DataNotFoundError(_missing_message(folder, why or "download left no folder"))
+    classes = _read_classes(folder)
+    file_md5: dict[str, str] = {}
+    xs, ys = [], []
+    for name in TRAIN_FILES:
+        x, y, file_md5[name] = _read_batch(folder / name, len(classes))
+        xs.append(x)
+        ys.append(y)
+    train_rows = np.concatenate(xs)
+    train_y = np.concatenate(ys)
+    del xs
+    test_rows, test_y, file_md5[TEST_FILE] = _read_batch(folder / TEST_FILE, len(classes))
+    official = all(file_md5[k] == v for k, v in OFFICIAL_MD5.items())
+    identity = DataIdentity(
+        source="official" if official else "supplied copy",
+        path=str(folder.resolve()),
+        train_md5=_md5(train_rows),
+        test_md5=_md5(test_rows),
+        official_checksums=official,
+        n_train=int(train_rows.shape[0]),
+        n_test=int(test_rows.shape[0]),
+    )
+    return ImageData(
+        train_x=torch.from_numpy(train_rows.reshape(-1, 3, 32, 32)),
+        train_y=torch.from_numpy(train_y),
+        test_x=torch.from_numpy(test_rows.reshape(-1, 3, 32, 32)),
+        test_y=torch.from_numpy(test_y),
+        classes=classes,
+        identity=identity,
+    )
+
+
+# --------------------------------------------------------------------------- synthetic data
+
+
+def _upsample_matrix(low: int, size: int = 32) -> np.ndarray:
+    """``(size, low)`` matrix of linear interpolation weights from ``low`` equally spaced
+    grid points (end points aligned) to ``size`` points; each row sums to one."""
+    pos = np.linspace(0.0, low - 1.0, size)
+    left = np.minimum(np.floor(pos).astype(np.int64), low - 2)
+    frac = (pos - left).astype(np.float32)
+    U = np.zeros((size, low), dtype=np.float32)
+    U[np.arange(size), left] = 1.0 - frac
+    U[np.arange(size), left + 1] = frac
+    return U
+
+
+def _smooth_fields(rng: np.random.Generator, n: int, low: int) -> np.ndarray:
+    """``n`` smooth random images ``(n, 3, 32, 32)`` float32: standard normal values on a
+    ``low x low`` grid, bilinearly interpolated to 32 x 32 (``U G Uᵀ`` per channel)."""
+    coarse = rng.standard_normal((n, 3, low, low), dtype=np.float32)
+    U = _upsample_matrix(low)
+    return U @ coarse @ U.T
+
+
+def synthetic_cifar10(n_train: int, n_test: int, *, seed: int = 0) -> ImageData:
+    """A seeded CIFAR-shaped stand-in that small models can learn, but not trivially.
+
+    Each class c has a smooth random template ``T_c: (3, 32, 32)`` (unit pixel std). Example
+    i of class c is ``clip(128 + 20 (a_i shift_i(T_c) + b_i T_o) + 48 S_i + 24 Z_i, 0, 255)``
+    rounded to uint8: contrast ``a_i ~ U(0.6, 1.4)``, a random circular shift of up to 8
+    pixels in each direction, a distractor template ``T_o`` of another class with weight
+    ``b_i ~ U(0, 0.8)``, a smooth per-example random field ``S_i`` and white pixel noise
+    ``Z_i`` (both standard normal per pixel). Softmax regression on 2000 examples reaches
+    about 85 % training and 65 % test accuracy. Labels are balanced (``n // 10`` per
+    class, the remainder on the first classes) and shuffled. The same seed gives the same
+    arrays; train and test share the templates but not the per-example draws.
+    """
+    n_train = check_positive_int("n_train", n_train)
+    n_test = check_positive_int("n_test", n_test)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 10]))
+    templates = _smooth_fields(rng, 10, 4)
+    templates /= templates.std(axis=(1, 2, 3), keepdims=True)
+    grid = np.arange(32)
+
+    def make(n: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.permutation(np.arange(n, dtype=np.int64) % 10)
+        out = np.empty((n, 3, 32, 32), dtype=np.uint8)
+        for lo in range(0, n, 4096):
+            y = labels[lo : min(n, lo + 4096)]
+            m = y.shape[0]
+            a = rng.uniform(0.6, 1.4, size=(m, 1, 1, 1)).astype(np.float32)
+            dy, dx = rng.integers(-8, 9, size=(2, m))
+            rows = (grid[None, :] - dy[:, None]) % 32
+            cols = (grid[None, :] - dx[:, None]) % 32
+            shifted = templates[
+                y[:, None, None, None],
+                np.arange(3)[None, :, None, None],
+                rows[:, None, :, None],
+                cols[:, None, None, :],
+            ]
+            other = (y + rng.integers(1, 10, size=m)) % 10
+            b = rng.uniform(0.0, 0.8, size=(m, 1, 1, 1)).astype(np.float32)
+            img = 128.0 + 20.0 * (a * shifted + b * templates[other])
+            img += 48.0 * _smooth_fields(rng, m, 8)
+            img += 24.0 * rng.standard_normal((m, 3, 32, 32), dtype=np.float32)
+            out[lo : lo + m] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        return out, labels
+
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    identity = DataIdentity(
+        source="synthetic",
+        path="",
+        train_md5=_md5(train_x),
+        test_md5=_md5(test_x),
+        official_checksums=False,
+        n_train=n_train,
+        n_test=n_test,
+        subset_seed=None,
+    )
+    return ImageData(
+        train_x=torch.from_numpy(train_x),
+        train_y=torch.from_numpy(train_y),
+        test_x=torch.from_numpy(test_x),
+        test_y=torch.from_numpy(test_y),
+        classes=[f"class {k}" for k in range(10)],
+        identity=identity,
+    )
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def stratified_indices(labels: torch.Tensor | np.ndarray, n: int, *, seed: int = 0) -> torch.Tensor:
+    """Indices of a seeded class-stratified subset of size ``n``, sorted ascending.
+
+    Each class k gets ``floor(n * n_k / N)`` examples (its share of ``labels``), and the
+    ``n - sum`` left over go one each to the classes with the largest remainders (ties to the
+    lower label). Within a class the examples are drawn uniformly without replacement.
+    ``labels: (N,)`` integers; returns a LongTensor ``(n,)``.
+    """
+    y = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if y.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {y.shape}")
+    n = check_positive_int("n", n)
+    if n > y.shape[0]:
+        raise ValueError(f"n must be at most the number of examples {y.shape[0]}, got {n}")
+    classes, counts = np.unique(y, return_counts=True)
+    exact = n * counts / y.shape[0]
+    take = np.floor(exact).astype(np.int64)
+    extra = n - int(take.sum())
+    order = np.lexsort((classes, -(exact - take)))  # largest remainder first, then label
+    take[order[:extra]] += 1
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 20]))
+    chosen = [
+        rng.choice(np.flatnonzero(y == c), size=int(k), replace=False)
+        for c, k in zip(classes, take, strict=True)
+    ]
+    return torch.from_numpy(np.sort(np.concatenate(chosen)).astype(np.int64))
+
+
+def load_dataset(
+    name: str,
+    *,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = True,
+) -> ImageData:
+    """``"cifar10"`` (:func:`load_cifar10`) or ``"synthetic"`` (:func:`synthetic_cifar10`),
+    optionally cut to stratified seeded subsets of ``n_train`` / ``n_test`` examples.
+
+    For synthetic data ``n_train`` / ``n_test`` are the sizes generated (defaults 5000 /
+    1000) and ``seed`` seeds the generator. For CIFAR-10 ``None`` keeps the whole split;
+    the identity's md5 values still describe the full files, ``subset_seed`` the subset.
+    """
+    check_choice("name", name, DATASETS)
+    if name == "synthetic":
+        return synthetic_cifar10(
+            5000 if n_train is None else n_train, 1000 if n_test is None else n_test, seed=seed
+        )
+    data = load_cifar10(data_dir, download=download)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
+        if n is not None and n != y.shape[0]:
+            idx = stratified_indices(y, n, seed=seed + (0 if split == "train" else 1))
+            x, y = x[idx].contiguous(), y[idx].contiguous()
+        out[f"{split}_x"], out[f"{split}_y"] = x, y
+    subset = n_train is not None or n_test is not None
+    identity = replace(
+        data.identity,
+        n_train=int(out["train_y"].shape[0]),
+        n_test=int(out["test_y"].shape[0]),
+        subset_seed=int(seed) if subset else None,
+    )
+    return ImageData(classes=data.classes, identity=identity, **out)
+
+
+# --------------------------------------------------------------------------- preprocessing
+
+
+def to_float(x_uint8: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
+    """``(N, 3, H, W)`` uint8 -> float32 on [0, 1], then ``(x - mean) / std`` per channel
+    with :data:`CIFAR10_MEAN` / :data:`CIFAR10_STD` when ``normalize``."""
+    if not isinstance(x_uint8, torch.Tensor) or x_uint8.dtype != torch.uint8:
+        what = x_uint8.dtype if isinstance(x_uint8, torch.Tensor) else type(x_uint8).__name__
+        raise ValueError(f"x_uint8 must be a uint8 tensor, got {what}")
+    if x_uint8.ndim != 4 or x_uint8.shape[1] != 3:
+        raise ValueError(f"x_uint8 must have shape (N, 3, H, W), got {tuple(x_uint8.shape)}")
+    x = x_uint8.to(torch.float32) / 255.0
+    if normalize:
+        mean = torch.tensor(CIFAR10_MEAN, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(CIFAR10_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+    return x
