@@ -1,0 +1,72 @@
+"""Shared fixtures for the book tests: the book built once per session with the smoke profile.
+
+Set ``SGDNOISE_BOOK_TEST_BUILD=<dir>`` to keep that build between test runs (the chapter cache
+then makes a repeated ``make test`` fast); by default it goes to a fresh temporary folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK = REPO / "book"
+BUILD_SCRIPT = BOOK / "build.py"
+
+
+def load_build_module() -> ModuleType:
+    """book/build.py imported as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("book_build", BUILD_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("book_build", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_build(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """Run book/build.py with ``args``; output captured as text."""
+    return subprocess.run([sys.executable, str(BUILD_SCRIPT), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def output_of(proc: subprocess.CompletedProcess[str], tail: int = 6000) -> str:
+    return f"--- stdout ---\n{proc.stdout[-tail:]}\n--- stderr ---\n{proc.stderr[-tail:]}"
+
+
+@dataclass
+class BookBuild:
+    """A finished smoke-profile build of the real book."""
+
+    build_dir: Path
+    html: Path
+    executed: Path
+    chapters: list[str]
+    args: tuple[str, ...]
+    proc: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="session")
+def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
+    build = load_build_module()
+    chapters = build.chapter_names(build.read_toc(BOOK))
+    missing = [n for n in chapters if not (BOOK / "chapters" / f"{n}.py").is_file()]
+    if missing:
+        pytest.skip("the book's toc lists chapters whose source is not written yet: "
+                    + ", ".join(f"book/chapters/{n}.py" for n in missing))
+    keep = os.environ.get("SGDNOISE_BOOK_TEST_BUILD")
+    build_dir = Path(keep).resolve() if keep else tmp_path_factory.mktemp("smoke-book")
+    args = ("--profile", "smoke", "--build-dir", str(build_dir), "--warnings-as-errors")
+    proc = run_build(*args)
+    if proc.returncode != 0:
+        pytest.fail("book/build.py failed on the smoke profile:\n" + output_of(proc),
+                    pytrace=False)
+    return BookBuild(build_dir=build_dir, html=build_dir / "html",
+                     executed=build_dir / "executed" / "smoke", chapters=chapters, args=args,
+                     proc=proc)

@@ -1,0 +1,325 @@
+"""The book pipeline: book/build.py executes chapters with papermill, caches them, and builds
+the HTML with Jupyter Book; failures stop the build and leave no current-looking HTML."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from conftest import BOOK, BookBuild, load_build_module, output_of, run_build
+
+build = load_build_module()
+
+EXPECTED_CHAPTERS = [
+    "ch01_lemma1", "ch02_fisher_hessian", "ch03_gaussian_lemma2", "ch04_stability",
+    "ch05_overparam", "ch06_batch_size", "ch07_saddles", "ch08_resnet_sweep",
+    "ch09_anisotropic_noise",
+]
+
+# A throwaway chapter that follows book/README.md: parameters cell, validation, a numbered
+# equation with a reference, a citation, a seaborn figure and the provenance table.
+SAMPLE_CHAPTER = '''\
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation: {extension: .py, format_name: percent}
+#   kernelspec: {display_name: Python 3, language: python, name: python3}
+# ---
+
+# %% [markdown]
+# # 1. A sample chapter
+#
+# The mean of $B$ independent draws has variance
+#
+# $$
+# \\operatorname{Var}\\Big(\\frac1B\\sum_{j=1}^B x_j\\Big) = \\frac{\\sigma^2}{B}
+# $$ (eq-sample-var)
+#
+# Equation {eq}`eq-sample-var` is the scalar case of Lemma 1 {cite}`chaudhari2018sgd`.
+
+# %% tags=["parameters"]
+profile = "default"
+num_draws = 200
+seed = 0
+
+# %%
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+from sgdnoise.params import Param, validate
+from sgdnoise.plotting import source_label, use_style
+from sgdnoise.report import Stopwatch, provenance_markdown
+
+SPEC = {"profile": Param("str", choices=["smoke", "default", "full"]),
+        "num_draws": Param("int", low=10), "seed": Param("int", low=0)}
+P = validate(dict(profile=profile, num_draws=num_draws, seed=seed), SPEC)
+clock = Stopwatch()
+use_style()
+
+# %%
+rng = np.random.default_rng(P["seed"])
+sizes = (1, 2, 4, 8)
+df = pd.DataFrame({"B": sizes,
+                   "var": [rng.normal(size=(P["num_draws"], b)).mean(1).var() for b in sizes]})
+ax = sns.lineplot(data=df, x="B", y="var", marker="o")
+ax.set(xscale="log", yscale="log", title=source_label(profile))
+plt.show()
+
+# %% [markdown]
+# The points fall on a line of slope $-1$, as {eq}`eq-sample-var` says.
+#FAILING_CELL
+
+# %%
+display(Markdown(provenance_markdown(profile, P, wall_time_s=clock.seconds)))
+'''
+
+FAILING_CELL = '''
+# %%
+raise RuntimeError("deliberate failure 4711")
+'''
+
+
+def make_sample_book(root: Path, *, failing: bool = False, num_draws: int = 20) -> Path:
+    """A copy of the real book's config, intro and bibliography with one sample chapter."""
+    book = root / "book"
+    (book / "chapters").mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", "references.bib", "intro.md", "bibliography.md"):
+        shutil.copy2(BOOK / name, book / name)
+    if (BOOK / "bib").is_dir():
+        shutil.copytree(BOOK / "bib", book / "bib", dirs_exist_ok=True)
+    toc = {"format": "jb-book", "root": "intro",
+           "chapters": [{"file": "chapters/ch01_sample"}, {"file": "bibliography"}]}
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    source = SAMPLE_CHAPTER.replace("#FAILING_CELL\n", FAILING_CELL if failing else "")
+    (book / "chapters" / "ch01_sample.py").write_text(source)
+    params = book / "params" / "ch01_sample"
+    params.mkdir(parents=True, exist_ok=True)
+    for profile, n in (("smoke", num_draws), ("default", 200), ("full", 5000)):
+        (params / f"{profile}.yaml").write_text(
+            yaml.safe_dump({"profile": profile, "num_draws": n, "seed": 0}, sort_keys=False))
+    return book
+
+
+def summary_rows(stdout: str) -> dict[str, str]:
+    """chapter -> status from the table build.py prints last."""
+    rows = {}
+    for line in stdout.splitlines():
+        m = re.match(r"^(\S+)\s{2,}(executed|cached|FAILED|missing|built|up to date|"
+                     r"building)\b", line)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+# ----------------------------------------------------------- fast checks of build.py itself
+
+
+def test_toc_lists_the_nine_chapters_in_order():
+    assert build.chapter_names(build.read_toc(BOOK)) == EXPECTED_CHAPTERS
+
+
+def test_toc_starts_with_intro_and_ends_with_bibliography():
+    files = build._toc_files(build.read_toc(BOOK))
+    assert files[0] == "intro" and files[-1] == "bibliography"
+    assert (BOOK / "intro.md").is_file() and (BOOK / "bibliography.md").is_file()
+
+
+def test_filter_toc_keeps_pages_and_selected_chapters():
+    toc = build.read_toc(BOOK)
+    files = build._toc_files(build.filter_toc(toc, {"ch04_stability"}))
+    assert files == ["intro", "chapters/ch04_stability", "bibliography"]
+    assert build.chapter_names(toc) == EXPECTED_CHAPTERS  # the original is untouched
+
+
+def test_config_keeps_the_book_offline_and_unexecuted():
+    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    assert config["execute"]["execute_notebooks"] == "off"
+    assert "sphinx-mathjax-offline" in config["sphinx"]["extra_extensions"]
+    assert {"dollarmath", "amsmath"} <= set(config["parse"]["myst_enable_extensions"])
+    assert config["sphinx"]["config"]["nb_ipywidgets_js"] == {}
+    assert not config["launch_buttons"]["thebe"]
+    assert not any(v for k, v in config["launch_buttons"].items() if k.endswith("_url"))
+    assert config["bibtex_bibfiles"] == ["references.bib"]
+
+
+def test_bib_files_add_every_chapter_bib(tmp_path):
+    (tmp_path / "references.bib").write_text("")
+    (tmp_path / "bib").mkdir()
+    for name in ("ch02.bib", "ch01.bib"):
+        (tmp_path / "bib" / name).write_text("")
+    assert build.bib_files(tmp_path) == ["references.bib", "bib/ch01.bib", "bib/ch02.bib"]
+
+
+def test_check_chapter_accepts_matching_parameters(tmp_path):
+    book = make_sample_book(tmp_path)
+    _, params = build.check_chapter(book, "ch01_sample", "smoke")
+    assert params == {"profile": "smoke", "num_draws": 20, "seed": 0}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [({"extra": 1}, r"unknown parameter\(s\) \['extra'\]"),
+     ({"seed": None}, r"missing parameter\(s\) \['seed'\]"),
+     ({"profile": "full"}, r"sets profile='full', expected 'smoke'")],
+)
+def test_check_chapter_rejects_parameter_files_that_disagree(tmp_path, change, expected):
+    book = make_sample_book(tmp_path)
+    pfile = book / "params" / "ch01_sample" / "smoke.yaml"
+    values = yaml.safe_load(pfile.read_text())
+    for key, value in change.items():
+        if value is None:
+            values.pop(key)
+        else:
+            values[key] = value
+    pfile.write_text(yaml.safe_dump(values))
+    with pytest.raises(build.BuildError, match=expected):
+        build.check_chapter(book, "ch01_sample", "smoke")
+
+
+def test_check_chapter_needs_exactly_one_parameters_cell(tmp_path):
+    book = make_sample_book(tmp_path)
+    src = book / "chapters" / "ch01_sample.py"
+    src.write_text(src.read_text().replace('# %% tags=["parameters"]', "# %%"))
+    with pytest.raises(build.BuildError, match="exactly one code cell tagged 'parameters'"):
+        build.check_chapter(book, "ch01_sample", "smoke")
+
+
+def test_package_hash_follows_code_changes(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "sub" / "b.py").write_text("y = 2\n")
+    (tmp_path / "notes.txt").write_text("not code")
+    first = build.package_hash(tmp_path)
+    (tmp_path / "notes.txt").write_text("changed, still not code")
+    assert build.package_hash(tmp_path) == first
+    (tmp_path / "sub" / "b.py").write_text("y = 3\n")
+    assert build.package_hash(tmp_path) != first
+
+
+# ------------------------------------------------------------- the pipeline, run for real
+
+
+@pytest.mark.book
+def test_missing_chapter_is_an_error_unless_allowed(tmp_path):
+    book = make_sample_book(tmp_path)
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    toc["chapters"].insert(1, {"file": "chapters/ch02_absent"})
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc))
+    common = ("--book-dir", str(book), "--build-dir", str(tmp_path / "out"), "--profile",
+              "smoke", "--no-html", "--only", "ch02_absent")
+    proc = run_build(*common)
+    assert proc.returncode == 1, output_of(proc)
+    assert "chapters/ch02_absent.py" in proc.stderr and "--allow-missing" in proc.stderr
+    proc = run_build(*common, "--allow-missing")
+    assert proc.returncode == 0, output_of(proc)
+    assert "WARNING: chapters/ch02_absent.py does not exist" in proc.stderr
+    assert summary_rows(proc.stdout)["ch02_absent"] == "missing"
+
+
+@pytest.mark.book
+def test_failing_chapter_stops_the_build_and_marks_html_stale(tmp_path):
+    book = make_sample_book(tmp_path)
+    out = tmp_path / "out"
+    common = ("--book-dir", str(book), "--build-dir", str(out), "--profile", "smoke")
+    executed = out / "executed" / "smoke"
+
+    proc = run_build(*common, "-W")  # a good build first, so there is HTML to protect
+    assert proc.returncode == 0, output_of(proc)
+    assert (out / "html" / "chapters" / "ch01_sample.html").is_file()
+
+    # a Sphinx warning (an unknown citation key) fails the HTML build under -W
+    intro = book / "intro.md"
+    intro.write_text(intro.read_text() + "\nSee {cite}`no_such_key_4711`.\n")
+    proc = run_build(*common, "-W")
+    assert proc.returncode == 1, output_of(proc)
+    assert "no_such_key_4711" in proc.stdout + proc.stderr
+    assert "jupyter-book build failed" in proc.stderr
+    assert summary_rows(proc.stdout)["ch01_sample"] == "cached"
+    assert not (out / "html").exists() and (out / "html.stale" / "STALE.txt").is_file()
+    assert (out / "html.stale" / "chapters" / "ch01_sample.html").is_file()
+    shutil.copy2(BOOK / "intro.md", intro)
+
+    # a bad parameter value: the chapter's validation cell stops it
+    pfile = book / "params" / "ch01_sample" / "smoke.yaml"
+    pfile.write_text(pfile.read_text().replace("num_draws: 20", "num_draws: -5"))
+    proc = run_build(*common, "-W")
+    text = proc.stdout + proc.stderr
+    failed = executed / "ch01_sample.failed.ipynb"
+    assert proc.returncode == 1, output_of(proc)
+    assert "ValueError" in text and "'num_draws'" in text and ">= 10" in text and "-5" in text
+    assert str(failed) in text and failed.is_file()
+    assert not (executed / "ch01_sample.ipynb").exists()
+    assert not (out / "html").exists(), "the old HTML must not stay in place"
+    stale = (out / "html.stale" / "STALE.txt").read_text()
+    assert "STALE" in stale and "num_draws" in stale
+    assert summary_rows(proc.stdout)["ch01_sample"] == "FAILED"
+
+    # a cell that raises: papermill's error names it
+    make_sample_book(tmp_path, failing=True)
+    proc = run_build(*common, "--no-html")
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output_of(proc)
+    assert "RuntimeError" in text and "deliberate failure 4711" in text
+    assert str(failed) in text
+    nb = nbformat.read(failed, as_version=4)
+    assert build.error_outputs(nb), "the failed notebook keeps the error output"
+    assert not (out / "html").exists()
+
+
+# -------------------------------------------------------- the real book, smoke profile
+
+
+@pytest.mark.book
+def test_smoke_book_executes_every_chapter(smoke_book: BookBuild):
+    for name in smoke_book.chapters:
+        path = smoke_book.executed / f"{name}.ipynb"
+        assert path.is_file(), f"{name}: no executed notebook"
+        assert not (smoke_book.executed / f"{name}.failed.ipynb").exists()
+        nb = nbformat.read(path, as_version=4)
+        assert build.error_outputs(nb) == [], name
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and 'profile = "smoke"' in injected[0].source, name
+        record = json.loads((smoke_book.executed / f"{name}.json").read_text())
+        assert record["profile"] == "smoke" and record["parameters"]["profile"] == "smoke"
+
+
+@pytest.mark.book
+def test_smoke_book_html_has_rendered_pages(smoke_book: BookBuild):
+    html = smoke_book.html
+    assert (html / "index.html").is_file()
+    intro = (html / "intro.html").read_text()
+    assert "structure of SGD" in intro and 'class="math' in intro
+    assert 'id="equation-eq-intro-cov"' in intro
+    info = json.loads((html / "_build_info.json").read_text())
+    assert info["profile"] == "smoke" and set(info["chapters"]) == set(smoke_book.chapters)
+    assert not (smoke_book.build_dir / "html.stale").exists()
+    for name in smoke_book.chapters:
+        page = (html / "chapters" / f"{name}.html").read_text()
+        images = re.findall(r'<img[^>]+src="\.\./(_images/[^"]+)"', page)
+        assert images, f"{name}: no figure"
+        assert all((html / src).is_file() for src in images), name
+        assert 'class="math' in page, f"{name}: no math"
+        table = re.search(r"<table.*?</table>", page, flags=re.S)
+        assert table and "git commit" in page and "wall time" in page, f"{name}: no provenance"
+        assert re.search(r"<td[^>]*>\s*(<p>)?\s*smoke", page), f"{name}: profile not shown"
+    bibliography = (html / "bibliography.html").read_text()
+    assert bibliography.count('role="doc-biblioentry"') + bibliography.count(
+        'class="citation"') >= 1
+
+
+@pytest.mark.book
+def test_rebuild_with_nothing_changed_executes_nothing(smoke_book: BookBuild):
+    mtimes = {p: p.stat().st_mtime_ns for p in smoke_book.executed.glob("*.ipynb")}
+    proc = run_build(*smoke_book.args)
+    assert proc.returncode == 0, output_of(proc)
+    rows = summary_rows(proc.stdout)
+    assert all(rows[name] == "cached" for name in smoke_book.chapters), rows
+    assert rows["html"] == "up to date", rows
+    assert {p: p.stat().st_mtime_ns for p in smoke_book.executed.glob("*.ipynb")} == mtimes

@@ -1,0 +1,249 @@
+"""The built book in a real browser: headless Chromium renders the index and a chapter from a
+localhost server, MathJax (served locally) typesets every equation, and no request leaves
+the machine. Screenshots go to test-artifacts/browser/ for a human to look at."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import REPO, BookBuild
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-extensions", "--disable-default-apps", "--no-pings", "--hide-scrollbars",
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+    "--virtual-time-budget=10000", "--window-size=1280,1800",
+]
+
+
+def find_chromium() -> str | None:
+    for candidate in ("/usr/bin/chromium", shutil.which("chromium"),
+                      shutil.which("chromium-browser")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = find_chromium()
+    if path is None:
+        pytest.skip("headless Chromium not found (install the Debian package: "
+                    "apt-get install -y chromium)")
+    return path
+
+
+@dataclass
+class Server:
+    base: str
+    requests: list[str]
+
+
+@pytest.fixture(scope="module")
+def server(smoke_book: BookBuild) -> Iterator[Server]:
+    """The built HTML over http://127.0.0.1:<port>, recording every request path."""
+    requests: list[str] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            requests.append(self.path)
+
+    handler = functools.partial(Handler, directory=str(smoke_book.html))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", requests)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@dataclass
+class Rendered:
+    dom: str
+    screenshot: Path
+    page_requests: list[tuple[str, str]]  # (url, initiator) of requests the page made
+
+
+def render(chromium: str, url: str, name: str, tmp_path: Path) -> Rendered:
+    """Load ``url`` in a fresh headless profile: the DOM after scripts ran, a screenshot
+    and the requests recorded in Chromium's net log."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / f"{name}.png"
+    shot.unlink(missing_ok=True)
+    netlog = tmp_path / f"{name}.netlog.json"
+    cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / f'profile-{name}'}",
+           f"--log-net-log={netlog}", f"--screenshot={shot}", "--dump-dom", url]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, f"chromium failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return Rendered(proc.stdout, shot, page_requests(netlog))
+
+
+def page_requests(netlog: Path) -> list[tuple[str, str]]:
+    """(url, initiator) of every URL request started on behalf of a page. Chromium's own
+    background requests (updates, account checks) carry no page origin and are left out;
+    they are refused by --host-resolver-rules anyway."""
+    text = netlog.read_text()
+    try:
+        log = json.loads(text)
+    except ValueError:  # a log cut short: close the events list
+        log = json.loads(text.rstrip().rstrip(",") + "]}")
+    names = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    out = []
+    for event in log.get("events", []):
+        if names.get(event.get("type")) != "URL_REQUEST_START_JOB":
+            continue
+        params = event.get("params", {})
+        initiator = str(params.get("initiator", ""))
+        isolation = str(params.get("network_isolation_key", ""))
+        if "127.0.0.1" in initiator or "127.0.0.1" in isolation:
+            out.append((str(params.get("url", "")), initiator))
+    return out
+
+
+def is_local(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("data", "blob", "about") or parts.hostname in LOCAL_HOSTS
+
+
+class _VisibleText(HTMLParser):
+    """Text outside script/style/code blocks (where raw TeX would show if MathJax failed)."""
+
+    SKIP = {"script", "style", "pre", "code", "mjx-assistive-mml", "textarea"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.chunks: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.SKIP:
+            self.depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP and self.depth:
+            self.depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self.depth:
+            self.chunks.append(data)
+
+
+def visible_text(dom: str) -> str:
+    parser = _VisibleText()
+    parser.feed(dom)
+    return "".join(parser.chunks)
+
+
+def count_math(static_html: str) -> int:
+    return len(re.findall(r'class="math notranslate nohighlight"', static_html))
+
+
+def check_typeset(rendered: Rendered, static_html: str, server: Server) -> None:
+    n_math = count_math(static_html)
+    n_typeset = rendered.dom.count("<mjx-container")
+    assert n_math > 0, "the page has no math to typeset"
+    assert n_typeset >= n_math, f"MathJax typeset {n_typeset} of {n_math} formulas"
+    text = visible_text(rendered.dom)
+    for raw in ("$$", "\\[", "\\(", "\\begin{"):
+        assert raw not in text, f"raw TeX {raw!r} left in the rendered text"
+    assert any("/_static/mathjax/" in path for path in server.requests), (
+        "MathJax was not loaded from the local _static folder")
+    remote = [(u, i) for u, i in rendered.page_requests if not is_local(u)]
+    assert not remote, f"the page requested remote resources: {remote}"
+    assert rendered.page_requests, "the net log recorded no page requests at all"
+    assert rendered.screenshot.is_file() and rendered.screenshot.stat().st_size > 10_000
+
+
+def test_index_renders_with_typeset_math(chromium, server, smoke_book, tmp_path):
+    rendered = render(chromium, server.base + "/", "index", tmp_path)
+    assert "structure of SGD" in rendered.dom  # index.html forwards to the introduction
+    check_typeset(rendered, (smoke_book.html / "intro.html").read_text(), server)
+    assert 'id="equation-eq-intro-cov"' in rendered.dom
+
+
+def test_chapter_renders_with_math_figures_and_provenance(chromium, server, smoke_book,
+                                                          tmp_path):
+    name = smoke_book.chapters[0]
+    rendered = render(chromium, f"{server.base}/chapters/{name}.html", name, tmp_path)
+    check_typeset(rendered, (smoke_book.html / "chapters" / f"{name}.html").read_text(),
+                  server)
+    assert re.search(r"<img[^>]+_images/", rendered.dom), "no figure on the page"
+    assert "git commit" in rendered.dom and "wall time" in rendered.dom
+    served_images = [p for p in server.requests if p.startswith("/_images/")]
+    assert served_images, "the figures were not fetched from the local server"
+
+
+# --------------------------------------------------- static scan: nothing remote to fetch
+
+FETCHING = {  # tag -> attributes whose URL the browser fetches on load
+    "script": ("src",), "img": ("src", "srcset"), "iframe": ("src",), "source": ("src", "srcset"),
+    "video": ("src", "poster"), "audio": ("src",), "embed": ("src",), "object": ("data",),
+    "input": ("src",),
+}
+FETCHING_LINK_RELS = {"stylesheet", "preload", "modulepreload", "prefetch", "icon",
+                      "shortcut icon", "apple-touch-icon", "manifest", "preconnect",
+                      "dns-prefetch"}
+REMOTE = re.compile(r"^\s*(https?:)?//", re.I)
+
+
+class _Fetches(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "link" and a.get("rel", "").lower() in FETCHING_LINK_RELS:
+            self.urls.append(a.get("href", ""))
+        for attr in FETCHING.get(tag, ()):
+            if attr == "srcset":
+                self.urls += [part.strip().split(" ")[0] for part in a.get(attr, "").split(",")]
+            elif attr in a:
+                self.urls.append(a[attr])
+        if tag == "meta" and a.get("http-equiv", "").lower() == "refresh":
+            self.urls.append(a.get("content", "").partition("url=")[2])
+
+
+CSS_REMOTE = re.compile(r"""(@import\s+(url\()?|url\()\s*['"]?\s*(https?:)?//""", re.I)
+JS_REMOTE = re.compile(
+    r"""(\bimport\s*\(|\bimportScripts\s*\(|\bfetch\s*\(|\.src\s*=|\bsrc\s*:)\s*['"`](https?:)?//""",
+    re.I)
+# Scripts that name a remote URL only behind a user action that this book never offers
+# (sphinx-thebe's launch button is switched off in _config.yml).
+JS_ALLOWED = {"sphinx-thebe.js"}
+
+
+def test_built_html_references_no_remote_resources(smoke_book: BookBuild):
+    problems = []
+    for path in sorted(smoke_book.html.rglob("*")):
+        rel = path.relative_to(smoke_book.html).as_posix()
+        if path.suffix == ".html":
+            parser = _Fetches()
+            parser.feed(path.read_text(errors="replace"))
+            problems += [f"{rel}: {u}" for u in parser.urls if REMOTE.match(u)]
+        elif path.suffix == ".css":
+            problems += [f"{rel}: {m.group(0)}"
+                         for m in CSS_REMOTE.finditer(path.read_text(errors="replace"))]
+        elif path.suffix == ".js" and path.name not in JS_ALLOWED and "mathjax" not in rel:
+            problems += [f"{rel}: {m.group(0)}"
+                         for m in JS_REMOTE.finditer(path.read_text(errors="replace"))]
+    assert not problems, "remote resources referenced:\n" + "\n".join(problems[:30])

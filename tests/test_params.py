@@ -1,0 +1,142 @@
+"""Chapter parameters: sgdnoise.params (Param, validate, load_profile) and every chapter's
+parameter files against its parameters cell."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+import yaml
+from conftest import BOOK, load_build_module
+
+from sgdnoise.params import PROFILES, Param, load_profile, validate
+
+SPEC = {
+    "profile": Param("str", choices=list(PROFILES)),
+    "epochs": Param("int", low=1, high=100),
+    "lr": Param("float", low=0.0),
+    "augment": Param("bool"),
+    "batch_sizes": Param("list[int]", low=1, min_len=2),
+    "widths": Param("list[float]", high=4.0),
+    "norms": Param("list[str]", choices=["batch", "group", "none"]),
+}
+GOOD = {"profile": "smoke", "epochs": 3, "lr": 0.1, "augment": False,
+        "batch_sizes": [128, 1024], "widths": [0.5, 1], "norms": ["group"]}
+
+
+def test_valid_values_pass_and_are_coerced():
+    checked = validate(GOOD, SPEC)
+    assert checked == {**GOOD, "widths": [0.5, 1.0]}
+    assert isinstance(checked["widths"][1], float)
+    assert validate({**GOOD, "lr": 1}, SPEC)["lr"] == 1.0
+    assert isinstance(validate({**GOOD, "lr": 1}, SPEC)["lr"], float)
+    assert validate({**GOOD, "epochs": 100}, SPEC)["epochs"] == 100  # bounds are inclusive
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "allowed"),
+    [
+        ("profile", "huge", "one of ['smoke', 'default', 'full']"),
+        ("profile", 3, "a string"),
+        ("epochs", 0, ">= 1"),
+        ("epochs", 101, "<= 100"),
+        ("epochs", 2.5, "an integer"),
+        ("epochs", True, "an integer"),
+        ("epochs", "3", "an integer"),
+        ("lr", -0.1, ">= 0.0"),
+        ("lr", "0.1", "a number"),
+        ("lr", False, "a number"),
+        ("augment", 1, "true or false"),
+        ("augment", "yes", "true or false"),
+        ("batch_sizes", 128, "a list of int with at least 2 item(s)"),
+        ("batch_sizes", [128], "a list of int with at least 2 item(s)"),
+        ("widths", [1.0, 8.0], "<= 4.0"),  # a list item is reported by itself
+        ("norms", ["layer"], "one of ['batch', 'group', 'none']"),
+    ],
+)
+def test_each_bad_value_names_parameter_value_and_what_is_allowed(name, value, allowed):
+    with pytest.raises(ValueError) as info:
+        validate({**GOOD, name: value}, SPEC)
+    message = str(info.value)
+    assert repr(name) in message or f"'{name}[" in message
+    assert allowed in message
+    bad_item = name in ("widths", "norms")
+    assert repr(value[-1] if bad_item else value) in message
+
+
+def test_list_items_are_named_by_index():
+    with pytest.raises(ValueError, match=r"'batch_sizes\[1\]' must be >= 1, got 0"):
+        validate({**GOOD, "batch_sizes": [4, 0]}, SPEC)
+
+
+def test_unknown_and_missing_parameters_are_errors():
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['lr_typo'\]") as info:
+        validate({**GOOD, "lr_typo": 0.1}, SPEC)
+    assert "allowed:" in str(info.value) and "'lr'" in str(info.value)
+    values = dict(GOOD)
+    del values["augment"]
+    with pytest.raises(ValueError, match=r"missing parameter\(s\) \['augment'\]"):
+        validate(values, SPEC)
+
+
+def test_unknown_kind_is_reported():
+    with pytest.raises(ValueError, match="unknown parameter kind 'complex'"):
+        validate({"z": 1}, {"z": Param("complex")})
+
+
+def test_load_profile_reads_a_flat_mapping(tmp_path):
+    path = tmp_path / "smoke.yaml"
+    path.write_text("profile: smoke\nepochs: 3\nbatch_sizes: [128, 1024]\n")
+    assert load_profile(path) == {"profile": "smoke", "epochs": 3, "batch_sizes": [128, 1024]}
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_profile(empty) == {}
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        load_profile(bad)
+
+
+# ------------------------------------------------------------ every chapter's parameter files
+
+_build = load_build_module()
+CHAPTERS = _build.chapter_names(_build.read_toc(BOOK))
+
+
+def parameters_cell(name: str) -> dict[str, object]:
+    """The literal values assigned in the chapter's cell tagged 'parameters'."""
+    import jupytext
+
+    nb = jupytext.read(BOOK / "chapters" / f"{name}.py")
+    cells = [c for c in nb.cells
+             if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{name}: expected one cell tagged 'parameters', found {len(cells)}"
+    values: dict[str, object] = {}
+    for node in ast.parse(cells[0].source).body:
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1, (
+            f"{name}: the parameters cell may only hold plain assignments")
+        target = node.targets[0]
+        assert isinstance(target, ast.Name), f"{name}: assign to plain names"
+        values[target.id] = ast.literal_eval(node.value)
+    return values
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_parameter_files_match_its_parameters_cell(name):
+    if not (BOOK / "chapters" / f"{name}.py").is_file():
+        pytest.skip(f"book/chapters/{name}.py is not written yet")
+    cell = parameters_cell(name)
+    assert cell.get("profile") == "default", f"{name}: the cell must set profile = 'default'"
+    expected = set(cell) - {"profile"}
+    for profile in PROFILES:
+        path = BOOK / "params" / name / f"{profile}.yaml"
+        assert path.is_file(), f"{name}: {path} is missing"
+        values = yaml.safe_load(path.read_text()) or {}
+        assert values.get("profile", profile) == profile, f"{path}: wrong profile"
+        keys = set(values) - {"profile"}
+        assert keys == expected, (
+            f"{path}: keys differ from the parameters cell: extra {sorted(keys - expected)}, "
+            f"missing {sorted(expected - keys)}")
+        if profile == "default":
+            differ = {k: (values[k], cell[k]) for k in expected if values[k] != cell[k]}
+            assert not differ, f"{path}: values differ from the parameters cell: {differ}"
