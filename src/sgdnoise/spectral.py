@@ -1,0 +1,519 @@
+"""Matrix-free spectral tools for symmetric operators given only as ``matvec``.
+
+Every function here sees a symmetric matrix ``A: (dim, dim)`` only through a callable
+``matvec(v: (dim,)) -> (dim,)`` (a Hessian-vector product, a Fisher-vector product, ...),
+and counts how many products it spends.
+
+- :func:`lanczos`: extreme eigenpairs by (block) Lanczos with full reorthogonalisation and
+  Rayleigh-Ritz on the Krylov basis ``V``: ``A V ≈ V T`` with ``T = VᵀAV``.
+- :func:`power_iteration_deflation`: the baseline used by PyHessian: power iteration for
+  one eigenpair at a time, each new start vector projected off the pairs already found.
+- :func:`hutchinson_trace`: ``tr A = E[zᵀAz]`` for Rademacher ``z``.
+- :func:`spectral_density`: stochastic Lanczos quadrature (SLQ), a Gaussian-smoothed
+  estimate of the eigenvalue density ``φ(t) = (1/dim) Σ_j δ(t − λ_j)``.
+- :func:`top_eigenspace_overlap`: ``‖UᵀV‖_F² / k`` for two orthonormal ``(dim, k)`` bases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
+
+Matvec = Callable[[torch.Tensor], torch.Tensor]
+
+__all__ = [
+    "LanczosResult",
+    "PowerIterationResult",
+    "SpectralDensity",
+    "TraceEstimate",
+    "hutchinson_trace",
+    "lanczos",
+    "power_iteration_deflation",
+    "spectral_density",
+    "top_eigenspace_overlap",
+]
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+
+
+def _generator(seed: int) -> torch.Generator:
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def _randn(dim: int, cols: int, gen: torch.Generator, dtype, device) -> torch.Tensor:
+    return torch.randn(dim, cols, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+
+
+def _apply(matvec: Matvec, v: torch.Tensor, dim: int) -> torch.Tensor:
+    """``matvec(v)`` cast back to ``v``'s dtype/device, with its shape checked."""
+    out = matvec(v)
+    if not isinstance(out, torch.Tensor) or out.shape != (dim,):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"matvec must map a ({dim},) tensor to a ({dim},) tensor, got {shape}")
+    return out.to(dtype=v.dtype, device=v.device)
+
+
+def _orthogonalize(W: torch.Tensor, V: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Project ``W: (dim, b)`` off the orthonormal columns of ``V: (dim, m)``.
+
+    Classical Gram-Schmidt applied twice ("twice is enough"); returns the projected block
+    and the total coefficients ``C = VᵀW`` (m, b)."""
+    if V is None or V.shape[1] == 0:
+        return W, W.new_zeros(0, W.shape[1])
+    C = V.T @ W
+    W = W - V @ C
+    C2 = V.T @ W
+    W = W - V @ C2
+    return W, C + C2
+
+
+def _select(theta: torch.Tensor, k: int, which: str) -> torch.Tensor:
+    """Indices of the ``k`` wanted Ritz values, most extreme first."""
+    if which == "LA":
+        order = torch.argsort(theta, descending=True)
+    elif which == "SA":
+        order = torch.argsort(theta, descending=False)
+    else:  # "LM"
+        order = torch.argsort(theta.abs(), descending=True)
+    return order[:k]
+
+
+# ----------------------------------------------------------------------------------------
+# Lanczos
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class LanczosResult:
+    """Output of :func:`lanczos`.
+
+    ``eigenvalues: (k,)``, most extreme first (``"LA"``: descending, ``"SA"``: ascending,
+    ``"LM"``: descending magnitude); ``eigenvectors: (dim, k)`` orthonormal Ritz vectors;
+    ``residuals: (k,)`` the residual norms ``‖A y − θ y‖`` (computed from the recurrence);
+    ``num_matvecs`` products spent; ``converged`` whether every residual met the tolerance;
+    ``ritz_history`` (if recorded) the wanted Ritz values after every block step, paired
+    with the matvec count at that point.
+
+    Unpacks like a pair: ``evals, evecs = lanczos(...)``.
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    residuals: torch.Tensor
+    num_matvecs: int
+    converged: bool
+    ritz_history: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        yield self.eigenvalues
+        yield self.eigenvectors
+
+
+def _krylov(
+    matvec: Matvec,
+    start: torch.Tensor,
+    max_size: int,
+    *,
+    stop: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, int], bool] | None = None,
+    restart_gen: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
+    """Block Lanczos with full reorthogonalisation.
+
+    Builds an orthonormal basis ``V: (dim, m)`` of the block Krylov space of ``start:
+    (dim, b)`` and the projected matrix ``T = VᵀAV: (m, m)`` (block tridiagonal up to
+    rounding, but every entry is the computed inner product). With ``Q`` the last block,
+    ``A Q = V C + W`` where ``W ⊥ V`` is split as ``W = Q_next R`` (thin SVD, dropping
+    directions at rounding level), so ``A V s − V T s = Q_next R s_last``.
+    ``stop(T, V, R, num_matvecs)`` is called after every block and ends the iteration when
+    it returns True. On breakdown (invariant Krylov space, ``R`` None) fresh random
+    directions orthogonal to ``V`` are drawn from ``restart_gen``, or the iteration ends
+    if it is None. Returns ``(T, V, R, num_matvecs)``.
+    """
+    dim = start.shape[0]
+    dtype, device = start.dtype, start.device
+    eps = torch.finfo(dtype).eps
+    Q, _ = torch.linalg.qr(start)
+    V = Q
+    T = torch.zeros(0, 0, dtype=dtype, device=device)
+    num_matvecs = 0
+    scale = 0.0  # running estimate of ‖A‖ for the breakdown test
+    while True:
+        b = Q.shape[1]
+        m = V.shape[1]
+        m_prev = m - b
+        W = torch.stack([_apply(matvec, Q[:, j], dim) for j in range(b)], dim=1)
+        num_matvecs += b
+        scale = max(scale, float(torch.linalg.matrix_norm(W, ord=2)))
+        W, C = _orthogonalize(W, V)  # C = VᵀAQ: the new block column of T
+        T_new = torch.zeros(m, m, dtype=dtype, device=device)
+        T_new[:m_prev, :m_prev] = T
+        T_new[:, m_prev:] = C
+        T_new[m_prev:, :m_prev] = C[:m_prev].T
+        T = 0.5 * (T_new + T_new.T)
+        # next block from the residual, without the directions that are rounding noise
+        U, sv, Wh = torch.linalg.svd(W, full_matrices=False)
+        keep = sv > 100 * eps * max(scale, torch.finfo(dtype).tiny)
+        R: torch.Tensor | None = sv[keep, None] * Wh[keep] if bool(keep.any()) else None
+        Qn = U[:, keep]
+        if stop is not None and stop(T, V, R, num_matvecs):
+            return T, V, R, num_matvecs
+        room = dim - m
+        if room <= 0 or m >= max_size:
+            return T, V, R, num_matvecs
+        Qn = Qn[:, :room]
+        missing = min(b, room) - Qn.shape[1]
+        if missing > 0 and restart_gen is not None:
+            extra = _randn(dim, missing, restart_gen, dtype, device)
+            basis = torch.cat([V, Qn], dim=1)
+            extra, _ = _orthogonalize(extra, basis)
+            extra, _ = torch.linalg.qr(extra)
+            extra, _ = _orthogonalize(extra, basis)
+            extra, _ = torch.linalg.qr(extra)
+            Qn = torch.cat([Qn, extra], dim=1)
+        if Qn.shape[1] == 0:
+            return T, V, R, num_matvecs
+        V = torch.cat([V, Qn], dim=1)
+        Q = Qn
+
+
+def lanczos(
+    matvec: Matvec,
+    dim: int,
+    k: int,
+    *,
+    num_iters: int | None = None,
+    tol: float = 1e-8,
+    seed: int = 0,
+    which: str = "LA",
+    block_size: int = 1,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+    record_history: bool = False,
+) -> LanczosResult:
+    """The ``k`` extreme eigenpairs of a symmetric ``A: (dim, dim)`` given by ``matvec``.
+
+    Block Lanczos with full reorthogonalisation (classical Gram-Schmidt, twice) against the
+    whole basis ``V``, and Rayleigh-Ritz on ``T = VᵀAV``: if ``T s = θ s`` then ``y = V s``
+    has residual ``‖A y − θ y‖ = ‖R s_last‖`` (for ``block_size=1``: ``|β_m s_m|``), and
+    the eigenvalue error is at most that residual (and about residual²/gap). Iteration
+    stops when each of the ``k`` wanted residuals is ``≤ tol · max|θ|``, or after
+    ``num_iters`` matvecs (default ``min(dim, max(10k, 100))``).
+
+    ``which``: ``"LA"`` largest algebraic (returned in descending order), ``"SA"``
+    smallest algebraic (ascending), ``"LM"`` largest magnitude (descending ``|λ|``).
+
+    A single start vector finds one copy of each repeated eigenvalue (the Krylov space
+    holds one direction per eigenspace); use ``block_size >= multiplicity`` when exactly
+    repeated eigenvalues matter. When the Krylov space becomes invariant before ``k``
+    pairs are found, fresh random directions are added, so ``num_iters = dim`` always
+    recovers the full spectrum.
+
+    Returns a :class:`LanczosResult` (unpacks as ``evals, evecs``), with the number of
+    matvecs spent in ``num_matvecs``.
+    """
+    dim = check_positive_int("dim", dim)
+    k = check_positive_int("k", k)
+    if k > dim:
+        raise ValueError(f"k must be <= dim = {dim}, got {k}")
+    which = check_choice("which", which, ("LA", "SA", "LM"))
+    block_size = check_positive_int("block_size", block_size)
+    if block_size > dim:
+        raise ValueError(f"block_size must be <= dim = {dim}, got {block_size}")
+    tol = check_positive("tol", tol, allow_zero=True)
+    if num_iters is None:
+        num_iters = min(dim, max(10 * k, 100))
+    num_iters = check_positive_int("num_iters", num_iters)
+    max_size = max(num_iters, k)
+    gen = _generator(seed)
+    start = _randn(dim, block_size, gen, dtype, device)
+    history: list[tuple[int, torch.Tensor]] = []
+    state: dict[str, object] = {}
+
+    def stop(T: torch.Tensor, V: torch.Tensor, R: torch.Tensor | None, nmv: int) -> bool:
+        m = T.shape[0]
+        theta, S = torch.linalg.eigh(T)
+        if record_history:
+            history.append((nmv, theta[_select(theta, min(k, m), which)].clone()))
+        if m < k:
+            return False
+        idx = _select(theta, k, which)
+        if R is None:
+            res = torch.zeros(k, dtype=T.dtype, device=T.device)
+        else:
+            last = S[m - R.shape[1] :, idx]  # (b, k): rows of the last block
+            res = (R @ last).norm(dim=0)
+        state.update(theta=theta, S=S, idx=idx, res=res)
+        bound = tol * max(float(theta.abs().max()), torch.finfo(T.dtype).tiny)
+        return bool((res <= bound).all()) or nmv >= num_iters or R is None and m >= dim
+
+    T, V, R, nmv = _krylov(matvec, start, max_size, stop=stop, restart_gen=gen)
+    m = T.shape[0]
+    if "theta" not in state or state["theta"].shape[0] != m:  # type: ignore[union-attr]
+        stop(T, V, R, nmv)
+    theta, S, idx, res = (state[key] for key in ("theta", "S", "idx", "res"))
+    evals = theta[idx]  # type: ignore[index]
+    evecs = V[:, : S.shape[0]] @ S[:, idx]  # type: ignore[union-attr, index]
+    bound = tol * max(float(theta.abs().max()), torch.finfo(T.dtype).tiny)  # type: ignore[union-attr]
+    return LanczosResult(
+        eigenvalues=evals,
+        eigenvectors=evecs,
+        residuals=res,  # type: ignore[arg-type]
+        num_matvecs=nmv,
+        converged=bool((res <= bound).all()),  # type: ignore[operator]
+        ritz_history=history,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# power iteration with deflation (baseline)
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class PowerIterationResult:
+    """Output of :func:`power_iteration_deflation`: ``eigenvalues (k,)`` in the order found
+    (descending magnitude), ``eigenvectors (dim, k)``, ``num_matvecs`` in total and
+    ``iterations`` (matvecs per eigenpair). Unpacks as ``evals, evecs``."""
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    num_matvecs: int
+    iterations: list[int]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        yield self.eigenvalues
+        yield self.eigenvectors
+
+
+def power_iteration_deflation(
+    matvec: Matvec,
+    dim: int,
+    k: int,
+    *,
+    tol: float = 1e-3,
+    max_iters: int = 100,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> PowerIterationResult:
+    """Top-``k`` (largest magnitude) eigenpairs by power iteration with deflation.
+
+    The scheme of PyHessian (Yao et al. 2020): for each pair, start from a random unit
+    vector; repeat ``v ← v − U(Uᵀv)``, ``v ← v/‖v‖``, ``w = A v``, ``μ = vᵀw``,
+    ``v ← w/‖w‖``, with ``U`` the eigenvectors found so far, until the relative change of
+    ``μ`` is below ``tol`` (``|μ − μ_prev| / (|μ_prev| + 1e-6) < tol``) or ``max_iters``
+    products. Kept as the baseline that :func:`lanczos` is benchmarked against.
+    """
+    dim = check_positive_int("dim", dim)
+    k = check_positive_int("k", k)
+    if k > dim:
+        raise ValueError(f"k must be <= dim = {dim}, got {k}")
+    tol = check_positive("tol", tol)
+    max_iters = check_positive_int("max_iters", max_iters)
+    gen = _generator(seed)
+    vecs: list[torch.Tensor] = []
+    vals: list[float] = []
+    iters: list[int] = []
+    total = 0
+    for _ in range(k):
+        v = _randn(dim, 1, gen, dtype, device)[:, 0]
+        mu_prev: float | None = None
+        mu = 0.0
+        used = 0
+        for _ in range(max_iters):
+            for u in vecs:
+                v = v - (u @ v) * u
+            v = v / v.norm()
+            w = _apply(matvec, v, dim)
+            used += 1
+            mu = float(v @ w)
+            v = w / w.norm().clamp_min(torch.finfo(dtype).tiny)
+            if mu_prev is not None and abs(mu - mu_prev) / (abs(mu_prev) + 1e-6) < tol:
+                break
+            mu_prev = mu
+        for u in vecs:  # store an exactly orthonormal basis
+            v = v - (u @ v) * u
+        vecs.append(v / v.norm())
+        vals.append(mu)
+        iters.append(used)
+        total += used
+    return PowerIterationResult(
+        eigenvalues=torch.tensor(vals, dtype=dtype, device=device),
+        eigenvectors=torch.stack(vecs, dim=1),
+        num_matvecs=total,
+        iterations=iters,
+    )
+
+
+# ----------------------------------------------------------------------------------------
+# trace and density
+# ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class TraceEstimate:
+    """Hutchinson estimate of ``tr A``: ``estimate`` (mean of ``zᵀAz``), ``stderr``
+    (sample standard deviation / √num_samples), ``num_samples`` and the raw ``samples``.
+    ``float(result)`` gives the estimate."""
+
+    estimate: float
+    stderr: float
+    num_samples: int
+    samples: torch.Tensor
+
+    def __float__(self) -> float:
+        return float(self.estimate)
+
+
+def hutchinson_trace(
+    matvec: Matvec,
+    dim: int,
+    num_samples: int,
+    seed: int = 0,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> TraceEstimate:
+    """Hutchinson's estimator ``tr A ≈ (1/S) Σ_s z_sᵀ A z_s`` with Rademacher ``z_s: (dim,)``.
+
+    Unbiased; its variance per sample is ``2 (‖A‖_F² − Σ_i A_ii²)``. ``stderr`` uses the
+    sample standard deviation (0 when ``num_samples == 1``)."""
+    dim = check_positive_int("dim", dim)
+    num_samples = check_positive_int("num_samples", num_samples)
+    gen = _generator(seed)
+    vals = torch.empty(num_samples, dtype=torch.float64)
+    for s in range(num_samples):
+        z = (torch.randint(0, 2, (dim,), generator=gen) * 2 - 1).to(dtype=dtype, device=device)
+        vals[s] = float(z @ _apply(matvec, z, dim))
+    est = float(vals.mean())
+    se = float(vals.std(unbiased=True) / math.sqrt(num_samples)) if num_samples > 1 else 0.0
+    return TraceEstimate(estimate=est, stderr=se, num_samples=num_samples, samples=vals)
+
+
+@dataclass
+class SpectralDensity:
+    """Output of :func:`spectral_density`.
+
+    ``grid: (G,)`` and ``density: (G,)`` (trapezoid-normalised to integrate to 1 on the
+    grid); ``nodes: (num_probes, m)`` and ``weights: (num_probes, m)`` the Gauss quadrature
+    rule of every probe (Ritz values and squared first components, each row of weights sums
+    to 1; rows are zero-padded if a probe's Krylov space closed early); ``sigma`` the kernel
+    width; ``num_matvecs``. Unpacks as ``grid, density``."""
+
+    grid: torch.Tensor
+    density: torch.Tensor
+    nodes: torch.Tensor
+    weights: torch.Tensor
+    sigma: float
+    num_matvecs: int
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        yield self.grid
+        yield self.density
+
+    def mean(self) -> float:
+        """``(1/num_probes) Σ_p Σ_j w_pj θ_pj``: the SLQ estimate of ``tr A / dim``."""
+        return float((self.weights * self.nodes).sum() / self.nodes.shape[0])
+
+
+def spectral_density(
+    matvec: Matvec,
+    dim: int,
+    *,
+    num_probes: int = 4,
+    num_iters: int = 60,
+    grid: torch.Tensor | None = None,
+    num_points: int = 1000,
+    sigma: float | None = None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> SpectralDensity:
+    """Eigenvalue density of ``A: (dim, dim)`` by stochastic Lanczos quadrature.
+
+    For each probe ``v`` (Rademacher, normalised), ``m = num_iters`` Lanczos steps give
+    ``T_m = S diag(θ) Sᵀ``; the Gauss rule ``{θ_j, w_j = S_1j²}`` satisfies
+    ``Σ_j w_j f(θ_j) ≈ vᵀ f(A) v``, and ``E_v[vᵀ f(A) v] = (1/dim) tr f(A)``. With
+    ``f = g_σ(t − ·)`` (Gaussian kernel of width ``sigma``):
+    ``φ(t) ≈ (1/num_probes) Σ_probes Σ_j w_j g_σ(t − θ_j)``.
+
+    ``grid`` default: ``num_points`` points spanning the nodes ± 5σ; ``sigma`` default:
+    1% of the node range (or 1e-3 · max(1, |θ|) if all nodes coincide). The density is
+    renormalised so its trapezoid integral over the grid is 1.
+    """
+    dim = check_positive_int("dim", dim)
+    num_probes = check_positive_int("num_probes", num_probes)
+    num_iters = check_positive_int("num_iters", num_iters)
+    num_points = check_positive_int("num_points", num_points)
+    m_max = min(num_iters, dim)
+    gen = _generator(seed)
+    nodes = torch.zeros(num_probes, m_max, dtype=torch.float64)
+    weights = torch.zeros(num_probes, m_max, dtype=torch.float64)
+    total = 0
+    for p in range(num_probes):
+        z = (torch.randint(0, 2, (dim, 1), generator=gen) * 2 - 1).to(dtype=dtype, device=device)
+        z = z / math.sqrt(dim)
+
+        def stop(T, V, R, nmv):  # noqa: ANN001, ARG001
+            return T.shape[0] >= m_max
+
+        T, _, _, nmv = _krylov(matvec, z, m_max, stop=stop, restart_gen=None)
+        total += nmv
+        theta, S = torch.linalg.eigh(T.to(torch.float64).cpu())
+        m = theta.shape[0]
+        nodes[p, :m] = theta
+        weights[p, :m] = S[0, :] ** 2
+    used = weights > 0
+    lo = float(nodes[used].min())
+    hi = float(nodes[used].max())
+    if sigma is None:
+        sigma = 0.01 * (hi - lo) if hi > lo else 1e-3 * max(1.0, abs(hi))
+    sigma = check_positive("sigma", sigma)
+    if grid is None:
+        grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, num_points, dtype=torch.float64)
+    else:
+        if not isinstance(grid, torch.Tensor) or grid.ndim != 1 or grid.numel() < 2:
+            raise ValueError(f"grid must be a 1-D tensor with >= 2 points, got {grid!r}")
+        grid = grid.to(torch.float64).cpu()
+    diff = (grid[:, None, None] - nodes[None]) / sigma  # (G, probes, m)
+    kern = torch.exp(-0.5 * diff**2) / (sigma * math.sqrt(2 * math.pi))
+    density = (kern * weights[None]).sum(dim=(1, 2)) / num_probes
+    area = float(torch.trapezoid(density, grid))
+    if area <= 0:
+        raise ValueError(
+            f"grid [{float(grid[0])}, {float(grid[-1])}] does not cover the spectrum "
+            f"[{lo}, {hi}] (sigma={sigma}); widen it"
+        )
+    return SpectralDensity(
+        grid=grid,
+        density=density / area,
+        nodes=nodes,
+        weights=weights,
+        sigma=float(sigma),
+        num_matvecs=total,
+    )
+
+
+def top_eigenspace_overlap(U: torch.Tensor, V: torch.Tensor) -> float:
+    """Overlap ``‖UᵀV‖_F² / k`` of the subspaces spanned by orthonormal ``U, V: (dim, k)``.
+
+    1 when they coincide, 0 when orthogonal; ``k/dim`` on average for random subspaces.
+    It is the mean squared cosine of the principal angles."""
+    U = check_matrix("U", U)
+    V = check_matrix("V", V)
+    if U.shape != V.shape:
+        raise ValueError(f"U and V must have the same shape, got {tuple(U.shape)} and "
+                         f"{tuple(V.shape)}")
+    k = U.shape[1]
+    M = U.T.to(torch.float64) @ V.to(torch.float64)
+    return float((M**2).sum() / k)

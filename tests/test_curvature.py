@@ -1,0 +1,377 @@
+"""Tests for sgdnoise.curvature against independent float64 references: dense autograd
+Hessians/Jacobians (torch.autograd.functional), per-example loops, label enumeration for the
+true Fisher and Monte Carlo error bands derived from the exact MC variance."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from sgdnoise import curvature as cv
+
+N = 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest single-threaded on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+def make_mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+
+
+def make_softmax(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
+
+
+def make_cnn(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 3 * 3, 3)
+    ).double()
+
+
+def data(kind: str, seed=1, n=N):
+    gen = torch.Generator().manual_seed(seed)
+    shape = (n, 1, 5, 5) if kind == "cnn" else (n, 4)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    return x, y
+
+
+MODELS = {"mlp": make_mlp, "softmax": make_softmax, "cnn": make_cnn}
+CE = nn.CrossEntropyLoss()
+
+
+def setup(kind):
+    model = MODELS[kind]()
+    x, y = data(kind)
+    return model, x, y
+
+
+def theta_of(model):
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+
+def as_function(model, x):
+    """θ ↦ model outputs, for torch.autograd.functional references."""
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    sizes = [math.prod(s) for s in shapes]
+
+    def f(theta):
+        parts = torch.split(theta, sizes)
+        params = {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
+        return functional_call(model, params, (x,))
+
+    return f
+
+
+def ref_hessian(model, loss_fn, x, y):
+    f = as_function(model, x)
+    return torch.autograd.functional.hessian(lambda t: loss_fn(f(t), y), theta_of(model))
+
+
+def ref_ggn(model, loss_fn, x, y):
+    """Σ over examples in a Python loop: J_i from autograd.functional.jacobian, the output
+    Hessian from autograd.functional.hessian of the single-example loss."""
+    theta = theta_of(model)
+    G = torch.zeros(theta.numel(), theta.numel(), dtype=torch.float64)
+    for i in range(x.shape[0]):
+        f = as_function(model, x[i : i + 1])
+        yi = y[i : i + 1]
+        J = torch.autograd.functional.jacobian(lambda t, f=f: f(t)[0], theta)  # (C, P)
+        out = f(theta).detach()[0]
+        Hout = torch.autograd.functional.hessian(lambda o, yi=yi: loss_fn(o[None], yi), out)
+        G += J.T @ Hout @ J
+    return G / x.shape[0]
+
+
+def per_example_grads_loop(model, loss_fn, x, y):
+    rows = []
+    for i in range(x.shape[0]):
+        model.zero_grad()
+        loss_fn(model(x[i : i + 1]), y[i : i + 1]).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    model.zero_grad()
+    return torch.stack(rows)
+
+
+def true_fisher_by_enumeration(model, x):
+    """(1/N) Σ_i Σ_c p_ic ∇log p_c ∇log p_cᵀ from per-example gradients of −log p_c."""
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)
+    P = theta_of(model).numel()
+    Fm = torch.zeros(P, P, dtype=torch.float64)
+    for c in range(probs.shape[1]):
+        labels = torch.full((x.shape[0],), c)
+        G = per_example_grads_loop(model, CE, x, labels)
+        Fm += (G * probs[:, c : c + 1]).T @ G
+    return Fm / x.shape[0]
+
+
+def close(a, b, tol=1e-10):
+    torch.testing.assert_close(a, b, rtol=tol, atol=tol * max(1.0, float(b.abs().max())))
+
+
+# --------------------------------------------------------------------------- Hessian
+
+
+@pytest.mark.parametrize("kind", ["mlp", "softmax", "cnn"])
+def test_hessian_and_hvp_match_autograd_reference(kind):
+    model, x, y = setup(kind)
+    H_ref = ref_hessian(model, CE, x, y)
+    close(cv.hessian(model, CE, x, y), H_ref)
+    close(cv.hessian(model, CE, x, y, chunk_size=5), H_ref)
+    v = torch.randn(H_ref.shape[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    close(cv.hvp(model, CE, x, y, v), H_ref @ v)
+    close(cv.hvp(model, CE, x, y, v, chunk_size=5), H_ref @ v)
+    # hvp leaves the model's gradients untouched
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_hvp_loss_reductions_mean_the_per_example_losses():
+    model, x, y = setup("mlp")
+    H_ref = ref_hessian(model, CE, x, y)
+    v = torch.randn(H_ref.shape[0], dtype=torch.float64)
+    for loss in (nn.CrossEntropyLoss(reduction="sum"), nn.CrossEntropyLoss(reduction="none")):
+        close(cv.hvp(model, loss, x, y, v, chunk_size=7), H_ref @ v)
+
+
+def test_hvp_on_regression_with_mse():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    x = torch.randn(N, 4, dtype=torch.float64)
+    y = torch.randn(N, 2, dtype=torch.float64)
+    mse = nn.MSELoss()
+    H_ref = ref_hessian(model, mse, x, y)
+    close(cv.hessian(model, mse, x, y), H_ref)
+    close(cv.ggn(model, mse, x, y), ref_ggn(model, mse, x, y))
+    close(cv.GGNOperator(model, mse, x, y).to_dense(), ref_ggn(model, mse, x, y))
+
+
+# --------------------------------------------------------------------------- GGN / Fisher
+
+
+@pytest.mark.parametrize("kind", ["mlp", "softmax", "cnn"])
+def test_ggn_matches_loop_reference_and_equals_true_fisher(kind):
+    model, x, y = setup(kind)
+    G_ref = ref_ggn(model, CE, x, y)
+    G = cv.ggn(model, CE, x, y, chunk_size=5)
+    close(G, G_ref)
+    # canonical link: the true Fisher of softmax cross-entropy is the GGN
+    close(cv.true_fisher(model, x), G_ref)
+
+
+def test_ggn_equals_hessian_for_softmax_regression():
+    model, x, y = setup("softmax")
+    close(cv.ggn(model, CE, x, y), ref_hessian(model, CE, x, y))
+
+
+def test_ggn_differs_from_hessian_for_nonlinear_model():
+    model, x, y = setup("mlp")
+    diff = (cv.ggn(model, CE, x, y) - ref_hessian(model, CE, x, y)).norm()
+    assert float(diff) > 1e-3
+
+
+def test_true_fisher_matches_label_enumeration_and_kl_hessian():
+    model, x, y = setup("mlp")
+    F_ref = true_fisher_by_enumeration(model, x)
+    close(cv.true_fisher(model, x), F_ref)
+    close(cv.kl_hessian(model, x), F_ref)
+    close(cv.kl_hessian(model, x, chunk_size=5), F_ref)
+
+
+def test_empirical_fisher_matches_per_example_loop():
+    model, x, y = setup("cnn")
+    G = per_example_grads_loop(model, CE, x, y)
+    F_ref = G.T @ G / N
+    close(cv.empirical_fisher(model, CE, x, y), F_ref)
+    close(cv.empirical_fisher(model, CE, x, y, chunk_size=5), F_ref)
+
+
+def test_monte_carlo_true_fisher_error_matches_its_variance():
+    """F_S = (1/(N S)) Σ g gᵀ over sampled labels is unbiased with
+    E‖F_S − F‖_F² = (1/(N² S)) Σ_i (Σ_c p_ic ‖g_ic‖⁴ − ‖F_i‖_F²)."""
+    model, x, _ = setup("softmax")
+    with torch.no_grad():
+        probs = torch.softmax(model(x), dim=1)
+    grads = [per_example_grads_loop(model, CE, x, torch.full((N,), c)) for c in range(3)]
+    F_i = [sum(probs[i, c] * torch.outer(grads[c][i], grads[c][i]) for c in range(3))
+           for i in range(N)]
+    var_sum = sum(
+        float(sum(probs[i, c] * grads[c][i].norm() ** 4 for c in range(3)) - F_i[i].norm() ** 2)
+        for i in range(N)
+    )
+    F_exact = sum(F_i) / N
+    reps = 40
+    mean_sq = {}
+    for S in (1, 16):
+        expected = var_sum / (N**2 * S)
+        errs = torch.tensor(
+            [float((cv.true_fisher(model, x, mc_samples=S, seed=r) - F_exact).norm() ** 2)
+             for r in range(reps)]
+        )
+        mean_sq[S] = float(errs.mean())
+        # mean of 40 squared errors: its standard error is estimated from the draws
+        se = float(errs.std()) / math.sqrt(reps)
+        assert abs(mean_sq[S] - expected) < 4 * se, (S, mean_sq[S], expected, se)
+    assert mean_sq[16] < mean_sq[1] / 5
+
+
+def test_monte_carlo_fisher_operator_matches_dense_with_same_seed():
+    model, x, _ = setup("mlp")
+    op = cv.TrueFisherOperator(model, None, x, mc_samples=7, seed=11, chunk_size=5)
+    close(op.to_dense(), cv.true_fisher(model, x, mc_samples=7, seed=11))
+    other = cv.true_fisher(model, x, mc_samples=7, seed=12)
+    assert float((op.to_dense() - other).norm()) > 1e-6
+
+
+# --------------------------------------------------------------------------- operators
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_operators_to_dense_equal_dense_functions(kind):
+    model, x, y = setup(kind)
+    P = theta_of(model).numel()
+    pairs = [
+        (cv.HessianOperator(model, CE, x, y), ref_hessian(model, CE, x, y)),
+        (cv.GGNOperator(model, CE, x, y, chunk_size=5), cv.ggn(model, CE, x, y)),
+        (cv.EmpiricalFisherOperator(model, CE, x, y, chunk_size=5),
+         cv.empirical_fisher(model, CE, x, y)),
+        (cv.EmpiricalFisherOperator(model, CE, x, y, materialize=True),
+         cv.empirical_fisher(model, CE, x, y)),
+        (cv.TrueFisherOperator(model, CE, x, y), cv.true_fisher(model, x)),
+    ]
+    for op, dense in pairs:
+        assert op.shape == (P, P) and op.dtype == torch.float64
+        close(op.to_dense(), dense)
+    # matmat, @, scipy view and the matvec counter on one operator
+    op, dense = pairs[1]
+    V = torch.randn(P, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    before = op.num_matvecs
+    close(op.matmat(V), dense @ V)
+    assert op.num_matvecs == before + 3
+    close(op @ V[:, 0], dense @ V[:, 0])
+    lin = op.to_scipy()
+    assert lin.shape == (P, P)
+    np.testing.assert_allclose(lin.matvec(V[:, 0].numpy()), (dense @ V[:, 0]).numpy(),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lin.matmat(V.numpy()), (dense @ V).numpy(), rtol=1e-10,
+                               atol=1e-12)
+
+
+def test_operator_snapshot_and_eigh():
+    model, x, y = setup("mlp")
+    op = cv.HessianOperator(model, CE, x, y)
+    H = ref_hessian(model, CE, x, y)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    close(op.to_dense(), H)  # built from a copy of the parameters
+    vals, vecs = op.eigh(3, tol=1e-12)
+    ref = torch.linalg.eigvalsh(H).flip(0)[:3]
+    close(vals, ref, tol=1e-9)
+    assert vecs.shape == (H.shape[0], 3)
+
+
+def test_curvature_reexports_spectral_tools():
+    from sgdnoise import spectral
+
+    assert cv.lanczos is spectral.lanczos
+    assert cv.hutchinson_trace is spectral.hutchinson_trace
+    assert cv.spectral_density is spectral.spectral_density
+
+
+# --------------------------------------------------------------------------- Fisher-Rao
+
+
+def test_fisher_rao_norm_equals_quadratic_form():
+    model, x, y = setup("cnn")
+    theta = theta_of(model)
+    assert cv.fisher_rao_norm(model, x) == pytest.approx(
+        float(theta @ cv.true_fisher(model, x) @ theta), rel=1e-10)
+    assert cv.fisher_rao_norm(model, x, y, loss_fn=CE, kind="empirical", chunk_size=5) == (
+        pytest.approx(float(theta @ cv.empirical_fisher(model, CE, x, y) @ theta), rel=1e-10))
+    mc = cv.true_fisher(model, x, mc_samples=4, seed=2)
+    assert cv.fisher_rao_norm(model, x, mc_samples=4, seed=2) == pytest.approx(
+        float(theta @ mc @ theta), rel=1e-10)
+
+
+def bias_free_relu_mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(4, 6, bias=False), nn.ReLU(),
+        nn.Linear(6, 5, bias=False), nn.ReLU(),
+        nn.Linear(5, 3, bias=False),
+    ).double()
+
+
+@pytest.mark.parametrize("kind", ["true", "empirical"])
+def test_fisher_rao_identity_bias_free_relu(kind):
+    model = bias_free_relu_mlp()
+    x, y = data("mlp", n=30)
+    res = cv.fisher_rao_identity(model, x, y, loss_fn=CE, kind=kind, chunk_size=7)
+    assert res.degree == 3  # L = 2 hidden layers
+    assert res.lhs > 0
+    assert res.relative_error < 1e-12
+    # the left side is the quadratic form with the dense Fisher
+    theta = theta_of(model)
+    F = cv.true_fisher(model, x) if kind == "true" else cv.empirical_fisher(model, CE, x, y)
+    assert res.lhs == pytest.approx(float(theta @ F @ theta), rel=1e-10)
+    # a wrong degree breaks it (the identity is not a tautology of the code)
+    wrong = cv.fisher_rao_identity(model, x, y, loss_fn=CE, kind=kind, num_hidden_layers=1)
+    assert wrong.rhs == pytest.approx(res.rhs * 4 / 9, rel=1e-12)
+
+
+def test_fisher_rao_identity_fails_with_biases():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, nn.Linear):
+                m.bias.normal_()
+    x, y = data("mlp", n=30)
+    with pytest.raises(ValueError, match="bias-free"):
+        cv.fisher_rao_identity(model, x, y)
+    res = cv.fisher_rao_identity(model, x, num_hidden_layers=1)
+    assert res.relative_error > 1e-3
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_errors_name_the_problem():
+    model, x, y = setup("mlp")
+    with pytest.raises(ValueError, match="v must have length"):
+        cv.hvp(model, CE, x, y, torch.zeros(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="targets"):
+        cv.hessian(model, CE, x, y[:3])
+    with pytest.raises(ValueError, match="chunk_size"):
+        cv.HessianOperator(model, CE, x, y, chunk_size=0)
+    with pytest.raises(ValueError, match="kind"):
+        cv.fisher_rao_norm(model, x, kind="model")
+    with pytest.raises(ValueError, match="loss_fn and targets"):
+        cv.fisher_rao_norm(model, x, kind="empirical")
+    bn = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).double()
+    with pytest.raises(ValueError, match="eval"):
+        cv.HessianOperator(bn, CE, x, y)
+    bn.eval()
+    assert cv.hessian(bn, CE, x, y).shape == (21, 21)
+    with pytest.raises(ValueError, match=r"\(N, C\)"):
+        cv.true_fisher(nn.Sequential(nn.Linear(4, 1), nn.Flatten(0)).double(), x)

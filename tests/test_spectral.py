@@ -1,0 +1,230 @@
+"""Tests for sgdnoise.spectral against dense eigendecompositions of matrices with known
+spectra (float64)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sgdnoise.spectral import (
+    hutchinson_trace,
+    lanczos,
+    power_iteration_deflation,
+    spectral_density,
+    top_eigenspace_overlap,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small dense products are fastest single-threaded on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def known_spectrum(eigs, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``A = Q diag(eigs) Qᵀ`` with a random orthogonal ``Q``; returns ``(A, Q)``."""
+    eigs = torch.as_tensor(eigs, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=gen, dtype=torch.float64))
+    return Q @ torch.diag(eigs) @ Q.T, Q
+
+
+class Counter:
+    def __init__(self, A: torch.Tensor) -> None:
+        self.A = A
+        self.calls = 0
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.A @ v
+
+
+def bulk(n: int, seed: int, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * torch.rand(n, generator=gen, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------- Lanczos
+
+
+def test_lanczos_distinct_top_eigenpairs_match_eigh():
+    eigs = torch.cat([torch.tensor([10.0, 7.0, 5.0, 4.0, 3.5]), bulk(115, seed=1)])
+    A, _ = known_spectrum(eigs, seed=2)
+    mv = Counter(A)
+    res = lanczos(mv, A.shape[0], 5, tol=1e-10)
+    ref_vals, ref_vecs = torch.linalg.eigh(A)
+    top = ref_vals.flip(0)[:5]
+    assert res.converged
+    torch.testing.assert_close(res.eigenvalues, top, rtol=1e-10, atol=1e-10)
+    # descending, orthonormal, true eigenvectors (residuals) and the right subspace
+    assert torch.all(res.eigenvalues[:-1] >= res.eigenvalues[1:])
+    U = res.eigenvectors
+    torch.testing.assert_close(U.T @ U, torch.eye(5, dtype=torch.float64), atol=1e-10, rtol=0)
+    resid = (A @ U - U * res.eigenvalues).norm(dim=0)
+    assert float(resid.max()) < 1e-8
+    assert top_eigenspace_overlap(U, ref_vecs[:, -5:]) == pytest.approx(1.0, abs=1e-10)
+    # the reported count is the number of products actually spent, and it is far below dim
+    assert res.num_matvecs == mv.calls
+    assert res.num_matvecs < 80
+    # tuple-style unpacking
+    vals, vecs = res
+    assert vals is res.eigenvalues and vecs is res.eigenvectors
+
+
+@pytest.mark.parametrize(
+    "which, pick",
+    [
+        ("LA", lambda e: torch.sort(e, descending=True).values),
+        ("SA", lambda e: torch.sort(e).values),
+        ("LM", lambda e: e[torch.argsort(e.abs(), descending=True)]),
+    ],
+)
+def test_lanczos_which_on_indefinite_spectrum(which, pick):
+    eigs = torch.cat([torch.tensor([6.0, -9.0, 4.0, -5.0]), bulk(56, seed=3, lo=-1.0, hi=1.0)])
+    A, _ = known_spectrum(eigs, seed=4)
+    res = lanczos(lambda v: A @ v, 60, 3, which=which, tol=1e-10)
+    torch.testing.assert_close(res.eigenvalues, pick(eigs)[:3], rtol=1e-9, atol=1e-9)
+
+
+def test_lanczos_clustered_eigenvalues():
+    top = torch.tensor([5.0, 5.0 - 1e-4, 5.0 - 2e-4, 4.0])
+    eigs = torch.cat([top, bulk(96, seed=5, hi=3.0)])
+    A, _ = known_spectrum(eigs, seed=6)
+    res = lanczos(lambda v: A @ v, 100, 4, tol=1e-12, num_iters=100)
+    torch.testing.assert_close(res.eigenvalues, top.double(), rtol=0, atol=1e-9)
+
+
+def test_lanczos_degenerate_eigenvalue_with_block_and_full_krylov():
+    eigs = torch.cat([torch.tensor([3.0, 3.0, 3.0, 2.0]), bulk(76, seed=7)])
+    A, Q = known_spectrum(eigs, seed=8)
+    expected = torch.tensor([3.0, 3.0, 3.0, 2.0], dtype=torch.float64)
+    blocked = lanczos(lambda v: A @ v, 80, 4, block_size=3, tol=1e-10)
+    torch.testing.assert_close(blocked.eigenvalues, expected, rtol=0, atol=1e-9)
+    # the three returned vectors span the whole degenerate eigenspace
+    overlap = top_eigenspace_overlap(blocked.eigenvectors[:, :3], Q[:, :3])
+    assert overlap == pytest.approx(1.0, abs=1e-9)
+    full = lanczos(lambda v: A @ v, 80, 4, num_iters=80)
+    torch.testing.assert_close(full.eigenvalues, expected, rtol=0, atol=1e-9)
+
+
+def test_lanczos_small_dim_recovers_whole_spectrum():
+    eigs = torch.tensor([4.0, 1.0, 1.0, -2.0, 0.5, 0.0])
+    A, _ = known_spectrum(eigs, seed=9)
+    res = lanczos(lambda v: A @ v, 6, 6, num_iters=6)
+    torch.testing.assert_close(res.eigenvalues, torch.sort(eigs.double(), descending=True).values,
+                               rtol=0, atol=1e-10)
+
+
+def test_lanczos_is_seeded_and_validates():
+    A, _ = known_spectrum(bulk(30, seed=10), seed=11)
+    a = lanczos(lambda v: A @ v, 30, 2, seed=3)
+    b = lanczos(lambda v: A @ v, 30, 2, seed=3)
+    assert torch.equal(a.eigenvalues, b.eigenvalues)
+    with pytest.raises(ValueError, match="k must be <= dim"):
+        lanczos(lambda v: A @ v, 30, 31)
+    with pytest.raises(ValueError, match="which"):
+        lanczos(lambda v: A @ v, 30, 2, which="BE")
+    with pytest.raises(ValueError, match="matvec"):
+        lanczos(lambda v: v[:3], 30, 2)
+
+
+# ------------------------------------------------------------------------- power iteration
+
+
+def test_power_iteration_deflation_top_eigenvalues_and_count():
+    eigs = torch.cat([torch.tensor([10.0, 6.0, 3.0]), bulk(57, seed=12)])
+    A, _ = known_spectrum(eigs, seed=13)
+    mv = Counter(A)
+    res = power_iteration_deflation(mv, 60, 3, tol=1e-8, max_iters=500)
+    torch.testing.assert_close(res.eigenvalues, eigs[:3].double(), rtol=1e-6, atol=0)
+    assert res.num_matvecs == mv.calls == sum(res.iterations)
+    U = res.eigenvectors
+    torch.testing.assert_close(U.T @ U, torch.eye(3, dtype=torch.float64), atol=1e-10, rtol=0)
+
+
+# ---------------------------------------------------------------------------------- trace
+
+
+def test_hutchinson_exact_for_diagonal_and_unbiased_within_stderr():
+    D = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+    est = hutchinson_trace(lambda v: D @ v, 20, 5)
+    assert est.estimate == pytest.approx(210.0, abs=1e-10)  # zᵀDz = tr D for Rademacher z
+    assert est.stderr == pytest.approx(0.0, abs=1e-10)
+    for seed in range(3):
+        A, _ = known_spectrum(torch.linspace(-1.0, 3.0, 50), seed=seed)
+        t = hutchinson_trace(lambda v, A=A: A @ v, 50, 200, seed=seed)
+        exact = float(torch.trace(A))
+        assert t.stderr > 0
+        assert abs(t.estimate - exact) < 4 * t.stderr
+        # the sample variance agrees with the closed form 2(‖A‖_F² − Σ A_ii²)
+        var = 2 * (float((A**2).sum()) - float((torch.diagonal(A) ** 2).sum()))
+        assert t.samples.var().item() == pytest.approx(var, rel=0.35)
+        assert float(t) == t.estimate
+
+
+# --------------------------------------------------------------------------------- density
+
+
+def test_slq_density_normalised_mean_and_mass():
+    eigs = torch.cat([torch.full((60,), 1.0), torch.full((20,), 5.0)])
+    A, _ = known_spectrum(eigs, seed=14)
+    sd = spectral_density(lambda v: A @ v, 80, num_probes=8, num_iters=10, sigma=0.1, seed=1)
+    grid, dens = sd
+    assert float(torch.trapezoid(dens, grid)) == pytest.approx(1.0, abs=1e-12)
+    torch.testing.assert_close(sd.weights.sum(dim=1), torch.ones(8, dtype=torch.float64))
+    # SLQ mean equals Hutchinson (same Rademacher probes) / dim, and ≈ tr A / dim
+    hut = hutchinson_trace(lambda v: A @ v, 80, 8, seed=1)
+    assert sd.mean() * 80 == pytest.approx(hut.estimate, rel=1e-10)
+    assert abs(sd.mean() - 2.0) < 4 * hut.stderr / 80 + 1e-12
+    # two distinct eigenvalues: the Krylov space closes after 2 steps, nodes are exact
+    used = sd.weights > 1e-14
+    node_vals = sd.nodes[used]
+    assert torch.all((node_vals - 1.0).abs().lt(1e-8) | (node_vals - 5.0).abs().lt(1e-8))
+    # mass near 5 ≈ 20/80 (weights are squared projections of random probes)
+    near5 = grid > 3.0
+    mass5 = float(torch.trapezoid(dens * near5, grid))
+    w5 = sd.weights[sd.nodes > 3.0]
+    assert mass5 == pytest.approx(float(w5.sum()) / 8, abs=1e-3)
+    assert abs(mass5 - 0.25) < 0.08
+
+
+def test_slq_mean_tracks_trace_on_continuous_spectrum():
+    eigs = bulk(200, seed=15, lo=-2.0, hi=4.0)
+    A, _ = known_spectrum(eigs, seed=16)
+    sd = spectral_density(lambda v: A @ v, 200, num_probes=20, num_iters=30, seed=2)
+    hut = hutchinson_trace(lambda v: A @ v, 200, 20, seed=2)
+    assert abs(sd.mean() - float(eigs.mean())) < 4 * hut.stderr / 200
+    assert float(torch.trapezoid(sd.density, sd.grid)) == pytest.approx(1.0, abs=1e-12)
+    assert float(sd.nodes.min()) >= float(eigs.min()) - 1e-9
+    assert float(sd.nodes.max()) <= float(eigs.max()) + 1e-9
+    # the extreme Ritz value of a 30-step run is close to the largest eigenvalue
+    assert float(sd.nodes.max()) == pytest.approx(float(eigs.max()), abs=1e-2)
+    assert sd.num_matvecs == 20 * 30
+
+
+# --------------------------------------------------------------------------------- overlap
+
+
+def test_top_eigenspace_overlap():
+    gen = torch.Generator().manual_seed(0)
+    dim, k = 40, 4
+    U, _ = torch.linalg.qr(torch.randn(dim, k, generator=gen, dtype=torch.float64))
+    R, _ = torch.linalg.qr(torch.randn(k, k, generator=gen, dtype=torch.float64))
+    assert top_eigenspace_overlap(U, U @ R) == pytest.approx(1.0, abs=1e-12)
+    Q, _ = torch.linalg.qr(torch.randn(dim, 2 * k, generator=gen, dtype=torch.float64))
+    assert top_eigenspace_overlap(Q[:, :k], Q[:, k:]) == pytest.approx(0.0, abs=1e-12)
+    # random subspaces: E = k/dim; per draw variance is O(1/dim²), mean of 200 draws
+    vals = []
+    for _ in range(200):
+        V, _ = torch.linalg.qr(torch.randn(dim, k, generator=gen, dtype=torch.float64))
+        vals.append(top_eigenspace_overlap(U, V))
+    vals_t = torch.tensor(vals)
+    se = float(vals_t.std()) / math.sqrt(len(vals))
+    assert abs(float(vals_t.mean()) - k / dim) < 4 * se
+    with pytest.raises(ValueError, match="same shape"):
+        top_eigenspace_overlap(U, U[:, :2])
