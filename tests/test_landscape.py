@@ -1,0 +1,131 @@
+"""Tests for sgdnoise.landscape against dense float64 references and constructed spectra."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sgdnoise import landscape as L
+from sgdnoise.covariance import CovarianceOperator, gradient_covariance
+from sgdnoise.curvature import empirical_fisher, ggn, hessian
+from sgdnoise.grads import per_example_grads
+from sgdnoise.spectral import spectral_density
+
+DT = torch.float64
+
+
+def _tiny(seed=0, n=12, d=6, h=8, c=3):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, c)).to(DT)
+    x = torch.randn(n, d, dtype=DT)
+    y = torch.arange(n) % c
+    return model, x, y
+
+
+def test_rank_bounds_on_tiny_overparameterised_model():
+    model, x, y = _tiny()
+    n, c = x.shape[0], 3
+    loss = nn.functional.cross_entropy
+    F = empirical_fisher(model, loss, x, y)
+    p = F.shape[0]
+    assert p > n * (c - 1)
+    G = per_example_grads(model, loss, x, y)
+    gram = L.gram_spectrum(G)
+    dense = torch.linalg.eigvalsh(F).flip(0)
+    torch.testing.assert_close(gram, dense[:n].clamp_min(0), atol=1e-10, rtol=1e-8)
+    assert L.numerical_rank(gram, dim=p) == int(torch.linalg.matrix_rank(F)) <= n
+    D = gradient_covariance(G)
+    assert L.numerical_rank(L.gram_spectrum(G, centered=True), dim=p) == int(
+        torch.linalg.matrix_rank(D)) <= n - 1
+    # the GGN of softmax cross-entropy has rank <= N (C - 1)
+    assert int(torch.linalg.matrix_rank(ggn(model, loss, x, y))) <= n * (c - 1)
+
+
+def test_count_outliers_on_known_spikes():
+    ev = torch.cat([torch.linspace(100, 50, 7), torch.linspace(1.0, 0.01, 50)])
+    assert L.count_outliers(ev) == 7
+    assert L.count_outliers(torch.linspace(2.0, 1.0, 30)) == 0  # smooth: no gap >= 1.5
+
+
+def test_class_means_give_c_outliers_and_c_minus_1_after_centering():
+    gen = torch.Generator().manual_seed(1)
+    c, p, per = 5, 300, 20
+    mu = 10 * torch.randn(c, p, generator=gen, dtype=DT) / math.sqrt(p)
+    y = torch.arange(c).repeat_interleave(per)
+    G = mu[y] + 0.3 * torch.randn(c * per, p, generator=gen, dtype=DT) / math.sqrt(p)
+    assert L.count_outliers(L.gram_spectrum(G)) == c
+    # balanced classes with zero mean class-means: the centred covariance loses one direction
+    G0 = G - mu.mean(0)
+    assert L.count_outliers(L.gram_spectrum(G0, centered=True)) == c - 1
+    M = L.class_mean_gradients(G, y, c)
+    torch.testing.assert_close(M, torch.stack([G[y == k].mean(0) for k in range(c)]))
+    _, U = CovarianceOperator(torch.cat([G, -G])).eigh(c)
+    assert L.subspace_capture(U, M) > 0.95
+    Q, _ = torch.linalg.qr(torch.randn(p, c, generator=gen, dtype=DT))
+    assert L.subspace_capture(Q, M) < 0.2
+
+
+def test_noise_energy_fraction_matches_dense():
+    model, x, y = _tiny(seed=2)
+    loss = nn.functional.cross_entropy
+    G = per_example_grads(model, loss, x, y)
+    D = gradient_covariance(G)
+    H = hessian(model, loss, x, y)
+    _, V = torch.linalg.eigh(H)
+    U = V.flip(1)[:, :5]
+    frac = L.noise_energy_fraction(CovarianceOperator(G, batch_size=4), U)
+    ref = torch.cumsum(torch.diagonal(U.T @ D @ U), 0) / torch.trace(D)
+    torch.testing.assert_close(frac, ref, atol=1e-12, rtol=1e-10)
+    full = L.noise_energy_fraction(CovarianceOperator(G), V)
+    assert abs(float(full[-1]) - 1.0) < 1e-10
+    assert L.random_subspace_fraction(5, V.shape[0]) == 5 / V.shape[0]
+
+
+def test_near_zero_fractions_exact_and_slq():
+    dim, zeros = 200, 140
+    diag = torch.zeros(dim, dtype=DT)
+    diag[zeros:] = torch.linspace(1.0, 10.0, 20, dtype=DT).repeat(3)
+    assert L.near_zero_fraction(diag, rtol=1e-3) == zeros / dim
+    assert L.near_zero_fraction(diag[zeros:], rtol=1e-3, dim=dim) == zeros / dim
+    sd = spectral_density(lambda v: diag * v, dim, num_probes=2, num_iters=40, seed=0)
+    # Rademacher probes on a diagonal matrix put mass exactly zeros/dim on the null space
+    assert abs(L.slq_near_zero_fraction(sd, rtol=1e-6) - zeros / dim) < 1e-8
+
+
+def test_train_and_overparam_study_smoke():
+    torch.manual_seed(0)
+    n, c = 24, 3
+    x = torch.randn(n, 10, dtype=DT)
+    y = torch.arange(n) % c
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, c)).to(DT)
+    hist = L.train_to_interpolation(model, x, y, lr=0.5, batch_size=8, max_epochs=300)
+    assert hist["train_error"].iloc[-1] == 0.0
+    r = L.overparam_study(model, x, y, num_classes=c, top_k=6, lanczos_iters=40,
+                          slq_probes=1, slq_iters=20)
+    assert r.rank_fisher <= n and r.rank_cov <= n - 1
+    assert r.p == 10 * 16 + 16 + 16 * c + c
+    e = r.energy
+    assert (e["top-k Hessian eigenvectors"].diff().dropna() >= -1e-12).all()
+    assert (e["top-k Hessian eigenvectors"] <= e["top-k eigenvectors of D (optimum)"] + 1e-9).all()
+    H = hessian(model, nn.functional.cross_entropy, x, y)
+    top = torch.linalg.eigvalsh(H).flip(0)[:3]
+    torch.testing.assert_close(r.hessian_top[:3], top, atol=1e-6, rtol=1e-6)
+
+
+def test_errors_name_the_argument():
+    with pytest.raises(ValueError, match="max_outliers"):
+        L.count_outliers(torch.ones(3), max_outliers=0)
+    with pytest.raises(ValueError, match="labels"):
+        L.class_mean_gradients(torch.zeros(2, 3), torch.tensor([0, 5]), 3)
+
+
+def test_gradient_only_study():
+    model, x, y = _tiny(seed=3, n=15)
+    r = L.overparam_study(model, x, y, num_classes=3, top_k=4, slq_probes=1, slq_iters=10,
+                          curvature=False)
+    assert r.hessian_top.numel() == 0 and r.energy is None
+    assert set(r.outliers["matrix"]) == {"empirical Fisher", "covariance D"}
+    assert list(r.densities) == ["empirical Fisher"]
