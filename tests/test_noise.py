@@ -1,0 +1,618 @@
+"""Tests for sgdnoise.noise: every noise kind against an independent dense reference.
+
+Covariance checks: with S draws ξ_s of a zero-mean vector of covariance Σ, the estimate
+Ĉ = (1/S) Σ_s ξ_s ξ_sᵀ has E‖Ĉ − Σ‖_F² = (1/S) Σ_ab Var(ξ_a ξ_b). We estimate that variance
+from the draws themselves and require ‖Ĉ − Σ‖_F <= 4 · sqrt(that / S) (Markov: a correct
+sampler fails with probability <= 1/16; the seeds are fixed, so the outcome is repeatable).
+Each check also shows a plausible wrong target is rejected, so the assertion can fail.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from sgdnoise import noise
+from sgdnoise.noise import (
+    KINDS,
+    NoisySGD,
+    lanczos_matrix_function,
+    matched_temperature,
+    sample_noise,
+)
+
+torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------------------
+# fixtures and independent references
+# ----------------------------------------------------------------------------------------
+
+
+def tiny_problem(seed: int = 0, n: int = 12, hidden: int = 3, d_in: int = 3, classes: int = 3):
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, classes))
+    model = model.double()
+    x = torch.randn(n, d_in, generator=gen, dtype=torch.float64) * 1.5
+    y = torch.randint(0, classes, (n,), generator=gen)
+    return model, x, y
+
+
+def nparams(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def loop_grads(model, x, y) -> torch.Tensor:
+    """Per-example gradients by a plain loop of autograd calls: (n, P)."""
+    rows = []
+    for i in range(x.shape[0]):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        g = torch.autograd.grad(loss, list(model.parameters()))
+        rows.append(torch.cat([t.reshape(-1) for t in g]))
+    return torch.stack(rows)
+
+
+def centred_cov(G: torch.Tensor) -> torch.Tensor:
+    Gc = G - G.mean(0)
+    return Gc.T @ Gc / G.shape[0]
+
+
+def _functional(model):
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def out_of(theta, x):
+        pieces = torch.split(theta, sizes)
+        params = {n: t.reshape(s) for n, t, s in zip(names, pieces, shapes, strict=True)}
+        return functional_call(model, params, (x,))
+
+    return theta0, out_of
+
+
+def dense_hessian(model, x, y) -> torch.Tensor:
+    theta0, out_of = _functional(model)
+    return torch.autograd.functional.hessian(
+        lambda th: F.cross_entropy(out_of(th, x), y), theta0
+    )
+
+
+def dense_ggn(model, x) -> torch.Tensor:
+    """(1/n) Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i, with the softmax-CE output Hessian in closed
+    form and J from torch.autograd.functional.jacobian."""
+    theta0, out_of = _functional(model)
+    J = torch.autograd.functional.jacobian(lambda th: out_of(th, x), theta0)  # (n, C, P)
+    p = torch.softmax(out_of(theta0, x), dim=1).detach()
+    Hf = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)
+    return torch.einsum("icp,icd,idq->pq", J, Hf, J) / x.shape[0]
+
+
+def enumerated_true_fisher(model, x) -> torch.Tensor:
+    """(1/n) Σ_i Σ_c p_ic ∇log p_ic ∇log p_icᵀ by enumerating every class."""
+    params = list(model.parameters())
+    P = nparams(model)
+    out = torch.zeros(P, P, dtype=torch.float64)
+    for i in range(x.shape[0]):
+        logp = torch.log_softmax(model(x[i : i + 1]), dim=1)[0]
+        for c in range(logp.shape[0]):
+            g = torch.autograd.grad(logp[c], params, retain_graph=True)
+            g = torch.cat([t.reshape(-1) for t in g])
+            out += logp[c].exp().detach() * torch.outer(g, g)
+    return out / x.shape[0]
+
+
+def psd_part(A: torch.Tensor) -> torch.Tensor:
+    lam, U = torch.linalg.eigh(A)
+    return U @ torch.diag(lam.clamp_min(0)) @ U.T
+
+
+def check_covariance(draws: torch.Tensor, target: torch.Tensor, wrong: torch.Tensor) -> None:
+    S = draws.shape[0]
+    C = draws.T @ draws / S
+    prods = draws.unsqueeze(2) * draws.unsqueeze(1)  # (S, P, P)
+    tol = 4 * math.sqrt(float(prods.var(dim=0).sum()) / S)
+    err = float(torch.linalg.norm(C - target))
+    assert err <= tol, f"‖Ĉ − Σ‖_F = {err:.4g} exceeds the {S}-draw bound {tol:.4g}"
+    err_wrong = float(torch.linalg.norm(C - wrong))
+    assert err_wrong > tol, f"a wrong target was not rejected ({err_wrong:.4g} <= {tol:.4g})"
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------
+# Lanczos matrix function
+# ----------------------------------------------------------------------------------------
+
+
+def random_symmetric(P: int, seed: int, *, rank: int | None = None, shift: float = 0.0):
+    g = gen(seed)
+    Q, _ = torch.linalg.qr(torch.randn(P, P, generator=g, dtype=torch.float64))
+    lam = torch.randn(P, generator=g, dtype=torch.float64) * 2 + shift
+    if rank is not None:
+        lam[rank:] = 0
+    return Q @ torch.diag(lam) @ Q.T
+
+
+def dense_fn(A: torch.Tensor, fn) -> torch.Tensor:
+    lam, U = torch.linalg.eigh(A)
+    return U @ torch.diag(fn(lam)) @ U.T
+
+
+def test_lanczos_function_exact_with_full_krylov_space():
+    A = random_symmetric(25, 0)  # indefinite
+    Z = torch.randn(25, 6, generator=gen(1), dtype=torch.float64)
+    got = lanczos_matrix_function(lambda V: A @ V, Z, 25)
+    want = dense_fn(A, noise.sqrt_psd) @ Z
+    torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
+
+
+def test_lanczos_function_exact_for_low_degree_polynomials():
+    A = random_symmetric(30, 2)
+    Z = torch.randn(30, 3, generator=gen(3), dtype=torch.float64)
+    got = lanczos_matrix_function(lambda V: A @ V, Z, 4, fn=lambda t: t**3 - 2 * t)
+    torch.testing.assert_close(got, A @ A @ A @ Z - 2 * A @ Z, rtol=1e-9, atol=1e-9)
+
+
+def test_lanczos_function_handles_invariant_krylov_space():
+    A = random_symmetric(30, 4, rank=3)  # Krylov space of z has dimension <= 4
+    Z = torch.randn(30, 4, generator=gen(5), dtype=torch.float64)
+    got = lanczos_matrix_function(lambda V: A @ V, Z, 12)
+    assert torch.isfinite(got).all()
+    # √ is not Lipschitz at 0: rounding-level eigenvalues (~1e-16) of the null space become
+    # ~1e-8 after the square root, in the dense reference as in the Lanczos answer
+    torch.testing.assert_close(got, dense_fn(A, noise.sqrt_psd) @ Z, rtol=1e-6, atol=1e-6)
+
+
+def test_lanczos_function_converges_on_well_conditioned_matrix():
+    A = random_symmetric(60, 6, shift=8.0)  # eigenvalues around 8 ± 2: positive definite
+    assert torch.linalg.eigvalsh(A).min() > 0
+    Z = torch.randn(60, 2, generator=gen(7), dtype=torch.float64)
+    want = dense_fn(A, torch.sqrt) @ Z
+    errs = [
+        float((lanczos_matrix_function(lambda V: A @ V, Z, k) - want).norm() / want.norm())
+        for k in (2, 5, 10)
+    ]
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 1e-6
+
+
+def test_lanczos_function_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="num_steps"):
+        lanczos_matrix_function(lambda V: V, torch.ones(3, 1), 0)
+    with pytest.raises(ValueError, match="Z"):
+        lanczos_matrix_function(lambda V: V, torch.ones(3), 2)
+
+
+# ----------------------------------------------------------------------------------------
+# curvature operators against dense references
+# ----------------------------------------------------------------------------------------
+
+
+def test_hessian_and_ggn_operators_match_dense_references():
+    model, x, y = tiny_problem(1)
+    P = nparams(model)
+    V = torch.randn(P, 5, generator=gen(2), dtype=torch.float64)
+    H = dense_hessian(model, x, y)
+    G = dense_ggn(model, x)
+    torch.testing.assert_close(noise.hessian_operator(model, F.cross_entropy, x, y)(V), H @ V)
+    torch.testing.assert_close(noise.ggn_operator(model, F.cross_entropy, x, y)(V), G @ V)
+    # for softmax cross-entropy the GGN is the true Fisher (an independent enumeration)
+    torch.testing.assert_close(G, enumerated_true_fisher(model, x))
+    assert torch.linalg.eigvalsh(H).min() < -1e-6  # indefinite: the clipping matters
+
+
+# ----------------------------------------------------------------------------------------
+# covariance of every kind
+# ----------------------------------------------------------------------------------------
+
+DRAWS = 6000
+
+
+def test_none_is_zero():
+    model, x, y = tiny_problem()
+    xi = sample_noise("none", model, F.cross_entropy, x, y, generator=gen(0))
+    assert xi.shape == (nparams(model),) and bool((xi == 0).all())
+
+
+def test_isotropic_covariance_matches_trace_of_D():
+    model, x, y = tiny_problem(0)
+    D = centred_cov(loop_grads(model, x, y))
+    P = D.shape[0]
+    target = torch.eye(P, dtype=torch.float64) * torch.trace(D) / P
+    draws = sample_noise("isotropic", model, F.cross_entropy, x, y, generator=gen(1),
+                         num_draws=DRAWS)
+    check_covariance(draws, target, wrong=torch.diag(torch.diagonal(D)))
+
+
+def test_diag_fisher_covariance_is_diagonal_of_D():
+    model, x, y = tiny_problem(0)
+    D = centred_cov(loop_grads(model, x, y))
+    P = D.shape[0]
+    draws = sample_noise("diag_fisher", model, F.cross_entropy, x, y, generator=gen(2),
+                         num_draws=DRAWS)
+    iso = torch.eye(P, dtype=torch.float64) * torch.trace(D) / P
+    check_covariance(draws, torch.diag(torch.diagonal(D)), wrong=iso)
+
+
+def test_subsampled_covariance_is_D_of_the_batch():
+    model, x, y = tiny_problem(0)
+    D = centred_cov(loop_grads(model, x, y))
+    draws = sample_noise("subsampled", model, F.cross_entropy, x, y, generator=gen(3),
+                         num_draws=DRAWS)
+    check_covariance(draws, D, wrong=torch.diag(torch.diagonal(D)))
+
+
+def test_subsampled_single_draw_path_agrees_with_per_example_formula():
+    """One draw uses the weighted backward ∇Σ(z_j − z̄)ℓ_j/√M; rebuild it from the same z."""
+    model, x, y = tiny_problem(2)
+    G = loop_grads(model, x, y)
+    xi = sample_noise("subsampled", model, F.cross_entropy, x, y, generator=gen(11))
+    z = torch.randn((1, x.shape[0]), generator=gen(11), dtype=torch.float64)[0]
+    want = (z @ (G - G.mean(0))) / math.sqrt(x.shape[0])
+    torch.testing.assert_close(xi, want)
+
+
+def test_subsampled_over_random_subsets_has_finite_population_covariance():
+    """Fresh M-subsets each draw: E[D_M] = (M−1)/M · n/(n−1) · D_n (sampling without
+    replacement), a closed form that differs from D_n."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(3, 2)).double()  # softmax regression, P = 8
+    g = gen(4)
+    x = torch.randn(10, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 2, (10,), generator=g)
+    D = centred_cov(loop_grads(model, x, y))
+    n, M = 10, 2
+    target = (M - 1) / M * n / (n - 1) * D
+    g = gen(5)
+    draws = torch.stack(
+        [sample_noise("subsampled", model, F.cross_entropy, x, y, num_samples=M, generator=g)
+         for _ in range(1500)]
+    )
+    check_covariance(draws, target, wrong=D)
+
+
+def test_true_fisher_covariance_is_the_true_fisher():
+    model, x, y = tiny_problem(0)
+    Fi = enumerated_true_fisher(model, x)
+    D = centred_cov(loop_grads(model, x, y))
+    draws = sample_noise("true_fisher", model, None, x, y, generator=gen(6), num_draws=DRAWS)
+    check_covariance(draws, Fi, wrong=D)
+
+
+def test_true_fisher_single_draw_has_the_right_covariance_too():
+    model, x, y = tiny_problem(0)
+    Fi = enumerated_true_fisher(model, x)
+    g = gen(7)
+    draws = torch.stack(
+        [sample_noise("true_fisher", model, None, x, y, generator=g) for _ in range(800)]
+    )
+    check_covariance(draws, Fi, wrong=2 * Fi)
+
+
+def test_hessian_noise_covariance_is_positive_part_of_hessian():
+    model, x, y = tiny_problem(0, hidden=2)
+    P = nparams(model)
+    H = dense_hessian(model, x, y)
+    Hp = psd_part(H)
+    draws = sample_noise("hessian", model, F.cross_entropy, x, y, generator=gen(8),
+                         num_draws=2000, lanczos_steps=P)
+    check_covariance(draws, Hp, wrong=dense_ggn(model, x))
+    # with k = P each draw is exactly H₊^{1/2} z: the draws span only H₊'s range
+    lam, U = torch.linalg.eigh(H)
+    null = U[:, lam <= 1e-10]
+    # (√ turns rounding-level eigenvalues ~1e-17 into ~1e-8, hence the loose bound)
+    assert float((draws @ null).abs().max()) < 1e-6 * float(draws.abs().max())
+
+
+def test_ggn_noise_covariance_is_the_ggn():
+    model, x, y = tiny_problem(0, hidden=2)
+    P = nparams(model)
+    G = dense_ggn(model, x)
+    draws = sample_noise("ggn", model, F.cross_entropy, x, y, generator=gen(9),
+                         num_draws=2000, lanczos_steps=P)
+    check_covariance(draws, G, wrong=psd_part(dense_hessian(model, x, y)))
+
+
+def test_kinds_use_only_the_chosen_subset():
+    model, x, y = tiny_problem(0, n=12)
+    for kind in ("isotropic", "diag_fisher", "subsampled", "true_fisher", "hessian", "ggn"):
+        a = sample_noise(kind, model, F.cross_entropy, x, y, num_samples=5, generator=gen(3))
+        # corrupting examples outside the chosen subset must not change the draw
+        idx = torch.randperm(12, generator=gen(3))[:5]
+        mask = torch.ones(12, dtype=torch.bool)
+        mask[idx] = False
+        x2 = x.clone()
+        x2[mask] = 100.0
+        b = sample_noise(kind, model, F.cross_entropy, x2, y, num_samples=5, generator=gen(3))
+        torch.testing.assert_close(a, b, msg=f"kind {kind}")
+
+
+# ----------------------------------------------------------------------------------------
+# temperature
+# ----------------------------------------------------------------------------------------
+
+
+def test_matched_temperature_reproduces_small_batch_covariance():
+    from sgdnoise.covariance import minibatch_covariance
+
+    model, x, y = tiny_problem(0, n=40)
+    G = loop_grads(model, x, y)
+    D = centred_cov(G)
+    b, B = 4, 20
+    for replacement in (True, False):
+        T = matched_temperature(b, B, num_examples=None if replacement else 40)
+        small = minibatch_covariance(G, b, replacement=replacement)
+        large = minibatch_covariance(G, B, replacement=replacement)
+        torch.testing.assert_close(large + T * D, small)
+    assert matched_temperature(32, 512) == pytest.approx(1 / 32 - 1 / 512)
+
+
+def test_matched_temperature_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="small_batch"):
+        matched_temperature(64, 32)
+    with pytest.raises(ValueError, match="large_batch"):
+        matched_temperature(4, 0)
+    with pytest.raises(ValueError, match="num_examples"):
+        matched_temperature(4, 32, num_examples=16)
+
+
+# ----------------------------------------------------------------------------------------
+# the optimizer
+# ----------------------------------------------------------------------------------------
+
+
+def _grad_step_setup(seed=0):
+    model, x, y = tiny_problem(seed)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward()
+    return model, x, y
+
+
+def test_none_equals_torch_sgd_with_momentum_and_weight_decay():
+    model_a, x, y = tiny_problem(0)
+    model_b, _, _ = tiny_problem(0)
+    opt_a = NoisySGD(model_a.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    opt_b = torch.optim.SGD(model_b.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-2)
+    for _ in range(4):
+        for m, o in ((model_a, opt_a), (model_b, opt_b)):
+            o.zero_grad()
+            F.cross_entropy(m(x), y).backward()
+            o.step()
+    for pa, pb in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        torch.testing.assert_close(pa, pb)
+
+
+@pytest.mark.parametrize("kind", ["isotropic", "subsampled", "true_fisher", "ggn"])
+def test_noisy_step_is_gradient_plus_scaled_noise(kind):
+    model, x, y = _grad_step_setup(1)
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    xi = sample_noise(kind, model, F.cross_entropy, x, y, num_samples=6, generator=gen(5),
+                      lanczos_steps=4)
+    opt = NoisySGD(model.parameters(), lr=0.05, kind=kind, temperature=0.3, model=model,
+                   loss_fn=F.cross_entropy, num_samples=6, lanczos_steps=4, seed=5)
+    opt.observe_batch(x, y)
+    opt.step()
+    theta1 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(theta1, theta0 - 0.05 * (g + math.sqrt(0.3) * xi))
+    assert opt.stats.last_noise_norm == pytest.approx(math.sqrt(0.3) * float(xi.norm()))
+
+
+def test_step_without_batch_raises_and_batch_is_consumed():
+    model, x, y = _grad_step_setup()
+    opt = NoisySGD(model.parameters(), lr=0.1, kind="subsampled", model=model,
+                   loss_fn=F.cross_entropy)
+    with pytest.raises(RuntimeError, match="observe_batch"):
+        opt.step()
+    opt.observe_batch(x, y)
+    opt.step()
+    with pytest.raises(RuntimeError, match="observe_batch"):
+        opt.step()
+
+
+def test_zero_temperature_needs_no_batch_and_is_plain_sgd():
+    model, x, y = _grad_step_setup()
+    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+    opt = NoisySGD(model.parameters(), lr=0.1, kind="hessian", temperature=0.0, model=model,
+                   loss_fn=F.cross_entropy)
+    opt.step()
+    theta1 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    torch.testing.assert_close(theta1, theta0 - 0.1 * g)
+
+
+def test_noise_displacement_covariance_over_many_steps():
+    """With zero gradient, lr η and temperature T, one step moves θ by −η√T ξ: the
+    displacement covariance is η² T D (kind subsampled, full batch)."""
+    model, x, y = tiny_problem(3)
+    D = centred_cov(loop_grads(model, x, y))
+    theta0 = [p.detach().clone() for p in model.parameters()]
+    opt = NoisySGD(model.parameters(), lr=0.5, kind="subsampled", temperature=0.2,
+                   model=model, loss_fn=F.cross_entropy, num_samples=None, seed=1)
+    moves = []
+    for _ in range(600):
+        for p, p0 in zip(model.parameters(), theta0, strict=True):
+            p.data.copy_(p0)
+            p.grad = torch.zeros_like(p)
+        opt.observe_batch(x, y)
+        opt.step()
+        moves.append(torch.cat([(p.detach() - p0).reshape(-1)
+                                for p, p0 in zip(model.parameters(), theta0, strict=True)]))
+    check_covariance(torch.stack(moves), 0.25 * 0.2 * D, wrong=0.25 * 0.6 * D)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        (dict(kind="gaussian"), "kind"),
+        (dict(kind="isotropic", temperature=-1.0), "temperature"),
+        (dict(kind="isotropic", num_samples=1), "num_samples"),
+        (dict(kind="isotropic", lr=0.0), "lr"),
+        (dict(kind="isotropic", lr=-0.1), "lr"),
+        (dict(kind="isotropic", momentum=1.0), "momentum"),
+        (dict(kind="hessian", lanczos_steps=0), "lanczos_steps"),
+        (dict(kind="subsampled", loss_fn=None), "loss_fn"),
+        (dict(kind="subsampled", model=None), "model"),
+    ],
+)
+def test_optimizer_rejects_bad_arguments(kwargs, name):
+    model, _, _ = tiny_problem()
+    args = dict(lr=0.1, model=model, loss_fn=F.cross_entropy)
+    args.update(kwargs)
+    lr = args.pop("lr")
+    with pytest.raises(ValueError, match=name):
+        NoisySGD(model.parameters(), lr, **args)
+
+
+def test_optimizer_requires_all_model_parameters():
+    model, _, _ = tiny_problem()
+    with pytest.raises(ValueError, match="params"):
+        NoisySGD(list(model.parameters())[:2], 0.1, kind="isotropic", model=model,
+                 loss_fn=F.cross_entropy)
+
+
+def test_sample_noise_rejects_bad_arguments():
+    model, x, y = tiny_problem()
+    with pytest.raises(ValueError, match="kind"):
+        sample_noise("full", model, F.cross_entropy, x, y)
+    with pytest.raises(ValueError, match="num_samples"):
+        sample_noise("subsampled", model, F.cross_entropy, x, y, num_samples=1)
+    with pytest.raises(ValueError, match="num_draws"):
+        sample_noise("subsampled", model, F.cross_entropy, x, y, num_draws=0)
+    with pytest.raises(ValueError, match="targets"):
+        sample_noise("subsampled", model, F.cross_entropy, x, y[:3])
+
+
+def test_train_mode_batchnorm_is_rejected_with_advice():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double()
+    x = torch.randn(8, 3, dtype=torch.float64)
+    y = torch.randint(0, 2, (8,))
+    with pytest.raises(ValueError, match="group"):
+        sample_noise("subsampled", model, F.cross_entropy, x, y)
+    model.eval()  # running statistics: examples are independent again
+    assert sample_noise("subsampled", model, F.cross_entropy, x, y, generator=gen(0)).shape == (
+        nparams(model),
+    )
+
+
+def test_all_kinds_listed():
+    assert set(KINDS) == {"none", "isotropic", "diag_fisher", "subsampled", "true_fisher",
+                          "hessian", "ggn"}
+
+
+# ----------------------------------------------------------------------------------------
+# engine integration and the chapter's experiment helpers
+# ----------------------------------------------------------------------------------------
+
+
+def _tiny_images(n: int, seed: int = 0):
+    g = gen(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 3, 4, 4, generator=g) + y.view(-1, 1, 1, 1).float()
+    return x, y
+
+
+def test_engine_calls_observe_batch_and_none_matches_plain_sgd():
+    from sgdnoise.train import TrainConfig, train
+
+    x, y = _tiny_images(32)
+    data = dict(train_x=x, train_y=y, test_x=x[:8], test_y=y[:8])
+    cfg = TrainConfig(model="mlp", width=8, norm="none", batch_size=16, epochs=2, lr=0.1,
+                      augment=False, channels_last=False, amp=False, seed=3)
+    plain = train(cfg, data, progress=False)
+    made = {}
+
+    def factory(model, kind="none"):
+        made["opt"] = NoisySGD(model.parameters(), 0.1, kind=kind, model=model,
+                               loss_fn=F.cross_entropy, num_samples=4, temperature=0.01)
+        return made["opt"]
+
+    same = train(cfg, data, progress=False, optimizer_factory=factory)
+    assert [h["train_loss"] for h in same.history] == [h["train_loss"] for h in plain.history]
+    noisy = train(cfg, data, progress=False,
+                  optimizer_factory=lambda m: factory(m, "subsampled"))
+    assert noisy.status == "finished" and made["opt"].stats.steps == 4
+    assert made["opt"].stats.last_noise_norm > 0
+    assert noisy.history[-1]["train_loss"] != plain.history[-1]["train_loss"]
+
+
+def test_epoch_matched_temperature_matches_noise_per_epoch():
+    from sgdnoise.experiments_noise import epoch_matched_temperature
+
+    b, B, N = 10, 100, 1000
+    T = epoch_matched_temperature(b, B)
+    assert (N / B) * (1 / B + T) == pytest.approx((N / b) * (1 / b))
+    with pytest.raises(ValueError, match="small_batch"):
+        epoch_matched_temperature(200, 100)
+
+
+def test_build_configs_and_gap_statistics():
+    import pandas as pd
+
+    from sgdnoise import experiments_noise as EN
+
+    cfgs = EN.build_configs(10, 100, ["subsampled", "hessian"], num_samples=8,
+                            curvature_samples=4, epoch_matched_kinds=["subsampled"])
+    assert [c.label for c in cfgs][:2] == [EN.SMALL, EN.LARGE]
+    assert cfgs[2].temperature == pytest.approx(1 / 10 - 1 / 100)
+    assert cfgs[3].num_samples == 4 and cfgs[4].temperature == pytest.approx(100 / 100 - 0.01)
+    with pytest.raises(ValueError, match="kinds"):
+        EN.build_configs(10, 100, ["nonsense"])
+    # a synthetic record table with a known answer: "good" closes the gap, "bad" is worse
+    rows = []
+    for seed, jitter in enumerate([0.0, 0.01, -0.01]):
+        for label, err in [(EN.SMALL, 0.30), (EN.LARGE, 0.40), ("good", 0.30), ("bad", 0.45),
+                           ("half", 0.35)]:
+            rows.append(dict(label=label, kind="x", batch_size=1, seed=seed, status="finished",
+                             steps=1, train_error=0.0, test_error=err + jitter, sharpness=1.0,
+                             noise_seconds=0.0))
+    rec = pd.DataFrame(rows)
+    gaps = EN.classify_gap(EN.gap_analysis(rec)).set_index("label")
+    assert gaps.loc["good", "verdict"] == "closes the gap"
+    assert gaps.loc["half", "verdict"] == "narrows the gap"
+    assert gaps.loc["bad", "verdict"] == "worse than large-batch SGD"
+    assert gaps.loc["half", "closed"] == pytest.approx(0.5)
+    mean, half = EN.t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302652729911275 / math.sqrt(3))
+    summ = EN.summarize(rec).set_index("label")
+    assert summ.loc["bad", "test_error"] == pytest.approx(0.45)
+
+
+def test_covariance_check_reports_small_errors_for_every_kind():
+    from sgdnoise import experiments_noise as EN
+
+    model, x, y = tiny_problem(0, n=8, hidden=2)
+    table = EN.covariance_check(model, x, y, draws=1500)
+    assert set(table["kind"]) == set(KINDS[1:])
+    assert (table["z"] < 4).all(), table
+    assert (table["expected"] > 0).all()
+
+
+def test_sharpness_matches_dense_top_eigenvalue():
+    from sgdnoise.experiments_noise import sharpness
+
+    model, x, y = tiny_problem(4, n=10)
+    lam = torch.linalg.eigvalsh(dense_hessian(model, x, y))
+    got = sharpness(model, x, y, num_iters=nparams(model), chunk_size=4)
+    assert got == pytest.approx(float(lam.max()), rel=1e-6)
+
+
+def test_measure_step_costs_table():
+    from sgdnoise.experiments_noise import measure_step_costs
+
+    model, x, y = tiny_problem(0, n=16)
+    table = measure_step_costs(model, x, y, ["subsampled", "hessian"], num_samples=4,
+                               curvature_samples=4, lanczos_steps=2, repeats=1, warmup=0)
+    assert list(table["kind"]) == ["none", "subsampled", "hessian"]
+    assert table.loc[0, "ratio"] == pytest.approx(1.0)
+    assert (table["seconds"] > 0).all()
