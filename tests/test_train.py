@@ -1,0 +1,286 @@
+"""Tests of the training engine (sgdnoise.train): augmentation, schedule, exact batch
+semantics, micro-batch accumulation, repeatability, divergence, checkpoint/resume, hook."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdnoise.train import (
+    TrainConfig,
+    crop_flip,
+    evaluate,
+    lr_multiplier,
+    random_crop_flip_params,
+    steps_per_epoch,
+    train,
+)
+
+torch.set_num_threads(1)
+
+
+def _data(n_train=48, n_test=24, seed=0, classes=3):
+    """Tiny uint8 image data with a learnable signal: class k brightens channel k."""
+    g = torch.Generator().manual_seed(seed)
+    ys = torch.arange(n_train + n_test) % classes
+    x = torch.randint(0, 120, (n_train + n_test, 3, 8, 8), generator=g, dtype=torch.int64)
+    x[torch.arange(len(ys)), ys] += 100
+    x = x.clamp(0, 255).to(torch.uint8)
+    return {"train_x": x[:n_train], "train_y": ys[:n_train], "test_x": x[n_train:],
+            "test_y": ys[n_train:]}
+
+
+class TinyNet(nn.Module):
+    """conv -> relu -> mean pool -> linear (no normalisation: examples are independent)."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def _tiny(seed=0, dtype=torch.float64):
+    torch.manual_seed(seed)
+    return TinyNet().to(dtype)
+
+
+def _cfg(**kw):
+    base = dict(model="cnn", width=4, norm="none", batch_size=8, epochs=2, lr=0.1,
+                augment=False, seed=0, eval_batch_size=16)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _normalise(x_uint8):
+    mean = torch.tensor((0.4914, 0.4822, 0.4465), dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor((0.2470, 0.2435, 0.2616), dtype=torch.float64).view(1, 3, 1, 1)
+    return (x_uint8.double() / 255.0 - mean) / std
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_crop_flip_matches_per_image_reference(channels_last):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (7, 3, 6, 5), generator=g).to(torch.uint8)
+    dy, dx, fl = random_crop_flip_params(7, g, padding=2)
+    out = crop_flip(x, dy, dx, fl, padding=2, channels_last=channels_last)
+    assert out.shape == x.shape
+    if channels_last:
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    for b in range(7):  # independent reference: pad, slice, flip one image at a time
+        padded = torch.zeros(3, 10, 9, dtype=torch.uint8)
+        padded[:, 2:8, 2:7] = x[b]
+        ref = padded[:, int(dy[b]):int(dy[b]) + 6, int(dx[b]):int(dx[b]) + 5]
+        if fl[b]:
+            ref = ref.flip(-1)
+        assert torch.equal(out[b], ref)
+
+
+def test_crop_params_cover_range_and_are_seeded():
+    a = random_crop_flip_params(4000, torch.Generator().manual_seed(0))
+    b = random_crop_flip_params(4000, torch.Generator().manual_seed(0))
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    dy, dx, fl = a
+    assert set(dy.tolist()) == set(range(9)) and set(dx.tolist()) == set(range(9))
+    # flip probability 1/2: 4000 draws, 5 standard deviations = 5*sqrt(1000) ~ 158
+    assert abs(int(fl.sum()) - 2000) < 160
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def test_lr_multiplier_closed_forms():
+    c = TrainConfig(batch_size=512, base_batch_size=128, lr_scaling="linear")
+    assert lr_multiplier(c, 0, 100, 10) == pytest.approx(4.0)
+    c = TrainConfig(batch_size=512, base_batch_size=128, lr_scaling="sqrt")
+    assert lr_multiplier(c, 5, 100, 10) == pytest.approx(2.0)
+    c = TrainConfig(batch_size=128, warmup_epochs=2.0)
+    assert lr_multiplier(c, 0, 100, 10) == pytest.approx(1 / 20)
+    assert lr_multiplier(c, 9, 100, 10) == pytest.approx(10 / 20)
+    assert lr_multiplier(c, 40, 100, 10) == pytest.approx(1.0)
+    c = TrainConfig(schedule="cosine")
+    assert lr_multiplier(c, 25, 100, 10) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_multiplier(c, 100, 100, 10) == pytest.approx(0.0, abs=1e-15)
+
+
+def test_steps_per_epoch():
+    assert steps_per_epoch(50000, 128) == 391
+    assert steps_per_epoch(50000, 128, drop_last=True) == 390
+    assert steps_per_epoch(50000, 32768) == 2
+    assert steps_per_epoch(10, 10) == 1
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("batch_size", 0), ("lr", -1.0), ("lr_scaling", "cubic"), ("schedule", "step"),
+     ("momentum", 1.0), ("micro_batch_size", 0), ("norm", "layer")],
+)
+def test_config_validation_names_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value}).validate()
+
+
+# --------------------------------------------------------------------------- exact semantics
+
+
+def test_evaluate_matches_direct_computation():
+    d = _data()
+    model = _tiny()
+    loss, err = evaluate(model, d["test_x"], d["test_y"], batch_size=5)
+    with torch.no_grad():
+        out = model(_normalise(d["test_x"]))
+    assert loss == pytest.approx(float(F.cross_entropy(out, d["test_y"])), rel=1e-12)
+    assert err == pytest.approx(float((out.argmax(1) != d["test_y"]).double().mean()))
+
+
+@pytest.mark.parametrize("micro", [None, 5, 16])
+def test_full_batch_step_equals_manual_gradient_descent(micro):
+    """B = N: each epoch is one full-batch gradient step, whatever the micro-batching."""
+    d = _data(n_train=16)
+    lr = 0.3
+    ref = _tiny()
+    x = _normalise(d["train_x"])
+    for _ in range(2):
+        ref.zero_grad()
+        F.cross_entropy(ref(x), d["train_y"]).backward()
+        with torch.no_grad():
+            for p in ref.parameters():
+                p -= lr * p.grad
+    model = _tiny()
+    res = train(_cfg(batch_size=16, epochs=2, lr=lr, micro_batch_size=micro), d, model=model,
+                progress=False)
+    assert res.steps == 2 and res.status == "finished"
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+
+
+def test_micro_batches_equal_full_batch_with_augmentation_and_momentum():
+    d = _data(n_train=40)
+    runs = []
+    for micro in (None, 3):
+        model = _tiny()
+        train(_cfg(batch_size=12, epochs=2, momentum=0.9, weight_decay=1e-3, augment=True,
+                   micro_batch_size=micro), d, model=model, progress=False)
+        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-11, atol=1e-11)
+    assert not torch.equal(runs[0], torch.cat([p.flatten() for p in _tiny().parameters()]))
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+def _metrics(history):
+    return [{k: v for k, v in h.items() if k != "wall_time"} for h in history]
+
+
+def test_same_seed_same_numbers_other_seed_differs():
+    d = _data()
+    cfg = _cfg(augment=True, norm="batch", epochs=2)
+    a = train(cfg, d, progress=False)
+    b = train(cfg, d, progress=False)
+    c = train(_cfg(augment=True, norm="batch", epochs=2, seed=1), d, progress=False)
+    assert _metrics(a.history) == _metrics(b.history)
+    assert _metrics(a.history) != _metrics(c.history)
+    assert [h["epoch"] for h in a.history] == [0, 1, 2]
+    assert a.steps == 2 * steps_per_epoch(48, 8)
+
+
+def test_learns_the_easy_task():
+    d = _data(n_train=60, n_test=30)
+    res = train(_cfg(batch_size=10, epochs=6, lr=0.2), d, model=_tiny(), progress=False)
+    assert res.history[-1]["train_error"] < res.history[0]["train_error"]
+    assert res.history[-1]["train_error"] < 0.3
+
+
+def test_divergence_is_detected_and_stops():
+    d = _data()
+    res = train(_cfg(lr=1e12, epochs=5), d, model=_tiny(), progress=False)
+    assert res.status == "diverged"
+    assert res.diverged_at_step is not None
+    assert res.steps < 5 * steps_per_epoch(48, 8)
+
+
+def test_observe_batch_hook_sees_each_batch_before_step():
+    calls = []
+
+    class Watching(torch.optim.SGD):
+        def observe_batch(self, inputs, targets):
+            params = [p.detach().clone() for g in self.param_groups for g2 in [g]
+                      for p in g2["params"]]
+            calls.append((inputs.shape, targets.shape, params))
+
+        def step(self, closure=None):
+            calls.append("step")
+            return super().step(closure)
+
+    d = _data(n_train=20)
+    model = _tiny()
+    train(_cfg(batch_size=8, epochs=1), d, model=model, progress=False,
+          optimizer_factory=lambda m: Watching(m.parameters(), lr=0.1))
+    # 20 examples, B = 8: batches of 8, 8, 4, each observed right before its step
+    assert [c for c in calls if c == "step"] == ["step"] * 3
+    observed = [c for c in calls if c != "step"]
+    assert [c[0][0] for c in observed] == [8, 8, 4]
+    assert calls[0::2] == observed and calls[1::2] == ["step"] * 3
+    assert observed[0][0][1:] == (3, 8, 8)
+
+
+def test_custom_optimizer_lr_follows_schedule():
+    d = _data(n_train=16)
+    seen = []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    train(_cfg(batch_size=8, epochs=2, lr=0.1, lr_scaling="linear", base_batch_size=4,
+               warmup_epochs=1.0), d, model=_tiny(), progress=False,
+          optimizer_factory=lambda m: Recording(m.parameters(), lr=0.1))
+    assert seen == pytest.approx([0.1, 0.2, 0.2, 0.2])
+
+
+def test_resume_from_checkpoint_gives_identical_numbers(tmp_path):
+    d = _data()
+    cfg = _cfg(augment=True, norm="batch", momentum=0.5, epochs=3)
+    full = train(cfg, d, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(rec):
+        if rec["epoch"] == 2:
+            raise Stop
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(Stop):
+        train(cfg, d, checkpoint_path=ckpt, progress=False, on_epoch=stop_at_two)
+    assert ckpt.exists()
+    resumed = train(cfg, d, checkpoint_path=ckpt, progress=False)
+    assert resumed.resumed_from_epoch == 1
+    assert _metrics(resumed.history) == _metrics(full.history)
+    assert resumed.steps == full.steps
+    got, want = resumed.model.state_dict(), full.model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_checkpoint_of_other_config_is_refused(tmp_path):
+    d = _data()
+    ckpt = tmp_path / "run.pt"
+    train(_cfg(epochs=1), d, checkpoint_path=ckpt, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        train(_cfg(epochs=1, lr=0.2), d, checkpoint_path=ckpt, progress=False)
+
+
+def test_batch_size_above_n_is_refused():
+    with pytest.raises(ValueError, match="batch_size"):
+        train(_cfg(batch_size=100), _data(), progress=False)
