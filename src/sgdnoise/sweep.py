@@ -353,7 +353,7 @@ def _iter_record_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(p.glob("run_B*.json")))
+            files.extend(sorted(p.rglob("run_B*.json")))  # seed sub-folders included
         elif p.exists():
             files.append(p)
     return files
@@ -365,13 +365,15 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     lr, train_loss, train_error, test_loss, test_error, gap (= test − train error),
     running_loss, wall_time, status, steps_total, n_train, b_over_n, model, width, norm,
     dataset, data_source, device, git_commit, created_utc, torch_version, sgdnoise_version,
-    name``. An empty frame (with these columns) when there is no record."""
+    name, seed``. Folders are searched recursively, so runs of several seeds can live in
+    sub-folders. An empty frame (with these columns) when there is no record."""
     import pandas as pd
 
     cols = ["batch_size", "epoch", "step", "lr", "train_loss", "train_error", "test_loss",
             "test_error", "gap", "running_loss", "wall_time", "status", "steps_total",
             "n_train", "b_over_n", "model", "width", "norm", "dataset", "data_source",
-            "device", "git_commit", "created_utc", "torch_version", "sgdnoise_version", "name"]
+            "device", "git_commit", "created_utc", "torch_version", "sgdnoise_version", "name",
+            "seed"]
     rows = []
     for f in _iter_record_files(paths):
         rec = json.loads(f.read_text())
@@ -401,9 +403,10 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
                 "torch_version": prov.get("torch_version"),
                 "sgdnoise_version": prov.get("sgdnoise_version"),
                 "name": rec.get("name"),
+                "seed": sc.get("seed"),
             })
     df = pd.DataFrame(rows, columns=cols)
-    return df.sort_values(["batch_size", "epoch"]).reset_index(drop=True)
+    return df.sort_values(["batch_size", "seed", "epoch"]).reset_index(drop=True)
 
 
 def plateau_epoch(errors: Sequence[float], *, tol: float = 0.01) -> int:
@@ -421,31 +424,45 @@ def plateau_epoch(errors: Sequence[float], *, tol: float = 0.01) -> int:
 def summarize(df, *, plateau_tol: float = 0.01):
     """One row per batch size from :func:`load_records`'s frame: ``batch_size, b_over_n,
     status, epochs, steps, final_train_error, final_test_error, final_gap, best_test_error,
-    train_plateau_epoch, test_plateau_epoch`` (see :func:`plateau_epoch`), ``wall_time``."""
+    train_plateau_epoch, test_plateau_epoch`` (see :func:`plateau_epoch`), ``wall_time``,
+    ``n_seeds`` and ``final_test_error_sd`` (standard deviation over seeds; NaN for one seed).
+
+    With several seeds per batch size, the per-epoch curves are first averaged over seeds
+    (only over seeds that reached that epoch) and the summary is taken on the mean curve; a
+    batch size counts as ``diverged`` if any of its seeds diverged."""
     import pandas as pd
 
     cols = ["batch_size", "b_over_n", "status", "epochs", "steps", "final_train_error",
             "final_test_error", "final_gap", "best_test_error", "train_plateau_epoch",
-            "test_plateau_epoch", "wall_time"]
+            "test_plateau_epoch", "wall_time", "n_seeds", "final_test_error_sd"]
+    if "seed" not in df.columns:
+        df = df.assign(seed=0)
+    df = df.assign(seed=df["seed"].fillna(-1))
     rows = []
     for b, g in df.groupby("batch_size", sort=True):
-        g = g.sort_values("epoch")
-        last = g.iloc[-1]
+        finals = g.sort_values("epoch").groupby("seed").tail(1)
+        mean = (g.groupby("epoch", sort=True)[["step", "train_error", "test_error", "b_over_n",
+                                                "wall_time"]].mean().reset_index())
+        last = mean.iloc[-1]
+        status = "diverged" if (g["status"] == "diverged").any() else g["status"].iloc[-1]
         rows.append({
             "batch_size": int(b),
             "b_over_n": float(last["b_over_n"]),
-            "status": last["status"],
-            "epochs": int(g["epoch"].max()),
-            "steps": int(last["step"]),
+            "status": status,
+            "epochs": int(mean["epoch"].max()),
+            "steps": int(round(last["step"])),
             "final_train_error": float(last["train_error"]),
             "final_test_error": float(last["test_error"]),
             "final_gap": float(last["test_error"] - last["train_error"]),
-            "best_test_error": float(g["test_error"].min()),
-            "train_plateau_epoch": int(g["epoch"].iloc[plateau_epoch(g["train_error"].tolist(),
-                                                                     tol=plateau_tol)]),
-            "test_plateau_epoch": int(g["epoch"].iloc[plateau_epoch(g["test_error"].tolist(),
-                                                                    tol=plateau_tol)]),
+            "best_test_error": float(mean["test_error"].min()),
+            "train_plateau_epoch": int(mean["epoch"].iloc[
+                plateau_epoch(mean["train_error"].tolist(), tol=plateau_tol)]),
+            "test_plateau_epoch": int(mean["epoch"].iloc[
+                plateau_epoch(mean["test_error"].tolist(), tol=plateau_tol)]),
             "wall_time": float(last["wall_time"]),
+            "n_seeds": int(finals["seed"].nunique()),
+            "final_test_error_sd": float(finals["test_error"].std(ddof=1))
+            if len(finals) > 1 else float("nan"),
         })
     return pd.DataFrame(rows, columns=cols)
 
