@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -266,3 +267,24 @@ def test_sweep_findings_follow_the_numbers():
     assert f["largest_b_train_plateau_epoch"] == 1 and f["n_diverged"] == 0
     with pytest.raises(ValueError):
         sweep_findings(s.iloc[:0])
+
+
+def test_summarize_averages_over_seeds():
+    import pandas as pd
+
+    from sgdnoise.sweep import summarize
+
+    rows = []
+    for seed, final_test in ((0, 0.30), (1, 0.40)):
+        for epoch, (tr, te) in enumerate([(0.9, 0.9), (0.5, 0.6), (0.2, final_test)]):
+            rows.append({"batch_size": 64, "epoch": epoch, "step": 10 * epoch, "b_over_n": 0.1,
+                         "train_error": tr, "test_error": te, "wall_time": 1.0 + epoch,
+                         "status": "finished", "seed": seed})
+    summary = summarize(pd.DataFrame(rows))
+    assert len(summary) == 1
+    row = summary.iloc[0]
+    assert row["n_seeds"] == 2
+    assert row["final_test_error"] == pytest.approx(0.35)
+    assert row["final_gap"] == pytest.approx(0.15)
+    assert row["final_test_error_sd"] == pytest.approx(np.std([0.30, 0.40], ddof=1))
+    assert row["steps"] == 20
