@@ -138,3 +138,16 @@ def test_tracker_records_b_simple():
     train(cfg, data, model=model, on_epoch=tr, progress=False)
     df = tr.frame()
     assert list(df["epoch"]) == [0, 1, 2] and (df["b_simple"] > 0).all()
+
+
+def test_b_simple_at_target_picks_first_hit_or_last():
+    import pandas as pd
+
+    track = pd.DataFrame({"epoch": [0, 1, 2, 3], "train_error": [0.9, 0.6, 0.4, 0.3],
+                          "b_simple": [10.0, 20.0, 40.0, 80.0]})
+    hit = bs.b_simple_at_target(track, 0.5)
+    assert hit == {"b_simple": 40.0, "epoch": 2, "reached": True, "train_error": 0.4}
+    miss = bs.b_simple_at_target(track, 0.1)
+    assert miss["reached"] is False and miss["epoch"] == 3 and miss["b_simple"] == 80.0
+    with pytest.raises(ValueError, match="target_error"):
+        bs.b_simple_at_target(track, -1.0)

@@ -93,6 +93,17 @@ def test_near_zero_fractions_exact_and_slq():
     sd = spectral_density(lambda v: diag * v, dim, num_probes=2, num_iters=40, seed=0)
     # Rademacher probes on a diagonal matrix put mass exactly zeros/dim on the null space
     assert abs(L.slq_near_zero_fraction(sd, rtol=1e-6) - zeros / dim) < 1e-8
+    zc = L.slq_zero_cluster(sd)
+    assert abs(zc["weight"] - zeros / dim) < 1e-8 and zc["position"] < 1e-10
+    # a tight cluster of small positive eigenvalues: a short Gauss rule lumps it into one
+    # node just above the cluster (interlacing: >= its minimum), carrying about its share
+    clustered = diag.clone()
+    clustered[:zeros] = torch.linspace(1e-3, 3e-3, zeros, dtype=DT)
+    sd = spectral_density(lambda v: clustered * v, dim, num_probes=2, num_iters=6, seed=0)
+    zc = L.slq_zero_cluster(sd, scale=10.0)
+    assert 1e-4 - 1e-12 <= zc["position"] < 1e-3  # far below the rest (>= 0.1)
+    assert abs(zc["weight"] - zeros / dim) < 0.05
+    assert L.slq_near_zero_fraction(sd, rtol=1e-4, scale=10.0) == 0.0  # window too narrow
 
 
 def test_train_and_overparam_study_smoke():

@@ -29,15 +29,15 @@ model = "mlp"
 width = 64
 trace_n = 256
 trace_batch_sizes = [1, 4, 16, 64, 128]
-trace_samples = 400
+trace_samples = 200
 track_batch_size = 32
 track_lr = 0.05
 track_epochs = 8
 steps_batch_sizes = [8, 16, 32, 64, 128, 256, 512]
 steps_base_lr = 0.1
 steps_base_batch = 32
-steps_lr_multipliers = [0.5, 1.0, 2.0]
-steps_max_epochs = 40
+steps_lr_multipliers = [1.0, 2.0]
+steps_max_epochs = 20
 target_error = 0.5
 eval_every_examples = 256
 gen_batch_sizes = [16, 64, 256]
@@ -143,7 +143,7 @@ torch.manual_seed(P["seed"])
 # **Linear scaling rule.** Keeping η/B fixed when B changes keeps {eq}`eq-ch6-sde`
 # unchanged, so, as long as the SDE describes SGD (η small enough), trajectories in time t
 # are statistically the same; an epoch is N/B steps of length η, i.e. time Nη/B, also
-# unchanged. Hence: multiply η by k when B is multiplied by k {cite}`goyal2017accurate`.
+# unchanged. Hence: multiply η by k when B is multiplied by k {cite}`goyal2017largeminibatch`.
 #
 # **Square-root scaling rule.** Keeping instead the covariance of one update,
 # $\eta^2 D/B$, fixed requires $\eta \propto \sqrt B$ {cite}`krizhevsky2014one,hoffer2017train`.
@@ -276,8 +276,8 @@ sweep = bs.steps_sweep(steps_cfg, small, P["steps_batch_sizes"], P["target_error
 best = sweep[sweep.best].sort_values("batch_size")
 display(best)
 fit = bs.fit_steps_vs_batch(best.batch_size, best.steps) if len(best) >= 3 else None
-reach = track[track.train_error <= P["target_error"]]
-b_at_target = float(reach.b_simple.iloc[0]) if len(reach) else float(track.b_simple.iloc[-1])
+at_target = bs.b_simple_at_target(track, P["target_error"])
+b_at_target = at_target["b_simple"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 axes[0].loglog(best.batch_size, best.steps, "o", label="measured (best lr)")
 axes[1].loglog(best.batch_size, best.examples, "o", label="measured (best lr)")
@@ -297,15 +297,27 @@ fig.suptitle(f"Steps and examples to train error ≤ {P['target_error']}\n{LABEL
 plt.tight_layout()
 plt.show()
 
+# %% [markdown]
+# Left: the best measured steps per batch size (dots) and the fitted hyperbola; below the
+# fitted B_noise (dotted line) steps fall almost like 1/B, above it they level off at
+# S_min. Right: the same runs counted in examples, which stay near E_min for small B and
+# grow about linearly beyond B_noise. The dashed line is B_simple from the tracked run,
+# the cheap gradient-only estimate of the same critical batch size.
+
 # %%
 if fit is None:
     verdict = "Too few batch sizes reached the target for a fit."
 else:
     ratio = fit["b_noise"] / b_at_target
+    when = (f"when it first reached train error ≤ {P['target_error']} (epoch "
+            f"{at_target['epoch']})" if at_target["reached"] else
+            f"at its last epoch ({at_target['epoch']}, train error "
+            f"{at_target['train_error']:.2f}; it never reached the target)")
     verdict = (
-        f"The fit gives B_noise = {fit['b_noise']:.0f} (S_min = {fit['s_min']:.0f} steps, "
-        f"rms log-residual {fit['rmse_log']:.2f}); B_simple measured along the tracked run "
-        f"when it reached the target (or at its end) is {b_at_target:.0f}, a ratio "
+        f"The fit of {fit['n']} batch sizes gives B_noise = {fit['b_noise']:.0f} "
+        f"(S_min = {fit['s_min']:.0f} steps, E_min = {fit['e_min']:.0f} examples, "
+        f"rms log-residual {fit['rmse_log']:.2f}); B_simple = tr D/‖ḡ‖² measured on the "
+        f"tracked run {when} is {b_at_target:.0f}, a ratio B_noise/B_simple = "
         f"{ratio:.2f}. " + (
             "They agree within a factor of 2, as the H ∝ I approximation suggests."
             if 0.5 <= ratio <= 2 else
@@ -337,6 +349,11 @@ fig.suptitle(f"{P['gen_epochs']} epochs, η₀={P['gen_base_lr']} at B₀={P['ge
              f"\n{LABEL}", fontsize=9)
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
+# Left: final test error against B for the three rules; right: the generalization gap
+# (test minus train error). With a fixed epoch budget a constant learning rate gives large
+# batches fewer steps of the same size, so their curves show what is lost by not scaling η.
 
 # %%
 piv = final.pivot_table(index="batch_size", columns="rule", values="test_error")
@@ -371,6 +388,11 @@ ax.set(ylabel="train loss", title=f"Train loss per epoch; solid = the η/B of li
        f"scaling\n{LABEL}")
 ax.legend(fontsize=6)
 plt.show()
+
+# %% [markdown]
+# Each curve is one distinct run; the solid ones share the temperature η/B of the linear
+# rule. If η/B is all that matters, the solid curves lie on top of each other while the
+# dashed ones (other temperatures) fan out.
 
 # %%
 same = groups[groups.runs > 1]

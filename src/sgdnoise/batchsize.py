@@ -33,6 +33,7 @@ from sgdnoise._validate import check_choice, check_matrix, check_positive, check
 
 __all__ = [
     "NoiseScaleTracker",
+    "b_simple_at_target",
     "QuadraticStep",
     "StepsResult",
     "expected_quadratic_decrease",
@@ -205,6 +206,20 @@ class NoiseScaleTracker:
         return pd.DataFrame(self.rows)
 
 
+def b_simple_at_target(track: pd.DataFrame, target_error: float) -> dict[str, Any]:
+    """B_simple of a tracked run (rows of :class:`NoiseScaleTracker`) at the first record
+    whose train error is ≤ ``target_error``, or at the last record if none is.
+
+    Returns {"b_simple", "epoch", "reached" (bool), "train_error"} of that record."""
+    target_error = check_positive("target_error", target_error, allow_zero=True)
+    if len(track) == 0:
+        raise ValueError("track must hold at least one record, got an empty frame")
+    hit = track[track["train_error"] <= target_error]
+    row = hit.iloc[0] if len(hit) else track.iloc[-1]
+    return {"b_simple": float(row["b_simple"]), "epoch": int(row["epoch"]),
+            "reached": bool(len(hit)), "train_error": float(row["train_error"])}
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -263,13 +278,14 @@ def steps_to_target(
     target_error: float,
     *,
     eval_every_examples: int = 256,
-    progress: bool = False,
 ) -> StepsResult:
     """Train with :func:`sgdnoise.train.train` (plain SGD as ``cfg`` says, ``cfg.epochs``
     the budget) and return the first step at which the *full* training-set error is at most
     ``target_error``. The train error is evaluated every ⌈eval_every_examples / B⌉ steps by
     a thin SGD subclass (passed as ``optimizer_factory``), which stops the run once the
-    target is reached."""
+    target is reached by raising a private exception out of ``train`` (the engine has no
+    early-stop hook). The engine's progress bar is therefore always disabled here, so the
+    interrupted run leaves no half-drawn bar behind; the model is left in train mode."""
     from sgdnoise.train import evaluate, train
 
     target_error = check_positive("target_error", target_error, allow_zero=True)
@@ -299,7 +315,7 @@ def steps_to_target(
     diverged = False
     try:
         res = train(replace(cfg, eval_at_start=False), data, optimizer_factory=_Watcher,
-                    progress=progress)
+                    progress=False)
         diverged = res.status == "diverged"
     except _TargetReached:
         pass

@@ -41,6 +41,7 @@ __all__ = [
     "overparam_study",
     "random_subspace_fraction",
     "slq_near_zero_fraction",
+    "slq_zero_cluster",
     "subspace_capture",
     "train_to_interpolation",
 ]
@@ -151,6 +152,28 @@ def slq_near_zero_fraction(
     rtol = check_positive("rtol", rtol, allow_zero=True)
     inside = (nodes.abs() <= rtol * scale) & used
     return float((weights * inside).sum() / nodes.shape[0])
+
+
+def slq_zero_cluster(density: Any, *, scale: float | None = None) -> dict[str, float]:
+    """The Gauss node nearest 0 of each SLQ probe: its weight and |position| / ``scale``.
+
+    An m-node Gauss rule cannot split mass finer than its node spacing: a large cluster of
+    near-zero eigenvalues shows up as one node (or a few) near 0 whose weight is the
+    cluster's share of the spectrum and whose position is the cluster's centre of mass.
+    Returns {"weight": mean over probes of that node's weight, "position": mean of its
+    |θ| / scale} (``scale`` defaults to the largest |node|), so a caller can tell whether a
+    window rtol · scale is wider than the quadrature's resolution (position ≪ rtol) or not.
+    """
+    nodes, weights = density.nodes.to(DT), density.weights.to(DT)
+    used = weights > 1e-10  # nodes with numerically no weight (spurious Ritz values) skipped
+    if scale is None:
+        scale = float(nodes[used].abs().max())
+    scale = check_positive("scale", scale)
+    dist = torch.where(used, nodes.abs(), torch.full_like(nodes, math.inf))
+    j = dist.argmin(dim=1)
+    rows = torch.arange(nodes.shape[0])
+    return {"weight": float(weights[rows, j].mean()),
+            "position": float((dist[rows, j] / scale).mean())}
 
 
 # --------------------------------------------------------------------------- class structure
@@ -291,7 +314,8 @@ class OverparamResult:
     rtol, fraction, exact lower bound from the rank); energy: DataFrame(k, top-k Hessian,
     top-k of D (best possible), random subspace); class_capture: DataFrame(matrix,
     capture of its top-m eigenspace by the class-mean span, random baseline);
-    grad_norm_sq (‖ḡ‖²) and trace_cov (tr D)."""
+    zero_cluster: DataFrame (matrix, weight and |position|/λ_max of the SLQ node nearest 0,
+    see :func:`slq_zero_cluster`); grad_norm_sq (‖ḡ‖²) and trace_cov (tr D)."""
 
     n: int
     p: int
@@ -309,6 +333,7 @@ class OverparamResult:
     near_zero: pd.DataFrame | None = None
     energy: pd.DataFrame | None = None
     class_capture: pd.DataFrame | None = None
+    zero_cluster: pd.DataFrame | None = None
     grad_norm_sq: float = float("nan")
     trace_cov: float = float("nan")
 
@@ -433,6 +458,10 @@ def overparam_study(
                         "fraction (SLQ)": near_zero_fraction(gram_f, rtol=rt, dim=p),
                         "exact lower bound (rank)": bounds["empirical Fisher"]})
     near_zero = pd.DataFrame(nz_rows)
+    zero_cluster = pd.DataFrame([
+        {"matrix": name, **slq_zero_cluster(d, scale=float(h_top[0]) if name == "Hessian"
+                                            else None)}
+        for name, d in dens.items()])
 
     energy = None
     if curvature:
@@ -464,5 +493,6 @@ def overparam_study(
         rank_fisher=rank_f, rank_cov=rank_d, hessian_top=h_top, ggn_top=g_top,
         fisher_top=gram_f[:top_k], hessian_vecs=h_vecs, densities=dens, outliers=outliers,
         near_zero=near_zero, energy=energy, class_capture=class_capture,
+        zero_cluster=zero_cluster,
         grad_norm_sq=float(gbar @ gbar), trace_cov=cov.trace(),
     )
