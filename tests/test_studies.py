@@ -197,3 +197,28 @@ def test_models_are_float64():
     m = S.build_small_model("mlp", (3, 2, 2), width=4)
     assert all(p.dtype == DT for p in m.parameters())
     assert isinstance(m, nn.Module)
+
+
+def test_information_equality_study_model_labels_converge_data_labels_do_not():
+    g = torch.Generator().manual_seed(5)
+    N, d, C = 800, 3, 3
+    x = torch.randn(N, d, dtype=DT, generator=g)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(d, 4, bias=False), nn.Tanh(), nn.Linear(4, C, bias=False))
+    model = model.to(DT)
+    with torch.no_grad():
+        model[2].weight.mul_(3.0)  # confident predictions
+        y_bad = model(x).argmin(1)  # labels the model considers least likely: misspecified
+    df = S.information_equality_study(model, x, y_bad, [50, 800], seed=1)
+    assert len(df) == 2 * 2 * 3 and set(df.labels) == {"data", "model"}
+    m = df[df.labels == "model"].set_index(["matrix", "n"]).rel_dist
+    dd = df[df.labels == "data"].set_index(["matrix", "n"]).rel_dist
+    for name in ("F_hat", "D", "H"):
+        # model labels: pure sampling error, shrinking about like n^(-1/2) (factor 4 here)
+        assert m[(name, 800)] < 0.6 * m[(name, 50)]
+        assert m[(name, 800)] < 0.3
+        # misspecified data labels: a gap that does not shrink with n
+        assert dd[(name, 800)] > 0.8 * dd[(name, 50)]
+        assert dd[(name, 800)] > 3 * m[(name, 800)]
+    with pytest.raises(ValueError, match="sizes"):
+        S.information_equality_study(model, x, y_bad, [N + 1])

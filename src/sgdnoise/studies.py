@@ -174,7 +174,7 @@ def train_small(
         raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
     marks = sorted({int(c) for c in checkpoints if 0 <= int(c) <= steps} | {steps})
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    params = [p for p in model.parameters() if p.requires_grad]
     rows, snaps = [], {}
 
     def mark(t: int) -> None:
@@ -190,9 +190,10 @@ def train_small(
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos : pos + batch_size]
         pos += batch_size
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-        opt.step()
+        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x[idx]), y[idx]), params)
+        with torch.no_grad():  # plain SGD (torch.optim would import torch._dynamo: seconds)
+            for p, g in zip(params, grads, strict=True):
+                p.add_(g, alpha=-lr)
         if t in marks:
             mark(t)
     return TrainTrace(history=pd.DataFrame(rows), snapshots=snaps)
@@ -814,7 +815,9 @@ def network_one_step_study(
     The linear term ``−ηḡᵀ(g_B − ḡ)`` has mean zero and dominates the spread, so it is
     also reported subtracted (an exact control variate: ``mc_cv``, ``se_cv``). Also
     reports the actual full-batch change (``gd_change``) to separate the Taylor error from
-    the noise term. ``mats`` may pass precomputed {"H", "G"} (from
+    the noise term; ``noise_ratio`` = (Monte Carlo noise part)/(predicted noise term) with
+    its standard error ``noise_ratio_se`` and ``noise_z``, and ``gd_ratio`` = actual /
+    predicted full-batch change. ``mats`` may pass precomputed {"H", "G"} (from
     :func:`curvature_matrices`)."""
     from sgdnoise.curvature import hessian
     from sgdnoise.grads import flat_params, per_example_grads
@@ -853,6 +856,11 @@ def network_one_step_study(
             "pred_noise": pred["noise"],
             "gd_change": gd,
             "mc_noise_part": float(cv.mean()) - gd,
+            "noise_ratio": (float(cv.mean()) - gd) / pred["noise"],
+            "noise_ratio_se": float(cv.std() / math.sqrt(num_samples)) / pred["noise"],
+            "noise_z": (float(cv.mean()) - gd - pred["noise"])
+            / float(cv.std() / math.sqrt(num_samples)),
+            "gd_ratio": gd / pred["deterministic"],
         })
     return pd.DataFrame(rows)
 
@@ -872,10 +880,12 @@ def fisher_hessian_study(
     early (step ``early_step``) and late (step ``steps``), compare D, F̂, F, GGN and H with
     :func:`compare_matrices` and fit the diagonal power law ``D_ii ∝ H_ii^γ``.
 
-    Returns DataFrames "pairs", "eigs", "summary", "power_law", "training", each with
-    columns model, P and stage ("early" | "late") added."""
+    Returns DataFrames "pairs", "eigs", "summary", "power_law", "training" and
+    "diagonals" (index, D_ii, H_ii), each with columns model, P and stage ("early" |
+    "late") added."""
     out: dict[str, list[pd.DataFrame]] = {
-        "pairs": [], "eigs": [], "summary": [], "power_law": [], "training": []
+        "pairs": [], "eigs": [], "summary": [], "power_law": [], "training": [],
+        "diagonals": [],
     }
     for name, width in models:
         model = build_small_model(name, problem.in_shape, width=width, seed=seed)
@@ -889,7 +899,67 @@ def fisher_hessian_study(
             cmp = compare_matrices({m: mats[m] for m in ("D", "F_hat", "F", "GGN", "H")}, k=k)
             for key in ("pairs", "eigs", "summary"):
                 out[key].append(cmp[key].assign(model=name, P=P, stage=stage, step=step))
-            fit = diagonal_power_law(torch.diagonal(mats["D"]), torch.diagonal(mats["H"]))
+            d_diag, h_diag = torch.diagonal(mats["D"]), torch.diagonal(mats["H"])
+            fit = diagonal_power_law(d_diag, h_diag)
+            out["diagonals"].append(pd.DataFrame({
+                "index": np.arange(P), "D_ii": d_diag.numpy(), "H_ii": h_diag.numpy(),
+            }).assign(model=name, P=P, stage=stage, step=step))
             out["power_law"].append(pd.DataFrame([fit]).assign(model=name, P=P, stage=stage,
                                                                step=step))
     return {key: pd.concat(v, ignore_index=True) for key, v in out.items()}
+
+
+def information_equality_study(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sizes: Sequence[int],
+    *,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The information-matrix equality, tested with two label sources.
+
+    For each ``n`` in ``sizes`` (prefixes ``x[:n]``) compare, in relative Frobenius
+    distance ``‖M − F‖_F/‖F‖_F`` to the true Fisher ``F`` (label-free), the matrices
+    ``M`` = "F_hat" (empirical Fisher), "D" (gradient covariance) and "H" (Hessian of the
+    mean cross-entropy), each formed with (a) the data labels ``y`` ("data") and (b) labels
+    drawn once from the model's own predictive distribution ``y_i ~ p_θ(·|x_i)`` ("model":
+    a well-specified problem whose true parameter is the current θ). Under (b)
+    ``E[F_hat] = E[H] = F`` exactly, so the distances are pure sampling error,
+    ``O(n^{-1/2})``; under (a) they level off at the misspecification gap.
+
+    Returns a DataFrame with columns n, labels, matrix, rel_dist."""
+    from sgdnoise.curvature import hessian, true_fisher
+    from sgdnoise.grads import per_example_grads
+
+    loss = nn.functional.cross_entropy
+    N = int(x.shape[0])
+    if y.shape[0] != N:
+        raise ValueError(f"x and y must have the same length, got {N} and {y.shape[0]}")
+    sizes = sorted({check_positive_int("sizes", int(v)) for v in sizes})
+    if not sizes or sizes[-1] > N:
+        raise ValueError(f"sizes must be non-empty and <= N={N}, got {sizes}")
+    with torch.no_grad():
+        probs = torch.softmax(model(x).to(DT), dim=1)
+    gen = torch.Generator().manual_seed(seed)
+    y_model = torch.multinomial(probs, 1, generator=gen)[:, 0]
+    rows = []
+    for n in sizes:
+        xs = x[:n]
+        F = true_fisher(model, xs).to(DT)
+        fro = float(torch.linalg.matrix_norm(F))
+        for source, labels in (("data", y[:n]), ("model", y_model[:n])):
+            G = per_example_grads(model, loss, xs, labels).to(DT)
+            F_hat = G.T @ G / n
+            gbar = G.mean(0)
+            mats = {
+                "F_hat": F_hat,
+                "D": F_hat - torch.outer(gbar, gbar),
+                "H": hessian(model, loss, xs, labels).to(DT),
+            }
+            for name, M in mats.items():
+                rows.append({
+                    "n": n, "labels": source, "matrix": name,
+                    "rel_dist": float(torch.linalg.matrix_norm(M - F)) / fro,
+                })
+    return pd.DataFrame(rows)
