@@ -4,8 +4,10 @@ SGD step (same model, same batch, measured in this one run).
 A step is what the training engine does: forward and backward on the whole batch, then
 ``observe_batch`` and ``step()``. The noise kinds add work on M examples of the batch:
 isotropic / diag_fisher per-example gradients, subsampled / true_fisher one weighted backward,
-hessian / ggn k Lanczos steps of curvature-vector products. Goals (from the study): subsampled
-<= 1.5x, Hessian / GGN <= 3x.
+hessian / ggn k Lanczos steps of curvature-vector products; isotropic / diag_fisher estimate
+the per-coordinate gradient variance from r sub-sampled probes (one batched backward pass;
+``--moment-probes 0`` times the exact per-example-gradient version instead). Goals (from the
+study): subsampled <= 1.5x, Hessian / GGN <= 3x.
 
 Run ``python benchmarks/bench_noise.py [--model mlp|cnn] [--batch 512] [--device cuda]``;
 ``main()`` returns the rows as a list of dicts (used by ``benchmarks/run_all.py``). The
@@ -40,6 +42,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--num-samples", type=int, default=64, help="M for the gradient kinds")
     parser.add_argument("--curvature-samples", type=int, default=32, help="M for hessian/ggn")
     parser.add_argument("--lanczos-steps", type=int, default=8)
+    parser.add_argument("--moment-probes", type=int, default=4,
+                        help="probes r for isotropic/diag_fisher (0: exact per-example grads)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -53,11 +57,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model={args.model} (P={n_params:,}) batch={args.batch} device={args.device} "
           f"M={args.num_samples} (curvature M={args.curvature_samples}, "
-          f"k={args.lanczos_steps} Lanczos steps)")
+          f"k={args.lanczos_steps} Lanczos steps, r={args.moment_probes} moment probes)")
     table = measure_step_costs(
         model, x, y, KINDS, num_samples=args.num_samples,
         curvature_samples=args.curvature_samples, lanczos_steps=args.lanczos_steps,
-        repeats=args.repeats,
+        repeats=args.repeats, moment_probes=args.moment_probes or None,
     )
     for row in table.itertuples():
         goal = COST_GOALS.get(row.kind)

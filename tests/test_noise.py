@@ -223,24 +223,43 @@ def test_none_is_zero():
     assert xi.shape == (nparams(model),) and bool((xi == 0).all())
 
 
-def test_isotropic_covariance_matches_trace_of_D():
+@pytest.mark.parametrize("probes", [None, 4])
+def test_isotropic_covariance_matches_trace_of_D(probes):
     model, x, y = tiny_problem(0)
     D = centred_cov(loop_grads(model, x, y))
     P = D.shape[0]
     target = torch.eye(P, dtype=torch.float64) * torch.trace(D) / P
     draws = sample_noise("isotropic", model, F.cross_entropy, x, y, generator=gen(1),
-                         num_draws=DRAWS)
+                         num_draws=DRAWS, moment_probes=probes)
     check_covariance(draws, target, wrong=torch.diag(torch.diagonal(D)))
 
 
-def test_diag_fisher_covariance_is_diagonal_of_D():
+@pytest.mark.parametrize("probes", [None, 4])
+def test_diag_fisher_covariance_is_diagonal_of_D(probes):
     model, x, y = tiny_problem(0)
     D = centred_cov(loop_grads(model, x, y))
     P = D.shape[0]
     draws = sample_noise("diag_fisher", model, F.cross_entropy, x, y, generator=gen(2),
-                         num_draws=DRAWS)
+                         num_draws=DRAWS, moment_probes=probes)
     iso = torch.eye(P, dtype=torch.float64) * torch.trace(D) / P
     check_covariance(draws, torch.diag(torch.diagonal(D)), wrong=iso)
+
+
+@pytest.mark.parametrize("kind", ["isotropic", "diag_fisher"])
+def test_moment_probe_draw_rebuilt_from_per_example_gradients(kind):
+    """A probe-mode draw: r probes ζ_i = Σ_j (z_ij − z̄_i) g_j/√M give d̂ = mean_i ζ_i²,
+    then ξ = z ⊙ sqrt(d̂) (or z·sqrt(Σd̂/P)); rebuild it from the same random stream."""
+    model, x, y = tiny_problem(1)
+    G = loop_grads(model, x, y)
+    n, P, r = x.shape[0], G.shape[1], 3
+    xi = sample_noise(kind, model, F.cross_entropy, x, y, generator=gen(12), moment_probes=r)
+    g = gen(12)
+    probes = torch.randn((r, n), generator=g, dtype=torch.float64)
+    z = torch.randn((1, P), generator=g, dtype=torch.float64)[0]
+    zeta = (probes - probes.mean(1, keepdim=True)) @ G / math.sqrt(n)
+    d_hat = zeta.pow(2).mean(0)
+    want = z * (d_hat.sum() / P).sqrt() if kind == "isotropic" else z * d_hat.sqrt()
+    torch.testing.assert_close(xi, want)
 
 
 def test_subsampled_covariance_is_D_of_the_batch():
@@ -460,6 +479,7 @@ def test_noise_displacement_covariance_over_many_steps():
         (dict(kind="isotropic", lr=-0.1), "lr"),
         (dict(kind="isotropic", momentum=1.0), "momentum"),
         (dict(kind="hessian", lanczos_steps=0), "lanczos_steps"),
+        (dict(kind="diag_fisher", moment_probes=0), "moment_probes"),
         (dict(kind="subsampled", loss_fn=None), "loss_fn"),
         (dict(kind="subsampled", model=None), "model"),
     ],
@@ -488,6 +508,8 @@ def test_sample_noise_rejects_bad_arguments():
         sample_noise("subsampled", model, F.cross_entropy, x, y, num_samples=1)
     with pytest.raises(ValueError, match="num_draws"):
         sample_noise("subsampled", model, F.cross_entropy, x, y, num_draws=0)
+    with pytest.raises(ValueError, match="moment_probes"):
+        sample_noise("isotropic", model, F.cross_entropy, x, y, moment_probes=0)
     with pytest.raises(ValueError, match="targets"):
         sample_noise("subsampled", model, F.cross_entropy, x, y[:3])
 
@@ -582,6 +604,14 @@ def test_build_configs_and_gap_statistics():
     assert gaps.loc["half", "verdict"] == "narrows the gap"
     assert gaps.loc["bad", "verdict"] == "worse than large-batch SGD"
     assert gaps.loc["half", "closed"] == pytest.approx(0.5)
+    # no gap: small and large batch equal, so "good" can only be better than large batch
+    flat = rec.copy()
+    flat.loc[flat["label"] == EN.SMALL, "test_error"] = flat.loc[
+        flat["label"] == EN.LARGE, "test_error"].to_numpy()
+    flat.loc[flat["label"] == "good", "test_error"] -= 0.1
+    nogap = EN.classify_gap(EN.gap_analysis(flat)).set_index("label")
+    assert nogap.loc["good", "verdict"] == "better than large-batch SGD (no gap)"
+    assert nogap.loc["bad", "verdict"] == "worse than large-batch SGD"
     mean, half = EN.t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0 and half == pytest.approx(4.302652729911275 / math.sqrt(3))
     summ = EN.summarize(rec).set_index("label")
@@ -616,3 +646,49 @@ def test_measure_step_costs_table():
     assert list(table["kind"]) == ["none", "subsampled", "hessian"]
     assert table.loc[0, "ratio"] == pytest.approx(1.0)
     assert (table["seconds"] > 0).all()
+
+
+def test_per_example_projections_match_loop_gradients():
+    from sgdnoise.experiments_noise import per_example_projections
+
+    model, x, y = tiny_problem(5, n=9)
+    G = loop_grads(model, x, y)
+    U = torch.randn(G.shape[1], 3, generator=gen(13), dtype=torch.float64)
+    torch.testing.assert_close(per_example_projections(model, x, y, U), G @ U)
+
+
+def test_directional_variance_of_subsampled_noise_matches_D():
+    """Along each top Hessian eigenvector u, uᵀΣu of the sub-sampled kind (all examples)
+    estimates uᵀDu: its ratio is 1 within the Monte Carlo error of a χ²-type average."""
+    from sgdnoise.experiments_noise import directional_variance
+
+    model, x, y = tiny_problem(0)
+    draws = 2000
+    table = directional_variance(model, x, y, ["subsampled"], num_directions=2, draws=draws)
+    # (uᵀξ)² / uᵀDu is χ²₁ for Gaussian ξ: mean 1, sd √2; allow 4 standard errors
+    assert (table["ratio"] - 1).abs().max() < 4 * math.sqrt(2 / draws), table
+    lam = torch.linalg.eigvalsh(dense_hessian(model, x, y))
+    assert table["eigenvalue"].iloc[0] == pytest.approx(float(lam.max()), rel=1e-4)
+
+
+def test_verdict_table_joins_summary_gaps_and_costs():
+    import pandas as pd
+
+    from sgdnoise import experiments_noise as EN
+
+    rows = []
+    for seed, jitter in enumerate([0.0, 0.01, -0.01]):
+        for label, kind, err in [(EN.SMALL, "none", 0.30), (EN.LARGE, "none", 0.40),
+                                 ("LB + hessian", "hessian", 0.30)]:
+            rows.append(dict(label=label, kind=kind, batch_size=1, seed=seed, status="finished",
+                             steps=1, train_error=0.1, test_error=err + jitter,
+                             sharpness=2.0 + seed, noise_seconds=0.0))
+    rec = pd.DataFrame(rows)
+    costs = pd.DataFrame(dict(kind=["none", "hessian"], ratio=[1.0, 2.5]))
+    table = EN.verdict_table(EN.summarize(rec), EN.classify_gap(EN.gap_analysis(rec)), costs)
+    t = table.set_index("label")
+    assert t.loc["LB + hessian", "verdict"] == "closes the gap"
+    assert t.loc["LB + hessian", "step_cost"] == 2.5 and t.loc[EN.LARGE, "step_cost"] == 1.0
+    assert math.isnan(t.loc[EN.SMALL, "step_cost"])
+    assert t.loc["LB + hessian", "sharpness"] == pytest.approx(3.0)
+    assert t.loc["LB + hessian", "closed"] == pytest.approx(1.0)

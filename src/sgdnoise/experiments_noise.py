@@ -49,11 +49,13 @@ __all__ = [
     "epoch_matched_temperature",
     "gap_analysis",
     "measure_step_costs",
+    "per_example_projections",
     "pooled_inputs",
     "run_noise_experiment",
     "sharpness",
     "summarize",
     "t_interval",
+    "verdict_table",
 ]
 
 #: step-cost goals relative to a plain large-batch step (kind -> largest acceptable ratio)
@@ -74,6 +76,7 @@ class NoiseConfig:
     num_samples: int | None = None
     lanczos_steps: int = 10
     chunk_size: int | None = 16
+    moment_probes: int | None = 4
 
     def optimizer_factory(
         self, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, seed: int = 0
@@ -85,7 +88,8 @@ class NoiseConfig:
                 model.parameters(), lr, kind=self.kind, temperature=self.temperature,
                 model=model, loss_fn=F.cross_entropy, num_samples=self.num_samples,
                 momentum=momentum, weight_decay=weight_decay,
-                lanczos_steps=self.lanczos_steps, chunk_size=self.chunk_size, seed=seed,
+                lanczos_steps=self.lanczos_steps, chunk_size=self.chunk_size,
+                moment_probes=self.moment_probes, seed=seed,
             )
 
         return factory
@@ -103,13 +107,15 @@ def build_configs(
     lanczos_steps: int = 10,
     num_examples: int | None = None,
     epoch_matched_kinds: Sequence[str] = (),
+    moment_probes: int | None = 4,
 ) -> list[NoiseConfig]:
     """Small-batch SGD, large-batch SGD, and large-batch + each kind in ``kinds``.
 
     ``temperature`` defaults to :func:`matched_temperature` ``(small_batch, large_batch)``
     (times N/(N−1) when ``num_examples`` is given: batches drawn without replacement).
     ``num_samples`` is M for subsampled / true_fisher, ``moment_samples`` (default
-    ``num_samples``) M for isotropic / diag_fisher (per-example gradients),
+    ``num_samples``) M for isotropic / diag_fisher (whose moments come from
+    ``moment_probes`` sub-sampled probes, or exact per-example gradients if None),
     ``curvature_samples`` M for hessian / ggn (each Lanczos step costs a Hessian-vector
     product on those examples). Each kind in ``epoch_matched_kinds`` is run once more at
     :func:`epoch_matched_temperature` (label suffix "(epoch T)")."""
@@ -126,13 +132,15 @@ def build_configs(
     for kind in kinds:
         check_choice("kinds", kind, KINDS[1:])
         m = sizes.get(kind, num_samples)
-        configs.append(NoiseConfig(f"LB + {kind}", kind, B, temperature, m, lanczos_steps))
+        configs.append(NoiseConfig(f"LB + {kind}", kind, B, temperature, m, lanczos_steps,
+                                   moment_probes=moment_probes))
     t_epoch = epoch_matched_temperature(b, B)
     for kind in epoch_matched_kinds:
         check_choice("epoch_matched_kinds", kind, KINDS[1:])
         m = sizes.get(kind, num_samples)
         configs.append(
-            NoiseConfig(f"LB + {kind} (epoch T)", kind, B, t_epoch, m, lanczos_steps)
+            NoiseConfig(f"LB + {kind} (epoch T)", kind, B, t_epoch, m, lanczos_steps,
+                        moment_probes=moment_probes)
         )
     return configs
 
@@ -210,6 +218,32 @@ def top_hessian_directions(
     return res.eigenvalues, res.eigenvectors
 
 
+def per_example_projections(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, U: torch.Tensor
+) -> torch.Tensor:
+    """``A: (n, k)`` with ``A[i, j] = u_jᵀ ∇ℓ_i`` (ℓ_i the cross-entropy of example i, u_j
+    the columns of ``U: (P, k)``), without forming per-example gradients.
+
+    With a dummy weight vector w ∈ Rⁿ, ``h(w) = ∇_θ Σ_i w_i ℓ_i`` is linear in w, so
+    ``∂(h(w) · u)/∂w_i = ∇ℓ_i · u``: one backward with ``create_graph`` and one batched
+    backward over the k directions (the double-vjp trick)."""
+    from sgdnoise.noise import _grad_batched, _per_example_losses, _split, _trainable
+
+    params = _trainable(model)
+    k = U.shape[1]
+    with torch.enable_grad():
+        losses = _per_example_losses(F.cross_entropy, model(inputs), targets)
+        w = torch.zeros_like(losses, requires_grad=True)
+        h = torch.autograd.grad(losses, params, grad_outputs=w, create_graph=True,
+                                allow_unused=True)
+        pairs = [(g, i) for i, g in enumerate(h) if g is not None]
+        pieces = _split(U.T.to(params[0].dtype), params)
+        out = _grad_batched([g for g, _ in pairs], [w], [pieces[i] for _, i in pairs])[0]
+    if out is None:
+        return losses.new_zeros((inputs.shape[0], k)).detach()
+    return out.detach().T
+
+
 def directional_variance(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -230,15 +264,13 @@ def directional_variance(
     eigenvalue λ = uᵀHu. A ratio uᵀΣu / uᵀDu of 1 means the kind puts SGD's amount of noise in
     that direction. Columns: kind, direction, eigenvalue, variance, sgd_variance, ratio.
     """
-    from sgdnoise.grads import per_example_grads
-
     was_training = model.training
     model.eval()
     evals, U = top_hessian_directions(model, inputs, targets, num_directions, seed=seed)
     dtype = next(model.parameters()).dtype
     U = U.to(dtype)
-    G = per_example_grads(model, F.cross_entropy, inputs, targets)
-    proj = (G - G.mean(0)) @ U  # (n, k)
+    A = per_example_projections(model, inputs, targets, U)
+    proj = A - A.mean(0)  # (n, k)
     sgd_var = proj.pow(2).mean(0)
     rows = []
     gen = torch.Generator().manual_seed(seed)
@@ -269,6 +301,7 @@ def covariance_check(
     *,
     draws: int = 2000,
     seed: int = 0,
+    moment_probes: int | None = 4,
 ) -> pd.DataFrame:
     """Empirical covariance of ``draws`` draws of each kind against its target, built densely
     and independently of :mod:`sgdnoise.noise` (small P only; all examples, k = P Lanczos
@@ -278,6 +311,7 @@ def covariance_check(
     from :func:`sgdnoise.grads.per_example_grads`), true_fisher F
     (:func:`sgdnoise.curvature.true_fisher`), hessian H₊ (eigenvalues of
     :func:`sgdnoise.curvature.hessian` clipped at 0), ggn :func:`sgdnoise.curvature.ggn`.
+    isotropic / diag_fisher use ``moment_probes`` probes (None: exact per-example gradients).
     Columns: kind, rel_error = ‖Ĉ − Σ‖_F / ‖Σ‖_F, expected = the root-mean-square error a
     correct sampler has with this many draws (estimated from the draws:
     sqrt((mean_s ‖ξ_s‖⁴ − ‖Ĉ‖_F²) / S) / ‖Σ‖_F), and z = rel_error / expected."""
@@ -301,7 +335,7 @@ def covariance_check(
     rows = []
     for kind in kinds:
         xi = sample_noise(kind, model, F.cross_entropy, inputs, targets, generator=gen,
-                          num_draws=draws, lanczos_steps=P)
+                          num_draws=draws, lanczos_steps=P, moment_probes=moment_probes)
         C = xi.T @ xi / draws
         sig = target[kind].to(C.dtype)
         norm = float(torch.linalg.norm(sig))
@@ -502,6 +536,8 @@ def measure_step_costs(
     lanczos_steps: int = 10,
     repeats: int = 7,
     warmup: int = 2,
+    moment_samples: int | None = None,
+    moment_probes: int | None = 4,
 ) -> pd.DataFrame:
     """Seconds per optimisation step of each kind on one batch, relative to kind "none".
 
@@ -509,7 +545,10 @@ def measure_step_costs(
     batch (mean cross-entropy), ``observe_batch``, ``step()``. Kinds are timed in a shuffled
     interleaved order, ``repeats`` times each after ``warmup`` untimed rounds; the median
     is reported (robust to other load on the machine). The learning rate is tiny so the
-    parameters barely move. Columns: kind, num_samples, seconds, ratio, goal, meets_goal.
+    parameters barely move. M is ``curvature_samples`` for hessian / ggn,
+    ``moment_samples`` (default ``num_samples``) for isotropic / diag_fisher (with
+    ``moment_probes`` probes) and ``num_samples`` otherwise. Columns: kind, num_samples,
+    seconds, ratio, goal, meets_goal.
     """
     repeats = check_positive_int("repeats", repeats)
     kinds = list(dict.fromkeys(["none", *kinds]))
@@ -517,10 +556,15 @@ def measure_step_costs(
         check_choice("kinds", k, KINDS)
     opts = {}
     for k in kinds:
-        m = curvature_samples if k in ("hessian", "ggn") else num_samples
+        if k in ("hessian", "ggn"):
+            m = curvature_samples
+        elif k in ("isotropic", "diag_fisher"):
+            m = moment_samples or num_samples
+        else:
+            m = num_samples
         opts[k] = NoisySGD(model.parameters(), 1e-12, kind=k, temperature=1e-3, model=model,
                            loss_fn=F.cross_entropy, num_samples=m,
-                           lanczos_steps=lanczos_steps, seed=0)
+                           lanczos_steps=lanczos_steps, moment_probes=moment_probes, seed=0)
     sync = torch.cuda.synchronize if inputs.is_cuda else (lambda: None)
 
     def one_step(opt: NoisySGD) -> float:
@@ -565,8 +609,16 @@ def classify_gap(gaps: pd.DataFrame, *, small_label: str = SMALL,
       worse than small-batch SGD;
     - "worse than large-batch SGD": diff_large − ci > 0;
     - "no significant change" otherwise. The two references get "reference".
-    NaN intervals (a single seed) count as not significant."""
+
+    If large-batch SGD is not significantly worse than small-batch SGD there is no gap to
+    close, and a significant improvement over large-batch SGD is called "better than
+    large-batch SGD (no gap)". NaN intervals (a single seed) count as not significant."""
     out = gaps.copy()
+    ref = out.set_index("label")
+    if large_label not in ref.index:
+        raise ValueError(f"gaps must contain the label {large_label!r}")
+    g, g_ci = ref.loc[large_label, "diff_small"], ref.loc[large_label, "diff_small_ci"]
+    gap_exists = bool(np.isfinite(g_ci) and g - g_ci > 0)
 
     def verdict(row) -> str:
         if row["label"] in (small_label, large_label):
@@ -576,6 +628,8 @@ def classify_gap(gaps: pd.DataFrame, *, small_label: str = SMALL,
         better = np.isfinite(dl_ci) and dl + dl_ci < 0
         worse = np.isfinite(dl_ci) and dl - dl_ci > 0
         not_worse_than_small = not (np.isfinite(ds_ci) and ds - ds_ci > 0)
+        if better and not gap_exists:
+            return "better than large-batch SGD (no gap)"
         if better and not_worse_than_small:
             return "closes the gap"
         if better:
@@ -585,4 +639,21 @@ def classify_gap(gaps: pd.DataFrame, *, small_label: str = SMALL,
         return "no significant change"
 
     out["verdict"] = [verdict(r) for _, r in out.iterrows()]
+    return out
+
+
+def verdict_table(
+    summary: pd.DataFrame, gaps: pd.DataFrame, costs: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """One row per config joining :func:`summarize` (test / train error and sharpness with
+    CI half-widths), :func:`classify_gap` (fraction of the gap closed, verdict) and, when
+    given, :func:`measure_step_costs` (``step_cost`` = time per step / plain large-batch
+    step, by kind: 1 for large-batch SGD, NaN for small-batch SGD, whose steps are smaller)."""
+    cols = ["label", "kind", "test_error", "test_error_ci", "train_error", "train_error_ci",
+            "sharpness", "sharpness_ci"]
+    out = summary[cols].merge(gaps[["label", "closed", "verdict"]], on="label", how="left")
+    if costs is not None:
+        ratio = dict(zip(costs["kind"], costs["ratio"], strict=True))
+        out["step_cost"] = [float("nan") if lab == SMALL else ratio.get(k, float("nan"))
+                            for lab, k in zip(out["label"], out["kind"], strict=True)]
     return out

@@ -22,6 +22,14 @@ D_M = (1/M) Σ_j (g_j − ḡ_M)(g_j − ḡ_M)ᵀ):
 - ``"isotropic"``: Σ = σ² I with σ² = tr(D_M)/P (same trace as D_M).
 - ``"diag_fisher"``: Σ = diag(D_M), the per-coordinate variance of the per-example gradients
   (the diagonal of the centred empirical Fisher): ξ = z ⊙ sqrt(diag D_M).
+
+  Both need only the moments d = diag(D_M). By default (``moment_probes=r``) they are
+  estimated from r independent sub-sampled draws ζ_1..ζ_r ~ N(0, D_M) (below; one batched
+  backward pass): d̂ = (1/r) Σ_i ζ_i ⊙ ζ_i, so E[d̂] = d, and ξ = z ⊙ sqrt(d̂) (diag_fisher)
+  or ξ = z · sqrt(Σ_a d̂_a / P) (isotropic) with a fresh z ~ N(0, I_P) independent of d̂.
+  Then E[ξξᵀ] = E[diag(d̂)] = diag(D_M) (resp. tr(D_M)/P · I) exactly: the covariance is the
+  target, the draw is a Gaussian scale mixture rather than a Gaussian. ``moment_probes=None``
+  computes d exactly from per-example gradients (much slower).
 - ``"subsampled"``: ξ = Σ_j z_j (g_j − ḡ_M)/√M, z ~ N(0, I_M): Σ = D_M exactly. Computed
   without per-example gradients, as the gradient of Σ_j (z_j − z̄) ℓ_j / √M (one backward).
 - ``"true_fisher"``: ξ = Σ_j z_j g̃_j /√M, with g̃_j = −∇ log p(ỹ_j | x_j, θ) at a label
@@ -263,12 +271,12 @@ def lanczos_matrix_function(
         W = matmat(Q.T)
         if W.shape != (dim, s):
             raise ValueError(f"matmat must map a {(dim, s)} block to the same shape")
-        W = W.T.to(Z.dtype).unsqueeze(2)  # (S, P, 1)
-        alpha = torch.bmm(Q.unsqueeze(1), W)[:, 0, 0]
+        W = W.T.to(Z.dtype).contiguous()  # (S, P)
+        alpha = (Q * W).sum(dim=1)
         V = basis[:, : j + 1]  # (S, j+1, P)
-        for _ in range(2):  # full reorthogonalisation, twice
-            W = W - torch.bmm(V.transpose(1, 2), torch.bmm(V, W))
-        W = W[:, :, 0]
+        for _ in range(2):  # full reorthogonalisation, twice: W ← W − Vᵀ(V W)
+            coef = torch.bmm(V, W.unsqueeze(2))  # (S, j+1, 1)
+            W = W - torch.bmm(coef.transpose(1, 2), V)[:, 0]
         beta = W.norm(dim=1)
         scale = torch.maximum(scale, torch.maximum(alpha.abs(), beta))
         alphas.append(alpha)
@@ -430,6 +438,28 @@ def _moments(
     return mean, var
 
 
+def _subsampled_draws(
+    model: nn.Module,
+    params: list[nn.Parameter],
+    loss_fn: LossFn,
+    x: Tensor,
+    y: Tensor,
+    z: Tensor,
+) -> Tensor:
+    """ζ_s = Σ_j (z_sj − z̄_s) g_j / √M for each row of ``z: (S, M)``: (S, P), from one
+    forward pass and one (batched) backward pass of the weighted loss (eq. in the module
+    docstring); Cov ζ_s = D_M."""
+    m = x.shape[0]
+    s = z.shape[0]
+    with torch.enable_grad():
+        losses = _per_example_losses(loss_fn, model(x), y)
+        weights = ((z - z.mean(dim=1, keepdim=True)) / math.sqrt(m)).to(losses.dtype)
+        if s == 1:
+            g = torch.autograd.grad(losses, params, grad_outputs=weights[0], allow_unused=True)
+            return _flat(g, params).unsqueeze(0)
+        return _flat_batched(_grad_batched(losses, params, weights), params, s)
+
+
 def sample_noise(
     kind: str,
     model: nn.Module,
@@ -442,6 +472,7 @@ def sample_noise(
     num_draws: int | None = None,
     lanczos_steps: int = 10,
     chunk_size: int | None = None,
+    moment_probes: int | None = 4,
 ) -> Tensor:
     """Draw ξ ~ N(0, Σ_kind) at the model's current parameters (see the module docstring).
 
@@ -460,7 +491,10 @@ def sample_noise(
             draw, result (P,).
         lanczos_steps: k, Lanczos steps for "hessian" / "ggn" (k matrix products per step).
         chunk_size: examples per vectorised chunk for the per-example gradients of
-            "isotropic" / "diag_fisher".
+            "isotropic" / "diag_fisher" when ``moment_probes`` is None.
+        moment_probes: r, sub-sampled probe draws per noise draw that estimate diag(D_M)
+            for "isotropic" / "diag_fisher" (unbiased; see the module docstring); ``None``:
+            exact per-example gradients.
 
     Returns:
         ξ: (P,) or (S, P) in the parameters' dtype and device, detached.
@@ -470,6 +504,8 @@ def sample_noise(
     P = sum(p.numel() for p in params)
     s = 1 if num_draws is None else check_positive_int("num_draws", num_draws)
     lanczos_steps = check_positive_int("lanczos_steps", lanczos_steps)
+    if moment_probes is not None:
+        moment_probes = check_positive_int("moment_probes", moment_probes)
     like = params[0].detach()
     if kind == "none":
         out = like.new_zeros((s, P))
@@ -480,36 +516,41 @@ def sample_noise(
     x, y = _choose_examples(inputs, targets, num_samples, generator)
     m = x.shape[0]
     if kind in ("isotropic", "diag_fisher"):
-        _, var = _moments(model, loss_fn, x, y, chunk_size)  # type: ignore[arg-type]
+        if moment_probes is None:
+            _, var = _moments(model, loss_fn, x, y, chunk_size)  # type: ignore[arg-type]
+            var = var.unsqueeze(0)  # (1, P), shared by the draws
+        else:
+            probes = _randn((s * moment_probes, m), generator, like)
+            zeta = _subsampled_draws(model, params, loss_fn, x, y, probes)  # type: ignore
+            var = zeta.pow(2).view(s, moment_probes, P).mean(dim=1)  # (S, P), E = diag D_M
         z = _randn((s, P), generator, like)
         if kind == "isotropic":
-            out = z * var.sum().div(P).sqrt()
+            out = z * var.sum(dim=1, keepdim=True).div(P).sqrt()
         else:
             out = z * var.sqrt()
     elif kind in ("subsampled", "true_fisher"):
         z = _randn((s, m), generator, like)
+        if kind == "subsampled":
+            # Σ_j z_j (g_j − ḡ) = ∇ Σ_j (z_j − z̄) ℓ_j
+            out = _subsampled_draws(model, params, loss_fn, x, y, z)  # type: ignore[arg-type]
+            out = out.detach()
+            return out[0] if num_draws is None else out
         with torch.enable_grad():
             logits = model(x)
-            if kind == "subsampled":
-                losses = _per_example_losses(loss_fn, logits, y)  # type: ignore[arg-type]
-                # Σ_j z_j (g_j − ḡ) = ∇ Σ_j (z_j − z̄) ℓ_j
-                weights = (z - z.mean(dim=1, keepdim=True)) / math.sqrt(m)  # (S, M)
-                target = losses
-            else:
-                if logits.ndim != 2:
-                    raise ValueError(
-                        f"true_fisher needs logits of shape (M, classes), got {tuple(logits.shape)}"
-                    )
-                probs = torch.softmax(logits.detach().to(torch.float64), dim=1)
-                gen_device = generator.device if generator is not None else probs.device
-                labels = torch.multinomial(
-                    probs.to(gen_device).repeat(s, 1), 1, generator=generator
-                ).view(s, m).to(logits.device)
-                nll = -torch.log_softmax(logits, dim=1)  # (M, C)
-                weights = F.one_hot(labels, logits.shape[1]).to(z.dtype) * (
-                    z / math.sqrt(m)
-                ).unsqueeze(2)  # (S, M, C)
-                target = nll
+            if logits.ndim != 2:
+                raise ValueError(
+                    f"true_fisher needs logits of shape (M, classes), got {tuple(logits.shape)}"
+                )
+            probs = torch.softmax(logits.detach().to(torch.float64), dim=1)
+            gen_device = generator.device if generator is not None else probs.device
+            labels = torch.multinomial(
+                probs.to(gen_device).repeat(s, 1), 1, generator=generator
+            ).view(s, m).to(logits.device)
+            nll = -torch.log_softmax(logits, dim=1)  # (M, C)
+            weights = F.one_hot(labels, logits.shape[1]).to(z.dtype) * (
+                z / math.sqrt(m)
+            ).unsqueeze(2)  # (S, M, C)
+            target = nll
             weights = weights.to(target.dtype)
             if s == 1:
                 g = torch.autograd.grad(target, params, grad_outputs=weights[0],
@@ -563,7 +604,9 @@ class NoisySGD(torch.optim.Optimizer):
         num_samples: M >= 2, batch examples used per draw (``None``: the whole batch).
         momentum: μ in [0, 1); weight_decay: λ >= 0.
         lanczos_steps: k for "hessian" / "ggn".
-        chunk_size: per-example gradient chunk for "isotropic" / "diag_fisher".
+        chunk_size: per-example gradient chunk for "isotropic" / "diag_fisher" (exact mode).
+        moment_probes: r probe draws estimating diag(D_M) for "isotropic" / "diag_fisher"
+            (``None``: exact per-example gradients); see :func:`sample_noise`.
         seed: seeds the optimizer's own generator (on the parameters' device).
 
     Call ``observe_batch(inputs, targets)`` before each ``step()``; the training engine does
@@ -585,6 +628,7 @@ class NoisySGD(torch.optim.Optimizer):
         weight_decay: float = 0.0,
         lanczos_steps: int = 10,
         chunk_size: int | None = None,
+        moment_probes: int | None = 4,
         seed: int = 0,
     ) -> None:
         lr = check_positive("lr", lr)
@@ -601,6 +645,8 @@ class NoisySGD(torch.optim.Optimizer):
         self.lanczos_steps = check_positive_int("lanczos_steps", lanczos_steps)
         if chunk_size is not None:
             chunk_size = check_positive_int("chunk_size", chunk_size)
+        if moment_probes is not None:
+            moment_probes = check_positive_int("moment_probes", moment_probes)
         defaults = dict(lr=lr, temperature=temperature, momentum=momentum,
                         weight_decay=weight_decay)
         super().__init__(params, defaults)
@@ -609,6 +655,7 @@ class NoisySGD(torch.optim.Optimizer):
         self.loss_fn = loss_fn
         self.num_samples = num_samples
         self.chunk_size = chunk_size
+        self.moment_probes = moment_probes
         self.seed = int(seed)
         self.stats = NoiseStats()
         self._batch: tuple[Tensor, Tensor] | None = None
@@ -659,6 +706,7 @@ class NoisySGD(torch.optim.Optimizer):
             self.kind, self.model, self.loss_fn, inputs, targets,  # type: ignore[arg-type]
             num_samples=self.num_samples, generator=self._gen(device),
             lanczos_steps=self.lanczos_steps, chunk_size=self.chunk_size,
+            moment_probes=self.moment_probes,
         )
         self.stats.noise_seconds += time.perf_counter() - start
         return xi
