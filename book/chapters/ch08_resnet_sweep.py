@@ -239,12 +239,13 @@ fails = (f"from B = {f['train_fails_from_b']} on, the final *training* error is 
          "training set"
          if f["train_fails_from_b"] is not None
          else "every run fits the training set about as well as the smallest batch")
+degrade_sentence = degrade[0].upper() + degrade[1:]
 display(Markdown(
     f"In this run, the smallest batch (B = {f['smallest_b']}) ends at "
     f"{f['train_error_smallest_b']:.1%} train and {f['test_error_smallest_b']:.1%} test "
     f"error after {f['epochs']} epochs; the largest (B = {f['largest_b']}) ends at "
     f"{f['train_error_largest_b']:.1%} train and {f['test_error_largest_b']:.1%} test error. "
-    f"The lowest final test error belongs to B = {f['best_b']}. {degrade.capitalize()}; "
+    f"The lowest final test error belongs to B = {f['best_b']}. {degrade_sentence}; "
     f"{fails}. The largest batch's train error stops improving (by more than 1 point) "
     f"after epoch {f['largest_b_train_plateau_epoch']}, its test error after epoch "
     f"{f['largest_b_test_plateau_epoch']}. {f['n_diverged']} run(s) diverged."
@@ -341,8 +342,16 @@ else:
         f"{fr['train_error_largest_b']:.1%} / {fr['test_error_largest_b']:.1%}; the test "
         "error first exceeds the smallest batch's by more than "
         f"{fr['delta']:.0%} at B = {fr['test_degrades_from_b']} and the training error at "
-        f"B = {fr['train_fails_from_b']} (None: never). The essay placed the onset of the "
-        "gap at B ≈ 4096."
+        + (f"B = {fr['train_fails_from_b']}" if fr["train_fails_from_b"] is not None
+           else "no batch size")
+        + f". The largest final gap (test − train) is {fr['max_gap']:.1%}, at "
+        f"B = {fr['max_gap_b']}. The essay placed the onset of a generalization gap at "
+        "B ≈ 4096; "
+        + ("here the large batches end with training and test error close together, i.e. "
+           "they fail to fit the training set within the budget rather than generalize "
+           "worse from a good fit."
+           if fr["max_gap_b"] < 4096 else
+           "here too the gap is largest at or beyond that batch size.")
     ))
 
 # %% [markdown]
