@@ -140,3 +140,65 @@ def test_chapter_parameter_files_match_its_parameters_cell(name):
         if profile == "default":
             differ = {k: (values[k], cell[k]) for k in expected if values[k] != cell[k]}
             assert not differ, f"{path}: values differ from the parameters cell: {differ}"
+
+
+# ------------------------------------------------------------------ ChapterParams base
+
+from dataclasses import FrozenInstanceError, dataclass  # noqa: E402
+
+from sgdnoise.params import ChapterParams, param  # noqa: E402
+
+
+@dataclass(frozen=True)
+class _Demo(ChapterParams):
+    n: int = param(low=2, doc="examples")
+    lr: float = param(low=0.0, high=1.0)
+    kind: str = param(choices=("a", "b"))
+    sizes: tuple[int, ...] = param(low=1, min_len=2)
+
+    def check(self) -> None:
+        self.require(max(self.sizes) <= self.n, "sizes", f"must be <= n={self.n}")
+
+
+def _demo(**kw):
+    base = dict(profile="smoke", n=10, lr=0.5, kind="a", sizes=[1, 2])
+    base.update(kw)
+    return _Demo.from_mapping(base)
+
+
+def test_chapter_params_coerces_and_freezes():
+    p = _demo(lr=1)
+    assert p.lr == 1.0 and isinstance(p.lr, float) and p.sizes == (1, 2)
+    assert p.to_dict()["sizes"] == [1, 2]
+    with pytest.raises(FrozenInstanceError):
+        p.n = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("kw", "pattern"),
+    [
+        (dict(n=1), r"'n' must be >= 2, got 1"),
+        (dict(lr=2.0), r"'lr' must be <= 1.0"),
+        (dict(kind="c"), r"'kind' must be one of \['a', 'b'\], got 'c'"),
+        (dict(sizes=[3]), r"'sizes' must be a list of int with at least 2"),
+        (dict(sizes=[1, 20]), r"'sizes' = \(1, 20\): must be <= n=10"),
+        (dict(profile="huge"), r"'profile' must be one of"),
+        (dict(n=True), r"'n' must be an integer"),
+    ],
+)
+def test_chapter_params_messages(kw, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        _demo(**kw)
+
+
+def test_chapter_params_unknown_missing_and_namespace(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['bogus'\]"):
+        _demo(bogus=1)
+    with pytest.raises(ValueError, match=r"missing parameter\(s\) \['kind'\]"):
+        _Demo.from_mapping(dict(profile="smoke", n=10, lr=0.5, sizes=[1, 2]))
+    ns = dict(profile="default", n=4, lr=0.1, kind="b", sizes=[1, 4], other=object())
+    assert _Demo.from_namespace(ns).kind == "b"
+    f = tmp_path / "p.yaml"
+    f.write_text("profile: smoke\nn: 10\nlr: 0.5\nkind: a\nsizes: [1, 30]\n")
+    with pytest.raises(ValueError, match=r"p.yaml: parameter 'sizes'"):
+        _Demo.from_yaml(f)

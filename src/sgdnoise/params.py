@@ -7,7 +7,7 @@ message that names the parameter, the value and what is allowed."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +93,114 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a parameter file must hold a mapping, got {type(data).__name__}")
     return data
+
+
+# --------------------------------------------------------------------------- chapter params
+
+_KINDS = {
+    "int": "int",
+    "float": "float",
+    "str": "str",
+    "bool": "bool",
+    "tuple[int, ...]": "list[int]",
+    "tuple[float, ...]": "list[float]",
+    "tuple[str, ...]": "list[str]",
+}
+
+
+def _annotation_name(t: Any) -> str:
+    name = t.__name__ if isinstance(t, type) else str(t)
+    return name.replace(" ", "").replace(",...", ", ...")
+
+
+def param(
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: Sequence[Any] | None = None,
+    min_len: int = 1,
+    doc: str = "",
+) -> Any:
+    """Declare one field of a :class:`ChapterParams` subclass: its bounds (inclusive, for
+    numbers and each list item), allowed values, minimum list length and a one-line ``doc``.
+
+    The kind comes from the field's annotation: ``int``, ``float``, ``str``, ``bool`` or
+    ``tuple[int | float | str, ...]`` (YAML lists are accepted and stored as tuples)."""
+    return field(metadata={"param": dict(low=low, high=high, choices=choices,
+                                         min_len=min_len, doc=doc)})
+
+
+@dataclass(frozen=True)
+class ChapterParams:
+    """Base of every chapter's frozen ``Params``: the one declaration of its parameters.
+
+    A subclass lists its fields with :func:`param`; construction checks every field (the
+    message names the parameter, the value and what is allowed) and then calls
+    :meth:`check` for cross-field rules. Values come from the notebook's parameters cell
+    (:meth:`from_namespace`), a profile file (:meth:`from_yaml`) or a mapping
+    (:meth:`from_mapping`); unknown and missing names are errors."""
+
+    profile: str = param(choices=PROFILES, doc="which profile produced these values")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            spec = f.metadata.get("param")
+            if spec is None:
+                continue
+            kind = _KINDS.get(_annotation_name(f.type))
+            if kind is None:
+                raise TypeError(
+                    f"{type(self).__name__}.{f.name}: unsupported annotation {f.type!r}"
+                )
+            checked = Param(kind, spec["low"], spec["high"], spec["choices"],
+                            spec["min_len"]).check(f.name, getattr(self, f.name))
+            if kind.startswith("list["):
+                checked = tuple(checked)
+            object.__setattr__(self, f.name, checked)
+        self.check()
+
+    def check(self) -> None:
+        """Cross-field checks of a subclass (raise ValueError naming the parameters)."""
+
+    def require(self, condition: bool, name: str, message: str) -> None:
+        """Raise ``ValueError("parameter 'name' ...: message")`` unless ``condition``."""
+        if not condition:
+            raise ValueError(f"parameter {name!r} = {getattr(self, name)!r}: {message}")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def docs(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("param", {}).get("doc", "") for f in fields(cls)}
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Any:
+        names = cls.names()
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(names)}")
+        missing = sorted(set(names) - set(values))
+        if missing:
+            raise ValueError(f"missing parameter(s) {missing}")
+        return cls(**{n: values[n] for n in names})
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any]) -> Any:
+        """Pick this class's fields out of a namespace (a notebook's ``globals()``)."""
+        missing = [n for n in cls.names() if n not in namespace]
+        if missing:
+            raise ValueError(f"missing parameter(s) {missing}")
+        return cls(**{n: namespace[n] for n in cls.names()})
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Any:
+        try:
+            return cls.from_mapping(load_profile(path))
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}

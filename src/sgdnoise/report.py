@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sgdnoise.provenance import collect
@@ -52,3 +53,55 @@ def provenance_markdown(
     lines = ["| what | value |", "| --- | --- |"]
     lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+OUTCOMES = ("supported", "contradicted", "mixed", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One computed conclusion about one claim of the essay.
+
+    claim: the essay's claim as tested, one sentence (fixed text: what is asked).
+    outcome: one of :data:`OUTCOMES`, decided by a chapter's verdict function.
+    sentence: the computed answer with its numbers and the threshold used.
+    scale: what stands behind it, e.g. ``"laptop, default profile"`` or
+        ``"recorded GPU runs (H200, 2026-11-26)"``.
+    section: the MyST label of the section that shows the evidence (``sec-ch8-decision``).
+    """
+
+    claim: str
+    outcome: str
+    sentence: str
+    scale: str
+    section: str
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {list(OUTCOMES)}, got {self.outcome!r}")
+
+
+VERDICTS_METADATA_KEY = "sgdnoise_verdicts"
+
+
+def verdicts_markdown(verdicts: Sequence[Verdict]) -> str:
+    """A Markdown table: claim, outcome, computed answer, scale."""
+    lines = ["| claim | verdict | what the numbers say | scale |", "| --- | --- | --- | --- |"]
+    for v in verdicts:
+        cells = [v.claim, f"**{v.outcome}**", v.sentence, v.scale]
+        lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells)
+                     + " |")
+    return "\n".join(lines)
+
+
+def show_verdicts(chapter: str, verdicts: Sequence[Verdict]) -> None:
+    """Display the chapter's verdict table in the notebook; the verdicts also travel in the
+    output's metadata (key :data:`VERDICTS_METADATA_KEY`) so that the book build can gather
+    every chapter's verdicts onto one page without re-running anything."""
+    from IPython.display import Markdown, display
+
+    payload = {"chapter": chapter, "verdicts": [asdict(v) for v in verdicts]}
+    display(Markdown(verdicts_markdown(verdicts)),
+            metadata={VERDICTS_METADATA_KEY: payload})
