@@ -235,8 +235,7 @@ def test_validation_errors_name_the_argument():
     assert minibatch_factor(5, 6) == pytest.approx(1 / 6)  # allowed with replacement
     with pytest.raises(ValueError, match="G must be a 2-D tensor"):
         gradient_covariance(G[0])
-    with pytest.raises(ValueError, match="N >= 2"):
-        minibatch_trace(G[:1], 1, replacement=False)
+    assert minibatch_trace(G[:1], 1, replacement=False) == 0.0  # B = N = 1: no noise
     with pytest.raises(ValueError, match="G must have at least 2 rows"):
         monte_carlo_covariance_error(G[:1], 1, [10])
     with pytest.raises(ValueError, match="sample_counts"):
@@ -308,3 +307,26 @@ def test_operator_eigh_matches_numpy(case, k):
     np.testing.assert_allclose(evals.numpy(), np.clip(ref, 0, None), atol=1e-9 * scale, rtol=1e-8)
     np.testing.assert_allclose((U.T @ U).numpy(), np.eye(k), atol=1e-8)
     np.testing.assert_allclose(C @ U.numpy(), U.numpy() * evals.numpy(), atol=1e-8 * scale)
+
+
+def test_finite_population_factor_convention():
+    """(N−B)/(B(N−1)) without replacement, 1/B with; 0 at B = N for every N, N = 1 included
+    (the batch is the population, g_B = ḡ); the same function serves every module."""
+    from sgdnoise import stability
+    from sgdnoise.covariance import finite_population_factor
+
+    assert finite_population_factor(10, 4, replacement=False) == pytest.approx(6 / 36)
+    assert finite_population_factor(10, 4, replacement=True) == pytest.approx(1 / 4)
+    assert finite_population_factor(7, 7, replacement=False) == 0.0
+    assert finite_population_factor(1, 1, replacement=False) == 0.0
+    assert finite_population_factor(1, 1, replacement=True) == 1.0
+    with pytest.raises(ValueError, match="batch_size must be <= "):
+        finite_population_factor(3, 4, replacement=False)
+    with pytest.raises(ValueError, match="num_examples"):
+        finite_population_factor(0, 1, replacement=True)
+    D = torch.eye(2, dtype=torch.float64)
+    for n, b in ((1, 1), (5, 5), (9, 2)):
+        c = finite_population_factor(n, b, replacement=False)
+        torch.testing.assert_close(
+            stability.covariance_of_minibatch(D, b, replacement=False, num_examples=n), c * D
+        )

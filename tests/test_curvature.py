@@ -375,3 +375,73 @@ def test_errors_name_the_problem():
     assert cv.hessian(bn, CE, x, y).shape == (21, 21)
     with pytest.raises(ValueError, match=r"\(N, C\)"):
         cv.true_fisher(nn.Sequential(nn.Linear(4, 1), nn.Flatten(0)).double(), x)
+
+
+# ------------------------------------------------------------------- the operator family
+
+
+def test_every_operator_shares_the_base_and_its_derived_methods():
+    """One family: every operator (covariance included) is a CurvatureOperator whose
+    diagonal, trace, matvec, keep_graph products and Lanczos eigh agree with a dense float64
+    reference built independently (autograd Hessian, loop GGN, loop per-example gradients)."""
+    from sgdnoise.covariance import CovarianceOperator as FromCovariance
+
+    model, x, y = setup("mlp")
+    G = per_example_grads_loop(model, CE, x, y)
+    Gc = G - G.mean(0)
+    refs = {
+        "hessian": ref_hessian(model, CE, x, y),
+        "ggn": ref_ggn(model, CE, x, y),
+        "empirical": G.T @ G / N,
+        "true": true_fisher_by_enumeration(model, x),
+        "covariance": Gc.T @ Gc / N * (N - 4) / (4 * (N - 1)),
+    }
+    ops = {
+        "hessian": lambda kg: cv.HessianOperator(model, CE, x, y, chunk_size=5, keep_graph=kg),
+        "ggn": lambda kg: cv.GGNOperator(model, CE, x, y, keep_graph=kg),
+        "empirical": lambda kg: cv.EmpiricalFisherOperator(model, CE, x, y, keep_graph=kg),
+        "true": lambda kg: cv.TrueFisherOperator(model, None, x, keep_graph=kg),
+        "covariance": lambda kg: cv.CovarianceOperator(G, batch_size=4, replacement=False),
+    }
+    assert FromCovariance is cv.CovarianceOperator
+    V = torch.randn(theta_of(model).numel(), 4, generator=torch.Generator().manual_seed(3),
+                    dtype=torch.float64)
+    for name, build in ops.items():
+        ref = refs[name]
+        op = build(False)
+        assert isinstance(op, cv.CurvatureOperator), name
+        close(op.to_dense(), ref)
+        close(op.diagonal(), torch.diagonal(ref))
+        assert op.trace() == pytest.approx(float(torch.trace(ref)), rel=1e-10, abs=1e-12)
+        kept = build(True)
+        close(kept.matmat(V), ref @ V)
+        close(kept(V[:, 1]), ref @ V[:, 1])  # second call reuses the kept graph
+        close(kept.matmat(V, block_size=3), ref @ V)
+        evals, _ = cv.CurvatureOperator.eigh(op, 2, tol=1e-12)
+        close(evals, torch.linalg.eigvalsh(ref).flip(0)[:2], tol=1e-8)
+    with pytest.raises(ValueError, match="V must have"):
+        ops["ggn"](False).matmat(V[:-1])
+    with pytest.raises(ValueError, match="block_size"):
+        ops["ggn"](False).matmat(V, block_size=0)
+
+
+def test_per_example_grad_products_and_shared_helpers():
+    from sgdnoise import grads
+
+    model, x, y = setup("cnn")
+    G = per_example_grads_loop(model, CE, x, y)
+    V = torch.randn(G.shape[1], 3, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    close(grads.per_example_grad_products(model, CE, x, y, V), G @ V)
+    params = grads.trainable_parameters(model)
+    pieces = grads.split_like(V.T, params)
+    assert [tuple(p.shape) for p in pieces] == [(3, *q.shape) for q in params]
+    close(grads.flatten_like(pieces, params, (3,)), V.T)
+    losses = grads.per_example_losses(CE, model(x), y)
+    with torch.no_grad():
+        loop = torch.stack([CE(model(x[i : i + 1]), y[i : i + 1]) for i in range(N)])
+        close(losses.detach(), loop)
+    mse = nn.MSELoss(reduction="none")
+    out = torch.randn(4, 2, dtype=torch.float64)
+    close(grads.per_example_losses(mse, out, torch.zeros(4, 2, dtype=torch.float64)),
+          (out**2).mean(1))

@@ -11,9 +11,14 @@ with (Lemma 1)
     Cov(g_𝓑) = c · D,   c = 1/B                      (with replacement)
                         c = (N − B) / (B (N − 1))    (without replacement; 0 at B = N).
 
-Dense functions form P × P matrices; :class:`CovarianceOperator` never does (except
-``to_dense``): products, trace and diagonal cost O(NP), top-k eigenpairs O(N²P + N³)
-through the N × N Gram matrix (1/N) G̃G̃ᵀ, which has the same non-zero eigenvalues as D.
+The one Lemma-1 factor c of the package is :func:`finite_population_factor`. At B = N
+without replacement the batch is the whole population, so g_𝓑 = ḡ and c = 0 — including
+N = 1, where the formula reads 0/0 (and D = 0 anyway).
+
+This module holds the dense P × P functions (D, c·D, its trace, the noise scale) and the
+Monte Carlo check of Lemma 1. The matrix-free c · D is
+:class:`sgdnoise.curvature.CovarianceOperator` (one of the curvature-operator family), also
+importable from here as ``sgdnoise.covariance.CovarianceOperator``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,11 +42,15 @@ __all__ = [
     "sample_covariance",
     "monte_carlo_covariance_error",
     "MonteCarloCovarianceResult",
-    "CovarianceOperator",
+    "CovarianceOperator",  # noqa: F822 (lazy, see __getattr__)
+    "check_gradients",
+    "finite_population_factor",
 ]
 
 
-def _check_G(G: Tensor, *, min_rows: int = 1) -> Tensor:
+def check_gradients(G: Tensor, *, min_rows: int = 1) -> Tensor:
+    """Return ``G`` if it is a floating (N, P) matrix of per-example gradients with at least
+    ``min_rows`` rows; else raise ValueError naming the problem."""
     check_matrix("G", G)
     if not G.is_floating_point():
         raise ValueError(f"G must have a floating dtype, got {G.dtype}")
@@ -53,13 +61,15 @@ def _check_G(G: Tensor, *, min_rows: int = 1) -> Tensor:
     return G
 
 
-def minibatch_factor(num_examples: int, batch_size: int, *, replacement: bool = True) -> float:
-    """The Lemma-1 factor c with Cov(g_𝓑) = c · D.
+def finite_population_factor(n: int, b: int, *, replacement: bool) -> float:
+    """The Lemma-1 factor c with Cov(g_𝓑) = c · D for a batch of b out of n examples.
 
-    c = 1/B with replacement, c = (N − B)/(B(N − 1)) without (needs 1 <= B <= N, N >= 2).
+    c = 1/b with replacement (any b >= 1); c = (n − b)/(b(n − 1)) without (needs b <= n),
+    with c = 0 at b = n for every n >= 1: the batch is then the whole population and
+    g_𝓑 = ḡ is not random (at n = 1 the formula is 0/0; D = 0 there too).
     """
-    n = check_positive_int("num_examples", num_examples)
-    b = check_positive_int("batch_size", batch_size)
+    n = check_positive_int("num_examples", n)
+    b = check_positive_int("batch_size", b)
     if replacement:
         return 1.0 / b
     if b > n:
@@ -67,24 +77,27 @@ def minibatch_factor(num_examples: int, batch_size: int, *, replacement: bool = 
             f"batch_size must be <= the number of examples N={n} when sampling without "
             f"replacement, got {b}"
         )
-    if n < 2:
-        raise ValueError(
-            f"sampling without replacement needs N >= 2 examples (factor (N-B)/(B(N-1))), got N={n}"
-        )
+    if b == n:
+        return 0.0
     return (n - b) / (b * (n - 1))
+
+
+def minibatch_factor(num_examples: int, batch_size: int, *, replacement: bool = True) -> float:
+    """:func:`finite_population_factor` with ``replacement=True`` by default."""
+    return finite_population_factor(num_examples, batch_size, replacement=replacement)
 
 
 def gradient_covariance(G: Tensor) -> Tensor:
     """D = GᵀG/N − ḡḡᵀ: (P, P), computed as (1/N) G̃ᵀG̃ for accuracy. G: (N, P)."""
-    _check_G(G)
+    check_gradients(G)
     Gc = G - G.mean(dim=0, keepdim=True)
     return Gc.T @ Gc / G.shape[0]
 
 
 def minibatch_covariance(G: Tensor, batch_size: int, *, replacement: bool = True) -> Tensor:
-    """Cov(g_𝓑) = c · D: (P, P) (Lemma 1; c from :func:`minibatch_factor`). G: (N, P)."""
-    _check_G(G)
-    c = minibatch_factor(G.shape[0], batch_size, replacement=replacement)
+    """Cov(g_𝓑) = c · D: (P, P) (Lemma 1; c from :func:`finite_population_factor`). G: (N, P)."""
+    check_gradients(G)
+    c = finite_population_factor(G.shape[0], batch_size, replacement=replacement)
     return c * gradient_covariance(G)
 
 
@@ -95,8 +108,8 @@ def _trace_D(G: Tensor) -> Tensor:
 
 def minibatch_trace(G: Tensor, batch_size: int, *, replacement: bool = True) -> float:
     """tr Cov(g_𝓑) = c · (1/N) Σ_i ‖g_i − ḡ‖², in O(NP). G: (N, P)."""
-    _check_G(G)
-    c = minibatch_factor(G.shape[0], batch_size, replacement=replacement)
+    check_gradients(G)
+    c = finite_population_factor(G.shape[0], batch_size, replacement=replacement)
     return float(c * _trace_D(G))
 
 
@@ -105,7 +118,7 @@ def noise_scale(G: Tensor) -> float:
 
     Returns ``inf`` when ḡ = 0 and tr(D) > 0, and ``nan`` when both vanish.
     """
-    _check_G(G)
+    check_gradients(G)
     gbar = G.mean(dim=0)
     num = float(_trace_D(G))
     den = float(gbar @ gbar)
@@ -152,12 +165,12 @@ def sample_minibatch_gradients(
     ``torch.Generator``; indices are drawn on its device) or the global RNG. Cost O(SNP),
     memory O(S·N) for the weights, in blocks.
     """
-    _check_G(G)
+    check_gradients(G)
     n = G.shape[0]
     b = check_positive_int("batch_size", batch_size)
     s = check_positive_int("num_samples", num_samples)
     if not replacement:
-        minibatch_factor(n, b, replacement=False)  # validates B <= N, N >= 2
+        finite_population_factor(n, b, replacement=False)  # validates B <= N
     block = max(1, min(s, 2**22 // max(n, 1)))
     out = torch.empty((s, G.shape[1]), dtype=G.dtype, device=G.device)
     for start in range(0, s, block):
@@ -252,9 +265,9 @@ def monte_carlo_covariance_error(
     dense (P, P) estimates of the first repeat. (When P² is smaller than (S + N)², the
     dense difference is formed instead; both routes are exact.)
     """
-    _check_G(G, min_rows=2)
+    check_gradients(G, min_rows=2)
     n = G.shape[0]
-    c = minibatch_factor(n, batch_size, replacement=replacement)
+    c = finite_population_factor(n, batch_size, replacement=replacement)
     counts = [check_positive_int("sample_counts[]", s) for s in sample_counts]
     if not counts:
         raise ValueError("sample_counts must be a non-empty list of integers >= 2, got []")
@@ -296,147 +309,11 @@ def monte_carlo_covariance_error(
     )
 
 
-class CovarianceOperator:
-    """Matrix-free C = c · D = (c/N) G̃ᵀG̃: a (P, P) symmetric PSD operator.
+def __getattr__(name: str):
+    """``CovarianceOperator`` lives in :mod:`sgdnoise.curvature` (imported lazily here:
+    curvature imports this module)."""
+    if name == "CovarianceOperator":
+        from sgdnoise.curvature import CovarianceOperator
 
-    Args:
-        G: (N, P) per-example gradients (a centred copy G̃ is stored: O(NP) memory).
-        batch_size, replacement: choose the Lemma-1 factor c (batch_size=1 with replacement
-            gives c = 1, i.e. C = D).
-
-    Methods: ``matvec`` (P,) -> (P,) and ``matmat`` (P, k) -> (P, k) in O(NPk); ``trace``,
-    ``diagonal`` in O(NP); ``eigh(k)`` top-k eigenpairs via the N × N Gram matrix; dense
-    ``to_dense``; ``to_scipy`` for ``scipy.sparse.linalg``. ``shape``, ``dtype``, ``device``.
-    """
-
-    def __init__(self, G: Tensor, *, batch_size: int = 1, replacement: bool = True) -> None:
-        _check_G(G)
-        self.num_examples = int(G.shape[0])
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.replacement = bool(replacement)
-        self.factor = minibatch_factor(self.num_examples, self.batch_size, replacement=replacement)
-        self.mean = G.mean(dim=0)
-        self._Gc = G - self.mean
-        self._scale = self.factor / self.num_examples
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        p = int(self._Gc.shape[1])
-        return (p, p)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._Gc.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self._Gc.device
-
-    def matvec(self, v: Tensor) -> Tensor:
-        """C v: (P,) for v: (P,), as (c/N) G̃ᵀ(G̃ v)."""
-        check_vector("v", v, self.shape[0])
-        v = v.to(device=self.device, dtype=self.dtype)
-        return self._scale * (self._Gc.T @ (self._Gc @ v))
-
-    def matmat(self, V: Tensor) -> Tensor:
-        """C V: (P, k) for V: (P, k)."""
-        check_matrix("V", V)
-        if V.shape[0] != self.shape[0]:
-            raise ValueError(f"V must have {self.shape[0]} rows, got shape {tuple(V.shape)}")
-        V = V.to(device=self.device, dtype=self.dtype)
-        return self._scale * (self._Gc.T @ (self._Gc @ V))
-
-    def __matmul__(self, x: Tensor) -> Tensor:
-        return self.matvec(x) if x.ndim == 1 else self.matmat(x)
-
-    def trace(self) -> float:
-        """tr C = (c/N) ‖G̃‖_F²."""
-        return float(self._scale * (self._Gc * self._Gc).sum())
-
-    def diagonal(self) -> Tensor:
-        """diag C: (P,), entries (c/N) Σ_i G̃_ij²."""
-        return self._scale * (self._Gc * self._Gc).sum(dim=0)
-
-    def gram(self) -> Tensor:
-        """K = (c/N) G̃G̃ᵀ: (N, N), whose non-zero eigenvalues are those of C."""
-        return self._scale * (self._Gc @ self._Gc.T)
-
-    def eigh(self, k: int, *, seed: int = 0) -> tuple[Tensor, Tensor]:
-        """Top-k eigenpairs of C: (evals (k,) descending, evecs (P, k) orthonormal columns).
-
-        Eigen-decomposes K₁ = (1/N) G̃G̃ᵀ = W Λ Wᵀ (N × N, same non-zero spectrum as D) and
-        maps u_j = G̃ᵀ w_j / √(N λ_j), refined by one Rayleigh-Ritz step (orthonormalise,
-        eigh of the r × r projection) so the columns are orthonormal to rounding.
-        Eigenvalues below a rounding threshold (10 · λ_max · max(N, P) · eps) count as
-        zero; their eigenvectors cannot be mapped, so they are completed by an orthonormal
-        basis of the null space of C (orthogonal to the mapped ones; a seeded Gaussian
-        block, projected and orthonormalised by QR). Evals are
-        scaled by c; with c = 0 (B = N without replacement) they are 0 and the vectors are
-        those of D. Requires k <= min(N, P).
-        """
-        n, p = self._Gc.shape
-        k = check_positive_int("k", k)
-        if k > min(n, p):
-            raise ValueError(f"k must be <= min(N, P) = {min(n, p)}, got {k}")
-        K1 = (self._Gc @ self._Gc.T) / n
-        K1 = 0.5 * (K1 + K1.T)
-        lam, W = torch.linalg.eigh(K1)
-        lam, W = lam.flip(0)[:k], W.flip(1)[:, :k]
-        eps = torch.finfo(self.dtype).eps
-        top = float(lam[0]) if lam.numel() else 0.0
-        tol = max(top, 0.0) * max(n, p) * eps * 10
-        keep = lam > tol
-        r = int(keep.sum())
-        lam = torch.where(keep, lam, torch.zeros_like(lam))
-        U = torch.empty((p, k), dtype=self.dtype, device=self.device)
-        if r:
-            # map back, then one Rayleigh-Ritz step in span(Ur): restores orthogonality lost
-            # for small λ (rounding in w_j is amplified by 1/√λ_j) at O(NPr) extra cost
-            Ur = self._Gc.T @ W[:, :r] / torch.sqrt(n * lam[:r])
-            Q, _ = torch.linalg.qr(Ur)
-            GQ = self._Gc @ Q
-            T = GQ.T @ GQ / n
-            theta, Y = torch.linalg.eigh(0.5 * (T + T.T))
-            U[:, :r] = Q @ Y.flip(1)
-            lam = torch.cat([theta.flip(0).clamp_min(0), lam[r:]])
-        if r < k:
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            Z = torch.randn((p, k - r), generator=gen, dtype=self.dtype).to(self.device)
-            if r:
-                Ur = U[:, :r]
-                for _ in range(2):  # re-orthogonalise twice for stability
-                    Z = Z - Ur @ (Ur.T @ Z)
-            Q, _ = torch.linalg.qr(Z)
-            if r:
-                Q = Q - U[:, :r] @ (U[:, :r].T @ Q)
-                Q, _ = torch.linalg.qr(Q)
-            U[:, r:] = Q
-        return self.factor * lam, U
-
-    def to_dense(self) -> Tensor:
-        """C as a dense (P, P) tensor (the only method that forms it)."""
-        return self._scale * (self._Gc.T @ self._Gc)
-
-    def to_scipy(self):
-        """A ``scipy.sparse.linalg.LinearOperator`` (symmetric) wrapping this operator."""
-        from scipy.sparse.linalg import LinearOperator
-
-        p = self.shape[0]
-        np_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
-
-        def mv(x: np.ndarray) -> np.ndarray:
-            t = torch.as_tensor(np.asarray(x).reshape(p), dtype=self.dtype, device=self.device)
-            return self.matvec(t).cpu().numpy()
-
-        def mm(X: np.ndarray) -> np.ndarray:
-            t = torch.as_tensor(np.asarray(X), dtype=self.dtype, device=self.device)
-            return self.matmat(t.reshape(p, -1)).cpu().numpy()
-
-        return LinearOperator((p, p), matvec=mv, rmatvec=mv, matmat=mm, rmatmat=mm, dtype=np_dtype)
-
-    def __repr__(self) -> str:
-        return (
-            f"CovarianceOperator(N={self.num_examples}, P={self.shape[0]}, "
-            f"batch_size={self.batch_size}, replacement={self.replacement}, "
-            f"factor={self.factor:.4g}, dtype={self.dtype})"
-        )
+        return CovarianceOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,48 +1,71 @@
-"""Curvature of the training loss: Hessian, generalised Gauss-Newton and Fisher matrices.
+"""Curvature of the training loss: one family of matrix-free operators, dense references.
 
 Notation (shapes in brackets). A model ``f(x; θ)`` with ``θ: (P,)`` the trainable
 parameters flattened in ``model.parameters()`` order, outputs ``f_i = f(x_i): (C,)``
 (any output shape is flattened to ``C`` entries), per-example losses
-``ℓ_i = loss_fn(f_i, y_i)`` and the mean loss ``L(θ) = (1/N) Σ_i ℓ_i``. With
-``J_i = ∂f_i/∂θ: (C, P)`` and ``H_i^out = ∂²ℓ_i/∂f_i²: (C, C)``:
+``ℓ_i = loss_fn(f_i, y_i)`` with gradients ``g_i = ∇ℓ_i`` (rows of ``G: (N, P)``), their
+mean ``ḡ`` and the mean loss ``L(θ) = (1/N) Σ_i ℓ_i``. With ``J_i = ∂f_i/∂θ: (C, P)`` and
+``H_i^out = ∂²ℓ_i/∂f_i²: (C, C)``:
 
 - Hessian       ``H = ∇²L``
 - GGN           ``G = (1/N) Σ_i J_iᵀ H_i^out J_i``
-- empirical     ``F̂ = (1/N) Σ_i g_i g_iᵀ`` with ``g_i = ∇ℓ_i``
+- empirical     ``F̂ = (1/N) Σ_i g_i g_iᵀ = (1/N) GᵀG``
   Fisher
 - true Fisher   ``F = (1/N) Σ_i E_{y~p_i}[∇log p(y|x_i) ∇log p(y|x_i)ᵀ]
   (softmax)     = (1/N) Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i`` with ``p_i = softmax(f_i)``,
   because ``∇_f (−log p_y) = p − e_y`` and ``E_y[(p − e_y)(p − e_y)ᵀ] = diag p − p pᵀ``.
   For cross-entropy the output Hessian is the same matrix, so ``F = G`` exactly.
+- centred       ``C = c · D``, ``D = (1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ = F̂ − ḡḡᵀ`` and ``c`` the
+  covariance     Lemma-1 factor (:func:`sgdnoise.covariance.finite_population_factor`).
+
+The operators form one family over :class:`CurvatureOperator`: each implements one
+primitive, the batched product ``V: (P, k) ↦ A V``, and inherits ``matvec``, ``@``, a scipy
+``LinearOperator`` view, ``to_dense``, ``diagonal``/``trace`` (cheap where a closed form
+exists) and ``eigh`` (top-k by :func:`sgdnoise.spectral.lanczos`). Model-based operators
+copy θ when built, linearise the model once per chunk of examples (one forward and one
+backward with ``create_graph``), and answer the k columns of a block with batched backward
+passes over that graph (``keep_graph=True`` keeps it between calls: the cheapest route when
+many products are taken on one batch, as the noise sampler does). ``J`` and ``G`` are never
+formed (unless ``EmpiricalFisherOperator(materialize=True)``).
 
 ``loss_fn(outputs, targets)`` is a batch criterion; "mean loss" means the average of the
 per-example losses whatever its reduction: a ``reduction="sum"`` criterion is divided by
-the batch size and a ``reduction="none"`` one is averaged. Products use the cheapest exact
-route: Hessian-vector products by double backward (reverse-over-reverse); GGN and Fisher
-products by one Jacobian-vector product, the output-space matrix, and one
-vector-Jacobian product (``J`` is never formed). Dense ``(P, P)`` functions are for small
-``P`` (tests, toy models). Models with BatchNorm must be in ``eval()`` mode (or use
-GroupNorm): in training mode a batch's loss is not a sum of per-example losses and every
-forward pass would change the running statistics.
+the batch size and a ``reduction="none"`` one is averaged. Dense ``(P, P)`` functions
+(:func:`hessian`, :func:`ggn`, :func:`empirical_fisher`, :func:`true_fisher`,
+:func:`kl_hessian`) are independent references for small ``P`` (tests, toy models). Models
+with BatchNorm must use running statistics (``eval()``) or GroupNorm: otherwise a batch's
+loss is not a sum of per-example losses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, jvp, vjp, vmap
+from torch.func import functional_call, jvp, vmap
 
 from sgdnoise._validate import check_choice, check_matrix, check_positive_int, check_vector
-from sgdnoise.spectral import hutchinson_trace, lanczos, spectral_density
+from sgdnoise.covariance import check_gradients, finite_population_factor
+from sgdnoise.grads import (
+    batched_vjp,
+    check_independent_examples,
+    flatten_like,
+    per_example_grads,
+    per_example_losses,
+    split_like,
+    trainable_named_parameters,
+)
+from sgdnoise.spectral import LanczosResult, hutchinson_trace, lanczos, spectral_density
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
+    "CovarianceOperator",
+    "CurvatureOperator",
     "EmpiricalFisherOperator",
     "FisherRaoIdentity",
     "GGNOperator",
@@ -67,43 +90,6 @@ __all__ = [
 # ----------------------------------------------------------------------------------------
 
 
-def _check_model(model: nn.Module) -> None:
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
-            raise ValueError(
-                f"model contains BatchNorm layer {name!r} in training mode; curvature is "
-                "defined per example, so call model.eval() first (running statistics are "
-                "then used) or build the model with GroupNorm (norm='group')"
-            )
-
-
-def _trainable(model: nn.Module) -> tuple[list[str], list[torch.Tensor]]:
-    names, params = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            names.append(name)
-            params.append(p)
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
-    return names, params
-
-
-def _split(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Cut ``flat: (P,)`` into views shaped like ``like``."""
-    out, offset = [], 0
-    for t in like:
-        n = t.numel()
-        out.append(flat[offset : offset + n].view_as(t))
-        offset += n
-    return out
-
-
-def _flatten(tensors) -> torch.Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
 def _mean_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean of the per-example losses over the batch (see module docstring)."""
     val = loss_fn(outputs, targets)
@@ -112,11 +98,6 @@ def _mean_loss(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor) ->
     if getattr(loss_fn, "reduction", "mean") == "sum":
         return val / outputs.shape[0]
     return val
-
-
-def _per_example_losses(loss_fn: LossFn, outputs: torch.Tensor, targets: torch.Tensor):
-    """``(n,)`` losses, each example scored alone as a batch of one."""
-    return vmap(lambda o, y: _mean_loss(loss_fn, o[None], y[None]))(outputs, targets)
 
 
 def _chunks(n: int, chunk_size: int | None) -> list[slice]:
@@ -156,15 +137,16 @@ def _sample_labels(probs: torch.Tensor, mc_samples: int, seed: int) -> torch.Ten
 def _softmax_output_matvec(
     probs: torch.Tensor, u: torch.Tensor, labels: torch.Tensor | None
 ) -> torch.Tensor:
-    """Per-example ``M_i u_i`` for the Fisher's output-space matrix.
+    """Per-example ``M_i u_i`` for the Fisher's output-space matrix; ``probs: (n, C)``,
+    ``u: (..., n, C)`` (leading dimensions broadcast).
 
     Exact (``labels`` None): ``M_i = diag p_i − p_i p_iᵀ``. Monte Carlo (``labels: (n, S)``):
     ``M_i = (1/S) Σ_s r_is r_isᵀ`` with ``r_is = p_i − e_{y_is}``."""
     if labels is None:
-        return probs * u - probs * (probs * u).sum(dim=1, keepdim=True)
+        return probs * u - probs * (probs * u).sum(dim=-1, keepdim=True)
     r = probs[:, None, :] - F.one_hot(labels, probs.shape[1]).to(probs.dtype)  # (n, S, C)
-    a = (r * u[:, None, :]).sum(dim=2, keepdim=True)  # (n, S, 1)
-    return (a * r).mean(dim=1)
+    a = torch.einsum("nsc,...nc->...ns", r, u)
+    return torch.einsum("...ns,nsc->...nc", a, r) / labels.shape[1]
 
 
 def _softmax_output_matrix(probs: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -176,153 +158,58 @@ def _softmax_output_matrix(probs: torch.Tensor, labels: torch.Tensor | None) -> 
 
 
 class _Model:
-    """A model seen as a function of named parameters (snapshot or live), with helpers."""
+    """A model seen as a function of its trainable parameters (live, or a snapshot)."""
 
     def __init__(self, model: nn.Module, *, snapshot: bool) -> None:
-        _check_model(model)
+        check_independent_examples(model)
+        named = trainable_named_parameters(model)
+        if not named:
+            raise ValueError("model has no trainable parameters (requires_grad=True)")
         self.module = model
-        names, params = _trainable(model)
-        self.names = names
-        self.params = [p.detach().clone() if snapshot else p.detach() for p in params]
+        self.names = [name for name, _ in named]
+        self.params = [p.detach().clone() if snapshot else p.detach() for _, p in named]
         self.dim = sum(p.numel() for p in self.params)
         self.dtype = self.params[0].dtype
         self.device = self.params[0].device
 
-    def as_dict(self, tensors) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, tensors, strict=True))
+    def forward(self, tensors: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.module, dict(zip(self.names, tensors, strict=True)), (x,))
 
-    def forward(self, tensors, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.module, self.as_dict(tensors), (x,))
-
-    def vector(self, name: str, v: torch.Tensor) -> list[torch.Tensor]:
-        v = check_vector(name, v, self.dim)
-        return _split(v.to(dtype=self.dtype, device=self.device), self.params)
+    def leaves(self) -> list[torch.Tensor]:
+        """Fresh autograd leaves sharing the parameters' storage."""
+        return [p.detach().requires_grad_(True) for p in self.params]
 
     def flat_theta(self) -> torch.Tensor:
-        return _flatten(self.params)
+        return flatten_like(self.params, self.params)
 
     def loss_of_flat(self, loss_fn: LossFn):
         def fn(theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            return _mean_loss(loss_fn, self.forward(_split(theta, self.params), x), y)
+            return _mean_loss(loss_fn, self.forward(split_like(theta, self.params), x), y)
 
         return fn
 
     def outputs_of_flat(self):
         def fn(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            out = self.forward(_split(theta, self.params), x)
+            out = self.forward(split_like(theta, self.params), x)
             return out.reshape(out.shape[0], -1)
 
         return fn
 
 
-def _grad_or_zeros(out: torch.Tensor, inputs: list[torch.Tensor], **kw) -> list[torch.Tensor]:
+def _grad_or_none(out: torch.Tensor, inputs: list[torch.Tensor], **kw) -> list:
+    """``∂out/∂inputs`` (None where ``out`` does not depend on an input)."""
     if not out.requires_grad:
-        return [torch.zeros_like(t) for t in inputs]
-    grads = torch.autograd.grad(out, inputs, allow_unused=True, **kw)
-    return [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs, strict=True)]
+        return [None] * len(inputs)
+    return list(torch.autograd.grad(out, inputs, allow_unused=True, **kw))
 
 
-# ----------------------------------------------------------------------------------------
-# products (shared by the functions and the operators)
-# ----------------------------------------------------------------------------------------
-
-
-def _hvp(
-    fm: _Model, loss_fn: LossFn, inputs, targets, vs, chunk_size, *, batched: bool = False
-) -> list[torch.Tensor]:
-    """Double backward: ``H v = ∇_θ ⟨∇_θ L, v⟩``, summed over chunks with weights n_c/N.
-
-    ``batched``: every ``vs[j]`` has a leading dimension ``k``; the ``k`` products are
-    done one after the other."""
-    if batched:  # batched double backward (vmap) measured slower than a plain loop here
-        cols = [_hvp(fm, loss_fn, inputs, targets, [v[j] for v in vs], chunk_size)
-                for j in range(vs[0].shape[0])]
-        return [torch.stack(c) for c in zip(*cols, strict=True)]
-    n = inputs.shape[0]
-    leaves = [p.detach().requires_grad_(True) for p in fm.params]
-    acc = [torch.zeros_like(v) for v in vs]
-    for sl in _chunks(n, chunk_size):
-        x, y = inputs[sl], targets[sl]
-        with torch.enable_grad():
-            loss = _mean_loss(loss_fn, fm.forward(leaves, x), y) * (x.shape[0] / n)
-            g = _grad_or_zeros(loss, leaves, create_graph=True)
-            dot = sum((gi * vi).sum() for gi, vi in zip(g, vs, strict=True))
-            hv = _grad_or_zeros(dot, leaves)
-        for a, h in zip(acc, hv, strict=True):
-            a.add_(h)
-    return acc
-
-
-def _gauss_newton_vp(
-    fm: _Model, inputs, vs, chunk_size, output_matvec, *, batched: bool = False
-) -> list[torch.Tensor]:
-    """``(1/N) Σ_i J_iᵀ M_i J_i v``: jvp for ``u = J v``, then ``w = M u``, then vjp.
-
-    ``output_matvec(sl, out, u) -> w`` returns the per-example ``M_i u_i`` for the chunk
-    (without the 1/N weight); it must be written with torch.func-composable operations.
-    ``batched``: ``vs`` carry a leading dimension ``k``, handled with ``vmap``."""
-    n = inputs.shape[0]
-    acc = [torch.zeros_like(v) for v in vs]
-    primals = tuple(fm.params)
-    for sl in _chunks(n, chunk_size):
-        x = inputs[sl]
-
-        def fwd(*ps, x=x):
-            return fm.forward(ps, x)
-
-        out, pullback = vjp(fwd, *primals)
-        out = out.detach()
-
-        def one(*tangents, out=out, fwd=fwd, pullback=pullback, sl=sl):
-            _, u = jvp(fwd, primals, tangents)
-            w = output_matvec(sl, out, u) / n
-            return pullback(w.to(out.dtype))
-
-        res = vmap(one)(*vs) if batched else one(*vs)
-        for a, h in zip(acc, res, strict=True):
-            a.add_(h.detach())
-    return acc
-
-
-def _loss_output_matvec(loss_fn: LossFn, targets):
-    """Output-space Hessian of the summed per-example losses times ``u``
-    (reverse-over-reverse with torch.func on the outputs only: cheap and vmappable)."""
-
-    def mv(sl, out, u):
-        y = targets[sl]
-
-        def total(o):
-            return _mean_loss(loss_fn, o, y) * o.shape[0]  # Σ_i ℓ_i
-
-        def directional(o):
-            return (torch.func.grad(total)(o) * u).sum()
-
-        return torch.func.grad(directional)(out)
-
-    return mv
-
-
-def _empirical_fisher_vp(fm: _Model, loss_fn, inputs, targets, vs, chunk_size, *, batched=False):
-    """``(1/N) Gᵀ(G v)``: ``G v`` as one jvp of the per-example losses, then one vjp."""
-    n = inputs.shape[0]
-    acc = [torch.zeros_like(v) for v in vs]
-    primals = tuple(fm.params)
-    for sl in _chunks(n, chunk_size):
-        x, y = inputs[sl], targets[sl]
-
-        def losses(*ps, x=x, y=y):
-            return _per_example_losses(loss_fn, fm.forward(ps, x), y)
-
-        _, pullback = vjp(losses, *primals)
-
-        def one(*tangents, losses=losses, pullback=pullback):
-            _, gv = jvp(losses, primals, tangents)
-            return pullback(gv / n)
-
-        res = vmap(one)(*vs) if batched else one(*vs)
-        for a, h in zip(acc, res, strict=True):
-            a.add_(h.detach())
-    return acc
+def _vjp_or_none(outputs: list, inputs: list, cotangents: list) -> list:
+    """:func:`sgdnoise.grads.batched_vjp` restricted to the outputs that carry a graph."""
+    pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True)
+             if o is not None and o.requires_grad]
+    if not pairs:
+        return [None] * len(inputs)
+    return batched_vjp([o for o, _ in pairs], inputs, [c for _, c in pairs])
 
 
 # ----------------------------------------------------------------------------------------
@@ -341,13 +228,10 @@ def hvp(
 ) -> torch.Tensor:
     """Hessian of the mean loss times a vector: ``H v: (P,)`` for ``v: (P,)``.
 
-    Reverse-over-reverse (double backward): ``H v = ∇_θ ⟨∇_θ L(θ), v⟩``, about two
-    gradients' cost. Uses the model's current parameters; ``chunk_size`` bounds memory by
-    summing chunk products weighted by ``n_chunk / N``."""
-    n = _check_data(inputs, targets)
-    del n
-    fm = _Model(model, snapshot=False)
-    return _flatten(_hvp(fm, loss_fn, inputs, targets, fm.vector("v", v), chunk_size))
+    One product of :class:`HessianOperator` (double backward, about two gradients' cost) at
+    the model's current parameters; ``chunk_size`` bounds memory by summing chunk products
+    weighted by ``n_chunk / N``."""
+    return HessianOperator(model, loss_fn, inputs, targets, chunk_size=chunk_size).matvec(v)
 
 
 def hessian(
@@ -407,15 +291,6 @@ def ggn(
     return 0.5 * (G + G.T)
 
 
-def _per_example_grads(fm: _Model, loss_fn, x, y) -> torch.Tensor:
-    fn = fm.loss_of_flat(loss_fn)
-
-    def one(theta, xi, yi):
-        return fn(theta, xi[None], yi[None])
-
-    return vmap(torch.func.grad(one), in_dims=(None, 0, 0))(fm.flat_theta(), x, y).detach()
-
-
 def empirical_fisher(
     model: nn.Module,
     loss_fn: LossFn,
@@ -425,12 +300,12 @@ def empirical_fisher(
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Dense empirical Fisher ``F̂ = (1/N) Σ_i g_i g_iᵀ = GᵀG/N: (P, P)`` with the
-    per-example gradients ``G: (N, P)`` (``torch.func`` ``vmap(grad)``)."""
+    per-example gradients ``G: (N, P)`` of :func:`sgdnoise.grads.per_example_grads`."""
     n = _check_data(inputs, targets)
     fm = _Model(model, snapshot=False)
     Fh = torch.zeros(fm.dim, fm.dim, dtype=fm.dtype, device=fm.device)
     for sl in _chunks(n, chunk_size):
-        Gc = _per_example_grads(fm, loss_fn, inputs[sl], targets[sl])
+        Gc = per_example_grads(model, loss_fn, inputs[sl], targets[sl]).to(fm.dtype)
         Fh += Gc.T @ Gc / n
     return Fh
 
@@ -494,169 +369,289 @@ def kl_hessian(
 
 
 # ----------------------------------------------------------------------------------------
-# operators
+# the operator family
 # ----------------------------------------------------------------------------------------
 
 
-class _CurvatureOperator:
-    """A symmetric ``(P, P)`` matrix available through products only.
+class CurvatureOperator:
+    """A symmetric ``(P, P)`` matrix ``A`` available through products: the shared base.
 
-    The parameters are copied when the operator is built, so it stays one fixed matrix
-    even if the model is trained further. ``num_matvecs`` counts products spent."""
+    A subclass implements one primitive, ``_matmat(V: (P, k)) -> A V: (P, k)`` (V already
+    checked and cast to the operator's dtype/device), and may override ``diagonal`` /
+    ``trace`` / ``to_dense`` with cheaper exact routes. Everything else is derived:
 
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, targets, chunk_size) -> None:
+    - ``matmat(V)``: ``A V`` for ``V: (P, k)``, columns ``block_size`` at a time;
+      ``matvec(v)``: ``A v`` for ``v: (P,)`` (one column of ``matmat``); ``A @ x`` and
+      ``A(x)`` dispatch on ``x.ndim``. ``num_matvecs`` counts the columns multiplied.
+    - ``to_dense()``: ``A`` from ``P`` products, symmetrised; ``diagonal()``: ``diag A``
+      ``(P,)``; ``trace()``: ``tr A`` (by default from the same ``P`` products).
+    - ``to_scipy()``: a ``scipy.sparse.linalg.LinearOperator``.
+    - ``eigh(k, **lanczos_kwargs)``: top-``k`` eigenpairs by :func:`sgdnoise.spectral.lanczos`
+      (a :class:`sgdnoise.spectral.LanczosResult`, unpacks as ``evals, evecs``).
+    """
+
+    def __init__(self, dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        self._dim = int(dim)
+        self._dtype = dtype
+        self._device = torch.device(device)
+        self.num_matvecs = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self._dim, self._dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A V: (P, k)`` for a checked ``V: (P, k)``: the one primitive of a subclass."""
+        raise NotImplementedError  # pragma: no cover
+
+    def matmat(self, V: torch.Tensor, *, block_size: int | None = 16) -> torch.Tensor:
+        """``A V: (P, k)`` for ``V: (P, k)`` (cast to the operator's dtype and device), in
+        blocks of ``block_size`` columns (``None``: all at once). Counts ``k`` matvecs."""
+        check_matrix("V", V)
+        if V.shape[0] != self._dim:
+            raise ValueError(f"V must have {self._dim} rows, got shape {tuple(V.shape)}")
+        k = V.shape[1]
+        block = k if block_size is None else check_positive_int("block_size", block_size)
+        V = V.to(dtype=self.dtype, device=self.device)
+        if k <= block:
+            out = self._matmat(V)
+        else:
+            out = torch.cat([self._matmat(V[:, a : a + block]) for a in range(0, k, block)],
+                            dim=1)
+        self.num_matvecs += k
+        return out.detach()
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``A v: (P,)`` for ``v: (P,)``."""
+        check_vector("v", v, self._dim)
+        return self.matmat(v.reshape(-1, 1))[:, 0]
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matvec(x) if x.ndim == 1 else self.matmat(x)
+
+    __call__ = __matmul__
+
+    def to_dense(self) -> torch.Tensor:
+        """``A: (P, P)`` from ``P`` products, symmetrised (small ``P`` only)."""
+        A = self.matmat(torch.eye(self._dim, dtype=self.dtype, device=self.device))
+        return 0.5 * (A + A.T)
+
+    def diagonal(self) -> torch.Tensor:
+        """``diag A: (P,)``; here from ``P`` products (subclasses with a closed form are
+        cheaper)."""
+        return torch.diagonal(self.to_dense()).clone()
+
+    def trace(self) -> float:
+        """``tr A`` (exact; see :meth:`diagonal` for the cost, or use
+        :func:`sgdnoise.spectral.hutchinson_trace` on ``matvec`` for an estimate)."""
+        return float(self.diagonal().sum())
+
+    def to_scipy(self):
+        """A symmetric ``scipy.sparse.linalg.LinearOperator`` in the operator's dtype."""
+        from scipy.sparse.linalg import LinearOperator
+
+        p = self._dim
+        np_dtype = torch.empty((), dtype=self.dtype).numpy().dtype
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.asarray(x).reshape(p)).to(self.dtype)
+            return self.matvec(t).cpu().numpy()
+
+        def mm(X: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.asarray(X)).to(self.dtype)
+            return self.matmat(t.reshape(p, -1)).cpu().numpy()
+
+        return LinearOperator((p, p), matvec=mv, rmatvec=mv, matmat=mm, rmatmat=mm,
+                              dtype=np_dtype)
+
+    def eigh(self, k: int, **lanczos_kwargs) -> LanczosResult:
+        """Top-``k`` eigenpairs by :func:`sgdnoise.spectral.lanczos` (its keyword arguments
+        pass through; dtype/device default to the operator's)."""
+        lanczos_kwargs.setdefault("dtype", self.dtype)
+        lanczos_kwargs.setdefault("device", self.device)
+        return lanczos(self.matvec, self._dim, k, **lanczos_kwargs)
+
+
+_CurvatureOperator = CurvatureOperator  # the name before the family was public
+
+
+class _ModelOperator(CurvatureOperator):
+    """An operator defined by a model on a data set, chunk by chunk.
+
+    θ is copied when the operator is built, so it stays one fixed matrix even if the model
+    is trained further. Each chunk of examples is linearised once per ``matmat`` call
+    (``_linearise``: a forward and a backward with ``create_graph``) and the block's columns
+    are answered from that graph (``_chunk_product``: batched backward passes). With
+    ``keep_graph=True`` the graphs are built on the first product and kept (memory: one
+    graph per chunk), so later products cost only the batched backward passes."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn | None, inputs: torch.Tensor,
+                 targets: torch.Tensor | None, chunk_size: int | None,
+                 keep_graph: bool = False) -> None:
         self.num_examples = _check_data(inputs, targets)
         self._fm = _Model(model, snapshot=True)
+        super().__init__(self._fm.dim, self._fm.dtype, self._fm.device)
+        self.loss_fn = loss_fn
         self.inputs = inputs
         self.targets = targets
         if chunk_size is not None:
             chunk_size = check_positive_int("chunk_size", chunk_size)
         self.chunk_size = chunk_size
-        self.num_matvecs = 0
+        self._slices = _chunks(self.num_examples, chunk_size)
+        self.keep_graph = bool(keep_graph)
+        self._states: list | None = None
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self._fm.dim, self._fm.dim)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self._fm.dtype
-
-    @property
-    def device(self) -> torch.device:
-        return self._fm.device
-
-    def _product(self, vs: list[torch.Tensor], batched: bool) -> list[torch.Tensor]:
-        """Products for parameter-shaped directions ``vs`` (with a leading ``k`` if
-        ``batched``)."""
+    def _linearise(self, sl: slice):
+        """The autograd state of one chunk that ``_chunk_product`` differentiates."""
         raise NotImplementedError  # pragma: no cover
 
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``A v: (P,)`` for ``v: (P,)`` (cast to the model's dtype and device)."""
-        vs = self._fm.vector("v", v)
-        self.num_matvecs += 1
-        return _flatten(self._product(vs, False)).detach()
+    def _chunk_product(self, state, pieces: list[torch.Tensor]) -> list:
+        """Per-parameter ``(k, *shape)`` products (or None for zero) of the chunk."""
+        raise NotImplementedError  # pragma: no cover
 
-    __call__ = matvec
-
-    def __matmul__(self, other: torch.Tensor) -> torch.Tensor:
-        return self.matvec(other) if other.ndim == 1 else self.matmat(other)
-
-    def matmat(self, V: torch.Tensor, *, block_size: int = 16) -> torch.Tensor:
-        """``A V: (P, k)`` for ``V: (P, k)``; columns are processed ``block_size`` at a
-        time with vectorised (vmap / batched-backward) products. Counts ``k`` matvecs."""
-        V = check_matrix("V", V)
-        block_size = check_positive_int("block_size", block_size)
-        P = self._fm.dim
-        if V.shape[0] != P:
-            raise ValueError(f"V must have {P} rows, got {V.shape[0]}")
-        V = V.to(dtype=self.dtype, device=self.device)
-        out = torch.zeros(P, V.shape[1], dtype=self.dtype, device=self.device)
-        for a in range(0, V.shape[1], block_size):
-            Vt = V[:, a : a + block_size].T.contiguous()  # (b, P)
-            b = Vt.shape[0]
-            vs, offset = [], 0
-            for p in self._fm.params:
-                vs.append(Vt[:, offset : offset + p.numel()].reshape(b, *p.shape))
-                offset += p.numel()
-            res = self._product(vs, True)
-            out[:, a : a + b] = torch.cat([r.reshape(b, -1) for r in res], dim=1).T.detach()
-            self.num_matvecs += b
-        return out
-
-    def to_dense(self) -> torch.Tensor:
-        """The full ``(P, P)`` matrix from ``P`` products, symmetrised (small P only)."""
-        A = self.matmat(torch.eye(self._fm.dim, dtype=self.dtype, device=self.device))
-        return 0.5 * (A + A.T)
-
-    def to_scipy(self):
-        """A ``scipy.sparse.linalg.LinearOperator`` (NumPy float64 in and out)."""
-        from scipy.sparse.linalg import LinearOperator
-
-        def mv(x):
-            v = torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1))
-            return self.matvec(v).to(device="cpu", dtype=torch.float64).numpy()
-
-        def mm(X):
-            M = torch.as_tensor(np.asarray(X, dtype=np.float64))
-            return self.matmat(M).to(device="cpu", dtype=torch.float64).numpy()
-
-        return LinearOperator(self.shape, matvec=mv, rmatvec=mv, matmat=mm, dtype=np.float64)
-
-    def eigh(self, k: int, **lanczos_kwargs):
-        """Top-``k`` eigenpairs by :func:`sgdnoise.spectral.lanczos` (its keyword
-        arguments pass through; dtype/device default to the operator's)."""
-        lanczos_kwargs.setdefault("dtype", self.dtype)
-        lanczos_kwargs.setdefault("device", self.device)
-        return lanczos(self.matvec, self._fm.dim, k, **lanczos_kwargs)
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        k = V.shape[1]
+        params = self._fm.params
+        pieces = split_like(V.T.contiguous(), params)  # (k, *shape) each
+        out = V.new_zeros((k, self._dim))
+        with torch.enable_grad():
+            if self.keep_graph and self._states is None:
+                self._states = [self._linearise(sl) for sl in self._slices]
+            for i, sl in enumerate(self._slices):
+                state = self._states[i] if self._states is not None else self._linearise(sl)
+                out += flatten_like(self._chunk_product(state, pieces), params, (k,)).detach()
+        return out.T
 
 
-class HessianOperator(_CurvatureOperator):
-    """``v ↦ H v`` for the mean-loss Hessian, by double backward (one HVP ≈ 2 gradients)."""
+class HessianOperator(_ModelOperator):
+    """``V ↦ H V`` for the Hessian of the mean loss: per chunk ``c`` one forward and one
+    backward with ``create_graph`` give ``(n_c/N) ∇L_c``; each column is then one double
+    backward ``∂⟨∇L_c, v⟩/∂θ`` (Pearlmutter), batched over the block's columns."""
 
-    def __init__(self, model, loss_fn: LossFn, inputs, targets, *, chunk_size=None) -> None:
-        super().__init__(model, inputs, targets, chunk_size)
-        self.loss_fn = loss_fn
+    def __init__(self, model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                 targets: torch.Tensor, *, chunk_size: int | None = None,
+                 keep_graph: bool = False) -> None:
+        super().__init__(model, loss_fn, inputs, targets, chunk_size, keep_graph)
 
-    def _product(self, vs, batched):
-        return _hvp(
-            self._fm, self.loss_fn, self.inputs, self.targets, vs, self.chunk_size,
-            batched=batched,
-        )
+    def _linearise(self, sl):
+        leaves = self._fm.leaves()
+        x, y = self.inputs[sl], self.targets[sl]
+        weight = x.shape[0] / self.num_examples
+        loss = _mean_loss(self.loss_fn, self._fm.forward(leaves, x), y) * weight
+        return leaves, _grad_or_none(loss, leaves, create_graph=True)
 
-
-class GGNOperator(_CurvatureOperator):
-    """``v ↦ G v = (1/N) Σ_i J_iᵀ H_i^out (J_i v)``: one jvp, the output-space Hessian
-    product (double backward on the outputs only), one vjp; ``J`` is never formed."""
-
-    def __init__(self, model, loss_fn: LossFn, inputs, targets, *, chunk_size=None) -> None:
-        super().__init__(model, inputs, targets, chunk_size)
-        self.loss_fn = loss_fn
-        self._out_mv = _loss_output_matvec(loss_fn, targets)
-
-    def _product(self, vs, batched):
-        return _gauss_newton_vp(
-            self._fm, self.inputs, vs, self.chunk_size, self._out_mv, batched=batched
-        )
+    def _chunk_product(self, state, pieces):
+        leaves, grads = state
+        return _vjp_or_none(grads, leaves, pieces)
 
 
-class EmpiricalFisherOperator(_CurvatureOperator):
-    """``v ↦ F̂ v = (1/N) Gᵀ (G v)`` with per-example gradients ``G: (N, P)``.
+class _GaussNewtonOperator(_ModelOperator):
+    """``V ↦ (1/N) Σ_i J_iᵀ M_i J_i V``. Per chunk: the outputs ``f`` with their graph and
+    ``Jᵀu`` (linear in a dummy ``u``, built with ``create_graph``); per block, ``J V`` by
+    differentiating ``⟨Jᵀu, v⟩`` in ``u`` (double-vjp), ``M (J V)`` by ``_output_product``,
+    and ``Jᵀ(·)`` by one batched backward through ``f``."""
 
-    Matrix-free by default (``G v`` as one jvp of the per-example losses, ``Gᵀw`` as one
-    vjp); ``materialize=True`` computes ``G`` once instead (fast when ``N·P`` fits)."""
+    def _linearise(self, sl):
+        leaves = self._fm.leaves()
+        out = self._fm.forward(leaves, self.inputs[sl])
+        u = torch.zeros_like(out, requires_grad=True)
+        jtu = _grad_or_none(out, leaves, grad_outputs=u, create_graph=True)
+        return leaves, out, u, jtu, self._output_state(sl, out)
 
-    def __init__(
-        self, model, loss_fn: LossFn, inputs, targets, *, chunk_size=None, materialize=False
-    ) -> None:
-        super().__init__(model, inputs, targets, chunk_size)
-        self.loss_fn = loss_fn
+    def _output_state(self, sl: slice, out: torch.Tensor):
+        raise NotImplementedError  # pragma: no cover
+
+    def _output_product(self, ostate, ju: torch.Tensor) -> torch.Tensor:
+        """``(1/N) M_i (J_i v)`` for a stack ``ju: (k, *out.shape)``."""
+        raise NotImplementedError  # pragma: no cover
+
+    def _chunk_product(self, state, pieces):
+        leaves, out, u, jtu, ostate = state
+        k = pieces[0].shape[0]
+        (jv,) = _vjp_or_none(jtu, [u], pieces)
+        if jv is None:
+            return [None] * len(leaves)
+        w = self._output_product(ostate, jv.reshape(k, *out.shape))
+        return batched_vjp([out], leaves, [w.to(out.dtype)])
+
+
+class GGNOperator(_GaussNewtonOperator):
+    """``V ↦ G V = (1/N) Σ_i J_iᵀ H_i^out J_i V``, the output Hessian product by a double
+    backward on the outputs only; ``J`` is never formed."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                 targets: torch.Tensor, *, chunk_size: int | None = None,
+                 keep_graph: bool = False) -> None:
+        super().__init__(model, loss_fn, inputs, targets, chunk_size, keep_graph)
+
+    def _output_state(self, sl, out):
+        out_d = out.detach().requires_grad_(True)
+        total = _mean_loss(self.loss_fn, out_d, self.targets[sl]) * (
+            out.shape[0] / self.num_examples)  # (1/N) Σ_{i in chunk} ℓ_i
+        return out_d, _grad_or_none(total, [out_d], create_graph=True)[0]
+
+    def _output_product(self, ostate, ju):
+        out_d, grad_out = ostate
+        if grad_out is None or not grad_out.requires_grad:
+            return torch.zeros_like(ju)
+        (hju,) = batched_vjp([grad_out], [out_d], [ju])
+        return torch.zeros_like(ju) if hju is None else hju
+
+
+class EmpiricalFisherOperator(_ModelOperator):
+    """``V ↦ F̂ V = (1/N) Gᵀ (G V)`` with per-example gradients ``G: (N, P)``.
+
+    Matrix-free by default: per chunk the per-example losses ``ℓ`` and ``Gᵀw`` (linear in a
+    dummy ``w``, with ``create_graph``); ``G V`` by differentiating ``⟨Gᵀw, v⟩`` in ``w``,
+    then ``Gᵀ(·)/N`` by one batched backward through ``ℓ``. ``materialize=True`` computes
+    ``G`` once (:func:`sgdnoise.grads.per_example_grads`; fast when ``N·P`` fits) and then
+    also gives ``diagonal``/``trace`` in O(NP)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, inputs: torch.Tensor,
+                 targets: torch.Tensor, *, chunk_size: int | None = None,
+                 materialize: bool = False, keep_graph: bool = False) -> None:
+        super().__init__(model, loss_fn, inputs, targets, chunk_size, keep_graph)
         self._G = None
         if materialize:
-            self._G = torch.cat(
-                [
-                    _per_example_grads(self._fm, loss_fn, inputs[sl], targets[sl])
-                    for sl in _chunks(self.num_examples, chunk_size)
-                ]
-            )
+            self._G = per_example_grads(model, loss_fn, inputs, targets,
+                                        chunk_size=chunk_size).to(self.dtype)
 
-    def _product(self, vs, batched):
-        if self._G is not None:
-            if batched:
-                k = vs[0].shape[0]
-                Vt = torch.cat([v.reshape(k, -1) for v in vs], dim=1)  # (k, P)
-                W = (Vt @ self._G.T) @ self._G / self.num_examples
-                return [W]  # flattened per row; matmat reshapes
-            v = _flatten(vs)
-            return _split(self._G.T @ (self._G @ v) / self.num_examples, self._fm.params)
-        return _empirical_fisher_vp(
-            self._fm, self.loss_fn, self.inputs, self.targets, vs, self.chunk_size,
-            batched=batched,
-        )
+    def _linearise(self, sl):
+        leaves = self._fm.leaves()
+        out = self._fm.forward(leaves, self.inputs[sl])
+        losses = per_example_losses(self.loss_fn, out, self.targets[sl])
+        w = torch.zeros_like(losses, requires_grad=True)
+        return leaves, losses, w, _grad_or_none(losses, leaves, grad_outputs=w,
+                                                create_graph=True)
+
+    def _chunk_product(self, state, pieces):
+        leaves, losses, w, gtw = state
+        (gv,) = _vjp_or_none(gtw, [w], pieces)
+        if gv is None:
+            return [None] * len(leaves)
+        return batched_vjp([losses], leaves, [gv / self.num_examples])
+
+    def _matmat(self, V):
+        if self._G is None:
+            return super()._matmat(V)
+        return self._G.T @ (self._G @ V) / self.num_examples
+
+    def diagonal(self):
+        if self._G is None:
+            return super().diagonal()
+        return (self._G * self._G).sum(dim=0) / self.num_examples
 
 
-class TrueFisherOperator(_CurvatureOperator):
-    """``v ↦ F v`` for the true Fisher of a softmax classifier (the model returns logits).
+class TrueFisherOperator(_GaussNewtonOperator):
+    """``V ↦ F V`` for the true Fisher of a softmax classifier (the model returns logits).
 
     Exact (``mc_samples`` None): ``F v = (1/N) Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i v``.
     Monte Carlo: labels ``y_is ~ p_i`` drawn once (seeded) when the operator is built,
@@ -664,42 +659,132 @@ class TrueFisherOperator(_CurvatureOperator):
     (the logit gradient of ``−log p(y_is|x_i)``). ``loss_fn`` and ``targets`` are accepted
     for a uniform signature and ignored."""
 
-    def __init__(
-        self,
-        model,
-        loss_fn: LossFn | None,
-        inputs,
-        targets=None,
-        *,
-        mc_samples: int | None = None,
-        seed: int = 0,
-        chunk_size=None,
-    ) -> None:
-        super().__init__(model, inputs, None, chunk_size)
+    def __init__(self, model: nn.Module, loss_fn: LossFn | None, inputs: torch.Tensor,
+                 targets: torch.Tensor | None = None, *, mc_samples: int | None = None,
+                 seed: int = 0, chunk_size: int | None = None,
+                 keep_graph: bool = False) -> None:
+        super().__init__(model, None, inputs, None, chunk_size, keep_graph)
         del loss_fn, targets
         with torch.no_grad():
-            probs = torch.cat(
-                [
-                    _softmax_probs(self._fm.forward(self._fm.params, inputs[sl]))
-                    for sl in _chunks(self.num_examples, self.chunk_size)
-                ]
+            self.probs = torch.cat(
+                [_softmax_probs(self._fm.forward(self._fm.params, inputs[sl]))
+                 for sl in self._slices]
             )
-        self.probs = probs
         self.mc_samples = None
         self.labels = None
         if mc_samples is not None:
             self.mc_samples = check_positive_int("mc_samples", mc_samples)
-            self.labels = _sample_labels(probs, self.mc_samples, seed)
+            self.labels = _sample_labels(self.probs, self.mc_samples, seed)
 
-    def _product(self, vs, batched):
-        labels = self.labels
+    def _output_state(self, sl, out):
+        return self.probs[sl], None if self.labels is None else self.labels[sl]
 
-        def mv(sl, out, u):
-            return _softmax_output_matvec(
-                self.probs[sl].to(u.dtype), u, None if labels is None else labels[sl]
-            )
+    def _output_product(self, ostate, ju):
+        probs, labels = ostate
+        return _softmax_output_matvec(probs.to(ju.dtype), ju, labels) / self.num_examples
 
-        return _gauss_newton_vp(self._fm, self.inputs, vs, self.chunk_size, mv, batched=batched)
+
+class CovarianceOperator(CurvatureOperator):
+    """Matrix-free ``C = c · D = (c/N) G̃ᵀG̃``: a ``(P, P)`` symmetric PSD operator.
+
+    Args:
+        G: ``(N, P)`` per-example gradients (a centred copy ``G̃ = G − 1ḡᵀ`` is stored: O(NP)
+            memory).
+        batch_size, replacement: choose the Lemma-1 factor ``c`` =
+            :func:`sgdnoise.covariance.finite_population_factor` ``(N, B)``
+            (``batch_size=1`` with replacement gives ``c = 1``, i.e. ``C = D``).
+
+    Products cost O(NPk); ``trace``, ``diagonal`` O(NP); ``eigh(k)`` is exact through the
+    ``N × N`` Gram matrix (see :meth:`eigh`); the rest is the shared base. Also ``mean``
+    (``ḡ: (P,)``), ``factor`` (``c``) and ``gram()``.
+    """
+
+    def __init__(self, G: torch.Tensor, *, batch_size: int = 1, replacement: bool = True
+                 ) -> None:
+        check_gradients(G)
+        self.num_examples = int(G.shape[0])
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.replacement = bool(replacement)
+        self.factor = finite_population_factor(self.num_examples, self.batch_size,
+                                               replacement=replacement)
+        super().__init__(G.shape[1], G.dtype, G.device)
+        self.mean = G.mean(dim=0)
+        self._Gc = G - self.mean
+        self._scale = self.factor / self.num_examples
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``C V = (c/N) G̃ᵀ(G̃ V)``."""
+        return self._scale * (self._Gc.T @ (self._Gc @ V))
+
+    def trace(self) -> float:
+        """``tr C = (c/N) ‖G̃‖_F²``."""
+        return float(self._scale * (self._Gc * self._Gc).sum())
+
+    def diagonal(self) -> torch.Tensor:
+        """``diag C: (P,)``, entries ``(c/N) Σ_i G̃_ij²``."""
+        return self._scale * (self._Gc * self._Gc).sum(dim=0)
+
+    def gram(self) -> torch.Tensor:
+        """``K = (c/N) G̃G̃ᵀ: (N, N)``, whose non-zero eigenvalues are those of C."""
+        return self._scale * (self._Gc @ self._Gc.T)
+
+    def to_dense(self) -> torch.Tensor:
+        """``C`` as a dense ``(P, P)`` tensor, ``(c/N) G̃ᵀG̃``."""
+        return self._scale * (self._Gc.T @ self._Gc)
+
+    def eigh(self, k: int, *, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k eigenpairs of C: (evals (k,) descending, evecs (P, k) orthonormal columns).
+
+        Exact (no Krylov iteration): eigen-decomposes ``K₁ = (1/N) G̃G̃ᵀ = W Λ Wᵀ``
+        (``N × N``, same non-zero spectrum as D) and maps ``u_j = G̃ᵀ w_j / √(N λ_j)``,
+        refined by one Rayleigh-Ritz step (orthonormalise, eigh of the r × r projection) so
+        the columns are orthonormal to rounding. Eigenvalues below a rounding threshold
+        (10 · λ_max · max(N, P) · eps) count as zero; their eigenvectors cannot be mapped, so
+        they are completed by an orthonormal basis of the null space of C (orthogonal to the
+        mapped ones; a seeded Gaussian block, projected and orthonormalised by QR). Evals
+        are scaled by c; with c = 0 (B = N without replacement) they are 0 and the vectors
+        are those of D. Requires k <= min(N, P). (``CurvatureOperator.eigh`` — Lanczos —
+        also works on this operator.)
+        """
+        n, p = self._Gc.shape
+        k = check_positive_int("k", k)
+        if k > min(n, p):
+            raise ValueError(f"k must be <= min(N, P) = {min(n, p)}, got {k}")
+        K1 = (self._Gc @ self._Gc.T) / n
+        lam, W = torch.linalg.eigh(0.5 * (K1 + K1.T))
+        lam, W = lam.flip(0)[:k], W.flip(1)[:, :k]
+        eps = torch.finfo(self.dtype).eps
+        top = float(lam[0]) if lam.numel() else 0.0
+        keep = lam > max(top, 0.0) * max(n, p) * eps * 10
+        r = int(keep.sum())
+        lam = torch.where(keep, lam, torch.zeros_like(lam))
+        U = torch.empty((p, k), dtype=self.dtype, device=self.device)
+        if r:
+            # map back, then one Rayleigh-Ritz step in span(Ur): restores orthogonality lost
+            # for small λ (rounding in w_j is amplified by 1/√λ_j) at O(NPr) extra cost
+            Q, _ = torch.linalg.qr(self._Gc.T @ W[:, :r] / torch.sqrt(n * lam[:r]))
+            GQ = self._Gc @ Q
+            T = GQ.T @ GQ / n
+            theta, Y = torch.linalg.eigh(0.5 * (T + T.T))
+            U[:, :r] = Q @ Y.flip(1)
+            lam = torch.cat([theta.flip(0).clamp_min(0), lam[r:]])
+        if r < k:
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            Z = torch.randn((p, k - r), generator=gen, dtype=self.dtype).to(self.device)
+            for _ in range(2 if r else 0):  # project off the mapped vectors, twice
+                Z = Z - U[:, :r] @ (U[:, :r].T @ Z)
+            Q, _ = torch.linalg.qr(Z)
+            if r:
+                Q, _ = torch.linalg.qr(Q - U[:, :r] @ (U[:, :r].T @ Q))
+            U[:, r:] = Q
+        return self.factor * lam, U
+
+    def __repr__(self) -> str:
+        return (
+            f"CovarianceOperator(N={self.num_examples}, P={self.shape[0]}, "
+            f"batch_size={self.batch_size}, replacement={self.replacement}, "
+            f"factor={self.factor:.4g}, dtype={self.dtype})"
+        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -747,7 +832,7 @@ def fisher_rao_norm(
             x, y = inputs[sl], targets[sl]
 
             def losses(*ps, x=x, y=y):
-                return _per_example_losses(loss_fn, fm.forward(ps, x), y)
+                return per_example_losses(loss_fn, fm.forward(ps, x), y)
 
             _, d = jvp(losses, tuple(fm.params), tuple(fm.params))
             total += float((d.detach().double() ** 2).sum())
@@ -856,8 +941,9 @@ def fisher_rao_identity(
         else:
             with torch.enable_grad():
                 o = raw.detach().requires_grad_(True)
-                summed = _per_example_losses(loss_fn, o, targets[sl]).sum()
-                (dl,) = _grad_or_zeros(summed, [o])
+                summed = per_example_losses(loss_fn, o, targets[sl]).sum()
+                (dl,) = _grad_or_none(summed, [o])
+            dl = torch.zeros_like(o) if dl is None else dl
             s = (dl * raw).reshape(raw.shape[0], -1).sum(dim=1)
             total += float((s.double() ** 2).sum())
     rhs = degree**2 * total / n

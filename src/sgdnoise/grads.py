@@ -8,23 +8,38 @@ reduction the two agree on a batch of one, so ℓ_i does not depend on the reduc
 
 - ``per_example_grads`` returns G: (N, P) with row i equal to g_i = ∇ℓ_i(θ).
 - ``full_gradient`` returns ḡ = (1/N) Σ_i g_i: (P,), the gradient of the mean loss.
+- ``per_example_grad_products`` returns G V: (N, k) for V: (P, k) without forming G.
 
-Both use :mod:`torch.func` (``functional_call`` + ``vmap``), in chunks of ``chunk_size``
-examples so that memory stays O(chunk_size · P) beyond the (N, P) result.
+Both gradient functions use :mod:`torch.func` (``functional_call`` + ``vmap``), in chunks of
+``chunk_size`` examples so that memory stays O(chunk_size · P) beyond the (N, P) result.
+
+The building blocks that every per-example computation of the package shares live here too
+(one implementation each): :func:`trainable_parameters`, :func:`check_independent_examples`,
+:func:`per_example_losses` (ℓ: (N,), differentiable), :func:`split_like` / :func:`flatten_like`
+(flat (..., P) vectors ↔ per-parameter tensors) and :func:`batched_vjp` (vector-Jacobian
+products for a stack of cotangents).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from sgdnoise._validate import check_positive_int, check_vector
 
 __all__ = [
+    "batched_vjp",
+    "check_independent_examples",
+    "flatten_like",
+    "per_example_grad_products",
+    "per_example_losses",
+    "split_like",
+    "trainable_parameters",
     "per_example_grads",
     "full_gradient",
     "flat_params",
@@ -43,6 +58,14 @@ def trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter
     Shared (tied) parameters appear once, as in ``model.parameters()``.
     """
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters of ``model`` (θ in order); ValueError if there are none."""
+    params = [p for _, p in trainable_named_parameters(model)]
+    if not params:
+        raise ValueError("model has no trainable parameters (requires_grad=True)")
+    return params
 
 
 def num_params(model: nn.Module) -> int:
@@ -88,8 +111,97 @@ def unflatten(model: nn.Module, v: Tensor) -> dict[str, Tensor]:
     return {name: piece.view(p.shape) for (name, p), piece in zip(named, pieces, strict=True)}
 
 
-def _check_no_batch_statistics(model: nn.Module) -> None:
-    """Per-example gradients are undefined for layers that mix examples through batch stats."""
+def split_like(v: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
+    """Cut v: (..., P) into pieces shaped (..., *t.shape) for t in ``like`` (P = Σ t.numel()).
+
+    Leading dimensions are kept (a stack of k directions gives pieces (k, *t.shape)); the
+    pieces are views of ``v`` when it is contiguous."""
+    sizes = [t.numel() for t in like]
+    if v.ndim < 1 or v.shape[-1] != sum(sizes):
+        raise ValueError(f"v must have last dimension {sum(sizes)}, got shape {tuple(v.shape)}")
+    lead = v.shape[:-1]
+    pieces = torch.split(v, sizes, dim=-1)
+    return [piece.reshape(*lead, *t.shape) for piece, t in zip(pieces, like, strict=True)]
+
+
+def flatten_like(
+    pieces: Sequence[Tensor | None], like: Sequence[Tensor], lead: tuple[int, ...] = ()
+) -> Tensor:
+    """Concatenate per-parameter tensors (lead..., *t.shape) into (lead..., P).
+
+    A ``None`` piece (a parameter the output does not depend on) counts as zeros."""
+    return torch.cat(
+        [
+            (t.new_zeros((*lead, t.numel())) if g is None else g.reshape(*lead, t.numel()))
+            for g, t in zip(pieces, like, strict=True)
+        ],
+        dim=-1,
+    )
+
+
+def batched_vjp(
+    outputs: Tensor | Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    cotangents: Tensor | Sequence[Tensor],
+    *,
+    create_graph: bool = False,
+) -> list[Tensor | None]:
+    """Vector-Jacobian products Σ_o ⟨c_s, ∂o/∂x⟩ for a stack of k cotangents c_s.
+
+    ``outputs`` o (a tensor or list), ``cotangents`` of shapes (k, *o.shape) (matching
+    ``outputs``); returns, per input x, a (k, *x.shape) tensor or None if no output depends on
+    x. The graph is retained, so the same graph serves many calls. Uses autograd's batched
+    backward (``is_grads_batched``) and falls back to a loop over k when an operation has no
+    batching rule."""
+    outs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    cots = [cotangents] if isinstance(cotangents, Tensor) else list(cotangents)
+    kw = dict(retain_graph=True, create_graph=create_graph, allow_unused=True)
+    try:
+        return list(torch.autograd.grad(outs, list(inputs), grad_outputs=cots,
+                                        is_grads_batched=True, **kw))
+    except RuntimeError:
+        rows = [
+            torch.autograd.grad(outs, list(inputs), grad_outputs=[c[s] for c in cots], **kw)
+            for s in range(cots[0].shape[0])
+        ]
+        return [
+            None if rows[0][j] is None else torch.stack([r[j] for r in rows])
+            for j in range(len(inputs))
+        ]
+
+
+def per_example_losses(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> Tensor:
+    """ℓ: (N,) with ℓ_i = loss_fn(outputs[i:i+1], targets[i:i+1]), each example as a batch of
+    one; differentiable (and composable with torch.func transforms).
+
+    ``reduction="none"`` criteria are averaged over the example's entries; plain
+    cross-entropy on (N, C) logits takes a vectorised fast path with the same values. Criteria
+    that ``vmap`` cannot trace are evaluated one example at a time."""
+    if outputs.ndim == 2 and (
+        loss_fn is F.cross_entropy
+        or isinstance(loss_fn, nn.CrossEntropyLoss) and loss_fn.weight is None
+    ):
+        kw = {} if loss_fn is F.cross_entropy else dict(
+            ignore_index=loss_fn.ignore_index, label_smoothing=loss_fn.label_smoothing)
+        return F.cross_entropy(outputs, targets, reduction="none", **kw)
+
+    def one(o: Tensor, t: Tensor) -> Tensor:
+        val = loss_fn(o.unsqueeze(0), t.unsqueeze(0))
+        return val.mean() if val.ndim > 0 else val
+
+    try:
+        return vmap(one)(outputs, targets)
+    except Exception:  # criteria vmap cannot trace: one example at a time
+        return torch.stack([one(outputs[j], targets[j]) for j in range(outputs.shape[0])])
+
+
+def check_independent_examples(model: nn.Module) -> None:
+    """Raise ValueError if a BatchNorm layer of ``model`` computes batch statistics.
+
+    Per-example losses, gradients and curvature are undefined when BatchNorm (training
+    mode, or no running statistics) couples the examples of a batch."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             uses_batch_stats = module.training or module.running_mean is None
@@ -167,7 +279,7 @@ def per_example_grads(
     """
     n = _check_data(inputs, targets)
     chunk = n if chunk_size is None else check_positive_int("chunk_size", chunk_size)
-    _check_no_batch_statistics(model)
+    check_independent_examples(model)
     named, frozen = _split_state(model)
     params = {name: p.detach() for name, p in named}
     dtype = _result_dtype([p for _, p in named])
@@ -205,7 +317,7 @@ def full_gradient(
     """
     n = _check_data(inputs, targets)
     chunk = n if chunk_size is None else check_positive_int("chunk_size", chunk_size)
-    _check_no_batch_statistics(model)
+    check_independent_examples(model)
     named, frozen = _split_state(model)
     leaves = [p.detach().requires_grad_(True) for _, p in named]
     params = {name: leaf for (name, _), leaf in zip(named, leaves, strict=True)}
@@ -226,3 +338,36 @@ def full_gradient(
                 ]
             )
     return total / n
+
+
+def per_example_grad_products(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: Tensor,
+    targets: Tensor,
+    V: Tensor,
+) -> Tensor:
+    """G V: (N, k) with G: (N, P) the per-example gradients and V: (P, k), without forming G.
+
+    With a dummy weight vector w ∈ R^N, h(w) = ∇_θ Σ_i w_i ℓ_i = Gᵀw is linear in w, so
+    ∂⟨h(w), v⟩/∂w_i = g_iᵀv: one backward with ``create_graph`` and one batched backward over
+    the k columns (the double-vjp trick). Cost about two gradients plus k backward passes."""
+    _check_data(inputs, targets)
+    check_independent_examples(model)
+    params = trainable_parameters(model)
+    if not isinstance(V, Tensor) or V.ndim != 2 or V.shape[0] != sum(p.numel() for p in params):
+        raise ValueError(f"V must be a (P, k) tensor with P = {num_params(model)}, got "
+                         f"{tuple(V.shape) if isinstance(V, Tensor) else type(V).__name__}")
+    with torch.enable_grad():
+        losses = per_example_losses(loss_fn, model(inputs), targets)
+        w = torch.zeros_like(losses, requires_grad=True)
+        h = torch.autograd.grad(losses, params, grad_outputs=w, create_graph=True,
+                                allow_unused=True)
+        used = [i for i, g in enumerate(h) if g is not None]
+        if not used:
+            return losses.new_zeros((inputs.shape[0], V.shape[1])).detach()
+        pieces = split_like(V.T.to(params[0].dtype), params)
+        out = batched_vjp([h[i] for i in used], [w], [pieces[i] for i in used])[0]
+    if out is None:
+        return losses.new_zeros((inputs.shape[0], V.shape[1])).detach()
+    return out.detach().T

@@ -8,7 +8,8 @@ One SGD step with learning rate η and a stochastic gradient ``g`` of mean ``ḡ
 covariance ``Σ_g`` moves ``θ -> θ − η g``. Lemma 2 (``E[xᵀAx] = tr(AΣ) + μᵀAμ``) gives the
 expected loss after the step in closed form; with mini-batches of size B drawn with
 replacement from N examples of per-example gradient covariance D, ``Σ_g = D / B``
-(Lemma 1), and ``Σ_g = D/B · (N − B)/(N − 1)`` without replacement.
+(Lemma 1), and ``Σ_g = D/B · (N − B)/(N − 1)`` without replacement (the one factor is
+:func:`sgdnoise.covariance.finite_population_factor`; 0 at B = N).
 
 Near a minimum, the linearised SGD recursion ``δ_{t+1} = (I − ηH) δ_t − η ξ_t`` with noise
 ``ξ_t`` of covariance C has the stationary covariance Σ solving the discrete Lyapunov
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from ._validate import check_choice, check_matrix, check_positive, check_positive_int, check_vector
+from .covariance import finite_population_factor
 
 __all__ = [
     "LinearStability",
@@ -88,20 +90,15 @@ def covariance_of_minibatch(
 ) -> torch.Tensor:
     """Lemma 1: covariance of a mini-batch mean gradient from the per-example covariance.
 
-    ``D: (P, P)``. With replacement ``D / B``; without replacement
-    ``D / B · (N − B) / (N − 1)`` (needs ``num_examples`` = N >= B)."""
+    ``D: (P, P)``. ``c · D`` with ``c`` = :func:`sgdnoise.covariance.finite_population_factor`:
+    ``1/B`` with replacement, ``(N − B)/(B(N − 1))`` without (needs ``num_examples`` = N >= B;
+    0 at B = N, N = 1 included)."""
     check_matrix("D", D, square=True)
     B = check_positive_int("batch_size", batch_size)
-    if replacement:
-        return D / B
-    if num_examples is None:
+    if not replacement and num_examples is None:
         raise ValueError("num_examples (N) is required when replacement=False, got None")
-    N = check_positive_int("num_examples", num_examples)
-    if B > N:
-        raise ValueError(f"batch_size must be <= num_examples={N} without replacement, got {B}")
-    if N == 1:
-        return torch.zeros_like(D)
-    return D / B * ((N - B) / (N - 1))
+    n = B if num_examples is None else num_examples
+    return D * finite_population_factor(n, B, replacement=replacement)
 
 
 # --------------------------------------------------------------------------- Lemma 2
