@@ -22,7 +22,7 @@ from sgdnoise.noise import (
     KINDS,
     NoisySGD,
     lanczos_matrix_function,
-    matched_temperature,
+    matched_injection_scale,
     sample_noise,
 )
 
@@ -356,11 +356,11 @@ def test_kinds_use_only_the_chosen_subset():
 
 
 # ----------------------------------------------------------------------------------------
-# temperature
+# injection scale
 # ----------------------------------------------------------------------------------------
 
 
-def test_matched_temperature_reproduces_small_batch_covariance():
+def test_matched_injection_scale_reproduces_small_batch_covariance():
     from sgdnoise.covariance import minibatch_covariance
 
     model, x, y = tiny_problem(0, n=40)
@@ -368,20 +368,20 @@ def test_matched_temperature_reproduces_small_batch_covariance():
     D = centred_cov(G)
     b, B = 4, 20
     for replacement in (True, False):
-        T = matched_temperature(b, B, num_examples=None if replacement else 40)
+        T = matched_injection_scale(b, B, num_examples=None if replacement else 40)
         small = minibatch_covariance(G, b, replacement=replacement)
         large = minibatch_covariance(G, B, replacement=replacement)
         torch.testing.assert_close(large + T * D, small)
-    assert matched_temperature(32, 512) == pytest.approx(1 / 32 - 1 / 512)
+    assert matched_injection_scale(32, 512) == pytest.approx(1 / 32 - 1 / 512)
 
 
-def test_matched_temperature_rejects_bad_arguments():
+def test_matched_injection_scale_rejects_bad_arguments():
     with pytest.raises(ValueError, match="small_batch"):
-        matched_temperature(64, 32)
+        matched_injection_scale(64, 32)
     with pytest.raises(ValueError, match="large_batch"):
-        matched_temperature(4, 0)
+        matched_injection_scale(4, 0)
     with pytest.raises(ValueError, match="num_examples"):
-        matched_temperature(4, 32, num_examples=16)
+        matched_injection_scale(4, 32, num_examples=16)
 
 
 # ----------------------------------------------------------------------------------------
@@ -417,7 +417,7 @@ def test_noisy_step_is_gradient_plus_scaled_noise(kind):
     g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
     xi = sample_noise(kind, model, F.cross_entropy, x, y, num_samples=6, generator=gen(5),
                       lanczos_steps=4)
-    opt = NoisySGD(model.parameters(), lr=0.05, kind=kind, temperature=0.3, model=model,
+    opt = NoisySGD(model.parameters(), lr=0.05, kind=kind, injection_scale=0.3, model=model,
                    loss_fn=F.cross_entropy, num_samples=6, lanczos_steps=4, seed=5)
     opt.observe_batch(x, y)
     opt.step()
@@ -438,11 +438,12 @@ def test_step_without_batch_raises_and_batch_is_consumed():
         opt.step()
 
 
-def test_zero_temperature_needs_no_batch_and_is_plain_sgd():
+def test_zero_injection_scale_needs_no_batch_and_is_plain_sgd():
     model, x, y = _grad_step_setup()
     theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     g = torch.cat([p.grad.reshape(-1) for p in model.parameters()])
-    opt = NoisySGD(model.parameters(), lr=0.1, kind="hessian", temperature=0.0, model=model,
+    opt = NoisySGD(model.parameters(), lr=0.1, kind="hessian", injection_scale=0.0,
+                   model=model,
                    loss_fn=F.cross_entropy)
     opt.step()
     theta1 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -455,7 +456,7 @@ def test_noise_displacement_covariance_over_many_steps():
     model, x, y = tiny_problem(3)
     D = centred_cov(loop_grads(model, x, y))
     theta0 = [p.detach().clone() for p in model.parameters()]
-    opt = NoisySGD(model.parameters(), lr=0.5, kind="subsampled", temperature=0.2,
+    opt = NoisySGD(model.parameters(), lr=0.5, kind="subsampled", injection_scale=0.2,
                    model=model, loss_fn=F.cross_entropy, num_samples=None, seed=1)
     moves = []
     for _ in range(600):
@@ -473,7 +474,7 @@ def test_noise_displacement_covariance_over_many_steps():
     ("kwargs", "name"),
     [
         (dict(kind="gaussian"), "kind"),
-        (dict(kind="isotropic", temperature=-1.0), "temperature"),
+        (dict(kind="isotropic", injection_scale=-1.0), "injection_scale"),
         (dict(kind="isotropic", num_samples=1), "num_samples"),
         (dict(kind="isotropic", lr=0.0), "lr"),
         (dict(kind="isotropic", lr=-0.1), "lr"),
@@ -556,7 +557,7 @@ def test_engine_calls_observe_batch_and_none_matches_plain_sgd():
 
     def factory(model, kind="none"):
         made["opt"] = NoisySGD(model.parameters(), 0.1, kind=kind, model=model,
-                               loss_fn=F.cross_entropy, num_samples=4, temperature=0.01)
+                               loss_fn=F.cross_entropy, num_samples=4, injection_scale=0.01)
         return made["opt"]
 
     same = train(cfg, data, progress=False, optimizer_factory=factory)
@@ -692,3 +693,40 @@ def test_verdict_table_joins_summary_gaps_and_costs():
     assert math.isnan(t.loc[EN.SMALL, "step_cost"])
     assert t.loc["LB + hessian", "sharpness"] == pytest.approx(3.0)
     assert t.loc["LB + hessian", "closed"] == pytest.approx(1.0)
+
+
+def test_temperature_is_a_deprecated_name_of_injection_scale():
+    """The old argument, param-group key and function name still work: same numbers, with a
+    DeprecationWarning for the argument and the key; giving both names is an error."""
+    from sgdnoise.covariance import finite_population_factor
+
+    assert noise.matched_temperature is matched_injection_scale
+    assert matched_injection_scale(4, 16, num_examples=40) == pytest.approx(
+        finite_population_factor(40, 4, replacement=False)
+        - finite_population_factor(40, 16, replacement=False))
+    assert matched_injection_scale(5, 5, num_examples=5) == 0.0
+    model, _, _ = tiny_problem()
+    with pytest.warns(DeprecationWarning, match="injection_scale"):
+        opt = NoisySGD(model.parameters(), 0.1, kind="isotropic", temperature=0.3,
+                       model=model, loss_fn=F.cross_entropy)
+    assert opt.param_groups[0]["injection_scale"] == 0.3
+    with pytest.warns(DeprecationWarning, match="injection_scale"):
+        opt = NoisySGD([{"params": list(model.parameters()), "temperature": 0.2}], 0.1,
+                       kind="isotropic", model=model, loss_fn=F.cross_entropy)
+    assert opt.param_groups[0]["injection_scale"] == 0.2
+    assert "temperature" not in opt.param_groups[0]
+    with pytest.raises(ValueError, match="not both"):
+        NoisySGD(model.parameters(), 0.1, kind="isotropic", temperature=0.3,
+                 injection_scale=0.3, model=model, loss_fn=F.cross_entropy)
+
+
+def test_private_helper_names_alias_the_public_ones():
+    """Chapter code that imported noise's private helpers gets grads' public functions."""
+    from sgdnoise import grads
+
+    assert noise._per_example_losses is grads.per_example_losses
+    assert noise._grad_batched is grads.batched_vjp
+    assert noise._split is grads.split_like
+    assert noise._trainable is grads.trainable_parameters
+    assert noise.lanczos_matrix_function is __import__(
+        "sgdnoise.spectral", fromlist=["x"]).lanczos_matrix_function

@@ -477,6 +477,7 @@ class CurvatureOperator:
         pass through; dtype/device default to the operator's)."""
         lanczos_kwargs.setdefault("dtype", self.dtype)
         lanczos_kwargs.setdefault("device", self.device)
+        lanczos_kwargs.setdefault("matmat", lambda V: self.matmat(V, block_size=None))
         return lanczos(self.matvec, self._dim, k, **lanczos_kwargs)
 
 

@@ -3,17 +3,19 @@
 A large-batch step sees the gradient noise ``Cov(g_B) = D/B`` of its batch of size B, where
 ``D(θ) = (1/N) Σ_i g_i g_iᵀ − ḡḡᵀ`` is the per-example gradient covariance. A small batch of
 size b sees ``D/b``. :class:`NoisySGD` adds to the large-batch gradient a Gaussian vector with
-its own knob, the ``temperature`` T:
+its own knob, the injection scale s:
 
-    θ ← θ − η (g_B + √T · ξ),      ξ ~ N(0, Σ_kind),      (P,)
+    θ ← θ − η (g_B + √s · ξ),      ξ ~ N(0, Σ_kind),      (P,)
 
 where ``Σ_kind`` is the noise kind's stand-in for D, estimated on M examples of the current
-batch (``num_samples``). The step direction then has covariance ``D/B + T·Σ_kind``; when
+batch (``num_samples``). The step direction then has covariance ``D/B + s·Σ_kind``; when
 ``Σ_kind = D`` this equals the small-batch covariance ``D/b`` for
 
-    T = 1/b − 1/B                                 (:func:`matched_temperature`),
+    s = 1/b − 1/B                                 (:func:`matched_injection_scale`),
 
-so T plays the role of ``1/B_eff − 1/B`` and is set independently of η and B.
+so s plays the role of ``1/B_eff − 1/B`` and is set independently of η and B. (It is not
+the "temperature" η/B — ``lr_batch_ratio`` — nor η(N−B)/(B(N−1)) — ``step_noise_ratio``;
+the argument was called ``temperature`` before and that name still works, deprecated.)
 
 Kinds (``Σ_kind`` for a batch of M examples with per-example gradients g_j, mean ḡ_M, and
 D_M = (1/M) Σ_j (g_j − ḡ_M)(g_j − ḡ_M)ᵀ):
@@ -41,9 +43,15 @@ D_M = (1/M) Σ_j (g_j − ḡ_M)(g_j − ḡ_M)ᵀ):
 - ``"ggn"``: ξ ≈ G^{1/2} z with G the generalised Gauss-Newton matrix on the M examples
   (G = F for softmax cross-entropy): Σ = G.
 
-For the last two, ``f(A) z`` with ``f(λ) = √max(λ, 0)`` is approximated by k steps of
-Lanczos started at z (:func:`lanczos_matrix_function`): ``f(A) z ≈ ‖z‖ V_k f(T_k) e₁``; it is
+For the last two, H and G are the operators :class:`sgdnoise.curvature.HessianOperator` /
+:class:`~sgdnoise.curvature.GGNOperator` on the M examples (their graph is built once per
+draw and every product is a batched backward pass over it), and ``f(A) z`` with
+``f(λ) = √max(λ, 0)`` is approximated by k Lanczos steps started at z
+(:func:`sgdnoise.spectral.lanczos_matrix_function`: ``f(A) z ≈ V_k f(T_k) V_kᵀz``); it is
 exact when the Krylov space is invariant (in particular for k = P).
+
+The per-example building blocks (trainable parameters, per-example losses, batched
+vector-Jacobian products, flat ↔ per-parameter vectors) are those of :mod:`sgdnoise.grads`.
 
 Per-example quantities need examples that do not interact: BatchNorm in training mode couples
 the batch, so kinds other than ``"none"`` raise ValueError for such models; use GroupNorm
@@ -54,6 +62,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -62,12 +71,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sgdnoise._validate import check_choice, check_positive, check_positive_int
+from sgdnoise.covariance import finite_population_factor
+from sgdnoise.curvature import GGNOperator, HessianOperator
+from sgdnoise.grads import (
+    batched_vjp,
+    check_independent_examples,
+    flatten_like,
+    per_example_grads,
+    per_example_losses,
+    split_like,
+    trainable_parameters,
+)
+from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
 
 __all__ = [
     "KINDS",
     "NEEDS_BATCH",
     "NoisySGD",
     "lanczos_matrix_function",
+    "matched_injection_scale",
     "matched_temperature",
     "sample_noise",
     "hessian_operator",
@@ -80,22 +102,31 @@ NEEDS_BATCH = KINDS[1:]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Matmat = Callable[[Tensor], Tensor]
 
+# the names that chapter code imported before they were public in sgdnoise.grads (kept so
+# that old imports work; new code imports the public names from sgdnoise.grads)
+_trainable = trainable_parameters
+_per_example_losses = per_example_losses
+_split = split_like
+_grad_batched = batched_vjp
+__all__ += ["sqrt_psd"]
+
 
 # ----------------------------------------------------------------------------------------
-# the temperature that imitates a small batch
+# the injection scale that imitates a small batch
 # ----------------------------------------------------------------------------------------
 
 
-def matched_temperature(
+def matched_injection_scale(
     small_batch: int, large_batch: int, *, num_examples: int | None = None
 ) -> float:
-    """The temperature T for which a large-batch step plus injected noise of covariance T·D
-    has the gradient covariance of a small-batch step.
+    """The injection scale s for which a large-batch step plus injected noise of covariance
+    s·D has the gradient covariance of a small-batch step.
 
-    With replacement, ``Cov(g_b) = D/b`` and ``Cov(g_B) = D/B``, so
-    ``D/B + T D = D/b`` gives ``T = 1/b − 1/B``. Without replacement from N examples
-    (``num_examples=N``) the covariances carry the finite-population factor (N−B)/(N−1):
-    ``T = [(N−b)/b − (N−B)/B] / (N−1) = (1/b − 1/B) · N/(N−1)``.
+    ``Cov(g_b) = c_b D`` with the Lemma-1 factor ``c_b`` of
+    :func:`sgdnoise.covariance.finite_population_factor`, so ``c_B D + s D = c_b D`` gives
+    ``s = c_b − c_B``: ``1/b − 1/B`` with replacement (``num_examples=None``) and
+    ``[(N−b)/b − (N−B)/B] / (N−1) = (1/b − 1/B) · N/(N−1)`` without replacement from N
+    examples (``num_examples=N``).
     """
     b = check_positive_int("small_batch", small_batch)
     B = check_positive_int("large_batch", large_batch)
@@ -103,13 +134,18 @@ def matched_temperature(
         raise ValueError(
             f"small_batch must be <= large_batch ({B}) so that noise is added, got {b}"
         )
-    t = 1.0 / b - 1.0 / B
-    if num_examples is not None:
-        n = check_positive_int("num_examples", num_examples)
-        if n < B or n < 2:
-            raise ValueError(f"num_examples must be >= large_batch ({B}) and >= 2, got {n}")
-        t *= n / (n - 1)
-    return t
+    if num_examples is None:
+        return finite_population_factor(B, b, replacement=True) - finite_population_factor(
+            B, B, replacement=True)
+    n = check_positive_int("num_examples", num_examples)
+    if n < B:
+        raise ValueError(f"num_examples must be >= large_batch ({B}), got {n}")
+    return finite_population_factor(n, b, replacement=False) - finite_population_factor(
+        n, B, replacement=False)
+
+
+#: the name before the injection scale was renamed (same function)
+matched_temperature = matched_injection_scale
 
 
 # ----------------------------------------------------------------------------------------
@@ -117,75 +153,10 @@ def matched_temperature(
 # ----------------------------------------------------------------------------------------
 
 
-def _trainable(model: nn.Module) -> list[nn.Parameter]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
-    return params
-
-
-def _check_independent_examples(model: nn.Module) -> None:
-    for name, module in model.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
-            module.training or module.running_mean is None
-        ):
-            raise ValueError(
-                f"model has the BatchNorm layer {name or type(module).__name__!r} using batch "
-                "statistics; the noise kinds need per-example losses, which BatchNorm in "
-                "training mode couples. Build the model with norm='group' or norm='none', or "
-                "put BatchNorm in eval mode."
-            )
-
-
-def _flat(grads: Iterable[Tensor | None], params: list[Tensor]) -> Tensor:
-    return torch.cat(
-        [
-            (torch.zeros_like(p) if g is None else g).reshape(-1)
-            for g, p in zip(grads, params, strict=True)
-        ]
-    )
-
-
-def _flat_batched(grads: Iterable[Tensor | None], params: list[Tensor], s: int) -> Tensor:
-    """(S, P) from per-parameter (S, *shape) pieces."""
-    return torch.cat(
-        [
-            (p.new_zeros((s, p.numel())) if g is None else g.reshape(s, -1))
-            for g, p in zip(grads, params, strict=True)
-        ],
-        dim=1,
-    )
-
-
-def _split(v: Tensor, params: list[Tensor]) -> list[Tensor]:
-    """Per-parameter views of ``v: (..., P)`` shaped ``(..., *p.shape)``."""
-    lead = v.shape[:-1]
-    pieces = torch.split(v, [p.numel() for p in params], dim=-1)
-    return [piece.reshape(*lead, *p.shape) for piece, p in zip(pieces, params, strict=True)]
-
-
 def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
     device = generator.device if generator is not None else like.device
     z = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
     return z.to(like.device)
-
-
-def _per_example_losses(loss_fn: LossFn, outputs: Tensor, targets: Tensor) -> Tensor:
-    """ℓ_j = loss_fn(outputs[j:j+1], targets[j:j+1]): (M,), differentiable."""
-    if loss_fn is F.cross_entropy:  # fast path for the usual criterion
-        return F.cross_entropy(outputs, targets, reduction="none")
-    if isinstance(loss_fn, nn.CrossEntropyLoss) and loss_fn.weight is None:
-        return F.cross_entropy(outputs, targets, reduction="none",
-                               ignore_index=loss_fn.ignore_index,
-                               label_smoothing=loss_fn.label_smoothing)
-
-    def one(o: Tensor, t: Tensor) -> Tensor:
-        return loss_fn(o.unsqueeze(0), t.unsqueeze(0))
-
-    try:
-        return torch.vmap(one)(outputs, targets)
-    except Exception:  # criteria vmap cannot trace: evaluate one example at a time
-        return torch.stack([one(outputs[j], targets[j]) for j in range(outputs.shape[0])])
 
 
 def _check_batch(inputs: Tensor, targets: Tensor) -> int:
@@ -223,192 +194,29 @@ def _choose_examples(
 
 
 # ----------------------------------------------------------------------------------------
-# Lanczos approximation of f(A) z
+# curvature operators on a batch
 # ----------------------------------------------------------------------------------------
-
-
-def sqrt_psd(eigenvalues: Tensor) -> Tensor:
-    """f(λ) = √max(λ, 0): the square root of the positive part."""
-    return eigenvalues.clamp_min(0).sqrt()
-
-
-def lanczos_matrix_function(
-    matmat: Matmat,
-    Z: Tensor,
-    num_steps: int,
-    fn: Callable[[Tensor], Tensor] = sqrt_psd,
-) -> Tensor:
-    """f(A) z for every column z of ``Z: (P, S)`` by k Lanczos steps started at z.
-
-    For a symmetric ``A: (P, P)`` given by ``matmat(V: (P, S)) -> A V``, the Lanczos process
-    started at q₁ = z/‖z‖ builds an orthonormal basis ``V_k = [q₁ … q_k]`` of the Krylov space
-    span{z, Az, …, A^{k−1}z} and the tridiagonal ``T_k = V_kᵀ A V_k``; then
-
-        f(A) z ≈ ‖z‖ V_k f(T_k) e₁,
-
-    which is exact for every polynomial f of degree < k, and exact for any f once the Krylov
-    space is invariant (at the latest k = P). The basis is fully reorthogonalised (twice), and
-    a column whose Krylov space becomes invariant (β below 100·eps·‖T‖) stops growing; its
-    answer is then exact. The S columns run side by side, each with its own recurrence.
-
-    Returns (P, S), the dtype/device of Z. Costs k calls of ``matmat`` on (P, S) blocks.
-    """
-    if not isinstance(Z, Tensor) or Z.ndim != 2:
-        raise ValueError(f"Z must be a (P, S) tensor, got {getattr(Z, 'shape', type(Z))}")
-    k = check_positive_int("num_steps", num_steps)
-    dim, s = Z.shape
-    k = min(k, dim)
-    eps = torch.finfo(Z.dtype).eps
-    norms = Z.norm(dim=0)
-    safe = torch.where(norms > 0, norms, torch.ones_like(norms))
-    basis = Z.new_zeros((s, k, dim))  # row j of basis[c] is q_{j+1} of column c
-    basis[:, 0] = (Z / safe).T
-    alphas: list[Tensor] = []
-    betas: list[Tensor] = []
-    scale = torch.zeros(s, dtype=Z.dtype, device=Z.device)
-    for j in range(k):
-        Q = basis[:, j]  # (S, P)
-        W = matmat(Q.T)
-        if W.shape != (dim, s):
-            raise ValueError(f"matmat must map a {(dim, s)} block to the same shape")
-        W = W.T.to(Z.dtype).contiguous()  # (S, P)
-        alpha = (Q * W).sum(dim=1)
-        V = basis[:, : j + 1]  # (S, j+1, P)
-        for _ in range(2):  # full reorthogonalisation, twice: W ← W − Vᵀ(V W)
-            coef = torch.bmm(V, W.unsqueeze(2))  # (S, j+1, 1)
-            W = W - torch.bmm(coef.transpose(1, 2), V)[:, 0]
-        beta = W.norm(dim=1)
-        scale = torch.maximum(scale, torch.maximum(alpha.abs(), beta))
-        alphas.append(alpha)
-        if j == k - 1:
-            break
-        active = beta > 100 * eps * scale
-        beta = torch.where(active, beta, torch.zeros_like(beta))
-        betas.append(beta)
-        inv = torch.where(active, 1.0 / torch.where(active, beta, 1.0), 0.0)
-        basis[:, j + 1] = W * inv.unsqueeze(1)
-    m = len(alphas)
-    T = torch.zeros(s, m, m, dtype=Z.dtype, device=Z.device)
-    idx = torch.arange(m, device=Z.device)
-    T[:, idx, idx] = torch.stack(alphas, dim=1)
-    if m > 1:
-        b = torch.stack(betas, dim=1)  # (S, m-1)
-        T[:, idx[:-1], idx[1:]] = b
-        T[:, idx[1:], idx[:-1]] = b
-    evals, U = torch.linalg.eigh(T)  # (S, m), (S, m, m)
-    coeff = torch.einsum("sij,sj,sj->si", U, fn(evals), U[:, 0, :])  # f(T) e₁: (S, m)
-    out = torch.bmm(coeff.unsqueeze(1), basis[:, :m])[:, 0]  # (S, P)
-    return out.T * norms
-
-
-# ----------------------------------------------------------------------------------------
-# curvature operators on a batch (the graph is built once, each product reuses it)
-# ----------------------------------------------------------------------------------------
-
-
-def _grad_batched(
-    outputs: Tensor | list[Tensor],
-    inputs: list[Tensor],
-    grad_outputs: Tensor | list[Tensor],
-    *,
-    create_graph: bool = False,
-) -> list[Tensor | None]:
-    """Vector-Jacobian products for a stack of cotangents (leading dim S); falls back to a
-    loop over S when the batched rule of some operation is missing."""
-    outs = outputs if isinstance(outputs, list) else [outputs]
-    gos = grad_outputs if isinstance(grad_outputs, list) else [grad_outputs]
-    try:
-        return list(
-            torch.autograd.grad(
-                outs,
-                inputs,
-                grad_outputs=gos,
-                retain_graph=True,
-                create_graph=create_graph,
-                allow_unused=True,
-                is_grads_batched=True,
-            )
-        )
-    except RuntimeError:
-        s = gos[0].shape[0]
-        rows = [
-            torch.autograd.grad(
-                outs,
-                inputs,
-                grad_outputs=[g[i] for g in gos],
-                retain_graph=True,
-                create_graph=create_graph,
-                allow_unused=True,
-            )
-            for i in range(s)
-        ]
-        return [
-            None if rows[0][j] is None else torch.stack([r[j] for r in rows])
-            for j in range(len(inputs))
-        ]
 
 
 def hessian_operator(
     model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor
-) -> Matmat:
-    """``V: (P, S) -> H V`` with H the Hessian of the mean per-example loss on the batch.
-
-    One forward/backward with ``create_graph`` builds ∇L; each product is then a double
-    backward ∂(∇L · v)/∂θ (Pearlmutter's trick)."""
+) -> HessianOperator:
+    """H of the mean per-example loss on the batch as a
+    :class:`sgdnoise.curvature.HessianOperator` with its graph kept (``keep_graph=True``):
+    one forward/backward with ``create_graph`` on the first product, then each block
+    ``V: (P, S) -> H V`` is one batched double backward. Callable on (P,) or (P, S)."""
     _check_batch(inputs, targets)
-    _check_independent_examples(model)
-    params = _trainable(model)
-    with torch.enable_grad():
-        loss = _per_example_losses(loss_fn, model(inputs), targets).mean()
-        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        used = [i for i, g in enumerate(grads) if g is not None]
-    if not used:
-        raise ValueError("the loss does not depend on any trainable parameter")
-    g_list = [grads[i] for i in used]
-
-    def matmat(V: Tensor) -> Tensor:
-        s = V.shape[1]
-        pieces = _split(V.T.to(params[0].dtype), params)
-        with torch.enable_grad():
-            hv = _grad_batched(g_list, params, [pieces[i] for i in used])
-        return _flat_batched(hv, params, s).T
-
-    return matmat
+    return HessianOperator(model, loss_fn, inputs, targets, keep_graph=True)
 
 
-def ggn_operator(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor) -> Matmat:
-    """``V: (P, S) -> G V`` with G = (1/M) Σ_j J_jᵀ ∇²_f ℓ_j J_j the generalised Gauss-Newton
-    matrix of the mean per-example loss on the batch (J_j: Jacobian of the outputs f(x_j)).
-
-    Jv comes from the double-vjp trick (Jᵀu is linear in u, so ∂(Jᵀu · v)/∂u = Jv), the
-    output Hessian product ∇²_f ℓ w by differentiating ∇_f ℓ, and Jᵀ(·) by one more vjp."""
+def ggn_operator(
+    model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor
+) -> GGNOperator:
+    """The generalised Gauss-Newton matrix G = (1/M) Σ_j J_jᵀ ∇²_f ℓ_j J_j on the batch as a
+    :class:`sgdnoise.curvature.GGNOperator` with its graph kept; callable on (P,) or
+    (P, S)."""
     _check_batch(inputs, targets)
-    _check_independent_examples(model)
-    params = _trainable(model)
-    with torch.enable_grad():
-        out = model(inputs)
-        out_d = out.detach().requires_grad_(True)
-        loss_out = _per_example_losses(loss_fn, out_d, targets).mean()
-        grad_out = torch.autograd.grad(loss_out, out_d, create_graph=True)[0]
-        u = torch.zeros_like(out, requires_grad=True)
-        jtu = torch.autograd.grad(out, params, grad_outputs=u, create_graph=True,
-                                  allow_unused=True)
-        pairs = [(g, i) for i, g in enumerate(jtu) if g is not None]
-
-    def matmat(V: Tensor) -> Tensor:
-        s = V.shape[1]
-        pieces = _split(V.T.to(params[0].dtype), params)
-        with torch.enable_grad():
-            jv = _grad_batched([g for g, _ in pairs], [u], [pieces[i] for _, i in pairs])[0]
-            if jv is None:
-                jv = out.new_zeros((s, *out.shape))
-            hjv = _grad_batched(grad_out, [out_d], jv)[0]
-            if hjv is None:
-                hjv = torch.zeros_like(jv)
-            res = _grad_batched(out, params, hjv)
-        return _flat_batched(res, params, s).T
-
-    return matmat
+    return GGNOperator(model, loss_fn, inputs, targets, keep_graph=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -421,8 +229,6 @@ def _moments(
 ) -> tuple[Tensor, Tensor]:
     """(mean ḡ_M, per-coordinate variance diag D_M) of the per-example gradients, (P,) each,
     accumulated chunk by chunk so memory stays O(chunk · P)."""
-    from sgdnoise.grads import per_example_grads
-
     m = inputs.shape[0]
     chunk = m if chunk_size is None else check_positive_int("chunk_size", chunk_size)
     total = None
@@ -452,12 +258,12 @@ def _subsampled_draws(
     m = x.shape[0]
     s = z.shape[0]
     with torch.enable_grad():
-        losses = _per_example_losses(loss_fn, model(x), y)
+        losses = per_example_losses(loss_fn, model(x), y)
         weights = ((z - z.mean(dim=1, keepdim=True)) / math.sqrt(m)).to(losses.dtype)
         if s == 1:
             g = torch.autograd.grad(losses, params, grad_outputs=weights[0], allow_unused=True)
-            return _flat(g, params).unsqueeze(0)
-        return _flat_batched(_grad_batched(losses, params, weights), params, s)
+            return flatten_like(g, params).unsqueeze(0)
+        return flatten_like(batched_vjp(losses, params, weights), params, (s,))
 
 
 def sample_noise(
@@ -500,7 +306,7 @@ def sample_noise(
         ξ: (P,) or (S, P) in the parameters' dtype and device, detached.
     """
     check_choice("kind", kind, KINDS)
-    params = _trainable(model)
+    params = trainable_parameters(model)
     P = sum(p.numel() for p in params)
     s = 1 if num_draws is None else check_positive_int("num_draws", num_draws)
     lanczos_steps = check_positive_int("lanczos_steps", lanczos_steps)
@@ -512,7 +318,7 @@ def sample_noise(
         return out[0] if num_draws is None else out
     if kind != "true_fisher" and not callable(loss_fn):
         raise ValueError(f"loss_fn must be a callable criterion for kind {kind!r}, got {loss_fn!r}")
-    _check_independent_examples(model)
+    check_independent_examples(model)
     x, y = _choose_examples(inputs, targets, num_samples, generator)
     m = x.shape[0]
     if kind in ("isotropic", "diag_fisher"):
@@ -555,14 +361,15 @@ def sample_noise(
             if s == 1:
                 g = torch.autograd.grad(target, params, grad_outputs=weights[0],
                                         allow_unused=True)
-                out = _flat(g, params).unsqueeze(0)
+                out = flatten_like(g, params).unsqueeze(0)
             else:
-                out = _flat_batched(_grad_batched(target, params, weights), params, s)
+                out = flatten_like(batched_vjp(target, params, weights), params, (s,))
     else:  # hessian / ggn
-        build = hessian_operator if kind == "hessian" else ggn_operator
-        op = build(model, loss_fn, x, y)  # type: ignore[arg-type]
+        build = HessianOperator if kind == "hessian" else GGNOperator
+        op = build(model, loss_fn, x, y, keep_graph=True)  # type: ignore[arg-type]
         Z = _randn((P, s), generator, like)
-        out = lanczos_matrix_function(op, Z, lanczos_steps).T
+        out = lanczos_matrix_function(lambda V: op.matmat(V, block_size=None), Z,
+                                      lanczos_steps).T
     out = out.detach()
     return out[0] if num_draws is None else out
 
@@ -575,7 +382,7 @@ def sample_noise(
 @dataclass
 class NoiseStats:
     """Book-keeping of a :class:`NoisySGD`: steps taken, seconds spent drawing noise, and
-    ‖√T ξ‖ of the last draw."""
+    ‖√s ξ‖ of the last draw (s the injection scale)."""
 
     steps: int = 0
     noise_seconds: float = 0.0
@@ -585,20 +392,22 @@ class NoiseStats:
 class NoisySGD(torch.optim.Optimizer):
     """SGD (with optional momentum and weight decay) plus injected gradient noise:
 
-        d = g + λ θ + √T ξ,   b ← μ b + d (b = d at the first step),   θ ← θ − η b,
+        d = g + λ θ + √s ξ,   b ← μ b + d (b = d at the first step),   θ ← θ − η b,
 
     with ξ ~ N(0, Σ_kind) drawn by :func:`sample_noise` on the batch given to
-    :meth:`observe_batch` (see the module docstring for Σ_kind). ``temperature`` T is
-    independent of ``lr`` η and of the batch size; ``matched_temperature(b, B)`` = 1/b − 1/B
-    makes a batch-B step imitate the gradient covariance of a batch-b step when Σ_kind ≈ D.
-    With kind="none" (or T = 0) this is plain SGD.
+    :meth:`observe_batch` (see the module docstring for Σ_kind). The injection scale s is
+    independent of ``lr`` η and of the batch size; ``matched_injection_scale(b, B)`` =
+    1/b − 1/B makes a batch-B step imitate the gradient covariance of a batch-b step when
+    Σ_kind ≈ D. With kind="none" (or s = 0) this is plain SGD.
 
     Args:
         params: the model's trainable parameters (all of them, for kinds other than "none";
-            param groups may split them and carry their own lr / temperature).
+            param groups may split them and carry their own lr / injection_scale).
         lr: η > 0.
         kind: one of ``KINDS``.
-        temperature: T >= 0.
+        injection_scale: s >= 0, the variance multiplier of the injected noise.
+        temperature: deprecated name of ``injection_scale`` (a DeprecationWarning; giving
+            both is an error).
         model, loss_fn: the network and batch criterion the noise is computed from (required
             unless kind="none").
         num_samples: M >= 2, batch examples used per draw (``None``: the whole batch).
@@ -620,7 +429,7 @@ class NoisySGD(torch.optim.Optimizer):
         lr: float,
         *,
         kind: str = "none",
-        temperature: float = 1.0,
+        injection_scale: float | None = None,
         model: nn.Module | None = None,
         loss_fn: LossFn | None = None,
         num_samples: int | None = 64,
@@ -630,10 +439,26 @@ class NoisySGD(torch.optim.Optimizer):
         chunk_size: int | None = None,
         moment_probes: int | None = 4,
         seed: int = 0,
+        temperature: float | None = None,
     ) -> None:
         lr = check_positive("lr", lr)
         check_choice("kind", kind, KINDS)
-        temperature = check_positive("temperature", temperature, allow_zero=True)
+        if temperature is not None:
+            if injection_scale is not None:
+                raise ValueError(
+                    f"give injection_scale ({injection_scale!r}) or its deprecated name "
+                    f"temperature ({temperature!r}), not both"
+                )
+            warnings.warn(
+                "NoisySGD(temperature=...) is deprecated: the quantity 1/b − 1/B is now "
+                "called injection_scale (pass injection_scale=...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            injection_scale = check_positive("temperature", temperature, allow_zero=True)
+        injection_scale = check_positive(
+            "injection_scale", 1.0 if injection_scale is None else injection_scale,
+            allow_zero=True)
         momentum = check_positive("momentum", momentum, allow_zero=True)
         if momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -647,9 +472,15 @@ class NoisySGD(torch.optim.Optimizer):
             chunk_size = check_positive_int("chunk_size", chunk_size)
         if moment_probes is not None:
             moment_probes = check_positive_int("moment_probes", moment_probes)
-        defaults = dict(lr=lr, temperature=temperature, momentum=momentum,
+        defaults = dict(lr=lr, injection_scale=injection_scale, momentum=momentum,
                         weight_decay=weight_decay)
         super().__init__(params, defaults)
+        for group in self.param_groups:  # groups written with the deprecated key
+            if "temperature" in group:
+                warnings.warn("the param-group key 'temperature' is deprecated: use "
+                              "'injection_scale'", DeprecationWarning, stacklevel=2)
+                group["injection_scale"] = check_positive(
+                    "temperature", group.pop("temperature"), allow_zero=True)
         self.kind = kind
         self.model = model
         self.loss_fn = loss_fn
@@ -667,7 +498,7 @@ class NoisySGD(torch.optim.Optimizer):
             if kind != "true_fisher" and not callable(loss_fn):
                 raise ValueError(f"loss_fn must be callable for kind {kind!r}, got {loss_fn!r}")
             offset = 0
-            for p in _trainable(model):
+            for p in trainable_parameters(model):
                 self._offsets[id(p)] = (offset, p.numel())
                 offset += p.numel()
             mine = {id(p) for g in self.param_groups for p in g["params"]}
@@ -689,7 +520,7 @@ class NoisySGD(torch.optim.Optimizer):
         return self._generator
 
     def _draw(self) -> Tensor | None:
-        if self.kind == "none" or all(g["temperature"] == 0 for g in self.param_groups):
+        if self.kind == "none" or all(g["injection_scale"] == 0 for g in self.param_groups):
             self._batch = None
             return None
         if self._batch is None:
@@ -721,7 +552,7 @@ class NoisySGD(torch.optim.Optimizer):
         with torch.no_grad():
             for group in self.param_groups:
                 lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-                amp = math.sqrt(group["temperature"])
+                amp = math.sqrt(group["injection_scale"])
                 use_noise = xi is not None and amp > 0
                 for p in group["params"]:
                     if p.grad is None and xi is None:
@@ -732,7 +563,7 @@ class NoisySGD(torch.optim.Optimizer):
                     if use_noise:
                         start, n = self._offsets[id(p)]
                         noise = xi[start : start + n].view_as(p).to(p.dtype)  # type: ignore[index]
-                        noise_sq += group["temperature"] * float(torch.dot(noise.view(-1),
+                        noise_sq += group["injection_scale"] * float(torch.dot(noise.view(-1),
                                                                            noise.view(-1)))
                         d = d.add(noise, alpha=amp)
                     if mu:

@@ -1,16 +1,24 @@
-"""Matrix-free spectral tools for symmetric operators given only as ``matvec``.
+"""Matrix-free spectral tools for symmetric operators given only through products.
 
 Every function here sees a symmetric matrix ``A: (dim, dim)`` only through a callable
-``matvec(v: (dim,)) -> (dim,)`` (a Hessian-vector product, a Fisher-vector product, ...),
+``matvec(v: (dim,)) -> (dim,)`` or ``matmat(V: (dim, b)) -> (dim, b)`` (a Hessian-vector
+product, a Fisher-vector product, a curvature operator of :mod:`sgdnoise.curvature`, ...),
 and counts how many products it spends.
 
-- :func:`lanczos`: extreme eigenpairs by (block) Lanczos with full reorthogonalisation and
-  Rayleigh-Ritz on the Krylov basis ``V``: ``A V ≈ V T`` with ``T = VᵀAV``.
+One Lanczos process (``_krylov``: block Lanczos with full reorthogonalisation, the block's
+products taken by one ``matmat`` call) builds an orthonormal Krylov basis ``V`` and
+``T = VᵀAV``, and serves three uses:
+
+- :func:`lanczos`: extreme eigenpairs by Rayleigh-Ritz on ``T`` (``A V ≈ V T``).
+- :func:`lanczos_matrix_function`: ``f(A) Z ≈ V f(T) VᵀZ`` from the block Krylov space of
+  ``Z`` (e.g. ``f = √·₊`` for Gaussian draws of covariance ``A₊``).
+- :func:`spectral_density`: stochastic Lanczos quadrature (SLQ), a Gaussian-smoothed
+  estimate of the eigenvalue density ``φ(t) = (1/dim) Σ_j δ(t − λ_j)``.
+
+Also:
 - :func:`power_iteration_deflation`: the baseline used by PyHessian: power iteration for
   one eigenpair at a time, each new start vector projected off the pairs already found.
 - :func:`hutchinson_trace`: ``tr A = E[zᵀAz]`` for Rademacher ``z``.
-- :func:`spectral_density`: stochastic Lanczos quadrature (SLQ), a Gaussian-smoothed
-  estimate of the eigenvalue density ``φ(t) = (1/dim) Σ_j δ(t − λ_j)``.
 - :func:`top_eigenspace_overlap`: ``‖UᵀV‖_F² / k`` for two orthonormal ``(dim, k)`` bases.
 """
 
@@ -25,6 +33,7 @@ import torch
 from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
+Matmat = Callable[[torch.Tensor], torch.Tensor]
 
 __all__ = [
     "LanczosResult",
@@ -33,6 +42,8 @@ __all__ = [
     "TraceEstimate",
     "hutchinson_trace",
     "lanczos",
+    "lanczos_matrix_function",
+    "sqrt_psd",
     "power_iteration_deflation",
     "spectral_density",
     "top_eigenspace_overlap",
@@ -61,6 +72,25 @@ def _apply(matvec: Matvec, v: torch.Tensor, dim: int) -> torch.Tensor:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"matvec must map a ({dim},) tensor to a ({dim},) tensor, got {shape}")
     return out.to(dtype=v.dtype, device=v.device)
+
+
+def _columnwise(matvec: Matvec, dim: int) -> Matmat:
+    """A ``matmat`` from a ``matvec``: one product per column."""
+
+    def matmat(Q: torch.Tensor) -> torch.Tensor:
+        return torch.stack([_apply(matvec, Q[:, j], dim) for j in range(Q.shape[1])], dim=1)
+
+    return matmat
+
+
+def _apply_block(matmat: Matmat, Q: torch.Tensor) -> torch.Tensor:
+    """``matmat(Q)`` cast back to ``Q``'s dtype/device, with its shape checked."""
+    out = matmat(Q)
+    if not isinstance(out, torch.Tensor) or out.shape != Q.shape:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"matmat must map a {tuple(Q.shape)} block to the same shape, got "
+                         f"{shape}")
+    return out.to(dtype=Q.dtype, device=Q.device)
 
 
 def _orthogonalize(W: torch.Tensor, V: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +150,7 @@ class LanczosResult:
 
 
 def _krylov(
-    matvec: Matvec,
+    matmat: Matmat,
     start: torch.Tensor,
     max_size: int,
     *,
@@ -151,7 +181,7 @@ def _krylov(
         b = Q.shape[1]
         m = V.shape[1]
         m_prev = m - b
-        W = torch.stack([_apply(matvec, Q[:, j], dim) for j in range(b)], dim=1)
+        W = _apply_block(matmat, Q)
         num_matvecs += b
         scale = max(scale, float(torch.linalg.matrix_norm(W, ord=2)))
         W, C = _orthogonalize(W, V)  # C = VᵀAQ: the new block column of T
@@ -199,6 +229,7 @@ def lanczos(
     dtype: torch.dtype = torch.float64,
     device: str | torch.device = "cpu",
     record_history: bool = False,
+    matmat: Matmat | None = None,
 ) -> LanczosResult:
     """The ``k`` extreme eigenpairs of a symmetric ``A: (dim, dim)`` given by ``matvec``.
 
@@ -217,6 +248,9 @@ def lanczos(
     repeated eigenvalues matter. When the Krylov space becomes invariant before ``k``
     pairs are found, fresh random directions are added, so ``num_iters = dim`` always
     recovers the full spectrum.
+
+    ``matmat`` (optional): the same operator as a block product ``(dim, b) -> (dim, b)``,
+    used for each block in one call (``matvec`` may then be None).
 
     Returns a :class:`LanczosResult` (unpacks as ``evals, evecs``), with the number of
     matvecs spent in ``num_matvecs``.
@@ -256,7 +290,9 @@ def lanczos(
         bound = tol * max(float(theta.abs().max()), torch.finfo(T.dtype).tiny)
         return bool((res <= bound).all()) or nmv >= num_iters or R is None and m >= dim
 
-    T, V, R, nmv = _krylov(matvec, start, max_size, stop=stop, restart_gen=gen)
+    if matmat is None:
+        matmat = _columnwise(matvec, dim)
+    T, V, R, nmv = _krylov(matmat, start, max_size, stop=stop, restart_gen=gen)
     m = T.shape[0]
     if "theta" not in state or state["theta"].shape[0] != m:  # type: ignore[union-attr]
         stop(T, V, R, nmv)
@@ -272,6 +308,47 @@ def lanczos(
         converged=bool((res <= bound).all()),  # type: ignore[operator]
         ritz_history=history,
     )
+
+
+def sqrt_psd(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """f(λ) = √max(λ, 0): the square root of the positive part."""
+    return eigenvalues.clamp_min(0).sqrt()
+
+
+def lanczos_matrix_function(
+    matmat: Matmat,
+    Z: torch.Tensor,
+    num_steps: int,
+    fn: Callable[[torch.Tensor], torch.Tensor] = sqrt_psd,
+) -> torch.Tensor:
+    """``f(A) Z: (P, S)`` for ``Z: (P, S)`` by ``k = num_steps`` block Lanczos steps from Z.
+
+    For a symmetric ``A: (P, P)`` given by ``matmat(V: (P, S)) -> A V``, the Lanczos process
+    started at the block Z builds an orthonormal basis ``V`` of the block Krylov space
+    ``span{Z, AZ, …, A^{k−1}Z}`` (at most ``kS`` columns) and ``T = VᵀAV``; then
+
+        f(A) Z ≈ V f(T) VᵀZ,
+
+    which is exact for every polynomial f of degree < k (``A^j Z = V T^j VᵀZ`` for j < k),
+    and exact for any f once the Krylov space is invariant (at the latest when it spans
+    R^P). Each column's answer is at least as accurate as ``k`` single-vector steps from that
+    column (its Krylov space is contained in the block's). Directions that become
+    linearly dependent at rounding level are dropped, so an invariant space ends early.
+    With S = 1 this is ``‖z‖ V f(T) e₁``, the classical Lanczos approximation.
+
+    Returns ``(P, S)`` in Z's dtype/device. Costs at most ``k`` calls of ``matmat`` on
+    ``(P, S)`` blocks plus O(P (kS)²) for the reorthogonalisation.
+    """
+    if not isinstance(Z, torch.Tensor) or Z.ndim != 2:
+        raise ValueError(f"Z must be a (P, S) tensor, got {getattr(Z, 'shape', type(Z))}")
+    k = check_positive_int("num_steps", num_steps)
+    dim, s = Z.shape
+    if not bool(Z.abs().sum() > 0):
+        return torch.zeros_like(Z)
+    T, V, _, _ = _krylov(matmat, Z, k * s, restart_gen=None)
+    V = V[:, : T.shape[0]]
+    evals, U = torch.linalg.eigh(T)
+    return V @ ((U * fn(evals)) @ (U.T @ (V.T @ Z)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -457,6 +534,7 @@ def spectral_density(
     num_points = check_positive_int("num_points", num_points)
     m_max = min(num_iters, dim)
     gen = _generator(seed)
+    matmat = _columnwise(matvec, dim)
     nodes = torch.zeros(num_probes, m_max, dtype=torch.float64)
     weights = torch.zeros(num_probes, m_max, dtype=torch.float64)
     total = 0
@@ -467,7 +545,7 @@ def spectral_density(
         def stop(T, V, R, nmv):  # noqa: ANN001, ARG001
             return T.shape[0] >= m_max
 
-        T, _, _, nmv = _krylov(matvec, z, m_max, stop=stop, restart_gen=None)
+        T, _, _, nmv = _krylov(matmat, z, m_max, stop=stop, restart_gen=None)
         total += nmv
         theta, S = torch.linalg.eigh(T.to(torch.float64).cpu())
         m = theta.shape[0]
