@@ -9,6 +9,14 @@ the per-coordinate gradient variance from r sub-sampled probes (one batched back
 ``--moment-probes 0`` times the exact per-example-gradient version instead). Goals (from the
 study): subsampled <= 1.5x, Hessian / GGN <= 3x.
 
+The hessian / ggn cost is set by k, the number of Lanczos steps per draw (k products plus
+the reorthogonalisation). The trade-off table measures, for each k in ``--steps-grid``, the
+cost ratio of a hessian / ggn step on the benchmark model, and the accuracy of k-step draws
+ξ_k = f_k(A) z (f = √·₊) on a small MLP where A₊^{1/2} is exact by a dense eigh: the mean
+per-draw error ‖ξ_k − A₊^{1/2}z‖ / ‖A₊^{1/2}z‖ and the covariance error
+‖Ĉ_k − Ĉ_*‖_F / ‖Ĉ_*‖_F of the same S draws (Ĉ = (1/S) Σ ξξᵀ: the Lanczos bias of the
+injected covariance, separated from Monte Carlo noise).
+
 Run ``python benchmarks/bench_noise.py [--model mlp|cnn] [--batch 512] [--device cuda]``;
 ``main()`` returns the rows as a list of dicts (used by ``benchmarks/run_all.py``). The
 ratio lines are printed as ``RATIO <kind>: <value> (goal ...)``. Nothing here asserts a time.
@@ -19,10 +27,14 @@ from __future__ import annotations
 import argparse
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from sgdnoise.curvature import GGNOperator, HessianOperator
 from sgdnoise.experiments_noise import COST_GOALS, measure_step_costs
 from sgdnoise.models import build_model
 from sgdnoise.noise import KINDS
+from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
 
 
 def make_batch(n: int, seed: int, device: str):
@@ -34,6 +46,60 @@ def make_batch(n: int, seed: int, device: str):
     return x.to(device), y.to(device)
 
 
+def _gram_fro_diff(X: torch.Tensor, Y: torch.Tensor) -> float:
+    """‖XᵀX − YᵀY‖_F for X, Y: (S, P), through S × S Gram matrices."""
+    a, b, c = X @ X.T, X @ Y.T, Y @ Y.T
+    return float(((a * a).sum() - 2 * (b * b).sum() + (c * c).sum()).clamp_min(0).sqrt())
+
+
+def lanczos_accuracy(steps: list[int], draws: int, seed: int) -> list[dict]:
+    """Per-draw and covariance error of k-step Lanczos draws of √A₊ z against a dense
+    float64 reference, for A = H and A = G of a small MLP on 32 examples (P ≈ 2000)."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 24), nn.Tanh(), nn.Linear(24, 24),
+                          nn.Tanh(), nn.Linear(24, 10)).double()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(32, 3, 4, 4, generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 10, (32,), generator=gen)
+    rows = []
+    for kind, build in (("hessian", HessianOperator), ("ggn", GGNOperator)):
+        op = build(model, F.cross_entropy, x, y, keep_graph=True)
+        lam, U = torch.linalg.eigh(op.to_dense())
+        P = lam.shape[0]
+        Z = torch.randn(P, draws, generator=gen, dtype=torch.float64)
+        exact = (U * sqrt_psd(lam)) @ (U.T @ Z)  # (P, S)
+        for k in steps:
+            got = torch.cat([lanczos_matrix_function(op.matmat, Z[:, j : j + 1], k)
+                             for j in range(draws)], dim=1)
+            per_draw = ((got - exact).norm(dim=0) / exact.norm(dim=0)).mean()
+            cov = _gram_fro_diff(got.T, exact.T) / float(((exact.T @ exact) ** 2).sum().sqrt())
+            rows.append(dict(kind=kind, k=k, P=P, draw_error=float(per_draw), cov_error=cov))
+    return rows
+
+
+def steps_tradeoff(model, x, y, args) -> list[dict]:
+    """Cost ratio of hessian / ggn steps against k, next to the accuracy of k-step draws."""
+    acc = {(r["kind"], r["k"]): r for r in lanczos_accuracy(args.steps_grid, args.accuracy_draws,
+                                                              args.seed)}
+    rows = []
+    print("\nLanczos steps k: cost of a step (this model) and accuracy of the injected noise "
+          f"(small MLP, P={next(iter(acc.values()))['P']}, {args.accuracy_draws} draws)")
+    print("  kind     k  cost ratio  per-draw error  covariance error")
+    for k in args.steps_grid:
+        table = measure_step_costs(model, x, y, ["hessian", "ggn"],
+                                   curvature_samples=args.curvature_samples, lanczos_steps=k,
+                                   repeats=args.repeats)
+        for row in table.itertuples():
+            if row.kind == "none":
+                continue
+            a = acc[(row.kind, k)]
+            rows.append(dict(kind=row.kind, k=k, ratio=row.ratio, draw_error=a["draw_error"],
+                             cov_error=a["cov_error"]))
+            print(f"  {row.kind:7s} {k:2d}  {row.ratio:9.2f}x  {a['draw_error']:14.3f}  "
+                  f"{a['cov_error']:16.3f}")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mlp", choices=["mlp", "cnn", "resnet18", "resnet34"])
@@ -41,7 +107,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=500, help="large batch B")
     parser.add_argument("--num-samples", type=int, default=64, help="M for the gradient kinds")
     parser.add_argument("--curvature-samples", type=int, default=32, help="M for hessian/ggn")
-    parser.add_argument("--lanczos-steps", type=int, default=8)
+    parser.add_argument("--lanczos-steps", type=int, default=4)
+    parser.add_argument("--steps-grid", type=int, nargs="*", default=[2, 4, 8, 16],
+                        help="k values of the trade-off table (none: skip it)")
+    parser.add_argument("--accuracy-draws", type=int, default=32)
     parser.add_argument("--moment-probes", type=int, default=4,
                         help="probes r for isotropic/diag_fisher (0: exact per-example grads)")
     parser.add_argument("--repeats", type=int, default=7)
@@ -69,7 +138,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         goal_txt = f"goal <= {goal:g}x{verdict}" if goal is not None else "no goal"
         print(f"RATIO {row.kind}: {row.ratio:.2f}x ({row.seconds * 1e3:.1f} ms/step; "
               f"{goal_txt})")
-    return table.to_dict("records")
+    rows = table.to_dict("records")
+    if args.steps_grid:
+        rows += [dict(tradeoff=True, **r) for r in steps_tradeoff(model, x, y, args)]
+    return rows
 
 
 if __name__ == "__main__":

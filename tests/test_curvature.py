@@ -445,3 +445,30 @@ def test_per_example_grad_products_and_shared_helpers():
     out = torch.randn(4, 2, dtype=torch.float64)
     close(grads.per_example_losses(mse, out, torch.zeros(4, 2, dtype=torch.float64)),
           (out**2).mean(1))
+
+
+def test_sample_draws_have_the_operator_as_covariance():
+    """B w with A = BBᵀ: the empirical covariance of many draws matches the dense float64
+    reference within Monte Carlo error, and rejects a plausible wrong target (2A); MSE
+    exercises the general output-Hessian root, cross-entropy the softmax one."""
+    model, x, y = setup("softmax")
+    G = per_example_grads_loop(model, CE, x, y)
+    Gc = G - G.mean(0)
+    mse = nn.MSELoss()
+    yr = torch.randn(N, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    cases = [
+        (cv.GGNOperator(model, CE, x, y, chunk_size=5), ref_ggn(model, CE, x, y)),
+        (cv.GGNOperator(model, mse, x, yr), ref_ggn(model, mse, x, yr)),
+        (cv.TrueFisherOperator(model, None, x), true_fisher_by_enumeration(model, x)),
+        (cv.TrueFisherOperator(model, None, x, mc_samples=3, seed=4),
+         cv.true_fisher(model, x, mc_samples=3, seed=4)),
+        (cv.CovarianceOperator(G, batch_size=3), Gc.T @ Gc / N / 3),
+    ]
+    S = 20000
+    for i, (op, ref) in enumerate(cases):
+        xi = op.sample(S, generator=torch.Generator().manual_seed(i))
+        assert xi.shape == (S, ref.shape[0])
+        C = xi.T @ xi / S
+        err = float((C - ref).norm() / ref.norm())
+        assert err < 0.06, (i, err)
+        assert float((C - 2 * ref).norm() / ref.norm()) > 0.5

@@ -157,6 +157,40 @@ def _softmax_output_matrix(probs: torch.Tensor, labels: torch.Tensor | None) -> 
     return torch.einsum("nsa,nsb->nab", r, r) / labels.shape[1]
 
 
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor
+           ) -> torch.Tensor:
+    """Standard normal draws from ``generator`` (on its device), moved to ``like``'s."""
+    device = generator.device if generator is not None else like.device
+    z = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
+    return z.to(like.device)
+
+
+def _softmax_root(probs: torch.Tensor) -> torch.Tensor:
+    """``S_i = diag √p_i − p_i √p_iᵀ: (n, C, C)`` with ``S_i S_iᵀ = diag p_i − p_i p_iᵀ``
+    (because ``Σ_c p_ic = 1``)."""
+    sq = probs.sqrt()
+    return torch.diag_embed(sq) - probs[:, :, None] * sq[:, None, :]
+
+
+def _output_hessian_root(loss_fn: LossFn, out: torch.Tensor, targets: torch.Tensor
+                         ) -> torch.Tensor:
+    """``S_i: (n, C, C)`` with ``S_i S_iᵀ = (H_i^out)₊``, the output Hessian of each
+    example's loss with negative eigenvalues clipped (none for convex losses such as
+    cross-entropy and squared error). Cross-entropy on logits: :func:`_softmax_root`."""
+    flat = out.reshape(out.shape[0], -1)
+    if out.ndim == 2 and (loss_fn is F.cross_entropy or isinstance(
+            loss_fn, nn.CrossEntropyLoss) and loss_fn.weight is None):
+        return _softmax_root(torch.softmax(flat, dim=1))
+    shape = out.shape[1:]
+
+    def ell(o, y):
+        return _mean_loss(loss_fn, o.reshape(shape)[None], y[None])
+
+    hess = vmap(torch.func.hessian(ell))(flat, targets)  # (n, C, C)
+    lam, U = torch.linalg.eigh(0.5 * (hess + hess.transpose(1, 2)))
+    return U * lam.clamp_min(0).sqrt()[:, None, :]
+
+
 class _Model:
     """A model seen as a function of its trainable parameters (live, or a snapshot)."""
 
@@ -388,6 +422,9 @@ class CurvatureOperator:
     - ``to_scipy()``: a ``scipy.sparse.linalg.LinearOperator``.
     - ``eigh(k, **lanczos_kwargs)``: top-``k`` eigenpairs by :func:`sgdnoise.spectral.lanczos`
       (a :class:`sgdnoise.spectral.LanczosResult`, unpacks as ``evals, evecs``).
+
+    Operators with a cheap exact factor ``A = BBᵀ`` (GGN, true Fisher, covariance) also
+    have ``sample(num_draws, generator=...)``: Gaussian draws ``B w`` of covariance ``A``.
     """
 
     def __init__(self, dim: int, dtype: torch.dtype, device: torch.device) -> None:
@@ -574,6 +611,32 @@ class _GaussNewtonOperator(_ModelOperator):
         """``(1/N) M_i (J_i v)`` for a stack ``ju: (k, *out.shape)``."""
         raise NotImplementedError  # pragma: no cover
 
+    def _output_root(self, sl: slice, out: torch.Tensor) -> torch.Tensor:
+        """``S_i: (n, C, R)`` with ``S_i S_iᵀ = M_i`` for the chunk's examples."""
+        raise NotImplementedError  # pragma: no cover
+
+    def sample(self, num_draws: int, *, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        """``(num_draws, P)`` Gaussian draws with covariance exactly ``A``, no Lanczos.
+
+        ``A = (1/N) Σ_i J_iᵀ S_i S_iᵀ J_i = BBᵀ`` with ``B = [J_iᵀ S_i]_i / √N``, so
+        ``ξ = B w = (1/√N) Σ_i J_iᵀ S_i w_i`` with ``w_i ~ N(0, I_R)`` has ``E ξξᵀ = A``: one
+        forward and one batched backward per chunk (about a gradient's cost), exact for any
+        number of draws. ``generator`` seeds ``w`` (drawn on its device)."""
+        s = check_positive_int("num_draws", num_draws)
+        params = self._fm.params
+        total = params[0].new_zeros((s, self._dim))
+        for sl in self._slices:
+            with torch.enable_grad():
+                leaves = self._fm.leaves()
+                out = self._fm.forward(leaves, self.inputs[sl])
+                root = self._output_root(sl, out.detach()).to(out.dtype)  # (n, C, R)
+                w = _randn((s, root.shape[0], root.shape[2]), generator, root)
+                cot = torch.einsum("ncr,snr->snc", root, w) / self.num_examples**0.5
+                res = batched_vjp([out], leaves, [cot.reshape(s, *out.shape)])
+            total += flatten_like(res, params, (s,)).detach()
+        return total
+
     def _chunk_product(self, state, pieces):
         leaves, out, u, jtu, ostate = state
         k = pieces[0].shape[0]
@@ -598,6 +661,9 @@ class GGNOperator(_GaussNewtonOperator):
         total = _mean_loss(self.loss_fn, out_d, self.targets[sl]) * (
             out.shape[0] / self.num_examples)  # (1/N) Σ_{i in chunk} ℓ_i
         return out_d, _grad_or_none(total, [out_d], create_graph=True)[0]
+
+    def _output_root(self, sl, out):
+        return _output_hessian_root(self.loss_fn, out, self.targets[sl])
 
     def _output_product(self, ostate, ju):
         out_d, grad_out = ostate
@@ -680,6 +746,13 @@ class TrueFisherOperator(_GaussNewtonOperator):
     def _output_state(self, sl, out):
         return self.probs[sl], None if self.labels is None else self.labels[sl]
 
+    def _output_root(self, sl, out):
+        probs = self.probs[sl].to(out.dtype)
+        if self.labels is None:
+            return _softmax_root(probs)
+        r = probs[:, None, :] - F.one_hot(self.labels[sl], probs.shape[1]).to(probs.dtype)
+        return r.transpose(1, 2) / self.mc_samples**0.5  # (n, C, S): Σ_s r rᵀ / S
+
     def _output_product(self, ostate, ju):
         probs, labels = ostate
         return _softmax_output_matvec(probs.to(ju.dtype), ju, labels) / self.num_examples
@@ -728,6 +801,14 @@ class CovarianceOperator(CurvatureOperator):
     def gram(self) -> torch.Tensor:
         """``K = (c/N) G̃G̃ᵀ: (N, N)``, whose non-zero eigenvalues are those of C."""
         return self._scale * (self._Gc @ self._Gc.T)
+
+    def sample(self, num_draws: int, *, generator: torch.Generator | None = None
+               ) -> torch.Tensor:
+        """``(num_draws, P)`` Gaussian draws ``√(c/N) G̃ᵀw``, ``w ~ N(0, I_N)``: covariance
+        exactly ``C``."""
+        s = check_positive_int("num_draws", num_draws)
+        w = _randn((s, self.num_examples), generator, self._Gc)
+        return (w @ self._Gc) * self._scale**0.5
 
     def to_dense(self) -> torch.Tensor:
         """``C`` as a dense ``(P, P)`` tensor, ``(c/N) G̃ᵀG̃``."""

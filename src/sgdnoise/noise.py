@@ -40,13 +40,15 @@ D_M = (1/M) Σ_j (g_j − ḡ_M)(g_j − ḡ_M)ᵀ):
   categorical likelihood (cross-entropy on logits) whatever ``loss_fn`` is.
 - ``"hessian"``: ξ ≈ H₊^{1/2} z, z ~ N(0, I_P), with H the Hessian of the mean loss on the M
   examples and H₊ its positive part (negative eigenvalues clipped to 0): Σ = H₊.
-- ``"ggn"``: ξ ≈ G^{1/2} z with G the generalised Gauss-Newton matrix on the M examples
-  (G = F for softmax cross-entropy): Σ = G.
+- ``"ggn"``: ξ = (1/√M) Σ_j J_jᵀ S_j w_j, w_j ~ N(0, I), with S_j S_jᵀ the output Hessian
+  of example j (for cross-entropy S_j = diag √p_j − p_j √p_jᵀ) and J_j the Jacobian of its
+  outputs: Σ = G = (1/M) Σ_j J_jᵀ H_j^out J_j exactly, the generalised Gauss-Newton matrix
+  on the M examples (G = F for softmax cross-entropy), at the cost of one forward and one
+  backward on the M examples (:meth:`sgdnoise.curvature.GGNOperator.sample`; no Lanczos).
 
-For the last two, H and G are the operators :class:`sgdnoise.curvature.HessianOperator` /
-:class:`~sgdnoise.curvature.GGNOperator` on the M examples (their graph is built once per
-draw and every product is a batched backward pass over it), and ``f(A) z`` with
-``f(λ) = √max(λ, 0)`` is approximated by k Lanczos steps started at z
+For "hessian", H is :class:`sgdnoise.curvature.HessianOperator` on the M examples (its graph
+is built once per draw and every product is a batched backward pass over it), and
+``f(A) z`` with ``f(λ) = √max(λ, 0)`` is approximated by k Lanczos steps started at z
 (:func:`sgdnoise.spectral.lanczos_matrix_function`: ``f(A) z ≈ V_k f(T_k) V_kᵀz``); it is
 exact when the Krylov space is invariant (in particular for k = P).
 
@@ -295,7 +297,8 @@ def sample_noise(
             device is used to draw, then values move to the parameters' device.
         num_draws: S independent draws sharing one subset (result (S, P)); ``None``: one
             draw, result (P,).
-        lanczos_steps: k, Lanczos steps for "hessian" / "ggn" (k matrix products per step).
+        lanczos_steps: k, Lanczos steps for "hessian" (k Hessian-vector products per draw;
+            ``benchmarks/bench_noise.py`` prints the accuracy / cost trade-off).
         chunk_size: examples per vectorised chunk for the per-example gradients of
             "isotropic" / "diag_fisher" when ``moment_probes`` is None.
         moment_probes: r, sub-sampled probe draws per noise draw that estimate diag(D_M)
@@ -365,11 +368,13 @@ def sample_noise(
             else:
                 out = flatten_like(batched_vjp(target, params, weights), params, (s,))
     else:  # hessian / ggn
-        build = HessianOperator if kind == "hessian" else GGNOperator
-        op = build(model, loss_fn, x, y, keep_graph=True)  # type: ignore[arg-type]
-        Z = _randn((P, s), generator, like)
-        out = lanczos_matrix_function(lambda V: op.matmat(V, block_size=None), Z,
-                                      lanczos_steps).T
+        if kind == "ggn":  # exact: G = BBᵀ with B = [J_jᵀ S_j]/√M, one batched backward
+            out = GGNOperator(model, loss_fn, x, y).sample(s, generator=generator)  # type: ignore
+        else:
+            op = HessianOperator(model, loss_fn, x, y, keep_graph=True)  # type: ignore[arg-type]
+            Z = _randn((P, s), generator, like)
+            out = lanczos_matrix_function(lambda V: op.matmat(V, block_size=None), Z,
+                                          lanczos_steps).T
     out = out.detach()
     return out[0] if num_draws is None else out
 
@@ -412,7 +417,7 @@ class NoisySGD(torch.optim.Optimizer):
             unless kind="none").
         num_samples: M >= 2, batch examples used per draw (``None``: the whole batch).
         momentum: μ in [0, 1); weight_decay: λ >= 0.
-        lanczos_steps: k for "hessian" / "ggn".
+        lanczos_steps: k for "hessian" (unused by the other kinds).
         chunk_size: per-example gradient chunk for "isotropic" / "diag_fisher" (exact mode).
         moment_probes: r probe draws estimating diag(D_M) for "isotropic" / "diag_fisher"
             (``None``: exact per-example gradients); see :func:`sample_noise`.

@@ -173,17 +173,22 @@ def _krylov(
     dtype, device = start.dtype, start.device
     eps = torch.finfo(dtype).eps
     Q, _ = torch.linalg.qr(start)
-    V = Q
+    # the basis is stored as rows of a buffer that grows by doubling (no copy per step);
+    # V = rows[:m].T is a (dim, m) view
+    rows = torch.empty((max(Q.shape[1], min(max_size, dim)), dim), dtype=dtype,
+                       device=device)
+    m = Q.shape[1]
+    rows[:m] = Q.T
     T = torch.zeros(0, 0, dtype=dtype, device=device)
     num_matvecs = 0
     scale = 0.0  # running estimate of ‖A‖ for the breakdown test
     while True:
         b = Q.shape[1]
-        m = V.shape[1]
         m_prev = m - b
+        V = rows[:m].T
         W = _apply_block(matmat, Q)
         num_matvecs += b
-        scale = max(scale, float(torch.linalg.matrix_norm(W, ord=2)))
+        scale = max(scale, _spectral_norm(W))
         W, C = _orthogonalize(W, V)  # C = VᵀAQ: the new block column of T
         T_new = torch.zeros(m, m, dtype=dtype, device=device)
         T_new[:m_prev, :m_prev] = T
@@ -191,16 +196,21 @@ def _krylov(
         T_new[m_prev:, :m_prev] = C[:m_prev].T
         T = 0.5 * (T_new + T_new.T)
         # next block from the residual, without the directions that are rounding noise
-        U, sv, Wh = torch.linalg.svd(W, full_matrices=False)
+        U, sv, Wh = _thin_svd(W)
         keep = sv > 100 * eps * max(scale, torch.finfo(dtype).tiny)
-        R: torch.Tensor | None = sv[keep, None] * Wh[keep] if bool(keep.any()) else None
-        Qn = U[:, keep]
+        if bool(keep.all()):  # the usual case: no (slow) boolean indexing of a tall block
+            R: torch.Tensor | None = sv[:, None] * Wh
+            Qn = U
+        else:
+            R = sv[keep, None] * Wh[keep] if bool(keep.any()) else None
+            Qn = U[:, keep]
         if stop is not None and stop(T, V, R, num_matvecs):
             return T, V, R, num_matvecs
         room = dim - m
         if room <= 0 or m >= max_size:
             return T, V, R, num_matvecs
-        Qn = Qn[:, :room]
+        if Qn.shape[1] > room:
+            Qn = Qn[:, :room]
         missing = min(b, room) - Qn.shape[1]
         if missing > 0 and restart_gen is not None:
             extra = _randn(dim, missing, restart_gen, dtype, device)
@@ -212,8 +222,32 @@ def _krylov(
             Qn = torch.cat([Qn, extra], dim=1)
         if Qn.shape[1] == 0:
             return T, V, R, num_matvecs
-        V = torch.cat([V, Qn], dim=1)
+        if m + Qn.shape[1] > rows.shape[0]:
+            grown = rows.new_empty((max(2 * rows.shape[0], m + Qn.shape[1]), dim))
+            grown[:m] = rows[:m]
+            rows = grown
+        rows[m : m + Qn.shape[1]] = Qn.T
+        m += Qn.shape[1]
         Q = Qn
+
+
+def _spectral_norm(W: torch.Tensor) -> float:
+    """‖W‖₂ for a tall ``W: (dim, b)`` from the b × b Gram matrix (a scale estimate)."""
+    if W.shape[1] == 1:
+        return float(W.norm())
+    return float(torch.linalg.eigvalsh(W.T @ W)[-1].clamp_min(0).sqrt())
+
+
+def _thin_svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD ``W = U diag(s) Wh`` of a tall ``W: (dim, b)`` by Householder QR and the SVD
+    of the b × b factor (cheaper than a direct SVD of the tall matrix; b = 1 is a norm)."""
+    if W.shape[1] == 1:
+        norm = W.norm()
+        u = W / norm if bool(norm > 0) else W
+        return u, norm.reshape(1), torch.ones((1, 1), dtype=W.dtype, device=W.device)
+    Qw, Rw = torch.linalg.qr(W)
+    Ur, sv, Wh = torch.linalg.svd(Rw)
+    return Qw @ Ur, sv, Wh
 
 
 def lanczos(
