@@ -730,3 +730,44 @@ def test_private_helper_names_alias_the_public_ones():
     assert noise._trainable is grads.trainable_parameters
     assert noise.lanczos_matrix_function is __import__(
         "sgdnoise.spectral", fromlist=["x"]).lanczos_matrix_function
+
+
+def test_hessian_noise_factor_is_exact_with_a_full_krylov_space():
+    """k = P: R Rᵀ = V T₊ Vᵀ = H₊ (V spans R^P); k < P: R Rᵀ is H₊ compressed to the Krylov
+    space, PSD and no larger than H₊ along it."""
+    model, x, y = tiny_problem(0, hidden=2)
+    P = nparams(model)
+    Hp = psd_part(dense_hessian(model, x, y))
+    R = noise.hessian_noise_factor(model, F.cross_entropy, x, y, lanczos_steps=P,
+                                   generator=gen(3))
+    torch.testing.assert_close(R @ R.T, Hp, rtol=1e-8, atol=1e-10)
+    R3 = noise.hessian_noise_factor(model, F.cross_entropy, x, y, lanczos_steps=3,
+                                    generator=gen(3))
+    assert R3.shape == (P, 3)
+    assert float((R3 @ R3.T - Hp).norm()) < float(Hp.norm())
+
+
+def test_basis_refresh_reuses_the_factor_between_refreshes(monkeypatch):
+    model, x, y = tiny_problem(0, hidden=2)
+    calls = []
+    real = noise.hessian_noise_factor
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(noise, "hessian_noise_factor", counting)
+    opt = NoisySGD(model.parameters(), lr=1e-3, kind="hessian", injection_scale=0.1,
+                   model=model, loss_fn=F.cross_entropy, basis_refresh=3, lanczos_steps=4)
+    norms = []
+    for _ in range(7):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.observe_batch(x, y)
+        opt.step()
+        norms.append(opt.stats.last_noise_norm)
+    assert len(calls) == 3  # steps 0, 3 and 6
+    assert len(set(norms)) == 7 and min(norms) > 0  # a fresh w every step
+    with pytest.raises(ValueError, match="basis_refresh"):
+        NoisySGD(model.parameters(), lr=0.1, kind="hessian", model=model,
+                 loss_fn=F.cross_entropy, basis_refresh=0)

@@ -84,7 +84,7 @@ from sgdnoise.grads import (
     split_like,
     trainable_parameters,
 )
-from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
+from sgdnoise.spectral import lanczos_function_factor, lanczos_matrix_function, sqrt_psd
 
 __all__ = [
     "KINDS",
@@ -96,6 +96,7 @@ __all__ = [
     "sample_noise",
     "hessian_operator",
     "ggn_operator",
+    "hessian_noise_factor",
 ]
 
 KINDS = ("none", "isotropic", "diag_fisher", "subsampled", "true_fisher", "hessian", "ggn")
@@ -268,6 +269,33 @@ def _subsampled_draws(
         return flatten_like(batched_vjp(losses, params, weights), params, (s,))
 
 
+def hessian_noise_factor(
+    model: nn.Module,
+    loss_fn: LossFn,
+    inputs: Tensor,
+    targets: Tensor,
+    *,
+    num_samples: int | None = None,
+    lanczos_steps: int = 10,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """R: (P, m), m <= k, with R Rᵀ = V T₊ Vᵀ ≈ H₊: the Hessian of the mean loss on M
+    examples of the batch (as in :func:`sample_noise`) compressed onto the Krylov space of k
+    Lanczos steps from a Gaussian start (:func:`sgdnoise.spectral.lanczos_function_factor`).
+
+    ξ = R w with w ~ N(0, I_m) then has covariance V T₊ Vᵀ, the Rayleigh-Ritz approximation
+    of H₊ (its top eigen-directions are found first): a basis that :class:`NoisySGD` reuses
+    for ``basis_refresh`` steps, so a step costs O(Pm) instead of k products."""
+    k = check_positive_int("lanczos_steps", lanczos_steps)
+    params = trainable_parameters(model)
+    check_independent_examples(model)
+    x, y = _choose_examples(inputs, targets, num_samples, generator)
+    op = HessianOperator(model, loss_fn, x, y, keep_graph=True)
+    z = _randn((sum(p.numel() for p in params), 1), generator, params[0].detach())
+    R, _ = lanczos_function_factor(lambda V: op.matmat(V, block_size=None), z, k)
+    return R.detach()
+
+
 def sample_noise(
     kind: str,
     model: nn.Module,
@@ -418,6 +446,11 @@ class NoisySGD(torch.optim.Optimizer):
         num_samples: M >= 2, batch examples used per draw (``None``: the whole batch).
         momentum: μ in [0, 1); weight_decay: λ >= 0.
         lanczos_steps: k for "hessian" (unused by the other kinds).
+        basis_refresh: r for "hessian": 1 (default) draws every step's noise by k fresh
+            Lanczos steps from its own start (f(H)z); r > 1 computes a Krylov factor R
+            (:func:`hessian_noise_factor`, covariance V T₊ Vᵀ ≈ H₊) on the batch of every
+            r-th step and draws ξ = R w in between: about 1/r of the cost, with a basis up
+            to r − 1 steps old.
         chunk_size: per-example gradient chunk for "isotropic" / "diag_fisher" (exact mode).
         moment_probes: r probe draws estimating diag(D_M) for "isotropic" / "diag_fisher"
             (``None``: exact per-example gradients); see :func:`sample_noise`.
@@ -445,6 +478,7 @@ class NoisySGD(torch.optim.Optimizer):
         moment_probes: int | None = 4,
         seed: int = 0,
         temperature: float | None = None,
+        basis_refresh: int = 1,
     ) -> None:
         lr = check_positive("lr", lr)
         check_choice("kind", kind, KINDS)
@@ -473,6 +507,8 @@ class NoisySGD(torch.optim.Optimizer):
             if num_samples < 2:
                 raise ValueError(f"num_samples must be >= 2, got {num_samples}")
         self.lanczos_steps = check_positive_int("lanczos_steps", lanczos_steps)
+        self.basis_refresh = check_positive_int("basis_refresh", basis_refresh)
+        self._factor: Tensor | None = None
         if chunk_size is not None:
             chunk_size = check_positive_int("chunk_size", chunk_size)
         if moment_probes is not None:
@@ -538,6 +574,16 @@ class NoisySGD(torch.optim.Optimizer):
         self._batch = None
         start = time.perf_counter()
         device = next(iter(self.model.parameters())).device  # type: ignore[union-attr]
+        if self.kind == "hessian" and self.basis_refresh > 1:
+            gen = self._gen(device)
+            if self._factor is None or self.stats.steps % self.basis_refresh == 0:
+                self._factor = hessian_noise_factor(
+                    self.model, self.loss_fn, inputs, targets,  # type: ignore[arg-type]
+                    num_samples=self.num_samples, lanczos_steps=self.lanczos_steps,
+                    generator=gen)
+            xi = self._factor @ _randn((self._factor.shape[1],), gen, self._factor)
+            self.stats.noise_seconds += time.perf_counter() - start
+            return xi
         xi = sample_noise(
             self.kind, self.model, self.loss_fn, inputs, targets,  # type: ignore[arg-type]
             num_samples=self.num_samples, generator=self._gen(device),

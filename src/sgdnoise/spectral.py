@@ -42,6 +42,7 @@ __all__ = [
     "TraceEstimate",
     "hutchinson_trace",
     "lanczos",
+    "lanczos_function_factor",
     "lanczos_matrix_function",
     "sqrt_psd",
     "power_iteration_deflation",
@@ -178,7 +179,7 @@ def _krylov(
     rows = torch.empty((max(Q.shape[1], min(max_size, dim)), dim), dtype=dtype,
                        device=device)
     m = Q.shape[1]
-    rows[:m] = Q.T
+    _set_rows(rows, 0, Q)
     T = torch.zeros(0, 0, dtype=dtype, device=device)
     num_matvecs = 0
     scale = 0.0  # running estimate of ‖A‖ for the breakdown test
@@ -226,9 +227,16 @@ def _krylov(
             grown = rows.new_empty((max(2 * rows.shape[0], m + Qn.shape[1]), dim))
             grown[:m] = rows[:m]
             rows = grown
-        rows[m : m + Qn.shape[1]] = Qn.T
+        _set_rows(rows, m, Qn)
         m += Qn.shape[1]
         Q = Qn
+
+
+def _set_rows(rows: torch.Tensor, start: int, Q: torch.Tensor) -> None:
+    """``rows[start:start+b] = Qᵀ`` for ``Q: (dim, b)`` (column by column: a transposed
+    (dim, 1) block would take a slow strided copy)."""
+    for j in range(Q.shape[1]):
+        rows[start + j] = Q[:, j]
 
 
 def _spectral_norm(W: torch.Tensor) -> float:
@@ -349,6 +357,30 @@ def sqrt_psd(eigenvalues: torch.Tensor) -> torch.Tensor:
     return eigenvalues.clamp_min(0).sqrt()
 
 
+def lanczos_function_factor(
+    matmat: Matmat,
+    Z: torch.Tensor,
+    num_steps: int,
+    fn: Callable[[torch.Tensor], torch.Tensor] = sqrt_psd,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(R: (P, m), Y: (m, S))`` with ``f(A) Z ≈ R Y`` (see :func:`lanczos_matrix_function`).
+
+    With the block Krylov basis ``V: (P, m)`` of Z, ``T = VᵀAV = U diag(θ) Uᵀ``:
+    ``R = V U diag(f(θ))`` and ``Y = Uᵀ VᵀZ``. For ``f = √·₊``, ``R Rᵀ = V T₊ Vᵀ`` is the
+    Rayleigh-Ritz approximation of ``A₊`` on the Krylov space, so ``R w`` with
+    ``w ~ N(0, I_m)`` draws noise of that covariance at O(Pm) per draw (a basis reused
+    across draws)."""
+    if not isinstance(Z, torch.Tensor) or Z.ndim != 2:
+        raise ValueError(f"Z must be a (P, S) tensor, got {getattr(Z, 'shape', type(Z))}")
+    k = check_positive_int("num_steps", num_steps)
+    if not bool(Z.abs().sum() > 0):
+        return Z.new_zeros((Z.shape[0], 1)), Z.new_zeros((1, Z.shape[1]))
+    T, V, _, _ = _krylov(matmat, Z, k * Z.shape[1], restart_gen=None)
+    V = V[:, : T.shape[0]]
+    evals, U = torch.linalg.eigh(T)
+    return (V @ U) * fn(evals), U.T @ (V.T @ Z)
+
+
 def lanczos_matrix_function(
     matmat: Matmat,
     Z: torch.Tensor,
@@ -373,16 +405,8 @@ def lanczos_matrix_function(
     Returns ``(P, S)`` in Z's dtype/device. Costs at most ``k`` calls of ``matmat`` on
     ``(P, S)`` blocks plus O(P (kS)²) for the reorthogonalisation.
     """
-    if not isinstance(Z, torch.Tensor) or Z.ndim != 2:
-        raise ValueError(f"Z must be a (P, S) tensor, got {getattr(Z, 'shape', type(Z))}")
-    k = check_positive_int("num_steps", num_steps)
-    dim, s = Z.shape
-    if not bool(Z.abs().sum() > 0):
-        return torch.zeros_like(Z)
-    T, V, _, _ = _krylov(matmat, Z, k * s, restart_gen=None)
-    V = V[:, : T.shape[0]]
-    evals, U = torch.linalg.eigh(T)
-    return V @ ((U * fn(evals)) @ (U.T @ (V.T @ Z)))
+    R, Y = lanczos_function_factor(matmat, Z, num_steps, fn)
+    return R @ Y
 
 
 # ----------------------------------------------------------------------------------------
