@@ -4,14 +4,15 @@ SGD step (same model, same batch, measured in this one run).
 A step is what the training engine does: forward and backward on the whole batch, then
 ``observe_batch`` and ``step()``. The noise kinds add work on M examples of the batch:
 isotropic / diag_fisher per-example gradients, subsampled / true_fisher one weighted backward,
-hessian / ggn k Lanczos steps of curvature-vector products; isotropic / diag_fisher estimate
-the per-coordinate gradient variance from r sub-sampled probes (one batched backward pass;
-``--moment-probes 0`` times the exact per-example-gradient version instead). Goals (from the
-study): subsampled <= 1.5x, Hessian / GGN <= 3x.
+hessian k Lanczos steps of Hessian-vector products (or, with ``basis_refresh=r``, a Krylov
+factor computed every r steps and reused), ggn one batched backward (an exact factor of G);
+isotropic / diag_fisher estimate the per-coordinate gradient variance from r sub-sampled
+probes (one batched backward pass; ``--moment-probes 0`` times the exact per-example-gradient
+version instead). Goals (from the study): subsampled <= 1.5x, Hessian / GGN <= 3x.
 
 The hessian / ggn cost is set by k, the number of Lanczos steps per draw (k products plus
 the reorthogonalisation). The trade-off table measures, for each k in ``--steps-grid``, the
-cost ratio of a hessian / ggn step on the benchmark model, and the accuracy of k-step draws
+cost ratio of a hessian step on the benchmark model, and the accuracy of k-step draws
 ξ_k = f_k(A) z (f = √·₊) on a small MLP where A₊^{1/2} is exact by a dense eigh: the mean
 per-draw error ‖ξ_k − A₊^{1/2}z‖ / ‖A₊^{1/2}z‖ and the covariance error
 ‖Ĉ_k − Ĉ_*‖_F / ‖Ĉ_*‖_F of the same S draws (Ĉ = (1/S) Σ ξξᵀ: the Lanczos bias of the
@@ -30,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdnoise.curvature import GGNOperator, HessianOperator
+from sgdnoise.curvature import HessianOperator
 from sgdnoise.experiments_noise import COST_GOALS, measure_step_costs
 from sgdnoise.models import build_model
-from sgdnoise.noise import KINDS
+from sgdnoise.noise import KINDS, NoisySGD, hessian_noise_factor
 from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
 
 
@@ -52,17 +53,23 @@ def _gram_fro_diff(X: torch.Tensor, Y: torch.Tensor) -> float:
     return float(((a * a).sum() - 2 * (b * b).sum() + (c * c).sum()).clamp_min(0).sqrt())
 
 
-def lanczos_accuracy(steps: list[int], draws: int, seed: int) -> list[dict]:
-    """Per-draw and covariance error of k-step Lanczos draws of √A₊ z against a dense
-    float64 reference, for A = H and A = G of a small MLP on 32 examples (P ≈ 2000)."""
+def _small_problem(seed: int):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Flatten(), nn.Linear(48, 24), nn.Tanh(), nn.Linear(24, 24),
                           nn.Tanh(), nn.Linear(24, 10)).double()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(32, 3, 4, 4, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 10, (32,), generator=gen)
+    return model, x, y
+
+
+def lanczos_accuracy(steps: list[int], draws: int, seed: int) -> list[dict]:
+    """Per-draw and covariance error of k-step Lanczos draws of √H₊ z against a dense
+    float64 reference, for the Hessian H of a small MLP on 32 examples (P ≈ 2000)."""
+    model, x, y = _small_problem(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
     rows = []
-    for kind, build in (("hessian", HessianOperator), ("ggn", GGNOperator)):
+    for kind, build in (("hessian", HessianOperator),):
         op = build(model, F.cross_entropy, x, y, keep_graph=True)
         lam, U = torch.linalg.eigh(op.to_dense())
         P = lam.shape[0]
@@ -77,6 +84,52 @@ def lanczos_accuracy(steps: list[int], draws: int, seed: int) -> list[dict]:
     return rows
 
 
+def factor_accuracy(steps: list[int], seed: int, starts: int = 4) -> dict[int, float]:
+    """‖R Rᵀ − H₊‖_F / ‖H₊‖_F of the reusable Krylov factor (exact, no Monte Carlo), mean
+    over ``starts`` random starts, on the small MLP."""
+    model, x, y = _small_problem(seed)
+    lam, U = torch.linalg.eigh(HessianOperator(model, F.cross_entropy, x, y).to_dense())
+    Hp = (U * lam.clamp_min(0)) @ U.T
+    out = {}
+    for k in steps:
+        errs = []
+        for s in range(starts):
+            R = hessian_noise_factor(model, F.cross_entropy, x, y, lanczos_steps=k,
+                                     generator=torch.Generator().manual_seed(s))
+            errs.append(float((R @ R.T - Hp).norm() / Hp.norm()))
+        out[k] = sum(errs) / len(errs)
+    return out
+
+
+def refresh_costs(model, x, y, steps: list[int], refreshes: list[int], samples: int,
+                  repeats: int) -> dict[tuple[int, int], float]:
+    """Mean seconds per step of NoisySGD(kind="hessian", basis_refresh=r, lanczos_steps=k)
+    over whole refresh cycles, divided by that of plain SGD timed in the same loop."""
+    import time
+
+    arms = {(0, 0): NoisySGD(model.parameters(), 1e-12)}
+    for k in steps:
+        for r in refreshes:
+            arms[(k, r)] = NoisySGD(model.parameters(), 1e-12, kind="hessian",
+                                    injection_scale=1e-3, model=model,
+                                    loss_fn=F.cross_entropy, num_samples=samples,
+                                    lanczos_steps=k, basis_refresh=r)
+    times: dict[tuple[int, int], list[float]] = {a: [] for a in arms}
+    cycle = max(refreshes)
+    for rep in range(repeats + 1):
+        for arm, opt in arms.items():
+            start = time.perf_counter()
+            for _ in range(cycle):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                opt.observe_batch(x, y)
+                opt.step()
+            if rep:  # the first round warms up
+                times[arm].append((time.perf_counter() - start) / cycle)
+    base = sorted(times[(0, 0)])[len(times[(0, 0)]) // 2]
+    return {a: sorted(t)[len(t) // 2] / base for a, t in times.items() if a != (0, 0)}
+
+
 def steps_tradeoff(model, x, y, args) -> list[dict]:
     """Cost ratio of hessian / ggn steps against k, next to the accuracy of k-step draws."""
     acc = {(r["kind"], r["k"]): r for r in lanczos_accuracy(args.steps_grid, args.accuracy_draws,
@@ -86,7 +139,7 @@ def steps_tradeoff(model, x, y, args) -> list[dict]:
           f"(small MLP, P={next(iter(acc.values()))['P']}, {args.accuracy_draws} draws)")
     print("  kind     k  cost ratio  per-draw error  covariance error")
     for k in args.steps_grid:
-        table = measure_step_costs(model, x, y, ["hessian", "ggn"],
+        table = measure_step_costs(model, x, y, ["hessian"],
                                    curvature_samples=args.curvature_samples, lanczos_steps=k,
                                    repeats=args.repeats)
         for row in table.itertuples():
@@ -97,6 +150,17 @@ def steps_tradeoff(model, x, y, args) -> list[dict]:
                              cov_error=a["cov_error"]))
             print(f"  {row.kind:7s} {k:2d}  {row.ratio:9.2f}x  {a['draw_error']:14.3f}  "
                   f"{a['cov_error']:16.3f}")
+    if args.refresh:
+        fac = factor_accuracy(args.steps_grid, args.seed)
+        cost = refresh_costs(model, x, y, args.steps_grid, args.refresh,
+                             args.curvature_samples, max(2, args.repeats // 3))
+        print("\nHessian noise from a Krylov factor reused for r steps (basis_refresh=r): "
+              "cost ratio per step (mean over a cycle) and covariance error ‖RRᵀ − H₊‖/‖H₊‖ "
+              "(exact, small MLP)")
+        for (k, r), ratio in sorted(cost.items()):
+            rows.append(dict(kind="hessian", k=k, basis_refresh=r, ratio=ratio,
+                             cov_error=fac[k]))
+            print(f"  hessian  k={k:2d} r={r:2d}  {ratio:6.2f}x  covariance error {fac[k]:.3f}")
     return rows
 
 
@@ -107,10 +171,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=500, help="large batch B")
     parser.add_argument("--num-samples", type=int, default=64, help="M for the gradient kinds")
     parser.add_argument("--curvature-samples", type=int, default=32, help="M for hessian/ggn")
-    parser.add_argument("--lanczos-steps", type=int, default=4)
+    parser.add_argument("--lanczos-steps", type=int, default=8)
     parser.add_argument("--steps-grid", type=int, nargs="*", default=[2, 4, 8, 16],
                         help="k values of the trade-off table (none: skip it)")
     parser.add_argument("--accuracy-draws", type=int, default=32)
+    parser.add_argument("--refresh", type=int, nargs="*", default=[1, 4, 10],
+                        help="basis_refresh values r for the Krylov-reuse table")
     parser.add_argument("--moment-probes", type=int, default=4,
                         help="probes r for isotropic/diag_fisher (0: exact per-example grads)")
     parser.add_argument("--repeats", type=int, default=7)
