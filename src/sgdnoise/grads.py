@@ -252,6 +252,15 @@ def _split_state(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict
     return named, frozen
 
 
+def _prepare(model: nn.Module, inputs: Tensor, targets: Tensor, chunk_size: int | None):
+    """Checked ``(N, chunk, trainable (name, param) pairs, frozen state)``."""
+    n = _check_data(inputs, targets)
+    chunk = n if chunk_size is None else check_positive_int("chunk_size", chunk_size)
+    check_independent_examples(model)
+    named, frozen = _split_state(model)
+    return n, chunk, named, frozen
+
+
 def per_example_grads(
     model: nn.Module,
     loss_fn: LossFn,
@@ -277,10 +286,7 @@ def per_example_grads(
         G: (N, P) on the parameters' device, in the parameters' (promoted) dtype.
         Layers in train mode with randomness (dropout) draw independently per example.
     """
-    n = _check_data(inputs, targets)
-    chunk = n if chunk_size is None else check_positive_int("chunk_size", chunk_size)
-    check_independent_examples(model)
-    named, frozen = _split_state(model)
+    n, chunk, named, frozen = _prepare(model, inputs, targets, chunk_size)
     params = {name: p.detach() for name, p in named}
     dtype = _result_dtype([p for _, p in named])
     device = named[0][1].device
@@ -315,10 +321,7 @@ def full_gradient(
     result equals ``per_example_grads(...).mean(0)`` whatever the criterion's reduction,
     but it costs one vectorised forward/backward per chunk and O(P) memory for the result.
     """
-    n = _check_data(inputs, targets)
-    chunk = n if chunk_size is None else check_positive_int("chunk_size", chunk_size)
-    check_independent_examples(model)
-    named, frozen = _split_state(model)
+    n, chunk, named, frozen = _prepare(model, inputs, targets, chunk_size)
     leaves = [p.detach().requires_grad_(True) for _, p in named]
     params = {name: leaf for (name, _), leaf in zip(named, leaves, strict=True)}
     losses_fn = vmap(

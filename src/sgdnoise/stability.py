@@ -137,6 +137,20 @@ def quadratic_form_variance_gaussian(
 # --------------------------------------------------------------------------- one SGD step
 
 
+def _step_inputs(H, vec_name, vec, grad_cov, lr, batch_size, replacement, num_examples):
+    """Checked ``(H symmetrised, P, η, Cov(g_B))`` for the one-step formulas."""
+    check_matrix("H", H, square=True)
+    P = H.shape[0]
+    check_vector(vec_name, vec, P)
+    check_matrix("grad_cov", grad_cov, square=True)
+    _check_same_size("H", H, "grad_cov", grad_cov)
+    eta = check_positive("lr", lr)
+    cov_b = covariance_of_minibatch(
+        grad_cov, batch_size, replacement=replacement, num_examples=num_examples
+    )
+    return _symmetric("H", H), P, eta, cov_b
+
+
 @dataclass(frozen=True)
 class OneStepExpectation:
     """Expected loss after one SGD step on a quadratic.
@@ -178,16 +192,8 @@ def sgd_one_step_expected_loss(
 
     Derivation: ``θ − ηg − θ* = (θ − ηḡ − θ*) − ηξ`` with ``E ξ = 0``, ``Cov ξ = Σ_g``;
     Lemma 2 with ``A = H/2`` gives the two terms (the cross term has zero mean)."""
-    check_matrix("H", H, square=True)
-    P = H.shape[0]
-    check_vector("theta", theta, P)
-    check_matrix("grad_cov", grad_cov, square=True)
-    _check_same_size("H", H, "grad_cov", grad_cov)
-    eta = check_positive("lr", lr)
-    H = _symmetric("H", H)
-    cov_b = covariance_of_minibatch(
-        grad_cov, batch_size, replacement=replacement, num_examples=num_examples
-    )
+    H, P, eta, cov_b = _step_inputs(H, "theta", theta, grad_cov, lr, batch_size,
+                                    replacement, num_examples)
     d = theta if theta_star is None else theta - check_vector("theta_star", theta_star, P)
     gbar = H @ d
     current = 0.5 * d @ H @ d
@@ -223,16 +229,8 @@ def expected_loss_change_second_order(
     ``curvature`` ((η²/2) ḡᵀHḡ), ``noise`` ((η²/2) tr(HΣ_g)), ``deterministic``
     (first_order + curvature: the full-batch step) and ``expected`` (all three). Exact when
     the loss is quadratic."""
-    check_matrix("H", H, square=True)
-    P = H.shape[0]
-    check_vector("grad_mean", grad_mean, P)
-    check_matrix("grad_cov", grad_cov, square=True)
-    _check_same_size("H", H, "grad_cov", grad_cov)
-    eta = check_positive("lr", lr)
-    H = _symmetric("H", H)
-    cov_b = covariance_of_minibatch(
-        grad_cov, batch_size, replacement=replacement, num_examples=num_examples
-    )
+    H, P, eta, cov_b = _step_inputs(H, "grad_mean", grad_mean, grad_cov, lr, batch_size,
+                                    replacement, num_examples)
     first = float(-eta * grad_mean @ grad_mean)
     curv = float(0.5 * eta**2 * grad_mean @ H @ grad_mean)
     noise = float(0.5 * eta**2 * (H * cov_b.T).sum())
