@@ -228,3 +228,26 @@ def test_top_eigenspace_overlap():
     assert abs(float(vals_t.mean()) - k / dim) < 4 * se
     with pytest.raises(ValueError, match="same shape"):
         top_eigenspace_overlap(U, U[:, :2])
+
+
+def test_one_krylov_core_serves_blocks_factors_and_matrix_functions():
+    """lanczos with a block ``matmat`` equals lanczos with ``matvec``; the factor (R, Y) of
+    lanczos_function_factor gives lanczos_matrix_function = R Y and R Rᵀ = V f(T)² Vᵀ, which
+    is A₊ exactly once the Krylov space is the whole space."""
+    from sgdnoise.spectral import lanczos_function_factor, lanczos_matrix_function
+
+    gen = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(40, 40, generator=gen, dtype=torch.float64))
+    lam = torch.linspace(-1.0, 3.0, 40, dtype=torch.float64)
+    A = Q @ torch.diag(lam) @ Q.T
+    a = lanczos(lambda v: A @ v, 40, 3, tol=1e-12, seed=1)
+    b = lanczos(None, 40, 3, tol=1e-12, seed=1, matmat=lambda V: A @ V)
+    torch.testing.assert_close(a.eigenvalues, b.eigenvalues, rtol=1e-12, atol=1e-12)
+    Z = torch.randn(40, 2, generator=gen, dtype=torch.float64)
+    R, Y = lanczos_function_factor(lambda V: A @ V, Z, 5)
+    torch.testing.assert_close(R @ Y, lanczos_matrix_function(lambda V: A @ V, Z, 5))
+    R, _ = lanczos_function_factor(lambda V: A @ V, Z[:, :1], 40)
+    Ap = Q @ torch.diag(lam.clamp_min(0)) @ Q.T
+    torch.testing.assert_close(R @ R.T, Ap, rtol=1e-8, atol=1e-8)
+    with pytest.raises(ValueError, match="matmat must map"):
+        lanczos_matrix_function(lambda V: V[:-1], Z, 2)

@@ -259,7 +259,7 @@ def _thin_svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def lanczos(
-    matvec: Matvec,
+    matvec: Matvec | None,
     dim: int,
     k: int,
     *,
@@ -333,6 +333,8 @@ def lanczos(
         return bool((res <= bound).all()) or nmv >= num_iters or R is None and m >= dim
 
     if matmat is None:
+        if not callable(matvec):
+            raise ValueError(f"matvec must be callable when matmat is None, got {matvec!r}")
         matmat = _columnwise(matvec, dim)
     T, V, R, nmv = _krylov(matmat, start, max_size, stop=stop, restart_gen=gen)
     m = T.shape[0]
