@@ -94,6 +94,7 @@ __all__ = [
     "matched_injection_scale",
     "matched_temperature",
     "sample_noise",
+    "sqrt_psd",
     "hessian_operator",
     "ggn_operator",
     "hessian_noise_factor",
@@ -111,7 +112,6 @@ _trainable = trainable_parameters
 _per_example_losses = per_example_losses
 _split = split_like
 _grad_batched = batched_vjp
-__all__ += ["sqrt_psd"]
 
 
 # ----------------------------------------------------------------------------------------
