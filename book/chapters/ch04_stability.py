@@ -403,7 +403,8 @@ ax.plot(wme.table["almost-sure η_max"], np.arange(len(Bs)), "w--s",
 ax.set_yticks(np.arange(len(Bs)), [str(b) for b in Bs])
 ax.set(xlabel="learning rate η (sharpness H = 1)", ylabel="batch size B",
        title=f"N = {P.wme_n}, s = {np.sqrt(np.var(wme.a)):.2f} · {LABEL}")
-ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
+leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
+leg.get_frame().set_facecolor("0.6")  # the white almost-sure line stays visible
 plt.show()
 
 # %% tags=["remove-input"]
@@ -454,7 +455,8 @@ display(Markdown(
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the two-well loss (equal depths, curvatures \u03bb_s and \u03bb_f). Right: fraction of runs ending in the flat minimum per method, with Wilson intervals. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wells_study`.", "name": "fig-ch4-wells"}}
 tab = ws.table()
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7, 3.4), width_ratios=(1, 1.2))
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7, 3.6), width_ratios=(1, 1.2),
+                               layout="constrained")
 xs = np.linspace(wells.c_sharp - 0.8, wells.c_flat + 1.2, 400)
 ax0.plot(xs, wells.loss(xs), "k")
 ax0.axvline(wells.ridge, color="gray", ls=":")
@@ -529,7 +531,10 @@ for kind, c, m in zip(ch04.NOISE_KINDS, (COLOR["noise ∝ H"], COLOR["isotropic"
     ax.errorbar(g["tr Σ"], g["escaped"],
                 yerr=np.clip([g["escaped"] - g["low"], g["high"] - g["escaped"]], 0, 1),
                 fmt=f"{m}-", color=c, capsize=3, label=f"noise {kind}")
-ax.set(xscale="log", xlabel="tr Σ (total noise variance)",
+ax.set_xscale("log")
+ax.set_xticks(an.traces, [f"{t:g}" for t in an.traces])
+ax.minorticks_off()
+ax.set(xlabel="tr Σ (total noise variance)",
        ylabel=f"escaped within {P.aniso_steps} steps", ylim=(-0.03, 1.05),
        title=f"d = {P.aniso_dim}, λ = ({P.aniso_top}, {P.aniso_bulk}, …) · {LABEL}")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))

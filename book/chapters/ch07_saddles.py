@@ -202,7 +202,7 @@ display(Markdown(f"**{v_sgd.outcome}**: {v_sgd.sentence}"
 t = sgd.table
 Bs = t["B"].to_numpy()
 ok = (t["formula (eq)"] > 0).to_numpy()
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7, 3.6))
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7, 3.8), layout="constrained")
 ax0.errorbar(Bs[ok], t["E[(e_min·(g_B−ḡ))²] MC"][ok], yerr=2 * t["± s.e."][ok], fmt="o",
              color=COLOR["measured"], label="Monte Carlo")
 ax0.plot(Bs[ok], t["formula (eq)"][ok], "--", color=COLOR["prediction"], label="Lemma 1")
@@ -222,8 +222,7 @@ ax1.plot(gap_n[fin_i], t["isotropic (matched trace) median"][fin_i], "s:",
 ax1.set(xscale="log", xlabel="N − B", ylabel="escape step", title="escape vs batch size")
 ax1.invert_xaxis()
 fig.suptitle(LABEL)
-fig.legend(*ax1.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.0),
-           ncol=3)
+fig.legend(*ax1.get_legend_handles_labels(), loc="outside lower center", ncol=2)
 plt.show()
 
 # %% tags=["remove-input"]
@@ -276,7 +275,7 @@ display(off_tab.style.format({"δ": "{:.0e}", "σ_B": "{:.2e}", "median escape s
                               "predicted median": "{:.1f}", "escaped": "{:.2f}"})
         .hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Median escape step of SGD against the start offset \u03b4 off the stable manifold, one colour per batch size, with the prediction (dashed); \u03b4 = 0 is drawn at the left edge, and B = N from \u03b4 = 0 never escapes (not drawn). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch07_saddles.offset_study`.", "name": "fig-ch7-offset"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Median escape step of SGD against the start offset \u03b4 off the stable manifold, one colour per batch size, with the prediction (dashed); \u03b4 = 0 is drawn at the tick labelled 0 (a log axis has no zero), and B = N never escapes from \u03b4 = 0 (not drawn). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch07_saddles.offset_study`.", "name": "fig-ch7-offset"}}
 fig, ax = plt.subplots(figsize=(6.5, 3.8))
 pos = off.offsets > 0
 x_zero = off.offsets[pos].min() / 10 if pos.any() else 1e-8
@@ -289,8 +288,12 @@ for j, B in enumerate(off.batch_sizes):
     ax.plot(xs[fin], med[fin], "o", color=c, label=f"B = {B}")
     pf = np.isfinite(off.predicted[:, j])
     ax.plot(xs[pf], off.predicted[pf, j], "--", color=c, lw=1)
-ax.axvline(x_zero, color="gray", lw=0.8, ls=":")
-ax.set(xscale="log", xlabel="start offset δ (left edge: δ = 0)", ylabel="median escape step",
+ax.plot([], [], "--", color="gray", lw=1, label="prediction")
+ax.set_xscale("log")
+ticks = np.unique(xs)
+ax.set_xticks(ticks, ["0" if t == x_zero else f"{t:.0e}" for t in ticks])
+ax.minorticks_off()
+ax.set(xlabel="start offset δ off the stable manifold", ylabel="median escape step",
        title=f"Escape from (x₀, δ) · {LABEL}")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="points: simulated")
 plt.show()

@@ -1073,8 +1073,8 @@ def lyapunov_verdict(z: np.ndarray, runs: int, *, z_max: float, scale: str) -> V
         claim="The discrete Lyapunov equation (eq-ch4-lyap) gives the stationary covariance "
               "of SGD with noise ∝ H near a minimum.",
         outcome="supported" if ok else "contradicted",
-        sentence=f"Largest |z| over the entries: {zmax:.2f} from {runs} runs (threshold "
-                 f"{z_max:g} s.e.) -> "
+        sentence=f"Largest absolute z-score over the entries: {zmax:.2f} from {runs} runs "
+                 f"(threshold {z_max:g} s.e.) -> "
                  + ("agreement within Monte Carlo error." if ok
                     else f"disagreement beyond {z_max:g} s.e."),
         scale=scale, section="sec-ch4-quadratic")

@@ -469,7 +469,7 @@ def offset_study(P: Params) -> OffsetStudy:
 # ------------------------------------------------------------------------- verdicts
 ESCAPE_CLAIM = ("Noise lets gradient descent escape a strict saddle that it never leaves "
                 "from the stable manifold; with isotropic noise σ the escape takes about "
-                "log(c/σ)/log(1 + η|λ_min|) steps.")
+                "log(c/σ)/log(1 − ηλ_min) steps (λ_min < 0).")
 
 
 def escape_law_verdict(study: IsotropicStudy, *, confidence: float, scale: str) -> Verdict:
@@ -517,7 +517,7 @@ def sgd_escape_verdict(
         return Verdict(SGD_CLAIM, "inconclusive", "No batch size has both a measured and a "
                        "predicted median escape step.", scale, "sec-ch7-sgd")
     worst = float(np.max(np.abs(med[both] - pred[both])))
-    text = (f"Noise along e_min: largest |MC − formula|/s.e. over B < N: {zmax:.2f} "
+    text = (f"Noise along e_min: largest absolute (MC − formula)/s.e. over B < N: {zmax:.2f} "
             f"(threshold {z_max:g}). Largest gap between measured and predicted median SGD "
             f"escape step: {worst:.1f} steps (threshold {median_tol:g}). ")
     ok = np.isfinite(zmax) and zmax < z_max and worst <= median_tol
