@@ -103,6 +103,7 @@ identity = {"source": "synthetic (toy landscapes)", "n_train": None}
 LABEL = source_label(profile, {"source": "toy landscapes"})
 # one colour per quantity, kept in every figure
 COLOR = {"GD": "C0", "isotropic": "C1", "noise ∝ H": "C2", "well": "C4"}
+PAD = [{"selector": "th, td", "props": "padding: 0.15em 0.7em"}]  # table cell spacing
 
 # %% [markdown]
 # ## 4.1 Definition
@@ -202,7 +203,7 @@ COLOR = {"GD": "C0", "isotropic": "C1", "noise ∝ H": "C2", "well": "C4"}
 
 # %% tags=["remove-input"]
 chk = ch04.lyapunov_study(P)
-display(chk.table().style.format(precision=5).hide(axis="index"))
+display(chk.table().style.format(precision=5).hide(axis="index").set_table_styles(PAD))
 v_lyap = ch04.lyapunov_verdict(chk.z, chk.runs, z_max=P.lyap_z_max, scale=P.scale)
 display(Markdown(f"**{v_lyap.outcome}**: {v_lyap.sentence}"))
 
@@ -300,7 +301,7 @@ display(Markdown(f"**{v_lin.outcome}**: {v_lin.sentence}"))
 
 # %% tags=["remove-input"]
 rad = ch04.radius_study(P)
-display(rad.table(P.lr).style.format(precision=3).hide(axis="index"))
+display(rad.table(P.lr).style.format(precision=3).hide(axis="index").set_table_styles(PAD))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Radius of stochastic stability against the sharpness \u03c1(H) in the three settings (log-log; crosses at the bottom: radius 0), with the wall distance of the Gaussian well and a line of slope \u22121 (the micro-theorem). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.radius_study`.", "name": "fig-ch4-radius"}}
 colors = dict(zip(ch04.SETTINGS, (COLOR["noise ∝ H"], COLOR["isotropic"], COLOR["well"]),
@@ -321,7 +322,7 @@ ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
 plt.show()
 
 # %% tags=["remove-input"]
-display(rad.fit_table().style.format(precision=3).hide(axis="index"))
+display(rad.fit_table().style.format(precision=3).hide(axis="index").set_table_styles(PAD))
 for k, err in rad.no_fit.items():
     display(Markdown(f"{k}: no fit ({err})"))
 v_radius = ch04.radius_verdict(rad.fits, P.confidence, scale=P.scale)
@@ -388,7 +389,7 @@ display(Markdown("\n".join(f"- {line}" for line in ch04.radius_lines(rad.fits, P
 # %% tags=["remove-input"]
 wme = ch04.wme_study(P)
 display(wme.table.style.format(precision=3)
-        .format("{:.2f}", subset=["simulated edge η"]).hide(axis="index"))
+        .format("{:.2f}", subset=["simulated edge η"]).hide(axis="index").set_table_styles(PAD))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Stability phase diagram of the interpolating finite sum: colour = fraction of runs with |x_T| > 1 per learning rate and batch size, with the mean-square (Wu, Ma & E) and almost-sure boundaries. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wme_study`.", "name": "fig-ch4-wme"}}
 Bs = np.array(wme.batch_sizes)
@@ -446,7 +447,7 @@ display(Markdown(f"**{v_wme.outcome}**: {v_wme.sentence}"))
 # %% tags=["remove-input"]
 ws = ch04.wells_study(P)
 wells, sel = ws.wells, ws.selection
-display(ws.table().style.format(precision=3).hide(axis="index"))
+display(ws.table().style.format(precision=3).hide(axis="index").set_table_styles(PAD))
 display(Markdown(
     f"Minima at {wells.c_sharp} ($\\lambda$ = {wells.lam_sharp}) and {wells.c_flat} "
     f"($\\lambda$ = {wells.lam_flat}); ridge at {wells.ridge:.3f}; barrier "
@@ -521,7 +522,7 @@ an = ch04.anisotropy_study(P)
 an_tab = an.table()
 display(an_tab.style.format({"tr Σ": "{:g}", "tr(HΣ)": "{:.3f}", "escaped": "{:.3f}",
                              "low": "{:.3f}", "high": "{:.3f}", "median exit step": "{:g}"})
-        .hide(axis="index"))
+        .hide(axis="index").set_table_styles(PAD))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Fraction of runs that leave a sharp basin within T steps against the total noise tr \u03a3, for noise aligned with H and isotropic noise of the same trace (Wilson intervals). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.anisotropy_study`.", "name": "fig-ch4-aniso"}}
 fig, ax = plt.subplots(figsize=(6.5, 3.4))

@@ -60,6 +60,7 @@ identity = {"source": "synthetic (toy saddle)", "n_train": P.n_data}
 LABEL = source_label(profile, {"source": "toy saddle", "n_train": P.n_data})
 # one colour per quantity, kept in every figure
 COLOR = {"measured": "C0", "prediction": "k", "isotropic": "C1", "SGD": "C0"}
+PAD = [{"selector": "th, td", "props": "padding: 0.15em 0.7em"}]  # table cell spacing
 
 # %% [markdown]
 # ## 7.1 The saddle and its stable manifold
@@ -122,7 +123,7 @@ COLOR = {"measured": "C0", "prediction": "k", "isotropic": "C1", "SGD": "C0"}
 iso = ch07.isotropic_study(P)
 display(iso.table().style.format({"σ": "{:.6e}", "mean escape step": "{:.6f}",
                                   "std. error": "{:.6f}", "predicted (eq)": "{:.6f}"})
-        .hide(axis="index"))
+        .hide(axis="index").set_table_styles(PAD))
 v_law = ch07.escape_law_verdict(iso, confidence=P.confidence, scale=P.scale)
 display(Markdown(f"**{v_law.outcome}**: {v_law.sentence} Isotropic runs not escaped: "
                  f"{iso.censored:.1%}; the continuous-time slope $1/(\\eta\\gamma)$ would be "
@@ -186,10 +187,14 @@ plt.show()
 
 # %% tags=["remove-input"]
 sgd = ch07.sgd_study(P)
-display(sgd.table.style.format({
-    "E[(e_min·(g_B−ḡ))²] MC": "{:.6f}", "± s.e.": "{:.6e}", "formula (eq)": "{:.6f}",
-    "SGD median escape": "{:.1f}", "predicted median": "{:.6f}", "SGD not escaped": "{:.1f}",
-    "isotropic (matched trace) median": "{:.1f}"}).hide(axis="index"))
+SHORT = {"E[(e_min·(g_B−ḡ))²] MC": "noise along e_min (MC)", "± s.e.": "s.e.",
+         "formula (eq)": "Lemma 1", "SGD median escape": "SGD median step",
+         "predicted median": "predicted", "SGD not escaped": "stuck",
+         "isotropic (matched trace) median": "isotropic median step"}
+display(sgd.table.rename(columns=SHORT).style.format({
+    "noise along e_min (MC)": "{:.6f}", "s.e.": "{:.6e}", "Lemma 1": "{:.6f}",
+    "SGD median step": "{:.1f}", "predicted": "{:.6f}", "stuck": "{:.1f}",
+    "isotropic median step": "{:.1f}"}).hide(axis="index").set_table_styles(PAD))
 z_noise = sgd.noise_z()
 at_n = sgd.table.loc[sgd.table["formula (eq)"] == 0, "E[(e_min·(g_B−ḡ))²] MC"]
 v_sgd = ch07.sgd_escape_verdict(sgd.table, z_noise, z_max=P.noise_z_max,
@@ -273,7 +278,7 @@ off = ch07.offset_study(P)
 off_tab = off.table()
 display(off_tab.style.format({"δ": "{:.0e}", "σ_B": "{:.2e}", "median escape step": "{:.1f}",
                               "predicted median": "{:.1f}", "escaped": "{:.2f}"})
-        .hide(axis="index"))
+        .hide(axis="index").set_table_styles(PAD))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Median escape step of SGD against the start offset \u03b4 off the stable manifold, one colour per batch size, with the prediction (dashed); \u03b4 = 0 is drawn at the tick labelled 0 (a log axis has no zero), and B = N never escapes from \u03b4 = 0 (not drawn). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch07_saddles.offset_study`.", "name": "fig-ch7-offset"}}
 fig, ax = plt.subplots(figsize=(6.5, 3.8))

@@ -1070,8 +1070,8 @@ def lyapunov_verdict(z: np.ndarray, runs: int, *, z_max: float, scale: str) -> V
     zmax = float(np.abs(np.asarray(z)).max())
     ok = zmax < z_max
     return Verdict(
-        claim="The discrete Lyapunov equation (eq-ch4-lyap) gives the stationary covariance "
-              "of SGD with noise ∝ H near a minimum.",
+        claim="The discrete Lyapunov equation Σ = (I − ηH)Σ(I − ηH)ᵀ + η²C gives the "
+              "stationary covariance of SGD with noise ∝ H near a minimum.",
         outcome="supported" if ok else "contradicted",
         sentence=f"Largest absolute z-score over the entries: {zmax:.2f} from {runs} runs "
                  f"(threshold {z_max:g} s.e.) -> "
