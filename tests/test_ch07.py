@@ -181,3 +181,17 @@ def test_matched_isotropic_faster_flips():
     assert D.matched_isotropic_faster(t)
     t.loc[1, "isotropic (matched trace) median"] = 60.0
     assert not D.matched_isotropic_faster(t)
+
+
+def test_offset_law_verdict_both_sides():
+    kw = dict(median_tol=3.0, scale=SCALE)
+    m = np.array([[38.0, np.inf], [139.0, 91.0]])
+    q = np.array([[38.5, np.inf], [139.2, 90.9]])
+    assert D.offset_law_verdict(m, q, **kw).outcome == "supported"
+    v = D.offset_law_verdict(m + np.array([[0.0, 0.0], [5.0, 0.0]]), q, **kw)
+    assert v.outcome == "contradicted" and "4.8 steps" in v.sentence
+    # escaping where the law says never is a contradiction too
+    v = D.offset_law_verdict(np.array([38.0, 120.0]), np.array([38.5, np.inf]), **kw)
+    assert v.outcome == "contradicted" and "1 pairs escape" in v.sentence
+    assert D.offset_law_verdict(np.array([np.inf]), np.array([np.inf]),
+                                **kw).outcome == "inconclusive"

@@ -269,9 +269,11 @@ display(Markdown(
 # ($B = N$) $m = \delta$ and the escape takes $\log(y_{\rm esc}/\delta)/\log(1 + \eta\gamma)$
 # steps plus the cubic term: finite for every $\delta > 0$. Whichever of $\delta$ and
 # $\sigma_B$ is larger sets the time. We run `offset_runs` SGD runs for each offset in
-# `offsets` and each batch size in `offset_batch_sizes`; the essay's "stuck" is supported
-# only if from some $\delta > 0$ fewer than half the $B = N$ runs escape within `max_steps`
-# steps.
+# `offsets` and each batch size in `offset_batch_sizes`, and as many runs of GD + isotropic
+# noise for each $\sigma$ in `iso_sigmas`. The law {eq}`eq-ch7-offset` holds when every
+# measured median escape step is within `median_tol` steps of its prediction; the essay's
+# "stuck" is supported only if from some $\delta > 0$ fewer than half the $B = N$ runs
+# escape within `max_steps` steps.
 
 # %% tags=["remove-input"]
 off = ch07.offset_study(P)
@@ -280,30 +282,46 @@ display(off_tab.style.format({"δ": "{:.0e}", "σ_B": "{:.2e}", "median escape s
                               "predicted median": "{:.1f}", "escaped": "{:.2f}"})
         .hide(axis="index").set_table_styles(PAD))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Median escape step of SGD against the start offset \u03b4 off the stable manifold, one colour per batch size, with the prediction (dashed); \u03b4 = 0 is drawn at the tick labelled 0 (a log axis has no zero), and B = N never escapes from \u03b4 = 0 (not drawn). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch07_saddles.offset_study`.", "name": "fig-ch7-offset"}}
-fig, ax = plt.subplots(figsize=(6.5, 3.8))
+# %% tags=["remove-input"]
+display(off.iso_table().style.format({"δ": "{:.0e}", "σ": "{:.0e}",
+                                      "median escape step": "{:.1f}",
+                                      "predicted median": "{:.1f}", "escaped": "{:.2f}"})
+        .hide(axis="index").set_table_styles(PAD))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Median escape step against the start offset \u03b4 off the stable manifold (points: simulated, dashed: prediction) for SGD, one colour per batch size (left), and for GD + isotropic noise, one colour per \u03c3 (right); \u03b4 = 0 sits at the tick labelled 0 (a log axis has no zero), and B = N never escapes from \u03b4 = 0 (not drawn). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch07_saddles.offset_study`.", "name": "fig-ch7-offset"}}
 pos = off.offsets > 0
 x_zero = off.offsets[pos].min() / 10 if pos.any() else 1e-8
 xs = np.where(pos, off.offsets, x_zero)
-cmap = plt.get_cmap("viridis")
-for j, B in enumerate(off.batch_sizes):
-    c = cmap(j / max(len(off.batch_sizes) - 1, 1))
-    med = np.median(off.times[:, j], axis=1)
-    fin = np.isfinite(med)
-    ax.plot(xs[fin], med[fin], "o", color=c, label=f"B = {B}")
-    pf = np.isfinite(off.predicted[:, j])
-    ax.plot(xs[pf], off.predicted[pf, j], "--", color=c, lw=1)
-ax.plot([], [], "--", color="gray", lw=1, label="prediction")
-ax.set_xscale("log")
-ticks = np.unique(xs)
-ax.set_xticks(ticks, ["0" if t == x_zero else f"{t:.0e}" for t in ticks])
-ax.minorticks_off()
-ax.set(xlabel="start offset δ off the stable manifold", ylabel="median escape step",
-       title=f"Escape from (x₀, δ) · {LABEL}")
-ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="points: simulated")
+fig, axes = plt.subplots(1, 2, figsize=(7, 4.2), sharey=True, layout="constrained")
+panels = [(axes[0], off.times, off.predicted, [f"B = {b}" for b in off.batch_sizes],
+           "SGD", "viridis"),
+          (axes[1], off.iso_times, off.iso_predicted, [f"σ = {s:.0e}" for s in off.sigmas],
+           "GD + isotropic noise", "plasma")]
+for ax, times, pred, labels, title, cm in panels:
+    cmap = plt.get_cmap(cm)
+    for j, lab in enumerate(labels):
+        c = cmap(0.9 * j / max(len(labels) - 1, 1))
+        med = np.median(times[:, j], axis=1)
+        fin = np.isfinite(med)
+        ax.plot(xs[fin], med[fin], "o", color=c, label=lab)
+        pf = np.isfinite(pred[:, j])
+        ax.plot(xs[pf], pred[pf, j], "--", color=c, lw=1)
+    ax.set_xscale("log")
+    ticks = np.unique(xs)
+    ax.set_xticks(ticks, ["0" if t == x_zero else f"{t:.0e}" for t in ticks])
+    ax.minorticks_off()
+    ax.set(xlabel="start offset δ", title=title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
+axes[0].set_ylabel("median escape step (dashed: prediction)")
+fig.suptitle(LABEL)
 plt.show()
 
 # %% tags=["remove-input"]
+v_offset = ch07.offset_law_verdict(
+    np.concatenate([np.median(off.times, -1).ravel(), np.median(off.iso_times, -1).ravel()]),
+    np.concatenate([off.predicted.ravel(), off.iso_predicted.ravel()]),
+    median_tol=P.median_tol, scale=P.scale)
+display(Markdown(f"**{v_offset.outcome}**: {v_offset.sentence}"))
 v_stuck = ch07.large_batch_verdict(off.offsets, off.batch_sizes, off.times, P.n_data,
                                    max_steps=P.max_steps, scale=P.scale)
 display(Markdown(f"**{v_stuck.outcome}**: {v_stuck.sentence}"))
@@ -324,7 +342,7 @@ display(Markdown(f"**{v_stuck.outcome}**: {v_stuck.sentence}"))
 # named in each section; intervals at level `confidence`).
 
 # %% tags=["remove-input"]
-show_verdicts("ch07_saddles", [v_law, v_sgd, v_stuck])
+show_verdicts("ch07_saddles", [v_law, v_sgd, v_stuck, v_offset])
 
 # %% tags=["remove-input"]
 display(Markdown(provenance_markdown(profile, P.to_dict(), wall_time_s=clock.seconds,

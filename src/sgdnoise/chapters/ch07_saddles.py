@@ -16,7 +16,8 @@ Strict saddle
 The chapter's studies (what the notebook calls)
     :func:`isotropic_study`, :func:`sgd_study`, :func:`offset_study`.
 Verdicts (numbers in, :class:`sgdnoise.report.Verdict` out; thresholds are arguments)
-    :func:`escape_law_verdict`, :func:`sgd_escape_verdict`, :func:`large_batch_verdict`.
+    :func:`escape_law_verdict`, :func:`sgd_escape_verdict`, :func:`offset_law_verdict`,
+    :func:`large_batch_verdict`.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "matched_isotropic_faster",
     "matched_isotropic_sigma",
     "noise_along_direction",
+    "offset_law_verdict",
     "offset_study",
     "predicted_escape_time",
     "predicted_offset_escape_time",
@@ -432,6 +434,20 @@ class OffsetStudy:
     times: np.ndarray
     predicted: np.ndarray
     max_steps: int
+    sigmas: np.ndarray
+    iso_times: np.ndarray
+    iso_predicted: np.ndarray
+
+    def iso_table(self) -> pd.DataFrame:
+        """GD + isotropic noise σ from ``(x0, δ)``: median escape step and prediction."""
+        rows = []
+        for i, d in enumerate(self.offsets):
+            for k, s in enumerate(self.sigmas):
+                t = self.iso_times[i, k]
+                rows.append({"δ": d, "σ": s, "median escape step": float(np.median(t)),
+                             "predicted median": float(self.iso_predicted[i, k]),
+                             "escaped": float(np.isfinite(t).mean())})
+        return pd.DataFrame(rows)
 
     def table(self) -> pd.DataFrame:
         rows = []
@@ -447,8 +463,9 @@ class OffsetStudy:
 
 def offset_study(P: Params) -> OffsetStudy:
     """Section 7.4: SGD started at distance δ off the stable manifold, for every δ of
-    ``P.offsets`` and B of ``P.offset_batch_sizes``, with the median escape step predicted by
-    :func:`predicted_offset_escape_time` at ``σ_y = σ_B``."""
+    ``P.offsets`` and B of ``P.offset_batch_sizes``, and GD + isotropic noise for every σ
+    of ``P.iso_sigmas``, with the median escape step predicted by
+    :func:`predicted_offset_escape_time` at ``σ_y = σ_B`` (SGD) or σ (isotropic)."""
     p = problem(P)
     offsets = np.asarray(P.offsets, dtype=float)
     Bs = np.asarray(P.offset_batch_sizes, dtype=int)
@@ -463,7 +480,47 @@ def offset_study(P: Params) -> OffsetStudy:
     ])
     pred = np.stack([predicted_offset_escape_time(sigma_b, float(d), lr=P.lr, gamma=P.gamma,
                                                   y_escape=P.y_escape) for d in offsets])
-    return OffsetStudy(offsets, Bs, sigma_b, times, pred, P.max_steps)
+    sig = np.asarray(P.iso_sigmas, dtype=float)
+    iso_times = np.stack([
+        np.stack([saddle_escape_times(p, "isotropic", lr=P.lr, steps=P.max_steps,
+                                      runs=P.offset_runs, sigma=float(s), x0=P.x0,
+                                      y0=float(d), y_escape=P.y_escape,
+                                      seed=P.seed + 5000 + 97 * i + k)
+                  for k, s in enumerate(sig)])
+        for i, d in enumerate(offsets)
+    ])
+    iso_pred = np.stack([predicted_offset_escape_time(sig, float(d), lr=P.lr, gamma=P.gamma,
+                                                      y_escape=P.y_escape) for d in offsets])
+    return OffsetStudy(offsets, Bs, sigma_b, times, pred, P.max_steps, sig, iso_times,
+                       iso_pred)
+
+
+OFFSET_CLAIM = ("Off the stable manifold, the escape step follows the linearised law with the "
+                "start offset δ and the noise σ (eq-ch7-offset).")
+
+
+def offset_law_verdict(
+    measured: np.ndarray, predicted: np.ndarray, *, median_tol: float, scale: str
+) -> Verdict:
+    """Supported iff every finite measured median escape step is within ``median_tol``
+    steps of its prediction (and the two are infinite together); inconclusive if nothing is
+    finite. ``measured, predicted``: matching arrays of median escape steps."""
+    m = np.asarray(measured, dtype=float).ravel()
+    q = np.asarray(predicted, dtype=float).ravel()
+    both = np.isfinite(m) & np.isfinite(q)
+    if not both.any():
+        return Verdict(OFFSET_CLAIM, "inconclusive", "No start has a finite measured and "
+                       "predicted escape step.", scale, "sec-ch7-offset")
+    worst = float(np.max(np.abs(m[both] - q[both])))
+    mismatch = int((np.isfinite(m) != np.isfinite(q)).sum())
+    ok = worst <= median_tol and mismatch == 0
+    text = (f"Largest gap between measured and predicted median escape step over "
+            f"{int(both.sum())} (δ, noise) pairs: {worst:.1f} steps (threshold "
+            f"{median_tol:g})" + (f"; {mismatch} pairs escape in one and not the other"
+                                  if mismatch else "") + ". ")
+    return Verdict(OFFSET_CLAIM, "supported" if ok else "contradicted",
+                   text + ("The law holds." if ok else "The law does not hold here."), scale,
+                   "sec-ch7-offset")
 
 
 # ------------------------------------------------------------------------- verdicts
