@@ -258,8 +258,10 @@ display(Markdown(
 # with the same $Y$, so the escape step is
 #
 # $$
-# t_{\rm esc} \approx \frac{\log\big(y_{\rm esc}/|\delta + Y|\big)}{\log(1+\eta\gamma)}
-# + \frac{\log\big(\gamma/(\gamma-y_{\rm esc}^2)\big)}{2\log(1+\eta\gamma)} ,
+# \begin{aligned}
+# t_{\rm esc} \approx{}& \frac{\log\big(y_{\rm esc}/|\delta + Y|\big)}{\log(1+\eta\gamma)}\\
+# &{}+ \frac{\log\big(\gamma/(\gamma-y_{\rm esc}^2)\big)}{2\log(1+\eta\gamma)} ,
+# \end{aligned}
 # $$ (eq-ch7-offset)
 #
 # and its median uses the median $m$ of $|\delta + Y|$, solved from
