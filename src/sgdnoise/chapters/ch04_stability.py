@@ -180,8 +180,8 @@ class Params(ChapterParams):
                      "must be positive definite (H11 > 0, H11 H22 > H12²)")
         self.require(self.lr * max(np.linalg.eigvalsh([[h11, h12], [h12, h22]])) < 2,
                      "lyap_hessian", f"must satisfy lr * λ_max < 2, lr={self.lr}")
-        self.require(self.div_q_min < 2 - self.div_margin and 2 + self.div_margin < self.div_q_max,
-                     "div_q_min", f"the sweep [div_q_min, div_q_max=" f"{self.div_q_max}] must "
+        self.require(self.div_q_min < 2 - self.div_margin < 2 + self.div_margin < self.div_q_max,
+                     "div_q_min", f"the sweep [div_q_min, div_q_max={self.div_q_max}] must "
                      f"straddle 2 ± div_margin={self.div_margin}")
         self.require(self.spectrum[0] == 1.0, "spectrum",
                      "must start with 1 (so that ρ(H) = ρ) and hold values in (0, 1]")
