@@ -13,11 +13,16 @@
 # statement precise on toy problems where everything can be computed, derives what SGD with
 # Hessian-shaped noise actually does near a minimum (a discrete Lyapunov equation), measures
 # the radius by simulation, fits the exponent, relates it to the linear-stability conditions
-# of {cite}`wu2018sgd`, and ends with a landscape holding one sharp and one flat minimum.
+# of {cite}`wu2018sgd`, and ends with two landscapes where the shape of the noise decides
+# which minimum SGD leaves: one sharp and one flat minimum in one dimension, and a sharp
+# basin in ten dimensions where noise aligned with the Hessian competes with isotropic noise
+# of the same size {cite}`zhu2019anisotropic`.
 #
-# All toy problems here are synthetic: the chapter needs no data set.
+# All toy problems here are synthetic: the chapter needs no data set. Every code cell calls
+# {py:mod}`sgdnoise.chapters.ch04_stability`; every threshold used by a verdict is a
+# parameter of the chapter, stated where the verdict is printed.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "default"
 seed = 0
 lr = 0.1
@@ -49,498 +54,514 @@ wells_sigma = 1.0
 wells_batch_size = 1
 wells_runs = 4000
 wells_steps = 1000
+confidence = 0.95
+lyap_hessian = [2.0, 0.6, 0.8]
+lyap_z_max = 4.0
+div_q_min = 1.8
+div_q_max = 2.2
+div_num = 21
+div_steps = 400
+div_runs = 200
+div_x0 = 1.0
+div_threshold = 1000.0
+div_margin = 0.01
+div_below_max = 0.05
+div_above_min = 0.5
+spectrum = [1.0, 0.25]
+well_wall = 4.0
+wme_as_grid = 600
+wme_as_batches = 20000
+wme_edge_fraction = 0.5
+wme_tol_steps = 0.5
+wells_n = 100
+wells_lam_sharp = 8.0
+wells_lam_flat = 1.0
+wells_c_sharp = -1.0
+wells_c_flat = 1.0
+aniso_dim = 10
+aniso_top = 10.0
+aniso_bulk = 0.5
+aniso_depth = 0.1
+aniso_wall = 4.0
+aniso_traces = [0.25, 0.5, 1.0, 2.0]
+aniso_runs = 2000
+aniso_steps = 300
 
-# %%
+# %% tags=["remove-cell"]
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 from IPython.display import Markdown, display
-from tqdm.auto import tqdm
 
-from sgdnoise import dynamics as dyn
-from sgdnoise.params import Param, validate
+from sgdnoise.chapters import ch04_stability as ch04
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown
+from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
 
-SPEC = {
-    "profile": Param("str", choices=("smoke", "default", "full")),
-    "seed": Param("int", low=0),
-    "lr": Param("float", low=1e-6),
-    "lyap_sigma": Param("float", low=1e-9),
-    "lyap_runs": Param("int", low=100),
-    "lyap_steps": Param("int", low=10),
-    "radius_eps": Param("float", low=1e-9),
-    "radius_delta": Param("float", low=1e-4, high=0.5),
-    "radius_sigma": Param("float", low=1e-9),
-    "iso_sigma": Param("float", low=1e-9),
-    "radius_steps": Param("int", low=1),
-    "radius_runs": Param("int", low=20),
-    "sharpness_min": Param("float", low=1e-9),
-    "sharpness_max": Param("float", low=1e-9),
-    "num_sharpness": Param("int", low=3),
-    "well_depth": Param("float", low=1e-9),
-    "well_sigma": Param("float", low=1e-9),
-    "well_runs": Param("int", low=20),
-    "well_steps": Param("int", low=1),
-    "bisection_iters": Param("int", low=4, high=60),
-    "n_boot": Param("int", low=10),
-    "wme_n": Param("int", low=2),
-    "wme_runs": Param("int", low=10),
-    "wme_steps": Param("int", low=10),
-    "wme_lr_max": Param("float", low=1e-6),
-    "wme_num_lrs": Param("int", low=3),
-    "wme_batch_sizes": Param("list[int]", low=1),
-    "wells_sigma": Param("float", low=1e-9),
-    "wells_batch_size": Param("int", low=1),
-    "wells_runs": Param("int", low=20),
-    "wells_steps": Param("int", low=1),
-}
-P = validate(
-    dict(
-        profile=profile, seed=seed, lr=lr, lyap_sigma=lyap_sigma, lyap_runs=lyap_runs,
-        lyap_steps=lyap_steps, radius_eps=radius_eps, radius_delta=radius_delta,
-        radius_sigma=radius_sigma, iso_sigma=iso_sigma, radius_steps=radius_steps,
-        radius_runs=radius_runs, sharpness_min=sharpness_min, sharpness_max=sharpness_max,
-        num_sharpness=num_sharpness, well_depth=well_depth, well_sigma=well_sigma,
-        well_runs=well_runs, well_steps=well_steps, bisection_iters=bisection_iters,
-        n_boot=n_boot, wme_n=wme_n, wme_runs=wme_runs, wme_steps=wme_steps,
-        wme_lr_max=wme_lr_max, wme_num_lrs=wme_num_lrs, wme_batch_sizes=wme_batch_sizes,
-        wells_sigma=wells_sigma, wells_batch_size=wells_batch_size, wells_runs=wells_runs,
-        wells_steps=wells_steps,
-    ),
-    SPEC,
-)
-if not P["sharpness_max"] * P["lr"] < 2:
-    raise ValueError(
-        f"parameter 'sharpness_max' must satisfy lr * sharpness_max < 2 (linear stability), "
-        f"got {P['sharpness_max']} with lr={P['lr']}"
-    )
-if max(P["wme_batch_sizes"]) > P["wme_n"]:
-    raise ValueError(f"parameter 'wme_batch_sizes' must be <= wme_n={P['wme_n']}, "
-                     f"got {P['wme_batch_sizes']}")
+P = ch04.Params.from_namespace(globals())
 clock = Stopwatch()
 use_style()
 identity = {"source": "synthetic (toy landscapes)", "n_train": None}
 LABEL = source_label(profile, {"source": "toy landscapes"})
+# one colour per quantity, kept in every figure
+COLOR = {"GD": "C0", "isotropic": "C1", "noise ∝ H": "C2", "well": "C4"}
+PAD = [{"selector": "th, td", "props": "padding: 0.15em 0.7em"}]  # table cell spacing
 
 # %% [markdown]
 # ## 4.1 Definition
 #
-# Let θ* be a strict local minimum of L and let (θ_t) be the SGD iterates
-# θ_{t+1} = θ_t − η g_t. Fix a tolerance ε > 0, a failure probability δ ∈ (0, 1) and a
-# horizon T.
+# Let $\theta^*$ be a strict local minimum of $L$ and let $(\theta_t)$ be the SGD iterates
+# $\theta_{t+1} = \theta_t - \eta g_t$. Fix a tolerance $\varepsilon > 0$, a failure
+# probability $\delta \in (0, 1)$ and a horizon $T$.
 #
-# **Definition (stochastic stability).** θ* is *stochastically stable with radius r* for
-# (ε, δ) if for every start θ₀ with ‖θ₀ − θ*‖ < r,
+# **Definition (stochastic stability).** $\theta^*$ is *stochastically stable with radius
+# $r$* for $(\varepsilon, \delta)$ if for every start $\theta_0$ with
+# $\|\theta_0 - \theta^*\| < r$,
 #
 # $$
 # \Pr\Big(\max_{1\le t\le T} \|\theta_t-\theta^*\| < \varepsilon\Big) \;\ge\; 1-\delta .
 # $$ (eq-ch4-def)
 #
-# The *radius of stability* r(ε, δ) is the largest such r (it is at most ε, and it is 0 when
-# even a start at θ* fails). The source leaves T implicit ("for all t"); with noise that
-# does not vanish at θ*, every run eventually leaves any ball, so a finite horizon is
-# needed for {eq}`eq-ch4-def` to be non-trivial. We use T = `radius_steps` steps.
+# The *radius of stability* $r(\varepsilon, \delta)$ is the largest such $r$ (it is at most
+# $\varepsilon$, and it is $0$ when even a start at $\theta^*$ fails). The source leaves $T$
+# implicit ("for all $t$"); with noise that does not vanish at $\theta^*$, every run
+# eventually leaves any ball, so a finite horizon is needed for {eq}`eq-ch4-def` to be
+# non-trivial. We use $T$ = `radius_steps` steps.
 #
+# (sec-ch4-quadratic)=
 # ## 4.2 The quadratic with noise proportional to H
 #
-# **Noise model.** Near θ* write δ = θ − θ*, L(θ) ≈ ½ δᵀHδ. We use the Gaussian (CLT)
-# model of chapter 3 with the noise covariance proportional to the Hessian, as it is near a
-# minimum of a well-specified likelihood (where D ≈ F ≈ H):
+# **Noise model.** Near $\theta^*$ write $\delta = \theta - \theta^*$,
+# $L(\theta) \approx \tfrac12 \delta^\top H\delta$. We use the Gaussian (CLT) model of
+# chapter 3 with the noise covariance proportional to the Hessian, as it is near a minimum
+# of a well-specified likelihood (where $D \approx F \approx H$):
 #
 # $$
 # g_t = H\delta_t + \xi_t,\qquad \xi_t \sim \mathcal N\!\big(0,\ C\big),\qquad
 # C = \frac{\sigma^2}{B} H .
 # $$ (eq-ch4-noise)
 #
-# For comparison we also use isotropic noise C = σ_iso² ρ̄ I / B of fixed size (ρ̄ is the
-# geometric midpoint of the sharpness grid, so that both models inject the same trace there).
+# For comparison we also use isotropic noise $C = \sigma_{\rm iso}^2 \bar\rho I / B$ of
+# fixed size ($\bar\rho$ is the geometric midpoint of the sharpness grid, so that both
+# models inject the same trace there).
 #
-# **Mean and linear stability.** With A = I − ηH the iterates obey
-# δ_{t+1} = A δ_t − η ξ_t, so E δ_t = A^t δ₀. In H's eigenbasis A is diagonal with entries
-# 1 − ηλ_i, and E δ_t → 0 for every δ₀ iff |1 − ηλ_i| < 1 for all i, i.e.
+# **Mean and linear stability.** With $A = I - \eta H$ the iterates obey
+# $\delta_{t+1} = A \delta_t - \eta \xi_t$, so $\mathbb E\, \delta_t = A^t \delta_0$. In
+# $H$'s eigenbasis $A$ is diagonal with entries $1 - \eta\lambda_i$, and
+# $\mathbb E\,\delta_t \to 0$ for every $\delta_0$ iff $|1 - \eta\lambda_i| < 1$ for all
+# $i$, i.e.
 #
 # $$
-# 0 < \eta\lambda_i < 2 \quad\text{for every eigenvalue } \lambda_i \text{ of } H,
-# \qquad\text{equivalently}\qquad \eta\,\lambda_{\max} < 2 .
+# \begin{aligned}
+# &0 < \eta\lambda_i < 2 \quad\text{for every eigenvalue } \lambda_i \text{ of } H,\\
+# &\text{equivalently}\quad \eta\,\lambda_{\max} < 2 .
+# \end{aligned}
 # $$ (eq-ch4-linear)
 #
-# If ηλ_max > 2 the component along the top eigenvector is multiplied by |1 − ηλ_max| > 1
-# at each step and grows geometrically, whatever the noise.
+# If $\eta\lambda_{\max} > 2$ the component along the top eigenvector is multiplied by
+# $|1 - \eta\lambda_{\max}| > 1$ at each step and grows geometrically, whatever the noise.
+# In neural-network training this boundary is not a curiosity: full-batch GD drives
+# $\lambda_{\max}$ up until $\eta\lambda_{\max}$ hovers at 2, the *edge of stability*
+# {cite}`cohen2021gradient`, and a learning rate that starts above $2/\lambda_{\max}$ can
+# make the loss spike and then settle in a flatter region where
+# $\eta\lambda_{\max} < 2$ holds again, the *catapult phase* {cite}`lewkowycz2020large`. On
+# the quadratic, whose curvature cannot change, runs above the boundary simply diverge.
 #
-# **Stationary covariance.** Let Σ_t = Cov δ_t. Since ξ_t is independent of δ_t,
-# Σ_{t+1} = A Σ_t Aᵀ + η² C, and unrolling gives Σ_t = A^tΣ₀A^{tᵀ} + η² Σ_{k<t} A^k C A^{kᵀ}.
-# Under {eq}`eq-ch4-linear` the series converges and its limit Σ solves the discrete
+# **Stationary covariance.** Let $\Sigma_t = \operatorname{Cov} \delta_t$. Since $\xi_t$ is
+# independent of $\delta_t$, $\Sigma_{t+1} = A \Sigma_t A^\top + \eta^2 C$, and unrolling
+# gives $\Sigma_t = A^t\Sigma_0 (A^t)^\top + \eta^2 \sum_{k<t} A^k C (A^k)^\top$. Under
+# {eq}`eq-ch4-linear` the series converges and its limit $\Sigma$ solves the discrete
 # Lyapunov equation
 #
 # $$
 # \Sigma = (I-\eta H)\,\Sigma\,(I-\eta H)^\top + \eta^2 C .
 # $$ (eq-ch4-lyap)
 #
-# In the eigenbasis of H (H = U diag(λ) Uᵀ, C' = UᵀCU) the equation reads
-# Σ'_ij = (1 − ηλ_i)(1 − ηλ_j) Σ'_ij + η² C'_ij, so Σ'_ij = η² C'_ij / (1 − (1 − ηλ_i)(1 − ηλ_j)).
-# For C = σ²H/B (C' diagonal) this gives Σ'_ii = η²σ²λ_i / (B ηλ_i (2 − ηλ_i)):
+# In the eigenbasis of $H$ ($H = U \operatorname{diag}(\lambda) U^\top$, $C' = U^\top C U$)
+# the equation reads $\Sigma'_{ij} = (1 - \eta\lambda_i)(1 - \eta\lambda_j) \Sigma'_{ij} +
+# \eta^2 C'_{ij}$, so $\Sigma'_{ij} = \eta^2 C'_{ij} / \big(1 - (1 -
+# \eta\lambda_i)(1 - \eta\lambda_j)\big)$. For $C = \sigma^2H/B$ ($C'$ diagonal) this gives
+# $\Sigma'_{ii} = \eta^2\sigma^2\lambda_i / \big(B\, \eta\lambda_i (2 - \eta\lambda_i)\big)$:
 #
 # $$
 # \Sigma = \frac{\eta\sigma^2}{B}\,(2I-\eta H)^{-1},\qquad
 # s(\lambda) = \sqrt{\frac{\eta\sigma^2}{B\,(2-\eta\lambda)}} ,
 # $$ (eq-ch4-std)
 #
-# where s(λ) is the stationary standard deviation along an eigenvector of eigenvalue λ. With
-# isotropic noise the same computation gives s_iso(λ) = sqrt(ησ_iso²ρ̄ / (Bλ(2 − ηλ))).
-# The striking consequence of {eq}`eq-ch4-std`: **with noise proportional to H the stationary
-# spread in parameter space hardly depends on the curvature** (it is sqrt(ησ²/2B) for
-# ηλ ≪ 1 and blows up only as ηλ → 2). Sharper directions receive more noise, and the
-# stronger pull back cancels it exactly in the small-step limit.
+# where $s(\lambda)$ is the stationary standard deviation along an eigenvector of
+# eigenvalue $\lambda$. With isotropic noise the same computation gives
+# $s_{\rm iso}(\lambda) = \sqrt{\eta\sigma_{\rm iso}^2\bar\rho / (B\lambda(2 -
+# \eta\lambda))}$. The striking consequence of {eq}`eq-ch4-std`: **with noise proportional
+# to $H$ the stationary spread in parameter space hardly depends on the curvature** (it is
+# $\sqrt{\eta\sigma^2/2B}$ for $\eta\lambda \ll 1$ and blows up only as
+# $\eta\lambda \to 2$). Sharper directions receive more noise, and the stronger pull back
+# cancels it exactly in the small-step limit.
 #
-# **Check.** We simulate many independent chains from δ₀ = 0 on a non-diagonal 2 × 2 H,
-# and compare the covariance of their final iterates with the solution of
-# {eq}`eq-ch4-lyap` computed by `sgdnoise.stability.stationary_covariance`.
+# **Check.** We simulate `lyap_runs` independent chains from $\delta_0 = 0$ on the
+# non-diagonal $2\times 2$ matrix $H$ of the parameter `lyap_hessian`, and compare the
+# covariance of their final iterates with the solution of {eq}`eq-ch4-lyap` computed by
+# {py:func}`sgdnoise.stability.stationary_covariance`; the check passes when every entry
+# agrees within `lyap_z_max` standard errors.
 
-# %%
-H_demo = np.array([[2.0, 0.6], [0.6, 0.8]])
-chk = dyn.stationary_check(
-    H_demo, P["lyap_sigma"] ** 2 * H_demo, P["lr"], steps=P["lyap_steps"],
-    runs=P["lyap_runs"], seed=P["seed"],
-)
-lyap_table = pd.DataFrame(
-    {
-        "entry": ["Σ11", "Σ12", "Σ22"],
-        "Lyapunov": [chk.theory[0, 0], chk.theory[0, 1], chk.theory[1, 1]],
-        "simulated": [chk.empirical[0, 0], chk.empirical[0, 1], chk.empirical[1, 1]],
-        "std. error": [chk.stderr[0, 0], chk.stderr[0, 1], chk.stderr[1, 1]],
-        "z": [chk.z[0, 0], chk.z[0, 1], chk.z[1, 1]],
-    }
-)
-display(lyap_table.round(5))
-zmax = float(np.abs(chk.z).max())
-print(
-    f"Largest |z| over the entries: {zmax:.2f} from {chk.runs} runs -> "
-    + ("agreement within Monte Carlo error." if zmax < 4 else "DISAGREEMENT beyond 4 s.e.")
-)
+# %% tags=["remove-input"]
+chk = ch04.lyapunov_study(P)
+display(chk.table().style.format(precision=5).hide(axis="index").set_table_styles(PAD))
+v_lyap = ch04.lyapunov_verdict(chk.z, chk.runs, z_max=P.lyap_z_max, scale=P.scale)
+display(Markdown(f"**{v_lyap.outcome}**: {v_lyap.sentence}"))
 
 # %% [markdown]
-# **Linear-stability limit.** Next, GD and noisy SGD on a 1-D quadratic for ηλ around 2;
-# a run counts as diverged when |x_t| exceeds 10³ (from x₀ = 1).
+# **Linear-stability limit.** Next, GD and noisy SGD (noise $\propto$ curvature, $\sigma$ =
+# `radius_sigma`) on a 1-D quadratic for $\eta\lambda$ around 2; a run counts as diverged
+# when $|x_t|$ exceeds `div_threshold` within `div_steps` steps from $x_0$ = `div_x0`. The
+# boundary {eq}`eq-ch4-linear` is confirmed when, for both, at most `div_below_max` of the
+# runs diverge at every $\eta\lambda < 2 -$ `div_margin` and at least `div_above_min` do at
+# every $\eta\lambda > 2 +$ `div_margin`.
 
-# %%
-q_grid = np.linspace(1.8, 2.2, 21)
-div_gd = dyn.gd_divergence_sweep(q_grid, lr=P["lr"], steps=400, runs=200, seed=P["seed"])
-div_sgd = dyn.gd_divergence_sweep(
-    q_grid, lr=P["lr"], steps=400, runs=200, sigma=P["radius_sigma"], seed=P["seed"] + 1
-)
-fig, ax = plt.subplots(figsize=(6, 3.2))
-ax.plot(q_grid, div_gd, "o-", label="GD")
-ax.plot(q_grid, div_sgd, "s--", label=f"SGD, noise ∝ H (σ={P['radius_sigma']})")
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Fraction of runs that diverge against \u03b7\u03bb for GD and for SGD with noise \u221d H, on a 1-D quadratic (laptop run; the profile is in the title). Computed by {py:func}`sgdnoise.chapters.ch04_stability.divergence_study`.", "name": "fig-ch4-divergence"}}
+div = ch04.divergence_study(P)
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+ax.plot(div.q, div.gd, "o-", color=COLOR["GD"], label="GD")
+ax.plot(div.q, div.sgd, "s--", color=COLOR["noise ∝ H"],
+        label=f"SGD, noise ∝ H (σ = {P.radius_sigma})")
 ax.axvline(2.0, color="k", lw=1, ls=":", label="ηλ = 2")
-ax.set(xlabel="ηλ", ylabel="fraction diverged (400 steps)",
+ax.set(xlabel="ηλ", ylabel=f"fraction diverged ({P.div_steps} steps)",
        title=f"Linear stability limit · {LABEL}")
-ax.legend()
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
 plt.show()
-below = float(div_sgd[q_grid < 1.99].max())
-above = float(div_sgd[q_grid > 2.01].min())
-print(f"Largest diverged fraction for ηλ < 1.99: {below:.2f}; smallest for ηλ > 2.01: {above:.2f}.")
+
+# %% tags=["remove-input"]
+v_lin = ch04.linear_boundary_verdict(div.q, div.gd, div.sgd, margin=P.div_margin,
+                                     below_max=P.div_below_max, above_min=P.div_above_min,
+                                     scale=P.scale)
+display(Markdown(f"**{v_lin.outcome}**: {v_lin.sentence}"))
 
 # %% [markdown]
-# The figure shows a sharp switch at ηλ = 2 for both GD and noisy SGD: below it no run
-# diverges, above it every run does. The noise does not move the linear boundary, because
-# additive noise enters the recursion only through the term −ηξ_t, which cannot change the
-# multiplier 1 − ηλ.
+# Additive noise enters the recursion only through the term $-\eta\xi_t$, which cannot
+# change the multiplier $1 - \eta\lambda$; so the noise cannot move the linear boundary, and
+# the computed line above says whether the simulated switch sits at $\eta\lambda = 2$ for
+# both methods. Just above 2 the growth factor $|1 - \eta\lambda|$ is barely above 1, so a
+# noisy run whose effective start happens to be small can stay below the divergence
+# threshold for the whole horizon.
 #
+# (sec-ch4-radius)=
 # ## 4.3 Measuring the radius of stability
 #
-# **Exact per-run radius on the quadratic.** Take H = ρ·diag(1, ¼), so ρ(H) = ρ. Fix a
-# start direction u (unit vector). Because the recursion is affine,
-# δ_t = r A^t u + n_t, where n_t = −η Σ_{k<t} A^{t−1−k} ξ_k does not depend on r. For one
-# run (one noise sequence), the event "‖δ_t‖ < ε" is ‖r a_t + n_t‖ < ε with a_t = A^t u,
-# which holds on an interval of r (the preimage of a ball under an affine map is convex).
-# The intersection over t is again an interval, containing r = 0 when the run survives from
-# θ*. Its right end is the run's *critical radius*
+# **Exact per-run radius on the quadratic.** Take $H = \rho\operatorname{diag}(1, \tfrac14)$
+# (parameter `spectrum`), so $\rho(H) = \rho$. Fix a start direction $u$ (unit vector).
+# Because the recursion is affine, $\delta_t = r A^t u + n_t$, where
+# $n_t = -\eta \sum_{k<t} A^{t-1-k} \xi_k$ does not depend on $r$. For one run (one noise
+# sequence), the event "$\|\delta_t\| < \varepsilon$" is $\|r a_t + n_t\| < \varepsilon$
+# with $a_t = A^t u$, which holds on an interval of $r$ (the preimage of a ball under an
+# affine map is convex). The intersection over $t$ is again an interval, containing $r = 0$
+# when the run survives from $\theta^*$. Its right end is the run's *critical radius*
 #
 # $$
-# r_k = \min_{1\le t\le T} r_t^+,\qquad
-# r_t^+ = \frac{-a_t\!\cdot n_t
+# \begin{aligned}
+# r_k &= \min_{1\le t\le T} r_t^+,\\
+# r_t^+ &= \frac{-a_t\!\cdot n_t
 #   + \sqrt{(a_t\!\cdot n_t)^2 - \|a_t\|^2(\|n_t\|^2-\varepsilon^2)}}{\|a_t\|^2},
+# \end{aligned}
 # $$ (eq-ch4-crit)
 #
-# the positive root of ‖a_t‖²r² + 2(a_t·n_t)r + ‖n_t‖² − ε² = 0 (r_k = 0 if some ‖n_t‖ ≥ ε).
-# From start r u a fraction #{k : r_k > r}/M of M runs survives, which is ≥ 1 − δ exactly
-# when r does not exceed the δ-quantile of (r_k). So the radius in {eq}`eq-ch4-def` is the
-# smallest, over start directions, of the δ-quantiles of the critical radii; we use the two
-# eigenvectors and the diagonal as start directions. This replaces a bisection on r by a
-# closed form (a test checks it against bisection and against direct simulation), and makes
-# the bootstrap cheap: resample runs, recompute the quantiles, refit.
+# the positive root of $\|a_t\|^2r^2 + 2(a_t\cdot n_t)r + \|n_t\|^2 - \varepsilon^2 = 0$
+# ($r_k = 0$ if some $\|n_t\| \ge \varepsilon$). From start $r u$ a fraction
+# $\#\{k : r_k > r\}/M$ of $M$ runs survives, which is $\ge 1 - \delta$ exactly when $r$
+# does not exceed the $\delta$-quantile of $(r_k)$. So the radius in {eq}`eq-ch4-def` is
+# the smallest, over start directions, of the $\delta$-quantiles of the critical radii; we
+# use the two eigenvectors and the diagonal as start directions. This replaces a bisection
+# on $r$ by a closed form (a test checks it against bisection and against direct
+# simulation), and makes the bootstrap cheap: resample runs, recompute the quantiles,
+# refit.
 #
-# **Non-quadratic basin.** The Gaussian well L(δ) = h(1 − exp(−δᵀHδ/2h)) has Hessian H at
-# the minimum, depth h, and flattens beyond a few widths sqrt(h/λ). We count a run as
-# escaped when ‖δ_t‖ ≥ ε *or* it leaves the basin, δᵀHδ ≥ 4h (the loss has risen to
-# 0.86 h; along the top eigenvector this is at distance R_wall = 2 sqrt(h/ρ)). The noise is
-# {eq}`eq-ch4-noise` with H the Hessian at the minimum. Here the critical radii come from a
-# bisection on r run by run (vectorised over runs, sharpness values and directions, with the
-# same noise sequence at every bisection step).
+# **Non-quadratic basin.** The Gaussian well
+# $L(\delta) = h\big(1 - \exp(-\delta^\top H\delta/2h)\big)$ has Hessian $H$ at the
+# minimum, depth $h$, and flattens beyond a few widths $\sqrt{h/\lambda}$. We count a run
+# as escaped when $\|\delta_t\| \ge \varepsilon$ *or* it leaves the basin,
+# $\delta^\top H\delta \ge 4h$ (parameter `well_wall`; the loss has risen to $0.86\,h$;
+# along the top eigenvector this is at distance $R_{\rm wall} = 2 \sqrt{h/\rho}$). The
+# noise is {eq}`eq-ch4-noise` with $H$ the Hessian at the minimum. Here the critical radii
+# come from a bisection on $r$ run by run (vectorised over runs, sharpness values and
+# directions, with the same noise sequence at every bisection step).
 #
-# **What theory predicts.** (i) Quadratic, noise ∝ H: by {eq}`eq-ch4-std` the noise part
-# n_t has a spread that is nearly independent of ρ while ηρ ≪ 1; ρ enters only through how
-# fast the chain mixes (more independent excursions within the horizon T when ηλ is larger)
-# and through the factor 1/(2 − ηλ), which makes the spread blow up as ηρ → 2 where r
-# collapses to 0. So the prediction is α ≈ 0 over most of the range, not α = 1; the margin
-# ε − r should scale like s(ρ) times a slowly varying extreme-value factor.
-# (ii) Quadratic, isotropic noise: s_iso ∝ ρ^{-1/2}, so sharper minima are *more* stable in
-# parameter space (α < 0). (iii) Gaussian well of fixed depth: r ≤ R_wall ∝ ρ^{−1/2}, and the
-# noise margin, nearly constant in ρ, is subtracted from a shrinking R_wall, so the local
-# exponent d log(1/r)/d log ρ = R_wall/(2r) exceeds ½ and grows as r → 0.
+# **What theory predicts.** (i) Quadratic, noise $\propto H$: by {eq}`eq-ch4-std` the noise
+# part $n_t$ has a spread that is nearly independent of $\rho$ while $\eta\rho \ll 1$;
+# $\rho$ enters only through how fast the chain mixes (more independent excursions within
+# the horizon $T$ when $\eta\lambda$ is larger) and through the factor
+# $1/(2 - \eta\lambda)$, which makes the spread blow up as $\eta\rho \to 2$ where $r$
+# collapses to 0. So the prediction is $\alpha \approx 0$ over most of the range, not
+# $\alpha = 1$; the margin $\varepsilon - r$ should scale like $s(\rho)$ times a slowly
+# varying extreme-value factor. (ii) Quadratic, isotropic noise:
+# $s_{\rm iso} \propto \rho^{-1/2}$, so sharper minima are *more* stable in parameter space
+# ($\alpha < 0$). (iii) Gaussian well of fixed depth: $r \le R_{\rm wall} \propto
+# \rho^{-1/2}$, and the noise margin, nearly constant in $\rho$, is subtracted from a
+# shrinking $R_{\rm wall}$, so the local exponent
+# $d \log(1/r)/d \log \rho = R_{\rm wall}/(2r)$ exceeds $\tfrac12$ and grows as $r \to 0$.
+#
+# The table lists, per sharpness, the radius in each setting, the stationary standard
+# deviation $s(\rho)$ of {eq}`eq-ch4-std`, the margin $(\varepsilon - r)/s$ in those units,
+# and the wall distance of the well.
 
-# %%
-rho = np.geomspace(P["sharpness_min"], P["sharpness_max"], P["num_sharpness"])
-rho_mid = float(np.sqrt(P["sharpness_min"] * P["sharpness_max"]))
-common = dict(lr=P["lr"], eps=P["radius_eps"], seed=P["seed"])
-crit = {}
-crit["quadratic, noise ∝ H"] = dyn.quadratic_critical_radii(
-    rho, sigma=P["radius_sigma"], noise="hessian", steps=P["radius_steps"],
-    runs=P["radius_runs"], **common,
-)
-crit["quadratic, isotropic noise"] = dyn.quadratic_critical_radii(
-    rho, sigma=P["iso_sigma"], noise="isotropic", iso_scale=rho_mid, steps=P["radius_steps"],
-    runs=P["radius_runs"], **common,
-)
-well = dyn.GaussianWell(depth=P["well_depth"])
-crit["Gaussian well, noise ∝ H"] = dyn.bisection_critical_radii(
-    rho, well, sigma=P["well_sigma"], noise="hessian", steps=P["well_steps"],
-    runs=P["well_runs"], iters=P["bisection_iters"], **common,
-)
-radius = {k: dyn.radius_from_critical(c, P["radius_delta"]) for k, c in crit.items()}
-fits = {}
-for k in tqdm(crit, desc="bootstrap"):
-    try:
-        fits[k] = dyn.radius_exponent(rho, crit[k], P["radius_delta"], n_boot=P["n_boot"],
-                                      seed=P["seed"])
-    except ValueError as err:  # fewer than two positive radii
-        print(f"{k}: no fit ({err})")
+# %% tags=["remove-input"]
+rad = ch04.radius_study(P)
+display(rad.table(P.lr).style.format(precision=3).hide(axis="index").set_table_styles(PAD))
 
-radius_table = pd.DataFrame({"ρ(H)": rho, "ηρ": P["lr"] * rho})
-for k, r in radius.items():
-    radius_table[f"r: {k}"] = r
-radius_table["s(ρ), noise ∝ H"] = dyn.stationary_std(rho, P["lr"], P["radius_sigma"], 1)
-radius_table["(ε − r)/s, noise ∝ H"] = (
-    (P["radius_eps"] - radius["quadratic, noise ∝ H"]) / radius_table["s(ρ), noise ∝ H"]
-)
-radius_table["R_wall (well)"] = well.wall_radius(rho)
-display(radius_table.round(3))
-
-# %%
-fig, ax = plt.subplots(figsize=(7, 4.2))
-for k, r in radius.items():
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Radius of stochastic stability against the sharpness \u03c1(H) in the three settings (log-log; crosses at the bottom: radius 0), with the wall distance of the Gaussian well and a line of slope \u22121 (the micro-theorem). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.radius_study`.", "name": "fig-ch4-radius"}}
+colors = dict(zip(ch04.SETTINGS, (COLOR["noise ∝ H"], COLOR["isotropic"], COLOR["well"]),
+                  strict=True))
+fig, ax = plt.subplots(figsize=(7, 4.0))
+for k, r in rad.radius.items():
     pos = r > 0
-    ax.plot(rho[pos], r[pos], "o-", label=k)
+    ax.plot(rad.rho[pos], r[pos], "o-", color=colors[k], label=k)
     if (~pos).any():
-        ax.plot(rho[~pos], np.full((~pos).sum(), 0.02), "x", color=ax.lines[-1].get_color())
-ax.plot(rho, well.wall_radius(rho), "k:", label="R_wall = 2√(h/ρ) (well)")
-ax.plot(rho, 0.5 * rho[0] / rho, color="gray", lw=0.8, ls="--", label="slope −1 (α = 1)")
+        ax.plot(rad.rho[~pos], np.full((~pos).sum(), 0.02), "x", color=colors[k], ms=8)
+ax.plot(rad.rho, rad.well.wall_radius(rad.rho), "k:", label="R_wall = 2√(h/ρ) (well)")
+ax.plot(rad.rho, 0.5 * rad.rho[0] / rad.rho, color="gray", lw=0.8, ls="--",
+        label="slope −1 (α = 1)")
 ax.set(xscale="log", yscale="log", xlabel="sharpness ρ(H)",
-       ylabel=f"radius of stability (ε={P['radius_eps']}, δ={P['radius_delta']})",
-       title=f"Radius of stochastic stability vs sharpness · {LABEL}")
-ax.legend(fontsize=8)
+       ylabel=f"radius (ε = {P.radius_eps}, δ = {P.radius_delta})",
+       title=f"Radius of stability vs sharpness · {LABEL}")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
 plt.show()
 
-rows = []
-for k, f in fits.items():
-    rows.append({"setting": k, "α": f.alpha, "95% CI low": f.ci_low, "95% CI high": f.ci_high,
-                 "points fitted": int(f.used.sum()), "radius 0 at": int((~f.used).sum())})
-fit_table = pd.DataFrame(rows)
-display(fit_table.round(3))
-
-
-def verdict(name, f):
-    if f.covers(1.0):
-        return (f"{name}: α = {f.alpha:.2f} (95% CI [{f.ci_low:.2f}, {f.ci_high:.2f}]) is "
-                "consistent with inverse proportionality (α = 1).")
-    side = "below" if f.ci_high < 1 else "above"
-    return (f"{name}: α = {f.alpha:.2f} (95% CI [{f.ci_low:.2f}, {f.ci_high:.2f}]) lies "
-            f"{side} 1, so 'inversely proportional' does not hold here.")
-
-
-display(Markdown("\n".join(f"- {verdict(k, f)}" for k, f in fits.items())))
+# %% tags=["remove-input"]
+display(rad.fit_table().style.format(precision=3).hide(axis="index").set_table_styles(PAD))
+for k, err in rad.no_fit.items():
+    display(Markdown(f"{k}: no fit ({err})"))
+v_radius = ch04.radius_verdict(rad.fits, P.confidence, scale=P.scale)
+display(Markdown("\n".join(f"- {line}" for line in ch04.radius_lines(rad.fits, P.confidence))))
 
 # %% [markdown]
 # Read the figure from left to right. Crosses at the bottom mark sharpness values where the
-# radius is 0 (the run fails with probability > δ even started at θ*); they are left out of
-# the fit. A radius equal to ε means that every start inside the ε-ball works. The dashed
-# grey line has slope −1, the micro-theorem's claim. On the quadratic
-# with noise ∝ H the radius is nearly flat and then drops to 0 as ηρ approaches 2, as
-# {eq}`eq-ch4-std` predicts; the column (ε − r)/s in the table shows the margin measured
-# in units of the stationary std. With isotropic noise the flat minima are the unstable
-# ones. Only the non-quadratic well, whose width shrinks with sharpness at fixed depth, gives
-# a radius that falls with ρ, and its fitted exponent is compared with 1 in the verdicts
-# above, which are computed from the numbers.
+# radius is 0 (the run fails with probability $> \delta$ even started at $\theta^*$); they
+# are left out of the fit. A radius equal to $\varepsilon$ means that every start inside the
+# $\varepsilon$-ball works. The dashed grey line has slope $-1$, the micro-theorem's claim.
+# The exponent $\alpha$ of each setting is fitted on the positive radii, its interval comes
+# from resampling runs (confidence `confidence`), and each line above compares the interval
+# with $\alpha = 1$. Theory says where to look: on the quadratic with noise $\propto H$ the
+# radius should stay nearly flat until $\eta\rho$ approaches 2 (the column
+# $(\varepsilon - r)/s$ gives the margin in units of the stationary standard deviation);
+# with isotropic noise flat minima should be the unstable ones; only the well, whose width
+# shrinks with sharpness at fixed depth, can give a radius that falls with $\rho$.
 #
+# (sec-ch4-wme)=
 # ## 4.4 Wu, Ma & E: sharpness and non-uniformity
 #
 # {cite}`wu2018sgd` study over-parameterised models where every example is fitted exactly,
 # so all per-example losses share the minimum and the gradient noise vanishes there. The
-# simplest instance is a 1-D finite sum ℓ_i(x) = ½ a_i x² with a_i ≥ 0: Hessians H_i = a_i,
-# sharpness H = mean a_i, non-uniformity s² = mean a_i² − H². An SGD step with batch 𝓑 of
-# size B is x_{t+1} = (1 − η h_𝓑) x_t with h_𝓑 = mean_{i∈𝓑} a_i, and h_𝓑 is independent of
-# x_t. Hence
+# simplest instance is a 1-D finite sum $\ell_i(x) = \tfrac12 a_i x^2$ with $a_i \ge 0$:
+# Hessians $H_i = a_i$, sharpness $H = \operatorname{mean} a_i$, non-uniformity
+# $s^2 = \operatorname{mean} a_i^2 - H^2$. An SGD step with batch $\mathcal B$ of size $B$
+# is $x_{t+1} = (1 - \eta h_{\mathcal B}) x_t$ with
+# $h_{\mathcal B} = \operatorname{mean}_{i\in\mathcal B} a_i$, and $h_{\mathcal B}$ is
+# independent of $x_t$. Hence
 #
 # $$
-# \mathbb E\,x_{t+1}^2 = \mathbb E(1-\eta h_{\mathcal B})^2\,\mathbb E x_t^2
-# = \Big[(1-\eta H)^2 + \eta^2\,\mathrm{Var}(h_{\mathcal B})\Big]\mathbb E x_t^2,\qquad
-# \mathrm{Var}(h_{\mathcal B}) = \frac{s^2}{B}\,\frac{N-B}{N-1}
+# \begin{aligned}
+# \mathbb E\,x_{t+1}^2 &= \mathbb E(1-\eta h_{\mathcal B})^2\,\mathbb E x_t^2
+# = \Big[(1-\eta H)^2 + \eta^2\,\mathrm{Var}(h_{\mathcal B})\Big]\mathbb E x_t^2,\\
+# \mathrm{Var}(h_{\mathcal B}) &= \frac{s^2}{B}\,\frac{N-B}{N-1}
+# \end{aligned}
 # $$ (eq-ch4-wme)
 #
 # (Lemma 1 for scalars, batches drawn without replacement). The second moment stays bounded
-# iff the bracket is ≤ 1; in the commuting multi-dimensional case the same computation per
-# eigen-direction gives λ_max((I − ηH)² + (η²/B)(N−B)/(N−1)(mean H_i² − H²)) ≤ 1. Expanding,
-# the condition is η ≤ 2H/(H² + s²(N−B)/(B(N−1))): it contains the GD condition
-# ηH ≤ 2 (at B = N) and tightens with non-uniformity s and small B; for small η it reads
-# roughly "sharpness ≤ 2/η and s ≤ sqrt(B)/η" up to the coupling between the two.
+# iff the bracket is $\le 1$; in the commuting multi-dimensional case the same computation
+# per eigen-direction gives
+# $\lambda_{\max}\big((I - \eta H)^2 + \tfrac{\eta^2}{B}\tfrac{N-B}{N-1}(\operatorname{mean}
+# H_i^2 - H^2)\big) \le 1$. Expanding, the condition is
+# $\eta \le 2H/\big(H^2 + s^2(N-B)/(B(N-1))\big)$: it contains the GD condition
+# $\eta H \le 2$ (at $B = N$) and tightens with non-uniformity $s$ and small $B$; for small
+# $\eta$ it reads roughly "sharpness $\le 2/\eta$ and $s \le \sqrt{B}/\eta$" up to the
+# coupling between the two.
 #
 # Mean-square stability is not the only notion. A single run satisfies
-# log|x_T| = Σ_t log|1 − η h_{𝓑_t}|, so by the law of large numbers it converges almost
-# surely iff the Lyapunov exponent E log|1 − η h_𝓑| < 0. By Jensen,
-# 2 E log|1 − ηh| ≤ log E(1 − ηh)², so mean-square stability implies almost-sure stability
-# but not conversely: between the two boundaries typical runs converge while rare runs blow
-# up and dominate the second moment. The phase diagram below draws a_i from an exponential
-# distribution (normalised to H = 1, so s ≈ 1) and simulates T steps from x₀ = 1; a run
-# "diverges" when |x_T| > 1.
+# $\log|x_T| = \sum_t \log|1 - \eta h_{\mathcal B_t}|$, so by the law of large numbers it
+# converges almost surely iff the Lyapunov exponent
+# $\mathbb E \log|1 - \eta h_{\mathcal B}| < 0$. By Jensen,
+# $2\, \mathbb E \log|1 - \eta h| \le \log \mathbb E(1 - \eta h)^2$, so mean-square
+# stability implies almost-sure stability but not conversely: between the two boundaries
+# typical runs converge while rare runs blow up and dominate the second moment. The phase
+# diagram below draws $a_i$ from an exponential distribution (normalised to $H = 1$, so
+# $s \approx 1$; {py:func}`sgdnoise.chapters.ch04_stability.wme_curvatures`) and simulates
+# $T$ = `wme_steps` steps from $x_0 = 1$; a run "diverges" when $|x_T| > 1$. The simulated
+# edge at each $B$ is the first $\eta$ of the grid where at least `wme_edge_fraction` of the
+# runs diverge, so the true edge lies between that grid point and the one before it; a
+# boundary agrees with the simulation at that $B$ when it lies within `wme_tol_steps` grid
+# steps of this bracket.
 
-# %%
-a_data = np.random.default_rng(P["seed"]).exponential(1.0, P["wme_n"])
-a_data = a_data / a_data.mean()
-wme_lrs = np.linspace(P["wme_lr_max"] / P["wme_num_lrs"], P["wme_lr_max"], P["wme_num_lrs"])
-logx = dyn.simulate_interpolating(a_data, wme_lrs, P["wme_batch_sizes"], steps=P["wme_steps"],
-                                  runs=P["wme_runs"], seed=P["seed"])
-div_frac = (logx > 0).mean(-1)
-fine = np.linspace(0.01, P["wme_lr_max"], 600)
-wme_rows = []
-for B in P["wme_batch_sizes"]:
-    wme_rows.append({
-        "B": B,
-        "mean-square η_max (eq)": dyn.mean_square_lr_max(a_data, B),
-        "almost-sure η_max": dyn.almost_sure_lr_max(a_data, B, fine, seed=P["seed"]),
-    })
-wme_table = pd.DataFrame(wme_rows)
-sim_edge = []
-for i in range(len(P["wme_batch_sizes"])):
-    bad = np.nonzero(div_frac[i] >= 0.5)[0]
-    sim_edge.append(wme_lrs[bad[0]] if bad.size else np.nan)
-wme_table["simulated η at 50% diverged"] = sim_edge
-display(wme_table.round(3))
+# %% tags=["remove-input"]
+wme = ch04.wme_study(P)
+display(wme.table.style.format(precision=3)
+        .format("{:.2f}", subset=["simulated edge η"]).hide(axis="index").set_table_styles(PAD))
 
-fig, ax = plt.subplots(figsize=(7, 4))
-Bs = np.array(P["wme_batch_sizes"])
-im = ax.pcolormesh(wme_lrs, np.arange(len(Bs)), div_frac, shading="nearest", cmap="magma",
-                   vmin=0, vmax=1)
-fig.colorbar(im, ax=ax, label="fraction of runs with |x_T| > 1")
-ax.plot(wme_table["mean-square η_max (eq)"], np.arange(len(Bs)), "c-o",
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Stability phase diagram of the interpolating finite sum: colour = fraction of runs with |x_T| > 1 per learning rate and batch size, with the mean-square (Wu, Ma & E) and almost-sure boundaries. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wme_study`.", "name": "fig-ch4-wme"}}
+Bs = np.array(wme.batch_sizes)
+fig, ax = plt.subplots(figsize=(7, 4.2))
+im = ax.pcolormesh(wme.lrs, np.arange(len(Bs)), wme.div_frac, shading="nearest",
+                   cmap="magma", vmin=0, vmax=1)
+fig.colorbar(im, ax=ax, label="fraction with |x_T| > 1")
+ax.plot(wme.table["mean-square η_max (eq)"], np.arange(len(Bs)), "c-o",
         label="mean-square boundary (Wu, Ma & E)")
-ax.plot(wme_table["almost-sure η_max"], np.arange(len(Bs)), "w--s",
+ax.plot(wme.table["almost-sure η_max"], np.arange(len(Bs)), "w--s",
         label="almost-sure boundary E log|1−ηh_B| = 0")
 ax.set_yticks(np.arange(len(Bs)), [str(b) for b in Bs])
 ax.set(xlabel="learning rate η (sharpness H = 1)", ylabel="batch size B",
-       title=f"Stability phase diagram, N={P['wme_n']}, s={np.sqrt(np.var(a_data)):.2f} · {LABEL}")
-ax.legend(fontsize=8, loc="lower left")
+       title=f"N = {P.wme_n}, s = {np.sqrt(np.var(wme.a)):.2f} · {LABEL}")
+leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
+leg.get_frame().set_facecolor("0.6")  # the white almost-sure line stays visible
 plt.show()
-gap = float(np.nanmax(wme_table["simulated η at 50% diverged"]
-                      - wme_table["mean-square η_max (eq)"]))
-err_as = float(np.nanmax(np.abs(wme_table["simulated η at 50% diverged"]
-                                - wme_table["almost-sure η_max"])))
-print(f"Simulated divergence edge minus mean-square boundary: up to {gap:.2f}; "
-      f"distance to the almost-sure boundary: at most {err_as:.2f} "
-      f"(grid step {wme_lrs[1] - wme_lrs[0]:.2f}). "
-      + ("Simulated runs track the almost-sure boundary more closely than the mean-square one."
-         if err_as < gap else
-         "Simulated runs do not track the almost-sure boundary better than the mean-square one."))
+
+# %% tags=["remove-input"]
+v_wme = ch04.wme_verdict(wme.table, wme.grid_step, tol_steps=P.wme_tol_steps, scale=P.scale)
+display(Markdown(f"**{v_wme.outcome}**: {v_wme.sentence}"))
 
 # %% [markdown]
 # The colours show where simulated runs blow up. The mean-square boundary of
-# {eq}`eq-ch4-wme` (cyan) moves to smaller η as B shrinks: small batches with non-uniform
-# curvatures cannot stay at a minimum that GD (B = N, boundary η = 2/H) finds stable. The
-# typical run, however, follows the almost-sure boundary (white): the printed distances say
-# how closely. The Wu–Ma–E condition is a sufficient, conservative criterion for what a
-# single training run does.
+# {eq}`eq-ch4-wme` (cyan) moves to smaller $\eta$ as $B$ shrinks: by that criterion small
+# batches with non-uniform curvatures cannot stay at a minimum that GD ($B = N$, boundary
+# $\eta = 2/H$) finds stable. The white line is the almost-sure boundary that a single run
+# obeys; the computed line above says which of the two the simulated edge follows.
 #
+# (sec-ch4-wells)=
 # ## 4.5 One sharp and one flat minimum
 #
-# **Construction.** A 1-D finite sum of N examples. On the sharp side of a ridge x_r the
-# per-example loss is ℓ_i(x) = ½ λ_s (x − c_s − u_i^s)², on the flat side
-# ℓ_i(x) = ½ λ_f (x − c_f − u_i^f)², with offsets u_i^w = σ z_i^w / sqrt(λ_w) and standardised
-# data z^w (mean 0, mean square 1). Averaging, L(x) = ½ λ_w (x − c_w)² + σ²/2 on side w: the
-# minima sit exactly at c_s and c_f, with curvatures λ_s and λ_f and the same depth σ²/2,
-# and x_r = (sqrt(λ_s) c_s + sqrt(λ_f) c_f)/(sqrt(λ_s) + sqrt(λ_f)) is where the two parabolas
-# meet (the barrier is the same from both sides). The per-example gradients on side w have
-# variance λ_w² Var(u^w) = σ²λ_w: SGD's noise is proportional to the local Hessian, ten times
-# larger per unit in the sharp well here.
+# **Construction.** A 1-D finite sum of $N$ = `wells_n` examples. On the sharp side of a
+# ridge $x_r$ the per-example loss is
+# $\ell_i(x) = \tfrac12 \lambda_s (x - c_s - u_i^s)^2$, on the flat side
+# $\ell_i(x) = \tfrac12 \lambda_f (x - c_f - u_i^f)^2$, with offsets
+# $u_i^w = \sigma z_i^w / \sqrt{\lambda_w}$ and standardised data $z^w$ (mean 0, mean square
+# 1). Averaging, $L(x) = \tfrac12 \lambda_w (x - c_w)^2 + \sigma^2/2$ on side $w$: the
+# minima sit exactly at $c_s$ and $c_f$, with curvatures $\lambda_s$ and $\lambda_f$ and the
+# same depth $\sigma^2/2$, and
+# $x_r = (\sqrt{\lambda_s}\, c_s + \sqrt{\lambda_f}\, c_f)/(\sqrt{\lambda_s} +
+# \sqrt{\lambda_f})$ is where the two parabolas meet (the barrier is the same from both
+# sides). The per-example gradients on side $w$ have variance
+# $\lambda_w^2 \operatorname{Var}(u^w) = \sigma^2\lambda_w$: SGD's noise is proportional to
+# the local Hessian, $\lambda_s/\lambda_f$ times larger in the sharp well.
 #
 # **Experiment.** Starts uniform in an interval centred at the ridge (so GD splits them
-# 50/50), then T steps of GD, GD + isotropic Gaussian noise whose variance matches the SGD
-# noise variance averaged over the two minima (the "equal trace" comparison), and SGD with
-# batches of size B drawn with replacement. The fraction ending on the flat side comes with a
-# Wilson 95% interval.
+# 50/50), then $T$ = `wells_steps` steps of GD, GD + isotropic Gaussian noise whose variance
+# matches the SGD noise variance averaged over the two minima (the "equal trace"
+# comparison), and SGD with batches of size $B$ = `wells_batch_size` drawn with replacement.
+# The fraction ending on the flat side comes with a Wilson interval at level `confidence`;
+# SGD is said to select the flat minimum more strongly when its interval lies entirely
+# above both others.
 
-# %%
-wells = dyn.TwoWells(sigma=P["wells_sigma"], n=100, seed=P["seed"])
-sel = dyn.basin_selection(wells, lr=P["lr"], batch_size=P["wells_batch_size"],
-                          steps=P["wells_steps"], runs=P["wells_runs"], seed=P["seed"])
-names = {"gd": "GD", "isotropic": "GD + isotropic (matched trace)", "sgd": "SGD (noise ∝ H)"}
-sel_table = pd.DataFrame([
-    {"method": names[m], "fraction in flat minimum": v["flat"], "95% low": v["low"],
-     "95% high": v["high"]} for m, v in sel.items()
-])
-display(sel_table.round(3))
-print(f"Minima at {wells.c_sharp} (λ={wells.lam_sharp}) and {wells.c_flat} "
-      f"(λ={wells.lam_flat}); ridge at {wells.ridge:.3f}; barrier {wells.barrier:.3f}; "
-      f"ηλ_sharp = {P['lr'] * wells.lam_sharp:.2f} < 2, so GD keeps both minima.")
+# %% tags=["remove-input"]
+ws = ch04.wells_study(P)
+wells, sel = ws.wells, ws.selection
+display(ws.table().style.format(precision=3).hide(axis="index").set_table_styles(PAD))
+display(Markdown(
+    f"Minima at {wells.c_sharp} ($\\lambda$ = {wells.lam_sharp}) and {wells.c_flat} "
+    f"($\\lambda$ = {wells.lam_flat}); ridge at {wells.ridge:.3f}; barrier "
+    f"{wells.barrier:.3f}; $\\eta\\lambda_{{\\rm sharp}}$ = {P.lr * wells.lam_sharp:.2f} "
+    "< 2, so GD keeps both minima."))
 
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(9, 3.4))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the two-well loss (equal depths, curvatures \u03bb_s and \u03bb_f). Right: fraction of runs ending in the flat minimum per method, with Wilson intervals. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wells_study`.", "name": "fig-ch4-wells"}}
+tab = ws.table()
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7, 3.6), width_ratios=(1, 1.2),
+                               layout="constrained")
 xs = np.linspace(wells.c_sharp - 0.8, wells.c_flat + 1.2, 400)
 ax0.plot(xs, wells.loss(xs), "k")
 ax0.axvline(wells.ridge, color="gray", ls=":")
-ax0.set(xlabel="x", ylabel="L(x)", title="Sharp (left) and flat (right) minimum")
-ax1.bar(sel_table["method"], sel_table["fraction in flat minimum"],
-        yerr=np.clip([sel_table["fraction in flat minimum"] - sel_table["95% low"],
-                      sel_table["95% high"] - sel_table["fraction in flat minimum"]], 0, 1),
-        color=["C0", "C1", "C2"], capsize=4)
+ax0.set(xlabel="x", ylabel="L(x)", title="sharp (left), flat (right)")
+frac = tab["fraction in flat minimum"].to_numpy()
+err = np.clip([frac - tab["low"].to_numpy(), tab["high"].to_numpy() - frac], 0, 1)
+ax1.bar(["GD", "isotropic", "SGD"], frac, yerr=err, capsize=4,
+        color=[COLOR["GD"], COLOR["isotropic"], COLOR["noise ∝ H"]])
 ax1.axhline(0.5, color="gray", ls=":")
-ax1.set(ylim=(0, 1.05), ylabel="fraction ending in flat minimum",
-        title=f"T={P['wells_steps']}, B={P['wells_batch_size']} · {LABEL}")
-ax1.tick_params(axis="x", labelsize=8)
+ax1.set(ylim=(0, 1.05), ylabel="fraction in flat minimum",
+        title=f"T = {P.wells_steps}, B = {P.wells_batch_size}")
+fig.suptitle(LABEL)
 plt.show()
-f_gd, f_iso, f_sgd = (sel[m]["flat"] for m in ("gd", "isotropic", "sgd"))
-sep = sel["sgd"]["low"] > sel["isotropic"]["high"]
-display(Markdown(
-    f"SGD ends in the flat minimum in {f_sgd:.1%} of runs, GD + isotropic noise of matched "
-    f"trace in {f_iso:.1%}, GD in {f_gd:.1%}. "
-    + ("The SGD interval lies entirely above the isotropic one: the Hessian-shaped noise "
-       "selects the flat minimum more strongly than isotropic noise of the same size."
-       if sep else
-       "The SGD and isotropic intervals overlap: at this setting the data do not show that "
-       "Hessian-shaped noise selects the flat minimum more strongly than isotropic noise.")
-))
+
+# %% tags=["remove-input"]
+v_wells = ch04.basin_verdict(sel, P.confidence, scale=P.scale)
+display(Markdown(f"**{v_wells.outcome}**: {v_wells.sentence}"))
 
 # %% [markdown]
-# The left panel is the landscape: equal depths, very different widths. In the right panel
-# GD stays where it starts (about half the runs on each side). Both noisy methods drift
-# towards the flat minimum; SGD does so more because its noise is ten times stronger (per
-# unit of variance) in the sharp well and ten times weaker in the flat one, so it leaves the
-# sharp well quickly and then stays. Isotropic noise of the same average size also kicks
-# runs out of the flat well. This is the mechanism behind the claim that SGD's anisotropic
-# noise acts as an implicit regulariser towards flat minima {cite}`zhu2019anisotropic`; note
-# that it is a statement about escape from basins of comparable depth, not about the radius
-# of section 4.3, where noise ∝ H made the stationary spread independent of sharpness.
+# The left panel is the landscape: equal depths, very different widths. GD stays where it
+# starts, so about half its runs end on each side. A noisy method that leaves the sharp well
+# more easily than the flat one drifts towards the flat minimum. SGD's noise is
+# $\lambda_s/\lambda_f$ times stronger (per unit of variance) in the sharp well than in the
+# flat one, while isotropic noise of the same average size also kicks runs out of the flat
+# well. This is the mechanism behind the claim that SGD's anisotropic noise acts as an
+# implicit regulariser towards flat minima {cite}`zhu2019anisotropic`; note that it is a
+# statement about escape from basins of comparable depth, not about the radius of section
+# 4.3, where noise $\propto H$ made the stationary spread independent of sharpness.
 #
-# ## Summary
+# (sec-ch4-aniso)=
+# ## 4.6 Anisotropic against isotropic noise of the same trace
 #
-# - SGD with noise ∝ H on a quadratic has stationary covariance ησ²/B · (2I − ηH)^{-1}
-#   ({eq}`eq-ch4-std`), checked against simulation; linear stability needs ηλ_max < 2.
-# - The radius of stochastic stability, measured exactly per run, does not follow
-#   r ∝ 1/ρ(H) on the quadratic; on a basin of fixed depth the exponent is shown with its
-#   bootstrap interval above.
-# - The Wu–Ma–E mean-square condition {eq}`eq-ch4-wme` bounds where SGD can stay at a
-#   minimum; single runs follow the less restrictive almost-sure boundary.
-# - With one sharp and one flat minimum of equal depth, SGD's Hessian-shaped noise sends
-#   runs to the flat one.
+# In one dimension, section 4.5 compares noise that depends on the position with noise that
+# does not; it cannot compare noise *shapes*. {cite}`zhu2019anisotropic` do: near a minimum,
+# one step of $-\eta\xi$ with $\operatorname{Cov}\xi = \Sigma$ raises the loss on average by
+#
+# $$
+# \mathbb E\,\Delta L \approx \frac{\eta^2}{2}\,\operatorname{tr}(H\Sigma),
+# $$ (eq-ch4-efficiency)
+#
+# their *escape efficiency*. At a fixed total noise $\operatorname{tr}\Sigma$,
+# $\operatorname{tr}(H\Sigma)$ is largest when $\Sigma$ puts its variance along the sharp
+# directions: for $\Sigma_H = \operatorname{tr}\Sigma\, H/\operatorname{tr}H$ (aligned with
+# $H$, as SGD's noise is near a minimum) it is
+# $\operatorname{tr}\Sigma\,\operatorname{tr}(H^2)/\operatorname{tr}H$, for isotropic
+# $\Sigma_I = (\operatorname{tr}\Sigma/d) I$ it is
+# $\operatorname{tr}\Sigma\,\operatorname{tr}H/d$, smaller unless all eigenvalues are equal.
+# Zhu et al. conclude that aligned noise leaves sharp minima faster.
+#
+# **Experiment.** A basin $L(\delta) = h\big(1 - \exp(-\delta^\top H\delta/2h)\big)$ in
+# $d$ = `aniso_dim` dimensions with one sharp direction ($\lambda_1$ = `aniso_top`) and
+# $d - 1$ flat ones (`aniso_bulk`), depth $h$ = `aniso_depth`; a run starts at the minimum
+# and has escaped when $\delta^\top H\delta \ge$ `aniso_wall`$\cdot h$. For each total
+# noise $\operatorname{tr}\Sigma$ in `aniso_traces`, `aniso_runs` runs of GD + Gaussian
+# noise with $\Sigma_H$ and with $\Sigma_I$ for $T$ = `aniso_steps` steps
+# ({py:func}`sgdnoise.chapters.ch04_stability.anisotropic_escape`). The escaped fraction
+# comes with a Wilson interval at level `confidence`; one kind of noise escapes more when its
+# interval lies entirely above the other's.
 
-# %%
-display(Markdown(provenance_markdown(profile, P, wall_time_s=clock.seconds,
+# %% tags=["remove-input"]
+an = ch04.anisotropy_study(P)
+an_tab = an.table()
+display(an_tab.style.format({"tr Σ": "{:g}", "tr(HΣ)": "{:.3f}", "escaped": "{:.3f}",
+                             "low": "{:.3f}", "high": "{:.3f}", "median exit step": "{:g}"})
+        .hide(axis="index").set_table_styles(PAD))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Fraction of runs that leave a sharp basin within T steps against the total noise tr \u03a3, for noise aligned with H and isotropic noise of the same trace (Wilson intervals). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.anisotropy_study`.", "name": "fig-ch4-aniso"}}
+fig, ax = plt.subplots(figsize=(6.5, 3.4))
+for kind, c, m in zip(ch04.NOISE_KINDS, (COLOR["noise ∝ H"], COLOR["isotropic"]), "os",
+                      strict=True):
+    g = an_tab[an_tab["noise"] == kind]
+    ax.errorbar(g["tr Σ"], g["escaped"],
+                yerr=np.clip([g["escaped"] - g["low"], g["high"] - g["escaped"]], 0, 1),
+                fmt=f"{m}-", color=c, capsize=3, label=f"noise {kind}")
+ax.set_xscale("log")
+ax.set_xticks(an.traces, [f"{t:g}" for t in an.traces])
+ax.minorticks_off()
+ax.set(xlabel="tr Σ (total noise variance)",
+       ylabel=f"escaped within {P.aniso_steps} steps", ylim=(-0.03, 1.05),
+       title=f"d = {P.aniso_dim}, λ = ({P.aniso_top}, {P.aniso_bulk}, …) · {LABEL}")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+plt.show()
+
+# %% tags=["remove-input"]
+v_aniso = ch04.anisotropy_verdict(an_tab, scale=P.scale)
+display(Markdown(f"**{v_aniso.outcome}**: {v_aniso.sentence}"))
+
+# %% [markdown]
+# The column $\operatorname{tr}(H\Sigma)$ gives {eq}`eq-ch4-efficiency` for each kind at
+# each trace; the escaped fractions and median exit steps say whether the larger
+# efficiency turns into faster escape. A trace at which both kinds always (or never) escape
+# cannot separate them; the verdict counts only traces where the intervals are apart.
+#
+# (sec-ch4-verdicts)=
+# ## What the numbers say
+#
+# Each claim of the essay that this chapter tests, with the verdict computed from the
+# numbers above by {py:mod}`sgdnoise.chapters.ch04_stability` (thresholds: the parameters
+# named in each section; intervals at level `confidence`), and the two derivation checks of
+# section 4.2.
+
+# %% tags=["remove-input"]
+show_verdicts("ch04_stability", [v_radius, v_wme, v_wells, v_aniso, v_lyap, v_lin])
+
+# %% tags=["remove-input"]
+display(Markdown(provenance_markdown(profile, P.to_dict(), wall_time_s=clock.seconds,
                                      data_identity=identity)))
