@@ -389,3 +389,13 @@ def test_styled_table_keeps_the_verdict_readable():
     html = ch09.styled_table(df, {"x": "{:.3f}"}, rename={"x": "x (units)"}).to_html()
     assert "0.123" in html and "0.123456" not in html and "x (units)" in html
     assert "min-width: 13em" in html and "white-space: normal" in html
+
+
+def test_each_kind_has_its_own_colour_and_each_config_a_style():
+    pal = ch09.kind_palette()
+    assert set(pal) == set(KINDS) and len(set(pal.values())) == len(KINDS)
+    assert ch09.config_style(ch09.SMALL, "none")[0] == (0.0, 0.0, 0.0)
+    assert ch09.config_style(ch09.LARGE, "none") == (pal["none"], "-")
+    assert ch09.config_style("LB + subsampled (epoch T)", "subsampled") == (
+        pal["subsampled"], "--")
+    assert ch09.config_style("LB + ggn (equal steps)", "ggn") == (pal["ggn"], ":")

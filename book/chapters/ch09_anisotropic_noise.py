@@ -83,7 +83,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from IPython.display import Markdown, display
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter, ScalarFormatter
 
 from sgdnoise.chapters import ch09_anisotropic_noise as ch09
 from sgdnoise.data import load_dataset
@@ -276,15 +276,12 @@ ch09.styled_table(check, {"rel_error": "{:.4f}", "expected": "{:.4f}", "z": "{:.
                           "z": "z (sampling errors)"})
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative Frobenius error of the empirical covariance of each noise kind against its dense target (bars), with twice the error a correct sampler makes by chance (marks). Tiny tanh MLP, laptop run at the profile named in the provenance table; computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.covariance_check`.", "name": "fig-ch9-check"}}
-fig, ax = plt.subplots(figsize=(7, 3.2))
-ax.bar(range(len(check)), check["rel_error"], color=[palette[k] for k in check["kind"]],
-       label="observed")
-ax.scatter(range(len(check)), 2 * check["expected"], color="k", marker="_", s=600, zorder=3,
-           label="2 × sampling RMS error")
-ax.set_xticks(range(len(check)), check["kind"])
+fig, ax = plt.subplots(figsize=(6, 3.2))
+ax.bar(range(len(check)), check["rel_error"], color=[palette[k] for k in check["kind"]])
+ax.scatter(range(len(check)), 2 * check["expected"], color="k", marker="_", s=600, zorder=3)
+ax.set_xticks(range(len(check)), check["kind"], rotation=30, ha="right")
 ax.set_ylabel(r"$\|\hat C - \Sigma\|_F / \|\Sigma\|_F$")
-ax.set_title(f"{P.check_draws} draws per kind · {label}")
-ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+ax.set_title(f"bars: observed, marks: 2 × sampling RMS error ({P.check_draws} draws)\n{label}")
 plt.show()
 
 # %% [markdown]
@@ -385,8 +382,11 @@ for ax, metric in zip(axes, ["train_error", "test_error"], strict=True):
     for lab in order:
         colour, style = ch09.config_style(lab, kind_of[lab])
         cur = mean[mean["label"] == lab]
-        ax.plot(cur["step"], cur[metric], color=colour, ls=style, lw=1.6, label=lab)
+        ax.plot(cur["step"], cur[metric], color=colour, ls=style, lw=1.6, marker="o",
+                ms=3, label=lab)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("steps")
     ax.set_ylabel(metric.replace("_", " "))
 handles, labels = axes[0].get_legend_handles_labels()
@@ -419,7 +419,7 @@ directions = ch09.directional_variance(
     lb_model, x_dir, y_dir, P.kinds, num_directions=P.direction_count,
     draws=P.direction_draws, num_samples=None, lanczos_steps=P.lanczos_steps,
 )
-fig, ax = plt.subplots(figsize=(7, 3.6))
+fig, ax = plt.subplots(figsize=(5.4, 3.6))
 sns.lineplot(data=directions, x="direction", y="ratio", hue="kind", palette=palette,
              marker="o", ax=ax)
 ax.axhline(1.0, color="k", lw=0.8, ls="--")
@@ -472,7 +472,7 @@ for i, goal in enumerate(costs["goal"]):
     if pd.notna(goal):
         ax.plot([i - 0.4, i + 0.4], [goal, goal], color="C3", lw=2)
 ax.axhline(1.0, color="k", lw=0.8, ls="--")
-ax.set_xticks(range(len(costs)), costs["kind"])
+ax.set_xticks(range(len(costs)), costs["kind"], rotation=30, ha="right")
 ax.set_ylabel("time / plain large-batch step")
 ax.set_title(f"B={P.large_batch}, device={P.device} · {label}")
 plt.show()

@@ -192,11 +192,15 @@ def cost_goals(subsampled: float, curvature: float) -> dict[str, float]:
 
 
 def kind_palette() -> dict[str, tuple[float, float, float]]:
-    """One colour per noise kind ("none" too), the same in every figure of the chapter."""
+    """One colour per noise kind ("none", i.e. large-batch SGD, in grey), the same in every
+    figure of the chapter, picked from seaborn's colour-blind palette so that no two kinds
+    share a hue family (no two oranges, no two pinks)."""
     import seaborn as sns
 
-    colours = sns.color_palette("colorblind", len(KINDS))
-    return dict(zip(KINDS, colours, strict=True))
+    cb = sns.color_palette("colorblind", 10)
+    pick = {"none": 7, "isotropic": 1, "diag_fisher": 2, "subsampled": 0, "true_fisher": 4,
+            "hessian": 5, "ggn": 9}
+    return {kind: tuple(cb[pick[kind]]) for kind in KINDS}
 
 
 def config_style(label: str, kind: str) -> tuple[tuple[float, float, float], str]:
