@@ -343,7 +343,7 @@ def test_gap_verdict_flips_with_the_numbers():
     v = verdict({ch09.SMALL: small, ch09.LARGE: large, "k": arm(0.305, 0.05)})
     assert v.outcome == "inconclusive" and "no noisy configuration" in v.sentence
     v = verdict({ch09.SMALL: small, ch09.LARGE: arm(0.30, 0.05), "k": arm(0.30, 0.002)})
-    assert v.outcome == "inconclusive" and v.sentence.startswith("No gap resolved")
+    assert v.outcome == "inconclusive" and v.sentence.startswith("No large-batch deficit resolved")
     with pytest.raises(ValueError, match="budget"):
         ch09.gap_verdict(classified({ch09.SMALL: small, ch09.LARGE: large}),
                          budget="later", margin=0.02, alpha=0.05, scale=SCALE)

@@ -309,8 +309,11 @@ display(Markdown(ch09.sampler_summary(check, P.check_z_max)))
 # At full scale the question is asked where chapter 8 finds a gap: once chapter 8's GPU
 # sweep has located the batch size at which large-batch SGD falls behind, the `full`
 # profile injects each kind of noise at that batch size on the GPU, with the same budgeted,
-# resumable sweep. The numbers on this page are the laptop run of the profile named in the
-# provenance table.
+# resumable sweep (that GPU tooling is being built with chapter 8's). Until then the `full`
+# profile's values are placeholders: its large batch is not yet chapter 8's, and its
+# `equal_steps` is off because at $B/b = 100$ the equal-steps arm would train the large
+# batch for 100 times as many epochs. The numbers on this page are the laptop run of the
+# profile named in the provenance table.
 
 # %% tags=["remove-input"]
 step_epochs = (ch09.step_matched_epochs(P.n_train, P.small_batch, P.large_batch, P.epochs)

@@ -919,8 +919,8 @@ def gap_verdict(
     noisy = gaps[~gaps["label"].isin([small_label, large_label])]
     if not (np.isfinite(g_ci) and g - g_ci > 0):
         return Verdict(claim, "inconclusive",
-                       f"No gap resolved at {budget}: {gap_text}; nothing for the noise to "
-                       "close.", scale, SECTION)
+                       f"No large-batch deficit resolved at {budget}: {gap_text}; nothing "
+                       "for the noise to close.", scale, SECTION)
     closers = noisy[noisy["verdict"] == "closes the gap"]["label"].tolist()
     worse = noisy[(noisy["diff_small"] - noisy["diff_small_ci"]) > 0]["label"].tolist()
     rule = f"equivalence margin ±{pct * margin:.1f} points, TOST at α = {alpha:g}"
