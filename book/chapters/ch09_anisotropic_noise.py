@@ -160,7 +160,8 @@ goals = ch09.cost_goals(P.cost_goal_subsampled, P.cost_goal_curvature)
 
 # %% tags=["remove-input"]
 ch09.styled_table(ch09.injection_scales(P.small_batch, P.large_batch, P.n_train),
-                  {"value": "{:.6f}"}, wrap=())
+                  {"value": lambda v: f"{v:.0f}" if float(v).is_integer() else f"{v:.6f}"},
+                  wrap=())
 
 # %% [markdown]
 # ## Six noise covariances
