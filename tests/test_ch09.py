@@ -333,7 +333,7 @@ def test_gap_verdict_flips_with_the_numbers():
 
     v = verdict({ch09.SMALL: small, ch09.LARGE: large, "k": arm(0.305, 0.002)})
     assert v.outcome == "supported" and "k closes the gap" in v.sentence
-    assert "±2.0 points" in v.sentence and v.section == "sec-ch9-verdicts"
+    assert "±2.0 points" in v.sentence and v.section == "sec-ch9-gap"
     # the same arm fails once the margin is tighter than its distance from small batch
     v = verdict({ch09.SMALL: small, ch09.LARGE: large, "k": arm(0.305, 0.002)}, margin=0.002)
     assert v.outcome == "contradicted"

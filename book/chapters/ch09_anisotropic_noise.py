@@ -543,6 +543,21 @@ for budget in budgets:
                                         confidence=P.confidence)))
 
 # %% [markdown]
+# ## Summary
+#
+# - The update {eq}`eq-ch9-update` separates the noise level (injection scale $T$) from the
+#   learning rate and the batch size; $T = 1/b - 1/B$ reproduces the small-batch direction
+#   covariance per step {eq}`eq-ch9-tstep`, $T = B/b^2 - 1/B$ the noise accumulated per
+#   epoch {eq}`eq-ch9-tepoch`.
+# - Six noise kinds have the covariances derived above, checked against dense matrices in
+#   {numref}`fig-ch9-check`. Sub-sampled and true-Fisher noise cost one weighted backward
+#   pass {eq}`eq-ch9-weighted`; isotropic and diagonal noise a batched backward of a few
+#   probes with the exact target covariance {eq}`eq-ch9-probes`; Hessian and GGN square
+#   roots come from Lanczos {eq}`eq-ch9-lanczos`.
+# - Whether injected noise buys back small-batch generalisation, at equal epochs and at
+#   equal steps, is decided in {ref}`sec-ch9-verdicts` from this run.
+
+# %% [markdown]
 # (sec-ch9-verdicts)=
 # ## What the numbers say
 #
@@ -571,21 +586,6 @@ display(Markdown(f"Thresholds: equivalence margin m = {P.equivalence_margin} (te
                  f"α = {P.alpha}, sampler threshold {P.check_z_max} sampling errors, cost "
                  f"goals {goals}."))
 show_verdicts("ch09_anisotropic_noise", verdicts)
-
-# %% [markdown]
-# ## Summary
-#
-# - The update {eq}`eq-ch9-update` separates the noise level (injection scale $T$) from the
-#   learning rate and the batch size; $T = 1/b - 1/B$ reproduces the small-batch direction
-#   covariance per step {eq}`eq-ch9-tstep`, $T = B/b^2 - 1/B$ the noise accumulated per
-#   epoch {eq}`eq-ch9-tepoch`.
-# - Six noise kinds have the covariances derived above, checked against dense matrices in
-#   {numref}`fig-ch9-check`. Sub-sampled and true-Fisher noise cost one weighted backward
-#   pass {eq}`eq-ch9-weighted`; isotropic and diagonal noise a batched backward of a few
-#   probes with the exact target covariance {eq}`eq-ch9-probes`; Hessian and GGN square
-#   roots come from Lanczos {eq}`eq-ch9-lanczos`.
-# - Whether injected noise buys back small-batch generalisation, at equal epochs and at
-#   equal steps, is decided in {ref}`sec-ch9-verdicts` from this run.
 
 # %% tags=["remove-input"]
 display(Markdown(provenance_markdown(P.profile, P.to_dict(), wall_time_s=clock.seconds,

@@ -97,7 +97,7 @@ LARGE_STEPS = "large-batch SGD (equal steps)"
 EQUAL_EPOCHS = "equal epochs"
 EQUAL_STEPS = "equal steps"
 STEPS_SUFFIX = " (equal steps)"
-SECTION = "sec-ch9-verdicts"
+SECTION = "sec-ch9-gap"  # where the evidence of the gap verdicts is shown
 
 # NoisySGD's scale keyword: "temperature" today, "injection_scale" after the noise refactor.
 _SCALE_KW = ("injection_scale" if "injection_scale" in inspect.signature(NoisySGD).parameters
