@@ -399,3 +399,16 @@ def test_each_kind_has_its_own_colour_and_each_config_a_style():
     assert ch09.config_style("LB + subsampled (epoch T)", "subsampled") == (
         pal["subsampled"], "--")
     assert ch09.config_style("LB + ggn (equal steps)", "ggn") == (pal["ggn"], ":")
+
+
+def test_injection_scales_and_run_scale_text():
+    table = ch09.injection_scales(10, 100, 1000).set_index("quantity")["value"]
+    assert table["T_step = (1/b - 1/B) N/(N-1)"] == pytest.approx(0.09 * 1000 / 999)
+    assert table["T_epoch = B/b² - 1/B"] == pytest.approx(1.0 - 0.01)
+    p = ch09.Params.from_yaml(PARAMS / "default.yaml")
+    text = ch09.run_scale_markdown(p, "cifar10", 1234)
+    assert "800 small-batch steps or 80 large-batch steps" in text
+    assert "Equal-steps arm: 200 epochs at batch 500 = 800 large-batch steps" in text
+    off = ch09.Params.from_mapping({**p.to_dict(), "equal_steps": False,
+                                    "step_matched_kinds": []})
+    assert "Equal-steps arm" not in ch09.run_scale_markdown(off, "cifar10", 1234)
