@@ -31,11 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sgdnoise.chapters.ch09_anisotropic_noise import cost_goals, measure_step_costs
 from sgdnoise.curvature import HessianOperator
-from sgdnoise.experiments_noise import COST_GOALS, measure_step_costs
 from sgdnoise.models import build_model
 from sgdnoise.noise import KINDS, NoisySGD, hessian_noise_factor
 from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
+
+# The step-cost goals of issue 11: sub-sampled noise <= 1.5x, curvature square roots <= 3x.
+COST_GOALS = cost_goals(subsampled=1.5, curvature=3.0)
 
 
 def make_batch(n: int, seed: int, device: str):
@@ -139,7 +142,7 @@ def steps_tradeoff(model, x, y, args) -> list[dict]:
           f"(small MLP, P={next(iter(acc.values()))['P']}, {args.accuracy_draws} draws)")
     print("  kind     k  cost ratio  per-draw error  covariance error")
     for k in args.steps_grid:
-        table = measure_step_costs(model, x, y, ["hessian"],
+        table = measure_step_costs(model, x, y, ["hessian"], goals=COST_GOALS,
                                    curvature_samples=args.curvature_samples, lanczos_steps=k,
                                    repeats=args.repeats)
         for row in table.itertuples():
@@ -196,7 +199,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"M={args.num_samples} (curvature M={args.curvature_samples}, "
           f"k={args.lanczos_steps} Lanczos steps, r={args.moment_probes} moment probes)")
     table = measure_step_costs(
-        model, x, y, KINDS, num_samples=args.num_samples,
+        model, x, y, KINDS, goals=COST_GOALS, num_samples=args.num_samples,
         curvature_samples=args.curvature_samples, lanczos_steps=args.lanczos_steps,
         repeats=args.repeats, moment_probes=args.moment_probes or None,
     )
