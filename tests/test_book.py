@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -74,6 +75,16 @@ plt.show()
 
 # %% [markdown]
 # The points fall on a line of slope $-1$, as {eq}`eq-sample-var` says.
+#
+# (sec-sample-verdicts)=
+# ## Verdict
+
+# %%
+from sgdnoise.report import Verdict, show_verdicts
+show_verdicts("ch01_sample", [Verdict(
+    claim="The variance of a mean of B draws is sigma^2/B (planted claim 5150).",
+    outcome="supported", sentence=f"measured with {P['num_draws']} draws per size",
+    scale="laptop, planted", section="sec-sample-verdicts")])
 #FAILING_CELL
 
 # %%
@@ -92,10 +103,12 @@ def make_sample_book(root: Path, *, failing: bool = False, num_draws: int = 20) 
     (book / "chapters").mkdir(parents=True, exist_ok=True)
     for name in ("_config.yml", "references.bib", "intro.md", "bibliography.md"):
         shutil.copy2(BOOK / name, book / name)
-    if (BOOK / "bib").is_dir():
-        shutil.copytree(BOOK / "bib", book / "bib", dirs_exist_ok=True)
+    for folder in ("bib", "_static"):
+        if (BOOK / folder).is_dir():
+            shutil.copytree(BOOK / folder, book / folder, dirs_exist_ok=True)
     toc = {"format": "jb-book", "root": "intro",
-           "chapters": [{"file": "chapters/ch01_sample"}, {"file": "bibliography"}]}
+           "chapters": [{"file": "verdicts"}, {"file": "reproduce"},
+                        {"file": "chapters/ch01_sample"}, {"file": "bibliography"}]}
     (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     source = SAMPLE_CHAPTER.replace("#FAILING_CELL\n", FAILING_CELL if failing else "")
     (book / "chapters" / "ch01_sample.py").write_text(source)
@@ -215,7 +228,7 @@ def test_missing_chapter_is_an_error_unless_allowed(tmp_path):
     common = ("--book-dir", str(book), "--build-dir", str(tmp_path / "out"), "--profile",
               "smoke", "--no-html", "--only", "ch02_absent")
     proc = run_build(*common)
-    assert proc.returncode == 1, output_of(proc)
+    assert proc.returncode == 2, output_of(proc)
     assert "chapters/ch02_absent.py" in proc.stderr and "--allow-missing" in proc.stderr
     proc = run_build(*common, "--allow-missing")
     assert proc.returncode == 0, output_of(proc)
@@ -223,32 +236,62 @@ def test_missing_chapter_is_an_error_unless_allowed(tmp_path):
     assert summary_rows(proc.stdout)["ch02_absent"] == "missing"
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.book
-def test_failing_chapter_stops_the_build_and_marks_html_stale(tmp_path):
+def test_bad_input_is_refused_and_a_failure_keeps_the_last_good_html(tmp_path, monkeypatch,
+                                                                     capsys):
     book = make_sample_book(tmp_path)
     out = tmp_path / "out"
     common = ("--book-dir", str(book), "--build-dir", str(out), "--profile", "smoke")
     executed = out / "executed" / "smoke"
+    html = out / "html"
+    page = html / "chapters" / "ch01_sample.html"
 
     proc = run_build(*common, "-W")  # a good build first, so there is HTML to protect
     assert proc.returncode == 0, output_of(proc)
-    assert (out / "html" / "chapters" / "ch01_sample.html").is_file()
+    good, good_executed = snapshot(html), snapshot(executed)
+    assert "sgdnoise-failure-banner" not in page.read_text()
 
-    # a Sphinx warning (an unknown citation key) fails the HTML build under -W
-    intro = book / "intro.md"
-    intro.write_text(intro.read_text() + "\nSee {cite}`no_such_key_4711`.\n")
-    proc = run_build(*common, "-W")
-    assert proc.returncode == 1, output_of(proc)
-    assert "no_such_key_4711" in proc.stdout + proc.stderr
-    assert "jupyter-book build failed" in proc.stderr
-    assert summary_rows(proc.stdout)["ch01_sample"] == "cached"
-    assert not (out / "html").exists() and (out / "html.stale" / "STALE.txt").is_file()
-    assert (out / "html.stale" / "chapters" / "ch01_sample.html").is_file()
-    shutil.copy2(BOOK / "intro.md", intro)
-
-    # a bad parameter value: the chapter's validation cell stops it
+    # bad arguments and bad parameter files: refused before anything is touched (exit 2)
     pfile = book / "params" / "ch01_sample" / "smoke.yaml"
-    pfile.write_text(pfile.read_text().replace("num_draws: 20", "num_draws: -5"))
+    good_params = pfile.read_text()
+    refusals = [
+        (("--only", "bogus"), (), "--only ['bogus']: no such chapter"),
+        (("--profile", "huge"), (), "invalid choice: 'huge'"),
+        ((), ("num_draws: 20", "num_draws: 20\nnum_draw: 3"), "unknown parameter(s) ['num_draw']"),
+        ((), ("seed: 0", ""), "missing parameter(s) ['seed']"),
+    ]
+    for extra, (old, new_text), expected in [(a, c or ("", ""), e) for a, c, e in refusals]:
+        pfile.write_text(good_params.replace(old, new_text) if old else good_params)
+        proc = run_build(*common, *extra, "-W")
+        assert proc.returncode == 2, output_of(proc)
+        assert expected in proc.stderr, output_of(proc)
+        assert snapshot(html) == good and snapshot(executed) == good_executed, expected
+    pfile.write_text(good_params)
+
+    # a value the chapter's Params class refuses: checked before any kernel starts
+    from sgdnoise.params import ChapterParams, param
+
+    @dataclass(frozen=True)
+    class SampleParams(ChapterParams):
+        num_draws: int = param(low=10)
+        seed: int = param(low=0)
+
+    monkeypatch.setattr(build, "params_class", lambda name: SampleParams)
+    monkeypatch.setattr(build, "execute_chapter", lambda *a, **k: pytest.fail("executed"))
+    pfile.write_text(good_params.replace("num_draws: 20", "num_draws: -5"))
+    assert build.main([*common, "-W"]) == 2
+    err = capsys.readouterr().err
+    assert "'num_draws'" in err and ">= 10" in err and "-5" in err and str(pfile) in err
+    assert snapshot(html) == good and snapshot(executed) == good_executed
+    monkeypatch.undo()
+
+    # a chapter that fails while executing: the old HTML stays, with a banner on its page
     proc = run_build(*common, "-W")
     text = proc.stdout + proc.stderr
     failed = executed / "ch01_sample.failed.ipynb"
@@ -256,21 +299,50 @@ def test_failing_chapter_stops_the_build_and_marks_html_stale(tmp_path):
     assert "ValueError" in text and "'num_draws'" in text and ">= 10" in text and "-5" in text
     assert str(failed) in text and failed.is_file()
     assert not (executed / "ch01_sample.ipynb").exists()
-    assert not (out / "html").exists(), "the old HTML must not stay in place"
-    stale = (out / "html.stale" / "STALE.txt").read_text()
-    assert "STALE" in stale and "num_draws" in stale
     assert summary_rows(proc.stdout)["ch01_sample"] == "FAILED"
+    assert not (out / "html.stale").exists()
+    now = snapshot(html)
+    changed = sorted(k for k in now if now[k] != good.get(k))
+    assert changed == ["_failures.json", "chapters/ch01_sample.html"], changed
+    banner = re.search(r'<div class="sgdnoise-failure-banner".*?</div>', page.read_text(),
+                       flags=re.S)
+    assert banner, "no banner on the failed chapter's page"
+    assert "profile <code>smoke</code> failed at" in banner.group(0)
+    assert "ValueError" in banner.group(0) and "last good build" in banner.group(0)
+    failures = json.loads((html / "_failures.json").read_text())
+    assert failures["ch01_sample"]["profile"] == "smoke"
 
-    # a cell that raises: papermill's error names it
+    # a cell that raises: papermill's error names it; one banner, now naming that error
+    pfile.write_text(good_params)
     make_sample_book(tmp_path, failing=True)
-    proc = run_build(*common, "--no-html")
+    proc = run_build(*common, "-W")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, output_of(proc)
     assert "RuntimeError" in text and "deliberate failure 4711" in text
-    assert str(failed) in text
     nb = nbformat.read(failed, as_version=4)
     assert build.error_outputs(nb), "the failed notebook keeps the error output"
-    assert not (out / "html").exists()
+    source = page.read_text()
+    assert source.count('class="sgdnoise-failure-banner"') == 1
+    assert "deliberate failure 4711" in source
+    assert (html / "intro.html").read_bytes() == good["intro.html"]
+
+    # the next good build replaces the pages: no banner left
+    make_sample_book(tmp_path)
+    proc = run_build(*common, "-W")
+    assert proc.returncode == 0, output_of(proc)
+    assert "sgdnoise-failure-banner" not in page.read_text()
+    assert not (html / "_failures.json").exists() and not failed.exists()
+    good = snapshot(html)
+
+    # a Sphinx warning (an unknown citation key) fails the HTML build; the old HTML stays
+    intro = book / "intro.md"
+    intro.write_text(intro.read_text() + "\nSee {cite}`no_such_key_4711`.\n")
+    proc = run_build(*common, "-W")
+    assert proc.returncode == 1, output_of(proc)
+    assert "no_such_key_4711" in proc.stdout + proc.stderr
+    assert "jupyter-book build failed" in proc.stderr
+    assert summary_rows(proc.stdout)["ch01_sample"] == "cached"
+    assert snapshot(html) == good
 
 
 # -------------------------------------------------------- the real book, smoke profile
