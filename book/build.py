@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import os
 import re
@@ -486,7 +487,7 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
         row = []
         for prof in PROFILES:
             wall = runs.get(prof, {}).get(name, {}).get("wall_s")
-            row.append(f"{wall:.0f} s" if wall is not None else "not run here")
+            row.append(f"{wall:.0f} s" if wall is not None else "–")
             totals[prof] += wall or 0.0
         table.append(f"| {{doc}}`chapters/{name}` | " + " | ".join(row) + " |")
     table.append("| **all chapters** | " + " | ".join(
@@ -501,8 +502,8 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
         "`.venv` themselves):",
         "",
         "```bash",
-        "make book      # execute every chapter (profile default) and build book/_build/html",
-        "make test      # unit tests, every chapter with the smoke profile, book and browser",
+        "make book   # execute every chapter, build book/_build/html",
+        "make test   # unit tests, smoke book, browser checks",
         "```",
         "",
         "`make book PROFILE=smoke|default|full` picks the profile; `make chapter NAME=<chapter>` "
@@ -517,7 +518,7 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
         "tests execute); `default` uses real CIFAR-10 at laptop scale; `full` is the "
         "paper-scale configuration for a GPU. The wall time of each chapter below is read "
         "from the executed notebooks in this build folder (papermill's record), not typed; "
-        "a profile not executed here says so.",
+        "– marks a chapter not executed with that profile here.",
         "",
         *table,
         "",
@@ -714,6 +715,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "the cache")
     ap.add_argument("--allow-missing", action="store_true",
                     help="skip (with a warning) chapters whose source does not exist yet")
+    ap.add_argument("--publish", action="store_true",
+                    help="after a successful build, write <build>/sgdnoise-book-<profile>.tar.gz: "
+                         "the HTML, the executed notebooks and their provenance records")
     return ap.parse_args(argv)
 
 
@@ -824,7 +828,55 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr, flush=True)
         return 1
     print_summary(results, html_row)
+    if args.publish:
+        if args.no_html or args.only:
+            print("\nREFUSED: --publish needs the whole book's HTML (no --no-html, no --only)",
+                  file=sys.stderr, flush=True)
+            return 2
+        try:
+            archive = publish(build_dir, profile, [r.name for r in results
+                                                    if r.status != "missing"])
+        except (BuildError, OSError, ValueError) as exc:
+            print(f"\nPUBLISH FAILED (any older archive was kept): {exc}", file=sys.stderr,
+                  flush=True)
+            return 1
+        print(f"[book] published: {archive}", flush=True)
     return 0
+
+
+def publish(build_dir: Path, profile: str, chapters: list[str]) -> Path:
+    """One archive of the site: ``html/`` (pages, figures, the notebooks behind the download
+    buttons), ``executed/`` (each executed notebook with its sidecar record) and
+    ``PROVENANCE.json`` (the build record and every chapter's inputs and parameters).
+    Written to a temporary file and renamed, so an older archive survives a failure."""
+    import tarfile
+
+    html = build_dir / "html"
+    info = json.loads((html / "_build_info.json").read_text())
+    if info.get("profile") != profile:
+        raise BuildError(f"{html} holds profile {info.get('profile')!r}, not {profile!r}")
+    executed = build_dir / "executed" / profile
+    records = {n: json.loads((executed / f"{n}.json").read_text()) for n in chapters}
+    provenance = {"build": info, "chapters": records}
+    name = f"sgdnoise-book-{profile}"
+    archive = build_dir / f"{name}.tar.gz"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".tar.gz", dir=build_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(html, arcname=f"{name}/html")
+            for n in chapters:
+                for suffix in (".ipynb", ".json"):
+                    tar.add(executed / f"{n}{suffix}", arcname=f"{name}/executed/{n}{suffix}")
+            blob = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
+            member = tarfile.TarInfo(f"{name}/PROVENANCE.json")
+            member.size, member.mtime = len(blob), int(time.time())
+            tar.addfile(member, io.BytesIO(blob))
+        os.replace(tmp, archive)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return archive
 
 
 def build_html(args: argparse.Namespace, book_dir: Path, build_dir: Path, profile: str,

@@ -394,7 +394,7 @@ def test_real_copy():
     assert torch.allclose(mean, torch.tensor(D.CIFAR10_MEAN, dtype=torch.float64), atol=0.02)
 
 
-# ----------------------------------------------------------------- the repository's data/ and make data
+# ------------------------------------------------- the repository's data/ and make data
 
 
 def test_missing_message_names_the_repository_data_folder(tmp_path, monkeypatch):

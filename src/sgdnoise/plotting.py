@@ -62,12 +62,13 @@ def style_record() -> dict[str, Any]:
             "font_sizes_pt": dict(FONT_SIZES_PT)}
 
 
-def use_style() -> dict[str, Any]:
+def use_style() -> None:
     """Seaborn's whitegrid theme with the colorblind palette, sized for the text column.
 
     Sets ``figure.dpi`` and ``savefig.dpi`` to :data:`DPI`, figures :data:`FIGURE_WIDTH_IN`
     inches wide, font sizes :data:`FONT_SIZES_PT` (none below :data:`MIN_FONT_PT`), legends
-    with a frame so they stay readable over grid lines. Returns :func:`style_record`.
+    with a frame so they stay readable over grid lines. :func:`style_record` lists them.
+    Returns None, so that a notebook cell ending with this call shows nothing.
     """
     import matplotlib as mpl
     import seaborn as sns
@@ -79,7 +80,6 @@ def use_style() -> dict[str, Any]:
         "legend.frameon": True, "legend.framealpha": 0.9, "lines.linewidth": 1.6,
         **FONT_SIZES_PT,
     })
-    return style_record()
 
 
 def rendered_text_px(font_pt: float, displayed_width: float, natural_width: float,
