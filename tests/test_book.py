@@ -16,11 +16,8 @@ from conftest import BOOK, BookBuild, load_build_module, output_of, run_build
 
 build = load_build_module()
 
-EXPECTED_CHAPTERS = [
-    "ch01_lemma1", "ch02_fisher_hessian", "ch03_gaussian_lemma2", "ch04_stability",
-    "ch05_overparam", "ch06_batch_size", "ch07_saddles", "ch08_resnet_sweep",
-    "ch09_anisotropic_noise",
-]
+# Every chapter source, in the order of its number: the toc must list exactly these.
+EXPECTED_CHAPTERS = sorted(p.stem for p in (BOOK / "chapters").glob("ch[0-9]*.py"))
 
 # A throwaway chapter that follows book/README.md: parameters cell, validation, a numbered
 # equation with a reference, a citation, a seaborn figure and the provenance table.
@@ -134,7 +131,7 @@ def summary_rows(stdout: str) -> dict[str, str]:
 # ----------------------------------------------------------- fast checks of build.py itself
 
 
-def test_toc_lists_the_nine_chapters_in_order():
+def test_toc_lists_every_chapter_in_order():
     assert build.chapter_names(build.read_toc(BOOK)) == EXPECTED_CHAPTERS
 
 
@@ -147,7 +144,8 @@ def test_toc_starts_with_intro_and_ends_with_bibliography():
 def test_filter_toc_keeps_pages_and_selected_chapters():
     toc = build.read_toc(BOOK)
     files = build._toc_files(build.filter_toc(toc, {"ch04_stability"}))
-    assert files == ["intro", "chapters/ch04_stability", "bibliography"]
+    assert files == ["intro", "verdicts", "reproduce", "chapters/ch04_stability",
+                     "bibliography"]
     assert build.chapter_names(toc) == EXPECTED_CHAPTERS  # the original is untouched
 
 
@@ -160,6 +158,85 @@ def test_config_keeps_the_book_offline_and_unexecuted():
     assert not config["launch_buttons"]["thebe"]
     assert not any(v for k, v in config["launch_buttons"].items() if k.endswith("_url"))
     assert config["bibtex_bibfiles"] == ["references.bib"]
+
+
+def test_generated_pages_are_in_the_toc_near_the_front():
+    files = build._toc_files(build.read_toc(BOOK))
+    for page in build.GENERATED_PAGES:
+        assert page in files, page
+        assert files.index(page) < files.index("chapters/" + EXPECTED_CHAPTERS[0])
+        assert not (BOOK / f"{page}.md").exists(), f"{page} is generated, not typed"
+
+
+def _planted_notebook(path: Path, verdicts: list[dict], *, duration: float = 12.5) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"duration": duration, "end_time": "2026-12-01T10:00:00.5"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 3. A planted chapter\n\ntext"),
+        nbformat.v4.new_code_cell("x = 1", outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/markdown": "| table |"},
+            metadata={build.VERDICTS_KEY: {"chapter": "ch03_x", "verdicts": verdicts}})]),
+        nbformat.v4.new_code_cell("prov", outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/markdown": "| what | value |\n| --- | --- |\n"
+                                                   "| device | cpu: planted (2 threads) |"})]),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_verdict_page_is_computed_from_the_notebooks_output_metadata(tmp_path):
+    from sgdnoise.report import VERDICTS_METADATA_KEY
+
+    assert build.VERDICTS_KEY == VERDICTS_METADATA_KEY
+    verdict = {"claim": "Planted claim 6021 | with a pipe", "outcome": "contradicted",
+               "sentence": "the gap is 0.31 (threshold 0.1)", "scale": "recorded GPU runs",
+               "section": "sec-ch3-verdicts"}
+    nbs = {"ch03_x": _planted_notebook(tmp_path / "a.ipynb", [verdict]),
+           "ch04_y": _planted_notebook(tmp_path / "b.ipynb", [])}
+    toc = {"root": "intro", "chapters": [{"file": "verdicts"}, {"file": "chapters/ch03_x"},
+                                         {"file": "chapters/ch04_y"}]}
+    page = build.verdicts_page(toc, nbs, "default")
+    assert page.startswith("# Verdicts")
+    assert "1 verdict(s) from 2 chapter(s): contradicted 1." in page
+    row = next(line for line in page.splitlines() if "6021" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "Planted claim 6021 / with a pipe" and cells[1] == "**contradicted**"
+    assert cells[2] == "the gap is 0.31 (threshold 0.1)"
+    assert "recorded GPU runs" in cells[3] and "12 s" in cells[3] and "planted" in cells[3]
+    assert cells[4] == "{ref}`section <sec-ch3-verdicts>`"
+    assert "## 3. A planted chapter" in page
+    assert "{doc}`chapters/ch04_y` records no computed verdict yet." in page
+
+
+def test_reproduce_page_reads_the_measured_times(tmp_path):
+    for profile, duration in (("smoke", 4.0), ("default", 300.0)):
+        (tmp_path / profile).mkdir()
+        _planted_notebook(tmp_path / profile / "ch03_x.ipynb", [], duration=duration)
+    toc = {"root": "intro", "chapters": [{"file": "chapters/ch03_x"}]}
+    page = build.reproduce_page(toc, {"ch03_x": tmp_path / "smoke" / "ch03_x.ipynb"},
+                                "smoke", tmp_path)
+    assert "| {doc}`chapters/ch03_x` | 4 s | 300 s | – |" in page
+    assert "| **all chapters** | **0.1 min** | **5.0 min** | incomplete |" in page
+    assert "make book" in page and "make test" in page and "plan_full.yaml" in page
+    assert "cpu: planted (2 threads)" in page
+
+
+def test_clean_notebook_removes_parameter_cells_and_folds_code(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("profile = 'default'",
+                                  metadata={"tags": ["parameters", "remove-cell"]}),
+        nbformat.v4.new_code_cell("profile = 'smoke'",
+                                  metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("import numpy", metadata={"tags": ["remove-cell"]}),
+        nbformat.v4.new_code_cell("plot()", metadata={"tags": ["remove-input"]}),
+        nbformat.v4.new_code_cell("table()"),
+    ]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    build.clean_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb")
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(tmp_path / "out.ipynb", 4).cells]
+    assert tags == [["parameters", "remove-cell"], ["injected-parameters", "remove-cell"],
+                    ["remove-cell"], ["remove-input"], ["hide-input"]]
 
 
 def test_bib_files_add_every_chapter_bib(tmp_path):
