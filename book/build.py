@@ -60,7 +60,7 @@ CHAPTER_PREFIX = "chapters/"
 # Files and folders of the book copied into the stage when present (besides the toc pages;
 # _config.yml and _toc.yml are rewritten there).
 STAGE_FILES = ("references.bib",)
-STAGE_DIRS = ("bib", "_static", "images")
+STAGE_DIRS = ("bib", "_static", "_ext", "images")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 WIDGET_MIME = ("application/vnd.jupyter.widget-view+json",
                "application/vnd.jupyter.widget-state+json")
@@ -556,6 +556,50 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
     ])
 
 
+def api_modules(package: str = "sgdnoise") -> list[str]:
+    """Every public module of the package (no name part starting with ``_``), the package
+    first, then in alphabetical order; the ``chapters`` subpackage included."""
+    import importlib
+    import pkgutil
+
+    root = importlib.import_module(package)
+    names = [package]
+    for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return [package] + sorted(set(names) - {package})
+
+
+def api_index_page(modules: list[str]) -> str:
+    """The API reference's front page: one row per module, with its docstring's first line."""
+    listing = "\n".join(f"   {m}" for m in modules)
+    return (
+        "# API reference\n\n"
+        "The public modules of the `sgdnoise` package, documented from their docstrings when "
+        "the book is built (the list is derived from the package itself, so a new module "
+        "appears here without editing the book). The chapter modules under "
+        "`sgdnoise.chapters` hold each chapter's parameters, studies and verdict functions.\n\n"
+        "```{eval-rst}\n.. autosummary::\n\n" + listing + "\n```\n")
+
+
+def api_module_page(module: str) -> str:
+    return (f"# `{module}`\n\n```{{eval-rst}}\n.. automodule:: {module}\n   :members:\n"
+            "   :show-inheritance:\n```\n")
+
+
+def expand_api_toc(node: Any, modules: list[str]) -> Any:
+    """A copy of the toc whose ``api`` entry lists one page per module as its sections."""
+    if isinstance(node, list):
+        return [expand_api_toc(child, modules) for child in node]
+    if isinstance(node, dict):
+        out = {k: expand_api_toc(v, modules) for k, v in node.items()}
+        if node.get("file") == API_PAGE:
+            out["sections"] = [{"file": f"api/{m}"} for m in modules]
+        return out
+    return node
+
+
+API_PAGE = "api"
 GENERATED_PAGES = {"verdicts": verdicts_page, "reproduce": reproduce_page}
 
 
@@ -575,6 +619,14 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
             shutil.copytree(book_dir / dname, stage / dname)
     config = yaml.safe_load((book_dir / "_config.yml").read_text())
     config["bibtex_bibfiles"] = bib_files(book_dir)
+    modules: list[str] = []
+    if API_PAGE in _toc_files(toc) and not (book_dir / f"{API_PAGE}.md").exists():
+        modules = api_modules()
+        toc = expand_api_toc(toc, modules)
+        (stage / "api").mkdir()
+        (stage / f"{API_PAGE}.md").write_text(api_index_page(modules))
+        for m in modules:
+            (stage / "api" / f"{m}.md").write_text(api_module_page(m))
     (stage / "_config.yml").write_text(
         "# staged by book/build.py from book/_config.yml\n"
         + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
@@ -582,7 +634,8 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
         "# staged by book/build.py from book/_toc.yml\n"
         + yaml.safe_dump(toc, sort_keys=False))
     for entry in _toc_files(toc):
-        if entry.startswith(CHAPTER_PREFIX):
+        if entry.startswith(CHAPTER_PREFIX) or (modules and (
+                entry == API_PAGE or entry.startswith(f"{API_PAGE}/"))):
             continue
         for suffix in ("", ".md", ".ipynb"):
             page = book_dir / f"{entry}{suffix}"

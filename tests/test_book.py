@@ -137,7 +137,7 @@ def test_toc_lists_every_chapter_in_order():
 
 def test_toc_starts_with_intro_and_ends_with_bibliography():
     files = build._toc_files(build.read_toc(BOOK))
-    assert files[0] == "intro" and files[-1] == "bibliography"
+    assert files[0] == "intro" and files[-2:] == ["bibliography", "api"]
     assert (BOOK / "intro.md").is_file() and (BOOK / "bibliography.md").is_file()
 
 
@@ -145,7 +145,7 @@ def test_filter_toc_keeps_pages_and_selected_chapters():
     toc = build.read_toc(BOOK)
     files = build._toc_files(build.filter_toc(toc, {"ch04_stability"}))
     assert files == ["intro", "verdicts", "reproduce", "chapters/ch04_stability",
-                     "bibliography"]
+                     "bibliography", "api"]
     assert build.chapter_names(toc) == EXPECTED_CHAPTERS  # the original is untouched
 
 
@@ -237,6 +237,39 @@ def test_clean_notebook_removes_parameter_cells_and_folds_code(tmp_path):
     tags = [c.metadata.get("tags", []) for c in nbformat.read(tmp_path / "out.ipynb", 4).cells]
     assert tags == [["parameters", "remove-cell"], ["injected-parameters", "remove-cell"],
                     ["remove-cell"], ["remove-input"], ["hide-input"]]
+
+
+def test_api_reference_lists_every_public_module_from_the_package():
+    import pkgutil
+
+    import sgdnoise
+
+    modules = build.api_modules()
+    assert modules[0] == "sgdnoise" and "sgdnoise.chapters" in modules
+    expected = {f"sgdnoise.{m.name}" for m in pkgutil.iter_modules(sgdnoise.__path__)
+                if not m.name.startswith("_")}
+    assert expected <= set(modules)
+    assert not [m for m in modules if "._" in m]
+    toc = build.expand_api_toc({"root": "intro", "chapters": [{"file": "api"}]}, modules)
+    assert toc["chapters"][0]["sections"] == [{"file": f"api/{m}"} for m in modules]
+    assert ".. automodule:: sgdnoise.data" in build.api_module_page("sgdnoise.data")
+
+
+def test_docstrings_that_are_not_valid_rest_are_shown_verbatim():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sgdnoise_apidoc",
+                                                  BOOK / "_ext" / "sgdnoise_apidoc.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    assert ext.first_problem("Fine, with :func:`x` and ``code``.") is None
+    assert "substitution" in ext.first_problem("the norm |θ| of theta")
+    lines = ["Norm |θ|.", "", "More."]
+    ext.process_docstring(None, "function", "m.f", None, None, lines)
+    assert lines[:3] == ["::", "", "    Norm |θ|."] and ext.first_problem("\n".join(lines)) is None
+    clean = ["A clean docstring."]
+    ext.process_docstring(None, "function", "m.g", None, None, clean)
+    assert clean == ["A clean docstring."]
 
 
 def test_bib_files_add_every_chapter_bib(tmp_path):

@@ -81,14 +81,15 @@ class DataCorruptError(ValueError):
 class DataIdentity:
     """Where a data set came from.
 
-    source: "official" (every file's md5 equals the official one), "supplied copy" (files in
-        the official layout with other bytes, e.g. a re-encoded copy) or "synthetic".
-    path: directory the files were read from ("" for synthetic data).
-    train_md5 / test_md5: md5 of the uint8 pixel rows, (N, 3072) C-order, of the full split
-        that was read (before any subset was taken).
-    official_checksums: whether all six batch files match the official md5 values.
-    n_train / n_test: number of examples held (after subsetting).
-    subset_seed: seed of the stratified subset, None when the full split is held.
+    - ``source``: "official" (every file's md5 equals the official one), "supplied copy"
+      (files in the official layout with other bytes, e.g. a re-encoded copy) or
+      "synthetic".
+    - ``path``: directory the files were read from ("" for synthetic data).
+    - ``train_md5`` / ``test_md5``: md5 of the uint8 pixel rows, (N, 3072) C-order, of the
+      full split that was read (before any subset was taken).
+    - ``official_checksums``: whether all six batch files match the official md5 values.
+    - ``n_train`` / ``n_test``: number of examples held (after subsetting).
+    - ``subset_seed``: seed of the stratified subset, None when the full split is held.
     """
 
     source: str
