@@ -505,3 +505,42 @@ def test_rebuild_with_nothing_changed_executes_nothing(smoke_book: BookBuild):
     assert all(rows[name] == "cached" for name in smoke_book.chapters), rows
     assert rows["html"] == "up to date", rows
     assert {p: p.stat().st_mtime_ns for p in smoke_book.executed.glob("*.ipynb")} == mtimes
+
+
+@pytest.mark.book
+def test_smoke_book_has_generated_pages_api_and_downloads(smoke_book: BookBuild):
+    html = smoke_book.html
+    verdicts = (html / "verdicts.html").read_text()
+    assert f"verdict(s) from {len(smoke_book.chapters)} chapter(s)" in verdicts
+    reproduce = (html / "reproduce.html").read_text()
+    assert "make book" in reproduce and "plan_full.yaml" in reproduce
+    assert re.search(r"<td[^>]*>\s*(<p>)?\s*\d+ s", reproduce), "no measured time"
+    api = (html / "api.html").read_text()
+    assert "sgdnoise.data" in api and "sgdnoise.chapters" in api
+    data_page = (html / "api" / "sgdnoise.data.html").read_text()
+    assert 'id="sgdnoise.data.load_cifar10"' in data_page
+    for name in smoke_book.chapters:
+        page = (html / "chapters" / f"{name}.html").read_text()
+        assert "download-source-button" in page, f"{name}: no download button"
+        assert 'profile = "smoke"' not in page, f"{name}: injected parameters shown"
+        source = nbformat.read(html / "_sources" / "chapters" / f"{name}.ipynb", as_version=4)
+        outputs = [o for c in source.cells if c.cell_type == "code" for o in c.outputs]
+        assert outputs, f"{name}: the downloadable notebook is not the executed one"
+
+
+@pytest.mark.book
+def test_publish_writes_one_archive_of_site_notebooks_and_provenance(smoke_book: BookBuild):
+    import tarfile
+
+    proc = run_build(*smoke_book.args, "--publish")
+    assert proc.returncode == 0, output_of(proc)
+    archive = smoke_book.build_dir / "sgdnoise-book-smoke.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        prov = json.loads(tar.extractfile("sgdnoise-book-smoke/PROVENANCE.json").read())
+    assert "sgdnoise-book-smoke/html/index.html" in names
+    for name in smoke_book.chapters:
+        assert f"sgdnoise-book-smoke/executed/{name}.ipynb" in names
+        assert prov["chapters"][name]["profile"] == "smoke"
+    assert prov["build"]["profile"] == "smoke"
+    assert not list(smoke_book.build_dir.glob(".sgdnoise-book-*"))
