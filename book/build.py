@@ -242,7 +242,11 @@ def check_chapter(book_dir: Path, name: str, profile: str) -> tuple[Any, dict[st
             + ("; " if extra and missing else "")
             + (f"missing parameter(s) {missing}" if missing else "")
             + f" (the parameters cell defines {sorted(names)})")
-    cls = params_class(name)
+    try:
+        cls = params_class(name)
+    except Exception as exc:  # a broken chapter module must not crash the check
+        raise BuildError(f"{name}: importing sgdnoise.chapters.{name} failed: "
+                         f"{type(exc).__name__}: {exc}") from None
     if cls is not None:
         try:
             cls.from_mapping(params)
