@@ -122,8 +122,10 @@ MEASURE_JS = r"""
     document.querySelectorAll(".cell_output img, figure img, img.sgdnoise-figure")
       .forEach(function (img) {
         var r = img.getBoundingClientRect();
+        var fig = img.closest("figure");
         out.images.push({src: img.getAttribute("src"), natural: img.naturalWidth,
-                         displayed: r.width});
+                         displayed: r.width,
+                         captioned: !!(fig && fig.querySelector("figcaption .caption-number"))});
       });
     var s = document.createElement("script");
     s.type = "application/json";
@@ -329,8 +331,9 @@ MIN_TEXT_PX = 9.0  # the smallest text a reader should have to read, in screen p
 
 def layout_problems(measure: dict) -> list[str]:
     """Display equations wider than their container, TeX-looking text outside typeset math,
-    and figures whose smallest text (:data:`sgdnoise.plotting.MIN_FONT_PT` at
-    :data:`sgdnoise.plotting.DPI`) renders below :data:`MIN_TEXT_PX`."""
+    figures without a numbered caption, and figures whose smallest text
+    (:data:`sgdnoise.plotting.MIN_FONT_PT` at :data:`sgdnoise.plotting.DPI`) renders below
+    :data:`MIN_TEXT_PX`."""
     from sgdnoise.plotting import DPI, MIN_FONT_PT, rendered_text_px
 
     problems = []
@@ -343,6 +346,8 @@ def layout_problems(measure: dict) -> list[str]:
         if not img["natural"]:
             problems.append(f"figure {img['src']} did not load")
             continue
+        if not img["captioned"]:
+            problems.append(f"figure {img['src']} has no numbered caption")
         px = rendered_text_px(MIN_FONT_PT, img["displayed"], img["natural"], DPI)
         if px < MIN_TEXT_PX:
             problems.append(f"figure {img['src']}: {img['natural']} px wide shown at "
@@ -369,7 +374,8 @@ KNOWN_DEFECTS = {f"chapters/{name}.html" for name in (
 
 @pytest.mark.parametrize("page", _book_pages())
 def test_page_reads_like_a_publication(chromium, server, smoke_book, tmp_path, page):
-    """At 1280 px: every display equation fits its column, no raw TeX, figure text >= 9 px.
+    """At 1280 px: every display equation fits its column, no raw TeX, every figure has a
+    numbered caption and its text renders >= 9 px.
     The screenshot goes to test-artifacts/browser/<page>.png."""
     if not (smoke_book.html / page).is_file():
         pytest.skip(f"{page} is not in this build")
@@ -389,8 +395,11 @@ PLANTS = {
         + " + ".join(f"x_{{{i}}}^2" for i in range(1, 160)) + " \\]</div>",
         "display equation"),
     "raw-tex": ("<p>the next iterate $\\theta_{t+1}$ follows</p>", "raw TeX"),
-    "shrunk-figure": ('<div class="cell_output"><img src="{image}" style="width:240px"></div>',
-                      "renders"),
+    "shrunk-figure": ('<div class="cell_output"><figure><img src="{image}" style="width:240px">'
+                      '<figcaption><span class="caption-number">Fig. 1 </span>planted'
+                      '</figcaption></figure></div>', "renders"),
+    "uncaptioned-figure": ('<div class="cell_output"><img src="{image}"></div>',
+                           "no numbered caption"),
 }
 
 
