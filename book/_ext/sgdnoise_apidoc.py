@@ -48,7 +48,8 @@ def process_docstring(app: Any, what: str, name: str, obj: Any, options: Any,
         return
     VERBATIM.append((name, problem))
     logger.info(f"[sgdnoise_apidoc] {name}: docstring shown verbatim ({problem})")
-    lines[:] = ["::", ""] + [f"    {line}" if line else "" for line in lines] + [""]
+    lines[:] = [".. code-block:: text", ""] + [
+        f"    {line}" if line else "" for line in lines] + [""]
 
 
 def report(app: Any, exception: Exception | None) -> None:
