@@ -400,6 +400,9 @@ PLANTS = {
                       '</figcaption></figure></div>', "renders"),
     "uncaptioned-figure": ('<div class="cell_output"><img src="{image}"></div>',
                            "no numbered caption"),
+    "good-figure": ('<div class="cell_output"><figure><img src="{image}"><figcaption>'
+                    '<span class="caption-number">Fig. 1 </span>planted</figcaption></figure>'
+                    '</div>', ""),
 }
 
 
@@ -407,10 +410,23 @@ PLANTS = {
 def test_publication_checks_fail_on_a_planted_defect(chromium, server, smoke_book, tmp_path,
                                                      plant):
     """Each check fails on a page with one planted defect (and only for that defect)."""
-    images = sorted(p.name for p in (smoke_book.html / "_images").glob("*.png"))
-    assert images, "the book has no figures to plant"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sgdnoise.plotting import use_style
+
+    use_style()  # a figure made as the chapters make theirs: fits the column at 9 pt
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 4, 8], [1.0, 0.5, 0.25, 0.125], marker="o", label="measured")
+    ax.set(xlabel="batch size B", ylabel="variance", title="a planted figure")
+    ax.legend()
+    image = smoke_book.html / "_images" / f"planted-{plant}.png"
+    fig.savefig(image)
+    plt.close(fig)
     snippet, expected = PLANTS[plant]
-    snippet = snippet.replace("{image}", f"_images/{images[0]}")
+    snippet = snippet.replace("{image}", f"_images/{image.name}")
     page = smoke_book.html / f"planted-{plant}.html"
     text = (smoke_book.html / "intro.html").read_text()
     m = re.search(r"<article[^>]*>", text)
@@ -421,5 +437,9 @@ def test_publication_checks_fail_on_a_planted_defect(chromium, server, smoke_boo
         problems = layout_problems(rendered.measure())
     finally:
         page.unlink()
+        image.unlink()
+    if not expected:  # the control: a figure made with the book's style passes
+        assert not problems, problems
+        return
     assert problems, f"the planted {plant} was not detected"
     assert all(expected in p for p in problems), problems
