@@ -111,7 +111,7 @@ MEASURE_JS = r"""
     });
     var skip = /^(SCRIPT|STYLE|PRE|CODE|TEXTAREA|MJX-CONTAINER|NOSCRIPT)$/;
     var walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
-    var tex = /\$|\[a-zA-Z]+/;
+    var tex = /\$|\\[a-zA-Z]+|[_^]\{/;  // $, \command, or TeX's _{...} and ^{...}
     for (var n = walker.nextNode(); n; n = walker.nextNode()) {
       var el = n.parentElement, hidden = false;
       for (var a = el; a && a !== article; a = a.parentElement) {
@@ -395,6 +395,8 @@ PLANTS = {
         + " + ".join(f"x_{{{i}}}^2" for i in range(1, 160)) + " \\]</div>",
         "display equation"),
     "raw-tex": ("<p>the next iterate $\\theta_{t+1}$ follows</p>", "raw TeX"),
+    "raw-tex-command": ("<p>the norm \\lVert g \\rVert of the gradient</p>", "raw TeX"),
+    "plain-text-math": ("<p>the iterates obey θ_{t+1} = θ_t − η g_t</p>", "raw TeX"),
     "shrunk-figure": ('<div class="cell_output"><figure><img src="{image}" style="width:240px">'
                       '<figcaption><span class="caption-number">Fig. 1 </span>planted'
                       '</figcaption></figure></div>', "renders"),
