@@ -100,7 +100,7 @@ def make_sample_book(root: Path, *, failing: bool = False, num_draws: int = 20) 
     (book / "chapters").mkdir(parents=True, exist_ok=True)
     for name in ("_config.yml", "references.bib", "intro.md", "bibliography.md"):
         shutil.copy2(BOOK / name, book / name)
-    for folder in ("bib", "_static"):
+    for folder in ("bib", "_static", "_ext"):
         if (BOOK / folder).is_dir():
             shutil.copytree(BOOK / folder, book / folder, dirs_exist_ok=True)
     toc = {"format": "jb-book", "root": "intro",
