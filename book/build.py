@@ -691,13 +691,14 @@ def mark_failed(build_dir: Path, chapter: str | None, profile: str, reason: str)
     html = build_dir / "html"
     if chapter is None or not (html / "index.html").is_file():
         return []
-    when = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     info: dict[str, Any] = {}
     try:
         info = json.loads((html / "_build_info.json").read_text())
     except (OSError, ValueError):
         pass
-    built = f"profile {info.get('profile', '?')}, built {info.get('built_utc', '?')} UTC"
+    built_utc = str(info.get("built_utc", "?")).replace("T", " ").removesuffix("+00:00")
+    built = f"profile {info.get('profile', '?')}, built {built_utc} UTC"
     first_line = reason.strip().splitlines()[0] if reason.strip() else ""
     error = next((line.strip() for line in reason.splitlines()
                   if re.match(r"\s*(error in cell|\w+(Error|Exception)\b)", line)), first_line)
