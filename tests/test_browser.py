@@ -35,7 +35,8 @@ CHROMIUM_FLAGS = [
 
 def find_chromium() -> str | None:
     for candidate in ("/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
+                      shutil.which("chromium-browser"), shutil.which("google-chrome"),
+                      shutil.which("google-chrome-stable")):  # GitHub's runners have Chrome
         if candidate and Path(candidate).is_file():
             return candidate
     return None
