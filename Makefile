@@ -8,11 +8,13 @@ STAMP   := $(VENV)/.sgdnoise-installed
 PROFILE ?= default
 NAME    ?=
 
-.PHONY: setup test test-fast lint book chapter bench data clean help
+.PHONY: setup test test-fast lint book chapter publish bench data clean help
 
 help:
 	@echo "make book [PROFILE=smoke|default|full]  execute every chapter and build book/_build/html"
 	@echo "make chapter NAME=ch01_lemma1 [PROFILE=...]  execute one chapter"
+	@echo "make publish [PROFILE=...]  build the book and write one archive of the site"
+	@echo "make data        fetch and verify CIFAR-10 into data/ (or say what to do offline)"
 	@echo "make test        unit tests, every chapter with the smoke profile, book build, browser test"
 	@echo "make test-fast   unit tests only"
 	@echo "make lint        ruff"
@@ -42,6 +44,12 @@ book: setup
 chapter: setup
 	@test -n "$(NAME)" || (echo "usage: make chapter NAME=<chapter> [PROFILE=...]"; exit 2)
 	$(PY) book/build.py --profile $(PROFILE) --only $(NAME) --no-html
+
+publish: setup
+	$(PY) book/build.py --profile $(PROFILE) --publish
+
+data: setup
+	$(PY) -m sgdnoise.data data
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -12,9 +12,20 @@ For every chapter listed in ``_toc.yml`` (entries ``chapters/<name>``):
    executed notebooks) and Jupyter Book builds it; the result replaces ``<build>/html``
    only when the build succeeded.
 
-A failing chapter stops the build: its cell error is printed, the executed notebook is kept
-as ``<name>.failed.ipynb`` and the old HTML is moved to ``<build>/html.stale`` (with a
-``STALE.txt`` saying why) so it cannot be mistaken for the current book. Exit code 1.
+Generated pages: toc entries that are not files of the book but are named in
+``GENERATED_PAGES`` are written into the stage from the executed notebooks: ``verdicts``
+(every chapter's computed verdicts, from their output metadata) and ``reproduce`` (the
+commands, and the measured wall time of every chapter in every profile executed here).
+
+Never losing the last good book: bad arguments (an unknown chapter or profile) and bad
+parameter files (keys that disagree with the parameters cell, values refused by
+``sgdnoise.chapters.<name>.Params`` where that class exists) are reported before anything is
+executed or written (exit code 2). A chapter that fails while executing stops the build
+(exit code 1): its cell error is printed, the executed notebook is kept as
+``<name>.failed.ipynb``, and the last good HTML stays readable with a banner on the failed
+chapter's page saying which profile failed when (``html/_failures.json`` lists them; the
+next successful build replaces the pages). A failing Jupyter Book build leaves the old
+HTML untouched.
 
 Usage: ``python book/build.py [--profile smoke|default|full] [--only NAME ...] [--no-html]
 [-W] [--force] [--allow-missing] [--build-dir DIR]``.
@@ -25,6 +36,7 @@ from __future__ import annotations
 import argparse
 import ast
 import hashlib
+import io
 import json
 import os
 import re
@@ -48,10 +60,17 @@ CHAPTER_PREFIX = "chapters/"
 # Files and folders of the book copied into the stage when present (besides the toc pages;
 # _config.yml and _toc.yml are rewritten there).
 STAGE_FILES = ("references.bib",)
-STAGE_DIRS = ("bib", "_static", "images")
+STAGE_DIRS = ("bib", "_static", "_ext", "images")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 WIDGET_MIME = ("application/vnd.jupyter.widget-view+json",
                "application/vnd.jupyter.widget-state+json")
+VERDICTS_KEY = "sgdnoise_verdicts"  # sgdnoise.report.VERDICTS_METADATA_KEY
+FAILURES_FILE = "_failures.json"
+HIDDEN_TAGS = {"hide-input", "remove-input", "hide-cell", "remove-cell", "hide-output"}
+
+
+class UsageError(RuntimeError):
+    """Bad arguments or inputs found before anything was executed or written (exit 2)."""
 
 
 class BuildError(RuntimeError):
@@ -182,8 +201,22 @@ def chapter_inputs(book_dir: Path, name: str, profile: str, pkg_hash: str) -> di
     return parts
 
 
+def params_class(name: str) -> Any:
+    """``sgdnoise.chapters.<name>.Params`` when that module defines it, else None."""
+    import importlib
+
+    try:
+        module = importlib.import_module(f"sgdnoise.chapters.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name in (f"sgdnoise.chapters.{name}", "sgdnoise.chapters", "sgdnoise"):
+            return None
+        raise
+    return getattr(module, "Params", None)
+
+
 def check_chapter(book_dir: Path, name: str, profile: str) -> tuple[Any, dict[str, Any]]:
-    """Read the chapter and its parameters; check they agree. Returns (notebook, params)."""
+    """Read the chapter and its parameters; check they agree, and validate the values with
+    the chapter's ``Params`` class where it has one. Returns (notebook, params)."""
     import jupytext
 
     source = book_dir / "chapters" / f"{name}.py"
@@ -209,6 +242,16 @@ def check_chapter(book_dir: Path, name: str, profile: str) -> tuple[Any, dict[st
             + ("; " if extra and missing else "")
             + (f"missing parameter(s) {missing}" if missing else "")
             + f" (the parameters cell defines {sorted(names)})")
+    try:
+        cls = params_class(name)
+    except Exception as exc:  # a broken chapter module must not crash the check
+        raise BuildError(f"{name}: importing sgdnoise.chapters.{name} failed: "
+                         f"{type(exc).__name__}: {exc}") from None
+    if cls is not None:
+        try:
+            cls.from_mapping(params)
+        except (ValueError, TypeError) as exc:
+            raise BuildError(f"{name}: {pfile}: {exc}") from None
     return notebook, params
 
 
@@ -307,16 +350,21 @@ def bib_files(book_dir: Path) -> list[str]:
 
 def clean_notebook(src: Path, dst: Path) -> None:
     """Copy an executed notebook for the book: widget state dropped (it would pull remote
-    JS), the parameter cells folded away (the provenance table lists every value)."""
+    JS), the parameter cells (the chapter's and papermill's injected one) removed from the
+    page (the provenance table lists every value), and every other code cell that shows its
+    source folded (``hide-input``) unless it carries a hide/remove tag of its own."""
     import nbformat
 
     nb = nbformat.read(src, as_version=4)
     nb.metadata.pop("widgets", None)
     for cell in nb.cells:
-        tags = cell.get("metadata", {}).get("tags", [])
-        if {"parameters", "injected-parameters"} & set(tags) and not {
-                "hide-input", "remove-input", "hide-cell", "remove-cell"} & set(tags):
-            cell.metadata["tags"] = [*tags, "hide-input"]  # the provenance table lists them
+        tags = list(cell.get("metadata", {}).get("tags", []))
+        if cell.cell_type == "code":
+            if {"parameters", "injected-parameters"} & set(tags):
+                if "remove-cell" not in tags:
+                    cell.metadata["tags"] = [*tags, "remove-cell"]
+            elif not HIDDEN_TAGS & set(tags) and cell.source.strip():
+                cell.metadata["tags"] = [*tags, "hide-input"]
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
             data = out.get("data")
             if data:
@@ -325,9 +373,245 @@ def clean_notebook(src: Path, dst: Path) -> None:
     nbformat.write(nb, dst)
 
 
+# ------------------------------------------------------------------ generated pages
+
+
+def _read_notebook(path: Path) -> Any | None:
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return None
+
+
+def notebook_title(nb: Any, fallback: str) -> str:
+    """The text of the notebook's first Markdown heading."""
+    for cell in nb.cells if nb is not None else []:
+        if cell.cell_type == "markdown":
+            m = re.search(r"^#\s+(.+)$", cell.source, flags=re.M)
+            if m:
+                return m.group(1).strip()
+    return fallback
+
+
+def notebook_verdicts(nb: Any) -> list[dict[str, Any]]:
+    """Every verdict recorded in the notebook's output metadata (``show_verdicts``)."""
+    found: list[dict[str, Any]] = []
+    for cell in nb.cells if nb is not None else []:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            payload = (out.get("metadata") or {}).get(VERDICTS_KEY)
+            if isinstance(payload, dict):
+                found.extend(v for v in payload.get("verdicts", []) if isinstance(v, dict))
+    return found
+
+
+def notebook_run(nb: Any) -> dict[str, Any]:
+    """Wall time (s), end time and device of an executed notebook, from papermill's
+    metadata and the provenance table the chapter printed."""
+    meta = (nb.metadata.get("papermill") or {}) if nb is not None else {}
+    device = ""
+    for cell in nb.cells if nb is not None else []:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            text = (out.get("data") or {}).get("text/markdown", "")
+            m = re.search(r"^\| device \| (.+?) \|$", str(text), flags=re.M)
+            if m:
+                device = m.group(1).strip()
+    duration = meta.get("duration")
+    return {"wall_s": float(duration) if isinstance(duration, (int, float)) else None,
+            "end_utc": str(meta.get("end_time") or "")[:19].replace("T", " "),
+            "device": device}
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "/").replace("\n", " ").strip()
+
+
+def verdicts_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str,
+                  executed_root: Path | None = None) -> str:
+    """The verdict page: every chapter's computed verdicts, read from the executed
+    notebooks' output metadata, with the scale, the budget and a link to the evidence."""
+    order = [n for n in chapter_names(toc) if n in notebooks]
+    lines = [
+        "# Verdicts: the essay's claims, checked",
+        "",
+        "Every row below was computed by a chapter from its own numbers and recorded in the "
+        "executed notebook; `book/build.py` gathered them onto this page when the book was "
+        f"built (profile `{profile}`). Nothing here is typed by hand: a verdict changes "
+        "when the numbers do. The last column links the section that shows the evidence.",
+        "",
+    ]
+    counts: dict[str, int] = {}
+    sections = []
+    for name in order:
+        nb = _read_notebook(notebooks[name])
+        title = notebook_title(nb, name)
+        run = notebook_run(nb)
+        budget = (f"{run['wall_s']:.0f} s" if run["wall_s"] is not None else "?") + (
+            f" on {run['device']}" if run["device"] else "")
+        verdicts = notebook_verdicts(nb)
+        sections += ["", f"## {title}", ""]
+        if not verdicts:
+            sections.append(f"{{doc}}`chapters/{name}` records no computed verdict yet.")
+            continue
+        sections += ["| claim | verdict | what the numbers say | scale and budget | evidence |",
+                     "| --- | --- | --- | --- | --- |"]
+        for v in verdicts:
+            outcome = str(v.get("outcome", "?"))
+            counts[outcome] = counts.get(outcome, 0) + 1
+            label = str(v.get("section", "")).strip()
+            link = f"{{ref}}`section <{label}>`" if label else f"{{doc}}`chapters/{name}`"
+            sections.append("| " + " | ".join([
+                _cell(v.get("claim", "")), f"**{_cell(outcome)}**", _cell(v.get("sentence", "")),
+                _cell(f"{v.get('scale', '')}; profile {profile}, chapter run {budget}"),
+                link]) + " |")
+    total = sum(counts.values())
+    summary = ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    lines.append(f"{total} verdict(s) from {len(order)} chapter(s)"
+                 + (f": {summary}." if summary else "."))
+    return "\n".join(lines + sections) + "\n"
+
+
+def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str,
+                   executed_root: Path | None = None) -> str:
+    """How to reproduce the book: commands, profiles with the measured wall time of every
+    chapter executed in this build folder, data, the GPU plan and the downloads."""
+    names = [n for n in chapter_names(toc) if n in notebooks]
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    for prof in PROFILES:
+        for name in names:
+            path = (executed_root / prof / f"{name}.ipynb") if executed_root else (
+                notebooks[name] if prof == profile else None)
+            if path is not None and path.is_file():
+                runs.setdefault(prof, {})[name] = notebook_run(_read_notebook(path))
+    header = "| chapter | " + " | ".join(PROFILES) + " |"
+    table = [header, "| --- |" + " ---: |" * len(PROFILES)]
+    totals = dict.fromkeys(PROFILES, 0.0)
+    for name in names:
+        row = []
+        for prof in PROFILES:
+            wall = runs.get(prof, {}).get(name, {}).get("wall_s")
+            row.append(f"{wall:.0f} s" if wall is not None else "–")
+            totals[prof] += wall or 0.0
+        table.append(f"| {{doc}}`chapters/{name}` | " + " | ".join(row) + " |")
+    table.append("| **all chapters** | " + " | ".join(
+        f"**{totals[p] / 60:.1f} min**" if p in runs and len(runs[p]) == len(names)
+        else "incomplete" for p in PROFILES) + " |")
+    devices = sorted({r["device"] for prof in runs.values() for r in prof.values()
+                      if r["device"]})
+    return "\n".join([
+        "# Reproducing this book",
+        "",
+        "Two commands, from the repository root, on a machine with Python 3.11 (they create "
+        "`.venv` themselves):",
+        "",
+        "```bash",
+        "make book   # execute every chapter, build book/_build/html",
+        "make test   # unit tests, smoke book, browser checks",
+        "```",
+        "",
+        "`make book PROFILE=smoke|default|full` picks the profile; `make chapter NAME=<chapter>` "
+        "executes one chapter. A chapter whose source, parameters and package code are "
+        "unchanged is not executed again. Bad arguments and bad parameter values are refused "
+        "before anything runs; a chapter that fails leaves the last good HTML in place, with "
+        "a banner on its page.",
+        "",
+        "## Profiles and measured times",
+        "",
+        "`smoke` runs every chapter in seconds on a synthetic CIFAR-shaped data set (what the "
+        "tests execute); `default` uses real CIFAR-10 at laptop scale; `full` is the "
+        "paper-scale configuration for a GPU. The wall time of each chapter below is read "
+        "from the executed notebooks in this build folder (papermill's record), not typed; "
+        "– marks a chapter not executed with that profile here.",
+        "",
+        *table,
+        "",
+        "Measured on: " + ("; ".join(devices) if devices else "(no device recorded)") + ".",
+        "",
+        "## CIFAR-10",
+        "",
+        "`make data` downloads the official archive "
+        "(`https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz`), checks its md5 "
+        "(`c58f30108f718f92721af3b95e74349a`) and the md5 of every batch file, and unpacks it "
+        "into the repository's `data/cifar-10-batches-py/`. Without internet access it says "
+        "what to do instead: where the project's offline copy exists, "
+        "`.venv/bin/python ../shared/data/cifar10/expand.py data/` writes it out (real "
+        "images after one JPEG round trip, labelled as a *supplied copy* in every provenance "
+        "table); or unpack the archive anywhere and set `SGDNOISE_DATA` to that folder.",
+        "",
+        "## The GPU runs",
+        "",
+        "Chapter 8's paper-scale sweep runs outside the book, on a GPU, and appends one record "
+        "per run to `data/results/ch08` (each with its provenance); the chapter reads every "
+        "record there, so runs accumulate across machines and sessions:",
+        "",
+        "```bash",
+        "sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml --out data/results/ch08 "
+        "--budget S",
+        "```",
+        "",
+        "## The executed notebooks",
+        "",
+        "Every chapter page has a download button (top right) that gives the executed "
+        "notebook (`.ipynb`, with every output) the page was built from, or its Markdown "
+        "source. `make publish` writes the whole site, the executed notebooks and their "
+        "provenance records into one archive.",
+        "",
+    ])
+
+
+def api_modules(package: str = "sgdnoise") -> list[str]:
+    """Every public module of the package (no name part starting with ``_``), the package
+    first, then in alphabetical order; the ``chapters`` subpackage included."""
+    import importlib
+    import pkgutil
+
+    root = importlib.import_module(package)
+    names = [package]
+    for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            names.append(info.name)
+    return [package] + sorted(set(names) - {package})
+
+
+def api_index_page(modules: list[str]) -> str:
+    """The API reference's front page: one row per module, with its docstring's first line."""
+    listing = "\n".join(f"   {m}" for m in modules)
+    return (
+        "# API reference\n\n"
+        "The public modules of the `sgdnoise` package, documented from their docstrings when "
+        "the book is built (the list is derived from the package itself, so a new module "
+        "appears here without editing the book). The chapter modules under "
+        "`sgdnoise.chapters` hold each chapter's parameters, studies and verdict functions.\n\n"
+        "```{eval-rst}\n.. autosummary::\n\n" + listing + "\n```\n")
+
+
+def api_module_page(module: str) -> str:
+    return (f"# `{module}`\n\n```{{eval-rst}}\n.. automodule:: {module}\n   :members:\n"
+            "   :show-inheritance:\n```\n")
+
+
+def expand_api_toc(node: Any, modules: list[str]) -> Any:
+    """A copy of the toc whose ``api`` entry lists one page per module as its sections."""
+    if isinstance(node, list):
+        return [expand_api_toc(child, modules) for child in node]
+    if isinstance(node, dict):
+        out = {k: expand_api_toc(v, modules) for k, v in node.items()}
+        if node.get("file") == API_PAGE:
+            out["sections"] = [{"file": f"api/{m}"} for m in modules]
+        return out
+    return node
+
+
+API_PAGE = "api"
+GENERATED_PAGES = {"verdicts": verdicts_page, "reproduce": reproduce_page}
+
+
 def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
-               notebooks: dict[str, Path]) -> None:
-    """Lay out a Jupyter Book source tree: config, toc, pages, bib files, executed notebooks."""
+               notebooks: dict[str, Path], profile: str = "default",
+               executed_root: Path | None = None) -> None:
+    """Lay out a Jupyter Book source tree: config, toc, pages, bib files, executed notebooks,
+    and the generated pages (:data:`GENERATED_PAGES`) written from those notebooks."""
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "chapters").mkdir(parents=True)
@@ -339,6 +623,14 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
             shutil.copytree(book_dir / dname, stage / dname)
     config = yaml.safe_load((book_dir / "_config.yml").read_text())
     config["bibtex_bibfiles"] = bib_files(book_dir)
+    modules: list[str] = []
+    if API_PAGE in _toc_files(toc) and not (book_dir / f"{API_PAGE}.md").exists():
+        modules = api_modules()
+        toc = expand_api_toc(toc, modules)
+        (stage / "api").mkdir()
+        (stage / f"{API_PAGE}.md").write_text(api_index_page(modules))
+        for m in modules:
+            (stage / "api" / f"{m}.md").write_text(api_module_page(m))
     (stage / "_config.yml").write_text(
         "# staged by book/build.py from book/_config.yml\n"
         + yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
@@ -346,7 +638,8 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
         "# staged by book/build.py from book/_toc.yml\n"
         + yaml.safe_dump(toc, sort_keys=False))
     for entry in _toc_files(toc):
-        if entry.startswith(CHAPTER_PREFIX):
+        if entry.startswith(CHAPTER_PREFIX) or (modules and (
+                entry == API_PAGE or entry.startswith(f"{API_PAGE}/"))):
             continue
         for suffix in ("", ".md", ".ipynb"):
             page = book_dir / f"{entry}{suffix}"
@@ -355,7 +648,11 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
                 shutil.copy2(page, stage / page.relative_to(book_dir))
                 break
         else:
-            raise BuildError(f"toc page {entry!r} not found in {book_dir}")
+            if entry in GENERATED_PAGES:
+                text = GENERATED_PAGES[entry](toc, notebooks, profile, executed_root)
+                (stage / f"{entry}.md").write_text(text)
+            else:
+                raise BuildError(f"toc page {entry!r} not found in {book_dir}")
     for name, path in notebooks.items():
         clean_notebook(path, stage / "chapters" / f"{name}.ipynb")
 
@@ -376,21 +673,70 @@ def run_jupyter_book(stage: Path, out: Path, warnings_as_errors: bool) -> int:
     return subprocess.run(cmd, check=False).returncode
 
 
-def mark_stale(build_dir: Path, reason: str) -> None:
-    """Move ``html`` aside to ``html.stale`` with a STALE.txt saying why."""
-    html, stale = build_dir / "html", build_dir / "html.stale"
-    if html.is_dir():
-        if stale.exists():
-            shutil.rmtree(stale)
-        os.replace(html, stale)
-    if stale.is_dir():
-        (stale / "STALE.txt").write_text(
-            "THIS HTML IS STALE: the last build failed, so these pages do not reflect the "
-            f"current sources.\nfailed at {datetime.now(timezone.utc).isoformat()}\n{reason}\n")
-        banner = "!" * 78
-        print(f"\n{banner}\n!! The previous HTML was moved to {stale} and marked STALE.\n"
-              f"!! {build_dir / 'html'} no longer exists until a build succeeds.\n{banner}",
-              file=sys.stderr, flush=True)
+BANNER_START = "<!-- sgdnoise-failure-banner -->"
+BANNER_END = "<!-- /sgdnoise-failure-banner -->"
+
+
+def _html_escape(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def mark_failed(build_dir: Path, chapter: str | None, profile: str, reason: str) -> list[Path]:
+    """Leave the last good HTML in place; put a banner on the failed chapter's page (the
+    index when the chapter has no page yet) saying that re-executing it with ``profile``
+    failed and when. Records the failure in ``html/_failures.json``. Returns the pages
+    marked (none when there is no HTML, or the failure is not a chapter's)."""
+    html = build_dir / "html"
+    if chapter is None or not (html / "index.html").is_file():
+        return []
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    info: dict[str, Any] = {}
+    try:
+        info = json.loads((html / "_build_info.json").read_text())
+    except (OSError, ValueError):
+        pass
+    built_utc = str(info.get("built_utc", "?")).replace("T", " ").removesuffix("+00:00")
+    built = f"profile {info.get('profile', '?')}, built {built_utc} UTC"
+    first_line = reason.strip().splitlines()[0] if reason.strip() else ""
+    error = next((line.strip() for line in reason.splitlines()
+                  if re.match(r"\s*(error in cell|\w+(Error|Exception)\b)", line)), first_line)
+    page = html / "chapters" / f"{chapter}.html"
+    pages = [page] if page.is_file() else [html / "intro.html", html / "index.html"]
+    banner = (f'{BANNER_START}<div class="sgdnoise-failure-banner" role="alert">'
+              f"<strong>This page is out of date.</strong> Re-executing chapter "
+              f"<code>{_html_escape(chapter)}</code> with profile "
+              f"<code>{_html_escape(profile)}</code> failed at {when} UTC "
+              f"({_html_escape(error)}). What you read is the last good build "
+              f"({_html_escape(built)}).</div>{BANNER_END}")
+    marked = []
+    for path in pages:
+        if not path.is_file():
+            continue
+        text = path.read_text()
+        text = re.sub(re.escape(BANNER_START) + ".*?" + re.escape(BANNER_END), "", text,
+                      flags=re.S)
+        m = re.search(r"<article[^>]*>", text) or re.search(r"<body[^>]*>", text)
+        if m is None:
+            continue
+        tmp = path.with_suffix(".html.tmp")
+        tmp.write_text(text[:m.end()] + banner + text[m.end():])
+        os.replace(tmp, path)
+        marked.append(path)
+    failures_path = html / FAILURES_FILE
+    try:
+        failures = json.loads(failures_path.read_text())
+    except (OSError, ValueError):
+        failures = {}
+    failures[chapter] = {"profile": profile, "failed_utc": when, "error": error,
+                         "pages": [p.relative_to(html).as_posix() for p in marked]}
+    failures_path.write_text(json.dumps(failures, indent=2) + "\n")
+    if marked:
+        print(f"\n[book] the last good HTML stays in {html}; a banner on "
+              + ", ".join(p.relative_to(html).as_posix() for p in marked)
+              + " says it is out of date", file=sys.stderr, flush=True)
+    return marked
 
 
 def html_profile(build_dir: Path) -> str | None:
@@ -427,6 +773,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "the cache")
     ap.add_argument("--allow-missing", action="store_true",
                     help="skip (with a warning) chapters whose source does not exist yet")
+    ap.add_argument("--publish", action="store_true",
+                    help="after a successful build, write <build>/sgdnoise-book-<profile>.tar.gz: "
+                         "the HTML, the executed notebooks and their provenance records")
     return ap.parse_args(argv)
 
 
@@ -443,40 +792,63 @@ def print_summary(results: list[ChapterResult], html_row: tuple[str, float] | No
     print(flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    book_dir: Path = args.book_dir.resolve()
-    build_dir: Path = args.build_dir.resolve()
-    profile: str = args.profile
-    out_dir = build_dir / "executed" / profile
-    results: list[ChapterResult] = []
-    html_row: tuple[str, float] | None = None
+def preflight(args: argparse.Namespace, book_dir: Path, profile: str,
+              ) -> tuple[dict[str, Any], list[ChapterResult], list[str], dict[str, Any]]:
+    """Every check that needs no kernel: the toc, the selected chapters, their sources and
+    parameter files. Raises :class:`UsageError` before anything is written."""
     try:
         toc = read_toc(book_dir)
         names = chapter_names(toc)
         if args.only:
             unknown = sorted(set(args.only) - set(names))
             if unknown:
-                raise BuildError(f"--only {unknown}: not in {book_dir / '_toc.yml'}; "
-                                 f"chapters: {names}")
+                raise UsageError(f"--only {unknown}: no such chapter in "
+                                 f"{book_dir / '_toc.yml'}; allowed: {names}")
         selected = [n for n in names if not args.only or n in args.only]
         results = [ChapterResult(n) for n in selected]
         missing = [n for n in selected if not (book_dir / "chapters" / f"{n}.py").is_file()]
         if missing and not args.allow_missing:
-            raise BuildError("chapter source(s) missing: "
+            raise UsageError("chapter source(s) missing: "
                              + ", ".join(f"chapters/{n}.py" for n in missing)
                              + " (pass --allow-missing to build without them)")
-        for name in missing:
-            print(f"\n{'#' * 78}\n## WARNING: chapters/{name}.py does not exist; "
-                  f"skipping it and leaving it out of the book (--allow-missing)\n{'#' * 78}",
-                  file=sys.stderr, flush=True)
-        pkg_hash = package_hash(args.package_dir.resolve())
-        checked = {}
+        checked: dict[str, Any] = {}
+        problems = []
         for r in results:  # check every chapter's inputs before executing anything
             if r.name in missing:
                 r.status = "missing"
                 continue
-            checked[r.name] = check_chapter(book_dir, r.name, profile)
+            try:
+                checked[r.name] = check_chapter(book_dir, r.name, profile)
+            except BuildError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise UsageError("parameter check failed, nothing was executed:\n  "
+                             + "\n  ".join(problems))
+    except BuildError as exc:
+        raise UsageError(str(exc)) from None
+    return toc, results, missing, checked
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)  # an unknown profile or option: argparse exits 2 here
+    book_dir: Path = args.book_dir.resolve()
+    build_dir: Path = args.build_dir.resolve()
+    profile: str = args.profile
+    out_dir = build_dir / "executed" / profile
+    html_row: tuple[str, float] | None = None
+    try:
+        toc, results, missing, checked = preflight(args, book_dir, profile)
+    except UsageError as exc:
+        print(f"\nREFUSED (nothing was executed or written): {exc}", file=sys.stderr,
+              flush=True)
+        return 2
+    for name in missing:
+        print(f"\n{'#' * 78}\n## WARNING: chapters/{name}.py does not exist; "
+              f"skipping it and leaving it out of the book (--allow-missing)\n{'#' * 78}",
+              file=sys.stderr, flush=True)
+    failed_chapter: str | None = None
+    try:
+        pkg_hash = package_hash(args.package_dir.resolve())
         for r in results:
             if r.name in missing:
                 continue
@@ -493,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
                 execute_chapter(book_dir, r.name, profile, out_dir, inputs, notebook, params)
             except BuildError:
                 r.status, r.wall_s = "FAILED", time.perf_counter() - start
+                failed_chapter = r.name
                 raise
             r.status, r.wall_s = "executed", time.perf_counter() - start
 
@@ -500,72 +873,131 @@ def main(argv: list[str] | None = None) -> int:
             html_row = ("building", 0.0)
             start = time.perf_counter()
             notebooks = {r.name: Path(r.notebook) for r in results if r.status != "missing"}
-            keep = set(notebooks)
-            staged_toc = filter_toc(toc, keep)
-            stage = build_dir / "stage" / profile
-            stage_book(book_dir, stage, staged_toc, notebooks)
-            options = {"W": bool(args.warnings_as_errors)}
-            digest = _sha((tree_hash(stage) + json.dumps(options)).encode())
-            html = build_dir / "html"
-            info_path = html / "_build_info.json"
-            current = None
-            if info_path.is_file() and not (html / "STALE.txt").exists():
-                try:
-                    current = json.loads(info_path.read_text()).get("stage_hash")
-                except ValueError:
-                    current = None
-            if current == digest and not args.force and (html / "index.html").is_file():
-                html_row = ("up to date", time.perf_counter() - start)
-                print(f"[book] html: up to date ({html})", flush=True)
-            else:
-                build_dir.mkdir(parents=True, exist_ok=True)
-                tmp_out = Path(tempfile.mkdtemp(prefix=".html-build-", dir=build_dir))
-                try:
-                    code = run_jupyter_book(stage, tmp_out, args.warnings_as_errors)
-                    new_html = tmp_out / "_build" / "html"
-                    expected = [new_html / "index.html"] + [
-                        new_html / "chapters" / f"{n}.html" for n in notebooks]
-                    absent = [str(p) for p in expected if not p.is_file()]
-                    if code != 0 or absent:
-                        html_row = ("FAILED", time.perf_counter() - start)
-                        raise BuildError(
-                            f"jupyter-book build failed (exit code {code}; see its output "
-                            "above)" + (f"; pages not produced: {absent}" if absent else ""))
-                    info = {
-                        "profile": profile,
-                        "built_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "warnings_as_errors": bool(args.warnings_as_errors),
-                        "stage_hash": digest,
-                        "only": args.only,
-                        "missing_chapters": missing,
-                        "chapters": {r.name: {"hash": r.hash, "status": r.status,
-                                              "wall_s": round(r.wall_s, 2)}
-                                     for r in results if r.status != "missing"},
-                    }
-                    (new_html / "_build_info.json").write_text(
-                        json.dumps(info, indent=2) + "\n")
-                    old = build_dir / ".html-old"
-                    if old.exists():
-                        shutil.rmtree(old)
-                    if html.exists():
-                        os.replace(html, old)
-                    os.replace(new_html, html)
-                    shutil.rmtree(old, ignore_errors=True)
-                    stale = build_dir / "html.stale"
-                    if stale.exists():
-                        shutil.rmtree(stale)
-                finally:
-                    shutil.rmtree(tmp_out, ignore_errors=True)
-                html_row = ("built", time.perf_counter() - start)
-                print(f"[book] html: {html / 'index.html'}", flush=True)
+            html_row = build_html(args, book_dir, build_dir, profile, toc, results,
+                                  notebooks, missing)
     except BuildError as exc:
+        if html_row is not None and html_row[0] == "building":
+            html_row = ("FAILED", time.perf_counter() - start)
         print_summary(results, html_row)
         print(f"\nBUILD FAILED: {exc}", file=sys.stderr, flush=True)
-        if not args.no_html or html_profile(build_dir) == profile:
-            mark_stale(build_dir, str(exc))
+        mark_failed(build_dir, failed_chapter, profile, str(exc))
+        if (build_dir / "html" / "index.html").is_file():
+            print(f"[book] the last good HTML is still in {build_dir / 'html'}",
+                  file=sys.stderr, flush=True)
         return 1
     print_summary(results, html_row)
+    if args.publish:
+        if args.no_html or args.only:
+            print("\nREFUSED: --publish needs the whole book's HTML (no --no-html, no --only)",
+                  file=sys.stderr, flush=True)
+            return 2
+        try:
+            archive = publish(build_dir, profile, [r.name for r in results
+                                                    if r.status != "missing"])
+        except (BuildError, OSError, ValueError) as exc:
+            print(f"\nPUBLISH FAILED (any older archive was kept): {exc}", file=sys.stderr,
+                  flush=True)
+            return 1
+        print(f"[book] published: {archive}", flush=True)
     return 0
+
+
+def publish(build_dir: Path, profile: str, chapters: list[str]) -> Path:
+    """One archive of the site: ``html/`` (pages, figures, the notebooks behind the download
+    buttons), ``executed/`` (each executed notebook with its sidecar record) and
+    ``PROVENANCE.json`` (the build record and every chapter's inputs and parameters).
+    Written to a temporary file and renamed, so an older archive survives a failure."""
+    import tarfile
+
+    html = build_dir / "html"
+    info = json.loads((html / "_build_info.json").read_text())
+    if info.get("profile") != profile:
+        raise BuildError(f"{html} holds profile {info.get('profile')!r}, not {profile!r}")
+    executed = build_dir / "executed" / profile
+    records = {n: json.loads((executed / f"{n}.json").read_text()) for n in chapters}
+    provenance = {"build": info, "chapters": records}
+    name = f"sgdnoise-book-{profile}"
+    archive = build_dir / f"{name}.tar.gz"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}-", suffix=".tar.gz", dir=build_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with tarfile.open(tmp, "w:gz") as tar:
+            tar.add(html, arcname=f"{name}/html")
+            for n in chapters:
+                for suffix in (".ipynb", ".json"):
+                    tar.add(executed / f"{n}{suffix}", arcname=f"{name}/executed/{n}{suffix}")
+            blob = (json.dumps(provenance, indent=2, sort_keys=True) + "\n").encode()
+            member = tarfile.TarInfo(f"{name}/PROVENANCE.json")
+            member.size, member.mtime = len(blob), int(time.time())
+            tar.addfile(member, io.BytesIO(blob))
+        os.replace(tmp, archive)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return archive
+
+
+def build_html(args: argparse.Namespace, book_dir: Path, build_dir: Path, profile: str,
+               toc: dict[str, Any], results: list[ChapterResult],
+               notebooks: dict[str, Path], missing: list[str]) -> tuple[str, float]:
+    """Stage the book and build it into a temporary folder that replaces ``html`` only on
+    success. Returns the summary row."""
+    start = time.perf_counter()
+    staged_toc = filter_toc(toc, set(notebooks))
+    stage = build_dir / "stage" / profile
+    stage_book(book_dir, stage, staged_toc, notebooks, profile, build_dir / "executed")
+    options = {"W": bool(args.warnings_as_errors)}
+    digest = _sha((tree_hash(stage) + json.dumps(options)).encode())
+    html = build_dir / "html"
+    info_path = html / "_build_info.json"
+    current = None
+    if info_path.is_file() and not (html / FAILURES_FILE).exists():
+        try:
+            current = json.loads(info_path.read_text()).get("stage_hash")
+        except ValueError:
+            current = None
+    if current == digest and not args.force and (html / "index.html").is_file():
+        print(f"[book] html: up to date ({html})", flush=True)
+        return ("up to date", time.perf_counter() - start)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    tmp_out = Path(tempfile.mkdtemp(prefix=".html-build-", dir=build_dir))
+    try:
+        code = run_jupyter_book(stage, tmp_out, args.warnings_as_errors)
+        new_html = tmp_out / "_build" / "html"
+        expected = [new_html / "index.html"] + [
+            new_html / "chapters" / f"{n}.html" for n in notebooks]
+        absent = [str(p) for p in expected if not p.is_file()]
+        if code != 0 or absent:
+            raise BuildError(
+                f"jupyter-book build failed (exit code {code}; see its output above)"
+                + (f"; pages not produced: {absent}" if absent else "")
+                + "; the previous HTML was left as it was")
+        info = {
+            "profile": profile,
+            "built_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "warnings_as_errors": bool(args.warnings_as_errors),
+            "stage_hash": digest,
+            "only": args.only,
+            "missing_chapters": missing,
+            "chapters": {r.name: {"hash": r.hash, "status": r.status,
+                                  "wall_s": round(r.wall_s, 2)}
+                         for r in results if r.status != "missing"},
+        }
+        (new_html / "_build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        old = build_dir / ".html-old"
+        if old.exists():
+            shutil.rmtree(old)
+        if html.exists():
+            os.replace(html, old)
+        os.replace(new_html, html)
+        shutil.rmtree(old, ignore_errors=True)
+        stale = build_dir / "html.stale"  # left by older versions of this script
+        if stale.exists():
+            shutil.rmtree(stale)
+    finally:
+        shutil.rmtree(tmp_out, ignore_errors=True)
+    print(f"[book] html: {html / 'index.html'}", flush=True)
+    return ("built", time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -15,11 +16,8 @@ from conftest import BOOK, BookBuild, load_build_module, output_of, run_build
 
 build = load_build_module()
 
-EXPECTED_CHAPTERS = [
-    "ch01_lemma1", "ch02_fisher_hessian", "ch03_gaussian_lemma2", "ch04_stability",
-    "ch05_overparam", "ch06_batch_size", "ch07_saddles", "ch08_resnet_sweep",
-    "ch09_anisotropic_noise",
-]
+# Every chapter source, in the order of its number: the toc must list exactly these.
+EXPECTED_CHAPTERS = sorted(p.stem for p in (BOOK / "chapters").glob("ch[0-9]*.py"))
 
 # A throwaway chapter that follows book/README.md: parameters cell, validation, a numbered
 # equation with a reference, a citation, a seaborn figure and the provenance table.
@@ -74,6 +72,16 @@ plt.show()
 
 # %% [markdown]
 # The points fall on a line of slope $-1$, as {eq}`eq-sample-var` says.
+#
+# (sec-sample-verdicts)=
+# ## Verdict
+
+# %%
+from sgdnoise.report import Verdict, show_verdicts
+show_verdicts("ch01_sample", [Verdict(
+    claim="The variance of a mean of B draws is sigma^2/B (planted claim 5150).",
+    outcome="supported", sentence=f"measured with {P['num_draws']} draws per size",
+    scale="laptop, planted", section="sec-sample-verdicts")])
 #FAILING_CELL
 
 # %%
@@ -92,10 +100,12 @@ def make_sample_book(root: Path, *, failing: bool = False, num_draws: int = 20) 
     (book / "chapters").mkdir(parents=True, exist_ok=True)
     for name in ("_config.yml", "references.bib", "intro.md", "bibliography.md"):
         shutil.copy2(BOOK / name, book / name)
-    if (BOOK / "bib").is_dir():
-        shutil.copytree(BOOK / "bib", book / "bib", dirs_exist_ok=True)
+    for folder in ("bib", "_static", "_ext"):
+        if (BOOK / folder).is_dir():
+            shutil.copytree(BOOK / folder, book / folder, dirs_exist_ok=True)
     toc = {"format": "jb-book", "root": "intro",
-           "chapters": [{"file": "chapters/ch01_sample"}, {"file": "bibliography"}]}
+           "chapters": [{"file": "verdicts"}, {"file": "reproduce"},
+                        {"file": "chapters/ch01_sample"}, {"file": "bibliography"}]}
     (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     source = SAMPLE_CHAPTER.replace("#FAILING_CELL\n", FAILING_CELL if failing else "")
     (book / "chapters" / "ch01_sample.py").write_text(source)
@@ -121,20 +131,21 @@ def summary_rows(stdout: str) -> dict[str, str]:
 # ----------------------------------------------------------- fast checks of build.py itself
 
 
-def test_toc_lists_the_nine_chapters_in_order():
+def test_toc_lists_every_chapter_in_order():
     assert build.chapter_names(build.read_toc(BOOK)) == EXPECTED_CHAPTERS
 
 
 def test_toc_starts_with_intro_and_ends_with_bibliography():
     files = build._toc_files(build.read_toc(BOOK))
-    assert files[0] == "intro" and files[-1] == "bibliography"
+    assert files[0] == "intro" and files[-2:] == ["bibliography", "api"]
     assert (BOOK / "intro.md").is_file() and (BOOK / "bibliography.md").is_file()
 
 
 def test_filter_toc_keeps_pages_and_selected_chapters():
     toc = build.read_toc(BOOK)
     files = build._toc_files(build.filter_toc(toc, {"ch04_stability"}))
-    assert files == ["intro", "chapters/ch04_stability", "bibliography"]
+    assert files == ["intro", "verdicts", "reproduce", "chapters/ch04_stability",
+                     "bibliography", "api"]
     assert build.chapter_names(toc) == EXPECTED_CHAPTERS  # the original is untouched
 
 
@@ -147,6 +158,118 @@ def test_config_keeps_the_book_offline_and_unexecuted():
     assert not config["launch_buttons"]["thebe"]
     assert not any(v for k, v in config["launch_buttons"].items() if k.endswith("_url"))
     assert config["bibtex_bibfiles"] == ["references.bib"]
+
+
+def test_generated_pages_are_in_the_toc_near_the_front():
+    files = build._toc_files(build.read_toc(BOOK))
+    for page in build.GENERATED_PAGES:
+        assert page in files, page
+        assert files.index(page) < files.index("chapters/" + EXPECTED_CHAPTERS[0])
+        assert not (BOOK / f"{page}.md").exists(), f"{page} is generated, not typed"
+
+
+def _planted_notebook(path: Path, verdicts: list[dict], *, duration: float = 12.5) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"duration": duration, "end_time": "2026-12-01T10:00:00.5"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# 3. A planted chapter\n\ntext"),
+        nbformat.v4.new_code_cell("x = 1", outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/markdown": "| table |"},
+            metadata={build.VERDICTS_KEY: {"chapter": "ch03_x", "verdicts": verdicts}})]),
+        nbformat.v4.new_code_cell("prov", outputs=[nbformat.v4.new_output(
+            "display_data", data={"text/markdown": "| what | value |\n| --- | --- |\n"
+                                                   "| device | cpu: planted (2 threads) |"})]),
+    ]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_verdict_page_is_computed_from_the_notebooks_output_metadata(tmp_path):
+    from sgdnoise.report import VERDICTS_METADATA_KEY
+
+    assert build.VERDICTS_KEY == VERDICTS_METADATA_KEY
+    verdict = {"claim": "Planted claim 6021 | with a pipe", "outcome": "contradicted",
+               "sentence": "the gap is 0.31 (threshold 0.1)", "scale": "recorded GPU runs",
+               "section": "sec-ch3-verdicts"}
+    nbs = {"ch03_x": _planted_notebook(tmp_path / "a.ipynb", [verdict]),
+           "ch04_y": _planted_notebook(tmp_path / "b.ipynb", [])}
+    toc = {"root": "intro", "chapters": [{"file": "verdicts"}, {"file": "chapters/ch03_x"},
+                                         {"file": "chapters/ch04_y"}]}
+    page = build.verdicts_page(toc, nbs, "default")
+    assert page.startswith("# Verdicts")
+    assert "1 verdict(s) from 2 chapter(s): contradicted 1." in page
+    row = next(line for line in page.splitlines() if "6021" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "Planted claim 6021 / with a pipe" and cells[1] == "**contradicted**"
+    assert cells[2] == "the gap is 0.31 (threshold 0.1)"
+    assert "recorded GPU runs" in cells[3] and "12 s" in cells[3] and "planted" in cells[3]
+    assert cells[4] == "{ref}`section <sec-ch3-verdicts>`"
+    assert "## 3. A planted chapter" in page
+    assert "{doc}`chapters/ch04_y` records no computed verdict yet." in page
+
+
+def test_reproduce_page_reads_the_measured_times(tmp_path):
+    for profile, duration in (("smoke", 4.0), ("default", 300.0)):
+        (tmp_path / profile).mkdir()
+        _planted_notebook(tmp_path / profile / "ch03_x.ipynb", [], duration=duration)
+    toc = {"root": "intro", "chapters": [{"file": "chapters/ch03_x"}]}
+    page = build.reproduce_page(toc, {"ch03_x": tmp_path / "smoke" / "ch03_x.ipynb"},
+                                "smoke", tmp_path)
+    assert "| {doc}`chapters/ch03_x` | 4 s | 300 s | – |" in page
+    assert "| **all chapters** | **0.1 min** | **5.0 min** | incomplete |" in page
+    assert "make book" in page and "make test" in page and "plan_full.yaml" in page
+    assert "cpu: planted (2 threads)" in page
+
+
+def test_clean_notebook_removes_parameter_cells_and_folds_code(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("profile = 'default'",
+                                  metadata={"tags": ["parameters", "remove-cell"]}),
+        nbformat.v4.new_code_cell("profile = 'smoke'",
+                                  metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("import numpy", metadata={"tags": ["remove-cell"]}),
+        nbformat.v4.new_code_cell("plot()", metadata={"tags": ["remove-input"]}),
+        nbformat.v4.new_code_cell("table()"),
+    ]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    build.clean_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb")
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(tmp_path / "out.ipynb", 4).cells]
+    assert tags == [["parameters", "remove-cell"], ["injected-parameters", "remove-cell"],
+                    ["remove-cell"], ["remove-input"], ["hide-input"]]
+
+
+def test_api_reference_lists_every_public_module_from_the_package():
+    import pkgutil
+
+    import sgdnoise
+
+    modules = build.api_modules()
+    assert modules[0] == "sgdnoise" and "sgdnoise.chapters" in modules
+    expected = {f"sgdnoise.{m.name}" for m in pkgutil.iter_modules(sgdnoise.__path__)
+                if not m.name.startswith("_")}
+    assert expected <= set(modules)
+    assert not [m for m in modules if "._" in m]
+    toc = build.expand_api_toc({"root": "intro", "chapters": [{"file": "api"}]}, modules)
+    assert toc["chapters"][0]["sections"] == [{"file": f"api/{m}"} for m in modules]
+    assert ".. automodule:: sgdnoise.data" in build.api_module_page("sgdnoise.data")
+
+
+def test_docstrings_that_are_not_valid_rest_are_shown_verbatim():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sgdnoise_apidoc",
+                                                  BOOK / "_ext" / "sgdnoise_apidoc.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    assert ext.first_problem("Fine, with :func:`x` and ``code``.") is None
+    assert "substitution" in ext.first_problem("the norm |θ| of theta")
+    lines = ["Norm |θ|.", "", "More."]
+    ext.process_docstring(None, "function", "m.f", None, None, lines)
+    assert lines[:3] == [".. code-block:: text", "", "    Norm |θ|."]
+    clean = ["A clean docstring."]
+    ext.process_docstring(None, "function", "m.g", None, None, clean)
+    assert clean == ["A clean docstring."]
 
 
 def test_bib_files_add_every_chapter_bib(tmp_path):
@@ -215,7 +338,7 @@ def test_missing_chapter_is_an_error_unless_allowed(tmp_path):
     common = ("--book-dir", str(book), "--build-dir", str(tmp_path / "out"), "--profile",
               "smoke", "--no-html", "--only", "ch02_absent")
     proc = run_build(*common)
-    assert proc.returncode == 1, output_of(proc)
+    assert proc.returncode == 2, output_of(proc)
     assert "chapters/ch02_absent.py" in proc.stderr and "--allow-missing" in proc.stderr
     proc = run_build(*common, "--allow-missing")
     assert proc.returncode == 0, output_of(proc)
@@ -223,32 +346,62 @@ def test_missing_chapter_is_an_error_unless_allowed(tmp_path):
     assert summary_rows(proc.stdout)["ch02_absent"] == "missing"
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 @pytest.mark.book
-def test_failing_chapter_stops_the_build_and_marks_html_stale(tmp_path):
+def test_bad_input_is_refused_and_a_failure_keeps_the_last_good_html(tmp_path, monkeypatch,
+                                                                     capsys):
     book = make_sample_book(tmp_path)
     out = tmp_path / "out"
     common = ("--book-dir", str(book), "--build-dir", str(out), "--profile", "smoke")
     executed = out / "executed" / "smoke"
+    html = out / "html"
+    page = html / "chapters" / "ch01_sample.html"
 
     proc = run_build(*common, "-W")  # a good build first, so there is HTML to protect
     assert proc.returncode == 0, output_of(proc)
-    assert (out / "html" / "chapters" / "ch01_sample.html").is_file()
+    good, good_executed = snapshot(html), snapshot(executed)
+    assert "sgdnoise-failure-banner" not in page.read_text()
 
-    # a Sphinx warning (an unknown citation key) fails the HTML build under -W
-    intro = book / "intro.md"
-    intro.write_text(intro.read_text() + "\nSee {cite}`no_such_key_4711`.\n")
-    proc = run_build(*common, "-W")
-    assert proc.returncode == 1, output_of(proc)
-    assert "no_such_key_4711" in proc.stdout + proc.stderr
-    assert "jupyter-book build failed" in proc.stderr
-    assert summary_rows(proc.stdout)["ch01_sample"] == "cached"
-    assert not (out / "html").exists() and (out / "html.stale" / "STALE.txt").is_file()
-    assert (out / "html.stale" / "chapters" / "ch01_sample.html").is_file()
-    shutil.copy2(BOOK / "intro.md", intro)
-
-    # a bad parameter value: the chapter's validation cell stops it
+    # bad arguments and bad parameter files: refused before anything is touched (exit 2)
     pfile = book / "params" / "ch01_sample" / "smoke.yaml"
-    pfile.write_text(pfile.read_text().replace("num_draws: 20", "num_draws: -5"))
+    good_params = pfile.read_text()
+    refusals = [
+        (("--only", "bogus"), (), "--only ['bogus']: no such chapter"),
+        (("--profile", "huge"), (), "invalid choice: 'huge'"),
+        ((), ("num_draws: 20", "num_draws: 20\nnum_draw: 3"), "unknown parameter(s) ['num_draw']"),
+        ((), ("seed: 0", ""), "missing parameter(s) ['seed']"),
+    ]
+    for extra, (old, new_text), expected in [(a, c or ("", ""), e) for a, c, e in refusals]:
+        pfile.write_text(good_params.replace(old, new_text) if old else good_params)
+        proc = run_build(*common, *extra, "-W")
+        assert proc.returncode == 2, output_of(proc)
+        assert expected in proc.stderr, output_of(proc)
+        assert snapshot(html) == good and snapshot(executed) == good_executed, expected
+    pfile.write_text(good_params)
+
+    # a value the chapter's Params class refuses: checked before any kernel starts
+    from sgdnoise.params import ChapterParams, param
+
+    @dataclass(frozen=True)
+    class SampleParams(ChapterParams):
+        num_draws: int = param(low=10)
+        seed: int = param(low=0)
+
+    monkeypatch.setattr(build, "params_class", lambda name: SampleParams)
+    monkeypatch.setattr(build, "execute_chapter", lambda *a, **k: pytest.fail("executed"))
+    pfile.write_text(good_params.replace("num_draws: 20", "num_draws: -5"))
+    assert build.main([*common, "-W"]) == 2
+    err = capsys.readouterr().err
+    assert "'num_draws'" in err and ">= 10" in err and "-5" in err and str(pfile) in err
+    assert snapshot(html) == good and snapshot(executed) == good_executed
+    monkeypatch.undo()
+
+    # a chapter that fails while executing: the old HTML stays, with a banner on its page
     proc = run_build(*common, "-W")
     text = proc.stdout + proc.stderr
     failed = executed / "ch01_sample.failed.ipynb"
@@ -256,21 +409,50 @@ def test_failing_chapter_stops_the_build_and_marks_html_stale(tmp_path):
     assert "ValueError" in text and "'num_draws'" in text and ">= 10" in text and "-5" in text
     assert str(failed) in text and failed.is_file()
     assert not (executed / "ch01_sample.ipynb").exists()
-    assert not (out / "html").exists(), "the old HTML must not stay in place"
-    stale = (out / "html.stale" / "STALE.txt").read_text()
-    assert "STALE" in stale and "num_draws" in stale
     assert summary_rows(proc.stdout)["ch01_sample"] == "FAILED"
+    assert not (out / "html.stale").exists()
+    now = snapshot(html)
+    changed = sorted(k for k in now if now[k] != good.get(k))
+    assert changed == ["_failures.json", "chapters/ch01_sample.html"], changed
+    banner = re.search(r'<div class="sgdnoise-failure-banner".*?</div>', page.read_text(),
+                       flags=re.S)
+    assert banner, "no banner on the failed chapter's page"
+    assert "profile <code>smoke</code> failed at" in banner.group(0)
+    assert "ValueError" in banner.group(0) and "last good build" in banner.group(0)
+    failures = json.loads((html / "_failures.json").read_text())
+    assert failures["ch01_sample"]["profile"] == "smoke"
 
-    # a cell that raises: papermill's error names it
+    # a cell that raises: papermill's error names it; one banner, now naming that error
+    pfile.write_text(good_params)
     make_sample_book(tmp_path, failing=True)
-    proc = run_build(*common, "--no-html")
+    proc = run_build(*common, "-W")
     text = proc.stdout + proc.stderr
     assert proc.returncode == 1, output_of(proc)
     assert "RuntimeError" in text and "deliberate failure 4711" in text
-    assert str(failed) in text
     nb = nbformat.read(failed, as_version=4)
     assert build.error_outputs(nb), "the failed notebook keeps the error output"
-    assert not (out / "html").exists()
+    source = page.read_text()
+    assert source.count('class="sgdnoise-failure-banner"') == 1
+    assert "deliberate failure 4711" in source
+    assert (html / "intro.html").read_bytes() == good["intro.html"]
+
+    # the next good build replaces the pages: no banner left
+    make_sample_book(tmp_path)
+    proc = run_build(*common, "-W")
+    assert proc.returncode == 0, output_of(proc)
+    assert "sgdnoise-failure-banner" not in page.read_text()
+    assert not (html / "_failures.json").exists() and not failed.exists()
+    good = snapshot(html)
+
+    # a Sphinx warning (an unknown citation key) fails the HTML build; the old HTML stays
+    intro = book / "intro.md"
+    intro.write_text(intro.read_text() + "\nSee {cite}`no_such_key_4711`.\n")
+    proc = run_build(*common, "-W")
+    assert proc.returncode == 1, output_of(proc)
+    assert "no_such_key_4711" in proc.stdout + proc.stderr
+    assert "jupyter-book build failed" in proc.stderr
+    assert summary_rows(proc.stdout)["ch01_sample"] == "cached"
+    assert snapshot(html) == good
 
 
 # -------------------------------------------------------- the real book, smoke profile
@@ -323,3 +505,43 @@ def test_rebuild_with_nothing_changed_executes_nothing(smoke_book: BookBuild):
     assert all(rows[name] == "cached" for name in smoke_book.chapters), rows
     assert rows["html"] == "up to date", rows
     assert {p: p.stat().st_mtime_ns for p in smoke_book.executed.glob("*.ipynb")} == mtimes
+
+
+@pytest.mark.book
+def test_smoke_book_has_generated_pages_api_and_downloads(smoke_book: BookBuild):
+    html = smoke_book.html
+    verdicts = (html / "verdicts.html").read_text()
+    assert f"verdict(s) from {len(smoke_book.chapters)} chapter(s)" in verdicts
+    reproduce = (html / "reproduce.html").read_text()
+    text = re.sub(r"<[^>]+>", "", reproduce)
+    assert "make book" in text and "make test" in text and "plan_full.yaml" in text
+    assert re.search(r"<td[^>]*>\s*(<p>)?\s*\d+ s", reproduce), "no measured time"
+    api = (html / "api.html").read_text()
+    assert "sgdnoise.data" in api and "sgdnoise.chapters" in api
+    data_page = (html / "api" / "sgdnoise.data.html").read_text()
+    assert 'id="sgdnoise.data.load_cifar10"' in data_page
+    for name in smoke_book.chapters:
+        page = (html / "chapters" / f"{name}.html").read_text()
+        assert "download-source-button" in page, f"{name}: no download button"
+        assert 'profile = "smoke"' not in page, f"{name}: injected parameters shown"
+        source = nbformat.read(html / "_sources" / "chapters" / f"{name}.ipynb", as_version=4)
+        outputs = [o for c in source.cells if c.cell_type == "code" for o in c.outputs]
+        assert outputs, f"{name}: the downloadable notebook is not the executed one"
+
+
+@pytest.mark.book
+def test_publish_writes_one_archive_of_site_notebooks_and_provenance(smoke_book: BookBuild):
+    import tarfile
+
+    proc = run_build(*smoke_book.args, "--publish")
+    assert proc.returncode == 0, output_of(proc)
+    archive = smoke_book.build_dir / "sgdnoise-book-smoke.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = set(tar.getnames())
+        prov = json.loads(tar.extractfile("sgdnoise-book-smoke/PROVENANCE.json").read())
+    assert "sgdnoise-book-smoke/html/index.html" in names
+    for name in smoke_book.chapters:
+        assert f"sgdnoise-book-smoke/executed/{name}.ipynb" in names
+        assert prov["chapters"][name]["profile"] == "smoke"
+    assert prov["build"]["profile"] == "smoke"
+    assert not list(smoke_book.build_dir.glob(".sgdnoise-book-*"))

@@ -35,7 +35,8 @@ CHROMIUM_FLAGS = [
 
 def find_chromium() -> str | None:
     for candidate in ("/usr/bin/chromium", shutil.which("chromium"),
-                      shutil.which("chromium-browser")):
+                      shutil.which("chromium-browser"), shutil.which("google-chrome"),
+                      shutil.which("google-chrome-stable")):  # GitHub's runners have Chrome
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -65,6 +66,21 @@ def server(smoke_book: BookBuild) -> Iterator[Server]:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002
             requests.append(self.path)
 
+        def do_GET(self) -> None:  # noqa: N802
+            """HTML pages get the measuring script (:data:`MEASURE_JS`) before </body>."""
+            path = Path(self.translate_path(self.path))
+            if path.suffix != ".html" or not path.is_file():
+                super().do_GET()
+                return
+            body = path.read_bytes().replace(
+                b"</body>", b"<script>" + MEASURE_JS.encode() + b"</script></body>", 1)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            self.log_message("%s", self.path)
+
     handler = functools.partial(Handler, directory=str(smoke_book.html))
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -76,11 +92,71 @@ def server(smoke_book: BookBuild) -> Iterator[Server]:
         httpd.server_close()
 
 
+# Runs in the page once MathJax has typeset it and the images have loaded: measures every
+# display equation against its container, collects text outside typeset math that looks
+# like TeX, and every notebook figure's natural and displayed width. The result is written,
+# base64-encoded JSON, into <script id="sgdnoise-measure"> where --dump-dom shows it.
+MEASURE_JS = r"""
+(function () {
+  function report() {
+    var out = {equations: [], rawtex: [], images: [], column: 0};
+    var article = document.querySelector("article") || document.body;
+    out.column = article.getBoundingClientRect().width;
+    document.querySelectorAll('mjx-container[display="true"]').forEach(function (m) {
+      var box = m.closest("div.math") || m.parentElement;
+      var inner = m.querySelector("mjx-math");
+      var width = Math.max(m.scrollWidth, inner ? inner.getBoundingClientRect().width : 0);
+      out.equations.push({id: (box && box.id) || "", width: width,
+                          container: Math.min(m.clientWidth, box.clientWidth),
+                          tex: (m.getAttribute("aria-label") || m.textContent).slice(0, 80)});
+    });
+    var skip = /^(SCRIPT|STYLE|PRE|CODE|TEXTAREA|MJX-CONTAINER|NOSCRIPT)$/;
+    var walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
+    var tex = /\$|\\[a-zA-Z]+|[_^]\{/;  // $, \command, or TeX's _{...} and ^{...}
+    for (var n = walker.nextNode(); n; n = walker.nextNode()) {
+      var el = n.parentElement, hidden = false;
+      for (var a = el; a && a !== article; a = a.parentElement) {
+        if (skip.test(a.tagName) || a.classList.contains("highlight")) { hidden = true; break; }
+      }
+      if (!hidden && tex.test(n.nodeValue)) out.rawtex.push(n.nodeValue.trim().slice(0, 120));
+    }
+    document.querySelectorAll(".cell_output img, figure img, img.sgdnoise-figure")
+      .forEach(function (img) {
+        var r = img.getBoundingClientRect();
+        var fig = img.closest("figure");
+        out.images.push({src: img.getAttribute("src"), natural: img.naturalWidth,
+                         displayed: r.width,
+                         captioned: !!(fig && fig.querySelector("figcaption .caption-number"))});
+      });
+    var s = document.createElement("script");
+    s.type = "application/json";
+    s.id = "sgdnoise-measure";
+    s.textContent = btoa(unescape(encodeURIComponent(JSON.stringify(out))));
+    document.body.appendChild(s);
+  }
+  window.addEventListener("load", function () {
+    var ready = (window.MathJax && MathJax.startup && MathJax.startup.promise)
+      ? MathJax.startup.promise : Promise.resolve();
+    ready.then(function () { setTimeout(report, 200); });
+  });
+})();
+"""
+
+
 @dataclass
 class Rendered:
     dom: str
     screenshot: Path
     page_requests: list[tuple[str, str]]  # (url, initiator) of requests the page made
+
+    def measure(self) -> dict:
+        """What :data:`MEASURE_JS` found on the page."""
+        import base64
+
+        m = re.search(r'<script type="application/json" id="sgdnoise-measure">([^<]*)</script>',
+                      self.dom)
+        assert m, "the measuring script did not report (MathJax or the page did not finish)"
+        return json.loads(base64.b64decode(m.group(1)).decode())
 
 
 def render(chromium: str, url: str, name: str, tmp_path: Path) -> Rendered:
@@ -247,3 +323,126 @@ def test_built_html_references_no_remote_resources(smoke_book: BookBuild):
             problems += [f"{rel}: {m.group(0)}"
                          for m in JS_REMOTE.finditer(path.read_text(errors="replace"))]
     assert not problems, "remote resources referenced:\n" + "\n".join(problems[:30])
+
+
+# ------------------------------------------- typesetting and figures on every page at 1280 px
+
+MIN_TEXT_PX = 9.0  # the smallest text a reader should have to read, in screen pixels
+
+
+def layout_problems(measure: dict) -> list[str]:
+    """Display equations wider than their container, TeX-looking text outside typeset math,
+    figures without a numbered caption, and figures whose smallest text
+    (:data:`sgdnoise.plotting.MIN_FONT_PT` at :data:`sgdnoise.plotting.DPI`) renders below
+    :data:`MIN_TEXT_PX`."""
+    from sgdnoise.plotting import DPI, MIN_FONT_PT, rendered_text_px
+
+    problems = []
+    for eq in measure["equations"]:
+        if eq["width"] > eq["container"] + 1:
+            problems.append(f"display equation {eq['id'] or eq['tex']!r} is "
+                            f"{eq['width']:.0f} px wide in a {eq['container']:.0f} px container")
+    problems += [f"raw TeX outside typeset math: {text!r}" for text in measure["rawtex"]]
+    for img in measure["images"]:
+        if not img["natural"]:
+            problems.append(f"figure {img['src']} did not load")
+            continue
+        if not img["captioned"]:
+            problems.append(f"figure {img['src']} has no numbered caption")
+        px = rendered_text_px(MIN_FONT_PT, img["displayed"], img["natural"], DPI)
+        if px < MIN_TEXT_PX:
+            problems.append(f"figure {img['src']}: {img['natural']} px wide shown at "
+                            f"{img['displayed']:.0f} px, so its {MIN_FONT_PT:g} pt text renders "
+                            f"{px:.1f} px (< {MIN_TEXT_PX:g} px)")
+    return problems
+
+
+def _book_pages() -> list[str]:
+    from conftest import BOOK, load_build_module
+
+    build = load_build_module()
+    return [f"{entry}.html" for entry in build._toc_files(build.read_toc(BOOK))]
+
+
+# Pages with defects found by this test when it was written (issue 12), fixed on the chapter
+# branches. A listed page that fails is reported as xfail with its problems; one that passes
+# passes. Remove a page from this set once its fix is merged: from then on it must pass.
+KNOWN_DEFECTS = {f"chapters/{name}.html" for name in (
+    "ch01_lemma1", "ch02_fisher_hessian", "ch03_gaussian_lemma2", "ch04_stability",
+    "ch05_overparam", "ch06_batch_size", "ch07_saddles", "ch08_resnet_sweep",
+    "ch09_anisotropic_noise")}
+
+
+@pytest.mark.parametrize("page", _book_pages())
+def test_page_reads_like_a_publication(chromium, server, smoke_book, tmp_path, page):
+    """At 1280 px: every display equation fits its column, no raw TeX, every figure has a
+    numbered caption and its text renders >= 9 px.
+    The screenshot goes to test-artifacts/browser/<page>.png."""
+    if not (smoke_book.html / page).is_file():
+        pytest.skip(f"{page} is not in this build")
+    name = page.removesuffix(".html").replace("/", "__")
+    rendered = render(chromium, f"{server.base}/{page}", name, tmp_path)
+    measure = rendered.measure()
+    assert measure["column"] > 500, measure["column"]
+    problems = layout_problems(measure)
+    if problems and page in KNOWN_DEFECTS:
+        pytest.xfail(f"{page} (known, issue 12):\n  " + "\n  ".join(problems))
+    assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+PLANTS = {
+    "clipped-equation": (
+        '<div class="math notranslate nohighlight">\\[ '
+        + " + ".join(f"x_{{{i}}}^2" for i in range(1, 160)) + " \\]</div>",
+        "display equation"),
+    "raw-tex": ("<p>the next iterate $\\theta_{t+1}$ follows</p>", "raw TeX"),
+    "raw-tex-command": ("<p>the norm \\lVert g \\rVert of the gradient</p>", "raw TeX"),
+    "plain-text-math": ("<p>the iterates obey θ_{t+1} = θ_t − η g_t</p>", "raw TeX"),
+    "shrunk-figure": ('<div class="cell_output"><figure><img src="{image}" style="width:240px">'
+                      '<figcaption><span class="caption-number">Fig. 1 </span>planted'
+                      '</figcaption></figure></div>', "renders"),
+    "uncaptioned-figure": ('<div class="cell_output"><img src="{image}"></div>',
+                           "no numbered caption"),
+    "good-figure": ('<div class="cell_output"><figure><img src="{image}"><figcaption>'
+                    '<span class="caption-number">Fig. 1 </span>planted</figcaption></figure>'
+                    '</div>', ""),
+}
+
+
+@pytest.mark.parametrize("plant", sorted(PLANTS))
+def test_publication_checks_fail_on_a_planted_defect(chromium, server, smoke_book, tmp_path,
+                                                     plant):
+    """Each check fails on a page with one planted defect (and only for that defect)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sgdnoise.plotting import use_style
+
+    use_style()  # a figure made as the chapters make theirs: fits the column at 9 pt
+    fig, ax = plt.subplots()
+    ax.plot([1, 2, 4, 8], [1.0, 0.5, 0.25, 0.125], marker="o", label="measured")
+    ax.set(xlabel="batch size B", ylabel="variance", title="a planted figure")
+    ax.legend()
+    image = smoke_book.html / "_images" / f"planted-{plant}.png"
+    fig.savefig(image)
+    plt.close(fig)
+    snippet, expected = PLANTS[plant]
+    snippet = snippet.replace("{image}", f"_images/{image.name}")
+    page = smoke_book.html / f"planted-{plant}.html"
+    text = (smoke_book.html / "intro.html").read_text()
+    m = re.search(r"<article[^>]*>", text)
+    assert m
+    page.write_text(text[:m.end()] + snippet + text[m.end():])
+    try:
+        rendered = render(chromium, f"{server.base}/{page.name}", f"planted-{plant}", tmp_path)
+        problems = layout_problems(rendered.measure())
+    finally:
+        page.unlink()
+        image.unlink()
+    if not expected:  # the control: a figure made with the book's style passes
+        assert not problems, problems
+        return
+    assert problems, f"the planted {plant} was not detected"
+    assert all(expected in p for p in problems), problems

@@ -392,3 +392,92 @@ def test_real_copy():
     # the per-channel training mean is close to the published CIFAR-10 statistics
     mean = d.train_x[:5000].double().mean(dim=(0, 2, 3)) / 255
     assert torch.allclose(mean, torch.tensor(D.CIFAR10_MEAN, dtype=torch.float64), atol=0.02)
+
+
+# ------------------------------------------------- the repository's data/ and make data
+
+
+def test_missing_message_names_the_repository_data_folder(tmp_path, monkeypatch):
+    """A notebook runs in book/chapters; the message must name <repo>/data, not ./data."""
+    monkeypatch.delenv("SGDNOISE_DATA", raising=False)
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("")
+    chapters = repo / "book" / "chapters"
+    chapters.mkdir(parents=True)
+    monkeypatch.setattr(D, "_repo_data_dir", lambda: repo / "data")
+    monkeypatch.chdir(chapters)
+    assert resolve_data_dir() == repo / "data"
+    with pytest.raises(DataNotFoundError) as err:
+        load_cifar10(download=False)
+    msg = str(err.value)
+    assert str((repo / "data" / "cifar-10-batches-py").resolve()) in msg
+    assert "book/chapters/data" not in msg
+    assert "make data" in msg
+    assert "expand.py" not in msg  # no offline copy next to this repository
+    (tmp_path / "shared" / "data" / "cifar10").mkdir(parents=True)
+    (tmp_path / "shared" / "data" / "cifar10" / "expand.py").write_text("")
+    with pytest.raises(DataNotFoundError, match=r"\.\./shared/data/cifar10/expand\.py data/"):
+        load_cifar10(download=False)
+
+
+def _fake_archive(tmp_path: Path) -> tuple[bytes, dict[str, str]]:
+    """A tar.gz in the official layout (tiny batches) and the md5 of its batch files."""
+    import io
+    import tarfile
+
+    src = tmp_path / "src"
+    write_copy(src)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(src / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    md5s = {name: hashlib.md5((src / "cifar-10-batches-py" / name).read_bytes()).hexdigest()
+            for name in D.OFFICIAL_MD5}
+    return buf.getvalue(), md5s
+
+
+def test_fetch_verifies_and_unpacks(tmp_path, monkeypatch):
+    archive, md5s = _fake_archive(tmp_path)
+    monkeypatch.setattr(D, "ARCHIVE_MD5", hashlib.md5(archive).hexdigest())
+    monkeypatch.setattr(D, "OFFICIAL_MD5", md5s)
+    calls = []
+
+    def fake_fetch(url, dest, timeout):
+        calls.append(url)
+        Path(dest).write_bytes(archive)
+
+    root = tmp_path / "data"
+    folder = D.fetch_cifar10(root, fetch=fake_fetch)
+    assert calls == [D.CIFAR10_URL] and folder == root / "cifar-10-batches-py"
+    ident = load_cifar10(root, download=False).identity
+    assert ident.official_checksums and ident.source == "official"
+    assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-py",
+                                                       "cifar-10-python.tar.gz"]
+    D.fetch_cifar10(root, fetch=fake_fetch)  # already in place: no second download
+    assert len(calls) == 1
+
+
+def test_fetch_rejects_a_wrong_archive_and_leaves_nothing(tmp_path):
+    def fake_fetch(url, dest, timeout):
+        Path(dest).write_bytes(b"not the archive")
+
+    root = tmp_path / "data"
+    with pytest.raises(DataCorruptError, match="c58f30108f718f92721af3b95e74349a"):
+        D.fetch_cifar10(root, fetch=fake_fetch)
+    assert list(root.iterdir()) == []
+
+
+def test_fetch_without_network_says_what_to_do(tmp_path, capsys, monkeypatch):
+    def offline(url, dest, timeout):
+        raise OSError("network is unreachable (test)")
+
+    root = tmp_path / "data"
+    with pytest.raises(DataNotFoundError, match="unreachable") as err:
+        D.fetch_cifar10(root, fetch=offline)
+    assert "tar -xzf" in str(err.value) and list(root.iterdir()) == []
+    monkeypatch.setattr(D, "_urlretrieve", offline)
+    assert D.main([str(root)]) == 1
+    assert "network is unreachable" in capsys.readouterr().err
+    write_copy(root)
+    assert D.main([str(root)]) == 0
+    assert "supplied copy" in capsys.readouterr().out

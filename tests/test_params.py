@@ -202,3 +202,56 @@ def test_chapter_params_unknown_missing_and_namespace(tmp_path):
     f.write_text("profile: smoke\nn: 10\nlr: 0.5\nkind: a\nsizes: [1, 30]\n")
     with pytest.raises(ValueError, match=r"p.yaml: parameter 'sizes'"):
         _Demo.from_yaml(f)
+
+
+# ------------------------------------------- chapters that declare sgdnoise.chapters.<name>.Params
+
+PARAMS_CLASSES = {name: _build.params_class(name) for name in CHAPTERS}
+
+
+def test_chapter_list_comes_from_the_toc():
+    assert CHAPTERS, "no chapters/<name> entries in book/_toc.yml"
+    assert CHAPTERS == _build.chapter_names(_build.read_toc(BOOK))
+    sources = sorted(p.stem for p in (BOOK / "chapters").glob("ch*.py"))
+    assert sorted(CHAPTERS) == sources, "every chapter source is in the toc, and only those"
+
+
+@pytest.mark.parametrize("name", CHAPTERS)
+def test_chapter_params_class_accepts_every_profile_and_matches_the_cell(name):
+    cls = PARAMS_CLASSES[name]
+    if cls is None:
+        pytest.skip(f"sgdnoise.chapters.{name} has no Params class yet")
+    cell = parameters_cell(name)
+    assert set(cls.names()) == set(cell), (
+        f"{name}: Params.names() and the parameters cell differ: only in Params "
+        f"{sorted(set(cls.names()) - set(cell))}, only in the cell "
+        f"{sorted(set(cell) - set(cls.names()))}")
+    for profile in PROFILES:
+        params = cls.from_yaml(BOOK / "params" / name / f"{profile}.yaml")
+        assert params.profile == profile
+    default = yaml.safe_load((BOOK / "params" / name / "default.yaml").read_text())
+    assert cls.from_mapping(default) == cls.from_mapping(cell), (
+        f"{name}: default.yaml and the parameters cell hold different values")
+
+
+def test_build_validates_with_the_params_class_before_any_kernel(tmp_path, monkeypatch):
+    """book/build.py's check_chapter refuses a value the chapter's Params class refuses."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class P(ChapterParams):
+        num_draws: int = param(low=10)
+        seed: int = param(low=0)
+
+    book = tmp_path / "book"
+    (book / "chapters").mkdir(parents=True)
+    (book / "params" / "chx").mkdir(parents=True)
+    (book / "chapters" / "chx.py").write_text(
+        '# %% tags=["parameters"]\nprofile = "default"\nnum_draws = 20\nseed = 0\n')
+    pfile = book / "params" / "chx" / "smoke.yaml"
+    pfile.write_text("profile: smoke\nnum_draws: 5\nseed: 0\n")
+    monkeypatch.setattr(_build, "params_class", lambda name: P)
+    with pytest.raises(_build.BuildError, match=r"smoke.yaml.*'num_draws' must be >= 10, got 5"):
+        _build.check_chapter(book, "chx", "smoke")
+    pfile.write_text("profile: smoke\nnum_draws: 50\nseed: 0\n")
+    assert _build.check_chapter(book, "chx", "smoke")[1]["num_draws"] == 50

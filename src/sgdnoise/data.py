@@ -33,6 +33,7 @@ __all__ = [
     "DataCorruptError",
     "DataIdentity",
     "DataNotFoundError",
+    "fetch_cifar10",
     "ImageData",
     "load_cifar10",
     "load_dataset",
@@ -80,14 +81,15 @@ class DataCorruptError(ValueError):
 class DataIdentity:
     """Where a data set came from.
 
-    source: "official" (every file's md5 equals the official one), "supplied copy" (files in
-        the official layout with other bytes, e.g. a re-encoded copy) or "synthetic".
-    path: directory the files were read from ("" for synthetic data).
-    train_md5 / test_md5: md5 of the uint8 pixel rows, (N, 3072) C-order, of the full split
-        that was read (before any subset was taken).
-    official_checksums: whether all six batch files match the official md5 values.
-    n_train / n_test: number of examples held (after subsetting).
-    subset_seed: seed of the stratified subset, None when the full split is held.
+    - ``source``: "official" (every file's md5 equals the official one), "supplied copy"
+      (files in the official layout with other bytes, e.g. a re-encoded copy) or
+      "synthetic".
+    - ``path``: directory the files were read from ("" for synthetic data).
+    - ``train_md5`` / ``test_md5``: md5 of the uint8 pixel rows, (N, 3072) C-order, of the
+      full split that was read (before any subset was taken).
+    - ``official_checksums``: whether all six batch files match the official md5 values.
+    - ``n_train`` / ``n_test``: number of examples held (after subsetting).
+    - ``subset_seed``: seed of the stratified subset, None when the full split is held.
     """
 
     source: str
@@ -138,8 +140,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """The directory that holds (or will hold) ``cifar-10-batches-py/``.
 
     Order: the ``data_dir`` argument; else ``$SGDNOISE_DATA``; else ``data/`` under the
-    current directory, unless it lacks the CIFAR-10 folder and the repository's own
-    ``data/`` (found from this file's location; notebooks run in book/chapters) has it.
+    current directory when it holds the CIFAR-10 folder; else the repository's own
+    ``data/`` (found from this file's location; notebooks run in book/chapters) when this
+    is a source checkout, so that a missing folder is reported, and downloaded, there.
     A path that itself is a ``cifar-10-batches-py`` folder is accepted and its parent used.
     """
     if data_dir is not None:
@@ -149,7 +152,9 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     else:
         root = Path("data")
         repo = _repo_data_dir()
-        if not (root / CIFAR10_DIRNAME).is_dir() and (repo / CIFAR10_DIRNAME).is_dir():
+        if not (root / CIFAR10_DIRNAME).is_dir() and (
+            (repo / CIFAR10_DIRNAME).is_dir() or (repo.parent / "pyproject.toml").is_file()
+        ):
             root = repo
     if root.name == CIFAR10_DIRNAME and (root / TRAIN_FILES[0]).exists():
         root = root.parent
@@ -169,9 +174,25 @@ def _missing_message(folder: Path, why: str) -> str:
         f"     (this creates {CIFAR10_DIRNAME}/ there);\n"
         f"  3. or put it anywhere and point the environment variable {ENV_VAR} at the folder "
         f"that contains {CIFAR10_DIRNAME}/, or pass data_dir=... .\n"
+        f"{_offline_hint(folder.parent)}"
         "data/README.md in the repository describes this, and offline copies, in more detail. "
         "Without any data, use dataset='synthetic' (a seeded CIFAR-shaped stand-in)."
     )
+
+
+def _offline_hint(root: Path) -> str:
+    """How to fill ``root`` from this checkout: ``make data``, and the offline copy where the
+    project's shared folder has one."""
+    repo = _repo_data_dir()
+    if root.resolve() != repo.resolve():
+        return ""
+    hint = (f"  From the repository root {repo.parent}: `make data` downloads and verifies the "
+            "official archive where the internet is reachable.\n")
+    expand = repo.parent.parent / "shared" / "data" / "cifar10" / "expand.py"
+    if expand.is_file():
+        hint += (f"  Without internet: .venv/bin/python ../shared/data/cifar10/expand.py data/ "
+                 f"writes the offline copy ({expand.parent}) into {repo}.\n")
+    return hint
 
 
 def _try_download(root: Path, timeout: float) -> str | None:
@@ -500,3 +521,114 @@ def to_float(x_uint8: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         std = torch.tensor(CIFAR10_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
     return x
+
+
+# --------------------------------------------------------------------------- make data
+
+#: md5 of the official archive ``cifar-10-python.tar.gz``.
+ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+
+
+def _urlretrieve(url: str, dest: Path, timeout: float) -> None:
+    """Download ``url`` to ``dest`` (the default fetcher of :func:`fetch_cifar10`)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as response, dest.open("wb") as fh:
+        while chunk := response.read(1 << 20):
+            fh.write(chunk)
+
+
+def fetch_cifar10(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    fetch: Any = None,
+    timeout: float = 30.0,
+    url: str = CIFAR10_URL,
+) -> Path:
+    """Download the official archive into ``data_dir`` (default: :func:`resolve_data_dir`),
+    check its md5 against :data:`ARCHIVE_MD5`, unpack it and check the six batch files
+    against :data:`OFFICIAL_MD5`. Returns the ``cifar-10-batches-py`` folder.
+
+    ``fetch(url, dest, timeout)`` does the download (tests pass a fake). Nothing is left
+    half-written: the archive is downloaded to a ``.part`` file and unpacked into a
+    temporary folder that replaces nothing until every check passed. An existing folder
+    whose files match the official md5 values is kept as is. Raises
+    :class:`DataNotFoundError` (download failed, with what to do instead) or
+    :class:`DataCorruptError` (a wrong checksum).
+    """
+    import shutil
+    import tarfile
+    import tempfile
+
+    fetch = _urlretrieve if fetch is None else fetch
+    root = resolve_data_dir(data_dir)
+    folder = root / CIFAR10_DIRNAME
+    if folder.is_dir() and _official_files(folder):
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    part = root / (ARCHIVE_NAME + ".part")
+    try:
+        fetch(url, part, timeout)
+    except Exception as err:  # any failure means "not downloaded"
+        part.unlink(missing_ok=True)
+        raise DataNotFoundError(_missing_message(
+            folder, f"downloading {url} failed ({type(err).__name__}: {err})")) from err
+    digest = hashlib.md5(part.read_bytes()).hexdigest()
+    if digest != ARCHIVE_MD5:
+        part.unlink(missing_ok=True)
+        raise DataCorruptError(f"{url}: the downloaded archive has md5 {digest}, expected "
+                               f"{ARCHIVE_MD5}; nothing was unpacked")
+    with tempfile.TemporaryDirectory(prefix=".cifar-", dir=root) as tmp:
+        with tarfile.open(part, "r:gz") as tar:
+            members = [m for m in tar.getmembers()
+                       if m.name.startswith(CIFAR10_DIRNAME + "/") and m.isfile()]
+            tar.extractall(tmp, members=members, filter="data")
+        unpacked = Path(tmp) / CIFAR10_DIRNAME
+        if not _official_files(unpacked):
+            raise DataCorruptError(f"{part}: the unpacked files do not match the official md5 "
+                                   "values; nothing was installed")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(unpacked, folder)
+    os.replace(part, root / ARCHIVE_NAME)
+    return folder
+
+
+def _official_files(folder: Path) -> bool:
+    """Whether all six batch files exist and match :data:`OFFICIAL_MD5`."""
+    for name, md5 in OFFICIAL_MD5.items():
+        path = folder / name
+        if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != md5:
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sgdnoise.data [DATA_DIR]`` (``make data``): fetch and verify CIFAR-10, or
+    say what to do when that is impossible. Exit code 0 when the data are in place."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1 or any(a.startswith("-") for a in args):
+        print("usage: python -m sgdnoise.data [DATA_DIR]", file=sys.stderr)
+        return 2
+    root = resolve_data_dir(args[0] if args else None)
+    folder = root / CIFAR10_DIRNAME
+    if folder.is_dir():
+        kind = "the official files" if _official_files(folder) else (
+            "a supplied copy (its md5 values differ from the official ones)")
+        print(f"CIFAR-10 is in place: {folder.resolve()} holds {kind}.")
+        return 0
+    try:
+        path = fetch_cifar10(root)
+    except (DataNotFoundError, DataCorruptError) as err:
+        print(str(err), file=sys.stderr)
+        return 1
+    print(f"CIFAR-10 downloaded, verified (md5 {ARCHIVE_MD5}) and unpacked into "
+          f"{path.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
