@@ -444,3 +444,45 @@ def test_summarize_averages_over_seeds_per_arm():
     assert row["final_gap"] == pytest.approx(0.15)
     assert row["final_test_error_sd"] == pytest.approx(np.std([0.30, 0.40], ddof=1))
     assert summary.iloc[1]["final_test_error"] == pytest.approx(0.45)
+
+
+# --------------------------------------------------------------------------- gpu_run.sh
+
+
+def test_gpu_run_script_on_cpu_packs_new_records_into_one_tar(tmp_path):
+    import tarfile
+
+    records, out = tmp_path / "records", tmp_path / "out"
+    records.mkdir()
+    (records / "README.md").write_text("kept\n")
+    env = {**_env(), "PLAN": str(PLAN_TEST), "RECORDS": str(records), "OUT": str(out),
+           "BUDGET": "900", "SHARD": "0/4", "PYTHON": sys.executable,
+           "SGDNOISE_GIT_COMMIT": "abc1234"}
+    script = REPO / "book" / "params" / "ch08_resnet_sweep" / "gpu_run.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert sorted(os.listdir(out)) == ["ch08_records.tar"]
+    with tarfile.open(out / "ch08_records.tar") as tar:
+        names = sorted(n for n in tar.getnames() if n.endswith(".json"))
+        logs = [n for n in tar.getnames() if "sessions/session_" in n]
+    # shard 0/4 of plan_test: positions 0, 4, 8
+    assert names == ["./A_B00008_s0.json", "./A_B00032_s1.json", "./D-plain_B00064_s0.json"]
+    assert len(logs) == 1 and "D-plain_B00064_s0" in proc.stdout
+    rec = json.loads((records / "A_B00008_s0.json").read_text())
+    assert rec["provenance"]["git_commit"] != "unknown"
+    # a second session packs nothing new: finished runs are never rerun
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 0 and "0 new record(s)" in proc.stdout
+
+
+def test_git_commit_falls_back_to_the_environment(monkeypatch):
+    import sgdnoise.provenance
+    from sgdnoise import sweep
+
+    monkeypatch.setattr(sgdnoise.provenance, "git_commit", lambda path=None: "unknown")
+    monkeypatch.setenv("SGDNOISE_GIT_COMMIT", "deadbeef")
+    assert sweep._git_commit() == "deadbeef"
+    monkeypatch.delenv("SGDNOISE_GIT_COMMIT")
+    assert sweep._git_commit() == "unknown" or (REPO / "GIT_COMMIT").is_file()
