@@ -52,14 +52,16 @@ schedule of steps. Design points:
   targets)``, it is called with the current (augmented, local) batch right before
   ``optimizer.step()``.
 * **Data parallel.** Under ``torch.distributed`` (``torchrun``; gloo on CPU, NCCL on GPU)
-  every rank draws the same global batch, takes its share (``tensor_split`` into
-  ``world_size`` parts) and the gradients are summed over ranks (see
-  :mod:`sgdnoise.distributed`), so the step equals the single-process step; only rank 0
-  writes checkpoints.
+  the model is wrapped in ``DistributedDataParallel``; every rank draws the same global
+  batch, takes its share (``tensor_split`` into ``world_size = K`` parts) and back-propagates
+  ``(K/B) Σ_{i∈its share} ℓ_i``, so DDP's gradient average is ``∇ (1/B) Σ_{i∈batch} ℓ_i``,
+  the single-process gradient; micro-batches accumulate under ``no_sync`` with one
+  all-reduce per step (see :mod:`sgdnoise.distributed`). Only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -809,8 +811,9 @@ def train(
     optimizer = (optimizer_factory or _default_optimizer(cfg))(model)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
+    net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
     if dist is not None:
-        dist.broadcast_module(model)
+        net = dist.wrap(model, device)  # broadcasts rank 0's parameters and buffers
 
     dtype = _param_dtype(model)
     batcher = _Batcher(train_x, dtype, use_cl)
@@ -930,6 +933,9 @@ def train(
     status, diverged_at = "finished", None
     autocast = _autocast(device, cfg.amp)
     micro = cfg.micro_batch_size or cfg.batch_size
+    # DDP averages gradients over the K ranks; scaling each rank's loss by K makes the
+    # average the sum, ∇ (1/B) Σ_{i∈batch} ℓ_i, whatever the split sizes
+    grad_scale = 1.0 if dist is None else float(dist.world_size)
     observe = getattr(optimizer, "observe_batch", None)
     loss_dtype = torch.promote_types(dtype, torch.float32)
 
@@ -963,15 +969,17 @@ def train(
         xb = batcher.train_batch(train_x, idx, aug)
         yb = train_y[idx]
         loss_sum = torch.zeros((), dtype=loss_dtype, device=device)
-        for lo in range(0, xb.shape[0], micro):
+        starts = range(0, xb.shape[0], micro)
+        for lo in starts:
             xm, ym = xb[lo:lo + micro], yb[lo:lo + micro]
-            with autocast:
-                out = model(xm)
+            # under DDP only the last micro-batch's backward all-reduces the gradients
+            sync = dist is None or lo == starts[-1]
+            with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
+                out = net(xm)
             loss = F.cross_entropy(_upcast(out), ym, reduction="sum")
-            (loss / bsz).backward()
+            (loss * (grad_scale / bsz)).backward()
             loss_sum = loss_sum + loss.detach()
         if dist is not None:
-            dist.all_reduce_gradients(model)
             loss_sum = dist.all_reduce_sum(loss_sum)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss_sum),
                                 torch.full_like(first_bad, step), first_bad)
