@@ -555,6 +555,7 @@ def run_plan(
     progress: bool = False,
     keep_checkpoints: bool = False,
     estimate: Callable[[Run], float] | None = None,
+    probe_reserve_s: float = 30.0,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the plan's unfinished runs of this shard in priority order; return the records
@@ -562,7 +563,8 @@ def run_plan(
 
     budget_s: None runs everything; else a run starts only if its estimated time (``estimate``,
         default: :func:`probe_throughput` cached per batch size + :func:`estimate_run_seconds`)
-        fits in what is left of ``budget_s`` seconds since this call began.
+        fits in what is left of ``budget_s`` seconds since this call began; a batch size
+        not measured yet is not probed when less than ``probe_reserve_s`` seconds are left.
     data: an already loaded :class:`sgdnoise.data.ImageData` matching ``plan.data``.
     A record written by a different config (same run id) raises ValueError rather than mixing
     results."""
@@ -605,12 +607,18 @@ def run_plan(
                                     int(data.test_y.shape[0]), probes[key])
 
     est_fn = estimate or default_estimate
+    measured = estimate is not None
     records: dict[str, dict[str, Any]] = dict(existing)
     for r in runs:
         if r.run_id in existing:
             say(f"[sweep] {r.run_id}: record exists, skipped")
             continue
         if budget_s is not None:
+            left = budget_s - (time.perf_counter() - t_start)
+            if not measured and _probe_key(r.config) not in probes and left < probe_reserve_s:
+                say(f"[sweep] {r.run_id}: {left:.0f} s left, too little to measure: "
+                    "not started")
+                continue
             est = est_fn(r)
             left = budget_s - (time.perf_counter() - t_start)
             if est > left:

@@ -635,10 +635,12 @@ class _Sampler:
                 "perm": self.perm, "epoch_aug": self.epoch_aug}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.shuffle.set_state(state["shuffle"])
-        self.aug.set_state(state["aug"])
-        self.perm = state["perm"]
-        self.epoch_aug = state["epoch_aug"]
+        self.shuffle.set_state(state["shuffle"].cpu())
+        self.aug.set_state(state["aug"].cpu())
+        gdev = self.shuffle.device
+        self.perm = None if state["perm"] is None else state["perm"].to(gdev)
+        self.epoch_aug = (None if state["epoch_aug"] is None
+                          else tuple(a.to(gdev) for a in state["epoch_aug"]))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -838,7 +840,8 @@ def train(
     resumed_from = None
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        # on the CPU first: generator states must stay CPU byte tensors
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint {ckpt} has an unknown format {state.get('format')!r}")
         if state["config"] != _cfg_key(cfg):
@@ -901,7 +904,8 @@ def train(
         if not (history and history[-1]["step"] == step and cfg.bn_recompute):
             _recompute()
         lam = sharpness(model, sharp_x, sharp_y, num_iters=cfg.sharpness_iters,
-                        chunk_size=min(cfg.sharpness_n, cfg.eval_batch_size), seed=cfg.seed)
+                        chunk_size=min(cfg.sharpness_n, cfg.eval_batch_size, 512),
+                        seed=cfg.seed)
         sharp_hist.append({"step": step, "lr": lr_now, "lambda_max": lam,
                            "two_over_lr": 2.0 / lr_now if lr_now > 0 else math.inf})
         timers["sharpness_seconds"] += time.perf_counter() - t_start

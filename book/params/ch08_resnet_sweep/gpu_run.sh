@@ -15,7 +15,7 @@
 #   PLAN     plan file (default book/params/ch08_resnet_sweep/plan_full.yaml; the tiny CPU
 #            plan_test.yaml tries the script on a laptop)
 #   RECORDS  records folder (default data/results/ch08: records already there are skipped)
-#   BUDGET   seconds for the sweep (default 480)
+#   BUDGET   seconds for the sweep (default 480); GRACE: hard stop this much later (60)
 #   SHARD    i/n to run one share of the plan (default: all)
 #   OUT      where the tar goes (default ./gpu_out)
 #   BENCH=1  first run benchmarks/bench_gpu_engine.py (its time is not in BUDGET)
@@ -73,7 +73,10 @@ if [ "${BENCH:-0}" = "1" ]; then
   "$PY" benchmarks/bench_gpu_engine.py 2>&1 | tee -a "$LOG"
 fi
 set +e
-"$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" \
+# a hard stop GRACE seconds after the budget (default 60), so the tar below is always made
+# (a run cut short leaves no record and is rerun by a later session)
+timeout --signal=TERM --kill-after=10 "$(( ${BUDGET%.*} + ${GRACE:-60} ))" \
+  "$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" \
   ${SHARD:+--shard "$SHARD"} 2>&1 | tee -a "$LOG"
 RC=${PIPESTATUS[0]}
 set -e
