@@ -554,6 +554,7 @@ def run_plan(
     data: Any = None,
     progress: bool = False,
     keep_checkpoints: bool = False,
+    checkpoints: bool = True,
     estimate: Callable[[Run], float] | None = None,
     probe_reserve_s: float = 30.0,
     log: Callable[[str], None] | None = None,
@@ -566,6 +567,9 @@ def run_plan(
         fits in what is left of ``budget_s`` seconds since this call began; a batch size
         not measured yet is not probed when less than ``probe_reserve_s`` seconds are left.
     data: an already loaded :class:`sgdnoise.data.ImageData` matching ``plan.data``.
+    checkpoints: save a checkpoint after every evaluation (``DIR/checkpoints/<run_id>.pt``,
+        deleted with the record unless ``keep_checkpoints``) so a killed process resumes
+        the run; off on a machine whose disk does not outlive the session.
     A record written by a different config (same run id) raises ValueError rather than mixing
     results."""
     from sgdnoise import distributed as dist_mod
@@ -624,8 +628,9 @@ def run_plan(
             if est > left:
                 say(f"[sweep] {r.run_id}: needs ~{est:.0f} s, {left:.0f} s left: not started")
                 continue
-        ckpt = _checkpoint_path(out, r.run_id)
-        say(f"[sweep] {r.run_id}: training ({'resuming' if ckpt.exists() else 'new run'})")
+        ckpt = _checkpoint_path(out, r.run_id) if checkpoints else None
+        resuming = ckpt is not None and ckpt.exists()
+        say(f"[sweep] {r.run_id}: training ({'resuming' if resuming else 'new run'})")
         result = train(r.config, data, checkpoint_path=ckpt, progress=progress,
                        desc=r.run_id)
         rec = _run_record(plan, r, result, 1 if dist is None else dist.world_size)
@@ -633,7 +638,7 @@ def run_plan(
         rec["provenance"] = _provenance(r.config.device)
         if is_main:
             _atomic_write_json(rec, record_path(out, r.run_id))
-            if not keep_checkpoints and ckpt.exists():
+            if ckpt is not None and not keep_checkpoints and ckpt.exists():
                 ckpt.unlink()
         if dist is not None:
             dist.barrier()
@@ -1008,6 +1013,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="progress bars")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each run's last checkpoint after its record is written")
+    parser.add_argument("--no-checkpoints", action="store_true",
+                        help="no checkpoints (for a machine whose disk ends with the session)")
     parser.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -1025,7 +1032,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         recs = run_plan(plan, out, budget_s=args.budget, shard=shard,
                         progress=args.progress and not args.no_progress,
-                        keep_checkpoints=args.keep_checkpoints)
+                        keep_checkpoints=args.keep_checkpoints,
+                        checkpoints=not args.no_checkpoints)
     except (ValueError, FileNotFoundError) as err:
         print(f"sgdnoise-sweep: error: {err}", file=sys.stderr)
         return 2

@@ -74,9 +74,10 @@ if [ "${BENCH:-0}" = "1" ]; then
 fi
 set +e
 # a hard stop GRACE seconds after the budget (default 60), so the tar below is always made
-# (a run cut short leaves no record and is rerun by a later session)
+# (a run cut short leaves no record and is rerun by a later session; no checkpoints are
+# written, since the machine's disk ends with the session)
 timeout --signal=TERM --kill-after=10 "$(( ${BUDGET%.*} + ${GRACE:-60} ))" \
-  "$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" \
+  "$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" --no-checkpoints \
   ${SHARD:+--shard "$SHARD"} 2>&1 | tee -a "$LOG"
 RC=${PIPESTATUS[0]}
 set -e
