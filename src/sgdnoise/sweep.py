@@ -985,16 +985,23 @@ def sweep_findings(summary, *, delta: float = 0.05) -> dict[str, Any]:
 
 
 def _dry_run(plan: Plan, runs: Sequence[Run], out: Path) -> None:
-    from sgdnoise.train import steps_per_epoch, total_steps
+    from sgdnoise.train import lr_multiplier, steps_per_epoch, total_steps
 
     n_train = plan.data["n_train"] or CIFAR10_TRAIN_SIZE
     print(f"plan {plan.name!r}: {len(plan.runs)} runs, {len(runs)} in this shard")
-    print(f"{'#':>3} {'run_id':<22} {'steps':>7} {'epochs':>8} {'lr0':>8} {'record':>7}")
+    print(f"{'#':>3} {'run_id':<22} {'steps':>7} {'epochs':>8} {'images':>11} "
+          f"{'peak lr':>8} {'record':>7}")
+    total = 0
     for k, r in enumerate(runs):
         T = total_steps(r.config, n_train)
         spe = steps_per_epoch(n_train, r.batch_size, drop_last=r.config.drop_last)
-        done = "yes" if record_path(out, r.run_id).exists() else "-"
-        print(f"{k:>3} {r.run_id:<22} {T:>7} {T / spe:>8.1f} {r.config.lr:>8.4g} {done:>7}")
+        flat = dataclasses.replace(r.config, warmup_epochs=0.0, schedule="constant")
+        peak = r.config.lr * lr_multiplier(flat, 0, T, spe)
+        done = record_path(out, r.run_id).exists()
+        total += 0 if done else T * r.batch_size
+        print(f"{k:>3} {r.run_id:<22} {T:>7} {T / spe:>8.1f} {T * r.batch_size:>11,} "
+              f"{peak:>8.4g} {'yes' if done else '-':>7}")
+    print(f"training images of the runs without a record: {total:,}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
