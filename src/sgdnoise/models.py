@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_choice, check_positive_int
@@ -33,6 +34,7 @@ __all__ = [
     "ACTIVATIONS",
     "BasicBlock",
     "CifarResNet",
+    "GhostBatchNorm2d",
     "build_model",
     "group_norm_groups",
     "make_norm",
@@ -40,6 +42,7 @@ __all__ = [
     "resnet18",
     "resnet20",
     "resnet34",
+    "set_ghost_batch_size",
     "small_cnn",
     "softmax_regression",
 ]
@@ -68,11 +71,119 @@ def group_norm_groups(channels: int) -> int:
     return 1
 
 
-def make_norm(norm: str, channels: int) -> nn.Module:
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics come from fixed-size groups of examples.
+
+    With ``ghost_batch_size = g`` (None: plain BatchNorm2d) and an input ``x: (B, C, H, W)``
+    in training mode with ``B > g``, the first ``k·g`` examples (``k = B // g``) are viewed
+    as ``(k, g, C, H, W)`` and every group ``j`` is normalised with its own statistics over
+    its ``g·H·W`` values per channel (all groups in one ``batch_norm`` call, the groups
+    laid out as channels, see ``_groups``):
+    ``μ_jc = mean(x_j[:, c])``, ``σ²_jc = mean((x_j[:, c] − μ_jc)²)`` (biased),
+    ``y = γ_c (x − μ_jc) / sqrt(σ²_jc + ε) + β_c``. The remainder ``r = B − k·g`` examples
+    (if any) form one smaller last group normalised with its own statistics. ``B <= g`` (and
+    eval mode) is plain BatchNorm over the whole input.
+
+    Running statistics (train mode, ``track_running_stats``): one update per call with the
+    mean over the full groups of ``μ_j`` and of the unbiased ``σ²_j · gHW/(gHW − 1)``, with
+    the layer's ``momentum`` (``None``: cumulative average over calls).
+
+    Micro-batching a batch into chunks that are multiples of ``g`` leaves the groups, hence
+    the outputs and gradients, unchanged: the BN batch is ``g`` for every ``B >= g``.
+    """
+
+    def __init__(self, num_features: int, ghost_batch_size: int | None = None, **kw) -> None:
+        super().__init__(num_features, **kw)
+        if ghost_batch_size is not None:
+            ghost_batch_size = check_positive_int("ghost_batch_size", ghost_batch_size)
+        self.ghost_batch_size = ghost_batch_size
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.ghost_batch_size
+        if g is None or not self.training or x.shape[0] <= g:
+            return super().forward(x)
+        if x.ndim != 4:
+            raise ValueError(f"GhostBatchNorm2d expects (B, C, H, W), got shape {tuple(x.shape)}")
+        b, c, h, w = x.shape
+        k = b // g
+        full = self._groups(x[: k * g], k, g)
+        if b > k * g:  # the remainder: one smaller group with its own statistics
+            rest = F.batch_norm(x[k * g:], None, None, self.weight, self.bias, True, 0.0,
+                                self.eps)
+            return torch.cat([full, rest], dim=0)
+        return full
+
+    def _groups(self, x: torch.Tensor, k: int, g: int) -> torch.Tensor:
+        """Normalise ``x: (k·g, C, H, W)`` per group in one ``batch_norm`` call: the groups
+        become channels, ``(k·g, C, H, W) -> (g, k·C, H, W)`` (one copy in and one out, in
+        ``x``'s memory format), so group ``j``, channel ``c`` is channel ``j·C + c``."""
+        _, c, h, w = x.shape
+        fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+               and not x.is_contiguous() else torch.contiguous_format)
+        z = torch.empty((g, k * c, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+        z.view(g, k, c, h, w).copy_(x.unflatten(0, (k, g)).transpose(0, 1))
+        track = self.track_running_stats and self.running_mean is not None
+        rm = torch.zeros(k * c, dtype=torch.float32 if x.dtype != torch.float64 else x.dtype,
+                         device=x.device) if track else None
+        rv = torch.ones_like(rm) if track else None
+        weight = self.weight.repeat(k) if self.affine else None
+        bias = self.bias.repeat(k) if self.affine else None
+        # momentum 1: rm, rv receive exactly this call's per-group mean and unbiased variance
+        y = F.batch_norm(z, rm, rv, weight, bias, True, 1.0, self.eps)
+        if track:
+            self._update_running(rm.view(k, c), rv.view(k, c))
+        out = torch.empty_like(x)
+        out.unflatten(0, (k, g)).transpose(0, 1).copy_(y.view(g, k, c, h, w))
+        return out
+
+    @torch.no_grad()
+    def _update_running(self, means: torch.Tensor, variances: torch.Tensor) -> None:
+        """One update with the mean over the ``k`` groups of their means and unbiased
+        variances (``means, variances: (k, C)``)."""
+        self.num_batches_tracked.add_(1)
+        m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+             else self.momentum)
+        self.running_mean.mul_(1 - m).add_(means.mean(0).to(self.running_mean.dtype), alpha=m)
+        self.running_var.mul_(1 - m).add_(variances.mean(0).to(self.running_var.dtype),
+                                          alpha=m)
+
+
+def set_ghost_batch_size(model: nn.Module, ghost_batch_size: int | None) -> int:
+    """Give every BatchNorm2d of ``model`` the ghost batch size ``ghost_batch_size`` (None:
+    plain BatchNorm), in place: plain ``nn.BatchNorm2d`` layers are replaced by
+    :class:`GhostBatchNorm2d` layers holding the same parameters and buffers. Returns the
+    number of layers set (0 for a network without BatchNorm)."""
+    if ghost_batch_size is not None:
+        ghost_batch_size = check_positive_int("ghost_batch_size", ghost_batch_size)
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, GhostBatchNorm2d):
+                child.ghost_batch_size = ghost_batch_size
+                n += 1
+            elif isinstance(child, nn.BatchNorm2d):
+                new = GhostBatchNorm2d(child.num_features, ghost_batch_size, eps=child.eps,
+                                       momentum=child.momentum, affine=child.affine,
+                                       track_running_stats=child.track_running_stats)
+                new = new.to(device=child.weight.device if child.affine else None)
+                new.load_state_dict(child.state_dict())
+                new.train(child.training)
+                setattr(parent, name, new)
+                n += 1
+    return n
+
+
+def make_norm(norm: str, channels: int, ghost_batch_size: int | None = None) -> nn.Module:
     """A 2-D normalisation layer over ``channels`` channels: BatchNorm2d, GroupNorm or
-    Identity for ``norm`` in {"batch", "group", "none"}."""
+    Identity for ``norm`` in {"batch", "group", "none"}. With ``norm="batch"`` and a
+    ``ghost_batch_size``, a :class:`GhostBatchNorm2d` (a BatchNorm2d subclass)."""
     check_choice("norm", norm, NORMS)
     if norm == "batch":
+        if ghost_batch_size is not None:
+            return GhostBatchNorm2d(channels, ghost_batch_size)
         return nn.BatchNorm2d(channels)
     if norm == "group":
         return nn.GroupNorm(group_norm_groups(channels), channels)
@@ -362,6 +473,7 @@ def build_model(
     hidden: Sequence[int] | None = None,
     depth: int | None = None,
     activation: str = "relu",
+    ghost_batch_size: int | None = None,
 ) -> nn.Module:
     """Build a model by name.
 
@@ -376,7 +488,19 @@ def build_model(
     hidden: explicit MLP hidden widths (overrides width / depth).
     depth: number of MLP hidden layers (default 2) or of small-CNN conv blocks (default 3).
     activation: "relu" | "tanh" for the MLP.
+    ghost_batch_size: with ``norm="batch"``, BatchNorm statistics over groups of this many
+        examples (:class:`GhostBatchNorm2d`); None: over the whole (micro-)batch.
     """
+    if ghost_batch_size is not None:
+        ghost_batch_size = check_positive_int("ghost_batch_size", ghost_batch_size)
+    model = _build(name, num_classes=num_classes, in_shape=in_shape, width=width, norm=norm,
+                   bias=bias, hidden=hidden, depth=depth, activation=activation)
+    if ghost_batch_size is not None:
+        set_ghost_batch_size(model, ghost_batch_size)
+    return model
+
+
+def _build(name, *, num_classes, in_shape, width, norm, bias, hidden, depth, activation):
     check_choice("name", name, MODEL_NAMES)
     check_choice("norm", norm, NORMS)
     shape = _check_in_shape(in_shape)
