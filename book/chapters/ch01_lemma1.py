@@ -109,8 +109,10 @@ SCHEME_COLOURS = dict(zip(("with replacement", "without replacement"),
 # = -\frac{B(N-B)}{N^2(N-1)}$. Then
 #
 # $$
-# B^2 \operatorname{Cov}(\xi) = \sum_i \operatorname{Var}(I_i)\,\eta_i\eta_i^\top
-#   + \sum_{i\neq j}\operatorname{Cov}(I_i, I_j)\,\eta_i\eta_j^\top .
+# \begin{aligned}
+# B^2 \operatorname{Cov}(\xi) &= \sum_i \operatorname{Var}(I_i)\,\eta_i\eta_i^\top \\
+#   &\quad {}+ \sum_{i\neq j}\operatorname{Cov}(I_i, I_j)\,\eta_i\eta_j^\top .
+# \end{aligned}
 # $$
 #
 # Because $\sum_i\eta_i = 0$, the off-diagonal sum collapses:
