@@ -134,3 +134,57 @@ def test_params_cross_checks_name_the_parameter():
         ch01.Params.from_mapping(dict(values, trace_batch_sizes=[1, 2, values["n_train"] + 1]))
     with pytest.raises(ValueError, match="z_max"):
         ch01.Params.from_mapping(dict(values, z_max=0.5))
+
+
+# --------------------------------------------------------------------------- small problems
+
+
+def _tiny_problem(n: int = 40, seed: int = 0):
+    from sgdnoise.chapters.small_problems import SmallProblem
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 2, 2, dtype=DT, generator=g)
+    y = torch.randint(10, (n,), generator=g)
+    return SmallProblem(x=x, y=y, identity={"source": "synthetic"}, classes=list("abcdefghij"))
+
+
+def test_train_small_and_errors():
+    from sgdnoise.chapters.small_problems import build_small_model, train_small
+
+    pb = _tiny_problem(50, seed=3)
+    model = build_small_model("cnn", pb.in_shape, width=2, seed=0)
+    tr = train_small(model, pb.x, pb.y, steps=30, lr=0.1, batch_size=10, checkpoints=[0, 10])
+    assert list(tr.history.step) == [0, 10, 30] and set(tr.snapshots) == {0, 10, 30}
+    assert tr.history.train_loss.iloc[-1] < tr.history.train_loss.iloc[0]
+    with pytest.raises(ValueError, match="name"):
+        build_small_model("resnet", pb.in_shape)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_small(model, pb.x, pb.y, steps=1, lr=0.1, batch_size=51)
+
+
+def test_load_small_problem_synthetic():
+    from sgdnoise.chapters.small_problems import load_small_problem
+
+    pb = load_small_problem("synthetic", 30, image_size=4, seed=0)
+    assert pb.x.shape == (30, 3, 4, 4) and pb.x.dtype == DT and pb.n == 30
+    assert pb.identity["source"] == "synthetic" and "preprocessing" in pb.identity
+    with pytest.raises(ValueError, match="image_size"):
+        load_small_problem("synthetic", 30, image_size=5)
+
+
+def test_models_are_float64():
+    from sgdnoise.chapters.small_problems import build_small_model
+
+    m = build_small_model("mlp", (3, 2, 2), width=4)
+    assert all(p.dtype == DT for p in m.parameters())
+    assert isinstance(m, torch.nn.Module)
+
+
+def test_batch_indices_shapes_and_without_replacement_distinct():
+    from sgdnoise.chapters.small_problems import batch_indices
+
+    gen = torch.Generator().manual_seed(0)
+    idx = batch_indices(10, 10, 5, False, gen)
+    assert idx.shape == (5, 10)
+    assert all(sorted(r.tolist()) == list(range(10)) for r in idx)
+    assert batch_indices(10, 3, 4, True, gen).shape == (4, 3)

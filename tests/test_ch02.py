@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from sgdnoise.chapters import ch02_fisher_hessian as ch02
-from sgdnoise.chapters.small_problems import build_small_model
+from sgdnoise.chapters.small_problems import SmallProblem, build_small_model, curvature_matrices
 
 DT = torch.float64
 PARAMS = Path(__file__).resolve().parents[1] / "book" / "params" / "ch02_fisher_hessian"
@@ -164,3 +164,34 @@ def test_params_cross_checks_name_the_parameter():
         ch02.Params.from_mapping(dict(values, cosine_fails=0.95, cosine_holds=0.9))
     with pytest.raises(ValueError, match="check_n"):
         ch02.Params.from_mapping(dict(values, check_n=values["n_train"] + 1))
+
+
+# --------------------------------------------------------------------------- dense matrices
+
+
+def test_curvature_matrices_softmax_regression():
+    g = torch.Generator().manual_seed(1)
+    pb = SmallProblem(x=torch.randn(12, 3, 2, 2, dtype=DT, generator=g),
+                      y=torch.randint(10, (12,), generator=g), identity={},
+                      classes=list("abcdefghij"))
+    model = build_small_model("softmax", pb.in_shape, seed=0)
+    mats = curvature_matrices(model, pb.x, pb.y, chunk_size=None)
+    gbar = mats["gbar"]
+    assert torch.allclose(mats["D"], mats["F_hat"] - torch.outer(gbar, gbar), atol=1e-12)
+    assert torch.allclose(mats["F"], mats["GGN"], atol=1e-10)
+    assert torch.allclose(mats["H"], mats["GGN"], atol=1e-10)  # linear model: no residual
+    # independent closed form of the softmax-regression Fisher (parameters: W row-major, b)
+    x = pb.x.reshape(pb.n, -1)
+    with torch.no_grad():
+        p = torch.softmax(model(pb.x), 1)
+    P = mats["F"].shape[0]
+    F = torch.zeros(P, P, dtype=DT)
+    d = x.shape[1]
+    for i in range(pb.n):
+        M = torch.diag(p[i]) - torch.outer(p[i], p[i])
+        J = torch.zeros(10, P, dtype=DT)  # output Jacobian of the logits
+        for c in range(10):
+            J[c, c * d : (c + 1) * d] = x[i]
+            J[c, 10 * d + c] = 1.0
+        F += J.T @ M @ J
+    assert torch.allclose(mats["F"], F / pb.n, atol=1e-12)
