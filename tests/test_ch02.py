@@ -195,3 +195,34 @@ def test_curvature_matrices_softmax_regression():
             J[c, 10 * d + c] = 1.0
         F += J.T @ M @ J
     assert torch.allclose(mats["F"], F / pb.n, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- Fisher-Rao norm
+
+
+def test_fisher_rao_generalization_study_rows_and_gap():
+    g = torch.Generator().manual_seed(2)
+
+    def pb(n):
+        return SmallProblem(x=torch.randn(n, 3, 2, 2, dtype=DT, generator=g),
+                            y=torch.randint(10, (n,), generator=g), identity={},
+                            classes=list("abcdefghij"))
+
+    fam = ch02.fisher_rao_generalization_study(pb(30), pb(20), widths=[2, 3],
+                                               batch_sizes=[5], seeds=2, steps=5, lr=0.1)
+    assert len(fam) == 4 and set(fam.width) == {2, 3} and set(fam.seed) == {0, 1}
+    assert np.allclose(fam.gap_loss, fam.test_loss - fam.train_loss)
+    assert (fam.fr_norm_sq > 0).all()
+
+
+@pytest.mark.parametrize(("sign", "outcome"), [(1, "supported"), (-1, "contradicted"),
+                                               (0, "inconclusive")])
+def test_fisher_rao_verdict_flips_with_the_rank_correlation(sign, outcome):
+    fr = np.arange(1.0, 21.0)
+    rng = np.random.default_rng(0)
+    gap = sign * fr + (rng.normal(size=20) * 100 if sign == 0 else 0.0)
+    fam = pd.DataFrame({"fr_norm_sq": fr, "gap_loss": gap, "gap_error": gap})
+    rho, _, v = ch02.fisher_rao_verdict(fam, confidence=0.95, scale="s")
+    assert v.outcome == outcome
+    if sign:
+        assert rho.estimate == pytest.approx(sign)

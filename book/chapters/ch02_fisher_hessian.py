@@ -153,6 +153,11 @@ cosine_holds = 0.9
 cosine_fails = 0.6
 gamma_low = 1.0
 gamma_high = 2.0
+fr_n_test = 1000
+fr_widths = [4, 12, 32]
+fr_batch_sizes = [10, 50, 200]
+fr_seeds = 3
+fr_confidence = 0.95
 
 # %% tags=["remove-cell"]
 # ruff: noqa: E501 (a figure's caption lives on its cell's metadata line)
@@ -164,7 +169,12 @@ import torch
 from IPython.display import Markdown, display
 
 from sgdnoise.chapters import ch02_fisher_hessian as ch02
-from sgdnoise.chapters.small_problems import build_small_model, load_small_problem, train_small
+from sgdnoise.chapters.small_problems import (
+    build_small_model,
+    load_small_problem,
+    load_small_split,
+    train_small,
+)
 from sgdnoise.plotting import source_label, use_style
 from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
 
@@ -363,6 +373,50 @@ v_pl = ch02.power_law_verdict(pl, gamma_low=P.gamma_low, gamma_high=P.gamma_high
 display(Markdown("\n".join([*dh_lines, "- " + v_pl.sentence, "- Overall: " + v_dh.sentence])))
 
 # %% [markdown]
+# (sec-ch2-fisher-rao)=
+# ## Does the Fisher-Rao norm bound generalization?
+#
+# {cite:t}`liang2019fisher` propose $\|\theta\|_{fr}$ as a capacity measure: a
+# generalization bound that grows with it. A bound can only explain generalization if it
+# orders models the way their generalization gaps do. We train a family of bias-free ReLU
+# MLPs — every width in `fr_widths`, batch size in `fr_batch_sizes` and `fr_seeds` seeds,
+# all with the same number of steps and learning rate as above — and compare, across the
+# family, $\theta^\top F\theta$ (on the training inputs, {eq}`eq-ch2-fr`) with the measured
+# gap, test minus training cross-entropy on `fr_n_test` held-out images. The test statistic
+# is Spearman's rank correlation with its `fr_confidence` interval
+# ({py:func}`sgdnoise.stats.spearman_ci`): an interval above $0$ supports the claim, below
+# $0$ contradicts it, and one containing $0$ cannot decide.
+
+# %%
+fr_train, fr_test = load_small_split(P.dataset, P.n_train, P.fr_n_test,
+                                     image_size=P.image_size, seed=P.seed)
+family = ch02.fisher_rao_generalization_study(
+    fr_train, fr_test, widths=P.fr_widths, batch_sizes=P.fr_batch_sizes, seeds=P.fr_seeds,
+    steps=P.train_steps, lr=P.train_lr)
+rho, rho_err, v_fr = ch02.fisher_rao_verdict(family, confidence=P.fr_confidence, scale=scale)
+display(family.rename(columns={"batch_size": "B", "train_loss": "train loss",
+                               "test_loss": "test loss", "train_error": "train error",
+                               "test_error": "test error", "gap_loss": "loss gap",
+                               "gap_error": "error gap", "fr_norm_sq": "θᵀFθ"})
+        .style.format(precision=4).hide(axis="index"))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Generalization gap (test minus training cross-entropy) against the squared Fisher-Rao norm for a family of trained bias-free ReLU MLPs: colour = width, marker = batch size, one point per seed. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_rao_generalization_study`.", "name": "fig-ch2-fisher-rao"}}
+fig, ax = plt.subplots(figsize=(6, 4))
+sns.scatterplot(data=family.assign(width=family.width.astype(str),
+                                   B=family.batch_size.astype(str)),
+                x="fr_norm_sq", y="gap_loss", hue="width", style="B", s=60,
+                palette="colorblind", ax=ax)
+ax.set(xscale="log", xlabel=r"$\theta^\top F\theta$ (squared Fisher-Rao norm)",
+       ylabel="test − train cross-entropy",
+       title=f"Spearman ρ = {rho.estimate:.2f} [{rho.low:.2f}, {rho.high:.2f}]\n"
+             f"{source_label(P.profile, identity)}")
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+plt.show()
+
+# %%
+display(Markdown(v_fr.sentence))
+
+# %% [markdown]
 # (sec-ch2-verdicts)=
 # ## What the numbers say
 #
@@ -375,10 +429,10 @@ display(Markdown("\n".join([*dh_lines, "- " + v_pl.sentence, "- Overall: " + v_d
 # verdict computed from the numbers above (functions in
 # {py:mod}`sgdnoise.chapters.ch02_fisher_hessian`; thresholds `identity_tolerance`,
 # `slope_tolerance`, `gap_ratio`, `gap_slope`, `cosine_holds`, `cosine_fails`, `gamma_low`,
-# `gamma_high` in the provenance table):
+# `gamma_high`, `fr_confidence` in the provenance table):
 
 # %%
-show_verdicts("ch02_fisher_hessian", [v_ident, v_rate, v_infoeq, v_dh, v_pl])
+show_verdicts("ch02_fisher_hessian", [v_ident, v_rate, v_infoeq, v_dh, v_pl, v_fr])
 
 # %%
 display(Markdown(provenance_markdown(P.profile, P.to_dict(), wall_time_s=clock.seconds,

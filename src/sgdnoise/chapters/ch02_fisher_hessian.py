@@ -28,7 +28,7 @@ from sgdnoise.chapters.small_problems import (
 )
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
-from sgdnoise.stats import loglog_fit
+from sgdnoise.stats import Interval, loglog_fit, spearman_ci
 
 __all__ = [
     "KEY_PAIRS",
@@ -37,6 +37,8 @@ __all__ = [
     "covariance_hessian_verdict",
     "diagonal_power_law",
     "exact_identities",
+    "fisher_rao_generalization_study",
+    "fisher_rao_verdict",
     "fisher_hessian_study",
     "identities_verdict",
     "information_equality_study",
@@ -50,6 +52,7 @@ SECTION_IDENTITIES = "sec-ch2-identities"
 SECTION_INFOEQ = "sec-ch2-infoeq"
 SECTION_COMPARE = "sec-ch2-compare"
 SECTION_DIAGONAL = "sec-ch2-diagonal"
+SECTION_FR = "sec-ch2-fisher-rao"
 
 #: The pairs the chapter discusses, in this order: (a, b) of :func:`compare_matrices`.
 KEY_PAIRS = (("D", "F_hat"), ("F_hat", "F"), ("F", "GGN"), ("D", "H"), ("GGN", "H"))
@@ -86,6 +89,12 @@ class Params(ChapterParams):
                                 doc="cos(D, H) below which D ∝ H fails")
     gamma_low: float = param(low=-10.0, high=10.0, doc="low end of the reported γ range")
     gamma_high: float = param(low=-10.0, high=10.0, doc="high end of the reported γ range")
+    fr_n_test: int = param(low=10, high=10000, doc="test examples for the generalization gap")
+    fr_widths: tuple[int, ...] = param(low=1, doc="MLP widths of the Fisher-Rao family")
+    fr_batch_sizes: tuple[int, ...] = param(low=1, doc="SGD batch sizes of the family")
+    fr_seeds: int = param(low=1, high=20, doc="seeds per (width, batch size)")
+    fr_confidence: float = param(low=0.5, high=0.999,
+                                 doc="confidence of the Spearman interval")
 
     def check(self) -> None:
         self.require(self.early_step < self.train_steps, "early_step",
@@ -96,6 +105,10 @@ class Params(ChapterParams):
                      f"must be <= n_train={self.n_train}")
         self.require(self.cosine_fails <= self.cosine_holds, "cosine_fails",
                      f"must be <= cosine_holds={self.cosine_holds}")
+        self.require(max(self.fr_batch_sizes) <= self.n_train, "fr_batch_sizes",
+                     f"every batch size must be <= n_train={self.n_train}")
+        self.require(len(self.fr_widths) * len(self.fr_batch_sizes) * self.fr_seeds >= 4,
+                     "fr_seeds", "the family needs >= 4 models for a rank-correlation interval")
         self.require(self.gamma_low <= self.gamma_high, "gamma_low",
                      f"must be <= gamma_high={self.gamma_high}")
 
@@ -313,6 +326,52 @@ def information_equality_study(
     return pd.DataFrame(rows)
 
 
+def fisher_rao_generalization_study(
+    train: SmallProblem,
+    test: SmallProblem,
+    *,
+    widths: Sequence[int],
+    batch_sizes: Sequence[int],
+    seeds: int,
+    steps: int,
+    lr: float,
+) -> pd.DataFrame:
+    """A family of bias-free one-hidden-layer ReLU MLPs (every ``width`` × ``batch_size`` ×
+    seed 0..``seeds``−1), each trained by :func:`train_small` for ``steps`` SGD steps at
+    ``lr``; for each, the Fisher-Rao norm ``‖θ‖²_fr = θᵀFθ`` on the training inputs
+    (:func:`sgdnoise.curvature.fisher_rao_norm`, true Fisher) and the measured
+    generalization gap (test minus train mean cross-entropy, and test minus train error).
+
+    Returns one row per model: width, batch_size, seed, P, train_loss, test_loss,
+    train_error, test_error, gap_loss, gap_error, fr_norm_sq."""
+    from sgdnoise.curvature import fisher_rao_norm
+
+    seeds = check_positive_int("seeds", seeds)
+    rows = []
+    for width in widths:
+        for b in batch_sizes:
+            for sd in range(seeds):
+                model = build_small_model("mlp", train.in_shape, width=int(width), bias=False,
+                                          seed=sd)
+                train_small(model, train.x, train.y, steps=steps, lr=lr, batch_size=int(b),
+                            seed=sd)
+                with torch.no_grad():
+                    tr_out, te_out = model(train.x), model(test.x)
+                    tr_loss = float(nn.functional.cross_entropy(tr_out, train.y))
+                    te_loss = float(nn.functional.cross_entropy(te_out, test.y))
+                    tr_err = float((tr_out.argmax(1) != train.y).double().mean())
+                    te_err = float((te_out.argmax(1) != test.y).double().mean())
+                rows.append({
+                    "width": int(width), "batch_size": int(b), "seed": sd,
+                    "P": sum(p.numel() for p in model.parameters()),
+                    "train_loss": tr_loss, "test_loss": te_loss, "train_error": tr_err,
+                    "test_error": te_err, "gap_loss": te_loss - tr_loss,
+                    "gap_error": te_err - tr_err,
+                    "fr_norm_sq": fisher_rao_norm(model, train.x),
+                })
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- verdicts
 
 
@@ -445,3 +504,34 @@ def power_law_verdict(
     return Verdict(f"Per parameter, the noise variance follows the curvature as a power law "
                    f"D_ii ∝ H_ii^γ with {gamma_low:g} ≤ γ ≤ {gamma_high:g}.", outcome,
                    sentence, scale, SECTION_DIAGONAL)
+
+
+def fisher_rao_verdict(
+    family: pd.DataFrame, *, confidence: float, scale: str
+) -> tuple[Interval, Interval, Verdict]:
+    """Does the Fisher-Rao norm bound generalization? ``family`` from
+    :func:`fisher_rao_generalization_study`. A bound that matters predicts that models with
+    a larger norm have a larger generalization gap: the Spearman rank correlation between
+    ``fr_norm_sq`` and ``gap_loss``, with its ``confidence`` interval
+    (:func:`sgdnoise.stats.spearman_ci`). "supported" when the interval lies above 0,
+    "contradicted" when it lies below 0, "inconclusive" when it contains 0 (or is
+    undefined). Also returns the interval for the error gap (reported, not decisive)."""
+    rho = spearman_ci(family.fr_norm_sq, family.gap_loss, confidence)
+    rho_err = spearman_ci(family.fr_norm_sq, family.gap_error, confidence)
+    pct = f"{confidence:.0%}"
+    sentence = (f"Over {len(family)} trained models, Spearman ρ between the Fisher-Rao norm and "
+                f"the loss gap (test − train cross-entropy) is {rho.estimate:.2f}, {pct} "
+                f"interval [{rho.low:.2f}, {rho.high:.2f}]; with the error gap ρ = "
+                f"{rho_err.estimate:.2f} [{rho_err.low:.2f}, {rho_err.high:.2f}]. ")
+    if rho.above(0.0):
+        outcome, tail = ("supported",
+                         "Models with a larger norm generalize worse, as a bound predicts.")
+    elif rho.below(0.0):
+        outcome, tail = ("contradicted", "Models with a larger norm generalize *better*: the "
+                         "ordering a bound would predict is reversed.")
+    else:
+        outcome, tail = ("inconclusive", f"The {pct} interval contains 0: this family cannot "
+                         "tell whether the norm orders the gaps.")
+    return rho, rho_err, Verdict(
+        "The Fisher-Rao norm bounds generalization: a larger norm goes with a larger "
+        "generalization gap.", outcome, sentence + tail, scale, SECTION_FR)

@@ -29,6 +29,7 @@ __all__ = [
     "build_small_model",
     "curvature_matrices",
     "load_small_problem",
+    "load_small_split",
     "top_eigenpairs",
     "train_small",
 ]
@@ -79,6 +80,35 @@ def load_small_problem(
     identity = dict(data.identity.to_dict())
     identity["preprocessing"] = f"normalised, average-pooled to {image_size}x{image_size}"
     return SmallProblem(x=x, y=data.train_y.clone(), identity=identity, classes=list(data.classes))
+
+
+def load_small_split(
+    dataset: str,
+    n_train: int,
+    n_test: int,
+    *,
+    image_size: int = 8,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> tuple[SmallProblem, SmallProblem]:
+    """Like :func:`load_small_problem`, but returns ``(train, test)``: stratified seeded
+    subsets of ``n_train`` training and ``n_test`` test images, pooled alike."""
+    from sgdnoise.data import load_dataset, to_float
+
+    n_train = check_positive_int("n_train", n_train)
+    n_test = check_positive_int("n_test", n_test)
+    image_size = check_positive_int("image_size", image_size)
+    if 32 % image_size:
+        raise ValueError(f"image_size must divide 32, got {image_size}")
+    data = load_dataset(dataset, n_train=n_train, n_test=n_test, seed=seed, data_dir=data_dir)
+    identity = dict(data.identity.to_dict())
+    identity["preprocessing"] = f"normalised, average-pooled to {image_size}x{image_size}"
+    out = []
+    for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
+        xp = torch.nn.functional.avg_pool2d(to_float(x), 32 // image_size).to(DT)
+        out.append(SmallProblem(x=xp, y=y.clone(), identity=identity,
+                                classes=list(data.classes)))
+    return out[0], out[1]
 
 
 def build_small_model(
