@@ -177,3 +177,45 @@ def test_params_name_the_parameter():
         ch03.Params.from_mapping(dict(values, train_batch_size=values["n_train"] + 1))
     with pytest.raises(ValueError, match="net_activations"):
         ch03.Params.from_mapping(dict(values, net_activations=["gelu"]))
+
+
+# --------------------------------------------------------------------------- tail index
+
+
+def test_tail_index_recovers_gaussian_and_cauchy():
+    rng = np.random.default_rng(0)
+    assert ch03.tail_index(rng.normal(size=40000)) == pytest.approx(2.0, abs=0.1)
+    assert ch03.tail_index(rng.standard_cauchy(40000)) == pytest.approx(1.0, abs=0.15)
+    with pytest.raises(ValueError, match="k1"):
+        ch03.tail_index(np.arange(3.0))
+
+
+def test_tail_index_table_rows():
+    G = _G(N=50, P=4, seed=1)
+    U = torch.linalg.qr(torch.randn(4, 2, dtype=DT))[0]
+    tab = ch03.tail_index_table(G, U, [1, 8], 400, labels=["a", "b"], seed=0)
+    assert len(tab) == 1 + 2 * 2
+    assert tab.iloc[0].direction == "all coordinates" and tab.iloc[0].samples == 200
+    assert np.isfinite(tab.alpha).all()
+
+
+def _tails(a_mlp: float, a_cnn: float) -> pd.DataFrame:
+    rows = []
+    for m, a in (("MLP", a_mlp), ("CNN", a_cnn)):
+        rows.append({"model": m, "batch_size": 1, "direction": "all coordinates", "alpha": a})
+        for b in (1, 64):
+            rows.append({"model": m, "batch_size": b, "direction": "u1", "alpha": 1.9})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("a", "c", "outcome"), [
+    (1.2, 1.5, "supported"), (1.2, 1.95, "mixed"), (1.99, 2.0, "contradicted")])
+def test_tail_verdict(a, c, outcome):
+    v = ch03.tail_verdict(_tails(a, c), alpha_heavy=1.8, scale="s")
+    assert v.outcome == outcome and "MLP: α̂ =" in v.sentence and "CNN: α̂ =" in v.sentence
+
+
+def test_gaussian_verdict_names_the_model_and_section():
+    v = ch03.gaussian_verdict(_gauss(0.1, 0.01), kurtosis_tolerance=0.5, scale="s",
+                              model="small CNN", section="sec-x")
+    assert "small CNN" in v.claim and v.section == "sec-x"

@@ -385,7 +385,10 @@ display(Markdown("\n".join([*dh_lines, "- " + v_pl.sentence, "- Overall: " + v_d
 # gap, test minus training cross-entropy on `fr_n_test` held-out images. The test statistic
 # is Spearman's rank correlation with its `fr_confidence` interval
 # ({py:func}`sgdnoise.stats.spearman_ci`): an interval above $0$ supports the claim, below
-# $0$ contradicts it, and one containing $0$ cannot decide.
+# $0$ contradicts it, and one containing $0$ cannot decide. The family varies width and
+# batch size at a fixed number of steps, so models that fit their training set more
+# closely may have both a larger norm and a larger gap: a rank correlation shows that the
+# norm orders the gaps, not that it causes or tightly bounds them.
 
 # %%
 fr_train, fr_test = load_small_split(P.dataset, P.n_train, P.fr_n_test,
