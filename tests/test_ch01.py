@@ -188,3 +188,13 @@ def test_batch_indices_shapes_and_without_replacement_distinct():
     assert idx.shape == (5, 10)
     assert all(sorted(r.tolist()) == list(range(10)) for r in idx)
     assert batch_indices(10, 3, 4, True, gen).shape == (4, 3)
+
+
+def test_error_summary_ratio():
+    err = pd.DataFrame({"scheme": ["with replacement"] * 2 + ["without replacement"] * 2,
+                        "samples": [16, 16, 16, 16], "repeat": [0, 1, 0, 1],
+                        "rel_error": [1.0, 3.0, 2.0, 2.0],
+                        "predicted": [1.0, 1.0, float("nan"), float("nan")]})
+    s = ch01.error_summary(err).set_index("scheme")
+    assert s.loc["with replacement", "ratio"] == pytest.approx(2.0)
+    assert np.isnan(s.loc["without replacement", "ratio"])

@@ -264,11 +264,10 @@ display(Markdown(v_trace.sentence + " " + v_bias.sentence))
 # %%
 err = ch01.lemma1_error_study(G, P.mc_batch_size, P.sample_counts,
                               num_repeats=P.num_repeats, seed=P.seed)
-summary = (err.groupby(["scheme", "samples"])
-           .agg(mean_rel_error=("rel_error", "mean"), predicted=("predicted", "first"))
-           .reset_index())
-display(summary.rename(columns={"samples": "S", "mean_rel_error": "mean relative error",
-                                "predicted": "predicted (with replacement)"})
+summary = ch01.error_summary(err)
+display(summary.drop(columns="ratio")
+        .rename(columns={"samples": "S", "mean_rel_error": "mean relative error",
+                         "predicted": "predicted (with replacement)"})
         .style.format(precision=4, na_rep="–").hide(axis="index"))
 fits = {s: loglog_fit(d.samples, d.rel_error) for s, d in err.groupby("scheme")}
 
@@ -299,8 +298,7 @@ plt.show()
 # (5–95% of repeats) narrows in the same proportion. The computed reading:
 
 # %%
-ratio = (w.mean_rel_error / w.predicted).to_numpy()
-v_conv = ch01.convergence_verdict(fits, ratio, slope_tolerance=P.slope_tolerance,
+v_conv = ch01.convergence_verdict(fits, w.ratio, slope_tolerance=P.slope_tolerance,
                                   error_ratio_tolerance=P.error_ratio_tolerance, scale=scale)
 display(Markdown(v_conv.sentence))
 

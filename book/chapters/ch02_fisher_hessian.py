@@ -185,8 +185,10 @@ use_style()
 problem = load_small_problem(P.dataset, P.n_train, image_size=P.image_size, seed=P.seed)
 identity = problem.identity
 scale = ch02.scale_label(P.profile, identity)
-MATRIX_COLOURS = dict(zip(("D", "F_hat", "F", "GGN", "H"), sns.color_palette("colorblind", 5),
+MATRIX_COLOURS = dict(zip(("D", "F_hat", "F", "GGN", "H"),
+                          [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4, 5)],
                           strict=True))
+CASE_COLOURS = sns.color_palette("Paired", 6)  # per model: light = early, dark = late
 
 # %% [markdown]
 # (sec-ch2-identities)=
@@ -293,11 +295,11 @@ display(key[["model", "stage", "step", "pair", "rel_dist", "cosine", "scaled_dis
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Pairwise comparison of the five matrices for each model and stage (early, late): relative distance, cosine similarity and top-k eigenspace overlap, one colour per model and stage. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_hessian_study`.", "name": "fig-ch2-pairs"}}
 fig, axes = plt.subplots(1, 3, figsize=(7, 3.6), sharex=True)
-sns.barplot(data=key, x="pair", y="rel_dist", hue="where", ax=axes[0])
+sns.barplot(data=key, x="pair", y="rel_dist", hue="where", palette=CASE_COLOURS, ax=axes[0])
 axes[0].set(title="relative distance", ylabel="‖A − B‖ / ‖B‖")
-sns.barplot(data=key, x="pair", y="cosine", hue="where", ax=axes[1])
+sns.barplot(data=key, x="pair", y="cosine", hue="where", palette=CASE_COLOURS, ax=axes[1])
 axes[1].set(ylim=(0, 1.05), title="cosine")
-sns.barplot(data=key, x="pair", y="overlap", hue="where", ax=axes[2])
+sns.barplot(data=key, x="pair", y="overlap", hue="where", palette=CASE_COLOURS, ax=axes[2])
 axes[2].set(ylim=(0, 1.05), title=f"top-{P.top_k} overlap")
 for ax in axes:
     ax.tick_params(axis="x", rotation=90)
@@ -320,8 +322,9 @@ plt.show()
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Top-k eigenvalues of D, the empirical Fisher, F, the GGN and H, for each model (columns) early and late in training (rows); F lies under the GGN (they are equal). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.compare_matrices`.", "name": "fig-ch2-eigs"}}
 g = sns.relplot(data=res["eigs"], x="rank", y="eigenvalue", hue="matrix", style="matrix",
-                col="model", row="stage", kind="line", markers=True, height=2.2, aspect=1.0,
+                col="model", row="stage", kind="line", markers=True, height=2.1, aspect=1.05,
                 palette=MATRIX_COLOURS, facet_kws={"sharey": False})
+sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, frameon=False, title=None)
 for ax in g.axes.flat:
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
 g.figure.suptitle(source_label(P.profile, identity), y=1.02)

@@ -102,7 +102,8 @@ display(trace.history.rename(columns={"train_loss": "train loss",
 mats = curvature_matrices(model, problem.x, problem.y)
 G, H, D = mats["G"], mats["H"], mats["D"]
 U, labels = ch03.noise_directions(D, H)
-DIRECTION_COLOURS = dict(zip(labels, sns.color_palette("colorblind", len(labels)), strict=True))
+DIRECTION_COLOURS = dict(zip(labels, [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4)],
+                             strict=True))
 print(f"P = {num_params(model)}, N = {G.shape[0]}, top eigenvalues of D: "
       f"{top_eigenpairs(D, 2)[0].numpy().round(4)}, of H: {top_eigenpairs(H, 1)[0].numpy().round(4)}")
 

@@ -24,6 +24,7 @@ from sgdnoise.report import Verdict
 __all__ = [
     "Params",
     "convergence_verdict",
+    "error_summary",
     "lemma1_error_study",
     "minibatch_noise_sq_norms",
     "predicted_covariance_error",
@@ -188,6 +189,16 @@ def lemma1_error_study(
                     "predicted": pred / math.sqrt(s) if replacement else float("nan"),
                 })
     return pd.DataFrame(rows)
+
+
+def error_summary(err: pd.DataFrame) -> pd.DataFrame:
+    """Per scheme and S, from :func:`lemma1_error_study` output ``err``: the mean relative
+    error over repeats (``mean_rel_error``), the leading-order prediction (``predicted``,
+    with replacement only) and their ratio (``ratio``; NaN without replacement)."""
+    out = (err.groupby(["scheme", "samples"])
+           .agg(mean_rel_error=("rel_error", "mean"), predicted=("predicted", "first"))
+           .reset_index())
+    return out.assign(ratio=out.mean_rel_error / out.predicted)
 
 
 def trace_vs_batch_study(
