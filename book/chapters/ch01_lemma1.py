@@ -236,9 +236,9 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **What to see.** Left: Monte Carlo traces (points) sit on the Lemma 1 lines, and with
-# replacement they fall on a line of slope $-1$. Right: dividing by $\operatorname{tr}D/B$
-# leaves $1$ for sampling with replacement and the correction $\frac{N-B}{N-1}$ without,
+# **What to see.** Left: Lemma 1 puts the Monte Carlo traces (points) on its lines, and
+# with replacement on a line of slope $-1$. Right: dividing by $\operatorname{tr}D/B$ should
+# leave $1$ for sampling with replacement and the correction $\frac{N-B}{N-1}$ without,
 # which falls linearly to exactly $0$ at $B = N$ (that point cannot appear on the log-log
 # panel). Whether the numbers bear this out is computed below.
 
