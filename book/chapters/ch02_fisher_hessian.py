@@ -325,6 +325,7 @@ g = sns.relplot(data=res["eigs"], x="rank", y="eigenvalue", hue="matrix", style=
                 col="model", row="stage", kind="line", markers=True, height=2.1, aspect=1.05,
                 palette=MATRIX_COLOURS, facet_kws={"sharey": False})
 sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, frameon=False, title=None)
+g.set_titles("{col_name}, {row_name}")
 for ax in g.axes.flat:
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
 g.figure.suptitle(source_label(P.profile, identity), y=1.02)
