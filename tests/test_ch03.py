@@ -65,6 +65,7 @@ def test_least_squares_one_step_and_markov():
     direct = 0.5 * ((ls.X @ theta - ls.y) ** 2).mean() - ls.min_loss
     assert math.isclose(float(ls.excess_loss(theta)), float(direct), rel_tol=1e-9)
     lam = float(torch.linalg.eigvalsh(ls.H)[-1])
+    assert ls.stability_limit == pytest.approx(2.0 / lam, rel=1e-10)
     df = ch03.one_step_quadratic_study(ls, theta, [0.2 / lam, 1.0 / lam], [1, 8], 20000,
                                        seed=1)
     assert (df.z.abs() < 5).all()

@@ -74,7 +74,6 @@ from sgdnoise.chapters.small_problems import (
 from sgdnoise.grads import num_params
 from sgdnoise.plotting import source_label, use_style
 from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
-from sgdnoise.stability import linear_stability
 
 P = ch03.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -335,10 +334,9 @@ display(Markdown(v_lemma2.sentence))
 
 # %%
 ls = ch03.least_squares_problem(problem)
-stab = linear_stability(ls.H, 1.0)
-lr_max = 2.0 / stab.lambda_max
-theta0 = torch.zeros_like(ls.theta_star)
-quad = ch03.one_step_quadratic_study(ls, theta0, [f * lr_max for f in P.quad_lr_fractions],
+lr_max = ls.stability_limit
+quad = ch03.one_step_quadratic_study(ls, torch.zeros_like(ls.theta_star),
+                                     [f * lr_max for f in P.quad_lr_fractions],
                                      P.quad_batch_sizes, P.quad_samples, seed=P.seed)
 display(quad.assign(eta_frac=quad.lr / lr_max)[
     ["eta_frac", "lr", "batch_size", "current", "deterministic", "noise", "formula", "mc", "se",
@@ -353,11 +351,11 @@ display(quad.assign(eta_frac=quad.lr / lr_max)[
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Expected excess loss after one SGD step from θ = 0 on least squares, against the step size as a fraction of the stability limit: Monte Carlo (points, ±2 standard errors) and Lemma 2 (lines), one colour per batch size; dashed: the full-batch step; dotted: the loss before the step. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.one_step_quadratic_study`.", "name": "fig-ch3-onestep"}}
 fig, ax = plt.subplots(figsize=(6, 4))
 for c, (b, d) in zip(sns.color_palette("colorblind"), quad.groupby("batch_size"), strict=False):
-    ax.errorbar(d.lr * stab.lambda_max / 2, d.mc, yerr=2 * d.se, fmt="o", color=c, capsize=2,
+    ax.errorbar(d.lr / lr_max, d.mc, yerr=2 * d.se, fmt="o", color=c, capsize=2,
                 label=f"B = {b}")
-    ax.plot(d.lr * stab.lambda_max / 2, d.formula, "-", color=c, lw=1)
+    ax.plot(d.lr / lr_max, d.formula, "-", color=c, lw=1)
 d0 = quad[quad.batch_size == quad.batch_size.min()]
-ax.plot(d0.lr * stab.lambda_max / 2, d0.deterministic, "k--", lw=1,
+ax.plot(d0.lr / lr_max, d0.deterministic, "k--", lw=1,
         label=r"full batch $L(\theta-\eta\bar g)$")
 ax.axhline(float(quad.current.iloc[0]), color="gray", lw=0.8, ls=":", label=r"$L(\theta)$")
 ax.set(yscale="log", xlabel=r"$\eta\,\lambda_{\max}/2$ (1 = stability limit)",

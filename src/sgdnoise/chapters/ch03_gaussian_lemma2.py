@@ -336,6 +336,13 @@ class LeastSquares:
     theta_star: torch.Tensor
     min_loss: float
 
+    @property
+    def stability_limit(self) -> float:
+        """The largest stable full-batch learning rate, ``2/λ_max(H)``."""
+        from sgdnoise.stability import linear_stability
+
+        return 2.0 / linear_stability(self.H, 1.0).lambda_max
+
     def per_example_grads(self, theta: torch.Tensor) -> torch.Tensor:
         """``G: (N, d)``, ``g_i = x_i (x_iᵀθ − y_i)``."""
         return self.X * (self.X @ theta - self.y)[:, None]
