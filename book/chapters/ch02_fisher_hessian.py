@@ -227,7 +227,7 @@ display(ieq_table.reset_index().rename(columns={"n": "N"})
         .style.format(precision=3).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative Frobenius distance of the empirical Fisher, the covariance D and the Hessian H of a bias-free MLP to its true Fisher F, on nested subsets of N examples, with the real labels (solid) and with labels drawn from the model (dashed); dotted: slope −1/2. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.information_equality_study`.", "name": "fig-ch2-infoeq"}}
-fig, ax = plt.subplots(figsize=(6, 4))
+fig, ax = plt.subplots(figsize=(4.5, 3.5))
 sns.lineplot(data=ieq.assign(labels=ieq.labels.map({"data": "data labels",
                                                     "model": "labels drawn from the model"})),
              x="n", y="rel_dist", hue="matrix", style="labels", markers=True,
@@ -408,7 +408,7 @@ display(family.rename(columns={"batch_size": "B", "train_loss": "train loss",
         .style.format(precision=4).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Generalization gap (test minus training cross-entropy) against the squared Fisher-Rao norm for a family of trained bias-free ReLU MLPs: colour = width, marker = batch size, one point per seed. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_rao_generalization_study`.", "name": "fig-ch2-fisher-rao"}}
-fig, ax = plt.subplots(figsize=(6, 4))
+fig, ax = plt.subplots(figsize=(4.5, 3.5))
 sns.scatterplot(data=family.assign(width=family.width.astype(str),
                                    B=family.batch_size.astype(str)),
                 x="fr_norm_sq", y="gap_loss", hue="width", style="B", s=60,

@@ -168,7 +168,7 @@ plt.show()
 # kurtosis is smallest.
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Absolute excess kurtosis of projected mini-batch noise against the batch size B: Monte Carlo (points) and the cumulant prediction per-example kurtosis / B (lines), one colour per direction. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.gaussianity_table`.", "name": "fig-ch3-kurtosis"}}
-fig, ax = plt.subplots(figsize=(6, 4))
+fig, ax = plt.subplots(figsize=(4.5, 3.5))
 for lab in labels:
     d = gauss[gauss.direction == lab]
     c = DIRECTION_COLOURS[lab]
@@ -349,7 +349,7 @@ display(quad.assign(eta_frac=quad.lr / lr_max)[
         .hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Expected excess loss after one SGD step from θ = 0 on least squares, against the step size as a fraction of the stability limit: Monte Carlo (points, ±2 standard errors) and Lemma 2 (lines), one colour per batch size; dashed: the full-batch step; dotted: the loss before the step. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.one_step_quadratic_study`.", "name": "fig-ch3-onestep"}}
-fig, ax = plt.subplots(figsize=(6, 4))
+fig, ax = plt.subplots(figsize=(4.5, 3.5))
 for c, (b, d) in zip(sns.color_palette("colorblind"), quad.groupby("batch_size"), strict=False):
     ax.errorbar(d.lr / lr_max, d.mc, yerr=2 * d.se, fmt="o", color=c, capsize=2,
                 label=f"B = {b}")
