@@ -231,7 +231,7 @@ handles += axes[1].get_legend_handles_labels()[0]
 labels += axes[1].get_legend_handles_labels()[1]
 fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
            frameon=False)
-fig.suptitle(f"softmax regression, P = {num_p} · {source_label(P.profile, identity)}")
+fig.suptitle(f"softmax regression, P = {num_p}\n{source_label(P.profile, identity)}")
 fig.tight_layout()
 plt.show()
 
@@ -272,7 +272,7 @@ display(summary.drop(columns="ratio")
 fits = {s: loglog_fit(d.samples, d.rel_error) for s, d in err.groupby("scheme")}
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative Frobenius error of the Monte Carlo covariance of the mini-batch gradient against Lemma 1, for S sampled batches at a fixed B: mean over repeats (lines) with the 5-95% band, one colour per sampling scheme; dashed: the prediction from the fourth moment of the per-example gradients (with replacement); dotted: slope −1/2. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch01_lemma1.lemma1_error_study`.", "name": "fig-ch1-convergence"}}
-fig, ax = plt.subplots(figsize=(4.5, 3.5))
+fig, ax = plt.subplots(figsize=(4.1, 3.5))
 sns.lineplot(data=err, x="samples", y="rel_error", hue="scheme", style="scheme",
              markers=True, dashes=False, errorbar=("pi", 90), palette=SCHEME_COLOURS, ax=ax)
 w = summary[summary.scheme == "with replacement"]

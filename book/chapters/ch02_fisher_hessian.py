@@ -227,7 +227,7 @@ display(ieq_table.reset_index().rename(columns={"n": "N"})
         .style.format(precision=3).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative Frobenius distance of the empirical Fisher, the covariance D and the Hessian H of a bias-free MLP to its true Fisher F, on nested subsets of N examples, with the real labels (solid) and with labels drawn from the model (dashed); dotted: slope −1/2. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.information_equality_study`.", "name": "fig-ch2-infoeq"}}
-fig, ax = plt.subplots(figsize=(4.5, 3.5))
+fig, ax = plt.subplots(figsize=(4.3, 3.5))
 sns.lineplot(data=ieq.assign(labels=ieq.labels.map({"data": "data labels",
                                                     "model": "labels drawn from the model"})),
              x="n", y="rel_dist", hue="matrix", style="labels", markers=True,
