@@ -36,9 +36,11 @@
 # the gradient over labels drawn from the model, not from the data:
 #
 # $$
-# F = \frac1N\sum_i \mathbb{E}_{y\sim p_i}\big[\nabla_\theta\ell(\theta;x_i,y)\,
-#     \nabla_\theta\ell(\theta;x_i,y)^\top\big]
-#   = \frac1N\sum_i J_i^\top\,\mathbb{E}_{y\sim p_i}\big[(p_i - e_y)(p_i - e_y)^\top\big]\,J_i ,
+# \begin{aligned}
+# F &= \frac1N\sum_i \mathbb{E}_{y\sim p_i}\big[\nabla_\theta\ell(\theta;x_i,y)\,
+#     \nabla_\theta\ell(\theta;x_i,y)^\top\big] \\
+#   &= \frac1N\sum_i J_i^\top\,\mathbb{E}_{y\sim p_i}\big[(p_i - e_y)(p_i - e_y)^\top\big]\,J_i ,
+# \end{aligned}
 # $$ (eq-ch2-F)
 #
 # and $\mathbb{E}_{y\sim p}[(p - e_y)(p - e_y)^\top] = pp^\top - pp^\top - pp^\top +
@@ -75,8 +77,11 @@
 # this gives, per example,
 #
 # $$
-# -\sum_y p_y\nabla^2\log p_y = -\sum_y\nabla^2 p_y + \sum_y p_y\,\nabla\log p_y\,
-# \nabla\log p_y^\top = \mathbb{E}_{y\sim p}\big[\nabla\ell(y)\nabla\ell(y)^\top\big],
+# \begin{aligned}
+# -\sum_y p_y\nabla^2\log p_y &= -\sum_y\nabla^2 p_y + \sum_y p_y\,\nabla\log p_y\,
+#   \nabla\log p_y^\top \\
+#   &= \mathbb{E}_{y\sim p}\big[\nabla\ell(y)\nabla\ell(y)^\top\big],
+# \end{aligned}
 # $$ (eq-ch2-KL)
 #
 # because $\sum_y \nabla^2 p_y = \nabla^2\sum_y p_y = \nabla^2 1 = 0$ and $\nabla\log p_y =
@@ -91,9 +96,12 @@
 # independent with
 #
 # $$
-# \mathbb{E}[g_i] = 0,\qquad \mathbb{E}[g_ig_i^\top] = \mathbb{E}[\nabla^2\ell_i] = F_i,
-# \qquad\text{so}\qquad \mathbb{E}[\hat F] = \mathbb{E}[H] = F,\quad
+# \begin{aligned}
+# &\mathbb{E}[g_i] = 0,\qquad \mathbb{E}[g_ig_i^\top] = \mathbb{E}[\nabla^2\ell_i] = F_i,
+# \qquad\text{so} \\
+# &\mathbb{E}[\hat F] = \mathbb{E}[H] = F,\qquad
 # \mathbb{E}[D] = \big(1 - \tfrac1N\big)F,
+# \end{aligned}
 # $$ (eq-ch2-infoeq)
 #
 # where $F_i$ is example $i$'s term in {eq}`eq-ch2-F` and the last identity uses
@@ -115,15 +123,15 @@
 # f_i, p_i - e_y\rangle$, and squaring and averaging as in {eq}`eq-ch2-F`,
 #
 # $$
-# \theta^\top F\theta = (L+1)^2\,\frac1N\sum_i\mathbb{E}_{y\sim p_i}\langle p_i - e_y, f_i
-# \rangle^2 :
+# \theta^\top F\theta = (L+1)^2\,\frac1N\sum_i\mathbb{E}_{y\sim p_i}
+#   \langle p_i - e_y, f_i\rangle^2 :
 # $$ (eq-ch2-fr)
 #
 # the norm is computable from the outputs alone, without any derivative. The same argument
 # with the data labels gives $\theta^\top\hat F\theta = (L+1)^2\frac1N\sum_i\langle p_i -
 # e_{y_i}, f_i\rangle^2$.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "default"
 dataset = "cifar10"
 n_train = 400
@@ -137,8 +145,22 @@ train_lr = 0.1
 train_batch_size = 50
 top_k = 10
 check_n = 100
+identity_tolerance = 1e-8
+gap_ratio = 1.5
+gap_slope = -0.25
+slope_tolerance = 0.25
+cosine_holds = 0.9
+cosine_fails = 0.6
+gamma_low = 1.0
+gamma_high = 2.0
+fr_n_test = 1000
+fr_widths = [4, 12, 32]
+fr_batch_sizes = [10, 50, 200]
+fr_seeds = 3
+fr_confidence = 0.95
 
-# %%
+# %% tags=["remove-cell"]
+# ruff: noqa: E501 (a figure's caption lives on its cell's metadata line)
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np
@@ -146,82 +168,48 @@ import seaborn as sns
 import torch
 from IPython.display import Markdown, display
 
-from sgdnoise import studies
-from sgdnoise.curvature import fisher_rao_identity, kl_hessian, true_fisher
-from sgdnoise.params import Param, validate
-from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown
-
-SPEC = {
-    "profile": Param("str", choices=("smoke", "default", "full")),
-    "dataset": Param("str", choices=("cifar10", "synthetic")),
-    "n_train": Param("int", low=20, high=50000),
-    "image_size": Param("int", choices=(1, 2, 4, 8, 16, 32)),
-    "seed": Param("int", low=0),
-    "mlp_width": Param("int", low=1),
-    "cnn_width": Param("int", low=1),
-    "train_steps": Param("int", low=2),
-    "early_step": Param("int", low=0),
-    "train_lr": Param("float", low=1e-6, high=10.0),
-    "train_batch_size": Param("int", low=1),
-    "top_k": Param("int", low=1),
-    "check_n": Param("int", low=16),
-}
-P = validate(
-    dict(profile=profile, dataset=dataset, n_train=n_train, image_size=image_size, seed=seed,
-         mlp_width=mlp_width, cnn_width=cnn_width, train_steps=train_steps,
-         early_step=early_step, train_lr=train_lr, train_batch_size=train_batch_size,
-         top_k=top_k, check_n=check_n),
-    SPEC,
+from sgdnoise.chapters import ch02_fisher_hessian as ch02
+from sgdnoise.chapters.small_problems import (
+    build_small_model,
+    load_small_problem,
+    load_small_split,
+    train_small,
 )
-if P["early_step"] >= P["train_steps"]:
-    raise ValueError(f"parameter 'early_step' must be < train_steps={P['train_steps']}, "
-                     f"got {P['early_step']}")
-if P["check_n"] > P["n_train"]:
-    raise ValueError(f"parameter 'check_n' must be <= n_train={P['n_train']}, "
-                     f"got {P['check_n']}")
-if P["train_batch_size"] > P["n_train"]:
-    raise ValueError(f"parameter 'train_batch_size' must be <= n_train={P['n_train']}, "
-                     f"got {P['train_batch_size']}")
+from sgdnoise.plotting import source_label, use_style
+from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+
+P = ch02.Params.from_namespace(globals())
 clock = Stopwatch()
 torch.set_num_threads(2)
 use_style()
-problem = studies.load_small_problem(P["dataset"], P["n_train"], image_size=P["image_size"],
-                                     seed=P["seed"])
+problem = load_small_problem(P.dataset, P.n_train, image_size=P.image_size, seed=P.seed)
 identity = problem.identity
+scale = ch02.scale_label(P.profile, identity)
+MATRIX_COLOURS = dict(zip(("D", "F_hat", "F", "GGN", "H"),
+                          [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4, 5)],
+                          strict=True))
+CASE_COLOURS = sns.color_palette("Paired", 6)  # per model: light = early, dark = late
 
 # %% [markdown]
+# (sec-ch2-identities)=
 # ## Checks of the exact identities
 #
 # On a bias-free one-hidden-layer ReLU MLP ($L = 1$, so the degree is $L + 1 = 2$), trained
 # with SGD for the same number of steps as the models below, evaluated on the first
 # `check_n` examples: the Hessian of the KL divergence (dense autograd on $K$ itself)
 # against the true Fisher {eq}`eq-ch2-KL`, and both sides of the Fisher-Rao identity
-# {eq}`eq-ch2-fr`.
+# {eq}`eq-ch2-fr`. A relative error up to `identity_tolerance` counts as rounding.
 
 # %%
-small = studies.build_small_model("mlp", problem.in_shape, width=P["mlp_width"], bias=False,
-                                  seed=P["seed"])
-studies.train_small(small, problem.x, problem.y, steps=P["train_steps"], lr=P["train_lr"],
-                    batch_size=P["train_batch_size"], seed=P["seed"])
-xs, ys = problem.x[: P["check_n"]], problem.y[: P["check_n"]]
-K = kl_hessian(small, xs)
-F_small = true_fisher(small, xs)
-kl_err = float(torch.linalg.matrix_norm(K - F_small) / torch.linalg.matrix_norm(F_small))
-fr = fisher_rao_identity(small, xs)
-fr_emp = fisher_rao_identity(small, xs, ys, loss_fn=torch.nn.functional.cross_entropy,
-                             kind="empirical")
-display(Markdown(
-    f"‖∇²K − F‖/‖F‖ = **{kl_err:.2e}**. Fisher-Rao norm θᵀFθ = {fr.lhs:.6g}; "
-    f"(L+1)² E⟨p − e_y, f⟩² = {fr.rhs:.6g} (relative difference {fr.relative_error:.1e}, "
-    f"degree L+1 = {fr.degree}). With the data labels (θᵀF̂θ): {fr_emp.lhs:.6g} vs "
-    f"{fr_emp.rhs:.6g} (relative difference {fr_emp.relative_error:.1e}). "
-    + ("All identities hold to rounding error."
-       if max(kl_err, fr.relative_error, fr_emp.relative_error) < 1e-8
-       else "At least one identity is violated beyond rounding error: see the numbers.")
-))
+small = build_small_model("mlp", problem.in_shape, width=P.mlp_width, bias=False, seed=P.seed)
+train_small(small, problem.x, problem.y, steps=P.train_steps, lr=P.train_lr,
+            batch_size=P.train_batch_size, seed=P.seed)
+checks = ch02.exact_identities(small, problem.x[: P.check_n], problem.y[: P.check_n])
+v_ident = ch02.identities_verdict(checks, tolerance=P.identity_tolerance, scale=scale)
+display(Markdown(v_ident.sentence))
 
 # %% [markdown]
+# (sec-ch2-infoeq)=
 # ## The information equality: model labels vs data labels
 #
 # {eq}`eq-ch2-infoeq` predicts that if the labels were drawn from the model itself, $\hat
@@ -231,71 +219,53 @@ display(Markdown(
 # nested subsets of the training data (up to all $N$ examples).
 
 # %%
-sizes = sorted({max(8, P["n_train"] // 2**j) for j in range(4)})
-ieq = studies.information_equality_study(small, problem.x, problem.y, sizes, seed=P["seed"])
-display(ieq.pivot_table(index="n", columns=["labels", "matrix"], values="rel_dist").round(3))
-ieq_fit = {(lab, m): studies.loglog_fit(d.n, d.rel_dist)
-           for (lab, m), d in ieq.groupby(["labels", "matrix"])}
+sizes = ch02.information_sizes(P.n_train)
+ieq = ch02.information_equality_study(small, problem.x, problem.y, sizes, seed=P.seed)
+ieq_table = ieq.pivot_table(index="n", columns=["labels", "matrix"], values="rel_dist")
+ieq_table.columns = [f"{lab} labels: {m}" for lab, m in ieq_table.columns]
+display(ieq_table.reset_index().rename(columns={"n": "N"})
+        .style.format(precision=3).hide(axis="index"))
 
-# %%
-fig, ax = plt.subplots(figsize=(6.5, 4.2))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative Frobenius distance of the empirical Fisher, the covariance D and the Hessian H of a bias-free MLP to its true Fisher F, on nested subsets of N examples, with the real labels (solid) and with labels drawn from the model (dashed); dotted: slope −1/2. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.information_equality_study`.", "name": "fig-ch2-infoeq"}}
+fig, ax = plt.subplots(figsize=(4.3, 3.5))
 sns.lineplot(data=ieq.assign(labels=ieq.labels.map({"data": "data labels",
                                                     "model": "labels drawn from the model"})),
-             x="n", y="rel_dist", hue="matrix", style="labels", markers=True, ax=ax)
+             x="n", y="rel_dist", hue="matrix", style="labels", markers=True,
+             palette=MATRIX_COLOURS, ax=ax)
 n_arr = np.array(sizes, dtype=float)
 m0 = float(ieq[(ieq.labels == "model") & (ieq.n == sizes[0])].rel_dist.max())
 ax.plot(n_arr, m0 * (n_arr / n_arr[0]) ** -0.5, ":", color="gray", label="slope −1/2")
 ax.set(xscale="log", yscale="log", xlabel="number of examples N",
        ylabel=r"$\|M - F\|_F / \|F\|_F$",
-       title=f"bias-free MLP, P={F_small.shape[0]}: distance of F̂, D, H to the true Fisher\n"
-             f"{source_label(profile, identity)}")
+       title=f"bias-free MLP, P = {checks['P']}\n{source_label(P.profile, identity)}")
 ax.set_xticks(n_arr, [str(int(v)) for v in n_arr])
 ax.minorticks_off()
 ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
 ax.yaxis.set_major_formatter(mticker.FormatStrFormatter("%g"))
-ax.legend(fontsize=7)
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
 plt.show()
 
 # %% [markdown]
-# **What to see.** ($\hat F$ is hidden under $D$: they differ by $\bar g\bar g^\top$, tiny
-# here.) With labels drawn from the model (dashed), the three matrices can differ
-# from $F$ only by sampling noise, so their distances should fall roughly along the slope
-# $-1/2$ guide. With the real labels (solid), a distance that stops falling is a systematic
-# gap: the data's labels are not samples from the model. Whether such a gap is visible at
-# these $N$, and for which matrix, is read off the numbers below. Note that $N$ here is
-# comparable to $P$: a rank-$N$ average cannot match a $P\times P$ matrix well until $N$
-# exceeds the effective rank of $F$, so both curves start high.
+# **What to see.** ($\hat F$ is hidden under $D$ when $\bar g\bar g^\top$ is small.) With
+# labels drawn from the model (dashed), the three matrices can differ from $F$ only by
+# sampling noise, so their distances should fall roughly along the slope $-1/2$ guide. With
+# the real labels (solid), a distance that stops falling is a systematic gap: the data's
+# labels are not samples from the model. Whether such a gap is visible at these $N$, and for
+# which matrix, is computed below: a gap needs a data/model distance ratio above
+# `gap_ratio` at the largest $N$ together with a data-label slope above `gap_slope`. Note
+# that $N$ here is comparable to $P$: a rank-$N$ average cannot match a $P\times P$ matrix
+# well until $N$ exceeds the effective rank of $F$, so both curves start high. (Training by
+# maximum likelihood on these very examples also pulls the model's predictive distribution
+# towards their labels, which can hide a gap.)
 
 # %%
-data_last = ieq[(ieq.labels == "data") & (ieq.n == sizes[-1])].set_index("matrix").rel_dist
-model_last = ieq[(ieq.labels == "model") & (ieq.n == sizes[-1])].set_index("matrix").rel_dist
-ratio_last = data_last / model_last
-mats_order = list(model_last.index)
-
-
-def _slopes(lab):
-    return ", ".join(f"{m} {ieq_fit[(lab, m)]['slope']:.2f} ± {ieq_fit[(lab, m)]['slope_se']:.2f}"
-                     for m in mats_order)
-
-
-gap = [m for m in mats_order if ratio_last[m] > 1.5 and ieq_fit[("data", m)]["slope"] > -0.25]
-display(Markdown(
-    f"Fitted slopes of log distance vs log N (theory −0.5 for model labels): model labels "
-    f"{_slopes('model')}; data labels {_slopes('data')}. At N = {sizes[-1]} the distance "
-    f"with data labels is "
-    + ", ".join(f"{ratio_last[m]:.2f}× ({m})" for m in mats_order)
-    + " the distance with model labels. "
-    + (f"A systematic misspecification gap is visible for {', '.join(gap)}: with real labels "
-       f"the distance has stopped shrinking and is well above sampling noise."
-       if gap else
-       "No systematic gap is resolved at these sample sizes: with real labels the distances "
-       "to F are no larger than the sampling noise of a well-specified model (training by "
-       "maximum likelihood on these very examples pulls the model's predictive "
-       "distribution towards their labels), so the data cannot yet tell F̂, D, H from F "
-       "better than model samples would.")
-))
+v_rate, v_infoeq = ch02.information_equality_verdicts(
+    ieq, gap_ratio=P.gap_ratio, gap_slope=P.gap_slope, slope_tolerance=P.slope_tolerance,
+    scale=scale)
+display(Markdown(v_rate.sentence + " " + v_infoeq.sentence))
 
 # %% [markdown]
+# (sec-ch2-compare)=
 # ## How close are $D$, $\hat F$, $F$, $G$ and $H$ on trained models?
 #
 # Three models — softmax regression (linear in $\theta$), a one-hidden-layer ReLU MLP and a
@@ -304,135 +274,173 @@ display(Markdown(
 # $\|A - B\|_F/\|B\|_F$, the cosine $\langle A, B\rangle_F/(\|A\|_F\|B\|_F)$ (scale-free: $1$
 # means "equal up to a positive factor"; the best rescaling $cA$ leaves the relative
 # distance $\sqrt{1 - \cos^2}$), and the overlap of top-$k$ eigenspaces
-# (`top_eigenspace_overlap`, $1$ = same subspace, about $k/P$ for random ones).
+# ({py:func}`sgdnoise.spectral.top_eigenspace_overlap`, $1$ = same subspace, about $k/P$
+# for random ones).
 
 # %%
-res = studies.fisher_hessian_study(
-    problem, [("softmax", 0), ("mlp", P["mlp_width"]), ("cnn", P["cnn_width"])],
-    steps=P["train_steps"], early_step=P["early_step"], lr=P["train_lr"],
-    batch_size=P["train_batch_size"], k=P["top_k"], seed=P["seed"],
+res = ch02.fisher_hessian_study(
+    problem, [("softmax", 0), ("mlp", P.mlp_width), ("cnn", P.cnn_width)],
+    steps=P.train_steps, early_step=P.early_step, lr=P.train_lr,
+    batch_size=P.train_batch_size, k=P.top_k, seed=P.seed,
 )
-display(res["training"])
+display(res["training"].rename(columns={"train_loss": "train loss",
+                                        "train_error": "train error"})
+        .style.format({"train loss": "{:.6f}", "train error": "{:.3f}"}).hide(axis="index"))
 pairs = res["pairs"]
-key = pairs[pairs.apply(lambda r: (r.a, r.b) in {("D", "F_hat"), ("F", "GGN"), ("D", "H"),
-                                                 ("GGN", "H"), ("F_hat", "F")}, axis=1)]
-display(key.drop(columns=["P"]).round(3))
+key = ch02.key_pairs(pairs)
+display(key[["model", "stage", "step", "pair", "rel_dist", "cosine", "scaled_dist", "overlap"]]
+        .rename(columns={"rel_dist": "‖A−B‖/‖B‖", "scaled_dist": "after rescaling",
+                         "overlap": f"top-{P.top_k} overlap"})
+        .style.format(precision=3).hide(axis="index"))
 
-# %%
-key = key.assign(pair=key.a + " vs " + key.b, where=key.model + " · " + key.stage)
-fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-sns.barplot(data=key, x="pair", y="rel_dist", hue="where", ax=axes[0])
-axes[0].set(title="relative distance ‖A − B‖/‖B‖", ylabel="relative distance")
-sns.barplot(data=key, x="pair", y="cosine", hue="where", ax=axes[1])
-axes[1].set(ylim=(0, 1.05), title="cosine similarity (1 = proportional)")
-sns.barplot(data=key, x="pair", y="overlap", hue="where", ax=axes[2])
-axes[2].set(ylim=(0, 1.05), title=f"top-{P['top_k']} eigenspace overlap")
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Pairwise comparison of the five matrices for each model and stage (early, late): relative distance, cosine similarity and top-k eigenspace overlap, one colour per model and stage. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_hessian_study`.", "name": "fig-ch2-pairs"}}
+fig, axes = plt.subplots(1, 3, figsize=(7, 3.6), sharex=True)
+sns.barplot(data=key, x="pair", y="rel_dist", hue="where", palette=CASE_COLOURS, ax=axes[0])
+axes[0].set(title="relative distance", ylabel="‖A − B‖ / ‖B‖")
+sns.barplot(data=key, x="pair", y="cosine", hue="where", palette=CASE_COLOURS, ax=axes[1])
+axes[1].set(ylim=(0, 1.05), title="cosine")
+sns.barplot(data=key, x="pair", y="overlap", hue="where", palette=CASE_COLOURS, ax=axes[2])
+axes[2].set(ylim=(0, 1.05), title=f"top-{P.top_k} overlap")
 for ax in axes:
-    ax.tick_params(axis="x", rotation=30)
-    for t in ax.get_xticklabels():
-        t.set_ha("right")
+    ax.tick_params(axis="x", rotation=90)
     ax.set_xlabel("")
     ax.legend().remove()
 handles, lbls = axes[0].get_legend_handles_labels()
-fig.legend(handles, lbls, loc="lower center", ncol=6, fontsize=8, bbox_to_anchor=(0.5, -0.06))
-fig.suptitle(source_label(profile, identity), fontsize=9)
+fig.tight_layout()
+fig.legend(handles, lbls, loc="upper center", ncol=3, frameon=False,
+           bbox_to_anchor=(0.5, 0.0))
 plt.show()
 
 # %% [markdown]
 # **What to see.** Read each panel pair by pair. $D$ vs $\hat F$: close wherever
 # $\|\bar g\|^2$ is small next to $\operatorname{tr}\hat F$ ({eq}`eq-ch2-DF`). $F$ vs $G$:
-# distance $0$ and cosine $1$ for every model and stage — {eq}`eq-ch2-FG` is exact. $G$ vs
-# $H$: also exact for softmax regression (linear model), not for the networks, whose
-# residual term in {eq}`eq-ch2-HG` is visible. The two links that carry the "noise ≈
-# curvature" argument are $\hat F$ vs $F$ (data labels vs model labels) and $G$ vs $H$; the
-# end-to-end comparison is $D$ vs $H$.
+# {eq}`eq-ch2-FG` is exact, so distance $0$ and cosine $1$ are expected for every model and
+# stage. $G$ vs $H$: also exact for softmax regression (linear model), not for the
+# networks, whose residual term in {eq}`eq-ch2-HG` can be visible. The two links that carry
+# the "noise ≈ curvature" argument are $\hat F$ vs $F$ (data labels vs model labels) and
+# $G$ vs $H$; the end-to-end comparison is $D$ vs $H$.
 
-# %%
-eigs = res["eigs"]
-g = sns.relplot(data=eigs, x="rank", y="eigenvalue", hue="matrix", style="matrix",
-                col="model", row="stage", kind="line", markers=True, height=2.6, aspect=1.3,
-                facet_kws={"sharey": False})
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Top-k eigenvalues of D, the empirical Fisher, F, the GGN and H, for each model (columns) early and late in training (rows); F lies under the GGN (they are equal). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.compare_matrices`.", "name": "fig-ch2-eigs"}}
+g = sns.relplot(data=res["eigs"], x="rank", y="eigenvalue", hue="matrix", style="matrix",
+                col="model", row="stage", kind="line", markers=True, height=2.1, aspect=1.05,
+                palette=MATRIX_COLOURS, facet_kws={"sharey": False})
+sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, frameon=False, title=None)
+g.set_titles("{col_name}, {row_name}")
 for ax in g.axes.flat:
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-g.figure.suptitle(f"top-{P['top_k']} eigenvalues (F is hidden under GGN: they are equal) · "
-                  f"{source_label(profile, identity)}", y=1.02, fontsize=9)
+g.figure.suptitle(source_label(P.profile, identity), y=1.02)
 plt.show()
 
 # %% [markdown]
 # **What to see.** The tops of the spectra. Where the $D$ and $H$ curves lie on top of each
 # other the noise covariance really is the curvature; a constant vertical offset would be a
-# scale factor; different shapes mean different matrices. The $D$ and $\hat F$ curves
-# (almost) coincide, and so do $F$ and GGN.
+# scale factor; different shapes mean different matrices.
 
-# %%
-diag = res["diagonals"]
-pl = res["power_law"]
+# %% [markdown]
+# (sec-ch2-diagonal)=
+# ## The diagonals: a power law?
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Diagonal entries D_ii against H_ii of each trained model (late stage, entries with H_ii > 0), one point per parameter, with the least-squares power law D_ii ∝ H_ii^γ (black). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.diagonal_power_law`.", "name": "fig-ch2-diagonal"}}
+diag, pl = res["diagonals"], res["power_law"]
 late = diag[(diag.stage == "late") & (diag.D_ii > 0) & (diag.H_ii > 0)]
 models = list(dict.fromkeys(diag.model))
-fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.8))
+fig, axes = plt.subplots(1, len(models), figsize=(7, 2.9))
 for ax, m in zip(np.atleast_1d(axes), models, strict=True):
     d = late[late.model == m]
-    ax.loglog(d.H_ii, d.D_ii, ".", ms=3, alpha=0.5)
+    ax.loglog(d.H_ii, d.D_ii, ".", ms=3, alpha=0.5, color=MATRIX_COLOURS["D"])
     fit = pl[(pl.model == m) & (pl.stage == "late")].iloc[0]
     h = np.geomspace(d.H_ii.min(), d.H_ii.max(), 50)
-    ax.loglog(h, np.exp(fit.intercept) * h**fit.gamma, "k-", lw=1,
-              label=f"fit: γ = {fit.gamma:.2f} ± {fit.gamma_se:.2f}, R² = {fit.r2:.2f}")
-    ax.set(title=f"{m}, late (P = {int(d.P.iloc[0])})", xlabel=r"$H_{ii}$", ylabel=r"$D_{ii}$")
+    ax.loglog(h, np.exp(fit.intercept) * h**fit.gamma, "k-", lw=1)
+    ax.set(title=f"{m}: γ = {fit.gamma:.2f}", xlabel=r"$H_{ii}$")
     ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     ax.yaxis.set_minor_formatter(mticker.NullFormatter())
-    ax.legend(fontsize=7)
-fig.suptitle(f"diagonal entries: D_ii against H_ii (H_ii > 0 only) · "
-             f"{source_label(profile, identity)}", fontsize=9)
+np.atleast_1d(axes)[0].set_ylabel(r"$D_{ii}$")
+fig.tight_layout()
 plt.show()
 
 # %% [markdown]
 # **What to see.** Each point is one parameter. A power law $D_{ii} \propto H_{ii}^\gamma$
-# is a straight line of slope $\gamma$; the spread around the line (R²) says how much of
+# is a straight line of slope $\gamma$; the spread around the line ($R^2$) says how much of
 # the per-parameter noise variance the curvature alone predicts. Parameters with $H_{ii}
 # \le 0$ (possible for the networks, whose Hessian is indefinite) cannot enter a power law
-# and are left out; the table below counts them.
+# and are left out; the table counts them.
 
 # %%
-display(pl[["model", "stage", "gamma", "gamma_se", "r2", "n_used", "n_total"]].round(3))
-summ = res["summary"].set_index(["model", "stage", "matrix"])
-dh = pairs[(pairs.a == "D") & (pairs.b == "H")].set_index(["model", "stage"])
-lines = []
-for (m, st), r in dh.iterrows():
-    verdict = (f"holds up to a scale (cosine ≥ 0.9), with a {r.scaled_dist:.0%} residual"
-               if r.cosine >= 0.9 else
-               "holds only roughly (0.6 ≤ cosine < 0.9)" if r.cosine >= 0.6 else
-               "fails (cosine < 0.6)")
-    tr_ratio = float(summ.loc[(m, st, "D"), "trace_ratio_to_H"])
-    lines.append(f"- **{m}, {st}**: cos(D, H) = {r.cosine:.3f}; ‖D − H‖/‖H‖ = "
-                 f"{r.rel_dist:.2f}, or {r.scaled_dist:.2f} after the best rescaling of D; "
-                 f"tr D / tr H = {tr_ratio:.2f}; top-{P['top_k']} overlap {r.overlap:.2f}: "
-                 f"\"covariance ≈ scaled Hessian\" {verdict}.")
-gam = pl.gamma
-inside = ((pl.gamma + 2 * pl.gamma_se >= 1) & (pl.gamma - 2 * pl.gamma_se <= 2))
-lines.append(f"- Diagonal power law D_ii ∝ H_ii^γ: γ ranges over [{gam.min():.2f}, "
-             f"{gam.max():.2f}]; {int(inside.sum())} of {len(pl)} fits are within two "
-             f"standard errors of the range 1 ≤ γ ≤ 2 reported in the literature; R² "
-             f"between {pl.r2.min():.2f} and {pl.r2.max():.2f}.")
-n_hold = int((dh.cosine >= 0.9).sum())
-lines.append(f"- Overall: the proportionality holds (cosine ≥ 0.9) in {n_hold} of {len(dh)} "
-             f"model/stage cases; the worst cosine is {dh.cosine.min():.2f} "
-             f"({dh.cosine.idxmin()[0]}, {dh.cosine.idxmin()[1]}).")
-display(Markdown("\n".join(lines)))
+display(pl[["model", "stage", "gamma", "gamma_se", "r2", "n_used", "n_total"]]
+        .rename(columns={"gamma": "γ", "gamma_se": "se(γ)", "r2": "R²",
+                         "n_used": "entries used", "n_total": "P"})
+        .style.format(precision=3).hide(axis="index"))
+dh_lines, v_dh = ch02.covariance_hessian_verdict(
+    pairs, res["summary"], top_k=P.top_k, cosine_holds=P.cosine_holds,
+    cosine_fails=P.cosine_fails, scale=scale)
+v_pl = ch02.power_law_verdict(pl, gamma_low=P.gamma_low, gamma_high=P.gamma_high, scale=scale)
+display(Markdown("\n".join([*dh_lines, "- " + v_pl.sentence, "- Overall: " + v_dh.sentence])))
 
 # %% [markdown]
-# ## Summary
+# (sec-ch2-fisher-rao)=
+# ## Does the Fisher-Rao norm bound generalization?
 #
-# - Exact: $D = \hat F - \bar g\bar g^\top$; for softmax cross-entropy $F = G$ at every
-#   $\theta$; $F$ is the Hessian of the KL divergence; the Fisher-Rao identity for bias-free
-#   ReLU networks (all verified above to rounding error).
-# - Conditional: the information equality makes $\hat F$, $D$ and $H$ equal to $F$ in
-#   expectation only when the labels follow the model at the true parameter; with labels
-#   drawn from the model we saw the $N^{-1/2}$ convergence, with real labels a gap that does
-#   not close.
-# - Approximate: $\hat F \approx F$ needs labels that look like model samples, and $G
-#   \approx H$ needs small residuals or a linear model. The verdict list above says, model
-#   by model and early vs late, how well "covariance ≈ scaled Hessian" holds on these data.
+# {cite:t}`liang2019fisher` propose $\|\theta\|_{fr}$ as a capacity measure: a
+# generalization bound that grows with it. A bound can only explain generalization if it
+# orders models the way their generalization gaps do. We train a family of bias-free ReLU
+# MLPs — every width in `fr_widths`, batch size in `fr_batch_sizes` and `fr_seeds` seeds,
+# all with the same number of steps and learning rate as above — and compare, across the
+# family, $\theta^\top F\theta$ (on the training inputs, {eq}`eq-ch2-fr`) with the measured
+# gap, test minus training cross-entropy on `fr_n_test` held-out images. The test statistic
+# is Spearman's rank correlation with its `fr_confidence` interval
+# ({py:func}`sgdnoise.stats.spearman_ci`): an interval above $0$ supports the claim, below
+# $0$ contradicts it, and one containing $0$ cannot decide. The family varies width and
+# batch size at a fixed number of steps, so models that fit their training set more
+# closely may have both a larger norm and a larger gap: a rank correlation shows that the
+# norm orders the gaps, not that it causes or tightly bounds them.
 
 # %%
-display(Markdown(provenance_markdown(profile, P, wall_time_s=clock.seconds,
+fr_train, fr_test = load_small_split(P.dataset, P.n_train, P.fr_n_test,
+                                     image_size=P.image_size, seed=P.seed)
+family = ch02.fisher_rao_generalization_study(
+    fr_train, fr_test, widths=P.fr_widths, batch_sizes=P.fr_batch_sizes, seeds=P.fr_seeds,
+    steps=P.train_steps, lr=P.train_lr)
+rho, rho_err, v_fr = ch02.fisher_rao_verdict(family, confidence=P.fr_confidence, scale=scale)
+display(family.rename(columns={"batch_size": "B", "train_loss": "train loss",
+                               "test_loss": "test loss", "train_error": "train error",
+                               "test_error": "test error", "gap_loss": "loss gap",
+                               "gap_error": "error gap", "fr_norm_sq": "θᵀFθ"})
+        .style.format(precision=4).hide(axis="index"))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Generalization gap (test minus training cross-entropy) against the squared Fisher-Rao norm for a family of trained bias-free ReLU MLPs: colour = width, marker = batch size, one point per seed. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_rao_generalization_study`.", "name": "fig-ch2-fisher-rao"}}
+fig, ax = plt.subplots(figsize=(4.5, 3.5))
+sns.scatterplot(data=family.assign(width=family.width.astype(str),
+                                   B=family.batch_size.astype(str)),
+                x="fr_norm_sq", y="gap_loss", hue="width", style="B", s=60,
+                palette="colorblind", ax=ax)
+ax.set(xscale="log", xlabel=r"$\theta^\top F\theta$ (squared Fisher-Rao norm)",
+       ylabel="test − train cross-entropy",
+       title=f"Spearman ρ = {rho.estimate:.2f} [{rho.low:.2f}, {rho.high:.2f}]\n"
+             f"{source_label(P.profile, identity)}")
+ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+plt.show()
+
+# %%
+display(Markdown(v_fr.sentence))
+
+# %% [markdown]
+# (sec-ch2-verdicts)=
+# ## What the numbers say
+#
+# The derivations above are exact where they say so: $D = \hat F - \bar g\bar g^\top$; for
+# softmax cross-entropy $F = G$ at every $\theta$; $F$ is the Hessian of the KL divergence;
+# the Fisher-Rao identity for bias-free ReLU networks; and the information equality when the
+# labels follow the model at the true parameter. The essay's chain "covariance ≈ Fisher ≈
+# Hessian" needs more: labels that look like model samples ($\hat F \approx F$) and small
+# residuals or a linear model ($G \approx H$). The claims this chapter tests, each with the
+# verdict computed from the numbers above (functions in
+# {py:mod}`sgdnoise.chapters.ch02_fisher_hessian`; thresholds `identity_tolerance`,
+# `slope_tolerance`, `gap_ratio`, `gap_slope`, `cosine_holds`, `cosine_fails`, `gamma_low`,
+# `gamma_high`, `fr_confidence` in the provenance table):
+
+# %%
+show_verdicts("ch02_fisher_hessian", [v_ident, v_rate, v_infoeq, v_dh, v_pl, v_fr])
+
+# %%
+display(Markdown(provenance_markdown(P.profile, P.to_dict(), wall_time_s=clock.seconds,
                                      data_identity=identity)))

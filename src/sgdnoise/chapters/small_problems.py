@@ -1,0 +1,255 @@
+"""Small dense problems shared by chapters 1-3 (and reused by chapter 5): a stratified,
+pooled subset of CIFAR-10 (:func:`load_small_problem`), float64 models small enough for
+dense ``(P, P)`` matrices (:func:`build_small_model`), a plain-SGD loop with snapshots
+(:func:`train_small`), the five dense curvature matrices at one point
+(:func:`curvature_matrices`), top eigenpairs, and seeded mini-batch index draws.
+
+Notation: ``G: (N, P)`` per-example gradients (rows g_i), ``ḡ`` their mean, centred rows
+``G̃ = G − 1ḡᵀ``, ``D = G̃ᵀG̃/N``. Dense linear algebra is float64.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
+
+__all__ = [
+    "DT",
+    "SmallProblem",
+    "TrainTrace",
+    "batch_indices",
+    "build_small_model",
+    "curvature_matrices",
+    "load_small_problem",
+    "load_small_split",
+    "top_eigenpairs",
+    "train_small",
+]
+
+DT = torch.float64
+
+
+@dataclass
+class SmallProblem:
+    """A small classification problem: ``x: (N, 3, s, s)`` float64 (normalised, average
+    pooled to s×s), ``y: (N,)`` int64, ``identity``: the data identity record as a dict."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    identity: dict[str, Any]
+    classes: list[str]
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+
+def load_small_problem(
+    dataset: str,
+    n_train: int,
+    *,
+    image_size: int = 8,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> SmallProblem:
+    """A stratified seeded subset of ``n_train`` training images of ``dataset``
+    ("cifar10" | "synthetic"), normalised and average-pooled to ``image_size``² pixels so
+    that dense (P, P) matrices stay small. The identity records the pooling."""
+    from sgdnoise.data import load_dataset, to_float
+
+    n_train = check_positive_int("n_train", n_train)
+    image_size = check_positive_int("image_size", image_size)
+    if 32 % image_size:
+        raise ValueError(f"image_size must divide 32, got {image_size}")
+    kw = {"n_test": 10} if dataset == "synthetic" else {}
+    data = load_dataset(dataset, n_train=n_train, seed=seed, data_dir=data_dir, **kw)
+    x = to_float(data.train_x)
+    x = torch.nn.functional.avg_pool2d(x, 32 // image_size).to(DT)
+    identity = dict(data.identity.to_dict())
+    identity["preprocessing"] = f"normalised, average-pooled to {image_size}x{image_size}"
+    return SmallProblem(x=x, y=data.train_y.clone(), identity=identity, classes=list(data.classes))
+
+
+def load_small_split(
+    dataset: str,
+    n_train: int,
+    n_test: int,
+    *,
+    image_size: int = 8,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> tuple[SmallProblem, SmallProblem]:
+    """Like :func:`load_small_problem`, but returns ``(train, test)``: stratified seeded
+    subsets of ``n_train`` training and ``n_test`` test images, pooled alike."""
+    from sgdnoise.data import load_dataset, to_float
+
+    n_train = check_positive_int("n_train", n_train)
+    n_test = check_positive_int("n_test", n_test)
+    image_size = check_positive_int("image_size", image_size)
+    if 32 % image_size:
+        raise ValueError(f"image_size must divide 32, got {image_size}")
+    data = load_dataset(dataset, n_train=n_train, n_test=n_test, seed=seed, data_dir=data_dir)
+    identity = dict(data.identity.to_dict())
+    identity["preprocessing"] = f"normalised, average-pooled to {image_size}x{image_size}"
+    out = []
+    for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
+        xp = torch.nn.functional.avg_pool2d(to_float(x), 32 // image_size).to(DT)
+        out.append(SmallProblem(x=xp, y=y.clone(), identity=identity,
+                                classes=list(data.classes)))
+    return out[0], out[1]
+
+
+def build_small_model(
+    name: str,
+    in_shape: Sequence[int],
+    *,
+    width: int = 8,
+    num_classes: int = 10,
+    bias: bool = True,
+    activation: str = "relu",
+    seed: int = 0,
+) -> nn.Module:
+    """A float64 model for dense-matrix studies: "softmax" (softmax regression), "mlp"
+    (one hidden layer of ``width`` units, ``activation`` "relu" | "tanh"), "cnn" (3-block
+    small CNN, first block ``width`` channels, no normalisation). Seeded."""
+    from sgdnoise.models import build_model
+
+    check_choice("name", name, ("softmax", "mlp", "cnn"))
+    torch.manual_seed(seed)
+    if name == "softmax":
+        model = build_model("softmax", num_classes=num_classes, in_shape=in_shape, bias=bias)
+    elif name == "mlp":
+        model = build_model(
+            "mlp", num_classes=num_classes, in_shape=in_shape, hidden=[width], bias=bias,
+            activation=activation,
+        )
+    else:
+        model = build_model(
+            "cnn", num_classes=num_classes, in_shape=in_shape, width=width, norm="none",
+            bias=bias,
+        )
+    return model.to(DT)
+
+
+@dataclass
+class TrainTrace:
+    """Result of :func:`train_small`: ``history`` (step, train_loss, train_error) at each
+    checkpoint, ``snapshots`` {step: state_dict copy}."""
+
+    history: pd.DataFrame
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(repr=False)
+
+
+def _loss_and_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    with torch.no_grad():
+        out = model(x)
+        loss = float(nn.functional.cross_entropy(out, y))
+        err = float((out.argmax(1) != y).double().mean())
+    return loss, err
+
+
+def train_small(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    checkpoints: Sequence[int] = (),
+    seed: int = 0,
+) -> TrainTrace:
+    """Plain SGD on mean cross-entropy (batches drawn without replacement, reshuffled each
+    epoch), ``steps`` updates; snapshots the parameters at every step in ``checkpoints``
+    (0 = initialisation) and at the end. Modifies ``model`` in place."""
+    steps = check_positive_int("steps", steps)
+    lr = check_positive("lr", lr)
+    batch_size = check_positive_int("batch_size", batch_size)
+    n = x.shape[0]
+    if batch_size > n:
+        raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
+    marks = sorted({int(c) for c in checkpoints if 0 <= int(c) <= steps} | {steps})
+    gen = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows, snaps = [], {}
+
+    def mark(t: int) -> None:
+        loss, err = _loss_and_error(model, x, y)
+        rows.append({"step": t, "train_loss": loss, "train_error": err})
+        snaps[t] = copy.deepcopy(model.state_dict())
+
+    if 0 in marks:
+        mark(0)
+    perm, pos = torch.randperm(n, generator=gen), 0
+    for t in range(1, steps + 1):
+        if pos + batch_size > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        idx = perm[pos : pos + batch_size]
+        pos += batch_size
+        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x[idx]), y[idx]), params)
+        with torch.no_grad():  # plain SGD (torch.optim would import torch._dynamo: seconds)
+            for p, g in zip(params, grads, strict=True):
+                p.add_(g, alpha=-lr)
+        if t in marks:
+            mark(t)
+    return TrainTrace(history=pd.DataFrame(rows), snapshots=snaps)
+
+
+def batch_indices(
+    n: int, b: int, s: int, replacement: bool, gen: torch.Generator
+) -> torch.Tensor:
+    """``(s, b)`` int64 indices into ``range(n)``: ``s`` mini-batches of size ``b``, drawn
+    with replacement (uniform) or without (a uniform random ``b``-subset per row)."""
+    if replacement:
+        return torch.randint(n, (s, b), generator=gen)
+    return torch.rand((s, n), generator=gen).argsort(dim=1)[:, :b]
+
+
+def curvature_matrices(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int | None = 250
+) -> dict[str, torch.Tensor]:
+    """Dense float64 ``(P, P)`` matrices at the model's current parameters, for mean
+    cross-entropy: "D" (gradient covariance), "F_hat" (empirical Fisher), "F" (true Fisher),
+    "GGN", "H" (Hessian); plus "gbar" (P,) and "G" (N, P) per-example gradients."""
+    from sgdnoise.curvature import ggn, hessian, true_fisher
+    from sgdnoise.grads import per_example_grads
+
+    loss = nn.functional.cross_entropy
+    G = per_example_grads(model, loss, x, y, chunk_size=chunk_size).to(DT)
+    n = G.shape[0]
+    gbar = G.mean(0)
+    F_hat = G.T @ G / n
+    D = F_hat - torch.outer(gbar, gbar)
+    return {
+        "D": 0.5 * (D + D.T),
+        "F_hat": F_hat,
+        "F": true_fisher(model, x, chunk_size=chunk_size).to(DT),
+        "GGN": ggn(model, loss, x, y, chunk_size=chunk_size).to(DT),
+        "H": hessian(model, loss, x, y, chunk_size=chunk_size).to(DT),
+        "gbar": gbar,
+        "G": G,
+    }
+
+
+def top_eigenpairs(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` (largest algebraic) eigenpairs of a dense symmetric ``A: (P, P)``:
+    ``(evals (k,) descending, evecs (P, k))``."""
+    check_matrix("A", A, square=True)
+    k = check_positive_int("k", k)
+    P = A.shape[0]
+    if k > P:
+        raise ValueError(f"k must be <= P={P}, got {k}")
+    evals, evecs = torch.linalg.eigh(0.5 * (A + A.T))
+    return evals.flip(0)[:k], evecs.flip(1)[:, :k]

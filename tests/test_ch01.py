@@ -1,0 +1,200 @@
+"""Tests for sgdnoise.chapters.ch01_lemma1: the Lemma-1 Monte Carlo studies, the chapter's
+Params and its verdict functions (each fed constructed numbers on both sides)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sgdnoise.chapters import ch01_lemma1 as ch01
+from sgdnoise.stats import loglog_fit
+
+DT = torch.float64
+PARAMS = Path(__file__).resolve().parents[1] / "book" / "params" / "ch01_lemma1"
+
+
+def _G(N: int = 60, P: int = 6, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # heavy-ish tails so fourth moments matter
+    return torch.randn(N, P, dtype=DT, generator=g) ** 3 + 0.5
+
+
+def test_lemma1_error_study_matches_prediction_and_shrinks():
+    G = _G()
+    df = ch01.lemma1_error_study(G, 4, [50, 200, 800], num_repeats=6, seed=1)
+    assert set(df.scheme) == {"with replacement", "without replacement"}
+    w = df[df.scheme == "with replacement"].groupby("samples")
+    mean_err = w.rel_error.mean()
+    pred = w.predicted.first()
+    # RMS error matches the leading-order prediction within sampling noise (6 repeats).
+    rms = w.rel_error.apply(lambda e: float(np.sqrt((e**2).mean())))
+    assert np.all(np.abs(rms / pred - 1) < 0.35)
+    assert mean_err.iloc[0] > mean_err.iloc[-1] * 2.5  # 16x more samples: ~4x smaller
+    assert df[df.scheme == "without replacement"].predicted.isna().all()
+
+
+def test_predicted_covariance_error_brute_force():
+    # Exact E‖Ĉ − C‖² for the known-mean estimator with S = 1 equals E‖ξ‖⁴ − ‖C‖²;
+    # enumerate all batches of size 2 drawn with replacement from N = 5 examples.
+    G = _G(N=5, P=3, seed=2)
+    Gc = G - G.mean(0)
+    B = 2
+    xis = torch.stack([(Gc[i] + Gc[j]) / B for i in range(5) for j in range(5)])
+    e4 = float(((xis * xis).sum(1) ** 2).mean())
+    C = Gc.T @ Gc / 5 / B
+    want = math.sqrt(e4 - float((C * C).sum())) / float(torch.linalg.matrix_norm(C))
+    assert math.isclose(ch01.predicted_covariance_error(G, B), want, rel_tol=1e-10)
+
+
+def test_trace_vs_batch_study():
+    G = _G(N=40, P=5, seed=3)
+    df = ch01.trace_vs_batch_study(G, [1, 4, 16, 40], num_samples=3000, seed=4)
+    ok = df.dropna(subset=["z"])
+    assert (ok.z.abs() < 5).all()
+    last = df[(df.scheme == "without replacement") & (df.batch_size == 40)].iloc[0]
+    assert last.formula == 0 and last.mc_trace < 1e-20 and last.fpc == 0
+    assert (df.dropna(subset=["bias_ratio"]).bias_ratio < 6).all()
+    w = df[df.scheme == "with replacement"]
+    fit = loglog_fit(w.batch_size, w.formula)
+    assert math.isclose(fit["slope"], -1.0, abs_tol=1e-12)
+
+
+def test_minibatch_noise_sq_norms_errors():
+    with pytest.raises(ValueError, match="batch_size"):
+        ch01.minibatch_noise_sq_norms(_G(N=10), 11, 5, replacement=False)
+
+
+# --------------------------------------------------------------------------- verdicts
+
+
+def _tv(z: float, bias: float, zero: float = 0.0) -> pd.DataFrame:
+    rows = [{"scheme": "with replacement", "batch_size": b, "mc_trace": 8.0 / b,
+             "formula": 8.0 / b, "z": z, "bias_ratio": bias} for b in (1, 4, 16)]
+    rows.append({"scheme": "without replacement", "batch_size": 16, "mc_trace": zero,
+                 "formula": 0.0, "z": float("nan"), "bias_ratio": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def test_unbiasedness_verdict_flips_at_threshold():
+    good = ch01.unbiasedness_verdict(_tv(0.5, 1.1), bias_ratio_max=2.0, scale="s")
+    bad = ch01.unbiasedness_verdict(_tv(0.5, 2.5), bias_ratio_max=2.0, scale="s")
+    assert good.outcome == "supported" and "consistent with an unbiased" in good.sentence
+    assert bad.outcome == "contradicted" and "too large" in bad.sentence
+    nan = ch01.unbiasedness_verdict(_tv(0.5, float("nan")), bias_ratio_max=2.0, scale="s")
+    assert nan.outcome == "inconclusive"
+
+
+def test_trace_verdict_flips_on_z_slope_and_zero():
+    ok_slope = {"slope": -1.02, "slope_se": 0.01}
+    bad_slope = {"slope": -0.7, "slope_se": 0.01}
+    kw = dict(z_max=4.0, slope_tolerance=0.1, scale="s")
+    v = ch01.trace_verdict(_tv(1.0, 1.0), ok_slope, **kw)
+    assert v.outcome == "supported" and "consistent with sampling noise" in v.sentence
+    assert "the noise vanishes" in v.sentence
+    v = ch01.trace_verdict(_tv(5.0, 1.0), ok_slope, **kw)
+    assert v.outcome == "mixed" and "larger than sampling noise" in v.sentence
+    assert ch01.trace_verdict(_tv(1.0, 1.0), bad_slope, **kw).outcome == "mixed"
+    assert ch01.trace_verdict(_tv(5.0, 1.0), bad_slope, **kw).outcome == "contradicted"
+    v = ch01.trace_verdict(_tv(1.0, 1.0, zero=0.5), ok_slope, **kw)
+    assert v.outcome == "mixed" and "does not vanish" in v.sentence
+
+
+def test_convergence_verdict_flips():
+    good = {"with replacement": {"slope": -0.51, "slope_se": 0.01},
+            "without replacement": {"slope": -0.49, "slope_se": 0.01}}
+    floor = {"with replacement": {"slope": -0.2, "slope_se": 0.01},
+             "without replacement": {"slope": -0.49, "slope_se": 0.01}}
+    kw = dict(slope_tolerance=0.1, error_ratio_tolerance=0.3, scale="s")
+    v = ch01.convergence_verdict(good, [1.0, 1.1], **kw)
+    assert v.outcome == "supported" and "agree with Monte Carlo" in v.sentence
+    assert ch01.convergence_verdict(good, [1.0, 1.5], **kw).outcome == "mixed"
+    v = ch01.convergence_verdict(floor, [2.0, 3.0], **kw)
+    assert v.outcome == "contradicted" and "do not follow pure sampling noise" in v.sentence
+
+
+# --------------------------------------------------------------------------- params
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_profiles_validate(profile):
+    p = ch01.Params.from_yaml(PARAMS / f"{profile}.yaml")
+    assert p.profile == profile
+
+
+def test_params_cross_checks_name_the_parameter():
+    values = ch01.Params.from_yaml(PARAMS / "smoke.yaml").to_dict()
+    with pytest.raises(ValueError, match="mc_batch_size"):
+        ch01.Params.from_mapping(dict(values, mc_batch_size=values["n_train"] + 1))
+    with pytest.raises(ValueError, match="trace_batch_sizes"):
+        ch01.Params.from_mapping(dict(values, trace_batch_sizes=[1, 2, values["n_train"] + 1]))
+    with pytest.raises(ValueError, match="z_max"):
+        ch01.Params.from_mapping(dict(values, z_max=0.5))
+
+
+# --------------------------------------------------------------------------- small problems
+
+
+def _tiny_problem(n: int = 40, seed: int = 0):
+    from sgdnoise.chapters.small_problems import SmallProblem
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 2, 2, dtype=DT, generator=g)
+    y = torch.randint(10, (n,), generator=g)
+    return SmallProblem(x=x, y=y, identity={"source": "synthetic"}, classes=list("abcdefghij"))
+
+
+def test_train_small_and_errors():
+    from sgdnoise.chapters.small_problems import build_small_model, train_small
+
+    pb = _tiny_problem(50, seed=3)
+    model = build_small_model("cnn", pb.in_shape, width=2, seed=0)
+    tr = train_small(model, pb.x, pb.y, steps=30, lr=0.1, batch_size=10, checkpoints=[0, 10])
+    assert list(tr.history.step) == [0, 10, 30] and set(tr.snapshots) == {0, 10, 30}
+    assert tr.history.train_loss.iloc[-1] < tr.history.train_loss.iloc[0]
+    with pytest.raises(ValueError, match="name"):
+        build_small_model("resnet", pb.in_shape)
+    with pytest.raises(ValueError, match="batch_size"):
+        train_small(model, pb.x, pb.y, steps=1, lr=0.1, batch_size=51)
+
+
+def test_load_small_problem_synthetic():
+    from sgdnoise.chapters.small_problems import load_small_problem
+
+    pb = load_small_problem("synthetic", 30, image_size=4, seed=0)
+    assert pb.x.shape == (30, 3, 4, 4) and pb.x.dtype == DT and pb.n == 30
+    assert pb.identity["source"] == "synthetic" and "preprocessing" in pb.identity
+    with pytest.raises(ValueError, match="image_size"):
+        load_small_problem("synthetic", 30, image_size=5)
+
+
+def test_models_are_float64():
+    from sgdnoise.chapters.small_problems import build_small_model
+
+    m = build_small_model("mlp", (3, 2, 2), width=4)
+    assert all(p.dtype == DT for p in m.parameters())
+    assert isinstance(m, torch.nn.Module)
+
+
+def test_batch_indices_shapes_and_without_replacement_distinct():
+    from sgdnoise.chapters.small_problems import batch_indices
+
+    gen = torch.Generator().manual_seed(0)
+    idx = batch_indices(10, 10, 5, False, gen)
+    assert idx.shape == (5, 10)
+    assert all(sorted(r.tolist()) == list(range(10)) for r in idx)
+    assert batch_indices(10, 3, 4, True, gen).shape == (4, 3)
+
+
+def test_error_summary_ratio():
+    err = pd.DataFrame({"scheme": ["with replacement"] * 2 + ["without replacement"] * 2,
+                        "samples": [16, 16, 16, 16], "repeat": [0, 1, 0, 1],
+                        "rel_error": [1.0, 3.0, 2.0, 2.0],
+                        "predicted": [1.0, 1.0, float("nan"), float("nan")]})
+    s = ch01.error_summary(err).set_index("scheme")
+    assert s.loc["with replacement", "ratio"] == pytest.approx(2.0)
+    assert np.isnan(s.loc["without replacement", "ratio"])
