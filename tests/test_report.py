@@ -10,6 +10,6 @@ from sgdnoise.report import Verdict, verdicts_markdown
 def test_verdict_outcome_checked_and_table_escapes_pipes():
     v = Verdict("a | b", "supported", "x = 1", "laptop", "sec-x")
     table = verdicts_markdown([v])
-    assert "a / b" in table and "**supported**" in table
+    assert r"a \| b" in table and "**supported**" in table
     with pytest.raises(ValueError, match="outcome must be one of"):
         Verdict("c", "true", "s", "laptop", "sec-x")

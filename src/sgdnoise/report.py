@@ -91,7 +91,7 @@ def verdicts_markdown(verdicts: Sequence[Verdict]) -> str:
     lines = ["| claim | verdict | what the numbers say | scale |", "| --- | --- | --- | --- |"]
     for v in verdicts:
         cells = [v.claim, f"**{v.outcome}**", v.sentence, v.scale]
-        lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells)
+        lines.append("| " + " | ".join(c.replace("|", r"\|").replace("\n", " ") for c in cells)
                      + " |")
     return "\n".join(lines)
 
