@@ -185,16 +185,18 @@ runs = ch5.build_runs(P)
 identity = runs["mlp"]["prob"].identity
 LABEL = source_label(profile, identity)
 SCALE = ch5.scale_label(profile, identity)
-pd.DataFrame([{"model": k, "N": v["N"], "P": v["P"], "P/N": v["P"] / v["N"]}
-              for k, v in runs.items()])
+(pd.DataFrame([{"model": k, "N (examples)": v["N"], "P (parameters)": v["P"],
+               "P/N": v["P"] / v["N"]} for k, v in runs.items()])
+ .style.format({"P/N": "{:.1f}"}).hide(axis="index"))
 
 # %%
 studies = ch5.run_studies(P, runs, progress=lambda it: tqdm(it, desc="models"))
 train_table = pd.DataFrame([{"model": k, "epochs": int(v["history"].epoch.iloc[-1]),
-                             "final train loss": v["history"].train_loss.iloc[-1],
-                             "final train error": v["history"].train_error.iloc[-1]}
+                             "final train loss (nats)": v["history"].train_loss.iloc[-1],
+                             "final train error (fraction)":
+                                 v["history"].train_error.iloc[-1]}
                             for k, v in runs.items()])
-train_table
+train_table.style.format(precision=4).hide(axis="index")
 
 # %% [markdown]
 # (sec-ch5-rank)=
@@ -209,7 +211,10 @@ train_table
 # %%
 summary = pd.DataFrame([{"model": m, "state": s, **st.summary()} for (m, s), st in
                         studies.items()])
-display(summary.fillna("not computed"))
+display(summary.style.format(precision=4, na_rep="not computed")
+        .format({c: "{:.0f}" for c in summary.columns if c.startswith("outliers")},
+                na_rep="not computed")
+        .format({"P/N": "{:.1f}"}).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "The N non-zero eigenvalues of the empirical Fisher F̂ (eigenvalues of the Gram matrix GGᵀ/N) for each model and state; all other P − N eigenvalues are exactly zero. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.gram_spectrum`.", "name": "fig-ch5-gram"}}
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -270,9 +275,15 @@ plt.show()
 
 # %%
 nz = pd.concat([st.near_zero.assign(model=m) for m, st in trained.items()])
-display(nz.pivot_table(index=["model", "matrix"], columns="rtol", values="fraction (SLQ)"))
+nz_table = nz.pivot_table(index=["model", "matrix"], columns="rtol", values="fraction (SLQ)")
+nz_table.columns = [f"share with |λ| ≤ {c:g}·λ_max" for c in nz_table.columns]
+display(nz_table.reset_index().style.format(precision=3).hide(axis="index"))
 zc = pd.concat([st.zero_cluster.assign(model=m) for m, st in trained.items()])
-display(zc.set_index(["model", "matrix"]))
+display(zc[["model", "matrix", "weight", "position"]]
+        .rename(columns={"weight": "weight of the node nearest 0",
+                         "position": "|position| / λ_max"})
+        .style.format({"weight of the node nearest 0": "{:.3f}",
+                       "|position| / λ_max": "{:.1e}"}).hide(axis="index"))
 verdicts["flat"] = ch5.verdict_flat_bulk(ch5.flat_rows(trained, P.flat_rtol),
                                          flat_rtol=P.flat_rtol,
                                          flat_fraction=P.flat_fraction, scale=SCALE)
@@ -314,9 +325,12 @@ plt.show()
 # %%
 out, cap = ch5.outlier_evidence(studies)
 display(out.pivot_table(index=["model", "state"], columns="matrix", values="outliers")
-        .fillna("not computed"))
+        .reset_index().style.format("{:.0f}", na_rep="not computed",
+                                    subset=sorted(set(out.matrix))).hide(axis="index"))
 display(cap.pivot_table(index=["model", "state"], columns="matrix",
-                        values="captured by class-mean span").fillna("not computed"))
+                        values="captured by class-mean span")
+        .reset_index().style.format("{:.3f}", na_rep="not computed",
+                                    subset=sorted(set(cap.matrix))).hide(axis="index"))
 verdicts["outliers"] = ch5.verdict_outliers(
     out["outliers"].tolist(), cap["captured by class-mean span"].tolist(),
     num_classes=P.num_classes, outlier_share=P.outlier_share, capture_min=P.capture_min,
@@ -364,7 +378,8 @@ plt.show()
 
 # %%
 energy, energy_rows = ch5.energy_table(studies, P.num_classes)
-display(energy)
+display(energy.style.format(precision=4).format(
+    {"ratio to random k/P": "{:.1f}", "ratio to random in span G": "{:.2f}"}).hide(axis="index"))
 verdicts["energy"] = ch5.verdict_noise_concentration(
     energy_rows, concentration_min=P.concentration_min, scale=SCALE)
 display(Markdown(verdicts["energy"].sentence))

@@ -140,7 +140,11 @@ y_all = small["train_y"]
 G = per_example_grads(net, torch.nn.functional.cross_entropy, x_all[: P.trace_n],
                       y_all[: P.trace_n]).double()
 tv = trace_vs_batch_study(G, P.trace_batch_sizes, num_samples=P.trace_samples, seed=P.seed)
-display(tv[["scheme", "batch_size", "mc_trace", "mc_se", "formula", "z"]])
+display(tv[["scheme", "batch_size", "mc_trace", "mc_se", "formula", "z"]]
+        .rename(columns={"batch_size": "B", "mc_trace": "tr Cov(g_B), Monte Carlo",
+                         "mc_se": "standard error", "formula": "tr Cov(g_B), formula",
+                         "z": "z-score"})
+        .style.format(precision=3).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Trace of the mini-batch gradient covariance against B at initialisation: Monte Carlo estimates (dots, ±2 standard errors) and the formula (lines), with and without replacement. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.studies.trace_vs_batch_study`.", "name": "fig-ch6-trace"}}
 fig, ax = plt.subplots(figsize=(6.2, 3.8))
@@ -214,7 +218,8 @@ track_cfg = TrainConfig(**{**base.to_dict(), "batch_size": P.track_batch_size,
                            "lr": P.track_lr, "epochs": P.track_epochs})
 track_res = train(track_cfg, small, model=track_net, on_epoch=tracker, progress=False)
 track = tracker.frame()
-display(track)
+display(track.drop(columns="run").style.format(precision=4).format(
+    {"b_simple": "{:.1f}"}).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "B_simple = tr D/‖ḡ‖² on the whole training subset (left axis, log scale) and the train error (right axis) along one SGD run. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.noise_scale_of_model` via {py:class}`sgdnoise.chapters.ch06_batch_size.NoiseScaleTracker`.", "name": "fig-ch6-track"}}
 fig, ax1 = plt.subplots(figsize=(6.2, 3.8))
@@ -251,7 +256,9 @@ sweep = ch6.steps_sweep(steps_cfg, small, P.steps_batch_sizes, P.target_error,
                         eval_every_examples=P.eval_every_examples,
                         progress=lambda it: tqdm(it, desc="steps sweep"))
 best = sweep[sweep.best].sort_values("batch_size")
-display(best)
+display(best[["batch_size", "lr", "multiplier", "steps", "examples", "reached"]]
+        .style.format({"lr": "{:.3g}", "multiplier": "{:g}", "steps": "{:.0f}",
+                       "examples": "{:.0f}"}).hide(axis="index"))
 fit = ch6.fit_steps_vs_batch(best.batch_size, best.steps) if len(best) >= 3 else None
 at_target = ch6.b_simple_at_target(track, P.target_error)
 b_at_target = at_target["b_simple"]
@@ -301,7 +308,10 @@ gen_cfg = TrainConfig(**{**base.to_dict(), "lr": P.gen_base_lr,
 final, hist = ch6.generalization_sweep(gen_cfg, small, P.gen_batch_sizes,
                                        progress=lambda it: tqdm(it, desc="runs"))
 display(final[["rule", "batch_size", "lr", "eta_over_B", "steps", "status", "train_error",
-               "test_error", "gap", "loss_gap"]])
+               "test_error", "gap", "loss_gap"]]
+        .rename(columns={"eta_over_B": "η/B", "gap": "gap (error)", "loss_gap": "gap (nats)"})
+        .style.format(precision=4).format({"η/B": "{:.2e}", "lr": "{:.3g}"})
+        .hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Final test error (top) and generalization gap, test minus train error (bottom), against B for constant, linear and square-root learning-rate scaling, all at the same epoch budget, one seed. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.generalization_sweep`.", "name": "fig-ch6-rules"}}
 fig, axes = plt.subplots(2, 1, figsize=(6.2, 6.0), sharex=True)
@@ -332,7 +342,8 @@ display(Markdown("Test error change from B=" + f"{bmin} to B={bmax}: "
 
 # %%
 groups = ch6.lr_batch_ratio_groups(final)
-display(groups)
+display(groups.rename(columns={"eta_over_B": "η/B"}).style.format(precision=4)
+        .format({"η/B": "{:.2e}"}).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Train loss per epoch of every distinct run of §6.4; solid lines share the η/B of the linear rule, dashed lines have other values of η/B. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.generalization_sweep`.", "name": "fig-ch6-ratio"}}
 lin_ratio = float(final[final.rule == "linear"].eta_over_B.iloc[0])
@@ -378,7 +389,10 @@ grid = ch6.batch_lr_grid(base, small, P.grid_batch_sizes, P.grid_lrs, P.grid_see
                          epochs=P.grid_epochs, steps=P.grid_steps,
                          progress=lambda it: tqdm(it, desc="grid"))
 ev = ch6.grid_evidence(grid, P.gen_base_lr)
-display(ev["best"])
+display(ev["best"].rename(columns={"mean": "mean test error (fraction)",
+                                    "at_edge": "best η at grid edge"})
+        .style.format({"best_lr": "{:g}", "mean test error (fraction)": "{:.4f}"})
+        .hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Mean final test error over seeds (bars: 95% t-intervals) against the learning rate, one line per batch size, at equal epochs (top) and equal steps (bottom). Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.batch_lr_grid`.", "name": "fig-ch6-grid"}}
 fig, axes = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True)

@@ -931,7 +931,7 @@ def energy_table(
         sr = st.span_random or {}
         table.append({"model": m, "state": s, "k": row.k, "φ_k (Hessian)": row.phi,
                       "optimum": row.optimum, "random k/P": row.k / row.p,
-                      "ratio to random": row.ratio_ambient,
+                      "ratio to random k/P": row.ratio_ambient,
                       "random k/rank G": row.k / row.rank_g,
                       "sampled k-subspaces of span G": sr.get("mc_mean", math.nan),
                       "ratio to random in span G": row.ratio_span})
