@@ -224,7 +224,7 @@ for (m, s), st in studies.items():
                 color="C0" if m == "mlp" else "C1", ls="--" if s == "init" else "-")
 ax.set(xlabel="index j", ylabel="eigenvalue λ_j of GGᵀ/N",
        title=f"Non-zero spectrum of F̂\n{LABEL}")
-ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
 plt.show()
 
 # %%
@@ -248,7 +248,7 @@ display(Markdown(verdicts["rank"].sentence))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "SLQ spectral densities (log scale) of the Hessian, the GGN (= true Fisher) and the empirical Fisher of each trained network; ticks at the top mark the top Lanczos eigenvalues of the Hessian. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.overparam_study`.", "name": "fig-ch5-density"}}
 trained = {m: studies[(m, "trained")] for m in runs}
-MATRIX_COLOURS = {"Hessian": "C3", "GGN (= Fisher)": "C0", "empirical Fisher": "C1",
+MATRIX_COLOURS = {"Hessian": "C4", "GGN (= Fisher)": "C0", "empirical Fisher": "C1",
                   "covariance D": "C2"}
 fig, axes = plt.subplots(2, 1, figsize=(6.8, 6.2), sharex=False)
 for ax, (m, st) in zip(axes, trained.items(), strict=True):
@@ -349,26 +349,27 @@ display(Markdown(verdicts["outliers"].sentence))
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Share φ_k of the noise energy tr D along the top-k Hessian eigenvectors (blue), the best any k-dimensional subspace can do (orange, D's own top eigenvectors), a random k-subspace of span{g_i} (k/rank G, green) and a random k-subspace of ℝ^P (k/P, gray), per model and state with a Hessian. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.noise_energy_fraction`.", "name": "fig-ch5-energy"}}
 C = P.num_classes
 items = [(k, v) for k, v in studies.items() if v.energy is not None]
-ENERGY_STYLE = {"top-k Hessian eigenvectors": ("C0", "."),
-                "top-k eigenvectors of D (optimum)": ("C1", "."),
-                "random k-subspace of span G (k/rank G)": ("C2", None),
-                "random k-subspace (k/P)": ("C7", None)}
+ENERGY_STYLE = {"top-k Hessian eigenvectors": ("C0", ".", "top-k Hessian eigenvectors"),
+                "top-k eigenvectors of D (optimum)": ("C1", ".", "optimum (top-k of D)"),
+                "random k-subspace of span G (k/rank G)": ("C2", None, "random in span G"),
+                "random k-subspace (k/P)": ("C7", None, "random in ℝ^P")}
 ncol = min(3, len(items))
 nrow = -(-len(items) // ncol)
-fig, axes = plt.subplots(nrow, ncol, figsize=(6.8, 2.9 * nrow), sharey=True, squeeze=False)
+height = 3.2 * nrow + 1.0
+fig, axes = plt.subplots(nrow, ncol, figsize=(6.4, height), sharey=True, squeeze=False)
 for ax, ((m, s), st) in zip(axes.flat, items, strict=False):
     e = st.energy
-    for col, (colour, marker) in ENERGY_STYLE.items():
-        ax.semilogy(e["k"], e[col], marker=marker, color=colour, label=col)
+    for col, (colour, marker, label) in ENERGY_STYLE.items():
+        ax.semilogy(e["k"], e[col], marker=marker, color=colour, label=label)
     ax.set(xlabel="k", title=f"{m.upper()}, {s}")
 for ax in list(axes.flat)[len(items):]:
     ax.set_visible(False)
 for row in axes:
     row[0].set_ylabel("fraction of tr D")
 handles, labels = axes.flat[0].get_legend_handles_labels()
-fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, -0.02))
+fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
 fig.suptitle(f"Share of the noise energy along the top-k Hessian eigenvectors\n{LABEL}")
-plt.tight_layout(rect=(0, 0.12, 1, 1))
+plt.tight_layout(rect=(0, 0.8 / height, 1, 1))
 plt.show()
 
 # %% [markdown]

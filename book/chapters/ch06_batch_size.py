@@ -354,7 +354,7 @@ for j, ((b, lr), run) in enumerate(hist.groupby(["batch_size", "lr"], sort=True)
             label=f"B={b}, η={lr:.3g}, η/B={lr / b:.2g}")
 ax.set(xlabel="epoch", ylabel="train loss",
        title=f"Solid: η/B of the linear rule; dashed: other η/B\n{LABEL}")
-ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
 plt.show()
 
 # %%
@@ -394,7 +394,7 @@ display(ev["best"].rename(columns={"mean": "mean test error (fraction)",
         .style.format({"best_lr": "{:g}", "mean test error (fraction)": "{:.4f}"})
         .hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Mean final test error over seeds (bars: 95% t-intervals) against the learning rate, one line per batch size, at equal epochs (top) and equal steps (bottom). Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.batch_lr_grid`.", "name": "fig-ch6-grid"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Mean final test error over seeds (bars: seaborn's 95% bootstrap intervals over seeds) against the learning rate, one line per batch size, at equal epochs (top) and equal steps (bottom). Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.batch_lr_grid`.", "name": "fig-ch6-grid"}}
 fig, axes = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True)
 bpal = dict(zip(sorted(grid.batch_size.unique()),
                 sns.color_palette("viridis", grid.batch_size.nunique()), strict=True))
