@@ -264,23 +264,26 @@ at_target = ch6.b_simple_at_target(track, P.target_error)
 b_at_target = at_target["b_simple"]
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Steps (top) and examples (bottom) to reach the target train error against B, at the best learning rate per B (dots), with the fit S(B) = S_min(1 + B_noise/B) (line, dotted vertical at B_noise) and B_simple of the tracked run (dashed vertical). Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.steps_sweep` and {py:func}`sgdnoise.chapters.ch06_batch_size.fit_steps_vs_batch`.", "name": "fig-ch6-steps"}}
-fig, axes = plt.subplots(2, 1, figsize=(6.2, 6.0), sharex=True)
+fig, axes = plt.subplots(2, 1, figsize=(6.2, 6.8), sharex=True)
 axes[0].loglog(best.batch_size, best.steps, "o", color="C0", label="measured (best lr)")
-axes[1].loglog(best.batch_size, best.examples, "o", color="C0", label="measured (best lr)")
+axes[1].loglog(best.batch_size, best.examples, "o", color="C0")
 if fit is not None:
     bb = np.geomspace(min(P.steps_batch_sizes), max(P.steps_batch_sizes), 100)
     axes[0].loglog(bb, fit["s_min"] * (1 + fit["b_noise"] / bb), "-", color="C1",
                    label=f"fit: S_min={fit['s_min']:.0f}, B_noise={fit['b_noise']:.0f}")
-    axes[1].loglog(bb, fit["e_min"] * (1 + bb / fit["b_noise"]), "-", color="C1", label="fit")
+    axes[1].loglog(bb, fit["e_min"] * (1 + bb / fit["b_noise"]), "-", color="C1")
     for ax in axes:
-        ax.axvline(fit["b_noise"], color="C1", lw=0.8, ls=":")
+        ax.axvline(fit["b_noise"], color="C1", lw=0.8, ls=":",
+                   label="B_noise (fit)" if ax is axes[0] else None)
 for ax in axes:
-    ax.axvline(b_at_target, color="C2", lw=0.8, ls="--", label="B_simple (tracked)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.axvline(b_at_target, color="C2", lw=0.8, ls="--",
+               label="B_simple (tracked)" if ax is axes[0] else None)
+handles, labels = axes[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
 axes[0].set(ylabel="steps to target",
             title=f"Train error ≤ {P.target_error}\n{LABEL}")
 axes[1].set(xlabel="batch size B", ylabel="examples to target")
-plt.tight_layout()
+plt.tight_layout(rect=(0, 0.1, 1, 1))
 plt.show()
 
 # %%
@@ -321,6 +324,8 @@ for ax, col, lab in ((axes[0], "test_error", "test error"),
     sns.lineplot(data=final, x="batch_size", y=col, hue="rule", palette=RULE_COLOURS,
                  marker="o", ax=ax, legend=ax is axes[0])
     ax.set(xscale="log", ylabel=lab, xlabel="batch size B")
+    ax.set_xticks(P.gen_batch_sizes, [str(b) for b in P.gen_batch_sizes])
+    ax.set_xticks([], minor=True)
 axes[0].legend(title="lr scaling", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 axes[0].set_title(f"{P.gen_epochs} epochs, η₀={P.gen_base_lr} at B₀={P.gen_base_batch}"
                   f"\n{LABEL}")
@@ -404,6 +409,8 @@ for ax, bud in zip(axes, ("equal epochs", "equal steps"), strict=True):
                  marker="o", errorbar=("ci", 95), err_style="bars", ax=ax,
                  legend=ax is axes[0])
     ax.set(xscale="log", ylabel="test error", xlabel="learning rate η", title=bud)
+    ax.set_xticks(P.grid_lrs, [f"{v:g}" for v in P.grid_lrs])
+    ax.set_xticks([], minor=True)
 axes[0].legend(title="batch size B", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 fig.suptitle(LABEL)
 plt.tight_layout()
