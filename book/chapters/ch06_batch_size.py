@@ -176,8 +176,8 @@ display(Markdown(verdicts["trace"].sentence))
 # $$
 # \begin{aligned}
 # \mathbb E\,[L(\theta) - L(\theta - \varepsilon g_B)] ={}& \varepsilon\|\bar g\|^2 \\
-# &{}- \frac{\varepsilon^2}{2}\Big(\bar g^\top H\bar g
-#   + \frac{\operatorname{tr}(H\Sigma)}{B}\Big).
+# &{}- \frac{\varepsilon^2}{2}\Big(\bar g^\top H\bar g +
+#   \frac{\operatorname{tr}(H\Sigma)}{B}\Big).
 # \end{aligned}
 # $$ (eq-ch6-decrease)
 #
@@ -185,10 +185,10 @@ display(Markdown(verdicts["trace"].sentence))
 #
 # $$
 # \begin{aligned}
-# \varepsilon_{\rm opt}(B) &= \frac{\|\bar g\|^2}{\bar g^\top H\bar g
-#   + \operatorname{tr}(H\Sigma)/B} = \frac{\varepsilon_{\max}}{1 + B_{\rm noise}/B},\\
-# \varepsilon_{\max} &= \frac{\|\bar g\|^2}{\bar g^\top H \bar g},\qquad
-# B_{\rm noise} = \frac{\operatorname{tr}(H\Sigma)}{\bar g^\top H\bar g},
+# \varepsilon_{\rm opt}(B) &= \frac{\|\bar g\|^2}{\bar g^\top H\bar g +
+#   \operatorname{tr}(H\Sigma)/B} = \frac{\varepsilon_{\max}}{1 + B_{\rm noise}/B},\\
+# \varepsilon_{\max} &= \frac{\|\bar g\|^2}{\bar g^\top H \bar g},\\
+# B_{\rm noise} &= \frac{\operatorname{tr}(H\Sigma)}{\bar g^\top H\bar g},
 # \end{aligned}
 # $$ (eq-ch6-epsopt)
 #
