@@ -126,8 +126,8 @@ def test_steps_to_target_and_sweeps_with_engine():
     b8 = final[final.batch_size == 8]
     assert b8["test_error"].nunique() == 1 and hist.groupby(["batch_size", "lr"]).ngroups == 4
     groups = bs.lr_batch_ratio_groups(final)
-    lin = final[final.rule == "linear"]["eta_over_B"].iloc[0]
-    assert int(groups.loc[np.isclose(groups.eta_over_B, lin), "runs"].iloc[0]) == 2
+    lin = final[final.rule == "linear"]["lr_batch_ratio"].iloc[0]
+    assert int(groups.loc[np.isclose(groups.lr_batch_ratio, lin), "runs"].iloc[0]) == 2
 
 
 def test_tracker_records_b_simple():

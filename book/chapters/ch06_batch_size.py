@@ -209,7 +209,7 @@ display(Markdown(verdicts["trace"].sentence))
 # *critical batch size* {cite}`mccandlish2018empirical`. (The package checks
 # {eq}`eq-ch6-epsopt` against a brute-force search and Monte Carlo in its tests.)
 #
-# ### B_simple along training
+# ### $B_{\rm simple}$ along training
 
 # %%
 track_net = ch6.build_net(P, in_shape)
@@ -310,9 +310,9 @@ gen_cfg = TrainConfig(**{**base.to_dict(), "lr": P.gen_base_lr,
                          "base_batch_size": P.gen_base_batch, "epochs": P.gen_epochs})
 final, hist = ch6.generalization_sweep(gen_cfg, small, P.gen_batch_sizes,
                                        progress=lambda it: tqdm(it, desc="runs"))
-display(final[["rule", "batch_size", "lr", "eta_over_B", "steps", "status", "train_error",
+display(final[["rule", "batch_size", "lr", "lr_batch_ratio", "steps", "status", "train_error",
                "test_error", "gap", "loss_gap"]]
-        .rename(columns={"eta_over_B": "η/B", "gap": "gap (error)", "loss_gap": "gap (nats)"})
+        .rename(columns={"lr_batch_ratio": "η/B", "gap": "gap (error)", "loss_gap": "gap (nats)"})
         .style.format(precision=4).format({"η/B": "{:.2e}", "lr": "{:.3g}"})
         .hide(axis="index"))
 
@@ -347,11 +347,11 @@ display(Markdown("Test error change from B=" + f"{bmin} to B={bmax}: "
 
 # %%
 groups = ch6.lr_batch_ratio_groups(final)
-display(groups.rename(columns={"eta_over_B": "η/B"}).style.format(precision=4)
+display(groups.rename(columns={"lr_batch_ratio": "η/B"}).style.format(precision=4)
         .format({"η/B": "{:.2e}"}).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Train loss per epoch of every distinct run of §6.4; solid lines share the η/B of the linear rule, dashed lines have other values of η/B. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.generalization_sweep`.", "name": "fig-ch6-ratio"}}
-lin_ratio = float(final[final.rule == "linear"].eta_over_B.iloc[0])
+lin_ratio = float(final[final.rule == "linear"].lr_batch_ratio.iloc[0])
 fig, ax = plt.subplots(figsize=(6.2, 3.8))
 for j, ((b, lr), run) in enumerate(hist.groupby(["batch_size", "lr"], sort=True)):
     same = bool(np.isclose(lr / b, lin_ratio))

@@ -442,7 +442,7 @@ def generalization_sweep(
     budget, so B·steps is fixed) with base lr ``cfg.lr`` at ``cfg.base_batch_size``.
 
     Runs whose learning rate coincides (B = B₀ under every rule) are trained once.
-    Returns (final, history): final has one row per (rule, B): lr, eta_over_B, steps,
+    Returns (final, history): final has one row per (rule, B): lr, lr_batch_ratio, steps,
     status, final train/test error and loss, gap = test − train error, loss_gap; history
     has the engine's per-epoch records for each run (columns run_lr, batch_size, ...)."""
     from sgdnoise.train import train
@@ -460,11 +460,11 @@ def generalization_sweep(
             c = replace(cfg, batch_size=b, lr=lr, lr_scaling="none")
             cache[key] = train(c, data, progress=False)
             for rec in cache[key].history:
-                hist.append({"batch_size": b, "lr": lr, "eta_over_B": lr / b, **rec})
+                hist.append({"batch_size": b, "lr": lr, "lr_batch_ratio": lr / b, **rec})
         res = cache[key]
         last = res.history[-1]
         final.append({
-            "rule": rule, "batch_size": b, "lr": lr, "eta_over_B": lr / b, "steps": res.steps,
+            "rule": rule, "batch_size": b, "lr": lr, "lr_batch_ratio": lr / b, "steps": res.steps,
             "status": res.status, "train_error": last["train_error"],
             "test_error": last["test_error"], "train_loss": last["train_loss"],
             "test_loss": last["test_loss"], "gap": last["test_error"] - last["train_error"],
@@ -476,14 +476,14 @@ def generalization_sweep(
 def lr_batch_ratio_groups(final: pd.DataFrame, *, rtol: float = 1e-6) -> pd.DataFrame:
     """Group distinct runs of :func:`generalization_sweep` by η/B (equal within ``rtol``).
 
-    Returns one row per η/B value: eta_over_B, runs (how many distinct (η, B) pairs),
+    Returns one row per η/B value: lr_batch_ratio, runs (how many distinct (η, B) pairs),
     batch sizes, test-error range (max − min), and train-loss range, so a constant-η/B
     family can be compared with the spread across families."""
     runs = final.drop_duplicates(subset=["batch_size", "lr"]).copy()
-    runs = runs.sort_values("eta_over_B")
+    runs = runs.sort_values("lr_batch_ratio")
     groups: list[list[int]] = []
     last = None
-    for idx, v in runs["eta_over_B"].items():
+    for idx, v in runs["lr_batch_ratio"].items():
         if last is None or abs(v - last) > rtol * max(abs(last), 1e-300):
             groups.append([])
         groups[-1].append(idx)
@@ -492,7 +492,7 @@ def lr_batch_ratio_groups(final: pd.DataFrame, *, rtol: float = 1e-6) -> pd.Data
     for g in groups:
         sub = runs.loc[g]
         rows.append({
-            "eta_over_B": float(sub["eta_over_B"].iloc[0]),
+            "lr_batch_ratio": float(sub["lr_batch_ratio"].iloc[0]),
             "runs": len(sub),
             "batch_sizes": ", ".join(str(int(b)) for b in sub["batch_size"]),
             "test_error_range": float(sub["test_error"].max() - sub["test_error"].min()),
