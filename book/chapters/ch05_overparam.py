@@ -18,7 +18,7 @@
 # small over-parameterised networks trained on a CIFAR-10 subset {cite}`krizhevsky2009learning`,
 # and asks where the mini-batch noise lives relative to the curved directions.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "default"
 dataset = "cifar10"
 seed = 0
@@ -38,54 +38,26 @@ lanczos_iters = 30
 slq_probes = 2
 slq_iters = 30
 cnn_init_curvature = False
+span_draws = 20
+flat_rtol = 0.01
+flat_fraction = 0.5
+outlier_share = 0.5
+capture_min = 0.5
+concentration_min = 2.0
 
-# %%
+# %% tags=["remove-cell"]
+# ruff: noqa: E501 (figure captions live in one-line cell headers)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 
-from sgdnoise import landscape as L
-from sgdnoise.grads import num_params
-from sgdnoise.params import Param, validate
+from sgdnoise.chapters import ch05_overparam as ch5
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown
-from sgdnoise.studies import build_small_model, load_small_problem
+from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
 
-SPEC = {
-    "profile": Param("str", choices=("smoke", "default", "full")),
-    "dataset": Param("str", choices=("cifar10", "synthetic")),
-    "seed": Param("int", low=0),
-    "image_size": Param("int", choices=(4, 8, 16, 32)),
-    "num_classes": Param("int", choices=(10,)),
-    "mlp_n": Param("int", low=20),
-    "mlp_width": Param("int", low=1),
-    "mlp_lr": Param("float", low=1e-6),
-    "cnn_n": Param("int", low=20),
-    "cnn_width": Param("int", low=1),
-    "cnn_lr": Param("float", low=1e-6),
-    "batch_size": Param("int", low=1),
-    "max_epochs": Param("int", low=1),
-    "target_error": Param("float", low=0.0, high=1.0),
-    "top_k": Param("int", low=11),
-    "lanczos_iters": Param("int", low=11),
-    "slq_probes": Param("int", low=1),
-    "slq_iters": Param("int", low=5),
-    "cnn_init_curvature": Param("bool"),
-}
-P = validate(
-    dict(profile=profile, dataset=dataset, seed=seed, image_size=image_size,
-         num_classes=num_classes, mlp_n=mlp_n, mlp_width=mlp_width, mlp_lr=mlp_lr, cnn_n=cnn_n,
-         cnn_width=cnn_width, cnn_lr=cnn_lr, batch_size=batch_size, max_epochs=max_epochs,
-         target_error=target_error, top_k=top_k, lanczos_iters=lanczos_iters,
-         slq_probes=slq_probes, slq_iters=slq_iters, cnn_init_curvature=cnn_init_curvature),
-    SPEC,
-)
-if P["batch_size"] > min(P["mlp_n"], P["cnn_n"]):
-    raise ValueError(f"parameter 'batch_size' must be <= mlp_n and cnn_n, got {batch_size}")
-if P["top_k"] > min(P["mlp_n"], P["cnn_n"]):
-    raise ValueError(f"parameter 'top_k' must be <= mlp_n and cnn_n, got {top_k}")
+P = ch5.Params.from_namespace(globals())
 clock = Stopwatch()
 use_style()
 
@@ -95,21 +67,23 @@ use_style()
 # Write the per-example gradients as the rows of $G \in \mathbb{R}^{N\times P}$, so that
 #
 # $$
-# \hat F = \frac1N \sum_{i=1}^N g_i g_i^\top = \frac1N G^\top G, \qquad
-# D = \hat F - \bar g \bar g^\top = \frac1N \tilde G^\top \tilde G,\quad
-# \tilde G = G - \mathbf 1 \bar g^\top .
+# \begin{aligned}
+# \hat F &= \frac1N \sum_{i=1}^N g_i g_i^\top = \frac1N G^\top G, \\
+# D &= \hat F - \bar g \bar g^\top = \frac1N \tilde G^\top \tilde G,
+# \qquad \tilde G = G - \mathbf 1 \bar g^\top .
+# \end{aligned}
 # $$ (eq-ch5-fhat)
 #
 # **Proposition 1.** $\operatorname{rank}\hat F \le N$ and $\operatorname{rank} D \le N-1$.
 # Moreover the non-zero eigenvalues of $\hat F$ are those of the $N\times N$ Gram matrix
 # $K = GG^\top/N$.
 #
-# *Proof.* $\hat F$ is a sum of N rank-one matrices, so its rank is at most N. The rows of
-# $\tilde G$ sum to zero, so they span a space of dimension at most N − 1. For the spectra:
-# if $Kw = \lambda w$ with $\lambda \neq 0$, put $u = G^\top w$; then
+# *Proof.* $\hat F$ is a sum of $N$ rank-one matrices, so its rank is at most $N$. The rows
+# of $\tilde G$ sum to zero, so they span a space of dimension at most $N - 1$. For the
+# spectra: if $Kw = \lambda w$ with $\lambda \neq 0$, put $u = G^\top w$; then
 # $\hat F u = G^\top G G^\top w / N = G^\top K w = \lambda u$ and $u \ne 0$ (since
 # $Gu = N\lambda w \neq 0$); the map $w\mapsto G^\top w$ is injective on the eigenspaces of
-# non-zero eigenvalues and the same argument runs backwards from $\hat F$ to K. ∎
+# non-zero eigenvalues and the same argument runs backwards from $\hat F$ to $K$. ∎
 #
 # For a softmax classifier with logits $f_i = f(x_i;\theta)\in\mathbb R^C$, Jacobians
 # $J_i = \partial f_i/\partial\theta \in \mathbb R^{C\times P}$ and probabilities $p_i$, the
@@ -121,27 +95,31 @@ use_style()
 #
 # **Proposition 2.** $\operatorname{rank}\mathrm{GGN} \le N(C-1)$.
 #
-# *Proof.* $A_i = \operatorname{diag}p_i - p_ip_i^\top$ satisfies $A_i\mathbf 1 = p_i - p_i
-# (\mathbf 1^\top p_i) = 0$, so $\operatorname{rank}A_i \le C-1$ and each term
-# $J_i^\top A_i J_i$ has rank at most C − 1; a sum of N of them has rank at most N(C − 1). ∎
+# *Proof.* $A_i = \operatorname{diag}p_i - p_ip_i^\top$ satisfies
+# $A_i\mathbf 1 = p_i - p_i (\mathbf 1^\top p_i) = 0$, so $\operatorname{rank}A_i \le C-1$
+# and each term $J_i^\top A_i J_i$ has rank at most $C - 1$; a sum of $N$ of them has rank at
+# most $N(C - 1)$. ∎
 #
-# The Hessian is $H = \mathrm{GGN} + \frac1N\sum_i\sum_c (p_{ic} - [y_i = c])\,\nabla^2_\theta
-# f_{ic}$. The second term carries the residuals $p_i - e_{y_i}$, which shrink as the network
-# fits the training set; at (near) interpolation $H \approx \mathrm{GGN}$, so at least a
-# fraction $1 - N(C-1)/P$ of the Hessian's eigenvalues are (near) zero as well. **When P ≫
-# N most directions are flat**: moving along them changes neither the outputs on the
-# training set to first order ($J_i v = 0$ for all i gives $\mathrm{GGN}\,v = 0$) nor the
-# per-example gradients' projections ($Gv = 0$ gives $\hat F v = 0$).
+# The Hessian is
+# $H = \mathrm{GGN} + \frac1N\sum_i\sum_c (p_{ic} - [y_i = c])\,\nabla^2_\theta f_{ic}$. The
+# second term carries the residuals $p_i - e_{y_i}$, which shrink as the network fits the
+# training set; at (near) interpolation $H \approx \mathrm{GGN}$, so at least a fraction
+# $1 - N(C-1)/P$ of the Hessian's eigenvalues would be (near) zero as well. When $P \gg N$
+# the bounds leave most directions flat: moving along them changes neither the outputs on
+# the training set to first order ($J_i v = 0$ for all $i$ gives $\mathrm{GGN}\,v = 0$) nor
+# the per-example gradients' projections ($Gv = 0$ gives $\hat F v = 0$).
 #
 # ## 5.2 Why about one outlier per class
 #
-# Split $\hat F$ over classes. With $\pi_c$ the fraction of examples in class c and
-# $\delta_c$ the mean gradient of class c,
+# Split $\hat F$ over classes. With $\pi_c$ the fraction of examples in class $c$, $N_c$
+# their number and $\delta_c$ their mean gradient,
 #
 # $$
-# \hat F = \underbrace{\sum_{c=1}^C \pi_c\,\delta_c\delta_c^\top}_{\text{between classes}}
-# \;+\; \underbrace{\sum_{c=1}^C \frac{\pi_c}{N_c}\sum_{i: y_i = c}
+# \begin{aligned}
+# \hat F ={}& \underbrace{\sum_{c=1}^C \pi_c\,\delta_c\delta_c^\top}_{\text{between classes}} \\
+# &{}+ \underbrace{\sum_{c=1}^C \frac{\pi_c}{N_c}\sum_{i: y_i = c}
 #   (g_i-\delta_c)(g_i-\delta_c)^\top}_{\text{within classes}} .
+# \end{aligned}
 # $$ (eq-ch5-split)
 #
 # (Expand $g_i = \delta_c + (g_i - \delta_c)$; the cross terms vanish because the deviations
@@ -149,35 +127,49 @@ use_style()
 # which depends strongly on the label: examples of one class push the logits in a similar
 # direction, so the class means $\delta_c$ are large compared with the spread around them
 # whenever the network's features are shared within a class. The first term then contributes
-# C large eigenvalues along span$\{\delta_c\}$, the outliers, and the within-class term forms
-# the bulk {cite}`papyan2019measurements,papyan2020traces`. For D the same decomposition
-# holds with $\delta_c - \bar g$ in place of $\delta_c$, and
-# $\sum_c \pi_c (\delta_c - \bar g) = 0$: **D has at most C − 1 between-class outliers**.
+# $C$ large eigenvalues along $\operatorname{span}\{\delta_c\}$, the outliers, and the
+# within-class term forms the bulk {cite}`papyan2019measurements,papyan2020traces`. For $D$
+# the same decomposition holds with $\delta_c - \bar g$ in place of $\delta_c$, and
+# $\sum_c \pi_c (\delta_c - \bar g) = 0$: $D$ has at most $C - 1$ between-class outliers.
 # So does $\hat F$ at a stationary point ($\bar g = 0$). For the GGN the analogous argument
 # is a heuristic rather than a bound: the softmax output matrix $A_i$ annihilates
-# $\mathbf 1$ (shifting all logits together changes nothing), so in the C-dimensional logit
-# space only C − 1 directions carry curvature, and the class-averaged Jacobians inherit one
-# fewer independent direction. Whether C or C − 1
-# outliers separate from the bulk is therefore an empirical question, which we check below
-# with a largest-gap rule (the k maximising $\lambda_k/\lambda_{k+1}$ among the top 15,
-# counted only if that ratio is ≥ 1.5), together with a direct test of the mechanism: the
-# fraction of each matrix's top-C eigenspace that lies in span$\{\delta_c\}$.
+# $\mathbf 1$ (shifting all logits together changes nothing), so in the $C$-dimensional
+# logit space only $C - 1$ directions carry curvature, and the class-averaged Jacobians
+# inherit one fewer independent direction. Whether $C$ or $C - 1$ outliers separate from the
+# bulk is therefore an empirical question, which we check below with a largest-gap rule
+# (the $k$ maximising $\lambda_k/\lambda_{k+1}$ among the top 15, counted only if that ratio
+# is at least 1.5, {py:func}`~sgdnoise.chapters.ch05_overparam.count_outliers`), together
+# with a direct test of the mechanism: the fraction of each matrix's top-$C$ eigenspace that
+# lies in $\operatorname{span}\{\delta_c\}$.
 #
 # ## 5.3 Where the noise lives
 #
-# Mini-batch noise has covariance D/B (chapter 1). For orthonormal directions
+# Mini-batch noise has covariance $D/B$ (chapter 1). For orthonormal directions
 # $u_1,\dots,u_k$ the share of the noise energy along them is
 #
 # $$
-# \phi_k = \frac{\sum_{j=1}^k u_j^\top D\,u_j}{\operatorname{tr}D},
-# \qquad \mathbb E[\phi_k] = \frac kP \ \text{ for a uniformly random k-subspace},
+# \phi_k = \frac{\sum_{j=1}^k u_j^\top D\,u_j}{\operatorname{tr}D}.
 # $$ (eq-ch5-energy)
 #
-# because $\mathbb E[uu^\top] = I/P$ for a uniform unit vector. The largest possible value is
-# the sum of the k largest eigenvalues of D over its trace (Ky Fan). We evaluate
-# {eq}`eq-ch5-energy` with the top Hessian eigenvectors $u_j$ (Lanczos) and products
-# with D from `CovarianceOperator`: if the noise "lives in the curved directions", $\phi_k$
-# should be far above k/P and close to the optimum.
+# For a uniformly random $k$-subspace of $\mathbb R^P$, $\mathbb E[\phi_k] = k/P$, because
+# $\mathbb E[uu^\top] = I/P$ for a uniform unit vector. That baseline is too easy to beat:
+# $D$ lives in $\operatorname{span}\{g_1,\dots,g_N\}$, a space of dimension
+# $r = \operatorname{rank} G \le N$, and any subspace that merely lies in that span already
+# does better. For $U = QR$ with $Q\in\mathbb R^{P\times r}$ an orthonormal basis of the span
+# and $R$ a uniformly random $r\times k$ matrix with orthonormal columns,
+# $\mathbb E[UU^\top] = \tfrac kr QQ^\top$ and
+#
+# $$
+# \mathbb E[\phi_k] = \frac kr\,\frac{\operatorname{tr}(Q^\top D Q)}{\operatorname{tr}D}
+# = \frac kr ,
+# $$ (eq-ch5-span)
+#
+# larger than $k/P$ by the factor $P/r \ge P/N$. The largest possible value of $\phi_k$ is
+# the sum of the $k$ largest eigenvalues of $D$ over its trace (Ky Fan). We evaluate
+# {eq}`eq-ch5-energy` with the top Hessian eigenvectors $u_j$ (Lanczos) and products with
+# $D$, and compare with both baselines and the optimum: the noise "lives in the curved
+# directions" only if $\phi_k$ is well above $k/r$, the share of a random direction the
+# gradients can reach.
 
 # %% [markdown]
 # ## 5.4 The models and the data
@@ -189,245 +181,232 @@ use_style()
 # analyse each at initialisation and after training.
 
 # %%
-runs = {}
-for name, n, width in (("mlp", P["mlp_n"], P["mlp_width"]),
-                       ("cnn", P["cnn_n"], P["cnn_width"])):
-    prob = load_small_problem(P["dataset"], n, image_size=P["image_size"], seed=P["seed"])
-    model = build_small_model(name, prob.in_shape, width=width, seed=P["seed"])
-    runs[name] = {"prob": prob, "model": model, "P": num_params(model), "N": n}
+runs = ch5.build_runs(P)
 identity = runs["mlp"]["prob"].identity
 LABEL = source_label(profile, identity)
-pd.DataFrame([{"model": k, "N": v["N"], "P": v["P"], "P/N": v["P"] / v["N"]}
-              for k, v in runs.items()])
+SCALE = ch5.scale_label(profile, identity)
+(pd.DataFrame([{"model": k, "N (examples)": v["N"], "P (parameters)": v["P"],
+               "P/N": v["P"] / v["N"]} for k, v in runs.items()])
+ .style.format({"P/N": "{:.1f}"}).hide(axis="index"))
 
 # %%
-studies = {}
-kw = dict(num_classes=P["num_classes"], top_k=P["top_k"], lanczos_iters=P["lanczos_iters"],
-          slq_probes=P["slq_probes"], slq_iters=P["slq_iters"], seed=P["seed"])
-for name, r in tqdm(list(runs.items()), desc="models"):
-    curv_init = name == "mlp" or P["cnn_init_curvature"]
-    studies[(name, "init")] = L.overparam_study(r["model"], r["prob"].x, r["prob"].y,
-                                                curvature=curv_init, **kw)
-    r["history"] = L.train_to_interpolation(
-        r["model"], r["prob"].x, r["prob"].y, lr=P[f"{name}_lr"], batch_size=P["batch_size"],
-        max_epochs=P["max_epochs"], target_error=P["target_error"], seed=P["seed"])
-    studies[(name, "trained")] = L.overparam_study(r["model"], r["prob"].x, r["prob"].y, **kw)
+studies = ch5.run_studies(P, runs, progress=lambda it: tqdm(it, desc="models"))
 train_table = pd.DataFrame([{"model": k, "epochs": int(v["history"].epoch.iloc[-1]),
-                             "final train loss": v["history"].train_loss.iloc[-1],
-                             "final train error": v["history"].train_error.iloc[-1]}
+                             "final train loss (nats)": v["history"].train_loss.iloc[-1],
+                             "final train error (fraction)":
+                                 v["history"].train_error.iloc[-1]}
                             for k, v in runs.items()])
-train_table
+train_table.style.format(precision=4).hide(axis="index")
 
 # %% [markdown]
+# (sec-ch5-rank)=
 # ## 5.5 Rank of F̂: the Gram spectrum
+#
+# The table lists, for each model and state, $N$, $P$, the numerical ranks of $\hat F$ and
+# $D$ ({py:func}`~sgdnoise.chapters.ch05_overparam.numerical_rank`), $\|\bar g\|^2$,
+# $\operatorname{tr} D$ and the largest-gap outlier count of each matrix; "not computed"
+# marks the Hessian and GGN of the CNN at initialisation, which this profile skips
+# (`cnn_init_curvature`).
 
 # %%
 summary = pd.DataFrame([{"model": m, "state": s, **st.summary()} for (m, s), st in
                         studies.items()])
-display(summary)
+display(summary.style.format(precision=4, na_rep="not computed")
+        .format({c: "{:.0f}" for c in summary.columns if c.startswith("outliers")},
+                na_rep="not computed")
+        .format({"P/N": "{:.1f}"}).hide(axis="index"))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The N non-zero eigenvalues of the empirical Fisher F̂ (eigenvalues of the Gram matrix GGᵀ/N) for each model and state; all other P − N eigenvalues are exactly zero. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.gram_spectrum`.", "name": "fig-ch5-gram"}}
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 for (m, s), st in studies.items():
     ev = st.gram_fisher.numpy()
-    ax.semilogy(np.arange(1, len(ev) + 1), np.maximum(ev, 1e-30), label=f"{m}, {s}")
+    ax.semilogy(np.arange(1, len(ev) + 1), np.maximum(ev, 1e-30), label=f"{m}, {s}",
+                color="C0" if m == "mlp" else "C1", ls="--" if s == "init" else "-")
 ax.set(xlabel="index j", ylabel="eigenvalue λ_j of GGᵀ/N",
-       title=f"Non-zero spectrum of F̂ (all others are 0)\n{LABEL}")
-ax.legend(fontsize=8)
+       title=f"Non-zero spectrum of F̂\n{LABEL}")
+ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
 plt.show()
-ok_rank = all(st.rank_fisher <= st.n and st.rank_cov <= st.n - 1 for st in studies.values())
-display(Markdown(
-    f"Every F̂ has numerical rank ≤ N and every D rank ≤ N − 1: **{ok_rank}** "
-    f"(ranks {', '.join(f'{m}/{s}: {st.rank_fisher}' for (m, s), st in studies.items())}; "
-    f"P is {runs['mlp']['P']} and {runs['cnn']['P']}). So at least "
-    f"{100 * (1 - runs['mlp']['N'] / runs['mlp']['P']):.1f}% (MLP) and "
-    f"{100 * (1 - runs['cnn']['N'] / runs['cnn']['P']):.1f}% (CNN) of F̂'s eigenvalues are "
-    "exactly zero."))
+
+# %%
+verdicts = {}
+verdicts["rank"] = ch5.verdict_rank(
+    [ch5.RankRow(f"{m}/{s}", st.n, st.p, st.rank_fisher, st.rank_cov)
+     for (m, s), st in studies.items()], scale=SCALE)
+display(Markdown(verdicts["rank"].sentence))
 
 # %% [markdown]
-# The curves end at j = N: past that index the spectrum of F̂ is identically zero.
-# The full rank N (rather than less) says the N per-example gradients are linearly
-# independent, as expected with P ≫ N.
+# The curves end at $j = N$: past that index the spectrum of $\hat F$ is identically zero.
+# A numerical rank equal to $N$ (rather than less) says the $N$ per-example gradients are
+# linearly independent.
 #
+# (sec-ch5-density)=
 # ## 5.6 Spectral densities of the Hessian and the Fisher
 #
 # Stochastic Lanczos quadrature (`sgdnoise.spectral.spectral_density`), Gaussian-smoothed,
-# on a log scale for the density; the ticks on top mark the top-k Lanczos eigenvalues.
+# on a log scale for the density; the ticks on top mark the top-k Lanczos eigenvalues of the
+# Hessian.
 
-# %%
-trained = [(m, studies[(m, "trained")]) for m in runs]
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-for ax, (m, st) in zip(axes, trained, strict=True):
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "SLQ spectral densities (log scale) of the Hessian, the GGN (= true Fisher) and the empirical Fisher of each trained network; ticks at the top mark the top Lanczos eigenvalues of the Hessian. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.overparam_study`.", "name": "fig-ch5-density"}}
+trained = {m: studies[(m, "trained")] for m in runs}
+MATRIX_COLOURS = {"Hessian": "C4", "GGN (= Fisher)": "C0", "empirical Fisher": "C1",
+                  "covariance D": "C2"}
+fig, axes = plt.subplots(2, 1, figsize=(6.8, 6.2), sharex=False)
+for ax, (m, st) in zip(axes, trained.items(), strict=True):
     for name, d in st.densities.items():
-        ax.semilogy(d.grid.numpy(), np.maximum(d.density.numpy(), 1e-8), label=name, lw=1.2)
+        ax.semilogy(d.grid.numpy(), np.maximum(d.density.numpy(), 1e-8), label=name, lw=1.2,
+                    color=MATRIX_COLOURS[name])
     for v in st.hessian_top.numpy():
         ax.axvline(v, ymin=0.95, ymax=1.0, color="k", lw=0.8)
     ax.set(xlabel="eigenvalue", ylabel="density (SLQ)", ylim=(1e-6, None),
            title=f"{m.upper()} after training (P={st.p}, N={st.n})")
-    ax.legend(fontsize=8)
-fig.suptitle(LABEL, fontsize=9)
+axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+fig.suptitle(LABEL)
 plt.tight_layout()
 plt.show()
-nz = pd.concat([st.near_zero.assign(model=m) for m, st in trained])
-display(nz.pivot_table(index=["model", "matrix"], columns="rtol", values="fraction (SLQ)"))
 
 # %% [markdown]
-# The density is a tall spike at zero and a thin tail. The first table gives the fraction
-# of spectral mass with |λ| ≤ rtol · λ_max from the SLQ quadrature weights ("exact" rows use
-# the Gram spectrum of F̂). A Gauss rule with m nodes cannot split mass more finely than its
-# node spacing: the near-zero eigenvalues show up as one node near 0 whose weight is their
-# share and whose position is their centre of mass. The second table lists that node for
-# each matrix (weight, and |position| / λ_max); when the position exceeds rtol, the rtol
-# window misses the cluster and its fraction understates the flat part.
+# The table gives the fraction of spectral mass with $|\lambda| \le \mathrm{rtol}\cdot
+# \lambda_{\max}$ from the SLQ quadrature weights ("exact" rows use the Gram spectrum of
+# $\hat F$). A Gauss rule with $m$ nodes cannot split mass more finely than its node
+# spacing: the near-zero eigenvalues show up as one node near 0 whose weight is their share
+# and whose position is their centre of mass. The second table lists that node for each
+# matrix (weight, and $|\text{position}|/\lambda_{\max}$); when the position exceeds rtol,
+# the rtol window misses the cluster and its fraction understates the flat part.
 
 # %%
-zc = pd.concat([st.zero_cluster.assign(model=m) for m, st in trained])
-display(zc.set_index(["model", "matrix"]))
-lines = []
-for m, st in trained:
-    row = st.near_zero[(st.near_zero.rtol == 1e-3)].set_index("matrix")
-    row2 = st.near_zero[(st.near_zero.rtol == 1e-2)].set_index("matrix")
-    cl = st.zero_cluster.set_index("matrix")
-    h_w, h_pos = cl.loc["Hessian", "weight"], cl.loc["Hessian", "position"]
-    g_frac = row.loc["GGN (= Fisher)", "fraction (SLQ)"]
-    g_bound = row.loc["GGN (= Fisher)", "exact lower bound (rank)"]
-    lines.append(
-        f"**{m.upper()}**: the SLQ node nearest zero carries a fraction {h_w:.3f} of the "
-        f"Hessian's spectral mass and sits at {h_pos:.1e}·λ_max; SLQ puts "
-        f"{row.loc['Hessian', 'fraction (SLQ)']:.3f} of the mass within 10⁻³·λ_max and "
-        f"{row2.loc['Hessian', 'fraction (SLQ)']:.3f} within 10⁻²·λ_max"
-        + (" (the 10⁻³ window is narrower than the cluster's offset, so that number "
-           "understates the flat part)" if h_pos > 1e-3 else "")
-        + f". For the GGN SLQ finds {g_frac:.3f} within 10⁻³·λ_max against the exact rank "
-        f"bound {g_bound:.3f}"
-        + (" (consistent)" if g_frac >= g_bound - 0.02 else
-           " (below the bound: the quadrature has not resolved the zero cluster, so the SLQ "
-           "fractions are too coarse at this profile)")
-        + f"; F̂ has exactly {row.loc['empirical Fisher (exact)', 'fraction (SLQ)']:.3f} "
-        "of its eigenvalues within 10⁻³·λ_max.")
-flat = min(float(st.near_zero.query("matrix == 'Hessian' and rtol == 0.01")["fraction (SLQ)"]
-                .iloc[0]) for _, st in trained)
-display(Markdown(" ".join(lines) + (
-    f" In both networks at least {flat:.0%} of the Hessian's spectrum lies within "
-    "10⁻²·λ_max of zero: most directions are flat." if flat >= 0.5 else
-    f" Only {flat:.0%} of the Hessian's spectrum lies within 10⁻²·λ_max of zero in one of "
-    "the networks, so here the flatness claim holds for the GGN and F̂ (rank bounds) but is "
-    "weaker for the Hessian itself.")))
+nz = pd.concat([st.near_zero.assign(model=m) for m, st in trained.items()])
+nz_table = nz.pivot_table(index=["model", "matrix"], columns="rtol", values="fraction (SLQ)")
+nz_table.columns = [f"share with |λ| ≤ {c:g}·λ_max" for c in nz_table.columns]
+display(nz_table.reset_index().style.format(precision=3).hide(axis="index"))
+zc = pd.concat([st.zero_cluster.assign(model=m) for m, st in trained.items()])
+display(zc[["model", "matrix", "weight", "position"]]
+        .rename(columns={"weight": "weight of the node nearest 0",
+                         "position": "|position| / λ_max"})
+        .style.format({"weight of the node nearest 0": "{:.3f}",
+                       "|position| / λ_max": "{:.1e}"}).hide(axis="index"))
+verdicts["flat"] = ch5.verdict_flat_bulk(ch5.flat_rows(trained, P.flat_rtol),
+                                         flat_rtol=P.flat_rtol,
+                                         flat_fraction=P.flat_fraction, scale=SCALE)
+display(Markdown(verdicts["flat"].sentence))
 
 # %% [markdown]
+# (sec-ch5-outliers)=
 # ## 5.7 Outliers and the class structure
 
-# %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=False)
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Top eigenvalues λ_j/λ_1 of the GGN, the empirical Fisher, the covariance D and the Hessian of each network, at initialisation (dashed) and after training (solid); gray lines at j = C − 1 and j = C. The CNN's Hessian and GGN at initialisation are drawn only when the profile computes them. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.overparam_study`.", "name": "fig-ch5-outliers"}}
+fig, axes = plt.subplots(2, 1, figsize=(6.8, 6.4))
 for ax, m in zip(axes, runs, strict=True):
     for s, ls in (("init", "--"), ("trained", "-")):
         st = studies[(m, s)]
         curves = [("GGN (= Fisher)", st.ggn_top), ("empirical Fisher", st.fisher_top),
-                  ("covariance D", st.gram_cov[: P["top_k"]]), ("Hessian", st.hessian_top)]
-        for j, (name, ev) in enumerate(curves):
+                  ("covariance D", st.gram_cov[: P.top_k]), ("Hessian", st.hessian_top)]
+        for name, ev in curves:
             if ev.numel():
                 ev = ev.numpy()
                 ax.semilogy(np.arange(1, len(ev) + 1), ev / ev[0], ls, marker=".",
-                            color=f"C{j}", label=f"{name}, {s}")
-    ax.axvline(P["num_classes"] - 1, color="gray", lw=0.6)
-    ax.axvline(P["num_classes"], color="gray", lw=0.6)
-    ax.set(xlabel="index j", ylabel="λ_j / λ_1", title=f"{m.upper()}: top eigenvalues")
-    ax.legend(fontsize=6, ncol=2)
-fig.suptitle(f"Outliers (gray lines at C−1 and C)\n{LABEL}", fontsize=9)
+                            color=MATRIX_COLOURS[name],
+                            label=name if (m, s) == ("mlp", "trained") else None)
+    ax.axvline(P.num_classes - 1, color="gray", lw=0.6)
+    ax.axvline(P.num_classes, color="gray", lw=0.6)
+    ax.set(xlabel="index j", ylabel="λ_j / λ_1",
+           title=f"{m.upper()}: top eigenvalues (dashed: init, solid: trained)")
+axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+fig.suptitle(LABEL)
 plt.tight_layout()
 plt.show()
-out = pd.concat([st.outliers.assign(model=m, state=s) for (m, s), st in studies.items()])
-display(out.pivot_table(index=["model", "state"], columns="matrix", values="outliers"))
-cap = pd.concat([st.class_capture.assign(model=m, state=s) for (m, s), st in studies.items()])
-display(cap.pivot_table(index=["model", "state"], columns="matrix",
-                        values="captured by class-mean span"))
 
 # %% [markdown]
 # The first table is the largest-gap outlier count (0 = no gap of at least 1.5 among the top
-# 15); the second is the share of each matrix's top-C eigenspace that lies in the span of
-# the C class-mean gradients (a random C-subspace would give C/P, below 10⁻³ here).
+# 15); the second is the share of each matrix's top-$C$ eigenspace that lies in the span of
+# the $C$ class-mean gradients ({py:func}`~sgdnoise.chapters.ch05_overparam.subspace_capture`;
+# a random $C$-subspace would give $C/P$). "not computed" marks the CNN's Hessian and GGN at
+# initialisation when the profile skips them.
 
 # %%
-C = P["num_classes"]
-counts = out["outliers"].to_numpy()
-n_c = int((counts == C).sum())
-n_c1 = int((counts == C - 1).sum())
-n_other = len(counts) - n_c - n_c1
-cap_min = cap["captured by class-mean span"].min()
-cap_max = cap["captured by class-mean span"].max()
-display(Markdown(
-    f"Of {len(counts)} (model, state, matrix) spectra, {n_c1} show exactly C − 1 = {C - 1} "
-    f"outliers, {n_c} show C = {C}, and {n_other} show another count "
-    f"({', '.join(sorted({str(int(c)) for c in counts if c not in (C, C - 1)})) or 'none'}). "
-    + ("The separated groups have C − 1 members, as the centring and softmax-shift "
-       "arguments of §5.2 predict, rather than C. " if n_c1 > n_c else
-       "C − 1 is not the dominant count here. ")
-    + f"Independently of any gap rule, the class-mean span captures between {cap_min:.2f} "
-    f"and {cap_max:.2f} of the top-C eigenspaces, against ≈{C / runs['cnn']['P']:.0e} for "
-    "a random subspace: the top of every spectrum is organised by the classes."))
+out, cap = ch5.outlier_evidence(studies)
+display(out.pivot_table(index=["model", "state"], columns="matrix", values="outliers")
+        .reset_index().style.format("{:.0f}", na_rep="not computed",
+                                    subset=sorted(set(out.matrix))).hide(axis="index"))
+display(cap.pivot_table(index=["model", "state"], columns="matrix",
+                        values="captured by class-mean span")
+        .reset_index().style.format("{:.3f}", na_rep="not computed",
+                                    subset=sorted(set(cap.matrix))).hide(axis="index"))
+verdicts["outliers"] = ch5.verdict_outliers(
+    out["outliers"].tolist(), cap["captured by class-mean span"].tolist(),
+    num_classes=P.num_classes, outlier_share=P.outlier_share, capture_min=P.capture_min,
+    random_capture=P.num_classes / runs["cnn"]["P"], scale=SCALE)
+display(Markdown(verdicts["outliers"].sentence))
 
 # %% [markdown]
-# A clean gap is most visible at initialisation and for the gradient-based matrices; after
-# the networks fit their subsets the top of the spectrum decays more gradually (the gap rule
-# may then find no gap, or a different count), while the class-mean capture stays far above
-# chance. This matches {cite}`papyan2020traces`: the class structure is always present, but
-# how sharply it separates from the bulk depends on the state of training.
+# A gap may be clean at initialisation and for the gradient-based matrices and fade after
+# the networks fit their subsets, where the top of the spectrum can decay more gradually;
+# the class-mean capture measures the class structure independently of any gap rule
+# {cite}`papyan2020traces`.
 #
+# (sec-ch5-energy)=
 # ## 5.8 Noise energy in the top Hessian eigenspace
 
-# %%
-energy_rows = []
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Share φ_k of the noise energy tr D along the top-k Hessian eigenvectors (blue), the best any k-dimensional subspace can do (orange, D's own top eigenvectors), a random k-subspace of span{g_i} (k/rank G, green) and a random k-subspace of ℝ^P (k/P, gray), per model and state with a Hessian. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.noise_energy_fraction`.", "name": "fig-ch5-energy"}}
+C = P.num_classes
 items = [(k, v) for k, v in studies.items() if v.energy is not None]
-fig, axes = plt.subplots(1, len(items), figsize=(3.6 * len(items), 3.4), sharey=True)
-for ax, ((m, s), st) in zip(np.atleast_1d(axes), items, strict=True):
+ENERGY_STYLE = {"top-k Hessian eigenvectors": ("C0", ".", "top-k Hessian eigenvectors"),
+                "top-k eigenvectors of D (optimum)": ("C1", ".", "optimum (top-k of D)"),
+                "random k-subspace of span G (k/rank G)": ("C2", None, "random in span G"),
+                "random k-subspace (k/P)": ("C7", None, "random in ℝ^P")}
+ncol = min(3, len(items))
+nrow = -(-len(items) // ncol)
+height = 3.2 * nrow + 1.0
+fig, axes = plt.subplots(nrow, ncol, figsize=(6.4, height), sharey=True, squeeze=False)
+for ax, ((m, s), st) in zip(axes.flat, items, strict=False):
     e = st.energy
-    for j, col in enumerate(e.columns[1:]):
-        ax.semilogy(e["k"], e[col], marker="." if j < 2 else None, label=col)
+    for col, (colour, marker, label) in ENERGY_STYLE.items():
+        ax.semilogy(e["k"], e[col], marker=marker, color=colour, label=label)
     ax.set(xlabel="k", title=f"{m.upper()}, {s}")
-    k10 = e[e.k == min(C, len(e))].iloc[0]
-    energy_rows.append({"model": m, "state": s, "k": int(k10.k),
-                        "φ_k (Hessian)": k10.iloc[1], "optimum": k10.iloc[2],
-                        "random k/P": k10.iloc[3], "ratio to random": k10.iloc[1] / k10.iloc[3]})
-np.atleast_1d(axes)[0].set_ylabel("fraction of tr D")
-np.atleast_1d(axes)[0].legend(fontsize=7)
-fig.suptitle(f"Share of the noise energy along the top-k Hessian eigenvectors\n{LABEL}",
-             fontsize=9)
-plt.tight_layout()
+for ax in list(axes.flat)[len(items):]:
+    ax.set_visible(False)
+for row in axes:
+    row[0].set_ylabel("fraction of tr D")
+handles, labels = axes.flat[0].get_legend_handles_labels()
+fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
+fig.suptitle(f"Share of the noise energy along the top-k Hessian eigenvectors\n{LABEL}")
+plt.tight_layout(rect=(0, 0.8 / height, 1, 1))
 plt.show()
-energy = pd.DataFrame(energy_rows)
-display(energy)
 
 # %% [markdown]
-# Each panel shows, for k = 1, 2, …, the fraction of tr D along the top-k Hessian
-# eigenvectors (blue), the best any k-dimensional subspace can do (orange, D's own top
-# eigenvectors) and the k/P of a random subspace (green); the vertical distance to the
-# green curve, on this log scale, is the concentration factor in the table.
+# The table reads each panel at $k = C$: $\phi_k$, the optimum, the two baselines with the
+# ratio of $\phi_k$ to each, and the mean of `span_draws` sampled random $k$-subspaces of
+# the span (which should match $k/\operatorname{rank}G$, {eq}`eq-ch5-span`).
 
 # %%
-best = energy.loc[energy["ratio to random"].idxmin()]
-display(Markdown(
-    f"The top-{int(best.k)} Hessian directions — {int(best.k)} out of P = "
-    f"{' and '.join(str(v['P']) for v in runs.values())} — carry "
-    f"between {energy['φ_k (Hessian)'].min():.1%} and {energy['φ_k (Hessian)'].max():.1%} "
-    f"of the noise energy tr D, at least {energy['ratio to random'].min():.0f}× what a "
-    f"random subspace of that size carries, and "
-    f"{(energy['φ_k (Hessian)'] / energy['optimum']).min():.0%}–"
-    f"{(energy['φ_k (Hessian)'] / energy['optimum']).max():.0%} of the best any "
-    f"{int(best.k)}-dimensional subspace could capture. The noise is concentrated in the few "
-    "curved directions, although not entirely: the rest is spread over the remaining "
-    "non-flat directions (D has rank up to N − 1)."))
+energy, energy_rows = ch5.energy_table(studies, P.num_classes)
+display(energy.style.format(precision=4).format(
+    {"ratio to random k/P": "{:.1f}", "ratio to random in span G": "{:.2f}"}).hide(axis="index"))
+verdicts["energy"] = ch5.verdict_noise_concentration(
+    energy_rows, concentration_min=P.concentration_min, scale=SCALE)
+display(Markdown(verdicts["energy"].sentence))
 
 # %% [markdown]
-# ## 5.9 Summary
+# (sec-ch5-verdicts)=
+# ## What the numbers say
 #
-# - Proposition 1 and 2 bound the ranks of F̂, D and the GGN by N, N − 1 and N(C − 1); the
-#   Gram spectra confirm rank F̂ = N ≪ P numerically.
-# - The SLQ densities are a spike at zero plus a thin tail and a few outliers; the weight of
-#   the zero cluster printed in §5.6 says how much of each spectrum is flat.
-# - The outliers are organised by the classes (the class-mean gradients span most of the top
-#   eigenspace); the gap counts above say whether C or C − 1 separate cleanly.
-# - The mini-batch noise is far from isotropic: its energy sits disproportionately in the top
-#   Hessian eigenspace, consistent with the observation that training itself happens in a
-#   tiny subspace {cite}`gurari2018gradient`.
+# Each row is one claim of the essay this chapter tests, with the verdict computed from the
+# numbers above by the chapter's verdict functions
+# ({py:func}`~sgdnoise.chapters.ch05_overparam.verdict_rank`,
+# {py:func}`~sgdnoise.chapters.ch05_overparam.verdict_flat_bulk`,
+# {py:func}`~sgdnoise.chapters.ch05_overparam.verdict_outliers`,
+# {py:func}`~sgdnoise.chapters.ch05_overparam.verdict_noise_concentration`). Thresholds are
+# parameters of the chapter: an eigenvalue counts as near zero within `flat_rtol`·λ_max and
+# "most" means at least `flat_fraction` of the spectrum; "about one outlier per class" needs
+# a share `outlier_share` of the spectra to show $C - 1$ or $C$ outliers, with a class-mean
+# capture of at least `capture_min` as the weaker, mechanism-only outcome; "concentrated"
+# means $\phi_C$ at least `concentration_min` times the share $C/\operatorname{rank}G$ of a
+# random subspace of the gradients' span. The values used are in the provenance table. The
+# chapter also draws on {cite}`gurari2018gradient`: training itself happens in a tiny
+# subspace.
 
 # %%
-display(Markdown(provenance_markdown(profile, P, wall_time_s=clock.seconds,
+show_verdicts("ch05_overparam", list(verdicts.values()))
+
+# %%
+display(Markdown(provenance_markdown(profile, P.to_dict(), wall_time_s=clock.seconds,
                                      data_identity=identity)))

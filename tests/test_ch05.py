@@ -1,4 +1,5 @@
-"""Tests for sgdnoise.landscape against dense float64 references and constructed spectra."""
+"""Tests for sgdnoise.chapters.ch05_overparam: spectra against dense float64 references and
+constructed spectra, the random-span baseline, the parameters and the verdict functions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgdnoise import landscape as L
+from sgdnoise.chapters import ch05_overparam as L
 from sgdnoise.covariance import CovarianceOperator, gradient_covariance
 from sgdnoise.curvature import empirical_fisher, ggn, hessian
 from sgdnoise.grads import per_example_grads
@@ -140,3 +141,98 @@ def test_gradient_only_study():
     assert r.hessian_top.numel() == 0 and r.energy is None
     assert set(r.outliers["matrix"]) == {"empirical Fisher", "covariance D"}
     assert list(r.densities) == ["empirical Fisher"]
+
+
+def test_random_span_fraction_is_k_over_rank():
+    gen = torch.Generator().manual_seed(4)
+    n, p, k = 12, 80, 3
+    G = torch.randn(n, p, generator=gen, dtype=DT) * torch.linspace(0.1, 3.0, p, dtype=DT)
+    cov = CovarianceOperator(G)
+    r = L.random_span_fraction(G, cov, k, draws=400, seed=0)
+    assert r["rank"] == n and r["expected"] == pytest.approx(k / n)
+    assert abs(r["mc_mean"] - k / n) < 4 * r["mc_std"] / math.sqrt(400)
+    # far above the ambient baseline k/P
+    assert r["expected"] / L.random_subspace_fraction(k, p) == pytest.approx(p / n)
+    # a rank-deficient G: the rank, not N, sets the baseline
+    G2 = torch.cat([G[:5], G[:5] * 2.0])
+    assert L.random_span_fraction(G2, CovarianceOperator(G2), k)["rank"] == 5
+    with pytest.raises(ValueError, match="k must be <= rank G"):
+        L.random_span_fraction(G2, CovarianceOperator(G2), 6)
+
+
+# ------------------------------------------------------------------ parameters
+
+def _params(**kw):
+    import yaml
+    from conftest import BOOK
+
+    values = yaml.safe_load((BOOK / "params" / "ch05_overparam" / "smoke.yaml").read_text())
+    values.update(kw)
+    return L.Params.from_mapping(values)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_profiles_validate(profile):
+    from conftest import BOOK
+
+    P = L.Params.from_yaml(BOOK / "params" / "ch05_overparam" / f"{profile}.yaml")
+    assert P.profile == profile
+
+
+@pytest.mark.parametrize("kw, pattern", [
+    ({"top_k": 50}, r"parameter 'top_k' = 50: must be <= mlp_n and cnn_n"),
+    ({"batch_size": 31}, r"parameter 'batch_size' = 31"),
+    ({"flat_rtol": 0.05}, r"parameter 'flat_rtol' = 0.05: must be one of the windows"),
+    ({"image_size": 5}, r"parameter 'image_size' must be one of"),
+    ({"concentration_min": 0.5}, r"parameter 'concentration_min' must be >= 1"),
+])
+def test_params_errors_name_the_parameter(kw, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        _params(**kw)
+
+
+# ------------------------------------------------------------------ verdicts
+
+S = "laptop, test"
+
+
+def test_verdict_rank_flips():
+    ok = L.verdict_rank([L.RankRow("a", 10, 1000, 10, 9)], scale=S)
+    assert ok.outcome == "supported" and "99.0%" in ok.sentence
+    bad = L.verdict_rank([L.RankRow("a", 10, 1000, 10, 10)], scale=S)
+    assert bad.outcome == "contradicted"
+
+
+def _flat(h, ggn=0.9, bound=0.85):
+    return L.FlatRow("M", 0.5, 1e-4, h, h, ggn, bound, 0.99)
+
+
+def test_verdict_flat_bulk_flips_at_threshold():
+    kw = dict(flat_rtol=0.01, flat_fraction=0.5, scale=S)
+    assert L.verdict_flat_bulk([_flat(0.8), _flat(0.6)], **kw).outcome == "supported"
+    assert L.verdict_flat_bulk([_flat(0.4), _flat(0.3)], **kw).outcome == "contradicted"
+    assert L.verdict_flat_bulk([_flat(0.8), _flat(0.3)], **kw).outcome == "mixed"
+    # the quadrature missed the GGN's exact zero share: cannot decide
+    unresolved = L.verdict_flat_bulk([_flat(0.8, ggn=0.5, bound=0.85)], **kw)
+    assert unresolved.outcome == "inconclusive" and "not resolved" in unresolved.sentence
+
+
+def test_verdict_outliers_flips():
+    kw = dict(num_classes=10, outlier_share=0.5, capture_min=0.5, random_capture=1e-3,
+              scale=S)
+    assert L.verdict_outliers([9, 10, 9, 3], [0.9, 0.8], **kw).outcome == "supported"
+    assert L.verdict_outliers([0, 1, 9, 3], [0.9, 0.8], **kw).outcome == "mixed"
+    assert L.verdict_outliers([0, 1, 9, 3], [0.9, 0.2], **kw).outcome == "contradicted"
+    assert L.verdict_outliers([], [], **kw).outcome == "inconclusive"
+
+
+def test_verdict_noise_concentration_uses_the_span_baseline():
+    # phi = 0.5 at k = 10: 2.5x a random subspace of a 50-dim span, 500x of R^10000
+    high = L.EnergyRow("a", 10, 0.5, 0.7, 50, 10_000)
+    low = L.EnergyRow("b", 10, 0.3, 0.7, 20, 10_000)  # 0.6x k/rank G, still 300x k/P
+    assert high.ratio_span == pytest.approx(2.5) and low.ratio_ambient == pytest.approx(300)
+    kw = dict(concentration_min=2.0, scale=S)
+    assert L.verdict_noise_concentration([high], **kw).outcome == "supported"
+    assert L.verdict_noise_concentration([low], **kw).outcome == "contradicted"
+    assert L.verdict_noise_concentration([high, low], **kw).outcome == "mixed"
+    assert L.verdict_noise_concentration([], **kw).outcome == "inconclusive"
