@@ -68,12 +68,12 @@ from IPython.display import Markdown, display
 from tqdm.auto import tqdm
 
 from sgdnoise.chapters import ch06_batch_size as ch6
+from sgdnoise.chapters.ch01_lemma1 import trace_vs_batch_study
 from sgdnoise.data import to_float
 from sgdnoise.grads import num_params, per_example_grads
 from sgdnoise.plotting import source_label, use_style
 from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
 from sgdnoise.stats import loglog_fit
-from sgdnoise.studies import trace_vs_batch_study
 from sgdnoise.train import TrainConfig, train
 
 P = ch6.Params.from_namespace(globals())
@@ -146,7 +146,7 @@ display(tv[["scheme", "batch_size", "mc_trace", "mc_se", "formula", "z"]]
                          "z": "z-score"})
         .style.format(precision=3).hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Trace of the mini-batch gradient covariance against B at initialisation: Monte Carlo estimates (dots, ±2 standard errors) and the formula (lines), with and without replacement. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.studies.trace_vs_batch_study`.", "name": "fig-ch6-trace"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Trace of the mini-batch gradient covariance against B at initialisation: Monte Carlo estimates (dots, ±2 standard errors) and the formula (lines), with and without replacement. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch01_lemma1.trace_vs_batch_study`.", "name": "fig-ch6-trace"}}
 fig, ax = plt.subplots(figsize=(6.2, 3.8))
 for j, (scheme, grp) in enumerate(tv.groupby("scheme")):
     ax.errorbar(grp.batch_size, grp.mc_trace, yerr=2 * grp.mc_se, fmt="o", color=f"C{j}",

@@ -876,8 +876,8 @@ def verdict_noise_concentration(
 def build_runs(P: Params) -> dict[str, dict[str, Any]]:
     """The chapter's two problems and untrained models: {"mlp" | "cnn": {"prob", "model",
     "P", "N"}} (stratified seeded subsets, float64 models seeded by ``P.seed``)."""
+    from sgdnoise.chapters.small_problems import build_small_model, load_small_problem
     from sgdnoise.grads import num_params
-    from sgdnoise.studies import build_small_model, load_small_problem
 
     runs: dict[str, dict[str, Any]] = {}
     for name, n, width in (("mlp", P.mlp_n, P.mlp_width), ("cnn", P.cnn_n, P.cnn_width)):
