@@ -54,7 +54,6 @@ slope_tolerance = 0.1
 error_ratio_tolerance = 0.3
 
 # %% tags=["remove-cell"]
-# ruff: noqa: E501 (a figure's caption lives on its cell's metadata line)
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns

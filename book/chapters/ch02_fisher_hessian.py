@@ -160,7 +160,6 @@ fr_seeds = 3
 fr_confidence = 0.95
 
 # %% tags=["remove-cell"]
-# ruff: noqa: E501 (a figure's caption lives on its cell's metadata line)
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np

@@ -56,7 +56,6 @@ z_max = 4.0
 network_z_max = 3.0
 
 # %% tags=["remove-cell"]
-# ruff: noqa: E501 (a figure's caption lives on its cell's metadata line)
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns

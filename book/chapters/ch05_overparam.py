@@ -46,7 +46,6 @@ capture_min = 0.5
 concentration_min = 2.0
 
 # %% tags=["remove-cell"]
-# ruff: noqa: E501 (figure captions live in one-line cell headers)
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

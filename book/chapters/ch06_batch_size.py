@@ -59,7 +59,6 @@ ratio_spread = 0.5
 device = "cpu"
 
 # %% tags=["remove-cell"]
-# ruff: noqa: E501 (figure captions live in one-line cell headers)
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
