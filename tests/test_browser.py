@@ -367,10 +367,7 @@ def _book_pages() -> list[str]:
 # Pages with defects found by this test when it was written (issue 12), fixed on the chapter
 # branches. A listed page that fails is reported as xfail with its problems; one that passes
 # passes. Remove a page from this set once its fix is merged: from then on it must pass.
-KNOWN_DEFECTS = {f"chapters/{name}.html" for name in (
-    "ch01_lemma1", "ch02_fisher_hessian", "ch03_gaussian_lemma2", "ch04_stability",
-    "ch05_overparam", "ch06_batch_size", "ch07_saddles", "ch08_resnet_sweep",
-    "ch09_anisotropic_noise")}
+KNOWN_DEFECTS: set[str] = set()  # pages allowed to fail the checks below (none)
 
 
 @pytest.mark.parametrize("page", _book_pages())
