@@ -1,0 +1,701 @@
+"""Chapter 8: does a large batch generalize worse, or is it under-trained?
+
+The chapter's decisions are pure functions of two record frames (the schema of
+:func:`sgdnoise.sweep.load_records` and :func:`sgdnoise.sweep.load_sharpness`):
+
+* ``records``: one row per run × evaluation with at least the columns of
+  :data:`RECORD_COLUMNS` (``arm, batch_size, seed, run_id, step, epoch, train_loss,
+  train_error, test_error, status, lr, momentum, device, git_commit, created_utc, source``);
+* ``sharpness``: one row per run × Lanczos estimate with :data:`SHARPNESS_COLUMNS`
+  (``run_id, arm, batch_size, seed, step, lambda_max, lr``).
+
+Each decision returns a table of numbers and a :class:`sgdnoise.report.Verdict` whose
+sentence is generated from those numbers and the thresholds (parameters of the chapter).
+Missing arms or records give the outcome ``"inconclusive"`` with a sentence naming what is
+missing; an interval that cannot be formed (one seed) cannot support a claim.
+
+The five decisions:
+
+* :func:`gap_test` (a generalization gap): at the end of arm B or C, a large batch reaches
+  a train loss no higher than the small batch's (within ``loss_tolerance`` nats, the upper
+  end of the paired interval) but a higher test error (paired by seed, the 95% interval of
+  the difference above 0).
+* :func:`matched_fit` (under-training): the residual of each large-batch run's final test
+  error against the small batch's own test-vs-train-error trajectory (same seed); "on the
+  curve" needs a TOST equivalence within ``margin``.
+* :func:`steps_to_target`: the first step at which the test error falls to each target
+  (Shallue et al. 2019; Golmant et al. 2018, arXiv 1811.12941), interpolated in log steps.
+* :func:`plateau_test`: the slope of test error against ``ln(step)`` over the last
+  evaluations: still falling (interval below 0) or flat (TOST within ``margin``).
+* :func:`sharpness_test`: ``λ_max`` at the end against the stability threshold
+  ``2(1 + β)/η`` of (heavy-ball) gradient descent (Cohen et al. 2021).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sgdnoise.params import ChapterParams, param
+from sgdnoise.report import Verdict
+from sgdnoise.stats import Interval, t_interval, tost
+
+__all__ = [
+    "RECORD_COLUMNS",
+    "SHARPNESS_COLUMNS",
+    "Params",
+    "final_points",
+    "from_legacy_records",
+    "gap_test",
+    "matched_fit",
+    "matched_fit_curves",
+    "plateau_test",
+    "protocol_table",
+    "records_scale",
+    "sharpness_test",
+    "steps_to_target",
+]
+
+RECORD_COLUMNS = ("arm", "batch_size", "seed", "run_id", "step", "epoch", "train_loss",
+                  "train_error", "test_error", "status")
+SHARPNESS_COLUMNS = ("run_id", "arm", "batch_size", "seed", "step", "lambda_max", "lr")
+
+SEC_GAP = "sec-ch8-gap"
+SEC_STEPS = "sec-ch8-steps-to-target"
+SEC_PLATEAU = "sec-ch8-plateau"
+SEC_SHARPNESS = "sec-ch8-sharpness"
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclass(frozen=True)
+class Params(ChapterParams):
+    """Every parameter of chapter 8 (values live in the notebook's parameters cell and in
+    ``book/params/ch08_resnet_sweep/{smoke,default,full}.yaml``)."""
+
+    records_dirs: tuple[str, ...] = param(min_len=0, doc="folders of recorded runs to "
+                                          "re-analyse (GPU pilot and plan records)")
+    sharpness_dirs: tuple[str, ...] = param(min_len=0, doc="folders holding sharpness records")
+    run_miniature: bool = param(doc="train the laptop miniature in this execution")
+    dataset: str = param(choices=("cifar10", "synthetic"), doc="miniature data")
+    data_dir: str = param(doc="CIFAR-10 folder ('' = $SGDNOISE_DATA or data/)")
+    n_train: int = param(low=16, high=50000, doc="miniature training images N")
+    n_test: int = param(low=16, high=10000, doc="miniature test images")
+    data_seed: int = param(low=0, doc="which stratified subset")
+    width: int = param(low=1, high=4096, doc="hidden width of the 2-hidden-layer MLP")
+    batch_sizes: tuple[int, ...] = param(low=1, high=50000, min_len=2,
+                                         doc="miniature batch sizes, smallest first")
+    seeds: tuple[int, ...] = param(low=0, min_len=1, doc="miniature seeds (arms A and B)")
+    seeds_c: tuple[int, ...] = param(low=0, min_len=1, doc="miniature seeds of arm C")
+    epochs: int = param(low=1, high=10000, doc="miniature epochs E (arms A and B)")
+    lr_a: float = param(low=1e-6, high=10.0, doc="arm A: plain SGD, constant η")
+    lr_b: float = param(low=1e-6, high=10.0, doc="arm B: η at base_batch_size")
+    base_batch_size: int = param(low=1, doc="arm B: η = lr_b · B / base_batch_size")
+    momentum_b: float = param(low=0.0, high=0.99, doc="arm B/C momentum")
+    weight_decay_b: float = param(low=0.0, high=1.0, doc="arm B/C weight decay")
+    warmup_epochs_b: float = param(low=0.0, doc="arm B/C linear warm-up (epochs)")
+    batch_sizes_c: tuple[int, ...] = param(low=1, high=50000, min_len=0,
+                                           doc="arm C: batch sizes run at equal steps")
+    steps_c_batch_size: int = param(low=1, doc="arm C: steps of this B's arm-B run")
+    eval_batch_size: int = param(low=1, doc="evaluation batch")
+    targets: tuple[float, ...] = param(low=0.0, high=1.0, min_len=1,
+                                       doc="test-error targets for steps-to-target (GPU)")
+    targets_laptop: tuple[float, ...] = param(low=0.0, high=1.0, min_len=1,
+                                              doc="test-error targets for the miniature")
+    loss_tolerance: float = param(low=0.0, doc="gap test: 'no higher train loss' within "
+                                  "this many nats")
+    gap_margin: float = param(low=1e-6, high=1.0, doc="test-error difference below which "
+                              "there is no gap (TOST margin)")
+    curve_margin: float = param(low=1e-6, high=1.0, doc="matched fit: 'on the curve' margin")
+    plateau_evals: int = param(low=3, doc="plateau test: the last evaluations used")
+    plateau_margin: float = param(low=1e-6, high=1.0, doc="plateau: |slope| per e-fold of "
+                                  "steps below which the curve is flat")
+    eos_low: float = param(low=0.0, high=1.0, doc="η λ_max / 2(1+β) at or above this: edge "
+                           "of stability")
+    below_fraction: float = param(low=0.0, high=1.0, doc="η λ_max / 2(1+β) below this: far "
+                                  "below the edge")
+    device: str = param(choices=("cpu", "cuda", "auto"), doc="miniature device")
+    out_dir: str = param(doc="miniature records ('' = a fresh temporary folder)")
+
+    def check(self) -> None:
+        b = self.batch_sizes
+        self.require(list(b) == sorted(set(b)), "batch_sizes",
+                     "must be strictly increasing (the smallest is the reference)")
+        self.require(b[-1] <= self.n_train, "batch_sizes",
+                     f"the largest batch must not exceed n_train={self.n_train}")
+        self.require(self.n_train // b[-1] >= 1, "batch_sizes", "each batch needs a step")
+        self.require(set(self.batch_sizes_c) <= set(b), "batch_sizes_c",
+                     f"must be a subset of batch_sizes={list(b)}")
+        self.require(self.steps_c_batch_size in b, "steps_c_batch_size",
+                     f"must be one of batch_sizes={list(b)}")
+        self.require(set(self.seeds_c) <= set(self.seeds), "seeds_c",
+                     f"must be a subset of seeds={list(self.seeds)}")
+        self.require(self.below_fraction < self.eos_low, "below_fraction",
+                     f"must be below eos_low={self.eos_low}")
+        self.require(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
+
+
+# --------------------------------------------------------------------------- design
+
+
+def protocol_table(n_train: int, batch_sizes: Sequence[int], epochs: int, lr: float
+                   ) -> pd.DataFrame:
+    """What an equal-epoch run does at each batch size, before training (``drop_last``).
+
+    One row per ``B``: steps per epoch ``⌊N/B⌋``, total steps ``S = E ⌊N/B⌋``, examples
+    seen ``S·B``, the finite-population factor ``(N − B)/(N − 1)`` of Lemma 1 and the reach
+    ``η S`` (the bound ``‖θ_S − θ_0‖ ≤ η S G`` divided by the gradient bound ``G``)."""
+    if n_train < 2:
+        raise ValueError(f"n_train must be >= 2, got {n_train!r}")
+    rows = []
+    for b in batch_sizes:
+        if not 1 <= b <= n_train:
+            raise ValueError(f"batch size must be in [1, n_train={n_train}], got {b!r}")
+        spe = n_train // b
+        rows.append({"B": int(b), "steps/epoch": spe, "steps S": epochs * spe,
+                     "examples seen": epochs * spe * b,
+                     "(N-B)/(N-1)": (n_train - b) / (n_train - 1),
+                     "reach ηS": lr * epochs * spe})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{what} lacks column(s) {missing}; has {sorted(df.columns)}")
+
+
+def from_legacy_records(old: pd.DataFrame, *, arm: str = "pilot", source: str = "pilot"
+                        ) -> pd.DataFrame:
+    """Map a frame of the per-epoch record format (``sgdnoise.sweep.run/1``: columns
+    ``batch_size, seed, epoch, step, lr, train_loss, train_error, test_loss, test_error,
+    status, device, git_commit, created_utc, n_train``) onto :data:`RECORD_COLUMNS`, with the
+    given ``arm`` and ``source``; quantities that format did not record (``param_distance``,
+    ``momentum``) are NaN."""
+    _require_columns(old, ("batch_size", "seed", "epoch", "step", "train_loss", "train_error",
+                           "test_error", "status"), "legacy records")
+    df = old.copy()
+    df["arm"] = arm
+    df["source"] = source
+    df["run_id"] = [f"{arm}-B{int(b)}-s{int(s)}" for b, s in zip(df["batch_size"], df["seed"],
+                                                                  strict=True)]
+    if "n_train" in df.columns:
+        df["examples_seen"] = df["epoch"] * df["n_train"]
+    for col in ("param_distance", "momentum", "ghost_batch_size", "max_steps"):
+        if col not in df.columns:
+            df[col] = np.nan
+    df["lr0"] = df.groupby("run_id")["lr"].transform("first") if "lr" in df else np.nan
+    return df.sort_values(["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
+
+
+def records_scale(df: pd.DataFrame, kind: str = "recorded GPU runs") -> str:
+    """``'recorded GPU runs (NVIDIA H200; commit unknown; 2026-11-26; source pilot)'``: the
+    devices, commits, dates and sources behind a record frame (distinct values, sorted)."""
+    if len(df) == 0:
+        return f"{kind} (none)"
+
+    def distinct(col: str, f: Any = str) -> str:
+        if col not in df.columns:
+            return "?"
+        vals = sorted({f(v) for v in df[col].dropna()})
+        return ", ".join(vals) if vals else "?"
+
+    dev = distinct("device", lambda d: str(d).removeprefix("cuda: "))
+    commit = distinct("git_commit", lambda c: str(c)[:10])
+    dates = distinct("created_utc", lambda c: str(c)[:10])
+    src = distinct("source")
+    return f"{kind} ({dev}; commit {commit}; {dates}; source {src})"
+
+
+def final_points(df: pd.DataFrame) -> pd.DataFrame:
+    """The last evaluation of every run: one row per ``run_id`` (``arm, batch_size, seed,
+    step, train_loss, train_error, test_error, status``)."""
+    _require_columns(df, RECORD_COLUMNS, "records")
+    last = df.sort_values("step").groupby("run_id", sort=False).tail(1)
+    return last.sort_values(["arm", "batch_size", "seed"]).reset_index(drop=True)
+
+
+def _fmt_pct(i: Interval) -> str:
+    return i.format(1, 100) + " points"
+
+
+def _arm_missing(df: pd.DataFrame, arms: Sequence[str]) -> list[str]:
+    present = set(df["arm"].unique()) if len(df) else set()
+    return [a for a in arms if a not in present]
+
+
+# --------------------------------------------------------------------------- (a) gap
+
+
+def gap_test(
+    records: pd.DataFrame,
+    *,
+    arms: Sequence[str] = ("B", "C"),
+    loss_tolerance: float = 0.02,
+    margin: float = 0.01,
+    confidence: float = 0.95,
+    scale: str | None = None,
+    section: str = SEC_GAP,
+) -> tuple[pd.DataFrame, Verdict]:
+    """The generalization-gap test, paired by seed within each arm.
+
+    For every arm and every batch size ``B`` above the arm's smallest ``B₀``, over the seeds
+    run at both: ``Δloss_s = L_train(B, s) − L_train(B₀, s)`` and
+    ``Δerr_s = err_test(B, s) − err_test(B₀, s)`` at each run's last evaluation, with
+    ``confidence`` t-intervals of their means. A pair
+
+    * ``fits`` when the upper end of the Δloss interval is ≤ ``loss_tolerance`` (nats),
+      ``under-fits`` when its lower end is above it, else ``undetermined``;
+    * shows ``no gap`` when it fits and the Δerr interval lies below ``margin`` (a
+      difference, if any, smaller than the margin); a ``gap`` when it fits and the Δerr
+      interval lies above 0 and reaches ``margin``.
+
+    Returns the table (one row per arm × B: ``n_seeds``, the two intervals, ``fit``,
+    ``call``) and the verdict: supported if any pair shows a gap; contradicted if some pair
+    fits, none shows a gap, and every fitted pair shows ``no gap``; else inconclusive."""
+    claim = ("With the scaling rule (arm B, equal epochs) or at equal steps (arm C), a large "
+             "batch that fits the training set as well as the small batch has higher test "
+             "error: a generalization gap.")
+    scale = scale if scale is not None else records_scale(records)
+    cols = ["arm", "B0", "B", "n_seeds", "d_train_loss", "d_test_error", "fit", "call"]
+    missing = _arm_missing(records, arms)
+    if len(missing) == len(arms):
+        return (pd.DataFrame(columns=cols),
+                Verdict(claim, "inconclusive", f"No records of arm(s) {', '.join(missing)}: "
+                        "the gap test needs arm B or arm C.", scale, section))
+    fin = final_points(records[records["arm"].isin(arms)])
+    fin = fin[fin["status"] != "diverged"]
+    rows = []
+    for arm, g in fin.groupby("arm", sort=True):
+        sizes = sorted(g["batch_size"].unique())
+        b0 = sizes[0]
+        ref = g[g["batch_size"] == b0].set_index("seed")
+        for b in sizes[1:]:
+            big = g[g["batch_size"] == b].set_index("seed")
+            seeds = sorted(set(ref.index) & set(big.index))
+            dl = t_interval(big.loc[seeds, "train_loss"].to_numpy()
+                            - ref.loc[seeds, "train_loss"].to_numpy(), confidence)
+            de = t_interval(big.loc[seeds, "test_error"].to_numpy()
+                            - ref.loc[seeds, "test_error"].to_numpy(), confidence)
+            if not dl.defined:
+                fit = "undetermined"
+            elif dl.high <= loss_tolerance:
+                fit = "fits"
+            elif dl.low > loss_tolerance:
+                fit = "under-fits"
+            else:
+                fit = "undetermined"
+            call = "-"
+            if fit == "fits":
+                call = ("no gap" if de.below(margin) else "gap" if de.above(0.0)
+                        else "undetermined")
+            rows.append({"arm": arm, "B0": int(b0), "B": int(b), "n_seeds": len(seeds),
+                         "d_train_loss": dl, "d_test_error": de, "fit": fit, "call": call})
+    table = pd.DataFrame(rows, columns=cols)
+    note = (f" (no records of arm {', '.join(missing)})" if missing else "")
+    thresholds = (f"'fits' means the upper end of the {confidence:.0%} paired interval of the "
+                  f"train-loss difference is at most {loss_tolerance:g} nats; 'no gap' means "
+                  f"the test-error difference interval lies below {margin:.1%}")
+    gaps = table[table["call"] == "gap"]
+    fitted = table[table["fit"] == "fits"]
+    if len(gaps):
+        r = gaps.iloc[0]
+        sentence = (f"A gap: in arm {r['arm']}, B = {r['B']} fits as well as B = {r['B0']} "
+                    f"(train-loss difference {r['d_train_loss'].format(3)} nats) but its test "
+                    f"error is higher by {_fmt_pct(r['d_test_error'])} ({r['n_seeds']} seeds; "
+                    f"{len(gaps)} of {len(table)} arm × batch-size pairs show a gap){note}; "
+                    f"{thresholds}.")
+        return table, Verdict(claim, "supported", sentence, scale, section)
+    if len(fitted) and (fitted["call"] == "no gap").all():
+        worst = max(fitted["d_test_error"], key=lambda i: i.high)
+        sentence = (f"No gap: {len(fitted)} large-batch run group(s) fit the training set "
+                    f"as well as the small batch and none has a higher test error (largest "
+                    f"upper end: {worst.high * 100:.1f} points); {len(table) - len(fitted)} "
+                    f"other pair(s) do not fit or cannot be called{note}; {thresholds}.")
+        return table, Verdict(claim, "contradicted", sentence, scale, section)
+    counts = table["fit"].value_counts().to_dict()
+    sentence = (f"Cannot decide: of {len(table)} arm × batch-size pairs, "
+                f"{counts.get('fits', 0)} fit, {counts.get('under-fits', 0)} under-fit and "
+                f"{counts.get('undetermined', 0)} cannot be called (one seed gives no "
+                f"interval){note}; {thresholds}.")
+    return table, Verdict(claim, "inconclusive", sentence, scale, section)
+
+
+# --------------------------------------------------------------------------- (b) matched fit
+
+
+def _curve(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A trajectory's test error as a function of its train error: points sorted by train
+    error, duplicates averaged. Returns ``(x, y)`` increasing in ``x``."""
+    order = np.argsort(train, kind="stable")
+    x, y = train[order], test[order]
+    ux, inv = np.unique(x, return_inverse=True)
+    uy = np.bincount(inv, weights=y) / np.bincount(inv)
+    return ux, uy
+
+
+def matched_fit_curves(records: pd.DataFrame, arm: str) -> dict[int, tuple[np.ndarray,
+                                                                           np.ndarray]]:
+    """The small batch's test-vs-train-error curve of ``arm``, per seed: ``seed -> (x, y)``
+    (see :func:`matched_fit`); empty when the arm has no records."""
+    g = records[(records["arm"] == arm) & np.isfinite(records["train_error"])
+                & np.isfinite(records["test_error"])]
+    if len(g) == 0:
+        return {}
+    b0 = g["batch_size"].min()
+    ref = g[g["batch_size"] == b0]
+    return {int(s): _curve(r["train_error"].to_numpy(float), r["test_error"].to_numpy(float))
+            for s, r in ref.groupby("seed")}
+
+
+def matched_fit(
+    records: pd.DataFrame,
+    *,
+    arm: str,
+    margin: float = 0.02,
+    confidence: float = 0.95,
+    scale: str | None = None,
+    section: str = SEC_GAP,
+) -> tuple[pd.DataFrame, Verdict]:
+    """Under-training test: do the large batches end on the small batch's curve?
+
+    Let ``f_s(x)`` be the test error of the smallest batch ``B₀`` of ``arm`` (seed ``s``) as
+    a piecewise-linear function of its train error ``x`` along its trajectory. For a run
+    ``(B, s)`` ending at train error ``x`` and test error ``y`` the residual is
+    ``r = y − f_s(x)`` (``f`` of the mean curve over seeds when ``B₀`` lacks seed ``s``;
+    NaN when ``x`` is outside the range ``B₀`` visited: no extrapolation). Per ``B``, over
+    seeds: a ``confidence`` t-interval of the mean residual and a TOST at ``margin``:
+
+    * ``on the curve``: equivalent (the 90% interval inside ``±margin``);
+    * ``above the curve``: the interval lies above 0 (worse test error at equal train error);
+    * ``below the curve``: below 0; else ``undetermined``.
+
+    Verdict (claim: the large batches' shortfall is under-training): supported when every
+    called batch size is on (or below) the curve and at least one is; contradicted when any
+    is above it; mixed/inconclusive otherwise."""
+    claim = (f"Arm {arm}: the large batches are under-trained, not worse at generalizing: "
+             "their final points lie on the small batch's test-vs-train-error curve.")
+    scale = scale if scale is not None else records_scale(records)
+    cols = ["arm", "B", "n_seeds", "residual", "n_outside", "call"]
+    curves = matched_fit_curves(records, arm)
+    if not curves:
+        return (pd.DataFrame(columns=cols),
+                Verdict(claim, "inconclusive", f"No records of arm {arm}.", scale, section))
+    fin = final_points(records[records["arm"] == arm])
+    fin = fin[fin["status"] != "diverged"]
+    b0 = int(fin["batch_size"].min())
+    grid_lo = max(float(c[0][0]) for c in curves.values())
+    grid_hi = min(float(c[0][-1]) for c in curves.values())
+    grid = np.linspace(grid_lo, grid_hi, 200) if grid_hi > grid_lo else None
+    mean_curve = (None if grid is None else
+                  (grid, np.mean([np.interp(grid, *c) for c in curves.values()], axis=0)))
+    rows = []
+    for b, g in fin[fin["batch_size"] > b0].groupby("batch_size", sort=True):
+        res, outside = [], 0
+        for _, r in g.iterrows():
+            c = curves.get(int(r["seed"]), mean_curve)
+            x = float(r["train_error"])
+            if c is None or not (c[0][0] <= x <= c[0][-1]):
+                outside += 1
+                continue
+            res.append(float(r["test_error"]) - float(np.interp(x, *c)))
+        ci = t_interval(res, confidence)
+        eq = tost(res, margin, alpha=(1 - confidence)) if len(res) >= 2 else None
+        if eq is not None and eq.equivalent:
+            call = "on the curve"
+        elif ci.above(0.0):
+            call = "above the curve"
+        elif ci.below(0.0):
+            call = "below the curve"
+        else:
+            call = "undetermined"
+        rows.append({"arm": arm, "B": int(b), "n_seeds": len(res), "residual": ci,
+                     "n_outside": outside, "call": call})
+    table = pd.DataFrame(rows, columns=cols)
+    rule = (f"residual = test error minus the B = {b0} curve at the same train error; 'on the "
+            f"curve' = TOST equivalence within ±{margin:.1%}, 'above' = the {confidence:.0%} "
+            "interval above 0")
+    called = table[table["call"] != "undetermined"]
+    above = table[table["call"] == "above the curve"]
+    listing = "; ".join(f"B = {r['B']}: {r['residual'].format(1, 100)} points ({r['call']})"
+                        for _, r in table.iterrows())
+    if len(table) == 0:
+        return table, Verdict(claim, "inconclusive", f"Arm {arm} has no batch size above "
+                              f"B = {b0}.", scale, section)
+    if len(above):
+        outcome = "contradicted"
+    elif len(called) and len(called) == len(table):
+        outcome = "supported"
+    elif len(called):
+        outcome = "mixed"
+    else:
+        outcome = "inconclusive"
+    sentence = f"{listing}; {rule}."
+    return table, Verdict(claim, outcome, sentence, scale, section)
+
+
+# --------------------------------------------------------------------------- (c) steps
+
+
+def _first_step_below(steps: np.ndarray, errors: np.ndarray, target: float) -> float:
+    """First step with ``error ≤ target``, interpolated linearly in ``ln(step)`` between the
+    two evaluations that bracket the crossing; NaN if never reached."""
+    order = np.argsort(steps)
+    s, e = steps[order].astype(float), errors[order].astype(float)
+    hit = np.nonzero(e <= target)[0]
+    if hit.size == 0:
+        return float("nan")
+    k = int(hit[0])
+    if k == 0 or s[k - 1] <= 0 or e[k - 1] == e[k]:
+        return float(s[k])
+    frac = (e[k - 1] - target) / (e[k - 1] - e[k])
+    return float(math.exp(math.log(s[k - 1]) + frac * (math.log(s[k]) - math.log(s[k - 1]))))
+
+
+def steps_to_target(
+    records: pd.DataFrame,
+    *,
+    arm: str = "B",
+    targets: Sequence[float] = (0.15, 0.10),
+    confidence: float = 0.95,
+    scale: str | None = None,
+    section: str = SEC_STEPS,
+) -> tuple[pd.DataFrame, Verdict]:
+    """Steps (and examples) needed to reach each test-error target, per batch size.
+
+    Per run: the first step with test error ≤ target (:func:`_first_step_below`). Per
+    ``(B, target)``: the number of seeds that reached it of those run, and a ``confidence``
+    t-interval of the mean of ``ln(steps)`` (reported back on the step scale: a geometric
+    mean). Perfect scaling halves the steps when ``B`` doubles (slope −1 in log–log;
+    Shallue et al. 2019); the ``slope`` column is the least-squares slope of ``ln(steps)``
+    on ``ln(B)`` between consecutive batch sizes.
+
+    Verdict (claim: the largest batch never reaches a useful test error) for the smallest
+    target, which is the strictest: supported when the smallest ``B`` reaches it in every
+    seed and the largest in none; contradicted when every ``B`` reaches it in every seed;
+    mixed when some but not all do; inconclusive when the smallest ``B`` does not reach it."""
+    claim = (f"Arm {arm}: beyond some batch size training never reaches a useful test error "
+             "(the essay's failure to converge).")
+    scale = scale if scale is not None else records_scale(records)
+    cols = ["arm", "target", "B", "n_runs", "n_reached", "steps", "examples", "slope"]
+    g = records[records["arm"] == arm]
+    if len(g) == 0:
+        return (pd.DataFrame(columns=cols),
+                Verdict(claim, "inconclusive", f"No records of arm {arm}.", scale, section))
+    rows = []
+    for target in targets:
+        prev = None
+        for b, gb in g.groupby("batch_size", sort=True):
+            hits = [_first_step_below(r["step"].to_numpy(), r["test_error"].to_numpy(), target)
+                    for _, r in gb.groupby("run_id")]
+            logs = [math.log(h) for h in hits if np.isfinite(h) and h > 0]
+            ci = t_interval(logs, confidence)
+            steps = Interval(math.exp(ci.estimate), math.exp(ci.low), math.exp(ci.high), ci.n,
+                             confidence) if logs else Interval(math.nan, math.nan, math.nan,
+                                                               0, confidence)
+            slope = math.nan
+            if prev is not None and logs and np.isfinite(prev[1]):
+                slope = (ci.estimate - prev[1]) / (math.log(b) - math.log(prev[0]))
+            rows.append({"arm": arm, "target": float(target), "B": int(b),
+                         "n_runs": len(hits), "n_reached": len(logs), "steps": steps,
+                         "examples": steps.estimate * b if logs else math.nan,
+                         "slope": slope})
+            prev = (b, ci.estimate if logs else math.nan)
+    table = pd.DataFrame(rows, columns=cols)
+    strict = min(targets)
+    t = table[table["target"] == strict].sort_values("B")
+    first, last = t.iloc[0], t.iloc[-1]
+    reached = "; ".join(f"B = {r['B']}: {r['n_reached']}/{r['n_runs']}" + (
+        f" at {r['steps'].estimate:,.0f} steps" if r["n_reached"] else "")
+        for _, r in t.iterrows())
+    base = f"test error ≤ {strict:.0%} reached (runs) — {reached}"
+    if first["n_reached"] < first["n_runs"] or first["n_runs"] == 0:
+        return table, Verdict(claim, "inconclusive", f"The smallest batch does not reach the "
+                              f"target in every seed, so the target cannot rank the batch "
+                              f"sizes: {base}.", scale, section)
+    all_reach = (t["n_reached"] == t["n_runs"]).all()
+    if all_reach:
+        outcome = "contradicted"
+    elif last["n_reached"] == 0:
+        outcome = "supported"
+    else:
+        outcome = "mixed"
+    return table, Verdict(claim, outcome, base + ".", scale, section)
+
+
+# --------------------------------------------------------------------------- (d) plateau
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    """OLS slope of ``y`` on ``x``, its standard error and degrees of freedom."""
+    n = x.size
+    xc = x - x.mean()
+    sxx = float(xc @ xc)
+    if n < 3 or sxx == 0:
+        return (float("nan"), float("nan"), 0)
+    b = float(xc @ (y - y.mean())) / sxx
+    resid = y - y.mean() - b * xc
+    return b, math.sqrt(float(resid @ resid) / (n - 2) / sxx), n - 2
+
+
+def plateau_test(
+    records: pd.DataFrame,
+    *,
+    arm: str,
+    batch_size: int | None = None,
+    n_evals: int = 5,
+    margin: float = 0.01,
+    confidence: float = 0.95,
+    scale: str | None = None,
+    section: str = SEC_PLATEAU,
+) -> tuple[pd.DataFrame, Verdict]:
+    """Is the test error of the largest batch (or ``batch_size``) of ``arm`` still falling?
+
+    Per run: the least-squares slope ``b`` of test error on ``ln(step)`` over its last
+    ``n_evals`` evaluations with ``step > 0`` (error change per e-fold of steps). Over
+    seeds: a ``confidence`` t-interval of the mean slope; with one seed, the OLS interval of
+    that run (``b ± t·se``, ``n_evals − 2`` degrees of freedom). ``falling``: the interval
+    lies below 0; ``flat``: it lies inside ``±margin``; else ``undetermined``.
+
+    Verdict (claim: the large-batch test error has plateaued): supported when flat,
+    contradicted when falling, inconclusive otherwise or without records."""
+    claim = (f"Arm {arm}: at the largest batch the test error plateaus — it is no longer "
+             "falling at the end of the run.")
+    scale = scale if scale is not None else records_scale(records)
+    cols = ["arm", "B", "n_seeds", "slope", "final_test_error", "last_step", "call"]
+    g = records[(records["arm"] == arm) & (records["step"] > 0)]
+    if len(g) == 0:
+        return (pd.DataFrame(columns=cols),
+                Verdict(claim, "inconclusive", f"No records of arm {arm}.", scale, section))
+    b = int(batch_size) if batch_size is not None else int(g["batch_size"].max())
+    gb = g[g["batch_size"] == b]
+    if len(gb) == 0:
+        return (pd.DataFrame(columns=cols),
+                Verdict(claim, "inconclusive", f"No records of arm {arm} at B = {b}.",
+                        scale, section))
+    slopes, fits, finals, last_steps = [], [], [], []
+    for _, r in gb.groupby("run_id"):
+        r = r.sort_values("step").tail(n_evals)
+        sl = _slope(np.log(r["step"].to_numpy(float)), r["test_error"].to_numpy(float))
+        if np.isfinite(sl[0]):
+            slopes.append(sl[0])
+            fits.append(sl)
+        finals.append(float(r["test_error"].iloc[-1]))
+        last_steps.append(int(r["step"].iloc[-1]))
+    if len(slopes) >= 2:
+        ci = t_interval(slopes, confidence)
+    elif len(slopes) == 1:
+        from scipy import stats as sps
+
+        b1, se, dof = fits[0]
+        h = float(sps.t.ppf(0.5 + confidence / 2, dof)) * se
+        ci = Interval(b1, b1 - h, b1 + h, 1, confidence)
+    else:
+        ci = Interval(math.nan, math.nan, math.nan, 0, confidence)
+    if ci.below(0.0):
+        call = "falling"
+    elif ci.defined and ci.low > -margin and ci.high < margin:
+        call = "flat"
+    else:
+        call = "undetermined"
+    table = pd.DataFrame([{"arm": arm, "B": b, "n_seeds": len(slopes), "slope": ci,
+                           "final_test_error": float(np.mean(finals)),
+                           "last_step": int(max(last_steps)), "call": call}], columns=cols)
+    sentence = (f"At B = {b} the slope of test error against ln(step) over the last {n_evals} "
+                f"evaluations is {ci.format(1, 100)} points per e-fold of steps "
+                f"({len(slopes)} run(s), ending at {np.mean(finals):.1%} test error, step "
+                f"{max(last_steps):,}): {call}; 'flat' needs the {confidence:.0%} interval "
+                f"inside ±{margin * 100:.1f} points, 'falling' needs it below 0.")
+    outcome = {"flat": "supported", "falling": "contradicted"}.get(call, "inconclusive")
+    return table, Verdict(claim, outcome, sentence, scale, section)
+
+
+# --------------------------------------------------------------------------- (e) sharpness
+
+
+def sharpness_test(
+    sharpness: pd.DataFrame,
+    *,
+    arms: Sequence[str] = ("D-plain", "D-scaled"),
+    momentum: dict[str, float] | None = None,
+    last_fraction: float = 0.5,
+    eos_low: float = 0.8,
+    below_fraction: float = 0.5,
+    confidence: float = 0.95,
+    scale: str | None = None,
+    section: str = SEC_SHARPNESS,
+) -> tuple[pd.DataFrame, Verdict]:
+    """Edge of stability or a plateau far below it?
+
+    Gradient descent with heavy-ball momentum ``β`` on a quadratic of curvature ``λ`` is
+    stable iff ``η λ < 2(1 + β)`` (``β = 0``: ``λ < 2/η``; Cohen et al. 2021 find the
+    sharpness of full-batch training rising to and hovering at this edge). Per arm, over the
+    estimates in the last ``last_fraction`` of each run's steps, the ratio
+    ``ρ = η λ_max / (2(1 + β))`` (``momentum[arm]``, default 0) and a ``confidence``
+    t-interval of its mean over runs (each run's late mean is one value; with one run, the
+    late estimates themselves). ``edge``: the interval lies above ``eos_low``; ``far
+    below``: it lies below ``below_fraction``; else ``between``.
+
+    Verdict (claim: the huge-batch plateau is an edge-of-stability effect): supported when
+    every arm with records is at the edge, contradicted when every one is far below,
+    mixed when they differ, inconclusive when none can be called or there are no records."""
+    claim = ("At B = 32,768 the plateau is an edge-of-stability effect (η λ_max hovers at "
+             "2(1 + β)), not a region of low curvature such as a saddle.")
+    if not 0 < last_fraction <= 1:
+        raise ValueError(f"last_fraction must be in (0, 1], got {last_fraction!r}")
+    scale = scale if scale is not None else records_scale(sharpness)
+    cols = ["arm", "n_runs", "ratio", "call"]
+    if len(sharpness) == 0:
+        return (pd.DataFrame(columns=cols),
+                Verdict(claim, "inconclusive", f"No sharpness records (arms "
+                        f"{', '.join(arms)}).", scale, section))
+    _require_columns(sharpness, SHARPNESS_COLUMNS, "sharpness records")
+    momentum = momentum or {}
+    rows = []
+    for arm in arms:
+        g = sharpness[sharpness["arm"] == arm]
+        if len(g) == 0:
+            continue
+        beta = float(momentum.get(arm, 0.0))
+        per_run, pooled = [], []
+        for _, r in g.groupby("run_id"):
+            smax = float(r["step"].max())
+            late = r[r["step"] >= (1 - last_fraction) * smax]
+            ratio = late["lr"].to_numpy(float) * late["lambda_max"].to_numpy(float) / (
+                2 * (1 + beta))
+            per_run.append(float(np.mean(ratio)))
+            pooled.extend(ratio.tolist())
+        ci = t_interval(per_run if len(per_run) >= 2 else pooled, confidence)
+        call = ("edge" if ci.above(eos_low) else "far below" if ci.below(below_fraction)
+                else "between")
+        rows.append({"arm": arm, "n_runs": len(per_run), "ratio": ci, "call": call})
+    table = pd.DataFrame(rows, columns=cols)
+    rule = (f"ρ = η λ_max / 2(1+β) over the last {last_fraction:.0%} of the steps; 'edge' "
+            f"when its {confidence:.0%} interval lies above {eos_low:g}, 'far below' when it "
+            f"lies below {below_fraction:g}")
+    missing = [a for a in arms if a not in set(table["arm"])]
+    note = f" (no records of arm {', '.join(missing)})" if missing else ""
+    if len(table) == 0:
+        return table, Verdict(claim, "inconclusive", f"No sharpness records of arm(s) "
+                              f"{', '.join(arms)}.", scale, section)
+    listing = "; ".join(f"arm {r['arm']}: ρ = {r['ratio'].format(2)} ({r['call']})"
+                        for _, r in table.iterrows())
+    calls = set(table["call"])
+    if calls == {"edge"}:
+        outcome = "supported"
+    elif calls == {"far below"}:
+        outcome = "contradicted"
+    elif {"edge", "far below"} <= calls:
+        outcome = "mixed"
+    else:
+        outcome = "inconclusive"
+    return table, Verdict(claim, outcome, f"{listing}{note}; {rule}.", scale, section)
