@@ -247,3 +247,59 @@ def test_pilot_records_map_onto_the_schema() -> None:
 def test_records_without_columns_are_refused() -> None:
     with pytest.raises(ValueError, match="lacks column"):
         ch08.final_points(pd.DataFrame({"arm": ["A"]}))
+
+
+def test_steps_to_target_uses_the_strictest_reachable_target() -> None:
+    # B = 128 reaches 15% but not 5%: the verdict is decided at 15%, where B = 4096 fails
+    _, v = ch08.steps_to_target(under_training(), arm="B", targets=(0.15, 0.05))
+    assert v.outcome == "supported" and "≤ 15%" in v.sentence
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def _cell_values() -> dict:
+    import ast
+
+    import jupytext
+
+    nb = jupytext.read(ROOT / "book" / "chapters" / "ch08_resnet_sweep.py")
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    return {n.targets[0].id: ast.literal_eval(n.value) for n in ast.parse(cell.source).body}
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "full"])
+def test_profiles_are_valid_params(profile: str) -> None:
+    p = ch08.Params.from_yaml(ROOT / "book" / "params" / "ch08_resnet_sweep" / f"{profile}.yaml")
+    assert p.profile == profile
+
+
+def test_default_profile_equals_the_parameters_cell() -> None:
+    import yaml
+
+    default = yaml.safe_load((ROOT / "book" / "params" / "ch08_resnet_sweep"
+                              / "default.yaml").read_text())
+    assert _cell_values() == default
+
+
+def test_bad_parameters_are_named() -> None:
+    values = _cell_values()
+    with pytest.raises(ValueError, match="'batch_sizes'.*strictly increasing"):
+        ch08.Params.from_mapping({**values, "batch_sizes": [64, 16]})
+    with pytest.raises(ValueError, match="'steps_c_batch_size'"):
+        ch08.Params.from_mapping({**values, "steps_c_batch_size": 7})
+    with pytest.raises(ValueError, match="'gap_margin'"):
+        ch08.Params.from_mapping({**values, "gap_margin": 0.0})
+
+
+def test_miniature_equal_steps_arm() -> None:
+    p = ch08.Params.from_mapping(_cell_values())
+    runs = ch08.miniature_runs(p)
+    c = [cfg for arm, _, cfg in runs if arm == "C"]
+    s_ref = p.epochs * (p.n_train // p.steps_c_batch_size)
+    for cfg in c:
+        b = cfg["batch_sizes"][0]
+        steps = cfg["epochs"] * (p.n_train // b)
+        assert s_ref <= steps < s_ref + p.n_train // b  # equal steps, rounded up by < 1 epoch
+        assert cfg["drop_last"] and cfg["lr_scaling"] == "linear"
+    assert {arm for arm, _, _ in runs} == {"A", "B", "C"}

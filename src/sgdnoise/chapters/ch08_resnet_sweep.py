@@ -48,15 +48,25 @@ from sgdnoise.stats import Interval, t_interval, tost
 __all__ = [
     "RECORD_COLUMNS",
     "SHARPNESS_COLUMNS",
+    "Analysis",
     "Params",
+    "analyse",
+    "batch_colors",
     "final_points",
     "from_legacy_records",
     "gap_test",
+    "intervals_as_text",
+    "load_recorded",
+    "load_sharpness_records",
     "matched_fit",
     "matched_fit_curves",
+    "miniature_runs",
     "plateau_test",
+    "plot_error_vs_step",
+    "plot_matched_fit",
     "protocol_table",
     "records_scale",
+    "run_miniature",
     "sharpness_test",
     "steps_to_target",
 ]
@@ -479,8 +489,9 @@ def steps_to_target(
     Shallue et al. 2019); the ``slope`` column is the least-squares slope of ``ln(steps)``
     on ``ln(B)`` between consecutive batch sizes.
 
-    Verdict (claim: the largest batch never reaches a useful test error) for the smallest
-    target, which is the strictest: supported when the smallest ``B`` reaches it in every
+    Verdict (claim: the largest batch never reaches a useful test error) for the strictest
+    target that the smallest ``B`` reaches in every seed (the strictest overall when it
+    reaches none): supported when the smallest ``B`` reaches it in every
     seed and the largest in none; contradicted when every ``B`` reaches it in every seed;
     mixed when some but not all do; inconclusive when the smallest ``B`` does not reach it."""
     claim = (f"Arm {arm}: beyond some batch size training never reaches a useful test error "
@@ -511,7 +522,10 @@ def steps_to_target(
                          "slope": slope})
             prev = (b, ci.estimate if logs else math.nan)
     table = pd.DataFrame(rows, columns=cols)
-    strict = min(targets)
+    b_min = table["B"].min()
+    ok = table[(table["B"] == b_min) & (table["n_reached"] == table["n_runs"])
+               & (table["n_runs"] > 0)]
+    strict = float(ok["target"].min()) if len(ok) else float(min(targets))
     t = table[table["target"] == strict].sort_values("B")
     first, last = t.iloc[0], t.iloc[-1]
     reached = "; ".join(f"B = {r['B']}: {r['n_reached']}/{r['n_runs']}" + (
@@ -699,3 +713,244 @@ def sharpness_test(
     else:
         outcome = "inconclusive"
     return table, Verdict(claim, outcome, f"{listing}{note}; {rule}.", scale, section)
+
+
+# --------------------------------------------------------------------------- reading records
+
+
+def load_recorded(dirs: Sequence[str]) -> pd.DataFrame:
+    """Every record under ``dirs`` (folders that do not exist are skipped) as one frame of
+    the :data:`RECORD_COLUMNS` schema. Records of the per-epoch format of the 10-epoch GPU
+    pilot are mapped by :func:`from_legacy_records` (arm and source ``"pilot"``)."""
+    from pathlib import Path
+
+    from sgdnoise import sweep
+
+    frames = []
+    for d in dirs:
+        if not Path(d).exists():
+            continue
+        df = sweep.load_records(d)
+        if len(df) == 0:
+            continue
+        frames.append(df if "arm" in df.columns else from_legacy_records(df))
+    if not frames:
+        return pd.DataFrame(columns=list(RECORD_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_sharpness_records(dirs: Sequence[str]) -> pd.DataFrame:
+    """Sharpness estimates under ``dirs`` (:data:`SHARPNESS_COLUMNS`), through
+    ``sgdnoise.sweep.load_sharpness`` where the engine provides it; else an empty frame."""
+    from pathlib import Path
+
+    from sgdnoise import sweep
+
+    loader = getattr(sweep, "load_sharpness", None)
+    existing = [d for d in dirs if Path(d).exists()]
+    if loader is None or not existing:
+        return pd.DataFrame(columns=list(SHARPNESS_COLUMNS))
+    return loader(existing)
+
+
+def intervals_as_text(table: pd.DataFrame, *, percent: Sequence[str] = (),
+                      digits: int = 1) -> pd.DataFrame:
+    """A copy of ``table`` whose :class:`Interval` cells are strings ``'est [low, high]'``
+    (columns in ``percent`` times 100, i.e. in points); other cells unchanged."""
+    out = table.copy()
+    for col in out.columns:
+        if len(out) and isinstance(out[col].iloc[0], Interval):
+            scale = 100.0 if col in percent else 1.0
+            out[col] = [i.format(digits if col in percent else 3, scale) for i in out[col]]
+    return out
+
+
+# --------------------------------------------------------------------------- laptop miniature
+
+
+def miniature_runs(p: Params) -> list[tuple[str, int, dict[str, Any]]]:
+    """The laptop miniature as sweep configs: ``(arm, seed, config)`` in run order.
+
+    * arm A: plain SGD, constant ``lr_a``, ``epochs`` epochs, all ``batch_sizes``;
+    * arm B: momentum ``momentum_b``, weight decay, ``η = lr_b · B / base_batch_size`` with
+      ``warmup_epochs_b`` of linear warm-up and a cosine decay to 0, ``epochs`` epochs;
+    * arm C: arm B's recipe for each of ``batch_sizes_c`` with as many epochs as make its
+      step count ``E_C ⌊N/B⌋`` reach the ``E ⌊N/B_C⌋`` steps of arm B at
+      ``B_C = steps_c_batch_size`` (``E_C = ⌈E ⌊N/B_C⌋ / ⌊N/B⌋⌉``, so at least as many).
+
+    Every run uses ``drop_last``, the MLP ``3072-width-width-10`` without normalisation and
+    no augmentation (the small batches must fit the training set)."""
+    common = {"dataset": p.dataset, "data_dir": p.data_dir or None, "data_seed": p.data_seed,
+              "n_train": p.n_train, "n_test": p.n_test, "model": "mlp", "width": p.width,
+              "norm": "none", "device": p.device, "eval_batch_size": p.eval_batch_size,
+              "augment": False, "amp": False, "channels_last": False, "drop_last": True}
+    recipe_b = {"momentum": p.momentum_b, "weight_decay": p.weight_decay_b,
+                "lr": p.lr_b, "lr_scaling": "linear", "base_batch_size": p.base_batch_size,
+                "warmup_epochs": p.warmup_epochs_b, "schedule": "cosine"}
+    runs: list[tuple[str, int, dict[str, Any]]] = []
+    for seed in p.seeds:
+        runs.append(("A", seed, {**common, "name": "ch08-laptop-A", "seed": seed,
+                                 "batch_sizes": list(p.batch_sizes), "epochs": p.epochs,
+                                 "lr": p.lr_a}))
+        runs.append(("B", seed, {**common, **recipe_b, "name": "ch08-laptop-B", "seed": seed,
+                                 "batch_sizes": list(p.batch_sizes), "epochs": p.epochs}))
+    steps_c = p.epochs * (p.n_train // p.steps_c_batch_size)
+    for seed in p.seeds_c:
+        for b in p.batch_sizes_c:
+            if b == p.steps_c_batch_size:
+                continue
+            e_c = math.ceil(steps_c / (p.n_train // b))
+            runs.append(("C", seed, {**common, **recipe_b, "name": f"ch08-laptop-C-B{b}",
+                                     "seed": seed, "batch_sizes": [b], "epochs": e_c}))
+    return runs
+
+
+def run_miniature(p: Params, out_dir: str, *, progress: bool = False) -> pd.DataFrame:
+    """Train (or resume) the miniature of :func:`miniature_runs` through
+    :func:`sgdnoise.sweep.run_sweep` into ``out_dir/<arm>/seed<s>[/B<B>]`` and return its
+    records in the :data:`RECORD_COLUMNS` schema (``source = "laptop"``). Arm C's reference
+    is arm B's run at ``steps_c_batch_size`` (the same recipe and step count)."""
+    from pathlib import Path
+
+    from sgdnoise import sweep
+    from sgdnoise.data import load_dataset
+
+    data = load_dataset(p.dataset, n_train=p.n_train, n_test=p.n_test, seed=p.data_seed,
+                        data_dir=p.data_dir or None)
+    frames = []
+    for arm, seed, cfg in miniature_runs(p):
+        sub = Path(out_dir) / arm / f"seed{seed}"
+        if arm == "C":
+            sub = sub / f"B{cfg['batch_sizes'][0]}"
+        sweep.run_sweep(cfg, sub, progress=progress, data=data, log=lambda msg: None)
+        frames.append(from_legacy_records(sweep.load_records(sub), arm=arm, source="laptop"))
+    df = pd.concat(frames, ignore_index=True)
+    ref = df[(df["arm"] == "B") & (df["batch_size"] == p.steps_c_batch_size)
+             & df["seed"].isin(p.seeds_c)]
+    ref = ref.assign(arm="C", run_id=ref["run_id"].str.replace("B-", "C-", n=1))
+    return pd.concat([df, ref], ignore_index=True).sort_values(
+        ["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def batch_colors(batch_sizes: Iterable[int]) -> dict[int, Any]:
+    """One colour per batch size (viridis, smallest dark), the same in every panel."""
+    import seaborn as sns
+
+    sizes = sorted({int(b) for b in batch_sizes})
+    return dict(zip(sizes, sns.color_palette("viridis", n_colors=max(len(sizes), 1)),
+                    strict=False))
+
+
+def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> Any:
+    """Test error against train error, one panel per arm: every evaluation of the smallest
+    batch as a line (its trajectory, one per seed), every other run's last evaluation as a
+    marker. A point on the line is a run that generalizes like the small batch at the same
+    fit (:func:`matched_fit` turns the vertical distance into an interval). Returns the
+    figure."""
+    import matplotlib.pyplot as plt
+
+    arms = [a for a in arms if a in set(records["arm"])]
+    fig, axes = plt.subplots(1, max(len(arms), 1), figsize=(min(3.4 * max(len(arms), 1), 7),
+                                                            3.6), squeeze=False, sharey=True)
+    colors = batch_colors(records["batch_size"]) if len(records) else {}
+    for ax, arm in zip(axes[0], arms, strict=False):
+        g = records[records["arm"] == arm]
+        b0 = int(g["batch_size"].min())
+        for _, r in g[g["batch_size"] == b0].groupby("seed"):
+            r = r.sort_values("step")
+            ax.plot(r["train_error"], r["test_error"], color=colors[b0], lw=1.2, alpha=0.8)
+        fin = final_points(g)
+        for b, fb in fin.groupby("batch_size"):
+            ax.scatter(fb["train_error"], fb["test_error"], color=colors[int(b)], s=28,
+                       edgecolor="black", linewidth=0.4, label=f"{int(b):,}", zorder=3)
+        ax.set_title(f"arm {arm}")
+        ax.set_xlabel("train error")
+    axes[0][0].set_ylabel("test error")
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, title="B", loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)
+    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
+    fig.tight_layout()
+    return fig
+
+
+def plot_error_vs_step(records: pd.DataFrame, arms: Sequence[str], title: str,
+                       column: str = "test_error") -> Any:
+    """``column`` against the optimizer step (log axis), one panel per arm, one line per
+    run coloured by batch size. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    arms = [a for a in arms if a in set(records["arm"])]
+    fig, axes = plt.subplots(1, max(len(arms), 1), figsize=(min(3.4 * max(len(arms), 1), 7),
+                                                            3.4), squeeze=False, sharey=True)
+    colors = batch_colors(records["batch_size"]) if len(records) else {}
+    for ax, arm in zip(axes[0], arms, strict=False):
+        g = records[(records["arm"] == arm) & (records["step"] > 0)]
+        seen: set[int] = set()
+        for (b, _), r in g.groupby(["batch_size", "seed"]):
+            r = r.sort_values("step")
+            ax.plot(r["step"], r[column], color=colors[int(b)], lw=1.1, alpha=0.85,
+                    label=f"{int(b):,}" if int(b) not in seen else None)
+            seen.add(int(b))
+        ax.set_xscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(f"arm {arm}")
+    axes[0][0].set_ylabel(column.replace("_", " "))
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, title="B", loc="center left", bbox_to_anchor=(1.0, 0.5),
+               frameon=False)
+    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- the chapter
+
+
+@dataclass
+class Analysis:
+    """Every decision of one scale: the tables (by name) and the verdicts, in page order."""
+
+    tables: dict[str, pd.DataFrame]
+    verdicts: list[Verdict]
+
+
+def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, *, scale: str,
+            section: str, targets: Sequence[float], momentum_d: float = 0.9) -> Analysis:
+    """Apply the five decisions to one scale's records (recorded GPU runs or the laptop
+    miniature) with the chapter's thresholds. Arms without records give inconclusive
+    verdicts that name them; the matched fit is run for every arm present (arm A, B, C and
+    the pilot), the plateau test at the largest batch of arm A, D-plain and the pilot;
+    ``sharpness=None`` skips the sharpness test (a scale that does not measure it)."""
+    tables: dict[str, pd.DataFrame] = {}
+    verdicts: list[Verdict] = []
+    arms = sorted(set(records["arm"])) if len(records) else []
+    t, v = gap_test(records, loss_tolerance=p.loss_tolerance, margin=p.gap_margin,
+                    scale=scale, section=section)
+    tables["gap"] = t
+    verdicts.append(v)
+    for arm in [a for a in ("pilot", "A", "B", "C") if a in arms] or ["B"]:
+        t, v = matched_fit(records, arm=arm, margin=p.curve_margin, scale=scale,
+                           section=section)
+        tables[f"matched_fit_{arm}"] = t
+        verdicts.append(v)
+    for arm in [a for a in ("B", "A", "pilot") if a in arms] or ["B"]:
+        t, v = steps_to_target(records, arm=arm, targets=targets, scale=scale,
+                               section=section)
+        tables[f"steps_{arm}"] = t
+        verdicts.append(v)
+    for arm in [a for a in ("A", "D-plain", "pilot") if a in arms] or ["A"]:
+        t, v = plateau_test(records, arm=arm, n_evals=p.plateau_evals,
+                            margin=p.plateau_margin, scale=scale, section=section)
+        tables[f"plateau_{arm}"] = t
+        verdicts.append(v)
+    if sharpness is None:
+        return Analysis(tables, verdicts)
+    t, v = sharpness_test(sharpness, momentum={"D-scaled": momentum_d}, eos_low=p.eos_low,
+                          below_fraction=p.below_fraction, scale=scale, section=section)
+    tables["sharpness"] = t
+    verdicts.append(v)
+    return Analysis(tables, verdicts)
