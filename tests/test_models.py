@@ -258,3 +258,91 @@ def test_error_message_names_allowed_values():
     with pytest.raises(ValueError) as err:
         build_model("resnet50")
     assert "resnet50" in str(err.value) and "resnet34" in str(err.value)
+
+
+# --------------------------------------------------------------------------- ghost BatchNorm
+
+
+def _ghost(channels=3, g=4, **kw):
+    layer = models.GhostBatchNorm2d(channels, g, **kw).double()
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([1.5, -0.5, 2.0][:channels], dtype=torch.float64))
+        layer.bias.copy_(torch.tensor([0.1, 0.2, -0.3][:channels], dtype=torch.float64))
+    return layer
+
+
+def _loop_reference(x, layer, g):
+    """Independent reference: F.batch_norm on each group of g examples in turn (the last,
+    shorter group on its own), float64."""
+    outs = []
+    for lo in range(0, x.shape[0], g):
+        outs.append(torch.nn.functional.batch_norm(
+            x[lo:lo + g], None, None, layer.weight, layer.bias, training=True, eps=layer.eps))
+    return torch.cat(outs)
+
+
+@pytest.mark.parametrize("b", [12, 14])  # 3 full groups of 4; 3 groups + a remainder of 2
+def test_ghost_batch_norm_matches_loop_over_groups(b):
+    x = torch.randn(b, 3, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(b))
+    layer = _ghost()
+    torch.testing.assert_close(layer(x), _loop_reference(x, layer, 4), rtol=1e-12, atol=1e-12)
+    # the grouping matters: plain BatchNorm over all b examples differs
+    plain = torch.nn.functional.batch_norm(x, None, None, layer.weight, layer.bias,
+                                           training=True)
+    assert (layer(x) - plain).abs().max() > 1e-3
+
+
+def test_ghost_batch_norm_small_batch_and_eval_are_plain_batch_norm():
+    x = torch.randn(4, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    layer = _ghost()
+    ref = nn.BatchNorm2d(3).double()
+    ref.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x), ref(x), rtol=1e-12, atol=1e-12)  # B = g
+    torch.testing.assert_close(layer(x[:3]), ref(x[:3]), rtol=1e-12, atol=1e-12)  # B < g
+    layer.eval()
+    ref.eval()
+    y = torch.randn(9, 3, 2, 2, dtype=torch.float64)
+    torch.testing.assert_close(layer(y), ref(y), rtol=1e-12, atol=1e-12)
+
+
+def test_ghost_batch_norm_running_stats_average_the_groups():
+    x = torch.randn(8, 3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    layer = _ghost(momentum=None)
+    layer(x)
+    groups = x.view(2, 4, 3, 2, 2)
+    mean = groups.mean(dim=(1, 3, 4)).mean(0)
+    var = groups.var(dim=(1, 3, 4), unbiased=True).mean(0)
+    torch.testing.assert_close(layer.running_mean, mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(layer.running_var, var, rtol=1e-12, atol=1e-12)
+
+
+def test_ghost_batch_norm_is_invariant_to_micro_batching_in_multiples_of_g():
+    """Gradients of (1/B) Σ loss over micro-batches of 8 equal the full-batch ones (g = 4)."""
+    torch.manual_seed(0)
+    net = build_model("cnn", width=4, norm="batch", in_shape=(3, 8, 8), num_classes=3,
+                      ghost_batch_size=4).double()
+    x = torch.randn(16, 3, 8, 8, dtype=torch.float64)
+    y = torch.arange(16) % 3
+    grads = []
+    for micro in (16, 8):
+        net.zero_grad()
+        for lo in range(0, 16, micro):
+            loss = nn.functional.cross_entropy(net(x[lo:lo + micro]), y[lo:lo + micro],
+                                               reduction="sum") / 16
+            loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
+
+
+def test_build_model_ghost_batch_size_replaces_every_batch_norm():
+    torch.manual_seed(0)
+    plain = build_model("resnet20", width=4, norm="batch")
+    torch.manual_seed(0)
+    ghost = build_model("resnet20", width=4, norm="batch", ghost_batch_size=32)
+    bns = [m for m in ghost.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == 21 and all(isinstance(m, models.GhostBatchNorm2d) for m in bns)
+    assert all(m.ghost_batch_size == 32 for m in bns)
+    a, b = plain.state_dict(), ghost.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="ghost_batch_size"):
+        build_model("cnn", ghost_batch_size=0)

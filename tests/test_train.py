@@ -284,3 +284,223 @@ def test_checkpoint_of_other_config_is_refused(tmp_path):
 def test_batch_size_above_n_is_refused():
     with pytest.raises(ValueError, match="batch_size"):
         train(_cfg(batch_size=100), _data(), progress=False)
+
+
+# ------------------------------------------------------------------ schedule of evaluations
+
+
+def test_eval_steps_closed_forms():
+    from sgdnoise.train import eval_steps
+
+    # 1000 = 10^3: log-spaced 1, 10, 100, 1000 with K = 4
+    assert eval_steps(1000, 4) == [0, 1, 10, 100, 1000]
+    assert eval_steps(1000, 4, at_start=False) == [1, 10, 100, 1000]
+    # per epoch: 7 steps per epoch, 20 steps: 7, 14 and the end
+    assert eval_steps(20, None, steps_per_ep=7) == [0, 7, 14, 20]
+    assert eval_steps(3, 25) == [0, 1, 2, 3]  # rounding collapses repeats
+    with pytest.raises(ValueError, match="points"):
+        eval_steps(10, 1)
+
+
+def test_max_steps_overrides_epochs_and_records_have_the_schema():
+    d = _data()  # 48 examples, B = 8: 6 steps per epoch
+    res = train(_cfg(epochs=1, max_steps=16, eval_points=3, drop_last=True), d,
+                model=_tiny(), progress=False)
+    assert res.steps == 16 and res.status == "finished"
+    assert [h["step"] for h in res.history] == [0, 1, 4, 16]
+    keys = {"step", "epoch", "examples_seen", "lr", "train_loss", "train_error", "test_loss",
+            "test_error", "param_distance", "running_loss", "wall_time"}
+    assert all(set(h) == keys for h in res.history)
+    last = res.history[-1]
+    assert last["epoch"] == pytest.approx(16 / 6) and last["examples_seen"] == 16 * 8
+    assert res.history[0]["param_distance"] == 0.0 and last["param_distance"] > 0
+    assert res.history[0]["running_loss"] is None and last["running_loss"] > 0
+
+
+def test_eval_subset_and_param_distance_are_what_they_say():
+    from sgdnoise.data import stratified_indices
+
+    d = _data()
+    model = _tiny()
+    theta0 = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    res = train(_cfg(epochs=2, eval_train_n=12, eval_subset_seed=5), d, model=model,
+                progress=False)
+    idx = stratified_indices(d["train_y"], 12, seed=5)
+    loss, err = evaluate(model, d["train_x"][idx], d["train_y"][idx], batch_size=7)
+    assert res.history[-1]["train_loss"] == pytest.approx(loss, rel=1e-12)
+    assert res.history[-1]["train_error"] == pytest.approx(err)
+    full_loss, _ = evaluate(model, d["train_x"], d["train_y"])
+    assert full_loss != pytest.approx(loss, rel=1e-6)  # the subset is not the whole set
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert res.history[-1]["param_distance"] == pytest.approx(float((theta - theta0).norm()),
+                                                              rel=1e-12)
+
+
+def test_recompute_bn_stats_is_the_average_over_clean_chunks():
+    from sgdnoise.models import build_model
+    from sgdnoise.train import recompute_bn_stats
+
+    d = _data()
+    torch.manual_seed(0)
+    net = build_model("cnn", width=4, norm="batch", in_shape=(3, 8, 8), num_classes=3).double()
+    bn = net[1]
+    bn.running_mean.fill_(7.0)  # stale statistics must not survive
+    bn.momentum = 0.3
+    x = _normalise(d["train_x"][:24])
+    used = recompute_bn_stats(net, d["train_x"][:24], batch_size=8, channels_last=False)
+    assert used == 3 and bn.momentum == 0.3 and net.training
+    with torch.no_grad():
+        h = net[0](x).view(3, 8, 4, 8, 8)
+    mean = h.mean(dim=(1, 3, 4)).mean(0)
+    var = h.transpose(1, 2).reshape(3, 4, -1).var(dim=2, unbiased=True).mean(0)
+    torch.testing.assert_close(bn.running_mean, mean, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(bn.running_var, var, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- sharpness
+
+
+def test_sharpness_matches_dense_hessian_eigenvalue():
+    from torch.func import functional_call
+
+    from sgdnoise.train import sharpness
+
+    d = _data()
+    model = _tiny()
+    x, y = _normalise(d["train_x"][:12]), d["train_y"][:12]
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    def loss_of(flat):
+        parts, off = {}, 0
+        for name, shp in zip(names, shapes, strict=True):
+            k = math.prod(shp)
+            parts[name] = flat[off:off + k].view(shp)
+            off += k
+        return F.cross_entropy(functional_call(model, parts, (x,)), y)
+
+    H = torch.autograd.functional.hessian(loss_of, theta)
+    want = float(torch.linalg.eigvalsh(H)[-1])
+    got = sharpness(model, x, y, num_iters=theta.numel())
+    assert got == pytest.approx(want, rel=1e-8)
+
+
+def test_sharpness_schedule_records_lr_and_two_over_lr():
+    d = _data()
+    res = train(_cfg(max_steps=5, eval_points=2, sharpness_every=2, sharpness_n=8,
+                     sharpness_iters=10), d, model=_tiny(), progress=False)
+    assert [s["step"] for s in res.sharpness] == [0, 2, 4, 5]
+    for s in res.sharpness:
+        assert s["lambda_max"] > 0 and s["two_over_lr"] == pytest.approx(2 / s["lr"])
+    with pytest.raises(ValueError, match="sharpness_n"):
+        _cfg(sharpness_every=2).validate()
+
+
+# --------------------------------------------------------------------------- hooks, divergence
+
+
+def test_hooks_stop_early_and_see_every_evaluation():
+    class Hook:
+        def __init__(self):
+            self.steps, self.evals = [], []
+
+        def on_step(self, state):
+            self.steps.append((state.step, state.batch_size))
+            return state.step == 3
+
+        def on_eval(self, record):
+            self.evals.append(record)
+
+    h = Hook()
+    res = train(_cfg(epochs=3), _data(), model=_tiny(), progress=False, hooks=[h])
+    assert res.status == "stopped" and res.steps == 3
+    assert h.steps == [(1, 8), (2, 8), (3, 8)]
+    assert [r["step"] for r in res.history] == [0, 3] and h.evals == res.history
+
+
+@pytest.mark.parametrize("every", [1, 4])
+def test_divergence_reports_the_first_bad_step(every):
+    d = _data()
+    res = train(_cfg(lr=1e12, epochs=5, divergence_check_every=every), d, model=_tiny(),
+                progress=False)
+    assert res.status == "diverged"
+    first = res.diverged_at_step
+    assert first is not None and first < res.steps
+    # the flag is read every `every` steps (or at the epoch-end evaluation, step 6)
+    assert res.steps - first <= every and (res.steps % every == 0 or res.steps % 6 == 0)
+
+
+# --------------------------------------------------------------------------- device-side sampling
+
+
+def test_device_sampler_covers_each_example_once_per_epoch():
+    from sgdnoise.train import _Sampler
+
+    s = _Sampler(20, 6, 3, seed=1, device=torch.device("cpu"), on_device=True, augment=True)
+    s.new_epoch()
+    idx = torch.cat([s.batch(k)[0] for k in range(3)])
+    assert len(set(idx.tolist())) == 18 and max(idx.tolist()) < 20
+    aug = s.batch(1)[1]
+    assert all(a.shape == (6,) for a in aug)
+
+
+def test_device_rng_mode_is_repeatable_and_is_another_stream():
+    d = _data()
+    a = train(_cfg(augment=True, device_rng=True), d, model=_tiny(), progress=False)
+    b = train(_cfg(augment=True, device_rng=True), d, model=_tiny(), progress=False)
+    c = train(_cfg(augment=True, device_rng=False), d, model=_tiny(), progress=False)
+    assert _metrics(a.history) == _metrics(b.history)
+    assert _metrics(a.history) != _metrics(c.history)
+
+
+@pytest.mark.parametrize("device_rng", [False, True])
+def test_resume_mid_epoch_with_log_spaced_evals_is_exact(tmp_path, device_rng):
+    d = _data()  # 6 steps per epoch, 18 steps; evaluations at 0, 1, 3, 7, 18
+    cfg = _cfg(augment=True, norm="batch", momentum=0.5, epochs=3, eval_points=4,
+               bn_recompute=True, eval_train_n=16, device_rng=device_rng,
+               sharpness_every=5, sharpness_n=8, sharpness_iters=5)
+    full = train(cfg, d, progress=False)
+    assert [h["step"] for h in full.history] == [0, 1, 3, 7, 18]
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_seven(rec):
+        if rec["step"] == 7:
+            raise Stop
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(Stop):
+        train(cfg, d, checkpoint_path=ckpt, progress=False, on_epoch=stop_at_seven)
+    resumed = train(cfg, d, checkpoint_path=ckpt, progress=False)
+    assert resumed.resumed_from_step == 3
+    assert _metrics(resumed.history) == _metrics(full.history)
+    assert resumed.sharpness == full.sharpness
+    got, want = resumed.model.state_dict(), full.model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+# --------------------------------------------------------------------------- ghost batch norm
+
+
+def test_ghost_batch_norm_training_is_invariant_to_micro_batching():
+    d = _data()
+    runs = []
+    for micro in (None, 4):
+        res = train(_cfg(norm="batch", ghost_batch_size=4, micro_batch_size=micro,
+                         augment=True, drop_last=True), d, progress=False)
+        runs.append(torch.cat([p.detach().flatten() for p in res.model.parameters()]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kw,field",
+    [({"ghost_batch_size": 4, "micro_batch_size": 6, "norm": "batch"}, "micro_batch_size"),
+     ({"ghost_batch_size": 4, "norm": "group"}, "ghost_batch_size"),
+     ({"max_steps": 0}, "max_steps"), ({"eval_points": 1}, "eval_points"),
+     ({"eval_train_n": 0}, "eval_train_n"), ({"sharpness_n": -1}, "sharpness_n")],
+)
+def test_new_fields_are_validated(kw, field):
+    with pytest.raises(ValueError, match=field):
+        _cfg(**kw).validate()

@@ -33,6 +33,7 @@ __all__ = [
     "ACTIVATIONS",
     "BasicBlock",
     "CifarResNet",
+    "GhostBatchNorm2d",
     "build_model",
     "group_norm_groups",
     "make_norm",
@@ -40,6 +41,7 @@ __all__ = [
     "resnet18",
     "resnet20",
     "resnet34",
+    "set_ghost_batch_size",
     "small_cnn",
     "softmax_regression",
 ]
@@ -68,11 +70,107 @@ def group_norm_groups(channels: int) -> int:
     return 1
 
 
-def make_norm(norm: str, channels: int) -> nn.Module:
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode statistics come from fixed-size groups of examples.
+
+    With ``ghost_batch_size = g`` (None: plain BatchNorm2d) and an input ``x: (B, C, H, W)``
+    in training mode with ``B > g``, the first ``k·g`` examples (``k = B // g``) are viewed
+    as ``(k, g, C, H, W)`` and every group ``j`` is normalised in one call with its own
+    statistics over its ``g·H·W`` values per channel:
+    ``μ_jc = mean(x_j[:, c])``, ``σ²_jc = mean((x_j[:, c] − μ_jc)²)`` (biased),
+    ``y = γ_c (x − μ_jc) / sqrt(σ²_jc + ε) + β_c``. The remainder ``r = B − k·g`` examples
+    (if any) form one smaller last group normalised with its own statistics. ``B <= g`` (and
+    eval mode) is plain BatchNorm over the whole input. The statistics are computed in
+    float32 (or float64 for float64 inputs) and the output has the input's dtype.
+
+    Running statistics (train mode, ``track_running_stats``): one update per call with the
+    mean over the full groups of ``μ_j`` and of the unbiased ``σ²_j · gHW/(gHW − 1)``, with
+    the layer's ``momentum`` (``None``: cumulative average over calls).
+
+    Micro-batching a batch into chunks that are multiples of ``g`` leaves the groups, hence
+    the outputs and gradients, unchanged: the BN batch is ``g`` for every ``B >= g``.
+    """
+
+    def __init__(self, num_features: int, ghost_batch_size: int | None = None, **kw) -> None:
+        super().__init__(num_features, **kw)
+        if ghost_batch_size is not None:
+            ghost_batch_size = check_positive_int("ghost_batch_size", ghost_batch_size)
+        self.ghost_batch_size = ghost_batch_size
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, ghost_batch_size={self.ghost_batch_size}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.ghost_batch_size
+        if g is None or not self.training or x.shape[0] <= g:
+            return super().forward(x)
+        if x.ndim != 4:
+            raise ValueError(f"GhostBatchNorm2d expects (B, C, H, W), got shape {tuple(x.shape)}")
+        b = x.shape[0]
+        k = b // g
+        work = torch.promote_types(x.dtype, torch.float32)
+        full = x[: k * g].to(work).unflatten(0, (k, g))  # (k, g, C, H, W)
+        var, mean = torch.var_mean(full, dim=(1, 3, 4), unbiased=False, keepdim=True)
+        parts = [self._affine((full - mean) * torch.rsqrt(var + self.eps)).flatten(0, 1)]
+        if b > k * g:
+            rest = x[k * g:].to(work)
+            rv, rm = torch.var_mean(rest, dim=(0, 2, 3), unbiased=False, keepdim=True)
+            parts.append(self._affine((rest - rm) * torch.rsqrt(rv + self.eps)))
+        if self.track_running_stats and self.running_mean is not None:
+            self._update_running(mean, var, g * x.shape[2] * x.shape[3])
+        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        return out.to(x.dtype)
+
+    def _affine(self, z: torch.Tensor) -> torch.Tensor:
+        if not self.affine:
+            return z
+        shape = (1,) * (z.ndim - 3) + (-1, 1, 1)
+        return z * self.weight.view(shape).to(z.dtype) + self.bias.view(shape).to(z.dtype)
+
+    @torch.no_grad()
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+        self.num_batches_tracked.add_(1)
+        m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+             else self.momentum)
+        mu = mean.mean(dim=0).flatten()
+        unbiased = var.mean(dim=0).flatten() * (count / max(count - 1, 1))
+        self.running_mean.mul_(1 - m).add_(mu.to(self.running_mean.dtype), alpha=m)
+        self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+
+
+def set_ghost_batch_size(model: nn.Module, ghost_batch_size: int | None) -> int:
+    """Give every BatchNorm2d of ``model`` the ghost batch size ``ghost_batch_size`` (None:
+    plain BatchNorm), in place: plain ``nn.BatchNorm2d`` layers are replaced by
+    :class:`GhostBatchNorm2d` layers holding the same parameters and buffers. Returns the
+    number of layers set (0 for a network without BatchNorm)."""
+    if ghost_batch_size is not None:
+        ghost_batch_size = check_positive_int("ghost_batch_size", ghost_batch_size)
+    n = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, GhostBatchNorm2d):
+                child.ghost_batch_size = ghost_batch_size
+                n += 1
+            elif isinstance(child, nn.BatchNorm2d):
+                new = GhostBatchNorm2d(child.num_features, ghost_batch_size, eps=child.eps,
+                                       momentum=child.momentum, affine=child.affine,
+                                       track_running_stats=child.track_running_stats)
+                new = new.to(device=child.weight.device if child.affine else None)
+                new.load_state_dict(child.state_dict())
+                new.train(child.training)
+                setattr(parent, name, new)
+                n += 1
+    return n
+
+
+def make_norm(norm: str, channels: int, ghost_batch_size: int | None = None) -> nn.Module:
     """A 2-D normalisation layer over ``channels`` channels: BatchNorm2d, GroupNorm or
-    Identity for ``norm`` in {"batch", "group", "none"}."""
+    Identity for ``norm`` in {"batch", "group", "none"}. With ``norm="batch"`` and a
+    ``ghost_batch_size``, a :class:`GhostBatchNorm2d` (a BatchNorm2d subclass)."""
     check_choice("norm", norm, NORMS)
     if norm == "batch":
+        if ghost_batch_size is not None:
+            return GhostBatchNorm2d(channels, ghost_batch_size)
         return nn.BatchNorm2d(channels)
     if norm == "group":
         return nn.GroupNorm(group_norm_groups(channels), channels)
@@ -362,6 +460,7 @@ def build_model(
     hidden: Sequence[int] | None = None,
     depth: int | None = None,
     activation: str = "relu",
+    ghost_batch_size: int | None = None,
 ) -> nn.Module:
     """Build a model by name.
 
@@ -376,7 +475,19 @@ def build_model(
     hidden: explicit MLP hidden widths (overrides width / depth).
     depth: number of MLP hidden layers (default 2) or of small-CNN conv blocks (default 3).
     activation: "relu" | "tanh" for the MLP.
+    ghost_batch_size: with ``norm="batch"``, BatchNorm statistics over groups of this many
+        examples (:class:`GhostBatchNorm2d`); None: over the whole (micro-)batch.
     """
+    if ghost_batch_size is not None:
+        ghost_batch_size = check_positive_int("ghost_batch_size", ghost_batch_size)
+    model = _build(name, num_classes=num_classes, in_shape=in_shape, width=width, norm=norm,
+                   bias=bias, hidden=hidden, depth=depth, activation=activation)
+    if ghost_batch_size is not None:
+        set_ghost_batch_size(model, ghost_batch_size)
+    return model
+
+
+def _build(name, *, num_classes, in_shape, width, norm, bias, hidden, depth, activation):
     check_choice("name", name, MODEL_NAMES)
     check_choice("norm", norm, NORMS)
     shape = _check_in_shape(in_shape)

@@ -1,7 +1,8 @@
 """The training engine: mini-batch SGD on an image data set held as one tensor on the device.
 
-One call of :func:`train` runs ``cfg.epochs`` epochs of mini-batch SGD on the cross-entropy
-loss and evaluates the full train and test sets after every epoch. Design points:
+One call of :func:`train` runs ``T`` steps of mini-batch SGD on the cross-entropy loss
+(``T = cfg.max_steps``, or ``cfg.epochs`` epochs of steps) and evaluates the model on a
+schedule of steps. Design points:
 
 * **Data on the device.** ``train_x: (N, C, H, W)`` (uint8 pixels, or floats already on the
   network's scale) is moved to ``cfg.device`` once. Each step gathers its batch by index,
@@ -9,32 +10,52 @@ loss and evaluates the full train and test sets after every epoch. Design points
   and a horizontal flip, see :func:`crop_flip`), converts uint8 to normalised floats and
   switches to ``channels_last``. No per-image Python loop, no DataLoader workers.
 * **Exact batch semantics.** An epoch is ``ceil(N / B)`` steps over a fresh permutation
-  (``floor(N / B)`` with ``drop_last``). The loss of a step is the mean cross entropy over
-  its ``B`` examples, ``L_B(θ) = (1/B) Σ_{i∈batch} ℓ_i(θ)``, and the step is
-  ``θ ← θ − η_t ∇L_B(θ)`` (plus momentum / weight decay when configured).
+  (``floor(N / B)`` with ``drop_last``: every step then has exactly ``B`` examples). The loss
+  of a step is the mean cross entropy over its ``B`` examples,
+  ``L_B(θ) = (1/B) Σ_{i∈batch} ℓ_i(θ)``, and the step is ``θ ← θ − η_t ∇L_B(θ)`` (plus
+  momentum / weight decay when configured). ``epoch = step / steps_per_epoch`` is recorded
+  as a (fractional) progress measure.
 * **Micro-batches.** With ``micro_batch_size = m < B`` the batch is cut into ``ceil(B / m)``
   chunks; chunk ``k`` contributes ``∇ (1/B) Σ_{i∈chunk k} ℓ_i`` and the gradients add up, so
   the accumulated gradient is exactly ``∇L_B`` for any network whose forward pass treats
-  examples independently (``norm="none"`` or ``"group"``): the step equals the full-batch
-  step up to floating-point summation order. **BatchNorm is different:** in train mode each
-  micro-batch is normalised with its *own* mean and variance ("ghost batch norm"), so a
-  network with ``norm="batch"`` sees micro-batch statistics rather than those of the global
-  batch of ``B``, and its running statistics are updated once per micro-batch. The gradient
-  is then that of a ghost-batch-norm network, not of the same network run on all ``B``
-  examples at once.
+  examples independently (``norm="none"`` or ``"group"``). **BatchNorm** normalises with the
+  statistics of what it is given: with ``ghost_batch_size = g`` the BatchNorm layers
+  (:class:`sgdnoise.models.GhostBatchNorm2d`) normalise fixed groups of ``g`` examples, and
+  a micro-batch size that is a multiple of ``g`` (checked) leaves those groups unchanged: the
+  BN batch is ``g`` for every ``B >= g`` whatever the micro-batching. Without a ghost size a
+  micro-batched BatchNorm network sees micro-batch statistics.
+* **Evaluation schedule.** ``eval_points = None``: after every epoch (and at step 0 with
+  ``eval_at_start``); ``eval_points = K``: at ``K`` log-spaced steps in ``[1, T]`` (see
+  :func:`eval_steps`) plus step 0. The training loss/error are measured on a fixed, clean
+  (un-augmented), class-stratified subset of ``eval_train_n`` examples (all when None), the
+  test loss/error on the whole test set. With ``bn_recompute`` the BatchNorm running
+  statistics are recomputed before every evaluation (reset, then the cumulative average over
+  clean training batches in train mode, see :func:`recompute_bn_stats`).
+* **Sharpness.** Every ``sharpness_every`` steps (from step 0) and at the end when
+  ``sharpness_n > 0``: ``λ_max`` of the Hessian of the mean training loss on ``sharpness_n``
+  fixed clean training examples (BatchNorm in eval mode, after the recompute), by Lanczos on
+  Hessian-vector products (:func:`sharpness`), recorded with ``η_t`` and ``2/η_t``.
+* **No per-step host synchronisation.** The loss sum and a divergence flag accumulate on the
+  device; the flag is read every ``divergence_check_every`` steps, at every evaluation and
+  at the end (a NaN/inf loss stops the run with status ``"diverged"`` and the first bad
+  step). With ``device_rng`` (default on CUDA) each epoch's permutation and augmentation
+  parameters are drawn on the device in one call; the CPU path (the tested reference)
+  draws them from CPU generators, the augmentation per step.
 * **Repeatable.** The model is initialised from ``cfg.seed`` (without touching the global
-  generator's state afterwards); shuffling and augmentation draw from two explicit CPU
-  ``torch.Generator`` objects whose states are part of the checkpoint, so the same config and
-  seed give the same numbers on CPU, and a run resumed from a checkpoint ends with exactly
-  the numbers of an uninterrupted one.
-* **Divergence.** A NaN or infinite training loss (or evaluation loss) stops the run with
-  status ``"diverged"``.
-* **Optimizer hook.** If the optimizer has ``observe_batch(inputs, targets)``, it is called
-  with the current (augmented, local) batch right before ``optimizer.step()``.
+  generator's state afterwards); shuffling and augmentation draw from two explicit
+  generators whose states, with the current epoch's permutation, are part of the checkpoint
+  (written after every evaluation), so the same config and seed give the same numbers on
+  CPU, and a resumed run ends with exactly the numbers of an uninterrupted one.
+* **Hooks.** ``hooks``: objects with ``on_step(state: StepState) -> bool | None`` (after
+  every step; a true return stops the run with status ``"stopped"`` after a last
+  evaluation) and/or ``on_eval(record)``. If the optimizer has ``observe_batch(inputs,
+  targets)``, it is called with the current (augmented, local) batch right before
+  ``optimizer.step()``.
 * **Data parallel.** Under ``torch.distributed`` (``torchrun``; gloo on CPU, NCCL on GPU)
   every rank draws the same global batch, takes its share (``tensor_split`` into
-  ``world_size`` parts) and the summed gradients are all-reduced, so the step equals the
-  single-process step; only rank 0 writes checkpoints. See :mod:`sgdnoise.distributed`.
+  ``world_size`` parts) and the gradients are summed over ranks (see
+  :mod:`sgdnoise.distributed`), so the step equals the single-process step; only rank 0
+  writes checkpoints.
 """
 
 from __future__ import annotations
@@ -42,10 +63,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -56,13 +77,19 @@ from ._validate import check_choice, check_positive, check_positive_int
 __all__ = [
     "LR_SCALINGS",
     "SCHEDULES",
+    "StepState",
     "TrainConfig",
+    "TrainHook",
     "TrainResult",
     "crop_flip",
+    "eval_steps",
     "evaluate",
     "lr_multiplier",
     "random_crop_flip_params",
+    "recompute_bn_stats",
+    "sharpness",
     "steps_per_epoch",
+    "total_steps",
     "train",
 ]
 
@@ -74,7 +101,7 @@ SCHEDULES = ("constant", "cosine")
 _FALLBACK_MEAN = (0.4914, 0.4822, 0.4465)
 _FALLBACK_STD = (0.2470, 0.2435, 0.2616)
 
-CHECKPOINT_FORMAT = "sgdnoise.train.checkpoint/1"
+CHECKPOINT_FORMAT = "sgdnoise.train.checkpoint/2"
 
 
 @dataclass
@@ -86,15 +113,28 @@ class TrainConfig:
         (``"linear"``) or ``sqrt(B / base_batch_size)`` (``"sqrt"``); the linear warm-up
         ``w(t) = min(1, (t + 1) / T_w)`` over ``T_w = warmup_epochs · steps_per_epoch`` steps;
         and the schedule ``c(t)`` = 1 (``"constant"``) or ``(1 + cos(π t / T)) / 2`` over the
-        ``T`` total steps (``"cosine"``).
+        ``T`` total steps (``"cosine"``, decays to 0).
+    epochs / max_steps: the run's length, ``T = epochs · steps_per_epoch``, or ``max_steps``
+        steps when set (it overrides ``epochs``; used for equal-step comparisons).
     micro_batch_size: None, or the largest number of examples pushed through the network at
-        once; larger batches are accumulated from micro-batches (see the module docstring for
-        what this means with BatchNorm).
+        once; larger batches are accumulated from micro-batches (see the module docstring).
+    ghost_batch_size: None, or the BatchNorm batch ``g`` (``norm="batch"`` only): statistics
+        over fixed groups of ``g`` examples (B <= g: the whole batch).
     amp: bf16 autocast on CUDA (ignored on CPU).
     channels_last: channels-last memory format for image models (on CPU only for networks
         whose convolutions all have >= 16 channels, see ``_channels_last_ok``).
-    divergence_check_every: check the training loss for NaN/inf every this many steps (and at
-        every epoch end); 1 stops at the first bad step.
+    eval_points: None (evaluate after every epoch) or the number of log-spaced evaluation
+        steps in ``[1, T]`` (step 0 is added when ``eval_at_start``).
+    eval_train_n / eval_subset_seed: the training loss/error are measured on a stratified
+        subset of this many clean training examples drawn with this seed (None: all).
+    bn_recompute: recompute BatchNorm running statistics before each evaluation.
+    sharpness_every / sharpness_n / sharpness_iters: λ_max of the training-loss Hessian on
+        ``sharpness_n`` fixed training examples every ``sharpness_every`` steps (None: only
+        at the end, when ``sharpness_n > 0``), with ``sharpness_iters`` Lanczos steps.
+    device_rng: draw each epoch's permutation and augmentation on the device (None: on
+        CUDA only; the CPU reference draws them from CPU generators).
+    divergence_check_every: read the device-side NaN/inf flag every this many steps (and at
+        every evaluation); 1 stops right after the first bad step.
     """
 
     model: str = "resnet34"
@@ -119,10 +159,21 @@ class TrainConfig:
     amp: bool = True
     drop_last: bool = False
     eval_at_start: bool = True
-    divergence_check_every: int = 1
+    divergence_check_every: int = 50
+    max_steps: int | None = None
+    ghost_batch_size: int | None = None
+    eval_points: int | None = None
+    eval_train_n: int | None = None
+    eval_subset_seed: int = 0
+    bn_recompute: bool = False
+    sharpness_every: int | None = None
+    sharpness_n: int = 0
+    sharpness_iters: int = 20
+    device_rng: bool | None = None
 
     def validate(self) -> TrainConfig:
-        """Raise ValueError naming the first bad field; return self."""
+        """Raise ValueError naming the first bad field, its value and what is allowed;
+        return self."""
         check_positive_int("batch_size", self.batch_size)
         check_positive_int("epochs", self.epochs)
         check_positive("lr", self.lr)
@@ -135,20 +186,41 @@ class TrainConfig:
         check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("norm", self.norm, ("batch", "group", "none"))
-        if self.width is not None:
-            check_positive_int("width", self.width)
-        if self.micro_batch_size is not None:
-            check_positive_int("micro_batch_size", self.micro_batch_size)
+        for name in ("width", "micro_batch_size", "max_steps", "ghost_batch_size",
+                     "eval_train_n", "sharpness_every"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
         check_positive_int("eval_batch_size", self.eval_batch_size)
         check_positive_int("divergence_check_every", self.divergence_check_every)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        check_positive_int("sharpness_iters", self.sharpness_iters)
+        for name in ("seed", "eval_subset_seed", "sharpness_n"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+        if self.eval_points is not None:
+            ep = self.eval_points
+            if isinstance(ep, bool) or not isinstance(ep, int) or ep < 2:
+                raise ValueError(f"eval_points must be None or an integer >= 2, got {ep!r}")
         for name in ("nesterov", "augment", "channels_last", "amp", "drop_last",
-                     "eval_at_start"):
+                     "eval_at_start", "bn_recompute"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.device_rng is not None and not isinstance(self.device_rng, bool):
+            raise ValueError(f"device_rng must be true, false or null, got {self.device_rng!r}")
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
+        if self.ghost_batch_size is not None:
+            if self.norm != "batch":
+                raise ValueError(f"ghost_batch_size={self.ghost_batch_size} needs "
+                                 f"norm='batch', got norm={self.norm!r}")
+            m, g = self.micro_batch_size, self.ghost_batch_size
+            if m is not None and m < self.batch_size and m % g != 0:
+                raise ValueError(
+                    f"micro_batch_size={m} must be a multiple of ghost_batch_size={g} (else "
+                    "micro-batching would change the BatchNorm groups)")
+        if self.sharpness_every is not None and self.sharpness_n == 0:
+            raise ValueError(f"sharpness_every={self.sharpness_every} needs sharpness_n > 0, "
+                             "got sharpness_n=0")
         try:
             torch.device(self.device)
         except (RuntimeError, TypeError):
@@ -160,24 +232,56 @@ class TrainConfig:
 
 
 @dataclass
+class StepState:
+    """What a hook's ``on_step`` sees after a step. ``loss``: the step's mean training loss
+    as a 0-dim tensor on the device (reading it forces a host synchronisation)."""
+
+    step: int
+    epoch: float
+    lr: float
+    batch_size: int
+    loss: torch.Tensor
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+class TrainHook(Protocol):
+    """A hook of :func:`train`; both methods are optional (looked up with ``getattr``)."""
+
+    def on_step(self, state: StepState) -> bool | None:  # pragma: no cover - protocol
+        """After every step; return True to stop the run."""
+
+    def on_eval(self, record: dict[str, Any]) -> None:  # pragma: no cover - protocol
+        """After every evaluation, with its record."""
+
+
+@dataclass
 class TrainResult:
     """What :func:`train` returns.
 
-    history: one dict per evaluation (epoch 0 = before training when ``eval_at_start``) with
-        ``epoch, step, lr, train_loss, train_error, test_loss, test_error, running_loss``
-        (mean mini-batch loss over the epoch, augmented data; None for epoch 0) and
+    history: one dict per evaluation with ``step, epoch`` (= step / steps_per_epoch),
+        ``examples_seen`` (= step · B), ``lr`` (η of the last step taken), ``train_loss,
+        train_error`` (clean training subset), ``test_loss, test_error``, ``param_distance``
+        (‖θ_t − θ_0‖₂ over the trainable parameters), ``running_loss`` (mean mini-batch
+        loss on augmented data since the previous evaluation; None at step 0) and
         ``wall_time`` (seconds since the run started, summed over resumed segments).
-    status: "finished" or "diverged".
+    sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``.
+    status: "finished", "diverged" or "stopped" (a hook asked to stop).
+    extra: ``step_seconds`` (time in training steps, this segment), ``eval_seconds``,
+        ``sharpness_seconds``, ``examples_trained`` (this segment) and on CUDA
+        ``peak_memory_gib``.
     """
 
-    history: list[dict[str, float]]
+    history: list[dict[str, Any]]
     status: str
     steps: int
     wall_time_s: float
     model: nn.Module
     diverged_at_step: int | None = None
-    resumed_from_epoch: int | None = None
+    resumed_from_epoch: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    sharpness: list[dict[str, float]] = field(default_factory=list)
+    resumed_from_step: int | None = None
 
 
 # --------------------------------------------------------------------------- schedule
@@ -192,6 +296,36 @@ def steps_per_epoch(n: int, batch_size: int, *, drop_last: bool = False) -> int:
             raise ValueError(f"batch_size={batch_size} > n={n} leaves no step with drop_last")
         return n // batch_size
     return -(-n // batch_size)
+
+
+def total_steps(cfg: TrainConfig, n: int) -> int:
+    """``T``: ``cfg.max_steps`` when set, else ``cfg.epochs · steps_per_epoch(n, B)``."""
+    if cfg.max_steps is not None:
+        return int(cfg.max_steps)
+    return cfg.epochs * steps_per_epoch(n, cfg.batch_size, drop_last=cfg.drop_last)
+
+
+def eval_steps(total: int, points: int | None, *, steps_per_ep: int = 1,
+               at_start: bool = True) -> list[int]:
+    """The evaluation steps of a run of ``total`` steps, ascending, without repeats.
+
+    ``points = K``: ``round(total^(i/(K−1)))`` for ``i = 0..K−1`` (log-spaced from step 1 to
+    step ``total``; fewer when rounding makes two equal); ``points = None``: every epoch end
+    ``steps_per_ep, 2·steps_per_ep, …`` and ``total``. Step 0 comes first when ``at_start``.
+    """
+    total = check_positive_int("total", total)
+    if points is None:
+        steps = set(range(steps_per_ep, total + 1, check_positive_int("steps_per_ep",
+                                                                      steps_per_ep)))
+    else:
+        k = int(points)
+        if k < 2:
+            raise ValueError(f"points must be None or >= 2, got {points!r}")
+        steps = {min(total, max(1, round(total ** (i / (k - 1))))) for i in range(k)}
+    steps.add(total)
+    if at_start:
+        steps.add(0)
+    return sorted(steps)
 
 
 def lr_multiplier(cfg: TrainConfig, step: int, total_steps: int, steps_per_ep: int) -> float:
@@ -218,13 +352,14 @@ def random_crop_flip_params(
     n: int, generator: torch.Generator, *, padding: int = 4, flip: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Draw crop offsets ``dy, dx ∈ {0..2·padding}`` (each ``(n,)`` int64) and flip flags
-    ``(n,)`` bool for ``n`` images from ``generator`` (a CPU generator)."""
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    ``(n,)`` bool for ``n`` images from ``generator``, on the generator's device."""
+    dev = generator.device
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
     if flip:
-        fl = torch.randint(0, 2, (n,), generator=generator).bool()
+        fl = torch.randint(0, 2, (n,), generator=generator, device=dev).bool()
     else:
-        fl = torch.zeros(n, dtype=torch.bool)
+        fl = torch.zeros(n, dtype=torch.bool, device=dev)
     return dy, dx, fl
 
 
@@ -371,6 +506,139 @@ def evaluate(
     return float(loss_sum) / n, float(wrong) / n
 
 
+def _bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def recompute_bn_stats(
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    batch_size: int,
+    amp: bool = True,
+    channels_last: bool = True,
+    _batcher: _Batcher | None = None,
+) -> int:
+    """Recompute every BatchNorm layer's running statistics on clean data.
+
+    The running mean/variance are reset, then set to the cumulative average (momentum None)
+    of the per-call statistics over ``floor(n / batch_size)`` chunks of ``batch_size``
+    examples of ``x: (n, ...)`` (one chunk of all ``n`` when ``n < batch_size``), run in
+    train mode without gradients or augmentation. Each layer's momentum and the model's mode
+    are restored. Returns the number of chunks used (0 for a network without BatchNorm)."""
+    batch_size = check_positive_int("batch_size", batch_size)
+    layers = _bn_layers(model)
+    if not layers:
+        return 0
+    batcher = _batcher or _Batcher(x, _param_dtype(model), channels_last)
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    n = x.shape[0]
+    chunks = [(lo, lo + batch_size) for lo in range(0, n - batch_size + 1, batch_size)]
+    if not chunks:
+        chunks = [(0, n)]
+    try:
+        for m in layers:
+            m.reset_running_stats()
+            m.momentum = None
+        model.train()
+        for lo, hi in chunks:
+            with _autocast(x.device, amp):
+                model(batcher.convert(x[lo:hi]))
+    finally:
+        for m, mom in zip(layers, momenta, strict=True):
+            m.momentum = mom
+        model.train(was_training)
+    return len(chunks)
+
+
+def sharpness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_iters: int = 20,
+    chunk_size: int | None = None,
+    seed: int = 0,
+) -> float:
+    """``λ_max`` of the Hessian of the mean cross-entropy ``L(θ) = (1/n) Σ_i ℓ_i(θ)`` over
+    ``x: (n, ...)`` (network inputs), ``y: (n,)``, with respect to the trainable parameters
+    ``θ: (P,)``, by ``num_iters`` Lanczos steps (:func:`sgdnoise.spectral.lanczos`) on
+    Hessian-vector products (:func:`sgdnoise.curvature.hvp`). The model is evaluated in eval
+    mode (BatchNorm uses its running statistics) and its mode is restored."""
+    from sgdnoise.curvature import hvp
+    from sgdnoise.spectral import lanczos
+
+    num_iters = check_positive_int("num_iters", num_iters)
+    was_training = model.training
+    model.eval()
+    try:
+        params = [p for p in model.parameters() if p.requires_grad]
+        dim = sum(p.numel() for p in params)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def matvec(v: torch.Tensor) -> torch.Tensor:
+            return hvp(model, loss_fn, x, y, v, chunk_size=chunk_size)
+
+        res = lanczos(matvec, dim, 1, num_iters=min(num_iters, dim), tol=1e-6, seed=seed,
+                      dtype=params[0].dtype, device=params[0].device)
+        return float(res.eigenvalues[0])
+    finally:
+        model.train(was_training)
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+class _Sampler:
+    """Each epoch's permutation of ``range(n)`` and the augmentation parameters.
+
+    ``on_device=False`` (the CPU reference): the permutation is drawn per epoch and the
+    augmentation per step from CPU generators. ``on_device=True``: both are drawn per epoch
+    in one call each, on ``device``, for the ``spe · B`` examples the epoch uses."""
+
+    def __init__(self, n: int, batch_size: int, spe: int, seed: int, device: torch.device,
+                 *, on_device: bool, augment: bool) -> None:
+        self.n, self.b, self.spe = n, batch_size, spe
+        self.on_device, self.augment = on_device, augment
+        gdev = device if on_device else torch.device("cpu")
+        self.shuffle = torch.Generator(device=gdev).manual_seed(seed * 1_000_003 + 17)
+        self.aug = torch.Generator(device=gdev).manual_seed(seed * 1_000_003 + 29)
+        self.device = device
+        self.perm: torch.Tensor | None = None
+        self.epoch_aug: tuple[torch.Tensor, ...] | None = None
+
+    def new_epoch(self) -> None:
+        gdev = self.shuffle.device
+        self.perm = torch.randperm(self.n, generator=self.shuffle, device=gdev)
+        if self.on_device and self.augment:
+            self.epoch_aug = random_crop_flip_params(min(self.n, self.spe * self.b), self.aug)
+
+    def batch(self, s: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Global indices ``(b,)`` of step ``s`` of the epoch and their augmentation."""
+        lo, hi = s * self.b, min((s + 1) * self.b, self.n)
+        idx = self.perm[lo:hi]
+        aug = None
+        if self.augment:
+            if self.on_device:
+                aug = tuple(a[lo:hi] for a in self.epoch_aug)
+            else:
+                aug = random_crop_flip_params(hi - lo, self.aug)
+        return idx, aug
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shuffle": self.shuffle.get_state(), "aug": self.aug.get_state(),
+                "perm": self.perm, "epoch_aug": self.epoch_aug}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.shuffle.set_state(state["shuffle"])
+        self.aug.set_state(state["aug"])
+        self.perm = state["perm"]
+        self.epoch_aug = state["epoch_aug"]
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
@@ -393,13 +661,11 @@ def _cfg_key(cfg: TrainConfig) -> dict[str, Any]:
 
 def _default_optimizer(cfg: TrainConfig) -> Callable[[nn.Module], torch.optim.Optimizer]:
     def factory(model: nn.Module) -> torch.optim.Optimizer:
-        return torch.optim.SGD(
-            model.parameters(),
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            nesterov=cfg.nesterov,
-        )
+        kw: dict[str, Any] = {}
+        if torch.device(cfg.device).type == "cuda":
+            kw["fused"] = True  # one kernel for the whole update; CPU keeps the reference
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, **kw)
 
     return factory
 
@@ -409,9 +675,9 @@ def _build_default_model(cfg: TrainConfig, in_shape: tuple[int, ...], num_classe
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return build_model(
-            cfg.model, num_classes=num_classes, in_shape=in_shape, width=cfg.width, norm=cfg.norm
-        )
+        return build_model(cfg.model, num_classes=num_classes, in_shape=in_shape,
+                           width=cfg.width, norm=cfg.norm,
+                           ghost_batch_size=cfg.ghost_batch_size)
 
 
 def _channels_last_ok(model: nn.Module, device: torch.device) -> bool:
@@ -431,6 +697,42 @@ def _get(data: Any, name: str) -> torch.Tensor:
     return getattr(data, name)
 
 
+def _flat_params(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
+
+
+def _param_distance(model: nn.Module, theta0: torch.Tensor) -> float:
+    """``‖θ − θ₀‖₂`` accumulated in float64."""
+    d = _flat_params(model).double() - theta0.double()
+    return float(torch.linalg.vector_norm(d))
+
+
+def _subset(y: torch.Tensor, n: int | None, seed: int) -> torch.Tensor | None:
+    """Stratified indices of ``n`` of the labels ``y`` (None: all examples)."""
+    if n is None or n >= y.shape[0]:
+        return None
+    from sgdnoise.data import stratified_indices
+
+    return stratified_indices(y.cpu(), n, seed=seed)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _bn_chunk(cfg: TrainConfig) -> int:
+    """Chunk size of the BatchNorm recompute: the BN batch (ghost size, else B) when it fits
+    in ``eval_batch_size``; else the largest multiple of the ghost size that fits (the
+    layers split it into ghost groups) or ``eval_batch_size``."""
+    g = cfg.ghost_batch_size
+    bn_batch = min(g, cfg.batch_size) if g is not None else cfg.batch_size
+    if bn_batch <= cfg.eval_batch_size:
+        return bn_batch if g is None or cfg.batch_size <= g else g * max(
+            1, cfg.eval_batch_size // g)
+    return cfg.eval_batch_size
+
+
 def train(
     cfg: TrainConfig,
     data: Any,
@@ -439,22 +741,25 @@ def train(
     optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
-    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    hooks: Sequence[Any] = (),
     desc: str | None = None,
 ) -> TrainResult:
     """Train with mini-batch SGD as configured by ``cfg`` (see the module docstring).
 
     data: anything with ``train_x (N, C, H, W)``, ``train_y (N,)``, ``test_x``, ``test_y``
         (attributes or dict keys), e.g. :class:`sgdnoise.data.ImageData`.
-    model: a model to train in place (its initialisation is the caller's); default
+    model: a model to train in place (its initialisation is the caller's; with
+        ``cfg.ghost_batch_size`` its BatchNorm layers are made ghost layers); default
         ``build_model(cfg.model, width=cfg.width, norm=cfg.norm)`` initialised from
         ``cfg.seed``.
-    optimizer_factory: ``model -> Optimizer``; default ``SGD(lr, momentum, weight_decay)``.
-        The engine owns the learning rate: at every step each parameter group's ``lr`` is set
-        to its initial value times :func:`lr_multiplier`.
-    checkpoint_path: where to save a checkpoint after every epoch (atomically). If the file
-        exists, training resumes from it (the config must match).
-    on_epoch: called with each new history entry.
+    optimizer_factory: ``model -> Optimizer``; default SGD (fused on CUDA). The engine owns
+        the learning rate: at every step each parameter group's ``lr`` is set to its initial
+        value times :func:`lr_multiplier`.
+    checkpoint_path: where to save a checkpoint after every evaluation (atomically). If the
+        file exists, training resumes from it (the config must match).
+    on_epoch: called with each new evaluation record (same as a hook's ``on_eval``).
+    hooks: :class:`TrainHook` objects (``on_step`` / ``on_eval``, both optional).
     """
     cfg.validate()
     device = torch.device(cfg.device)
@@ -478,12 +783,25 @@ def train(
         raise ValueError(
             f"batch_size={cfg.batch_size} is smaller than world_size={dist.world_size}"
         )
+    if cfg.sharpness_n > n:
+        raise ValueError(f"sharpness_n={cfg.sharpness_n} exceeds the {n} training examples")
     spe = steps_per_epoch(n, cfg.batch_size, drop_last=cfg.drop_last)
-    total_steps = spe * cfg.epochs
+    T = total_steps(cfg, n)
+    schedule = eval_steps(T, cfg.eval_points, steps_per_ep=spe, at_start=cfg.eval_at_start)
+    eval_set = set(schedule)
+    sharp_set: set[int] = set()
+    if cfg.sharpness_n > 0:
+        sharp_set.add(T)
+        if cfg.sharpness_every is not None:
+            sharp_set.update(range(0, T + 1, cfg.sharpness_every))
 
     if model is None:
         num_classes = int(max(int(train_y.max()), int(test_y.max()))) + 1
         model = _build_default_model(cfg, tuple(train_x.shape[1:]), max(num_classes, 2))
+    elif cfg.ghost_batch_size is not None:
+        from sgdnoise.models import set_ghost_batch_size
+
+        set_ghost_batch_size(model, cfg.ghost_batch_size)
     model = model.to(device)
     use_cl = cfg.channels_last and train_x.ndim == 4 and _channels_last_ok(model, device)
     if use_cl:
@@ -497,10 +815,23 @@ def train(
     dtype = _param_dtype(model)
     batcher = _Batcher(train_x, dtype, use_cl)
     test_batcher = _Batcher(test_x, dtype, use_cl)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17)
-    aug_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 29)
-    history: list[dict[str, float]] = []
-    epoch0, step, elapsed = 0, 0, 0.0
+    sub = _subset(train_y, cfg.eval_train_n, cfg.eval_subset_seed)
+    sub_dev = sub.to(device) if sub is not None else None
+    eval_x = train_x if sub is None else train_x[sub_dev]
+    eval_y = train_y if sub is None else train_y[sub_dev]
+    sharp_x = sharp_y = None
+    if cfg.sharpness_n > 0:
+        sidx = _subset(train_y, cfg.sharpness_n, cfg.eval_subset_seed + 1)
+        sidx = torch.arange(n) if sidx is None else sidx
+        sharp_x = batcher.convert(train_x[sidx.to(device)])
+        sharp_y = train_y[sidx.to(device)]
+    on_device = cfg.device_rng if cfg.device_rng is not None else device.type == "cuda"
+    sampler = _Sampler(n, cfg.batch_size, spe, cfg.seed, device, on_device=on_device,
+                       augment=cfg.augment)
+    theta0 = _flat_params(model).clone()
+    history: list[dict[str, Any]] = []
+    sharp_hist: list[dict[str, float]] = []
+    step, elapsed, lr_now = 0, 0.0, cfg.lr * lr_multiplier(cfg, 0, T, spe)
     resumed_from = None
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None and ckpt.exists():
@@ -508,7 +839,7 @@ def train(
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint {ckpt} has an unknown format {state.get('format')!r}")
         if state["config"] != _cfg_key(cfg):
-            diff = sorted(k for k in state["config"]
+            diff = sorted(k for k in set(state["config"]) | set(_cfg_key(cfg))
                           if state["config"].get(k) != _cfg_key(cfg).get(k))
             raise ValueError(
                 f"checkpoint {ckpt} was written by a different config (fields {diff}); "
@@ -518,139 +849,180 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         for group in optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-        shuffle_gen.set_state(state["shuffle_rng"])
-        aug_gen.set_state(state["augment_rng"])
-        history = list(state["history"])
-        epoch0, step, elapsed = state["epoch"], state["step"], state["wall_time_s"]
-        resumed_from = epoch0
+        sampler.load_state_dict(state["sampler"])
+        history, sharp_hist = list(state["history"]), list(state["sharpness"])
+        step, elapsed, lr_now = state["step"], state["wall_time_s"], state["lr_now"]
+        theta0 = state["theta0"].to(device)
+        resumed_from = step
 
-    def _eval_record(epoch: int, running: float | None, lr_now: float) -> dict[str, float]:
-        if dist is not None:
+    is_main = dist is None or dist.rank == 0
+    listeners_eval = [h.on_eval for h in hooks if hasattr(h, "on_eval")]
+    if on_epoch is not None:
+        listeners_eval.append(on_epoch)
+    listeners_step = [h.on_step for h in hooks if hasattr(h, "on_step")]
+    timers = {"step_seconds": 0.0, "eval_seconds": 0.0, "sharpness_seconds": 0.0}
+    examples_trained = 0
+    t0 = time.perf_counter()
+
+    def _recompute() -> None:
+        if cfg.bn_recompute:
+            recompute_bn_stats(model, eval_x, batch_size=_bn_chunk(cfg), amp=cfg.amp,
+                               _batcher=batcher)
+
+    def _eval_record(running: float | None) -> dict[str, Any]:
+        t_start = time.perf_counter()
+        _recompute()
+        if dist is not None and not cfg.bn_recompute:
             dist.broadcast_buffers(model)
-        tr_loss, tr_err = evaluate(model, train_x, train_y, batch_size=cfg.eval_batch_size,
+        tr_loss, tr_err = evaluate(model, eval_x, eval_y, batch_size=cfg.eval_batch_size,
                                    amp=cfg.amp, _batcher=batcher, _dist=dist)
         te_loss, te_err = evaluate(model, test_x, test_y, batch_size=cfg.eval_batch_size,
                                    amp=cfg.amp, _batcher=test_batcher, _dist=dist)
+        timers["eval_seconds"] += time.perf_counter() - t_start
         return {
-            "epoch": epoch,
             "step": step,
+            "epoch": step / spe,
+            "examples_seen": step * cfg.batch_size,
             "lr": lr_now,
             "train_loss": tr_loss,
             "train_error": tr_err,
             "test_loss": te_loss,
             "test_error": te_err,
+            "param_distance": _param_distance(model, theta0),
             "running_loss": running,
             "wall_time": elapsed + (time.perf_counter() - t0),
         }
 
-    is_main = dist is None or dist.rank == 0
+    def _sharpness() -> None:
+        t_start = time.perf_counter()
+        if not (history and history[-1]["step"] == step and cfg.bn_recompute):
+            _recompute()
+        lam = sharpness(model, sharp_x, sharp_y, num_iters=cfg.sharpness_iters,
+                        chunk_size=min(cfg.sharpness_n, cfg.eval_batch_size), seed=cfg.seed)
+        sharp_hist.append({"step": step, "lr": lr_now, "lambda_max": lam,
+                           "two_over_lr": 2.0 / lr_now if lr_now > 0 else math.inf})
+        timers["sharpness_seconds"] += time.perf_counter() - t_start
+
+    def _save() -> None:
+        if ckpt is None:
+            return
+        if is_main:
+            _atomic_torch_save({
+                "format": CHECKPOINT_FORMAT, "config": _cfg_key(cfg),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "sampler": sampler.state_dict(), "history": history,
+                "sharpness": sharp_hist, "step": step, "lr_now": lr_now,
+                "theta0": theta0, "wall_time_s": elapsed + (time.perf_counter() - t0),
+            }, ckpt)
+        if dist is not None:
+            dist.barrier()
+
+    def _emit(rec: dict[str, Any]) -> None:
+        history.append(rec)
+        if is_main:
+            for fn in listeners_eval:
+                fn(rec)
+
     from tqdm.auto import tqdm
 
-    bar = tqdm(
-        total=total_steps,
-        initial=step,
-        desc=desc or f"B={cfg.batch_size}",
-        disable=not (progress and is_main),
-        leave=False,
-    )
-    t0 = time.perf_counter()
+    bar = tqdm(total=T, initial=step, desc=desc or f"B={cfg.batch_size}",
+               disable=not (progress and is_main), leave=False)
     status, diverged_at = "finished", None
     autocast = _autocast(device, cfg.amp)
     micro = cfg.micro_batch_size or cfg.batch_size
     observe = getattr(optimizer, "observe_batch", None)
     loss_dtype = torch.promote_types(dtype, torch.float32)
 
-    if epoch0 == 0 and not history and cfg.eval_at_start:
-        rec = _eval_record(0, None, cfg.lr * lr_multiplier(cfg, 0, total_steps, spe))
-        history.append(rec)
-        if on_epoch is not None and is_main:
-            on_epoch(rec)
-
+    if step == 0 and not history:
+        if 0 in eval_set:
+            _emit(_eval_record(None))
+        if 0 in sharp_set:
+            _sharpness()
     model.train()
-    lr_now = float("nan")
-    step_seconds = 0.0  # time spent in training steps (no evaluation), this segment
-    for epoch in range(epoch0 + 1, cfg.epochs + 1):
-        t_epoch = time.perf_counter()
-        perm = torch.randperm(n, generator=shuffle_gen)
-        running = torch.zeros((), dtype=torch.float64, device=device)
-        seen = 0
-        bad = torch.zeros((), dtype=torch.bool, device=device)
-        for s in range(spe):
-            gidx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            bsz = gidx.shape[0]
-            aug = random_crop_flip_params(bsz, aug_gen) if cfg.augment else None
-            if dist is not None:
-                part = dist.shard_slice(bsz)
-                gidx = gidx[part]
-                if aug is not None:
-                    aug = tuple(a[part] for a in aug)
-            idx = gidx.to(device, non_blocking=True)
-            mult = lr_multiplier(cfg, step, total_steps, spe)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * mult
-            lr_now = cfg.lr * mult
-            optimizer.zero_grad(set_to_none=True)
-            xb = batcher.train_batch(train_x, idx, aug)
-            yb = train_y[idx]
-            loss_sum = torch.zeros((), dtype=loss_dtype, device=device)
-            for lo in range(0, xb.shape[0], micro):
-                xm, ym = xb[lo:lo + micro], yb[lo:lo + micro]
-                with autocast:
-                    out = model(xm)
-                loss = F.cross_entropy(_upcast(out), ym, reduction="sum")
-                (loss / bsz).backward()
-                loss_sum = loss_sum + loss.detach()
-            if dist is not None:
-                dist.all_reduce_gradients(model)
-                loss_sum = dist.all_reduce_sum(loss_sum)
-            bad = bad | ~torch.isfinite(loss_sum)
-            running += loss_sum.double()
-            seen += bsz
-            check_now = (s + 1) % cfg.divergence_check_every == 0 or s == spe - 1
-            if check_now and bool(bad):
+    running = torch.zeros((), dtype=torch.float64, device=device)
+    running_n = 0
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    t_seg = time.perf_counter()
+    while step < T:
+        pos = step % spe
+        if pos == 0 or sampler.perm is None:
+            sampler.new_epoch()
+        gidx, aug = sampler.batch(pos)
+        bsz = gidx.shape[0]
+        if dist is not None:
+            part = dist.shard_slice(bsz)
+            gidx = gidx[part]
+            if aug is not None:
+                aug = tuple(a[part] for a in aug)
+        idx = gidx.to(device, non_blocking=True)
+        mult = lr_multiplier(cfg, step, T, spe)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * mult
+        lr_now = cfg.lr * mult
+        optimizer.zero_grad(set_to_none=True)
+        xb = batcher.train_batch(train_x, idx, aug)
+        yb = train_y[idx]
+        loss_sum = torch.zeros((), dtype=loss_dtype, device=device)
+        for lo in range(0, xb.shape[0], micro):
+            xm, ym = xb[lo:lo + micro], yb[lo:lo + micro]
+            with autocast:
+                out = model(xm)
+            loss = F.cross_entropy(_upcast(out), ym, reduction="sum")
+            (loss / bsz).backward()
+            loss_sum = loss_sum + loss.detach()
+        if dist is not None:
+            dist.all_reduce_gradients(model)
+            loss_sum = dist.all_reduce_sum(loss_sum)
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss_sum),
+                                torch.full_like(first_bad, step), first_bad)
+        running += loss_sum.double()
+        running_n += bsz
+        if observe is not None:
+            observe(xb, yb)
+        optimizer.step()
+        step += 1
+        examples_trained += bsz
+        bar.update(1)
+        stop = False
+        if listeners_step:
+            st = StepState(step=step, epoch=step / spe, lr=lr_now, batch_size=bsz,
+                           loss=loss_sum / bsz, model=model, optimizer=optimizer)
+            for fn in listeners_step:
+                stop = bool(fn(st)) or stop
+        boundary = step in eval_set or step in sharp_set or stop or step == T
+        if boundary or step % cfg.divergence_check_every == 0:
+            bad_step = int(first_bad)  # the one host synchronisation, every k steps
+            if bad_step >= 0:
+                status, diverged_at = "diverged", bad_step
+        if not (boundary or status == "diverged"):
+            continue
+        _sync(device)
+        timers["step_seconds"] += time.perf_counter() - t_seg
+        if status == "diverged":
+            break
+        evaluated = step in eval_set or stop
+        if evaluated:
+            rec = _eval_record(float(running) / max(running_n, 1))
+            running.zero_()
+            running_n = 0
+            bar.set_postfix(train_err=f"{rec['train_error']:.3f}",
+                            test_err=f"{rec['test_error']:.3f}")
+            if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["test_loss"])):
                 status, diverged_at = "diverged", step
+            _emit(rec)
+            if status == "diverged":
                 break
-            if observe is not None:
-                observe(xb, yb)
-            optimizer.step()
-            step += 1
-            bar.update(1)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        step_seconds += time.perf_counter() - t_epoch
-        if status == "diverged":
+        if step in sharp_set:
+            _sharpness()
+        model.train()
+        if evaluated:
+            _save()
+        if stop:
+            status = "stopped"
             break
-        rec = _eval_record(epoch, float(running) / max(seen, 1), lr_now)
-        history.append(rec)
-        bar.set_postfix(train_err=f"{rec['train_error']:.3f}", test_err=f"{rec['test_error']:.3f}")
-        if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["test_loss"])):
-            status, diverged_at = "diverged", step
-        if on_epoch is not None and is_main:
-            on_epoch(rec)
-        if status == "diverged":
-            break
-        if ckpt is not None:
-            if is_main:
-                _atomic_torch_save(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "config": _cfg_key(cfg),
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "shuffle_rng": shuffle_gen.get_state(),
-                        "augment_rng": aug_gen.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "history": history,
-                        "epoch": epoch,
-                        "step": step,
-                        "wall_time_s": elapsed + (time.perf_counter() - t0),
-                    },
-                    ckpt,
-                )
-            if dist is not None:
-                dist.barrier()
+        t_seg = time.perf_counter()
     bar.close()
-    extra: dict[str, Any] = {"step_seconds": step_seconds}
+    extra: dict[str, Any] = {**timers, "examples_trained": examples_trained}
     if device.type == "cuda":
         extra["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return TrainResult(
@@ -660,6 +1032,8 @@ def train(
         wall_time_s=elapsed + (time.perf_counter() - t0),
         model=model,
         diverged_at_step=diverged_at,
-        resumed_from_epoch=resumed_from,
+        resumed_from_epoch=None if resumed_from is None else resumed_from / spe,
         extra=extra,
+        sharpness=sharp_hist,
+        resumed_from_step=resumed_from,
     )
