@@ -81,7 +81,8 @@
 #   $\eta = 0.1$ (D-plain) against warm-up and momentum at the scaled $\eta$ (D-scaled), with
 #   the sharpness $\lambda_{\max}$ every 50 steps.
 #
-# Every run drops the last incomplete batch and normalises with BatchNorm over ghost batches
+# Every run drops the last incomplete batch and normalises with BatchNorm
+# {cite}`ioffe2015batchnorm` over ghost batches
 # of one fixed size for every $B$ at or above it, so the BatchNorm noise does not change with
 # $B$ where the sweep asks its question (the pilot below did not: its BatchNorm statistics
 # came from $\min(B, 4096)$ examples). About 25 evaluations at log-spaced steps measure a fixed
