@@ -284,22 +284,30 @@ def test_default_profile_equals_the_parameters_cell() -> None:
 
 def test_bad_parameters_are_named() -> None:
     values = _cell_values()
-    with pytest.raises(ValueError, match="'batch_sizes'.*strictly increasing"):
-        ch08.Params.from_mapping({**values, "batch_sizes": [64, 16]})
-    with pytest.raises(ValueError, match="'steps_c_batch_size'"):
-        ch08.Params.from_mapping({**values, "steps_c_batch_size": 7})
+    with pytest.raises(ValueError, match="'below_fraction'"):
+        ch08.Params.from_mapping({**values, "below_fraction": 0.9})
+    with pytest.raises(ValueError, match="'plan'"):
+        ch08.Params.from_mapping({**values, "plan": "plan.txt"})
     with pytest.raises(ValueError, match="'gap_margin'"):
         ch08.Params.from_mapping({**values, "gap_margin": 0.0})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        ch08.Params.from_mapping({**values, "n_train": 5})
 
 
-def test_miniature_equal_steps_arm() -> None:
-    p = ch08.Params.from_mapping(_cell_values())
-    runs = ch08.miniature_runs(p)
+@pytest.mark.parametrize("plan", ["plan_laptop.yaml", "plan_smoke.yaml"])
+def test_miniature_plan_equal_steps_arm(plan: str) -> None:
+    spec = ch08.read_plan(str(ROOT / "book" / "params" / "ch08_resnet_sweep" / plan))
+    runs = ch08.miniature_runs(spec)
+    n = spec["data"]["n_train"]
+    eq = spec["arms"]["C"]["equal_steps"]
+    s_ref = eq["epochs"] * (n // eq["batch_size"])
     c = [cfg for arm, _, cfg in runs if arm == "C"]
-    s_ref = p.epochs * (p.n_train // p.steps_c_batch_size)
+    assert len(c) == len(spec["arms"]["C"]["batch_sizes"]) * len(spec["arms"]["C"]["seeds"])
     for cfg in c:
         b = cfg["batch_sizes"][0]
-        steps = cfg["epochs"] * (p.n_train // b)
-        assert s_ref <= steps < s_ref + p.n_train // b  # equal steps, rounded up by < 1 epoch
+        steps = cfg["epochs"] * (n // b)
+        assert s_ref <= steps < s_ref + n // b  # equal steps, rounded up by < 1 epoch
         assert cfg["drop_last"] and cfg["lr_scaling"] == "linear"
     assert {arm for arm, _, _ in runs} == {"A", "B", "C"}
+    # the small batches are the laptop's ground: no normalisation, no augmentation
+    assert all(cfg["norm"] == "none" and not cfg["augment"] for _, _, cfg in runs)

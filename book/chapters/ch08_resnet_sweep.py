@@ -107,25 +107,7 @@ records_dirs = ["../../data/results/ch08_pilot", "../../data/results/ch08_full",
                 "../../data/results/ch08"]
 sharpness_dirs = ["../../data/results/ch08"]
 run_miniature = True
-dataset = "cifar10"
-data_dir = ""
-n_train = 2048
-n_test = 2000
-data_seed = 0
-width = 512
-batch_sizes = [16, 64, 256, 1024, 2048]
-seeds = [0, 1, 2]
-seeds_c = [0, 1]
-epochs = 30
-lr_a = 0.05
-lr_b = 0.005
-base_batch_size = 64
-momentum_b = 0.9
-weight_decay_b = 0.0005
-warmup_epochs_b = 5.0
-batch_sizes_c = [64, 256, 1024]
-steps_c_batch_size = 64
-eval_batch_size = 1000
+plan = "../params/ch08_resnet_sweep/plan_laptop.yaml"
 targets = [0.15, 0.10]
 targets_laptop = [0.65, 0.60]
 loss_tolerance = 0.02
@@ -135,7 +117,6 @@ plateau_evals = 5
 plateau_margin = 0.01
 eos_low = 0.8
 below_fraction = 0.5
-device = "cpu"
 out_dir = ""
 
 # %% tags=["remove-cell"]
@@ -237,22 +218,28 @@ for name, t in rec.tables.items():
 # (sec-ch8-miniature)=
 # ## The laptop miniature
 #
-# Arms A–C in miniature, trained in this execution by the same sweep code as the GPU runs
+# Arms A–C in miniature, declared in the plan file `plan_laptop.yaml` beside the profiles
+# and trained in this execution by the same sweep code as the GPU runs
 # ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.run_miniature`): an MLP
 # $3072\text{–}w\text{–}w\text{–}10$ without normalisation (so no BatchNorm caveat), a
 # stratified subset of CIFAR-10 (the offline copy after one JPEG round trip), no
 # augmentation, `drop_last`. Arm A is plain SGD at a constant $\eta$; arm B uses momentum,
 # weight decay, $\eta \propto B$ with warm-up and a cosine decay to 0 over the same number of
 # epochs; arm C runs arm B's recipe for as many steps as arm B takes at its reference batch
-# size. The batch sizes run up to $N$, where SGD is gradient descent.
+# size. The batch sizes run up to $N$, where SGD is gradient descent. The table is arm A's
+# design ({eq}`eq-ch8-steps`, {eq}`eq-ch8-cov`, {eq}`eq-ch8-reach`).
 
 # %% tags=["remove-cell"]
 mini = None
 if P.run_miniature:
+    plan_spec = ch08.read_plan(P.plan)
     mini_dir = P.out_dir or tempfile.mkdtemp(prefix="ch08_mini_")
-    mini = ch08.run_miniature(P, mini_dir)
-    mini_scale = (f"laptop run, profile {P.profile}: MLP width {P.width}, N = {P.n_train} "
-                  f"{P.dataset} images, {P.n_test} test, seeds {list(P.seeds)}")
+    mini = ch08.run_miniature(P.plan, mini_dir)
+    d = plan_spec["data"]
+    mini_scale = (f"laptop run, profile {P.profile}: plan {plan_spec['name']}, "
+                  f"{plan_spec['defaults'].get('model')} width "
+                  f"{plan_spec['defaults'].get('width')}, N = {d['n_train']} {d['dataset']} "
+                  f"images, {d['n_test']} test")
     lap = ch08.analyse(mini, None, P, scale=mini_scale, section="sec-ch8-miniature",
                        targets=P.targets_laptop)
 
@@ -260,7 +247,9 @@ if P.run_miniature:
 if mini is None:
     display(Markdown("The miniature is not run in this profile (`run_miniature: false`)."))
 else:
-    show_table(ch08.protocol_table(P.n_train, P.batch_sizes, epochs=P.epochs, lr=P.lr_a),
+    arm_a = plan_spec["arms"]["A"]
+    show_table(ch08.protocol_table(d["n_train"], arm_a["batch_sizes"],
+                                   epochs=arm_a["config"]["epochs"], lr=arm_a["config"]["lr"]),
                {"examples seen": "{:,}", "reach ηS": "{:.1f}", "(N-B)/(N-1)": "{:.3f}"})
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): test error against train error per arm; lines: the smallest batch's trajectory per seed, markers: every run's last evaluation, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-mini-fit"}}

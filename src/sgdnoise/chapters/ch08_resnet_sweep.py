@@ -65,6 +65,7 @@ __all__ = [
     "plot_error_vs_step",
     "plot_matched_fit",
     "protocol_table",
+    "read_plan",
     "records_scale",
     "run_miniature",
     "sharpness_test",
@@ -93,27 +94,7 @@ class Params(ChapterParams):
                                           "re-analyse (GPU pilot and plan records)")
     sharpness_dirs: tuple[str, ...] = param(min_len=0, doc="folders holding sharpness records")
     run_miniature: bool = param(doc="train the laptop miniature in this execution")
-    dataset: str = param(choices=("cifar10", "synthetic"), doc="miniature data")
-    data_dir: str = param(doc="CIFAR-10 folder ('' = $SGDNOISE_DATA or data/)")
-    n_train: int = param(low=16, high=50000, doc="miniature training images N")
-    n_test: int = param(low=16, high=10000, doc="miniature test images")
-    data_seed: int = param(low=0, doc="which stratified subset")
-    width: int = param(low=1, high=4096, doc="hidden width of the 2-hidden-layer MLP")
-    batch_sizes: tuple[int, ...] = param(low=1, high=50000, min_len=2,
-                                         doc="miniature batch sizes, smallest first")
-    seeds: tuple[int, ...] = param(low=0, min_len=1, doc="miniature seeds (arms A and B)")
-    seeds_c: tuple[int, ...] = param(low=0, min_len=1, doc="miniature seeds of arm C")
-    epochs: int = param(low=1, high=10000, doc="miniature epochs E (arms A and B)")
-    lr_a: float = param(low=1e-6, high=10.0, doc="arm A: plain SGD, constant η")
-    lr_b: float = param(low=1e-6, high=10.0, doc="arm B: η at base_batch_size")
-    base_batch_size: int = param(low=1, doc="arm B: η = lr_b · B / base_batch_size")
-    momentum_b: float = param(low=0.0, high=0.99, doc="arm B/C momentum")
-    weight_decay_b: float = param(low=0.0, high=1.0, doc="arm B/C weight decay")
-    warmup_epochs_b: float = param(low=0.0, doc="arm B/C linear warm-up (epochs)")
-    batch_sizes_c: tuple[int, ...] = param(low=1, high=50000, min_len=0,
-                                           doc="arm C: batch sizes run at equal steps")
-    steps_c_batch_size: int = param(low=1, doc="arm C: steps of this B's arm-B run")
-    eval_batch_size: int = param(low=1, doc="evaluation batch")
+    plan: str = param(doc="the miniature's plan file (arms, batch sizes, seeds, recipes)")
     targets: tuple[float, ...] = param(low=0.0, high=1.0, min_len=1,
                                        doc="test-error targets for steps-to-target (GPU)")
     targets_laptop: tuple[float, ...] = param(low=0.0, high=1.0, min_len=1,
@@ -130,25 +111,12 @@ class Params(ChapterParams):
                            "of stability")
     below_fraction: float = param(low=0.0, high=1.0, doc="η λ_max / 2(1+β) below this: far "
                                   "below the edge")
-    device: str = param(choices=("cpu", "cuda", "auto"), doc="miniature device")
     out_dir: str = param(doc="miniature records ('' = a fresh temporary folder)")
 
     def check(self) -> None:
-        b = self.batch_sizes
-        self.require(list(b) == sorted(set(b)), "batch_sizes",
-                     "must be strictly increasing (the smallest is the reference)")
-        self.require(b[-1] <= self.n_train, "batch_sizes",
-                     f"the largest batch must not exceed n_train={self.n_train}")
-        self.require(self.n_train // b[-1] >= 1, "batch_sizes", "each batch needs a step")
-        self.require(set(self.batch_sizes_c) <= set(b), "batch_sizes_c",
-                     f"must be a subset of batch_sizes={list(b)}")
-        self.require(self.steps_c_batch_size in b, "steps_c_batch_size",
-                     f"must be one of batch_sizes={list(b)}")
-        self.require(set(self.seeds_c) <= set(self.seeds), "seeds_c",
-                     f"must be a subset of seeds={list(self.seeds)}")
         self.require(self.below_fraction < self.eos_low, "below_fraction",
                      f"must be below eos_low={self.eos_low}")
-        self.require(len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
+        self.require(self.plan.endswith((".yaml", ".yml")), "plan", "must be a YAML file")
 
 
 # --------------------------------------------------------------------------- design
@@ -768,67 +736,80 @@ def intervals_as_text(table: pd.DataFrame, *, percent: Sequence[str] = (),
 # --------------------------------------------------------------------------- laptop miniature
 
 
-def miniature_runs(p: Params) -> list[tuple[str, int, dict[str, Any]]]:
-    """The laptop miniature as sweep configs: ``(arm, seed, config)`` in run order.
+def read_plan(path: str) -> dict[str, Any]:
+    """The plan file as a mapping (``name, data, defaults, arms[, priority]``; the format of
+    ``sgdnoise-sweep``). Raises ValueError naming the file when it lacks a section."""
+    import yaml
 
-    * arm A: plain SGD, constant ``lr_a``, ``epochs`` epochs, all ``batch_sizes``;
-    * arm B: momentum ``momentum_b``, weight decay, ``η = lr_b · B / base_batch_size`` with
-      ``warmup_epochs_b`` of linear warm-up and a cosine decay to 0, ``epochs`` epochs;
-    * arm C: arm B's recipe for each of ``batch_sizes_c`` with as many epochs as make its
-      step count ``E_C ⌊N/B⌋`` reach the ``E ⌊N/B_C⌋`` steps of arm B at
-      ``B_C = steps_c_batch_size`` (``E_C = ⌈E ⌊N/B_C⌋ / ⌊N/B⌋⌉``, so at least as many).
+    with open(path) as fh:
+        raw = yaml.safe_load(fh)
+    if not isinstance(raw, dict) or not {"data", "arms"} <= set(raw):
+        raise ValueError(f"plan {path!r} must be a mapping with 'data' and 'arms' sections")
+    return raw
 
-    Every run uses ``drop_last``, the MLP ``3072-width-width-10`` without normalisation and
-    no augmentation (the small batches must fit the training set)."""
-    common = {"dataset": p.dataset, "data_dir": p.data_dir or None, "data_seed": p.data_seed,
-              "n_train": p.n_train, "n_test": p.n_test, "model": "mlp", "width": p.width,
-              "norm": "none", "device": p.device, "eval_batch_size": p.eval_batch_size,
-              "augment": False, "amp": False, "channels_last": False, "drop_last": True}
-    recipe_b = {"momentum": p.momentum_b, "weight_decay": p.weight_decay_b,
-                "lr": p.lr_b, "lr_scaling": "linear", "base_batch_size": p.base_batch_size,
-                "warmup_epochs": p.warmup_epochs_b, "schedule": "cosine"}
+
+def miniature_runs(plan: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
+    """A plan as per-epoch sweep configs, ``(arm, seed, config)`` in arm order: the route
+    used while ``sgdnoise.sweep.run_plan`` is not available. An arm with ``equal_steps:
+    {batch_size: B_C, epochs: E}`` runs each of its batch sizes ``B`` alone for
+    ``E_B = ⌈E ⌊N/B_C⌋ / ⌊N/B⌋⌉`` epochs, so its step count ``E_B ⌊N/B⌋`` reaches the
+    ``E ⌊N/B_C⌋`` steps of ``B_C`` (``drop_last``), overshooting by less than one epoch.
+    Plan keys the per-epoch engine does not know (log-spaced evaluation, ghost BatchNorm,
+    sharpness) are left out."""
+    from sgdnoise import sweep
+
+    data = plan["data"]
+    n = int(data["n_train"])
     runs: list[tuple[str, int, dict[str, Any]]] = []
-    for seed in p.seeds:
-        runs.append(("A", seed, {**common, "name": "ch08-laptop-A", "seed": seed,
-                                 "batch_sizes": list(p.batch_sizes), "epochs": p.epochs,
-                                 "lr": p.lr_a}))
-        runs.append(("B", seed, {**common, **recipe_b, "name": "ch08-laptop-B", "seed": seed,
-                                 "batch_sizes": list(p.batch_sizes), "epochs": p.epochs}))
-    steps_c = p.epochs * (p.n_train // p.steps_c_batch_size)
-    for seed in p.seeds_c:
-        for b in p.batch_sizes_c:
-            if b == p.steps_c_batch_size:
+    for arm, spec in plan["arms"].items():
+        cfg = {**plan.get("defaults", {}), **spec.get("config", {})}
+        cfg = {k: v for k, v in cfg.items() if k in sweep.SWEEP_KEYS}
+        cfg.update({k: data[k] for k in ("dataset", "data_dir", "data_seed", "n_train",
+                                          "n_test") if k in data})
+        sizes = list(spec["batch_sizes"])
+        for seed in spec.get("seeds", [0]):
+            base = {**cfg, "name": f"{plan['name']}-{arm}", "seed": int(seed)}
+            eq = spec.get("equal_steps")
+            if eq is None:
+                runs.append((arm, int(seed), {**base, "batch_sizes": sizes}))
                 continue
-            e_c = math.ceil(steps_c / (p.n_train // b))
-            runs.append(("C", seed, {**common, **recipe_b, "name": f"ch08-laptop-C-B{b}",
-                                     "seed": seed, "batch_sizes": [b], "epochs": e_c}))
+            steps = int(eq["epochs"]) * (n // int(eq["batch_size"]))
+            for b in sizes:
+                runs.append((arm, int(seed), {**base, "batch_sizes": [b],
+                                              "epochs": math.ceil(steps / (n // b))}))
     return runs
 
 
-def run_miniature(p: Params, out_dir: str, *, progress: bool = False) -> pd.DataFrame:
-    """Train (or resume) the miniature of :func:`miniature_runs` through
-    :func:`sgdnoise.sweep.run_sweep` into ``out_dir/<arm>/seed<s>[/B<B>]`` and return its
-    records in the :data:`RECORD_COLUMNS` schema (``source = "laptop"``). Arm C's reference
-    is arm B's run at ``steps_c_batch_size`` (the same recipe and step count)."""
+def run_miniature(plan_path: str, out_dir: str, *, progress: bool = False) -> pd.DataFrame:
+    """Train (or resume) the plan's runs into ``out_dir`` and return their records in the
+    :data:`RECORD_COLUMNS` schema.
+
+    With the plan engine (``sgdnoise.sweep.run_plan``) this is exactly what
+    ``sgdnoise-sweep PLAN --out DIR`` does on a GPU; without it, the per-epoch
+    :func:`sgdnoise.sweep.run_sweep` runs :func:`miniature_runs` into
+    ``out_dir/<arm>/seed<s>[/B<B>]`` (``source = "laptop"``)."""
     from pathlib import Path
 
     from sgdnoise import sweep
+
+    quiet = (lambda msg: None)  # noqa: E731
+    if hasattr(sweep, "run_plan"):
+        sweep.run_plan(plan_path, out_dir, progress=progress, log=quiet)
+        return load_recorded([out_dir])
     from sgdnoise.data import load_dataset
 
-    data = load_dataset(p.dataset, n_train=p.n_train, n_test=p.n_test, seed=p.data_seed,
-                        data_dir=p.data_dir or None)
+    plan = read_plan(plan_path)
+    d = plan["data"]
+    data = load_dataset(d["dataset"], n_train=d["n_train"], n_test=d["n_test"],
+                        seed=d.get("data_seed", 0), data_dir=d.get("data_dir"))
     frames = []
-    for arm, seed, cfg in miniature_runs(p):
+    for arm, seed, cfg in miniature_runs(plan):
         sub = Path(out_dir) / arm / f"seed{seed}"
-        if arm == "C":
+        if len(cfg["batch_sizes"]) == 1:
             sub = sub / f"B{cfg['batch_sizes'][0]}"
-        sweep.run_sweep(cfg, sub, progress=progress, data=data, log=lambda msg: None)
+        sweep.run_sweep(cfg, sub, progress=progress, data=data, log=quiet)
         frames.append(from_legacy_records(sweep.load_records(sub), arm=arm, source="laptop"))
-    df = pd.concat(frames, ignore_index=True)
-    ref = df[(df["arm"] == "B") & (df["batch_size"] == p.steps_c_batch_size)
-             & df["seed"].isin(p.seeds_c)]
-    ref = ref.assign(arm="C", run_id=ref["run_id"].str.replace("B-", "C-", n=1))
-    return pd.concat([df, ref], ignore_index=True).sort_values(
+    return pd.concat(frames, ignore_index=True).sort_values(
         ["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
 
 
