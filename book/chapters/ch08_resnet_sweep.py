@@ -155,9 +155,9 @@ show_table(ch08.protocol_table(50_000, GPU_SIZES, epochs=30, lr=0.1),
 # ## The recorded GPU runs
 #
 # The records below were written by `sgdnoise-sweep` on GPU machines and are only re-read
-# here. Until the plan's arms have been recorded, the only full-scale records are the
-# 10-epoch pilot of 2026-11-26 (arm "pilot": plain SGD, $\eta = 0.1$ constant, 2 seeds,
-# `drop_last` off, BatchNorm over $\min(B, 4096)$ examples, evaluation once per epoch).
+# here, each arm under its own name. The 10-epoch pilot of 2026-11-26 appears as arm "pilot"
+# (plain SGD, $\eta = 0.1$ constant, 2 seeds, `drop_last` off, BatchNorm over
+# $\min(B, 4096)$ examples, one evaluation per epoch); the line below lists what was found.
 
 # %% tags=["remove-cell"]
 recorded = ch08.load_recorded(P.records_dirs)

@@ -825,6 +825,22 @@ def batch_colors(batch_sizes: Iterable[int]) -> dict[int, Any]:
                     strict=False))
 
 
+def _figsize(n_panels: int, height: float) -> tuple[float, float]:
+    """At most 7 in wide (the text column), one panel 5.2 in."""
+    return (min(2.6 * max(n_panels, 1) + 2.6, 7.0), height)
+
+
+def _batch_legend(fig: Any, axes: Sequence[Any]) -> None:
+    """One legend for all panels, outside the data, batch sizes in increasing order."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(lab, h)
+    labels = sorted(entries, key=lambda lab: int(lab.replace(",", "")))
+    fig.legend([entries[lab] for lab in labels], labels, title="B", loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False)
+
+
 def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> Any:
     """Test error against train error, one panel per arm: every evaluation of the smallest
     batch as a line (its trajectory, one per seed), every other run's last evaluation as a
@@ -834,8 +850,8 @@ def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> 
     import matplotlib.pyplot as plt
 
     arms = [a for a in arms if a in set(records["arm"])]
-    fig, axes = plt.subplots(1, max(len(arms), 1), figsize=(min(3.4 * max(len(arms), 1), 7),
-                                                            3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, max(len(arms), 1), figsize=_figsize(len(arms), 3.6),
+                             squeeze=False, sharey=True)
     colors = batch_colors(records["batch_size"]) if len(records) else {}
     for ax, arm in zip(axes[0], arms, strict=False):
         g = records[records["arm"] == arm]
@@ -850,9 +866,7 @@ def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> 
         ax.set_title(f"arm {arm}")
         ax.set_xlabel("train error")
     axes[0][0].set_ylabel("test error")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, title="B", loc="center left", bbox_to_anchor=(1.0, 0.5),
-               frameon=False)
+    _batch_legend(fig, axes[0])
     fig.suptitle(title, fontsize=plt.rcParams["font.size"])
     fig.tight_layout()
     return fig
@@ -865,8 +879,8 @@ def plot_error_vs_step(records: pd.DataFrame, arms: Sequence[str], title: str,
     import matplotlib.pyplot as plt
 
     arms = [a for a in arms if a in set(records["arm"])]
-    fig, axes = plt.subplots(1, max(len(arms), 1), figsize=(min(3.4 * max(len(arms), 1), 7),
-                                                            3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, max(len(arms), 1), figsize=_figsize(len(arms), 3.4),
+                             squeeze=False, sharey=True)
     colors = batch_colors(records["batch_size"]) if len(records) else {}
     for ax, arm in zip(axes[0], arms, strict=False):
         g = records[(records["arm"] == arm) & (records["step"] > 0)]
@@ -880,9 +894,7 @@ def plot_error_vs_step(records: pd.DataFrame, arms: Sequence[str], title: str,
         ax.set_xlabel("step")
         ax.set_title(f"arm {arm}")
     axes[0][0].set_ylabel(column.replace("_", " "))
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, title="B", loc="center left", bbox_to_anchor=(1.0, 0.5),
-               frameon=False)
+    _batch_legend(fig, axes[0])
     fig.suptitle(title, fontsize=plt.rcParams["font.size"])
     fig.tight_layout()
     return fig
