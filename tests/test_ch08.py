@@ -311,3 +311,20 @@ def test_miniature_plan_equal_steps_arm(plan: str) -> None:
     assert {arm for arm, _, _ in runs} == {"A", "B", "C"}
     # the small batches are the laptop's ground: no normalisation, no augmentation
     assert all(cfg["norm"] == "none" and not cfg["augment"] for _, _, cfg in runs)
+
+
+def test_analyse_runs_every_decision_and_flips() -> None:
+    p = ch08.Params.from_mapping(_cell_values())
+    gap = ch08.analyse(real_gap(), None, p, scale="constructed", section="sec-x",
+                       targets=(0.15,))
+    under = ch08.analyse(under_training(), None, p, scale="constructed", section="sec-x",
+                         targets=(0.15,))
+    assert gap.verdicts[0].outcome == "supported" and under.verdicts[0].outcome == "contradicted"
+    fit_b = {v.claim: v.outcome for v in under.verdicts if v.claim.startswith("Arm B: the large")}
+    assert list(fit_b.values()) == ["supported"]
+    assert all(v.scale == "constructed" and v.section == "sec-x" for v in gap.verdicts)
+    # the sharpness decision is made only when a frame is given
+    with_sharp = ch08.analyse(real_gap(), _sharp("D-plain", 1.0), p, scale="c", section="s",
+                              targets=(0.15,))
+    assert len(with_sharp.verdicts) == len(gap.verdicts) + 1
+    assert with_sharp.verdicts[-1].outcome == "supported"
