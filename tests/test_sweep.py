@@ -1,8 +1,12 @@
-"""Tests of the batch-size sweep (sgdnoise.sweep): config validation, the CLI, records,
-divergence handling, resume after SIGKILL with identical numbers, result loading."""
+"""Tests of plans and the sweep (sgdnoise.sweep): plan validation (keys from TrainConfig,
+messages naming key and value, exit code 2), expansion in priority order, records and their
+schema, skip-if-recorded, shards, the time budget, resume after SIGKILL, loading records
+(plan and pilot), and the summary helpers."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import signal
@@ -16,34 +20,61 @@ import pytest
 import yaml
 
 from sgdnoise.sweep import (
-    SweepConfigError,
+    PlanError,
+    estimate_run_seconds,
+    load_plan,
     load_records,
+    load_sharpness,
     main,
+    parse_shard,
     plateau_epoch,
     record_path,
     records_provenance,
+    run_plan,
     run_sweep,
     scaled_batch_sizes,
+    shard_runs,
     summarize,
-    validate_sweep_config,
+    train_config_fields,
+    validate_plan,
 )
+from sgdnoise.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
+PLAN_TEST = REPO / "book" / "params" / "ch08_resnet_sweep" / "plan_test.yaml"
+PLAN_FULL = REPO / "book" / "params" / "ch08_resnet_sweep" / "plan_full.yaml"
+PILOT = REPO / "data" / "results" / "ch08_pilot"
 
-BASE = dict(dataset="synthetic", n_train=48, n_test=16, model="cnn", width=4, norm="batch",
-            batch_sizes=[16, 48], epochs=2, lr=0.05, seed=0, device="cpu", eval_batch_size=64)
+TINY = {
+    "name": "tiny",
+    "data": {"dataset": "synthetic", "n_train": 48, "n_test": 16, "data_seed": 0},
+    "defaults": {"model": "cnn", "width": 4, "norm": "batch", "drop_last": True,
+                 "eval_points": 3, "eval_batch_size": 64, "device": "cpu", "amp": False,
+                 "channels_last": False, "epochs": 2, "lr": 0.05},
+    "arms": {
+        "A": {"batch_sizes": [16, 48], "seeds": [0, 1]},
+        "D": {"batch_sizes": [48], "config": {"max_steps": 3, "sharpness_every": 2,
+                                              "sharpness_n": 8, "sharpness_iters": 4}},
+    },
+    "priority": [{"arm": "A", "seeds": [0]}, {"arm": "D"}],
+}
 
 
-def _cfg(**kw):
-    c = dict(BASE)
-    c.update(kw)
-    return c
-
-
-def _write(tmp_path, cfg, name="sweep.yaml"):
-    p = tmp_path / name
-    p.write_text(yaml.safe_dump(cfg))
+def _plan(**changes):
+    p = copy.deepcopy(TINY)
+    for path, value in changes.items():
+        node = p
+        keys = path.split("__")
+        for k in keys[:-1]:
+            node = node[k]
+        if value is _DEL:
+            del node[keys[-1]]
+        else:
+            node[keys[-1]] = value
     return p
+
+
+_DEL = object()
 
 
 def _env():
@@ -60,61 +91,112 @@ def _metrics(rec):
 # --------------------------------------------------------------------------- validation
 
 
+def test_config_keys_are_the_train_config_fields():
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"batch_size", "seed"}
+    assert set(train_config_fields()) == names
+    plan = validate_plan(_plan(defaults__ghost_batch_size=8, defaults__eval_train_n=12))
+    assert all(r.config.ghost_batch_size == 8 for r in plan.runs)
+
+
 @pytest.mark.parametrize(
-    "change,key",
+    "change,key,value",
     [
-        ({"bogus_key": 1}, "bogus_key"),
-        ({"batch_sizes": [16, 64]}, "batch_sizes"),  # 64 > n_train = 48
-        ({"lr": 0.0}, "lr"),
-        ({"lr": -0.1}, "lr"),
-        ({"model": "resnet1000"}, "model"),
-        ({"epochs": 0}, "epochs"),
-        ({"norm": "layer"}, "norm"),
-        ({"batch_sizes": [16, 16]}, "batch_sizes"),
-        ({"device": "tpu"}, "device"),
-        ({"micro_batch_size": 0}, "micro_batch_size"),
+        ({"defaults__bogus": 1}, "defaults.bogus", "1"),
+        ({"arms__A__config": {"lr": -0.1}}, "arms.A.config.lr", "-0.1"),
+        ({"arms__A__batch_sizes": [16, 64]}, "arms.A.batch_sizes[1]", "64"),
+        ({"arms__A__batch_sizes": [16, 16]}, "arms.A.batch_sizes", "[16, 16]"),
+        ({"arms__A__seeds": [-1]}, "arms.A.seeds", "-1"),
+        ({"defaults__model": "vgg"}, "defaults.model", "vgg"),
+        ({"defaults__norm": "layer"}, "defaults.norm", "layer"),
+        ({"defaults__device": "tpu"}, "defaults.device", "tpu"),
+        ({"arms__A__config": {"epochs": 0}}, "arms.A.config.epochs", "0"),
+        ({"arms__A__config": {"ghost_batch_size": 4, "norm": "group"}},
+         "arms.A.config.ghost_batch_size", "group"),
+        ({"data__dataset": "mnist"}, "data.dataset", "mnist"),
+        ({"priority": [{"arm": "Z"}]}, "priority[0].arm", "Z"),
+        ({"priority": [{"arm": "A", "seeds": [7]}]}, "priority[0].seeds", "7"),
+        ({"arms__bad name": {"batch_sizes": [16]}}, "arms.bad name", "bad name"),
+        ({"arms__A__equal_steps": {"batch_size": 16, "epochs": 0}},
+         "arms.A.equal_steps.epochs", "0"),
     ],
 )
-def test_bad_config_names_the_key(change, key):
-    with pytest.raises(SweepConfigError, match=f"'{key}'"):
-        validate_sweep_config(_cfg(**change))
+def test_bad_plan_names_key_and_value(change, key, value):
+    with pytest.raises(PlanError) as info:
+        validate_plan(_plan(**change))
+    msg = str(info.value)
+    assert f"'{key}'" in msg and value in msg
 
 
-def test_missing_required_key_and_defaults():
-    cfg = _cfg()
-    del cfg["lr"]
-    with pytest.raises(SweepConfigError, match="'lr'"):
-        validate_sweep_config(cfg)
-    ok = validate_sweep_config(_cfg())
-    assert ok["momentum"] == 0.0 and ok["lr_scaling"] == "none" and ok["augment"] is True
+def test_cuda_device_is_refused_without_cuda_but_dry_run_accepts_it():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(PlanError, match="'defaults.device'"):
+        validate_plan(_plan(defaults__device="cuda"))
+    assert len(validate_plan(_plan(defaults__device="cuda"), check_device=False).runs) == 5
 
 
-def test_cifar_batch_size_bound_is_50000():
-    cfg = _cfg(dataset="cifar10", n_train=None, batch_sizes=[128, 65536])
-    with pytest.raises(SweepConfigError, match="batch_sizes.*50000"):
-        validate_sweep_config(cfg)
+def test_expansion_follows_priority_then_arm_order():
+    plan = validate_plan(_plan())
+    assert [r.run_id for r in plan.runs] == [
+        "A_B00016_s0", "A_B00048_s0", "D_B00048_s0", "A_B00016_s1", "A_B00048_s1"]
+    d = plan.runs[2].config
+    assert d.max_steps == 3 and d.sharpness_every == 2 and d.eval_subset_seed == 0
 
 
-def test_cli_bad_config_exits_2_without_traceback(tmp_path):
-    path = _write(tmp_path, _cfg(bogus_key=1))
+def test_equal_steps_is_the_steps_of_the_reference_batch():
+    plan = validate_plan(_plan(arms__C={"batch_sizes": [16, 24],
+                                        "equal_steps": {"batch_size": 8, "epochs": 3}}))
+    c = [r for r in plan.runs if r.arm == "C"]
+    assert [r.config.max_steps for r in c] == [3 * (48 // 8)] * 2  # drop_last: floor
+    capped = validate_plan(_plan(arms__C={"batch_sizes": [16], "equal_steps": {
+        "batch_size": 8, "epochs": 3, "max_steps_cap": 10}}))
+    assert [r.config.max_steps for r in capped.runs if r.arm == "C"] == [10]
+
+
+def test_shipped_plans_validate():
+    full = load_plan(PLAN_FULL, check_device=False)
+    ids = [r.run_id for r in full.runs]
+    # issue 9: A seed 0, B seed 0, D, C seed 0, then further seeds
+    assert ids[0] == "A_B00128_s0" and ids[9] == "B_B00128_s0"
+    assert ids[15:17] == ["D-plain_B32768_s0", "D-scaled_B32768_s0"]
+    assert ids[17] == "C_B00512_s0"
+    assert all(r.config.drop_last and r.config.ghost_batch_size == 128 for r in full.runs)
+    assert {r.config.max_steps for r in full.runs if r.arm == "C"} == {30 * (50000 // 512)}
+    assert all(r.config.sharpness_every == 50 and r.config.max_steps == 250
+               for r in full.runs if r.arm.startswith("D"))
+    assert all(r.config.eval_points == 25 and r.config.eval_train_n == 10000
+               for r in full.runs)
+    assert len(load_plan(PLAN_TEST).runs) == 9
+
+
+def test_parse_shard_and_partition():
+    assert parse_shard("1/3") == (1, 3)
+    for bad in ("3/3", "a/b", "1", "0/0"):
+        with pytest.raises(PlanError, match="shard"):
+            parse_shard(bad)
+    runs = list(range(7))
+    parts = [shard_runs(runs, i, 3) for i in range(3)]
+    assert sorted(x for p in parts for x in p) == runs and parts[0] == [0, 3, 6]
+
+
+def test_cli_bad_plan_exits_2_without_traceback(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(_plan(defaults__bogus_key=1)))
     proc = subprocess.run(
         [sys.executable, "-m", "sgdnoise.sweep", str(path), "--out", str(tmp_path / "o")],
-        capture_output=True, text=True, env=_env(), timeout=300,
-    )
+        capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 2
-    assert "'bogus_key'" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "'defaults.bogus_key'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()  # nothing ran
 
 
-@pytest.mark.parametrize("change,key", [({"batch_sizes": [100]}, "batch_sizes"),
-                                        ({"lr": 0}, "lr"), ({"model": "vgg"}, "model"),
-                                        ({"bogus": True}, "bogus")])
-def test_main_returns_2_naming_the_key(tmp_path, capsys, change, key):
-    path = _write(tmp_path, _cfg(**change))
-    assert main([str(path), "--out", str(tmp_path / "o")]) == 2
-    err = capsys.readouterr().err
-    assert f"'{key}'" in err and "Traceback" not in err
+@pytest.mark.parametrize("args,needle", [(["--shard", "2/2"], "--shard"),
+                                          (["--budget", "-5"], "--budget")])
+def test_main_bad_arguments_exit_2(tmp_path, capsys, args, needle):
+    assert main([str(PLAN_TEST), "--out", str(tmp_path / "o"), *args]) == 2
+    assert needle in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 
@@ -123,76 +205,127 @@ def test_main_missing_file_exits_2(tmp_path, capsys):
     assert "nope.yaml" in capsys.readouterr().err
 
 
+def test_dry_run_lists_runs_and_trains_nothing(tmp_path, capsys):
+    assert main([str(PLAN_FULL), "--out", str(tmp_path / "o"), "--dry-run",
+                 "--shard", "1/2"]) == 0
+    out = capsys.readouterr().out
+    # shard 1/2 holds the odd positions: A_B00256_s0 (1), B_B00128_s0 (9), not A_B00128_s0
+    assert "A_B00128_s0" not in out and "A_B00256_s0" in out and "B_B00128_s0" in out
+    assert not (tmp_path / "o").exists()
+
+
 # --------------------------------------------------------------------------- running
 
 
-def test_sweep_records_and_skip(tmp_path):
+def test_records_schema_skip_and_no_absolute_paths(tmp_path):
     out = tmp_path / "o"
-    recs = run_sweep(_cfg(), out, progress=False, order="largest-first")
-    assert [r["batch_size"] for r in recs] == [48, 16]
-    for b, steps in ((16, 6), (48, 2)):
-        rec = json.loads(record_path(out, b).read_text())
-        assert rec["status"] == "finished" and rec["steps"] == steps
-        assert [h["epoch"] for h in rec["history"]] == [0, 1, 2]
-        assert rec["data"]["source"] == "synthetic" and rec["data"]["train_md5"]
-        for key in ("git_commit", "torch_version", "sgdnoise_version", "device"):
-            assert rec["provenance"][key]
-        assert rec["sweep_config"]["lr"] == 0.05
-    assert not list((out / "checkpoints").glob("*.pt"))  # removed after each record
-    mtime = record_path(out, 16).stat().st_mtime_ns
-    again = run_sweep(_cfg(), out, progress=False)
-    assert record_path(out, 16).stat().st_mtime_ns == mtime  # skipped, not rerun
-    assert _metrics(again[0]) == _metrics(recs[1])
-    with pytest.raises(ValueError, match="different sweep config"):
-        run_sweep(_cfg(lr=0.07), out, progress=False)
+    recs = run_plan(_plan(), out)
+    assert [r["run"]["run_id"] for r in recs] == [
+        "A_B00016_s0", "A_B00048_s0", "D_B00048_s0", "A_B00016_s1", "A_B00048_s1"]
+    rec = json.loads(record_path(out, "A_B00016_s0").read_text())
+    assert rec["run"] == {"arm": "A", "batch_size": 16, "seed": 0, "run_id": "A_B00016_s0"}
+    assert rec["status"] == "finished" and rec["steps"] == 2 * 3
+    assert rec["source"] == "tiny" and rec["config"]["drop_last"] is True
+    assert [h["step"] for h in rec["history"]] == [0, 1, 2, 6]
+    assert rec["img_per_s"] > 0 and rec["wall_time_s"] > 0
+    for key in ("git_commit", "device", "torch_version", "python_version", "created_utc"):
+        assert rec["provenance"][key]
+    assert "path" not in rec["data"] and rec["data"]["source"] == "synthetic"
+    text = record_path(out, "A_B00016_s0").read_text()
+    assert str(tmp_path) not in text and str(REPO) not in text and str(Path.home()) not in text
+    d = json.loads(record_path(out, "D_B00048_s0").read_text())
+    assert [s["step"] for s in d["sharpness"]] == [0, 2, 3]
+    assert not list((out / "checkpoints").glob("*.pt"))
+    mtime = record_path(out, "A_B00016_s0").stat().st_mtime_ns
+    again = run_plan(_plan(), out)
+    assert record_path(out, "A_B00016_s0").stat().st_mtime_ns == mtime  # never rerun
+    assert [_metrics(a) for a in again] == [_metrics(r) for r in recs]
+    with pytest.raises(ValueError, match="different config"):
+        run_plan(_plan(defaults__lr=0.07), out)
 
     df = load_records(out)
-    assert len(df) == 6 and set(df["batch_size"]) == {16, 48}
-    s = summarize(df)
-    assert list(s["batch_size"]) == [16, 48] and list(s["steps"]) == [6, 2]
-    row = s.iloc[0]
-    assert row["final_gap"] == pytest.approx(row["final_test_error"] - row["final_train_error"])
+    # evaluations: A at B=16 (6 steps) 0, 1, 2, 6; at B=48 (2 steps) 0, 1, 2; D 0, 1, 2, 3
+    assert len(df) == 2 * 4 + 2 * 3 + 4
+    assert set(df["source"]) == {"tiny"} and set(df["arm"]) == {"A", "D"}
+    assert df["param_distance"].iloc[-1] > 0
+    sh = load_sharpness(out)
+    assert list(sh["step"]) == [0, 2, 3] and (sh["lambda_max"] > 0).all()
     prov = records_provenance(df)
     assert len(prov) == 1 and prov[0]["batch_sizes"] == [16, 48]
 
 
-def test_diverged_run_is_recorded_and_sweep_goes_on(tmp_path):
+def test_two_shards_write_the_records_of_one_process(tmp_path):
+    one, sharded = tmp_path / "one", tmp_path / "sharded"
+    run_plan(_plan(), one)
+    for i in range(2):
+        run_plan(_plan(), sharded, shard=(i, 2))
+    names = sorted(p.name for p in one.glob("*.json"))
+    assert names == sorted(p.name for p in sharded.glob("*.json")) and len(names) == 5
+    for name in names:
+        a = json.loads((one / name).read_text())
+        b = json.loads((sharded / name).read_text())
+        assert _metrics(a) == _metrics(b) and a["config"] == b["config"]
+        assert [s["lambda_max"] for s in a["sharpness"]] == [s["lambda_max"]
+                                                             for s in b["sharpness"]]
+
+
+def test_budget_runs_the_highest_priority_runs_that_fit(tmp_path):
+    est = {"A_B00016_s0": 5.0, "A_B00048_s0": 1e6, "D_B00048_s0": 5.0,
+           "A_B00016_s1": 1e6, "A_B00048_s1": 5.0}
+    log = []
+    recs = run_plan(_plan(), tmp_path / "o", budget_s=1000.0,
+                    estimate=lambda r: est[r.run_id], log=log.append)
+    assert [r["run"]["run_id"] for r in recs] == ["A_B00016_s0", "D_B00048_s0",
+                                                   "A_B00048_s1"]
+    assert sum("not started" in m for m in log) == 2
+
+
+def test_budget_with_measured_throughput(tmp_path):
     out = tmp_path / "o"
-    recs = run_sweep(_cfg(batch_sizes=[48, 16], lr=1e12, norm="none"), out, progress=False)
-    assert [r["batch_size"] for r in recs] == [48, 16]  # the second ran after the first
-    assert [r["status"] for r in recs] == ["diverged", "diverged"]
-    for b in (16, 48):
-        rec = json.loads(record_path(out, b).read_text())
-        assert rec["status"] == "diverged" and rec["diverged_at_step"] is not None
-    # a rerun does not retry recorded (diverged) runs
-    again = run_sweep(_cfg(batch_sizes=[48, 16], lr=1e12, norm="none"), out, progress=False)
-    assert [r["status"] for r in again] == ["diverged", "diverged"]
+    assert run_plan(_plan(), out, budget_s=1e-3) == []  # nothing fits in a millisecond
+    assert not list(out.glob("*.json"))
+    recs = run_plan(_plan(), out, budget_s=600.0)
+    assert len(recs) == 5
 
 
-def test_empty_results_load_as_empty_frame(tmp_path):
-    df = load_records(tmp_path / "nothing")
-    assert len(df) == 0 and "test_error" in df.columns
-    assert len(summarize(df)) == 0 and records_provenance(df) == []
+def test_estimate_run_seconds_closed_form():
+    cfg = TrainConfig(batch_size=10, epochs=2, drop_last=True, eval_points=None,
+                      eval_train_n=20, bn_recompute=True, sharpness_n=5, sharpness_iters=4)
+    probe = {"step_s": 0.5, "eval_s_per_example": 0.01, "setup_s": 3.0}
+    # 100 examples: 10 steps/epoch, 20 steps; evaluations at 0, 10, 20; one sharpness
+    want = 3.0 + 20 * 0.5 + 3 * (2 * 20 + 30) * 0.01 + 1 * 4 * 2 * 0.5 * 5 / 10
+    assert estimate_run_seconds(cfg, 100, 30, probe) == pytest.approx(want)
+
+
+def test_legacy_flat_config_still_runs(tmp_path):
+    cfg = {"dataset": "synthetic", "n_train": 48, "n_test": 16, "model": "cnn", "width": 4,
+           "norm": "none", "batch_sizes": [16, 48], "epochs": 1, "lr": 0.05, "seed": 0,
+           "device": "cpu", "eval_batch_size": 64, "amp": False}
+    recs = run_sweep(cfg, tmp_path / "o", order="largest-first")
+    assert [r["run"]["batch_size"] for r in recs] == [48, 16]
+    with pytest.raises(PlanError, match="'bogus'"):
+        run_sweep({**cfg, "bogus": 1}, tmp_path / "o")
 
 
 # --------------------------------------------------------------------------- resume
 
 
-def _run_cli(cfg_path, out, **kw):
+def _run_cli(plan_path, out):
     return subprocess.Popen(
-        [sys.executable, "-m", "sgdnoise.sweep", str(cfg_path), "--out", str(out),
-         "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env(), **kw,
-    )
+        [sys.executable, "-m", "sgdnoise.sweep", str(plan_path), "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_env())
 
 
 def test_resume_after_sigkill_gives_identical_records(tmp_path):
-    cfg = _cfg(n_train=64, batch_sizes=[8, 32], epochs=4, augment=True, momentum=0.9)
-    path = _write(tmp_path, cfg)
+    plan = _plan(data__n_train=64, arms={"A": {"batch_sizes": [8, 32]}},
+                 defaults__epochs=4, defaults__augment=True, defaults__momentum=0.9,
+                 defaults__eval_points=6, priority=_DEL)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan))
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    uninterrupted = _run_cli(path, clean)  # runs beside the one that gets killed
+    uninterrupted = _run_cli(path, clean)
     proc = _run_cli(path, killed)
-    ckpt = killed / "checkpoints" / "run_B00008.pt"
+    ckpt = killed / "checkpoints" / "A_B00008_s0.pt"
     deadline = time.monotonic() + 240
     while not ckpt.exists():
         assert proc.poll() is None, proc.stderr.read().decode()
@@ -201,19 +334,42 @@ def test_resume_after_sigkill_gives_identical_records(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert not record_path(killed, 8).exists(), "the run ended before it was killed"
-
+    assert not record_path(killed, "A_B00008_s0").exists(), "the run ended before the kill"
     resumed = _run_cli(path, killed)
     for p in (resumed, uninterrupted):
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()
-    for b in (8, 32):
-        a = json.loads(record_path(killed, b).read_text())
-        c = json.loads(record_path(clean, b).read_text())
-        assert _metrics(a) == _metrics(c)
-        assert a["steps"] == c["steps"] and a["status"] == c["status"] == "finished"
-    assert json.loads(record_path(killed, 8).read_text())["resumed_from_epoch"] >= 1
-    assert json.loads(record_path(clean, 8).read_text())["resumed_from_epoch"] is None
+    for rid in ("A_B00008_s0", "A_B00032_s0"):
+        a = json.loads(record_path(killed, rid).read_text())
+        c = json.loads(record_path(clean, rid).read_text())
+        assert _metrics(a) == _metrics(c) and a["steps"] == c["steps"]
+        assert a["status"] == c["status"] == "finished"
+    assert json.loads(record_path(killed, "A_B00008_s0").read_text())["resumed_from_step"] > 0
+    assert json.loads(record_path(clean, "A_B00008_s0").read_text())["resumed_from_step"] is None
+
+
+# --------------------------------------------------------------------------- reading records
+
+
+def test_pilot_records_load_as_arm_pilot():
+    df = load_records(PILOT)
+    assert set(df["arm"]) == {"pilot"} and set(df["source"]) == {"pilot"}
+    assert sorted(df["seed"].unique()) == [0, 1]
+    assert df["batch_size"].nunique() == 9 and df["run_id"].nunique() == 18
+    assert len(df) == 18 * 11  # epochs 0..10
+    row = df[(df["batch_size"] == 128) & (df["seed"] == 0)].iloc[-1]
+    assert row["epoch"] == 10 and row["examples_seen"] == 10 * 50000
+    assert row["step"] == 3910 and row["lr0"] == 0.1 and row["device"] == "cuda: NVIDIA H200"
+    assert len(load_sharpness(PILOT)) == 0
+    for f in PILOT.rglob("*.json"):  # no absolute path of any machine
+        assert "/work/" not in f.read_text() and "/home/" not in f.read_text()
+
+
+def test_empty_results_load_as_empty_frames(tmp_path):
+    df = load_records(tmp_path / "nothing")
+    assert len(df) == 0 and "test_error" in df.columns and "arm" in df.columns
+    assert len(load_sharpness(tmp_path)) == 0
+    assert len(summarize(df)) == 0 and records_provenance(df) == []
 
 
 # --------------------------------------------------------------------------- helpers
@@ -247,7 +403,8 @@ def test_design_table_closed_forms():
     assert list(t["total_steps"]) == [3910, 20]
     assert t["sde_time"].iloc[0] == pytest.approx(0.1 * 3910)
     assert t["fpc"].iloc[1] == pytest.approx((50000 - 32768) / 49999)
-    assert t["temperature"].iloc[0] == pytest.approx(0.1 * (50000 - 128) / (128 * 49999))
+    assert t["step_noise_ratio"].iloc[0] == pytest.approx(0.1 * (50000 - 128) / (128 * 49999))
+    assert "temperature" not in t.columns
 
 
 def test_sweep_findings_follow_the_numbers():
@@ -269,22 +426,63 @@ def test_sweep_findings_follow_the_numbers():
         sweep_findings(s.iloc[:0])
 
 
-def test_summarize_averages_over_seeds():
+def test_summarize_averages_over_seeds_per_arm():
     import pandas as pd
 
-    from sgdnoise.sweep import summarize
-
     rows = []
-    for seed, final_test in ((0, 0.30), (1, 0.40)):
-        for epoch, (tr, te) in enumerate([(0.9, 0.9), (0.5, 0.6), (0.2, final_test)]):
-            rows.append({"batch_size": 64, "epoch": epoch, "step": 10 * epoch, "b_over_n": 0.1,
-                         "train_error": tr, "test_error": te, "wall_time": 1.0 + epoch,
-                         "status": "finished", "seed": seed})
+    for arm, shift in (("A", 0.0), ("B", 0.1)):
+        for seed, final_test in ((0, 0.30), (1, 0.40)):
+            for k, (tr, te) in enumerate([(0.9, 0.9), (0.5, 0.6), (0.2, final_test)]):
+                rows.append({"arm": arm, "batch_size": 64, "epoch": k / 2, "step": 10 * k,
+                             "b_over_n": 0.1, "train_error": tr, "test_error": te + shift,
+                             "wall_time": 1.0 + k, "status": "finished", "seed": seed})
     summary = summarize(pd.DataFrame(rows))
-    assert len(summary) == 1
+    assert list(summary["arm"]) == ["A", "B"]
     row = summary.iloc[0]
-    assert row["n_seeds"] == 2
+    assert row["n_seeds"] == 2 and row["steps"] == 20 and row["epochs"] == 1.0
     assert row["final_test_error"] == pytest.approx(0.35)
     assert row["final_gap"] == pytest.approx(0.15)
     assert row["final_test_error_sd"] == pytest.approx(np.std([0.30, 0.40], ddof=1))
-    assert row["steps"] == 20
+    assert summary.iloc[1]["final_test_error"] == pytest.approx(0.45)
+
+
+# --------------------------------------------------------------------------- gpu_run.sh
+
+
+def test_gpu_run_script_on_cpu_packs_new_records_into_one_tar(tmp_path):
+    import tarfile
+
+    records, out = tmp_path / "records", tmp_path / "out"
+    records.mkdir()
+    (records / "README.md").write_text("kept\n")
+    env = {**_env(), "PLAN": str(PLAN_TEST), "RECORDS": str(records), "OUT": str(out),
+           "BUDGET": "900", "SHARD": "0/4", "PYTHON": sys.executable,
+           "SGDNOISE_GIT_COMMIT": "abc1234"}
+    script = REPO / "book" / "params" / "ch08_resnet_sweep" / "gpu_run.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert sorted(os.listdir(out)) == ["ch08_records.tar"]
+    with tarfile.open(out / "ch08_records.tar") as tar:
+        names = sorted(n for n in tar.getnames() if n.endswith(".json"))
+        logs = [n for n in tar.getnames() if "sessions/session_" in n]
+    # shard 0/4 of plan_test: positions 0, 4, 8
+    assert names == ["./A_B00008_s0.json", "./A_B00032_s1.json", "./D-plain_B00064_s0.json"]
+    assert len(logs) == 1 and "D-plain_B00064_s0" in proc.stdout
+    rec = json.loads((records / "A_B00008_s0.json").read_text())
+    assert rec["provenance"]["git_commit"] != "unknown"
+    # a second session packs nothing new: finished runs are never rerun
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 0 and "0 new record(s)" in proc.stdout
+
+
+def test_git_commit_falls_back_to_the_environment(monkeypatch):
+    import sgdnoise.provenance
+    from sgdnoise import sweep
+
+    monkeypatch.setattr(sgdnoise.provenance, "git_commit", lambda path=None: "unknown")
+    monkeypatch.setenv("SGDNOISE_GIT_COMMIT", "deadbeef")
+    assert sweep._git_commit() == "deadbeef"
+    monkeypatch.delenv("SGDNOISE_GIT_COMMIT")
+    assert sweep._git_commit() == "unknown" or (REPO / "GIT_COMMIT").is_file()

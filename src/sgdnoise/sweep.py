@@ -1,223 +1,473 @@
-"""Batch-size sweeps: one training run per batch size, each recorded as one JSON file.
+"""Plans of training runs, the budgeted and sharded sweep that runs them, and their records.
 
 Command line::
 
-    sgdnoise-sweep CONFIG.yaml --out DIR [--order as-given|largest-first|smallest-first]
-    python -m sgdnoise.sweep CONFIG.yaml --out DIR
-    torchrun --nproc_per_node=K -m sgdnoise.sweep CONFIG.yaml --out DIR   # data parallel
+    sgdnoise-sweep PLAN.yaml --out DIR [--budget SECONDS] [--shard i/n] [--dry-run]
+    python -m sgdnoise.sweep PLAN.yaml --out DIR ...
+    torchrun --nproc_per_node=K -m sgdnoise.sweep PLAN.yaml --out DIR   # data parallel
 
-The YAML file is a flat mapping of the keys in :data:`SWEEP_KEYS`. The whole config is
-validated before any training starts; a bad key stops the command with a message naming it
-(exit code 2). For each batch size the sweep writes ``DIR/run_B<B>.json`` (atomically, as soon
-as the run ends) holding the config, the per-epoch metrics, steps, wall time, status
-("finished" or "diverged"), the data identity and the provenance (device, torch and sgdnoise
-versions, git commit). A checkpoint is saved after every epoch under ``DIR/checkpoints/``;
-running the same command again skips runs that have a record and resumes an interrupted one
-from its last checkpoint, ending with exactly the numbers of an uninterrupted run (CPU, same
-seed). Checkpoints are deleted once a run's record is written (``--keep-checkpoints`` keeps
-them).
+**A plan** (YAML) has four sections::
 
-Reading results back: :func:`load_records` (JSON records -> long pandas DataFrame, one row per
-run and epoch), :func:`summarize` (one row per batch size), :func:`scaled_batch_sizes`
-(batch sizes for a subset with the same ``B/N``).
+    name: ch08                      # also the records' "source"
+    data: {dataset: cifar10, n_train: null, n_test: null, data_seed: 0}
+    defaults: {model: resnet34, width: 64, drop_last: true, ...}   # TrainConfig fields
+    arms:
+      A: {batch_sizes: [128, 256], seeds: [0, 1], config: {lr: 0.1}}
+      C: {batch_sizes: [512, 2048], seeds: [0], config: {...},
+          equal_steps: {batch_size: 512, epochs: 30, max_steps_cap: null}}
+    priority:                       # optional; runs not listed follow in arm order
+      - {arm: A, seeds: [0]}
+      - {arm: C}
+
+``defaults`` and each arm's ``config`` take the fields of
+:class:`sgdnoise.train.TrainConfig` (the allowed keys are ``dataclasses.fields(TrainConfig)``
+less ``batch_size`` and ``seed``, which come from the arm's lists). ``equal_steps`` sets
+``max_steps`` to the number of steps ``batch_size`` takes in ``epochs`` epochs (capped at
+``max_steps_cap``). ``eval_subset_seed`` defaults to the data seed, so every run is
+evaluated on the same training subset. The plan expands to runs ``(arm, batch_size, seed,
+run_id)`` in priority order; the whole plan is validated before any work, and a bad key stops
+the command with a message naming the key, the value and what is allowed (exit code 2).
+
+**Running.** Each run writes ``DIR/<run_id>.json`` atomically when it ends; a run whose
+record exists is never rerun. ``--budget S``: before each run its time is estimated from the
+throughput measured in this process (a short timed probe per batch size, cached) plus its
+evaluations and sharpness measurements; the highest-priority unfinished runs that fit in
+what is left of ``S`` are run, the others skipped, and the command stops cleanly.
+``--shard i/n`` keeps the runs at positions ``i, i + n, i + 2n, …`` of the priority order,
+so ``n`` processes (or machines) together write exactly the records of one.
+
+**Records** hold the run, the config, the evaluation history, the sharpness measurements,
+status, steps, wall time, img/s, provenance (git commit — from ``git``, else the
+``SGDNOISE_GIT_COMMIT`` variable or a ``GIT_COMMIT`` file at the repository root —, device,
+torch, python, date UTC) and the data identity, with no absolute path of any machine.
+:func:`load_records` and :func:`load_sharpness` read them (and the older pilot records) into
+pandas frames.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
+import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .params import Param
-
 __all__ = [
+    "PLAN_RECORD_FORMAT",
     "RECORD_FORMAT",
-    "SWEEP_KEYS",
+    "Plan",
+    "PlanError",
+    "Run",
     "SweepConfigError",
     "design_table",
-    "sweep_findings",
+    "estimate_run_seconds",
+    "load_plan",
     "load_records",
+    "load_sharpness",
     "load_sweep_config",
     "main",
+    "parse_shard",
     "plateau_epoch",
+    "probe_throughput",
     "record_path",
     "records_provenance",
+    "run_plan",
     "run_sweep",
     "scaled_batch_sizes",
+    "shard_runs",
     "summarize",
-    "train_config_for",
+    "sweep_findings",
+    "train_config_fields",
+    "validate_plan",
     "validate_sweep_config",
 ]
 
-RECORD_FORMAT = "sgdnoise.sweep.run/1"
+PLAN_RECORD_FORMAT = "sgdnoise.sweep.run/2"
+RECORD_FORMAT = "sgdnoise.sweep.run/1"  # the pilot records of 2026-11-26
 CIFAR10_TRAIN_SIZE = 50_000
-_MODEL_NAMES_FALLBACK = ("softmax", "mlp", "cnn", "resnet20", "resnet18", "resnet34")
+DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test")
+PLAN_KEYS = ("name", "data", "defaults", "arms", "priority")
+ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps")
+_ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
-class SweepConfigError(ValueError):
-    """A sweep config is invalid; the message names the key."""
+class PlanError(ValueError):
+    """A plan (or legacy sweep config) is invalid; the message names the key and value."""
 
 
-def _model_names() -> tuple[str, ...]:
-    try:
-        from sgdnoise.models import MODEL_NAMES
-
-        return tuple(MODEL_NAMES)
-    except ImportError:  # pragma: no cover - models is part of the package
-        return _MODEL_NAMES_FALLBACK
+SweepConfigError = PlanError  # the older name
 
 
-# key -> (Param for a non-null value, default, nullable). ``None`` as Param: free-form.
-SWEEP_KEYS: dict[str, tuple[Param | None, Any, bool]] = {
-    "name": (Param("str"), "sweep", False),
-    "dataset": (Param("str", choices=("cifar10", "synthetic")), "cifar10", False),
-    "data_dir": (Param("str"), None, True),
-    "data_seed": (Param("int", low=0), 0, False),
-    "n_train": (Param("int", low=1), None, True),
-    "n_test": (Param("int", low=1), None, True),
-    "model": (Param("str"), None, False),
-    "width": (Param("int", low=1), None, True),
-    "norm": (Param("str", choices=("batch", "group", "none")), "batch", False),
-    "batch_sizes": (Param("list[int]", low=1), None, False),
-    "epochs": (Param("int", low=1), None, False),
-    "lr": (Param("float"), None, False),
-    "lr_scaling": (Param("str", choices=("none", "linear", "sqrt")), "none", False),
-    "base_batch_size": (Param("int", low=1), 128, False),
-    "momentum": (Param("float", low=0.0, high=0.999999), 0.0, False),
-    "nesterov": (Param("bool"), False, False),
-    "weight_decay": (Param("float", low=0.0), 0.0, False),
-    "warmup_epochs": (Param("float", low=0.0), 0.0, False),
-    "schedule": (Param("str", choices=("constant", "cosine")), "constant", False),
-    "seed": (Param("int", low=0), None, False),
-    "device": (Param("str"), "cpu", False),
-    "micro_batch_size": (Param("int", low=1), None, True),
-    "eval_batch_size": (Param("int", low=1), 1000, False),
-    "augment": (Param("bool"), True, False),
-    "channels_last": (Param("bool"), True, False),
-    "amp": (Param("bool"), True, False),
-    "drop_last": (Param("bool"), False, False),
-    "eval_at_start": (Param("bool"), True, False),
-    "divergence_check_every": (Param("int", low=1), 1, False),
-}
-REQUIRED = ("model", "batch_sizes", "epochs", "lr", "seed")
+def train_config_fields() -> tuple[str, ...]:
+    """The keys a plan's ``defaults`` / arm ``config`` may set: the fields of
+    :class:`sgdnoise.train.TrainConfig` less ``batch_size`` and ``seed``."""
+    from sgdnoise.train import TrainConfig
+
+    return tuple(f.name for f in dataclasses.fields(TrainConfig)
+                 if f.name not in ("batch_size", "seed"))
 
 
-def _fail(key: str, message: str) -> SweepConfigError:
-    return SweepConfigError(f"config key {key!r}: {message}")
+def _fail(key: str, message: str) -> PlanError:
+    return PlanError(f"plan key {key!r}: {message}")
 
 
-def validate_sweep_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Check a sweep config and fill in defaults; return the validated dict.
+@dataclass(frozen=True)
+class Run:
+    """One training run of a plan: ``run_id = <arm>_B<batch size, 5 digits>_s<seed>``."""
 
-    Raises :class:`SweepConfigError` (a ValueError) naming the key for: an unknown key, a
-    missing required key (``model, batch_sizes, epochs, lr, seed``), a value of the wrong
-    type or outside its range, ``lr <= 0``, an unknown model, a batch size above ``n_train``
-    (50,000 for the whole CIFAR-10 training set), a repeated batch size, or a CUDA device
-    when none is available."""
-    if not isinstance(config, Mapping):
-        raise SweepConfigError(f"a sweep config must be a mapping, got {type(config).__name__}")
-    unknown = sorted(set(config) - set(SWEEP_KEYS))
+    arm: str
+    batch_size: int
+    seed: int
+    run_id: str
+    config: Any  # sgdnoise.train.TrainConfig
+
+    def describe(self) -> dict[str, Any]:
+        return {"arm": self.arm, "batch_size": self.batch_size, "seed": self.seed,
+                "run_id": self.run_id}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan: its name, data section and runs in priority order."""
+
+    name: str
+    data: dict[str, Any]
+    runs: tuple[Run, ...]
+    source: dict[str, Any]
+
+
+def _check_int_list(key: str, value: Any, *, low: int) -> list[int]:
+    if (not isinstance(value, list) or not value
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in value)):
+        raise _fail(key, f"must be a non-empty list of integers >= {low}, got {value!r}")
+    if len(set(value)) != len(value):
+        raise _fail(key, f"must not repeat a value, got {value!r}")
+    return list(value)
+
+
+def _check_mapping(key: str, value: Any, allowed: Sequence[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(key, f"must be a mapping, got {type(value).__name__} {value!r}")
+    unknown = sorted(set(value) - set(allowed))
     if unknown:
-        raise _fail(unknown[0], f"unknown key (unknown: {unknown}); allowed keys: "
-                                f"{sorted(SWEEP_KEYS)}")
-    out: dict[str, Any] = {}
-    for key, (param, default, nullable) in SWEEP_KEYS.items():
-        if key not in config:
-            if key in REQUIRED:
-                raise _fail(key, "missing (required keys: " + ", ".join(REQUIRED) + ")")
-            out[key] = default
-            continue
-        value = config[key]
-        if value is None:
-            if not nullable:
-                raise _fail(key, "must not be null")
-            out[key] = None
-            continue
-        try:
-            out[key] = param.check(key, value) if param is not None else value
-        except ValueError as err:
-            raise _fail(key, str(err)) from None
-    if out["model"] not in _model_names():
-        raise _fail("model", f"unknown model {out['model']!r}; allowed: {list(_model_names())}")
-    if not (out["lr"] > 0 and math.isfinite(out["lr"])):
-        raise _fail("lr", f"must be a finite number > 0, got {out['lr']!r}")
+        raise _fail(f"{key}.{unknown[0]}", f"unknown key (value {value[unknown[0]]!r}); "
+                                           f"allowed: {sorted(allowed)}")
+    return dict(value)
+
+
+def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"dataset": "cifar10", "data_dir": None, "data_seed": 0, "n_train": None,
+           "n_test": None, **data}
+    if out["dataset"] not in ("cifar10", "synthetic"):
+        raise _fail("data.dataset", f"must be one of ['cifar10', 'synthetic'], "
+                                    f"got {out['dataset']!r}")
+    for k in ("n_train", "n_test"):
+        v = out[k]
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise _fail(f"data.{k}", f"must be null or an integer >= 1, got {v!r}")
+    ds = out["data_seed"]
+    if isinstance(ds, bool) or not isinstance(ds, int) or ds < 0:
+        raise _fail("data.data_seed", f"must be an integer >= 0, got {ds!r}")
+    if out["data_dir"] is not None and not isinstance(out["data_dir"], str):
+        raise _fail("data.data_dir", f"must be null or a string, got {out['data_dir']!r}")
     if out["dataset"] == "synthetic" and out["n_train"] is None:
-        raise _fail("n_train", "must be set for dataset 'synthetic'")
-    n_train = out["n_train"] if out["n_train"] is not None else CIFAR10_TRAIN_SIZE
-    if out["dataset"] == "cifar10" and n_train > CIFAR10_TRAIN_SIZE:
-        raise _fail("n_train", f"{n_train} exceeds the {CIFAR10_TRAIN_SIZE} CIFAR-10 images")
-    seen: set[int] = set()
-    for i, b in enumerate(out["batch_sizes"]):
-        if b > n_train:
-            raise _fail("batch_sizes", f"batch_sizes[{i}]={b} exceeds n_train={n_train}")
-        if b in seen:
-            raise _fail("batch_sizes", f"batch size {b} appears twice")
-        seen.add(b)
-    dev = out["device"]
-    if dev == "auto":
-        pass
-    else:
-        try:
-            tdev = torch.device(dev)
-        except (RuntimeError, TypeError):
-            raise _fail("device", f"not a torch device: {dev!r} (use cpu, cuda, cuda:N or "
-                                  "auto)") from None
-        if tdev.type not in ("cpu", "cuda"):
-            raise _fail("device", f"must be cpu, cuda, cuda:N or auto, got {dev!r}")
-        if tdev.type == "cuda" and not torch.cuda.is_available():
-            raise _fail("device", f"{dev!r} requested but CUDA is not available here")
+        raise _fail("data.n_train", "must be set for dataset 'synthetic', got null")
+    if out["dataset"] == "cifar10" and (out["n_train"] or 0) > CIFAR10_TRAIN_SIZE:
+        raise _fail("data.n_train", f"must be <= {CIFAR10_TRAIN_SIZE} (the CIFAR-10 training "
+                                    f"images), got {out['n_train']}")
     return out
 
 
-def load_sweep_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and validate a YAML sweep config."""
+def _origin(arm: str, field: str | None, arm_config: Mapping[str, Any]) -> str:
+    """The plan key a TrainConfig field came from: the arm's config, else the defaults."""
+    if field is None:
+        return f"arms.{arm}.config"
+    return f"arms.{arm}.config.{field}" if field in arm_config else f"defaults.{field}"
+
+
+def _train_config(arm: str, fields: Mapping[str, Any], arm_config: Mapping[str, Any],
+                  batch_size: int, seed: int, check_device: bool):
+    from sgdnoise.models import MODEL_NAMES
+    from sgdnoise.train import TrainConfig
+
+    model = fields.get("model", TrainConfig.model)
+    if model not in MODEL_NAMES:
+        raise _fail(_origin(arm, "model", arm_config),
+                    f"unknown model {model!r}; allowed: {list(MODEL_NAMES)}")
+    try:
+        cfg = TrainConfig(batch_size=batch_size, seed=seed, **fields).validate()
+    except (ValueError, TypeError) as err:
+        msg = str(err)
+        named = [f for f in train_config_fields() if re.match(rf"{f}\b", msg)]
+        raise _fail(_origin(arm, named[0] if named else None, arm_config), msg) from None
+    if check_device:
+        dev = torch.device(cfg.device)
+        key = _origin(arm, "device", arm_config)
+        if dev.type not in ("cpu", "cuda"):
+            raise _fail(key, f"must be cpu, cuda or cuda:N, got {cfg.device!r}")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise _fail(key, f"{cfg.device!r} requested but CUDA is not available here")
+    return cfg
+
+
+def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan:
+    """Check a whole plan and expand it into runs in priority order (see the module
+    docstring). Raises :class:`PlanError` naming the first bad key, its value and what is
+    allowed; nothing else happens before that."""
+    from sgdnoise.train import steps_per_epoch
+
+    if not isinstance(plan, Mapping):
+        raise PlanError(f"a plan must be a mapping, got {type(plan).__name__}")
+    top = _check_mapping("<plan>", plan, PLAN_KEYS)
+    name = top.get("name", "plan")
+    if not isinstance(name, str) or not name:
+        raise _fail("name", f"must be a non-empty string, got {name!r}")
+    data = _check_data(_check_mapping("data", top.get("data"), DATA_KEYS))
+    allowed = train_config_fields()
+    defaults = _check_mapping("defaults", top.get("defaults"), allowed)
+    defaults.setdefault("eval_subset_seed", data["data_seed"])
+    arms = top.get("arms")
+    if not isinstance(arms, Mapping) or not arms:
+        raise _fail("arms", f"must be a non-empty mapping of arm name -> arm, got {arms!r}")
+    n_train = data["n_train"] if data["n_train"] is not None else CIFAR10_TRAIN_SIZE
+    by_arm: dict[str, list[Run]] = {}
+    for arm, spec in arms.items():
+        if not isinstance(arm, str) or not _ARM_NAME.match(arm):
+            raise _fail(f"arms.{arm}", "arm names must be letters, digits and '-', "
+                                       f"got {arm!r}")
+        spec = _check_mapping(f"arms.{arm}", spec, ARM_KEYS)
+        sizes = _check_int_list(f"arms.{arm}.batch_sizes", spec.get("batch_sizes"), low=1)
+        seeds = _check_int_list(f"arms.{arm}.seeds", spec.get("seeds", [0]), low=0)
+        arm_config = _check_mapping(f"arms.{arm}.config", spec.get("config"), allowed)
+        fields = {**defaults, **arm_config}
+        for i, b in enumerate(sizes):
+            if b > n_train:
+                raise _fail(f"arms.{arm}.batch_sizes[{i}]",
+                            f"must be <= n_train = {n_train}, got {b}")
+        if "equal_steps" in spec:
+            eq = _check_mapping(f"arms.{arm}.equal_steps", spec["equal_steps"],
+                                ("batch_size", "epochs", "max_steps_cap"))
+            for k in ("batch_size", "epochs"):
+                v = eq.get(k)
+                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                    raise _fail(f"arms.{arm}.equal_steps.{k}",
+                                f"must be an integer >= 1, got {v!r}")
+            cap = eq.get("max_steps_cap")
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
+                                    or cap < 1):
+                raise _fail(f"arms.{arm}.equal_steps.max_steps_cap",
+                            f"must be null or an integer >= 1, got {cap!r}")
+            if "max_steps" in (spec.get("config") or {}):
+                raise _fail(f"arms.{arm}.config.max_steps",
+                            "must not be set together with equal_steps")
+            steps = eq["epochs"] * steps_per_epoch(
+                n_train, eq["batch_size"], drop_last=bool(fields.get("drop_last", False)))
+            fields["max_steps"] = min(steps, cap) if cap is not None else steps
+        runs = []
+        for s in seeds:
+            for b in sizes:
+                cfg = _train_config(arm, fields, arm_config, b, s, check_device)
+                if cfg.sharpness_n > n_train:
+                    raise _fail(f"arms.{arm}.config.sharpness_n",
+                                f"must be <= n_train = {n_train}, got {cfg.sharpness_n}")
+                runs.append(Run(arm, b, s, f"{arm}_B{b:05d}_s{s}", cfg))
+        by_arm[arm] = runs
+    ordered: list[Run] = []
+    seen: set[str] = set()
+    priority = top.get("priority") or []
+    if not isinstance(priority, list):
+        raise _fail("priority", f"must be a list of {{arm, seeds}} entries, got {priority!r}")
+    for i, entry in enumerate(priority):
+        entry = _check_mapping(f"priority[{i}]", entry, ("arm", "seeds"))
+        arm = entry.get("arm")
+        if arm not in by_arm:
+            raise _fail(f"priority[{i}].arm", f"unknown arm {arm!r}; arms: {list(by_arm)}")
+        seeds = entry.get("seeds")
+        if seeds is not None:
+            seeds = _check_int_list(f"priority[{i}].seeds", seeds, low=0)
+            known = {r.seed for r in by_arm[arm]}
+            bad = [s for s in seeds if s not in known]
+            if bad:
+                raise _fail(f"priority[{i}].seeds", f"seeds {bad} are not seeds of arm "
+                                                    f"{arm!r} ({sorted(known)})")
+        for r in by_arm[arm]:
+            if (seeds is None or r.seed in seeds) and r.run_id not in seen:
+                ordered.append(r)
+                seen.add(r.run_id)
+    for runs in by_arm.values():
+        for r in runs:
+            if r.run_id not in seen:
+                ordered.append(r)
+                seen.add(r.run_id)
+    return Plan(name=name, data=data, runs=tuple(ordered), source=dict(plan))
+
+
+def load_plan(path: str | os.PathLike, *, check_device: bool = True) -> Plan:
+    """Read and validate a YAML plan (a legacy flat sweep config is converted first)."""
     import yaml
 
     path = Path(path)
     try:
-        with path.open() as fh:
-            data = yaml.safe_load(fh)
+        text = path.read_text()
     except OSError as err:
-        raise SweepConfigError(f"cannot read config {str(path)!r}: {err.strerror}") from None
+        raise PlanError(f"cannot read plan {str(path)!r}: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SweepConfigError(f"config {str(path)!r} is not valid YAML: {err}") from None
-    return validate_sweep_config(data if data is not None else {})
+        raise PlanError(f"plan {str(path)!r} is not valid YAML: {err}") from None
+    raw = raw if raw is not None else {}
+    if isinstance(raw, Mapping) and "arms" not in raw:
+        raw = legacy_to_plan(raw)
+    return validate_plan(raw, check_device=check_device)
 
 
-def _resolve_device(dev: str) -> str:
-    if dev == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return dev
+# --------------------------------------------------------------------------- legacy configs
 
 
-def train_config_for(config: Mapping[str, Any], batch_size: int):
-    """The :class:`sgdnoise.train.TrainConfig` of one run of a validated sweep config."""
-    from sgdnoise.train import TrainConfig
-
-    fields = {k: config[k] for k in (
-        "model", "width", "norm", "epochs", "lr", "momentum", "weight_decay", "nesterov",
-        "lr_scaling", "base_batch_size", "warmup_epochs", "schedule", "augment", "seed",
-        "micro_batch_size", "eval_batch_size", "channels_last", "amp", "drop_last",
-        "eval_at_start", "divergence_check_every",
-    )}
-    return TrainConfig(batch_size=int(batch_size), device=_resolve_device(config["device"]),
-                       **fields)
+LEGACY_REQUIRED = ("model", "batch_sizes", "epochs", "lr", "seed")
 
 
-def record_path(out_dir: str | os.PathLike, batch_size: int) -> Path:
-    """``out_dir/run_B<batch size, 5 digits>.json``."""
-    return Path(out_dir) / f"run_B{int(batch_size):05d}.json"
+def legacy_to_plan(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A flat sweep config (``name``, the data keys, ``batch_sizes``, ``seed`` and
+    TrainConfig fields) as a one-arm plan (arm ``sweep``)."""
+    if not isinstance(config, Mapping):
+        raise PlanError(f"a sweep config must be a mapping, got {type(config).__name__}")
+    allowed = set(train_config_fields()) | set(DATA_KEYS) | {"name", "batch_sizes", "seed"}
+    unknown = sorted(set(config) - allowed)
+    if unknown:
+        raise PlanError(f"config key {unknown[0]!r}: unknown key (value "
+                        f"{config[unknown[0]]!r}); allowed keys: {sorted(allowed)}")
+    for k in LEGACY_REQUIRED:
+        if k not in config:
+            raise PlanError(f"config key {k!r}: missing (required keys: "
+                            f"{', '.join(LEGACY_REQUIRED)})")
+    seed = config["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise PlanError(f"config key 'seed': must be an integer >= 0, got {seed!r}")
+    data = {k: config[k] for k in DATA_KEYS if k in config}
+    defaults = {k: v for k, v in config.items()
+                if k not in DATA_KEYS and k not in ("name", "batch_sizes", "seed")}
+    return {"name": config.get("name", "sweep"), "data": data, "defaults": defaults,
+            "arms": {"sweep": {"batch_sizes": config["batch_sizes"], "seeds": [seed]}}}
 
 
-def _checkpoint_path(out_dir: Path, batch_size: int) -> Path:
-    return out_dir / "checkpoints" / f"run_B{int(batch_size):05d}.pt"
+def validate_sweep_config(config: Mapping[str, Any]) -> Plan:
+    """Validate a legacy flat sweep config (see :func:`legacy_to_plan`); returns the plan."""
+    return validate_plan(legacy_to_plan(config))
+
+
+def load_sweep_config(path: str | os.PathLike) -> Plan:
+    """Read and validate a plan or legacy sweep config (YAML)."""
+    return load_plan(path)
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise PlanError(f"--shard must be i/n with 0 <= i < n, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def shard_runs(runs: Sequence[Run], index: int, count: int) -> list[Run]:
+    """The runs at positions ``index, index + count, …`` of the priority order: the shards
+    ``0..count−1`` partition the runs, and each gets its share of the high priorities."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard index must be in [0, {count}), got {index}")
+    return [r for k, r in enumerate(runs) if k % count == index]
+
+
+# --------------------------------------------------------------------------- budget
+
+
+def _probe_key(cfg) -> tuple:
+    return (cfg.model, cfg.width, cfg.norm, cfg.ghost_batch_size, cfg.micro_batch_size,
+            cfg.amp, cfg.channels_last, cfg.device, cfg.batch_size, cfg.eval_batch_size,
+            cfg.augment)
+
+
+def probe_throughput(cfg, data: Any, *, steps: int = 5, warmup: int = 2) -> dict[str, float]:
+    """Time ``steps`` training steps of ``cfg`` (after ``warmup`` untimed ones) and one
+    evaluation of ``eval_batch_size`` clean examples, in this process on this device.
+
+    Returns ``step_s`` (seconds per step), ``eval_s_per_example`` (evaluation seconds per
+    example, BatchNorm recompute included when configured) and ``setup_s`` (model build and
+    first steps)."""
+    from sgdnoise.train import train
+
+    n_eval = min(cfg.eval_batch_size, int(data.test_y.shape[0]), int(data.train_y.shape[0]))
+    small = {"train_x": data.train_x, "train_y": data.train_y,
+             "test_x": data.test_x[:n_eval], "test_y": data.test_y[:n_eval]}
+    marks: dict[int, float] = {}
+    dev = torch.device(cfg.device)
+
+    class _Clock:
+        def on_step(self, state) -> bool:
+            if state.step in (warmup, warmup + steps):
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                marks[state.step] = time.perf_counter()
+            return state.step >= warmup + steps
+
+    # evaluations at step 1 (before the clock starts) and at the stop, warmup + steps
+    probe_cfg = dataclasses.replace(
+        cfg, max_steps=warmup + steps + 1, eval_points=2, eval_at_start=False,
+        eval_train_n=n_eval, sharpness_n=0, sharpness_every=None)
+    t0 = time.perf_counter()
+    res = train(probe_cfg, small, progress=False, hooks=[_Clock()])
+    total = time.perf_counter() - t0
+    step_s = (marks[warmup + steps] - marks[warmup]) / steps
+    per_eval = n_eval * (3 if cfg.bn_recompute else 2)
+    eval_s = res.extra["eval_seconds"] / (max(len(res.history), 1) * per_eval)
+    setup = max(0.0, total - res.extra["eval_seconds"] - steps * step_s)
+    return {"step_s": step_s, "eval_s_per_example": eval_s, "setup_s": setup}
+
+
+def estimate_run_seconds(cfg, n_train: int, n_test: int, probe: Mapping[str, float]) -> float:
+    """Predicted wall time of one run: ``setup + T·step_s + E·(n_eval_train + n_test +
+    n_recompute)·eval_s_per_example + S·sharpness_cost``, with ``T`` steps, ``E``
+    evaluations and ``S`` sharpness measurements of ``sharpness_iters`` Hessian-vector
+    products, each costed at about two training steps' work per example
+    (``2 · step_s · sharpness_n / B``)."""
+    from sgdnoise.train import eval_steps, steps_per_epoch, total_steps
+
+    T = total_steps(cfg, n_train)
+    spe = steps_per_epoch(n_train, cfg.batch_size, drop_last=cfg.drop_last)
+    n_evals = len(eval_steps(T, cfg.eval_points, steps_per_ep=spe, at_start=cfg.eval_at_start))
+    n_eval_train = min(cfg.eval_train_n or n_train, n_train)
+    per_eval = (n_eval_train * (2 if cfg.bn_recompute else 1) + n_test)
+    n_sharp = 0
+    if cfg.sharpness_n > 0:
+        n_sharp = 1 + (T // cfg.sharpness_every + 1 if cfg.sharpness_every else 0)
+    sharp = cfg.sharpness_iters * 2.0 * probe["step_s"] * cfg.sharpness_n / cfg.batch_size
+    return (probe["setup_s"] + T * probe["step_s"]
+            + n_evals * per_eval * probe["eval_s_per_example"] + n_sharp * sharp)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def record_path(out_dir: str | os.PathLike, run_id: str) -> Path:
+    """``out_dir/<run_id>.json``."""
+    return Path(out_dir) / f"{run_id}.json"
+
+
+def _checkpoint_path(out_dir: Path, run_id: str) -> Path:
+    return out_dir / "checkpoints" / f"{run_id}.pt"
 
 
 def _atomic_write_json(obj: Any, path: Path) -> None:
@@ -230,183 +480,315 @@ def _atomic_write_json(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _order(batch_sizes: Sequence[int], order: str) -> list[int]:
-    if order == "largest-first":
-        return sorted(batch_sizes, reverse=True)
-    if order == "smallest-first":
-        return sorted(batch_sizes)
-    if order == "as-given":
-        return list(batch_sizes)
-    raise ValueError(f"order must be one of ['as-given', 'largest-first', 'smallest-first'], "
-                     f"got {order!r}")
+def _git_commit() -> str:
+    """The git commit, else ``$SGDNOISE_GIT_COMMIT``, else the first line of a
+    ``GIT_COMMIT`` file at the repository root, else ``"unknown"``."""
+    from sgdnoise.provenance import git_commit
+
+    sha = git_commit()
+    if sha != "unknown":
+        return sha
+    env = os.environ.get("SGDNOISE_GIT_COMMIT", "").strip()
+    if env:
+        return env
+    f = Path(__file__).resolve().parents[2] / "GIT_COMMIT"
+    if f.is_file():
+        first = f.read_text().strip().splitlines()
+        if first:
+            return first[0].strip()
+    return "unknown"
 
 
-def _same_sweep(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Two validated configs describe the same runs (the list of batch sizes may differ)."""
-    ignore = {"batch_sizes", "name"}
-    return {k: v for k, v in a.items() if k not in ignore} == {
-        k: v for k, v in b.items() if k not in ignore
+def _provenance(device: str) -> dict[str, Any]:
+    from sgdnoise.provenance import collect
+
+    prov = collect(device).to_dict()
+    prov["git_commit"] = _git_commit()
+    return prov
+
+
+def _identity(data: Any) -> dict[str, Any]:
+    """The data identity without the folder it was read from (no machine's path)."""
+    ident = data.identity.to_dict() if hasattr(data, "identity") else {}
+    ident.pop("path", None)
+    return ident
+
+
+def _load_data(plan: Plan):
+    from sgdnoise.data import load_dataset
+
+    d = plan.data
+    return load_dataset(d["dataset"], n_train=d["n_train"], n_test=d["n_test"],
+                        seed=d["data_seed"], data_dir=d["data_dir"])
+
+
+def _run_record(plan: Plan, run: Run, result: Any, world: int) -> dict[str, Any]:
+    step_s = result.extra.get("step_seconds", 0.0)
+    trained = result.extra.get("examples_trained", 0)
+    return {
+        "format": PLAN_RECORD_FORMAT,
+        "source": plan.name,
+        "run": run.describe(),
+        "config": run.config.to_dict(),
+        "status": result.status,
+        "steps": result.steps,
+        "diverged_at_step": result.diverged_at_step,
+        "wall_time_s": result.wall_time_s,
+        "img_per_s": trained / step_s if step_s > 0 else None,
+        "timing": {k: result.extra[k] for k in ("step_seconds", "eval_seconds",
+                                                 "sharpness_seconds", "peak_memory_gib")
+                   if k in result.extra},
+        "resumed_from_step": result.resumed_from_step,
+        "world_size": world,
+        "history": result.history,
+        "sharpness": result.sharpness,
     }
+
+
+def run_plan(
+    plan: Plan | Mapping[str, Any] | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    budget_s: float | None = None,
+    shard: tuple[int, int] = (0, 1),
+    data: Any = None,
+    progress: bool = False,
+    keep_checkpoints: bool = False,
+    estimate: Callable[[Run], float] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the plan's unfinished runs of this shard in priority order; return the records
+    of the shard's runs that have one (read back or new), in priority order.
+
+    budget_s: None runs everything; else a run starts only if its estimated time (``estimate``,
+        default: :func:`probe_throughput` cached per batch size + :func:`estimate_run_seconds`)
+        fits in what is left of ``budget_s`` seconds since this call began.
+    data: an already loaded :class:`sgdnoise.data.ImageData` matching ``plan.data``.
+    A record written by a different config (same run id) raises ValueError rather than mixing
+    results."""
+    from sgdnoise import distributed as dist_mod
+    from sgdnoise.train import train
+
+    t_start = time.perf_counter()
+    if not isinstance(plan, Plan):
+        plan = (load_plan(plan) if isinstance(plan, (str, os.PathLike))
+                else validate_plan(plan))
+    runs = shard_runs(plan.runs, *shard)
+    out = Path(out_dir)
+    say = log if log is not None else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    dist = dist_mod.init_from_env(runs[0].config.device if runs else "cpu")
+    is_main = dist is None or dist.rank == 0
+    if not is_main:
+        say = lambda msg: None  # noqa: E731
+    existing: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        p = record_path(out, r.run_id)
+        if p.exists():
+            old = json.loads(p.read_text())
+            if old.get("config") != r.config.to_dict():
+                raise ValueError(f"{p} was written by a different config for run {r.run_id}; "
+                                 "use another --out folder")
+            existing[r.run_id] = old
+    pending = [r for r in runs if r.run_id not in existing]
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if pending and data is None:
+        data = _load_data(plan)
+    probes: dict[tuple, dict[str, float]] = {}
+
+    def default_estimate(run: Run) -> float:
+        key = _probe_key(run.config)
+        if key not in probes:
+            probes[key] = probe_throughput(run.config, data)
+            say(f"[sweep] probe B={run.batch_size}: {probes[key]['step_s'] * 1e3:.1f} ms/step")
+        return estimate_run_seconds(run.config, int(data.train_y.shape[0]),
+                                    int(data.test_y.shape[0]), probes[key])
+
+    est_fn = estimate or default_estimate
+    records: dict[str, dict[str, Any]] = dict(existing)
+    for r in runs:
+        if r.run_id in existing:
+            say(f"[sweep] {r.run_id}: record exists, skipped")
+            continue
+        if budget_s is not None:
+            est = est_fn(r)
+            left = budget_s - (time.perf_counter() - t_start)
+            if est > left:
+                say(f"[sweep] {r.run_id}: needs ~{est:.0f} s, {left:.0f} s left: not started")
+                continue
+        ckpt = _checkpoint_path(out, r.run_id)
+        say(f"[sweep] {r.run_id}: training ({'resuming' if ckpt.exists() else 'new run'})")
+        result = train(r.config, data, checkpoint_path=ckpt, progress=progress,
+                       desc=r.run_id)
+        rec = _run_record(plan, r, result, 1 if dist is None else dist.world_size)
+        rec["data"] = _identity(data)
+        rec["provenance"] = _provenance(r.config.device)
+        if is_main:
+            _atomic_write_json(rec, record_path(out, r.run_id))
+            if not keep_checkpoints and ckpt.exists():
+                ckpt.unlink()
+        if dist is not None:
+            dist.barrier()
+        last = result.history[-1] if result.history else {}
+        say(f"[sweep] {r.run_id}: {result.status}, {result.steps} steps, "
+            f"{result.wall_time_s:.1f} s, train err {last.get('train_error', math.nan):.3f}, "
+            f"test err {last.get('test_error', math.nan):.3f}")
+        records[r.run_id] = rec
+    return [records[r.run_id] for r in runs if r.run_id in records]
 
 
 def run_sweep(
     config: Mapping[str, Any] | str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    order: str = "as-given",
-    progress: bool = True,
+    progress: bool = False,
     keep_checkpoints: bool = False,
     data: Any = None,
     log: Any = None,
+    order: str = "as-given",
 ) -> list[dict[str, Any]]:
-    """Run (or resume) a batch-size sweep and return its records, one per batch size, in
-    the order run.
-
-    config: a mapping or the path of a YAML file (validated before anything runs).
-    data: an already loaded :class:`sgdnoise.data.ImageData` matching the config (optional).
-    A run whose record exists is not rerun (its record is read back); a record written by a
-    different config raises ValueError rather than mixing results.
-    """
-    from sgdnoise import distributed as dist_mod
-    from sgdnoise.provenance import collect
-    from sgdnoise.train import train
-
+    """Run a legacy flat sweep config (one arm ``sweep``) or a plan, without a budget; the
+    records in run order. ``order``: "as-given", "largest-first" or "smallest-first"."""
+    if order not in ("as-given", "largest-first", "smallest-first"):
+        raise ValueError(f"order must be one of ['as-given', 'largest-first', "
+                         f"'smallest-first'], got {order!r}")
     if isinstance(config, (str, os.PathLike)):
-        cfg = load_sweep_config(config)
+        plan = load_plan(config)
+    elif "arms" in config:
+        plan = validate_plan(config)
     else:
-        cfg = validate_sweep_config(config)
-    sizes = _order(cfg["batch_sizes"], order)
-    out = Path(out_dir)
-    dist = dist_mod.init_from_env(_resolve_device(cfg["device"]))
-    is_main = dist is None or dist.rank == 0
-    say = log if log is not None else (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if not is_main:
-        say = lambda msg: None  # noqa: E731
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    # refuse to mix results of different configs in one folder
-    for b in sizes:
-        p = record_path(out, b)
-        if p.exists():
-            old = json.loads(p.read_text())
-            if not _same_sweep(old.get("sweep_config", {}), cfg):
-                raise ValueError(
-                    f"{p} was written by a different sweep config; use another --out folder"
-                )
-    if data is None:
-        from sgdnoise.data import load_dataset
-
-        data = load_dataset(cfg["dataset"], n_train=cfg["n_train"], n_test=cfg["n_test"],
-                            seed=cfg["data_seed"], data_dir=cfg["data_dir"])
-    identity = data.identity.to_dict() if hasattr(data, "identity") else {}
-    records: list[dict[str, Any]] = []
-    for b in sizes:
-        path = record_path(out, b)
-        if path.exists():
-            say(f"[sweep] B={b}: record exists ({path.name}), skipped")
-            records.append(json.loads(path.read_text()))
-            continue
-        tcfg = train_config_for(cfg, b)
-        ckpt = _checkpoint_path(out, b)
-        say(f"[sweep] B={b}: training ({'resuming' if ckpt.exists() else 'new run'})")
-        result = train(tcfg, data, checkpoint_path=ckpt, progress=progress,
-                       desc=f"{cfg['name']} B={b}")
-        prov = collect(tcfg.device).to_dict()
-        record = {
-            "format": RECORD_FORMAT,
-            "name": cfg["name"],
-            "batch_size": b,
-            "status": result.status,
-            "steps": result.steps,
-            "epochs_completed": sum(1 for h in result.history if h["epoch"] > 0),
-            "diverged_at_step": result.diverged_at_step,
-            "wall_time_s": result.wall_time_s,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "world_size": 1 if dist is None else dist.world_size,
-            **result.extra,
-            "history": result.history,
-            "train_config": tcfg.to_dict(),
-            "sweep_config": cfg,
-            "data": identity,
-            "provenance": prov,
-        }
-        if is_main:
-            _atomic_write_json(record, path)
-            if not keep_checkpoints and ckpt.exists():
-                ckpt.unlink()
-        if dist is not None:
-            dist.barrier()
-        last = result.history[-1] if result.history else {}
-        say(f"[sweep] B={b}: {result.status}, {result.steps} steps, "
-            f"{result.wall_time_s:.1f} s, train err {last.get('train_error', float('nan')):.3f}"
-            f", test err {last.get('test_error', float('nan')):.3f}")
-        records.append(record)
-    return records
+        plan = validate_sweep_config(config)
+    if order != "as-given":
+        runs = sorted(plan.runs, key=lambda r: r.batch_size, reverse=order == "largest-first")
+        plan = dataclasses.replace(plan, runs=tuple(runs))
+    return run_plan(plan, out_dir, progress=progress, keep_checkpoints=keep_checkpoints,
+                    data=data, log=log)
 
 
-# --------------------------------------------------------------------------- reading results
+# --------------------------------------------------------------------------- reading records
+
+RECORD_COLUMNS = [
+    "arm", "batch_size", "seed", "run_id", "step", "epoch", "examples_seen", "lr",
+    "train_loss", "train_error", "test_loss", "test_error", "gap", "param_distance",
+    "running_loss", "wall_time", "status", "steps_total", "source", "n_train", "b_over_n",
+    "model", "width", "norm", "lr0", "momentum", "weight_decay", "ghost_batch_size",
+    "max_steps", "dataset", "data_source", "device", "git_commit", "created_utc",
+    "torch_version",
+]
+SHARPNESS_COLUMNS = ["run_id", "arm", "batch_size", "seed", "step", "lambda_max", "lr",
+                     "two_over_lr", "source"]
 
 
-def _iter_record_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+def _record_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files.extend(sorted(p.rglob("run_B*.json")))  # seed sub-folders included
+            files.extend(f for f in sorted(p.rglob("*.json")) if not f.name.startswith("."))
         elif p.exists():
             files.append(p)
     return files
 
 
+def _read_records(paths) -> list[dict[str, Any]]:
+    """Every run record under ``paths`` (both formats), normalised to the plan format; the
+    pilot records (format 1) get arm ``"pilot"`` and source ``"pilot"``."""
+    out = []
+    for f in _record_files(paths):
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(rec, dict):
+            continue
+        if rec.get("format") == PLAN_RECORD_FORMAT:
+            out.append(rec)
+        elif rec.get("format") == RECORD_FORMAT:
+            out.append(_pilot_as_plan_record(rec))
+    return out
+
+
+def _pilot_as_plan_record(rec: Mapping[str, Any]) -> dict[str, Any]:
+    sc, tc, data = rec["sweep_config"], rec.get("train_config", {}), rec.get("data", {})
+    b, seed = int(rec["batch_size"]), int(sc.get("seed", 0))
+    n_train = data.get("n_train") or sc.get("n_train") or CIFAR10_TRAIN_SIZE
+    history = []
+    for h in rec["history"]:
+        e = h.get("epoch")
+        history.append({**h, "examples_seen": None if e is None else int(e) * n_train,
+                        "param_distance": None})
+    cfg = {**tc, "batch_size": b, "seed": seed, "max_steps": None, "ghost_batch_size": None}
+    return {
+        "format": PLAN_RECORD_FORMAT, "source": "pilot",
+        "run": {"arm": "pilot", "batch_size": b, "seed": seed,
+                "run_id": f"pilot_B{b:05d}_s{seed}"},
+        "config": cfg, "status": rec["status"], "steps": rec["steps"],
+        "history": history, "sharpness": [], "data": data,
+        "provenance": rec.get("provenance", {}),
+    }
+
+
 def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
-    """Read sweep JSON records (files, or folders holding ``run_B*.json``) into a long
-    pandas DataFrame: one row per run and evaluation, with columns ``batch_size, epoch, step,
-    lr, train_loss, train_error, test_loss, test_error, gap (= test − train error),
-    running_loss, wall_time, status, steps_total, n_train, b_over_n, model, width, norm,
-    dataset, data_source, device, git_commit, created_utc, torch_version, sgdnoise_version,
-    name, seed``. Folders are searched recursively, so runs of several seeds can live in
-    sub-folders. An empty frame (with these columns) when there is no record."""
+    """Run records (files, or folders searched recursively for ``*.json``) as a long pandas
+    DataFrame: one row per run × evaluation with the columns of ``RECORD_COLUMNS``:
+    ``arm, batch_size, seed, run_id, step, epoch, examples_seen, lr, train_loss, train_error,
+    test_loss, test_error, gap (= test − train error), param_distance, running_loss,
+    wall_time, status, steps_total, source`` ("pilot" or the plan name), ``n_train,
+    b_over_n`` and the run-level ``model, width, norm, lr0, momentum, weight_decay,
+    ghost_batch_size, max_steps, dataset, data_source, device, git_commit, created_utc,
+    torch_version``. Reads the plan records and the 2026-11-26 pilot records (arm "pilot").
+    An empty frame with these columns when there is none."""
     import pandas as pd
 
-    cols = ["batch_size", "epoch", "step", "lr", "train_loss", "train_error", "test_loss",
-            "test_error", "gap", "running_loss", "wall_time", "status", "steps_total",
-            "n_train", "b_over_n", "model", "width", "norm", "dataset", "data_source",
-            "device", "git_commit", "created_utc", "torch_version", "sgdnoise_version", "name",
-            "seed"]
     rows = []
-    for f in _iter_record_files(paths):
-        rec = json.loads(f.read_text())
-        if rec.get("format") != RECORD_FORMAT:
-            continue
-        sc, prov, data = rec["sweep_config"], rec["provenance"], rec.get("data", {})
-        n_train = data.get("n_train") or sc.get("n_train") or CIFAR10_TRAIN_SIZE
+    for rec in _read_records(paths):
+        run, cfg, prov, data = rec["run"], rec["config"], rec.get("provenance", {}), \
+            rec.get("data", {})
+        n_train = data.get("n_train") or CIFAR10_TRAIN_SIZE
+        base = {
+            **run, "status": rec["status"], "steps_total": rec["steps"],
+            "source": rec.get("source"), "n_train": n_train,
+            "b_over_n": run["batch_size"] / n_train, "model": cfg.get("model"),
+            "width": cfg.get("width"), "norm": cfg.get("norm"), "lr0": cfg.get("lr"),
+            "momentum": cfg.get("momentum"), "weight_decay": cfg.get("weight_decay"),
+            "ghost_batch_size": cfg.get("ghost_batch_size"),
+            "max_steps": cfg.get("max_steps"), "dataset": data.get("source") and (
+                "synthetic" if data.get("source") == "synthetic" else "cifar10"),
+            "data_source": data.get("source"), "device": prov.get("device"),
+            "git_commit": prov.get("git_commit"), "created_utc": prov.get("created_utc"),
+            "torch_version": prov.get("torch_version"),
+        }
         for h in rec["history"]:
-            rows.append({
-                **{k: h.get(k) for k in ("epoch", "step", "lr", "train_loss", "train_error",
-                                         "test_loss", "test_error", "running_loss",
-                                         "wall_time")},
-                "gap": h["test_error"] - h["train_error"],
-                "batch_size": rec["batch_size"],
-                "status": rec["status"],
-                "steps_total": rec["steps"],
-                "n_train": n_train,
-                "b_over_n": rec["batch_size"] / n_train,
-                "model": sc["model"],
-                "width": rec["train_config"].get("width"),
-                "norm": sc["norm"],
-                "dataset": sc["dataset"],
-                "data_source": data.get("source"),
-                "device": prov.get("device"),
-                "git_commit": prov.get("git_commit"),
-                "created_utc": prov.get("created_utc"),
-                "torch_version": prov.get("torch_version"),
-                "sgdnoise_version": prov.get("sgdnoise_version"),
-                "name": rec.get("name"),
-                "seed": sc.get("seed"),
-            })
-    df = pd.DataFrame(rows, columns=cols)
-    return df.sort_values(["batch_size", "seed", "epoch"]).reset_index(drop=True)
+            row = dict(base)
+            for k in ("step", "epoch", "examples_seen", "lr", "train_loss", "train_error",
+                      "test_loss", "test_error", "param_distance", "running_loss",
+                      "wall_time"):
+                row[k] = h.get(k)
+            row["gap"] = h["test_error"] - h["train_error"]
+            rows.append(row)
+    df = pd.DataFrame(rows, columns=RECORD_COLUMNS)
+    return df.sort_values(["source", "arm", "batch_size", "seed", "step"]).reset_index(
+        drop=True)
+
+
+def load_sharpness(paths: str | os.PathLike | Iterable[str | os.PathLike]):
+    """The sharpness measurements of the records under ``paths``: one row per measurement
+    with ``run_id, arm, batch_size, seed, step, lambda_max, lr, two_over_lr, source``."""
+    import pandas as pd
+
+    rows = []
+    for rec in _read_records(paths):
+        run = rec["run"]
+        for s in rec.get("sharpness", []):
+            rows.append({**run, "step": s["step"], "lambda_max": s["lambda_max"],
+                         "lr": s["lr"], "two_over_lr": s.get("two_over_lr"),
+                         "source": rec.get("source")})
+    df = pd.DataFrame(rows, columns=SHARPNESS_COLUMNS)
+    return df.sort_values(["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- summaries
 
 
 def plateau_epoch(errors: Sequence[float], *, tol: float = 0.01) -> int:
@@ -422,42 +804,47 @@ def plateau_epoch(errors: Sequence[float], *, tol: float = 0.01) -> int:
 
 
 def summarize(df, *, plateau_tol: float = 0.01):
-    """One row per batch size from :func:`load_records`'s frame: ``batch_size, b_over_n,
-    status, epochs, steps, final_train_error, final_test_error, final_gap, best_test_error,
-    train_plateau_epoch, test_plateau_epoch`` (see :func:`plateau_epoch`), ``wall_time``,
-    ``n_seeds`` and ``final_test_error_sd`` (standard deviation over seeds; NaN for one seed).
+    """One row per (arm, batch size) of :func:`load_records`'s frame: ``arm, batch_size,
+    b_over_n, status, epochs, steps, final_train_error, final_test_error, final_gap,
+    best_test_error, train_plateau_epoch, test_plateau_epoch`` (see :func:`plateau_epoch`;
+    the epoch of that evaluation), ``wall_time``, ``n_seeds`` and ``final_test_error_sd``
+    (standard deviation over seeds; NaN for one seed).
 
-    With several seeds per batch size, the per-epoch curves are first averaged over seeds
-    (only over seeds that reached that epoch) and the summary is taken on the mean curve; a
+    With several seeds the curves are first averaged over seeds at each evaluation step
+    (over the seeds that reached it) and the summary is taken on the mean curve; an arm and
     batch size counts as ``diverged`` if any of its seeds diverged."""
     import pandas as pd
 
-    cols = ["batch_size", "b_over_n", "status", "epochs", "steps", "final_train_error",
+    cols = ["arm", "batch_size", "b_over_n", "status", "epochs", "steps", "final_train_error",
             "final_test_error", "final_gap", "best_test_error", "train_plateau_epoch",
             "test_plateau_epoch", "wall_time", "n_seeds", "final_test_error_sd"]
     if "seed" not in df.columns:
         df = df.assign(seed=0)
+    if "arm" not in df.columns:
+        df = df.assign(arm="sweep")
     df = df.assign(seed=df["seed"].fillna(-1))
     rows = []
-    for b, g in df.groupby("batch_size", sort=True):
-        finals = g.sort_values("epoch").groupby("seed").tail(1)
-        mean = (g.groupby("epoch", sort=True)[["step", "train_error", "test_error", "b_over_n",
-                                                "wall_time"]].mean().reset_index())
+    for (arm, b), g in df.groupby(["arm", "batch_size"], sort=True):
+        finals = g.sort_values("step").groupby("seed").tail(1)
+        mean = (g.groupby("step", sort=True)[["epoch", "train_error", "test_error",
+                                                "b_over_n", "wall_time"]]
+                .mean().reset_index())
         last = mean.iloc[-1]
         status = "diverged" if (g["status"] == "diverged").any() else g["status"].iloc[-1]
         rows.append({
+            "arm": arm,
             "batch_size": int(b),
             "b_over_n": float(last["b_over_n"]),
             "status": status,
-            "epochs": int(mean["epoch"].max()),
-            "steps": int(round(last["step"])),
+            "epochs": float(last["epoch"]),
+            "steps": int(last["step"]),
             "final_train_error": float(last["train_error"]),
             "final_test_error": float(last["test_error"]),
             "final_gap": float(last["test_error"] - last["train_error"]),
             "best_test_error": float(mean["test_error"].min()),
-            "train_plateau_epoch": int(mean["epoch"].iloc[
+            "train_plateau_epoch": float(mean["epoch"].iloc[
                 plateau_epoch(mean["train_error"].tolist(), tol=plateau_tol)]),
-            "test_plateau_epoch": int(mean["epoch"].iloc[
+            "test_plateau_epoch": float(mean["epoch"].iloc[
                 plateau_epoch(mean["test_error"].tolist(), tol=plateau_tol)]),
             "wall_time": float(last["wall_time"]),
             "n_seeds": int(finals["seed"].nunique()),
@@ -473,7 +860,7 @@ def records_provenance(df) -> list[dict[str, Any]]:
     if len(df) == 0:
         return []
     out = []
-    keys = ["device", "git_commit", "torch_version", "data_source"]
+    keys = ["source", "device", "git_commit", "torch_version", "data_source"]
     for vals, g in df.groupby(keys, dropna=False, sort=True):
         d = dict(zip(keys, vals, strict=True))
         d["first_created_utc"] = str(g["created_utc"].min())
@@ -511,8 +898,9 @@ def design_table(
     ``B`` with ``B/N``, steps per epoch ``ceil(N/B)`` (``floor`` with ``drop_last``), total
     steps ``S = E · steps_per_epoch``, the finite-population factor ``(N − B)/(N − 1)`` of the
     mini-batch covariance when sampling without replacement (an epoch's permutation), the
-    diffusion time ``η S`` (``sde_time``) and the temperature ``T = η (N − B) / (B (N − 1))``
-    (SGD read as a diffusion whose noise covariance per unit time is ``T · D``). With
+    diffusion time ``η S`` (``sde_time``) and the step-noise ratio
+    ``step_noise_ratio = η (N − B) / (B (N − 1))`` (SGD read as a diffusion whose noise
+    covariance per unit time is ``step_noise_ratio · D``; not a temperature). With
     ``reference_batch_sizes`` the matching full-scale batch size (on ``reference_n``
     examples) is listed beside each row."""
     import pandas as pd
@@ -529,7 +917,7 @@ def design_table(
             "total_steps": epochs * spe,
             "fpc": (n_train - b) / (n_train - 1) if n_train > 1 else 0.0,
             "sde_time": lr * epochs * spe,
-            "temperature": lr * (n_train - b) / (b * (n_train - 1)) if n_train > 1 else 0.0,
+            "step_noise_ratio": lr * (n_train - b) / (b * (n_train - 1)) if n_train > 1 else 0.0,
         }
         if reference_batch_sizes is not None:
             row = {"full_scale_batch_size": int(reference_batch_sizes[i]),
@@ -573,9 +961,9 @@ def sweep_findings(summary, *, delta: float = 0.05) -> dict[str, Any]:
         "train_fails_from_b": int(worse_train["batch_size"].min()) if len(worse_train)
         else None,
         "n_diverged": int((s["status"] == "diverged").sum()),
-        "largest_b_train_plateau_epoch": int(last["train_plateau_epoch"]),
-        "largest_b_test_plateau_epoch": int(last["test_plateau_epoch"]),
-        "epochs": int(last["epochs"]),
+        "largest_b_train_plateau_epoch": float(last["train_plateau_epoch"]),
+        "largest_b_test_plateau_epoch": float(last["test_plateau_epoch"]),
+        "epochs": float(last["epochs"]),
         "delta": delta,
     }
 
@@ -583,29 +971,53 @@ def sweep_findings(summary, *, delta: float = 0.05) -> dict[str, Any]:
 # --------------------------------------------------------------------------- command line
 
 
+def _dry_run(plan: Plan, runs: Sequence[Run], out: Path) -> None:
+    from sgdnoise.train import steps_per_epoch, total_steps
+
+    n_train = plan.data["n_train"] or CIFAR10_TRAIN_SIZE
+    print(f"plan {plan.name!r}: {len(plan.runs)} runs, {len(runs)} in this shard")
+    print(f"{'#':>3} {'run_id':<22} {'steps':>7} {'epochs':>8} {'lr0':>8} {'record':>7}")
+    for k, r in enumerate(runs):
+        T = total_steps(r.config, n_train)
+        spe = steps_per_epoch(n_train, r.batch_size, drop_last=r.config.drop_last)
+        done = "yes" if record_path(out, r.run_id).exists() else "-"
+        print(f"{k:>3} {r.run_id:<22} {T:>7} {T / spe:>8.1f} {r.config.lr:>8.4g} {done:>7}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``sgdnoise-sweep``; returns the exit code (2 for a bad config)."""
+    """Entry point of ``sgdnoise-sweep``; returns the exit code (2 for a bad plan or
+    argument, with a one-line message and no traceback)."""
     parser = argparse.ArgumentParser(
         prog="sgdnoise-sweep",
-        description="Run (or resume) a batch-size sweep; one JSON record per batch size.",
-    )
-    parser.add_argument("config", help="YAML sweep config")
-    parser.add_argument("--out", required=True, help="folder for the records and checkpoints")
-    parser.add_argument("--order", default="as-given",
-                        choices=["as-given", "largest-first", "smallest-first"],
-                        help="order of the runs (largest-first suits short GPU leases)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        description="Run the unfinished runs of a plan (one JSON record per run).")
+    parser.add_argument("plan", help="YAML plan (or a legacy flat sweep config)")
+    parser.add_argument("--out", required=True, help="folder for the records")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds: run only the highest-priority runs that fit")
+    parser.add_argument("--shard", default="0/1", help="i/n: this process's share of runs")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs (this shard, priority order) and stop")
+    parser.add_argument("--progress", action="store_true", help="progress bars")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each run's last checkpoint after its record is written")
+    parser.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        cfg = load_sweep_config(args.config)
-    except SweepConfigError as err:
+        shard = parse_shard(args.shard)
+        if args.budget is not None and not (args.budget > 0 and math.isfinite(args.budget)):
+            raise PlanError(f"--budget must be a number of seconds > 0, got {args.budget!r}")
+        plan = load_plan(args.plan, check_device=not args.dry_run)
+    except PlanError as err:
         print(f"sgdnoise-sweep: error: {err}", file=sys.stderr)
         return 2
+    out = Path(args.out)
+    if args.dry_run:
+        _dry_run(plan, shard_runs(plan.runs, *shard), out)
+        return 0
     try:
-        run_sweep(cfg, args.out, order=args.order, progress=not args.no_progress,
-                  keep_checkpoints=args.keep_checkpoints)
+        recs = run_plan(plan, out, budget_s=args.budget, shard=shard,
+                        progress=args.progress and not args.no_progress,
+                        keep_checkpoints=args.keep_checkpoints)
     except (ValueError, FileNotFoundError) as err:
         print(f"sgdnoise-sweep: error: {err}", file=sys.stderr)
         return 2
@@ -613,6 +1025,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from sgdnoise import distributed as dist_mod
 
         dist_mod.shutdown()
+    n_runs = len(shard_runs(plan.runs, *shard))
+    print(f"[sweep] {len(recs)} of {n_runs} runs of this shard have records in {out.name}/",
+          file=sys.stderr)
     return 0
 
 

@@ -1,44 +1,100 @@
 #!/usr/bin/env bash
-# Run the chapter-8 sweep on a GPU machine from a plain checkout (no install needed):
+# The one command a GPU session runs for chapter 8 (from a plain copy of the repository, no
+# install, no .git needed):
 #
-#   bash book/params/ch08_resnet_sweep/gpu_run.sh [SWEEP.yaml]     # default: gpu_sweep.yaml
+#   SGDNOISE_GIT_COMMIT=<sha> bash book/params/ch08_resnet_sweep/gpu_run.sh
 #
-# Needs python3 with torch (>= 2.4), numpy, pandas, pyyaml and tqdm. Records go to
-# $OUT/ch08_full (or ./ch08_full when OUT is unset), one JSON per batch size, each written
-# as soon as its run ends, so a timeout keeps every finished run. Rerunning the same command
-# resumes. Commit the records under data/results/ch08_full/ for the book to show them.
+# It expands CIFAR-10 from a carried compact copy when needed, runs
+#   sgdnoise-sweep $PLAN --out $RECORDS --budget $BUDGET [--shard $SHARD]
+# (the highest-priority runs of the plan that have no record in $RECORDS yet and fit in the
+# budget, their time estimated from throughput measured in this session), packs the records
+# it wrote, with this session's log, into ONE tar, $OUT/ch08_records.tar, and prints a
+# summary. Unpack the tar into data/results/ch08/ and commit (see its README.md).
 #
-# CIFAR-10: read from $SGDNOISE_DATA or data/cifar-10-batches-py; when missing, it is
-# expanded from the compact copy (cifar10_jpeg_streams.npz + expand.py) found in
-# $CIFAR_COMPACT_DIR, .device/cifar10, shared/data/cifar10 or ../shared/data/cifar10.
+# Settings (environment):
+#   PLAN     plan file (default book/params/ch08_resnet_sweep/plan_full.yaml; the tiny CPU
+#            plan_test.yaml tries the script on a laptop)
+#   RECORDS  records folder (default data/results/ch08: records already there are skipped)
+#   BUDGET   seconds for the sweep (default 480)
+#   SHARD    i/n to run one share of the plan (default: all)
+#   OUT      where the tar goes (default ./gpu_out)
+#   BENCH=1  first run benchmarks/bench_gpu_engine.py (its time is not in BUDGET)
+#   SGDNOISE_GIT_COMMIT  the commit the copy was made from (recorded in every record when
+#            there is no .git; a GIT_COMMIT file at the repository root also works)
+# CIFAR-10: read from $SGDNOISE_DATA or data/cifar-10-batches-py; when missing, expanded from
+# the compact copy (cifar10_jpeg_streams.npz + expand.py) found in $CIFAR_COMPACT_DIR,
+# .device/cifar10, shared/data/cifar10 or ../shared/data/cifar10.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
-CONFIG="${1:-book/params/ch08_resnet_sweep/gpu_sweep.yaml}"
-OUT_DIR="${OUT:-.}/ch08_full"
+PLAN="${PLAN:-book/params/ch08_resnet_sweep/plan_full.yaml}"
+RECORDS="${RECORDS:-data/results/ch08}"
+BUDGET="${BUDGET:-480}"
+OUT_DIR="${OUT:-./gpu_out}"
+PY="${PYTHON:-python3}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-
-DATA_ROOT="${SGDNOISE_DATA:-$PWD/data}"
-if [ ! -f "$DATA_ROOT/cifar-10-batches-py/test_batch" ]; then
-  for d in "${CIFAR_COMPACT_DIR:-}" .device/cifar10 shared/data/cifar10 ../shared/data/cifar10; do
-    if [ -n "$d" ] && [ -f "$d/expand.py" ] && [ -f "$d/cifar10_jpeg_streams.npz" ]; then
-      echo "[gpu_run] expanding CIFAR-10 from $d into $DATA_ROOT"
-      python3 "$d/expand.py" "$DATA_ROOT"
-      break
-    fi
-  done
+if [ -z "${SGDNOISE_GIT_COMMIT:-}" ] && git rev-parse HEAD >/dev/null 2>&1; then
+  SGDNOISE_GIT_COMMIT="$(git rev-parse HEAD)"
 fi
-if [ ! -f "$DATA_ROOT/cifar-10-batches-py/test_batch" ]; then
-  echo "[gpu_run] CIFAR-10 not found under $DATA_ROOT/cifar-10-batches-py" >&2
-  exit 2
-fi
-export SGDNOISE_DATA="$DATA_ROOT"
+export SGDNOISE_GIT_COMMIT="${SGDNOISE_GIT_COMMIT:-}"
 
-python3 - <<'PY'
+DATASET="$("$PY" -c "from sgdnoise.sweep import load_plan
+print(load_plan('$PLAN', check_device=False).data['dataset'])")"
+if [ "$DATASET" = "cifar10" ]; then
+  DATA_ROOT="${SGDNOISE_DATA:-$PWD/data}"
+  if [ ! -f "$DATA_ROOT/cifar-10-batches-py/test_batch" ]; then
+    for d in "${CIFAR_COMPACT_DIR:-}" .device/cifar10 shared/data/cifar10 ../shared/data/cifar10; do
+      if [ -n "$d" ] && [ -f "$d/expand.py" ] && [ -f "$d/cifar10_jpeg_streams.npz" ]; then
+        echo "[gpu_run] expanding CIFAR-10 from $d"
+        "$PY" "$d/expand.py" "$DATA_ROOT"
+        break
+      fi
+    done
+  fi
+  if [ ! -f "$DATA_ROOT/cifar-10-batches-py/test_batch" ]; then
+    echo "[gpu_run] CIFAR-10 not found (set SGDNOISE_DATA or carry .device/cifar10)" >&2
+    exit 2
+  fi
+  export SGDNOISE_DATA="$DATA_ROOT"
+fi
+
+mkdir -p "$OUT_DIR" "$RECORDS"
+STAMP="$(date -u +%Y%m%dT%H%M%SZ)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+LOG="$WORK/session_$STAMP.log"
+ls "$RECORDS" > "$WORK/before.txt"
+"$PY" - <<'PY' | tee "$LOG"
 import torch
 print(f"[gpu_run] torch {torch.__version__}, cuda available: {torch.cuda.is_available()}, "
-      f"device: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-'}")
+      f"device: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}")
 PY
-mkdir -p "$OUT_DIR"
-python3 -m sgdnoise.sweep "$CONFIG" --out "$OUT_DIR" --order largest-first --no-progress
-ls -la "$OUT_DIR"
+if [ "${BENCH:-0}" = "1" ]; then
+  "$PY" benchmarks/bench_gpu_engine.py 2>&1 | tee -a "$LOG"
+fi
+set +e
+"$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" \
+  ${SHARD:+--shard "$SHARD"} 2>&1 | tee -a "$LOG"
+RC=${PIPESTATUS[0]}
+set -e
+ls "$RECORDS" > "$WORK/after.txt"
+mkdir -p "$WORK/pack/sessions"
+cp "$LOG" "$WORK/pack/sessions/"
+comm -13 "$WORK/before.txt" "$WORK/after.txt" | grep '\.json$' > "$WORK/new.txt" || true
+while read -r f; do cp "$RECORDS/$f" "$WORK/pack/"; done < "$WORK/new.txt"
+tar -cf "$OUT_DIR/ch08_records.tar" -C "$WORK/pack" .
+echo "[gpu_run] sweep exit code $RC; $(wc -l < "$WORK/new.txt") new record(s) packed into $OUT_DIR/ch08_records.tar"
+"$PY" - "$WORK/pack" <<'PY'
+import sys
+
+from sgdnoise.sweep import load_records
+
+df = load_records(sys.argv[1])
+if len(df):
+    last = df.sort_values("step").groupby("run_id").tail(1).sort_values("run_id")
+    for _, r in last.iterrows():
+        print(f"[gpu_run] {r['run_id']:<22} {r['status']:<9} step {int(r['step']):>6} "
+              f"epoch {r['epoch']:7.2f} train err {r['train_error']:.3f} "
+              f"test err {r['test_error']:.3f}")
+PY
+exit "$RC"
