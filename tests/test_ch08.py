@@ -296,21 +296,21 @@ def test_bad_parameters_are_named() -> None:
 
 @pytest.mark.parametrize("plan", ["plan_laptop.yaml", "plan_smoke.yaml"])
 def test_miniature_plan_equal_steps_arm(plan: str) -> None:
-    spec = ch08.read_plan(str(ROOT / "book" / "params" / "ch08_resnet_sweep" / plan))
-    runs = ch08.miniature_runs(spec)
+    from sgdnoise.sweep import load_plan
+
+    path = ROOT / "book" / "params" / "ch08_resnet_sweep" / plan
+    spec = ch08.read_plan(str(path))
+    runs = load_plan(path).runs
     n = spec["data"]["n_train"]
     eq = spec["arms"]["C"]["equal_steps"]
-    s_ref = eq["epochs"] * (n // eq["batch_size"])
-    c = [cfg for arm, _, cfg in runs if arm == "C"]
+    c = [r for r in runs if r.arm == "C"]
     assert len(c) == len(spec["arms"]["C"]["batch_sizes"]) * len(spec["arms"]["C"]["seeds"])
-    for cfg in c:
-        b = cfg["batch_sizes"][0]
-        steps = cfg["epochs"] * (n // b)
-        assert s_ref <= steps < s_ref + n // b  # equal steps, rounded up by < 1 epoch
-        assert cfg["drop_last"] and cfg["lr_scaling"] == "linear"
-    assert {arm for arm, _, _ in runs} == {"A", "B", "C"}
-    # the small batches are the laptop's ground: no normalisation, no augmentation
-    assert all(cfg["norm"] == "none" and not cfg["augment"] for _, _, cfg in runs)
+    assert {r.config.max_steps for r in c} == {eq["epochs"] * (n // eq["batch_size"])}
+    assert {r.arm for r in runs} == {"A", "B", "C"}
+    # the laptop's ground: no normalisation, no augmentation, drop_last, B up to N
+    assert all(r.config.norm == "none" and not r.config.augment and r.config.drop_last
+               for r in runs)
+    assert max(r.batch_size for r in runs) == n
 
 
 def test_analyse_runs_every_decision_and_flips() -> None:

@@ -60,7 +60,6 @@ __all__ = [
     "load_sharpness_records",
     "matched_fit",
     "matched_fit_curves",
-    "miniature_runs",
     "plateau_test",
     "plot_error_vs_step",
     "plot_matched_fit",
@@ -748,69 +747,14 @@ def read_plan(path: str) -> dict[str, Any]:
     return raw
 
 
-def miniature_runs(plan: dict[str, Any]) -> list[tuple[str, int, dict[str, Any]]]:
-    """A plan as per-epoch sweep configs, ``(arm, seed, config)`` in arm order: the route
-    used while ``sgdnoise.sweep.run_plan`` is not available. An arm with ``equal_steps:
-    {batch_size: B_C, epochs: E}`` runs each of its batch sizes ``B`` alone for
-    ``E_B = ⌈E ⌊N/B_C⌋ / ⌊N/B⌋⌉`` epochs, so its step count ``E_B ⌊N/B⌋`` reaches the
-    ``E ⌊N/B_C⌋`` steps of ``B_C`` (``drop_last``), overshooting by less than one epoch.
-    Plan keys the per-epoch engine does not know (log-spaced evaluation, ghost BatchNorm,
-    sharpness) are left out."""
-    from sgdnoise import sweep
-
-    data = plan["data"]
-    n = int(data["n_train"])
-    runs: list[tuple[str, int, dict[str, Any]]] = []
-    for arm, spec in plan["arms"].items():
-        cfg = {**plan.get("defaults", {}), **spec.get("config", {})}
-        cfg = {k: v for k, v in cfg.items() if k in sweep.SWEEP_KEYS}
-        cfg.update({k: data[k] for k in ("dataset", "data_dir", "data_seed", "n_train",
-                                          "n_test") if k in data})
-        sizes = list(spec["batch_sizes"])
-        for seed in spec.get("seeds", [0]):
-            base = {**cfg, "name": f"{plan['name']}-{arm}", "seed": int(seed)}
-            eq = spec.get("equal_steps")
-            if eq is None:
-                runs.append((arm, int(seed), {**base, "batch_sizes": sizes}))
-                continue
-            steps = int(eq["epochs"]) * (n // int(eq["batch_size"]))
-            for b in sizes:
-                runs.append((arm, int(seed), {**base, "batch_sizes": [b],
-                                              "epochs": math.ceil(steps / (n // b))}))
-    return runs
-
-
 def run_miniature(plan_path: str, out_dir: str, *, progress: bool = False) -> pd.DataFrame:
-    """Train (or resume) the plan's runs into ``out_dir`` and return their records in the
-    :data:`RECORD_COLUMNS` schema.
-
-    With the plan engine (``sgdnoise.sweep.run_plan``) this is exactly what
-    ``sgdnoise-sweep PLAN --out DIR`` does on a GPU; without it, the per-epoch
-    :func:`sgdnoise.sweep.run_sweep` runs :func:`miniature_runs` into
-    ``out_dir/<arm>/seed<s>[/B<B>]`` (``source = "laptop"``)."""
-    from pathlib import Path
-
+    """Train (or resume) every run of the plan into ``out_dir`` with
+    :func:`sgdnoise.sweep.run_plan` — exactly what ``sgdnoise-sweep PLAN --out DIR`` does on
+    a GPU — and return the records in the :data:`RECORD_COLUMNS` schema."""
     from sgdnoise import sweep
 
-    quiet = (lambda msg: None)  # noqa: E731
-    if hasattr(sweep, "run_plan"):
-        sweep.run_plan(plan_path, out_dir, progress=progress, log=quiet)
-        return load_recorded([out_dir])
-    from sgdnoise.data import load_dataset
-
-    plan = read_plan(plan_path)
-    d = plan["data"]
-    data = load_dataset(d["dataset"], n_train=d["n_train"], n_test=d["n_test"],
-                        seed=d.get("data_seed", 0), data_dir=d.get("data_dir"))
-    frames = []
-    for arm, seed, cfg in miniature_runs(plan):
-        sub = Path(out_dir) / arm / f"seed{seed}"
-        if len(cfg["batch_sizes"]) == 1:
-            sub = sub / f"B{cfg['batch_sizes'][0]}"
-        sweep.run_sweep(cfg, sub, progress=progress, data=data, log=quiet)
-        frames.append(from_legacy_records(sweep.load_records(sub), arm=arm, source="laptop"))
-    return pd.concat(frames, ignore_index=True).sort_values(
-        ["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
+    sweep.run_plan(plan_path, out_dir, progress=progress, log=lambda msg: None)
+    return load_recorded([out_dir])
 
 
 # --------------------------------------------------------------------------- figures
