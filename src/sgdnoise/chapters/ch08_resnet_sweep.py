@@ -357,8 +357,9 @@ def matched_fit(
     * ``below the curve``: below 0; else ``undetermined``.
 
     Verdict (claim: the large batches' shortfall is under-training): supported when every
-    called batch size is on (or below) the curve and at least one is; contradicted when any
-    is above it; mixed/inconclusive otherwise."""
+    batch size is on (or below) the curve; contradicted when some are above it and none on
+    or below; mixed when both occur; inconclusive otherwise (some undetermined, none
+    above)."""
     claim = (f"Arm {arm}: the large batches are under-trained, not worse at generalizing: "
              "their final points lie on the small batch's test-vs-train-error curve.")
     scale = scale if scale is not None else records_scale(records)
@@ -401,22 +402,31 @@ def matched_fit(
     rule = (f"residual = test error minus the B = {b0} curve at the same train error; 'on the "
             f"curve' = TOST equivalence within ±{margin:.1%}, 'above' = the {confidence:.0%} "
             "interval above 0")
-    called = table[table["call"] != "undetermined"]
-    above = table[table["call"] == "above the curve"]
-    listing = "; ".join(f"B = {r['B']}: {r['residual'].format(1, 100)} points ({r['call']})"
-                        for _, r in table.iterrows())
     if len(table) == 0:
         return table, Verdict(claim, "inconclusive", f"Arm {arm} has no batch size above "
                               f"B = {b0}.", scale, section)
-    if len(above):
-        outcome = "contradicted"
-    elif len(called) and len(called) == len(table):
-        outcome = "supported"
-    elif len(called):
+
+    def sizes(call: str) -> str:
+        bs = [f"{int(b):,}" for b in table.loc[table["call"] == call, "B"]]
+        return ", ".join(bs) if bs else "none"
+
+    n_on = int(table["call"].isin(["on the curve", "below the curve"]).sum())
+    n_above = int((table["call"] == "above the curve").sum())
+    if n_above and n_on:
         outcome = "mixed"
+    elif n_above:
+        outcome = "contradicted"
+    elif n_on == len(table):
+        outcome = "supported"
     else:
         outcome = "inconclusive"
-    sentence = f"{listing}; {rule}."
+    listing = "; ".join(
+        f"B = {r['B']:,}: {r['residual'].format(1, 100)} points"
+        + (f", {r['n_outside']} run(s) outside the curve's range" if r["n_outside"] else "")
+        for _, r in table.iterrows())
+    sentence = (f"On the curve at B = {sizes('on the curve')}; above it at "
+                f"B = {sizes('above the curve')}; below it at B = {sizes('below the curve')}; "
+                f"undetermined at B = {sizes('undetermined')} ({listing}); {rule}.")
     return table, Verdict(claim, outcome, sentence, scale, section)
 
 
