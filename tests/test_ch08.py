@@ -341,3 +341,15 @@ def test_analyse_runs_every_decision_and_flips() -> None:
                               targets=(0.15,))
     assert len(with_sharp.verdicts) == len(gap.verdicts) + 1
     assert with_sharp.verdicts[-1].outcome == "supported"
+
+
+def test_analyse_reads_each_arms_momentum_for_the_threshold() -> None:
+    p = ch08.Params.from_mapping(_cell_values())
+    recs = records(real_gap(), run("D-scaled", 32768, 0, final_train=0.5, final_loss=1.0)
+                   .assign(momentum=0.9))
+    sharp = _sharp("D-scaled", 0.45, lr=3.2, beta=0.9)  # 45% of 2(1 + 0.9)/η
+    an = ch08.analyse(recs, sharp, p, scale="c", section="s", targets=(0.15,))
+    assert an.tables["sharpness"].iloc[0]["call"] == "far below"
+    an0 = ch08.analyse(recs.assign(momentum=0.0), sharp, p, scale="c", section="s",
+                       targets=(0.15,))
+    assert an0.tables["sharpness"].iloc[0]["call"] == "edge"

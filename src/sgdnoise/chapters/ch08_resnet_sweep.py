@@ -866,12 +866,13 @@ class Analysis:
 
 
 def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, *, scale: str,
-            section: str, targets: Sequence[float], momentum_d: float = 0.9) -> Analysis:
+            section: str, targets: Sequence[float]) -> Analysis:
     """Apply the five decisions to one scale's records (recorded GPU runs or the laptop
     miniature) with the chapter's thresholds. Arms without records give inconclusive
     verdicts that name them; the matched fit is run for every arm present (arm A, B, C and
     the pilot), the plateau test at the largest batch of arm A, D-plain and the pilot;
-    ``sharpness=None`` skips the sharpness test (a scale that does not measure it)."""
+    ``sharpness=None`` skips the sharpness test (a scale that does not measure it); the
+    momentum of each arm's threshold ``2(1 + β)/η`` is read from the records."""
     tables: dict[str, pd.DataFrame] = {}
     verdicts: list[Verdict] = []
     arms = sorted(set(records["arm"])) if len(records) else []
@@ -896,7 +897,12 @@ def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, *,
         verdicts.append(v)
     if sharpness is None:
         return Analysis(tables, verdicts)
-    t, v = sharpness_test(sharpness, momentum={"D-scaled": momentum_d}, eos_low=p.eos_low,
+    momentum: dict[str, float] = {}
+    if "momentum" in records.columns and len(records):
+        m = records.assign(m=pd.to_numeric(records["momentum"], errors="coerce"))
+        momentum = {str(a): float(v) for a, v in m.groupby("arm")["m"].first().items()
+                    if np.isfinite(v)}
+    t, v = sharpness_test(sharpness, momentum=momentum, eos_low=p.eos_low,
                           below_fraction=p.below_fraction, scale=scale, section=section)
     tables["sharpness"] = t
     verdicts.append(v)
