@@ -173,8 +173,7 @@ display(Markdown(
     f"{', '.join(rec_arms) or 'none'} — {rec_scale}."))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Recorded GPU runs (device, commit and date in the title): test error against train error. Lines: every evaluation of the smallest batch of each arm (one per seed); markers: the last evaluation of every run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`; the residuals are in the table below ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.matched_fit`).", "name": "fig-ch8-recorded-fit"}}
-if len(recorded):
-    plt.show(ch08.plot_matched_fit(recorded, rec_arms, rec_scale))
+plt.show(ch08.plot_matched_fit(recorded, rec_arms, rec_scale))
 
 # %% tags=["remove-input"]
 for arm in rec_arms:
@@ -185,8 +184,7 @@ for arm in rec_arms:
                      "n_outside": "off the curve's range"}))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Recorded GPU runs (device, commit and date in the title): test error against the optimizer step, one line per run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-recorded-steps"}}
-if len(recorded):
-    plt.show(ch08.plot_error_vs_step(recorded, rec_arms, rec_scale))
+plt.show(ch08.plot_error_vs_step(recorded, rec_arms, rec_scale))
 
 # %% [markdown]
 # Steps to a test-error target {cite}`shallue2019measuring,golmant2018computational`: with
@@ -214,6 +212,12 @@ for name, t in rec.tables.items():
             "slope": "slope (points per e-fold of steps, 95% CI)",
             "ratio": "ηλ/2(1+β) (95% CI)"}), {"final_test_error": "{:.3f}"})
 
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Recorded GPU runs of arm D (device, commit and date in the title): the sharpness times the learning rate over the stability threshold 2(1+β), against the step; solid line: the edge of stability, dashed: the thresholds of the sharpness test. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-recorded-sharpness"}}
+rec_momentum = (recorded.groupby("arm")["momentum"].first().fillna(0.0).to_dict()
+                if len(recorded) else {})
+plt.show(ch08.plot_sharpness(sharp, rec_momentum, rec_scale, eos_low=P.eos_low,
+                             below_fraction=P.below_fraction))
+
 # %% [markdown]
 # (sec-ch8-miniature)=
 # ## The laptop miniature
@@ -231,6 +235,9 @@ for name, t in rec.tables.items():
 
 # %% tags=["remove-cell"]
 mini = None
+mini_or_empty = recorded.iloc[:0]
+mini_sharp = sharp.iloc[:0]
+mini_scale = f"laptop run not executed in profile {P.profile} (run_miniature: false)"
 if P.run_miniature:
     plan_spec = ch08.read_plan(P.plan)
     mini_dir = P.out_dir or tempfile.mkdtemp(prefix="ch08_mini_")
@@ -240,8 +247,10 @@ if P.run_miniature:
                   f"{plan_spec['defaults'].get('model')} width "
                   f"{plan_spec['defaults'].get('width')}, N = {d['n_train']} {d['dataset']} "
                   f"images, {d['n_test']} test")
-    lap = ch08.analyse(mini, None, P, scale=mini_scale, section="sec-ch8-miniature",
-                       targets=P.targets_laptop)
+    mini_sharp = ch08.load_sharpness_records([mini_dir])
+    lap = ch08.analyse(mini, mini_sharp if len(mini_sharp) else None, P, scale=mini_scale,
+                       section="sec-ch8-miniature", targets=P.targets_laptop)
+    mini_or_empty = mini
 
 # %% tags=["remove-input"]
 if mini is None:
@@ -253,12 +262,14 @@ else:
                {"examples seen": "{:,}", "reach ηS": "{:.1f}", "(N-B)/(N-1)": "{:.3f}"})
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): test error against train error per arm; lines: the smallest batch's trajectory per seed, markers: every run's last evaluation, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-mini-fit"}}
-if mini is not None:
-    plt.show(ch08.plot_matched_fit(mini, ["A", "B", "C"], mini_scale))
+plt.show(ch08.plot_matched_fit(mini_or_empty, ["A", "B", "C"], mini_scale))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): test error against the optimizer step per arm, one line per run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-mini-steps"}}
-if mini is not None:
-    plt.show(ch08.plot_error_vs_step(mini, ["A", "B", "C"], mini_scale))
+plt.show(ch08.plot_error_vs_step(mini_or_empty, ["A", "B", "C"], mini_scale))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): the sharpness of the plan's arm D, when it has one, as η λ_max / 2(1+β) against the step; solid: the edge of stability. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-mini-sharpness"}}
+plt.show(ch08.plot_sharpness(mini_sharp, {}, mini_scale, eos_low=P.eos_low,
+                             below_fraction=P.below_fraction))
 
 # %% [markdown]
 # The size of the effect against its interval: for each arm and batch size, the paired

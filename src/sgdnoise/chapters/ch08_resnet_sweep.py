@@ -63,6 +63,7 @@ __all__ = [
     "plateau_test",
     "plot_error_vs_step",
     "plot_matched_fit",
+    "plot_sharpness",
     "protocol_table",
     "read_plan",
     "records_scale",
@@ -795,6 +796,17 @@ def _batch_legend(fig: Any, axes: Sequence[Any]) -> None:
                bbox_to_anchor=(1.0, 0.5), frameon=False)
 
 
+def _empty_figure(title: str, message: str) -> Any:
+    """A small figure that says there is nothing to plot (a figure cell always has one)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 1.6))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
+    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
+    return fig
+
+
 def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> Any:
     """Test error against train error, one panel per arm: every evaluation of the smallest
     batch as a line (its trajectory, one per seed), every other run's last evaluation as a
@@ -804,6 +816,8 @@ def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> 
     import matplotlib.pyplot as plt
 
     arms = [a for a in arms if a in set(records["arm"])]
+    if not arms:
+        return _empty_figure(title, "no records")
     fig, axes = plt.subplots(1, max(len(arms), 1), figsize=_figsize(len(arms), 3.6),
                              squeeze=False, sharey=True)
     colors = batch_colors(records["batch_size"]) if len(records) else {}
@@ -833,6 +847,8 @@ def plot_error_vs_step(records: pd.DataFrame, arms: Sequence[str], title: str,
     import matplotlib.pyplot as plt
 
     arms = [a for a in arms if a in set(records["arm"])]
+    if not arms:
+        return _empty_figure(title, "no records")
     fig, axes = plt.subplots(1, max(len(arms), 1), figsize=_figsize(len(arms), 3.4),
                              squeeze=False, sharey=True)
     colors = batch_colors(records["batch_size"]) if len(records) else {}
@@ -907,3 +923,35 @@ def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, *,
     tables["sharpness"] = t
     verdicts.append(v)
     return Analysis(tables, verdicts)
+
+
+def plot_sharpness(sharpness: pd.DataFrame, momentum: dict[str, float], title: str, *,
+                   eos_low: float = 0.8, below_fraction: float = 0.5) -> Any:
+    """``η λ_max / 2(1 + β)`` against the step, one line per run, one colour per arm; the
+    stability edge at 1 (solid) and the thresholds ``eos_low`` and ``below_fraction``
+    (dashed) of :func:`sharpness_test`. Returns the figure."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    if len(sharpness) == 0:
+        return _empty_figure(title, "no sharpness records")
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    arms = sorted(set(sharpness["arm"]))
+    colors = dict(zip(arms, sns.color_palette("colorblind", n_colors=max(len(arms), 1)),
+                      strict=False))
+    for (arm, _), r in sharpness.groupby(["arm", "run_id"]):
+        r = r.sort_values("step")
+        ratio = r["lr"] * r["lambda_max"] / (2 * (1 + momentum.get(arm, 0.0)))
+        ax.plot(r["step"], ratio, marker="o", ms=3, color=colors[arm], label=arm)
+    ax.axhline(1.0, color="black", lw=1)
+    for y in (eos_low, below_fraction):
+        ax.axhline(y, color="grey", lw=1, ls="--")
+    ax.set_xlabel("step")
+    ax.set_ylabel("η λ_max / 2(1+β)")
+    handles, labels = ax.get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=True))
+    fig.legend(list(uniq.values()), list(uniq), title="arm", loc="center left",
+               bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
+    fig.tight_layout()
+    return fig
