@@ -640,7 +640,9 @@ def sharpness_test(
     Verdict (claim: the huge-batch plateau is an edge-of-stability effect): supported when
     every arm with records is at the edge, contradicted when every one is far below,
     mixed when they differ, inconclusive when none can be called or there are no records."""
-    claim = ("At B = 32,768 the plateau is an edge-of-stability effect (η λ_max hovers at "
+    b_txt = (f"B = {int(sharpness['batch_size'].max()):,}" if len(sharpness)
+             and "batch_size" in sharpness.columns else "the largest batch")
+    claim = (f"At {b_txt} the plateau is an edge-of-stability effect (η λ_max hovers at "
              "2(1 + β)), not a region of low curvature such as a saddle.")
     if not 0 < last_fraction <= 1:
         raise ValueError(f"last_fraction must be in (0, 1], got {last_fraction!r}")
