@@ -36,8 +36,8 @@
 # S(B) = E \left\lfloor \frac{N}{B} \right\rfloor
 # $$ (eq-ch8-steps)
 #
-# steps: 11,700 for $B = 128$ and 30 for $B = 32{,}768$ at $E = 30$ ({ref}`the design table <tab-ch8-design>`
-# lists all of them). Plain SGD moves by $\theta_{t+1} - \theta_t = -\eta\, g_{\mathcal B_t}$,
+# steps: 11,700 for $B = 128$ and 30 for $B = 32{,}768$ at $E = 30$
+# ({ref}`the design table <tab-ch8-design>` lists all of them). Plain SGD moves by $\theta_{t+1} - \theta_t = -\eta\, g_{\mathcal B_t}$,
 # so if every mini-batch gradient has norm at most $G$, the triangle inequality bounds the
 # distance a run can travel:
 #
