@@ -949,7 +949,7 @@ def plot_sharpness(sharpness: pd.DataFrame, momentum: dict[str, float], title: s
     for y in (eos_low, below_fraction):
         ax.axhline(y, color="grey", lw=1, ls="--")
     ax.set_xlabel("step")
-    ax.set_ylabel("η λ_max / 2(1+β)")
+    ax.set_ylabel(r"$\eta\,\lambda_{\max}\,/\,2(1+\beta)$")
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
     fig.legend(list(uniq.values()), list(uniq), title="arm", loc="center left",
