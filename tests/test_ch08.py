@@ -138,6 +138,11 @@ def test_matched_fit_refuses_to_extrapolate() -> None:
                  *[run("B", 4096, s, final_train=0.05, final_loss=0.2) for s in range(3)])
     table, m = ch08.matched_fit(df, arm="B")
     assert table.iloc[0]["n_outside"] == 3 and m.outcome == "inconclusive"
+    # within the range tolerance the run is compared with the small batch's end point
+    table, m = ch08.matched_fit(df, arm="B", range_tolerance=0.2)
+    assert table.iloc[0]["n_outside"] == 0
+    # compared at the end point (train error 0.2): residual = 0.8 (0.05 - 0.2)
+    assert table.iloc[0]["residual"].estimate == pytest.approx(-0.12, abs=0.002)
 
 
 # --------------------------------------------------------------------------- steps to target

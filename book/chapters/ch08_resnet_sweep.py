@@ -113,6 +113,7 @@ targets_laptop = [0.70, 0.65]
 loss_tolerance = 0.02
 gap_margin = 0.01
 curve_margin = 0.02
+curve_range_tolerance = 0.01
 plateau_evals = 5
 plateau_margin = 0.01
 eos_low = 0.8

@@ -104,6 +104,9 @@ class Params(ChapterParams):
     gap_margin: float = param(low=1e-6, high=1.0, doc="test-error difference below which "
                               "there is no gap (TOST margin)")
     curve_margin: float = param(low=1e-6, high=1.0, doc="matched fit: 'on the curve' margin")
+    curve_range_tolerance: float = param(low=0.0, high=1.0, doc="matched fit: how far (in "
+                                         "train error) outside the small batch's range a "
+                                         "run may end and still be compared")
     plateau_evals: int = param(low=3, doc="plateau test: the last evaluations used")
     plateau_margin: float = param(low=1e-6, high=1.0, doc="plateau: |slope| per e-fold of "
                                   "steps below which the curve is flat")
@@ -340,6 +343,7 @@ def matched_fit(
     *,
     arm: str,
     margin: float = 0.02,
+    range_tolerance: float = 0.01,
     confidence: float = 0.95,
     scale: str | None = None,
     section: str = SEC_GAP,
@@ -350,7 +354,9 @@ def matched_fit(
     a piecewise-linear function of its train error ``x`` along its trajectory. For a run
     ``(B, s)`` ending at train error ``x`` and test error ``y`` the residual is
     ``r = y − f_s(x)`` (``f`` of the mean curve over seeds when ``B₀`` lacks seed ``s``;
-    NaN when ``x`` is outside the range ``B₀`` visited: no extrapolation). Per ``B``, over
+    NaN when ``x`` lies more than ``range_tolerance`` outside the range of train errors
+    ``B₀`` visited: no extrapolation; within it, ``x`` is clamped to the range, so a run at
+    0% train error is compared with the small batch's end point at 0.3%). Per ``B``, over
     seeds: a ``confidence`` t-interval of the mean residual and a TOST at ``margin``:
 
     * ``on the curve``: equivalent (the 90% interval inside ``±margin``);
@@ -383,9 +389,10 @@ def matched_fit(
         for _, r in g.iterrows():
             c = curves.get(int(r["seed"]), mean_curve)
             x = float(r["train_error"])
-            if c is None or not (c[0][0] <= x <= c[0][-1]):
+            if c is None or not (c[0][0] - range_tolerance <= x <= c[0][-1] + range_tolerance):
                 outside += 1
                 continue
+            x = min(max(x, float(c[0][0])), float(c[0][-1]))
             res.append(float(r["test_error"]) - float(np.interp(x, *c)))
         ci = t_interval(res, confidence)
         eq = tost(res, margin, alpha=(1 - confidence)) if len(res) >= 2 else None
@@ -400,7 +407,8 @@ def matched_fit(
         rows.append({"arm": arm, "B": int(b), "n_seeds": len(res), "residual": ci,
                      "n_outside": outside, "call": call})
     table = pd.DataFrame(rows, columns=cols)
-    rule = (f"residual = test error minus the B = {b0} curve at the same train error; 'on the "
+    rule = (f"residual = test error minus the B = {b0} curve at the same train error (runs "
+            f"up to {range_tolerance:.1%} outside its range compared at its end); 'on the "
             f"curve' = TOST equivalence within ±{margin:.1%}, 'above' = the {confidence:.0%} "
             "interval above 0")
     if len(table) == 0:
@@ -899,7 +907,8 @@ def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, *,
     tables["gap"] = t
     verdicts.append(v)
     for arm in [a for a in ("pilot", "A", "B", "C") if a in arms] or ["B"]:
-        t, v = matched_fit(records, arm=arm, margin=p.curve_margin, scale=scale,
+        t, v = matched_fit(records, arm=arm, margin=p.curve_margin,
+                           range_tolerance=p.curve_range_tolerance, scale=scale,
                            section=section)
         tables[f"matched_fit_{arm}"] = t
         verdicts.append(v)
