@@ -72,7 +72,7 @@ def test_real_gap_is_found_and_is_not_under_training() -> None:
     assert "5.0" in v.sentence and "0.02" in v.sentence
     _, m = ch08.matched_fit(df, arm="B", margin=0.02)
     assert m.outcome == "contradicted", m.sentence
-    assert "above it at B = 4,096" in m.sentence
+    assert m.sentence.startswith("Above it at B = 4,096 (")
 
 
 def test_pure_under_training_flips_both_verdicts() -> None:
@@ -112,6 +112,7 @@ def test_one_seed_or_missing_arms_is_inconclusive() -> None:
                  run("B", 4096, 0, final_train=0.0, final_loss=0.01, offset=0.05))
     _, v = ch08.gap_test(df)
     assert v.outcome == "inconclusive" and "cannot be called" in v.sentence
+    assert "2 cannot be called" not in v.sentence  # one pair: "1 cannot be called"
     _, v = ch08.gap_test(df.assign(arm="A"))
     assert v.outcome == "inconclusive" and "arm(s) B, C" in v.sentence
     _, m = ch08.matched_fit(df, arm="C")
@@ -125,7 +126,7 @@ def test_matched_fit_mixed_and_partial() -> None:
              for s in range(3)]
     t, v = ch08.matched_fit(records(*base, *on, *above), arm="B")
     assert v.outcome == "mixed" and list(t["call"]) == ["on the curve", "above the curve"]
-    assert "On the curve at B = 1,024; above it at B = 4,096" in v.sentence
+    assert v.sentence.startswith("On the curve at B = 1,024; above it at B = 4,096 (")
     # one seed at B = 4096: no interval, so not enough to call the arm supported
     _, v = ch08.matched_fit(records(*base, *on, above[0]), arm="B")
     assert v.outcome == "inconclusive" and "undetermined at B = 4,096" in v.sentence

@@ -306,8 +306,8 @@ def gap_test(
     counts = table["fit"].value_counts().to_dict()
     sentence = (f"Cannot decide: of {len(table)} arm × batch-size pairs, "
                 f"{counts.get('fits', 0)} fit, {counts.get('under-fits', 0)} under-fit and "
-                f"{counts.get('undetermined', 0)} cannot be called (one seed gives no "
-                f"interval){note}; {thresholds}.")
+                f"{counts.get('undetermined', 0)} cannot be called (an interval straddles "
+                f"a threshold, or a single seed gives none){note}; {thresholds}.")
     return table, Verdict(claim, "inconclusive", sentence, scale, section)
 
 
@@ -415,9 +415,9 @@ def matched_fit(
         return table, Verdict(claim, "inconclusive", f"Arm {arm} has no batch size above "
                               f"B = {b0}.", scale, section)
 
-    def sizes(call: str) -> str:
+    def sizes(call: str, what: str) -> list[str]:
         bs = [f"{int(b):,}" for b in table.loc[table["call"] == call, "B"]]
-        return ", ".join(bs) if bs else "none"
+        return [f"{what} at B = {', '.join(bs)}"] if bs else []
 
     n_on = int(table["call"].isin(["on the curve", "below the curve"]).sum())
     n_above = int((table["call"] == "above the curve").sum())
@@ -433,9 +433,10 @@ def matched_fit(
         f"B = {r['B']:,}: {r['residual'].format(1, 100)} points"
         + (f", {r['n_outside']} run(s) outside the curve's range" if r["n_outside"] else "")
         for _, r in table.iterrows())
-    sentence = (f"On the curve at B = {sizes('on the curve')}; above it at "
-                f"B = {sizes('above the curve')}; below it at B = {sizes('below the curve')}; "
-                f"undetermined at B = {sizes('undetermined')} ({listing}); {rule}.")
+    parts = (sizes("on the curve", "on the curve") + sizes("above the curve", "above it")
+             + sizes("below the curve", "below it") + sizes("undetermined", "undetermined"))
+    joined = "; ".join(parts)
+    sentence = f"{joined[:1].upper()}{joined[1:]} ({listing}); {rule}."
     return table, Verdict(claim, outcome, sentence, scale, section)
 
 
