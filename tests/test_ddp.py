@@ -26,11 +26,13 @@ def _data():
     return {"train_x": x[:36], "train_y": y[:36], "test_x": x[36:], "test_y": y[36:]}
 
 
-def _cfg(norm):
-    # 36 examples, B = 10: steps of 10, 10, 10 and 6 examples; split 5/5 and 3/3 over 2 ranks
-    return TrainConfig(model="cnn", width=4, norm=norm, batch_size=10, epochs=2, lr=0.1,
-                       momentum=0.9, augment=True, seed=3, eval_batch_size=7,
-                       micro_batch_size=3)
+def _cfg(norm, batch_size=10):
+    # 36 examples, B = 10: steps of 10, 10, 10 and 6 examples; split 5/5 and 3/3 over 2 ranks.
+    # B = 7 with drop_last: 5 steps of 7 per epoch, split 4/3, i.e. 2 and 1 micro-batches of
+    # at most 3 on the two ranks
+    return TrainConfig(model="cnn", width=4, norm=norm, batch_size=batch_size, epochs=2,
+                       lr=0.1, momentum=0.9, augment=True, seed=3, eval_batch_size=7,
+                       micro_batch_size=3, drop_last=batch_size == 7)
 
 
 def _model(norm):
@@ -40,13 +42,13 @@ def _model(norm):
     return build_model("cnn", width=4, norm=norm, num_classes=4, in_shape=(3, 8, 8)).double()
 
 
-def _worker(rank, world, init_file, out_file, norm):
+def _worker(rank, world, init_file, out_file, norm, batch_size):
     torch.set_num_threads(1)
     tdist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                              world_size=world)
     try:
         model = _model(norm)
-        res = train(_cfg(norm), _data(), model=model, progress=False)
+        res = train(_cfg(norm, batch_size), _data(), model=model, progress=False)
         if rank == 0:
             torch.save({"params": [p.detach() for p in model.parameters()],
                         "history": res.history, "steps": res.steps}, out_file)
@@ -54,16 +56,18 @@ def _worker(rank, world, init_file, out_file, norm):
         tdist.destroy_process_group()
 
 
-@pytest.mark.parametrize("norm", ["group"])
-def test_two_processes_match_one(tmp_path, norm):
+@pytest.mark.parametrize("norm,batch_size,steps", [("group", 10, 8), ("group", 7, 10)])
+def test_two_processes_match_one(tmp_path, norm, batch_size, steps):
+    """DistributedDataParallel with no_sync micro-batches (uneven shares and micro-batch
+    counts for B = 7) gives the single-process parameters and metrics."""
     torch.set_num_threads(1)
     model = _model(norm)
-    single = train(_cfg(norm), _data(), model=model, progress=False)
+    single = train(_cfg(norm, batch_size), _data(), model=model, progress=False)
     out_file = tmp_path / "rank0.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file), norm), nprocs=2,
-             join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file), norm, batch_size),
+             nprocs=2, join=True)
     got = torch.load(out_file)
-    assert got["steps"] == single.steps == 8
+    assert got["steps"] == single.steps == steps
     for p, q in zip(got["params"], model.parameters(), strict=True):
         torch.testing.assert_close(p, q.detach(), rtol=1e-10, atol=1e-12)
     for a, b in zip(got["history"], single.history, strict=True):
@@ -91,3 +95,9 @@ def test_no_process_group_means_single_process():
     finally:
         if env is not None:
             os.environ["WORLD_SIZE"] = env
+
+
+def test_gradients_are_reduced_by_ddp_not_by_hand():
+    from sgdnoise.distributed import DistContext
+
+    assert not hasattr(DistContext, "all_reduce_gradients") and hasattr(DistContext, "wrap")

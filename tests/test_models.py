@@ -282,10 +282,23 @@ def _loop_reference(x, layer, g):
 
 
 @pytest.mark.parametrize("b", [12, 14])  # 3 full groups of 4; 3 groups + a remainder of 2
-def test_ghost_batch_norm_matches_loop_over_groups(b):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_ghost_batch_norm_matches_loop_over_groups(b, channels_last):
     x = torch.randn(b, 3, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(b))
+    x.requires_grad_(True)
     layer = _ghost()
-    torch.testing.assert_close(layer(x), _loop_reference(x, layer, 4), rtol=1e-12, atol=1e-12)
+    xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    got = layer(xin)
+    want = _loop_reference(x, layer, 4)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    if channels_last:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+    # gradients with respect to the input and the affine parameters agree too
+    w = torch.randn_like(want)
+    g1 = torch.autograd.grad((got * w).sum(), [x, layer.weight, layer.bias])
+    g2 = torch.autograd.grad((want * w).sum(), [x, layer.weight, layer.bias])
+    for a, c in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)
     # the grouping matters: plain BatchNorm over all b examples differs
     plain = torch.nn.functional.batch_norm(x, None, None, layer.weight, layer.bias,
                                            training=True)

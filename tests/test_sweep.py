@@ -471,10 +471,17 @@ def test_gpu_run_script_on_cpu_packs_new_records_into_one_tar(tmp_path):
     assert len(logs) == 1 and "D-plain_B00064_s0" in proc.stdout
     rec = json.loads((records / "A_B00008_s0.json").read_text())
     assert rec["provenance"]["git_commit"] != "unknown"
-    # a second session packs nothing new: finished runs are never rerun
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
+    # a second session, 3 processes sharing the device, packs only the 6 runs not recorded
+    env2 = {**env, "CONCURRENT": "3", "OUT": str(tmp_path / "out2")}
+    env2.pop("SHARD")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env2,
                           timeout=900)
-    assert proc.returncode == 0 and "0 new record(s)" in proc.stdout
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "6 new record(s)" in proc.stdout and "[shard 2/3]" in proc.stdout
+    with tarfile.open(tmp_path / "out2" / "ch08_records.tar") as tar:
+        again = sorted(n for n in tar.getnames() if n.endswith(".json"))
+    assert len(again) == 6 and not set(again) & set(names)
+    assert len(list(records.glob("*.json"))) == 9
 
 
 def test_git_commit_falls_back_to_the_environment(monkeypatch):

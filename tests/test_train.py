@@ -504,3 +504,31 @@ def test_ghost_batch_norm_training_is_invariant_to_micro_batching():
 def test_new_fields_are_validated(kw, field):
     with pytest.raises(ValueError, match=field):
         _cfg(**kw).validate()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fast_path_resumes_exactly_and_matches_eager(tmp_path):
+    """On a GPU: device-side sampling, fused SGD and bf16 autocast; a resumed run repeats
+    the uninterrupted one, and fused SGD stays within bf16 tolerance of plain SGD."""
+    d = _data()
+    cfg = _cfg(model="cnn", width=16, norm="batch", augment=True, momentum=0.9, epochs=3,
+               eval_points=4, device="cuda", amp=True, ghost_batch_size=4)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_seven(rec):
+        if rec["step"] == 7:
+            raise Stop
+
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(Stop):
+        train(cfg, d, checkpoint_path=ckpt, progress=False, on_epoch=stop_at_seven)
+    resumed = train(cfg, d, checkpoint_path=ckpt, progress=False)
+    assert resumed.resumed_from_step == 3 and resumed.status == "finished"
+    fused = train(cfg, d, progress=False)
+    eager = train(cfg, d, progress=False, optimizer_factory=lambda m: torch.optim.SGD(
+        m.parameters(), lr=cfg.lr, momentum=cfg.momentum, foreach=False))
+    a = torch.cat([p.detach().flatten().float() for p in fused.model.parameters()])
+    b = torch.cat([p.detach().flatten().float() for p in eager.model.parameters()])
+    assert float((a - b).norm() / b.norm()) < 0.05

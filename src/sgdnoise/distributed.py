@@ -2,13 +2,14 @@
 
 Every rank holds the whole data set and draws the same global batch (shared shuffling and
 augmentation generators); rank ``r`` of ``K`` keeps part ``r`` of
-``torch.tensor_split(range(B), K)``. Each rank back-propagates ``(1/B) Σ_{i∈its part} ℓ_i``
-and the gradients are summed over ranks with one all-reduce of a flat buffer, so every rank
-ends the step with ``∇ (1/B) Σ_{i∈batch} ℓ_i``, the single-process gradient (up to the order
-of floating-point sums), whatever the split sizes. This is the arithmetic of
-``DistributedDataParallel`` done explicitly, which also makes micro-batch accumulation and
-uneven splits exact. BatchNorm statistics are per rank (each rank's share is a ghost batch);
-running statistics are taken from rank 0 before every evaluation.
+``torch.tensor_split(range(B), K)``. The model runs inside
+``torch.nn.parallel.DistributedDataParallel`` (:meth:`DistContext.wrap`); each rank
+back-propagates ``(K/B) Σ_{i∈its part} ℓ_i`` and DDP averages the gradients over the ``K``
+ranks, so every rank ends the step with ``∇ (1/B) Σ_{i∈batch} ℓ_i``, the single-process
+gradient (up to the order of floating-point sums), whatever the split sizes. Micro-batches
+accumulate under ``no_sync()``: one all-reduce per step. BatchNorm statistics are per rank
+(each rank's share is a ghost batch; ``broadcast_buffers=False``); running statistics are
+taken from rank 0 before every evaluation.
 """
 
 from __future__ import annotations
@@ -48,29 +49,16 @@ class DistContext:
         tdist.all_reduce(out, op=tdist.ReduceOp.SUM)
         return out
 
-    def all_reduce_gradients(self, model: nn.Module) -> None:
-        """Sum every parameter's gradient over ranks (missing gradients count as zero)."""
-        params = [p for p in model.parameters() if p.requires_grad]
-        grads = [
-            p.grad if p.grad is not None else torch.zeros_like(p) for p in params
-        ]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        tdist.all_reduce(flat, op=tdist.ReduceOp.SUM)
-        offset = 0
-        for p in params:
-            k = p.numel()
-            chunk = flat[offset:offset + k].view_as(p)
-            if p.grad is None:
-                p.grad = chunk.clone()
-            else:
-                p.grad.copy_(chunk)
-            offset += k
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """``model`` in ``DistributedDataParallel`` (rank 0's parameters and buffers are
+        broadcast now; running BatchNorm statistics then stay per rank, see
+        :meth:`broadcast_buffers`)."""
+        from torch.nn.parallel import DistributedDataParallel
 
-    def broadcast_module(self, model: nn.Module) -> None:
-        """Copy rank 0's parameters and buffers to every rank."""
-        with torch.no_grad():
-            for t in list(model.parameters()) + list(model.buffers()):
-                tdist.broadcast(t.data, src=0)
+        ids = [device.index if device.index is not None else torch.cuda.current_device()] \
+            if device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False,
+                                       gradient_as_bucket_view=True)
 
     def broadcast_buffers(self, model: nn.Module) -> None:
         """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""

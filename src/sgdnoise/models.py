@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_choice, check_positive_int
@@ -75,13 +76,13 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
 
     With ``ghost_batch_size = g`` (None: plain BatchNorm2d) and an input ``x: (B, C, H, W)``
     in training mode with ``B > g``, the first ``k·g`` examples (``k = B // g``) are viewed
-    as ``(k, g, C, H, W)`` and every group ``j`` is normalised in one call with its own
-    statistics over its ``g·H·W`` values per channel:
+    as ``(k, g, C, H, W)`` and every group ``j`` is normalised with its own statistics over
+    its ``g·H·W`` values per channel (all groups in one ``batch_norm`` call, the groups
+    laid out as channels, see ``_groups``):
     ``μ_jc = mean(x_j[:, c])``, ``σ²_jc = mean((x_j[:, c] − μ_jc)²)`` (biased),
     ``y = γ_c (x − μ_jc) / sqrt(σ²_jc + ε) + β_c``. The remainder ``r = B − k·g`` examples
     (if any) form one smaller last group normalised with its own statistics. ``B <= g`` (and
-    eval mode) is plain BatchNorm over the whole input. The statistics are computed in
-    float32 (or float64 for float64 inputs) and the output has the input's dtype.
+    eval mode) is plain BatchNorm over the whole input.
 
     Running statistics (train mode, ``track_running_stats``): one update per call with the
     mean over the full groups of ``μ_j`` and of the unbiased ``σ²_j · gHW/(gHW − 1)``, with
@@ -106,36 +107,48 @@ class GhostBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if x.ndim != 4:
             raise ValueError(f"GhostBatchNorm2d expects (B, C, H, W), got shape {tuple(x.shape)}")
-        b = x.shape[0]
+        b, c, h, w = x.shape
         k = b // g
-        work = torch.promote_types(x.dtype, torch.float32)
-        full = x[: k * g].to(work).unflatten(0, (k, g))  # (k, g, C, H, W)
-        var, mean = torch.var_mean(full, dim=(1, 3, 4), unbiased=False, keepdim=True)
-        parts = [self._affine((full - mean) * torch.rsqrt(var + self.eps)).flatten(0, 1)]
-        if b > k * g:
-            rest = x[k * g:].to(work)
-            rv, rm = torch.var_mean(rest, dim=(0, 2, 3), unbiased=False, keepdim=True)
-            parts.append(self._affine((rest - rm) * torch.rsqrt(rv + self.eps)))
-        if self.track_running_stats and self.running_mean is not None:
-            self._update_running(mean, var, g * x.shape[2] * x.shape[3])
-        out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-        return out.to(x.dtype)
+        full = self._groups(x[: k * g], k, g)
+        if b > k * g:  # the remainder: one smaller group with its own statistics
+            rest = F.batch_norm(x[k * g:], None, None, self.weight, self.bias, True, 0.0,
+                                self.eps)
+            return torch.cat([full, rest], dim=0)
+        return full
 
-    def _affine(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.affine:
-            return z
-        shape = (1,) * (z.ndim - 3) + (-1, 1, 1)
-        return z * self.weight.view(shape).to(z.dtype) + self.bias.view(shape).to(z.dtype)
+    def _groups(self, x: torch.Tensor, k: int, g: int) -> torch.Tensor:
+        """Normalise ``x: (k·g, C, H, W)`` per group in one ``batch_norm`` call: the groups
+        become channels, ``(k·g, C, H, W) -> (g, k·C, H, W)`` (one copy in and one out, in
+        ``x``'s memory format), so group ``j``, channel ``c`` is channel ``j·C + c``."""
+        _, c, h, w = x.shape
+        fmt = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last)
+               and not x.is_contiguous() else torch.contiguous_format)
+        z = torch.empty((g, k * c, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+        z.view(g, k, c, h, w).copy_(x.unflatten(0, (k, g)).transpose(0, 1))
+        track = self.track_running_stats and self.running_mean is not None
+        rm = torch.zeros(k * c, dtype=torch.float32 if x.dtype != torch.float64 else x.dtype,
+                         device=x.device) if track else None
+        rv = torch.ones_like(rm) if track else None
+        weight = self.weight.repeat(k) if self.affine else None
+        bias = self.bias.repeat(k) if self.affine else None
+        # momentum 1: rm, rv receive exactly this call's per-group mean and unbiased variance
+        y = F.batch_norm(z, rm, rv, weight, bias, True, 1.0, self.eps)
+        if track:
+            self._update_running(rm.view(k, c), rv.view(k, c))
+        out = torch.empty_like(x)
+        out.unflatten(0, (k, g)).transpose(0, 1).copy_(y.view(g, k, c, h, w))
+        return out
 
     @torch.no_grad()
-    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, count: int) -> None:
+    def _update_running(self, means: torch.Tensor, variances: torch.Tensor) -> None:
+        """One update with the mean over the ``k`` groups of their means and unbiased
+        variances (``means, variances: (k, C)``)."""
         self.num_batches_tracked.add_(1)
         m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
              else self.momentum)
-        mu = mean.mean(dim=0).flatten()
-        unbiased = var.mean(dim=0).flatten() * (count / max(count - 1, 1))
-        self.running_mean.mul_(1 - m).add_(mu.to(self.running_mean.dtype), alpha=m)
-        self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        self.running_mean.mul_(1 - m).add_(means.mean(0).to(self.running_mean.dtype), alpha=m)
+        self.running_var.mul_(1 - m).add_(variances.mean(0).to(self.running_var.dtype),
+                                          alpha=m)
 
 
 def set_ghost_batch_size(model: nn.Module, ghost_batch_size: int | None) -> int:

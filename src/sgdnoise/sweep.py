@@ -554,7 +554,9 @@ def run_plan(
     data: Any = None,
     progress: bool = False,
     keep_checkpoints: bool = False,
+    checkpoints: bool = True,
     estimate: Callable[[Run], float] | None = None,
+    probe_reserve_s: float = 30.0,
     log: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the plan's unfinished runs of this shard in priority order; return the records
@@ -562,8 +564,12 @@ def run_plan(
 
     budget_s: None runs everything; else a run starts only if its estimated time (``estimate``,
         default: :func:`probe_throughput` cached per batch size + :func:`estimate_run_seconds`)
-        fits in what is left of ``budget_s`` seconds since this call began.
+        fits in what is left of ``budget_s`` seconds since this call began; a batch size
+        not measured yet is not probed when less than ``probe_reserve_s`` seconds are left.
     data: an already loaded :class:`sgdnoise.data.ImageData` matching ``plan.data``.
+    checkpoints: save a checkpoint after every evaluation (``DIR/checkpoints/<run_id>.pt``,
+        deleted with the record unless ``keep_checkpoints``) so a killed process resumes
+        the run; off on a machine whose disk does not outlive the session.
     A record written by a different config (same run id) raises ValueError rather than mixing
     results."""
     from sgdnoise import distributed as dist_mod
@@ -605,19 +611,26 @@ def run_plan(
                                     int(data.test_y.shape[0]), probes[key])
 
     est_fn = estimate or default_estimate
+    measured = estimate is not None
     records: dict[str, dict[str, Any]] = dict(existing)
     for r in runs:
         if r.run_id in existing:
             say(f"[sweep] {r.run_id}: record exists, skipped")
             continue
         if budget_s is not None:
+            left = budget_s - (time.perf_counter() - t_start)
+            if not measured and _probe_key(r.config) not in probes and left < probe_reserve_s:
+                say(f"[sweep] {r.run_id}: {left:.0f} s left, too little to measure: "
+                    "not started")
+                continue
             est = est_fn(r)
             left = budget_s - (time.perf_counter() - t_start)
             if est > left:
                 say(f"[sweep] {r.run_id}: needs ~{est:.0f} s, {left:.0f} s left: not started")
                 continue
-        ckpt = _checkpoint_path(out, r.run_id)
-        say(f"[sweep] {r.run_id}: training ({'resuming' if ckpt.exists() else 'new run'})")
+        ckpt = _checkpoint_path(out, r.run_id) if checkpoints else None
+        resuming = ckpt is not None and ckpt.exists()
+        say(f"[sweep] {r.run_id}: training ({'resuming' if resuming else 'new run'})")
         result = train(r.config, data, checkpoint_path=ckpt, progress=progress,
                        desc=r.run_id)
         rec = _run_record(plan, r, result, 1 if dist is None else dist.world_size)
@@ -625,7 +638,7 @@ def run_plan(
         rec["provenance"] = _provenance(r.config.device)
         if is_main:
             _atomic_write_json(rec, record_path(out, r.run_id))
-            if not keep_checkpoints and ckpt.exists():
+            if ckpt is not None and not keep_checkpoints and ckpt.exists():
                 ckpt.unlink()
         if dist is not None:
             dist.barrier()
@@ -972,16 +985,23 @@ def sweep_findings(summary, *, delta: float = 0.05) -> dict[str, Any]:
 
 
 def _dry_run(plan: Plan, runs: Sequence[Run], out: Path) -> None:
-    from sgdnoise.train import steps_per_epoch, total_steps
+    from sgdnoise.train import lr_multiplier, steps_per_epoch, total_steps
 
     n_train = plan.data["n_train"] or CIFAR10_TRAIN_SIZE
     print(f"plan {plan.name!r}: {len(plan.runs)} runs, {len(runs)} in this shard")
-    print(f"{'#':>3} {'run_id':<22} {'steps':>7} {'epochs':>8} {'lr0':>8} {'record':>7}")
+    print(f"{'#':>3} {'run_id':<22} {'steps':>7} {'epochs':>8} {'images':>11} "
+          f"{'peak lr':>8} {'record':>7}")
+    total = 0
     for k, r in enumerate(runs):
         T = total_steps(r.config, n_train)
         spe = steps_per_epoch(n_train, r.batch_size, drop_last=r.config.drop_last)
-        done = "yes" if record_path(out, r.run_id).exists() else "-"
-        print(f"{k:>3} {r.run_id:<22} {T:>7} {T / spe:>8.1f} {r.config.lr:>8.4g} {done:>7}")
+        flat = dataclasses.replace(r.config, warmup_epochs=0.0, schedule="constant")
+        peak = r.config.lr * lr_multiplier(flat, 0, T, spe)
+        done = record_path(out, r.run_id).exists()
+        total += 0 if done else T * r.batch_size
+        print(f"{k:>3} {r.run_id:<22} {T:>7} {T / spe:>8.1f} {T * r.batch_size:>11,} "
+              f"{peak:>8.4g} {'yes' if done else '-':>7}")
+    print(f"training images of the runs without a record: {total:,}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1000,6 +1020,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--progress", action="store_true", help="progress bars")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep each run's last checkpoint after its record is written")
+    parser.add_argument("--no-checkpoints", action="store_true",
+                        help="no checkpoints (for a machine whose disk ends with the session)")
     parser.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -1017,7 +1039,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         recs = run_plan(plan, out, budget_s=args.budget, shard=shard,
                         progress=args.progress and not args.no_progress,
-                        keep_checkpoints=args.keep_checkpoints)
+                        keep_checkpoints=args.keep_checkpoints,
+                        checkpoints=not args.no_checkpoints)
     except (ValueError, FileNotFoundError) as err:
         print(f"sgdnoise-sweep: error: {err}", file=sys.stderr)
         return 2

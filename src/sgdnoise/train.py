@@ -52,14 +52,16 @@ schedule of steps. Design points:
   targets)``, it is called with the current (augmented, local) batch right before
   ``optimizer.step()``.
 * **Data parallel.** Under ``torch.distributed`` (``torchrun``; gloo on CPU, NCCL on GPU)
-  every rank draws the same global batch, takes its share (``tensor_split`` into
-  ``world_size`` parts) and the gradients are summed over ranks (see
-  :mod:`sgdnoise.distributed`), so the step equals the single-process step; only rank 0
-  writes checkpoints.
+  the model is wrapped in ``DistributedDataParallel``; every rank draws the same global
+  batch, takes its share (``tensor_split`` into ``world_size = K`` parts) and back-propagates
+  ``(K/B) Σ_{i∈its share} ℓ_i``, so DDP's gradient average is ``∇ (1/B) Σ_{i∈batch} ℓ_i``,
+  the single-process gradient; micro-batches accumulate under ``no_sync`` with one
+  all-reduce per step (see :mod:`sgdnoise.distributed`). Only rank 0 writes checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -633,10 +635,12 @@ class _Sampler:
                 "perm": self.perm, "epoch_aug": self.epoch_aug}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.shuffle.set_state(state["shuffle"])
-        self.aug.set_state(state["aug"])
-        self.perm = state["perm"]
-        self.epoch_aug = state["epoch_aug"]
+        self.shuffle.set_state(state["shuffle"].cpu())
+        self.aug.set_state(state["aug"].cpu())
+        gdev = self.shuffle.device
+        self.perm = None if state["perm"] is None else state["perm"].to(gdev)
+        self.epoch_aug = (None if state["epoch_aug"] is None
+                          else tuple(a.to(gdev) for a in state["epoch_aug"]))
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -809,8 +813,9 @@ def train(
     optimizer = (optimizer_factory or _default_optimizer(cfg))(model)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
+    net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
     if dist is not None:
-        dist.broadcast_module(model)
+        net = dist.wrap(model, device)  # broadcasts rank 0's parameters and buffers
 
     dtype = _param_dtype(model)
     batcher = _Batcher(train_x, dtype, use_cl)
@@ -835,7 +840,8 @@ def train(
     resumed_from = None
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        # on the CPU first: generator states must stay CPU byte tensors
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint {ckpt} has an unknown format {state.get('format')!r}")
         if state["config"] != _cfg_key(cfg):
@@ -898,7 +904,8 @@ def train(
         if not (history and history[-1]["step"] == step and cfg.bn_recompute):
             _recompute()
         lam = sharpness(model, sharp_x, sharp_y, num_iters=cfg.sharpness_iters,
-                        chunk_size=min(cfg.sharpness_n, cfg.eval_batch_size), seed=cfg.seed)
+                        chunk_size=min(cfg.sharpness_n, cfg.eval_batch_size, 512),
+                        seed=cfg.seed)
         sharp_hist.append({"step": step, "lr": lr_now, "lambda_max": lam,
                            "two_over_lr": 2.0 / lr_now if lr_now > 0 else math.inf})
         timers["sharpness_seconds"] += time.perf_counter() - t_start
@@ -930,6 +937,9 @@ def train(
     status, diverged_at = "finished", None
     autocast = _autocast(device, cfg.amp)
     micro = cfg.micro_batch_size or cfg.batch_size
+    # DDP averages gradients over the K ranks; scaling each rank's loss by K makes the
+    # average the sum, ∇ (1/B) Σ_{i∈batch} ℓ_i, whatever the split sizes
+    grad_scale = 1.0 if dist is None else float(dist.world_size)
     observe = getattr(optimizer, "observe_batch", None)
     loss_dtype = torch.promote_types(dtype, torch.float32)
 
@@ -963,15 +973,17 @@ def train(
         xb = batcher.train_batch(train_x, idx, aug)
         yb = train_y[idx]
         loss_sum = torch.zeros((), dtype=loss_dtype, device=device)
-        for lo in range(0, xb.shape[0], micro):
+        starts = range(0, xb.shape[0], micro)
+        for lo in starts:
             xm, ym = xb[lo:lo + micro], yb[lo:lo + micro]
-            with autocast:
-                out = model(xm)
+            # under DDP only the last micro-batch's backward all-reduces the gradients
+            sync = dist is None or lo == starts[-1]
+            with (contextlib.nullcontext() if sync else net.no_sync()), autocast:
+                out = net(xm)
             loss = F.cross_entropy(_upcast(out), ym, reduction="sum")
-            (loss / bsz).backward()
+            (loss * (grad_scale / bsz)).backward()
             loss_sum = loss_sum + loss.detach()
         if dist is not None:
-            dist.all_reduce_gradients(model)
             loss_sum = dist.all_reduce_sum(loss_sum)
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss_sum),
                                 torch.full_like(first_bad, step), first_bad)

@@ -15,8 +15,10 @@
 #   PLAN     plan file (default book/params/ch08_resnet_sweep/plan_full.yaml; the tiny CPU
 #            plan_test.yaml tries the script on a laptop)
 #   RECORDS  records folder (default data/results/ch08: records already there are skipped)
-#   BUDGET   seconds for the sweep (default 480)
+#   BUDGET   seconds for the sweep (default 480); GRACE: hard stop this much later (60)
 #   SHARD    i/n to run one share of the plan (default: all)
+#   CONCURRENT=K  K sweep processes on the one device, shards 0/K .. K-1/K (SHARD ignored):
+#            small-batch runs leave most of a large GPU idle
 #   OUT      where the tar goes (default ./gpu_out)
 #   BENCH=1  first run benchmarks/bench_gpu_engine.py (its time is not in BUDGET)
 #   SGDNOISE_GIT_COMMIT  the commit the copy was made from (recorded in every record when
@@ -73,9 +75,32 @@ if [ "${BENCH:-0}" = "1" ]; then
   "$PY" benchmarks/bench_gpu_engine.py 2>&1 | tee -a "$LOG"
 fi
 set +e
-"$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" \
-  ${SHARD:+--shard "$SHARD"} 2>&1 | tee -a "$LOG"
-RC=${PIPESTATUS[0]}
+# a hard stop GRACE seconds after the budget (default 60), so the tar below is always made
+# (a run cut short leaves no record and is rerun by a later session; no checkpoints are
+# written, since the machine's disk ends with the session)
+LIMIT="$(( ${BUDGET%.*} + ${GRACE:-60} ))"
+if [ "${CONCURRENT:-1}" -gt 1 ]; then
+  # K processes share the device, process i running shard i/K (round-robin in priority
+  # order, so each gets its share of the urgent runs); each measures its own throughput
+  # while the others run, so its budget estimates include the sharing
+  PIDS=()
+  for ((i = 0; i < CONCURRENT; i++)); do
+    timeout --signal=TERM --kill-after=10 "$LIMIT" \
+      "$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" --no-checkpoints \
+      --shard "$i/$CONCURRENT" > "$WORK/shard_$i.log" 2>&1 &
+    PIDS+=("$!")
+  done
+  RC=0
+  for i in "${!PIDS[@]}"; do
+    wait "${PIDS[$i]}" || RC=$?
+    sed "s/^/[shard $i\/$CONCURRENT] /" "$WORK/shard_$i.log" | tee -a "$LOG"
+  done
+else
+  timeout --signal=TERM --kill-after=10 "$LIMIT" \
+    "$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" --no-checkpoints \
+    ${SHARD:+--shard "$SHARD"} 2>&1 | tee -a "$LOG"
+  RC=${PIPESTATUS[0]}
+fi
 set -e
 ls "$RECORDS" > "$WORK/after.txt"
 mkdir -p "$WORK/pack/sessions"
