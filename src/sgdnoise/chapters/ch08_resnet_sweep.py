@@ -304,10 +304,16 @@ def gap_test(
                     f"other pair(s) do not fit or cannot be called{note}; {thresholds}.")
         return table, Verdict(claim, "contradicted", sentence, scale, section)
     counts = table["fit"].value_counts().to_dict()
+    fitted_txt = "; ".join(
+        f"arm {r['arm']}, B = {r['B']:,}: test error {_fmt_pct(r['d_test_error'])} ({r['call']})"
+        for _, r in fitted.iterrows())
     sentence = (f"Cannot decide: of {len(table)} arm × batch-size pairs, "
                 f"{counts.get('fits', 0)} fit, {counts.get('under-fits', 0)} under-fit and "
-                f"{counts.get('undetermined', 0)} cannot be called (an interval straddles "
-                f"a threshold, or a single seed gives none){note}; {thresholds}.")
+                f"{counts.get('undetermined', 0)} cannot be told apart on train loss (an "
+                f"interval straddles the tolerance, or a single seed gives none)"
+                + (f"; the fitted pairs differ from the small batch by — {fitted_txt}"
+                   if len(fitted) else "")
+                + f"{note}; {thresholds}.")
     return table, Verdict(claim, "inconclusive", sentence, scale, section)
 
 
