@@ -6,369 +6,322 @@
 # ---
 
 # %% [markdown]
-# # 8. The headline experiment: ResNet34 on CIFAR-10 across batch sizes
+# # 8. Large batches: a generalization gap, or too few steps?
 #
-# The essay this book rebuilds {cite}`golmant2018noise` closes its argument with one
-# experiment: ResNet34 {cite}`he2016deep` trained on CIFAR-10 {cite}`krizhevsky2009learning`
-# with plain SGD, at batch sizes from 128 up to 32,768 out of the 50,000 training images.
-# It reports that a generalization gap appears by $B \approx 4096$ and that beyond that
-# point training and test error both plateau within a few epochs, so the network never
-# reaches a useful solution. This chapter runs that sweep with the package's training engine
-# ({mod}`sgdnoise.train`, driven by {func}`sgdnoise.sweep.run_sweep`), at two scales from the
-# same code path: the paper-scale configuration (profile `full`, a GPU) and a laptop-scale
-# analogue (profile `default`, two CPU cores) that keeps the ratios $B/N$.
+# The essay this book rebuilds {cite}`golmant2018noise` ends with one experiment: ResNet34
+# {cite}`he2016deep` on CIFAR-10 {cite}`krizhevsky2009learning` with plain SGD at batch
+# sizes from 128 to 32,768 of the 50,000 training images. It reports that "as I increased
+# the batch size up to 4096, the generalization gap appeared", and that beyond it training
+# and test error both plateau within a few epochs. Two readings predict different
+# numbers:
 #
-# ## What a fixed epoch budget means for each batch size
+# * **a generalization gap**: a large batch fits the training set as well as a small one
+#   but has a higher test error {cite}`keskar2017large`;
+# * **under-training**: a large batch at a fixed epoch budget takes fewer steps and simply
+#   stops earlier on the same path — its test error is what the small batch had when it
+#   had fitted the training set equally badly {cite}`hoffer2017train,shallue2019measuring`.
 #
-# One epoch visits the $N$ training examples once, in a fresh random order, in batches of
-# $B$ (the last batch holds the remainder). A run of $E$ epochs therefore takes
+# This chapter decides between them with package code
+# ({mod}`sgdnoise.chapters.ch08_resnet_sweep`): on the recorded GPU runs (re-analysed here,
+# never retrained) and on a laptop miniature trained in this execution through the same
+# sweep code. Every outcome below is computed; the thresholds are parameters.
+#
+# ## Steps, reach and noise at a fixed epoch budget
+#
+# One epoch visits a fresh random permutation of the $N$ training examples in batches of
+# $B$; with `drop_last` the incomplete last batch is dropped, so every step has exactly $B$
+# examples and a run of $E$ epochs takes
 #
 # $$
-# S(B) = E \left\lceil \frac{N}{B} \right\rceil
+# S(B) = E \left\lfloor \frac{N}{B} \right\rfloor
 # $$ (eq-ch8-steps)
 #
-# optimizer steps. At $N = 50{,}000$ and $E = 10$ that is 3,910 steps for $B = 128$ and
-# 20 steps for $B = 32{,}768$. Plain SGD with a constant learning rate $\eta$ moves the
-# parameters by $\theta_{t+1} - \theta_t = -\eta\, g_{\mathcal B_t}$, so by the triangle
-# inequality, if every mini-batch gradient has norm at most $G$,
+# steps: 11,700 for $B = 128$ and 30 for $B = 32{,}768$ at $E = 30$
+# ({ref}`the design table <tab-ch8-design>` lists all of them). Plain SGD moves by $\theta_{t+1} - \theta_t = -\eta\, g_{\mathcal B_t}$,
+# so if every mini-batch gradient has norm at most $G$, the triangle inequality bounds the
+# distance a run can travel:
 #
 # $$
-# \lVert \theta_{S} - \theta_0 \rVert \le \sum_{t<S} \eta \lVert g_{\mathcal B_t} \rVert
-# \le \eta\, S(B)\, G .
+# \begin{aligned}
+# \lVert \theta_{S} - \theta_0 \rVert
+# &\le \sum_{t<S} \eta\, \lVert g_{\mathcal B_t} \rVert \\
+# &\le \eta\, S(B)\, G .
+# \end{aligned}
 # $$ (eq-ch8-reach)
 #
-# With the learning rate held fixed (no scaling rule), a large-batch run at a fixed epoch
-# budget can travel only a small fraction of the distance that a small-batch run may
-# travel: {eq}`eq-ch8-reach` shrinks like $1/B$. Whatever else happens, the largest batches
-# are short runs.
+# At a fixed $\eta$ the reach shrinks like $1/B$; the scaling rule
+# $\eta \propto B$ {cite}`goyal2017accurate` keeps $\eta S$ fixed, and equal-step runs
+# {cite}`hoffer2017train` keep $S$ fixed.
 #
-# ## How much noise each step carries
-#
-# Write $g_{\mathcal B} = \bar g + \xi$ with $\bar g = \nabla L(\theta)$. An epoch's batches
-# are drawn without replacement, so by Lemma 1 (chapter 1) the noise has mean zero and
+# Write $g_{\mathcal B} = \bar g + \xi$ with $\bar g = \nabla L(\theta)$. Within an epoch the
+# batches are drawn without replacement, so by Lemma 1 (chapter 1) $\mathbb E[\xi] = 0$ and
 #
 # $$
-# \operatorname{Cov}[\xi] = \frac{D}{B}\,\frac{N-B}{N-1},
-# \qquad D = \frac1N \sum_i (g_i - \bar g)(g_i - \bar g)^\top .
+# \begin{aligned}
+# \operatorname{Cov}[\xi] &= \frac{D}{B}\cdot\frac{N-B}{N-1}, \\
+# D &= \frac1N \sum_{i=1}^N (g_i - \bar g)(g_i - \bar g)^\top ,
+# \end{aligned}
 # $$ (eq-ch8-cov)
 #
-# Over $k$ consecutive steps during which $\theta$ changes little, the displacement is a sum
-# of $k$ such steps: its mean is $-k\eta\bar g$ and (treating successive batches as
-# independent) its covariance is $k\eta^2 \operatorname{Cov}[\xi]$. Measuring time by
-# $t = k\eta$, the displacement has mean $-t\,\bar g$ and covariance $t\cdot T\,D$ with the
-# *temperature*
+# with $D$ a $P \times P$ matrix for $P$ parameters. The finite-population factor
+# $(N-B)/(N-1)$ is 0.34 at $B = 32{,}768$ and 0 at $B = N$ (gradient descent).
 #
-# $$
-# T = \eta\,\frac{N-B}{B\,(N-1)} \approx \eta\left(\frac1B - \frac1N\right),
-# $$ (eq-ch8-temp)
+# ## The protocol
 #
-# the diffusion reading of SGD {cite}`smith2018bayesian,jastrzebski2017three`. At a fixed
-# $\eta$, growing $B$ lowers the temperature and, by {eq}`eq-ch8-steps`, shortens the total
-# time $\eta S(B)$ — both at once. At $B = 32{,}768$ the finite-population factor
-# $(N-B)/(N-1) \approx 0.34$ cuts the noise further: the run is close to full-batch gradient
-# descent for 20 steps.
+# A plan lists runs as (arm, batch size, seed) in priority order; `sgdnoise-sweep` runs as
+# many as a GPU lease allows and the records accumulate in `data/results/ch08/`.
 #
-# **The laptop scale.** The `default` profile trains a width-16 ResNet34 on a stratified
-# subset of $n$ CIFAR-10 images with batch sizes $\operatorname{round}(B\,n/50{,}000)$. This
-# keeps $B/N$, hence the steps per epoch, the total time $\eta S$ and the finite-population
-# factor; it does *not* keep the temperature {eq}`eq-ch8-temp`, which is larger by about
-# $50{,}000/n$ because the batches are smaller, nor the network's capacity. It is a
-# qualitative analogue, labelled as such on every figure.
+# * **A, the essay's setting**: plain SGD, $\eta = 0.1$ constant, 30 epochs.
+# * **B, equal epochs with the scaling rule** {cite}`goyal2017accurate`: momentum 0.9,
+#   weight decay $5\cdot 10^{-4}$, $\eta = 0.1\,B/256$ with a 5-epoch warm-up, decayed to 0,
+#   30 epochs.
+# * **C, equal steps** {cite}`hoffer2017train`: arm B's recipe, every batch size with the
+#   step count of $B = 512$ in 30 epochs (or the largest that fits the lease).
+# * **D, can a huge batch converge at all**: $B = 32{,}768$ for at least 250 steps, plain
+#   $\eta = 0.1$ (D-plain) against warm-up and momentum at the scaled $\eta$ (D-scaled), with
+#   the sharpness $\lambda_{\max}$ every 50 steps.
 #
-# **BatchNorm and micro-batches.** Batches too large for memory are accumulated from
-# micro-batches. For networks without batch statistics this gives exactly the full-batch
-# gradient (tested in `tests/test_train.py`), but BatchNorm {cite}`ioffe2015batchnorm`
-# normalises each micro-batch with its own mean and variance: the large-batch runs of the
-# `full` profile are "ghost batch norm" runs {cite}`hoffer2017train` with ghost batches of
-# `micro_batch_size` examples, not BatchNorm over the whole batch.
+# Every run drops the last incomplete batch and normalises with BatchNorm
+# {cite}`ioffe2015batchnorm` over ghost batches
+# of one fixed size for every $B$ at or above it, so the BatchNorm noise does not change with
+# $B$ where the sweep asks its question (the pilot below did not: its BatchNorm statistics
+# came from $\min(B, 4096)$ examples). About 25 evaluations at log-spaced steps measure a fixed
+# clean 10,000-image training subset and the full test set, with BatchNorm statistics
+# recomputed first.
+#
+# **Sharpness.** Gradient descent with heavy-ball momentum $\beta$ is stable on a quadratic of
+# curvature $\lambda$ iff $\eta\lambda < 2(1+\beta)$. Full-batch training drives
+# $\lambda_{\max}$ up to that edge and hovers there {cite}`cohen2021gradient`; above it a
+# large step can catapult the run to a flatter region {cite}`lewkowycz2020large`, and early
+# in training the learning rate and batch size set where the curvature settles
+# {cite}`jastrzebski2020breakeven`. A plateau with $\eta\lambda_{\max}$ at the edge is an
+# instability; one far below it is a flat region or a saddle (chapter 7). Sharpness is not
+# invariant under reparametrisations that leave the function unchanged
+# {cite}`dinh2017sharp`, and BatchNorm makes the loss invariant to the scale of the weights
+# before it, so $\lambda_{\max}$ is compared only within a run and against $2(1+\beta)/\eta$,
+# never across architectures.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "default"
-dataset = "cifar10"
-data_dir = ""
-n_train = 1024
-n_test = 500
-data_seed = 0
-model = "resnet34"
-width = 16
-norm = "batch"
-batch_sizes = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
-scale_batch_sizes = True
-epochs = 4
-lr = 0.1
-momentum = 0.0
-weight_decay = 0.0
-seed = 0
-device = "cpu"
-micro_batch_size = 0
-eval_batch_size = 1000
-augment = True
+records_dirs = ["../../data/results/ch08_pilot", "../../data/results/ch08_full",
+                "../../data/results/ch08"]
+sharpness_dirs = ["../../data/results/ch08"]
+run_miniature = True
+plan = "../params/ch08_resnet_sweep/plan_laptop.yaml"
+targets = [0.15, 0.10]
+targets_laptop = [0.70, 0.65]
+loss_tolerance = 0.02
+gap_margin = 0.01
+curve_margin = 0.02
+curve_range_tolerance = 0.01
+plateau_evals = 5
+plateau_margin = 0.01
+eos_low = 0.8
+below_fraction = 0.5
 out_dir = ""
-recorded_dir = "../../data/results/ch08_full"
 
-# %%
+# %% tags=["remove-cell"]
+# ruff: noqa: E501  (jupytext keeps a figure's caption metadata on its cell-marker line)
 import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
-import seaborn as sns
 from IPython.display import Markdown, display
 
-from sgdnoise.params import Param, validate
-from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown
-from sgdnoise.sweep import (
-    design_table,
-    load_records,
-    records_provenance,
-    run_sweep,
-    scaled_batch_sizes,
-    summarize,
-    sweep_findings,
-)
+from sgdnoise.chapters import ch08_resnet_sweep as ch08
+from sgdnoise.plotting import use_style
+from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
 
-SPEC = {
-    "profile": Param("str", choices=("smoke", "default", "full")),
-    "dataset": Param("str", choices=("cifar10", "synthetic")),
-    "data_dir": Param("str"),
-    "n_train": Param("int", low=2, high=50000),
-    "n_test": Param("int", low=1, high=10000),
-    "data_seed": Param("int", low=0),
-    "model": Param("str", choices=("resnet20", "resnet18", "resnet34", "cnn")),
-    "width": Param("int", low=1, high=512),
-    "norm": Param("str", choices=("batch", "group", "none")),
-    "batch_sizes": Param("list[int]", low=1, high=50000, min_len=2),
-    "scale_batch_sizes": Param("bool"),
-    "epochs": Param("int", low=1, high=1000),
-    "lr": Param("float", low=1e-6, high=10.0),
-    "momentum": Param("float", low=0.0, high=0.99),
-    "weight_decay": Param("float", low=0.0, high=1.0),
-    "seed": Param("int", low=0),
-    "device": Param("str", choices=("cpu", "cuda", "auto")),
-    "micro_batch_size": Param("int", low=0),
-    "eval_batch_size": Param("int", low=1),
-    "augment": Param("bool"),
-    "out_dir": Param("str"),
-    "recorded_dir": Param("str"),
-}
-P = validate(dict(profile=profile, dataset=dataset, data_dir=data_dir, n_train=n_train,
-                  n_test=n_test, data_seed=data_seed, model=model, width=width, norm=norm,
-                  batch_sizes=batch_sizes, scale_batch_sizes=scale_batch_sizes, epochs=epochs,
-                  lr=lr, momentum=momentum, weight_decay=weight_decay, seed=seed, device=device,
-                  micro_batch_size=micro_batch_size, eval_batch_size=eval_batch_size,
-                  augment=augment, out_dir=out_dir, recorded_dir=recorded_dir), SPEC)
+P = ch08.Params.from_namespace(globals())
 clock = Stopwatch()
 use_style()
+GPU_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
+
+
+def show_table(df, formats=None):
+    display(df.style.format(formats or {}, precision=3).hide(axis="index"))
+
 
 # %% [markdown]
-# ## The sweep we run
+# (tab-ch8-design)=
+# The full-scale design at 30 epochs, $N = 50{,}000$, $\eta = 0.1$: steps {eq}`eq-ch8-steps`,
+# examples seen, the finite-population factor of {eq}`eq-ch8-cov` and the reach $\eta S$ of
+# {eq}`eq-ch8-reach` (computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.protocol_table`).
+
+# %% tags=["remove-input"]
+show_table(ch08.protocol_table(50_000, GPU_SIZES, epochs=30, lr=0.1),
+           {"examples seen": "{:,}", "reach ηS": "{:.1f}", "(N-B)/(N-1)": "{:.3f}"})
+
+# %% [markdown]
+# (sec-ch8-recorded)=
+# ## The recorded GPU runs
 #
-# The parameters above describe the sweep in full-scale batch sizes; with
-# `scale_batch_sizes` they are mapped to the training-set size of this profile. The table
-# lists, for every run, the quantities derived above: steps per epoch and in total
-# ({eq}`eq-ch8-steps`), the finite-population factor and the temperature
-# ({eq}`eq-ch8-cov`, {eq}`eq-ch8-temp`) and the total diffusion time $\eta S$.
+# The records below were written by `sgdnoise-sweep` on GPU machines and are only re-read
+# here, each arm under its own name. The 10-epoch pilot of 2026-11-26 appears as arm "pilot"
+# (plain SGD, $\eta = 0.1$ constant, 2 seeds, `drop_last` off, BatchNorm over
+# $\min(B, 4096)$ examples, one evaluation per epoch); the line below lists what was found.
 
-# %%
-run_sizes = (scaled_batch_sizes(P["batch_sizes"], P["n_train"]) if P["scale_batch_sizes"]
-             else list(P["batch_sizes"]))
-design = design_table(run_sizes, P["n_train"], lr=P["lr"], epochs=P["epochs"],
-                      reference_batch_sizes=P["batch_sizes"])
-sweep_config = {
-    "name": f"ch08-{P['profile']}",
-    "dataset": P["dataset"], "data_dir": P["data_dir"] or None, "data_seed": P["data_seed"],
-    "n_train": P["n_train"], "n_test": P["n_test"], "model": P["model"], "width": P["width"],
-    "norm": P["norm"], "batch_sizes": run_sizes, "epochs": P["epochs"], "lr": P["lr"],
-    "momentum": P["momentum"], "weight_decay": P["weight_decay"], "seed": P["seed"],
-    "device": P["device"], "micro_batch_size": P["micro_batch_size"] or None,
-    "eval_batch_size": P["eval_batch_size"], "augment": P["augment"],
-}
-display(design.round(5))
+# %% tags=["remove-cell"]
+recorded = ch08.load_recorded(P.records_dirs)
+sharp = ch08.load_sharpness_records(P.sharpness_dirs)
+rec_scale = ch08.records_scale(recorded)
+rec_arms = sorted(set(recorded["arm"])) if len(recorded) else []
+rec = ch08.analyse(recorded, sharp, P, scale=rec_scale, section="sec-ch8-recorded",
+                   targets=P.targets)
 
-# %% [markdown]
-# Every run of the sweep is recorded as one JSON file (configuration, per-epoch metrics,
-# status, data identity, device, versions and git commit); `out_dir` empty means a fresh
-# temporary folder, so the numbers below come from this execution.
-
-# %%
-live_dir = Path(P["out_dir"]) if P["out_dir"] else Path(tempfile.mkdtemp(prefix="ch08_"))
-records = run_sweep(sweep_config, live_dir, progress=True)
-live = load_records(live_dir)
-live_summary = summarize(live)
-identity = records[0]["data"]
-label = source_label(P["profile"], identity)
-scale_note = (f"laptop scale: {P['model']} width {P['width']}, n_train={P['n_train']}, "
-              "batch sizes scaled to the same B/N" if P["n_train"] < 50000
-              else f"{P['model']} width {P['width']}, all 50,000 training images")
-display(live_summary.round(4))
-
-# %% [markdown]
-# ## Train and test error per epoch
-#
-# One curve per batch size; the colour goes from the smallest batch (dark) to the largest
-# (light). Epoch 0 is the untrained network.
-
-# %%
-def error_curves(df, title, x="epoch"):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    palette = sns.color_palette("viridis", n_colors=df["batch_size"].nunique())
-    panels = [("train_error", "train error"), ("test_error", "test error")]
-    for ax, (col, name) in zip(axes, panels, strict=True):
-        sns.lineplot(data=df, x=x, y=col, hue="batch_size", palette=palette, marker="o",
-                     markersize=4, ax=ax, legend=(col == "test_error"))
-        ax.set_ylabel(name)
-        ax.set_title(name)
-        if x == "step":
-            ax.set_xscale("symlog", linthresh=1)
-    axes[1].legend(title="B", fontsize=8, loc="upper right", bbox_to_anchor=(1.32, 1.0))
-    fig.suptitle(title, fontsize=10, y=1.05)
-    plt.show()
-
-
-error_curves(live, f"{scale_note}\n{label}")
-
-# %%
-f = sweep_findings(live_summary)
-degrade = (f"from B = {f['test_degrades_from_b']} on, the final test error is more than "
-           f"{f['delta']:.0%} above that of the smallest batch"
-           if f["test_degrades_from_b"] is not None
-           else f"no batch size ends more than {f['delta']:.0%} above the smallest batch's "
-                "test error")
-fails = (f"from B = {f['train_fails_from_b']} on, the final *training* error is also more "
-         f"than {f['delta']:.0%} above the smallest batch's, i.e. these runs do not fit the "
-         "training set"
-         if f["train_fails_from_b"] is not None
-         else "every run fits the training set about as well as the smallest batch")
-degrade_sentence = degrade[0].upper() + degrade[1:]
+# %% tags=["remove-input"]
 display(Markdown(
-    f"In this run, the smallest batch (B = {f['smallest_b']}) ends at "
-    f"{f['train_error_smallest_b']:.1%} train and {f['test_error_smallest_b']:.1%} test "
-    f"error after {f['epochs']} epochs; the largest (B = {f['largest_b']}) ends at "
-    f"{f['train_error_largest_b']:.1%} train and {f['test_error_largest_b']:.1%} test error. "
-    f"The lowest final test error belongs to B = {f['best_b']}. {degrade_sentence}; "
-    f"{fails}. The largest batch's train error stops improving (by more than 1 point) "
-    f"after epoch {f['largest_b_train_plateau_epoch']}, its test error after epoch "
-    f"{f['largest_b_test_plateau_epoch']}. {f['n_diverged']} run(s) diverged."
-))
+    f"Records found: {len(ch08.final_points(recorded)) if len(recorded) else 0} runs in arm(s) "
+    f"{', '.join(rec_arms) or 'none'} — {rec_scale}."))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Recorded GPU runs (device, commit and date in the title): test error against train error. Lines: every evaluation of the smallest batch of each arm (one per seed); markers: the last evaluation of every run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`; the residuals are in the table below ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.matched_fit`).", "name": "fig-ch8-recorded-fit"}}
+plt.show(ch08.plot_matched_fit(recorded, rec_arms, rec_scale))
+
+# %% tags=["remove-input"]
+for arm in rec_arms:
+    if f"matched_fit_{arm}" in rec.tables and len(rec.tables[f"matched_fit_{arm}"]):
+        show_table(ch08.intervals_as_text(rec.tables[f"matched_fit_{arm}"],
+                                          percent=["residual"]).rename(
+            columns={"residual": "residual (points, 95% CI)",
+                     "n_outside": "off the curve's range"}))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Recorded GPU runs (device, commit and date in the title): test error against the optimizer step, one line per run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-recorded-steps"}}
+plt.show(ch08.plot_error_vs_step(recorded, rec_arms, rec_scale))
 
 # %% [markdown]
-# What to look for: whether the small batches keep improving through the whole budget while
-# the largest batches flatten early — the "plateau within a few epochs" of the essay. The
-# plateau epochs computed above say where each happened in this run; at a fixed epoch
-# budget the largest batches take only a handful of steps ({eq}`eq-ch8-steps`).
-#
-# ## The generalization gap against the batch size
+# Steps to a test-error target {cite}`shallue2019measuring,golmant2018computational`: with
+# perfect scaling, doubling $B$ halves the steps (slope $-1$ in log–log); the table gives the
+# geometric mean over seeds and how many seeds reached the target
+# ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.steps_to_target`).
 
-# %%
-def gap_figure(summary, title):
-    long = summary.melt(id_vars=["batch_size"],
-                        value_vars=["final_train_error", "final_test_error", "final_gap"],
-                        var_name="quantity", value_name="value")
-    long["quantity"] = long["quantity"].map({"final_train_error": "train error",
-                                             "final_test_error": "test error",
-                                             "final_gap": "gap = test - train"})
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=long, x="batch_size", y="value", hue="quantity", marker="o", ax=ax)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size B (log scale)")
-    ax.set_ylabel("after the last epoch")
-    ax.set_title(title, fontsize=10)
-    plt.show()
-
-
-gap_figure(live_summary, f"final errors vs B — {scale_note}\n{label}")
-
-# %%
-display(Markdown(
-    f"The gap (test minus train error) at the end of the budget is "
-    f"{f['gap_smallest_b']:.1%} at B = {f['smallest_b']} and largest, "
-    f"{f['max_gap']:.1%}, at B = {f['max_gap_b']}."
-    + (" Beyond that batch size the gap shrinks again, but not because those runs generalize "
-       "better: their training error is high as well (they did not fit the training set)."
-       if f["train_fails_from_b"] is not None and f["max_gap_b"] < f["largest_b"] else "")
-))
+# %% tags=["remove-input"]
+for name, t in rec.tables.items():
+    if name.startswith("steps_") and len(t):
+        show_table(ch08.intervals_as_text(t).rename(columns={
+            "steps": "steps (95% CI)", "target": "target test error"}),
+            {"examples": "{:,.0f}", "slope": "{:.2f}"})
 
 # %% [markdown]
-# ## Error against the number of steps
-#
-# The same curves with the number of optimizer steps on the horizontal axis (symmetric log
-# scale; step 0 is the initial network).
+# The plateau test fits the test error of the largest batch against $\ln(\text{step})$ over
+# its last evaluations ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.plateau_test`), and the
+# sharpness test compares $\eta\lambda_{\max}/2(1+\beta)$ with 1
+# ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.sharpness_test`).
 
-# %%
-error_curves(live, f"errors vs optimizer steps — {scale_note}\n{label}", x="step")
+# %% tags=["remove-input"]
+for name, t in rec.tables.items():
+    if (name.startswith("plateau_") or name == "sharpness") and len(t):
+        show_table(ch08.intervals_as_text(t, percent=["slope"]).rename(columns={
+            "slope": "slope (points per e-fold of steps, 95% CI)",
+            "ratio": "ηλ/2(1+β) (95% CI)"}), {"final_test_error": "{:.3f}"})
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Recorded GPU runs of arm D (device, commit and date in the title): the sharpness times the learning rate over the stability threshold 2(1+β), against the step; solid line: the edge of stability, dashed: the thresholds of the sharpness test. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-recorded-sharpness"}}
+rec_momentum = (recorded.groupby("arm")["momentum"].first().fillna(0.0).to_dict()
+                if len(recorded) else {})
+plt.show(ch08.plot_sharpness(sharp, rec_momentum, rec_scale, eos_low=P.eos_low,
+                             below_fraction=P.below_fraction))
 
 # %% [markdown]
-# What to look for: on this axis each run ends at its own step count
-# $E\lceil N/B \rceil$, so the large batches stop far to the left of the small ones. Where
-# the curves of different batch sizes overlap, a step of a large batch buys about as much as
-# a step of a small one and the large-batch deficit at a fixed epoch budget is a deficit of
-# steps; where a large-batch curve lies above the others at the same step, each of its
-# steps is worth less. Measured in steps, a fixed epoch budget is a much shorter run for a larger
-# batch; comparisons at equal steps (rather than epochs) are the subject of
-# {cite}`hoffer2017train,shallue2019measuring`.
+# (sec-ch8-miniature)=
+# ## The laptop miniature
 #
-# ## Recorded full-scale results
-#
-# The `full` profile (ResNet34 width 64, all 50,000 images, the nine batch sizes, on a GPU)
-# is too expensive for a laptop. When its records have been committed under
-# `data/results/ch08_full/`, they are shown here with their provenance.
+# Arms A–C in miniature, declared in the plan file `plan_laptop.yaml` beside the profiles
+# and trained in this execution by the same sweep code as the GPU runs
+# ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.run_miniature`): an MLP
+# $3072\text{–}w\text{–}w\text{–}10$ without normalisation (so no BatchNorm caveat), a
+# stratified subset of CIFAR-10 (the offline copy after one JPEG round trip), no
+# augmentation, `drop_last`. Arm A is plain SGD at a constant $\eta$; arm B uses momentum,
+# weight decay, $\eta \propto B$ with warm-up and a cosine decay to 0 over the same number of
+# epochs; arm C runs arm B's recipe for as many steps as arm B takes at its reference batch
+# size. The batch sizes run up to $N$, where SGD is gradient descent. The table is arm A's
+# design ({eq}`eq-ch8-steps`, {eq}`eq-ch8-cov`, {eq}`eq-ch8-reach`).
 
-# %%
-recorded = load_records(P["recorded_dir"]) if Path(P["recorded_dir"]).exists() else None
-if recorded is None or len(recorded) == 0:
-    display(Markdown(
-        f"**No recorded full-scale results were found** under `{P['recorded_dir']}`. "
-        "This book therefore shows only the live run above; run "
-        "`book/params/ch08_resnet_sweep/gpu_run.sh` on a GPU machine and commit its JSON "
-        "records there to add them."
-    ))
+# %% tags=["remove-cell"]
+mini = None
+mini_or_empty = recorded.iloc[:0]
+mini_sharp = sharp.iloc[:0]
+mini_scale = f"laptop run not executed in profile {P.profile} (run_miniature: false)"
+if P.run_miniature:
+    plan_spec = ch08.read_plan(P.plan)
+    mini_dir = P.out_dir or tempfile.mkdtemp(prefix="ch08_mini_")
+    mini = ch08.run_miniature(P.plan, mini_dir)
+    d = plan_spec["data"]
+    mini_scale = (f"laptop run, profile {P.profile}: plan {plan_spec['name']}, "
+                  f"{plan_spec['defaults'].get('model')} width "
+                  f"{plan_spec['defaults'].get('width')}, N = {d['n_train']} {d['dataset']} "
+                  f"images, {d['n_test']} test")
+    mini_sharp = ch08.load_sharpness_records([mini_dir])
+    lap = ch08.analyse(mini, mini_sharp if len(mini_sharp) else None, P, scale=mini_scale,
+                       section="sec-ch8-miniature", targets=P.targets_laptop)
+    mini_or_empty = mini
+
+# %% tags=["remove-input"]
+if mini is None:
+    display(Markdown("The miniature is not run in this profile (`run_miniature: false`)."))
 else:
-    rec_summary = summarize(recorded)
-    rec_prov = records_provenance(recorded)
-    prov_line = "; ".join(
-        f"{p['device']}, commit {p['git_commit'][:12]}, torch {p['torch_version']}, "
-        f"{p['first_created_utc'][:10]}" for p in rec_prov)
-    rec_label = (f"recorded (not re-run): {recorded['model'].iloc[0]} width "
-                 f"{int(recorded['width'].iloc[0])}, n_train={int(recorded['n_train'].iloc[0])}"
-                 f", data: {recorded['data_source'].iloc[0]}\n{prov_line}")
-    display(rec_summary.round(4))
-    error_curves(recorded, rec_label)
-    gap_figure(rec_summary, rec_label)
-    fr = sweep_findings(rec_summary)
-    display(Markdown(
-        f"Recorded at full scale ({len(rec_summary)} batch sizes, {fr['epochs']} epochs, "
-        f"{prov_line}): B = {fr['smallest_b']} ends at {fr['train_error_smallest_b']:.1%} "
-        f"train / {fr['test_error_smallest_b']:.1%} test error and B = {fr['largest_b']} at "
-        f"{fr['train_error_largest_b']:.1%} / {fr['test_error_largest_b']:.1%}; the test "
-        "error first exceeds the smallest batch's by more than "
-        f"{fr['delta']:.0%} at B = {fr['test_degrades_from_b']} and the training error at "
-        + (f"B = {fr['train_fails_from_b']}" if fr["train_fails_from_b"] is not None
-           else "no batch size")
-        + f". The largest final gap (test − train) is {fr['max_gap']:.1%}, at "
-        f"B = {fr['max_gap_b']}. The essay placed the onset of a generalization gap at "
-        "B ≈ 4096; "
-        + ("here the large batches end with training and test error close together, i.e. "
-           "they fail to fit the training set within the budget rather than generalize "
-           "worse from a good fit."
-           if fr["max_gap_b"] < 4096 else
-           "here too the gap is largest at or beyond that batch size.")
-    ))
+    arm_a = plan_spec["arms"]["A"]
+    show_table(ch08.protocol_table(d["n_train"], arm_a["batch_sizes"],
+                                   epochs=arm_a["config"]["epochs"], lr=arm_a["config"]["lr"]),
+               {"examples seen": "{:,}", "reach ηS": "{:.1f}", "(N-B)/(N-1)": "{:.3f}"})
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): test error against train error per arm; lines: the smallest batch's trajectory per seed, markers: every run's last evaluation, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-mini-fit"}}
+plt.show(ch08.plot_matched_fit(mini_or_empty, ["A", "B", "C"], mini_scale))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): test error against the optimizer step per arm, one line per run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-mini-steps"}}
+plt.show(ch08.plot_error_vs_step(mini_or_empty, ["A", "B", "C"], mini_scale))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): the sharpness of the plan's arm D, when it has one, as η λ_max / 2(1+β) against the step; solid: the edge of stability. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-mini-sharpness"}}
+plt.show(ch08.plot_sharpness(mini_sharp, {}, mini_scale, eos_low=P.eos_low,
+                             below_fraction=P.below_fraction))
 
 # %% [markdown]
-# ## What this chapter shows, and what it does not
-#
-# - At a fixed epoch budget and a fixed learning rate, the number of steps falls like
-#   $1/B$ ({eq}`eq-ch8-steps`) and so does the reach of the run ({eq}`eq-ch8-reach`); the
-#   largest batches of the sweep are runs of a few dozen steps, close to deterministic
-#   ({eq}`eq-ch8-cov` with its finite-population factor).
-# - Whether the failure of the largest batches is a *sharp-minimum* effect, a *saddle*
-#   effect (chapter 7) or simply too few steps cannot be decided from these curves alone;
-#   the error-vs-steps view suggests that a large part of it is the step budget.
-#   Chapter 6 asks whether scaling the learning rate closes the gap, and chapter 9 whether
-#   injected noise with the covariance of small-batch noise does.
-# - The BatchNorm runs with micro-batching use ghost batches; a run without batch
-#   statistics (`norm: group`) avoids that caveat at some cost in accuracy.
+# The size of the effect against its interval: for each arm and batch size, the paired
+# (by seed) differences from the arm's smallest batch in final train loss and test error,
+# with 95% intervals ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.gap_test`), and the
+# residuals from the small batch's curve
+# ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.matched_fit`).
 
-# %%
-display(Markdown(provenance_markdown(profile, P, wall_time_s=clock.seconds,
-                                     data_identity=identity)))
+# %% tags=["remove-input"]
+if mini is not None:
+    show_table(ch08.intervals_as_text(lap.tables["gap"], percent=["d_test_error"]).rename(
+        columns={"d_train_loss": "Δ train loss (nats, 95% CI)",
+                 "d_test_error": "Δ test error (points, 95% CI)"}))
+    for arm in ("A", "B", "C"):
+        t = lap.tables.get(f"matched_fit_{arm}")
+        if t is not None and len(t):
+            show_table(ch08.intervals_as_text(t, percent=["residual"]).rename(
+                columns={"residual": "residual (points, 95% CI)",
+                         "n_outside": "off the curve's range"}))
+    for name, t in lap.tables.items():
+        if name.startswith("steps_") and len(t):
+            show_table(ch08.intervals_as_text(t).rename(columns={
+                "steps": "steps (95% CI)", "target": "target test error"}),
+                {"examples": "{:,.0f}", "slope": "{:.2f}"})
+
+# %% [markdown]
+# ## How this relates to the literature
+#
+# At equal steps with a tuned learning rate, Smith, Elsen and De find that large batches
+# still lose test accuracy beyond a critical batch size {cite}`smith2020generalization`,
+# while Geiping et al. reach SGD's accuracy with full-batch gradient descent once explicit
+# regularisation and enough steps are added {cite}`geiping2022stochastic`; Golmant et al.
+# measure, across models and data sets, where extra batch size stops buying fewer steps
+# {cite}`golmant2018computational`. Arms B and C are the protocols under which the first two
+# disagree; the verdicts below say which of them the records support, where the records
+# exist.
+#
+# (sec-ch8-verdicts)=
+# ## What the numbers say
+
+# %% tags=["remove-input"]
+verdicts = list(rec.verdicts) + (list(lap.verdicts) if mini is not None else [])
+show_verdicts("ch08_resnet_sweep", verdicts)
+
+# %% [markdown]
+# To add GPU records: `sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml --out
+# data/results/ch08 --budget SECONDS` runs the highest-priority unfinished runs of the plan
+# that fit the budget (arm A seed 0, arm B seed 0, arm D and arm C seed 0 first); commit the
+# records and rebuild the page with the `full` profile.
+#
+# ## Provenance
+
+# %% tags=["remove-input"]
+display(Markdown(provenance_markdown(P.profile, P.to_dict(), wall_time_s=clock.seconds)))
