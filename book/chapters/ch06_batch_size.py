@@ -116,7 +116,7 @@ verdicts = {}
 # unchanged, so, as long as the SDE describes SGD ($\eta$ small enough), trajectories in
 # time $t$ are statistically the same; an epoch is $N/B$ steps of length $\eta$, i.e. time
 # $N\eta/B$, also unchanged. Hence: multiply $\eta$ by $k$ when $B$ is multiplied by $k$
-# {cite}`goyal2017largeminibatch`. The SDE is only an approximation: Li, Malladi & Arora
+# {cite}`goyal2017accurate`. The SDE is only an approximation: Li, Malladi & Arora
 # {cite}`li2021validity` give conditions under which it (and with it linear scaling) holds
 # and show it failing when the noise is small relative to the gradient or $\eta$ is large;
 # Smith, Dherin, Barrett & De {cite}`smith2021origin` show that at finite $\eta$ SGD

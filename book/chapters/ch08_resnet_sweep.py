@@ -121,7 +121,6 @@ below_fraction = 0.5
 out_dir = ""
 
 # %% tags=["remove-cell"]
-# ruff: noqa: E501  (jupytext keeps a figure's caption metadata on its cell-marker line)
 import tempfile
 
 import matplotlib.pyplot as plt
