@@ -673,7 +673,8 @@ def markov_verdict(mk: pd.DataFrame, *, current: float, scale: str) -> Verdict:
                 f"[{(mk.bound / mk.frequency.clip(lower=1e-12)).min():.2g}, "
                 f"{(pos.bound / pos.frequency).max():.2g}] where the frequency is positive.")
     return Verdict("Markov's inequality bounds the probability of a loss increase by "
-                   r"$\mathbb{E}[L_{t+1}]/(L_t + a)$.", "supported" if viol == 0 else "contradicted",
+                   r"$\mathbb{E}[L_{t+1}]/(L_t + a)$.",
+                   "supported" if viol == 0 else "contradicted",
                    sentence, scale, SECTION_MARKOV)
 
 
