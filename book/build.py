@@ -424,7 +424,9 @@ def notebook_run(nb: Any) -> dict[str, Any]:
 
 
 def _cell(text: Any) -> str:
-    return str(text).replace("|", "/").replace("\n", " ").strip()
+    from sgdnoise.report import markdown_cell
+
+    return markdown_cell(text)
 
 
 def verdicts_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str,

@@ -86,13 +86,17 @@ class Verdict:
 VERDICTS_METADATA_KEY = "sgdnoise_verdicts"
 
 
+def markdown_cell(text: object) -> str:
+    """``text`` made safe for one cell of a Markdown table: ``|`` escaped, one line."""
+    return str(text).replace("|", r"\|").replace("\n", " ").strip()
+
+
 def verdicts_markdown(verdicts: Sequence[Verdict]) -> str:
     """A Markdown table: claim, outcome, computed answer, scale."""
     lines = ["| claim | verdict | what the numbers say | scale |", "| --- | --- | --- | --- |"]
     for v in verdicts:
         cells = [v.claim, f"**{v.outcome}**", v.sentence, v.scale]
-        lines.append("| " + " | ".join(c.replace("|", r"\|").replace("\n", " ") for c in cells)
-                     + " |")
+        lines.append("| " + " | ".join(markdown_cell(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
