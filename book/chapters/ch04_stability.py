@@ -187,7 +187,9 @@ PAD = [{"selector": "th, td", "props": "padding: 0.15em 0.7em"}]  # table cell s
 # $$ (eq-ch4-std)
 #
 # where $s(\lambda)$ is the stationary standard deviation along an eigenvector of
-# eigenvalue $\lambda$. With isotropic noise the same computation gives
+# eigenvalue $\lambda$. The factor $(2 - \eta\lambda)^{-1}$ is what the discrete-time
+# solution keeps and the small-$\eta$ (SDE) limit drops; exact discrete-time fluctuations of
+# this kind are worked out in {cite}`ziyin2022strength`. With isotropic noise the same computation gives
 # $s_{\rm iso}(\lambda) = \sqrt{\eta\sigma_{\rm iso}^2\bar\rho / (B\lambda(2 -
 # \eta\lambda))}$. The striking consequence of {eq}`eq-ch4-std`: **with noise proportional
 # to $H$ the stationary spread in parameter space hardly depends on the curvature** (it is
@@ -505,7 +507,9 @@ display(Markdown(f"**{v_wells.outcome}**: {v_wells.sentence}"))
 # $\operatorname{tr}\Sigma\,\operatorname{tr}(H^2)/\operatorname{tr}H$, for isotropic
 # $\Sigma_I = (\operatorname{tr}\Sigma/d) I$ it is
 # $\operatorname{tr}\Sigma\,\operatorname{tr}H/d$, smaller unless all eigenvalues are equal.
-# Zhu et al. conclude that aligned noise leaves sharp minima faster.
+# Zhu et al. conclude that aligned noise leaves sharp minima faster; a diffusion model with
+# Hessian-shaped noise reaches the same preference for flat minima, with escape times that
+# depend exponentially on the barrier over the curvature {cite}`xie2021diffusion`.
 #
 # **Experiment.** A basin $L(\delta) = h\big(1 - \exp(-\delta^\top H\delta/2h)\big)$ in
 # $d$ = `aniso_dim` dimensions with one sharp direction ($\lambda_1$ = `aniso_top`) and

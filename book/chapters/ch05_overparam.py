@@ -241,7 +241,10 @@ display(Markdown(verdicts["rank"].sentence))
 # (sec-ch5-density)=
 # ## 5.6 Spectral densities of the Hessian and the Fisher
 #
-# Stochastic Lanczos quadrature (`sgdnoise.spectral.spectral_density`), Gaussian-smoothed,
+# Stochastic Lanczos quadrature {cite}`ubaru2017fast` (`sgdnoise.spectral.spectral_density`):
+# Lanczos runs from random probe vectors, averaged as in Hutchinson's trace estimator
+# {cite}`hutchinson1989stochastic`, the method that {cite}`ghorbani2019investigation` and
+# {cite}`yao2020pyhessian` apply to network Hessians. Gaussian-smoothed,
 # on a log scale for the density; the ticks on top mark the top-k Lanczos eigenvalues of the
 # Hessian.
 

@@ -69,7 +69,9 @@
 # ## The protocol
 #
 # A plan lists runs as (arm, batch size, seed) in priority order; `sgdnoise-sweep` runs as
-# many as a GPU lease allows and the records accumulate in `data/results/ch08/`.
+# many as a GPU lease allows and the records accumulate in `data/results/ch08/`. Its
+# engine keeps the whole data set on the device and draws each batch and its augmentation
+# there, the design of {cite}`jordan2024airbench`.
 #
 # * **A, the essay's setting**: plain SGD, $\eta = 0.1$ constant, 30 epochs.
 # * **B, equal epochs with the scaling rule** {cite}`goyal2017accurate`: momentum 0.9,
