@@ -419,6 +419,27 @@ def test_hooks_stop_early_and_see_every_evaluation():
     assert [r["step"] for r in res.history] == [0, 3] and h.evals == res.history
 
 
+def test_step_budget_stops_at_exactly_its_step_with_the_uninterrupted_parameters():
+    from sgdnoise.train import StepBudget
+
+    class Snapshot:
+        def on_step(self, state):
+            if state.step == 5:
+                self.theta = torch.cat([p.detach().flatten().clone()
+                                        for p in state.model.parameters()])
+
+    snap = Snapshot()
+    full = train(_cfg(epochs=3), _data(), model=_tiny(), progress=False, hooks=[snap])
+    cut = train(_cfg(epochs=3), _data(), model=_tiny(), progress=False,
+                hooks=[StepBudget(5)])
+    assert full.status == "finished" and full.steps > 5
+    assert cut.status == "stopped" and cut.steps == 5
+    theta = torch.cat([p.detach().flatten() for p in cut.model.parameters()])
+    assert torch.equal(theta, snap.theta)
+    with pytest.raises(ValueError, match="steps"):
+        StepBudget(0)
+
+
 @pytest.mark.parametrize("every", [1, 4])
 def test_divergence_reports_the_first_bad_step(every):
     d = _data()

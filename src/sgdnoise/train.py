@@ -79,6 +79,7 @@ from ._validate import check_choice, check_positive, check_positive_int
 __all__ = [
     "LR_SCALINGS",
     "SCHEDULES",
+    "StepBudget",
     "StepState",
     "TrainConfig",
     "TrainHook",
@@ -255,6 +256,17 @@ class TrainHook(Protocol):
 
     def on_eval(self, record: dict[str, Any]) -> None:  # pragma: no cover - protocol
         """After every evaluation, with its record."""
+
+
+class StepBudget:
+    """A :class:`TrainHook` that stops a run after ``steps`` optimizer steps (the run ends
+    with status ``"stopped"``, or ``"finished"`` if it reaches its own end first)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = check_positive_int("steps", steps)
+
+    def on_step(self, state: StepState) -> bool:
+        return state.step >= self.steps
 
 
 @dataclass

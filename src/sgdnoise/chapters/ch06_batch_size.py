@@ -29,9 +29,8 @@ chapter 9 (``injection_scale``).
 - ``verdict_*``: the chapter's conclusions, computed from the numbers with explicit
   thresholds (:class:`sgdnoise.report.Verdict`).
 
-Known wart, kept as it was: :func:`steps_to_target` and the equal-steps arm of
-:func:`batch_lr_grid` stop a run early by raising a private exception from inside the
-optimizer's ``step`` (the training engine has no step hook yet). Library-level pieces kept
+:func:`steps_to_target` and the equal-steps arm of :func:`batch_lr_grid` stop a run early
+with the training engine's ``on_step`` hook. Library-level pieces kept
 here for now (not chapter-specific): :func:`scaled_lr`, :func:`lr_batch_ratio`,
 :func:`quadratic_step_model`, :func:`expected_quadratic_decrease`,
 :func:`noise_scale_of_model`, :class:`NoiseScaleTracker`, :func:`pooled_image_data` (a
@@ -295,10 +294,6 @@ def _float_inputs(x_uint8: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- steps to target
 
 
-class _TargetReached(Exception):
-    pass
-
-
 @dataclass
 class StepsResult:
     """One steps-to-target run: batch_size, lr, steps (first step count at which the full
@@ -324,48 +319,42 @@ def steps_to_target(
     """Train with :func:`sgdnoise.train.train` (plain SGD as ``cfg`` says, ``cfg.epochs``
     the budget) and return the first step at which the *full* training-set error is at most
     ``target_error``. The train error is evaluated every ⌈eval_every_examples / B⌉ steps by
-    a thin SGD subclass (passed as ``optimizer_factory``), which stops the run once the
-    target is reached by raising a private exception out of ``train`` (the engine has no
-    early-stop hook). The engine's progress bar is therefore always disabled here, so the
-    interrupted run leaves no half-drawn bar behind; the model is left in train mode."""
-    from sgdnoise.train import evaluate, train
+    an ``on_step`` hook of the engine, which stops the run once the target is reached. The
+    engine's progress bar is disabled here; the model is left in train mode."""
+    from sgdnoise.train import StepState, evaluate, train
 
     target_error = check_positive("target_error", target_error, allow_zero=True)
     every = max(1, math.ceil(check_positive_int("eval_every_examples", eval_every_examples)
                              / cfg.batch_size))
     train_x, train_y = data["train_x"], data["train_y"]
-    state = {"steps": 0, "hit": None, "evals": 0}
 
-    class _Watcher(torch.optim.SGD):
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                             weight_decay=cfg.weight_decay)
-            self._model = model
+    class _Watcher:
+        """Evaluates the full training error every ``every`` steps; stops at the target."""
 
-        def step(self, closure=None):  # noqa: ANN001
-            out = super().step(closure)
-            state["steps"] += 1
-            if state["steps"] % every == 0:
-                _, err = evaluate(self._model, train_x, train_y, batch_size=4096, amp=False)
-                state["evals"] += 1
-                self._model.train()
-                if err <= target_error:
-                    state["hit"] = state["steps"]
-                    raise _TargetReached
-            return out
+        hit: int | None = None
+        evals = 0
 
-    diverged = False
-    try:
-        res = train(replace(cfg, eval_at_start=False), data, optimizer_factory=_Watcher,
-                    progress=False)
-        diverged = res.status == "diverged"
-    except _TargetReached:
-        pass
+        def on_step(self, state: StepState) -> bool:
+            if state.step % every:
+                return False
+            _, err = evaluate(state.model, train_x, train_y, batch_size=4096, amp=False)
+            self.evals += 1
+            state.model.train()
+            if err <= target_error:
+                self.hit = state.step
+                return True
+            return False
+
+    watcher = _Watcher()
+    res = train(replace(cfg, eval_at_start=False), data, hooks=[watcher], progress=False)
+    # a run stopped at the target counts as reached, even if the engine flags a non-finite
+    # loss at that very step
+    diverged = res.status == "diverged" and watcher.hit is None
     lr_used = cfg.lr * (scaled_lr(1.0, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling))
-    steps = float(state["hit"]) if state["hit"] is not None else math.nan
+    steps = float(watcher.hit) if watcher.hit is not None else math.nan
     return StepsResult(batch_size=cfg.batch_size, lr=lr_used, steps=steps,
-                       reached=state["hit"] is not None, diverged=diverged,
-                       examples=steps * cfg.batch_size, evaluated=state["evals"])
+                       reached=watcher.hit is not None, diverged=diverged,
+                       examples=steps * cfg.batch_size, evaluated=watcher.evals)
 
 
 def steps_sweep(
@@ -505,53 +494,29 @@ def lr_batch_ratio_groups(final: pd.DataFrame, *, rtol: float = 1e-6) -> pd.Data
 # --------------------------------------------------------------------------- batch × lr grid
 
 
-class _StepBudgetReached(Exception):
-    pass
-
-
 def train_for_budget(cfg: Any, data: Any, *, steps: int | None = None) -> dict[str, Any]:
     """One run of the training engine, for ``cfg.epochs`` epochs (``steps=None``) or for
     exactly ``steps`` optimizer steps (the engine runs ⌈steps / steps-per-epoch⌉ epochs and
-    a thin SGD subclass stops it at ``steps`` by raising a private exception, the same wart
-    as :func:`steps_to_target`). The final train/test loss and error are evaluated on the
-    whole sets after the last step. Returns {"steps", "epochs" (examples seen / N),
-    "status" ("finished" | "diverged"), "train_error", "test_error", "train_loss",
-    "test_loss"}."""
-    from sgdnoise.train import evaluate, steps_per_epoch, train
+    an ``on_step`` hook stops it at ``steps``). The final train/test loss and error are
+    evaluated on the whole sets after the last step. Returns {"steps", "epochs" (examples
+    seen / N), "status" ("finished" | "diverged"), "train_error", "test_error",
+    "train_loss", "test_loss"}."""
+    from sgdnoise.train import StepBudget, evaluate, steps_per_epoch, train
 
     n = int(data["train_x"].shape[0])
     spe = steps_per_epoch(n, cfg.batch_size)
-    holder: dict[str, Any] = {"count": 0}
     budget = None if steps is None else check_positive_int("steps", steps)
-
-    class _Counted(torch.optim.SGD):
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                             weight_decay=cfg.weight_decay)
-            holder["model"] = model
-
-        def step(self, closure=None):  # noqa: ANN001
-            out = super().step(closure)
-            holder["count"] += 1
-            if budget is not None and holder["count"] >= budget:
-                raise _StepBudgetReached
-            return out
-
     run_cfg = cfg if budget is None else replace(cfg, epochs=math.ceil(budget / spe))
-    status = "finished"
-    try:
-        res = train(replace(run_cfg, eval_at_start=False), data, optimizer_factory=_Counted,
-                    progress=False)
-        status = res.status
-    except _StepBudgetReached:
-        pass
-    model = holder["model"]
+    hooks = [] if budget is None else [StepBudget(budget)]
+    res = train(replace(run_cfg, eval_at_start=False), data, hooks=hooks, progress=False)
+    status = "diverged" if res.status == "diverged" else "finished"
+    model = res.model
     kw = dict(batch_size=cfg.eval_batch_size, amp=False, channels_last=False)
     train_loss, train_err = evaluate(model, data["train_x"], data["train_y"], **kw)
     test_loss, test_err = evaluate(model, data["test_x"], data["test_y"], **kw)
     if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
         status = "diverged"
-    return {"steps": holder["count"], "epochs": holder["count"] * cfg.batch_size / n,
+    return {"steps": res.steps, "epochs": res.steps * cfg.batch_size / n,
             "status": status, "train_error": train_err, "test_error": test_err,
             "train_loss": train_loss, "test_loss": test_loss}
 
