@@ -236,7 +236,7 @@ def test_per_example_projections_match_loop_gradients():
     U = torch.randn(G.shape[1], 3, generator=torch.Generator().manual_seed(13),
                     dtype=torch.float64)
     torch.testing.assert_close(ch09.per_example_projections(model, x, y, U), G @ U)
-    with pytest.raises(ValueError, match="one row per trainable parameter"):
+    with pytest.raises(ValueError, match=r"V must be a \(P, k\) tensor"):
         ch09.per_example_projections(model, x, y, U[:-1])
 
 
