@@ -330,3 +330,27 @@ def test_finite_population_factor_convention():
         torch.testing.assert_close(
             stability.covariance_of_minibatch(D, b, replacement=False, num_examples=n), c * D
         )
+
+
+def test_minibatch_means_shapes_exact_cases_and_lemma1_variance():
+    import numpy as np
+
+    from sgdnoise.covariance import finite_population_factor, minibatch_means
+
+    rng = np.random.default_rng(0)
+    v = np.arange(10.0)
+    m = minibatch_means(v, 4, (3, 5), rng)
+    assert m.shape == (3, 5)
+    # B = N without replacement is the whole population: every mean is the exact mean
+    assert np.array_equal(minibatch_means(v, 10, (7,), rng), np.full(7, v.mean()))
+    # (N, d) values give (shape, d); each column is the mean of its own column
+    two = minibatch_means(np.stack([v, 2 * v], 1), 10, (2,), rng)
+    assert two.shape == (2, 2) and np.allclose(two[:, 1], 2 * two[:, 0])
+    # Var of the batch mean = c · population variance (Lemma 1), both schemes
+    pop = v.var()
+    for replacement in (True, False):
+        draws = minibatch_means(v, 3, (40000,), rng, replacement=replacement)
+        c = finite_population_factor(10, 3, replacement=replacement)
+        assert draws.var() == pytest.approx(c * pop, rel=0.05)
+    with pytest.raises(ValueError, match="batch_size"):
+        minibatch_means(np.ones(4), 5, (3,), np.random.default_rng(0))

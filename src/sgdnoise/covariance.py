@@ -15,8 +15,9 @@ The one Lemma-1 factor c of the package is :func:`finite_population_factor`. At 
 without replacement the batch is the whole population, so g_𝓑 = ḡ and c = 0 — including
 N = 1, where the formula reads 0/0 (and D = 0 anyway).
 
-This module holds the dense P × P functions (D, c·D, its trace, the noise scale) and the
-Monte Carlo check of Lemma 1. The matrix-free c · D is
+This module holds the dense P × P functions (D, c·D, its trace, the noise scale), the
+Monte Carlo check of Lemma 1, and :func:`minibatch_means` (seeded mini-batch means of
+per-example values, with or without replacement). The matrix-free c · D is
 :class:`sgdnoise.curvature.CovarianceOperator` (one of the curvature-operator family), also
 importable from here as ``sgdnoise.covariance.CovarianceOperator``.
 """
@@ -27,6 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,6 +47,7 @@ __all__ = [
     "CovarianceOperator",  # noqa: F822 (lazy, see __getattr__)
     "check_gradients",
     "finite_population_factor",
+    "minibatch_means",
 ]
 
 
@@ -307,6 +310,34 @@ def monte_carlo_covariance_error(
         closed_form_fro=ref_fro,
         estimates=estimates,
     )
+
+
+def minibatch_means(
+    values: np.ndarray,
+    batch_size: int,
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    *,
+    replacement: bool = False,
+) -> np.ndarray:
+    """Means of ``values`` over mini-batches of size B drawn uniformly, one batch per entry of
+    ``shape`` (each batch drawn without replacement unless ``replacement``). ``values: (N,)``
+    or ``(N, d)`` -> ``shape`` or ``shape + (d,)``."""
+    v = np.asarray(values, dtype=float)
+    N = v.shape[0]
+    B = check_positive_int("batch_size", batch_size)
+    if B > N:
+        raise ValueError(f"batch_size must be <= N={N}, got {B}")
+    count = int(np.prod(shape))
+    if replacement:
+        idx = rng.integers(0, N, size=(count, B))
+    elif B == N:
+        idx = np.broadcast_to(np.arange(N), (count, N))
+    else:
+        idx = np.argpartition(rng.random((count, N)), B - 1, axis=1)[:, :B]
+    m = v[idx].mean(1)
+    return m.reshape(shape + v.shape[1:])
+
 
 
 def __getattr__(name: str):
