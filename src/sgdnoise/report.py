@@ -64,12 +64,12 @@ OUTCOMES = ("supported", "contradicted", "mixed", "inconclusive")
 class Verdict:
     """One computed conclusion about one claim of the essay.
 
-    claim: the essay's claim as tested, one sentence (fixed text: what is asked).
-    outcome: one of :data:`OUTCOMES`, decided by a chapter's verdict function.
-    sentence: the computed answer with its numbers and the threshold used.
-    scale: what stands behind it, e.g. ``"laptop, default profile"`` or
-        ``"recorded GPU runs (H200, 2026-11-26)"``.
-    section: the MyST label of the section that shows the evidence (``sec-ch8-decision``).
+    - claim: the essay's claim as tested, one sentence (fixed text: what is asked).
+    - outcome: one of :data:`OUTCOMES`, decided by a chapter's verdict function.
+    - sentence: the computed answer with its numbers and the threshold used.
+    - scale: what stands behind it, e.g. ``"laptop, default profile"`` or
+      ``"recorded GPU runs (H200, 2026-11-26)"``.
+    - section: the MyST label of the section that shows the evidence (``sec-ch8-decision``).
     """
 
     claim: str

@@ -16,6 +16,7 @@ products taken by one ``matmat`` call) builds an orthonormal Krylov basis ``V`` 
   estimate of the eigenvalue density ``φ(t) = (1/dim) Σ_j δ(t − λ_j)``.
 
 Also:
+
 - :func:`power_iteration_deflation`: the baseline used by PyHessian: power iteration for
   one eigenpair at a time, each new start vector projected off the pairs already found.
 - :func:`hutchinson_trace`: ``tr A = E[zᵀAz]`` for Rademacher ``z``.
@@ -585,7 +586,7 @@ def spectral_density(
     ``φ(t) ≈ (1/num_probes) Σ_probes Σ_j w_j g_σ(t − θ_j)``.
 
     ``grid`` default: ``num_points`` points spanning the nodes ± 5σ; ``sigma`` default:
-    1% of the node range (or 1e-3 · max(1, |θ|) if all nodes coincide). The density is
+    1% of the node range (or ``1e-3 · max(1, |θ|)`` if all nodes coincide). The density is
     renormalised so its trapezoid integral over the grid is 1.
     """
     dim = check_positive_int("dim", dim)

@@ -111,33 +111,33 @@ CHECKPOINT_FORMAT = "sgdnoise.train.checkpoint/2"
 class TrainConfig:
     """Everything that determines a training run (with the data and the seed).
 
-    lr: base learning rate η₀. The rate used at step t is ``η₀ · s(B) · w(t) · c(t)`` with the
-        batch-size scaling ``s(B)`` = 1 (``lr_scaling="none"``), ``B / base_batch_size``
-        (``"linear"``) or ``sqrt(B / base_batch_size)`` (``"sqrt"``); the linear warm-up
-        ``w(t) = min(1, (t + 1) / T_w)`` over ``T_w = warmup_epochs · steps_per_epoch`` steps;
-        and the schedule ``c(t)`` = 1 (``"constant"``) or ``(1 + cos(π t / T)) / 2`` over the
-        ``T`` total steps (``"cosine"``, decays to 0).
-    epochs / max_steps: the run's length, ``T = epochs · steps_per_epoch``, or ``max_steps``
-        steps when set (it overrides ``epochs``; used for equal-step comparisons).
-    micro_batch_size: None, or the largest number of examples pushed through the network at
-        once; larger batches are accumulated from micro-batches (see the module docstring).
-    ghost_batch_size: None, or the BatchNorm batch ``g`` (``norm="batch"`` only): statistics
-        over fixed groups of ``g`` examples (B <= g: the whole batch).
-    amp: bf16 autocast on CUDA (ignored on CPU).
-    channels_last: channels-last memory format for image models (on CPU only for networks
-        whose convolutions all have >= 16 channels, see ``_channels_last_ok``).
-    eval_points: None (evaluate after every epoch) or the number of log-spaced evaluation
-        steps in ``[1, T]`` (step 0 is added when ``eval_at_start``).
-    eval_train_n / eval_subset_seed: the training loss/error are measured on a stratified
-        subset of this many clean training examples drawn with this seed (None: all).
-    bn_recompute: recompute BatchNorm running statistics before each evaluation.
-    sharpness_every / sharpness_n / sharpness_iters: λ_max of the training-loss Hessian on
-        ``sharpness_n`` fixed training examples every ``sharpness_every`` steps (None: only
-        at the end, when ``sharpness_n > 0``), with ``sharpness_iters`` Lanczos steps.
-    device_rng: draw each epoch's permutation and augmentation on the device (None: on
-        CUDA only; the CPU reference draws them from CPU generators).
-    divergence_check_every: read the device-side NaN/inf flag every this many steps (and at
-        every evaluation); 1 stops right after the first bad step.
+    - lr: base learning rate η₀. The rate used at step t is ``η₀ · s(B) · w(t) · c(t)`` with the
+      batch-size scaling ``s(B)`` = 1 (``lr_scaling="none"``), ``B / base_batch_size``
+      (``"linear"``) or ``sqrt(B / base_batch_size)`` (``"sqrt"``); the linear warm-up
+      ``w(t) = min(1, (t + 1) / T_w)`` over ``T_w = warmup_epochs · steps_per_epoch`` steps;
+      and the schedule ``c(t)`` = 1 (``"constant"``) or ``(1 + cos(π t / T)) / 2`` over the
+      ``T`` total steps (``"cosine"``, decays to 0).
+    - epochs / max_steps: the run's length, ``T = epochs · steps_per_epoch``, or ``max_steps``
+      steps when set (it overrides ``epochs``; used for equal-step comparisons).
+    - micro_batch_size: None, or the largest number of examples pushed through the network at
+      once; larger batches are accumulated from micro-batches (see the module docstring).
+    - ghost_batch_size: None, or the BatchNorm batch ``g`` (``norm="batch"`` only): statistics
+      over fixed groups of ``g`` examples (B <= g: the whole batch).
+    - amp: bf16 autocast on CUDA (ignored on CPU).
+    - channels_last: channels-last memory format for image models (on CPU only for networks
+      whose convolutions all have >= 16 channels, see ``_channels_last_ok``).
+    - eval_points: None (evaluate after every epoch) or the number of log-spaced evaluation
+      steps in ``[1, T]`` (step 0 is added when ``eval_at_start``).
+    - eval_train_n / eval_subset_seed: the training loss/error are measured on a stratified
+      subset of this many clean training examples drawn with this seed (None: all).
+    - bn_recompute: recompute BatchNorm running statistics before each evaluation.
+    - sharpness_every / sharpness_n / sharpness_iters: λ_max of the training-loss Hessian on
+      ``sharpness_n`` fixed training examples every ``sharpness_every`` steps (None: only
+      at the end, when ``sharpness_n > 0``), with ``sharpness_iters`` Lanczos steps.
+    - device_rng: draw each epoch's permutation and augmentation on the device (None: on
+      CUDA only; the CPU reference draws them from CPU generators).
+    - divergence_check_every: read the device-side NaN/inf flag every this many steps (and at
+      every evaluation); 1 stops right after the first bad step.
     """
 
     model: str = "resnet34"
@@ -273,17 +273,17 @@ class StepBudget:
 class TrainResult:
     """What :func:`train` returns.
 
-    history: one dict per evaluation with ``step, epoch`` (= step / steps_per_epoch),
-        ``examples_seen`` (= step · B), ``lr`` (η of the last step taken), ``train_loss,
-        train_error`` (clean training subset), ``test_loss, test_error``, ``param_distance``
-        (‖θ_t − θ_0‖₂ over the trainable parameters), ``running_loss`` (mean mini-batch
-        loss on augmented data since the previous evaluation; None at step 0) and
-        ``wall_time`` (seconds since the run started, summed over resumed segments).
-    sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``.
-    status: "finished", "diverged" or "stopped" (a hook asked to stop).
-    extra: ``step_seconds`` (time in training steps, this segment), ``eval_seconds``,
-        ``sharpness_seconds``, ``examples_trained`` (this segment) and on CUDA
-        ``peak_memory_gib``.
+    - history: one dict per evaluation with ``step, epoch`` (= step / steps_per_epoch),
+      ``examples_seen`` (= step · B), ``lr`` (η of the last step taken), ``train_loss,
+      train_error`` (clean training subset), ``test_loss, test_error``, ``param_distance``
+      (‖θ_t − θ_0‖₂ over the trainable parameters), ``running_loss`` (mean mini-batch
+      loss on augmented data since the previous evaluation; None at step 0) and
+      ``wall_time`` (seconds since the run started, summed over resumed segments).
+    - sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``.
+    - status: "finished", "diverged" or "stopped" (a hook asked to stop).
+    - extra: ``step_seconds`` (time in training steps, this segment), ``eval_seconds``,
+      ``sharpness_seconds``, ``examples_trained`` (this segment) and on CUDA
+      ``peak_memory_gib``.
     """
 
     history: list[dict[str, Any]]
@@ -763,19 +763,19 @@ def train(
 ) -> TrainResult:
     """Train with mini-batch SGD as configured by ``cfg`` (see the module docstring).
 
-    data: anything with ``train_x (N, C, H, W)``, ``train_y (N,)``, ``test_x``, ``test_y``
-        (attributes or dict keys), e.g. :class:`sgdnoise.data.ImageData`.
-    model: a model to train in place (its initialisation is the caller's; with
-        ``cfg.ghost_batch_size`` its BatchNorm layers are made ghost layers); default
-        ``build_model(cfg.model, width=cfg.width, norm=cfg.norm)`` initialised from
-        ``cfg.seed``.
-    optimizer_factory: ``model -> Optimizer``; default SGD (fused on CUDA). The engine owns
-        the learning rate: at every step each parameter group's ``lr`` is set to its initial
-        value times :func:`lr_multiplier`.
-    checkpoint_path: where to save a checkpoint after every evaluation (atomically). If the
-        file exists, training resumes from it (the config must match).
-    on_epoch: called with each new evaluation record (same as a hook's ``on_eval``).
-    hooks: :class:`TrainHook` objects (``on_step`` / ``on_eval``, both optional).
+    - data: anything with ``train_x (N, C, H, W)``, ``train_y (N,)``, ``test_x``, ``test_y``
+      (attributes or dict keys), e.g. :class:`sgdnoise.data.ImageData`.
+    - model: a model to train in place (its initialisation is the caller's; with
+      ``cfg.ghost_batch_size`` its BatchNorm layers are made ghost layers); default
+      ``build_model(cfg.model, width=cfg.width, norm=cfg.norm)`` initialised from
+      ``cfg.seed``.
+    - optimizer_factory: ``model -> Optimizer``; default SGD (fused on CUDA). The engine owns
+      the learning rate: at every step each parameter group's ``lr`` is set to its initial
+      value times :func:`lr_multiplier`.
+    - checkpoint_path: where to save a checkpoint after every evaluation (atomically). If the
+      file exists, training resumes from it (the config must match).
+    - on_epoch: called with each new evaluation record (same as a hook's ``on_eval``).
+    - hooks: :class:`TrainHook` objects (``on_step`` / ``on_eval``, both optional).
     """
     cfg.validate()
     device = torch.device(cfg.device)

@@ -592,8 +592,8 @@ def gaussian_verdict(
     section: str = SECTION_GAUSS,
 ) -> Verdict:
     """Is projected mini-batch noise Gaussian? ``gauss`` from :func:`gaussianity_table`.
-    Noise counts as Gaussian at a batch size when every direction's Monte Carlo |excess
-    kurtosis| is below ``kurtosis_tolerance``. "supported" when it is at the smallest and
+    Noise counts as Gaussian at a batch size when every direction's Monte Carlo absolute
+    excess kurtosis is below ``kurtosis_tolerance``. "supported" when it is at the smallest and
     the largest B, "mixed" when only at the largest (Gaussian only for large batches),
     "contradicted" when not even at the largest. The sentence also gives the B the
     heaviest direction needs by the cumulant scaling kurt_1/B."""

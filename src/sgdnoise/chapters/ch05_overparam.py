@@ -145,7 +145,7 @@ def count_outliers(evals: Tensor, *, max_outliers: int = 30, min_gap: float = 1.
 
 
 def near_zero_fraction(evals: Tensor, *, rtol: float = 1e-3, dim: int | None = None) -> float:
-    """Fraction of a spectrum with |λ| ≤ rtol · max|λ|.
+    """Fraction of a spectrum with ``|λ| ≤ rtol · max|λ|``.
 
     ``evals`` may list only the non-zero part of a (dim × dim) spectrum (e.g. a Gram
     spectrum of length N for a P × P matrix); the missing dim − len(evals) eigenvalues are
@@ -163,11 +163,11 @@ def near_zero_fraction(evals: Tensor, *, rtol: float = 1e-3, dim: int | None = N
 def slq_near_zero_fraction(
     density: Any, *, rtol: float = 1e-3, scale: float | None = None
 ) -> float:
-    """Fraction of the spectral mass with |λ| ≤ rtol · scale from an SLQ quadrature rule.
+    """Fraction of the spectral mass with ``|λ| ≤ rtol · scale`` from an SLQ quadrature rule.
 
     ``density`` is a :class:`sgdnoise.spectral.SpectralDensity` (its ``nodes`` and
     ``weights``, each probe's weights summing to 1); ``scale`` defaults to the largest
-    |node|. The estimate averages over probes Σ_j w_j 1{|θ_j| ≤ rtol·scale}, an unbiased
+    ``|node|``. The estimate averages over probes ``Σ_j w_j 1{|θ_j| ≤ rtol·scale}``, an unbiased
     estimate of the eigenvalue fraction in that window when the quadrature has resolved it.
     """
     nodes, weights = density.nodes.to(DT), density.weights.to(DT)
@@ -181,13 +181,13 @@ def slq_near_zero_fraction(
 
 
 def slq_zero_cluster(density: Any, *, scale: float | None = None) -> dict[str, float]:
-    """The Gauss node nearest 0 of each SLQ probe: its weight and |position| / ``scale``.
+    """The Gauss node nearest 0 of each SLQ probe: its weight and ``|position| / scale``.
 
     An m-node Gauss rule cannot split mass finer than its node spacing: a large cluster of
     near-zero eigenvalues shows up as one node (or a few) near 0 whose weight is the
     cluster's share of the spectrum and whose position is the cluster's centre of mass.
     Returns {"weight": mean over probes of that node's weight, "position": mean of its
-    |θ| / scale} (``scale`` defaults to the largest |node|), so a caller can tell whether a
+    ``|θ| / scale``} (``scale`` defaults to the largest ``|node|``), so a caller can tell whether a
     window rtol · scale is wider than the quadrature's resolution (position ≪ rtol) or not.
     """
     nodes, weights = density.nodes.to(DT), density.weights.to(DT)
@@ -381,7 +381,7 @@ class OverparamResult:
     rtol, fraction, exact lower bound from the rank); energy: DataFrame(k, top-k Hessian,
     top-k of D (best possible), random subspace); class_capture: DataFrame(matrix,
     capture of its top-m eigenspace by the class-mean span, random baseline);
-    zero_cluster: DataFrame (matrix, weight and |position|/λ_max of the SLQ node nearest 0,
+    zero_cluster: DataFrame (matrix, weight and ``|position|``/λ_max of the SLQ node nearest 0,
     see :func:`slq_zero_cluster`); span_random: the Monte Carlo check of the k/rank G
     baseline at k = min(C, top_k) (:func:`random_span_fraction`; None unless asked for);
     grad_norm_sq (‖ḡ‖²) and trace_cov (tr D)."""
@@ -457,9 +457,11 @@ def overparam_study(
        :func:`random_span_fraction`).
     6. Capture of the top-(C) eigenspaces of H, GGN, F̂ and D by the span of the C
        class-mean gradients.
+
     With ``curvature=False`` only the gradient-based parts run (steps 1, 4 and 6 for F̂ and
     D; no Hessian/GGN products): hessian_top / ggn_top are empty, densities and energy
     hold F̂ only / nothing.
+
     ``progress`` is called with a short label before each stage (e.g. tqdm's ``write``).
     """
     from sgdnoise.covariance import CovarianceOperator

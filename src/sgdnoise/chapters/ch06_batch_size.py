@@ -694,7 +694,7 @@ def verdict_trace(
     scale: str,
 ) -> Verdict:
     """tr Cov(g_B) = tr D/B (× (N − B)/(N − 1) without replacement) against Monte Carlo:
-    supported if every finite |z| = |mc − formula|/se ≤ ``z_max``, contradicted if one is
+    supported if every finite ``|z| = |mc − formula|/se`` ≤ ``z_max``, contradicted if one is
     above, inconclusive if none is finite."""
     claim = ("The trace of the mini-batch gradient covariance is tr D/B (times "
              "(N − B)/(N − 1) without replacement).")

@@ -510,7 +510,7 @@ def directional_variance(
 
 def direction_summary(directions: pd.DataFrame, draws: int) -> str:
     """One Markdown sentence from :func:`directional_variance`: each kind's variance ratio
-    along the sharpest direction, the kind closest to SGD there (smallest |log ratio|) and
+    along the sharpest direction, the kind closest to SGD there (smallest ``|log ratio|``) and
     the Monte Carlo relative error sqrt(2/S) of a Gaussian ratio from S = ``draws`` draws."""
     draws = check_positive_int("draws", draws)
     top = directions[directions["direction"] == 1].set_index("kind")["ratio"]
@@ -622,11 +622,11 @@ def sampler_verdict(check: pd.DataFrame, z_max: float, scale: str) -> Verdict:
 class NoiseExperiment:
     """Results of :func:`run_noise_experiment`.
 
-    records: one row per (config, seed): label, kind, budget, batch_size, epochs,
-        temperature (the injection scale T), seed, status, steps, train_error, test_error,
-        train_loss, test_loss, sharpness, wall_time_s, noise_seconds, seconds_per_step.
-    curves: one row per (config, seed, epoch) with the engine's history fields.
-    models: final models kept for later measurements, keyed by (label, seed).
+    - records: one row per (config, seed): label, kind, budget, batch_size, epochs,
+      temperature (the injection scale T), seed, status, steps, train_error, test_error,
+      train_loss, test_loss, sharpness, wall_time_s, noise_seconds, seconds_per_step.
+    - curves: one row per (config, seed, epoch) with the engine's history fields.
+    - models: final models kept for later measurements, keyed by (label, seed).
     """
 
     records: pd.DataFrame
@@ -912,7 +912,7 @@ def anisotropy_verdict(
     """Zhu et al. (2019): noise with SGD's anisotropic covariance regularises better than
     isotropic noise of the same trace. Paired over seeds, d = anisotropic − isotropic test
     error; supported when the 1 − α interval of d lies below 0; contradicted when it lies
-    above 0 or when TOST shows |d| < ``margin`` (no difference of practical size);
+    above 0 or when TOST shows ``|d|`` < ``margin`` (no difference of practical size);
     inconclusive otherwise."""
     margin = check_positive("margin", margin)
     piv = records.pivot_table(index="seed", columns="label", values=metric, aggfunc="first")

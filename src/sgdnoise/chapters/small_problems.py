@@ -65,8 +65,8 @@ def load_small_problem(
     data_dir: str | None = None,
 ) -> SmallProblem:
     """A stratified seeded subset of ``n_train`` training images of ``dataset``
-    ("cifar10" | "synthetic"), normalised and average-pooled to ``image_size``² pixels so
-    that dense (P, P) matrices stay small. The identity records the pooling."""
+    ("cifar10" | "synthetic"), normalised and average-pooled to ``image_size × image_size``
+    pixels so that dense (P, P) matrices stay small. The identity records the pooling."""
     from sgdnoise.data import load_dataset, to_float
 
     n_train = check_positive_int("n_train", n_train)
