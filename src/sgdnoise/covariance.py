@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdnoise._validate import check_matrix, check_positive_int, check_vector
+from sgdnoise.validate import check_matrix, check_positive_int, check_vector
 
 __all__ = [
     "gradient_covariance",

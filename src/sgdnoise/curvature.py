@@ -48,7 +48,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp, vmap
 
-from sgdnoise._validate import check_choice, check_matrix, check_positive_int, check_vector
 from sgdnoise.covariance import check_gradients, finite_population_factor
 from sgdnoise.grads import (
     batched_vjp,
@@ -60,6 +59,7 @@ from sgdnoise.grads import (
     trainable_named_parameters,
 )
 from sgdnoise.spectral import LanczosResult, hutchinson_trace, lanczos, spectral_density
+from sgdnoise.validate import check_choice, check_matrix, check_positive_int, check_vector
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 

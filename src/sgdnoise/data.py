@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import check_choice, check_positive_int
+from .validate import check_choice, check_positive_int
 
 __all__ = [
     "CIFAR10_CLASSES",

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from sgdnoise._validate import check_positive_int, check_vector
+from sgdnoise.validate import check_positive_int, check_vector
 
 __all__ = [
     "batched_vjp",

@@ -72,7 +72,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgdnoise._validate import check_choice, check_positive, check_positive_int
 from sgdnoise.covariance import finite_population_factor
 from sgdnoise.curvature import GGNOperator, HessianOperator
 from sgdnoise.grads import (
@@ -85,6 +84,7 @@ from sgdnoise.grads import (
     trainable_parameters,
 )
 from sgdnoise.spectral import lanczos_function_factor, lanczos_matrix_function, sqrt_psd
+from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "KINDS",

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
+from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 Matmat = Callable[[torch.Tensor], torch.Tensor]

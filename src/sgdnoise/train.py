@@ -74,7 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_choice, check_positive, check_positive_int
+from .validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "LR_SCALINGS",

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sgdnoise._validate import check_matrix, check_positive_int
 from sgdnoise.chapters.small_problems import batch_indices
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
+from sgdnoise.validate import check_matrix, check_positive_int
 
 __all__ = [
     "Params",

@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sgdnoise._validate import check_positive_int
 from sgdnoise.chapters.small_problems import (
     DT,
     SmallProblem,
@@ -29,6 +28,7 @@ from sgdnoise.chapters.small_problems import (
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import Interval, loglog_fit, spearman_ci
+from sgdnoise.validate import check_positive_int
 
 __all__ = [
     "KEY_PAIRS",

@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sgdnoise._validate import check_matrix, check_positive, check_positive_int
 from sgdnoise.chapters.small_problems import (
     DT,
     SmallProblem,
@@ -30,6 +29,7 @@ from sgdnoise.chapters.small_problems import (
 )
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
+from sgdnoise.validate import check_matrix, check_positive, check_positive_int
 
 __all__ = [
     "VEHICLE_CLASSES",

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sgdnoise._validate import check_choice, check_positive, check_positive_int
 from sgdnoise.covariance import minibatch_means
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import ExponentFit, bootstrap_power_law, wilson_interval
+from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "AnisotropyStudy",

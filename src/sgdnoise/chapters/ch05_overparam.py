@@ -43,9 +43,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from sgdnoise._validate import check_matrix, check_positive, check_positive_int
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
+from sgdnoise.validate import check_matrix, check_positive, check_positive_int
 
 __all__ = [
     "EnergyRow",

@@ -49,10 +49,10 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import Interval, t_interval, tost
+from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
 
 __all__ = [
     "NoiseScaleTracker",

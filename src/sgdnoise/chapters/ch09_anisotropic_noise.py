@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdnoise._validate import check_choice, check_positive, check_positive_int
 from sgdnoise.grads import num_params, per_example_grad_products
 from sgdnoise.noise import (
     KINDS,
@@ -48,6 +47,7 @@ from sgdnoise.noise import (
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import paired_difference, t_interval, tost
+from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "EQUAL_EPOCHS",

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
+from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
 
 __all__ = [
     "DT",
