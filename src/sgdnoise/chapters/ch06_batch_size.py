@@ -33,8 +33,7 @@ chapter 9 (``injection_scale``).
 with the training engine's ``on_step`` hook. Library-level pieces kept
 here for now (not chapter-specific): :func:`scaled_lr`, :func:`lr_batch_ratio`,
 :func:`quadratic_step_model`, :func:`expected_quadratic_decrease`,
-:func:`noise_scale_of_model`, :class:`NoiseScaleTracker`, :func:`pooled_image_data` (a
-subset/pooling helper for ``data``).
+:func:`noise_scale_of_model`, :class:`NoiseScaleTracker`.
 """
 
 from __future__ import annotations
@@ -75,7 +74,6 @@ __all__ = [
     "generalization_sweep",
     "noise_scale_of_model",
     "lr_batch_ratio",
-    "pooled_image_data",
     "quadratic_step_model",
     "scaled_lr",
     "steps_sweep",
@@ -262,27 +260,6 @@ def b_simple_at_target(track: pd.DataFrame, target_error: float) -> dict[str, An
 
 
 # --------------------------------------------------------------------------- data
-
-
-def pooled_image_data(data: Any, image_size: int) -> dict[str, Any]:
-    """Average-pool the uint8 images of an ImageData to image_size² pixels (rounded back to
-    uint8), so that small models train fast on CPU. Returns a dict the engine accepts
-    (train_x, train_y, test_x, test_y) plus "identity" (a dict noting the pooling)."""
-    image_size = check_positive_int("image_size", image_size)
-    side = int(data.train_x.shape[-1])
-    if side % image_size:
-        raise ValueError(f"image_size must divide {side}, got {image_size}")
-
-    def pool(x: Tensor) -> Tensor:
-        if image_size == side:
-            return x.clone()
-        f = nn.functional.avg_pool2d(x.to(torch.float32), side // image_size)
-        return f.round().clamp(0, 255).to(torch.uint8)
-
-    identity = dict(data.identity.to_dict())
-    identity["preprocessing"] = f"average-pooled to {image_size}x{image_size}"
-    return {"train_x": pool(data.train_x), "train_y": data.train_y.clone(),
-            "test_x": pool(data.test_x), "test_y": data.test_y.clone(), "identity": identity}
 
 
 def _float_inputs(x_uint8: Tensor) -> Tensor:
@@ -844,13 +821,14 @@ def verdict_lr_batch_ratio(
 
 
 def prepare(P: Params) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The chapter's data (pooled, see :func:`pooled_image_data`), its identity record and
-    the base :class:`sgdnoise.train.TrainConfig` (plain SGD, no augmentation, float32)."""
-    from sgdnoise.data import load_dataset
+    """The chapter's data (pooled, see :func:`sgdnoise.data.pool_image_data`), its identity
+    record and the base :class:`sgdnoise.train.TrainConfig` (plain SGD, no augmentation,
+    float32)."""
+    from sgdnoise.data import load_dataset, pool_image_data
     from sgdnoise.train import TrainConfig
 
     data = load_dataset(P.dataset, n_train=P.n_train, n_test=P.n_test, seed=P.seed)
-    small = pooled_image_data(data, P.image_size)
+    small = pool_image_data(data, P.image_size)
     identity = small.pop("identity")
     base = TrainConfig(model=P.model, width=P.width,
                        norm="group" if P.model == "cnn" else "none", augment=False,

@@ -526,9 +526,11 @@ def direction_summary(directions: pd.DataFrame, draws: int) -> str:
 
 def pooled_inputs(x: torch.Tensor, size: int) -> torch.Tensor:
     """Images ``(N, C, H, W)`` (uint8 pixels are normalised with the CIFAR-10 statistics)
-    average-pooled to ``(N, C, size, size)`` in float64: a small input for dense checks."""
-    size = check_positive_int("size", size)
-    return F.adaptive_avg_pool2d(_as_float(x).double(), size)
+    average-pooled to ``(N, C, size, size)`` in float64 (:func:`sgdnoise.data.pool_images`;
+    ``size`` divides H): a small input for dense checks."""
+    from sgdnoise.data import pool_images
+
+    return pool_images(_as_float(x).double(), size)
 
 
 def covariance_check(

@@ -67,19 +67,13 @@ def load_small_problem(
     """A stratified seeded subset of ``n_train`` training images of ``dataset``
     ("cifar10" | "synthetic"), normalised and average-pooled to ``image_size × image_size``
     pixels so that dense (P, P) matrices stay small. The identity records the pooling."""
-    from sgdnoise.data import load_dataset, to_float
+    from sgdnoise.data import load_dataset
 
     n_train = check_positive_int("n_train", n_train)
     image_size = check_positive_int("image_size", image_size)
-    if 32 % image_size:
-        raise ValueError(f"image_size must divide 32, got {image_size}")
     kw = {"n_test": 10} if dataset == "synthetic" else {}
     data = load_dataset(dataset, n_train=n_train, seed=seed, data_dir=data_dir, **kw)
-    x = to_float(data.train_x)
-    x = torch.nn.functional.avg_pool2d(x, 32 // image_size).to(DT)
-    identity = dict(data.identity.to_dict())
-    identity["preprocessing"] = f"normalised, average-pooled to {image_size}x{image_size}"
-    return SmallProblem(x=x, y=data.train_y.clone(), identity=identity, classes=list(data.classes))
+    return _pooled(data, image_size)[0]
 
 
 def load_small_split(
@@ -93,22 +87,28 @@ def load_small_split(
 ) -> tuple[SmallProblem, SmallProblem]:
     """Like :func:`load_small_problem`, but returns ``(train, test)``: stratified seeded
     subsets of ``n_train`` training and ``n_test`` test images, pooled alike."""
-    from sgdnoise.data import load_dataset, to_float
+    from sgdnoise.data import load_dataset
 
     n_train = check_positive_int("n_train", n_train)
     n_test = check_positive_int("n_test", n_test)
     image_size = check_positive_int("image_size", image_size)
-    if 32 % image_size:
-        raise ValueError(f"image_size must divide 32, got {image_size}")
     data = load_dataset(dataset, n_train=n_train, n_test=n_test, seed=seed, data_dir=data_dir)
+    return _pooled(data, image_size)
+
+
+def _pooled(data: Any, image_size: int) -> tuple[SmallProblem, SmallProblem]:
+    """The train and test splits of an ImageData, normalised (:func:`sgdnoise.data.to_float`),
+    average-pooled to ``image_size``² pixels (:func:`sgdnoise.data.pool_images`), float64."""
+    from sgdnoise.data import pool_images, to_float
+
     identity = dict(data.identity.to_dict())
     identity["preprocessing"] = f"normalised, average-pooled to {image_size}x{image_size}"
-    out = []
-    for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
-        xp = torch.nn.functional.avg_pool2d(to_float(x), 32 // image_size).to(DT)
-        out.append(SmallProblem(x=xp, y=y.clone(), identity=identity,
-                                classes=list(data.classes)))
-    return out[0], out[1]
+    train, test = (
+        SmallProblem(x=pool_images(to_float(x), image_size, name="image_size").to(DT),
+                     y=y.clone(), identity=identity, classes=list(data.classes))
+        for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y))
+    )
+    return train, test
 
 
 def build_small_model(
