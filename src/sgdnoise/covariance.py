@@ -27,11 +27,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from sgdnoise.spectral import orthonormal_basis
 from sgdnoise.validate import check_matrix, check_positive_int, check_vector
 
 __all__ = [
@@ -48,6 +50,10 @@ __all__ = [
     "check_gradients",
     "finite_population_factor",
     "minibatch_means",
+    "gram_spectrum",
+    "class_mean_gradients",
+    "noise_energy_fraction",
+    "random_span_fraction",
 ]
 
 
@@ -338,6 +344,99 @@ def minibatch_means(
     m = v[idx].mean(1)
     return m.reshape(shape + v.shape[1:])
 
+
+
+def gram_spectrum(G: Tensor, *, centered: bool = False) -> Tensor:
+    """Eigenvalues (N,), descending, of K = G̃G̃ᵀ/N: the non-zero spectrum of F̂ (or of D).
+
+    G: (N, P). With ``centered=False`` G̃ = G and the non-zero eigenvalues of K are those of
+    F̂ = GᵀG/N; with ``centered=True`` G̃ = G − 1ḡᵀ and they are those of D. (If K w = λ w
+    with λ > 0, then u = G̃ᵀw satisfies (G̃ᵀG̃/N) u = λ u, and conversely, so the two
+    matrices share their non-zero spectrum; K is N × N, hence at most N non-zero values.)
+    Computed in float64; tiny negative rounding values are clipped to 0.
+    """
+    check_matrix("G", G)
+    A = G.to(torch.float64)
+    if centered:
+        A = A - A.mean(dim=0, keepdim=True)
+    K = A @ A.T / A.shape[0]
+    evals = torch.linalg.eigvalsh(0.5 * (K + K.T)).flip(0)
+    return evals.clamp_min(0.0)
+
+
+def class_mean_gradients(G: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """M: (C, P), row c the mean gradient δ_c of the examples of class c (0 if none).
+
+    F̂ = Σ_c π_c δ_c δ_cᵀ + Σ_c π_c W_c with π_c the class proportions and W_c the
+    within-class second moment about δ_c; the first (between-class) term has rank ≤ C."""
+    check_matrix("G", G)
+    c = check_positive_int("num_classes", num_classes)
+    y = torch.as_tensor(y).reshape(-1).long()
+    if y.numel() != G.shape[0]:
+        raise ValueError(f"y must have N = {G.shape[0]} labels, got {y.numel()}")
+    if int(y.min()) < 0 or int(y.max()) >= c:
+        raise ValueError(f"labels must lie in [0, {c - 1}], got range [{int(y.min())}, "
+                         f"{int(y.max())}]")
+    M = torch.zeros(c, G.shape[1], dtype=torch.float64, device=G.device)
+    M.index_add_(0, y.to(G.device), G.to(torch.float64))
+    counts = torch.bincount(y, minlength=c).to(torch.float64).clamp_min(1).to(G.device)
+    return M / counts[:, None]
+
+
+def noise_energy_fraction(cov: Any, U: Tensor) -> Tensor:
+    """Cumulative fractions f_k = Σ_{j≤k} u_jᵀ C u_j / tr C, k = 1..K: (K,).
+
+    cov: anything with ``matmat(V: (P, K)) -> (P, K)`` and ``trace()`` (e.g.
+    :class:`sgdnoise.covariance.CovarianceOperator`, whose C is D/B up to a factor that
+    cancels here). U: (P, K) with orthonormal columns (e.g. top Hessian eigenvectors).
+    Cost: K products with C. For a uniformly random K-dimensional subspace the expected
+    fraction is K/P (:func:`sgdnoise.spectral.random_subspace_fraction`); the best possible
+    is the sum of the top K eigenvalues of C over its trace."""
+    check_matrix("U", U)
+    tr = float(cov.trace())
+    if tr <= 0:
+        raise ValueError(f"the covariance has trace {tr}; the fraction is undefined")
+    CU = cov.matmat(U)
+    q = (U.to(torch.float64) * CU.to(torch.float64)).sum(dim=0)
+    return torch.cumsum(q, dim=0) / tr
+
+
+def random_span_fraction(
+    G: Tensor, cov: Any, k: int, *, draws: int = 0, seed: int = 0, rtol: float = 1e-10
+) -> dict[str, float]:
+    """Noise share of a uniformly random k-subspace of span{g_1, …, g_N}, the row space of
+    G: (N, P), which contains the range of D (D = G̃ᵀG̃/N with G̃ = G − 1ḡᵀ, and the rows of
+    G̃ lie in the row space of G).
+
+    With Q: (P, r) an orthonormal basis of that span (r = rank G ≤ N) and U = Q R for R a
+    uniformly random r × k matrix with orthonormal columns, E[UUᵀ] = (k/r) QQᵀ, so
+
+        E[φ_k] = (k/r) · tr(QᵀDQ) / tr D = k / r,
+
+    against k/P for a random k-subspace of R^P
+    (:func:`sgdnoise.spectral.random_subspace_fraction`): the R^P baseline is smaller by the
+    factor r/P ≤ N/P. ``draws`` > 0 also samples that many subspaces (with ``cov.matmat``,
+    as in :func:`noise_energy_fraction`) and reports their mean and standard deviation.
+    Returns {"rank", "expected" (k/r), "mc_mean", "mc_std"} (NaN when ``draws`` = 0)."""
+    check_matrix("G", G)
+    k = check_positive_int("k", k)
+    Q = orthonormal_basis(G.T, rtol=rtol)
+    r = int(Q.shape[1])
+    if k > r:
+        raise ValueError(f"k must be <= rank G = {r}, got {k}")
+    out = {"rank": float(r), "expected": k / r, "mc_mean": math.nan, "mc_std": math.nan}
+    if draws:
+        draws = check_positive_int("draws", draws)
+        gen = torch.Generator().manual_seed(seed)
+        tr = float(cov.trace())
+        vals = []
+        for _ in range(draws):
+            Rk, _ = torch.linalg.qr(torch.randn(r, k, generator=gen, dtype=torch.float64))
+            U = (Q @ Rk).to(G.device)
+            vals.append(float((U * cov.matmat(U).to(torch.float64)).sum()) / tr)
+        out["mc_mean"] = float(np.mean(vals))
+        out["mc_std"] = float(np.std(vals, ddof=1)) if draws > 1 else math.nan
+    return out
 
 
 def __getattr__(name: str):
