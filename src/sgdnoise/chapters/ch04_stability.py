@@ -82,6 +82,7 @@ __all__ = [
     "stationary_check",
     "stationary_std",
     "wells_study",
+    "wme_curvatures",
     "wme_study",
     "wme_verdict",
 ]
