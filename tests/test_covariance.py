@@ -462,3 +462,24 @@ def test_random_span_fraction_is_k_over_rank():
 def test_class_mean_gradients_names_bad_labels():
     with pytest.raises(ValueError, match="labels"):
         class_mean_gradients(torch.zeros(2, 3), torch.tensor([0, 5]), 3)
+
+
+def test_noise_scale_of_model_equals_dense_loop():
+    from sgdnoise.covariance import noise_scale_of_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(DT)
+    x = torch.randn(23, 5, dtype=DT)
+    y = torch.randint(3, (23,))
+    rows = []
+    for i in range(23):  # independent reference: one autograd call per example
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    G = torch.stack(rows)
+    D = gradient_covariance(G)
+    gbar = G.mean(0)
+    ref = float(torch.trace(D) / (gbar @ gbar))
+    got = noise_scale_of_model(model, x, y, chunk_size=5)
+    assert got["b_simple"] == pytest.approx(ref, rel=1e-10)
+    assert got["trace_D"] == pytest.approx(float(torch.trace(D)), rel=1e-10)

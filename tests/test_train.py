@@ -553,3 +553,19 @@ def test_cuda_fast_path_resumes_exactly_and_matches_eager(tmp_path):
     a = torch.cat([p.detach().flatten().float() for p in fused.model.parameters()])
     b = torch.cat([p.detach().flatten().float() for p in eager.model.parameters()])
     assert float((a - b).norm() / b.norm()) < 0.05
+
+
+def test_scaled_lr_rules_and_lr_batch_ratio():
+    from sgdnoise.train import lr_batch_ratio, scaled_lr
+
+    assert scaled_lr(0.1, 256, 64, "linear") == pytest.approx(0.4)
+    assert scaled_lr(0.1, 256, 64, "sqrt") == pytest.approx(0.2)
+    assert scaled_lr(0.1, 256, 64, "none") == 0.1
+    # linear scaling keeps eta/B
+    assert lr_batch_ratio(scaled_lr(0.1, 256, 64, "linear"), 256) == pytest.approx(
+        lr_batch_ratio(0.1, 64))
+    # the engine applies the same rule: lr_multiplier's batch factor without warm-up/schedule
+    cfg = _cfg(batch_size=32, base_batch_size=8, lr_scaling="sqrt")
+    assert lr_multiplier(cfg, 0, 10, 2) == scaled_lr(1.0, 32, 8, "sqrt") == 2.0
+    with pytest.raises(ValueError, match="rule"):
+        scaled_lr(0.1, 2, 1, "cubic")

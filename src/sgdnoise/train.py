@@ -87,9 +87,11 @@ __all__ = [
     "crop_flip",
     "eval_steps",
     "evaluate",
+    "lr_batch_ratio",
     "lr_multiplier",
     "random_crop_flip_params",
     "recompute_bn_stats",
+    "scaled_lr",
     "sharpness",
     "steps_per_epoch",
     "total_steps",
@@ -342,14 +344,31 @@ def eval_steps(total: int, points: int | None, *, steps_per_ep: int = 1,
     return sorted(steps)
 
 
+def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
+    """η(B) = η₀ · s, s = 1 ("none"), B/B₀ ("linear": keeps η/B, the SDE's diffusion
+    coefficient), or √(B/B₀) ("sqrt": keeps η²/B, the covariance η²D/B of one update)."""
+    base_lr = check_positive("base_lr", base_lr)
+    b = check_positive_int("batch_size", batch_size)
+    b0 = check_positive_int("base_batch_size", base_batch_size)
+    rule = check_choice("rule", rule, LR_SCALINGS)
+    if rule == "linear":
+        return base_lr * b / b0
+    if rule == "sqrt":
+        return base_lr * math.sqrt(b / b0)
+    return base_lr
+
+
+def lr_batch_ratio(lr: float, batch_size: int) -> float:
+    """η/B: the diffusion coefficient of the SDE dθ = −∇L dt + √(η/B · D) dW (the "temperature" of
+    Smith & Le and Jastrzębski et al.). Linear scaling keeps it fixed."""
+    lr = check_positive("lr", lr)
+    b = check_positive_int("batch_size", batch_size)
+    return lr / b
+
+
 def lr_multiplier(cfg: TrainConfig, step: int, total_steps: int, steps_per_ep: int) -> float:
     """``s(B) · w(step) · c(step)`` of :class:`TrainConfig` (multiplies the base lr)."""
-    if cfg.lr_scaling == "linear":
-        scale = cfg.batch_size / cfg.base_batch_size
-    elif cfg.lr_scaling == "sqrt":
-        scale = math.sqrt(cfg.batch_size / cfg.base_batch_size)
-    else:
-        scale = 1.0
+    scale = scaled_lr(1.0, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling)
     warm_steps = cfg.warmup_epochs * steps_per_ep
     warm = min(1.0, (step + 1) / warm_steps) if warm_steps > 0 else 1.0
     if cfg.schedule == "cosine":

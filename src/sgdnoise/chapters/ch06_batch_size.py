@@ -5,20 +5,21 @@ Notation: N examples, per-example gradients g_i with mean ḡ and covariance
 D = (1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ; a mini-batch of size B has Cov(g_B) = D/B (with
 replacement). Learning rate η. Three noise-scale quantities keep distinct names across the
 package: the learning-rate/batch ratio η/B (:func:`lr_batch_ratio`, the diffusion
-coefficient of the SDE, called "temperature" by Smith & Le and Jastrzębski et al.), the
+coefficient of the SDE, called "temperature" by Smith & Le and Jastrzębski et al.;
+:func:`sgdnoise.train.lr_batch_ratio`), the
 per-step noise ratio η(N − B)/(B(N − 1)) of sampling without replacement
 (``step_noise_ratio``, in :mod:`sgdnoise.sweep`), and the injected-noise scale of
 chapter 9 (``injection_scale``).
 
 - :class:`Params`: the chapter's parameters (the notebook's parameters cell and
   ``book/params/ch06_batch_size/*.yaml``), with their checks.
-- :func:`scaled_lr`, :func:`lr_batch_ratio`, :func:`smith_le_noise_scale`: the linear /
-  square-root scaling rules, η/B, and Smith & Le's g = η(N/B − 1).
+- :func:`smith_le_noise_scale`: Smith & Le's g = η(N/B − 1). The linear / square-root
+  scaling rules are :func:`sgdnoise.train.scaled_lr` (the rule the engine applies).
 - :func:`quadratic_step_model`: the optimal step of a noisy quadratic model (McCandlish et
   al. 2018): ε_opt(B) = ε_max / (1 + B_noise/B), B_noise = tr(HΣ)/ḡᵀHḡ,
   B_simple = tr Σ / ‖ḡ‖².
-- :func:`noise_scale_of_model`: B_simple of a network on a data set, chunked (no N × P
-  matrix kept), and :class:`NoiseScaleTracker` to record it along training.
+- B_simple of a network along training: :func:`sgdnoise.covariance.noise_scale_of_model`
+  and :class:`sgdnoise.covariance.NoiseScaleTracker` (library).
 - :func:`steps_to_target`, :func:`steps_sweep`, :func:`fit_steps_vs_batch`: steps to reach a
   target training error with the training engine, and the fit S(B) = S_min (1 + B_noise/B).
 - :func:`generalization_sweep`, :func:`lr_batch_ratio_groups`: final train/test error at a
@@ -30,10 +31,9 @@ chapter 9 (``injection_scale``).
   thresholds (:class:`sgdnoise.report.Verdict`).
 
 :func:`steps_to_target` and the equal-steps arm of :func:`batch_lr_grid` stop a run early
-with the training engine's ``on_step`` hook. Library-level pieces kept
-here for now (not chapter-specific): :func:`scaled_lr`, :func:`lr_batch_ratio`,
-:func:`quadratic_step_model`, :func:`expected_quadratic_decrease`,
-:func:`noise_scale_of_model`, :class:`NoiseScaleTracker`.
+with the training engine's ``on_step`` hook. The noisy-quadratic model
+(:func:`quadratic_step_model`, :func:`expected_quadratic_decrease`) stays here: only this
+chapter uses it.
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ from torch import Tensor, nn
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import Interval, t_interval, tost
+from sgdnoise.train import LR_SCALINGS, scaled_lr
 from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
 
 __all__ = [
-    "NoiseScaleTracker",
     "Params",
     "batch_gap",
     "batch_lr_grid",
@@ -72,10 +72,7 @@ __all__ = [
     "expected_quadratic_decrease",
     "fit_steps_vs_batch",
     "generalization_sweep",
-    "noise_scale_of_model",
-    "lr_batch_ratio",
     "quadratic_step_model",
-    "scaled_lr",
     "steps_sweep",
     "steps_to_target",
     "lr_batch_ratio_groups",
@@ -83,32 +80,10 @@ __all__ = [
 ]
 
 DT = torch.float64
-RULES = ("none", "linear", "sqrt")
+RULES = LR_SCALINGS  # the learning-rate scaling rules of sgdnoise.train
 
 
 # --------------------------------------------------------------------------- scaling rules
-
-
-def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
-    """η(B) = η₀ · s, s = 1 ("none"), B/B₀ ("linear": keeps η/B, the SDE's diffusion
-    coefficient), or √(B/B₀) ("sqrt": keeps η²/B, the covariance η²D/B of one update)."""
-    base_lr = check_positive("base_lr", base_lr)
-    b = check_positive_int("batch_size", batch_size)
-    b0 = check_positive_int("base_batch_size", base_batch_size)
-    rule = check_choice("rule", rule, RULES)
-    if rule == "linear":
-        return base_lr * b / b0
-    if rule == "sqrt":
-        return base_lr * math.sqrt(b / b0)
-    return base_lr
-
-
-def lr_batch_ratio(lr: float, batch_size: int) -> float:
-    """η/B: the diffusion coefficient of the SDE dθ = −∇L dt + √(η/B · D) dW (the "temperature" of
-    Smith & Le and Jastrzębski et al.). Linear scaling keeps it fixed."""
-    lr = check_positive("lr", lr)
-    b = check_positive_int("batch_size", batch_size)
-    return lr / b
 
 
 def smith_le_noise_scale(lr: float, batch_size: int, n: int) -> float:
@@ -179,77 +154,10 @@ def expected_quadratic_decrease(
 # --------------------------------------------------------------------------- noise scale
 
 
-def noise_scale_of_model(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    chunk_size: int = 256,
-) -> dict[str, float]:
-    """B_simple = tr D / ‖ḡ‖² of ``model`` on (x, y) for the cross-entropy loss, in chunks.
-
-    Per-example gradients G_c: (n_c, P) of each chunk are reduced at once to Σ‖g_i‖² and
-    Σ g_i (float64), so memory is O(chunk_size · P): tr D = (1/N) Σ‖g_i‖² − ‖ḡ‖².
-    Returns {"b_simple", "trace_D", "grad_norm_sq", "n"}."""
-    from sgdnoise.grads import per_example_grads
-
-    chunk = check_positive_int("chunk_size", chunk_size)
-    n = int(x.shape[0])
-    sq = 0.0
-    total = None
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, n, chunk):
-            Gc = per_example_grads(model, nn.functional.cross_entropy, x[start:start + chunk],
-                                   y[start:start + chunk]).to(DT)
-            sq += float((Gc * Gc).sum())
-            s = Gc.sum(0)
-            total = s if total is None else total + s
-    finally:
-        model.train(was_training)
-    gbar = total / n
-    g2 = float(gbar @ gbar)
-    tr = max(sq / n - g2, 0.0)
-    return {"b_simple": tr / g2 if g2 > 0 else math.inf, "trace_D": tr, "grad_norm_sq": g2,
-            "n": n}
-
-
-class NoiseScaleTracker:
-    """An ``on_epoch`` callback for :func:`sgdnoise.train.train` that records B_simple of
-    ``model`` (the very module being trained: pass it to ``train(..., model=model)``) on the
-    probe set (x: float inputs, y) after each evaluation, every ``every`` epochs.
-
-    ``rows``: list of dicts (epoch, step, train_error, test_error, train_loss, b_simple,
-    trace_D, grad_norm_sq); ``frame()`` gives them as a DataFrame."""
-
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, *, every: int = 1,
-                 chunk_size: int = 256, label: str = "") -> None:
-        self.model, self.x, self.y = model, x, y
-        self.every = check_positive_int("every", every)
-        self.chunk_size = check_positive_int("chunk_size", chunk_size)
-        self.label = label
-        self.rows: list[dict[str, Any]] = []
-
-    def __call__(self, rec: dict[str, Any]) -> None:
-        if int(rec["epoch"]) % self.every:
-            return
-        x = self.x.to(next(self.model.parameters()).dtype)
-        ns = noise_scale_of_model(self.model, x, self.y, chunk_size=self.chunk_size)
-        row = {k: rec[k] for k in ("epoch", "step", "train_loss", "train_error", "test_error")}
-        row.update({k: ns[k] for k in ("b_simple", "trace_D", "grad_norm_sq")})
-        row["run"] = self.label
-        self.rows.append(row)
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
-
-
 def b_simple_at_target(track: pd.DataFrame, target_error: float) -> dict[str, Any]:
-    """B_simple of a tracked run (rows of :class:`NoiseScaleTracker`) at the first record
-    whose train error is ≤ ``target_error``, or at the last record if none is.
-
-    Returns {"b_simple", "epoch", "reached" (bool), "train_error"} of that record."""
+    """B_simple of a tracked run (rows of :class:`sgdnoise.covariance.NoiseScaleTracker`) at
+    the first record whose train error is ≤ ``target_error``, or at the last record if none
+    is.  Returns {"b_simple", "epoch", "reached" (bool), "train_error"} of that record."""
     target_error = check_positive("target_error", target_error, allow_zero=True)
     if len(track) == 0:
         raise ValueError("track must hold at least one record, got an empty frame")
