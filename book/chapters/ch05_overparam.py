@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from sgdnoise.chapters import ch05_overparam as ch5
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
 
 P = ch5.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -183,7 +183,7 @@ use_style()
 runs = ch5.build_runs(P)
 identity = runs["mlp"]["prob"].identity
 LABEL = source_label(profile, identity)
-SCALE = ch5.scale_label(profile, identity)
+SCALE = scale_label(profile, identity)
 (pd.DataFrame([{"model": k, "N (examples)": v["N"], "P (parameters)": v["P"],
                "P/N": v["P"] / v["N"]} for k, v in runs.items()])
  .style.format({"P/N": "{:.1f}"}).hide(axis="index"))

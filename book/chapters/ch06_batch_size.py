@@ -72,7 +72,7 @@ from sgdnoise.covariance import NoiseScaleTracker
 from sgdnoise.data import to_float
 from sgdnoise.grads import num_params, per_example_grads
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
 from sgdnoise.stats import loglog_fit
 from sgdnoise.train import TrainConfig, train
 
@@ -132,7 +132,7 @@ verdicts = {}
 # %%
 small, identity, base = ch6.prepare(P)
 LABEL = source_label(profile, identity)
-SCALE = ch6.scale_label(profile, identity)
+SCALE = scale_label(profile, identity)
 in_shape = tuple(small["train_x"].shape[1:])
 net = ch6.build_net(P, in_shape)
 x_all = to_float(small["train_x"])

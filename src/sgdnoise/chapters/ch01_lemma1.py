@@ -71,11 +71,6 @@ class Params(ChapterParams):
                      f"every batch size must be <= n_train={self.n_train}")
 
 
-def scale_label(profile: str, identity: dict) -> str:
-    """What stands behind a verdict: ``laptop, <profile> profile, <source> N=<n>``."""
-    return f"laptop, {profile} profile, {identity.get('source', '?')} N={identity.get('n_train')}"
-
-
 def minibatch_noise_sq_norms(
     G: torch.Tensor,
     batch_size: int,

@@ -113,11 +113,6 @@ class Params(ChapterParams):
                      f"must be <= gamma_high={self.gamma_high}")
 
 
-def scale_label(profile: str, identity: dict) -> str:
-    """What stands behind a verdict: ``laptop, <profile> profile, <source> N=<n>``."""
-    return f"laptop, {profile} profile, {identity.get('source', '?')} N={identity.get('n_train')}"
-
-
 def exact_identities(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
     """The exact identities on ``model`` at ``(x: (n, ...), y: (n,))``: ``kl_error`` =
     ‖∇²K − F‖_F/‖F‖_F (Hessian of the mean KL divergence against the true Fisher), the

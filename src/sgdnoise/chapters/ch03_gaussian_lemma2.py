@@ -116,11 +116,6 @@ class Params(ChapterParams):
                          f"must be <= n_train={self.n_train}")
 
 
-def scale_label(profile: str, identity: dict) -> str:
-    """What stands behind a verdict: ``laptop, <profile> profile, <source> N=<n>``."""
-    return f"laptop, {profile} profile, {identity.get('source', '?')} N={identity.get('n_train')}"
-
-
 def noise_directions(
     D: torch.Tensor, H: torch.Tensor, *, seed: int = 1
 ) -> tuple[torch.Tensor, list[str]]:

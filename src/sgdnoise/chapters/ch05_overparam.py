@@ -413,12 +413,6 @@ SECTION_OUTLIERS = "sec-ch5-outliers"
 SECTION_ENERGY = "sec-ch5-energy"
 
 
-def scale_label(profile: str, identity: dict[str, Any] | None = None) -> str:
-    """``'laptop, smoke profile, synthetic data'``: what stands behind a verdict."""
-    src = (identity or {}).get("source")
-    return f"laptop, {profile} profile" + (f", {src} data" if src else "")
-
-
 @dataclass(frozen=True)
 class RankRow:
     """One model/state: N, P and the numerical ranks of F̂ and D."""

@@ -568,12 +568,6 @@ SECTION_GRID = "sec-ch6-grid"
 SECTION_RATIO = "sec-ch6-ratio"
 
 
-def scale_label(profile: str, identity: dict[str, Any] | None = None) -> str:
-    """``'laptop, smoke profile, synthetic data'``: what stands behind a verdict."""
-    src = (identity or {}).get("source")
-    return f"laptop, {profile} profile" + (f", {src} data" if src else "")
-
-
 def verdict_trace(
     z: Sequence[float], slope: float, slope_se: float, *, z_max: float, samples: int,
     scale: str,
