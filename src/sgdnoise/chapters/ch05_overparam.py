@@ -23,9 +23,9 @@ Gram matrix; hence rank F̂ ≤ N, rank D ≤ N − 1), :func:`sgdnoise.spectral
 - ``verdict_*``: the chapter's conclusions, computed from the numbers with explicit
   thresholds (:class:`sgdnoise.report.Verdict`).
 
-:func:`train_to_interpolation` keeps its own small SGD loop (a fresh permutation per
-epoch from ``torch.Generator().manual_seed(seed)``): the training engine draws its batches
-from other seeded generators, so moving it there would change the chapter's numbers.
+:func:`train_to_interpolation` trains with the small problems' SGD loop
+(:func:`sgdnoise.chapters.small_problems.sgd_steps`), not the training engine: the engine
+draws its batches from other seeded generators, so it would change the chapter's numbers.
 """
 
 from __future__ import annotations
@@ -101,10 +101,13 @@ def train_to_interpolation(
     target_error: float = 0.0,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Plain SGD on mean cross-entropy until the train error is ≤ ``target_error`` (checked
-    after every epoch) or ``max_epochs`` epochs. Batches: a fresh permutation per epoch.
+    """Plain SGD on mean cross-entropy (:func:`sgdnoise.chapters.small_problems.sgd_steps`,
+    a fresh permutation per epoch, the last batch of an epoch possibly smaller) until the
+    train error is ≤ ``target_error`` (checked after every epoch) or ``max_epochs`` epochs.
     Modifies ``model`` in place; returns one row per epoch (epoch, step, train_loss,
     train_error), epoch 0 = initialisation."""
+    from sgdnoise.chapters.small_problems import sgd_steps
+
     lr = check_positive("lr", lr)
     batch_size = check_positive_int("batch_size", batch_size)
     max_epochs = check_positive_int("max_epochs", max_epochs)
@@ -112,8 +115,6 @@ def train_to_interpolation(
     n = x.shape[0]
     if batch_size > n:
         raise ValueError(f"batch_size must be <= N = {n}, got {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.functional.cross_entropy
 
     def record(epoch: int, step: int) -> dict[str, float]:
@@ -123,15 +124,11 @@ def train_to_interpolation(
                     "train_error": float((out.argmax(1) != y).double().mean())}
 
     rows = [record(0, 0)]
+    stepper = sgd_steps(model, x, y, lr=lr, batch_size=batch_size, seed=seed, drop_last=False)
     step = 0
     for epoch in range(1, max_epochs + 1):
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            opt.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-            step += 1
+        for _ in range(math.ceil(n / batch_size)):
+            step = next(stepper)
         rows.append(record(epoch, step))
         if not math.isfinite(rows[-1]["train_loss"]):
             break
