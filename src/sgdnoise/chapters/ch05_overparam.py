@@ -7,6 +7,11 @@ generalised Gauss-Newton matrix (equal to the true Fisher for softmax cross-entr
 
 - :class:`Params`: the chapter's parameters (the notebook's parameters cell and
   ``book/params/ch05_overparam/*.yaml``), with their checks.
+- :func:`train_to_interpolation` and :func:`overparam_study`: the chapter's pipeline on a
+  trained network.
+- ``verdict_*``: the chapter's conclusions, computed from the numbers with explicit
+  thresholds (:class:`sgdnoise.report.Verdict`).
+
 The library functions the chapter reads its spectra with (used, not defined, here):
 :func:`sgdnoise.covariance.gram_spectrum` (the non-zero spectrum of F̂ or D from the N × N
 Gram matrix; hence rank F̂ ≤ N, rank D ≤ N − 1), :func:`sgdnoise.spectral.numerical_rank`,
@@ -17,11 +22,6 @@ Gram matrix; hence rank F̂ ≤ N, rank D ≤ N − 1), :func:`sgdnoise.spectral
 (Σ_{j≤k} u_jᵀ D u_j / tr D) with its baselines
 :func:`sgdnoise.spectral.random_subspace_fraction` (k/P) and
 :func:`sgdnoise.covariance.random_span_fraction` (k/rank G).
-
-- :func:`train_to_interpolation` and :func:`overparam_study`: the chapter's pipeline on a
-  trained network.
-- ``verdict_*``: the chapter's conclusions, computed from the numbers with explicit
-  thresholds (:class:`sgdnoise.report.Verdict`).
 
 :func:`train_to_interpolation` trains with the small problems' SGD loop
 (:func:`sgdnoise.chapters.small_problems.sgd_steps`), not the training engine: the engine
