@@ -74,6 +74,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .grads import flat_params, trainable_parameters
 from .validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
@@ -608,7 +609,7 @@ def sharpness(
     was_training = model.training
     model.eval()
     try:
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = trainable_parameters(model)
         dim = sum(p.numel() for p in params)
         loss_fn = nn.CrossEntropyLoss()
 
@@ -732,13 +733,9 @@ def _get(data: Any, name: str) -> torch.Tensor:
     return getattr(data, name)
 
 
-def _flat_params(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
-
-
 def _param_distance(model: nn.Module, theta0: torch.Tensor) -> float:
     """``‖θ − θ₀‖₂`` accumulated in float64."""
-    d = _flat_params(model).double() - theta0.double()
+    d = flat_params(model).double() - theta0.double()
     return float(torch.linalg.vector_norm(d))
 
 
@@ -864,7 +861,7 @@ def train(
     on_device = cfg.device_rng if cfg.device_rng is not None else device.type == "cuda"
     sampler = _Sampler(n, cfg.batch_size, spe, cfg.seed, device, on_device=on_device,
                        augment=cfg.augment)
-    theta0 = _flat_params(model).clone()
+    theta0 = flat_params(model).clone()
     history: list[dict[str, Any]] = []
     sharp_hist: list[dict[str, float]] = []
     step, elapsed, lr_now = 0, 0.0, cfg.lr * lr_multiplier(cfg, 0, T, spe)

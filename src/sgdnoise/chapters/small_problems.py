@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sgdnoise.grads import trainable_parameters
 from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
 
 __all__ = [
@@ -188,7 +189,7 @@ def sgd_steps(
     if batch_size > n:
         raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
     gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model)
     need = batch_size if drop_last else 1
     perm, pos, t = torch.randperm(n, generator=gen), 0, 0
     while True:
