@@ -4,8 +4,8 @@ the chapter's parameters and the functions that turn its numbers into verdicts.
 Every simulation runs many independent runs at once as numpy float64 arrays (runs on the
 leading axes) and is seeded through ``numpy.random.default_rng(seed)``.
 
-Contents
---------
+Chapter 4 contents
+------------------
 Parameters
     :class:`Params` (one declaration of every parameter of ``book/chapters/ch04_stability``).
 Quadratic with noise ∝ H

@@ -5,8 +5,8 @@ turn its numbers into verdicts.
 Every simulation runs many independent runs at once as numpy float64 arrays and is seeded
 through ``numpy.random.default_rng(seed)``.
 
-Contents
---------
+Chapter 7 contents
+------------------
 Parameters
     :class:`Params` (one declaration of every parameter of ``book/chapters/ch07_saddles``).
 Strict saddle
