@@ -70,3 +70,37 @@ def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
     return BookBuild(build_dir=build_dir, html=build_dir / "html",
                      executed=build_dir / "executed" / "smoke", chapters=chapters, args=args,
                      proc=proc)
+
+
+# ------------------------------------------------------------------ tiny problems (noise, ch09)
+
+
+def tiny_problem(seed: int = 0, n: int = 12, hidden: int = 3, d_in: int = 3, classes: int = 3):
+    """A float64 tanh MLP with ``x: (n, d_in)``, ``y: (n,)`` drawn from ``seed``."""
+    import torch
+    from torch import nn
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, classes))
+    model = model.double()
+    x = torch.randn(n, d_in, generator=gen, dtype=torch.float64) * 1.5
+    y = torch.randint(0, classes, (n,), generator=gen)
+    return model, x, y
+
+
+def nparams(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def loop_grads(model, x, y):
+    """Per-example gradients by a plain loop of autograd calls: (n, P)."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = []
+    for i in range(x.shape[0]):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        g = torch.autograd.grad(loss, list(model.parameters()))
+        rows.append(torch.cat([t.reshape(-1) for t in g]))
+    return torch.stack(rows)

@@ -198,3 +198,36 @@ def test_error_summary_ratio():
     s = ch01.error_summary(err).set_index("scheme")
     assert s.loc["with replacement", "ratio"] == pytest.approx(2.0)
     assert np.isnan(s.loc["without replacement", "ratio"])
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_sgd_steps_matches_an_explicit_epoch_loop(drop_last):
+    from torch import nn
+
+    from sgdnoise.chapters.small_problems import sgd_steps
+
+    n, b, lr = 7, 3, 0.2
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(n, 4, generator=g, dtype=DT)
+    y = torch.randint(2, (n,), generator=g)
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2).to(DT)
+    ref = nn.Linear(4, 2).to(DT)
+    ref.load_state_dict(model.state_dict())
+    # reference: a permutation per epoch; batches (3, 3) with drop_last, else (3, 3, 1)
+    gen = torch.Generator().manual_seed(11)
+    starts = range(0, n - b + 1, b) if drop_last else range(0, n, b)
+    for _ in range(2):
+        perm = torch.randperm(n, generator=gen)
+        for s in starts:
+            idx = perm[s : s + b]
+            ref.zero_grad()
+            nn.functional.cross_entropy(ref(x[idx]), y[idx]).backward()
+            with torch.no_grad():
+                for p in ref.parameters():
+                    p -= lr * p.grad
+    steps = sgd_steps(model, x, y, lr=lr, batch_size=b, seed=11, drop_last=drop_last)
+    last = [next(steps) for _ in range(2 * len(starts))][-1]
+    assert last == 2 * len(starts)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)

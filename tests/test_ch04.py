@@ -143,8 +143,6 @@ def test_basin_selection_gd_splits_and_sgd_prefers_flat():
 def test_argument_errors_name_the_argument():
     with pytest.raises(ValueError, match="noise"):
         D.quadratic_critical_radii(np.array([1.0]), lr=0.1, sigma=1, noise="pink", steps=2, runs=2)
-    with pytest.raises(ValueError, match="batch_size"):
-        D.minibatch_means(np.ones(4), 5, (3,), np.random.default_rng(0))
 
 
 def test_boundaries():

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from torch import nn
+from conftest import loop_grads, nparams, tiny_problem
 from torch.func import functional_call
 
 from sgdnoise.chapters import ch09_anisotropic_noise as ch09
@@ -27,30 +27,6 @@ SCALE = "laptop, test"
 # ----------------------------------------------------------------------------------------
 # fixtures and independent references
 # ----------------------------------------------------------------------------------------
-
-
-def tiny_problem(seed: int = 0, n: int = 12, hidden: int = 3, d_in: int = 3, classes: int = 3):
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, classes))
-    model = model.double()
-    x = torch.randn(n, d_in, generator=gen, dtype=torch.float64) * 1.5
-    y = torch.randint(0, classes, (n,), generator=gen)
-    return model, x, y
-
-
-def nparams(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def loop_grads(model, x, y) -> torch.Tensor:
-    """Per-example gradients by a plain loop of autograd calls: (n, P)."""
-    rows = []
-    for i in range(x.shape[0]):
-        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
-        g = torch.autograd.grad(loss, list(model.parameters()))
-        rows.append(torch.cat([t.reshape(-1) for t in g]))
-    return torch.stack(rows)
 
 
 def dense_hessian(model, x, y) -> torch.Tensor:
@@ -236,7 +212,7 @@ def test_per_example_projections_match_loop_gradients():
     U = torch.randn(G.shape[1], 3, generator=torch.Generator().manual_seed(13),
                     dtype=torch.float64)
     torch.testing.assert_close(ch09.per_example_projections(model, x, y, U), G @ U)
-    with pytest.raises(ValueError, match="one row per trainable parameter"):
+    with pytest.raises(ValueError, match=r"V must be a \(P, k\) tensor"):
         ch09.per_example_projections(model, x, y, U[:-1])
 
 

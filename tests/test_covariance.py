@@ -330,3 +330,156 @@ def test_finite_population_factor_convention():
         torch.testing.assert_close(
             stability.covariance_of_minibatch(D, b, replacement=False, num_examples=n), c * D
         )
+
+
+def test_minibatch_means_shapes_exact_cases_and_lemma1_variance():
+    import numpy as np
+
+    from sgdnoise.covariance import finite_population_factor, minibatch_means
+
+    rng = np.random.default_rng(0)
+    v = np.arange(10.0)
+    m = minibatch_means(v, 4, (3, 5), rng)
+    assert m.shape == (3, 5)
+    # B = N without replacement is the whole population: every mean is the exact mean
+    assert np.array_equal(minibatch_means(v, 10, (7,), rng), np.full(7, v.mean()))
+    # (N, d) values give (shape, d); each column is the mean of its own column
+    two = minibatch_means(np.stack([v, 2 * v], 1), 10, (2,), rng)
+    assert two.shape == (2, 2) and np.allclose(two[:, 1], 2 * two[:, 0])
+    # Var of the batch mean = c · population variance (Lemma 1), both schemes
+    pop = v.var()
+    for replacement in (True, False):
+        draws = minibatch_means(v, 3, (40000,), rng, replacement=replacement)
+        c = finite_population_factor(10, 3, replacement=replacement)
+        assert draws.var() == pytest.approx(c * pop, rel=0.05)
+    with pytest.raises(ValueError, match="batch_size"):
+        minibatch_means(np.ones(4), 5, (3,), np.random.default_rng(0))
+
+
+# ------------------------------------------------------------------ spectra of F̂ and D (chapter 5)
+
+
+from torch import nn  # noqa: E402
+
+from sgdnoise.covariance import (  # noqa: E402
+    class_mean_gradients,
+    gram_spectrum,
+    noise_energy_fraction,
+    random_span_fraction,
+)
+from sgdnoise.curvature import empirical_fisher, ggn, hessian  # noqa: E402
+from sgdnoise.grads import per_example_grads  # noqa: E402
+from sgdnoise.spectral import (  # noqa: E402
+    count_outliers,
+    numerical_rank,
+    random_subspace_fraction,
+    subspace_capture,
+)
+
+DT = torch.float64
+
+
+def _tiny_classifier(seed=0, n=12, d=6, h=8, c=3):
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, c)).to(torch.float64)
+    x = torch.randn(n, d, dtype=torch.float64)
+    y = torch.arange(n) % c
+    return model, x, y
+
+
+def test_rank_bounds_on_tiny_overparameterised_model():
+    model, x, y = _tiny_classifier()
+    n, c = x.shape[0], 3
+    loss = nn.functional.cross_entropy
+    F = empirical_fisher(model, loss, x, y)
+    p = F.shape[0]
+    assert p > n * (c - 1)
+    G = per_example_grads(model, loss, x, y)
+    gram = gram_spectrum(G)
+    dense = torch.linalg.eigvalsh(F).flip(0)
+    torch.testing.assert_close(gram, dense[:n].clamp_min(0), atol=1e-10, rtol=1e-8)
+    assert numerical_rank(gram, dim=p) == int(torch.linalg.matrix_rank(F)) <= n
+    D = gradient_covariance(G)
+    assert numerical_rank(gram_spectrum(G, centered=True), dim=p) == int(
+        torch.linalg.matrix_rank(D)) <= n - 1
+    # the GGN of softmax cross-entropy has rank <= N (C - 1)
+    assert int(torch.linalg.matrix_rank(ggn(model, loss, x, y))) <= n * (c - 1)
+
+
+def test_class_means_give_c_outliers_and_c_minus_1_after_centering():
+    gen = torch.Generator().manual_seed(1)
+    c, p, per = 5, 300, 20
+    mu = 10 * torch.randn(c, p, generator=gen, dtype=DT) / math.sqrt(p)
+    y = torch.arange(c).repeat_interleave(per)
+    G = mu[y] + 0.3 * torch.randn(c * per, p, generator=gen, dtype=DT) / math.sqrt(p)
+    assert count_outliers(gram_spectrum(G)) == c
+    # balanced classes with zero mean class-means: the centred covariance loses one direction
+    G0 = G - mu.mean(0)
+    assert count_outliers(gram_spectrum(G0, centered=True)) == c - 1
+    M = class_mean_gradients(G, y, c)
+    torch.testing.assert_close(M, torch.stack([G[y == k].mean(0) for k in range(c)]))
+    _, U = CovarianceOperator(torch.cat([G, -G])).eigh(c)
+    assert subspace_capture(U, M) > 0.95
+    Q, _ = torch.linalg.qr(torch.randn(p, c, generator=gen, dtype=DT))
+    assert subspace_capture(Q, M) < 0.2
+
+
+def test_noise_energy_fraction_matches_dense():
+    model, x, y = _tiny_classifier(seed=2)
+    loss = nn.functional.cross_entropy
+    G = per_example_grads(model, loss, x, y)
+    D = gradient_covariance(G)
+    H = hessian(model, loss, x, y)
+    _, V = torch.linalg.eigh(H)
+    U = V.flip(1)[:, :5]
+    frac = noise_energy_fraction(CovarianceOperator(G, batch_size=4), U)
+    ref = torch.cumsum(torch.diagonal(U.T @ D @ U), 0) / torch.trace(D)
+    torch.testing.assert_close(frac, ref, atol=1e-12, rtol=1e-10)
+    full = noise_energy_fraction(CovarianceOperator(G), V)
+    assert abs(float(full[-1]) - 1.0) < 1e-10
+    assert random_subspace_fraction(5, V.shape[0]) == 5 / V.shape[0]
+
+
+def test_random_span_fraction_is_k_over_rank():
+    gen = torch.Generator().manual_seed(4)
+    n, p, k = 12, 80, 3
+    G = torch.randn(n, p, generator=gen, dtype=DT) * torch.linspace(0.1, 3.0, p, dtype=DT)
+    cov = CovarianceOperator(G)
+    r = random_span_fraction(G, cov, k, draws=400, seed=0)
+    assert r["rank"] == n and r["expected"] == pytest.approx(k / n)
+    assert abs(r["mc_mean"] - k / n) < 4 * r["mc_std"] / math.sqrt(400)
+    # far above the ambient baseline k/P
+    assert r["expected"] / random_subspace_fraction(k, p) == pytest.approx(p / n)
+    # a rank-deficient G: the rank, not N, sets the baseline
+    G2 = torch.cat([G[:5], G[:5] * 2.0])
+    assert random_span_fraction(G2, CovarianceOperator(G2), k)["rank"] == 5
+    with pytest.raises(ValueError, match="k must be <= rank G"):
+        random_span_fraction(G2, CovarianceOperator(G2), 6)
+
+
+def test_class_mean_gradients_names_bad_labels():
+    with pytest.raises(ValueError, match="labels"):
+        class_mean_gradients(torch.zeros(2, 3), torch.tensor([0, 5]), 3)
+
+
+def test_noise_scale_of_model_equals_dense_loop():
+    from sgdnoise.covariance import noise_scale_of_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(DT)
+    x = torch.randn(23, 5, dtype=DT)
+    y = torch.randint(3, (23,))
+    rows = []
+    for i in range(23):  # independent reference: one autograd call per example
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i:i + 1]), y[i:i + 1]).backward()
+        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    G = torch.stack(rows)
+    D = gradient_covariance(G)
+    gbar = G.mean(0)
+    ref = float(torch.trace(D) / (gbar @ gbar))
+    got = noise_scale_of_model(model, x, y, chunk_size=5)
+    assert got["b_simple"] == pytest.approx(ref, rel=1e-10)
+    assert got["trace_D"] == pytest.approx(float(torch.trace(D)), rel=1e-10)

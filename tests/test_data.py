@@ -481,3 +481,36 @@ def test_fetch_without_network_says_what_to_do(tmp_path, capsys, monkeypatch):
     write_copy(root)
     assert D.main([str(root)]) == 0
     assert "supplied copy" in capsys.readouterr().out
+
+
+def test_pool_images_uint8_rounds_window_means_and_float_keeps_dtype():
+    import torch.nn.functional as F
+
+    from sgdnoise.data import pool_images, to_float
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (5, 3, 8, 8), generator=g, dtype=torch.uint8)
+    p = pool_images(x, 2)
+    assert p.dtype == torch.uint8 and p.shape == (5, 3, 2, 2)
+    window = x[0, 1, 4:8, 0:4].double().mean()
+    assert int(p[0, 1, 1, 0]) == int(torch.round(window))
+    xf = to_float(x).double()
+    pf = pool_images(xf, 1)
+    assert pf.dtype == torch.float64
+    assert torch.equal(pf, F.adaptive_avg_pool2d(xf, 1))
+    same = pool_images(x, 8)
+    assert torch.equal(same, x) and same.data_ptr() != x.data_ptr()
+    with pytest.raises(ValueError, match="image_size must divide 8, got 3"):
+        pool_images(x, 3, name="image_size")
+    with pytest.raises(ValueError, match="square images"):
+        pool_images(x[:, :, :4], 2)
+
+
+def test_pool_image_data_notes_the_pooling():
+    from sgdnoise.data import pool_image_data, synthetic_cifar10
+
+    d = synthetic_cifar10(20, 10, seed=0)
+    small = pool_image_data(d, 8)
+    assert small["train_x"].shape == (20, 3, 8, 8) and small["test_x"].dtype == torch.uint8
+    assert small["identity"]["preprocessing"] == "average-pooled to 8x8"
+    assert torch.equal(small["train_y"], d.train_y)

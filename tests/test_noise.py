@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import loop_grads, nparams, tiny_problem
 from torch import nn
 from torch.func import functional_call
 
@@ -32,30 +33,6 @@ torch.set_num_threads(1)
 # ----------------------------------------------------------------------------------------
 # fixtures and independent references
 # ----------------------------------------------------------------------------------------
-
-
-def tiny_problem(seed: int = 0, n: int = 12, hidden: int = 3, d_in: int = 3, classes: int = 3):
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, classes))
-    model = model.double()
-    x = torch.randn(n, d_in, generator=gen, dtype=torch.float64) * 1.5
-    y = torch.randint(0, classes, (n,), generator=gen)
-    return model, x, y
-
-
-def nparams(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def loop_grads(model, x, y) -> torch.Tensor:
-    """Per-example gradients by a plain loop of autograd calls: (n, P)."""
-    rows = []
-    for i in range(x.shape[0]):
-        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
-        g = torch.autograd.grad(loss, list(model.parameters()))
-        rows.append(torch.cat([t.reshape(-1) for t in g]))
-    return torch.stack(rows)
 
 
 def centred_cov(G: torch.Tensor) -> torch.Tensor:

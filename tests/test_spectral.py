@@ -251,3 +251,59 @@ def test_one_krylov_core_serves_blocks_factors_and_matrix_functions():
     torch.testing.assert_close(R @ R.T, Ap, rtol=1e-8, atol=1e-8)
     with pytest.raises(ValueError, match="matmat must map"):
         lanczos_matrix_function(lambda V: V[:-1], Z, 2)
+
+
+# ------------------------------------------------------------------ reading a spectrum (chapter 5)
+
+from sgdnoise.spectral import (  # noqa: E402
+    count_outliers,
+    near_zero_fraction,
+    orthonormal_basis,
+    slq_near_zero_fraction,
+    slq_zero_cluster,
+)
+
+DT = torch.float64
+
+
+def test_count_outliers_on_known_spikes():
+    ev = torch.cat([torch.linspace(100, 50, 7), torch.linspace(1.0, 0.01, 50)])
+    assert count_outliers(ev) == 7
+    assert count_outliers(torch.linspace(2.0, 1.0, 30)) == 0  # smooth: no gap >= 1.5
+
+
+def test_near_zero_fractions_exact_and_slq():
+    dim, zeros = 200, 140
+    diag = torch.zeros(dim, dtype=DT)
+    diag[zeros:] = torch.linspace(1.0, 10.0, 20, dtype=DT).repeat(3)
+    assert near_zero_fraction(diag, rtol=1e-3) == zeros / dim
+    assert near_zero_fraction(diag[zeros:], rtol=1e-3, dim=dim) == zeros / dim
+    sd = spectral_density(lambda v: diag * v, dim, num_probes=2, num_iters=40, seed=0)
+    # Rademacher probes on a diagonal matrix put mass exactly zeros/dim on the null space
+    assert abs(slq_near_zero_fraction(sd, rtol=1e-6) - zeros / dim) < 1e-8
+    zc = slq_zero_cluster(sd)
+    assert abs(zc["weight"] - zeros / dim) < 1e-8 and zc["position"] < 1e-10
+    # a tight cluster of small positive eigenvalues: a short Gauss rule lumps it into one
+    # node just above the cluster (interlacing: >= its minimum), carrying about its share
+    clustered = diag.clone()
+    clustered[:zeros] = torch.linspace(1e-3, 3e-3, zeros, dtype=DT)
+    sd = spectral_density(lambda v: clustered * v, dim, num_probes=2, num_iters=6, seed=0)
+    zc = slq_zero_cluster(sd, scale=10.0)
+    assert 1e-4 - 1e-12 <= zc["position"] < 1e-3  # far below the rest (>= 0.1)
+    assert abs(zc["weight"] - zeros / dim) < 0.05
+    assert slq_near_zero_fraction(sd, rtol=1e-4, scale=10.0) == 0.0  # window too narrow
+
+
+def test_count_outliers_names_bad_arguments():
+    with pytest.raises(ValueError, match="max_outliers"):
+        count_outliers(torch.ones(3), max_outliers=0)
+
+
+def test_orthonormal_basis_keeps_the_rank():
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(20, 4, generator=gen, dtype=DT)
+    A = torch.cat([A, A[:, :2] @ torch.randn(2, 3, generator=gen, dtype=DT)], dim=1)
+    Q = orthonormal_basis(A)
+    assert Q.shape == (20, 4)
+    torch.testing.assert_close(Q.T @ Q, torch.eye(4, dtype=DT))
+    torch.testing.assert_close(Q @ (Q.T @ A), A)  # spans the columns of A

@@ -419,6 +419,27 @@ def test_hooks_stop_early_and_see_every_evaluation():
     assert [r["step"] for r in res.history] == [0, 3] and h.evals == res.history
 
 
+def test_step_budget_stops_at_exactly_its_step_with_the_uninterrupted_parameters():
+    from sgdnoise.train import StepBudget
+
+    class Snapshot:
+        def on_step(self, state):
+            if state.step == 5:
+                self.theta = torch.cat([p.detach().flatten().clone()
+                                        for p in state.model.parameters()])
+
+    snap = Snapshot()
+    full = train(_cfg(epochs=3), _data(), model=_tiny(), progress=False, hooks=[snap])
+    cut = train(_cfg(epochs=3), _data(), model=_tiny(), progress=False,
+                hooks=[StepBudget(5)])
+    assert full.status == "finished" and full.steps > 5
+    assert cut.status == "stopped" and cut.steps == 5
+    theta = torch.cat([p.detach().flatten() for p in cut.model.parameters()])
+    assert torch.equal(theta, snap.theta)
+    with pytest.raises(ValueError, match="steps"):
+        StepBudget(0)
+
+
 @pytest.mark.parametrize("every", [1, 4])
 def test_divergence_reports_the_first_bad_step(every):
     d = _data()
@@ -532,3 +553,19 @@ def test_cuda_fast_path_resumes_exactly_and_matches_eager(tmp_path):
     a = torch.cat([p.detach().flatten().float() for p in fused.model.parameters()])
     b = torch.cat([p.detach().flatten().float() for p in eager.model.parameters()])
     assert float((a - b).norm() / b.norm()) < 0.05
+
+
+def test_scaled_lr_rules_and_lr_batch_ratio():
+    from sgdnoise.train import lr_batch_ratio, scaled_lr
+
+    assert scaled_lr(0.1, 256, 64, "linear") == pytest.approx(0.4)
+    assert scaled_lr(0.1, 256, 64, "sqrt") == pytest.approx(0.2)
+    assert scaled_lr(0.1, 256, 64, "none") == 0.1
+    # linear scaling keeps eta/B
+    assert lr_batch_ratio(scaled_lr(0.1, 256, 64, "linear"), 256) == pytest.approx(
+        lr_batch_ratio(0.1, 64))
+    # the engine applies the same rule: lr_multiplier's batch factor without warm-up/schedule
+    cfg = _cfg(batch_size=32, base_batch_size=8, lr_scaling="sqrt")
+    assert lr_multiplier(cfg, 0, 10, 2) == scaled_lr(1.0, 32, 8, "sqrt") == 2.0
+    with pytest.raises(ValueError, match="rule"):
+        scaled_lr(0.1, 2, 1, "cubic")

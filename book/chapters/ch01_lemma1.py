@@ -65,7 +65,7 @@ from sgdnoise.chapters.small_problems import build_small_model, load_small_probl
 from sgdnoise.covariance import minibatch_trace, noise_scale
 from sgdnoise.grads import num_params, per_example_grads
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
 from sgdnoise.stats import loglog_fit
 
 P = ch01.Params.from_namespace(globals())
@@ -171,7 +171,7 @@ SCHEME_COLOURS = dict(zip(("with replacement", "without replacement"),
 # %%
 problem = load_small_problem(P.dataset, P.n_train, image_size=P.image_size, seed=P.seed)
 identity = problem.identity
-scale = ch01.scale_label(P.profile, identity)
+scale = scale_label(P.profile, identity, with_size=True)
 model = build_small_model("softmax", problem.in_shape, seed=P.seed)
 trace = train_small(model, problem.x, problem.y, steps=P.train_steps, lr=P.train_lr,
                     batch_size=P.train_batch_size, checkpoints=[0], seed=P.seed)

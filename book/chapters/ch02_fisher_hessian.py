@@ -175,7 +175,7 @@ from sgdnoise.chapters.small_problems import (
     train_small,
 )
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
 
 P = ch02.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -183,7 +183,7 @@ torch.set_num_threads(2)
 use_style()
 problem = load_small_problem(P.dataset, P.n_train, image_size=P.image_size, seed=P.seed)
 identity = problem.identity
-scale = ch02.scale_label(P.profile, identity)
+scale = scale_label(P.profile, identity, with_size=True)
 MATRIX_COLOURS = dict(zip(("D", "F_hat", "F", "GGN", "H"),
                           [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4, 5)],
                           strict=True))

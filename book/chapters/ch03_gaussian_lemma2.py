@@ -72,7 +72,7 @@ from sgdnoise.chapters.small_problems import (
 )
 from sgdnoise.grads import num_params
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
 
 P = ch03.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -89,7 +89,7 @@ use_style()
 # %%
 problem = load_small_problem(P.dataset, P.n_train, image_size=P.image_size, seed=P.seed)
 identity = problem.identity
-scale = ch03.scale_label(P.profile, identity)
+scale = scale_label(P.profile, identity, with_size=True)
 model = build_small_model("mlp", problem.in_shape, width=P.width, activation=P.activation,
                           seed=P.seed)
 trace = train_small(model, problem.x, problem.y, steps=P.train_steps, lr=P.train_lr,

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from sgdnoise.chapters import ch05_overparam as ch5
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
 
 P = ch5.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -137,7 +137,7 @@ use_style()
 # inherit one fewer independent direction. Whether $C$ or $C - 1$ outliers separate from the
 # bulk is therefore an empirical question, which we check below with a largest-gap rule
 # (the $k$ maximising $\lambda_k/\lambda_{k+1}$ among the top 15, counted only if that ratio
-# is at least 1.5, {py:func}`~sgdnoise.chapters.ch05_overparam.count_outliers`), together
+# is at least 1.5, {py:func}`~sgdnoise.spectral.count_outliers`), together
 # with a direct test of the mechanism: the fraction of each matrix's top-$C$ eigenspace that
 # lies in $\operatorname{span}\{\delta_c\}$.
 #
@@ -183,7 +183,7 @@ use_style()
 runs = ch5.build_runs(P)
 identity = runs["mlp"]["prob"].identity
 LABEL = source_label(profile, identity)
-SCALE = ch5.scale_label(profile, identity)
+SCALE = scale_label(profile, identity)
 (pd.DataFrame([{"model": k, "N (examples)": v["N"], "P (parameters)": v["P"],
                "P/N": v["P"] / v["N"]} for k, v in runs.items()])
  .style.format({"P/N": "{:.1f}"}).hide(axis="index"))
@@ -202,7 +202,7 @@ train_table.style.format(precision=4).hide(axis="index")
 # ## 5.5 Rank of F̂: the Gram spectrum
 #
 # The table lists, for each model and state, $N$, $P$, the numerical ranks of $\hat F$ and
-# $D$ ({py:func}`~sgdnoise.chapters.ch05_overparam.numerical_rank`), $\|\bar g\|^2$,
+# $D$ ({py:func}`~sgdnoise.spectral.numerical_rank`), $\|\bar g\|^2$,
 # $\operatorname{tr} D$ and the largest-gap outlier count of each matrix; "not computed"
 # marks the Hessian and GGN of the CNN at initialisation, which this profile skips
 # (`cnn_init_curvature`).
@@ -215,7 +215,7 @@ display(summary.style.format(precision=4, na_rep="not computed")
                 na_rep="not computed")
         .format({"P/N": "{:.1f}"}).hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "The N non-zero eigenvalues of the empirical Fisher F̂ (eigenvalues of the Gram matrix GGᵀ/N) for each model and state; all other P − N eigenvalues are exactly zero. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.gram_spectrum`.", "name": "fig-ch5-gram"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The N non-zero eigenvalues of the empirical Fisher F̂ (eigenvalues of the Gram matrix GGᵀ/N) for each model and state; all other P − N eigenvalues are exactly zero. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.gram_spectrum`.", "name": "fig-ch5-gram"}}
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 for (m, s), st in studies.items():
     ev = st.gram_fisher.numpy()
@@ -320,7 +320,7 @@ plt.show()
 # %% [markdown]
 # The first table is the largest-gap outlier count (0 = no gap of at least 1.5 among the top
 # 15); the second is the share of each matrix's top-$C$ eigenspace that lies in the span of
-# the $C$ class-mean gradients ({py:func}`~sgdnoise.chapters.ch05_overparam.subspace_capture`;
+# the $C$ class-mean gradients ({py:func}`~sgdnoise.spectral.subspace_capture`;
 # a random $C$-subspace would give $C/P$). "not computed" marks the CNN's Hessian and GGN at
 # initialisation when the profile skips them.
 
@@ -348,7 +348,7 @@ display(Markdown(verdicts["outliers"].sentence))
 # (sec-ch5-energy)=
 # ## 5.8 Noise energy in the top Hessian eigenspace
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Share φ_k of the noise energy tr D along the top-k Hessian eigenvectors (blue), the best any k-dimensional subspace can do (orange, D's own top eigenvectors), a random k-subspace of span{g_i} (k/rank G, green) and a random k-subspace of ℝ^P (k/P, gray), per model and state with a Hessian. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.noise_energy_fraction`.", "name": "fig-ch5-energy"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Share φ_k of the noise energy tr D along the top-k Hessian eigenvectors (blue), the best any k-dimensional subspace can do (orange, D's own top eigenvectors), a random k-subspace of span{g_i} (k/rank G, green) and a random k-subspace of ℝ^P (k/P, gray), per model and state with a Hessian. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.noise_energy_fraction`.", "name": "fig-ch5-energy"}}
 C = P.num_classes
 items = [(k, v) for k, v in studies.items() if v.energy is not None]
 ENERGY_STYLE = {"top-k Hessian eigenvectors": ("C0", ".", "top-k Hessian eigenvectors"),

@@ -68,10 +68,11 @@ from tqdm.auto import tqdm
 
 from sgdnoise.chapters import ch06_batch_size as ch6
 from sgdnoise.chapters.ch01_lemma1 import trace_vs_batch_study
+from sgdnoise.covariance import NoiseScaleTracker
 from sgdnoise.data import to_float
 from sgdnoise.grads import num_params, per_example_grads
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
 from sgdnoise.stats import loglog_fit
 from sgdnoise.train import TrainConfig, train
 
@@ -107,7 +108,7 @@ verdicts = {}
 # $-\eta\nabla L$ and covariance $\eta\cdot\frac{\eta}{B}D = \eta^2 D/B$, exactly the first
 # two moments of the SGD update. The drift does not involve $\eta$ or $B$; the diffusion
 # depends on them only through the learning-rate/batch ratio $\eta/B$ (the package's
-# {py:func}`~sgdnoise.chapters.ch06_batch_size.lr_batch_ratio`). Smith & Le
+# {py:func}`~sgdnoise.train.lr_batch_ratio`). Smith & Le
 # {cite}`smith2018bayesian` write the noise scale of sampling without replacement as
 # $g = \eta(N/B - 1) \approx \eta N/B$ (the finite-population factor of
 # {eq}`eq-ch6-trace` times $N$).
@@ -131,7 +132,7 @@ verdicts = {}
 # %%
 small, identity, base = ch6.prepare(P)
 LABEL = source_label(profile, identity)
-SCALE = ch6.scale_label(profile, identity)
+SCALE = scale_label(profile, identity)
 in_shape = tuple(small["train_x"].shape[1:])
 net = ch6.build_net(P, in_shape)
 x_all = to_float(small["train_x"])
@@ -212,7 +213,7 @@ display(Markdown(verdicts["trace"].sentence))
 
 # %%
 track_net = ch6.build_net(P, in_shape)
-tracker = ch6.NoiseScaleTracker(track_net, x_all, y_all, label=f"B={P.track_batch_size}")
+tracker = NoiseScaleTracker(track_net, x_all, y_all, label=f"B={P.track_batch_size}")
 track_cfg = TrainConfig(**{**base.to_dict(), "batch_size": P.track_batch_size,
                            "lr": P.track_lr, "epochs": P.track_epochs})
 track_res = train(track_cfg, small, model=track_net, on_epoch=tracker, progress=False)
@@ -220,7 +221,7 @@ track = tracker.frame()
 display(track.drop(columns="run").style.format(precision=4).format(
     {"b_simple": "{:.1f}"}).hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "B_simple = tr D/‖ḡ‖² on the whole training subset (left axis, log scale) and the train error (right axis) along one SGD run. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.noise_scale_of_model` via {py:class}`sgdnoise.chapters.ch06_batch_size.NoiseScaleTracker`.", "name": "fig-ch6-track"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "B_simple = tr D/‖ḡ‖² on the whole training subset (left axis, log scale) and the train error (right axis) along one SGD run. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.noise_scale_of_model` via {py:class}`sgdnoise.covariance.NoiseScaleTracker`.", "name": "fig-ch6-track"}}
 fig, ax1 = plt.subplots(figsize=(6.2, 3.8))
 l1 = ax1.plot(track.epoch, track.b_simple, "o-", color="C0", label="B_simple = tr D/‖ḡ‖²")
 ax1.set(yscale="log", xlabel="epoch", ylabel="B_simple")

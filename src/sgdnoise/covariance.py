@@ -15,8 +15,9 @@ The one Lemma-1 factor c of the package is :func:`finite_population_factor`. At 
 without replacement the batch is the whole population, so g_𝓑 = ḡ and c = 0 — including
 N = 1, where the formula reads 0/0 (and D = 0 anyway).
 
-This module holds the dense P × P functions (D, c·D, its trace, the noise scale) and the
-Monte Carlo check of Lemma 1. The matrix-free c · D is
+This module holds the dense P × P functions (D, c·D, its trace, the noise scale), the
+Monte Carlo check of Lemma 1, and :func:`minibatch_means` (seeded mini-batch means of
+per-example values, with or without replacement). The matrix-free c · D is
 :class:`sgdnoise.curvature.CovarianceOperator` (one of the curvature-operator family), also
 importable from here as ``sgdnoise.covariance.CovarianceOperator``.
 """
@@ -26,11 +27,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from sgdnoise._validate import check_matrix, check_positive_int, check_vector
+from sgdnoise.spectral import orthonormal_basis
+from sgdnoise.validate import check_matrix, check_positive_int, check_vector
 
 __all__ = [
     "gradient_covariance",
@@ -45,6 +49,13 @@ __all__ = [
     "CovarianceOperator",  # noqa: F822 (lazy, see __getattr__)
     "check_gradients",
     "finite_population_factor",
+    "minibatch_means",
+    "gram_spectrum",
+    "class_mean_gradients",
+    "noise_energy_fraction",
+    "random_span_fraction",
+    "noise_scale_of_model",
+    "NoiseScaleTracker",
 ]
 
 
@@ -307,6 +318,202 @@ def monte_carlo_covariance_error(
         closed_form_fro=ref_fro,
         estimates=estimates,
     )
+
+
+def minibatch_means(
+    values: np.ndarray,
+    batch_size: int,
+    shape: tuple[int, ...],
+    rng: np.random.Generator,
+    *,
+    replacement: bool = False,
+) -> np.ndarray:
+    """Means of ``values`` over mini-batches of size B drawn uniformly, one batch per entry of
+    ``shape`` (each batch drawn without replacement unless ``replacement``). ``values: (N,)``
+    or ``(N, d)`` -> ``shape`` or ``shape + (d,)``."""
+    v = np.asarray(values, dtype=float)
+    N = v.shape[0]
+    B = check_positive_int("batch_size", batch_size)
+    if B > N:
+        raise ValueError(f"batch_size must be <= N={N}, got {B}")
+    count = int(np.prod(shape))
+    if replacement:
+        idx = rng.integers(0, N, size=(count, B))
+    elif B == N:
+        idx = np.broadcast_to(np.arange(N), (count, N))
+    else:
+        idx = np.argpartition(rng.random((count, N)), B - 1, axis=1)[:, :B]
+    m = v[idx].mean(1)
+    return m.reshape(shape + v.shape[1:])
+
+
+
+def gram_spectrum(G: Tensor, *, centered: bool = False) -> Tensor:
+    """Eigenvalues (N,), descending, of K = G̃G̃ᵀ/N: the non-zero spectrum of F̂ (or of D).
+
+    G: (N, P). With ``centered=False`` G̃ = G and the non-zero eigenvalues of K are those of
+    F̂ = GᵀG/N; with ``centered=True`` G̃ = G − 1ḡᵀ and they are those of D. (If K w = λ w
+    with λ > 0, then u = G̃ᵀw satisfies (G̃ᵀG̃/N) u = λ u, and conversely, so the two
+    matrices share their non-zero spectrum; K is N × N, hence at most N non-zero values.)
+    Computed in float64; tiny negative rounding values are clipped to 0.
+    """
+    check_matrix("G", G)
+    A = G.to(torch.float64)
+    if centered:
+        A = A - A.mean(dim=0, keepdim=True)
+    K = A @ A.T / A.shape[0]
+    evals = torch.linalg.eigvalsh(0.5 * (K + K.T)).flip(0)
+    return evals.clamp_min(0.0)
+
+
+def class_mean_gradients(G: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """M: (C, P), row c the mean gradient δ_c of the examples of class c (0 if none).
+
+    F̂ = Σ_c π_c δ_c δ_cᵀ + Σ_c π_c W_c with π_c the class proportions and W_c the
+    within-class second moment about δ_c; the first (between-class) term has rank ≤ C."""
+    check_matrix("G", G)
+    c = check_positive_int("num_classes", num_classes)
+    y = torch.as_tensor(y).reshape(-1).long()
+    if y.numel() != G.shape[0]:
+        raise ValueError(f"y must have N = {G.shape[0]} labels, got {y.numel()}")
+    if int(y.min()) < 0 or int(y.max()) >= c:
+        raise ValueError(f"labels must lie in [0, {c - 1}], got range [{int(y.min())}, "
+                         f"{int(y.max())}]")
+    M = torch.zeros(c, G.shape[1], dtype=torch.float64, device=G.device)
+    M.index_add_(0, y.to(G.device), G.to(torch.float64))
+    counts = torch.bincount(y, minlength=c).to(torch.float64).clamp_min(1).to(G.device)
+    return M / counts[:, None]
+
+
+def noise_energy_fraction(cov: Any, U: Tensor) -> Tensor:
+    """Cumulative fractions f_k = Σ_{j≤k} u_jᵀ C u_j / tr C, k = 1..K: (K,).
+
+    cov: anything with ``matmat(V: (P, K)) -> (P, K)`` and ``trace()`` (e.g.
+    :class:`sgdnoise.covariance.CovarianceOperator`, whose C is D/B up to a factor that
+    cancels here). U: (P, K) with orthonormal columns (e.g. top Hessian eigenvectors).
+    Cost: K products with C. For a uniformly random K-dimensional subspace the expected
+    fraction is K/P (:func:`sgdnoise.spectral.random_subspace_fraction`); the best possible
+    is the sum of the top K eigenvalues of C over its trace."""
+    check_matrix("U", U)
+    tr = float(cov.trace())
+    if tr <= 0:
+        raise ValueError(f"the covariance has trace {tr}; the fraction is undefined")
+    CU = cov.matmat(U)
+    q = (U.to(torch.float64) * CU.to(torch.float64)).sum(dim=0)
+    return torch.cumsum(q, dim=0) / tr
+
+
+def random_span_fraction(
+    G: Tensor, cov: Any, k: int, *, draws: int = 0, seed: int = 0, rtol: float = 1e-10
+) -> dict[str, float]:
+    """Noise share of a uniformly random k-subspace of span{g_1, …, g_N}, the row space of
+    G: (N, P), which contains the range of D (D = G̃ᵀG̃/N with G̃ = G − 1ḡᵀ, and the rows of
+    G̃ lie in the row space of G).
+
+    With Q: (P, r) an orthonormal basis of that span (r = rank G ≤ N) and U = Q R for R a
+    uniformly random r × k matrix with orthonormal columns, E[UUᵀ] = (k/r) QQᵀ, so
+
+        E[φ_k] = (k/r) · tr(QᵀDQ) / tr D = k / r,
+
+    against k/P for a random k-subspace of R^P
+    (:func:`sgdnoise.spectral.random_subspace_fraction`): the R^P baseline is smaller by the
+    factor r/P ≤ N/P. ``draws`` > 0 also samples that many subspaces (with ``cov.matmat``,
+    as in :func:`noise_energy_fraction`) and reports their mean and standard deviation.
+    Returns {"rank", "expected" (k/r), "mc_mean", "mc_std"} (NaN when ``draws`` = 0)."""
+    check_matrix("G", G)
+    k = check_positive_int("k", k)
+    Q = orthonormal_basis(G.T, rtol=rtol)
+    r = int(Q.shape[1])
+    if k > r:
+        raise ValueError(f"k must be <= rank G = {r}, got {k}")
+    out = {"rank": float(r), "expected": k / r, "mc_mean": math.nan, "mc_std": math.nan}
+    if draws:
+        draws = check_positive_int("draws", draws)
+        gen = torch.Generator().manual_seed(seed)
+        tr = float(cov.trace())
+        vals = []
+        for _ in range(draws):
+            Rk, _ = torch.linalg.qr(torch.randn(r, k, generator=gen, dtype=torch.float64))
+            U = (Q @ Rk).to(G.device)
+            vals.append(float((U * cov.matmat(U).to(torch.float64)).sum()) / tr)
+        out["mc_mean"] = float(np.mean(vals))
+        out["mc_std"] = float(np.std(vals, ddof=1)) if draws > 1 else math.nan
+    return out
+
+
+def noise_scale_of_model(
+    model: torch.nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    chunk_size: int = 256,
+) -> dict[str, float]:
+    """B_simple = tr D / ‖ḡ‖² of ``model`` on (x, y) for the cross-entropy loss, in chunks.
+
+    Per-example gradients G_c: (n_c, P) of each chunk are reduced at once to Σ‖g_i‖² and
+    Σ g_i (float64), so memory is O(chunk_size · P): tr D = (1/N) Σ‖g_i‖² − ‖ḡ‖².
+    Returns {"b_simple", "trace_D", "grad_norm_sq", "n"}."""
+    from torch import nn
+
+    from sgdnoise.grads import per_example_grads
+
+    chunk = check_positive_int("chunk_size", chunk_size)
+    n = int(x.shape[0])
+    sq = 0.0
+    total = None
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, n, chunk):
+            Gc = per_example_grads(model, nn.functional.cross_entropy, x[start:start + chunk],
+                                   y[start:start + chunk]).to(torch.float64)
+            sq += float((Gc * Gc).sum())
+            s = Gc.sum(0)
+            total = s if total is None else total + s
+    finally:
+        model.train(was_training)
+    gbar = total / n
+    g2 = float(gbar @ gbar)
+    tr = max(sq / n - g2, 0.0)
+    return {"b_simple": tr / g2 if g2 > 0 else math.inf, "trace_D": tr, "grad_norm_sq": g2,
+            "n": n}
+
+
+class NoiseScaleTracker:
+    """An ``on_epoch`` callback (or ``hooks=`` entry, through :meth:`on_eval`) for
+    :func:`sgdnoise.train.train` that records B_simple (:func:`noise_scale_of_model`) of
+    ``model`` (the very module being trained: pass it to ``train(..., model=model)``) on the
+    probe set (x: float inputs, y) after each evaluation, every ``every`` epochs.
+
+    ``rows``: list of dicts (epoch, step, train_error, test_error, train_loss, b_simple,
+    trace_D, grad_norm_sq); ``frame()`` gives them as a DataFrame."""
+
+    def __init__(self, model: torch.nn.Module, x: Tensor, y: Tensor, *, every: int = 1,
+                 chunk_size: int = 256, label: str = "") -> None:
+        self.model, self.x, self.y = model, x, y
+        self.every = check_positive_int("every", every)
+        self.chunk_size = check_positive_int("chunk_size", chunk_size)
+        self.label = label
+        self.rows: list[dict[str, Any]] = []
+
+    def __call__(self, rec: dict[str, Any]) -> None:
+        if int(rec["epoch"]) % self.every:
+            return
+        x = self.x.to(next(self.model.parameters()).dtype)
+        ns = noise_scale_of_model(self.model, x, self.y, chunk_size=self.chunk_size)
+        row = {k: rec[k] for k in ("epoch", "step", "train_loss", "train_error", "test_error")}
+        row.update({k: ns[k] for k in ("b_simple", "trace_D", "grad_norm_sq")})
+        row["run"] = self.label
+        self.rows.append(row)
+
+    def on_eval(self, rec: dict[str, Any]) -> None:
+        self(rec)
+
+    def frame(self) -> Any:
+        """The rows as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
 
 
 def __getattr__(name: str):

@@ -48,7 +48,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp, vmap
 
-from sgdnoise._validate import check_choice, check_matrix, check_positive_int, check_vector
 from sgdnoise.covariance import check_gradients, finite_population_factor
 from sgdnoise.grads import (
     batched_vjp,
@@ -60,6 +59,7 @@ from sgdnoise.grads import (
     trainable_named_parameters,
 )
 from sgdnoise.spectral import LanczosResult, hutchinson_trace, lanczos, spectral_density
+from sgdnoise.validate import check_choice, check_matrix, check_positive_int, check_vector
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -762,11 +762,12 @@ class CovarianceOperator(CurvatureOperator):
     """Matrix-free ``C = c · D = (c/N) G̃ᵀG̃``: a ``(P, P)`` symmetric PSD operator.
 
     Args:
-        G: ``(N, P)`` per-example gradients (a centred copy ``G̃ = G − 1ḡᵀ`` is stored: O(NP)
-            memory).
-        batch_size, replacement: choose the Lemma-1 factor ``c`` =
-            :func:`sgdnoise.covariance.finite_population_factor` ``(N, B)``
-            (``batch_size=1`` with replacement gives ``c = 1``, i.e. ``C = D``).
+
+        - G: ``(N, P)`` per-example gradients (a centred copy ``G̃ = G − 1ḡᵀ`` is stored: O(NP)
+          memory).
+        - batch_size, replacement: choose the Lemma-1 factor ``c`` =
+          :func:`sgdnoise.covariance.finite_population_factor` ``(N, B)``
+          (``batch_size=1`` with replacement gives ``c = 1``, i.e. ``C = D``).
 
     Products cost O(NPk); ``trace``, ``diagonal`` O(NP); ``eigh(k)`` is exact through the
     ``N × N`` Gram matrix (see :meth:`eigh`); the rest is the shared base. Also ``mean``

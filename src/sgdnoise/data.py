@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._validate import check_choice, check_positive_int
+from .validate import check_choice, check_positive_int
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -37,6 +37,8 @@ __all__ = [
     "ImageData",
     "load_cifar10",
     "load_dataset",
+    "pool_image_data",
+    "pool_images",
     "resolve_data_dir",
     "stratified_indices",
     "synthetic_cifar10",
@@ -521,6 +523,41 @@ def to_float(x_uint8: torch.Tensor, *, normalize: bool = True) -> torch.Tensor:
         std = torch.tensor(CIFAR10_STD, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
         x = (x - mean) / std
     return x
+
+
+def pool_images(x: torch.Tensor, size: int, *, name: str = "size") -> torch.Tensor:
+    """Average-pool images ``x: (N, C, H, W)`` over non-overlapping ``H/size × H/size``
+    windows to ``(N, C, size, size)`` (``size`` must divide H = W).
+
+    uint8 images stay uint8: each window mean is taken in float32 and rounded (clamped to
+    [0, 255]); floating images are pooled in their own dtype. ``size = H`` returns a copy.
+    ``name`` is the parameter named in errors (the caller's name for ``size``)."""
+    size = check_positive_int(name, size)
+    if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"x must be square images (N, C, H, H), got {got}")
+    side = int(x.shape[-1])
+    if side % size:
+        raise ValueError(f"{name} must divide {side}, got {size}")
+    if size == side:
+        return x.clone()
+    if x.dtype == torch.uint8:
+        f = torch.nn.functional.avg_pool2d(x.to(torch.float32), side // size)
+        return f.round().clamp(0, 255).to(torch.uint8)
+    return torch.nn.functional.avg_pool2d(x, side // size)
+
+
+def pool_image_data(data: ImageData, image_size: int) -> dict[str, Any]:
+    """``data`` with every image average-pooled to ``image_size × image_size`` uint8 pixels
+    (:func:`pool_images`), so that small models train fast on CPU. Returns a dict that
+    :func:`sgdnoise.train.train` accepts (train_x, train_y, test_x, test_y) plus
+    "identity": ``data.identity`` as a dict with a "preprocessing" note."""
+    identity = dict(data.identity.to_dict())
+    identity["preprocessing"] = f"average-pooled to {image_size}x{image_size}"
+    return {"train_x": pool_images(data.train_x, image_size, name="image_size"),
+            "train_y": data.train_y.clone(),
+            "test_x": pool_images(data.test_x, image_size, name="image_size"),
+            "test_y": data.test_y.clone(), "identity": identity}
 
 
 # --------------------------------------------------------------------------- make data

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from sgdnoise._validate import check_positive_int, check_vector
+from sgdnoise.validate import check_positive_int, check_vector
 
 __all__ = [
     "batched_vjp",
@@ -112,9 +112,9 @@ def unflatten(model: nn.Module, v: Tensor) -> dict[str, Tensor]:
 
 
 def split_like(v: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
-    """Cut v: (..., P) into pieces shaped (..., *t.shape) for t in ``like`` (P = Σ t.numel()).
+    """Cut v: (..., P) into pieces shaped ``(..., *t.shape)`` for t in ``like`` (P = Σ t.numel()).
 
-    Leading dimensions are kept (a stack of k directions gives pieces (k, *t.shape)); the
+    Leading dimensions are kept (a stack of k directions gives pieces ``(k, *t.shape)``); the
     pieces are views of ``v`` when it is contiguous."""
     sizes = [t.numel() for t in like]
     if v.ndim < 1 or v.shape[-1] != sum(sizes):
@@ -127,7 +127,7 @@ def split_like(v: Tensor, like: Sequence[Tensor]) -> list[Tensor]:
 def flatten_like(
     pieces: Sequence[Tensor | None], like: Sequence[Tensor], lead: tuple[int, ...] = ()
 ) -> Tensor:
-    """Concatenate per-parameter tensors (lead..., *t.shape) into (lead..., P).
+    """Concatenate per-parameter tensors ``(lead..., *t.shape)`` into ``(lead..., P)``.
 
     A ``None`` piece (a parameter the output does not depend on) counts as zeros."""
     return torch.cat(
@@ -148,8 +148,8 @@ def batched_vjp(
 ) -> list[Tensor | None]:
     """Vector-Jacobian products Σ_o ⟨c_s, ∂o/∂x⟩ for a stack of k cotangents c_s.
 
-    ``outputs`` o (a tensor or list), ``cotangents`` of shapes (k, *o.shape) (matching
-    ``outputs``); returns, per input x, a (k, *x.shape) tensor or None if no output depends on
+    ``outputs`` o (a tensor or list), ``cotangents`` of shapes ``(k, *o.shape)`` (matching
+    ``outputs``); returns, per input x, a ``(k, *x.shape)`` tensor or None if no output depends on
     x. The graph is retained, so the same graph serves many calls. Uses autograd's batched
     backward (``is_grads_batched``) and falls back to a loop over k when an operation has no
     batching rule."""
@@ -272,19 +272,21 @@ def per_example_grads(
     """Per-example gradients G: (N, P), row i = g_i = ∇_θ ℓ_i(θ).
 
     Args:
-        model: any ``nn.Module``; its trainable parameters define θ ∈ R^P (flattened in
-            ``model.parameters()`` order, like :func:`flat_params`). Buffers and frozen
-            parameters are passed through unchanged. BatchNorm must use running statistics
-            (``model.eval()``); otherwise a ValueError explains the choices.
-        loss_fn: batch criterion ``loss_fn(outputs, targets) -> scalar`` (mean or sum
-            reduction); it is applied to each example alone, as a batch of one.
-        inputs: (N, ...) examples; targets: (N, ...) labels.
-        chunk_size: number of examples vectorised at once (``None``: all N). Peak extra
-            memory is about chunk_size × (P + activations of one example).
+
+        - model: any ``nn.Module``; its trainable parameters define θ ∈ R^P (flattened in
+          ``model.parameters()`` order, like :func:`flat_params`). Buffers and frozen
+          parameters are passed through unchanged. BatchNorm must use running statistics
+          (``model.eval()``); otherwise a ValueError explains the choices.
+        - loss_fn: batch criterion ``loss_fn(outputs, targets) -> scalar`` (mean or sum
+          reduction); it is applied to each example alone, as a batch of one.
+        - inputs: (N, ...) examples; targets: (N, ...) labels.
+        - chunk_size: number of examples vectorised at once (``None``: all N). Peak extra
+          memory is about chunk_size × (P + activations of one example).
 
     Returns:
-        G: (N, P) on the parameters' device, in the parameters' (promoted) dtype.
-        Layers in train mode with randomness (dropout) draw independently per example.
+
+        - G: (N, P) on the parameters' device, in the parameters' (promoted) dtype.
+        - Layers in train mode with randomness (dropout) draw independently per example.
     """
     n, chunk, named, frozen = _prepare(model, inputs, targets, chunk_size)
     params = {name: p.detach() for name, p in named}

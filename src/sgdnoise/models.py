@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_choice, check_positive_int
+from .validate import check_choice, check_positive_int
 
 __all__ = [
     "MODEL_NAMES",
@@ -477,19 +477,19 @@ def build_model(
 ) -> nn.Module:
     """Build a model by name.
 
-    name: one of ``MODEL_NAMES``: "softmax", "mlp", "cnn", "resnet20", "resnet18", "resnet34".
-    in_shape: shape of one input ``(C, H, W)``; fully connected models use ``prod(in_shape)``
-        inputs, convolutional ones ``C`` input channels.
-    width: first-stage channels (conv nets; defaults 16 for cnn / resnet20, 64 for
-        resnet18 / resnet34) or the hidden width of an MLP (default 256). Unused by "softmax".
-    norm: "batch" | "group" | "none" for the convolutional models. Fully connected models
-        ("softmax", "mlp") have no normalisation layers and ignore it.
-    bias: False gives networks without additive biases (requires norm="none" for conv nets).
-    hidden: explicit MLP hidden widths (overrides width / depth).
-    depth: number of MLP hidden layers (default 2) or of small-CNN conv blocks (default 3).
-    activation: "relu" | "tanh" for the MLP.
-    ghost_batch_size: with ``norm="batch"``, BatchNorm statistics over groups of this many
-        examples (:class:`GhostBatchNorm2d`); None: over the whole (micro-)batch.
+    - name: one of ``MODEL_NAMES``: "softmax", "mlp", "cnn", "resnet20", "resnet18", "resnet34".
+    - in_shape: shape of one input ``(C, H, W)``; fully connected models use ``prod(in_shape)``
+      inputs, convolutional ones ``C`` input channels.
+    - width: first-stage channels (conv nets; defaults 16 for cnn / resnet20, 64 for
+      resnet18 / resnet34) or the hidden width of an MLP (default 256). Unused by "softmax".
+    - norm: "batch" | "group" | "none" for the convolutional models. Fully connected models
+      ("softmax", "mlp") have no normalisation layers and ignore it.
+    - bias: False gives networks without additive biases (requires norm="none" for conv nets).
+    - hidden: explicit MLP hidden widths (overrides width / depth).
+    - depth: number of MLP hidden layers (default 2) or of small-CNN conv blocks (default 3).
+    - activation: "relu" | "tanh" for the MLP.
+    - ghost_batch_size: with ``norm="batch"``, BatchNorm statistics over groups of this many
+      examples (:class:`GhostBatchNorm2d`); None: over the whole (micro-)batch.
     """
     if ghost_batch_size is not None:
         ghost_batch_size = check_positive_int("ghost_batch_size", ghost_batch_size)

@@ -35,7 +35,7 @@ D_M = (1/M) Σ_j (g_j − ḡ_M)(g_j − ḡ_M)ᵀ):
 - ``"subsampled"``: ξ = Σ_j z_j (g_j − ḡ_M)/√M, z ~ N(0, I_M): Σ = D_M exactly. Computed
   without per-example gradients, as the gradient of Σ_j (z_j − z̄) ℓ_j / √M (one backward).
 - ``"true_fisher"``: ξ = Σ_j z_j g̃_j /√M, with g̃_j = −∇ log p(ỹ_j | x_j, θ) at a label
-  drawn from the model, ỹ_j ~ p(·|x_j, θ) (softmax of the logits). E_ỹ[g̃_j] = 0, so
+  drawn from the model, ỹ_j ~ ``p(·|x_j, θ)`` (softmax of the logits). E_ỹ[g̃_j] = 0, so
   Σ = F_M = (1/M) Σ_j E_ỹ[g̃_j g̃_jᵀ], the true Fisher on the M inputs. Uses the model's
   categorical likelihood (cross-entropy on logits) whatever ``loss_fn`` is.
 - ``"hessian"``: ξ ≈ H₊^{1/2} z, z ~ N(0, I_P), with H the Hessian of the mean loss on the M
@@ -72,7 +72,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgdnoise._validate import check_choice, check_positive, check_positive_int
 from sgdnoise.covariance import finite_population_factor
 from sgdnoise.curvature import GGNOperator, HessianOperator
 from sgdnoise.grads import (
@@ -85,6 +84,7 @@ from sgdnoise.grads import (
     trainable_parameters,
 )
 from sgdnoise.spectral import lanczos_function_factor, lanczos_matrix_function, sqrt_psd
+from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "KINDS",
@@ -313,28 +313,30 @@ def sample_noise(
     """Draw ξ ~ N(0, Σ_kind) at the model's current parameters (see the module docstring).
 
     Args:
-        kind: one of ``KINDS``.
-        model: the network; θ ∈ R^P are its trainable parameters in ``parameters()`` order.
-        loss_fn: batch criterion ``loss_fn(outputs, targets)`` (mean or sum reduction); each
-            example's loss ℓ_j is the criterion on that example alone. Unused by "none" and
-            "true_fisher" (which uses the categorical likelihood of the logits).
-        inputs, targets: the batch, (n, ...) and (n, ...).
-        num_samples: M, the number of batch examples that define Σ_kind (a uniform subset
-            without replacement, drawn from ``generator``; ``None`` or M >= n: all n). M >= 2.
-        generator: source of every random number (Gaussians, subset, sampled labels); its
-            device is used to draw, then values move to the parameters' device.
-        num_draws: S independent draws sharing one subset (result (S, P)); ``None``: one
-            draw, result (P,).
-        lanczos_steps: k, Lanczos steps for "hessian" (k Hessian-vector products per draw;
-            ``benchmarks/bench_noise.py`` prints the accuracy / cost trade-off).
-        chunk_size: examples per vectorised chunk for the per-example gradients of
-            "isotropic" / "diag_fisher" when ``moment_probes`` is None.
-        moment_probes: r, sub-sampled probe draws per noise draw that estimate diag(D_M)
-            for "isotropic" / "diag_fisher" (unbiased; see the module docstring); ``None``:
-            exact per-example gradients.
+
+        - kind: one of ``KINDS``.
+        - model: the network; θ ∈ R^P are its trainable parameters in ``parameters()`` order.
+        - loss_fn: batch criterion ``loss_fn(outputs, targets)`` (mean or sum reduction); each
+          example's loss ℓ_j is the criterion on that example alone. Unused by "none" and
+          "true_fisher" (which uses the categorical likelihood of the logits).
+        - inputs, targets: the batch, (n, ...) and (n, ...).
+        - num_samples: M, the number of batch examples that define Σ_kind (a uniform subset
+          without replacement, drawn from ``generator``; ``None`` or M >= n: all n). M >= 2.
+        - generator: source of every random number (Gaussians, subset, sampled labels); its
+          device is used to draw, then values move to the parameters' device.
+        - num_draws: S independent draws sharing one subset (result (S, P)); ``None``: one
+          draw, result (P,).
+        - lanczos_steps: k, Lanczos steps for "hessian" (k Hessian-vector products per draw;
+          ``benchmarks/bench_noise.py`` prints the accuracy / cost trade-off).
+        - chunk_size: examples per vectorised chunk for the per-example gradients of
+          "isotropic" / "diag_fisher" when ``moment_probes`` is None.
+        - moment_probes: r, sub-sampled probe draws per noise draw that estimate diag(D_M)
+          for "isotropic" / "diag_fisher" (unbiased; see the module docstring); ``None``:
+          exact per-example gradients.
 
     Returns:
-        ξ: (P,) or (S, P) in the parameters' dtype and device, detached.
+
+        - ξ: (P,) or (S, P) in the parameters' dtype and device, detached.
     """
     check_choice("kind", kind, KINDS)
     params = trainable_parameters(model)
@@ -434,27 +436,28 @@ class NoisySGD(torch.optim.Optimizer):
     Σ_kind ≈ D. With kind="none" (or s = 0) this is plain SGD.
 
     Args:
-        params: the model's trainable parameters (all of them, for kinds other than "none";
-            param groups may split them and carry their own lr / injection_scale).
-        lr: η > 0.
-        kind: one of ``KINDS``.
-        injection_scale: s >= 0, the variance multiplier of the injected noise.
-        temperature: deprecated name of ``injection_scale`` (a DeprecationWarning; giving
-            both is an error).
-        model, loss_fn: the network and batch criterion the noise is computed from (required
-            unless kind="none").
-        num_samples: M >= 2, batch examples used per draw (``None``: the whole batch).
-        momentum: μ in [0, 1); weight_decay: λ >= 0.
-        lanczos_steps: k for "hessian" (unused by the other kinds).
-        basis_refresh: r for "hessian": 1 (default) draws every step's noise by k fresh
-            Lanczos steps from its own start (f(H)z); r > 1 computes a Krylov factor R
-            (:func:`hessian_noise_factor`, covariance V T₊ Vᵀ ≈ H₊) on the batch of every
-            r-th step and draws ξ = R w in between: about 1/r of the cost, with a basis up
-            to r − 1 steps old.
-        chunk_size: per-example gradient chunk for "isotropic" / "diag_fisher" (exact mode).
-        moment_probes: r probe draws estimating diag(D_M) for "isotropic" / "diag_fisher"
-            (``None``: exact per-example gradients); see :func:`sample_noise`.
-        seed: seeds the optimizer's own generator (on the parameters' device).
+
+        - params: the model's trainable parameters (all of them, for kinds other than "none";
+          param groups may split them and carry their own lr / injection_scale).
+        - lr: η > 0.
+        - kind: one of ``KINDS``.
+        - injection_scale: s >= 0, the variance multiplier of the injected noise.
+        - temperature: deprecated name of ``injection_scale`` (a DeprecationWarning; giving
+          both is an error).
+        - model, loss_fn: the network and batch criterion the noise is computed from (required
+          unless kind="none").
+        - num_samples: M >= 2, batch examples used per draw (``None``: the whole batch).
+        - momentum: μ in [0, 1); weight_decay: λ >= 0.
+        - lanczos_steps: k for "hessian" (unused by the other kinds).
+        - basis_refresh: r for "hessian": 1 (default) draws every step's noise by k fresh
+          Lanczos steps from its own start (f(H)z); r > 1 computes a Krylov factor R
+          (:func:`hessian_noise_factor`, covariance V T₊ Vᵀ ≈ H₊) on the batch of every
+          r-th step and draws ξ = R w in between: about 1/r of the cost, with a basis up
+          to r − 1 steps old.
+        - chunk_size: per-example gradient chunk for "isotropic" / "diag_fisher" (exact mode).
+        - moment_probes: r probe draws estimating diag(D_M) for "isotropic" / "diag_fisher"
+          (``None``: exact per-example gradients); see :func:`sample_noise`.
+        - seed: seeds the optimizer's own generator (on the parameters' device).
 
     Call ``observe_batch(inputs, targets)`` before each ``step()``; the training engine does
     this automatically. The batch is consumed by the step, so a step without a fresh batch

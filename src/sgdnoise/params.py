@@ -6,7 +6,7 @@ message that names the parameter, the value and what is allowed."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,20 @@ def validate(values: Mapping[str, Any], spec: Mapping[str, Param]) -> dict[str, 
     """Check ``values`` against ``spec``; return the checked (coerced) values.
 
     Unknown names and missing names are errors too."""
-    unknown = sorted(set(values) - set(spec))
+    check_names(values, spec)
+    return {name: spec[name].check(name, values[name]) for name in spec}
+
+
+def check_names(values: Mapping[str, Any], names: Iterable[str]) -> None:
+    """Raise ValueError naming the unknown parameters of ``values`` (with the allowed
+    ``names``) or the missing ones."""
+    allowed = set(names)
+    unknown = sorted(set(values) - allowed)
     if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(spec)}")
-    missing = sorted(set(spec) - set(values))
+        raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(allowed)}")
+    missing = sorted(allowed - set(values))
     if missing:
         raise ValueError(f"missing parameter(s) {missing}")
-    return {name: spec[name].check(name, values[name]) for name in spec}
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
@@ -178,12 +185,7 @@ class ChapterParams:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Any:
         names = cls.names()
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ValueError(f"unknown parameter(s) {unknown}; allowed: {sorted(names)}")
-        missing = sorted(set(names) - set(values))
-        if missing:
-            raise ValueError(f"missing parameter(s) {missing}")
+        check_names(values, names)
         return cls(**{n: values[n] for n in names})
 
     @classmethod

@@ -60,16 +60,29 @@ def provenance_markdown(
 OUTCOMES = ("supported", "contradicted", "mixed", "inconclusive")
 
 
+def scale_label(profile: str, identity: Mapping[str, Any] | None = None, *,
+                with_size: bool = False) -> str:
+    """What stands behind a laptop verdict (its ``scale``), from the data identity record:
+    ``'laptop, smoke profile, synthetic data'`` (no source known: ``'laptop, smoke
+    profile'``), or with ``with_size`` ``'laptop, smoke profile, synthetic N=200'``
+    (source and ``n_train``)."""
+    ident = identity or {}
+    if with_size:
+        return f"laptop, {profile} profile, {ident.get('source', '?')} N={ident.get('n_train')}"
+    src = ident.get("source")
+    return f"laptop, {profile} profile" + (f", {src} data" if src else "")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One computed conclusion about one claim of the essay.
 
-    claim: the essay's claim as tested, one sentence (fixed text: what is asked).
-    outcome: one of :data:`OUTCOMES`, decided by a chapter's verdict function.
-    sentence: the computed answer with its numbers and the threshold used.
-    scale: what stands behind it, e.g. ``"laptop, default profile"`` or
-        ``"recorded GPU runs (H200, 2026-11-26)"``.
-    section: the MyST label of the section that shows the evidence (``sec-ch8-decision``).
+    - claim: the essay's claim as tested, one sentence (fixed text: what is asked).
+    - outcome: one of :data:`OUTCOMES`, decided by a chapter's verdict function.
+    - sentence: the computed answer with its numbers and the threshold used.
+    - scale: what stands behind it, e.g. ``"laptop, default profile"`` or
+      ``"recorded GPU runs (H200, 2026-11-26)"``.
+    - section: the MyST label of the section that shows the evidence (``sec-ch8-decision``).
     """
 
     claim: str

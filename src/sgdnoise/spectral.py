@@ -16,6 +16,7 @@ products taken by one ``matmat`` call) builds an orthonormal Krylov basis ``V`` 
   estimate of the eigenvalue density ``φ(t) = (1/dim) Σ_j δ(t − λ_j)``.
 
 Also:
+
 - :func:`power_iteration_deflation`: the baseline used by PyHessian: power iteration for
   one eigenpair at a time, each new start vector projected off the pairs already found.
 - :func:`hutchinson_trace`: ``tr A = E[zᵀAz]`` for Rademacher ``z``.
@@ -27,10 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
+from torch import Tensor
 
-from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
+from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 Matmat = Callable[[torch.Tensor], torch.Tensor]
@@ -40,13 +44,21 @@ __all__ = [
     "PowerIterationResult",
     "SpectralDensity",
     "TraceEstimate",
+    "count_outliers",
     "hutchinson_trace",
     "lanczos",
     "lanczos_function_factor",
     "lanczos_matrix_function",
+    "near_zero_fraction",
+    "numerical_rank",
+    "orthonormal_basis",
     "sqrt_psd",
     "power_iteration_deflation",
+    "random_subspace_fraction",
+    "slq_near_zero_fraction",
+    "slq_zero_cluster",
     "spectral_density",
+    "subspace_capture",
     "top_eigenspace_overlap",
 ]
 
@@ -585,7 +597,7 @@ def spectral_density(
     ``φ(t) ≈ (1/num_probes) Σ_probes Σ_j w_j g_σ(t − θ_j)``.
 
     ``grid`` default: ``num_points`` points spanning the nodes ± 5σ; ``sigma`` default:
-    1% of the node range (or 1e-3 · max(1, |θ|) if all nodes coincide). The density is
+    1% of the node range (or ``1e-3 · max(1, |θ|)`` if all nodes coincide). The density is
     renormalised so its trapezoid integral over the grid is 1.
     """
     dim = check_positive_int("dim", dim)
@@ -655,3 +667,150 @@ def top_eigenspace_overlap(U: torch.Tensor, V: torch.Tensor) -> float:
     k = U.shape[1]
     M = U.T.to(torch.float64) @ V.to(torch.float64)
     return float((M**2).sum() / k)
+
+
+# ----------------------------------------------------------------------------------------
+# reading a spectrum (eigenvalues, an SLQ rule) and comparing subspaces
+# ----------------------------------------------------------------------------------------
+
+
+def numerical_rank(evals: Tensor, *, rtol: float | None = None, dim: int | None = None) -> int:
+    """Number of eigenvalues above ``rtol · max|λ|``.
+
+    Default ``rtol = 10 · max(len(evals), dim or 0) · eps(float64)``, the usual rounding
+    threshold for a symmetric eigensolver on a matrix of that size."""
+    ev = torch.as_tensor(evals, dtype=torch.float64).reshape(-1)
+    if ev.numel() == 0:
+        return 0
+    top = float(ev.abs().max())
+    if top == 0.0:
+        return 0
+    if rtol is None:
+        rtol = 10 * max(ev.numel(), dim or 0) * torch.finfo(torch.float64).eps
+    rtol = check_positive("rtol", rtol)
+    return int((ev.abs() > rtol * top).sum())
+
+
+def count_outliers(evals: Tensor, *, max_outliers: int = 30, min_gap: float = 1.5) -> int:
+    """Number of outliers at the top of a spectrum, by the largest multiplicative gap.
+
+    With positive eigenvalues λ_1 ≥ λ_2 ≥ ... (only the first ``max_outliers + 1`` are
+    looked at), the count is the k ∈ {1..max_outliers} maximising λ_k / λ_{k+1}, provided
+    that ratio is at least ``min_gap``; otherwise 0 (no clear separation). Non-positive
+    values end the list (a ratio to 0 counts as an infinite gap).
+    """
+    max_outliers = check_positive_int("max_outliers", max_outliers)
+    min_gap = check_positive("min_gap", min_gap)
+    ev = torch.as_tensor(evals, dtype=torch.float64).reshape(-1).sort(descending=True).values
+    ev = ev[: max_outliers + 1]
+    if ev.numel() < 2 or float(ev[0]) <= 0:
+        return 0
+    ratios = []
+    for k in range(ev.numel() - 1):
+        a, b = float(ev[k]), float(ev[k + 1])
+        if a <= 0:
+            break
+        ratios.append(math.inf if b <= 0 else a / b)
+        if b <= 0:
+            break
+    if not ratios:
+        return 0
+    best = int(np.argmax(ratios))
+    return best + 1 if ratios[best] >= min_gap else 0
+
+
+def near_zero_fraction(evals: Tensor, *, rtol: float = 1e-3, dim: int | None = None) -> float:
+    """Fraction of a spectrum with ``|λ| ≤ rtol · max|λ|``.
+
+    ``evals`` may list only the non-zero part of a (dim × dim) spectrum (e.g. a Gram
+    spectrum of length N for a P × P matrix); the missing dim − len(evals) eigenvalues are
+    then exact zeros and count as near zero."""
+    ev = torch.as_tensor(evals, dtype=torch.float64).reshape(-1)
+    rtol = check_positive("rtol", rtol, allow_zero=True)
+    dim = ev.numel() if dim is None else check_positive_int("dim", dim)
+    if dim < ev.numel():
+        raise ValueError(f"dim must be >= len(evals) = {ev.numel()}, got {dim}")
+    top = float(ev.abs().max()) if ev.numel() else 0.0
+    small = int((ev.abs() <= rtol * top).sum())
+    return (small + dim - ev.numel()) / dim
+
+
+def slq_near_zero_fraction(
+    density: Any, *, rtol: float = 1e-3, scale: float | None = None
+) -> float:
+    """Fraction of the spectral mass with ``|λ| ≤ rtol · scale`` from an SLQ quadrature rule.
+
+    ``density`` is a :class:`sgdnoise.spectral.SpectralDensity` (its ``nodes`` and
+    ``weights``, each probe's weights summing to 1); ``scale`` defaults to the largest
+    ``|node|``. The estimate averages over probes ``Σ_j w_j 1{|θ_j| ≤ rtol·scale}``, an unbiased
+    estimate of the eigenvalue fraction in that window when the quadrature has resolved it.
+    """
+    nodes, weights = density.nodes.to(torch.float64), density.weights.to(torch.float64)
+    used = weights > 0
+    if scale is None:
+        scale = float(nodes[used].abs().max())
+    scale = check_positive("scale", scale)
+    rtol = check_positive("rtol", rtol, allow_zero=True)
+    inside = (nodes.abs() <= rtol * scale) & used
+    return float((weights * inside).sum() / nodes.shape[0])
+
+
+def slq_zero_cluster(density: Any, *, scale: float | None = None) -> dict[str, float]:
+    """The Gauss node nearest 0 of each SLQ probe: its weight and ``|position| / scale``.
+
+    An m-node Gauss rule cannot split mass finer than its node spacing: a large cluster of
+    near-zero eigenvalues shows up as one node (or a few) near 0 whose weight is the
+    cluster's share of the spectrum and whose position is the cluster's centre of mass.
+    Returns {"weight": mean over probes of that node's weight, "position": mean of its
+    ``|θ| / scale``} (``scale`` defaults to the largest ``|node|``), so a caller can tell whether a
+    window rtol · scale is wider than the quadrature's resolution (position ≪ rtol) or not.
+    """
+    nodes, weights = density.nodes.to(torch.float64), density.weights.to(torch.float64)
+    used = weights > 1e-10  # nodes with numerically no weight (spurious Ritz values) skipped
+    if scale is None:
+        scale = float(nodes[used].abs().max())
+    scale = check_positive("scale", scale)
+    dist = torch.where(used, nodes.abs(), torch.full_like(nodes, math.inf))
+    j = dist.argmin(dim=1)
+    rows = torch.arange(nodes.shape[0])
+    return {"weight": float(weights[rows, j].mean()),
+            "position": float((dist[rows, j] / scale).mean())}
+
+
+def subspace_capture(U: Tensor, M: Tensor, *, rtol: float = 1e-8) -> float:
+    """Mean squared norm of the projections of the orthonormal columns of U: (P, k) onto
+    span(rows of M: (m, P)): ‖Q_Mᵀ U‖_F² / k ∈ [0, 1] (1: span U ⊂ span M).
+
+    A random k-subspace gives on average r/P with r = rank M."""
+    check_matrix("U", U)
+    check_matrix("M", M)
+    if M.shape[1] != U.shape[0]:
+        raise ValueError(f"M must have P = {U.shape[0]} columns, got shape {tuple(M.shape)}")
+    Q = orthonormal_basis(M.T, rtol=rtol)
+    proj = Q.T @ U.to(torch.float64)
+    return float((proj**2).sum() / U.shape[1])
+
+
+def random_subspace_fraction(k: int, dim: int) -> float:
+    """E[Σ_{j≤k} u_jᵀ C u_j] / tr C = k / dim for a uniformly random k-subspace of R^dim
+    (E[u uᵀ] = I/dim for a uniform unit vector u)."""
+    k = check_positive_int("k", k)
+    dim = check_positive_int("dim", dim)
+    if k > dim:
+        raise ValueError(f"k must be <= dim = {dim}, got {k}")
+    return k / dim
+
+
+def orthonormal_basis(A: torch.Tensor, *, rtol: float = 1e-10) -> torch.Tensor:
+    """``Q: (P, r)``, an orthonormal basis of the column space of ``A: (P, m)`` in float64.
+
+    From the QR factorisation ``A = QR`` (no pivoting): the columns of Q whose
+    ``|R_jj| > rtol · max_j |R_jj|`` are kept, so r is the numerical rank when the columns
+    of A are in general position (a column in the span of the earlier ones gets
+    ``R_jj ≈ 0``)."""
+    check_matrix("A", A)
+    Q, R = torch.linalg.qr(A.to(torch.float64))
+    d = R.diagonal().abs()
+    keep = d > rtol * float(d.max()) if d.numel() and float(d.max()) > 0 else d > 0
+    Q = Q[:, keep]
+    return Q

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import check_choice, check_matrix, check_positive, check_positive_int, check_vector
 from .covariance import finite_population_factor
+from .validate import check_choice, check_matrix, check_positive, check_positive_int, check_vector
 
 __all__ = [
     "LinearStability",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validate import check_positive_int
+from .validate import check_positive_int
 
 __all__ = [
     "Equivalence",

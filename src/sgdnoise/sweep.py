@@ -562,14 +562,15 @@ def run_plan(
     """Run the plan's unfinished runs of this shard in priority order; return the records
     of the shard's runs that have one (read back or new), in priority order.
 
-    budget_s: None runs everything; else a run starts only if its estimated time (``estimate``,
-        default: :func:`probe_throughput` cached per batch size + :func:`estimate_run_seconds`)
-        fits in what is left of ``budget_s`` seconds since this call began; a batch size
-        not measured yet is not probed when less than ``probe_reserve_s`` seconds are left.
-    data: an already loaded :class:`sgdnoise.data.ImageData` matching ``plan.data``.
-    checkpoints: save a checkpoint after every evaluation (``DIR/checkpoints/<run_id>.pt``,
-        deleted with the record unless ``keep_checkpoints``) so a killed process resumes
-        the run; off on a machine whose disk does not outlive the session.
+    - budget_s: None runs everything; else a run starts only if its estimated time (``estimate``,
+      default: :func:`probe_throughput` cached per batch size + :func:`estimate_run_seconds`)
+      fits in what is left of ``budget_s`` seconds since this call began; a batch size
+      not measured yet is not probed when less than ``probe_reserve_s`` seconds are left.
+    - data: an already loaded :class:`sgdnoise.data.ImageData` matching ``plan.data``.
+    - checkpoints: save a checkpoint after every evaluation (``DIR/checkpoints/<run_id>.pt``,
+      deleted with the record unless ``keep_checkpoints``) so a killed process resumes
+      the run; off on a machine whose disk does not outlive the session.
+
     A record written by a different config (same run id) raises ValueError rather than mixing
     results."""
     from sgdnoise import distributed as dist_mod

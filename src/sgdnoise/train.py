@@ -74,11 +74,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_choice, check_positive, check_positive_int
+from .grads import flat_params, trainable_parameters
+from .validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "LR_SCALINGS",
     "SCHEDULES",
+    "StepBudget",
     "StepState",
     "TrainConfig",
     "TrainHook",
@@ -86,9 +88,11 @@ __all__ = [
     "crop_flip",
     "eval_steps",
     "evaluate",
+    "lr_batch_ratio",
     "lr_multiplier",
     "random_crop_flip_params",
     "recompute_bn_stats",
+    "scaled_lr",
     "sharpness",
     "steps_per_epoch",
     "total_steps",
@@ -110,33 +114,33 @@ CHECKPOINT_FORMAT = "sgdnoise.train.checkpoint/2"
 class TrainConfig:
     """Everything that determines a training run (with the data and the seed).
 
-    lr: base learning rate η₀. The rate used at step t is ``η₀ · s(B) · w(t) · c(t)`` with the
-        batch-size scaling ``s(B)`` = 1 (``lr_scaling="none"``), ``B / base_batch_size``
-        (``"linear"``) or ``sqrt(B / base_batch_size)`` (``"sqrt"``); the linear warm-up
-        ``w(t) = min(1, (t + 1) / T_w)`` over ``T_w = warmup_epochs · steps_per_epoch`` steps;
-        and the schedule ``c(t)`` = 1 (``"constant"``) or ``(1 + cos(π t / T)) / 2`` over the
-        ``T`` total steps (``"cosine"``, decays to 0).
-    epochs / max_steps: the run's length, ``T = epochs · steps_per_epoch``, or ``max_steps``
-        steps when set (it overrides ``epochs``; used for equal-step comparisons).
-    micro_batch_size: None, or the largest number of examples pushed through the network at
-        once; larger batches are accumulated from micro-batches (see the module docstring).
-    ghost_batch_size: None, or the BatchNorm batch ``g`` (``norm="batch"`` only): statistics
-        over fixed groups of ``g`` examples (B <= g: the whole batch).
-    amp: bf16 autocast on CUDA (ignored on CPU).
-    channels_last: channels-last memory format for image models (on CPU only for networks
-        whose convolutions all have >= 16 channels, see ``_channels_last_ok``).
-    eval_points: None (evaluate after every epoch) or the number of log-spaced evaluation
-        steps in ``[1, T]`` (step 0 is added when ``eval_at_start``).
-    eval_train_n / eval_subset_seed: the training loss/error are measured on a stratified
-        subset of this many clean training examples drawn with this seed (None: all).
-    bn_recompute: recompute BatchNorm running statistics before each evaluation.
-    sharpness_every / sharpness_n / sharpness_iters: λ_max of the training-loss Hessian on
-        ``sharpness_n`` fixed training examples every ``sharpness_every`` steps (None: only
-        at the end, when ``sharpness_n > 0``), with ``sharpness_iters`` Lanczos steps.
-    device_rng: draw each epoch's permutation and augmentation on the device (None: on
-        CUDA only; the CPU reference draws them from CPU generators).
-    divergence_check_every: read the device-side NaN/inf flag every this many steps (and at
-        every evaluation); 1 stops right after the first bad step.
+    - lr: base learning rate η₀. The rate used at step t is ``η₀ · s(B) · w(t) · c(t)`` with the
+      batch-size scaling ``s(B)`` = 1 (``lr_scaling="none"``), ``B / base_batch_size``
+      (``"linear"``) or ``sqrt(B / base_batch_size)`` (``"sqrt"``); the linear warm-up
+      ``w(t) = min(1, (t + 1) / T_w)`` over ``T_w = warmup_epochs · steps_per_epoch`` steps;
+      and the schedule ``c(t)`` = 1 (``"constant"``) or ``(1 + cos(π t / T)) / 2`` over the
+      ``T`` total steps (``"cosine"``, decays to 0).
+    - epochs / max_steps: the run's length, ``T = epochs · steps_per_epoch``, or ``max_steps``
+      steps when set (it overrides ``epochs``; used for equal-step comparisons).
+    - micro_batch_size: None, or the largest number of examples pushed through the network at
+      once; larger batches are accumulated from micro-batches (see the module docstring).
+    - ghost_batch_size: None, or the BatchNorm batch ``g`` (``norm="batch"`` only): statistics
+      over fixed groups of ``g`` examples (B <= g: the whole batch).
+    - amp: bf16 autocast on CUDA (ignored on CPU).
+    - channels_last: channels-last memory format for image models (on CPU only for networks
+      whose convolutions all have >= 16 channels, see ``_channels_last_ok``).
+    - eval_points: None (evaluate after every epoch) or the number of log-spaced evaluation
+      steps in ``[1, T]`` (step 0 is added when ``eval_at_start``).
+    - eval_train_n / eval_subset_seed: the training loss/error are measured on a stratified
+      subset of this many clean training examples drawn with this seed (None: all).
+    - bn_recompute: recompute BatchNorm running statistics before each evaluation.
+    - sharpness_every / sharpness_n / sharpness_iters: λ_max of the training-loss Hessian on
+      ``sharpness_n`` fixed training examples every ``sharpness_every`` steps (None: only
+      at the end, when ``sharpness_n > 0``), with ``sharpness_iters`` Lanczos steps.
+    - device_rng: draw each epoch's permutation and augmentation on the device (None: on
+      CUDA only; the CPU reference draws them from CPU generators).
+    - divergence_check_every: read the device-side NaN/inf flag every this many steps (and at
+      every evaluation); 1 stops right after the first bad step.
     """
 
     model: str = "resnet34"
@@ -257,21 +261,32 @@ class TrainHook(Protocol):
         """After every evaluation, with its record."""
 
 
+class StepBudget:
+    """A :class:`TrainHook` that stops a run after ``steps`` optimizer steps (the run ends
+    with status ``"stopped"``, or ``"finished"`` if it reaches its own end first)."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = check_positive_int("steps", steps)
+
+    def on_step(self, state: StepState) -> bool:
+        return state.step >= self.steps
+
+
 @dataclass
 class TrainResult:
     """What :func:`train` returns.
 
-    history: one dict per evaluation with ``step, epoch`` (= step / steps_per_epoch),
-        ``examples_seen`` (= step · B), ``lr`` (η of the last step taken), ``train_loss,
-        train_error`` (clean training subset), ``test_loss, test_error``, ``param_distance``
-        (‖θ_t − θ_0‖₂ over the trainable parameters), ``running_loss`` (mean mini-batch
-        loss on augmented data since the previous evaluation; None at step 0) and
-        ``wall_time`` (seconds since the run started, summed over resumed segments).
-    sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``.
-    status: "finished", "diverged" or "stopped" (a hook asked to stop).
-    extra: ``step_seconds`` (time in training steps, this segment), ``eval_seconds``,
-        ``sharpness_seconds``, ``examples_trained`` (this segment) and on CUDA
-        ``peak_memory_gib``.
+    - history: one dict per evaluation with ``step, epoch`` (= step / steps_per_epoch),
+      ``examples_seen`` (= step · B), ``lr`` (η of the last step taken), ``train_loss,
+      train_error`` (clean training subset), ``test_loss, test_error``, ``param_distance``
+      (‖θ_t − θ_0‖₂ over the trainable parameters), ``running_loss`` (mean mini-batch
+      loss on augmented data since the previous evaluation; None at step 0) and
+      ``wall_time`` (seconds since the run started, summed over resumed segments).
+    - sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``.
+    - status: "finished", "diverged" or "stopped" (a hook asked to stop).
+    - extra: ``step_seconds`` (time in training steps, this segment), ``eval_seconds``,
+      ``sharpness_seconds``, ``examples_trained`` (this segment) and on CUDA
+      ``peak_memory_gib``.
     """
 
     history: list[dict[str, Any]]
@@ -330,14 +345,31 @@ def eval_steps(total: int, points: int | None, *, steps_per_ep: int = 1,
     return sorted(steps)
 
 
+def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
+    """η(B) = η₀ · s, s = 1 ("none"), B/B₀ ("linear": keeps η/B, the SDE's diffusion
+    coefficient), or √(B/B₀) ("sqrt": keeps η²/B, the covariance η²D/B of one update)."""
+    base_lr = check_positive("base_lr", base_lr)
+    b = check_positive_int("batch_size", batch_size)
+    b0 = check_positive_int("base_batch_size", base_batch_size)
+    rule = check_choice("rule", rule, LR_SCALINGS)
+    if rule == "linear":
+        return base_lr * b / b0
+    if rule == "sqrt":
+        return base_lr * math.sqrt(b / b0)
+    return base_lr
+
+
+def lr_batch_ratio(lr: float, batch_size: int) -> float:
+    """η/B: the diffusion coefficient of the SDE dθ = −∇L dt + √(η/B · D) dW (the "temperature" of
+    Smith & Le and Jastrzębski et al.). Linear scaling keeps it fixed."""
+    lr = check_positive("lr", lr)
+    b = check_positive_int("batch_size", batch_size)
+    return lr / b
+
+
 def lr_multiplier(cfg: TrainConfig, step: int, total_steps: int, steps_per_ep: int) -> float:
     """``s(B) · w(step) · c(step)`` of :class:`TrainConfig` (multiplies the base lr)."""
-    if cfg.lr_scaling == "linear":
-        scale = cfg.batch_size / cfg.base_batch_size
-    elif cfg.lr_scaling == "sqrt":
-        scale = math.sqrt(cfg.batch_size / cfg.base_batch_size)
-    else:
-        scale = 1.0
+    scale = scaled_lr(1.0, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling)
     warm_steps = cfg.warmup_epochs * steps_per_ep
     warm = min(1.0, (step + 1) / warm_steps) if warm_steps > 0 else 1.0
     if cfg.schedule == "cosine":
@@ -577,7 +609,7 @@ def sharpness(
     was_training = model.training
     model.eval()
     try:
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = trainable_parameters(model)
         dim = sum(p.numel() for p in params)
         loss_fn = nn.CrossEntropyLoss()
 
@@ -701,13 +733,9 @@ def _get(data: Any, name: str) -> torch.Tensor:
     return getattr(data, name)
 
 
-def _flat_params(model: nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
-
-
 def _param_distance(model: nn.Module, theta0: torch.Tensor) -> float:
     """``‖θ − θ₀‖₂`` accumulated in float64."""
-    d = _flat_params(model).double() - theta0.double()
+    d = flat_params(model).double() - theta0.double()
     return float(torch.linalg.vector_norm(d))
 
 
@@ -751,19 +779,19 @@ def train(
 ) -> TrainResult:
     """Train with mini-batch SGD as configured by ``cfg`` (see the module docstring).
 
-    data: anything with ``train_x (N, C, H, W)``, ``train_y (N,)``, ``test_x``, ``test_y``
-        (attributes or dict keys), e.g. :class:`sgdnoise.data.ImageData`.
-    model: a model to train in place (its initialisation is the caller's; with
-        ``cfg.ghost_batch_size`` its BatchNorm layers are made ghost layers); default
-        ``build_model(cfg.model, width=cfg.width, norm=cfg.norm)`` initialised from
-        ``cfg.seed``.
-    optimizer_factory: ``model -> Optimizer``; default SGD (fused on CUDA). The engine owns
-        the learning rate: at every step each parameter group's ``lr`` is set to its initial
-        value times :func:`lr_multiplier`.
-    checkpoint_path: where to save a checkpoint after every evaluation (atomically). If the
-        file exists, training resumes from it (the config must match).
-    on_epoch: called with each new evaluation record (same as a hook's ``on_eval``).
-    hooks: :class:`TrainHook` objects (``on_step`` / ``on_eval``, both optional).
+    - data: anything with ``train_x (N, C, H, W)``, ``train_y (N,)``, ``test_x``, ``test_y``
+      (attributes or dict keys), e.g. :class:`sgdnoise.data.ImageData`.
+    - model: a model to train in place (its initialisation is the caller's; with
+      ``cfg.ghost_batch_size`` its BatchNorm layers are made ghost layers); default
+      ``build_model(cfg.model, width=cfg.width, norm=cfg.norm)`` initialised from
+      ``cfg.seed``.
+    - optimizer_factory: ``model -> Optimizer``; default SGD (fused on CUDA). The engine owns
+      the learning rate: at every step each parameter group's ``lr`` is set to its initial
+      value times :func:`lr_multiplier`.
+    - checkpoint_path: where to save a checkpoint after every evaluation (atomically). If the
+      file exists, training resumes from it (the config must match).
+    - on_epoch: called with each new evaluation record (same as a hook's ``on_eval``).
+    - hooks: :class:`TrainHook` objects (``on_step`` / ``on_eval``, both optional).
     """
     cfg.validate()
     device = torch.device(cfg.device)
@@ -833,7 +861,7 @@ def train(
     on_device = cfg.device_rng if cfg.device_rng is not None else device.type == "cuda"
     sampler = _Sampler(n, cfg.batch_size, spe, cfg.seed, device, on_device=on_device,
                        augment=cfg.augment)
-    theta0 = _flat_params(model).clone()
+    theta0 = flat_params(model).clone()
     history: list[dict[str, Any]] = []
     sharp_hist: list[dict[str, float]] = []
     step, elapsed, lr_now = 0, 0.0, cfg.lr * lr_multiplier(cfg, 0, T, spe)

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sgdnoise._validate import check_matrix, check_positive_int
 from sgdnoise.chapters.small_problems import batch_indices
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
+from sgdnoise.validate import check_matrix, check_positive_int
 
 __all__ = [
     "Params",
@@ -69,11 +69,6 @@ class Params(ChapterParams):
                          f"must be <= n_train={self.n_train}")
         self.require(max(self.trace_batch_sizes) <= self.n_train, "trace_batch_sizes",
                      f"every batch size must be <= n_train={self.n_train}")
-
-
-def scale_label(profile: str, identity: dict) -> str:
-    """What stands behind a verdict: ``laptop, <profile> profile, <source> N=<n>``."""
-    return f"laptop, {profile} profile, {identity.get('source', '?')} N={identity.get('n_train')}"
 
 
 def minibatch_noise_sq_norms(

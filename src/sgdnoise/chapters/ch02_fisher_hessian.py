@@ -17,7 +17,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sgdnoise._validate import check_positive_int
 from sgdnoise.chapters.small_problems import (
     DT,
     SmallProblem,
@@ -29,6 +28,7 @@ from sgdnoise.chapters.small_problems import (
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import Interval, loglog_fit, spearman_ci
+from sgdnoise.validate import check_positive_int
 
 __all__ = [
     "KEY_PAIRS",
@@ -111,11 +111,6 @@ class Params(ChapterParams):
                      "fr_seeds", "the family needs >= 4 models for a rank-correlation interval")
         self.require(self.gamma_low <= self.gamma_high, "gamma_low",
                      f"must be <= gamma_high={self.gamma_high}")
-
-
-def scale_label(profile: str, identity: dict) -> str:
-    """What stands behind a verdict: ``laptop, <profile> profile, <source> N=<n>``."""
-    return f"laptop, {profile} profile, {identity.get('source', '?')} N={identity.get('n_train')}"
 
 
 def exact_identities(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:

@@ -18,7 +18,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sgdnoise._validate import check_matrix, check_positive, check_positive_int
 from sgdnoise.chapters.small_problems import (
     DT,
     SmallProblem,
@@ -30,6 +29,7 @@ from sgdnoise.chapters.small_problems import (
 )
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
+from sgdnoise.validate import check_matrix, check_positive, check_positive_int
 
 __all__ = [
     "VEHICLE_CLASSES",
@@ -114,11 +114,6 @@ class Params(ChapterParams):
         for name in ("train_batch_size",):
             self.require(getattr(self, name) <= self.n_train, name,
                          f"must be <= n_train={self.n_train}")
-
-
-def scale_label(profile: str, identity: dict) -> str:
-    """What stands behind a verdict: ``laptop, <profile> profile, <source> N=<n>``."""
-    return f"laptop, {profile} profile, {identity.get('source', '?')} N={identity.get('n_train')}"
 
 
 def noise_directions(
@@ -592,8 +587,8 @@ def gaussian_verdict(
     section: str = SECTION_GAUSS,
 ) -> Verdict:
     """Is projected mini-batch noise Gaussian? ``gauss`` from :func:`gaussianity_table`.
-    Noise counts as Gaussian at a batch size when every direction's Monte Carlo |excess
-    kurtosis| is below ``kurtosis_tolerance``. "supported" when it is at the smallest and
+    Noise counts as Gaussian at a batch size when every direction's Monte Carlo absolute
+    excess kurtosis is below ``kurtosis_tolerance``. "supported" when it is at the smallest and
     the largest B, "mixed" when only at the largest (Gaussian only for large batches),
     "contradicted" when not even at the largest. The sentence also gives the B the
     heaviest direction needs by the cumulant scaling kurt_1/B."""

@@ -17,7 +17,8 @@ Quadratic with noise ∝ H
     :func:`radius_from_critical`, :func:`radius_exponent`.
 Over-parameterised finite sum (Wu, Ma & E 2018)
     ``ℓ_i(x) = ½ a_i x²`` with ``a_i >= 0``; :func:`mean_square_factor`,
-    :func:`almost_sure_rate`, :func:`simulate_interpolating`, :func:`minibatch_means`.
+    :func:`almost_sure_rate`, :func:`simulate_interpolating` (mini-batch means from
+    :func:`sgdnoise.covariance.minibatch_means`).
 Sharp and flat minimum
     :class:`TwoWells`, :func:`basin_selection`.
 Anisotropic against isotropic noise (Zhu et al. 2019)
@@ -38,10 +39,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sgdnoise._validate import check_choice, check_positive, check_positive_int
+from sgdnoise.covariance import minibatch_means
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import ExponentFit, bootstrap_power_law, wilson_interval
+from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "AnisotropyStudy",
@@ -69,7 +71,6 @@ __all__ = [
     "lyapunov_verdict",
     "mean_square_factor",
     "mean_square_lr_max",
-    "minibatch_means",
     "quadratic_critical_radii",
     "radius_exponent",
     "radius_from_critical",
@@ -81,6 +82,7 @@ __all__ = [
     "stationary_check",
     "stationary_std",
     "wells_study",
+    "wme_curvatures",
     "wme_study",
     "wme_verdict",
 ]
@@ -580,33 +582,6 @@ def almost_sure_lr_max(
     rate = almost_sure_rate(a, grid, batch_size, num_batches=num_batches, seed=seed)
     bad = np.nonzero(rate >= 0)[0]
     return float(grid[-1] if bad.size == 0 else grid[max(bad[0] - 1, 0)])
-
-
-def minibatch_means(
-    values: np.ndarray,
-    batch_size: int,
-    shape: tuple[int, ...],
-    rng: np.random.Generator,
-    *,
-    replacement: bool = False,
-) -> np.ndarray:
-    """Means of ``values`` over mini-batches of size B drawn uniformly, one batch per entry of
-    ``shape`` (each batch drawn without replacement unless ``replacement``). ``values: (N,)``
-    or ``(N, d)`` -> ``shape`` or ``shape + (d,)``."""
-    v = np.asarray(values, dtype=float)
-    N = v.shape[0]
-    B = check_positive_int("batch_size", batch_size)
-    if B > N:
-        raise ValueError(f"batch_size must be <= N={N}, got {B}")
-    count = int(np.prod(shape))
-    if replacement:
-        idx = rng.integers(0, N, size=(count, B))
-    elif B == N:
-        idx = np.broadcast_to(np.arange(N), (count, N))
-    else:
-        idx = np.argpartition(rng.random((count, N)), B - 1, axis=1)[:, :B]
-    m = v[idx].mean(1)
-    return m.reshape(shape + v.shape[1:])
 
 
 def almost_sure_rate(

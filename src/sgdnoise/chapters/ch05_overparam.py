@@ -7,28 +7,25 @@ generalised Gauss-Newton matrix (equal to the true Fisher for softmax cross-entr
 
 - :class:`Params`: the chapter's parameters (the notebook's parameters cell and
   ``book/params/ch05_overparam/*.yaml``), with their checks.
-- :func:`gram_spectrum`: the non-zero spectrum of F̂ (or D) from the N × N Gram matrix
-  GGᵀ/N, which shares its non-zero eigenvalues with GᵀG/N; hence rank F̂ ≤ N, rank D ≤ N − 1.
-- :func:`numerical_rank`, :func:`count_outliers`, :func:`near_zero_fraction`: reading a
-  spectrum (eigenvalues or an SLQ quadrature rule).
-- :func:`class_mean_gradients`, :func:`subspace_capture`: the class structure behind the
-  outliers (the span of the C class-mean gradients).
-- :func:`noise_energy_fraction`: Σ_{j≤k} u_jᵀ D u_j / tr D for an orthonormal basis U, with
-  two random baselines: a random k-subspace of R^P (:func:`random_subspace_fraction`, k/P)
-  and a random k-subspace of the span of the per-example gradients
-  (:func:`random_span_fraction`, k/rank G), the space D lives in.
 - :func:`train_to_interpolation` and :func:`overparam_study`: the chapter's pipeline on a
   trained network.
 - ``verdict_*``: the chapter's conclusions, computed from the numbers with explicit
   thresholds (:class:`sgdnoise.report.Verdict`).
 
-Library-level pieces kept here for now (not chapter-specific): :func:`gram_spectrum`,
-:func:`numerical_rank`, :func:`count_outliers`, :func:`near_zero_fraction`,
-:func:`slq_near_zero_fraction`, :func:`slq_zero_cluster`, :func:`class_mean_gradients`,
-:func:`subspace_capture`, :func:`noise_energy_fraction`, :func:`random_subspace_fraction`,
-:func:`random_span_fraction` (spectral / covariance material) and
-:func:`train_to_interpolation` (a full-batch-data SGD loop, to be replaced by the training
-engine's step hook).
+The library functions the chapter reads its spectra with (used, not defined, here):
+:func:`sgdnoise.covariance.gram_spectrum` (the non-zero spectrum of F̂ or D from the N × N
+Gram matrix; hence rank F̂ ≤ N, rank D ≤ N − 1), :func:`sgdnoise.spectral.numerical_rank`,
+:func:`sgdnoise.spectral.count_outliers`, :func:`sgdnoise.spectral.near_zero_fraction`,
+:func:`sgdnoise.spectral.slq_near_zero_fraction`, :func:`sgdnoise.spectral.slq_zero_cluster`,
+:func:`sgdnoise.covariance.class_mean_gradients` and :func:`sgdnoise.spectral.subspace_capture`
+(the class structure behind the outliers), :func:`sgdnoise.covariance.noise_energy_fraction`
+(Σ_{j≤k} u_jᵀ D u_j / tr D) with its baselines
+:func:`sgdnoise.spectral.random_subspace_fraction` (k/P) and
+:func:`sgdnoise.covariance.random_span_fraction` (k/rank G).
+
+:func:`train_to_interpolation` trains with the small problems' SGD loop
+(:func:`sgdnoise.chapters.small_problems.sgd_steps`), not the training engine: the engine
+draws its batches from other seeded generators, so it would change the chapter's numbers.
 """
 
 from __future__ import annotations
@@ -43,9 +40,23 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from sgdnoise._validate import check_matrix, check_positive, check_positive_int
+from sgdnoise.covariance import (
+    class_mean_gradients,
+    gram_spectrum,
+    noise_energy_fraction,
+    random_span_fraction,
+)
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
+from sgdnoise.spectral import (
+    count_outliers,
+    near_zero_fraction,
+    numerical_rank,
+    slq_near_zero_fraction,
+    slq_zero_cluster,
+    subspace_capture,
+)
+from sgdnoise.validate import check_positive, check_positive_int
 
 __all__ = [
     "EnergyRow",
@@ -53,18 +64,7 @@ __all__ = [
     "OverparamResult",
     "Params",
     "RankRow",
-    "class_mean_gradients",
-    "count_outliers",
-    "gram_spectrum",
-    "near_zero_fraction",
-    "noise_energy_fraction",
-    "numerical_rank",
     "overparam_study",
-    "random_span_fraction",
-    "random_subspace_fraction",
-    "slq_near_zero_fraction",
-    "slq_zero_cluster",
-    "subspace_capture",
     "train_to_interpolation",
     "verdict_flat_bulk",
     "verdict_noise_concentration",
@@ -78,239 +78,13 @@ DT = torch.float64
 # --------------------------------------------------------------------------- rank
 
 
-def gram_spectrum(G: Tensor, *, centered: bool = False) -> Tensor:
-    """Eigenvalues (N,), descending, of K = G̃G̃ᵀ/N: the non-zero spectrum of F̂ (or of D).
-
-    G: (N, P). With ``centered=False`` G̃ = G and the non-zero eigenvalues of K are those of
-    F̂ = GᵀG/N; with ``centered=True`` G̃ = G − 1ḡᵀ and they are those of D. (If K w = λ w
-    with λ > 0, then u = G̃ᵀw satisfies (G̃ᵀG̃/N) u = λ u, and conversely, so the two
-    matrices share their non-zero spectrum; K is N × N, hence at most N non-zero values.)
-    Computed in float64; tiny negative rounding values are clipped to 0.
-    """
-    check_matrix("G", G)
-    A = G.to(DT)
-    if centered:
-        A = A - A.mean(dim=0, keepdim=True)
-    K = A @ A.T / A.shape[0]
-    evals = torch.linalg.eigvalsh(0.5 * (K + K.T)).flip(0)
-    return evals.clamp_min(0.0)
-
-
-def numerical_rank(evals: Tensor, *, rtol: float | None = None, dim: int | None = None) -> int:
-    """Number of eigenvalues above ``rtol · max|λ|``.
-
-    Default ``rtol = 10 · max(len(evals), dim or 0) · eps(float64)``, the usual rounding
-    threshold for a symmetric eigensolver on a matrix of that size."""
-    ev = torch.as_tensor(evals, dtype=DT).reshape(-1)
-    if ev.numel() == 0:
-        return 0
-    top = float(ev.abs().max())
-    if top == 0.0:
-        return 0
-    if rtol is None:
-        rtol = 10 * max(ev.numel(), dim or 0) * torch.finfo(DT).eps
-    rtol = check_positive("rtol", rtol)
-    return int((ev.abs() > rtol * top).sum())
-
-
 # --------------------------------------------------------------------------- outliers
-
-
-def count_outliers(evals: Tensor, *, max_outliers: int = 30, min_gap: float = 1.5) -> int:
-    """Number of outliers at the top of a spectrum, by the largest multiplicative gap.
-
-    With positive eigenvalues λ_1 ≥ λ_2 ≥ ... (only the first ``max_outliers + 1`` are
-    looked at), the count is the k ∈ {1..max_outliers} maximising λ_k / λ_{k+1}, provided
-    that ratio is at least ``min_gap``; otherwise 0 (no clear separation). Non-positive
-    values end the list (a ratio to 0 counts as an infinite gap).
-    """
-    max_outliers = check_positive_int("max_outliers", max_outliers)
-    min_gap = check_positive("min_gap", min_gap)
-    ev = torch.as_tensor(evals, dtype=DT).reshape(-1).sort(descending=True).values
-    ev = ev[: max_outliers + 1]
-    if ev.numel() < 2 or float(ev[0]) <= 0:
-        return 0
-    ratios = []
-    for k in range(ev.numel() - 1):
-        a, b = float(ev[k]), float(ev[k + 1])
-        if a <= 0:
-            break
-        ratios.append(math.inf if b <= 0 else a / b)
-        if b <= 0:
-            break
-    if not ratios:
-        return 0
-    best = int(np.argmax(ratios))
-    return best + 1 if ratios[best] >= min_gap else 0
-
-
-def near_zero_fraction(evals: Tensor, *, rtol: float = 1e-3, dim: int | None = None) -> float:
-    """Fraction of a spectrum with |λ| ≤ rtol · max|λ|.
-
-    ``evals`` may list only the non-zero part of a (dim × dim) spectrum (e.g. a Gram
-    spectrum of length N for a P × P matrix); the missing dim − len(evals) eigenvalues are
-    then exact zeros and count as near zero."""
-    ev = torch.as_tensor(evals, dtype=DT).reshape(-1)
-    rtol = check_positive("rtol", rtol, allow_zero=True)
-    dim = ev.numel() if dim is None else check_positive_int("dim", dim)
-    if dim < ev.numel():
-        raise ValueError(f"dim must be >= len(evals) = {ev.numel()}, got {dim}")
-    top = float(ev.abs().max()) if ev.numel() else 0.0
-    small = int((ev.abs() <= rtol * top).sum())
-    return (small + dim - ev.numel()) / dim
-
-
-def slq_near_zero_fraction(
-    density: Any, *, rtol: float = 1e-3, scale: float | None = None
-) -> float:
-    """Fraction of the spectral mass with |λ| ≤ rtol · scale from an SLQ quadrature rule.
-
-    ``density`` is a :class:`sgdnoise.spectral.SpectralDensity` (its ``nodes`` and
-    ``weights``, each probe's weights summing to 1); ``scale`` defaults to the largest
-    |node|. The estimate averages over probes Σ_j w_j 1{|θ_j| ≤ rtol·scale}, an unbiased
-    estimate of the eigenvalue fraction in that window when the quadrature has resolved it.
-    """
-    nodes, weights = density.nodes.to(DT), density.weights.to(DT)
-    used = weights > 0
-    if scale is None:
-        scale = float(nodes[used].abs().max())
-    scale = check_positive("scale", scale)
-    rtol = check_positive("rtol", rtol, allow_zero=True)
-    inside = (nodes.abs() <= rtol * scale) & used
-    return float((weights * inside).sum() / nodes.shape[0])
-
-
-def slq_zero_cluster(density: Any, *, scale: float | None = None) -> dict[str, float]:
-    """The Gauss node nearest 0 of each SLQ probe: its weight and |position| / ``scale``.
-
-    An m-node Gauss rule cannot split mass finer than its node spacing: a large cluster of
-    near-zero eigenvalues shows up as one node (or a few) near 0 whose weight is the
-    cluster's share of the spectrum and whose position is the cluster's centre of mass.
-    Returns {"weight": mean over probes of that node's weight, "position": mean of its
-    |θ| / scale} (``scale`` defaults to the largest |node|), so a caller can tell whether a
-    window rtol · scale is wider than the quadrature's resolution (position ≪ rtol) or not.
-    """
-    nodes, weights = density.nodes.to(DT), density.weights.to(DT)
-    used = weights > 1e-10  # nodes with numerically no weight (spurious Ritz values) skipped
-    if scale is None:
-        scale = float(nodes[used].abs().max())
-    scale = check_positive("scale", scale)
-    dist = torch.where(used, nodes.abs(), torch.full_like(nodes, math.inf))
-    j = dist.argmin(dim=1)
-    rows = torch.arange(nodes.shape[0])
-    return {"weight": float(weights[rows, j].mean()),
-            "position": float((dist[rows, j] / scale).mean())}
 
 
 # --------------------------------------------------------------------------- class structure
 
 
-def class_mean_gradients(G: Tensor, y: Tensor, num_classes: int) -> Tensor:
-    """M: (C, P), row c the mean gradient δ_c of the examples of class c (0 if none).
-
-    F̂ = Σ_c π_c δ_c δ_cᵀ + Σ_c π_c W_c with π_c the class proportions and W_c the
-    within-class second moment about δ_c; the first (between-class) term has rank ≤ C."""
-    check_matrix("G", G)
-    c = check_positive_int("num_classes", num_classes)
-    y = torch.as_tensor(y).reshape(-1).long()
-    if y.numel() != G.shape[0]:
-        raise ValueError(f"y must have N = {G.shape[0]} labels, got {y.numel()}")
-    if int(y.min()) < 0 or int(y.max()) >= c:
-        raise ValueError(f"labels must lie in [0, {c - 1}], got range [{int(y.min())}, "
-                         f"{int(y.max())}]")
-    M = torch.zeros(c, G.shape[1], dtype=DT, device=G.device)
-    M.index_add_(0, y.to(G.device), G.to(DT))
-    counts = torch.bincount(y, minlength=c).to(DT).clamp_min(1).to(G.device)
-    return M / counts[:, None]
-
-
-def subspace_capture(U: Tensor, M: Tensor, *, rtol: float = 1e-8) -> float:
-    """Mean squared norm of the projections of the orthonormal columns of U: (P, k) onto
-    span(rows of M: (m, P)): ‖Q_Mᵀ U‖_F² / k ∈ [0, 1] (1: span U ⊂ span M).
-
-    A random k-subspace gives on average r/P with r = rank M."""
-    check_matrix("U", U)
-    check_matrix("M", M)
-    if M.shape[1] != U.shape[0]:
-        raise ValueError(f"M must have P = {U.shape[0]} columns, got shape {tuple(M.shape)}")
-    Q, R = torch.linalg.qr(M.T.to(DT))
-    d = R.diagonal().abs()
-    keep = d > rtol * float(d.max()) if d.numel() and float(d.max()) > 0 else d > 0
-    Q = Q[:, keep]
-    proj = Q.T @ U.to(DT)
-    return float((proj**2).sum() / U.shape[1])
-
-
 # --------------------------------------------------------------------------- noise energy
-
-
-def noise_energy_fraction(cov: Any, U: Tensor) -> Tensor:
-    """Cumulative fractions f_k = Σ_{j≤k} u_jᵀ C u_j / tr C, k = 1..K: (K,).
-
-    cov: anything with ``matmat(V: (P, K)) -> (P, K)`` and ``trace()`` (e.g.
-    :class:`sgdnoise.covariance.CovarianceOperator`, whose C is D/B up to a factor that
-    cancels here). U: (P, K) with orthonormal columns (e.g. top Hessian eigenvectors).
-    Cost: K products with C. For a uniformly random K-dimensional subspace the expected
-    fraction is K/P (:func:`random_subspace_fraction`); the best possible is the sum of
-    the top K eigenvalues of C over its trace."""
-    check_matrix("U", U)
-    tr = float(cov.trace())
-    if tr <= 0:
-        raise ValueError(f"the covariance has trace {tr}; the fraction is undefined")
-    CU = cov.matmat(U)
-    q = (U.to(DT) * CU.to(DT)).sum(dim=0)
-    return torch.cumsum(q, dim=0) / tr
-
-
-def random_subspace_fraction(k: int, dim: int) -> float:
-    """E[Σ_{j≤k} u_jᵀ C u_j] / tr C = k / dim for a uniformly random k-subspace of R^dim
-    (E[u uᵀ] = I/dim for a uniform unit vector u)."""
-    k = check_positive_int("k", k)
-    dim = check_positive_int("dim", dim)
-    if k > dim:
-        raise ValueError(f"k must be <= dim = {dim}, got {k}")
-    return k / dim
-
-
-def random_span_fraction(
-    G: Tensor, cov: Any, k: int, *, draws: int = 0, seed: int = 0, rtol: float = 1e-10
-) -> dict[str, float]:
-    """Noise share of a uniformly random k-subspace of span{g_1, …, g_N}, the row space of
-    G: (N, P), which contains the range of D (D = G̃ᵀG̃/N with G̃ = G − 1ḡᵀ, and the rows of
-    G̃ lie in the row space of G).
-
-    With Q: (P, r) an orthonormal basis of that span (r = rank G ≤ N) and U = Q R for R a
-    uniformly random r × k matrix with orthonormal columns, E[UUᵀ] = (k/r) QQᵀ, so
-
-        E[φ_k] = (k/r) · tr(QᵀDQ) / tr D = k / r,
-
-    against k/P for a random k-subspace of R^P (:func:`random_subspace_fraction`): the
-    R^P baseline is smaller by the factor r/P ≤ N/P. ``draws`` > 0 also samples that many
-    subspaces (with ``cov.matmat``, as in :func:`noise_energy_fraction`) and reports their
-    mean and standard deviation. Returns {"rank", "expected" (k/r), "mc_mean", "mc_std"}
-    (NaN when ``draws`` = 0)."""
-    check_matrix("G", G)
-    k = check_positive_int("k", k)
-    Q, R = torch.linalg.qr(G.T.to(DT))
-    d = R.diagonal().abs()
-    keep = d > rtol * float(d.max()) if d.numel() and float(d.max()) > 0 else d > 0
-    Q = Q[:, keep]
-    r = int(Q.shape[1])
-    if k > r:
-        raise ValueError(f"k must be <= rank G = {r}, got {k}")
-    out = {"rank": float(r), "expected": k / r, "mc_mean": math.nan, "mc_std": math.nan}
-    if draws:
-        draws = check_positive_int("draws", draws)
-        gen = torch.Generator().manual_seed(seed)
-        tr = float(cov.trace())
-        vals = []
-        for _ in range(draws):
-            Rk, _ = torch.linalg.qr(torch.randn(r, k, generator=gen, dtype=DT))
-            U = (Q @ Rk).to(G.device)
-            vals.append(float((U * cov.matmat(U).to(DT)).sum()) / tr)
-        out["mc_mean"] = float(np.mean(vals))
-        out["mc_std"] = float(np.std(vals, ddof=1)) if draws > 1 else math.nan
-    return out
 
 
 # --------------------------------------------------------------------------- training
@@ -327,10 +101,13 @@ def train_to_interpolation(
     target_error: float = 0.0,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Plain SGD on mean cross-entropy until the train error is ≤ ``target_error`` (checked
-    after every epoch) or ``max_epochs`` epochs. Batches: a fresh permutation per epoch.
+    """Plain SGD on mean cross-entropy (:func:`sgdnoise.chapters.small_problems.sgd_steps`,
+    a fresh permutation per epoch, the last batch of an epoch possibly smaller) until the
+    train error is ≤ ``target_error`` (checked after every epoch) or ``max_epochs`` epochs.
     Modifies ``model`` in place; returns one row per epoch (epoch, step, train_loss,
     train_error), epoch 0 = initialisation."""
+    from sgdnoise.chapters.small_problems import sgd_steps
+
     lr = check_positive("lr", lr)
     batch_size = check_positive_int("batch_size", batch_size)
     max_epochs = check_positive_int("max_epochs", max_epochs)
@@ -338,8 +115,6 @@ def train_to_interpolation(
     n = x.shape[0]
     if batch_size > n:
         raise ValueError(f"batch_size must be <= N = {n}, got {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.functional.cross_entropy
 
     def record(epoch: int, step: int) -> dict[str, float]:
@@ -349,15 +124,11 @@ def train_to_interpolation(
                     "train_error": float((out.argmax(1) != y).double().mean())}
 
     rows = [record(0, 0)]
+    stepper = sgd_steps(model, x, y, lr=lr, batch_size=batch_size, seed=seed, drop_last=False)
     step = 0
     for epoch in range(1, max_epochs + 1):
-        perm = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch_size):
-            idx = perm[start : start + batch_size]
-            opt.zero_grad()
-            loss_fn(model(x[idx]), y[idx]).backward()
-            opt.step()
-            step += 1
+        for _ in range(math.ceil(n / batch_size)):
+            step = next(stepper)
         rows.append(record(epoch, step))
         if not math.isfinite(rows[-1]["train_loss"]):
             break
@@ -381,7 +152,7 @@ class OverparamResult:
     rtol, fraction, exact lower bound from the rank); energy: DataFrame(k, top-k Hessian,
     top-k of D (best possible), random subspace); class_capture: DataFrame(matrix,
     capture of its top-m eigenspace by the class-mean span, random baseline);
-    zero_cluster: DataFrame (matrix, weight and |position|/λ_max of the SLQ node nearest 0,
+    zero_cluster: DataFrame (matrix, weight and ``|position|``/λ_max of the SLQ node nearest 0,
     see :func:`slq_zero_cluster`); span_random: the Monte Carlo check of the k/rank G
     baseline at k = min(C, top_k) (:func:`random_span_fraction`; None unless asked for);
     grad_norm_sq (‖ḡ‖²) and trace_cov (tr D)."""
@@ -457,9 +228,11 @@ def overparam_study(
        :func:`random_span_fraction`).
     6. Capture of the top-(C) eigenspaces of H, GGN, F̂ and D by the span of the C
        class-mean gradients.
+
     With ``curvature=False`` only the gradient-based parts run (steps 1, 4 and 6 for F̂ and
     D; no Hessian/GGN products): hessian_top / ggn_top are empty, densities and energy
     hold F̂ only / nothing.
+
     ``progress`` is called with a short label before each stage (e.g. tqdm's ``write``).
     """
     from sgdnoise.covariance import CovarianceOperator
@@ -635,12 +408,6 @@ SECTION_RANK = "sec-ch5-rank"
 SECTION_FLAT = "sec-ch5-density"
 SECTION_OUTLIERS = "sec-ch5-outliers"
 SECTION_ENERGY = "sec-ch5-energy"
-
-
-def scale_label(profile: str, identity: dict[str, Any] | None = None) -> str:
-    """``'laptop, smoke profile, synthetic data'``: what stands behind a verdict."""
-    src = (identity or {}).get("source")
-    return f"laptop, {profile} profile" + (f", {src} data" if src else "")
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,21 @@ Notation: N examples, per-example gradients g_i with mean ḡ and covariance
 D = (1/N) Σ_i (g_i − ḡ)(g_i − ḡ)ᵀ; a mini-batch of size B has Cov(g_B) = D/B (with
 replacement). Learning rate η. Three noise-scale quantities keep distinct names across the
 package: the learning-rate/batch ratio η/B (:func:`lr_batch_ratio`, the diffusion
-coefficient of the SDE, called "temperature" by Smith & Le and Jastrzębski et al.), the
+coefficient of the SDE, called "temperature" by Smith & Le and Jastrzębski et al.;
+:func:`sgdnoise.train.lr_batch_ratio`), the
 per-step noise ratio η(N − B)/(B(N − 1)) of sampling without replacement
 (``step_noise_ratio``, in :mod:`sgdnoise.sweep`), and the injected-noise scale of
 chapter 9 (``injection_scale``).
 
 - :class:`Params`: the chapter's parameters (the notebook's parameters cell and
   ``book/params/ch06_batch_size/*.yaml``), with their checks.
-- :func:`scaled_lr`, :func:`lr_batch_ratio`, :func:`smith_le_noise_scale`: the linear /
-  square-root scaling rules, η/B, and Smith & Le's g = η(N/B − 1).
+- :func:`smith_le_noise_scale`: Smith & Le's g = η(N/B − 1). The linear / square-root
+  scaling rules are :func:`sgdnoise.train.scaled_lr` (the rule the engine applies).
 - :func:`quadratic_step_model`: the optimal step of a noisy quadratic model (McCandlish et
   al. 2018): ε_opt(B) = ε_max / (1 + B_noise/B), B_noise = tr(HΣ)/ḡᵀHḡ,
   B_simple = tr Σ / ‖ḡ‖².
-- :func:`noise_scale_of_model`: B_simple of a network on a data set, chunked (no N × P
-  matrix kept), and :class:`NoiseScaleTracker` to record it along training.
+- B_simple of a network along training: :func:`sgdnoise.covariance.noise_scale_of_model`
+  and :class:`sgdnoise.covariance.NoiseScaleTracker` (library).
 - :func:`steps_to_target`, :func:`steps_sweep`, :func:`fit_steps_vs_batch`: steps to reach a
   target training error with the training engine, and the fit S(B) = S_min (1 + B_noise/B).
 - :func:`generalization_sweep`, :func:`lr_batch_ratio_groups`: final train/test error at a
@@ -29,13 +30,10 @@ chapter 9 (``injection_scale``).
 - ``verdict_*``: the chapter's conclusions, computed from the numbers with explicit
   thresholds (:class:`sgdnoise.report.Verdict`).
 
-Known wart, kept as it was: :func:`steps_to_target` and the equal-steps arm of
-:func:`batch_lr_grid` stop a run early by raising a private exception from inside the
-optimizer's ``step`` (the training engine has no step hook yet). Library-level pieces kept
-here for now (not chapter-specific): :func:`scaled_lr`, :func:`lr_batch_ratio`,
-:func:`quadratic_step_model`, :func:`expected_quadratic_decrease`,
-:func:`noise_scale_of_model`, :class:`NoiseScaleTracker`, :func:`pooled_image_data` (a
-subset/pooling helper for ``data``).
+:func:`steps_to_target` and the equal-steps arm of :func:`batch_lr_grid` stop a run early
+with the training engine's ``on_step`` hook. The noisy-quadratic model
+(:func:`quadratic_step_model`, :func:`expected_quadratic_decrease`) stays here: only this
+chapter uses it.
 """
 
 from __future__ import annotations
@@ -50,13 +48,13 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import Interval, t_interval, tost
+from sgdnoise.train import LR_SCALINGS, scaled_lr
+from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
 
 __all__ = [
-    "NoiseScaleTracker",
     "Params",
     "batch_gap",
     "batch_lr_grid",
@@ -74,11 +72,7 @@ __all__ = [
     "expected_quadratic_decrease",
     "fit_steps_vs_batch",
     "generalization_sweep",
-    "noise_scale_of_model",
-    "lr_batch_ratio",
-    "pooled_image_data",
     "quadratic_step_model",
-    "scaled_lr",
     "steps_sweep",
     "steps_to_target",
     "lr_batch_ratio_groups",
@@ -86,32 +80,10 @@ __all__ = [
 ]
 
 DT = torch.float64
-RULES = ("none", "linear", "sqrt")
+RULES = LR_SCALINGS  # the learning-rate scaling rules of sgdnoise.train
 
 
 # --------------------------------------------------------------------------- scaling rules
-
-
-def scaled_lr(base_lr: float, batch_size: int, base_batch_size: int, rule: str) -> float:
-    """η(B) = η₀ · s, s = 1 ("none"), B/B₀ ("linear": keeps η/B, the SDE's diffusion
-    coefficient), or √(B/B₀) ("sqrt": keeps η²/B, the covariance η²D/B of one update)."""
-    base_lr = check_positive("base_lr", base_lr)
-    b = check_positive_int("batch_size", batch_size)
-    b0 = check_positive_int("base_batch_size", base_batch_size)
-    rule = check_choice("rule", rule, RULES)
-    if rule == "linear":
-        return base_lr * b / b0
-    if rule == "sqrt":
-        return base_lr * math.sqrt(b / b0)
-    return base_lr
-
-
-def lr_batch_ratio(lr: float, batch_size: int) -> float:
-    """η/B: the diffusion coefficient of the SDE dθ = −∇L dt + √(η/B · D) dW (the "temperature" of
-    Smith & Le and Jastrzębski et al.). Linear scaling keeps it fixed."""
-    lr = check_positive("lr", lr)
-    b = check_positive_int("batch_size", batch_size)
-    return lr / b
 
 
 def smith_le_noise_scale(lr: float, batch_size: int, n: int) -> float:
@@ -182,77 +154,10 @@ def expected_quadratic_decrease(
 # --------------------------------------------------------------------------- noise scale
 
 
-def noise_scale_of_model(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    chunk_size: int = 256,
-) -> dict[str, float]:
-    """B_simple = tr D / ‖ḡ‖² of ``model`` on (x, y) for the cross-entropy loss, in chunks.
-
-    Per-example gradients G_c: (n_c, P) of each chunk are reduced at once to Σ‖g_i‖² and
-    Σ g_i (float64), so memory is O(chunk_size · P): tr D = (1/N) Σ‖g_i‖² − ‖ḡ‖².
-    Returns {"b_simple", "trace_D", "grad_norm_sq", "n"}."""
-    from sgdnoise.grads import per_example_grads
-
-    chunk = check_positive_int("chunk_size", chunk_size)
-    n = int(x.shape[0])
-    sq = 0.0
-    total = None
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, n, chunk):
-            Gc = per_example_grads(model, nn.functional.cross_entropy, x[start:start + chunk],
-                                   y[start:start + chunk]).to(DT)
-            sq += float((Gc * Gc).sum())
-            s = Gc.sum(0)
-            total = s if total is None else total + s
-    finally:
-        model.train(was_training)
-    gbar = total / n
-    g2 = float(gbar @ gbar)
-    tr = max(sq / n - g2, 0.0)
-    return {"b_simple": tr / g2 if g2 > 0 else math.inf, "trace_D": tr, "grad_norm_sq": g2,
-            "n": n}
-
-
-class NoiseScaleTracker:
-    """An ``on_epoch`` callback for :func:`sgdnoise.train.train` that records B_simple of
-    ``model`` (the very module being trained: pass it to ``train(..., model=model)``) on the
-    probe set (x: float inputs, y) after each evaluation, every ``every`` epochs.
-
-    ``rows``: list of dicts (epoch, step, train_error, test_error, train_loss, b_simple,
-    trace_D, grad_norm_sq); ``frame()`` gives them as a DataFrame."""
-
-    def __init__(self, model: nn.Module, x: Tensor, y: Tensor, *, every: int = 1,
-                 chunk_size: int = 256, label: str = "") -> None:
-        self.model, self.x, self.y = model, x, y
-        self.every = check_positive_int("every", every)
-        self.chunk_size = check_positive_int("chunk_size", chunk_size)
-        self.label = label
-        self.rows: list[dict[str, Any]] = []
-
-    def __call__(self, rec: dict[str, Any]) -> None:
-        if int(rec["epoch"]) % self.every:
-            return
-        x = self.x.to(next(self.model.parameters()).dtype)
-        ns = noise_scale_of_model(self.model, x, self.y, chunk_size=self.chunk_size)
-        row = {k: rec[k] for k in ("epoch", "step", "train_loss", "train_error", "test_error")}
-        row.update({k: ns[k] for k in ("b_simple", "trace_D", "grad_norm_sq")})
-        row["run"] = self.label
-        self.rows.append(row)
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.rows)
-
-
 def b_simple_at_target(track: pd.DataFrame, target_error: float) -> dict[str, Any]:
-    """B_simple of a tracked run (rows of :class:`NoiseScaleTracker`) at the first record
-    whose train error is ≤ ``target_error``, or at the last record if none is.
-
-    Returns {"b_simple", "epoch", "reached" (bool), "train_error"} of that record."""
+    """B_simple of a tracked run (rows of :class:`sgdnoise.covariance.NoiseScaleTracker`) at
+    the first record whose train error is ≤ ``target_error``, or at the last record if none
+    is.  Returns {"b_simple", "epoch", "reached" (bool), "train_error"} of that record."""
     target_error = check_positive("target_error", target_error, allow_zero=True)
     if len(track) == 0:
         raise ValueError("track must hold at least one record, got an empty frame")
@@ -265,27 +170,6 @@ def b_simple_at_target(track: pd.DataFrame, target_error: float) -> dict[str, An
 # --------------------------------------------------------------------------- data
 
 
-def pooled_image_data(data: Any, image_size: int) -> dict[str, Any]:
-    """Average-pool the uint8 images of an ImageData to image_size² pixels (rounded back to
-    uint8), so that small models train fast on CPU. Returns a dict the engine accepts
-    (train_x, train_y, test_x, test_y) plus "identity" (a dict noting the pooling)."""
-    image_size = check_positive_int("image_size", image_size)
-    side = int(data.train_x.shape[-1])
-    if side % image_size:
-        raise ValueError(f"image_size must divide {side}, got {image_size}")
-
-    def pool(x: Tensor) -> Tensor:
-        if image_size == side:
-            return x.clone()
-        f = nn.functional.avg_pool2d(x.to(torch.float32), side // image_size)
-        return f.round().clamp(0, 255).to(torch.uint8)
-
-    identity = dict(data.identity.to_dict())
-    identity["preprocessing"] = f"average-pooled to {image_size}x{image_size}"
-    return {"train_x": pool(data.train_x), "train_y": data.train_y.clone(),
-            "test_x": pool(data.test_x), "test_y": data.test_y.clone(), "identity": identity}
-
-
 def _float_inputs(x_uint8: Tensor) -> Tensor:
     from sgdnoise.data import to_float
 
@@ -293,10 +177,6 @@ def _float_inputs(x_uint8: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- steps to target
-
-
-class _TargetReached(Exception):
-    pass
 
 
 @dataclass
@@ -324,48 +204,42 @@ def steps_to_target(
     """Train with :func:`sgdnoise.train.train` (plain SGD as ``cfg`` says, ``cfg.epochs``
     the budget) and return the first step at which the *full* training-set error is at most
     ``target_error``. The train error is evaluated every ⌈eval_every_examples / B⌉ steps by
-    a thin SGD subclass (passed as ``optimizer_factory``), which stops the run once the
-    target is reached by raising a private exception out of ``train`` (the engine has no
-    early-stop hook). The engine's progress bar is therefore always disabled here, so the
-    interrupted run leaves no half-drawn bar behind; the model is left in train mode."""
-    from sgdnoise.train import evaluate, train
+    an ``on_step`` hook of the engine, which stops the run once the target is reached. The
+    engine's progress bar is disabled here; the model is left in train mode."""
+    from sgdnoise.train import StepState, evaluate, train
 
     target_error = check_positive("target_error", target_error, allow_zero=True)
     every = max(1, math.ceil(check_positive_int("eval_every_examples", eval_every_examples)
                              / cfg.batch_size))
     train_x, train_y = data["train_x"], data["train_y"]
-    state = {"steps": 0, "hit": None, "evals": 0}
 
-    class _Watcher(torch.optim.SGD):
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                             weight_decay=cfg.weight_decay)
-            self._model = model
+    class _Watcher:
+        """Evaluates the full training error every ``every`` steps; stops at the target."""
 
-        def step(self, closure=None):  # noqa: ANN001
-            out = super().step(closure)
-            state["steps"] += 1
-            if state["steps"] % every == 0:
-                _, err = evaluate(self._model, train_x, train_y, batch_size=4096, amp=False)
-                state["evals"] += 1
-                self._model.train()
-                if err <= target_error:
-                    state["hit"] = state["steps"]
-                    raise _TargetReached
-            return out
+        hit: int | None = None
+        evals = 0
 
-    diverged = False
-    try:
-        res = train(replace(cfg, eval_at_start=False), data, optimizer_factory=_Watcher,
-                    progress=False)
-        diverged = res.status == "diverged"
-    except _TargetReached:
-        pass
+        def on_step(self, state: StepState) -> bool:
+            if state.step % every:
+                return False
+            _, err = evaluate(state.model, train_x, train_y, batch_size=4096, amp=False)
+            self.evals += 1
+            state.model.train()
+            if err <= target_error:
+                self.hit = state.step
+                return True
+            return False
+
+    watcher = _Watcher()
+    res = train(replace(cfg, eval_at_start=False), data, hooks=[watcher], progress=False)
+    # a run stopped at the target counts as reached, even if the engine flags a non-finite
+    # loss at that very step
+    diverged = res.status == "diverged" and watcher.hit is None
     lr_used = cfg.lr * (scaled_lr(1.0, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling))
-    steps = float(state["hit"]) if state["hit"] is not None else math.nan
+    steps = float(watcher.hit) if watcher.hit is not None else math.nan
     return StepsResult(batch_size=cfg.batch_size, lr=lr_used, steps=steps,
-                       reached=state["hit"] is not None, diverged=diverged,
-                       examples=steps * cfg.batch_size, evaluated=state["evals"])
+                       reached=watcher.hit is not None, diverged=diverged,
+                       examples=steps * cfg.batch_size, evaluated=watcher.evals)
 
 
 def steps_sweep(
@@ -505,53 +379,29 @@ def lr_batch_ratio_groups(final: pd.DataFrame, *, rtol: float = 1e-6) -> pd.Data
 # --------------------------------------------------------------------------- batch × lr grid
 
 
-class _StepBudgetReached(Exception):
-    pass
-
-
 def train_for_budget(cfg: Any, data: Any, *, steps: int | None = None) -> dict[str, Any]:
     """One run of the training engine, for ``cfg.epochs`` epochs (``steps=None``) or for
     exactly ``steps`` optimizer steps (the engine runs ⌈steps / steps-per-epoch⌉ epochs and
-    a thin SGD subclass stops it at ``steps`` by raising a private exception, the same wart
-    as :func:`steps_to_target`). The final train/test loss and error are evaluated on the
-    whole sets after the last step. Returns {"steps", "epochs" (examples seen / N),
-    "status" ("finished" | "diverged"), "train_error", "test_error", "train_loss",
-    "test_loss"}."""
-    from sgdnoise.train import evaluate, steps_per_epoch, train
+    an ``on_step`` hook stops it at ``steps``). The final train/test loss and error are
+    evaluated on the whole sets after the last step. Returns {"steps", "epochs" (examples
+    seen / N), "status" ("finished" | "diverged"), "train_error", "test_error",
+    "train_loss", "test_loss"}."""
+    from sgdnoise.train import StepBudget, evaluate, steps_per_epoch, train
 
     n = int(data["train_x"].shape[0])
     spe = steps_per_epoch(n, cfg.batch_size)
-    holder: dict[str, Any] = {"count": 0}
     budget = None if steps is None else check_positive_int("steps", steps)
-
-    class _Counted(torch.optim.SGD):
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                             weight_decay=cfg.weight_decay)
-            holder["model"] = model
-
-        def step(self, closure=None):  # noqa: ANN001
-            out = super().step(closure)
-            holder["count"] += 1
-            if budget is not None and holder["count"] >= budget:
-                raise _StepBudgetReached
-            return out
-
     run_cfg = cfg if budget is None else replace(cfg, epochs=math.ceil(budget / spe))
-    status = "finished"
-    try:
-        res = train(replace(run_cfg, eval_at_start=False), data, optimizer_factory=_Counted,
-                    progress=False)
-        status = res.status
-    except _StepBudgetReached:
-        pass
-    model = holder["model"]
+    hooks = [] if budget is None else [StepBudget(budget)]
+    res = train(replace(run_cfg, eval_at_start=False), data, hooks=hooks, progress=False)
+    status = "diverged" if res.status == "diverged" else "finished"
+    model = res.model
     kw = dict(batch_size=cfg.eval_batch_size, amp=False, channels_last=False)
     train_loss, train_err = evaluate(model, data["train_x"], data["train_y"], **kw)
     test_loss, test_err = evaluate(model, data["test_x"], data["test_y"], **kw)
     if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
         status = "diverged"
-    return {"steps": holder["count"], "epochs": holder["count"] * cfg.batch_size / n,
+    return {"steps": res.steps, "epochs": res.steps * cfg.batch_size / n,
             "status": status, "train_error": train_err, "test_error": test_err,
             "train_loss": train_loss, "test_loss": test_loss}
 
@@ -718,18 +568,12 @@ SECTION_GRID = "sec-ch6-grid"
 SECTION_RATIO = "sec-ch6-ratio"
 
 
-def scale_label(profile: str, identity: dict[str, Any] | None = None) -> str:
-    """``'laptop, smoke profile, synthetic data'``: what stands behind a verdict."""
-    src = (identity or {}).get("source")
-    return f"laptop, {profile} profile" + (f", {src} data" if src else "")
-
-
 def verdict_trace(
     z: Sequence[float], slope: float, slope_se: float, *, z_max: float, samples: int,
     scale: str,
 ) -> Verdict:
     """tr Cov(g_B) = tr D/B (× (N − B)/(N − 1) without replacement) against Monte Carlo:
-    supported if every finite |z| = |mc − formula|/se ≤ ``z_max``, contradicted if one is
+    supported if every finite ``|z| = |mc − formula|/se`` ≤ ``z_max``, contradicted if one is
     above, inconclusive if none is finite."""
     claim = ("The trace of the mini-batch gradient covariance is tr D/B (times "
              "(N − B)/(N − 1) without replacement).")
@@ -879,13 +723,14 @@ def verdict_lr_batch_ratio(
 
 
 def prepare(P: Params) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """The chapter's data (pooled, see :func:`pooled_image_data`), its identity record and
-    the base :class:`sgdnoise.train.TrainConfig` (plain SGD, no augmentation, float32)."""
-    from sgdnoise.data import load_dataset
+    """The chapter's data (pooled, see :func:`sgdnoise.data.pool_image_data`), its identity
+    record and the base :class:`sgdnoise.train.TrainConfig` (plain SGD, no augmentation,
+    float32)."""
+    from sgdnoise.data import load_dataset, pool_image_data
     from sgdnoise.train import TrainConfig
 
     data = load_dataset(P.dataset, n_train=P.n_train, n_test=P.n_test, seed=P.seed)
-    small = pooled_image_data(data, P.image_size)
+    small = pool_image_data(data, P.image_size)
     identity = small.pop("identity")
     base = TrainConfig(model=P.model, width=P.width,
                        norm="group" if P.model == "cnn" else "none", augment=False,

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from sgdnoise._validate import check_choice, check_positive, check_positive_int
-from sgdnoise.chapters.ch04_stability import minibatch_means
+from sgdnoise.covariance import minibatch_means
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
+from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "EULER_GAMMA",

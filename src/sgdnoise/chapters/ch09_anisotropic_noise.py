@@ -6,7 +6,7 @@ training engine (:func:`sgdnoise.train.train`):
 - small-batch SGD (batch b), the reference whose generalisation we want;
 - large-batch SGD (batch B >> b) alone;
 - large-batch SGD plus noise of each kind (:class:`sgdnoise.noise.NoisySGD`) at the injection
-  scale ``T = (1/b − 1/B) N/(N−1)`` (:func:`sgdnoise.noise.matched_temperature`), so that
+  scale ``T = (1/b − 1/B) N/(N−1)`` (:func:`sgdnoise.noise.matched_injection_scale`), so that
   the step has the gradient covariance of the small batch when the kind's covariance is D.
 
 Two budgets are compared. At **equal epochs** every run sees each example ``epochs`` times,
@@ -25,7 +25,6 @@ sentences and :class:`sgdnoise.report.Verdict` records, each with its threshold.
 from __future__ import annotations
 
 import copy
-import inspect
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -37,17 +36,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdnoise._validate import check_choice, check_positive, check_positive_int
+from sgdnoise.grads import num_params, per_example_grad_products
 from sgdnoise.noise import (
     KINDS,
     NoisySGD,
     hessian_operator,
-    matched_temperature,
+    matched_injection_scale,
     sample_noise,
 )
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import paired_difference, t_interval, tost
+from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "EQUAL_EPOCHS",
@@ -98,11 +98,6 @@ EQUAL_EPOCHS = "equal epochs"
 EQUAL_STEPS = "equal steps"
 STEPS_SUFFIX = " (equal steps)"
 SECTION = "sec-ch9-gap"  # where the evidence of the gap verdicts is shown
-
-# NoisySGD's scale keyword: "temperature" today, "injection_scale" after the noise refactor.
-_SCALE_KW = ("injection_scale" if "injection_scale" in inspect.signature(NoisySGD).parameters
-             else "temperature")
-
 
 # ----------------------------------------------------------------------------------------
 # parameters
@@ -231,9 +226,9 @@ def styled_table(df: pd.DataFrame, formats: Mapping[str, str], *,
 
 def injection_scales(small_batch: int, large_batch: int, num_examples: int) -> pd.DataFrame:
     """The two injection scales of the chapter: T_step = (1/b − 1/B) N/(N−1)
-    (:func:`sgdnoise.noise.matched_temperature`) and T_epoch = B/b² − 1/B
+    (:func:`sgdnoise.noise.matched_injection_scale`) and T_epoch = B/b² − 1/B
     (:func:`epoch_matched_temperature`), with b, B and B/N. Columns: quantity, value."""
-    t_step = matched_temperature(small_batch, large_batch, num_examples=num_examples)
+    t_step = matched_injection_scale(small_batch, large_batch, num_examples=num_examples)
     t_epoch = epoch_matched_temperature(small_batch, large_batch)
     return pd.DataFrame({
         "quantity": ["b", "B", "B / N", "T_step = (1/b - 1/B) N/(N-1)", "T_epoch = B/b² - 1/B"],
@@ -296,7 +291,7 @@ class NoiseConfig:
                 momentum=momentum, weight_decay=weight_decay,
                 lanczos_steps=self.lanczos_steps, chunk_size=self.chunk_size,
                 moment_probes=self.moment_probes, seed=seed,
-                **{_SCALE_KW: self.temperature},
+                injection_scale=self.temperature,
             )
 
         return factory
@@ -336,7 +331,8 @@ def build_configs(
 ) -> list[NoiseConfig]:
     """Small-batch SGD, large-batch SGD, and large-batch + each kind in ``kinds``.
 
-    ``temperature`` (the injection scale T) defaults to :func:`matched_temperature`
+    ``temperature`` (the injection scale T) defaults to
+    :func:`sgdnoise.noise.matched_injection_scale`
     ``(small_batch, large_batch)`` (times N/(N−1) when ``num_examples`` is given: batches
     drawn without replacement). ``num_samples`` is M for subsampled / true_fisher,
     ``moment_samples`` (default ``num_samples``) M for isotropic / diag_fisher (whose moments
@@ -350,7 +346,7 @@ def build_configs(
     b = check_positive_int("small_batch", small_batch)
     B = check_positive_int("large_batch", large_batch)
     if temperature is None:
-        temperature = matched_temperature(b, B, num_examples=num_examples)
+        temperature = matched_injection_scale(b, B, num_examples=num_examples)
     temperature = check_positive("temperature", temperature, allow_zero=True)
     configs = [NoiseConfig(SMALL, "none", b), NoiseConfig(LARGE, "none", B)]
     sizes = {"hessian": curvature_samples, "ggn": curvature_samples,
@@ -392,7 +388,7 @@ def epoch_matched_temperature(small_batch: int, large_batch: int) -> float:
     An epoch of small-batch SGD takes N/b steps, each adding noise of covariance η² D/b:
     η² N D / b² in total. An epoch at batch B with injected noise takes N/B steps of
     covariance η² (1/B + T) D. Equal totals give ``T = B/b² − 1/B`` (B/b times the per-step
-    :func:`matched_temperature`, plus (B/b − 1)/B)."""
+    :func:`sgdnoise.noise.matched_injection_scale`, plus (B/b − 1)/B)."""
     b = check_positive_int("small_batch", small_batch)
     B = check_positive_int("large_batch", large_batch)
     if b > B:
@@ -429,7 +425,7 @@ def sharpness(
                               targets[s : s + chunk_size]), min(chunk_size, n - s))
             for s in range(0, n, chunk_size)
         ]
-        P = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        P = num_params(model)
         dtype = next(model.parameters()).dtype
 
         def matvec(v: torch.Tensor) -> torch.Tensor:
@@ -452,7 +448,7 @@ def top_hessian_directions(
     from sgdnoise.spectral import lanczos
 
     op = hessian_operator(model, F.cross_entropy, inputs, targets)
-    P = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    P = num_params(model)
     dtype = next(model.parameters()).dtype
     res = lanczos(lambda v: op(v.to(dtype).unsqueeze(1))[:, 0].to(v.dtype), P, k,
                   num_iters=min(num_iters, P), tol=1e-5, seed=seed,
@@ -460,53 +456,14 @@ def top_hessian_directions(
     return res.eigenvalues, res.eigenvectors
 
 
-def _vjp_batched(outputs: list[torch.Tensor], inputs: list[torch.Tensor],
-                 cotangents: list[torch.Tensor]) -> list[torch.Tensor | None]:
-    """Vector-Jacobian products for a stack of cotangents (leading dim S), looping over S
-    when the batched rule of some operation is missing."""
-    try:
-        return list(torch.autograd.grad(outputs, inputs, grad_outputs=cotangents,
-                                        retain_graph=True, allow_unused=True,
-                                        is_grads_batched=True))
-    except RuntimeError:
-        s = cotangents[0].shape[0]
-        rows = [torch.autograd.grad(outputs, inputs, grad_outputs=[c[i] for c in cotangents],
-                                    retain_graph=True, allow_unused=True) for i in range(s)]
-        return [None if rows[0][j] is None else torch.stack([r[j] for r in rows])
-                for j in range(len(inputs))]
-
-
 def per_example_projections(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, U: torch.Tensor
 ) -> torch.Tensor:
     """``A: (n, k)`` with ``A[i, j] = u_jᵀ ∇ℓ_i`` (ℓ_i the cross-entropy of example i, u_j
     the columns of ``U: (P, k)``, P the number of trainable parameters in
-    ``model.parameters()`` order), without forming per-example gradients.
-
-    With a dummy weight vector w ∈ Rⁿ, ``h(w) = ∇_θ Σ_i w_i ℓ_i`` is linear in w, so
-    ``∂(h(w) · u)/∂w_i = ∇ℓ_i · u``: one backward with ``create_graph`` and one batched
-    backward over the k directions (the double-vjp trick)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True)")
-    k = U.shape[1]
-    sizes = [p.numel() for p in params]
-    if U.shape[0] != sum(sizes):
-        raise ValueError(f"U must have one row per trainable parameter ({sum(sizes)}), "
-                         f"got shape {tuple(U.shape)}")
-    Ut = U.T.to(params[0].dtype)
-    pieces = [piece.reshape(k, *p.shape)
-              for piece, p in zip(torch.split(Ut, sizes, dim=1), params, strict=True)]
-    with torch.enable_grad():
-        losses = F.cross_entropy(model(inputs), targets, reduction="none")
-        w = torch.zeros_like(losses, requires_grad=True)
-        h = torch.autograd.grad(losses, params, grad_outputs=w, create_graph=True,
-                                allow_unused=True)
-        pairs = [(g, i) for i, g in enumerate(h) if g is not None]
-        out = _vjp_batched([g for g, _ in pairs], [w], [pieces[i] for _, i in pairs])[0]
-    if out is None:
-        return losses.new_zeros((inputs.shape[0], k)).detach()
-    return out.detach().T
+    ``model.parameters()`` order), without forming per-example gradients: the cross-entropy
+    case of :func:`sgdnoise.grads.per_example_grad_products` (the double-vjp trick)."""
+    return per_example_grad_products(model, F.cross_entropy, inputs, targets, U)
 
 
 def directional_variance(
@@ -553,7 +510,7 @@ def directional_variance(
 
 def direction_summary(directions: pd.DataFrame, draws: int) -> str:
     """One Markdown sentence from :func:`directional_variance`: each kind's variance ratio
-    along the sharpest direction, the kind closest to SGD there (smallest |log ratio|) and
+    along the sharpest direction, the kind closest to SGD there (smallest ``|log ratio|``) and
     the Monte Carlo relative error sqrt(2/S) of a Gaussian ratio from S = ``draws`` draws."""
     draws = check_positive_int("draws", draws)
     top = directions[directions["direction"] == 1].set_index("kind")["ratio"]
@@ -569,9 +526,11 @@ def direction_summary(directions: pd.DataFrame, draws: int) -> str:
 
 def pooled_inputs(x: torch.Tensor, size: int) -> torch.Tensor:
     """Images ``(N, C, H, W)`` (uint8 pixels are normalised with the CIFAR-10 statistics)
-    average-pooled to ``(N, C, size, size)`` in float64: a small input for dense checks."""
-    size = check_positive_int("size", size)
-    return F.adaptive_avg_pool2d(_as_float(x).double(), size)
+    average-pooled to ``(N, C, size, size)`` in float64 (:func:`sgdnoise.data.pool_images`;
+    ``size`` divides H): a small input for dense checks."""
+    from sgdnoise.data import pool_images
+
+    return pool_images(_as_float(x).double(), size)
 
 
 def covariance_check(
@@ -665,11 +624,11 @@ def sampler_verdict(check: pd.DataFrame, z_max: float, scale: str) -> Verdict:
 class NoiseExperiment:
     """Results of :func:`run_noise_experiment`.
 
-    records: one row per (config, seed): label, kind, budget, batch_size, epochs,
-        temperature (the injection scale T), seed, status, steps, train_error, test_error,
-        train_loss, test_loss, sharpness, wall_time_s, noise_seconds, seconds_per_step.
-    curves: one row per (config, seed, epoch) with the engine's history fields.
-    models: final models kept for later measurements, keyed by (label, seed).
+    - records: one row per (config, seed): label, kind, budget, batch_size, epochs,
+      temperature (the injection scale T), seed, status, steps, train_error, test_error,
+      train_loss, test_loss, sharpness, wall_time_s, noise_seconds, seconds_per_step.
+    - curves: one row per (config, seed, epoch) with the engine's history fields.
+    - models: final models kept for later measurements, keyed by (label, seed).
     """
 
     records: pd.DataFrame
@@ -955,7 +914,7 @@ def anisotropy_verdict(
     """Zhu et al. (2019): noise with SGD's anisotropic covariance regularises better than
     isotropic noise of the same trace. Paired over seeds, d = anisotropic − isotropic test
     error; supported when the 1 − α interval of d lies below 0; contradicted when it lies
-    above 0 or when TOST shows |d| < ``margin`` (no difference of practical size);
+    above 0 or when TOST shows ``|d|`` < ``margin`` (no difference of practical size);
     inconclusive otherwise."""
     margin = check_positive("margin", margin)
     piv = records.pivot_table(index="seed", columns="label", values=metric, aggfunc="first")
@@ -1100,7 +1059,7 @@ def measure_step_costs(
         opts[k] = NoisySGD(model.parameters(), 1e-12, kind=k, model=model,
                            loss_fn=F.cross_entropy, num_samples=m,
                            lanczos_steps=lanczos_steps, moment_probes=moment_probes, seed=0,
-                           **{_SCALE_KW: 1e-3})
+                           injection_scale=1e-3)
     sync = torch.cuda.synchronize if inputs.is_cuda else (lambda: None)
 
     def one_step(opt: NoisySGD) -> float:

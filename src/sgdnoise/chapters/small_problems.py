@@ -1,8 +1,9 @@
 """Small dense problems shared by chapters 1-3 (and reused by chapter 5): a stratified,
 pooled subset of CIFAR-10 (:func:`load_small_problem`), float64 models small enough for
-dense ``(P, P)`` matrices (:func:`build_small_model`), a plain-SGD loop with snapshots
-(:func:`train_small`), the five dense curvature matrices at one point
-(:func:`curvature_matrices`), top eigenpairs, and seeded mini-batch index draws.
+dense ``(P, P)`` matrices (:func:`build_small_model`), the plain-SGD loop of the small
+problems (:func:`sgd_steps`; :func:`train_small` adds snapshots), the five dense
+curvature matrices at one point (:func:`curvature_matrices`), top eigenpairs, and seeded
+mini-batch index draws.
 
 Notation: ``G: (N, P)`` per-example gradients (rows g_i), ``ḡ`` their mean, centred rows
 ``G̃ = G − 1ḡᵀ``, ``D = G̃ᵀG̃/N``. Dense linear algebra is float64.
@@ -11,7 +12,7 @@ Notation: ``G: (N, P)`` per-example gradients (rows g_i), ``ḡ`` their mean, ce
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +20,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sgdnoise._validate import check_choice, check_matrix, check_positive, check_positive_int
+from sgdnoise.grads import trainable_parameters
+from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
 
 __all__ = [
     "DT",
@@ -30,6 +32,7 @@ __all__ = [
     "curvature_matrices",
     "load_small_problem",
     "load_small_split",
+    "sgd_steps",
     "top_eigenpairs",
     "train_small",
 ]
@@ -65,21 +68,15 @@ def load_small_problem(
     data_dir: str | None = None,
 ) -> SmallProblem:
     """A stratified seeded subset of ``n_train`` training images of ``dataset``
-    ("cifar10" | "synthetic"), normalised and average-pooled to ``image_size``² pixels so
-    that dense (P, P) matrices stay small. The identity records the pooling."""
-    from sgdnoise.data import load_dataset, to_float
+    ("cifar10" | "synthetic"), normalised and average-pooled to ``image_size × image_size``
+    pixels so that dense (P, P) matrices stay small. The identity records the pooling."""
+    from sgdnoise.data import load_dataset
 
     n_train = check_positive_int("n_train", n_train)
     image_size = check_positive_int("image_size", image_size)
-    if 32 % image_size:
-        raise ValueError(f"image_size must divide 32, got {image_size}")
     kw = {"n_test": 10} if dataset == "synthetic" else {}
     data = load_dataset(dataset, n_train=n_train, seed=seed, data_dir=data_dir, **kw)
-    x = to_float(data.train_x)
-    x = torch.nn.functional.avg_pool2d(x, 32 // image_size).to(DT)
-    identity = dict(data.identity.to_dict())
-    identity["preprocessing"] = f"normalised, average-pooled to {image_size}x{image_size}"
-    return SmallProblem(x=x, y=data.train_y.clone(), identity=identity, classes=list(data.classes))
+    return _pooled(data, image_size)[0]
 
 
 def load_small_split(
@@ -93,22 +90,28 @@ def load_small_split(
 ) -> tuple[SmallProblem, SmallProblem]:
     """Like :func:`load_small_problem`, but returns ``(train, test)``: stratified seeded
     subsets of ``n_train`` training and ``n_test`` test images, pooled alike."""
-    from sgdnoise.data import load_dataset, to_float
+    from sgdnoise.data import load_dataset
 
     n_train = check_positive_int("n_train", n_train)
     n_test = check_positive_int("n_test", n_test)
     image_size = check_positive_int("image_size", image_size)
-    if 32 % image_size:
-        raise ValueError(f"image_size must divide 32, got {image_size}")
     data = load_dataset(dataset, n_train=n_train, n_test=n_test, seed=seed, data_dir=data_dir)
+    return _pooled(data, image_size)
+
+
+def _pooled(data: Any, image_size: int) -> tuple[SmallProblem, SmallProblem]:
+    """The train and test splits of an ImageData, normalised (:func:`sgdnoise.data.to_float`),
+    average-pooled to ``image_size``² pixels (:func:`sgdnoise.data.pool_images`), float64."""
+    from sgdnoise.data import pool_images, to_float
+
     identity = dict(data.identity.to_dict())
     identity["preprocessing"] = f"normalised, average-pooled to {image_size}x{image_size}"
-    out = []
-    for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y)):
-        xp = torch.nn.functional.avg_pool2d(to_float(x), 32 // image_size).to(DT)
-        out.append(SmallProblem(x=xp, y=y.clone(), identity=identity,
-                                classes=list(data.classes)))
-    return out[0], out[1]
+    train, test = (
+        SmallProblem(x=pool_images(to_float(x), image_size, name="image_size").to(DT),
+                     y=y.clone(), identity=identity, classes=list(data.classes))
+        for x, y in ((data.train_x, data.train_y), (data.test_x, data.test_y))
+    )
+    return train, test
 
 
 def build_small_model(
@@ -160,6 +163,48 @@ def _loss_and_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple
     return loss, err
 
 
+def sgd_steps(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    lr: float,
+    batch_size: int,
+    seed: int = 0,
+    drop_last: bool = True,
+) -> Iterator[int]:
+    """Plain SGD on mean cross-entropy over ``x: (N, ...)``, ``y: (N,)``, one update per
+    ``next()``: yields the number of updates taken so far (1, 2, …; endless, the caller
+    stops). Modifies ``model`` in place.
+
+    Batches are consecutive slices of a permutation of ``range(N)`` drawn from
+    ``torch.Generator().manual_seed(seed)``; a new permutation is drawn when the next batch
+    would not fit (``drop_last``: the last ``N mod B`` examples of a permutation are
+    skipped) or when the permutation is used up (``drop_last=False``: the last batch of an
+    epoch may be smaller). The update is ``θ ← θ − η ∇L_batch`` (plain tensors, no
+    ``torch.optim``: importing it costs seconds)."""
+    lr = check_positive("lr", lr)
+    batch_size = check_positive_int("batch_size", batch_size)
+    n = x.shape[0]
+    if batch_size > n:
+        raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
+    gen = torch.Generator().manual_seed(seed)
+    params = trainable_parameters(model)
+    need = batch_size if drop_last else 1
+    perm, pos, t = torch.randperm(n, generator=gen), 0, 0
+    while True:
+        if pos + need > n:
+            perm, pos = torch.randperm(n, generator=gen), 0
+        idx = perm[pos : pos + batch_size]
+        pos += batch_size
+        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x[idx]), y[idx]), params)
+        with torch.no_grad():
+            for p, g in zip(params, grads, strict=True):
+                p.add_(g, alpha=-lr)
+        t += 1
+        yield t
+
+
 def train_small(
     model: nn.Module,
     x: torch.Tensor,
@@ -171,9 +216,9 @@ def train_small(
     checkpoints: Sequence[int] = (),
     seed: int = 0,
 ) -> TrainTrace:
-    """Plain SGD on mean cross-entropy (batches drawn without replacement, reshuffled each
-    epoch), ``steps`` updates; snapshots the parameters at every step in ``checkpoints``
-    (0 = initialisation) and at the end. Modifies ``model`` in place."""
+    """``steps`` updates of :func:`sgd_steps` (batches without replacement, the remainder
+    of each permutation dropped); snapshots the parameters at every step in
+    ``checkpoints`` (0 = initialisation) and at the end. Modifies ``model`` in place."""
     steps = check_positive_int("steps", steps)
     lr = check_positive("lr", lr)
     batch_size = check_positive_int("batch_size", batch_size)
@@ -181,8 +226,6 @@ def train_small(
     if batch_size > n:
         raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
     marks = sorted({int(c) for c in checkpoints if 0 <= int(c) <= steps} | {steps})
-    gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
     rows, snaps = [], {}
 
     def mark(t: int) -> None:
@@ -192,18 +235,11 @@ def train_small(
 
     if 0 in marks:
         mark(0)
-    perm, pos = torch.randperm(n, generator=gen), 0
-    for t in range(1, steps + 1):
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        idx = perm[pos : pos + batch_size]
-        pos += batch_size
-        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x[idx]), y[idx]), params)
-        with torch.no_grad():  # plain SGD (torch.optim would import torch._dynamo: seconds)
-            for p, g in zip(params, grads, strict=True):
-                p.add_(g, alpha=-lr)
+    for t in sgd_steps(model, x, y, lr=lr, batch_size=batch_size, seed=seed):
         if t in marks:
             mark(t)
+        if t == steps:
+            break
     return TrainTrace(history=pd.DataFrame(rows), snapshots=snaps)
 
 
