@@ -34,9 +34,3 @@ def test_errors_name_argument_value_and_allowed(call, words):
         call()
     for w in words:
         assert w in str(err.value), (w, str(err.value))
-
-
-def test_private_name_is_the_same_functions():
-    from sgdnoise import _validate
-
-    assert _validate.check_positive_int is V.check_positive_int
