@@ -250,9 +250,7 @@ def test_protocol_table_uses_drop_last() -> None:
 def test_pilot_records_map_onto_the_schema() -> None:
     from sgdnoise.sweep import load_records
 
-    pilot = ROOT / "data" / "results" / "ch08_full"
-    if not pilot.exists():
-        pilot = ROOT / "data" / "results" / "ch08_pilot"
+    pilot = ROOT / "data" / "results" / "ch08_pilot"
     old = load_records(pilot)
     df = old if "arm" in old.columns else ch08.from_legacy_records(old)
     assert set(ch08.RECORD_COLUMNS) <= set(df.columns)
@@ -372,3 +370,15 @@ def test_gap_inconclusive_sentence_reports_the_fitted_differences() -> None:
     assert table.iloc[0]["fit"] == "fits" and table.iloc[0]["call"] == "undetermined"
     assert v.outcome == "inconclusive"
     assert "arm C, B = 1,024: test error 1.5 [" in v.sentence
+
+
+def test_split_unreached_separates_targets_no_run_reached():
+    t = pd.DataFrame({"arm": "A", "target": [0.15, 0.15, 0.10, 0.10], "B": [16, 64, 16, 64],
+                      "n_runs": 3, "n_reached": [3, 1, 0, 0]})
+    shown, unreached = ch08.split_unreached(t)
+    assert unreached == [0.10]
+    assert list(shown["target"]) == [0.15, 0.15] and list(shown["B"]) == [16, 64]
+    none_missing, empty = ch08.split_unreached(t.assign(n_reached=1))
+    assert empty == [] and len(none_missing) == 4
+    with pytest.raises(ValueError, match="n_reached"):
+        ch08.split_unreached(t.drop(columns="n_reached"))

@@ -105,8 +105,7 @@
 
 # %% tags=["parameters", "remove-cell"]
 profile = "default"
-records_dirs = ["../../data/results/ch08_pilot", "../../data/results/ch08_full",
-                "../../data/results/ch08"]
+records_dirs = ["../../data/results/ch08_pilot", "../../data/results/ch08"]
 sharpness_dirs = ["../../data/results/ch08"]
 run_miniature = True
 plan = "../params/ch08_resnet_sweep/plan_laptop.yaml"
@@ -139,7 +138,7 @@ GPU_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
 
 
 def show_table(df, formats=None):
-    display(df.style.format(formats or {}, precision=3).hide(axis="index"))
+    display(df.style.format(formats or {}, precision=3, na_rep="–").hide(axis="index"))
 
 
 # %% [markdown]
@@ -197,9 +196,16 @@ plt.show(ch08.plot_error_vs_step(recorded, rec_arms, rec_scale))
 # %% tags=["remove-input"]
 for name, t in rec.tables.items():
     if name.startswith("steps_") and len(t):
-        show_table(ch08.intervals_as_text(t).rename(columns={
-            "steps": "steps (95% CI)", "target": "target test error"}),
-            {"examples": "{:,.0f}", "slope": "{:.2f}"})
+        shown, unreached = ch08.split_unreached(t)
+        if unreached:
+            display(Markdown(
+                f"Arm {name.removeprefix('steps_')}: no run reached a test error of "
+                + " or ".join(f"{u:.0%}" for u in unreached)
+                + f" ({int(t['n_runs'].max())} run(s) per batch size)."))
+        if len(shown):
+            show_table(ch08.intervals_as_text(shown).rename(columns={
+                "steps": "steps (95% CI)", "target": "target test error"}),
+                {"examples": "{:,.0f}", "slope": "{:.2f}"})
 
 # %% [markdown]
 # The plateau test fits the test error of the largest batch against $\ln(\text{step})$ over

@@ -756,8 +756,19 @@ def intervals_as_text(table: pd.DataFrame, *, percent: Sequence[str] = (),
     for col in out.columns:
         if len(out) and isinstance(out[col].iloc[0], Interval):
             scale = 100.0 if col in percent else 1.0
-            out[col] = [i.format(digits if col in percent else 3, scale) for i in out[col]]
+            out[col] = ["–" if i.n == 0 else i.format(digits if col in percent else 3, scale)
+                        for i in out[col]]
     return out
+
+
+def split_unreached(table: pd.DataFrame) -> tuple[pd.DataFrame, list[float]]:
+    """Split a :func:`steps_to_target` table into the rows of the targets that at least one
+    run reached and the list of targets that no run reached (shown as one sentence instead
+    of rows with nothing in them)."""
+    _require_columns(table, ("target", "n_reached"), "steps-to-target table")
+    reached = table.groupby("target")["n_reached"].transform("sum") > 0
+    unreached = sorted({float(t) for t in table.loc[~reached, "target"]}, reverse=True)
+    return table[reached].reset_index(drop=True), unreached
 
 
 # --------------------------------------------------------------------------- laptop miniature
