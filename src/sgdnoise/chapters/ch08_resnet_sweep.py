@@ -835,6 +835,20 @@ def _empty_figure(title: str, message: str) -> Any:
     return fig
 
 
+def _arm_panels(records: pd.DataFrame, arms: Sequence[str], title: str, *,
+                height: float) -> Any:
+    """One panel per arm present in ``records`` (shared y axis) and one colour per batch
+    size: ``(fig, axes, colors, arms)``; a "no records" figure when no arm is present."""
+    import matplotlib.pyplot as plt
+
+    arms = [a for a in arms if a in set(records["arm"])]
+    if not arms:
+        return _empty_figure(title, "no records")
+    fig, axes = plt.subplots(1, len(arms), figsize=_figsize(len(arms), height),
+                             squeeze=False, sharey=True)
+    return fig, axes, batch_colors(records["batch_size"]), arms
+
+
 def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> Any:
     """Test error against train error, one panel per arm: every evaluation of the smallest
     batch as a line (its trajectory, one per seed), every other run's last evaluation as a
@@ -843,13 +857,11 @@ def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> 
     figure."""
     import matplotlib.pyplot as plt
 
-    arms = [a for a in arms if a in set(records["arm"])]
-    if not arms:
-        return _empty_figure(title, "no records")
-    fig, axes = plt.subplots(1, max(len(arms), 1), figsize=_figsize(len(arms), 3.6),
-                             squeeze=False, sharey=True)
-    colors = batch_colors(records["batch_size"]) if len(records) else {}
-    for ax, arm in zip(axes[0], arms, strict=False):
+    panels = _arm_panels(records, arms, title, height=3.6)
+    if not isinstance(panels, tuple):
+        return panels
+    fig, axes, colors, arms = panels
+    for ax, arm in zip(axes[0], arms, strict=True):
         g = records[records["arm"] == arm]
         b0 = int(g["batch_size"].min())
         for _, r in g[g["batch_size"] == b0].groupby("seed"):
@@ -874,13 +886,11 @@ def plot_error_vs_step(records: pd.DataFrame, arms: Sequence[str], title: str,
     run coloured by batch size. Returns the figure."""
     import matplotlib.pyplot as plt
 
-    arms = [a for a in arms if a in set(records["arm"])]
-    if not arms:
-        return _empty_figure(title, "no records")
-    fig, axes = plt.subplots(1, max(len(arms), 1), figsize=_figsize(len(arms), 3.4),
-                             squeeze=False, sharey=True)
-    colors = batch_colors(records["batch_size"]) if len(records) else {}
-    for ax, arm in zip(axes[0], arms, strict=False):
+    panels = _arm_panels(records, arms, title, height=3.4)
+    if not isinstance(panels, tuple):
+        return panels
+    fig, axes, colors, arms = panels
+    for ax, arm in zip(axes[0], arms, strict=True):
         g = records[(records["arm"] == arm) & (records["step"] > 0)]
         seen: set[int] = set()
         for (b, _), r in g.groupby(["batch_size", "seed"]):
