@@ -209,7 +209,8 @@ for name, t in rec.tables.items():
 
 # %% [markdown]
 # The plateau test fits the test error of the largest batch against $\ln(\text{step})$ over
-# its last evaluations ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.plateau_test`), and the
+# its last evaluations; its slope is in points of test error per e-fold of steps
+# ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.plateau_test`), and the
 # sharpness test compares $\eta\lambda_{\max}/2(1+\beta)$ with 1
 # ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.sharpness_test`).
 
@@ -217,7 +218,7 @@ for name, t in rec.tables.items():
 for name, t in rec.tables.items():
     if (name.startswith("plateau_") or name == "sharpness") and len(t):
         show_table(ch08.intervals_as_text(t, percent=["slope"]).rename(columns={
-            "slope": "slope (points per e-fold of steps, 95% CI)",
+            "slope": "slope (95% CI)",
             "ratio": "ηλ/2(1+β) (95% CI)"}), {"final_test_error": "{:.3f}"})
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Recorded GPU runs of arm D (device, commit and date in the title): the sharpness times the learning rate over the stability threshold 2(1+β), against the step; solid line: the edge of stability, dashed: the thresholds of the sharpness test. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-recorded-sharpness"}}
