@@ -475,6 +475,23 @@ def test_device_rng_mode_is_repeatable_and_is_another_stream():
     assert _metrics(a.history) != _metrics(c.history)
 
 
+class _Stop(Exception):
+    pass
+
+
+def _interrupt_and_resume(cfg, data, ckpt, *, at_step: int):
+    """Run ``cfg`` with checkpoints, kill it (an exception) at the evaluation of ``at_step``,
+    then resume from the checkpoint to the end; returns the resumed result."""
+
+    def stop(rec):
+        if rec["step"] == at_step:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train(cfg, data, checkpoint_path=ckpt, progress=False, on_epoch=stop)
+    return train(cfg, data, checkpoint_path=ckpt, progress=False)
+
+
 @pytest.mark.parametrize("device_rng", [False, True])
 def test_resume_mid_epoch_with_log_spaced_evals_is_exact(tmp_path, device_rng):
     d = _data()  # 6 steps per epoch, 18 steps; evaluations at 0, 1, 3, 7, 18
@@ -484,17 +501,7 @@ def test_resume_mid_epoch_with_log_spaced_evals_is_exact(tmp_path, device_rng):
     full = train(cfg, d, progress=False)
     assert [h["step"] for h in full.history] == [0, 1, 3, 7, 18]
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_seven(rec):
-        if rec["step"] == 7:
-            raise Stop
-
-    ckpt = tmp_path / "run.pt"
-    with pytest.raises(Stop):
-        train(cfg, d, checkpoint_path=ckpt, progress=False, on_epoch=stop_at_seven)
-    resumed = train(cfg, d, checkpoint_path=ckpt, progress=False)
+    resumed = _interrupt_and_resume(cfg, d, tmp_path / "run.pt", at_step=7)
     assert resumed.resumed_from_step == 3
     assert _metrics(resumed.history) == _metrics(full.history)
     assert resumed.sharpness == full.sharpness
@@ -535,17 +542,7 @@ def test_cuda_fast_path_resumes_exactly_and_matches_eager(tmp_path):
     cfg = _cfg(model="cnn", width=16, norm="batch", augment=True, momentum=0.9, epochs=3,
                eval_points=4, device="cuda", amp=True, ghost_batch_size=4)
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_seven(rec):
-        if rec["step"] == 7:
-            raise Stop
-
-    ckpt = tmp_path / "run.pt"
-    with pytest.raises(Stop):
-        train(cfg, d, checkpoint_path=ckpt, progress=False, on_epoch=stop_at_seven)
-    resumed = train(cfg, d, checkpoint_path=ckpt, progress=False)
+    resumed = _interrupt_and_resume(cfg, d, tmp_path / "run.pt", at_step=7)
     assert resumed.resumed_from_step == 3 and resumed.status == "finished"
     fused = train(cfg, d, progress=False)
     eager = train(cfg, d, progress=False, optimizer_factory=lambda m: torch.optim.SGD(
