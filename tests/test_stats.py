@@ -26,6 +26,8 @@ def test_t_interval_degenerate_is_nan_not_error():
     assert one.estimate == 1.0 and one.n == 1 and not one.defined
     assert not one.above(0.0) and not one.below(2.0)
     assert math.isnan(stats.t_interval([]).estimate)
+    assert stats.t_interval([]).format() == "–"
+    assert one.format(1) == "1.0 (n=1, no interval)"
     with pytest.raises(ValueError, match="confidence"):
         stats.t_interval([1, 2], confidence=1.5)
 

@@ -78,7 +78,10 @@ class Interval:
         return self.above(value) or self.below(value)
 
     def format(self, digits: int = 3, scale: float = 1.0) -> str:
-        """``'0.123 [0.100, 0.146]'`` (values times ``scale``); ``'0.123 (n=1)'`` if undefined."""
+        """``'0.123 [0.100, 0.146]'`` (values times ``scale``); ``'0.123 (n=1, no interval)'``
+        without an interval; ``'–'`` when there is no value at all (n = 0)."""
+        if self.n == 0:
+            return "–"
         e = self.estimate * scale
         if not self.defined:
             return f"{e:.{digits}f} (n={self.n}, no interval)"

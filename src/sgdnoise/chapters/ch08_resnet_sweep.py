@@ -756,8 +756,7 @@ def intervals_as_text(table: pd.DataFrame, *, percent: Sequence[str] = (),
     for col in out.columns:
         if len(out) and isinstance(out[col].iloc[0], Interval):
             scale = 100.0 if col in percent else 1.0
-            out[col] = ["–" if i.n == 0 else i.format(digits if col in percent else 3, scale)
-                        for i in out[col]]
+            out[col] = [i.format(digits if col in percent else 3, scale) for i in out[col]]
     return out
 
 
