@@ -15,7 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
@@ -27,14 +26,10 @@ from sgdnoise.sweep import (
     load_sharpness,
     main,
     parse_shard,
-    plateau_epoch,
     record_path,
-    records_provenance,
     run_plan,
     run_sweep,
-    scaled_batch_sizes,
     shard_runs,
-    summarize,
     train_config_fields,
     validate_plan,
 )
@@ -250,8 +245,6 @@ def test_records_schema_skip_and_no_absolute_paths(tmp_path):
     assert df["param_distance"].iloc[-1] > 0
     sh = load_sharpness(out)
     assert list(sh["step"]) == [0, 2, 3] and (sh["lambda_max"] > 0).all()
-    prov = records_provenance(df)
-    assert len(prov) == 1 and prov[0]["batch_sizes"] == [16, 48]
 
 
 def test_two_shards_write_the_records_of_one_process(tmp_path):
@@ -369,84 +362,9 @@ def test_empty_results_load_as_empty_frames(tmp_path):
     df = load_records(tmp_path / "nothing")
     assert len(df) == 0 and "test_error" in df.columns and "arm" in df.columns
     assert len(load_sharpness(tmp_path)) == 0
-    assert len(summarize(df)) == 0 and records_provenance(df) == []
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def test_scaled_batch_sizes_keep_b_over_n():
-    full = [128 * 2**k for k in range(9)]
-    got = scaled_batch_sizes(full, 1024)
-    assert got == [3, 5, 10, 21, 42, 84, 168, 336, 671]
-    for b, s in zip(full, got, strict=True):
-        assert abs(s / 1024 - b / 50000) <= 0.5 / 1024
-    assert scaled_batch_sizes([128, 32768], 50000) == [128, 32768]
-    with pytest.raises(ValueError, match="n_train"):
-        scaled_batch_sizes([128, 256], 100)
-
-
-def test_plateau_epoch():
-    assert plateau_epoch([0.9, 0.5, 0.3, 0.29, 0.295], tol=0.02) == 2
-    assert plateau_epoch([0.9, 0.9, 0.9]) == 0
-    assert plateau_epoch([0.9, 0.8, 0.7, 0.6]) == 3
-    with pytest.raises(ValueError):
-        plateau_epoch([])
-
-
-def test_design_table_closed_forms():
-    from sgdnoise.sweep import design_table
-
-    t = design_table([128, 32768], 50000, lr=0.1, epochs=10,
-                     reference_batch_sizes=[128, 32768])
-    assert list(t["steps_per_epoch"]) == [391, 2]
-    assert list(t["total_steps"]) == [3910, 20]
-    assert t["sde_time"].iloc[0] == pytest.approx(0.1 * 3910)
-    assert t["fpc"].iloc[1] == pytest.approx((50000 - 32768) / 49999)
-    assert t["step_noise_ratio"].iloc[0] == pytest.approx(0.1 * (50000 - 128) / (128 * 49999))
-    assert "temperature" not in t.columns
-
-
-def test_sweep_findings_follow_the_numbers():
-    import pandas as pd
-
-    from sgdnoise.sweep import sweep_findings
-
-    s = pd.DataFrame({
-        "batch_size": [4, 16, 64], "status": ["finished"] * 3, "epochs": [5] * 3,
-        "final_train_error": [0.05, 0.08, 0.60], "final_test_error": [0.30, 0.40, 0.65],
-        "train_plateau_epoch": [5, 4, 1], "test_plateau_epoch": [5, 3, 1],
-    })
-    s["final_gap"] = s["final_test_error"] - s["final_train_error"]
-    f = sweep_findings(s, delta=0.05)
-    assert f["best_b"] == 4 and f["test_degrades_from_b"] == 16
-    assert f["train_fails_from_b"] == 64 and f["max_gap_b"] == 16
-    assert f["largest_b_train_plateau_epoch"] == 1 and f["n_diverged"] == 0
-    with pytest.raises(ValueError):
-        sweep_findings(s.iloc[:0])
-
-
-def test_summarize_averages_over_seeds_per_arm():
-    import pandas as pd
-
-    rows = []
-    for arm, shift in (("A", 0.0), ("B", 0.1)):
-        for seed, final_test in ((0, 0.30), (1, 0.40)):
-            for k, (tr, te) in enumerate([(0.9, 0.9), (0.5, 0.6), (0.2, final_test)]):
-                rows.append({"arm": arm, "batch_size": 64, "epoch": k / 2, "step": 10 * k,
-                             "b_over_n": 0.1, "train_error": tr, "test_error": te + shift,
-                             "wall_time": 1.0 + k, "status": "finished", "seed": seed})
-    summary = summarize(pd.DataFrame(rows))
-    assert list(summary["arm"]) == ["A", "B"]
-    row = summary.iloc[0]
-    assert row["n_seeds"] == 2 and row["steps"] == 20 and row["epochs"] == 1.0
-    assert row["final_test_error"] == pytest.approx(0.35)
-    assert row["final_gap"] == pytest.approx(0.15)
-    assert row["final_test_error_sd"] == pytest.approx(np.std([0.30, 0.40], ddof=1))
-    assert summary.iloc[1]["final_test_error"] == pytest.approx(0.45)
-
-
-# --------------------------------------------------------------------------- gpu_run.sh
 
 
 def test_gpu_run_script_on_cpu_packs_new_records_into_one_tar(tmp_path):

@@ -68,7 +68,6 @@ __all__ = [
     "PlanError",
     "Run",
     "SweepConfigError",
-    "design_table",
     "estimate_run_seconds",
     "load_plan",
     "load_records",
@@ -76,16 +75,11 @@ __all__ = [
     "load_sweep_config",
     "main",
     "parse_shard",
-    "plateau_epoch",
     "probe_throughput",
     "record_path",
-    "records_provenance",
     "run_plan",
     "run_sweep",
-    "scaled_batch_sizes",
     "shard_runs",
-    "summarize",
-    "sweep_findings",
     "train_config_fields",
     "validate_plan",
     "validate_sweep_config",
@@ -802,187 +796,7 @@ def load_sharpness(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     return df.sort_values(["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- summaries
-
-
-def plateau_epoch(errors: Sequence[float], *, tol: float = 0.01) -> int:
-    """Index of the first evaluation after which the error never improves by more than
-    ``tol`` again: the smallest ``k`` with ``min(errors[k:]) >= errors[k] − tol``."""
-    errs = list(errors)
-    if not errs:
-        raise ValueError("errors must not be empty")
-    for k in range(len(errs)):
-        if min(errs[k:]) >= errs[k] - tol:
-            return k
-    return len(errs) - 1  # pragma: no cover - the last index always qualifies
-
-
-def summarize(df, *, plateau_tol: float = 0.01):
-    """One row per (arm, batch size) of :func:`load_records`'s frame: ``arm, batch_size,
-    b_over_n, status, epochs, steps, final_train_error, final_test_error, final_gap,
-    best_test_error, train_plateau_epoch, test_plateau_epoch`` (see :func:`plateau_epoch`;
-    the epoch of that evaluation), ``wall_time``, ``n_seeds`` and ``final_test_error_sd``
-    (standard deviation over seeds; NaN for one seed).
-
-    With several seeds the curves are first averaged over seeds at each evaluation step
-    (over the seeds that reached it) and the summary is taken on the mean curve; an arm and
-    batch size counts as ``diverged`` if any of its seeds diverged."""
-    import pandas as pd
-
-    cols = ["arm", "batch_size", "b_over_n", "status", "epochs", "steps", "final_train_error",
-            "final_test_error", "final_gap", "best_test_error", "train_plateau_epoch",
-            "test_plateau_epoch", "wall_time", "n_seeds", "final_test_error_sd"]
-    if "seed" not in df.columns:
-        df = df.assign(seed=0)
-    if "arm" not in df.columns:
-        df = df.assign(arm="sweep")
-    df = df.assign(seed=df["seed"].fillna(-1))
-    rows = []
-    for (arm, b), g in df.groupby(["arm", "batch_size"], sort=True):
-        finals = g.sort_values("step").groupby("seed").tail(1)
-        mean = (g.groupby("step", sort=True)[["epoch", "train_error", "test_error",
-                                                "b_over_n", "wall_time"]]
-                .mean().reset_index())
-        last = mean.iloc[-1]
-        status = "diverged" if (g["status"] == "diverged").any() else g["status"].iloc[-1]
-        rows.append({
-            "arm": arm,
-            "batch_size": int(b),
-            "b_over_n": float(last["b_over_n"]),
-            "status": status,
-            "epochs": float(last["epoch"]),
-            "steps": int(last["step"]),
-            "final_train_error": float(last["train_error"]),
-            "final_test_error": float(last["test_error"]),
-            "final_gap": float(last["test_error"] - last["train_error"]),
-            "best_test_error": float(mean["test_error"].min()),
-            "train_plateau_epoch": float(mean["epoch"].iloc[
-                plateau_epoch(mean["train_error"].tolist(), tol=plateau_tol)]),
-            "test_plateau_epoch": float(mean["epoch"].iloc[
-                plateau_epoch(mean["test_error"].tolist(), tol=plateau_tol)]),
-            "wall_time": float(last["wall_time"]),
-            "n_seeds": int(finals["seed"].nunique()),
-            "final_test_error_sd": float(finals["test_error"].std(ddof=1))
-            if len(finals) > 1 else float("nan"),
-        })
-    return pd.DataFrame(rows, columns=cols)
-
-
-def records_provenance(df) -> list[dict[str, Any]]:
-    """The distinct (device, git commit, torch version, date range, data source) behind a
-    :func:`load_records` frame, one dict each."""
-    if len(df) == 0:
-        return []
-    out = []
-    keys = ["source", "device", "git_commit", "torch_version", "data_source"]
-    for vals, g in df.groupby(keys, dropna=False, sort=True):
-        d = dict(zip(keys, vals, strict=True))
-        d["first_created_utc"] = str(g["created_utc"].min())
-        d["last_created_utc"] = str(g["created_utc"].max())
-        d["batch_sizes"] = sorted(int(b) for b in g["batch_size"].unique())
-        out.append(d)
-    return out
-
-
-def scaled_batch_sizes(
-    batch_sizes: Sequence[int], n_train: int, *, reference_n: int = CIFAR10_TRAIN_SIZE
-) -> list[int]:
-    """Batch sizes for a training set of ``n_train`` examples with the same ratios ``B/N`` as
-    ``batch_sizes`` on ``reference_n`` examples: ``max(1, round(B · n_train / reference_n))``,
-    capped at ``n_train``. Raises ValueError if two of them coincide after rounding."""
-    out = [min(n_train, max(1, round(b * n_train / reference_n))) for b in batch_sizes]
-    if len(set(out)) != len(out):
-        raise ValueError(
-            f"n_train={n_train} is too small: the scaled batch sizes {out} are not distinct"
-        )
-    return out
-
-
-def design_table(
-    batch_sizes: Sequence[int],
-    n_train: int,
-    *,
-    lr: float,
-    epochs: int,
-    drop_last: bool = False,
-    reference_batch_sizes: Sequence[int] | None = None,
-    reference_n: int = CIFAR10_TRAIN_SIZE,
-):
-    """What a fixed-epoch sweep does at each batch size, before any training: one row per
-    ``B`` with ``B/N``, steps per epoch ``ceil(N/B)`` (``floor`` with ``drop_last``), total
-    steps ``S = E · steps_per_epoch``, the finite-population factor ``(N − B)/(N − 1)`` of the
-    mini-batch covariance when sampling without replacement (an epoch's permutation), the
-    diffusion time ``η S`` (``sde_time``) and the step-noise ratio
-    ``step_noise_ratio = η (N − B) / (B (N − 1))`` (SGD read as a diffusion whose noise
-    covariance per unit time is ``step_noise_ratio · D``; not a temperature). With
-    ``reference_batch_sizes`` the matching full-scale batch size (on ``reference_n``
-    examples) is listed beside each row."""
-    import pandas as pd
-
-    from sgdnoise.train import steps_per_epoch
-
-    rows = []
-    for i, b in enumerate(batch_sizes):
-        spe = steps_per_epoch(n_train, b, drop_last=drop_last)
-        row = {
-            "batch_size": int(b),
-            "b_over_n": b / n_train,
-            "steps_per_epoch": spe,
-            "total_steps": epochs * spe,
-            "fpc": (n_train - b) / (n_train - 1) if n_train > 1 else 0.0,
-            "sde_time": lr * epochs * spe,
-            "step_noise_ratio": lr * (n_train - b) / (b * (n_train - 1)) if n_train > 1 else 0.0,
-        }
-        if reference_batch_sizes is not None:
-            row = {"full_scale_batch_size": int(reference_batch_sizes[i]),
-                   "full_scale_b_over_n": reference_batch_sizes[i] / reference_n, **row}
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def sweep_findings(summary, *, delta: float = 0.05) -> dict[str, Any]:
-    """Facts about a :func:`summarize` table, for sentences that must follow the numbers.
-
-    Returns ``smallest_b``, ``largest_b``, ``test_error_smallest_b``,
-    ``test_error_largest_b``, ``train_error_smallest_b``, ``train_error_largest_b``,
-    ``gap_smallest_b``, ``best_b`` (lowest final test error), ``max_gap_b`` and ``max_gap``,
-    ``test_degrades_from_b`` (the smallest B whose final test error exceeds the smallest B's
-    by more than ``delta``; None if none), ``train_fails_from_b`` (the same for the final
-    train error: the runs that no longer fit the training set), ``n_diverged`` and the
-    ``plateau`` epochs of the largest batch (train and test)."""
-    if len(summary) == 0:
-        raise ValueError("summary is empty: no runs to describe")
-    s = summary.sort_values("batch_size").reset_index(drop=True)
-    first, last = s.iloc[0], s.iloc[-1]
-    ok = s[s["status"] == "finished"]
-    worse_test = ok[ok["final_test_error"] > first["final_test_error"] + delta]
-    worse_train = ok[ok["final_train_error"] > first["final_train_error"] + delta]
-    gi = int(ok["final_gap"].idxmax()) if len(ok) else 0
-    return {
-        "smallest_b": int(first["batch_size"]),
-        "largest_b": int(last["batch_size"]),
-        "test_error_smallest_b": float(first["final_test_error"]),
-        "test_error_largest_b": float(last["final_test_error"]),
-        "train_error_smallest_b": float(first["final_train_error"]),
-        "train_error_largest_b": float(last["final_train_error"]),
-        "gap_smallest_b": float(first["final_gap"]),
-        "best_b": int(ok.loc[ok["final_test_error"].idxmin(), "batch_size"]) if len(ok)
-        else None,
-        "max_gap_b": int(s.loc[gi, "batch_size"]),
-        "max_gap": float(s.loc[gi, "final_gap"]),
-        "test_degrades_from_b": int(worse_test["batch_size"].min()) if len(worse_test)
-        else None,
-        "train_fails_from_b": int(worse_train["batch_size"].min()) if len(worse_train)
-        else None,
-        "n_diverged": int((s["status"] == "diverged").sum()),
-        "largest_b_train_plateau_epoch": float(last["train_plateau_epoch"]),
-        "largest_b_test_plateau_epoch": float(last["test_plateau_epoch"]),
-        "epochs": float(last["epochs"]),
-        "delta": delta,
-    }
-
-
-# --------------------------------------------------------------------------- command line
+# --------------------------------------------------------------------------- CLI
 
 
 def _dry_run(plan: Plan, runs: Sequence[Run], out: Path) -> None:
