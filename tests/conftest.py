@@ -72,6 +72,20 @@ def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
                      proc=proc)
 
 
+# ------------------------------------------------------------------ verdicts (the chapters)
+
+
+def assert_typeset(*verdicts) -> None:
+    """Each verdict's claim and sentence write their math in ``$...$`` (issue 12): no
+    subscript as plain text (``g_B``, ``λ_max``) and every ``$`` closed."""
+    from sgdnoise.report import plain_subscripts
+
+    for v in verdicts:
+        for text in (v.claim, v.sentence):
+            assert not plain_subscripts(text), f"{plain_subscripts(text)} in {text!r}"
+            assert text.count("$") % 2 == 0, f"unbalanced $ in {text!r}"
+
+
 # ------------------------------------------------------------------ tiny problems (noise, ch09)
 
 

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import pytest
 from conftest import REPO, BookBuild
 
+from sgdnoise.report import PLAIN_SUBSCRIPT
+
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -94,12 +96,14 @@ def server(smoke_book: BookBuild) -> Iterator[Server]:
 
 # Runs in the page once MathJax has typeset it and the images have loaded: measures every
 # display equation against its container, collects text outside typeset math that looks
-# like TeX, and every notebook figure's natural and displayed width. The result is written,
-# base64-encoded JSON, into <script id="sgdnoise-measure"> where --dump-dom shows it.
+# like TeX, text outside math and code that writes a subscript as plain text
+# (sgdnoise.report.PLAIN_SUBSCRIPT: g_B, λ_max, B_noise), and every notebook figure's natural
+# and displayed width. The result is written, base64-encoded JSON, into
+# <script id="sgdnoise-measure"> where --dump-dom shows it.
 MEASURE_JS = r"""
 (function () {
   function report() {
-    var out = {equations: [], rawtex: [], images: [], column: 0};
+    var out = {equations: [], rawtex: [], subscripts: [], images: [], column: 0};
     var article = document.querySelector("article") || document.body;
     out.column = article.getBoundingClientRect().width;
     document.querySelectorAll('mjx-container[display="true"]').forEach(function (m) {
@@ -110,15 +114,23 @@ MEASURE_JS = r"""
                           container: Math.min(m.clientWidth, box.clientWidth),
                           tex: (m.getAttribute("aria-label") || m.textContent).slice(0, 80)});
     });
-    var skip = /^(SCRIPT|STYLE|PRE|CODE|TEXTAREA|MJX-CONTAINER|NOSCRIPT)$/;
+    var skip = /^(SCRIPT|STYLE|PRE|CODE|KBD|SAMP|TEXTAREA|MJX-CONTAINER|NOSCRIPT)$/;
     var walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
     var tex = /\$|\\[a-zA-Z]+|[_^]\{/;  // $, \command, or TeX's _{...} and ^{...}
+    var sub = new RegExp(__PLAIN_SUBSCRIPT__, "g");
     for (var n = walker.nextNode(); n; n = walker.nextNode()) {
-      var el = n.parentElement, hidden = false;
+      var el = n.parentElement, hidden = false, literal = false;
       for (var a = el; a && a !== article; a = a.parentElement) {
         if (skip.test(a.tagName) || a.classList.contains("highlight")) { hidden = true; break; }
+        // Sphinx writes an API signature's names and a literal's words in span.pre, and a
+        // signature in dt.sig: identifiers (n_train, z_max), not math.
+        if (a.classList.contains("pre") || a.classList.contains("sig")) literal = true;
       }
-      if (!hidden && tex.test(n.nodeValue)) out.rawtex.push(n.nodeValue.trim().slice(0, 120));
+      if (hidden) continue;
+      var text = n.nodeValue.trim().slice(0, 120);
+      if (tex.test(n.nodeValue)) { out.rawtex.push(text); continue; }
+      var found = literal ? null : n.nodeValue.match(sub);
+      if (found) out.subscripts.push({found: found, text: text});
     }
     document.querySelectorAll(".cell_output img, figure img, img.sgdnoise-figure")
       .forEach(function (img) {
@@ -140,7 +152,7 @@ MEASURE_JS = r"""
     ready.then(function () { setTimeout(report, 200); });
   });
 })();
-"""
+""".replace("__PLAIN_SUBSCRIPT__", json.dumps(PLAIN_SUBSCRIPT))
 
 
 @dataclass
@@ -332,7 +344,8 @@ MIN_TEXT_PX = 9.0  # the smallest text a reader should have to read, in screen p
 
 def layout_problems(measure: dict) -> list[str]:
     """Display equations wider than their container, TeX-looking text outside typeset math,
-    figures without a numbered caption, and figures whose smallest text
+    subscripts written as plain text outside math and code (``g_B``, ``λ_max``: they belong
+    in ``$...$``), figures without a numbered caption, and figures whose smallest text
     (:data:`sgdnoise.plotting.MIN_FONT_PT` at :data:`sgdnoise.plotting.DPI`) renders below
     :data:`MIN_TEXT_PX`."""
     from sgdnoise.plotting import DPI, MIN_FONT_PT, rendered_text_px
@@ -343,6 +356,8 @@ def layout_problems(measure: dict) -> list[str]:
             problems.append(f"display equation {eq['id'] or eq['tex']!r} is "
                             f"{eq['width']:.0f} px wide in a {eq['container']:.0f} px container")
     problems += [f"raw TeX outside typeset math: {text!r}" for text in measure["rawtex"]]
+    problems += [f"plain-text subscript {', '.join(s['found'])} outside math: {s['text']!r}"
+                 for s in measure["subscripts"]]
     for img in measure["images"]:
         if not img["natural"]:
             problems.append(f"figure {img['src']} did not load")
@@ -395,6 +410,10 @@ PLANTS = {
     "raw-tex": ("<p>the next iterate $\\theta_{t+1}$ follows</p>", "raw TeX"),
     "raw-tex-command": ("<p>the norm \\lVert g \\rVert of the gradient</p>", "raw TeX"),
     "plain-text-math": ("<p>the iterates obey θ_{t+1} = θ_t − η g_t</p>", "raw TeX"),
+    "plain-text-subscript": ("<p>the mini-batch gradient g_B is unbiased, and λ_max sets "
+                             "the step</p>", "plain-text subscript g_B, λ_max outside math"),
+    "subscript-in-code": ("<p>the mini-batch gradient <code>g_B</code> is unbiased, and "
+                          "<code>λ_max</code> sets the step</p>", ""),
     "shrunk-figure": ('<div class="cell_output"><figure><img src="{image}" style="width:240px">'
                       '<figcaption><span class="caption-number">Fig. 1 </span>planted'
                       '</figcaption></figure></div>', "renders"),
@@ -438,7 +457,7 @@ def test_publication_checks_fail_on_a_planted_defect(chromium, server, smoke_boo
     finally:
         page.unlink()
         image.unlink()
-    if not expected:  # the control: a figure made with the book's style passes
+    if not expected:  # the controls: a figure made with the book's style, code, pass
         assert not problems, problems
         return
     assert problems, f"the planted {plant} was not detected"

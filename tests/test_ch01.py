@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_typeset
 
 from sgdnoise.chapters import ch01_lemma1 as ch01
 from sgdnoise.stats import loglog_fit
@@ -87,6 +88,7 @@ def test_unbiasedness_verdict_flips_at_threshold():
     assert bad.outcome == "contradicted" and "too large" in bad.sentence
     nan = ch01.unbiasedness_verdict(_tv(0.5, float("nan")), bias_ratio_max=2.0, scale="s")
     assert nan.outcome == "inconclusive"
+    assert_typeset(good, bad, nan)
 
 
 def test_trace_verdict_flips_on_z_slope_and_zero():
@@ -102,6 +104,9 @@ def test_trace_verdict_flips_on_z_slope_and_zero():
     assert ch01.trace_verdict(_tv(5.0, 1.0), bad_slope, **kw).outcome == "contradicted"
     v = ch01.trace_verdict(_tv(1.0, 1.0, zero=0.5), ok_slope, **kw)
     assert v.outcome == "mixed" and "does not vanish" in v.sentence
+    assert v.claim.startswith(r"Lemma 1: $\operatorname{tr}\operatorname{Cov}(g_{\mathcal{B}})")
+    assert r"Largest $\lvert z \rvert$ over 4 batch sizes" in v.sentence
+    assert_typeset(v)
 
 
 def test_convergence_verdict_flips():
@@ -115,6 +120,7 @@ def test_convergence_verdict_flips():
     assert ch01.convergence_verdict(good, [1.0, 1.5], **kw).outcome == "mixed"
     v = ch01.convergence_verdict(floor, [2.0, 3.0], **kw)
     assert v.outcome == "contradicted" and "do not follow pure sampling noise" in v.sentence
+    assert_typeset(v)
 
 
 # --------------------------------------------------------------------------- params

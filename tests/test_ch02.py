@@ -11,10 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_typeset
 from torch import nn
 
 from sgdnoise.chapters import ch02_fisher_hessian as ch02
 from sgdnoise.chapters.small_problems import SmallProblem, build_small_model, curvature_matrices
+from sgdnoise.report import plain_subscripts
 
 DT = torch.float64
 PARAMS = Path(__file__).resolve().parents[1] / "book" / "params" / "ch02_fisher_hessian"
@@ -93,6 +95,8 @@ def test_identities_verdict_flips_at_tolerance():
     assert v.outcome == "supported" and "hold to rounding error" in v.sentence
     v = ch02.identities_verdict(dict(c, fr_emp_error=1e-3), tolerance=1e-8, scale="s")
     assert v.outcome == "contradicted" and "violated" in v.sentence
+    assert r"$(L+1)^2\, \mathbb{E} \langle p - e_y, f \rangle^2$ = 1" in v.sentence
+    assert_typeset(v)
 
 
 def _ieq(model_slope: float, data_slope: float, data_level: float) -> pd.DataFrame:
@@ -110,10 +114,13 @@ def test_information_equality_verdicts_flip():
     kw = dict(gap_ratio=1.5, gap_slope=-0.25, slope_tolerance=0.25, scale="s")
     rate, eq = ch02.information_equality_verdicts(_ieq(-0.5, -0.02, 2.0), **kw)
     assert rate.outcome == "supported"
-    assert eq.outcome == "contradicted" and "gap is visible for F_hat, D, H" in eq.sentence
+    assert eq.outcome == "contradicted" and r"gap is visible for $\hat F$, $D$, $H$" in eq.sentence
+    assert_typeset(rate, eq)
     rate, eq = ch02.information_equality_verdicts(_ieq(-0.1, -0.5, 2.0), **kw)
     assert rate.outcome == "contradicted"
     assert eq.outcome == "inconclusive" and "No systematic gap" in eq.sentence
+    assert r"model labels $\hat F$ -0.10 ± 0.00" in rate.sentence
+    assert_typeset(rate, eq)
     # a large ratio alone is not a gap while the data-label distance still shrinks
     _, eq = ch02.information_equality_verdicts(_ieq(-0.5, -0.4, 8.0), **kw)
     assert eq.outcome == "inconclusive"
@@ -138,6 +145,8 @@ def test_covariance_hessian_verdict(cosines, outcome):
     assert v.outcome == outcome and len(lines) == len(cosines)
     if outcome == "contradicted":
         assert all("fails" in ln for ln in lines)
+    assert_typeset(v)
+    assert all(r"$\cos(D, H) = " in ln and not plain_subscripts(ln) for ln in lines)
 
 
 @pytest.mark.parametrize(("gammas", "outcome"), [
@@ -146,6 +155,8 @@ def test_power_law_verdict(gammas, outcome):
     pl = pd.DataFrame({"gamma": gammas, "gamma_se": 0.05, "r2": 0.9})
     v = ch02.power_law_verdict(pl, gamma_low=1.0, gamma_high=2.0, scale="s")
     assert v.outcome == outcome
+    assert r"power law $D_{ii} \propto H_{ii}^{\gamma}$" in v.claim
+    assert_typeset(v)
 
 
 # --------------------------------------------------------------------------- params
@@ -224,5 +235,6 @@ def test_fisher_rao_verdict_flips_with_the_rank_correlation(sign, outcome):
     fam = pd.DataFrame({"fr_norm_sq": fr, "gap_loss": gap, "gap_error": gap})
     rho, _, v = ch02.fisher_rao_verdict(fam, confidence=0.95, scale="s")
     assert v.outcome == outcome
+    assert_typeset(v)
     if sign:
         assert rho.estimate == pytest.approx(sign)

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_typeset
 
 from sgdnoise.chapters import ch03_gaussian_lemma2 as ch03
 from sgdnoise.chapters.small_problems import SmallProblem, build_small_model, curvature_matrices
+from sgdnoise.report import plain_subscripts
 
 DT = torch.float64
 PARAMS = Path(__file__).resolve().parents[1] / "book" / "params" / "ch03_gaussian_lemma2"
@@ -118,6 +120,8 @@ def _gauss(kurt_small: float, kurt_big: float) -> pd.DataFrame:
 def test_gaussian_verdict(small, big, outcome, phrase):
     v = ch03.gaussian_verdict(_gauss(small, big), kurtosis_tolerance=0.5, scale="s")
     assert v.outcome == outcome and phrase in v.sentence
+    assert r"Gaussian, $\mathcal{N}(0, D/B)$" in v.claim
+    assert_typeset(v)
 
 
 def test_lemma2_verdict_flips():
@@ -126,6 +130,9 @@ def test_lemma2_verdict_flips():
     assert ch03.lemma2_verdict(dict(chk, z=1.0), **kw).outcome == "supported"
     v = ch03.lemma2_verdict(dict(chk, z=-6.0), **kw)
     assert v.outcome == "contradicted" and "disagreement" in v.sentence
+    assert r"$z = -6.00$ — disagreement beyond sampling error ($\lvert z \rvert \ge 4$)" in (
+        v.sentence)
+    assert_typeset(v, ch03.lemma2_verdict(dict(chk, z=1.0), **kw))
 
 
 def test_one_step_verdict_flips():
@@ -134,6 +141,7 @@ def test_one_step_verdict_flips():
     assert ch03.one_step_verdict(quad, z_max=4.0, scale="s").outcome == "supported"
     v = ch03.one_step_verdict(quad.assign(z=[0.5, 9.0, 0.0]), z_max=4.0, scale="s")
     assert v.outcome == "contradicted" and "larger than sampling error" in v.sentence
+    assert_typeset(v)
 
 
 def test_markov_verdict_flips_and_says_raises_or_lowers():
@@ -144,6 +152,7 @@ def test_markov_verdict_flips_and_says_raises_or_lowers():
     assert v.outcome == "supported" and "*raises*" in v.sentence
     v = ch03.markov_verdict(mk.assign(frequency=[0.9, 0.05]), current=0.5, scale="s")
     assert v.outcome == "contradicted" and "*lowers*" in v.sentence
+    assert_typeset(v)
 
 
 def _net(z_relu: float, z_tanh: float) -> pd.DataFrame:
@@ -162,6 +171,9 @@ def test_network_verdict(zr, zt, outcome):
     assert v.outcome == outcome and len(lines) == 3
     if outcome == "mixed":
         assert "the tanh check agrees" in lines[-1]
+    assert_typeset(v)
+    assert all(not plain_subscripts(ln) and ln.count("$") % 2 == 0 for ln in lines)
+    assert r"at $\eta\lambda_{\max}$ = " in lines[0]
 
 
 # --------------------------------------------------------------------------- params
@@ -213,7 +225,9 @@ def _tails(a_mlp: float, a_cnn: float) -> pd.DataFrame:
     (1.2, 1.5, "supported"), (1.2, 1.95, "mixed"), (1.99, 2.0, "contradicted")])
 def test_tail_verdict(a, c, outcome):
     v = ch03.tail_verdict(_tails(a, c), alpha_heavy=1.8, scale="s")
-    assert v.outcome == outcome and "MLP: α̂ =" in v.sentence and "CNN: α̂ =" in v.sentence
+    assert v.outcome == outcome
+    assert r"MLP: $\hat\alpha$ =" in v.sentence and r"CNN: $\hat\alpha$ =" in v.sentence
+    assert_typeset(v)
 
 
 def test_gaussian_verdict_names_the_model_and_section():

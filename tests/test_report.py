@@ -22,3 +22,27 @@ def test_scale_label_formats():
     assert scale_label("smoke", ident) == "laptop, smoke profile, synthetic data"
     assert scale_label("default") == "laptop, default profile"
     assert scale_label("smoke", ident, with_size=True) == "laptop, smoke profile, synthetic N=200"
+
+
+@pytest.mark.parametrize("text, found", [
+    ("the gradient g_B is unbiased", ["g_B"]),
+    ("D_ii ∝ H_ii^γ", ["D_ii", "H_ii"]),
+    ("B_noise = 28 (S_min = 12 steps), B_simple", ["B_noise", "S_min", "B_simple"]),
+    ("at 6.3e-03·λ_max; ηλ_max > 2; η λ_max", ["λ_max", "ηλ_max", "λ_max"]),
+    ("model labels F_hat; E⟨p − e_y, f⟩²; |x_T| > 1; T_step", ["F_hat", "e_y", "x_T", "T_step"]),
+    # math, code spans and identifiers that are not symbols pass
+    ("$g_B$ and $\\lambda_{\\max}$, `n_train` and `g_B`", []),
+    ("batch_size, lr_batch_ratio, plan_full.yaml, ch01_lemma1, sec-ch8_x", []),
+    ("book/params/a_b.yaml, www.x_y.org, θ_{t+1}", []),
+])
+def test_plain_subscripts_finds_subscripts_written_as_text(text, found):
+    from sgdnoise.report import plain_subscripts
+
+    assert plain_subscripts(text) == found
+
+
+def test_tex_html_is_inline_math_for_mathjax():
+    from sgdnoise.report import tex_html
+
+    assert tex_html(r"\lambda_{\max} < 2") == (
+        r'<span class="math notranslate nohighlight">\(\lambda_{\max} &lt; 2\)</span>')

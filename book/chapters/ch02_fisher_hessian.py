@@ -175,7 +175,7 @@ from sgdnoise.chapters.small_problems import (
     train_small,
 )
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts, tex_html
 
 P = ch02.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -187,6 +187,10 @@ scale = scale_label(P.profile, identity, with_size=True)
 MATRIX_COLOURS = dict(zip(("D", "F_hat", "F", "GGN", "H"),
                           [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4, 5)],
                           strict=True))
+# The matrices' names as the figures (mathtext) and the tables (MathJax) write them.
+MATH = {m: ch02.matrix_math(m) for m in MATRIX_COLOURS}
+HTML = {m: tex_html(ch02.MATRIX_TEX[m]) if m in ch02.MATRIX_TEX else m for m in MATRIX_COLOURS}
+PALETTE = {MATH[m]: c for m, c in MATRIX_COLOURS.items()}
 CASE_COLOURS = sns.color_palette("Paired", 6)  # per model: light = early, dark = late
 
 # %% [markdown]
@@ -221,16 +225,17 @@ display(Markdown(v_ident.sentence))
 sizes = ch02.information_sizes(P.n_train)
 ieq = ch02.information_equality_study(small, problem.x, problem.y, sizes, seed=P.seed)
 ieq_table = ieq.pivot_table(index="n", columns=["labels", "matrix"], values="rel_dist")
-ieq_table.columns = [f"{lab} labels: {m}" for lab, m in ieq_table.columns]
+ieq_table.columns = [f"{lab} labels: {HTML[m]}" for lab, m in ieq_table.columns]
 display(ieq_table.reset_index().rename(columns={"n": "N"})
         .style.format(precision=3).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative Frobenius distance of the empirical Fisher, the covariance D and the Hessian H of a bias-free MLP to its true Fisher F, on nested subsets of N examples, with the real labels (solid) and with labels drawn from the model (dashed); dotted: slope −1/2. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.information_equality_study`.", "name": "fig-ch2-infoeq"}}
 fig, ax = plt.subplots(figsize=(4.3, 3.5))
 sns.lineplot(data=ieq.assign(labels=ieq.labels.map({"data": "data labels",
-                                                    "model": "labels drawn from the model"})),
+                                                    "model": "labels drawn from the model"}),
+                             matrix=ieq.matrix.map(MATH)),
              x="n", y="rel_dist", hue="matrix", style="labels", markers=True,
-             palette=MATRIX_COLOURS, ax=ax)
+             palette=PALETTE, ax=ax)
 n_arr = np.array(sizes, dtype=float)
 m0 = float(ieq[(ieq.labels == "model") & (ieq.n == sizes[0])].rel_dist.max())
 ax.plot(n_arr, m0 * (n_arr / n_arr[0]) ** -0.5, ":", color="gray", label="slope −1/2")
@@ -287,10 +292,12 @@ display(res["training"].rename(columns={"train_loss": "train loss",
         .style.format({"train loss": "{:.6f}", "train error": "{:.3f}"}).hide(axis="index"))
 pairs = res["pairs"]
 key = ch02.key_pairs(pairs)
-display(key[["model", "stage", "step", "pair", "rel_dist", "cosine", "scaled_dist", "overlap"]]
-        .rename(columns={"rel_dist": "‖A−B‖/‖B‖", "scaled_dist": "after rescaling",
-                         "overlap": f"top-{P.top_k} overlap"})
+display(key.assign(pair=key.a.map(HTML) + " vs " + key.b.map(HTML))
+        [["model", "stage", "step", "pair", "rel_dist", "cosine", "scaled_dist", "overlap"]]
+        .rename(columns={"rel_dist": tex_html(r"\lVert A - B \rVert / \lVert B \rVert"),
+                         "scaled_dist": "after rescaling", "overlap": f"top-{P.top_k} overlap"})
         .style.format(precision=3).hide(axis="index"))
+key = key.assign(pair=key.a.map(MATH) + " vs " + key.b.map(MATH))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Pairwise comparison of the five matrices for each model and stage (early, late): relative distance, cosine similarity and top-k eigenspace overlap, one colour per model and stage. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_hessian_study`.", "name": "fig-ch2-pairs"}}
 fig, axes = plt.subplots(1, 3, figsize=(7, 3.6), sharex=True)
@@ -320,9 +327,10 @@ plt.show()
 # $G$ vs $H$; the end-to-end comparison is $D$ vs $H$.
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Top-k eigenvalues of D, the empirical Fisher, F, the GGN and H, for each model (columns) early and late in training (rows); F lies under the GGN (they are equal). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.compare_matrices`.", "name": "fig-ch2-eigs"}}
-g = sns.relplot(data=res["eigs"], x="rank", y="eigenvalue", hue="matrix", style="matrix",
-                col="model", row="stage", kind="line", markers=True, height=2.1, aspect=1.05,
-                palette=MATRIX_COLOURS, facet_kws={"sharey": False})
+g = sns.relplot(data=res["eigs"].assign(matrix=res["eigs"].matrix.map(MATH)), x="rank",
+                y="eigenvalue", hue="matrix", style="matrix", col="model", row="stage",
+                kind="line", markers=True, height=2.1, aspect=1.05, palette=PALETTE,
+                facet_kws={"sharey": False})
 sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, frameon=False, title=None)
 g.set_titles("{col_name}, {row_name}")
 for ax in g.axes.flat:
@@ -339,7 +347,7 @@ plt.show()
 # (sec-ch2-diagonal)=
 # ## The diagonals: a power law?
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Diagonal entries D_ii against H_ii of each trained model (late stage, entries with H_ii > 0), one point per parameter, with the least-squares power law D_ii ∝ H_ii^γ (black). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.diagonal_power_law`.", "name": "fig-ch2-diagonal"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Diagonal entries $D_{ii}$ against $H_{ii}$ of each trained model (late stage, entries with $H_{ii} > 0$), one point per parameter, with the least-squares power law $D_{ii} \\propto H_{ii}^{\\gamma}$ (black). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.diagonal_power_law`.", "name": "fig-ch2-diagonal"}}
 diag, pl = res["diagonals"], res["power_law"]
 late = diag[(diag.stage == "late") & (diag.D_ii > 0) & (diag.H_ii > 0)]
 models = list(dict.fromkeys(diag.model))
@@ -403,7 +411,8 @@ rho, rho_err, v_fr = ch02.fisher_rao_verdict(family, confidence=P.fr_confidence,
 display(family.rename(columns={"batch_size": "B", "train_loss": "train loss",
                                "test_loss": "test loss", "train_error": "train error",
                                "test_error": "test error", "gap_loss": "loss gap",
-                               "gap_error": "error gap", "fr_norm_sq": "θᵀFθ"})
+                               "gap_error": "error gap",
+                               "fr_norm_sq": tex_html(r"\theta^\top F \theta")})
         .style.format(precision=4).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Generalization gap (test minus training cross-entropy) against the squared Fisher-Rao norm for a family of trained bias-free ReLU MLPs: colour = width, marker = batch size, one point per seed. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_rao_generalization_study`.", "name": "fig-ch2-fisher-rao"}}

@@ -72,7 +72,7 @@ from sgdnoise.chapters.small_problems import (
 )
 from sgdnoise.grads import num_params
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts, tex_html
 
 P = ch03.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -239,7 +239,7 @@ display(tails.pivot_table(index=["model", "direction"], columns="batch_size", va
         .style.format(precision=2, na_rep="–").hide(axis="index"))
 print(f"small CNN: P = {num_params(cnn)}")
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: absolute excess kurtosis of projected mini-batch noise against B for the MLP (circles, solid) and the small CNN (squares, dashed), one colour per direction; lines: per-example kurtosis / B. Right: the tail index estimate along the same directions (2 = Gaussian; grey: the heavy-tail threshold alpha_heavy). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.gaussianity_table` and {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.tail_index_table`.", "name": "fig-ch3-tail"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: absolute excess kurtosis of projected mini-batch noise against B for the MLP (circles, solid) and the small CNN (squares, dashed), one colour per direction; lines: per-example kurtosis / B. Right: the tail index estimate along the same directions (2 = Gaussian; grey: the heavy-tail threshold `alpha_heavy`). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.gaussianity_table` and {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.tail_index_table`.", "name": "fig-ch3-tail"}}
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
 proj = tails[tails.direction != "all coordinates"]
 for (name, tab), (marker, ls) in zip((("MLP", gauss), ("small CNN", gauss_cnn)),
@@ -468,14 +468,15 @@ net = ch03.network_one_step_by_activation(
     seed=P.seed)
 display(net[["activation", "eta_lam", "gd_change", "pred_deterministic", "gd_ratio",
              "mc_noise_part", "pred_noise", "noise_ratio", "noise_ratio_se", "noise_z"]]
-        .rename(columns={"eta_lam": "ηλmax", "gd_change": "full-batch ΔL",
-                         "pred_deterministic": "2nd-order ΔL", "gd_ratio": "ratio",
-                         "mc_noise_part": "noise part (MC)", "pred_noise": "η²tr(HD)/2B",
+        .rename(columns={"eta_lam": tex_html(r"\eta\lambda_{\max}"),
+                         "gd_change": "full-batch ΔL", "pred_deterministic": "2nd-order ΔL",
+                         "gd_ratio": "ratio", "mc_noise_part": "noise part (MC)",
+                         "pred_noise": tex_html(r"\eta^2 \operatorname{tr}(HD)/2B"),
                          "noise_ratio": "noise ratio", "noise_ratio_se": "se",
                          "noise_z": "z"})
         .style.format(precision=6).hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "One SGD step on trained one-hidden-layer MLPs, one colour per activation. Left: the noise part of the expected loss change (Monte Carlo with control variate, ±2 standard errors) and the Lemma-2 prediction η²tr(HD)/(2B) (lines). Right: measured / predicted for the noise part (circles) and for the full-batch change (squares); 1 is exact. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.network_one_step_by_activation`.", "name": "fig-ch3-network"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "One SGD step on trained one-hidden-layer MLPs, one colour per activation. Left: the noise part of the expected loss change (Monte Carlo with control variate, ±2 standard errors) and the Lemma-2 prediction $\\eta^2 \\operatorname{tr}(HD)/(2B)$ (lines). Right: measured / predicted for the noise part (circles) and for the full-batch change (squares); 1 is exact. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.network_one_step_by_activation`.", "name": "fig-ch3-network"}}
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
 pal = dict(zip(P.net_activations, sns.color_palette("colorblind", len(P.net_activations)),
                strict=True))

@@ -3,7 +3,9 @@ device, wall time, data identity)."""
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -49,7 +51,7 @@ def provenance_markdown(
     ]
     if data_identity is not None:
         for key, value in data_identity.items():
-            rows.append((f"data: {key}", f"`{value}`" if "md5" in key else str(value)))
+            rows.append((f"data: `{key}`", f"`{value}`" if "md5" in key else str(value)))
     lines = ["| what | value |", "| --- | --- |"]
     lines += [f"| {k} | {str(v).replace('|', '/')} |" for k, v in rows]
     return "\n".join(lines)
@@ -97,6 +99,31 @@ class Verdict:
 
 
 VERDICTS_METADATA_KEY = "sgdnoise_verdicts"
+
+
+# A symbol with a subscript written as plain text: one or two letters (Latin or Greek), an
+# underscore, then one to six letters or digits, standing alone: g_B, D_ii, λ_max, B_noise,
+# ηλ_max. Identifiers with a longer stem (batch_size, plan_full) or several underscores
+# (lr_batch_ratio) do not match. Math in a verdict, a displayed sentence or a caption is
+# written in $...$ (or, in an HTML table, with :func:`tex_html`) so that it is typeset; this
+# pattern finds what was not. Python's ``re`` and JavaScript's ``RegExp`` read it alike: the
+# browser check (tests/test_browser.py) runs it on the rendered pages.
+PLAIN_SUBSCRIPT = (r"(?<![A-Za-z0-9_\u0370-\u03FF\/.\-])"
+                   r"[A-Za-z\u0391-\u03A9\u03B1-\u03C9]{1,2}_[A-Za-z0-9]{1,6}(?![A-Za-z0-9_])")
+_MATH_OR_CODE = re.compile(r"\$[^$]*\$|`[^`]*`")
+
+
+def plain_subscripts(text: str) -> list[str]:
+    """The subscripts that ``text`` (MyST Markdown) writes as plain text, outside ``$...$``
+    math and code spans: ``plain_subscripts("g_B and $g_B$") == ["g_B"]``."""
+    return re.findall(PLAIN_SUBSCRIPT, _MATH_OR_CODE.sub(" ", str(text)))
+
+
+def tex_html(tex: str) -> str:
+    r"""Inline math for an HTML output, e.g. a column header of a pandas ``Styler``
+    (which does not escape): the book's MathJax typesets it like the inline math of the
+    text. ``tex_html(r"\lambda_{\max}")``."""
+    return f'<span class="math notranslate nohighlight">\\({html.escape(tex)}\\)</span>'
 
 
 def markdown_cell(text: object) -> str:

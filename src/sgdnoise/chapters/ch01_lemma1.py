@@ -281,8 +281,8 @@ def trace_verdict(
     at_N = tv[(tv.scheme == "without replacement") & (tv.formula == 0)]
     sentence = (f"Fitted log-log slope of the Monte Carlo trace (with replacement): "
                 f"**{slope['slope']:.3f} ± {slope['slope_se']:.3f}** (Lemma 1: −1; tolerance "
-                f"±{slope_tolerance:g}). Largest |z| over {len(tv)} batch sizes and schemes: "
-                f"**{max_z:.2f}** ("
+                f"±{slope_tolerance:g}). Largest $\\lvert z \\rvert$ over {len(tv)} batch "
+                f"sizes and schemes: **{max_z:.2f}** ("
                 + ("consistent with sampling noise" if z_ok else
                    "larger than sampling noise explains")
                 + f", threshold {z_max:g}).")
@@ -296,8 +296,9 @@ def trace_verdict(
         z_ok = z_ok and vanish
     outcome = ("supported" if z_ok and s_ok else "contradicted" if not (z_ok or s_ok)
                else "mixed")
-    return Verdict("Lemma 1: tr Cov(g_B) = tr D / B with replacement, times (N−B)/(N−1) "
-                   "without.", outcome, sentence, scale, SECTION_TRACE)
+    return Verdict(r"Lemma 1: $\operatorname{tr}\operatorname{Cov}(g_{\mathcal{B}}) = "
+                   r"\operatorname{tr} D / B$ with replacement, times $(N-B)/(N-1)$ without.",
+                   outcome, sentence, scale, SECTION_TRACE)
 
 
 def convergence_verdict(
@@ -314,7 +315,7 @@ def convergence_verdict(
     ratio = np.asarray(error_ratio, dtype=float)
     slopes_ok = all(abs(f["slope"] + 0.5) <= slope_tolerance for f in (w, wo))
     ratio_ok = bool(np.all(np.abs(ratio - 1) <= error_ratio_tolerance))
-    sentence = (f"Fitted slopes of log error vs log S: **{w['slope']:.3f} ± "
+    sentence = (f"Fitted slopes of the log error against $\\log S$: **{w['slope']:.3f} ± "
                 f"{w['slope_se']:.3f}** (with replacement), **{wo['slope']:.3f} ± "
                 f"{wo['slope_se']:.3f}** (without); theory −0.5 (tolerance "
                 f"±{slope_tolerance:g}). Mean error / predicted error (with replacement) "
@@ -325,5 +326,6 @@ def convergence_verdict(
                    " — the errors do not follow pure sampling noise; see the table above."))
     outcome = ("supported" if slopes_ok and ratio_ok else
                "contradicted" if not (slopes_ok or ratio_ok) else "mixed")
-    return Verdict("Lemma 1: Cov(g_B) = D/B (with replacement) and D/B·(N−B)/(N−1) "
-                   "(without), as full matrices.", outcome, sentence, scale, SECTION_MATRIX)
+    return Verdict(r"Lemma 1: $\operatorname{Cov}(g_{\mathcal{B}}) = D/B$ (with replacement) "
+                   r"and $D/B \cdot (N-B)/(N-1)$ (without), as full matrices.",
+                   outcome, sentence, scale, SECTION_MATRIX)

@@ -56,6 +56,14 @@ SECTION_FR = "sec-ch2-fisher-rao"
 
 #: The pairs the chapter discusses, in this order: (a, b) of :func:`compare_matrices`.
 KEY_PAIRS = (("D", "F_hat"), ("F_hat", "F"), ("F", "GGN"), ("D", "H"), ("GGN", "H"))
+# How a matrix named in the studies' tables is written in math; others (GGN) as named.
+MATRIX_TEX = {"F_hat": r"\hat F", "D": "D", "F": "F", "H": "H"}
+
+
+def matrix_math(name: str) -> str:
+    r"""A matrix of the studies' tables in MyST inline math: ``"F_hat"`` → ``$\hat F$``,
+    ``"D"`` → ``$D$``; a name without math (the GGN) stays as it is."""
+    return f"${MATRIX_TEX[name]}$" if name in MATRIX_TEX else name
 
 
 @dataclass(frozen=True)
@@ -376,10 +384,12 @@ def identities_verdict(checks: dict[str, float], *, tolerance: float, scale: str
     error is at most ``tolerance`` (rounding), else "contradicted"."""
     worst = max(checks["kl_error"], checks["fr_error"], checks["fr_emp_error"])
     ok = worst <= tolerance
-    sentence = (f"‖∇²K − F‖/‖F‖ = **{checks['kl_error']:.2e}**. Fisher-Rao norm θᵀFθ = "
-                f"{checks['fr_lhs']:.6g}; (L+1)² E⟨p − e_y, f⟩² = {checks['fr_rhs']:.6g} "
-                f"(relative difference {checks['fr_error']:.1e}, degree L+1 = "
-                f"{checks['degree']}). With the data labels (θᵀF̂θ): "
+    sentence = (r"$\lVert \nabla^2 K - F \rVert / \lVert F \rVert$ = "
+                f"**{checks['kl_error']:.2e}**. Fisher-Rao norm $\\theta^\\top F \\theta$ = "
+                f"{checks['fr_lhs']:.6g}; $(L+1)^2\\, \\mathbb{{E}} \\langle p - e_y, f "
+                f"\\rangle^2$ = {checks['fr_rhs']:.6g} (relative difference "
+                f"{checks['fr_error']:.1e}, degree $L+1$ = {checks['degree']}). With the data "
+                f"labels ($\\theta^\\top \\hat F \\theta$): "
                 f"{checks['fr_emp_lhs']:.6g} vs {checks['fr_emp_rhs']:.6g} (relative "
                 f"difference {checks['fr_emp_error']:.1e}). "
                 + (f"All identities hold to rounding error (tolerance {tolerance:g})."
@@ -418,29 +428,31 @@ def information_equality_verdicts(
     mats = list(model_last.index)
 
     def slopes(lab: str) -> str:
-        return ", ".join(f"{m} {fits[(lab, m)]['slope']:.2f} ± {fits[(lab, m)]['slope_se']:.2f}"
-                         for m in mats)
+        return ", ".join(f"{matrix_math(m)} {fits[(lab, m)]['slope']:.2f} ± "
+                         f"{fits[(lab, m)]['slope_se']:.2f}" for m in mats)
 
     near = [abs(fits[("model", m)]["slope"] + 0.5) <= slope_tolerance for m in mats]
     outcome1 = "supported" if all(near) else "contradicted" if not any(near) else "mixed"
-    s1 = (f"Fitted slopes of log distance vs log N (theory −0.5 for model labels, tolerance "
-          f"±{slope_tolerance:g}): model labels {slopes('model')}; data labels "
+    s1 = (f"Fitted slopes of the log distance against $\\log N$ (theory −0.5 for model "
+          f"labels, tolerance ±{slope_tolerance:g}): model labels {slopes('model')}; data labels "
           f"{slopes('data')}. At N = {n_max} the distance with data labels is "
-          + ", ".join(f"{ratio[m]:.2f}× ({m})" for m in mats)
+          + ", ".join(f"{ratio[m]:.2f}× ({matrix_math(m)})" for m in mats)
           + " the distance with model labels.")
-    v1 = Verdict("With labels drawn from the model (well specified), F̂, D and H converge to "
-                 "the Fisher F at the rate N^(-1/2).", outcome1, s1, scale, SECTION_INFOEQ)
+    v1 = Verdict(r"With labels drawn from the model (well specified), $\hat F$, $D$ and $H$ "
+                 r"converge to the Fisher $F$ at the rate $N^{-1/2}$.", outcome1, s1, scale,
+                 SECTION_INFOEQ)
     gap = [m for m in mats if ratio[m] > gap_ratio and fits[("data", m)]["slope"] > gap_slope]
     if gap:
-        s2 = (f"A systematic misspecification gap is visible for {', '.join(gap)}: with real "
+        s2 = (f"A systematic misspecification gap is visible for "
+              f"{', '.join(matrix_math(m) for m in gap)}: with real "
               f"labels the distance has stopped shrinking (slope above {gap_slope:g}) and is "
               f"more than {gap_ratio:g}× the sampling noise of a well-specified model.")
     else:
         s2 = (f"No systematic gap is resolved at these sample sizes (criterion: data/model "
               f"ratio above {gap_ratio:g} with a data-label slope above {gap_slope:g}): "
-              f"with real labels the distances to F are no larger than the sampling noise of "
-              f"a well-specified model, so the data cannot yet tell F̂, D, H from F better "
-              f"than model samples would.")
+              f"with real labels the distances to $F$ are no larger than the sampling noise "
+              f"of a well-specified model, so the data cannot yet tell $\\hat F$, $D$, $H$ "
+              f"from $F$ better than model samples would.")
     v2 = Verdict("On real data the covariance, empirical Fisher and Hessian equal the Fisher "
                  "(the information equality).", "contradicted" if gap else "inconclusive",
                  s2, scale, SECTION_INFOEQ)
@@ -465,10 +477,12 @@ def covariance_hessian_verdict(
                    f"holds only roughly ({cosine_fails:g} ≤ cosine < {cosine_holds:g})"
                    if r.cosine >= cosine_fails else f"fails (cosine < {cosine_fails:g})")
         tr_ratio = float(summ.loc[(m, st, "D"), "trace_ratio_to_H"])
-        lines.append(f"- **{m}, {st}**: cos(D, H) = {r.cosine:.3f}; ‖D − H‖/‖H‖ = "
-                     f"{r.rel_dist:.2f}, or {r.scaled_dist:.2f} after the best rescaling of "
-                     f"D; tr D / tr H = {tr_ratio:.2f}; top-{top_k} overlap {r.overlap:.2f}: "
-                     f"\"covariance ≈ scaled Hessian\" {verdict}.")
+        lines.append(f"- **{m}, {st}**: $\\cos(D, H) = {r.cosine:.3f}$; "
+                     f"$\\lVert D - H \\rVert / \\lVert H \\rVert = {r.rel_dist:.2f}$, or "
+                     f"{r.scaled_dist:.2f} after the best rescaling of $D$; "
+                     f"$\\operatorname{{tr}} D / \\operatorname{{tr}} H = {tr_ratio:.2f}$; "
+                     f"top-{top_k} overlap {r.overlap:.2f}: \"covariance ≈ scaled Hessian\" "
+                     f"{verdict}.")
     n_hold = int((dh.cosine >= cosine_holds).sum())
     n_fail = int((dh.cosine < cosine_fails).sum())
     worst = dh.cosine.idxmin()
@@ -482,6 +496,9 @@ def covariance_hessian_verdict(
                           "Hessian.", outcome, sentence, scale, SECTION_COMPARE)
 
 
+POWER_LAW = r"$D_{ii} \propto H_{ii}^{\gamma}$"
+
+
 def power_law_verdict(
     power_law: pd.DataFrame, *, gamma_low: float, gamma_high: float, scale: str,
 ) -> Verdict:
@@ -491,13 +508,13 @@ def power_law_verdict(
     pl = power_law
     inside = (pl.gamma + 2 * pl.gamma_se >= gamma_low) & (pl.gamma - 2 * pl.gamma_se <= gamma_high)
     k = int(inside.sum())
-    sentence = (f"Diagonal power law D_ii ∝ H_ii^γ: γ ranges over [{pl.gamma.min():.2f}, "
+    sentence = (f"Diagonal power law {POWER_LAW}: γ ranges over [{pl.gamma.min():.2f}, "
                 f"{pl.gamma.max():.2f}]; {k} of {len(pl)} fits are within two standard "
                 f"errors of the range {gamma_low:g} ≤ γ ≤ {gamma_high:g} reported in the "
-                f"literature; R² between {pl.r2.min():.2f} and {pl.r2.max():.2f}.")
+                f"literature; $R^2$ between {pl.r2.min():.2f} and {pl.r2.max():.2f}.")
     outcome = "supported" if k == len(pl) else "contradicted" if k == 0 else "mixed"
     return Verdict(f"Per parameter, the noise variance follows the curvature as a power law "
-                   f"D_ii ∝ H_ii^γ with {gamma_low:g} ≤ γ ≤ {gamma_high:g}.", outcome,
+                   f"{POWER_LAW} with {gamma_low:g} ≤ γ ≤ {gamma_high:g}.", outcome,
                    sentence, scale, SECTION_DIAGONAL)
 
 

@@ -614,8 +614,8 @@ def gaussian_verdict(
            "accurate at the largest batch size here but not for small batches."
            if big_ok else "still visibly violated at the largest batch size here."))
     outcome = "supported" if big_ok and small_ok else "mixed" if big_ok else "contradicted"
-    return Verdict(f"Mini-batch gradient noise is Gaussian, N(0, D/B) (central limit theorem; "
-                   f"{model}).", outcome, sentence, scale, section)
+    return Verdict(f"Mini-batch gradient noise is Gaussian, $\\mathcal{{N}}(0, D/B)$ (central "
+                   f"limit theorem; {model}).", outcome, sentence, scale, section)
 
 
 def lemma2_verdict(chk: dict[str, float], *, z_max: float, batch_size: int, num_samples: int,
@@ -623,13 +623,17 @@ def lemma2_verdict(chk: dict[str, float], *, z_max: float, batch_size: int, num_
     """Lemma 2 on real mini-batch gradients, ``chk`` from :func:`lemma2_network_check`:
     "supported" when ``|z| < z_max``, else "contradicted"."""
     ok = abs(chk["z"]) < z_max
-    sentence = (f"Monte Carlo mean of $g_B^\\top H g_B$ over {num_samples} batches of "
-                f"{batch_size}: {chk['mc']:.5g} ± {chk['se']:.2g}; Lemma 2: "
-                f"{chk['formula']:.5g} (= tr(H D/B) {chk['trace_term']:.4g} + ḡᵀHḡ "
-                f"{chk['mean_term']:.4g}); z = {chk['z']:.2f}"
-                + (f" — agreement within sampling error (|z| < {z_max:g})." if ok else
-                   f" — disagreement beyond sampling error (|z| ≥ {z_max:g})."))
-    return Verdict("Lemma 2: E[xᵀAx] = tr(AΣ) + μᵀAμ, applied to mini-batch gradients.",
+    sentence = (f"Monte Carlo mean of $g_{{\\mathcal{{B}}}}^\\top H g_{{\\mathcal{{B}}}}$ over "
+                f"{num_samples} batches of {batch_size}: {chk['mc']:.5g} ± {chk['se']:.2g}; "
+                f"Lemma 2: {chk['formula']:.5g} (= $\\operatorname{{tr}}(HD/B)$ "
+                f"{chk['trace_term']:.4g} + $\\bar g^\\top H \\bar g$ "
+                f"{chk['mean_term']:.4g}); $z = {chk['z']:.2f}$"
+                + (f" — agreement within sampling error ($\\lvert z \\rvert < {z_max:g}$)."
+                   if ok else
+                   f" — disagreement beyond sampling error ($\\lvert z \\rvert \\ge "
+                   f"{z_max:g}$)."))
+    return Verdict(r"Lemma 2: $\mathbb{E}[x^\top A x] = \operatorname{tr}(A\Sigma) + "
+                   r"\mu^\top A \mu$, applied to mini-batch gradients.",
                    "supported" if ok else "contradicted", sentence, scale, SECTION_LEMMA2)
 
 
@@ -642,14 +646,15 @@ def one_step_verdict(quad: pd.DataFrame, *, z_max: float, scale: str) -> Verdict
     ok = zmax < z_max
     b_min = int(quad.batch_size.min())
     d = quad[quad.batch_size == b_min]
-    sentence = (f"Largest |z| over {len(quad)} (η, B) pairs: **{zmax:.2f}**"
+    sentence = (f"Largest $\\lvert z \\rvert$ over {len(quad)} (η, B) pairs: **{zmax:.2f}**"
                 + (f" — Lemma 2 holds within sampling error (threshold {z_max:g})." if ok
                    else f" — larger than sampling error (threshold {z_max:g}).")
                 + f" At the largest η and B = {b_min} the noise term is "
                 f"{float(d.noise.iloc[-1]):.4g} against a full-batch loss of "
                 f"{float(d.deterministic.iloc[-1]):.4g}.")
     return Verdict("The expected loss after one SGD step is the full-batch loss plus "
-                   "η²tr(HD)/(2B) (exact on a quadratic, Gaussian or not).",
+                   r"$\eta^2 \operatorname{tr}(HD)/(2B)$ (exact on a quadratic, Gaussian or "
+                   "not).",
                    "supported" if ok else "contradicted", sentence, scale, SECTION_ONESTEP)
 
 
@@ -685,11 +690,12 @@ def network_verdict(net: pd.DataFrame, *, z_max: float, scale: str) -> tuple[lis
         lines.append(
             f"- **{act}**: noise part / Lemma-2 prediction = "
             + ", ".join(f"{r:.3f}" for r in d.noise_ratio)
-            + " at ηλmax = " + ", ".join(f"{v:.2f}" for v in d.eta_lam)
-            + f" (|z| up to {d.noise_z.abs().max():.1f}); full-batch change / second-order "
+            + r" at $\eta\lambda_{\max}$ = " + ", ".join(f"{v:.2f}" for v in d.eta_lam)
+            + f" ($\\lvert z \\rvert$ up to {d.noise_z.abs().max():.1f}); full-batch change / "
+            f"second-order "
             f"prediction between {d.gd_ratio.min():.3f} and {d.gd_ratio.max():.3f}. "
-            + (f"The prediction holds within sampling error (|z| < {z_max:g}) at every step "
-               f"size." if d.noise_z.abs().max() < z_max else
+            + (f"The prediction holds within sampling error ($\\lvert z \\rvert < {z_max:g}$) "
+               f"at every step size." if d.noise_z.abs().max() < z_max else
                f"Largest mismatch {dev.max():.1%}, "
                + ("growing with η." if dev.iloc[-1] > dev.iloc[0] else "not growing with η."))
         )
@@ -698,9 +704,10 @@ def network_verdict(net: pd.DataFrame, *, z_max: float, scale: str) -> tuple[lis
     n_ok = int((zmax < z_max).sum())
     if len(worst) > 1:
         best_act, worst_act = worst.idxmin(), worst.idxmax()
-        head = (f"- Largest relative mismatch: {worst[worst_act]:.1%} for {worst_act} (|z| up "
-                f"to {zmax[worst_act]:.1f}) against {worst[best_act]:.1%} for {best_act} (|z| "
-                f"up to {zmax[best_act]:.1f})")
+        head = (f"- Largest relative mismatch: {worst[worst_act]:.1%} for {worst_act} "
+                f"($\\lvert z \\rvert$ up to {zmax[worst_act]:.1f}) against "
+                f"{worst[best_act]:.1%} for {best_act} ($\\lvert z \\rvert$ up to "
+                f"{zmax[best_act]:.1f})")
         if zmax[best_act] < z_max <= zmax[worst_act]:
             tail = (f": the {best_act} check agrees with Lemma 2 plus the second-order "
                     f"expansion within sampling error, the {worst_act} one does not, so the "
@@ -712,12 +719,15 @@ def network_verdict(net: pd.DataFrame, *, z_max: float, scale: str) -> tuple[lis
             tail = (": both deviate beyond sampling error, so the residual is not only an "
                     "activation effect; higher-order terms contribute.")
         lines.append(head + tail)
-    sentence = (f"The noise part of the one-step loss change agrees with η²tr(HD)/(2B) within "
-                f"sampling error (|z| < {z_max:g}) for {n_ok} of {len(zmax)} activations ("
-                + ", ".join(f"{a}: |z| up to {z:.1f}" for a, z in zmax.items()) + ").")
+    sentence = (f"The noise part of the one-step loss change agrees with "
+                f"$\\eta^2 \\operatorname{{tr}}(HD)/(2B)$ within sampling error "
+                f"($\\lvert z \\rvert < {z_max:g}$) for {n_ok} of {len(zmax)} activations ("
+                + ", ".join(f"{a}: $\\lvert z \\rvert$ up to {z:.1f}" for a, z in zmax.items())
+                + ").")
     outcome = ("supported" if n_ok == len(zmax) else "contradicted" if n_ok == 0 else "mixed")
     return lines, Verdict("On a trained network, the expected loss change of one SGD step is "
-                          "−η‖ḡ‖² + (η²/2)(ḡᵀHḡ + tr(HD)/B) to second order.", outcome,
+                          r"$-\eta \lVert \bar g \rVert^2 + \frac{\eta^2}{2} (\bar g^\top H "
+                          r"\bar g + \operatorname{tr}(HD)/B)$ to second order.", outcome,
                           sentence, scale, SECTION_NETWORK)
 
 
@@ -736,11 +746,13 @@ def tail_verdict(tails: pd.DataFrame, *, alpha_heavy: float, scale: str) -> Verd
         p = proj[proj.model == m]
         b_min, b_max = int(p.batch_size.min()), int(p.batch_size.max())
         parts.append(
-            f"{m}: α̂ = {a:.2f} over all coordinates at B = 1; smallest α̂ along the projected "
+            f"{m}: $\\hat\\alpha$ = {a:.2f} over all coordinates at B = 1; smallest "
+            f"$\\hat\\alpha$ along the projected "
             f"directions {p[p.batch_size == b_min].alpha.min():.2f} at B = {b_min} and "
             f"{p[p.batch_size == b_max].alpha.min():.2f} at B = {b_max}")
     n_heavy = int(heavy.sum())
-    sentence = ("; ".join(parts) + f". Threshold: α̂ < {alpha_heavy:g} reads as heavy-tailed "
+    sentence = ("; ".join(parts) + f". Threshold: $\\hat\\alpha < {alpha_heavy:g}$ reads as "
+                f"heavy-tailed "
                 f"(Gaussian: 2); per-example noise is heavy-tailed for {n_heavy} of "
                 f"{len(coords)} models.")
     outcome = ("supported" if n_heavy == len(coords) else "contradicted" if n_heavy == 0
