@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_typeset
 
 from sgdnoise.chapters import ch04_stability as D
 from sgdnoise.stats import ExponentFit
@@ -198,6 +199,8 @@ def test_radius_verdict_flips_with_the_interval():
                             scale=SCALE).outcome == "mixed"
     nan = D.radius_verdict({"a": _fit(1.0, np.nan, np.nan)}, 0.95, scale=SCALE)
     assert nan.outcome == "inconclusive" and "no bootstrap interval" in nan.sentence
+    assert r"($r \propto \rho(H)^{-\alpha}$ with α = 1)" in ok.claim
+    assert_typeset(ok, bad, nan)
 
 
 def test_lyapunov_verdict_threshold():
@@ -205,6 +208,7 @@ def test_lyapunov_verdict_threshold():
     assert D.lyapunov_verdict(z, 100, z_max=4.0, scale=SCALE).outcome == "supported"
     v = D.lyapunov_verdict(z, 100, z_max=3.0, scale=SCALE)
     assert v.outcome == "contradicted" and "beyond 3 s.e." in v.sentence
+    assert_typeset(v)
 
 
 def test_linear_boundary_verdict_both_sides():
@@ -218,6 +222,9 @@ def test_linear_boundary_verdict_both_sides():
     assert D.linear_boundary_verdict(q, gd, np.array([0, 0, 0.5, 0.4, 1]),
                                      **kw).outcome == "contradicted"  # survives above 2
     assert D.linear_boundary_verdict(q[:3], gd[:3], gd[:3], **kw).outcome == "inconclusive"
+    v = D.linear_boundary_verdict(q, gd, gd, **kw)
+    assert r"diverges exactly when $\eta\lambda_{\max} > 2$" in v.claim
+    assert_typeset(v)
 
 
 def _wme_table(sim, ms, asb):
@@ -234,6 +241,7 @@ def test_wme_verdict_each_outcome():
     # mean-square far below, almost-sure inside: contradicted (the smoke-run pattern)
     v = D.wme_verdict(_wme_table(sim, [0.914, 2.0], [2.416, 1.997]), 0.25, **kw)
     assert v.outcome == "contradicted" and "up to 1.59" in v.sentence
+    assert_typeset(v)
     # neither
     assert D.wme_verdict(_wme_table(sim, [0.9, 2.0], [1.5, 2.0]), 0.25,
                          **kw).outcome == "mixed"
@@ -273,7 +281,11 @@ def test_anisotropy_verdict_each_outcome():
         "supported"
     assert D.anisotropy_verdict(_aniso_table({1: down, 2: same}), scale=SCALE).outcome == \
         "contradicted"
-    assert D.anisotropy_verdict(_aniso_table({1: up, 2: down}), scale=SCALE).outcome == "mixed"
+    v = D.anisotropy_verdict(_aniso_table({1: up, 2: down}), scale=SCALE)
+    assert v.outcome == "mixed"
+    assert r"more at $\operatorname{tr}\Sigma$ ∈ [1], less at $\operatorname{tr}\Sigma$ ∈ [2]" in (
+        v.sentence)
+    assert_typeset(v)
     assert D.anisotropy_verdict(_aniso_table({1: same}), scale=SCALE).outcome == \
         "inconclusive"
 

@@ -94,7 +94,7 @@ from IPython.display import Markdown, display
 
 from sgdnoise.chapters import ch04_stability as ch04
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts, tex_html
 
 P = ch04.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -104,6 +104,19 @@ LABEL = source_label(profile, {"source": "toy landscapes"})
 # one colour per quantity, kept in every figure
 COLOR = {"GD": "C0", "isotropic": "C1", "noise ∝ H": "C2", "well": "C4"}
 PAD = [{"selector": "th, td", "props": "padding: 0.15em 0.7em"}]  # table cell spacing
+# column names of the studies' tables written with typeset math in the tables shown
+MATH_HEADERS = {
+    "R_wall (well)": tex_html(r"R_{\text{wall}}") + " (well)",
+    "mean-square η_max (eq)": "mean-square " + tex_html(r"\eta_{\max}") + " (eq)",
+    "almost-sure η_max": "almost-sure " + tex_html(r"\eta_{\max}"),
+    "tr Σ": tex_html(r"\operatorname{tr}\Sigma"),
+    "tr(HΣ)": tex_html(r"\operatorname{tr}(H\Sigma)"),
+}
+
+
+def math_headers(name):
+    return MATH_HEADERS.get(name, name)
+
 
 # %% [markdown]
 # ## 4.1 Definition
@@ -303,7 +316,8 @@ display(Markdown(f"**{v_lin.outcome}**: {v_lin.sentence}"))
 
 # %% tags=["remove-input"]
 rad = ch04.radius_study(P)
-display(rad.table(P.lr).style.format(precision=3).hide(axis="index").set_table_styles(PAD))
+display(rad.table(P.lr).style.format(precision=3).format_index(math_headers, axis="columns")
+        .hide(axis="index").set_table_styles(PAD))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Radius of stochastic stability against the sharpness \u03c1(H) in the three settings (log-log; crosses at the bottom: radius 0), with the wall distance of the Gaussian well and a line of slope \u22121 (the micro-theorem). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.radius_study`.", "name": "fig-ch4-radius"}}
 colors = dict(zip(ch04.SETTINGS, (COLOR["noise ∝ H"], COLOR["isotropic"], COLOR["well"]),
@@ -314,7 +328,8 @@ for k, r in rad.radius.items():
     ax.plot(rad.rho[pos], r[pos], "o-", color=colors[k], label=k)
     if (~pos).any():
         ax.plot(rad.rho[~pos], np.full((~pos).sum(), 0.02), "x", color=colors[k], ms=8)
-ax.plot(rad.rho, rad.well.wall_radius(rad.rho), "k:", label="R_wall = 2√(h/ρ) (well)")
+ax.plot(rad.rho, rad.well.wall_radius(rad.rho), "k:",
+        label=r"$R_{\rm wall} = 2\sqrt{h/\rho}$ (well)")
 ax.plot(rad.rho, 0.5 * rad.rho[0] / rad.rho, color="gray", lw=0.8, ls="--",
         label="slope −1 (α = 1)")
 ax.set(xscale="log", yscale="log", xlabel="sharpness ρ(H)",
@@ -391,18 +406,19 @@ display(Markdown("\n".join(f"- {line}" for line in ch04.radius_lines(rad.fits, P
 # %% tags=["remove-input"]
 wme = ch04.wme_study(P)
 display(wme.table.style.format(precision=3)
-        .format("{:.2f}", subset=["simulated edge η"]).hide(axis="index").set_table_styles(PAD))
+        .format("{:.2f}", subset=["simulated edge η"]).format_index(math_headers, axis="columns")
+        .hide(axis="index").set_table_styles(PAD))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Stability phase diagram of the interpolating finite sum: colour = fraction of runs with |x_T| > 1 per learning rate and batch size, with the mean-square (Wu, Ma & E) and almost-sure boundaries. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wme_study`.", "name": "fig-ch4-wme"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Stability phase diagram of the interpolating finite sum: colour = fraction of runs with $\\lvert x_T \\rvert > 1$ per learning rate and batch size, with the mean-square (Wu, Ma & E) and almost-sure boundaries. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wme_study`.", "name": "fig-ch4-wme"}}
 Bs = np.array(wme.batch_sizes)
 fig, ax = plt.subplots(figsize=(7, 4.2))
 im = ax.pcolormesh(wme.lrs, np.arange(len(Bs)), wme.div_frac, shading="nearest",
                    cmap="magma", vmin=0, vmax=1)
-fig.colorbar(im, ax=ax, label="fraction with |x_T| > 1")
+fig.colorbar(im, ax=ax, label=r"fraction with $|x_T| > 1$")
 ax.plot(wme.table["mean-square η_max (eq)"], np.arange(len(Bs)), "c-o",
         label="mean-square boundary (Wu, Ma & E)")
 ax.plot(wme.table["almost-sure η_max"], np.arange(len(Bs)), "w--s",
-        label="almost-sure boundary E log|1−ηh_B| = 0")
+        label=r"almost-sure boundary $\mathrm{E}\,\log|1-\eta h_{\mathcal{B}}| = 0$")
 ax.set_yticks(np.arange(len(Bs)), [str(b) for b in Bs])
 ax.set(xlabel="learning rate η (sharpness H = 1)", ylabel="batch size B",
        title=f"N = {P.wme_n}, s = {np.sqrt(np.var(wme.a)):.2f} · {LABEL}")
@@ -456,7 +472,7 @@ display(Markdown(
     f"{wells.barrier:.3f}; $\\eta\\lambda_{{\\rm sharp}}$ = {P.lr * wells.lam_sharp:.2f} "
     "< 2, so GD keeps both minima."))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the two-well loss (equal depths, curvatures \u03bb_s and \u03bb_f). Right: fraction of runs ending in the flat minimum per method, with Wilson intervals. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wells_study`.", "name": "fig-ch4-wells"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the two-well loss (equal depths, curvatures $\\lambda_s$ and $\\lambda_f$). Right: fraction of runs ending in the flat minimum per method, with Wilson intervals. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wells_study`.", "name": "fig-ch4-wells"}}
 tab = ws.table()
 fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7, 3.6), width_ratios=(1, 1.2),
                                layout="constrained")
@@ -526,9 +542,9 @@ an = ch04.anisotropy_study(P)
 an_tab = an.table()
 display(an_tab.style.format({"tr Σ": "{:g}", "tr(HΣ)": "{:.3f}", "escaped": "{:.3f}",
                              "low": "{:.3f}", "high": "{:.3f}", "median exit step": "{:g}"})
-        .hide(axis="index").set_table_styles(PAD))
+        .format_index(math_headers, axis="columns").hide(axis="index").set_table_styles(PAD))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Fraction of runs that leave a sharp basin within T steps against the total noise tr \u03a3, for noise aligned with H and isotropic noise of the same trace (Wilson intervals). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.anisotropy_study`.", "name": "fig-ch4-aniso"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Fraction of runs that leave a sharp basin within T steps against the total noise $\\operatorname{tr}\\Sigma$, for noise aligned with H and isotropic noise of the same trace (Wilson intervals). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.anisotropy_study`.", "name": "fig-ch4-aniso"}}
 fig, ax = plt.subplots(figsize=(6.5, 3.4))
 for kind, c, m in zip(ch04.NOISE_KINDS, (COLOR["noise ∝ H"], COLOR["isotropic"]), "os",
                       strict=True):

@@ -1045,8 +1045,9 @@ def lyapunov_verdict(z: np.ndarray, runs: int, *, z_max: float, scale: str) -> V
     zmax = float(np.abs(np.asarray(z)).max())
     ok = zmax < z_max
     return Verdict(
-        claim="The discrete Lyapunov equation Σ = (I − ηH)Σ(I − ηH)ᵀ + η²C gives the "
-              "stationary covariance of SGD with noise ∝ H near a minimum.",
+        claim=r"The discrete Lyapunov equation $\Sigma = (I - \eta H)\Sigma(I - \eta H)^\top + "
+              r"\eta^2 C$ gives the stationary covariance of SGD with noise $\propto H$ near a "
+              "minimum.",
         outcome="supported" if ok else "contradicted",
         sentence=f"Largest absolute z-score over the entries: {zmax:.2f} from {runs} runs "
                  f"(threshold {z_max:g} s.e.) -> "
@@ -1081,10 +1082,11 @@ def linear_boundary_verdict(
                    scale, "sec-ch4-quadratic")
 
 
-_LINEAR_CLAIM = ("(S)GD at a minimum diverges exactly when ηλ_max > 2; additive noise does "
-                 "not move this boundary.")
+_LINEAR_CLAIM = (r"(S)GD at a minimum diverges exactly when $\eta\lambda_{\max} > 2$; additive "
+                 "noise does not move this boundary.")
 RADIUS_CLAIM = ("The radius of stability of a strict minimum is inversely proportional to "
-                "the spectral radius of the Hessian (r ∝ ρ(H)^−α with α = 1).")
+                r"the spectral radius of the Hessian ($r \propto \rho(H)^{-\alpha}$ with "
+                "α = 1).")
 
 
 def radius_lines(fits: dict[str, ExponentFit], confidence: float) -> list[str]:
@@ -1125,7 +1127,7 @@ def radius_verdict(fits: dict[str, ExponentFit], confidence: float, *, scale: st
 
 WME_CLAIM = ("Sharp or non-uniform minima are unstable for small-batch SGD: runs leave a "
              "minimum beyond the Wu–Ma–E mean-square boundary "
-             "η ≤ 2H/(H² + s²(N−B)/(B(N−1))).")
+             r"$\eta \le 2H / \bigl(H^2 + s^2 (N-B)/(B(N-1))\bigr)$.")
 
 
 def _bracket_distance(edge: np.ndarray, boundary: np.ndarray, step: float) -> np.ndarray:
@@ -1202,7 +1204,11 @@ def basin_verdict(selection: dict[str, dict[str, float]], confidence: float, *,
 
 
 ANISO_CLAIM = ("Noise aligned with the Hessian escapes a sharp minimum faster than isotropic "
-               "noise of the same trace (escape efficiency tr(HΣ), Zhu et al. 2019).")
+               r"noise of the same trace (escape efficiency $\operatorname{tr}(H\Sigma)$, Zhu "
+               "et al. 2019).")
+
+
+TR_SIGMA = r"$\operatorname{tr}\Sigma$"
 
 
 def anisotropy_verdict(table: pd.DataFrame, *, scale: str) -> Verdict:
@@ -1214,7 +1220,7 @@ def anisotropy_verdict(table: pd.DataFrame, *, scale: str) -> Verdict:
     for tr, grp in table.groupby("tr Σ", sort=True):
         a = grp[grp["noise"] == NOISE_KINDS[0]].iloc[0]
         i = grp[grp["noise"] == NOISE_KINDS[1]].iloc[0]
-        parts.append(f"tr Σ = {tr:g}: aligned {a['escaped']:.1%} "
+        parts.append(f"$\\operatorname{{tr}}\\Sigma = {tr:g}$: aligned {a['escaped']:.1%} "
                      f"[{a['low']:.1%}, {a['high']:.1%}], isotropic {i['escaped']:.1%} "
                      f"[{i['low']:.1%}, {i['high']:.1%}]")
         if a["low"] > i["high"]:
@@ -1224,13 +1230,13 @@ def anisotropy_verdict(table: pd.DataFrame, *, scale: str) -> Verdict:
     head = "Escaped fractions: " + "; ".join(parts) + ". "
     if above and not below:
         return Verdict(ANISO_CLAIM, "supported", head + "Aligned noise escapes more often at "
-                       f"tr Σ ∈ {above} and never less often.", scale, "sec-ch4-aniso")
+                       f"{TR_SIGMA} ∈ {above} and never less often.", scale, "sec-ch4-aniso")
     if below and not above:
         return Verdict(ANISO_CLAIM, "contradicted", head + "Isotropic noise escapes more "
-                       f"often at tr Σ ∈ {below} and never less often.", scale,
+                       f"often at {TR_SIGMA} ∈ {below} and never less often.", scale,
                        "sec-ch4-aniso")
     if above and below:
-        return Verdict(ANISO_CLAIM, "mixed", head + f"Aligned noise escapes more at {above}, "
-                       f"less at {below}.", scale, "sec-ch4-aniso")
+        return Verdict(ANISO_CLAIM, "mixed", head + f"Aligned noise escapes more at {TR_SIGMA} "
+                       f"∈ {above}, less at {TR_SIGMA} ∈ {below}.", scale, "sec-ch4-aniso")
     return Verdict(ANISO_CLAIM, "inconclusive", head + "The intervals overlap at every trace.",
                    scale, "sec-ch4-aniso")
