@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import assert_typeset
 from torch import nn
 
 from sgdnoise.chapters import ch05_overparam as L
@@ -97,6 +98,7 @@ def test_verdict_rank_flips():
     assert ok.outcome == "supported" and "99.0%" in ok.sentence
     bad = L.verdict_rank([L.RankRow("a", 10, 1000, 10, 10)], scale=S)
     assert bad.outcome == "contradicted"
+    assert_typeset(ok, bad)
 
 
 def _flat(h, ggn=0.9, bound=0.85):
@@ -111,6 +113,16 @@ def test_verdict_flat_bulk_flips_at_threshold():
     # the quadrature missed the GGN's exact zero share: cannot decide
     unresolved = L.verdict_flat_bulk([_flat(0.8, ggn=0.5, bound=0.85)], **kw)
     assert unresolved.outcome == "inconclusive" and "not resolved" in unresolved.sentence
+    v = L.verdict_flat_bulk([_flat(0.8), _flat(0.3)], **kw)
+    assert r"sits at $10^{-4}\,\lambda_{\max}$" in v.sentence
+    assert r"within $0.01\,\lambda_{\max}$" in v.sentence
+    assert_typeset(v, unresolved)
+
+
+@pytest.mark.parametrize(("x", "tex"), [(0.001, "10^{-3}"), (6.3e-4, r"6.3 \times 10^{-4}"),
+                                        (0.25, "0.25"), (0.01, "0.01"), (0.0, "0")])
+def test_tex_number_writes_powers_of_ten(x, tex):
+    assert L.tex_number(x) == tex
 
 
 def test_verdict_outliers_flips():
@@ -120,6 +132,7 @@ def test_verdict_outliers_flips():
     assert L.verdict_outliers([0, 1, 9, 3], [0.9, 0.8], **kw).outcome == "mixed"
     assert L.verdict_outliers([0, 1, 9, 3], [0.9, 0.2], **kw).outcome == "contradicted"
     assert L.verdict_outliers([], [], **kw).outcome == "inconclusive"
+    assert_typeset(L.verdict_outliers([0, 1, 9, 3], [0.9, 0.8], **kw))
 
 
 def test_verdict_noise_concentration_uses_the_span_baseline():
@@ -132,3 +145,6 @@ def test_verdict_noise_concentration_uses_the_span_baseline():
     assert L.verdict_noise_concentration([low], **kw).outcome == "contradicted"
     assert L.verdict_noise_concentration([high, low], **kw).outcome == "mixed"
     assert L.verdict_noise_concentration([], **kw).outcome == "inconclusive"
+    v = L.verdict_noise_concentration([high, low], **kw)
+    assert r"of $\operatorname{span}\{g_i\}$ ($k/\operatorname{rank} G$)" in v.sentence
+    assert_typeset(v)

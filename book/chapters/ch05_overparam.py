@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from sgdnoise.chapters import ch05_overparam as ch5
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts, tex_html
 
 P = ch5.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -215,14 +215,14 @@ display(summary.style.format(precision=4, na_rep="not computed")
                 na_rep="not computed")
         .format({"P/N": "{:.1f}"}).hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "The N non-zero eigenvalues of the empirical Fisher F̂ (eigenvalues of the Gram matrix GGᵀ/N) for each model and state; all other P − N eigenvalues are exactly zero. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.gram_spectrum`.", "name": "fig-ch5-gram"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The N non-zero eigenvalues of the empirical Fisher $\\hat F$ (eigenvalues of the Gram matrix $GG^\\top/N$) for each model and state; all other P − N eigenvalues are exactly zero. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.gram_spectrum`.", "name": "fig-ch5-gram"}}
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
 for (m, s), st in studies.items():
     ev = st.gram_fisher.numpy()
     ax.semilogy(np.arange(1, len(ev) + 1), np.maximum(ev, 1e-30), label=f"{m}, {s}",
                 color="C0" if m == "mlp" else "C1", ls="--" if s == "init" else "-")
-ax.set(xlabel="index j", ylabel="eigenvalue λ_j of GGᵀ/N",
-       title=f"Non-zero spectrum of F̂\n{LABEL}")
+ax.set(xlabel="index j", ylabel=r"eigenvalue $\lambda_j$ of $GG^\top/N$",
+       title=f"Non-zero spectrum of $\\hat F$\n{LABEL}")
 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
 plt.show()
 
@@ -278,14 +278,15 @@ plt.show()
 # %%
 nz = pd.concat([st.near_zero.assign(model=m) for m, st in trained.items()])
 nz_table = nz.pivot_table(index=["model", "matrix"], columns="rtol", values="fraction (SLQ)")
-nz_table.columns = [f"share with |λ| ≤ {c:g}·λ_max" for c in nz_table.columns]
+nz_table.columns = ["share with " + tex_html(rf"\lvert\lambda\rvert \le {ch5.tex_number(c)}\,"
+                                             r"\lambda_{\max}") for c in nz_table.columns]
+POSITION = tex_html(r"\lvert\text{position}\rvert / \lambda_{\max}")
 display(nz_table.reset_index().style.format(precision=3).hide(axis="index"))
 zc = pd.concat([st.zero_cluster.assign(model=m) for m, st in trained.items()])
 display(zc[["model", "matrix", "weight", "position"]]
-        .rename(columns={"weight": "weight of the node nearest 0",
-                         "position": "|position| / λ_max"})
-        .style.format({"weight of the node nearest 0": "{:.3f}",
-                       "|position| / λ_max": "{:.1e}"}).hide(axis="index"))
+        .rename(columns={"weight": "weight of the node nearest 0", "position": POSITION})
+        .style.format({"weight of the node nearest 0": "{:.3f}", POSITION: "{:.1e}"})
+        .hide(axis="index"))
 verdicts["flat"] = ch5.verdict_flat_bulk(ch5.flat_rows(trained, P.flat_rtol),
                                          flat_rtol=P.flat_rtol,
                                          flat_fraction=P.flat_fraction, scale=SCALE)
@@ -295,7 +296,7 @@ display(Markdown(verdicts["flat"].sentence))
 # (sec-ch5-outliers)=
 # ## 5.7 Outliers and the class structure
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Top eigenvalues λ_j/λ_1 of the GGN, the empirical Fisher, the covariance D and the Hessian of each network, at initialisation (dashed) and after training (solid); gray lines at j = C − 1 and j = C. The CNN's Hessian and GGN at initialisation are drawn only when the profile computes them. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.overparam_study`.", "name": "fig-ch5-outliers"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Top eigenvalues $\\lambda_j/\\lambda_1$ of the GGN, the empirical Fisher, the covariance $D$ and the Hessian of each network, at initialisation (dashed) and after training (solid); gray lines at $j = C - 1$ and $j = C$. The CNN's Hessian and GGN at initialisation are drawn only when the profile computes them. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch05_overparam.overparam_study`.", "name": "fig-ch5-outliers"}}
 fig, axes = plt.subplots(2, 1, figsize=(6.8, 6.4))
 for ax, m in zip(axes, runs, strict=True):
     for s, ls in (("init", "--"), ("trained", "-")):
@@ -310,7 +311,7 @@ for ax, m in zip(axes, runs, strict=True):
                             label=name if (m, s) == ("mlp", "trained") else None)
     ax.axvline(P.num_classes - 1, color="gray", lw=0.6)
     ax.axvline(P.num_classes, color="gray", lw=0.6)
-    ax.set(xlabel="index j", ylabel="λ_j / λ_1",
+    ax.set(xlabel="index j", ylabel=r"$\lambda_j / \lambda_1$",
            title=f"{m.upper()}: top eigenvalues (dashed: init, solid: trained)")
 axes[0].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
 fig.suptitle(LABEL)
@@ -348,13 +349,13 @@ display(Markdown(verdicts["outliers"].sentence))
 # (sec-ch5-energy)=
 # ## 5.8 Noise energy in the top Hessian eigenspace
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Share φ_k of the noise energy tr D along the top-k Hessian eigenvectors (blue), the best any k-dimensional subspace can do (orange, D's own top eigenvectors), a random k-subspace of span{g_i} (k/rank G, green) and a random k-subspace of ℝ^P (k/P, gray), per model and state with a Hessian. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.noise_energy_fraction`.", "name": "fig-ch5-energy"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Share $\\phi_k$ of the noise energy $\\operatorname{tr} D$ along the top-k Hessian eigenvectors (blue), the best any k-dimensional subspace can do (orange, the top eigenvectors of $D$), a random k-subspace of $\\operatorname{span}\\{g_i\\}$ ($k/\\operatorname{rank} G$, green) and a random k-subspace of $\\mathbb{R}^P$ ($k/P$, gray), per model and state with a Hessian. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.noise_energy_fraction`.", "name": "fig-ch5-energy"}}
 C = P.num_classes
 items = [(k, v) for k, v in studies.items() if v.energy is not None]
 ENERGY_STYLE = {"top-k Hessian eigenvectors": ("C0", ".", "top-k Hessian eigenvectors"),
                 "top-k eigenvectors of D (optimum)": ("C1", ".", "optimum (top-k of D)"),
                 "random k-subspace of span G (k/rank G)": ("C2", None, "random in span G"),
-                "random k-subspace (k/P)": ("C7", None, "random in ℝ^P")}
+                "random k-subspace (k/P)": ("C7", None, r"random in $\mathbb{R}^P$")}
 ncol = min(3, len(items))
 nrow = -(-len(items) // ncol)
 height = 3.2 * nrow + 1.0
@@ -382,7 +383,9 @@ plt.show()
 # %%
 energy, energy_rows = ch5.energy_table(studies, P.num_classes)
 display(energy.style.format(precision=4).format(
-    {"ratio to random k/P": "{:.1f}", "ratio to random in span G": "{:.2f}"}).hide(axis="index"))
+    {"ratio to random k/P": "{:.1f}", "ratio to random in span G": "{:.2f}"})
+    .format_index(lambda c: c.replace("φ_k", tex_html(r"\phi_k")), axis="columns")
+    .hide(axis="index"))
 verdicts["energy"] = ch5.verdict_noise_concentration(
     energy_rows, concentration_min=P.concentration_min, scale=SCALE)
 display(Markdown(verdicts["energy"].sentence))
@@ -397,7 +400,7 @@ display(Markdown(verdicts["energy"].sentence))
 # {py:func}`~sgdnoise.chapters.ch05_overparam.verdict_flat_bulk`,
 # {py:func}`~sgdnoise.chapters.ch05_overparam.verdict_outliers`,
 # {py:func}`~sgdnoise.chapters.ch05_overparam.verdict_noise_concentration`). Thresholds are
-# parameters of the chapter: an eigenvalue counts as near zero within `flat_rtol`·λ_max and
+# parameters of the chapter: an eigenvalue counts as near zero within `flat_rtol`$\,\lambda_{\max}$ and
 # "most" means at least `flat_fraction` of the spectrum; "about one outlier per class" needs
 # a share `outlier_share` of the spectra to show $C - 1$ or $C$ outliers, with a class-mean
 # capture of at least `capture_min` as the weaker, mechanism-only outcome; "concentrated"

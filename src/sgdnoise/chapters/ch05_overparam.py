@@ -432,13 +432,14 @@ def verdict_rank(rows: list[RankRow], *, scale: str) -> Verdict:
     ps = sorted({(r.p, r.n) for r in rows})
     flat = ", ".join(f"{100 * (1 - n / p):.1f}% (P = {p})" for p, n in ps)
     sentence = (
-        f"Every F̂ has numerical rank ≤ N and every D rank ≤ N − 1: **{ok}** (ranks {ranks}). "
-        + (f"So at least {flat} of F̂'s eigenvalues are exactly zero." if ok else
+        r"Every $\hat F$ has numerical rank $\le N$ and every $D$ rank $\le N - 1$: "
+        f"**{ok}** (ranks {ranks}). "
+        + (f"So at least {flat} of the eigenvalues of $\\hat F$ are exactly zero." if ok else
            "A rank above its bound can only come from rounding in the eigensolver.")
     )
     return Verdict(
-        claim="With P ≫ N the empirical Fisher has rank ≤ N (D: ≤ N − 1), so almost all "
-              "of its P eigenvalues are exactly zero.",
+        claim=r"With $P \gg N$ the empirical Fisher has rank $\le N$ ($D$: $\le N - 1$), so "
+              "almost all of its P eigenvalues are exactly zero.",
         outcome="supported" if ok else "contradicted", sentence=sentence, scale=scale,
         section=SECTION_RANK)
 
@@ -481,6 +482,16 @@ def flat_rows(trained: dict[str, OverparamResult], flat_rtol: float) -> list[Fla
     return rows
 
 
+def tex_number(x: float) -> str:
+    """``x`` for inline math, powers of ten written out: 0.001 → ``10^{-3}``, 6.3e-04 →
+    ``6.3 \\times 10^{-4}``, 0.25 → ``0.25``."""
+    if x != 0 and math.isfinite(x) and not 1e-2 <= abs(x) < 1e4:
+        mant, exp = f"{x:.1e}".split("e")
+        power = f"10^{{{int(exp)}}}"
+        return power if mant == "1.0" else f"{mant} \\times {power}"
+    return f"{x:g}"
+
+
 def verdict_flat_bulk(
     rows: list[FlatRow], *, flat_rtol: float, flat_fraction: float, scale: str,
     resolve_tol: float = 0.02,
@@ -494,22 +505,24 @@ def verdict_flat_bulk(
     if max_m f_m < ``flat_fraction``, mixed in between."""
     if not rows:
         raise ValueError("rows must hold at least one model, got none")
-    rt = f"{flat_rtol:g}·λ_max"
+    rt = f"${tex_number(flat_rtol)}\\,\\lambda_{{\\max}}$"
+    milli = r"$10^{-3}\lambda_{\max}$"
     lines = []
     for r in rows:
         lines.append(
             f"**{r.label}**: the SLQ node nearest zero carries a fraction "
             f"{r.hessian_weight:.3f} of the Hessian's spectral mass and sits at "
-            f"{r.hessian_position:.1e}·λ_max; SLQ puts {r.hessian_1e3:.3f} of the mass within "
-            f"10⁻³·λ_max and {r.hessian_flat:.3f} within {rt}"
+            f"${tex_number(r.hessian_position)}\\,\\lambda_{{\\max}}$; SLQ puts "
+            f"{r.hessian_1e3:.3f} of the mass within {milli} and {r.hessian_flat:.3f} within "
+            f"{rt}"
             + (" (the 10⁻³ window is narrower than the cluster's offset, so that number "
                "understates the flat part)" if r.hessian_position > 1e-3 else "")
-            + f". For the GGN SLQ finds {r.ggn_1e3:.3f} within 10⁻³·λ_max against the exact "
+            + f". For the GGN SLQ finds {r.ggn_1e3:.3f} within {milli} against the exact "
             f"rank bound {r.ggn_bound:.3f}"
             + (" (consistent)" if r.ggn_1e3 >= r.ggn_bound - resolve_tol else
                " (below the bound: the quadrature has not resolved the zero cluster)")
-            + f"; F̂ has exactly {r.fisher_exact_1e3:.3f} of its eigenvalues within "
-            "10⁻³·λ_max.")
+            + f"; $\\hat F$ has exactly {r.fisher_exact_1e3:.3f} of its eigenvalues within "
+            f"{milli}.")
     fracs = [r.hessian_flat for r in rows]
     unresolved = any(r.ggn_1e3 < r.ggn_bound - resolve_tol for r in rows)
     if unresolved:
@@ -621,12 +634,14 @@ def verdict_noise_concentration(
     k = rows[0].k
     sentence = (
         f"The top-{k} Hessian directions carry between {min(r.phi for r in rows):.1%} and "
-        f"{max(r.phi for r in rows):.1%} of tr D, "
+        f"{max(r.phi for r in rows):.1%} of $\\operatorname{{tr}} D$, "
         f"{min(r.phi / r.optimum for r in rows):.0%}–{max(r.phi / r.optimum for r in rows):.0%}"
         f" of the best any {k}-dimensional subspace could capture. Against a random "
-        f"{k}-subspace of span{{g_i}} (k/rank G) that is {min(span):.2f}×–{max(span):.2f}× "
-        f"(threshold {concentration_min:g}×); against a random {k}-subspace of R^P (k/P) it "
-        f"would read {min(amb):.0f}×–{max(amb):.0f}×, a factor P/rank G too generous.")
+        f"{k}-subspace of $\\operatorname{{span}}\\{{g_i\\}}$ ($k/\\operatorname{{rank}} G$) "
+        f"that is {min(span):.2f}×–{max(span):.2f}× (threshold {concentration_min:g}×); "
+        f"against a random {k}-subspace of $\\mathbb{{R}}^P$ ($k/P$) it would read "
+        f"{min(amb):.0f}×–{max(amb):.0f}×, a factor $P/\\operatorname{{rank}} G$ too "
+        "generous.")
     if min(span) >= concentration_min:
         outcome = "supported"
     elif max(span) < concentration_min:
