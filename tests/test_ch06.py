@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import assert_typeset
 
 from sgdnoise.chapters import ch06_batch_size as bs
 from sgdnoise.covariance import NoiseScaleTracker, gradient_covariance, noise_scale
@@ -221,6 +222,9 @@ def test_verdict_trace_flips_at_z_max():
     assert bs.verdict_trace([0.5, -2.9], -1.0, 0.01, **kw).outcome == "supported"
     assert bs.verdict_trace([0.5, -3.1], -1.0, 0.01, **kw).outcome == "contradicted"
     assert bs.verdict_trace([float("nan")], -1.0, 0.01, **kw).outcome == "inconclusive"
+    v = bs.verdict_trace([0.5, -3.1], -1.0, 0.01, **kw)
+    assert r"is $\operatorname{tr} D/B$ (times $(N - B)/(N - 1)$" in v.claim
+    assert_typeset(v)
 
 
 def test_verdict_noise_scale_flips():
@@ -233,6 +237,11 @@ def test_verdict_noise_scale_flips():
     assert bs.verdict_noise_scale(fit, {**hit, "reached": False}, 0.5,
                                   **kw).outcome == "inconclusive"
     assert bs.verdict_noise_scale(None, hit, 0.5, **kw).outcome == "inconclusive"
+    v = bs.verdict_noise_scale(fit, {**hit, "reached": False}, 0.5, **kw)
+    assert r"gives $B_{\rm noise} = 100$ ($S_{\min} = 10$ steps, $E_{\min} = 1000$" in (
+        v.sentence)
+    assert r"$B_{\rm noise}/B_{\rm simple} = 1.67$" in v.sentence
+    assert_typeset(v, bs.verdict_noise_scale(fit, hit, 0.5, **kw))
 
 
 def test_classify_difference():
@@ -255,6 +264,7 @@ def test_verdict_epoch_budget_flips():
     assert bs.verdict_epoch_budget(und, eq, **kw).outcome == "inconclusive"
     v = bs.verdict_epoch_budget(hi, eq, **kw)
     assert "slope of the best η against B is 0.75" in v.sentence
+    assert_typeset(v)
 
 
 def test_verdict_equal_steps_flips():
@@ -262,6 +272,7 @@ def test_verdict_equal_steps_flips():
     assert bs.verdict_equal_steps([0.001, -0.001, 0.0], **kw).outcome == "supported"
     assert bs.verdict_equal_steps([0.1, 0.11, 0.12], **kw).outcome == "contradicted"
     assert bs.verdict_equal_steps([0.1, -0.1, 0.05], **kw).outcome == "inconclusive"
+    assert_typeset(bs.verdict_equal_steps([0.1, -0.1, 0.05], **kw))
 
 
 def test_verdict_lr_batch_ratio_flips():
@@ -270,3 +281,4 @@ def test_verdict_lr_batch_ratio_flips():
     assert bs.verdict_lr_batch_ratio(0.08, 0.10, 5, **kw).outcome == "contradicted"
     assert bs.verdict_lr_batch_ratio(0.01, 0.015, 5, **kw).outcome == "inconclusive"
     assert bs.verdict_lr_batch_ratio(float("nan"), 0.1, 3, **kw).outcome == "inconclusive"
+    assert_typeset(bs.verdict_lr_batch_ratio(0.01, 0.10, 5, **kw))

@@ -72,7 +72,7 @@ from sgdnoise.covariance import NoiseScaleTracker
 from sgdnoise.data import to_float
 from sgdnoise.grads import num_params, per_example_grads
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts, tex_html
 from sgdnoise.stats import loglog_fit
 from sgdnoise.train import TrainConfig, train
 
@@ -140,9 +140,10 @@ y_all = small["train_y"]
 G = per_example_grads(net, torch.nn.functional.cross_entropy, x_all[: P.trace_n],
                       y_all[: P.trace_n]).double()
 tv = trace_vs_batch_study(G, P.trace_batch_sizes, num_samples=P.trace_samples, seed=P.seed)
+TR_COV = tex_html(r"\operatorname{tr}\operatorname{Cov}(g_B)")
 display(tv[["scheme", "batch_size", "mc_trace", "mc_se", "formula", "z"]]
-        .rename(columns={"batch_size": "B", "mc_trace": "tr Cov(g_B), Monte Carlo",
-                         "mc_se": "standard error", "formula": "tr Cov(g_B), formula",
+        .rename(columns={"batch_size": "B", "mc_trace": TR_COV + ", Monte Carlo",
+                         "mc_se": "standard error", "formula": TR_COV + ", formula",
                          "z": "z-score"})
         .style.format(precision=3).hide(axis="index"))
 
@@ -152,7 +153,7 @@ for j, (scheme, grp) in enumerate(tv.groupby("scheme")):
     ax.errorbar(grp.batch_size, grp.mc_trace, yerr=2 * grp.mc_se, fmt="o", color=f"C{j}",
                 label=f"Monte Carlo, {scheme}")
     ax.plot(grp.batch_size, grp.formula, "-", color=f"C{j}", label=f"formula, {scheme}")
-ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="tr Cov(g_B)",
+ax.set(xscale="log", yscale="log", xlabel="batch size B", ylabel=r"$\mathrm{tr\,Cov}(g_B)$",
        title=f"{P.model} at init, P={num_params(net)}, N={P.trace_n}\n{LABEL}")
 ax.legend(loc="lower left")
 plt.show()
@@ -218,13 +219,15 @@ track_cfg = TrainConfig(**{**base.to_dict(), "batch_size": P.track_batch_size,
                            "lr": P.track_lr, "epochs": P.track_epochs})
 track_res = train(track_cfg, small, model=track_net, on_epoch=tracker, progress=False)
 track = tracker.frame()
-display(track.drop(columns="run").style.format(precision=4).format(
-    {"b_simple": "{:.1f}"}).hide(axis="index"))
+B_SIMPLE = tex_html(r"B_{\rm simple}")
+display(track.drop(columns="run").rename(columns={"b_simple": B_SIMPLE})
+        .style.format(precision=4).format({B_SIMPLE: "{:.1f}"}).hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "B_simple = tr D/‖ḡ‖² on the whole training subset (left axis, log scale) and the train error (right axis) along one SGD run. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.noise_scale_of_model` via {py:class}`sgdnoise.covariance.NoiseScaleTracker`.", "name": "fig-ch6-track"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "$B_{\\rm simple} = \\operatorname{tr} D/\\lVert \\bar g \\rVert^2$ on the whole training subset (left axis, log scale) and the train error (right axis) along one SGD run. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.noise_scale_of_model` via {py:class}`sgdnoise.covariance.NoiseScaleTracker`.", "name": "fig-ch6-track"}}
 fig, ax1 = plt.subplots(figsize=(6.2, 3.8))
-l1 = ax1.plot(track.epoch, track.b_simple, "o-", color="C0", label="B_simple = tr D/‖ḡ‖²")
-ax1.set(yscale="log", xlabel="epoch", ylabel="B_simple")
+l1 = ax1.plot(track.epoch, track.b_simple, "o-", color="C0",
+              label=r"$B_{\rm simple} = \mathrm{tr}\,D/\Vert\bar g\Vert^2$")
+ax1.set(yscale="log", xlabel="epoch", ylabel=r"$B_{\rm simple}$")
 ax2 = ax1.twinx()
 l2 = ax2.plot(track.epoch, track.train_error, "s--", color="C1", label="train error")
 ax2.set_ylabel("train error")
@@ -263,21 +266,22 @@ fit = ch6.fit_steps_vs_batch(best.batch_size, best.steps) if len(best) >= 3 else
 at_target = ch6.b_simple_at_target(track, P.target_error)
 b_at_target = at_target["b_simple"]
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Steps (top) and examples (bottom) to reach the target train error against B, at the best learning rate per B (dots), with the fit S(B) = S_min(1 + B_noise/B) (line, dotted vertical at B_noise) and B_simple of the tracked run (dashed vertical). Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.steps_sweep` and {py:func}`sgdnoise.chapters.ch06_batch_size.fit_steps_vs_batch`.", "name": "fig-ch6-steps"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Steps (top) and examples (bottom) to reach the target train error against B, at the best learning rate per B (dots), with the fit $S(B) = S_{\\min}(1 + B_{\\rm noise}/B)$ (line, dotted vertical at $B_{\\rm noise}$) and $B_{\\rm simple}$ of the tracked run (dashed vertical). Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.chapters.ch06_batch_size.steps_sweep` and {py:func}`sgdnoise.chapters.ch06_batch_size.fit_steps_vs_batch`.", "name": "fig-ch6-steps"}}
 fig, axes = plt.subplots(2, 1, figsize=(6.2, 6.8), sharex=True)
 axes[0].loglog(best.batch_size, best.steps, "o", color="C0", label="measured (best lr)")
 axes[1].loglog(best.batch_size, best.examples, "o", color="C0")
 if fit is not None:
     bb = np.geomspace(min(P.steps_batch_sizes), max(P.steps_batch_sizes), 100)
     axes[0].loglog(bb, fit["s_min"] * (1 + fit["b_noise"] / bb), "-", color="C1",
-                   label=f"fit: S_min={fit['s_min']:.0f}, B_noise={fit['b_noise']:.0f}")
+                   label=f"fit: $S_{{\\min}}$ = {fit['s_min']:.0f}, "
+                         f"$B_{{\\rm noise}}$ = {fit['b_noise']:.0f}")
     axes[1].loglog(bb, fit["e_min"] * (1 + bb / fit["b_noise"]), "-", color="C1")
     for ax in axes:
         ax.axvline(fit["b_noise"], color="C1", lw=0.8, ls=":",
-                   label="B_noise (fit)" if ax is axes[0] else None)
+                   label=r"$B_{\rm noise}$ (fit)" if ax is axes[0] else None)
 for ax in axes:
     ax.axvline(b_at_target, color="C2", lw=0.8, ls="--",
-               label="B_simple (tracked)" if ax is axes[0] else None)
+               label=r"$B_{\rm simple}$ (tracked)" if ax is axes[0] else None)
 handles, labels = axes[0].get_legend_handles_labels()
 fig.legend(handles, labels, loc="lower center", ncol=2, bbox_to_anchor=(0.5, 0.0))
 axes[0].set(ylabel="steps to target",

@@ -575,8 +575,8 @@ def verdict_trace(
     """tr Cov(g_B) = tr D/B (× (N − B)/(N − 1) without replacement) against Monte Carlo:
     supported if every finite ``|z| = |mc − formula|/se`` ≤ ``z_max``, contradicted if one is
     above, inconclusive if none is finite."""
-    claim = ("The trace of the mini-batch gradient covariance is tr D/B (times "
-             "(N − B)/(N − 1) without replacement).")
+    claim = (r"The trace of the mini-batch gradient covariance is $\operatorname{tr} D/B$ "
+             r"(times $(N - B)/(N - 1)$ without replacement).")
     zf = np.asarray([v for v in z if np.isfinite(v)], dtype=float)
     sentence = (f"With replacement the Monte Carlo traces follow a power law of slope "
                 f"{slope:.3f} ± {slope_se:.3f} (theory −1); ")
@@ -591,6 +591,11 @@ def verdict_trace(
                    SECTION_TRACE)
 
 
+B_SIMPLE = r"$B_{\rm simple}$"
+B_NOISE = r"$B_{\rm noise}$"
+B_SIMPLE_DEF = r"$B_{\rm simple} = \operatorname{tr} D / \lVert \bar g \rVert^2$"
+
+
 def verdict_noise_scale(
     fit: dict[str, float] | None, at_target: dict[str, Any], target_error: float, *,
     factor: float, scale: str,
@@ -600,8 +605,8 @@ def verdict_noise_scale(
     1/``factor`` ≤ B_noise/B_simple ≤ ``factor``, contradicted otherwise; inconclusive
     without a fit or when the tracked run never reached the target (B_simple then describes
     another stage of training)."""
-    claim = ("The gradient noise scale B_simple = tr D/‖ḡ‖² predicts the critical batch "
-             "size B_noise beyond which larger batches stop saving steps.")
+    claim = (f"The gradient noise scale {B_SIMPLE_DEF} predicts the critical batch size "
+             f"{B_NOISE} beyond which larger batches stop saving steps.")
     if fit is None:
         return Verdict(claim, "inconclusive", "Too few batch sizes reached the target for "
                        "a fit.", scale, SECTION_NOISE_SCALE)
@@ -612,14 +617,15 @@ def verdict_noise_scale(
             f"at its last epoch ({at_target['epoch']}, train error "
             f"{at_target['train_error']:.2f}; it never reached the target)")
     sentence = (
-        f"The fit of {fit['n']} batch sizes gives B_noise = {fit['b_noise']:.0f} "
-        f"(S_min = {fit['s_min']:.0f} steps, E_min = {fit['e_min']:.0f} examples, "
-        f"rms log-residual {fit['rmse_log']:.2f}); B_simple = tr D/‖ḡ‖² measured on the "
-        f"tracked run {when} is {b_simple:.0f}, a ratio B_noise/B_simple = {ratio:.2f} "
-        f"(agreement: within a factor {factor:g}).")
+        f"The fit of {fit['n']} batch sizes gives $B_{{\\rm noise}} = {fit['b_noise']:.0f}$ "
+        f"($S_{{\\min}} = {fit['s_min']:.0f}$ steps, $E_{{\\min}} = {fit['e_min']:.0f}$ "
+        f"examples, rms log-residual {fit['rmse_log']:.2f}); {B_SIMPLE_DEF} measured on the "
+        f"tracked run {when} is {b_simple:.0f}, a ratio "
+        f"$B_{{\\rm noise}}/B_{{\\rm simple}} = {ratio:.2f}$ (agreement: within a factor "
+        f"{factor:g}).")
     if not at_target["reached"]:
-        return Verdict(claim, "inconclusive", sentence + " B_simple was not measured at the "
-                       "stage of training the fit describes.", scale, SECTION_NOISE_SCALE)
+        return Verdict(claim, "inconclusive", sentence + f" {B_SIMPLE} was not measured at "
+                       "the stage of training the fit describes.", scale, SECTION_NOISE_SCALE)
     ok = 1 / factor <= ratio <= factor
     return Verdict(claim, "supported" if ok else "contradicted", sentence, scale,
                    SECTION_NOISE_SCALE)
