@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_typeset
 
 from sgdnoise.chapters import ch07_saddles as D
 
@@ -135,6 +136,8 @@ def test_escape_law_verdict_both_sides():
     assert D.escape_law_verdict(_iso(10.4, 10.3, 10.5), **kw).outcome == "supported"
     v = D.escape_law_verdict(_iso(9.0, 8.8, 9.2), **kw)
     assert v.outcome == "contradicted" and "outside the interval" in v.sentence
+    assert r"prediction $1/\log(1+\eta\gamma) = 10.49$" in v.sentence
+    assert_typeset(v)
     v = D.escape_law_verdict(_iso(10.4, 10.3, 10.5, gd=5.0), **kw)
     assert v.outcome == "contradicted" and "GD left" in v.sentence
     assert D.escape_law_verdict(_iso(np.nan, np.nan, np.nan, censored=True),
@@ -155,6 +158,9 @@ def test_sgd_escape_verdict_both_sides():
     bad = _sgd_table([39.0, 55.0], [38.5, 50.0])
     v = D.sgd_escape_verdict(bad, np.array([1.0]), **kw)
     assert v.outcome == "contradicted" and "5.0 steps" in v.sentence
+    assert v.sentence.startswith(r"Noise along $e_{\min}$: largest absolute")
+    assert r"$\sigma_B^2 = s_y^2 (N-B)/(B(N-1))$" in v.claim
+    assert_typeset(v)
     assert D.sgd_escape_verdict(_sgd_table([np.inf], [np.inf]), np.array([1.0]),
                                 **kw).outcome == "inconclusive"
 
@@ -170,6 +176,7 @@ def test_large_batch_verdict_both_sides():
     times[1, 1, :3] = np.inf  # from δ = 1e-6 three of four stay
     v = D.large_batch_verdict(offsets, Bs, times, 64, **kw)
     assert v.outcome == "supported" and "1e-06" in v.sentence
+    assert_typeset(v)
     assert D.large_batch_verdict(offsets[:1], Bs, times[:1], 64, **kw).outcome == \
         "inconclusive"
     assert D.large_batch_verdict(offsets, Bs, times, 128, **kw).outcome == "inconclusive"
@@ -193,5 +200,6 @@ def test_offset_law_verdict_both_sides():
     # escaping where the law says never is a contradiction too
     v = D.offset_law_verdict(np.array([38.0, 120.0]), np.array([38.5, np.inf]), **kw)
     assert v.outcome == "contradicted" and "1 pairs escape" in v.sentence
+    assert_typeset(v)
     assert D.offset_law_verdict(np.array([np.inf]), np.array([np.inf]),
                                 **kw).outcome == "inconclusive"

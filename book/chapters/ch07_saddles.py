@@ -51,7 +51,7 @@ from IPython.display import Markdown, display
 
 from sgdnoise.chapters import ch07_saddles as ch07
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts, tex_html
 
 P = ch07.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -187,12 +187,13 @@ plt.show()
 
 # %% tags=["remove-input"]
 sgd = ch07.sgd_study(P)
-SHORT = {"E[(e_min·(g_B−ḡ))²] MC": "noise along e_min (MC)", "± s.e.": "s.e.",
+NOISE = "noise along " + tex_html(r"e_{\min}") + " (MC)"
+SHORT = {"E[(e_min·(g_B−ḡ))²] MC": NOISE, "± s.e.": "s.e.",
          "formula (eq)": "Lemma 1", "SGD median escape": "SGD median step",
          "predicted median": "predicted", "SGD not escaped": "stuck",
          "isotropic (matched trace) median": "isotropic median step"}
 display(sgd.table.rename(columns=SHORT).style.format({
-    "noise along e_min (MC)": "{:.6f}", "s.e.": "{:.6e}", "Lemma 1": "{:.6f}",
+    NOISE: "{:.6f}", "s.e.": "{:.6e}", "Lemma 1": "{:.6f}",
     "SGD median step": "{:.1f}", "predicted": "{:.6f}", "stuck": "{:.1f}",
     "isotropic median step": "{:.1f}"}).hide(axis="index").set_table_styles(PAD))
 z_noise = sgd.noise_z()
@@ -203,7 +204,7 @@ display(Markdown(f"**{v_sgd.outcome}**: {v_sgd.sentence}"
                  + (f" At $B = N$ the Monte Carlo value is {at_n.max():.1e}." if len(at_n)
                     else "")))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: mini-batch noise variance along the negative-curvature direction against B, Monte Carlo (\u00b1 2 s.e.) and Lemma 1. Right: median escape step against N \u2212 B (the batch grows to the right) for SGD, the prediction with \u03c3_B, and isotropic noise of matched trace. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch07_saddles.sgd_study`.", "name": "fig-ch7-sgd"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: mini-batch noise variance along the negative-curvature direction against B, Monte Carlo (\u00b1 2 s.e.) and Lemma 1. Right: median escape step against N \u2212 B (the batch grows to the right) for SGD, the prediction with $\\sigma_B$, and isotropic noise of matched trace. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch07_saddles.sgd_study`.", "name": "fig-ch7-sgd"}}
 t = sgd.table
 Bs = t["B"].to_numpy()
 ok = (t["formula (eq)"] > 0).to_numpy()
@@ -211,8 +212,9 @@ fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7, 3.8), layout="constrained")
 ax0.errorbar(Bs[ok], t["E[(e_min·(g_B−ḡ))²] MC"][ok], yerr=2 * t["± s.e."][ok], fmt="o",
              color=COLOR["measured"], label="Monte Carlo")
 ax0.plot(Bs[ok], t["formula (eq)"][ok], "--", color=COLOR["prediction"], label="Lemma 1")
-ax0.set(xscale="log", yscale="log", xlabel="batch size B", ylabel="E[(e_minᵀ(g_B − ḡ))²]",
-        title="noise along e_min")
+ax0.set(xscale="log", yscale="log", xlabel="batch size B",
+        ylabel=r"$\mathrm{E}[(e_{\min}^\top(g_B - \bar g))^2]$",
+        title=r"noise along $e_{\min}$")
 ax0.legend(loc="lower left")
 gap_n = P.n_data - Bs
 lt = gap_n > 0
@@ -220,7 +222,7 @@ fin = np.isfinite(t["SGD median escape"]).to_numpy() & lt
 ax1.plot(gap_n[fin], t["SGD median escape"][fin], "o-", color=COLOR["SGD"],
          label="SGD (median)")
 ax1.plot(gap_n[lt], t["predicted median"][lt], "--", color=COLOR["prediction"],
-         label="prediction with σ_B")
+         label=r"prediction with $\sigma_B$")
 fin_i = np.isfinite(t["isotropic (matched trace) median"]).to_numpy() & lt
 ax1.plot(gap_n[fin_i], t["isotropic (matched trace) median"][fin_i], "s:",
          color=COLOR["isotropic"], label="isotropic, matched trace")
@@ -282,6 +284,7 @@ off = ch07.offset_study(P)
 off_tab = off.table()
 display(off_tab.style.format({"δ": "{:.0e}", "σ_B": "{:.2e}", "median escape step": "{:.1f}",
                               "predicted median": "{:.1f}", "escaped": "{:.2f}"})
+        .format_index(lambda c: tex_html(r"\sigma_B") if c == "σ_B" else c, axis="columns")
         .hide(axis="index").set_table_styles(PAD))
 
 # %% tags=["remove-input"]

@@ -496,7 +496,7 @@ def offset_study(P: Params) -> OffsetStudy:
 
 
 OFFSET_CLAIM = ("Off the stable manifold, the escape step follows the linearised law with the "
-                "start offset δ and the noise σ (eq-ch7-offset).")
+                "start offset δ and the noise σ.")
 
 
 def offset_law_verdict(
@@ -526,7 +526,7 @@ def offset_law_verdict(
 # ------------------------------------------------------------------------- verdicts
 ESCAPE_CLAIM = ("Noise lets gradient descent escape a strict saddle that it never leaves "
                 "from the stable manifold; with isotropic noise σ the escape takes about "
-                "log(c/σ)/log(1 − ηλ_min) steps (λ_min < 0).")
+                r"$\log(c/\sigma)/\log(1 - \eta\lambda_{\min})$ steps ($\lambda_{\min} < 0$).")
 
 
 def escape_law_verdict(study: IsotropicStudy, *, confidence: float, scale: str) -> Verdict:
@@ -544,7 +544,7 @@ def escape_law_verdict(study: IsotropicStudy, *, confidence: float, scale: str) 
     inside = study.slope_low <= study.predicted_slope <= study.slope_high
     text = (gd + f"Fitted slope: {study.slope:.2f} steps per e-fold of 1/σ ({confidence:.0%} "
             f"CI [{study.slope_low:.2f}, {study.slope_high:.2f}]); prediction "
-            f"1/log(1+ηγ) = {study.predicted_slope:.2f}. ")
+            f"$1/\\log(1+\\eta\\gamma) = {study.predicted_slope:.2f}$. ")
     if gd_stuck and inside:
         return Verdict(ESCAPE_CLAIM, "supported", text + "The prediction lies inside the "
                        "interval: the law holds.", scale, "sec-ch7-law")
@@ -554,8 +554,8 @@ def escape_law_verdict(study: IsotropicStudy, *, confidence: float, scale: str) 
 
 
 SGD_CLAIM = ("Mini-batch noise escapes a strict saddle through its component along the "
-             "negative-curvature direction e_min (correlated negative curvature), with the "
-             "isotropic law at σ = σ_B, σ_B² = s_y²(N−B)/(B(N−1)).")
+             r"negative-curvature direction $e_{\min}$ (correlated negative curvature), with "
+             r"the isotropic law at $\sigma = \sigma_B$, $\sigma_B^2 = s_y^2 (N-B)/(B(N-1))$.")
 
 
 def sgd_escape_verdict(
@@ -574,7 +574,8 @@ def sgd_escape_verdict(
         return Verdict(SGD_CLAIM, "inconclusive", "No batch size has both a measured and a "
                        "predicted median escape step.", scale, "sec-ch7-sgd")
     worst = float(np.max(np.abs(med[both] - pred[both])))
-    text = (f"Noise along e_min: largest absolute (MC − formula)/s.e. over B < N: {zmax:.2f} "
+    text = (f"Noise along $e_{{\\min}}$: largest absolute (MC − formula)/s.e. over B < N: "
+            f"{zmax:.2f} "
             f"(threshold {z_max:g}). Largest gap between measured and predicted median SGD "
             f"escape step: {worst:.1f} steps (threshold {median_tol:g}). ")
     ok = np.isfinite(zmax) and zmax < z_max and worst <= median_tol
