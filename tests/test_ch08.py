@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_typeset
 
 from sgdnoise.chapters import ch08_resnet_sweep as ch08
 
@@ -222,6 +223,9 @@ def test_sharpness_edge_vs_far_below() -> None:
     both = pd.concat([_sharp("D-plain", 1.0), _sharp("D-scaled", 0.1, lr=3.2, beta=0.9)])
     table, v = ch08.sharpness_test(both, momentum={"D-scaled": 0.9})
     assert v.outcome == "mixed"
+    assert r"($\eta\lambda_{\max}$ hovers at $2(1 + \beta)$)" in v.claim
+    assert r"$\rho = \eta\lambda_{\max} / 2(1+\beta)$ over the last 50%" in v.sentence
+    assert_typeset(v)
     assert table.set_index("arm").loc["D-scaled", "ratio"].estimate == pytest.approx(
         0.1005, rel=1e-3)
     # momentum moves the edge: λ at 45% of 2(1+β)/η is far below it; read with β = 0 the

@@ -129,7 +129,7 @@ from IPython.display import Markdown, display
 
 from sgdnoise.chapters import ch08_resnet_sweep as ch08
 from sgdnoise.plotting import use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts, tex_html
 
 P = ch08.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -137,8 +137,16 @@ use_style()
 GPU_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
 
 
+# the tables' column names as the page shows them (counts in words, symbols typeset)
+HEADERS = {"n_seeds": "seeds", "n_runs": "runs", "n_reached": "reached",
+           "n_outside": "off the curve's range", "final_test_error": "final test error",
+           "last_step": "last step", "B0": tex_html("B_0"),
+           "reach ηS": "reach " + tex_html(r"\eta S"), "(N-B)/(N-1)": tex_html("(N-B)/(N-1)")}
+
+
 def show_table(df, formats=None):
-    display(df.style.format(formats or {}, precision=3, na_rep="–").hide(axis="index"))
+    display(df.style.format(formats or {}, precision=3, na_rep="–")
+            .format_index(lambda c: HEADERS.get(c, c), axis="columns").hide(axis="index"))
 
 
 # %% [markdown]
@@ -219,7 +227,8 @@ for name, t in rec.tables.items():
     if (name.startswith("plateau_") or name == "sharpness") and len(t):
         show_table(ch08.intervals_as_text(t, percent=["slope"]).rename(columns={
             "slope": "slope (95% CI)",
-            "ratio": "ηλ/2(1+β) (95% CI)"}), {"final_test_error": "{:.3f}"})
+            "ratio": tex_html(r"\eta\lambda_{\max}/2(1+\beta)") + " (95% CI)"}),
+            {"final_test_error": "{:.3f}"})
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Recorded GPU runs of arm D (device, commit and date in the title): the sharpness times the learning rate over the stability threshold 2(1+β), against the step; solid line: the edge of stability, dashed: the thresholds of the sharpness test. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-recorded-sharpness"}}
 rec_momentum = (recorded.groupby("arm")["momentum"].first().fillna(0.0).to_dict()
@@ -276,7 +285,7 @@ plt.show(ch08.plot_matched_fit(mini_or_empty, ["A", "B", "C"], mini_scale))
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): test error against the optimizer step per arm, one line per run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-mini-steps"}}
 plt.show(ch08.plot_error_vs_step(mini_or_empty, ["A", "B", "C"], mini_scale))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): the sharpness of the plan's arm D, when it has one, as η λ_max / 2(1+β) against the step; solid: the edge of stability. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-mini-sharpness"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): the sharpness of the plan's arm D, when it has one, as $\\eta\\lambda_{\\max} / 2(1+\\beta)$ against the step; solid: the edge of stability. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-mini-sharpness"}}
 plt.show(ch08.plot_sharpness(mini_sharp, {}, mini_scale, eos_low=P.eos_low,
                              below_fraction=P.below_fraction))
 

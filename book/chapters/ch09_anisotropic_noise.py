@@ -90,7 +90,7 @@ from sgdnoise.data import load_dataset
 from sgdnoise.grads import num_params
 from sgdnoise.models import build_model
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts
+from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts, tex_html
 
 P = ch09.Params.from_namespace(globals())
 clock = Stopwatch()
@@ -159,7 +159,12 @@ goals = ch09.cost_goals(P.cost_goal_subsampled, P.cost_goal_curvature)
 # small-batch SGD step for step.
 
 # %% tags=["remove-input"]
-ch09.styled_table(ch09.injection_scales(P.small_batch, P.large_batch, P.n_train),
+scales = ch09.injection_scales(P.small_batch, P.large_batch, P.n_train)
+SCALE_TEX = {"B / N": "B/N", "T_step = (1/b - 1/B) N/(N-1)":
+             r"T_\text{step} = (1/b - 1/B)\,N/(N-1)",
+             "T_epoch = B/b² - 1/B": r"T_\text{epoch} = B/b^2 - 1/B"}
+scales["quantity"] = [tex_html(SCALE_TEX.get(q, q)) for q in scales["quantity"]]
+ch09.styled_table(scales,
                   {"value": lambda v: f"{v:.0f}" if float(v).is_integer() else f"{v:.6f}"},
                   wrap=())
 
@@ -346,6 +351,7 @@ experiment = ch09.run_noise_experiment(
 records = experiment.records
 summary = ch09.summarize(records, P.confidence)
 ci = "{:.4f}"
+LAMBDA_MAX = tex_html(r"\lambda_{\max}")
 ch09.styled_table(
     summary,
     {c: ci for c in ["test_error", "test_error_ci", "train_error", "train_error_ci", "gen_gap",
@@ -353,7 +359,7 @@ ch09.styled_table(
     rename={"test_error": "test error", "test_error_ci": "test error ±",
             "train_error": "train error", "train_error_ci": "train error ±",
             "gen_gap": "test − train error", "gen_gap_ci": "test − train ±",
-            "sharpness": "λ_max", "sharpness_ci": "λ_max ±",
+            "sharpness": LAMBDA_MAX, "sharpness_ci": LAMBDA_MAX + " ±",
             "noise_s_per_step": "noise (s / step)", "batch_size": "batch"})
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Final point of every configuration: test error, train error and sharpness (top Hessian eigenvalue); points are seed means with 95% intervals, small dots single seeds, one colour per noise kind (black: small-batch SGD). Laptop run at the profile named in the provenance table; computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.run_noise_experiment`.", "name": "fig-ch9-final"}}
@@ -535,8 +541,8 @@ for budget in budgets:
                                        "train_error_ci", "sharpness", "sharpness_ci",
                                        "closed", "step_cost"]},
         rename={"test_error": "test error", "test_error_ci": "test error ±", "train_error":
-                "train error", "train_error_ci": "train error ±", "sharpness": "λ_max",
-                "sharpness_ci": "λ_max ±", "closed": "gap closed", "step_cost":
+                "train error", "train_error_ci": "train error ±", "sharpness": LAMBDA_MAX,
+                "sharpness_ci": LAMBDA_MAX + " ±", "closed": "gap closed", "step_cost":
                 "step cost (× plain)"}))
     display(Markdown(ch09.summary_lines(table, gaps[budget], costs, goals,
                                         large_label=large_of[budget],

@@ -515,7 +515,7 @@ def verdict_flat_bulk(
             f"${tex_number(r.hessian_position)}\\,\\lambda_{{\\max}}$; SLQ puts "
             f"{r.hessian_1e3:.3f} of the mass within {milli} and {r.hessian_flat:.3f} within "
             f"{rt}"
-            + (" (the 10⁻³ window is narrower than the cluster's offset, so that number "
+            + (" (the $10^{-3}$ window is narrower than the cluster's offset, so that number "
                "understates the flat part)" if r.hessian_position > 1e-3 else "")
             + f". For the GGN SLQ finds {r.ggn_1e3:.3f} within {milli} against the exact "
             f"rank bound {r.ggn_bound:.3f}"

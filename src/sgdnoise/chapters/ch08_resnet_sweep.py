@@ -657,8 +657,9 @@ def sharpness_test(
     mixed when they differ, inconclusive when none can be called or there are no records."""
     b_txt = (f"B = {int(sharpness['batch_size'].max()):,}" if len(sharpness)
              and "batch_size" in sharpness.columns else "the largest batch")
-    claim = (f"At {b_txt} the plateau is an edge-of-stability effect (η λ_max hovers at "
-             "2(1 + β)), not a region of low curvature such as a saddle.")
+    claim = (f"At {b_txt} the plateau is an edge-of-stability effect "
+             r"($\eta\lambda_{\max}$ hovers at $2(1 + \beta)$), not a region of low curvature "
+             "such as a saddle.")
     if not 0 < last_fraction <= 1:
         raise ValueError(f"last_fraction must be in (0, 1], got {last_fraction!r}")
     scale = scale if scale is not None else records_scale(sharpness)
@@ -688,7 +689,8 @@ def sharpness_test(
                 else "between")
         rows.append({"arm": arm, "n_runs": len(per_run), "ratio": ci, "call": call})
     table = pd.DataFrame(rows, columns=cols)
-    rule = (f"ρ = η λ_max / 2(1+β) over the last {last_fraction:.0%} of the steps; 'edge' "
+    rule = (f"$\\rho = \\eta\\lambda_{{\\max}} / 2(1+\\beta)$ over the last "
+            f"{last_fraction:.0%} of the steps; 'edge' "
             f"when its {confidence:.0%} interval lies above {eos_low:g}, 'far below' when it "
             f"lies below {below_fraction:g}")
     missing = [a for a in arms if a not in set(table["arm"])]
