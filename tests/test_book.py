@@ -14,6 +14,8 @@ import pytest
 import yaml
 from conftest import BOOK, BookBuild, load_build_module, output_of, run_build
 
+from sgdnoise.report import plain_subscripts
+
 build = load_build_module()
 
 # Every chapter source, in the order of its number: the toc must list exactly these.
@@ -272,6 +274,30 @@ def test_docstrings_that_are_not_valid_rest_are_shown_verbatim():
     assert clean == ["A clean docstring."]
 
 
+def test_figures_are_numbered_per_chapter():
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("sgdnoise_fignum",
+                                                  BOOK / "_ext" / "sgdnoise_fignum.py")
+    ext = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ext)
+    env = SimpleNamespace(toc_fignumbers={
+        "intro": {"figure": {"fig-a": (1,)}},
+        "chapters/ch07_saddles": {"figure": {"fig-x": (29,), "fig-w": (28,)}},
+        "chapters/ch08_resnet_sweep": {"figure": {"f1": (30,), "f2": (31,), "f3": (32,)},
+                                       "table": {"t1": (4,)}},
+    })
+    assert ext.chapter_fignumbers(None, env) == []
+    assert env.toc_fignumbers["chapters/ch08_resnet_sweep"] == {
+        "figure": {"f1": (8, 1), "f2": (8, 2), "f3": (8, 3)}, "table": {"t1": (8, 1)}}
+    assert env.toc_fignumbers["chapters/ch07_saddles"]["figure"] == {"fig-w": (7, 1),
+                                                                     "fig-x": (7, 2)}
+    assert env.toc_fignumbers["intro"] == {"figure": {"fig-a": (1,)}}
+    config = yaml.safe_load((BOOK / "_config.yml").read_text())
+    assert "sgdnoise_fignum" in config["sphinx"]["local_extensions"]
+
+
 def test_bib_files_add_every_chapter_bib(tmp_path):
     (tmp_path / "references.bib").write_text("")
     (tmp_path / "bib").mkdir()
@@ -527,6 +553,24 @@ def test_smoke_book_has_generated_pages_api_and_downloads(smoke_book: BookBuild)
         source = nbformat.read(html / "_sources" / "chapters" / f"{name}.ipynb", as_version=4)
         outputs = [o for c in source.cells if c.cell_type == "code" for o in c.outputs]
         assert outputs, f"{name}: the downloadable notebook is not the executed one"
+
+
+@pytest.mark.book
+def test_smoke_book_verdicts_typeset_their_math(smoke_book: BookBuild):
+    """Every verdict the chapters recorded writes its math in $...$ (issue 12): no subscript
+    as plain text (g_B, λ_max) in a claim or sentence, and every $ closed."""
+    build = load_build_module()
+    problems, total = [], 0
+    for name in smoke_book.chapters:
+        nb = nbformat.read(smoke_book.executed / f"{name}.ipynb", as_version=4)
+        for v in build.notebook_verdicts(nb):
+            total += 1
+            for key in ("claim", "sentence"):
+                text = str(v.get(key, ""))
+                if plain_subscripts(text) or text.count("$") % 2:
+                    problems.append(f"{name} {key}: {plain_subscripts(text)} {text[:160]!r}")
+    assert total > 0, "no verdict recorded"
+    assert not problems, "\n".join(problems)
 
 
 @pytest.mark.book

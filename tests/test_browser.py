@@ -103,7 +103,8 @@ def server(smoke_book: BookBuild) -> Iterator[Server]:
 MEASURE_JS = r"""
 (function () {
   function report() {
-    var out = {equations: [], rawtex: [], subscripts: [], images: [], column: 0};
+    var out = {equations: [], rawtex: [], subscripts: [], texerrors: [], images: [],
+               column: 0};
     var article = document.querySelector("article") || document.body;
     out.column = article.getBoundingClientRect().width;
     document.querySelectorAll('mjx-container[display="true"]').forEach(function (m) {
@@ -114,6 +115,19 @@ MEASURE_JS = r"""
                           container: Math.min(m.clientWidth, box.clientWidth),
                           tex: (m.getAttribute("aria-label") || m.textContent).slice(0, 80)});
     });
+    // TeX that MathJax could not read: an error box (merror), or an unknown command that
+    // its noundefined extension shows as red text
+    var st = window.MathJax && MathJax.startup;
+    if (st && st.document && st.toMML) {
+      Array.from(st.document.math).forEach(function (item) {
+        var mml = st.toMML(item.root);
+        if (/<merror|mathcolor="red"/.test(mml)) out.texerrors.push(String(item.math).slice(0, 80));
+      });
+    } else {
+      document.querySelectorAll("mjx-merror").forEach(function (e) {
+        out.texerrors.push(e.getAttribute("data-mjx-error") || e.textContent.slice(0, 80));
+      });
+    }
     var skip = /^(SCRIPT|STYLE|PRE|CODE|KBD|SAMP|TEXTAREA|MJX-CONTAINER|NOSCRIPT)$/;
     var walker = document.createTreeWalker(article, NodeFilter.SHOW_TEXT);
     var tex = /\$|\\[a-zA-Z]+|[_^]\{/;  // $, \command, or TeX's _{...} and ^{...}
@@ -345,7 +359,8 @@ MIN_TEXT_PX = 9.0  # the smallest text a reader should have to read, in screen p
 def layout_problems(measure: dict) -> list[str]:
     """Display equations wider than their container, TeX-looking text outside typeset math,
     subscripts written as plain text outside math and code (``g_B``, ``λ_max``: they belong
-    in ``$...$``), figures without a numbered caption, and figures whose smallest text
+    in ``$...$``), math MathJax could not typeset (an unknown command), figures without a
+    numbered caption, and figures whose smallest text
     (:data:`sgdnoise.plotting.MIN_FONT_PT` at :data:`sgdnoise.plotting.DPI`) renders below
     :data:`MIN_TEXT_PX`."""
     from sgdnoise.plotting import DPI, MIN_FONT_PT, rendered_text_px
@@ -358,6 +373,7 @@ def layout_problems(measure: dict) -> list[str]:
     problems += [f"raw TeX outside typeset math: {text!r}" for text in measure["rawtex"]]
     problems += [f"plain-text subscript {', '.join(s['found'])} outside math: {s['text']!r}"
                  for s in measure["subscripts"]]
+    problems += [f"MathJax could not typeset: {e}" for e in measure["texerrors"]]
     for img in measure["images"]:
         if not img["natural"]:
             problems.append(f"figure {img['src']} did not load")
@@ -412,6 +428,8 @@ PLANTS = {
     "plain-text-math": ("<p>the iterates obey θ_{t+1} = θ_t − η g_t</p>", "raw TeX"),
     "plain-text-subscript": ("<p>the mini-batch gradient g_B is unbiased, and λ_max sets "
                              "the step</p>", "plain-text subscript g_B, λ_max outside math"),
+    "tex-error": ('<p>the step <span class="math notranslate nohighlight">\\(\\notamacro '
+                  'x_t\\)</span> diverges</p>', "MathJax could not typeset"),
     "subscript-in-code": ("<p>the mini-batch gradient <code>g_B</code> is unbiased, and "
                           "<code>λ_max</code> sets the step</p>", ""),
     "shrunk-figure": ('<div class="cell_output"><figure><img src="{image}" style="width:240px">'

@@ -220,7 +220,8 @@ track_cfg = TrainConfig(**{**base.to_dict(), "batch_size": P.track_batch_size,
 track_res = train(track_cfg, small, model=track_net, on_epoch=tracker, progress=False)
 track = tracker.frame()
 B_SIMPLE = tex_html(r"B_{\rm simple}")
-display(track.drop(columns="run").rename(columns={"b_simple": B_SIMPLE})
+display(track.drop(columns="run").rename(columns={
+    "b_simple": B_SIMPLE, "trace_D": tex_html(r"\operatorname{tr} D")})
         .style.format(precision=4).format({B_SIMPLE: "{:.1f}"}).hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "$B_{\\rm simple} = \\operatorname{tr} D/\\lVert \\bar g \\rVert^2$ on the whole training subset (left axis, log scale) and the train error (right axis) along one SGD run. Laptop run at the profile in the provenance table; computed by {py:func}`sgdnoise.covariance.noise_scale_of_model` via {py:class}`sgdnoise.covariance.NoiseScaleTracker`.", "name": "fig-ch6-track"}}
