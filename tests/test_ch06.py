@@ -155,6 +155,42 @@ def test_train_for_budget_and_grid():
         bs.batch_gap(grid, "equal epochs", 8, 16, 0.3, 0.1)
 
 
+def test_best_lr_is_chosen_on_validation_error_when_there_is_one():
+    import pandas as pd
+
+    # validation prefers lr 0.1, test would prefer lr 0.2: the choice must follow validation
+    rows = [{"budget": "equal epochs", "batch_size": 16, "lr": lr, "seed": sd,
+             "status": "finished", "val_error": {0.1: 0.30, 0.2: 0.35}[lr],
+             "test_error": {0.1: 0.40, 0.2: 0.33}[lr]} for lr in (0.1, 0.2) for sd in (0, 1)]
+    grid = pd.DataFrame(rows)
+    best = bs.best_lr_per_batch(grid)
+    assert best.best_lr.iloc[0] == 0.1 and best.selected_on.iloc[0] == "val_error"
+    assert best["mean"].iloc[0] == pytest.approx(0.30)
+    assert best["test_error"].iloc[0] == pytest.approx(0.40)  # test error at the chosen lr
+    no_val = bs.best_lr_per_batch(grid.drop(columns="val_error"))
+    assert no_val.best_lr.iloc[0] == 0.2 and no_val.selected_on.iloc[0] == "test_error"
+    with pytest.raises(ValueError, match="metric"):
+        bs.best_lr_per_batch(grid, metric="nope")
+
+
+def test_train_for_budget_evaluates_the_validation_set():
+    import pandas as pd
+
+    from sgdnoise.data import load_dataset, pool_image_data
+    from sgdnoise.train import TrainConfig
+
+    data = pool_image_data(load_dataset("synthetic", n_train=64, n_test=32, n_val=24), 8)
+    assert data["val_x"].shape == (24, 3, 8, 8)
+    cfg = TrainConfig(model="mlp", width=8, norm="none", batch_size=16, epochs=1, lr=0.05,
+                      augment=False, channels_last=False, amp=False, eval_batch_size=64)
+    r = bs.train_for_budget(cfg, data, steps=2)
+    assert 0.0 <= r["val_error"] <= 1.0 and math.isfinite(r["val_loss"])
+    grid = bs.batch_lr_grid(cfg, data, [16], [0.01, 0.1], [0], epochs=1, steps=2)
+    assert "val_error" in grid.columns
+    two = pd.concat([grid, grid.assign(batch_size=32)], ignore_index=True)  # two B to compare
+    assert bs.grid_evidence(two, 0.01)["selected_on"] == "validation error"
+
+
 def test_best_lr_per_batch_and_slope_on_constructed_grid():
     import pandas as pd
 

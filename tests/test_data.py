@@ -308,6 +308,33 @@ def test_load_dataset_cifar_subset(tiny):
     assert whole.identity.subset_seed is None and whole.identity.n_train == 100
 
 
+def test_load_dataset_validation_split(tiny):
+    root, _ = tiny
+    plain = load_dataset("cifar10", n_train=50, n_test=10, seed=1, data_dir=root)
+    d = load_dataset("cifar10", n_train=50, n_test=10, seed=1, data_dir=root, n_val=30)
+    # the training subset is the one without a validation set
+    assert torch.equal(d.train_x, plain.train_x) and torch.equal(d.test_x, plain.test_x)
+    assert d.val_x.shape == (30, 3, 32, 32) and torch.bincount(d.val_y).tolist() == [3] * 10
+    full = load_cifar10(root, download=False)
+    rows = {bytes(r.numpy().tobytes()): i for i, r in enumerate(full.train_x)}
+    train_rows = {rows[bytes(r.numpy().tobytes())] for r in d.train_x}
+    val_rows = {rows[bytes(r.numpy().tobytes())] for r in d.val_x}
+    assert len(val_rows) == 30 and not train_rows & val_rows  # disjoint from training
+    assert d.identity.n_val == 30 and "n_val" not in plain.identity.to_dict()
+    with pytest.raises(ValueError, match="n_train \\+ n_val"):
+        load_dataset("cifar10", n_train=80, n_val=30, data_dir=root)
+    with pytest.raises(ValueError, match="n_val"):
+        load_dataset("cifar10", n_train=50, n_val=0, data_dir=root)
+
+
+def test_synthetic_validation_set_leaves_train_and_test_unchanged():
+    a = synthetic_cifar10(40, 20, seed=3)
+    b = synthetic_cifar10(40, 20, seed=3, n_val=15)
+    assert torch.equal(a.train_x, b.train_x) and torch.equal(a.test_x, b.test_x)
+    assert a.val_x is None and b.val_x.shape == (15, 3, 32, 32)
+    assert not torch.equal(b.val_x, b.test_x[:15])
+
+
 def test_load_dataset_errors(tmp_path):
     with pytest.raises(ValueError, match="name"):
         load_dataset("imagenet")

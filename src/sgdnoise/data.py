@@ -92,6 +92,8 @@ class DataIdentity:
     - ``official_checksums``: whether all six batch files match the official md5 values.
     - ``n_train`` / ``n_test``: number of examples held (after subsetting).
     - ``subset_seed``: seed of the stratified subset, None when the full split is held.
+    - ``n_val``: examples of the validation set held out of the training split (disjoint
+      from the training examples), None when there is none.
     """
 
     source: str
@@ -102,15 +104,22 @@ class DataIdentity:
     n_train: int
     n_test: int
     subset_seed: int | None = None
+    n_val: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict (``n_val`` only when there is a validation set)."""
+        out = asdict(self)
+        if out["n_val"] is None:
+            del out["n_val"]
+        return out
 
 
 @dataclass
 class ImageData:
     """Images and labels. ``train_x: (N, 3, 32, 32) uint8``, ``train_y: (N,) int64``, the
-    same for the test split; ``classes[k]`` names label k."""
+    same for the test split; ``classes[k]`` names label k. ``val_x`` / ``val_y``: an optional
+    validation set held out of the training split (disjoint from ``train_x``), for choosing
+    hyperparameters without looking at the test set."""
 
     train_x: torch.Tensor
     train_y: torch.Tensor
@@ -118,6 +127,8 @@ class ImageData:
     test_y: torch.Tensor
     classes: list[str]
     identity: DataIdentity = field(repr=False)
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -370,7 +381,8 @@ def _smooth_fields(rng: np.random.Generator, n: int, low: int) -> np.ndarray:
     return U @ coarse @ U.T
 
 
-def synthetic_cifar10(n_train: int, n_test: int, *, seed: int = 0) -> ImageData:
+def synthetic_cifar10(n_train: int, n_test: int, *, seed: int = 0,
+                      n_val: int | None = None) -> ImageData:
     """A seeded CIFAR-shaped stand-in that small models can learn, but not trivially.
 
     Each class c has a smooth random template ``T_c: (3, 32, 32)`` (unit pixel std). Example
@@ -381,10 +393,14 @@ def synthetic_cifar10(n_train: int, n_test: int, *, seed: int = 0) -> ImageData:
     ``Z_i`` (both standard normal per pixel). Softmax regression on 2000 examples reaches
     about 85 % training and 65 % test accuracy. Labels are balanced (``n // 10`` per
     class, the remainder on the first classes) and shuffled. The same seed gives the same
-    arrays; train and test share the templates but not the per-example draws.
+    arrays; train and test share the templates but not the per-example draws. ``n_val``
+    examples of a validation set are drawn after the test set, so asking for one leaves the
+    training and test arrays unchanged.
     """
     n_train = check_positive_int("n_train", n_train)
     n_test = check_positive_int("n_test", n_test)
+    if n_val is not None:
+        n_val = check_positive_int("n_val", n_val)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 10]))
     templates = _smooth_fields(rng, 10, 4)
     templates /= templates.std(axis=(1, 2, 3), keepdims=True)
@@ -416,6 +432,7 @@ def synthetic_cifar10(n_train: int, n_test: int, *, seed: int = 0) -> ImageData:
 
     train_x, train_y = make(n_train)
     test_x, test_y = make(n_test)
+    val = make(n_val) if n_val is not None else None
     identity = DataIdentity(
         source="synthetic",
         path="",
@@ -425,6 +442,7 @@ def synthetic_cifar10(n_train: int, n_test: int, *, seed: int = 0) -> ImageData:
         n_train=n_train,
         n_test=n_test,
         subset_seed=None,
+        n_val=n_val,
     )
     return ImageData(
         train_x=torch.from_numpy(train_x),
@@ -433,6 +451,8 @@ def synthetic_cifar10(n_train: int, n_test: int, *, seed: int = 0) -> ImageData:
         test_y=torch.from_numpy(test_y),
         classes=[f"class {k}" for k in range(10)],
         identity=identity,
+        val_x=None if val is None else torch.from_numpy(val[0]),
+        val_y=None if val is None else torch.from_numpy(val[1]),
     )
 
 
@@ -475,6 +495,7 @@ def load_dataset(
     seed: int = 0,
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
+    n_val: int | None = None,
 ) -> ImageData:
     """``"cifar10"`` (:func:`load_cifar10`) or ``"synthetic"`` (:func:`synthetic_cifar10`),
     optionally cut to stratified seeded subsets of ``n_train`` / ``n_test`` examples.
@@ -482,26 +503,52 @@ def load_dataset(
     For synthetic data ``n_train`` / ``n_test`` are the sizes generated (defaults 5000 /
     1000) and ``seed`` seeds the generator. For CIFAR-10 ``None`` keeps the whole split;
     the identity's md5 values still describe the full files, ``subset_seed`` the subset.
+
+    ``n_val``: also hold out a validation set of that many training-split examples,
+    disjoint from the training examples (CIFAR-10: a stratified subset, seeded by
+    ``seed + 2``, of the training-split examples not in the training subset, which is the
+    same subset as without ``n_val``; synthetic: drawn after the test set). Raises
+    ValueError when the training split cannot hold both.
     """
     check_choice("name", name, DATASETS)
+    if n_val is not None:
+        n_val = check_positive_int("n_val", n_val)
     if name == "synthetic":
         return synthetic_cifar10(
-            5000 if n_train is None else n_train, 1000 if n_test is None else n_test, seed=seed
+            5000 if n_train is None else n_train, 1000 if n_test is None else n_test,
+            seed=seed, n_val=n_val,
         )
     data = load_cifar10(data_dir, download=download)
-    out = {}
+    out: dict[str, torch.Tensor] = {}
+    full_train = int(data.train_y.shape[0])
+    if n_val is not None and (n_train if n_train is not None else full_train) + n_val > full_train:
+        raise ValueError(
+            f"n_train + n_val must be at most the {full_train} training-split examples, got "
+            f"n_train={n_train} and n_val={n_val}"
+        )
+    train_idx = torch.arange(full_train)
     for split, n in (("train", n_train), ("test", n_test)):
         x, y = getattr(data, f"{split}_x"), getattr(data, f"{split}_y")
         if n is not None and n != y.shape[0]:
             idx = stratified_indices(y, n, seed=seed + (0 if split == "train" else 1))
             x, y = x[idx].contiguous(), y[idx].contiguous()
+            if split == "train":
+                train_idx = idx
         out[f"{split}_x"], out[f"{split}_y"] = x, y
+    if n_val is not None:
+        rest = torch.ones(full_train, dtype=torch.bool)
+        rest[train_idx] = False
+        pool = torch.nonzero(rest).view(-1)
+        pick = pool[stratified_indices(data.train_y[pool], n_val, seed=seed + 2)]
+        out["val_x"] = data.train_x[pick].contiguous()
+        out["val_y"] = data.train_y[pick].contiguous()
     subset = n_train is not None or n_test is not None
     identity = replace(
         data.identity,
         n_train=int(out["train_y"].shape[0]),
         n_test=int(out["test_y"].shape[0]),
-        subset_seed=int(seed) if subset else None,
+        subset_seed=int(seed) if subset or n_val is not None else None,
+        n_val=n_val,
     )
     return ImageData(classes=data.classes, identity=identity, **out)
 
@@ -550,14 +597,19 @@ def pool_images(x: torch.Tensor, size: int, *, name: str = "size") -> torch.Tens
 def pool_image_data(data: ImageData, image_size: int) -> dict[str, Any]:
     """``data`` with every image average-pooled to ``image_size × image_size`` uint8 pixels
     (:func:`pool_images`), so that small models train fast on CPU. Returns a dict that
-    :func:`sgdnoise.train.train` accepts (train_x, train_y, test_x, test_y) plus
-    "identity": ``data.identity`` as a dict with a "preprocessing" note."""
+    :func:`sgdnoise.train.train` accepts (train_x, train_y, test_x, test_y; val_x, val_y
+    when ``data`` has a validation set) plus "identity": ``data.identity`` as a dict with a
+    "preprocessing" note."""
     identity = dict(data.identity.to_dict())
     identity["preprocessing"] = f"average-pooled to {image_size}x{image_size}"
-    return {"train_x": pool_images(data.train_x, image_size, name="image_size"),
-            "train_y": data.train_y.clone(),
-            "test_x": pool_images(data.test_x, image_size, name="image_size"),
-            "test_y": data.test_y.clone(), "identity": identity}
+    out = {"train_x": pool_images(data.train_x, image_size, name="image_size"),
+           "train_y": data.train_y.clone(),
+           "test_x": pool_images(data.test_x, image_size, name="image_size"),
+           "test_y": data.test_y.clone(), "identity": identity}
+    if data.val_x is not None:
+        out["val_x"] = pool_images(data.val_x, image_size, name="image_size")
+        out["val_y"] = data.val_y.clone()
+    return out
 
 
 # --------------------------------------------------------------------------- make data

@@ -383,9 +383,10 @@ def train_for_budget(cfg: Any, data: Any, *, steps: int | None = None) -> dict[s
     """One run of the training engine, for ``cfg.epochs`` epochs (``steps=None``) or for
     exactly ``steps`` optimizer steps (the engine runs ⌈steps / steps-per-epoch⌉ epochs and
     an ``on_step`` hook stops it at ``steps``). The final train/test loss and error are
-    evaluated on the whole sets after the last step. Returns {"steps", "epochs" (examples
-    seen / N), "status" ("finished" | "diverged"), "train_error", "test_error",
-    "train_loss", "test_loss"}."""
+    evaluated on the whole sets after the last step, and on the validation set when ``data``
+    has one (``val_x``, ``val_y``). Returns {"steps", "epochs" (examples seen / N), "status"
+    ("finished" | "diverged"), "train_error", "test_error", "train_loss", "test_loss"} plus
+    "val_error", "val_loss" with a validation set."""
     from sgdnoise.train import StepBudget, evaluate, steps_per_epoch, train
 
     n = int(data["train_x"].shape[0])
@@ -401,9 +402,12 @@ def train_for_budget(cfg: Any, data: Any, *, steps: int | None = None) -> dict[s
     test_loss, test_err = evaluate(model, data["test_x"], data["test_y"], **kw)
     if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
         status = "diverged"
-    return {"steps": res.steps, "epochs": res.steps * cfg.batch_size / n,
-            "status": status, "train_error": train_err, "test_error": test_err,
-            "train_loss": train_loss, "test_loss": test_loss}
+    out = {"steps": res.steps, "epochs": res.steps * cfg.batch_size / n,
+           "status": status, "train_error": train_err, "test_error": test_err,
+           "train_loss": train_loss, "test_loss": test_loss}
+    if data.get("val_x") is not None:
+        out["val_loss"], out["val_error"] = evaluate(model, data["val_x"], data["val_y"], **kw)
+    return out
 
 
 def batch_lr_grid(
@@ -423,8 +427,9 @@ def batch_lr_grid(
     Two budgets: "equal epochs" (``epochs`` epochs at every B, so N·epochs/B steps) and
     "equal steps" (``steps`` steps at every B, so steps·B/N epochs). Seeds set the
     initialisation and the batch order. One row per run: budget, batch_size, lr,
-    lr_batch_ratio (η/B), seed, steps, epochs, status, final train/test error and loss, gap
-    (test − train error)."""
+    lr_batch_ratio (η/B), seed, steps, epochs, status, final train/test error and loss (and
+    validation error and loss when ``data`` has a validation set), gap (test − train
+    error)."""
     check_positive_int("epochs", epochs)
     check_positive_int("steps", steps)
     jobs = [(bud, int(b), float(lr), int(sd)) for bud in ("equal epochs", "equal steps")
@@ -439,21 +444,32 @@ def batch_lr_grid(
     return pd.DataFrame(rows)
 
 
-def best_lr_per_batch(grid: pd.DataFrame, *, metric: str = "test_error") -> pd.DataFrame:
+def best_lr_per_batch(grid: pd.DataFrame, *, metric: str | None = None) -> pd.DataFrame:
     """For each (budget, B): the learning rate with the lowest mean ``metric`` over seeds
-    (diverged runs count as error 1 / loss ∞), that mean, and whether the best η sits at an
-    edge of the grid (then the grid does not bracket that B's best η and a wider grid
-    could do better). Columns: budget, batch_size, best_lr, mean, at_edge, lrs_tried."""
+    (diverged runs count as error 1 / loss ∞), that mean, the mean test error at that η, and
+    whether the best η sits at an edge of the grid (then the grid does not bracket that B's
+    best η and a wider grid could do better).
+
+    ``metric`` None chooses on "val_error" when the grid has a validation column (the test
+    set then plays no part in the choice) and on "test_error" otherwise. Columns: budget,
+    batch_size, best_lr, selected_on (the metric), mean (of it at best_lr), test_error (mean
+    at best_lr), at_edge, lrs_tried."""
+    if metric is None:
+        metric = "val_error" if "val_error" in grid.columns else "test_error"
+    if metric not in grid.columns:
+        raise ValueError(f"metric must be a column of grid {sorted(grid.columns)}, got {metric!r}")
     g = grid.copy()
     bad = g["status"] != "finished"
-    g.loc[bad, metric] = 1.0 if "error" in metric else math.inf
+    for col in {metric, "test_error"}:
+        g.loc[bad, col] = 1.0 if "error" in col else math.inf
     rows = []
     for (bud, b), sub in g.groupby(["budget", "batch_size"], sort=True):
         means = sub.groupby("lr")[metric].mean().sort_index()
         best = float(means.idxmin())
         lrs = list(means.index)
         rows.append({"budget": bud, "batch_size": int(b), "best_lr": best,
-                     "mean": float(means.min()),
+                     "selected_on": metric, "mean": float(means.min()),
+                     "test_error": float(sub.groupby("lr")["test_error"].mean()[best]),
                      "at_edge": bool(len(lrs) > 1 and best in (lrs[0], lrs[-1])),
                      "lrs_tried": len(lrs)})
     return pd.DataFrame(rows)
@@ -499,6 +515,8 @@ class Params(ChapterParams):
     seed: int = param(low=0, doc="seed of the subset and of the single-seed studies")
     n_train: int = param(low=50, doc="training examples N")
     n_test: int = param(low=10, doc="test examples")
+    n_val: int = param(low=10, doc="validation examples held out of the training split, on "
+                       "which each batch size's best η of the grid is chosen")
     image_size: int = param(choices=(4, 8, 16, 32), doc="images average-pooled to this side")
     model: str = param(choices=("mlp", "cnn"), doc="network")
     width: int = param(low=1, doc="hidden units (MLP) or first-block channels (CNN)")
@@ -541,6 +559,10 @@ class Params(ChapterParams):
                      f"must be <= trace_n = {self.trace_n}")
         self.require(self.trace_n <= self.n_train, "trace_n",
                      f"must be <= n_train = {self.n_train}")
+        if self.dataset == "cifar10":  # the validation set comes from the training split
+            self.require(self.n_train + self.n_val <= 50_000, "n_val",
+                         f"must be <= 50000 - n_train = {50_000 - self.n_train} (CIFAR-10's "
+                         "training split holds the training and the validation examples)")
         for name in ("steps_batch_sizes", "gen_batch_sizes", "grid_batch_sizes"):
             self.require(max(getattr(self, name)) <= self.n_train, name,
                          f"must be <= n_train = {self.n_train}")
@@ -653,11 +675,12 @@ def _fmt(diffs: Sequence[float], alpha: float) -> str:
 def verdict_epoch_budget(
     fixed: Sequence[float], tuned: Sequence[float], *, small: int, large: int,
     lr_fixed: float, best_small: float, best_large: float, slope: float, edges: int,
-    margin: float, alpha: float, scale: str,
+    margin: float, alpha: float, scale: str, selected_on: str = "test error",
 ) -> Verdict:
     """'At a fixed epoch budget larger batches end with higher test error unless the
     learning rate is scaled', from per-seed test-error differences (large − small B) at the
-    same η (``fixed``) and at each B's best η of the grid (``tuned``).
+    same η (``fixed``) and at each B's best η of the grid (``tuned``, chosen on
+    ``selected_on``, named in the sentence).
 
     Each difference is classified by :func:`classify_difference` (margin, α). Supported: the
     fixed-η difference is higher and the tuned one equivalent or lower; mixed: both higher
@@ -670,7 +693,8 @@ def verdict_epoch_budget(
     sentence = (
         f"Test error of B = {large} minus B = {small} over seeds, {1 - alpha:.0%} interval: "
         f"at the same η = {lr_fixed:g}, {_fmt(fixed, alpha)}, {cf}; at each batch size's "
-        f"best η of the grid ({best_small:g} and {best_large:g}), {_fmt(tuned, alpha)}, "
+        f"best η of the grid, chosen on {selected_on} ({best_small:g} and "
+        f"{best_large:g}), {_fmt(tuned, alpha)}, "
         f"{ct} (equivalence margin ±{margin:g}). The log-log slope of the best η against B "
         + (f"is {slope:.2f} (1: linear scaling, 0.5: square-root, 0: none)"
            if np.isfinite(slope) else "cannot be estimated (fewer than two best η inside "
@@ -735,7 +759,8 @@ def prepare(P: Params) -> tuple[dict[str, Any], dict[str, Any], Any]:
     from sgdnoise.data import load_dataset, pool_image_data
     from sgdnoise.train import TrainConfig
 
-    data = load_dataset(P.dataset, n_train=P.n_train, n_test=P.n_test, seed=P.seed)
+    data = load_dataset(P.dataset, n_train=P.n_train, n_test=P.n_test, seed=P.seed,
+                        n_val=P.n_val)
     small = pool_image_data(data, P.image_size)
     identity = small.pop("identity")
     base = TrainConfig(model=P.model, width=P.width,
@@ -776,8 +801,9 @@ def ratio_spreads(final: pd.DataFrame) -> tuple[float, float, int]:
 def grid_evidence(grid: pd.DataFrame, lr_fixed: float) -> dict[str, Any]:
     """What the verdicts read from :func:`batch_lr_grid`: the smallest and largest B, the
     per-seed differences (large − small) at ``lr_fixed`` (equal epochs) and at each B's best
-    η (equal epochs, equal steps), the best η per B and its slope. ``lr_fixed`` must be in
-    the grid."""
+    η (equal epochs, equal steps; chosen on the validation error when the grid has one, see
+    :func:`best_lr_per_batch`), the best η per B and its slope, and ``selected_on`` (the
+    metric the best η was chosen on, in words). ``lr_fixed`` must be in the grid."""
     best = best_lr_per_batch(grid)
     small, large = int(grid.batch_size.min()), int(grid.batch_size.max())
 
@@ -785,7 +811,9 @@ def grid_evidence(grid: pd.DataFrame, lr_fixed: float) -> dict[str, Any]:
         row = best[(best.budget == budget) & (best.batch_size == b)]
         return float(row["best_lr"].iloc[0])
 
-    ev = {"small": small, "large": large, "best": best}
+    ev = {"small": small, "large": large, "best": best,
+          "selected_on": ("validation error" if best["selected_on"].iloc[0] == "val_error"
+                          else "test error")}
     ev["fixed"] = batch_gap(grid, "equal epochs", small, large, lr_fixed, lr_fixed)
     for bud, key in (("equal epochs", "tuned"), ("equal steps", "tuned_steps")):
         ev[key] = batch_gap(grid, bud, small, large, best_lr(bud, small), best_lr(bud, large))
