@@ -552,6 +552,10 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
         "--budget S",
         "```",
         "",
+        "Chapter 9's paper-scale runs (large-batch SGD with injected noise) work the same way, "
+        "with `book/params/ch09_anisotropic_noise/plan_full.yaml` and `data/results/ch09`; "
+        "its `full` profile reads those records instead of training.",
+        "",
         "## The executed notebooks",
         "",
         "Every chapter page has a download button (top right) that gives the executed "

@@ -411,3 +411,190 @@ def test_git_commit_falls_back_to_the_environment(monkeypatch):
     assert sweep._git_commit() == "deadbeef"
     monkeypatch.delenv("SGDNOISE_GIT_COMMIT")
     assert sweep._git_commit() == "unknown" or (REPO / "GIT_COMMIT").is_file()
+
+
+# --------------------------------------------------------------------------- noise arms
+
+
+NOISY = {"batch_sizes": [24, 48], "seeds": [0],
+         "config": {"norm": "group", "momentum": 0.9, "weight_decay": 0.001},
+         "noise": {"kind": "subsampled", "matched_small_batch": 8, "num_samples": 6}}
+
+
+@pytest.mark.parametrize(
+    "noise,key,value",
+    [
+        ("subsampled", "arms.N.noise", "'subsampled'"),
+        ({**NOISY["noise"], "temperature": 0.1}, "arms.N.noise.temperature", "0.1"),
+        ({**NOISY["noise"], "kind": "gaussian"}, "arms.N.noise.kind", "gaussian"),
+        ({**NOISY["noise"], "kind": "none"}, "arms.N.noise.kind", "none"),
+        ({**NOISY["noise"], "injection_scale": 0.1}, "arms.N.noise",
+         "['injection_scale', 'matched_small_batch']"),
+        ({"kind": "subsampled"}, "arms.N.noise", "neither"),
+        ({"kind": "ggn", "injection_scale": -1.0}, "arms.N.noise.injection_scale", "-1.0"),
+        ({"kind": "ggn", "injection_scale": True}, "arms.N.noise.injection_scale", "True"),
+        ({**NOISY["noise"], "matched_small_batch": 32}, "arms.N.noise.matched_small_batch",
+         "32"),
+        ({**NOISY["noise"], "num_samples": 1}, "arms.N.noise.num_samples", "1"),
+        ({**NOISY["noise"], "lanczos_steps": 0}, "arms.N.noise.lanczos_steps", "0"),
+        ({**NOISY["noise"], "moment_probes": 0}, "arms.N.noise.moment_probes", "0"),
+    ],
+)
+def test_bad_noise_section_names_key_and_value(noise, key, value):
+    with pytest.raises(PlanError) as info:
+        validate_plan(_plan(arms__N={**NOISY, "noise": noise}))
+    msg = str(info.value)
+    assert f"'{key}'" in msg and value in msg
+
+
+def test_noise_needs_independent_examples_and_no_nesterov():
+    with pytest.raises(PlanError, match=r"'arms.N.noise'.*norm='batch' \(from defaults.norm\)"):
+        validate_plan(_plan(arms__N={**NOISY, "config": {}}))
+    with pytest.raises(PlanError, match=r"'arms.N.noise'.*nesterov.*arms.N.config.nesterov"):
+        validate_plan(_plan(arms__N={**NOISY, "config": {**NOISY["config"],
+                                                          "nesterov": True}}))
+
+
+def test_noise_arm_expands_with_the_matched_scale_of_each_batch_size():
+    from sgdnoise.noise import matched_injection_scale
+    from sgdnoise.sweep import NoiseSpec
+
+    plan = validate_plan(_plan(arms__N=NOISY))
+    noisy = {r.run_id: r.noise for r in plan.runs if r.arm == "N"}
+    assert noisy == {
+        "N_B00024_s0": NoiseSpec("subsampled", matched_injection_scale(8, 24, num_examples=48),
+                                 8, 6, 10, 4),
+        "N_B00048_s0": NoiseSpec("subsampled", matched_injection_scale(8, 48, num_examples=48),
+                                 8, 6, 10, 4)}
+    assert all(r.noise is None for r in plan.runs if r.arm != "N")
+    fixed = validate_plan(_plan(arms__N={**NOISY, "noise": {
+        "kind": "hessian", "injection_scale": 0.25, "num_samples": None,
+        "moment_probes": None, "lanczos_steps": 3}}))
+    spec = next(r.noise for r in fixed.runs if r.arm == "N")
+    assert spec == NoiseSpec("hessian", 0.25, None, None, 3, None)
+
+
+def test_cli_bad_noise_plan_exits_2(tmp_path):
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(_plan(arms__N={**NOISY, "noise": {"kind": "lol"}})))
+    assert main([str(path), "--out", str(tmp_path / "o"), "--dry-run"]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+PLAN_CH09_TEST = REPO / "book" / "params" / "ch09_anisotropic_noise" / "plan_test.yaml"
+PLAN_CH09_FULL = REPO / "book" / "params" / "ch09_anisotropic_noise" / "plan_full.yaml"
+
+
+def test_ch09_plans_validate_and_the_full_plan_puts_one_seed_of_each_arm_first():
+    full = load_plan(PLAN_CH09_FULL, check_device=False)
+    arms = {r.arm for r in full.runs}
+    first = full.runs[:len(arms)]
+    assert len(full.runs) == 36
+    # the first runs: seed 0 of every equal-epochs arm (the equal-steps arms come last)
+    eq_epochs = {r.arm for r in full.runs if r.config.max_steps is None}
+    assert [r.seed for r in first[:len(eq_epochs)]] == [0] * len(eq_epochs)
+    assert {r.arm for r in first[:len(eq_epochs)]} == eq_epochs
+    assert all(r.config.max_steps is not None for r in full.runs[-6:])
+    assert all(r.config.norm == "group" and r.config.model == "resnet34"
+               for r in full.runs)
+    kinds = {r.noise.kind for r in full.runs if r.noise is not None}
+    assert kinds == {"isotropic", "diag_fisher", "subsampled", "true_fisher", "hessian",
+                     "ggn"}
+    test = load_plan(PLAN_CH09_TEST)
+    assert {r.noise.kind for r in test.runs if r.noise is not None} == kinds
+
+
+def test_dry_run_of_a_noise_plan_shows_the_noise(tmp_path, capsys):
+    assert main([str(PLAN_CH09_FULL), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "plan 'ch09': 36 runs" in out
+    assert "LB-hessian_B12800_s0" in out and "hessian s=0.007735 M=256 k=10" in out
+
+
+def test_noisy_record_holds_the_settings_and_equals_training_with_noise_config(tmp_path):
+    """A noisy run of the sweep = train(...) with chapter 9's NoiseConfig optimizer factory
+    (same seed, same numbers); a plain run's record has no noise section."""
+    from sgdnoise.chapters.ch09_anisotropic_noise import NoiseConfig
+    from sgdnoise.data import load_dataset
+    from sgdnoise.train import train
+
+    spec = _plan(arms={"N": {**NOISY, "batch_sizes": [24], "noise": {
+        "kind": "hessian", "matched_small_batch": 8, "num_samples": 6, "lanczos_steps": 3}},
+        "M": {**NOISY, "batch_sizes": [24], "noise": {
+            "kind": "isotropic", "injection_scale": 0.05, "num_samples": 8,
+            "moment_probes": 2}},
+        "P": {"batch_sizes": [24], "config": {"norm": "group"}}}, priority=[])
+    plan = validate_plan(spec)
+    recs = {r["run"]["arm"]: r for r in run_plan(plan, tmp_path / "o")}
+    assert "noise" not in recs["P"] and "noise_seconds" not in recs["P"]["timing"]
+    data = load_dataset("synthetic", n_train=48, n_test=16, seed=0)
+    for run in plan.runs:
+        if run.noise is None:
+            continue
+        rec = recs[run.arm]
+        assert rec["noise"] == run.noise.to_dict()
+        assert rec["timing"]["noise_seconds"] > 0
+        n = run.noise
+        nc = NoiseConfig(run.arm, n.kind, run.batch_size, temperature=n.injection_scale,
+                         num_samples=n.num_samples, lanczos_steps=n.lanczos_steps,
+                         moment_probes=n.moment_probes)
+        cfg = run.config
+        direct = train(cfg, data, progress=False, optimizer_factory=nc.optimizer_factory(
+            lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed))
+        assert _metrics(rec) == [{k: v for k, v in h.items() if k != "wall_time"}
+                                 for h in direct.history]
+    df = load_records(tmp_path / "o")
+    last = df.groupby("run_id").tail(1).set_index("arm")
+    assert last.loc["P", "noise_kind"] == "none" and last.loc["P", "injection_scale"] == 0.0
+    assert last.loc["N", "noise_kind"] == "hessian" and last.loc["N", "matched_small_batch"] == 8
+    assert last.loc["N", "noise_lanczos_steps"] == 3 and last.loc["M", "noise_moment_probes"] == 2
+    assert last.loc["M", "injection_scale"] == 0.05 and last.loc["N", "noise_seconds"] > 0
+    assert (last["seconds_per_step"] > 0).all()
+    # a record written with other noise settings is refused, like another config
+    other = copy.deepcopy(spec)
+    other["arms"]["M"]["noise"]["injection_scale"] = 0.07
+    with pytest.raises(ValueError, match="different config"):
+        run_plan(other, tmp_path / "o")
+
+
+def test_cli_runs_the_ch09_test_plan_with_every_noise_kind(tmp_path):
+    out = tmp_path / "o"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sgdnoise.sweep", str(PLAN_CH09_TEST), "--out", str(out)],
+        capture_output=True, text=True, env=_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    df = load_records(out)
+    assert df["run_id"].nunique() == 22
+    last = df.groupby("run_id").tail(1)
+    assert set(last["noise_kind"]) == {"none", "isotropic", "diag_fisher", "subsampled",
+                                       "true_fisher", "hessian", "ggn"}
+    assert (last["status"] == "finished").all()
+    assert (last.loc[last["noise_kind"] != "none", "noise_seconds"] > 0).all()
+
+
+def test_noise_kinds_of_plans_are_those_of_noisy_sgd():
+    from sgdnoise.noise import KINDS
+    from sgdnoise.sweep import NOISE_KINDS
+
+    assert NOISE_KINDS == KINDS[1:]
+
+
+def test_ch09_gpu_run_packs_its_records_into_a_ch09_tar(tmp_path):
+    import tarfile
+
+    records, out = tmp_path / "records", tmp_path / "out"
+    env = {**_env(), "RECORDS": str(records), "OUT": str(out), "BUDGET": "900",
+           "SHARD": "0/8", "PYTHON": sys.executable, "SGDNOISE_GIT_COMMIT": "abc1234",
+           "PLAN": str(PLAN_CH09_TEST)}
+    script = REPO / "book" / "params" / "ch09_anisotropic_noise" / "gpu_run.sh"
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert sorted(os.listdir(out)) == ["ch09_records.tar"] and "ch08" not in proc.stdout
+    with tarfile.open(out / "ch09_records.tar") as tar:
+        names = sorted(n for n in tar.getnames() if n.endswith(".json"))
+    # shard 0/8 of plan_test: positions 0, 8, 16 of the priority order
+    assert names == ["./LB-diag-fisher_B00024_s1.json", "./LB-subsampled-epochT_B00024_s0.json",
+                     "./SB_B00008_s0.json"]
+    rec = json.loads((records / "SB_B00008_s0.json").read_text())
+    assert "noise" not in rec and rec["provenance"]["git_commit"] != "unknown"

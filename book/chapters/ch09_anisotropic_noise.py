@@ -76,6 +76,9 @@ cost_goal_subsampled = 1.5
 cost_goal_curvature = 3.0
 augment = False
 device = "cpu"
+records_dir = "../../data/results/ch09"
+plan = "../params/ch09_anisotropic_noise/plan_full.yaml"
+ch08_records_dirs = ["../../data/results/ch08"]
 
 # %% tags=["remove-cell"]
 import matplotlib.pyplot as plt
@@ -312,14 +315,24 @@ display(Markdown(ch09.sampler_summary(check, P.check_z_max)))
 # and the sharpness $\lambda_\max(H)$ of the final point on a fixed set of
 # `sharpness_examples` training examples (Lanczos, chapter 5).
 #
-# At full scale the question is asked where chapter 8 finds a gap: once chapter 8's GPU
-# sweep has located the batch size at which large-batch SGD falls behind, the `full`
-# profile injects each kind of noise at that batch size on the GPU, with the same budgeted,
-# resumable sweep (that GPU tooling is being built with chapter 8's). Until then the `full`
-# profile's values are placeholders: its large batch is not yet chapter 8's, and its
-# `equal_steps` is off because at $B/b = 100$ the equal-steps arm would train the large
-# batch for 100 times as many epochs. The numbers on this page are the laptop run of the
-# profile named in the provenance table.
+# At full scale the question is asked where chapter 8 finds a gap, and nothing is trained
+# in this notebook. The GPU sweep of chapter 8 (`sgdnoise-sweep`: budgeted, one record per
+# run, a recorded run never rerun) runs the plan `plan_full.yaml` beside the profiles, which
+# holds exactly the configurations listed below (ResNet-34 with GroupNorm on CIFAR-10, the
+# `full` profile's values), a GPU session at a time:
+# `bash book/params/ch09_anisotropic_noise/gpu_run.sh`, which is chapter 8's `gpu_run.sh` with
+# `PLAN=book/params/ch09_anisotropic_noise/plan_full.yaml` and `RECORDS=data/results/ch09`.
+# Its records accumulate in `data/results/ch09/` (its README says how they arrive); the
+# `full` profile reads them into the same table the laptop profiles train, says which runs
+# are still missing, leaves out the comparisons that need them and calls their verdicts
+# inconclusive. Its step costs are the training-step times the sweep recorded, and the noise
+# along the sharpest directions is not measured (the sweep keeps no network). The plan's
+# large batch is meant to be the batch size at which chapter 8's gap test finds a gap; the
+# page says, computed from chapter 8's records, whether it is. Until chapter 8 has
+# full-scale records it is the `full` profile's provisional value. The equal-steps arm comes
+# last in the plan: at $B/b = 100$ it trains the large batch for 100 times as many epochs.
+# The numbers on this page come from the profile named in the provenance table: trained on
+# the laptop at the smoke and default profiles, read from the GPU records at the full one.
 
 # %% tags=["remove-input"]
 step_epochs = (ch09.step_matched_epochs(P.n_train, P.small_batch, P.large_batch, P.epochs)
@@ -341,13 +354,17 @@ ch09.styled_table(
 # %% tags=["remove-input"]
 n_params = num_params(build_model(P.model, width=P.width, norm=P.norm))
 display(Markdown(ch09.run_scale_markdown(P, identity["source"], n_params)))
-experiment = ch09.run_noise_experiment(
-    data, configs, seeds=P.seeds, model=P.model, width=P.width, norm=P.norm,
-    epochs=P.epochs, lr=P.lr, momentum=P.momentum, augment=P.augment,
-    device=P.device, sharpness_examples=P.sharpness_examples,
-    sharpness_iters=P.sharpness_iters, keep_models=[(ch09.LARGE, P.seeds[0])],
-    progress=False,
-)
+if P.profile == "full":  # the GPU sweep's records (data/results/ch09): nothing trains here
+    experiment = ch09.recorded_experiment(P, configs, goals)
+    display(Markdown(experiment.notes))
+else:
+    experiment = ch09.run_noise_experiment(
+        data, configs, seeds=P.seeds, model=P.model, width=P.width, norm=P.norm,
+        epochs=P.epochs, lr=P.lr, momentum=P.momentum, augment=P.augment,
+        device=P.device, sharpness_examples=P.sharpness_examples,
+        sharpness_iters=P.sharpness_iters, keep_models=[(ch09.LARGE, P.seeds[0])],
+        progress=False,
+    )
 records = experiment.records
 summary = ch09.summarize(records, P.confidence)
 ci = "{:.4f}"
@@ -422,13 +439,13 @@ plt.show()
 # that direction as mini-batch sampling does.
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Variance of each kind's noise along the top Hessian eigenvectors of the large-batch final point, relative to SGD's own variance there (log scale; dashed line: equal). Laptop run at the profile named in the provenance table; computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.directional_variance`.", "name": "fig-ch9-directions"}}
-lb_model = experiment.models[(ch09.LARGE, P.seeds[0])]
+lb_model = experiment.models.get((ch09.LARGE, P.seeds[0]))  # None: the GPU sweep keeps none
 x_dir = ch09.pooled_inputs(data.train_x[: P.sharpness_examples], 32).float()
 y_dir = data.train_y[: P.sharpness_examples]
 directions = ch09.directional_variance(
     lb_model, x_dir, y_dir, P.kinds, num_directions=P.direction_count,
     draws=P.direction_draws, num_samples=None, lanczos_steps=P.lanczos_steps,
-)
+) if lb_model is not None else ch09.unmeasured_directions(P.kinds, P.direction_count)
 fig, ax = plt.subplots(figsize=(5.4, 3.6))
 sns.lineplot(data=directions, x="direction", y="ratio", hue="kind", palette=palette,
              marker="o", ax=ax)
@@ -453,7 +470,7 @@ ch09.styled_table(
 # since it spreads the same total over all $P$.
 
 # %% tags=["remove-input"]
-display(Markdown(ch09.direction_summary(directions, P.direction_draws)))
+display(Markdown(ch09.directions_text(directions, P.direction_draws)))
 
 # %% [markdown]
 # (sec-ch9-cost)=
@@ -466,16 +483,7 @@ display(Markdown(ch09.direction_summary(directions, P.direction_draws)))
 # curvature kinds.
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Median time of one step of each kind over a plain large-batch step (bars), with the goals (red). Laptop run at the profile named in the provenance table; computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.measure_step_costs`.", "name": "fig-ch9-cost"}}
-torch.manual_seed(0)
-cost_model = build_model(P.model, width=P.width, norm=P.norm).to(P.device)
-x_cost = ch09.pooled_inputs(data.train_x[: P.large_batch], 32).float().to(P.device)
-y_cost = data.train_y[: P.large_batch].to(P.device)
-costs = ch09.measure_step_costs(
-    cost_model, x_cost, y_cost, ["none", *P.kinds], goals=goals, num_samples=P.num_samples,
-    curvature_samples=P.curvature_samples, lanczos_steps=P.lanczos_steps,
-    repeats=P.cost_repeats, moment_samples=P.moment_samples,
-    moment_probes=P.moment_probes or None,
-)
+costs = ch09.step_costs(P, data, goals, experiment)  # full profile: timed in training
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.bar(range(len(costs)), costs["ratio"], color=[palette[k] for k in costs["kind"]])
 for i, goal in enumerate(costs["goal"]):
@@ -520,7 +528,7 @@ gap_names = {"mean": "test error", "diff_small": "− small batch", "diff_small_
              "− large batch ±",
              "equiv_low": "TOST low", "equiv_high": "TOST high",
              "closed": "gap closed (fraction)"}
-budgets = [ch09.EQUAL_EPOCHS] + ([ch09.EQUAL_STEPS] if P.equal_steps else [])
+budgets = ch09.budgets_with_records(records, P.equal_steps)  # all where the notebook trains
 large_of = {ch09.EQUAL_EPOCHS: ch09.LARGE, ch09.EQUAL_STEPS: ch09.LARGE_STEPS}
 gaps = {}
 for budget in budgets:
@@ -584,6 +592,8 @@ for budget in budgets:
 verdicts = [ch09.sampler_verdict(check, P.check_z_max, scale)]
 verdicts += [ch09.gap_verdict(gaps[b], budget=b, margin=P.equivalence_margin, alpha=P.alpha,
                               scale=scale, large_label=large_of[b]) for b in budgets]
+verdicts += ch09.unrecorded_gap_verdicts(records, P.equal_steps, margin=P.equivalence_margin,
+                                         alpha=P.alpha, scale=scale)
 verdicts.append(ch09.anisotropy_verdict(ch09.budget_records(records, ch09.EQUAL_EPOCHS),
                                         margin=P.equivalence_margin, alpha=P.alpha,
                                         scale=scale))

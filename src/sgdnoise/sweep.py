@@ -15,6 +15,8 @@ Command line::
       A: {batch_sizes: [128, 256], seeds: [0, 1], config: {lr: 0.1}}
       C: {batch_sizes: [512, 2048], seeds: [0], config: {...},
           equal_steps: {batch_size: 512, epochs: 30, max_steps_cap: null}}
+      N: {batch_sizes: [2048], seeds: [0], config: {norm: group},
+          noise: {kind: subsampled, matched_small_batch: 128, num_samples: 512}}
     priority:                       # optional; runs not listed follow in arm order
       - {arm: A, seeds: [0]}
       - {arm: C}
@@ -27,6 +29,19 @@ less ``batch_size`` and ``seed``, which come from the arm's lists). ``equal_step
 evaluated on the same training subset. The plan expands to runs ``(arm, batch_size, seed,
 run_id)`` in priority order; the whole plan is validated before any work, and a bad key stops
 the command with a message naming the key, the value and what is allowed (exit code 2).
+
+``noise`` (chapter 9) trains the arm with :class:`sgdnoise.noise.NoisySGD` instead of plain
+SGD: ``kind`` (one of :data:`NOISE_KINDS`), the injection scale s as either
+``injection_scale: s`` or ``matched_small_batch: b`` (s =
+:func:`sgdnoise.noise.matched_injection_scale` ``(b, B, num_examples=N)``, the engine drawing
+batches without replacement from the N training examples), ``num_samples`` (M, default 64;
+null: the whole batch), ``lanczos_steps`` (default 10) and ``moment_probes`` (default 4;
+null: exact per-example moments). Momentum and weight decay come from the config, the
+noise seed is the run's seed; the model must not use BatchNorm and ``nesterov`` must be
+off. The record stores the settings (with the resolved s) under ``noise`` and the seconds
+spent drawing noise under ``timing.noise_seconds``; a run without ``noise`` is unchanged.
+Noisy runs need one process (no ``torchrun``): each data-parallel process would draw its
+own noise.
 
 **Running.** Each run writes ``DIR/<run_id>.json`` atomically when it ends; a run whose
 record exists is never rerun. ``--budget S``: before each run its time is estimated from the
@@ -62,8 +77,11 @@ from typing import Any
 import torch
 
 __all__ = [
+    "NOISE_KEYS",
+    "NOISE_KINDS",
     "PLAN_RECORD_FORMAT",
     "RECORD_FORMAT",
+    "NoiseSpec",
     "Plan",
     "PlanError",
     "Run",
@@ -90,7 +108,12 @@ RECORD_FORMAT = "sgdnoise.sweep.run/1"  # the pilot records of 2026-11-26
 CIFAR10_TRAIN_SIZE = 50_000
 DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test")
 PLAN_KEYS = ("name", "data", "defaults", "arms", "priority")
-ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps")
+ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps", "noise")
+NOISE_KEYS = ("kind", "injection_scale", "matched_small_batch", "num_samples",
+              "lanczos_steps", "moment_probes")
+NOISE_KINDS = ("isotropic", "diag_fisher", "subsampled", "true_fisher", "hessian", "ggn")
+NOISE_DEFAULTS = {"num_samples": 64, "lanczos_steps": 10, "moment_probes": 4}
+NOISE_CHUNK_SIZE = 16  # per-example chunk of exact moments, as chapter 9's NoiseConfig
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
 
@@ -115,14 +138,51 @@ def _fail(key: str, message: str) -> PlanError:
 
 
 @dataclass(frozen=True)
+class NoiseSpec:
+    """The injected noise of a run (an arm's ``noise`` section, with s resolved for the
+    run's batch size B): :class:`sgdnoise.noise.NoisySGD` with these settings."""
+
+    kind: str
+    injection_scale: float
+    matched_small_batch: int | None = None
+    num_samples: int | None = NOISE_DEFAULTS["num_samples"]
+    lanczos_steps: int = NOISE_DEFAULTS["lanczos_steps"]
+    moment_probes: int | None = NOISE_DEFAULTS["moment_probes"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def optimizer_factory(self, cfg: Any, seed: int) -> Callable[[Any], torch.optim.Optimizer]:
+        """``model -> NoisySGD`` for :func:`sgdnoise.train.train`: learning rate, momentum
+        and weight decay of ``cfg``, cross-entropy, noise generator seeded with ``seed``
+        (the arguments of chapter 9's ``NoiseConfig.optimizer_factory``)."""
+        import torch.nn.functional as F
+
+        from sgdnoise.noise import NoisySGD
+
+        def factory(model):
+            return NoisySGD(
+                model.parameters(), cfg.lr, kind=self.kind, model=model,
+                loss_fn=F.cross_entropy, num_samples=self.num_samples,
+                momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                lanczos_steps=self.lanczos_steps, chunk_size=NOISE_CHUNK_SIZE,
+                moment_probes=self.moment_probes, seed=seed,
+                injection_scale=self.injection_scale)
+
+        return factory
+
+
+@dataclass(frozen=True)
 class Run:
-    """One training run of a plan: ``run_id = <arm>_B<batch size, 5 digits>_s<seed>``."""
+    """One training run of a plan: ``run_id = <arm>_B<batch size, 5 digits>_s<seed>``;
+    ``noise`` is None for plain SGD."""
 
     arm: str
     batch_size: int
     seed: int
     run_id: str
     config: Any  # sgdnoise.train.TrainConfig
+    noise: NoiseSpec | None = None
 
     def describe(self) -> dict[str, Any]:
         return {"arm": self.arm, "batch_size": self.batch_size, "seed": self.seed,
@@ -181,6 +241,68 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
         raise _fail("data.n_train", f"must be <= {CIFAR10_TRAIN_SIZE} (the CIFAR-10 training "
                                     f"images), got {out['n_train']}")
     return out
+
+
+def _check_noise(arm: str, value: Any, sizes: Sequence[int]) -> dict[str, Any]:
+    """The validated ``noise`` section of an arm (defaults filled in, s not yet resolved)."""
+    key = f"arms.{arm}.noise"
+    if not isinstance(value, Mapping):
+        raise _fail(key, f"must be a mapping with keys {list(NOISE_KEYS)}, got {value!r}")
+    spec = _check_mapping(key, value, NOISE_KEYS)
+    kind = spec.get("kind")
+    if kind not in NOISE_KINDS:
+        raise _fail(f"{key}.kind", f"must be one of {list(NOISE_KINDS)}, got {kind!r}")
+    given = [k for k in ("injection_scale", "matched_small_batch") if k in spec]
+    if len(given) != 1:
+        raise _fail(key, "must set exactly one of 'injection_scale' and "
+                         f"'matched_small_batch', got {given or 'neither'}")
+    if "injection_scale" in spec:
+        s = spec["injection_scale"]
+        if (isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s)
+                or s < 0):
+            raise _fail(f"{key}.injection_scale", f"must be a number >= 0, got {s!r}")
+    else:
+        b = spec["matched_small_batch"]
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise _fail(f"{key}.matched_small_batch", f"must be an integer >= 1, got {b!r}")
+        if b > min(sizes):
+            raise _fail(f"{key}.matched_small_batch",
+                        f"must be <= every batch size of the arm ({sorted(sizes)}: noise is "
+                        f"added to a larger batch), got {b}")
+    out = {**NOISE_DEFAULTS, **spec}
+    m = out["num_samples"]
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 2):
+        raise _fail(f"{key}.num_samples", f"must be null (the whole batch) or an integer >= 2, "
+                                          f"got {m!r}")
+    k = out["lanczos_steps"]
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise _fail(f"{key}.lanczos_steps", f"must be an integer >= 1, got {k!r}")
+    r = out["moment_probes"]
+    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        raise _fail(f"{key}.moment_probes", f"must be null (exact per-example moments) or an "
+                                            f"integer >= 1, got {r!r}")
+    return out
+
+
+def _noise_spec(arm: str, noise: Mapping[str, Any], cfg: Any, n_train: int,
+                arm_config: Mapping[str, Any]) -> NoiseSpec:
+    """The noise of one run: s resolved for its batch size; the config must allow it."""
+    from sgdnoise.noise import matched_injection_scale
+
+    if cfg.norm == "batch":
+        raise _fail(f"arms.{arm}.noise", "needs examples that do not interact: norm 'group' "
+                    f"or 'none', got norm='batch' (from {_origin(arm, 'norm', arm_config)})")
+    if cfg.nesterov:
+        raise _fail(f"arms.{arm}.noise", "NoisySGD has no Nesterov momentum: nesterov must "
+                    f"be false, got true (from {_origin(arm, 'nesterov', arm_config)})")
+    b = noise.get("matched_small_batch")
+    if b is not None:
+        s = matched_injection_scale(b, cfg.batch_size, num_examples=n_train)
+    else:
+        s = float(noise["injection_scale"])
+    return NoiseSpec(kind=noise["kind"], injection_scale=s, matched_small_batch=b,
+                     num_samples=noise["num_samples"], lanczos_steps=noise["lanczos_steps"],
+                     moment_probes=noise["moment_probes"])
 
 
 def _origin(arm: str, field: str | None, arm_config: Mapping[str, Any]) -> str:
@@ -268,6 +390,7 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
             steps = eq["epochs"] * steps_per_epoch(
                 n_train, eq["batch_size"], drop_last=bool(fields.get("drop_last", False)))
             fields["max_steps"] = min(steps, cap) if cap is not None else steps
+        noise = _check_noise(arm, spec["noise"], sizes) if "noise" in spec else None
         runs = []
         for s in seeds:
             for b in sizes:
@@ -275,7 +398,9 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
                 if cfg.sharpness_n > n_train:
                     raise _fail(f"arms.{arm}.config.sharpness_n",
                                 f"must be <= n_train = {n_train}, got {cfg.sharpness_n}")
-                runs.append(Run(arm, b, s, f"{arm}_B{b:05d}_s{s}", cfg))
+                spec_b = (_noise_spec(arm, noise, cfg, n_train, arm_config)
+                          if noise is not None else None)
+                runs.append(Run(arm, b, s, f"{arm}_B{b:05d}_s{s}", cfg, spec_b))
         by_arm[arm] = runs
     ordered: list[Run] = []
     seen: set[str] = set()
@@ -388,15 +513,26 @@ def shard_runs(runs: Sequence[Run], index: int, count: int) -> list[Run]:
 # --------------------------------------------------------------------------- budget
 
 
-def _probe_key(cfg) -> tuple:
-    return (cfg.model, cfg.width, cfg.norm, cfg.ghost_batch_size, cfg.micro_batch_size,
-            cfg.amp, cfg.channels_last, cfg.device, cfg.batch_size, cfg.eval_batch_size,
-            cfg.augment)
+def _probe_key(cfg, noise: NoiseSpec | None = None) -> tuple:
+    key = (cfg.model, cfg.width, cfg.norm, cfg.ghost_batch_size, cfg.micro_batch_size,
+           cfg.amp, cfg.channels_last, cfg.device, cfg.batch_size, cfg.eval_batch_size,
+           cfg.augment)
+    if noise is None:
+        return key
+    return (*key, noise.kind, noise.num_samples, noise.lanczos_steps, noise.moment_probes)
 
 
-def probe_throughput(cfg, data: Any, *, steps: int = 5, warmup: int = 2) -> dict[str, float]:
+def _run_probe_key(run: Run) -> tuple:
+    return _probe_key(run.config, run.noise)
+
+
+def probe_throughput(cfg, data: Any, *, steps: int = 5, warmup: int = 2,
+                     optimizer_factory: Callable[[Any], Any] | None = None
+                     ) -> dict[str, float]:
     """Time ``steps`` training steps of ``cfg`` (after ``warmup`` untimed ones) and one
-    evaluation of ``eval_batch_size`` clean examples, in this process on this device.
+    evaluation of ``eval_batch_size`` clean examples, in this process on this device;
+    ``optimizer_factory`` as in :func:`sgdnoise.train.train` (a noisy run's steps include
+    drawing its noise).
 
     Returns ``step_s`` (seconds per step), ``eval_s_per_example`` (evaluation seconds per
     example, BatchNorm recompute included when configured) and ``setup_s`` (model build and
@@ -422,7 +558,8 @@ def probe_throughput(cfg, data: Any, *, steps: int = 5, warmup: int = 2) -> dict
         cfg, max_steps=warmup + steps + 1, eval_points=2, eval_at_start=False,
         eval_train_n=n_eval, sharpness_n=0, sharpness_every=None)
     t0 = time.perf_counter()
-    res = train(probe_cfg, small, progress=False, hooks=[_Clock()])
+    res = train(probe_cfg, small, progress=False, hooks=[_Clock()],
+                optimizer_factory=optimizer_factory)
     total = time.perf_counter() - t0
     step_s = (marks[warmup + steps] - marks[warmup]) / steps
     per_eval = n_eval * (3 if cfg.bn_recompute else 2)
@@ -516,10 +653,11 @@ def _load_data(plan: Plan):
                         seed=d["data_seed"], data_dir=d["data_dir"])
 
 
-def _run_record(plan: Plan, run: Run, result: Any, world: int) -> dict[str, Any]:
+def _run_record(plan: Plan, run: Run, result: Any, world: int,
+                optimizer: Any = None) -> dict[str, Any]:
     step_s = result.extra.get("step_seconds", 0.0)
     trained = result.extra.get("examples_trained", 0)
-    return {
+    rec = {
         "format": PLAN_RECORD_FORMAT,
         "source": plan.name,
         "run": run.describe(),
@@ -537,6 +675,27 @@ def _run_record(plan: Plan, run: Run, result: Any, world: int) -> dict[str, Any]
         "history": result.history,
         "sharpness": result.sharpness,
     }
+    if run.noise is not None:  # a plain run's record is exactly as before noise arms
+        rec["noise"] = run.noise.to_dict()
+        stats = getattr(optimizer, "stats", None)
+        rec["timing"]["noise_seconds"] = stats.noise_seconds if stats is not None else None
+    return rec
+
+
+def _optimizer_factory(run: Run, holder: dict[str, Any] | None = None):
+    """The run's optimizer factory (None: the engine's SGD); the optimizer it builds is
+    kept in ``holder["opt"]`` (for its noise statistics)."""
+    if run.noise is None:
+        return None
+    base = run.noise.optimizer_factory(run.config, run.seed)
+
+    def factory(model):
+        opt = base(model)
+        if holder is not None:
+            holder["opt"] = opt
+        return opt
+
+    return factory
 
 
 def run_plan(
@@ -586,11 +745,17 @@ def run_plan(
         p = record_path(out, r.run_id)
         if p.exists():
             old = json.loads(p.read_text())
-            if old.get("config") != r.config.to_dict():
+            noise = r.noise.to_dict() if r.noise is not None else None
+            if old.get("config") != r.config.to_dict() or old.get("noise") != noise:
                 raise ValueError(f"{p} was written by a different config for run {r.run_id}; "
                                  "use another --out folder")
             existing[r.run_id] = old
     pending = [r for r in runs if r.run_id not in existing]
+    noisy = [r.run_id for r in pending if r.noise is not None]
+    if dist is not None and dist.world_size > 1 and noisy:
+        raise ValueError(f"runs {noisy[:3]} inject noise, which each data-parallel process "
+                         "would draw from its own share of the batch: run them in one "
+                         "process (no torchrun)")
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
     if pending and data is None:
@@ -598,9 +763,10 @@ def run_plan(
     probes: dict[tuple, dict[str, float]] = {}
 
     def default_estimate(run: Run) -> float:
-        key = _probe_key(run.config)
+        key = _run_probe_key(run)
         if key not in probes:
-            probes[key] = probe_throughput(run.config, data)
+            probes[key] = probe_throughput(run.config, data,
+                                           optimizer_factory=_optimizer_factory(run))
             say(f"[sweep] probe B={run.batch_size}: {probes[key]['step_s'] * 1e3:.1f} ms/step")
         return estimate_run_seconds(run.config, int(data.train_y.shape[0]),
                                     int(data.test_y.shape[0]), probes[key])
@@ -614,7 +780,7 @@ def run_plan(
             continue
         if budget_s is not None:
             left = budget_s - (time.perf_counter() - t_start)
-            if not measured and _probe_key(r.config) not in probes and left < probe_reserve_s:
+            if not measured and _run_probe_key(r) not in probes and left < probe_reserve_s:
                 say(f"[sweep] {r.run_id}: {left:.0f} s left, too little to measure: "
                     "not started")
                 continue
@@ -626,9 +792,11 @@ def run_plan(
         ckpt = _checkpoint_path(out, r.run_id) if checkpoints else None
         resuming = ckpt is not None and ckpt.exists()
         say(f"[sweep] {r.run_id}: training ({'resuming' if resuming else 'new run'})")
+        holder: dict[str, Any] = {}
         result = train(r.config, data, checkpoint_path=ckpt, progress=progress,
-                       desc=r.run_id)
-        rec = _run_record(plan, r, result, 1 if dist is None else dist.world_size)
+                       desc=r.run_id, optimizer_factory=_optimizer_factory(r, holder))
+        rec = _run_record(plan, r, result, 1 if dist is None else dist.world_size,
+                          holder.get("opt"))
         rec["data"] = _identity(data)
         rec["provenance"] = _provenance(r.config.device)
         if is_main:
@@ -681,7 +849,9 @@ RECORD_COLUMNS = [
     "running_loss", "wall_time", "status", "steps_total", "source", "n_train", "b_over_n",
     "model", "width", "norm", "lr0", "momentum", "weight_decay", "ghost_batch_size",
     "max_steps", "dataset", "data_source", "device", "git_commit", "created_utc",
-    "torch_version",
+    "torch_version", "seconds_per_step", "noise_kind", "injection_scale",
+    "matched_small_batch", "noise_num_samples", "noise_lanczos_steps", "noise_moment_probes",
+    "noise_seconds",
 ]
 SHARPNESS_COLUMNS = ["run_id", "arm", "batch_size", "seed", "step", "lambda_max", "lr",
                      "two_over_lr", "source"]
@@ -737,6 +907,25 @@ def _pilot_as_plan_record(rec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _noise_columns(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-level timing and noise columns of :func:`load_records` for one record."""
+    timing = rec.get("timing") or {}
+    segment = rec["steps"] - (rec.get("resumed_from_step") or 0)
+    step_s = timing.get("step_seconds")
+    noise = rec.get("noise") or {}
+    return {
+        "seconds_per_step": step_s / segment if step_s is not None and segment > 0
+        else math.nan,
+        "noise_kind": noise.get("kind", "none"),
+        "injection_scale": float(noise.get("injection_scale", 0.0)),
+        "matched_small_batch": noise.get("matched_small_batch"),
+        "noise_num_samples": noise.get("num_samples"),
+        "noise_lanczos_steps": noise.get("lanczos_steps"),
+        "noise_moment_probes": noise.get("moment_probes"),
+        "noise_seconds": timing.get("noise_seconds", 0.0 if not noise else None),
+    }
+
+
 def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     """Run records (files, or folders searched recursively for ``*.json``) as a long pandas
     DataFrame: one row per run × evaluation with the columns of ``RECORD_COLUMNS``:
@@ -745,8 +934,13 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     wall_time, status, steps_total, source`` ("pilot" or the plan name), ``n_train,
     b_over_n`` and the run-level ``model, width, norm, lr0, momentum, weight_decay,
     ghost_batch_size, max_steps, dataset, data_source, device, git_commit, created_utc,
-    torch_version``. Reads the plan records and the 2026-11-26 pilot records (arm "pilot").
-    An empty frame with these columns when there is none."""
+    torch_version``, ``seconds_per_step`` (training-step seconds per step of the last
+    segment; NaN without timing) and the noise settings ``noise_kind`` ("none" for plain
+    SGD), ``injection_scale`` (s; 0 for plain SGD), ``matched_small_batch``,
+    ``noise_num_samples``, ``noise_lanczos_steps``, ``noise_moment_probes`` (None for plain
+    SGD) and ``noise_seconds`` (seconds drawing noise in the last segment). Reads the plan
+    records and the 2026-11-26 pilot records (arm "pilot"). An empty frame with these columns
+    when there is none."""
     import pandas as pd
 
     rows = []
@@ -766,6 +960,7 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
             "data_source": data.get("source"), "device": prov.get("device"),
             "git_commit": prov.get("git_commit"), "created_utc": prov.get("created_utc"),
             "torch_version": prov.get("torch_version"),
+            **_noise_columns(rec),
         }
         for h in rec["history"]:
             row = dict(base)
@@ -776,6 +971,9 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
             row["gap"] = h["test_error"] - h["train_error"]
             rows.append(row)
     df = pd.DataFrame(rows, columns=RECORD_COLUMNS)
+    for col in ("matched_small_batch", "noise_num_samples", "noise_lanczos_steps",
+                "noise_moment_probes"):
+        df[col] = df[col].astype("Int64")  # integers or <NA> (plain SGD, null settings)
     return df.sort_values(["source", "arm", "batch_size", "seed", "step"]).reset_index(
         drop=True)
 
@@ -804,8 +1002,9 @@ def _dry_run(plan: Plan, runs: Sequence[Run], out: Path) -> None:
 
     n_train = plan.data["n_train"] or CIFAR10_TRAIN_SIZE
     print(f"plan {plan.name!r}: {len(plan.runs)} runs, {len(runs)} in this shard")
-    print(f"{'#':>3} {'run_id':<22} {'steps':>7} {'epochs':>8} {'images':>11} "
-          f"{'peak lr':>8} {'record':>7}")
+    w = max([22, *(len(r.run_id) for r in runs)])
+    print(f"{'#':>3} {'run_id':<{w}} {'steps':>7} {'epochs':>8} {'images':>11} "
+          f"{'peak lr':>8} {'record':>7}" + ("  noise" if any(r.noise for r in runs) else ""))
     total = 0
     for k, r in enumerate(runs):
         T = total_steps(r.config, n_train)
@@ -814,8 +1013,15 @@ def _dry_run(plan: Plan, runs: Sequence[Run], out: Path) -> None:
         peak = r.config.lr * lr_multiplier(flat, 0, T, spe)
         done = record_path(out, r.run_id).exists()
         total += 0 if done else T * r.batch_size
-        print(f"{k:>3} {r.run_id:<22} {T:>7} {T / spe:>8.1f} {T * r.batch_size:>11,} "
-              f"{peak:>8.4g} {'yes' if done else '-':>7}")
+        noise = ""
+        if r.noise is not None:
+            n = r.noise
+            noise = (f"  {n.kind} s={n.injection_scale:.4g} M={n.num_samples}"
+                     + (f" k={n.lanczos_steps}" if n.kind == "hessian" else "")
+                     + (f" r={n.moment_probes}" if n.kind in ("isotropic", "diag_fisher")
+                        else ""))
+        print(f"{k:>3} {r.run_id:<{w}} {T:>7} {T / spe:>8.1f} {T * r.batch_size:>11,} "
+              f"{peak:>8.4g} {'yes' if done else '-':>7}{noise}")
     print(f"training images of the runs without a record: {total:,}")
 
 

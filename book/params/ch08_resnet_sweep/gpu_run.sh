@@ -4,12 +4,19 @@
 #
 #   SGDNOISE_GIT_COMMIT=<sha> bash book/params/ch08_resnet_sweep/gpu_run.sh
 #
+# and, with PLAN and RECORDS set, for any other plan, e.g. chapter 9's:
+#
+#   PLAN=book/params/ch09_anisotropic_noise/plan_full.yaml RECORDS=data/results/ch09 \
+#     bash book/params/ch08_resnet_sweep/gpu_run.sh
+#
 # It expands CIFAR-10 from a carried compact copy when needed, runs
 #   sgdnoise-sweep $PLAN --out $RECORDS --budget $BUDGET [--shard $SHARD]
 # (the highest-priority runs of the plan that have no record in $RECORDS yet and fit in the
 # budget, their time estimated from throughput measured in this session), packs the records
-# it wrote, with this session's log, into ONE tar, $OUT/ch08_records.tar, and prints a
-# summary. Unpack the tar into data/results/ch08/ and commit (see its README.md).
+# it wrote, with this session's log, into ONE tar, $OUT/<name>_records.tar, and prints a
+# summary; <name> is the plan's name up to its first '-' (ch08 for plan_full.yaml and
+# plan_test.yaml of chapter 8, ch09 for chapter 9's plans). Unpack the tar into $RECORDS and
+# commit (see data/results/ch08/README.md or data/results/ch09/README.md).
 #
 # Settings (environment):
 #   PLAN     plan file (default book/params/ch08_resnet_sweep/plan_full.yaml; the tiny CPU
@@ -40,8 +47,11 @@ if [ -z "${SGDNOISE_GIT_COMMIT:-}" ] && git rev-parse HEAD >/dev/null 2>&1; then
 fi
 export SGDNOISE_GIT_COMMIT="${SGDNOISE_GIT_COMMIT:-}"
 
-DATASET="$("$PY" -c "from sgdnoise.sweep import load_plan
-print(load_plan('$PLAN', check_device=False).data['dataset'])")"
+PLAN_INFO="$("$PY" -c "from sgdnoise.sweep import load_plan
+p = load_plan('$PLAN', check_device=False)
+print(p.data['dataset'], p.name)")"
+read -r DATASET PLAN_NAME <<< "$PLAN_INFO"
+TAR="${PLAN_NAME%%-*}_records.tar"
 if [ "$DATASET" = "cifar10" ]; then
   DATA_ROOT="${SGDNOISE_DATA:-$PWD/data}"
   if [ ! -f "$DATA_ROOT/cifar-10-batches-py/test_batch" ]; then
@@ -107,8 +117,8 @@ mkdir -p "$WORK/pack/sessions"
 cp "$LOG" "$WORK/pack/sessions/"
 comm -13 "$WORK/before.txt" "$WORK/after.txt" | grep '\.json$' > "$WORK/new.txt" || true
 while read -r f; do cp "$RECORDS/$f" "$WORK/pack/"; done < "$WORK/new.txt"
-tar -cf "$OUT_DIR/ch08_records.tar" -C "$WORK/pack" .
-echo "[gpu_run] sweep exit code $RC; $(wc -l < "$WORK/new.txt") new record(s) packed into $OUT_DIR/ch08_records.tar"
+tar -cf "$OUT_DIR/$TAR" -C "$WORK/pack" .
+echo "[gpu_run] sweep exit code $RC; $(wc -l < "$WORK/new.txt") new record(s) packed into $OUT_DIR/$TAR"
 "$PY" - "$WORK/pack" <<'PY'
 import sys
 

@@ -54,6 +54,7 @@ __all__ = [
     "batch_colors",
     "final_points",
     "from_legacy_records",
+    "gap_batch_size",
     "gap_test",
     "intervals_as_text",
     "load_recorded",
@@ -315,6 +316,15 @@ def gap_test(
                    if len(fitted) else "")
                 + f"{note}; {thresholds}.")
     return table, Verdict(claim, "inconclusive", sentence, scale, section)
+
+
+def gap_batch_size(table: pd.DataFrame) -> int | None:
+    """Where a gap appears: the smallest batch size ``B`` of a :func:`gap_test` table whose
+    call is ``"gap"`` (in any arm), i.e. the smallest batch size at which the gap verdict is
+    supported; None when no pair shows a gap (the verdict is not "supported")."""
+    _require_columns(table, ("B", "call"), "gap-test table")
+    gaps = table[table["call"] == "gap"]
+    return int(gaps["B"].min()) if len(gaps) else None
 
 
 # --------------------------------------------------------------------------- (b) matched fit

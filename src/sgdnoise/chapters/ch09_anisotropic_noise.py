@@ -20,12 +20,22 @@ measurements of the final point, step costs, the variance of each kind along the
 directions, a dense covariance check of the samplers), paired statistics over seeds with
 equivalence tests (:func:`sgdnoise.stats.tost`) and the functions that turn the numbers into
 sentences and :class:`sgdnoise.report.Verdict` records, each with its threshold.
+
+At the ``full`` profile nothing is trained in the notebook: the GPU sweep
+(:mod:`sgdnoise.sweep`, plan ``book/params/ch09_anisotropic_noise/plan_full.yaml``, arms with
+a ``noise`` section) writes one record per run into ``data/results/ch09/``, and
+:func:`recorded_experiment` reads them (:func:`experiment_from_sweep` turns sweep records
+into the frame :func:`run_noise_experiment` returns), checks the plan against the profile
+and against chapter 8's gap batch size (:func:`ch08_gap_batch_size`) and names the runs that
+are missing; :func:`budgets_with_records` and :func:`unrecorded_gap_verdicts` keep the
+analysis to what is recorded and make the rest inconclusive.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,16 +60,21 @@ from sgdnoise.stats import paired_difference, t_interval, tost
 from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
+    "CURVE_FIELDS",
     "EQUAL_EPOCHS",
+    "EXPERIMENT_COLUMNS",
     "EQUAL_STEPS",
     "LARGE",
     "LARGE_STEPS",
     "NOISE_KINDS",
+    "NO_DIRECTIONS",
     "SMALL",
     "NoiseConfig",
     "NoiseExperiment",
     "Params",
     "anisotropy_verdict",
+    "budgets_with_records",
+    "ch08_gap_batch_size",
     "build_configs",
     "budget_records",
     "classify_gap",
@@ -69,24 +84,36 @@ __all__ = [
     "covariance_check",
     "direction_summary",
     "directional_variance",
+    "directions_text",
     "epoch_matched_temperature",
+    "experiment_from_sweep",
     "gap_analysis",
     "gap_verdict",
     "injection_scales",
     "kind_palette",
     "measure_step_costs",
+    "missing_runs_markdown",
     "per_example_projections",
+    "plan_batch_sentence",
+    "plan_large_batch",
+    "plan_mismatches",
     "pooled_inputs",
+    "recorded_experiment",
+    "recorded_step_costs",
     "run_noise_experiment",
     "run_scale_markdown",
     "sampler_summary",
     "sampler_verdict",
     "scale_label",
     "sharpness",
+    "step_costs",
     "step_matched_epochs",
     "styled_table",
     "summarize",
     "summary_lines",
+    "sweep_label",
+    "unmeasured_directions",
+    "unrecorded_gap_verdicts",
     "verdict_table",
 ]
 
@@ -152,8 +179,14 @@ class Params(ChapterParams):
     cost_goal_curvature: float = param(low=1.0, doc="goal for a hessian or ggn step / plain")
     augment: bool = param(doc="data augmentation")
     device: str = param(choices=("cpu", "cuda"), doc="device")
+    records_dir: str = param(doc="full profile: the GPU sweep's records, read instead of "
+                             "training (relative to the notebook)")
+    plan: str = param(doc="full profile: the sweep plan that writes those records")
+    ch08_records_dirs: tuple[str, ...] = param(
+        min_len=0, doc="chapter 8's records, where its gap test locates the large batch")
 
     def check(self) -> None:
+        self.require(self.plan.endswith((".yaml", ".yml")), "plan", "must be a YAML file")
         self.require(self.small_batch < self.large_batch, "small_batch",
                      f"must be below large_batch = {self.large_batch}")
         self.require(self.large_batch <= self.n_train, "large_batch",
@@ -622,18 +655,24 @@ def sampler_verdict(check: pd.DataFrame, z_max: float, scale: str) -> Verdict:
 
 @dataclass
 class NoiseExperiment:
-    """Results of :func:`run_noise_experiment`.
+    """Results of :func:`run_noise_experiment` (or, at the full profile, of the GPU sweep's
+    records: :func:`recorded_experiment`).
 
     - records: one row per (config, seed): label, kind, budget, batch_size, epochs,
       temperature (the injection scale T), seed, status, steps, train_error, test_error,
       train_loss, test_loss, sharpness, wall_time_s, noise_seconds, seconds_per_step.
     - curves: one row per (config, seed, epoch) with the engine's history fields.
     - models: final models kept for later measurements, keyed by (label, seed).
+    - costs: step costs measured in training (:func:`recorded_step_costs`), or None when
+      they are measured separately (:func:`measure_step_costs`).
+    - notes: Markdown about where the numbers come from (the recorded runs, what is missing).
     """
 
     records: pd.DataFrame
     curves: pd.DataFrame
     models: dict[tuple[str, int], nn.Module] = field(default_factory=dict, repr=False)
+    costs: pd.DataFrame | None = None
+    notes: str = ""
 
 
 def run_noise_experiment(
@@ -731,7 +770,13 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 def summarize(records: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Per config (in first-seen order): seeds, mean ± CI half-width (Student t over seeds,
     :func:`sgdnoise.stats.t_interval`) of test error, train error, generalisation gap
-    (test − train error) and sharpness, and the mean noise seconds per step."""
+    (test − train error) and sharpness, and the mean noise seconds per step (no row, but
+    these columns, when there is no record)."""
+    if records.empty:
+        stats = [c for n in ("test_error", "train_error", "gen_gap", "sharpness")
+                 for c in (n, f"{n}_ci")]
+        return pd.DataFrame(columns=["label", "kind", "batch_size", "seeds", "diverged",
+                                     *stats, "noise_s_per_step"])
     out = []
     for label, grp in records.groupby("label", sort=False):
         row = dict(label=label, kind=grp["kind"].iloc[0],
@@ -1128,3 +1173,407 @@ def verdict_table(
         out["step_cost"] = [float("nan") if lab == SMALL else ratio.get(k, float("nan"))
                             for lab, k in zip(out["label"], out["kind"], strict=True)]
     return out
+
+
+# ----------------------------------------------------------------------------------------
+# the full profile: records of the GPU sweep instead of training in the notebook
+# ----------------------------------------------------------------------------------------
+
+#: the columns of :attr:`NoiseExperiment.records` (what :func:`run_noise_experiment` writes)
+EXPERIMENT_COLUMNS = ("label", "kind", "budget", "batch_size", "epochs", "temperature", "seed",
+                      "status", "steps", "train_error", "test_error", "train_loss",
+                      "test_loss", "sharpness", "wall_time_s", "noise_seconds",
+                      "seconds_per_step")
+#: the history fields of :attr:`NoiseExperiment.curves` after label, kind, budget, seed
+CURVE_FIELDS = ("step", "epoch", "examples_seen", "lr", "train_loss", "train_error",
+                "test_loss", "test_error", "param_distance", "running_loss", "wall_time")
+NO_DIRECTIONS = ("Not measured at this profile: the GPU sweep keeps no trained network, so "
+                 "the noise along the sharpest directions is measured only where the "
+                 "notebook trains (the smoke and default profiles).")
+
+
+def sweep_label(kind: str, batch_size: int, *, equal_steps: bool,
+                matched_small_batch: int | None, injection_scale: float, small_batch: int,
+                large_batch: int) -> str:
+    """The chapter's label of one sweep run (the labels of :func:`build_configs`): plain SGD
+    at b is :data:`SMALL`, at B :data:`LARGE` (or :data:`LARGE_STEPS` with ``equal_steps``);
+    noise at B is ``"LB + <kind>"``, suffixed " (epoch T)" at the epoch-matched scale
+    (:func:`epoch_matched_temperature`), " (T = s)" at any scale other than the step-matched
+    one of ``matched_small_batch = b``, and " (equal steps)" with ``equal_steps``. Other
+    batch sizes are named by their size."""
+    steps = STEPS_SUFFIX if equal_steps else ""
+    if kind == "none":
+        if batch_size == small_batch and not equal_steps:
+            return SMALL
+        if batch_size == large_batch:
+            return LARGE_STEPS if equal_steps else LARGE
+        return f"SGD, B = {batch_size}{steps}"
+    base = f"LB + {kind}" if batch_size == large_batch else f"B = {batch_size} + {kind}"
+    if matched_small_batch is not None and int(matched_small_batch) == small_batch:
+        scale = ""
+    elif small_batch <= batch_size and math.isclose(
+            injection_scale, epoch_matched_temperature(small_batch, batch_size),
+            rel_tol=1e-9):
+        scale = " (epoch T)"
+    else:
+        scale = f" (T = {injection_scale:.3g})"
+    return base + scale + steps
+
+
+def _na(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def experiment_from_sweep(
+    runs: pd.DataFrame,
+    sharpness: pd.DataFrame | None = None,
+    *,
+    small_batch: int,
+    large_batch: int,
+    order: Sequence[str] = (),
+) -> NoiseExperiment:
+    """The adapter from sweep records to the chapter's frames: ``runs`` as read by
+    :func:`sgdnoise.sweep.load_records` (one row per run × evaluation, with the noise
+    columns) and ``sharpness`` by :func:`sgdnoise.sweep.load_sharpness`, to a
+    :class:`NoiseExperiment` whose ``records`` have :data:`EXPERIMENT_COLUMNS` (what
+    :func:`run_noise_experiment` writes, so :func:`summarize`, :func:`gap_analysis`,
+    :func:`classify_gap`, … apply unchanged) and whose ``curves`` hold every evaluation.
+
+    Per run: ``label`` by :func:`sweep_label` (b, B = ``small_batch``, ``large_batch``;
+    equal steps = the run has ``max_steps``), ``kind`` its noise kind ("none": plain SGD),
+    ``budget`` :data:`EQUAL_STEPS` for runs with ``max_steps`` else :data:`EQUAL_EPOCHS`,
+    ``epochs`` and the errors and losses of its last evaluation (the train numbers are on
+    the plan's evaluation subset), ``temperature`` the injection scale s, ``sharpness`` the
+    λ_max measured at its last step (NaN when none, or when the run did not finish),
+    ``wall_time_s`` the wall time at its last evaluation, ``noise_seconds`` and
+    ``seconds_per_step = wall_time_s / steps``. Rows follow ``order`` (labels; others after
+    them), then the seed. ``models`` is empty: the sweep keeps no network."""
+    curve_cols = ["label", "kind", "budget", "seed", *CURVE_FIELDS]
+    if runs.empty:
+        return NoiseExperiment(pd.DataFrame(columns=list(EXPERIMENT_COLUMNS)),
+                               pd.DataFrame(columns=curve_cols))
+    lam: dict[str, float] = {}
+    if sharpness is not None and len(sharpness):
+        last_sharp = sharpness.sort_values("step").groupby("run_id").tail(1)
+        lam = dict(zip(last_sharp["run_id"], last_sharp["lambda_max"], strict=True))
+    rows, labels = [], {}
+    for run_id, g in runs.sort_values("step").groupby("run_id", sort=False):
+        last = g.iloc[-1]
+        equal_steps = not _na(last["max_steps"])
+        label = sweep_label(
+            str(last["noise_kind"]), int(last["batch_size"]), equal_steps=equal_steps,
+            matched_small_batch=None if _na(last["matched_small_batch"])
+            else int(last["matched_small_batch"]),
+            injection_scale=float(last["injection_scale"]), small_batch=small_batch,
+            large_batch=large_batch)
+        labels[run_id] = (label, str(last["noise_kind"]),
+                          EQUAL_STEPS if equal_steps else EQUAL_EPOCHS)
+        steps = int(last["steps_total"])
+        wall = float(last["wall_time"])
+        rows.append(dict(
+            label=label, kind=str(last["noise_kind"]), budget=labels[run_id][2],
+            batch_size=int(last["batch_size"]), epochs=float(last["epoch"]),
+            temperature=float(last["injection_scale"]), seed=int(last["seed"]),
+            status=str(last["status"]), steps=steps, train_error=last["train_error"],
+            test_error=last["test_error"], train_loss=last["train_loss"],
+            test_loss=last["test_loss"],
+            sharpness=float(lam.get(run_id, math.nan)) if last["status"] == "finished"
+            else math.nan,
+            wall_time_s=wall, noise_seconds=float(last["noise_seconds"]),
+            seconds_per_step=wall / max(steps, 1)))
+    rank = {lab: i for i, lab in enumerate(order)}
+    records = pd.DataFrame(rows, columns=list(EXPERIMENT_COLUMNS))
+    records = records.assign(_r=[rank.get(lab, len(rank)) for lab in records["label"]])
+    records = records.sort_values(["_r", "label", "seed"], kind="stable").drop(columns="_r")
+    curves = runs.assign(label=[labels[r][0] for r in runs["run_id"]],
+                         kind=[labels[r][1] for r in runs["run_id"]],
+                         budget=[labels[r][2] for r in runs["run_id"]])[curve_cols]
+    curves = curves.assign(_r=[rank.get(lab, len(rank)) for lab in curves["label"]])
+    curves = curves.sort_values(["_r", "label", "seed", "step"], kind="stable").drop(
+        columns="_r")
+    return NoiseExperiment(records.reset_index(drop=True), curves.reset_index(drop=True))
+
+
+def recorded_step_costs(runs: pd.DataFrame, goals: Mapping[str, float], *,
+                        large_batch: int) -> pd.DataFrame:
+    """Step costs measured in training (the GPU sweep's records, :func:`sgdnoise.sweep.
+    load_records`): per noise kind, the median over its equal-epochs runs at batch
+    ``large_batch`` of the training seconds per step (``seconds_per_step``: forward,
+    backward, noise and update), over that of plain large-batch SGD. The columns of
+    :func:`measure_step_costs` (kind, num_samples, seconds, ratio, goal, meets_goal); only
+    kinds with a finite ratio appear (none at all without a timed plain large-batch run)."""
+    cols = ["kind", "num_samples", "seconds", "ratio", "goal", "meets_goal"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    last = runs.sort_values("step").groupby("run_id", sort=False).tail(1)
+    last = last[(last["batch_size"] == large_batch) & last["max_steps"].isna()]
+    sec = last.groupby("noise_kind")["seconds_per_step"].median()
+    base = sec.get("none", math.nan)
+    rows = []
+    for kind in KINDS:
+        if kind not in sec or not (np.isfinite(sec[kind]) and np.isfinite(base) and base > 0):
+            continue
+        m = last.loc[last["noise_kind"] == kind, "noise_num_samples"]
+        goal = float(goals.get(kind, math.nan))
+        ratio = float(sec[kind] / base)
+        rows.append(dict(kind=kind, num_samples=0 if kind == "none" or m.isna().all()
+                         else int(m.dropna().iloc[0]),
+                         seconds=float(sec[kind]), ratio=ratio, goal=goal,
+                         meets_goal=(ratio <= goal) if np.isfinite(goal) else None))
+    return pd.DataFrame(rows, columns=cols)
+
+
+def ch08_gap_batch_size(records: pd.DataFrame, *, loss_tolerance: float = 0.02,
+                        margin: float = 0.01) -> int | None:
+    """The batch size at which chapter 8's computed gap verdict finds a generalization gap:
+    :func:`sgdnoise.chapters.ch08_resnet_sweep.gap_test` on chapter 8's records (arms B and
+    C, loaded with :func:`sgdnoise.sweep.load_records`) with chapter 8's thresholds (the
+    defaults are the values of its profiles), then the smallest batch size whose pair shows
+    a gap (:func:`sgdnoise.chapters.ch08_resnet_sweep.gap_batch_size`). None when there is
+    no record or no gap."""
+    from sgdnoise.chapters import ch08_resnet_sweep as ch08
+
+    if records.empty:
+        return None
+    table, _ = ch08.gap_test(records, loss_tolerance=loss_tolerance, margin=margin)
+    return ch08.gap_batch_size(table)
+
+
+def plan_batch_sentence(plan_batch: int, gap_batch: int | None) -> str:
+    """Whether the plan's large batch B is chapter 8's gap batch size
+    (:func:`ch08_gap_batch_size`), as one sentence."""
+    if gap_batch is None:
+        return (f"Chapter 8's records do not yet locate a gap; plan B = {plan_batch:,} is "
+                "provisional (the value of the full profile).")
+    if int(gap_batch) == int(plan_batch):
+        return f"Plan B = {plan_batch:,} agrees with chapter 8's gap batch size."
+    return (f"Chapter 8's records locate the gap at B = {int(gap_batch):,}; plan B = "
+            f"{plan_batch:,} does not agree: the plan's large batch and the full profile's "
+            f"`large_batch` should become {int(gap_batch):,} (new run ids, so the records "
+            "of the old B are not mixed in).")
+
+
+def plan_large_batch(plan) -> int:
+    """The large batch B of a ch09 sweep plan (:class:`sgdnoise.sweep.Plan`): the batch size
+    of its noisy runs (the largest batch size when it has none)."""
+    noisy = {r.batch_size for r in plan.runs if r.noise is not None}
+    if len(noisy) > 1:
+        raise ValueError(f"the plan's noisy runs must share one batch size, got {sorted(noisy)}")
+    return noisy.pop() if noisy else max(r.batch_size for r in plan.runs)
+
+
+def _plan_label(run, p: Params) -> str:
+    n = run.noise
+    return sweep_label("none" if n is None else n.kind, run.batch_size,
+                       equal_steps=run.config.max_steps is not None,
+                       matched_small_batch=None if n is None else n.matched_small_batch,
+                       injection_scale=0.0 if n is None else n.injection_scale,
+                       small_batch=p.small_batch, large_batch=p.large_batch)
+
+
+def plan_mismatches(plan, p: Params, configs: Sequence[NoiseConfig]) -> list[str]:
+    """Where a sweep plan (:class:`sgdnoise.sweep.Plan`) differs from the profile ``p`` and
+    the configurations the notebook would train (:func:`build_configs`): data, network,
+    learning rate, momentum, augmentation, seeds, sharpness examples; per configuration its
+    presence, kind, batch size, injection scale, M, Lanczos steps, probes and step count.
+    Empty when they agree."""
+    from sgdnoise.train import steps_per_epoch, total_steps
+
+    out = []
+    n = plan.data["n_train"] or 50_000
+    if plan.data["dataset"] != p.dataset or n != p.n_train:
+        out.append(f"data {plan.data['dataset']} N = {n} (profile: {p.dataset} "
+                   f"N = {p.n_train})")
+    want = dict(model=p.model, width=p.width, norm=p.norm, lr=p.lr, momentum=p.momentum,
+                augment=p.augment, sharpness_n=p.sharpness_examples,
+                sharpness_iters=p.sharpness_iters)
+    by_label: dict[str, list] = {}
+    for r in plan.runs:
+        by_label.setdefault(_plan_label(r, p), []).append(r)
+        for k, v in want.items():
+            got = getattr(r.config, k)
+            if got != v:
+                out.append(f"{r.run_id}: {k} = {got!r} (profile: {v!r})")
+        if r.config.lr_scaling != "none" or r.config.schedule != "constant":
+            out.append(f"{r.run_id}: lr_scaling {r.config.lr_scaling!r}, schedule "
+                       f"{r.config.schedule!r} (the chapter: one constant η)")
+    for c in configs:
+        runs = by_label.pop(c.label, [])
+        if not runs:
+            out.append(f"no arm for {c.label!r}")
+            continue
+        seeds = sorted(r.seed for r in runs)
+        if seeds != sorted(p.seeds):
+            out.append(f"{c.label}: seeds {seeds} (profile: {sorted(p.seeds)})")
+        r = runs[0]
+        spe = steps_per_epoch(n, c.batch_size, drop_last=r.config.drop_last)
+        want_steps = (c.epochs or p.epochs) * spe
+        if r.batch_size != c.batch_size or total_steps(r.config, n) != want_steps:
+            out.append(f"{c.label}: B = {r.batch_size}, {total_steps(r.config, n)} steps "
+                       f"(notebook: B = {c.batch_size}, {want_steps} steps)")
+        if c.kind != "none":
+            nz = r.noise
+            probes = nz.moment_probes if c.kind in ("isotropic", "diag_fisher") else None
+            want_probes = c.moment_probes if c.kind in ("isotropic", "diag_fisher") else None
+            k = nz.lanczos_steps if c.kind == "hessian" else None
+            want_k = c.lanczos_steps if c.kind == "hessian" else None
+            if (not math.isclose(nz.injection_scale, c.temperature, rel_tol=1e-6)
+                    or nz.num_samples != c.num_samples or probes != want_probes
+                    or k != want_k):
+                out.append(f"{c.label}: s = {nz.injection_scale:.6g}, M = {nz.num_samples}, "
+                           f"k = {k}, probes = {probes} (notebook: s = {c.temperature:.6g}, "
+                           f"M = {c.num_samples}, k = {want_k}, probes = {want_probes})")
+    out.extend(f"arm for {lab!r}, which the profile does not run" for lab in by_label)
+    return out
+
+
+def missing_runs_markdown(plan, found: set[str], records_dir: str) -> str:
+    """Which of the plan's runs have a record in ``found`` (run ids), as Markdown: a count,
+    then the missing ones by arm (their seeds)."""
+    missing: dict[tuple[str, int], list[int]] = {}
+    for r in plan.runs:
+        if r.run_id not in found:
+            missing.setdefault((r.arm, r.batch_size), []).append(r.seed)
+    have = len(plan.runs) - sum(len(v) for v in missing.values())
+    where = re.sub(r"^(\.\./)+", "", str(records_dir))  # relative to the notebook
+    text = (f"**Records:** {have} of the {len(plan.runs)} runs of plan `{plan.name}` have a "
+            f"record in `{where}`.")
+    if not missing:
+        return text + " None is missing."
+    if not have:
+        return (text + " The plan has not run yet: every table and figure of the training "
+                "below is empty and every verdict that needs a run is inconclusive.")
+    listing = "; ".join(f"{arm} (B = {b:,}) seed{'s' if len(s) > 1 else ''} "
+                        f"{', '.join(map(str, sorted(s)))}" for (arm, b), s in missing.items())
+    return (text + f" Missing: {listing}. Every comparison that needs a missing run is "
+            "left out below, and its verdict is inconclusive.")
+
+
+def budgets_with_records(records: pd.DataFrame, equal_steps: bool) -> list[str]:
+    """The budgets (:data:`EQUAL_EPOCHS`, and :data:`EQUAL_STEPS` when ``equal_steps``) whose
+    gap can be analysed from ``records``: small-batch SGD, that budget's large-batch SGD and
+    at least one noisy configuration have records. Where the notebook trains, every budget."""
+    out = []
+    for budget in [EQUAL_EPOCHS] + ([EQUAL_STEPS] if equal_steps else []):
+        large = LARGE if budget == EQUAL_EPOCHS else LARGE_STEPS
+        labels = set(budget_records(records, budget)["label"]) if len(records) else set()
+        if {SMALL, large} <= labels and labels - {SMALL, large}:
+            out.append(budget)
+    return out
+
+
+def unrecorded_gap_verdicts(records: pd.DataFrame, equal_steps: bool, *, margin: float,
+                            alpha: float, scale: str) -> list[Verdict]:
+    """The gap verdict (the claim of :func:`gap_verdict`) of each budget that
+    :func:`budgets_with_records` leaves out: inconclusive, naming what has no record."""
+    import dataclasses
+
+    out = []
+    for budget in [EQUAL_EPOCHS] + ([EQUAL_STEPS] if equal_steps else []):
+        if budget in budgets_with_records(records, equal_steps):
+            continue
+        large = LARGE if budget == EQUAL_EPOCHS else LARGE_STEPS
+        labels = set(budget_records(records, budget)["label"]) if len(records) else set()
+        absent = [lab for lab in (SMALL, large) if lab not in labels]
+        if not labels - {SMALL, large}:
+            absent.append("any noisy configuration")
+        stub = pd.DataFrame({"label": [SMALL, large], "diff_small": [0.0, math.nan],
+                             "diff_small_ci": [math.nan, math.nan],
+                             "verdict": ["reference", "reference"]})
+        claim = gap_verdict(stub, budget=budget, margin=margin, alpha=alpha, scale=scale,
+                            large_label=large)
+        out.append(dataclasses.replace(
+            claim, outcome="inconclusive",
+            sentence=f"Not tested at {budget}: no record of {', '.join(absent)}."))
+    return out
+
+
+def unmeasured_directions(kinds: Sequence[str], count: int) -> pd.DataFrame:
+    """A :func:`directional_variance` table with every value NaN (nothing measured)."""
+    return pd.DataFrame([dict(kind=k, direction=j, eigenvalue=math.nan, variance=math.nan,
+                              sgd_variance=math.nan, ratio=math.nan)
+                         for k in kinds for j in range(1, count + 1)])
+
+
+def directions_text(directions: pd.DataFrame, draws: int) -> str:
+    """:func:`direction_summary`, or :data:`NO_DIRECTIONS` when nothing was measured."""
+    if directions.empty or directions["ratio"].isna().all():
+        return NO_DIRECTIONS
+    return direction_summary(directions, draws)
+
+
+def step_costs(p: Params, data, goals: Mapping[str, float],
+               experiment: NoiseExperiment) -> pd.DataFrame:
+    """The cost table of the page: the costs measured in training when ``experiment`` has
+    them (the GPU sweep's records), else :func:`measure_step_costs` on a fresh network (seed
+    0) and the first B training images pooled to 32 × 32, with the profile's settings."""
+    if experiment.costs is not None:
+        return experiment.costs
+    from sgdnoise.models import build_model
+
+    torch.manual_seed(0)
+    cost_model = build_model(p.model, width=p.width, norm=p.norm).to(p.device)
+    x_cost = pooled_inputs(data.train_x[: p.large_batch], 32).float().to(p.device)
+    y_cost = data.train_y[: p.large_batch].to(p.device)
+    return measure_step_costs(
+        cost_model, x_cost, y_cost, ["none", *p.kinds], goals=goals,
+        num_samples=p.num_samples, curvature_samples=p.curvature_samples,
+        lanczos_steps=p.lanczos_steps, repeats=p.cost_repeats,
+        moment_samples=p.moment_samples, moment_probes=p.moment_probes or None,
+    )
+
+
+def recorded_experiment(p: Params, configs: Sequence[NoiseConfig],
+                        goals: Mapping[str, float]) -> NoiseExperiment:
+    """The full profile's experiment, read from the GPU sweep's records instead of trained:
+    the records of ``p.plan``'s runs in ``p.records_dir`` through
+    :func:`experiment_from_sweep` (labels in the order of ``configs``), the step costs
+    measured in training (:func:`recorded_step_costs`) and as ``notes`` (Markdown, computed):
+    whether the plan's B is chapter 8's gap batch size (:func:`ch08_gap_batch_size` on
+    ``p.ch08_records_dirs``, :func:`plan_batch_sentence`), whether the plan agrees with the
+    profile (:func:`plan_mismatches`), where the records come from and which are missing
+    (:func:`missing_runs_markdown`). Records of run ids the plan does not have, or written
+    by another config, are left out (and counted)."""
+    import json
+    from pathlib import Path
+
+    from sgdnoise import sweep
+    from sgdnoise.chapters import ch08_resnet_sweep as ch08
+
+    plan = sweep.load_plan(p.plan, check_device=False)
+    runs = sweep.load_records(p.records_dir)
+    expected = {r.run_id: r for r in plan.runs}
+    stale = set()
+    folder = Path(p.records_dir)
+    files = sorted(folder.rglob("*.json")) if folder.is_dir() else []
+    for f in (f for f in files if not f.name.startswith(".")):  # what load_records reads
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        r = expected.get(rec.get("run", {}).get("run_id"))
+        noise = r.noise.to_dict() if r is not None and r.noise is not None else None
+        if r is None or rec.get("config") != r.config.to_dict() or rec.get("noise") != noise:
+            stale.add(rec.get("run", {}).get("run_id"))
+    keep = runs["run_id"].isin(set(expected) - stale) if len(runs) else []
+    runs = runs[keep] if len(runs) else runs
+    sharp = sweep.load_sharpness(p.records_dir)
+    exp = experiment_from_sweep(runs, sharp, small_batch=p.small_batch,
+                                large_batch=p.large_batch, order=[c.label for c in configs])
+    exp.costs = recorded_step_costs(runs, goals, large_batch=p.large_batch)
+    gap_b = ch08_gap_batch_size(ch08.load_recorded(list(p.ch08_records_dirs)))
+    mismatches = plan_mismatches(plan, p, configs)
+    notes = [f"**Large batch:** {plan_batch_sentence(plan_large_batch(plan), gap_b)}",
+             f"**Plan and profile:** plan `{plan.name}` "
+             + ("runs exactly the configurations listed above (same network, data, η, "
+                "momentum, seeds, injection scales and M)." if not mismatches else
+                "differs from this profile: " + "; ".join(mismatches) + "."),
+             missing_runs_markdown(plan, set(runs["run_id"]) if len(runs) else set(),
+                                   p.records_dir)
+             + (f" {len(stale)} record(s) of other runs or configs in that folder are left "
+                "out." if stale else "")]
+    if len(runs):
+        notes.append(f"**Source:** {ch08.records_scale(runs, 'recorded runs')}; the train "
+                     "error of a record is measured on the plan's fixed training subset.")
+    exp.notes = "\n\n".join(notes)
+    return exp
