@@ -28,7 +28,7 @@ PLAN_FULL = PARAMS / "plan_full.yaml"
 GOALS = ch09.cost_goals(1.5, 3.0)
 
 
-def test_params(records_dir: Path, **changes) -> ch09.Params:
+def plan_test_params(records_dir: Path, **changes) -> ch09.Params:
     """The profile that plan_test.yaml runs (the smoke profile at the plan's scale)."""
     values = yaml.safe_load((PARAMS / "smoke.yaml").read_text())
     values.update(dataset="synthetic", n_train=48, n_test=32, model="cnn", width=4,
@@ -42,7 +42,6 @@ def test_params(records_dir: Path, **changes) -> ch09.Params:
     return ch09.Params.from_mapping(values)
 
 
-test_params.__test__ = False  # a helper, not a test
 
 
 def notebook_configs(p: ch09.Params) -> list[ch09.NoiseConfig]:
@@ -69,7 +68,7 @@ def recorded(tmp_path_factory) -> Path:
 
 def test_adapter_builds_the_records_frame_of_the_notebook(recorded):
     runs, sharp = sweep.load_records(recorded), sweep.load_sharpness(recorded)
-    p = test_params(recorded)
+    p = plan_test_params(recorded)
     configs = notebook_configs(p)
     exp = ch09.experiment_from_sweep(runs, sharp, small_batch=8, large_batch=24,
                                      order=[c.label for c in configs])
@@ -156,10 +155,10 @@ def test_full_plan_is_the_full_profile():
 
 
 def test_test_plan_is_its_profile_and_mismatches_are_named(recorded):
-    p = test_params(recorded)
+    p = plan_test_params(recorded)
     plan = sweep.load_plan(PLAN_TEST)
     assert ch09.plan_mismatches(plan, p, notebook_configs(p)) == []
-    other = test_params(recorded, lr=0.1, num_samples=16, kinds=["subsampled", "ggn"],
+    other = plan_test_params(recorded, lr=0.1, num_samples=16, kinds=["subsampled", "ggn"],
                         seeds=[0, 1, 2], epoch_matched_kinds=[])
     found = " | ".join(ch09.plan_mismatches(plan, other, notebook_configs(other)))
     assert "lr = 0.05 (profile: 0.1)" in found
@@ -201,12 +200,14 @@ def test_gap_batch_size_is_the_smallest_batch_with_a_gap():
 
 
 def test_recorded_experiment_on_complete_records(recorded):
-    p = test_params(recorded)
+    p = plan_test_params(recorded)
     exp = ch09.recorded_experiment(p, notebook_configs(p), GOALS)
     assert exp.records["label"].nunique() == len(notebook_configs(p))
     assert "runs exactly the configurations" in exp.notes
     assert "22 of the 22 runs of plan `ch09-test`" in exp.notes and "None is missing" in exp.notes
     assert "plan B = 24 is provisional" in exp.notes  # no chapter 8 records given
+    # figures and verdicts name the records (device, commit, date), not the laptop
+    assert exp.source.startswith("recorded GPU runs (") and exp.source in exp.notes
     assert ch09.budgets_with_records(exp.records, True) == [ch09.EQUAL_EPOCHS,
                                                              ch09.EQUAL_STEPS]
     assert ch09.unrecorded_gap_verdicts(exp.records, True, margin=0.02, alpha=0.05,
@@ -221,7 +222,7 @@ def test_recorded_experiment_names_missing_runs_and_stale_records(recorded, tmp_
         (part / f"{run_id}.json").unlink()
     stale = (part / "LB_B00024_s0.json").read_text().replace('"lr": 0.05', '"lr": 0.07')
     (part / "LB_B00024_s0.json").write_text(stale)
-    p = test_params(part)
+    p = plan_test_params(part)
     exp = ch09.recorded_experiment(p, notebook_configs(p), GOALS)
     assert "18 of the 22 runs" in exp.notes
     assert "Missing: LB (B = 24) seed 0; SB (B = 8) seed 1; LB-steps (B = 24) seeds 0, 1." in \
@@ -242,9 +243,10 @@ def test_recorded_experiment_names_missing_runs_and_stale_records(recorded, tmp_
 
 
 def test_recorded_experiment_without_records_is_empty_and_inconclusive(tmp_path):
-    p = test_params(tmp_path / "nothing")
+    p = plan_test_params(tmp_path / "nothing")
     exp = ch09.recorded_experiment(p, notebook_configs(p), GOALS)
     assert exp.records.empty and exp.costs.empty
+    assert exp.source.startswith("recorded GPU runs: none yet")
     assert "0 of the 22 runs" in exp.notes and "has not run yet" in exp.notes
     assert ch09.budgets_with_records(exp.records, True) == []
     verdicts = ch09.unrecorded_gap_verdicts(exp.records, True, margin=0.02, alpha=0.05,

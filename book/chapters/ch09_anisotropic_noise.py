@@ -366,6 +366,8 @@ else:
         progress=False,
     )
 records = experiment.records
+if experiment.source:  # recorded runs: titles and verdicts name the records, not the laptop
+    label = scale = experiment.source
 summary = ch09.summarize(records, P.confidence)
 ci = "{:.4f}"
 LAMBDA_MAX = tex_html(r"\lambda_{\max}")
@@ -379,7 +381,7 @@ ch09.styled_table(
             "sharpness": LAMBDA_MAX, "sharpness_ci": LAMBDA_MAX + " ±",
             "noise_s_per_step": "noise (s / step)", "batch_size": "batch"})
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Final point of every configuration: test error, train error and sharpness (top Hessian eigenvalue); points are seed means with 95% intervals, small dots single seeds, one colour per noise kind (black: small-batch SGD). Laptop run at the profile named in the provenance table; computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.run_noise_experiment`.", "name": "fig-ch9-final"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Final point of every configuration: test error, train error and sharpness (top Hessian eigenvalue); points are seed means with 95% intervals, small dots single seeds, one colour per noise kind (black: small-batch SGD). Laptop run, or recorded GPU runs at the full profile, as the title says (profile and records in the provenance table and the source note above); computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.run_noise_experiment`.", "name": "fig-ch9-final"}}
 order = [c.label for c in configs]
 kind_of = {c.label: c.kind for c in configs}
 colours = {lab: ch09.config_style(lab, kind_of[lab])[0] for lab in order}
@@ -401,7 +403,7 @@ plt.show()
 # Compare each noisy configuration with the two references at the top: closing the gap
 # means moving the test error from the large-batch value towards the small-batch value.
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Learning curves (mean over seeds) against optimisation steps: one colour per noise kind (black: small-batch SGD), solid at the step-matched scale, dashed at the epoch-matched scale, dotted in the equal-steps arm. Laptop run at the profile named in the provenance table; computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.run_noise_experiment`.", "name": "fig-ch9-curves"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Learning curves (mean over seeds) against optimisation steps: one colour per noise kind (black: small-batch SGD), solid at the step-matched scale, dashed at the epoch-matched scale, dotted in the equal-steps arm. Laptop run, or recorded GPU runs at the full profile, as the title says (profile and records in the provenance table and the source note above); computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.run_noise_experiment`.", "name": "fig-ch9-curves"}}
 curves = experiment.curves
 fig, axes = plt.subplots(1, 2, figsize=(7, 4.2), sharex=True)
 for ax, metric in zip(axes, ["train_error", "test_error"], strict=True):
@@ -438,7 +440,7 @@ plt.show()
 # $u_i^\top D u_i$ on the same examples. A ratio of 1 means the kind puts as much noise in
 # that direction as mini-batch sampling does.
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Variance of each kind's noise along the top Hessian eigenvectors of the large-batch final point, relative to SGD's own variance there (log scale; dashed line: equal). Laptop run at the profile named in the provenance table; computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.directional_variance`.", "name": "fig-ch9-directions"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Variance of each kind's noise along the top Hessian eigenvectors of the large-batch final point, relative to SGD's own variance there (log scale; dashed line: equal). Laptop run, or recorded GPU runs at the full profile, as the title says (profile and records in the provenance table and the source note above); computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.directional_variance`.", "name": "fig-ch9-directions"}}
 lb_model = experiment.models.get((ch09.LARGE, P.seeds[0]))  # None: the GPU sweep keeps none
 x_dir = ch09.pooled_inputs(data.train_x[: P.sharpness_examples], 32).float()
 y_dir = data.train_y[: P.sharpness_examples]
@@ -482,7 +484,7 @@ display(Markdown(ch09.directions_text(directions, P.direction_draws)))
 # are `cost_goal_subsampled` for the sub-sampled kind and `cost_goal_curvature` for the
 # curvature kinds.
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Median time of one step of each kind over a plain large-batch step (bars), with the goals (red). Laptop run at the profile named in the provenance table; computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.measure_step_costs`.", "name": "fig-ch9-cost"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Median time of one step of each kind over a plain large-batch step (bars), with the goals (red). Laptop run, or recorded GPU runs at the full profile, as the title says (profile and records in the provenance table and the source note above); computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.measure_step_costs`.", "name": "fig-ch9-cost"}}
 costs = ch09.step_costs(P, data, goals, experiment)  # full profile: timed in training
 fig, ax = plt.subplots(figsize=(7, 3.2))
 ax.bar(range(len(costs)), costs["ratio"], color=[palette[k] for k in costs["kind"]])

@@ -666,6 +666,9 @@ class NoiseExperiment:
     - costs: step costs measured in training (:func:`recorded_step_costs`), or None when
       they are measured separately (:func:`measure_step_costs`).
     - notes: Markdown about where the numbers come from (the recorded runs, what is missing).
+    - source: what stands behind the numbers, for figure titles and verdict scales: empty for
+      a laptop run (the caller's label applies), the records' provenance (commit, device,
+      date) for recorded runs.
     """
 
     records: pd.DataFrame
@@ -673,6 +676,7 @@ class NoiseExperiment:
     models: dict[tuple[str, int], nn.Module] = field(default_factory=dict, repr=False)
     costs: pd.DataFrame | None = None
     notes: str = ""
+    source: str = ""
 
 
 def run_noise_experiment(
@@ -1572,8 +1576,10 @@ def recorded_experiment(p: Params, configs: Sequence[NoiseConfig],
                                    p.records_dir)
              + (f" {len(stale)} record(s) of other runs or configs in that folder are left "
                 "out." if stale else "")]
+    exp.source = (ch08.records_scale(runs, "recorded GPU runs") if len(runs)
+                  else f"recorded GPU runs: none yet in {p.records_dir}")
     if len(runs):
-        notes.append(f"**Source:** {ch08.records_scale(runs, 'recorded runs')}; the train "
-                     "error of a record is measured on the plan's fixed training subset.")
+        notes.append(f"**Source:** {exp.source}; the train error of a record is measured on "
+                     "the plan's fixed training subset.")
     exp.notes = "\n\n".join(notes)
     return exp
