@@ -104,7 +104,7 @@ MEASURE_JS = r"""
 (function () {
   function report() {
     var out = {equations: [], rawtex: [], subscripts: [], texerrors: [], images: [],
-               column: 0};
+               formulas: [], column: 0};
     var article = document.querySelector("article") || document.body;
     out.column = article.getBoundingClientRect().width;
     document.querySelectorAll('mjx-container[display="true"]').forEach(function (m) {
@@ -114,6 +114,11 @@ MEASURE_JS = r"""
       out.equations.push({id: (box && box.id) || "", width: width,
                           container: Math.min(m.clientWidth, box.clientWidth),
                           tex: (m.getAttribute("aria-label") || m.textContent).slice(0, 80)});
+    });
+    // a docstring's formula block on an API page (book/_ext/sgdnoise_apidoc.py)
+    document.querySelectorAll("div.sgdnoise-formula pre").forEach(function (pre) {
+      out.formulas.push({width: pre.scrollWidth, container: pre.clientWidth,
+                         text: pre.textContent.trim().slice(0, 80)});
     });
     // TeX that MathJax could not read: an error box (merror), or an unknown command that
     // its noundefined extension shows as red text
@@ -357,7 +362,8 @@ MIN_TEXT_PX = 9.0  # the smallest text a reader should have to read, in screen p
 
 
 def layout_problems(measure: dict) -> list[str]:
-    """Display equations wider than their container, TeX-looking text outside typeset math,
+    """Display equations wider than their container, docstring formula blocks wider than
+    the column, TeX-looking text outside typeset math,
     subscripts written as plain text outside math and code (``g_B``, ``λ_max``: they belong
     in ``$...$``), math MathJax could not typeset (an unknown command), figures without a
     numbered caption, and figures whose smallest text
@@ -370,6 +376,9 @@ def layout_problems(measure: dict) -> list[str]:
         if eq["width"] > eq["container"] + 1:
             problems.append(f"display equation {eq['id'] or eq['tex']!r} is "
                             f"{eq['width']:.0f} px wide in a {eq['container']:.0f} px container")
+    problems += [f"formula block {f['text']!r} is {f['width']:.0f} px wide in a "
+                 f"{f['container']:.0f} px column" for f in measure.get("formulas", [])
+                 if f["width"] > f["container"] + 1]
     problems += [f"raw TeX outside typeset math: {text!r}" for text in measure["rawtex"]]
     problems += [f"plain-text subscript {', '.join(s['found'])} outside math: {s['text']!r}"
                  for s in measure["subscripts"]]
@@ -401,21 +410,63 @@ def _book_pages() -> list[str]:
 KNOWN_DEFECTS: set[str] = set()  # pages allowed to fail the checks below (none)
 
 
-@pytest.mark.parametrize("page", _book_pages())
-def test_page_reads_like_a_publication(chromium, server, smoke_book, tmp_path, page):
-    """At 1280 px: every display equation fits its column, no raw TeX, every figure has a
-    numbered caption and its text renders >= 9 px.
-    The screenshot goes to test-artifacts/browser/<page>.png."""
+def _api_pages() -> list[str]:
+    """The API reference's per-module pages, from the package's module list as build.py
+    derives them (:func:`test_every_api_page_is_checked` compares them with the build)."""
+    from conftest import load_build_module
+
+    return [f"api/{module}.html" for module in load_build_module().api_modules()]
+
+
+# Pages Sphinx generates besides the toc's. genindex lists every Python name of the API
+# (``dl_opt() (sgdnoise...QuadraticStep method)``) as link text, not in code: identifiers by
+# construction, so only its TeX is checked there, not its underscores.
+INDEX_PAGES = {"py-modindex.html": "all", "genindex.html": "tex"}
+
+
+def check_publication(chromium: str, server: Server, smoke_book: BookBuild, tmp_path: Path,
+                      page: str, checks: str = "all") -> None:
+    """At 1280 px: every display equation fits its column, no raw TeX, no plain-text
+    subscript (unless ``checks == "tex"``), every figure has a numbered caption and its
+    text renders >= 9 px. The screenshot goes to test-artifacts/browser/<page>.png."""
     if not (smoke_book.html / page).is_file():
         pytest.skip(f"{page} is not in this build")
     name = page.removesuffix(".html").replace("/", "__")
     rendered = render(chromium, f"{server.base}/{page}", name, tmp_path)
     measure = rendered.measure()
     assert measure["column"] > 500, measure["column"]
+    if checks == "tex":
+        measure["subscripts"] = []
     problems = layout_problems(measure)
     if problems and page in KNOWN_DEFECTS:
         pytest.xfail(f"{page} (known, issue 12):\n  " + "\n  ".join(problems))
     assert not problems, f"{page}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("page", _book_pages())
+def test_page_reads_like_a_publication(chromium, server, smoke_book, tmp_path, page):
+    """Every page of the toc passes :func:`check_publication`."""
+    check_publication(chromium, server, smoke_book, tmp_path, page)
+
+
+@pytest.mark.parametrize("page", _api_pages())
+def test_api_page_reads_like_a_publication(chromium, server, smoke_book, tmp_path, page):
+    """Every module page of the API reference passes :func:`check_publication`: the
+    docstrings' math is shown as code (book/_ext/sgdnoise_apidoc.py), never as prose."""
+    check_publication(chromium, server, smoke_book, tmp_path, page)
+
+
+@pytest.mark.parametrize("page", sorted(INDEX_PAGES))
+def test_index_page_reads_like_a_publication(chromium, server, smoke_book, tmp_path, page):
+    check_publication(chromium, server, smoke_book, tmp_path, page, INDEX_PAGES[page])
+
+
+def test_every_api_page_is_checked(smoke_book: BookBuild):
+    """The pages the API tests visit are the pages the build wrote under html/api/."""
+    built = sorted(p.relative_to(smoke_book.html).as_posix()
+                   for p in (smoke_book.html / "api").glob("*.html"))
+    assert built, "the build wrote no API page"
+    assert built == sorted(_api_pages())
 
 
 PLANTS = {
@@ -430,6 +481,16 @@ PLANTS = {
                              "the step</p>", "plain-text subscript g_B, λ_max outside math"),
     "tex-error": ('<p>the step <span class="math notranslate nohighlight">\\(\\notamacro '
                   'x_t\\)</span> diverges</p>', "MathJax could not typeset"),
+    "parameter-name-as-prose": ('<dl class="field-list"><dt>Parameters:</dt><dd><p>'
+                                '<strong>n_train</strong> (<em>int</em>)</p></dd></dl>',
+                                "plain-text subscript n_train outside math"),
+    "overflowing-formula-block": (
+        '<div class="sgdnoise-formula highlight-text notranslate"><div class="highlight">'
+        '<pre style="white-space: pre">' + " + ".join(f"x_{i}" for i in range(60))
+        + "</pre></div></div>", "formula block"),
+    "formula-block": ('<div class="sgdnoise-formula highlight-text notranslate"><div '
+                      'class="highlight"><pre>θ ← θ − η (g_B + √s · ξ),   ξ ~ N(0, Σ_kind)'
+                      '</pre></div></div>', ""),
     "subscript-in-code": ("<p>the mini-batch gradient <code>g_B</code> is unbiased, and "
                           "<code>λ_max</code> sets the step</p>", ""),
     "shrunk-figure": ('<div class="cell_output"><figure><img src="{image}" style="width:240px">'
@@ -475,7 +536,7 @@ def test_publication_checks_fail_on_a_planted_defect(chromium, server, smoke_boo
     finally:
         page.unlink()
         image.unlink()
-    if not expected:  # the controls: a figure made with the book's style, code, pass
+    if not expected:  # the controls: a figure in the book's style, code, a formula block pass
         assert not problems, problems
         return
     assert problems, f"the planted {plant} was not detected"
