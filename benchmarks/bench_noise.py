@@ -21,7 +21,8 @@ injected covariance, separated from Monte Carlo noise), averaged over ``--accura
 small problems. The floor line splits a hessian step into what no Lanczos implementation
 can avoid: the plain step, the Gaussian start z ∈ R^P, the Hessian's graph on the M
 examples and k products, i.e. ratio >= 1 + (t_z + t_graph + k t_HVP) / t_step; the rest
-of the measured ratio is the Lanczos bookkeeping (reorthogonalisation against the basis).
+of the measured ratio is the Lanczos bookkeeping (the reorthogonalisation reads the whole
+basis twice per step: memory traffic, not arithmetic) and the optimizer adding the noise.
 
 Run ``python benchmarks/bench_noise.py [--model mlp|cnn] [--batch 512] [--device cuda]``;
 ``main()`` returns the rows as a list of dicts (used by ``benchmarks/run_all.py``). The
@@ -188,8 +189,8 @@ def hessian_floor(model, x, y, samples: int, repeats: int) -> dict[str, float]:
 
 
 def floor_ratio(parts: dict[str, float], k: int) -> float:
-    """1 + (t_z + t_graph + k t_HVP) / t_step: the cost ratio of a k-step hessian draw
-    with free Lanczos bookkeeping."""
+    """1 + (t_z + t_graph + k t_HVP) / t_step: the cost ratio of a k-step hessian step
+    if the Lanczos bookkeeping and the noise update were free."""
     return 1 + (parts["z"] + parts["graph"] + k * parts["product"]) / parts["step"]
 
 
