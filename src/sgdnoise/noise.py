@@ -116,8 +116,10 @@ KINDS = ("none", "isotropic", "diag_fisher", "subsampled", "true_fisher", "hessi
 #: k, the Lanczos steps (Hessian-vector products) per "hessian" draw unless told otherwise:
 #: the study's choice (issue 11). k = 5 is close to k = 8, the previous choice, in accuracy
 #: (per-draw error 0.34 against 0.29, covariance error 0.45 against 0.41; module docstring)
-#: at 5/8 of its products, and is the largest k whose step met the ≤ 3x cost goal on the
-#: CPU benchmark (``benchmarks/bench_noise.py``)
+#: at 5/8 of its products. On the CPU benchmark (``benchmarks/bench_noise.py``, MLP with
+#: P = 411,146, B = 500, M = 32) its step measured 2.6-3.1x a plain step with 1 thread
+#: (≤ 3x in three of four runs) and 3.1-3.9x with 2 threads on a shared 2-core machine
+#: (floor 2.4-3.0x), where only k ≤ 3 stayed under 3x
 DEFAULT_LANCZOS_STEPS = 5
 NEEDS_BATCH = KINDS[1:]
 
