@@ -10,13 +10,19 @@ isotropic / diag_fisher estimate the per-coordinate gradient variance from r sub
 probes (one batched backward pass; ``--moment-probes 0`` times the exact per-example-gradient
 version instead). Goals (from the study): subsampled <= 1.5x, Hessian / GGN <= 3x.
 
-The hessian / ggn cost is set by k, the number of Lanczos steps per draw (k products plus
-the reorthogonalisation). The trade-off table measures, for each k in ``--steps-grid``, the
+The hessian cost is set by k, the number of Lanczos steps per draw (k Hessian-vector
+products on M examples plus the reorthogonalisation); ggn draws its exact factor, no
+Lanczos. The trade-off table measures, for each k in ``--steps-grid`` (default 2..10), the
 cost ratio of a hessian step on the benchmark model, and the accuracy of k-step draws
 ξ_k = f_k(A) z (f = √·₊) on a small MLP where A₊^{1/2} is exact by a dense eigh: the mean
 per-draw error ‖ξ_k − A₊^{1/2}z‖ / ‖A₊^{1/2}z‖ and the covariance error
 ‖Ĉ_k − Ĉ_*‖_F / ‖Ĉ_*‖_F of the same S draws (Ĉ = (1/S) Σ ξξᵀ: the Lanczos bias of the
-injected covariance, separated from Monte Carlo noise).
+injected covariance, separated from Monte Carlo noise), averaged over ``--accuracy-seeds``
+small problems. The floor line splits a hessian step into what no Lanczos implementation
+can avoid: the plain step, the Gaussian start z ∈ R^P, the Hessian's graph on the M
+examples and k products, i.e. ratio >= 1 + (t_z + t_graph + k t_HVP) / t_step; the rest
+of the measured ratio is the Lanczos bookkeeping (the reorthogonalisation reads the whole
+basis twice per step: memory traffic, not arithmetic) and the optimizer adding the noise.
 
 Run ``python benchmarks/bench_noise.py [--model mlp|cnn] [--batch 512] [--device cuda]``;
 ``main()`` returns the rows as a list of dicts (used by ``benchmarks/run_all.py``). The
@@ -34,7 +40,7 @@ from torch import nn
 from sgdnoise.chapters.ch09_anisotropic_noise import cost_goals, measure_step_costs
 from sgdnoise.curvature import HessianOperator
 from sgdnoise.models import build_model
-from sgdnoise.noise import KINDS, NoisySGD, hessian_noise_factor
+from sgdnoise.noise import DEFAULT_LANCZOS_STEPS, KINDS, NoisySGD, hessian_noise_factor
 from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
 
 # The step-cost goals of issue 11: sub-sampled noise <= 1.5x, curvature square roots <= 3x.
@@ -66,14 +72,17 @@ def _small_problem(seed: int):
     return model, x, y
 
 
-def lanczos_accuracy(steps: list[int], draws: int, seed: int) -> list[dict]:
+def lanczos_accuracy(steps: list[int], draws: int, seed: int, seeds: int = 1) -> list[dict]:
     """Per-draw and covariance error of k-step Lanczos draws of √H₊ z against a dense
-    float64 reference, for the Hessian H of a small MLP on 32 examples (P ≈ 2000)."""
-    model, x, y = _small_problem(seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    rows = []
-    for kind, build in (("hessian", HessianOperator),):
-        op = build(model, F.cross_entropy, x, y, keep_graph=True)
+    float64 reference, for the Hessian H of a small MLP on 32 examples (P ≈ 2000), each
+    the mean over ``seeds`` problems (seeds ``seed, seed+1, ...``: the error is not
+    monotone in k, odd k often beating k + 1, and by how much depends on the problem)."""
+    per: dict[int, list[tuple[float, float]]] = {k: [] for k in steps}
+    P = 0
+    for problem in range(seed, seed + seeds):
+        model, x, y = _small_problem(problem)
+        gen = torch.Generator().manual_seed(problem + 1)
+        op = HessianOperator(model, F.cross_entropy, x, y, keep_graph=True)
         lam, U = torch.linalg.eigh(op.to_dense())
         P = lam.shape[0]
         Z = torch.randn(P, draws, generator=gen, dtype=torch.float64)
@@ -83,13 +92,15 @@ def lanczos_accuracy(steps: list[int], draws: int, seed: int) -> list[dict]:
                              for j in range(draws)], dim=1)
             per_draw = ((got - exact).norm(dim=0) / exact.norm(dim=0)).mean()
             cov = _gram_fro_diff(got.T, exact.T) / float(((exact.T @ exact) ** 2).sum().sqrt())
-            rows.append(dict(kind=kind, k=k, P=P, draw_error=float(per_draw), cov_error=cov))
-    return rows
+            per[k].append((float(per_draw), cov))
+    return [dict(kind="hessian", k=k, P=P, draw_error=sum(e[0] for e in per[k]) / len(per[k]),
+                 cov_error=sum(e[1] for e in per[k]) / len(per[k])) for k in steps]
 
 
 def factor_accuracy(steps: list[int], seed: int, starts: int = 4) -> dict[int, float]:
     """‖R Rᵀ − H₊‖_F / ‖H₊‖_F of the reusable Krylov factor (exact, no Monte Carlo), mean
-    over ``starts`` random starts, on the small MLP."""
+    over ``starts`` random starts, on the small MLP (R Rᵀ has rank <= k: it keeps the top
+    of H₊'s spectrum only, so this error stays near 1 for k ≪ P)."""
     model, x, y = _small_problem(seed)
     lam, U = torch.linalg.eigh(HessianOperator(model, F.cross_entropy, x, y).to_dense())
     Hp = (U * lam.clamp_min(0)) @ U.T
@@ -133,14 +144,71 @@ def refresh_costs(model, x, y, steps: list[int], refreshes: list[int], samples: 
     return {a: sorted(t)[len(t) // 2] / base for a, t in times.items() if a != (0, 0)}
 
 
+def hessian_floor(model, x, y, samples: int, repeats: int) -> dict[str, float]:
+    """Median seconds of the parts of a hessian step that do not depend on the Lanczos
+    implementation: the plain step, the Gaussian start z ∈ R^P, the Hessian's graph on M
+    examples (forward and backward with ``create_graph``, with the first product) and one
+    further product, timed interleaved on the benchmark model."""
+    import time
+
+    gen = torch.Generator().manual_seed(0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    P = sum(p.numel() for p in params)
+    xs, ys = x[:samples], y[:samples]
+    v = torch.randn(P, 1, generator=gen).to(x.device)
+    op = HessianOperator(model, F.cross_entropy, xs, ys, keep_graph=True)
+    op.matmat(v)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+
+    def plain():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    def start():
+        torch.randn((P, 1), generator=gen).to(x.device)
+
+    def graph():
+        HessianOperator(model, F.cross_entropy, xs, ys, keep_graph=True).matmat(v)
+
+    def product():
+        op.matmat(v)
+
+    arms = dict(step=plain, z=start, graph_and_product=graph, product=product)
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    for rep in range(repeats + 2):
+        for name, fn in arms.items():
+            sync()
+            begin = time.perf_counter()
+            fn()
+            sync()
+            if rep >= 2:
+                times[name].append(time.perf_counter() - begin)
+    med = {a: sorted(t)[len(t) // 2] for a, t in times.items()}
+    med["graph"] = max(med.pop("graph_and_product") - med["product"], 0.0)
+    return med
+
+
+def floor_ratio(parts: dict[str, float], k: int) -> float:
+    """1 + (t_z + t_graph + k t_HVP) / t_step: the cost ratio of a k-step hessian step
+    if the Lanczos bookkeeping and the noise update were free."""
+    return 1 + (parts["z"] + parts["graph"] + k * parts["product"]) / parts["step"]
+
+
 def steps_tradeoff(model, x, y, args) -> list[dict]:
-    """Cost ratio of hessian / ggn steps against k, next to the accuracy of k-step draws."""
-    acc = {(r["kind"], r["k"]): r for r in lanczos_accuracy(args.steps_grid, args.accuracy_draws,
-                                                              args.seed)}
+    """Cost ratio of hessian steps against k, next to the accuracy of k-step draws and the
+    floor of :func:`floor_ratio`."""
+    acc = {(r["kind"], r["k"]): r for r in lanczos_accuracy(
+        args.steps_grid, args.accuracy_draws, args.seed, args.accuracy_seeds)}
+    parts = hessian_floor(model, x, y, args.curvature_samples, max(args.repeats, 9))
     rows = []
-    print("\nLanczos steps k: cost of a step (this model) and accuracy of the injected noise "
-          f"(small MLP, P={next(iter(acc.values()))['P']}, {args.accuracy_draws} draws)")
-    print("  kind     k  cost ratio  per-draw error  covariance error")
+    print(f"\nfloor of a hessian step (M={args.curvature_samples}): plain step "
+          f"{parts['step'] * 1e3:.2f} ms, z ~ N(0, I_P) {parts['z'] * 1e3:.2f} ms, Hessian "
+          f"graph {parts['graph'] * 1e3:.2f} ms, one Hessian-vector product "
+          f"{parts['product'] * 1e3:.2f} ms: ratio >= 1 + (z + graph + k HVP) / step")
+    print("Lanczos steps k: cost of a step (this model), its floor, and accuracy of the "
+          f"injected noise (small MLP, P={next(iter(acc.values()))['P']}, "
+          f"{args.accuracy_draws} draws, mean of {args.accuracy_seeds} problems)")
+    print("  kind     k  cost ratio  floor  per-draw error  covariance error")
     for k in args.steps_grid:
         table = measure_step_costs(model, x, y, ["hessian"], goals=COST_GOALS,
                                    curvature_samples=args.curvature_samples, lanczos_steps=k,
@@ -149,20 +217,22 @@ def steps_tradeoff(model, x, y, args) -> list[dict]:
             if row.kind == "none":
                 continue
             a = acc[(row.kind, k)]
-            rows.append(dict(kind=row.kind, k=k, ratio=row.ratio, draw_error=a["draw_error"],
-                             cov_error=a["cov_error"]))
-            print(f"  {row.kind:7s} {k:2d}  {row.ratio:9.2f}x  {a['draw_error']:14.3f}  "
-                  f"{a['cov_error']:16.3f}")
-    if args.refresh:
-        fac = factor_accuracy(args.steps_grid, args.seed)
-        cost = refresh_costs(model, x, y, args.steps_grid, args.refresh,
+            floor = floor_ratio(parts, k)
+            rows.append(dict(kind=row.kind, k=k, ratio=row.ratio, floor=floor,
+                             draw_error=a["draw_error"], cov_error=a["cov_error"]))
+            print(f"  {row.kind:7s} {k:2d}  {row.ratio:9.2f}x  {floor:4.2f}x  "
+                  f"{a['draw_error']:14.3f}  {a['cov_error']:16.3f}")
+    if args.refresh and args.refresh_steps:
+        fac = factor_accuracy(args.refresh_steps, args.seed)
+        cost = refresh_costs(model, x, y, args.refresh_steps, args.refresh,
                              args.curvature_samples, max(2, args.repeats // 3))
         print("\nHessian noise from a Krylov factor reused for r steps (basis_refresh=r): "
               "cost ratio per step (mean over a cycle) and covariance error ‖RRᵀ − H₊‖/‖H₊‖ "
               "(exact, small MLP; r = 1: per-draw Lanczos, as above)")
         for (k, r), ratio in sorted(cost.items()):
             # r = 1 draws f(H)z afresh every step (the table above), r > 1 reuses R
-            err = acc[("hessian", k)]["cov_error"] if r == 1 else fac[k]
+            err = acc[("hessian", k)]["cov_error"] if r == 1 and ("hessian", k) in acc \
+                else fac[k] if r > 1 else float("nan")
             rows.append(dict(kind="hessian", k=k, basis_refresh=r, ratio=ratio,
                              cov_error=err))
             print(f"  hessian  k={k:2d} r={r:2d}  {ratio:6.2f}x  covariance error {err:.3f}")
@@ -176,12 +246,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--batch", type=int, default=500, help="large batch B")
     parser.add_argument("--num-samples", type=int, default=64, help="M for the gradient kinds")
     parser.add_argument("--curvature-samples", type=int, default=32, help="M for hessian/ggn")
-    parser.add_argument("--lanczos-steps", type=int, default=8)
-    parser.add_argument("--steps-grid", type=int, nargs="*", default=[2, 4, 8, 16],
+    parser.add_argument("--lanczos-steps", type=int, default=DEFAULT_LANCZOS_STEPS,
+                        help="k of the hessian kind in the ratio lines (default: the "
+                             "library's and chapter 9's choice)")
+    parser.add_argument("--steps-grid", type=int, nargs="*", default=list(range(2, 11)),
                         help="k values of the trade-off table (none: skip it)")
     parser.add_argument("--accuracy-draws", type=int, default=32)
+    parser.add_argument("--accuracy-seeds", type=int, default=3,
+                        help="small problems the accuracy columns average over")
     parser.add_argument("--refresh", type=int, nargs="*", default=[1, 4, 10],
                         help="basis_refresh values r for the Krylov-reuse table")
+    parser.add_argument("--refresh-steps", type=int, nargs="*",
+                        default=[DEFAULT_LANCZOS_STEPS],
+                        help="k values of the Krylov-reuse table (none: skip it)")
     parser.add_argument("--moment-probes", type=int, default=4,
                         help="probes r for isotropic/diag_fisher (0: exact per-example grads)")
     parser.add_argument("--repeats", type=int, default=7)
@@ -207,8 +284,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         goal = COST_GOALS.get(row.kind)
         verdict = "" if goal is None else (" met" if row.ratio <= goal else " MISSED")
         goal_txt = f"goal <= {goal:g}x{verdict}" if goal is not None else "no goal"
+        steps = f"k={args.lanczos_steps} Lanczos steps; " if row.kind == "hessian" else ""
         print(f"RATIO {row.kind}: {row.ratio:.2f}x ({row.seconds * 1e3:.1f} ms/step; "
-              f"{goal_txt})")
+              f"{steps}{goal_txt})")
     rows = table.to_dict("records")
     if args.steps_grid:
         rows += [dict(tradeoff=True, **r) for r in steps_tradeoff(model, x, y, args)]

@@ -360,6 +360,27 @@ def test_cost_verdict_flips_with_the_goals():
     assert none.outcome == "inconclusive"
 
 
+def test_cost_table_and_verdict_name_the_lanczos_steps():
+    """The hessian kind's cost depends on k: measure_step_costs records it (default: the
+    library's DEFAULT_LANCZOS_STEPS) and cost_verdict names it; tables without the column
+    still work."""
+    from sgdnoise.noise import DEFAULT_LANCZOS_STEPS
+
+    model, x, y = tiny_problem(0, n=16)
+    goals = ch09.cost_goals(1.5, 3.0)
+    table = ch09.measure_step_costs(model, x, y, ["hessian", "ggn"], goals=goals,
+                                    curvature_samples=4, repeats=1, warmup=0)
+    steps = dict(zip(table["kind"], table["lanczos_steps"], strict=True))
+    assert steps["hessian"] == DEFAULT_LANCZOS_STEPS
+    assert pd.isna(steps["none"]) and pd.isna(steps["ggn"])
+    costs = pd.DataFrame(dict(kind=["none", "hessian", "ggn"], ratio=[1.0, 2.5, 1.3],
+                              lanczos_steps=[None, 7, None]))
+    verdict = ch09.cost_verdict(costs, goals, SCALE)
+    assert verdict.outcome == "supported"
+    assert "`hessian` 2.50x (goal ≤ 3x, k = 7 Lanczos steps)" in verdict.sentence
+    assert "`ggn` 1.30x (goal ≤ 3x)" in verdict.sentence
+
+
 def test_styled_table_keeps_the_verdict_readable():
     df = pd.DataFrame(dict(label=["a"], verdict=["closes the gap"], x=[0.123456]))
     html = ch09.styled_table(df, {"x": "{:.3f}"}, rename={"x": "x (units)"}).to_html()

@@ -237,13 +237,28 @@ def _grad_or_none(out: torch.Tensor, inputs: list[torch.Tensor], **kw) -> list:
     return list(torch.autograd.grad(out, inputs, allow_unused=True, **kw))
 
 
+def _vjp(outputs: list, inputs: list, cotangents: list) -> list:
+    """:func:`sgdnoise.grads.batched_vjp` (graph retained; per input a ``(k, *shape)``
+    tensor or None), with a single column taken by a plain backward pass: the batching
+    machinery of ``is_grads_batched`` costs about a third of a Hessian-vector product on
+    the CPU (``benchmarks/bench_noise.py`` model: 1.9 ms against 1.4 ms). Blocks stay
+    batched: a loop over the columns is faster for a few columns of a large model on the
+    CPU (8 Hessian columns there: 20 ms against 30 ms) but several times slower for many
+    columns of a small one (``to_dense``, ``sample`` with many draws)."""
+    if cotangents[0].shape[0] > 1:
+        return batched_vjp(outputs, inputs, cotangents)
+    grads = torch.autograd.grad(outputs, inputs, grad_outputs=[c[0] for c in cotangents],
+                                retain_graph=True, allow_unused=True)
+    return [None if g is None else g.unsqueeze(0) for g in grads]
+
+
 def _vjp_or_none(outputs: list, inputs: list, cotangents: list) -> list:
-    """:func:`sgdnoise.grads.batched_vjp` restricted to the outputs that carry a graph."""
+    """:func:`_vjp` restricted to the outputs that carry a graph."""
     pairs = [(o, c) for o, c in zip(outputs, cotangents, strict=True)
              if o is not None and o.requires_grad]
     if not pairs:
         return [None] * len(inputs)
-    return batched_vjp([o for o, _ in pairs], inputs, [c for _, c in pairs])
+    return _vjp([o for o, _ in pairs], inputs, [c for _, c in pairs])
 
 
 # ----------------------------------------------------------------------------------------
@@ -559,13 +574,14 @@ class _ModelOperator(CurvatureOperator):
         k = V.shape[1]
         params = self._fm.params
         pieces = split_like(V.T.contiguous(), params)  # (k, *shape) each
-        out = V.new_zeros((k, self._dim))
+        out = None
         with torch.enable_grad():
             if self.keep_graph and self._states is None:
                 self._states = [self._linearise(sl) for sl in self._slices]
             for i, sl in enumerate(self._slices):
                 state = self._states[i] if self._states is not None else self._linearise(sl)
-                out += flatten_like(self._chunk_product(state, pieces), params, (k,)).detach()
+                part = flatten_like(self._chunk_product(state, pieces), params, (k,)).detach()
+                out = part if out is None else out.add_(part)  # part is a fresh tensor
         return out.T
 
 
@@ -633,7 +649,7 @@ class _GaussNewtonOperator(_ModelOperator):
                 root = self._output_root(sl, out.detach()).to(out.dtype)  # (n, C, R)
                 w = _randn((s, root.shape[0], root.shape[2]), generator, root)
                 cot = torch.einsum("ncr,snr->snc", root, w) / self.num_examples**0.5
-                res = batched_vjp([out], leaves, [cot.reshape(s, *out.shape)])
+                res = _vjp([out], leaves, [cot.reshape(s, *out.shape)])
             total += flatten_like(res, params, (s,)).detach()
         return total
 
@@ -644,7 +660,7 @@ class _GaussNewtonOperator(_ModelOperator):
         if jv is None:
             return [None] * len(leaves)
         w = self._output_product(ostate, jv.reshape(k, *out.shape))
-        return batched_vjp([out], leaves, [w.to(out.dtype)])
+        return _vjp([out], leaves, [w.to(out.dtype)])
 
 
 class GGNOperator(_GaussNewtonOperator):
@@ -669,7 +685,7 @@ class GGNOperator(_GaussNewtonOperator):
         out_d, grad_out = ostate
         if grad_out is None or not grad_out.requires_grad:
             return torch.zeros_like(ju)
-        (hju,) = batched_vjp([grad_out], [out_d], [ju])
+        (hju,) = _vjp([grad_out], [out_d], [ju])
         return torch.zeros_like(ju) if hju is None else hju
 
 
@@ -704,7 +720,7 @@ class EmpiricalFisherOperator(_ModelOperator):
         (gv,) = _vjp_or_none(gtw, [w], pieces)
         if gv is None:
             return [None] * len(leaves)
-        return batched_vjp([losses], leaves, [gv / self.num_examples])
+        return _vjp([losses], leaves, [gv / self.num_examples])
 
     def _matmat(self, V):
         if self._G is None:

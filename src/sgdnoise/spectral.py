@@ -169,6 +169,7 @@ def _krylov(
     *,
     stop: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, int], bool] | None = None,
     restart_gen: torch.Generator | None = None,
+    column_path: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
     """Block Lanczos with full reorthogonalisation.
 
@@ -181,47 +182,82 @@ def _krylov(
     it returns True. On breakdown (invariant Krylov space, ``R`` None) fresh random
     directions orthogonal to ``V`` are drawn from ``restart_gen``, or the iteration ends
     if it is None. Returns ``(T, V, R, num_matvecs)``.
+
+    A block of one column (a single start vector, or a block shrunk to one column) takes
+    a lean path through the same loop: norms instead of the QR/SVD and spectral-norm estimate, and
+    :func:`_orthogonalize_column` (the three-term recurrence's two vectors, then one
+    classical Gram-Schmidt pass against all of ``V``, a second only when that pass
+    cancelled most of the vector) instead of two full passes. ``V`` is stored as rows of a
+    buffer and ``T`` in a preallocated square buffer, both grown by doubling, so a step
+    allocates no ``(dim, m)`` temporaries. ``column_path=False`` sends one-column blocks
+    through the general block code instead (for tests: both must agree).
     """
     dim = start.shape[0]
     dtype, device = start.dtype, start.device
     eps = torch.finfo(dtype).eps
-    Q, _ = torch.linalg.qr(start)
-    # the basis is stored as rows of a buffer that grows by doubling (no copy per step);
-    # V = rows[:m].T is a (dim, m) view
-    rows = torch.empty((max(Q.shape[1], min(max_size, dim)), dim), dtype=dtype,
-                       device=device)
+    tiny = torch.finfo(dtype).tiny
+    # the basis is stored as rows of a buffer that grows by doubling (no copy per step),
+    # with one spare row where a single column's residual is formed in place; V =
+    # rows[:m].T is a (dim, m) view, and T lives in a (cap, cap) buffer grown alongside
+    cap = max(start.shape[1], min(max_size, dim))
+    rows = torch.empty((cap + 1, dim), dtype=dtype, device=device)
+    Tbuf = torch.zeros((cap, cap), dtype=dtype, device=device)
+    norm = float(start.norm()) if start.shape[1] == 1 and column_path else 0.0
+    if norm > 0:  # a single start vector, normalised straight into the buffer
+        torch.div(start[:, 0], norm, out=rows[0])
+        Q = rows[:1].T
+    else:
+        Q, _ = torch.linalg.qr(start)
+        _set_rows(rows, 0, Q)
     m = Q.shape[1]
-    _set_rows(rows, 0, Q)
-    T = torch.zeros(0, 0, dtype=dtype, device=device)
     num_matvecs = 0
     scale = 0.0  # running estimate of ‖A‖ for the breakdown test
+    lo = 0  # first column of the previous block (the reach of the block recurrence)
+    beta: float | None = None  # the last column's ‖r‖ (T[m-1, m-2]) when a column came last
     while True:
         b = Q.shape[1]
         m_prev = m - b
         V = rows[:m].T
         W = _apply_block(matmat, Q)
         num_matvecs += b
-        scale = max(scale, _spectral_norm(W))
-        W, C = _orthogonalize(W, V)  # C = VᵀAQ: the new block column of T
-        T_new = torch.zeros(m, m, dtype=dtype, device=device)
-        T_new[:m_prev, :m_prev] = T
-        T_new[:, m_prev:] = C
-        T_new[m_prev:, :m_prev] = C[:m_prev].T
-        T = 0.5 * (T_new + T_new.T)
-        # next block from the residual, without the directions that are rounding noise
-        U, sv, Wh = _thin_svd(W)
-        keep = sv > 100 * eps * max(scale, torch.finfo(dtype).tiny)
-        if bool(keep.all()):  # the usual case: no (slow) boolean indexing of a tall block
-            R: torch.Tensor | None = sv[:, None] * Wh
-            Qn = U
+        if b == 1 and column_path:  # the residual goes to rows[m], the next vector's place
+            C, norm_aq, norm_w = _orthogonalize_column(  # rows[m] left of unit norm
+                W[:, 0], rows, m, lo, beta if lo == m - 2 else None)
+            scale = max(scale, norm_aq)
         else:
-            R = sv[keep, None] * Wh[keep] if bool(keep.any()) else None
-            Qn = U[:, keep]
+            scale = max(scale, _spectral_norm(W))
+            W, C = _orthogonalize(W, V)  # C = VᵀAQ: the new block column of T
+        # T's new block column and row (symmetric: the diagonal block is averaged)
+        Tbuf[:m, m_prev:m] = C
+        Tbuf[m_prev:m, :m_prev] = C[:m_prev].T
+        if b > 1:
+            D = Tbuf[m_prev:m, m_prev:m]
+            Tbuf[m_prev:m, m_prev:m] = 0.5 * (D + D.T)
+        T = Tbuf[:m, :m]
+        # next block from the residual, without the directions that are rounding noise
+        floor = 100 * eps * max(scale, tiny)
+        placed = False  # Qn already stored in rows[m:]
+        if b == 1 and column_path:
+            if norm_w > floor:
+                R: torch.Tensor | None = Tbuf.new_full((1, 1), norm_w)
+                Qn = rows[m : m + 1].T
+                placed = True
+            else:
+                R, Qn = None, rows[m : m + 1].T[:, :0]
+        else:
+            U, sv, Wh = _thin_svd(W)
+            keep = sv > floor
+            if bool(keep.all()):  # the usual case: no (slow) boolean indexing of a tall block
+                R = sv[:, None] * Wh
+                Qn = U
+            else:
+                R = sv[keep, None] * Wh[keep] if bool(keep.any()) else None
+                Qn = U[:, keep]
         if stop is not None and stop(T, V, R, num_matvecs):
-            return T, V, R, num_matvecs
+            return T.clone(), V, R, num_matvecs
         room = dim - m
         if room <= 0 or m >= max_size:
-            return T, V, R, num_matvecs
+            return T.clone(), V, R, num_matvecs
         if Qn.shape[1] > room:
             Qn = Qn[:, :room]
         missing = min(b, room) - Qn.shape[1]
@@ -233,15 +269,75 @@ def _krylov(
             extra, _ = _orthogonalize(extra, basis)
             extra, _ = torch.linalg.qr(extra)
             Qn = torch.cat([Qn, extra], dim=1)
+            placed = False
         if Qn.shape[1] == 0:
-            return T, V, R, num_matvecs
-        if m + Qn.shape[1] > rows.shape[0]:
-            grown = rows.new_empty((max(2 * rows.shape[0], m + Qn.shape[1]), dim))
-            grown[:m] = rows[:m]
+            return T.clone(), V, R, num_matvecs
+        if m + Qn.shape[1] + 1 > rows.shape[0]:
+            size = max(2 * (rows.shape[0] - 1), m + Qn.shape[1])
+            grown = rows.new_empty((size + 1, dim))
+            grown[: m + Qn.shape[1]] = rows[: m + Qn.shape[1]] if placed else rows[:m]
             rows = grown
-        _set_rows(rows, m, Qn)
+            grown_T = Tbuf.new_zeros((size, size))
+            grown_T[:m, :m] = Tbuf[:m, :m]
+            Tbuf = grown_T
+            if placed:
+                Qn = rows[m : m + 1].T
+        if not placed:
+            _set_rows(rows, m, Qn)
+        beta = norm_w if placed else None
+        lo = m_prev
         m += Qn.shape[1]
         Q = Qn
+
+
+def _orthogonalize_column(
+    w: torch.Tensor, rows: torch.Tensor, m: int, lo: int, beta: float | None = None
+) -> tuple[torch.Tensor, float, float]:
+    """Project ``w = A q: (dim,)`` off the orthonormal rows ``rows[:m]`` (the basis ``V``,
+    whose last vector is q) and write the result, normalised, into ``rows[m]``.
+
+    In exact arithmetic ``A q`` has components only along ``rows[lo:m]`` (the previous and
+    the current block: the Lanczos recurrence), so pass 1 removes those, and pass 2,
+    classical Gram-Schmidt against the whole basis, removes what rounding left anywhere
+    (full reorthogonalisation: two passes, the first restricted to the vectors where
+    ``w`` has weight). When pass 2 takes away more than half of the squared norm the
+    result is not yet orthogonal to working precision and pass 2 is repeated (the
+    Kahan–Parlett "twice is enough" criterion, ``‖r‖ < ‖r_before‖/√2``).
+
+    Pass 1's coefficient along the previous vector is ``beta`` when given (``rows[m-1]``
+    was ``r/β`` of the step before, so ``rows[m-2]ᵀAq = β`` up to rounding, which pass 2
+    takes care of), otherwise it is computed. Pass 2's coefficients and ``‖r_before‖²``
+    come from one product with ``rows[:m+1]`` (the residual is its last row); then
+    ``‖r‖² = ‖r_before‖² − ‖C₂‖²`` (Pythagoras, accurate to a few ulps when no repeat is
+    needed) is known before the update, which therefore also normalises. So a step reads
+    the basis twice, and ``w`` and the residual a few times, with no temporaries of size
+    ``dim``. Returns ``C = VᵀAq: (m, 1)`` (the total coefficients: T's new column),
+    ``‖Aq‖`` and ``‖r‖`` (``rows[m]`` holds ``r/‖r‖``, or rounding noise when ``‖r‖`` is
+    0)."""
+    r = rows[m]
+    if beta is not None and lo == m - 2:
+        alpha = rows[m - 1] @ w
+        c_loc = torch.stack([alpha.new_tensor(beta), alpha])
+    else:
+        c_loc = rows[lo:m] @ w
+    torch.addmv(w, rows[lo:m].T, c_loc, alpha=-1, out=r)  # w itself is left untouched
+    g = rows[: m + 1] @ r  # (Vᵀr, ‖r‖²)
+    C, before = g[:m], float(g[m])
+    after = before - float(C @ C)
+    norm_aq = math.sqrt(max(before, 0.0) + float(c_loc @ c_loc))
+    if after >= 0.5 * before and after > 0:
+        norm = math.sqrt(after)
+        r.addmv_(rows[:m].T, C, beta=1 / norm, alpha=-1 / norm)
+    else:
+        r.addmv_(rows[:m].T, C, alpha=-1)
+        C2 = rows[:m] @ r
+        r.addmv_(rows[:m].T, C2, alpha=-1)
+        C = C + C2
+        norm = float(r.norm())
+        if norm > 0:
+            r.mul_(1 / norm)
+    C[lo:] += c_loc
+    return C[:, None], norm_aq, norm
 
 
 def _set_rows(rows: torch.Tensor, start: int, Q: torch.Tensor) -> None:
@@ -287,8 +383,10 @@ def lanczos(
 ) -> LanczosResult:
     """The ``k`` extreme eigenpairs of a symmetric ``A: (dim, dim)`` given by ``matvec``.
 
-    Block Lanczos with full reorthogonalisation (classical Gram-Schmidt, twice) against the
-    whole basis ``V``, and Rayleigh-Ritz on ``T = VᵀAV``: if ``T s = θ s`` then ``y = V s``
+    Block Lanczos with full reorthogonalisation against the whole basis ``V`` (classical
+    Gram-Schmidt twice for blocks; for ``block_size=1`` the recurrence's two vectors, then
+    one pass against all of ``V``, repeated when it cancels: see :func:`_krylov`), and
+    Rayleigh-Ritz on ``T = VᵀAV``: if ``T s = θ s`` then ``y = V s``
     has residual ``‖A y − θ y‖ = ‖R s_last‖`` (for ``block_size=1``: ``|β_m s_m|``), and
     the eigenvalue error is at most that residual (and about residual²/gap). Iteration
     stops when each of the ``k`` wanted residuals is ``≤ tol · max|θ|``, or after
@@ -371,6 +469,33 @@ def sqrt_psd(eigenvalues: torch.Tensor) -> torch.Tensor:
     return eigenvalues.clamp_min(0).sqrt()
 
 
+def _krylov_function(
+    matmat: Matmat, Z: torch.Tensor, num_steps: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(V: (P, m), θ: (m,), U: (m, m), Y: (m, S))`` with ``T = VᵀAV = U diag(θ) Uᵀ`` on the
+    block Krylov space of ``Z`` (k = ``num_steps`` block steps) and ``Y = Uᵀ VᵀZ``; None
+    when Z is zero.
+
+    ``VᵀZ`` is read off the first block only: ``Z = Q₀R₀`` with ``Q₀ = V[:, :b]`` and every
+    later column orthogonal to ``Q₀`` to working precision, so ``VᵀZ = [Q₀ᵀZ; 0]`` (for a
+    single column ``‖z‖ e₁``)."""
+    if not isinstance(Z, torch.Tensor) or Z.ndim != 2:
+        raise ValueError(f"Z must be a (P, S) tensor, got {getattr(Z, 'shape', type(Z))}")
+    k = check_positive_int("num_steps", num_steps)
+    norm = float(Z.norm())
+    if not norm > 0:
+        return None
+    T, V, _, _ = _krylov(matmat, Z, k * Z.shape[1], restart_gen=None)
+    m = T.shape[0]
+    evals, U = torch.linalg.eigh(T)
+    if Z.shape[1] == 1:  # V[:, 0] = z/‖z‖: VᵀZ = ‖z‖ e₁
+        Y = U[:1].T * norm
+    else:
+        b = min(Z.shape[1], Z.shape[0], m)
+        Y = U[:b].T @ (V[:, :b].T @ Z)
+    return V[:, :m], evals, U, Y
+
+
 def lanczos_function_factor(
     matmat: Matmat,
     Z: torch.Tensor,
@@ -384,15 +509,11 @@ def lanczos_function_factor(
     Rayleigh-Ritz approximation of ``A₊`` on the Krylov space, so ``R w`` with
     ``w ~ N(0, I_m)`` draws noise of that covariance at O(Pm) per draw (a basis reused
     across draws)."""
-    if not isinstance(Z, torch.Tensor) or Z.ndim != 2:
-        raise ValueError(f"Z must be a (P, S) tensor, got {getattr(Z, 'shape', type(Z))}")
-    k = check_positive_int("num_steps", num_steps)
-    if not bool(Z.abs().sum() > 0):
+    parts = _krylov_function(matmat, Z, num_steps)
+    if parts is None:
         return Z.new_zeros((Z.shape[0], 1)), Z.new_zeros((1, Z.shape[1]))
-    T, V, _, _ = _krylov(matmat, Z, k * Z.shape[1], restart_gen=None)
-    V = V[:, : T.shape[0]]
-    evals, U = torch.linalg.eigh(T)
-    return (V @ U) * fn(evals), U.T @ (V.T @ Z)
+    V, evals, U, Y = parts
+    return (V @ U) * fn(evals), Y
 
 
 def lanczos_matrix_function(
@@ -417,10 +538,15 @@ def lanczos_matrix_function(
     With S = 1 this is ``‖z‖ V f(T) e₁``, the classical Lanczos approximation.
 
     Returns ``(P, S)`` in Z's dtype/device. Costs at most ``k`` calls of ``matmat`` on
-    ``(P, S)`` blocks plus O(P (kS)²) for the reorthogonalisation.
+    ``(P, S)`` blocks plus O(P (kS)²) for the reorthogonalisation (for S = 1, step j reads
+    the j basis vectors twice and a P-vector about six times: see :func:`_krylov`) and
+    one product ``V · (m, S)`` at the end.
     """
-    R, Y = lanczos_function_factor(matmat, Z, num_steps, fn)
-    return R @ Y
+    parts = _krylov_function(matmat, Z, num_steps)
+    if parts is None:
+        return torch.zeros_like(Z)
+    V, evals, U, Y = parts
+    return V @ (U @ (fn(evals)[:, None] * Y))
 
 
 # ----------------------------------------------------------------------------------------
