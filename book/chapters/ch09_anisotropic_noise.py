@@ -61,7 +61,7 @@ num_samples = 64
 moment_samples = 64
 moment_probes = 4
 curvature_samples = 32
-lanczos_steps = 8
+lanczos_steps = 5
 sharpness_examples = 500
 sharpness_iters = 15
 cost_repeats = 5
@@ -507,7 +507,11 @@ ch09.styled_table(costs, {"seconds": "{:.4f}", "ratio": "{:.3f}", "goal": "{:.1f
 # examples; isotropic and diagonal noise one forward and a batched backward of
 # `moment_probes` probes on $M$ examples {eq}`eq-ch9-probes`; the curvature kinds
 # `lanczos_steps` curvature-vector products on `curvature_samples` examples plus the
-# Lanczos bookkeeping on $P$-vectors. The same settings were used in training.
+# Lanczos bookkeeping on $P$-vectors. The same settings were used in training. Fewer Lanczos
+# steps make the Hessian kind cheaper and its draws less accurate; `make bench`
+# (`benchmarks/bench_noise.py`) measures both for $k = 2, \dots, 10$ against a dense
+# square root, with the floor $1 + (t_z + t_{\rm graph} + k\,t_{\rm HVP})/t_{\rm step}$
+# that no implementation of $k$ products can beat.
 
 # %% [markdown]
 # (sec-ch9-gap)=
