@@ -273,6 +273,41 @@ def test_resume_from_checkpoint_gives_identical_numbers(tmp_path):
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+@pytest.mark.parametrize("kind, refresh", [("subsampled", 1), ("hessian", 3)])
+def test_noisy_run_resumes_with_the_noise_of_an_uninterrupted_run(tmp_path, kind, refresh):
+    import torch.nn.functional as F
+
+    from sgdnoise.noise import NoisySGD
+
+    d = _data()
+    cfg = _cfg(epochs=3, momentum=0.5)
+
+    def factory(m):
+        return NoisySGD(m.parameters(), 0.1, momentum=0.5, kind=kind, model=m,
+                        loss_fn=F.cross_entropy, num_samples=4, injection_scale=0.05,
+                        lanczos_steps=3, basis_refresh=refresh, seed=3)
+
+    full = train(cfg, d, model=_tiny(), optimizer_factory=factory, progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_two(rec):
+        if rec["epoch"] == 2:
+            raise Stop
+
+    ckpt = tmp_path / "noisy.pt"
+    with pytest.raises(Stop):
+        train(cfg, d, model=_tiny(), optimizer_factory=factory, checkpoint_path=ckpt,
+              progress=False, on_epoch=stop_at_two)
+    resumed = train(cfg, d, model=_tiny(), optimizer_factory=factory, checkpoint_path=ckpt,
+                    progress=False)
+    assert resumed.resumed_from_epoch == 1
+    assert _metrics(resumed.history) == _metrics(full.history)
+    got, want = resumed.model.state_dict(), full.model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_checkpoint_of_other_config_is_refused(tmp_path):
     d = _data()
     ckpt = tmp_path / "run.pt"

@@ -586,6 +586,36 @@ class NoisySGD(torch.optim.Optimizer):
         _check_batch(inputs, targets)
         self._batch = (inputs.detach(), targets.detach())
 
+    def state_dict(self) -> dict:
+        """The optimizer's state plus what the noise needs to continue exactly: the noise
+        generator's state, the step count and the reused Krylov factor (``basis_refresh``).
+        A run resumed from a checkpoint then draws the noise an uninterrupted run draws."""
+        state = super().state_dict()
+        gen = self._generator
+        state["noise"] = {
+            "generator": None if gen is None else gen.get_state(),
+            "generator_device": None if gen is None else str(gen.device),
+            "steps": self.stats.steps,
+            "noise_seconds": self.stats.noise_seconds,
+            "factor": self._factor,
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Inverse of :meth:`state_dict` (a plain ``torch.optim`` state dict also loads: the
+        noise then restarts from ``seed``)."""
+        state = dict(state_dict)
+        noise = state.pop("noise", None)
+        super().load_state_dict(state)
+        if noise is None:
+            return
+        self.stats.steps = int(noise["steps"])
+        self.stats.noise_seconds = float(noise["noise_seconds"])
+        self._factor = noise["factor"]
+        if noise["generator"] is not None:
+            self._generator = torch.Generator(device=noise["generator_device"])
+            self._generator.set_state(noise["generator"].cpu())
+
     def _gen(self, device: torch.device) -> torch.Generator:
         if self._generator is None:
             self._generator = torch.Generator(device=device)
