@@ -155,17 +155,52 @@ def _tiny_problem(n: int = 40, seed: int = 0):
 
 
 def test_train_small_and_errors():
-    from sgdnoise.chapters.small_problems import build_small_model, train_small
+    from sgdnoise.chapters.small_problems import (
+        build_small_model,
+        loss_and_error,
+        plain_sgd,
+        train_small,
+    )
 
     pb = _tiny_problem(50, seed=3)
     model = build_small_model("cnn", pb.in_shape, width=2, seed=0)
+    twin = build_small_model("cnn", pb.in_shape, width=2, seed=0)
+    init = {k: v.clone() for k, v in model.state_dict().items()}
     tr = train_small(model, pb.x, pb.y, steps=30, lr=0.1, batch_size=10, checkpoints=[0, 10])
     assert list(tr.history.step) == [0, 10, 30] and set(tr.snapshots) == {0, 10, 30}
+    assert tr.status == "finished"
     assert tr.history.train_loss.iloc[-1] < tr.history.train_loss.iloc[0]
+    for k, v in init.items():
+        assert torch.equal(tr.snapshots[0][k], v)
+    # each row is the full-data loss and error of its snapshot; the last is the final model
+    for row in tr.history.itertuples():
+        twin.load_state_dict(tr.snapshots[row.step])
+        assert (row.train_loss, row.train_error) == loss_and_error(twin, pb.x, pb.y)
+    for k, v in model.state_dict().items():
+        assert torch.equal(tr.snapshots[30][k], v)
+    # the snapshot at step 10 is where 10 steps of the same plain SGD (drop_last) end
+    twin.load_state_dict(init)
+    res = plain_sgd(twin, pb.x, pb.y, lr=0.1, batch_size=10, max_steps=10)
+    assert res.steps == 10 and res.history == []
+    for k, v in twin.state_dict().items():
+        assert torch.equal(tr.snapshots[10][k], v)
     with pytest.raises(ValueError, match="name"):
         build_small_model("resnet", pb.in_shape)
-    with pytest.raises(ValueError, match="batch_size"):
-        train_small(model, pb.x, pb.y, steps=1, lr=0.1, batch_size=51)
+    for kw, field in (({"batch_size": 51}, "batch_size"), ({"steps": 0}, "steps"),
+                      ({"lr": 0.0}, "lr")):
+        with pytest.raises(ValueError, match=field):
+            train_small(model, pb.x, pb.y, **{"steps": 1, "lr": 0.1, "batch_size": 10, **kw})
+
+
+def test_train_small_reports_divergence():
+    from sgdnoise.chapters.small_problems import build_small_model, train_small
+
+    pb = _tiny_problem(20, seed=1)
+    model = build_small_model("mlp", pb.in_shape, width=4, seed=0)
+    tr = train_small(model, pb.x, pb.y, steps=12, lr=1e200, batch_size=5, checkpoints=[4])
+    # every step still runs (snapshots exist); the run says it diverged
+    assert tr.status == "diverged" and set(tr.snapshots) == {4, 12}
+    assert not np.isfinite(tr.history.train_loss.iloc[-1])
 
 
 def test_load_small_problem_synthetic():
@@ -207,12 +242,16 @@ def test_error_summary_ratio():
 
 
 @pytest.mark.parametrize("drop_last", [True, False])
-def test_sgd_steps_matches_an_explicit_epoch_loop(drop_last):
+def test_engine_on_a_small_dense_problem_matches_an_explicit_epoch_loop(drop_last):
+    """train.train on flat (N, D) float64 features, no test set, no evaluation, equals plain
+    SGD written out in float64 with the engine's documented batch order: per epoch one
+    torch.randperm(N) from a CPU generator seeded 1_000_003·seed + 17, cut into slices of B."""
     from torch import nn
 
-    from sgdnoise.chapters.small_problems import sgd_steps
+    from sgdnoise.chapters.small_problems import plain_sgd
+    from sgdnoise.train import TrainConfig, train
 
-    n, b, lr = 7, 3, 0.2
+    n, b, lr, seed, epochs = 7, 3, 0.2, 11, 3
     g = torch.Generator().manual_seed(5)
     x = torch.randn(n, 4, generator=g, dtype=DT)
     y = torch.randint(2, (n,), generator=g)
@@ -220,10 +259,12 @@ def test_sgd_steps_matches_an_explicit_epoch_loop(drop_last):
     model = nn.Linear(4, 2).to(DT)
     ref = nn.Linear(4, 2).to(DT)
     ref.load_state_dict(model.state_dict())
-    # reference: a permutation per epoch; batches (3, 3) with drop_last, else (3, 3, 1)
-    gen = torch.Generator().manual_seed(11)
+    twin = nn.Linear(4, 2).to(DT)
+    twin.load_state_dict(model.state_dict())
+    # reference: batches (3, 3) per permutation with drop_last, else (3, 3, 1)
+    gen = torch.Generator().manual_seed(1_000_003 * seed + 17)
     starts = range(0, n - b + 1, b) if drop_last else range(0, n, b)
-    for _ in range(2):
+    for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         for s in starts:
             idx = perm[s : s + b]
@@ -232,8 +273,14 @@ def test_sgd_steps_matches_an_explicit_epoch_loop(drop_last):
             with torch.no_grad():
                 for p in ref.parameters():
                     p -= lr * p.grad
-    steps = sgd_steps(model, x, y, lr=lr, batch_size=b, seed=11, drop_last=drop_last)
-    last = [next(steps) for _ in range(2 * len(starts))][-1]
-    assert last == 2 * len(starts)
+    cfg = TrainConfig(batch_size=b, epochs=epochs, lr=lr, augment=False, seed=seed,
+                      channels_last=False, amp=False, drop_last=drop_last, eval_points=0)
+    res = train(cfg, {"train_x": x, "train_y": y}, model=model, progress=False)
+    assert res.status == "finished" and res.steps == epochs * len(starts)
+    assert res.history == []
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+    # the small problems' wrapper is this same call
+    plain_sgd(twin, x, y, lr=lr, batch_size=b, seed=seed, drop_last=drop_last, epochs=epochs)
+    for p, q in zip(twin.parameters(), model.parameters(), strict=True):
+        assert torch.equal(p, q)

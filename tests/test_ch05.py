@@ -42,6 +42,40 @@ def test_train_and_overparam_study_smoke():
     torch.testing.assert_close(r.hessian_top[:3], top, atol=1e-6, rtol=1e-6)
 
 
+def test_train_to_interpolation_stops_at_the_target_epoch():
+    """One row per epoch end (epoch 0 = initialisation), each the full-data loss and error
+    of the model then; training stops at the first epoch whose error is <= the target, and
+    runs max_epochs epochs when the target is not reached."""
+    from sgdnoise.chapters.small_problems import loss_and_error
+
+    torch.manual_seed(0)
+    n, c, b = 30, 3, 8  # ceil(30 / 8) = 4 steps per epoch, the last of 6 examples
+    x = torch.randn(n, 10, dtype=DT)
+    y = torch.arange(n) % c
+    init = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, c)).to(DT)
+    model = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, c)).to(DT)
+    model.load_state_dict(init.state_dict())
+    target = 0.2
+    hist = L.train_to_interpolation(model, x, y, lr=0.5, batch_size=b, max_epochs=300,
+                                    target_error=target)
+    last = len(hist) - 1
+    assert list(hist.epoch) == list(range(last + 1)) and list(hist.step) == [4 * e for e in
+                                                                          hist.epoch]
+    assert hist.train_error.iloc[-1] <= target < hist.train_error.iloc[1:-1].min()
+    assert (hist.train_loss.iloc[-1], hist.train_error.iloc[-1]) == loss_and_error(model, x, y)
+    # the same run capped one epoch before the target: exactly max_epochs epochs
+    capped = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, c)).to(DT)
+    capped.load_state_dict(init.state_dict())
+    short = L.train_to_interpolation(capped, x, y, lr=0.5, batch_size=b,
+                                     max_epochs=last - 1, target_error=target)
+    assert list(short.epoch) == list(range(last))
+    assert short.equals(hist.iloc[:last])
+    with pytest.raises(ValueError, match="max_epochs"):
+        L.train_to_interpolation(model, x, y, lr=0.5, batch_size=b, max_epochs=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        L.train_to_interpolation(model, x, y, lr=0.5, batch_size=n + 1, max_epochs=1)
+
+
 def test_errors_name_the_argument():
     with pytest.raises(ValueError, match="top_k"):
         L.overparam_study(nn.Linear(2, 2).double(), torch.zeros(3, 2, dtype=DT),

@@ -601,3 +601,121 @@ def test_scaled_lr_rules_and_lr_batch_ratio():
     assert lr_multiplier(cfg, 0, 10, 2) == scaled_lr(1.0, 32, 8, "sqrt") == 2.0
     with pytest.raises(ValueError, match="rule"):
         scaled_lr(0.1, 2, 1, "cubic")
+
+
+# ------------------------------------------------------------ no evaluation, no test set
+
+
+def test_eval_points_zero_evaluates_nothing_and_needs_no_test_set(monkeypatch):
+    import sgdnoise.train as engine
+    from sgdnoise.train import eval_steps
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("evaluate called with eval_points=0")
+
+    d = _data()
+    train_only = {"train_x": d["train_x"], "train_y": d["train_y"]}
+    ref = train(_cfg(epochs=2), d, model=_tiny(), progress=False)
+    monkeypatch.setattr(engine, "evaluate", refuse)
+    seen = []
+    res = train(_cfg(epochs=2, eval_points=0), train_only, model=_tiny(), progress=False,
+                on_epoch=seen.append)
+    assert res.status == "finished" and res.steps == 12 and res.history == [] and seen == []
+    # the training itself is the evaluated run's
+    for p, q in zip(res.model.parameters(), ref.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    # a hook's stop does not evaluate either
+    cut = train(_cfg(epochs=2, eval_points=0), train_only, model=_tiny(), progress=False,
+                hooks=[engine.StepBudget(5)])
+    assert cut.status == "stopped" and cut.steps == 5 and cut.history == []
+    assert eval_steps(10, 0) == [] and eval_steps(10, 0, at_start=True) == []
+
+
+def test_flat_features_without_a_test_set_record_no_test_numbers():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(30, 5, generator=g, dtype=torch.float64)
+    y = torch.arange(30) % 3
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).to(torch.float64)
+    res = train(_cfg(epochs=3, batch_size=7, eval_points=2), {"train_x": x, "train_y": y},
+                model=model, progress=False)
+    assert res.status == "finished" and [h["step"] for h in res.history] == [0, 1, 15]
+    assert all(h["test_loss"] is None and h["test_error"] is None for h in res.history)
+    loss, err = evaluate(model, x, y, batch_size=30)
+    assert res.history[-1]["train_loss"] == pytest.approx(loss, rel=1e-12)
+    assert res.history[-1]["train_error"] == err
+
+
+def test_divergence_is_found_across_a_long_check_interval():
+    """With one check at the end of 600 steps the per-step losses are kept on the device
+    (compacted every 256 steps); the first non-finite one is still the reported step."""
+
+    class Poison:
+        def on_step(self, state):
+            if state.step == 300:  # the next step, index 300, has a NaN loss
+                with torch.no_grad():
+                    next(state.model.parameters()).fill_(float("nan"))
+
+    d = {k: v for k, v in _data().items() if k.startswith("train")}
+    res = train(_cfg(max_steps=600, eval_points=0, divergence_check_every=1000), d,
+                model=_tiny(), progress=False, hooks=[Poison()])
+    assert res.status == "diverged" and res.diverged_at_step == 300 and res.steps == 600
+
+
+@pytest.mark.parametrize(
+    "kw,data_keys,match",
+    [({"eval_points": -1}, None, "eval_points must be None, 0"),
+     ({"eval_points": True}, None, "eval_points"),
+     ({}, ("train_x", "train_y", "test_x"), "test_y"),
+     ({}, ("train_x", "train_y", "test_y"), "test_x")],
+)
+def test_no_evaluation_and_test_set_errors(kw, data_keys, match):
+    d = _data()
+    if data_keys is not None:
+        d = {k: d[k] for k in data_keys}
+    with pytest.raises(ValueError, match=match):
+        train(_cfg(**kw), d, model=_tiny(), progress=False)
+
+
+def test_checkpoints_need_evaluations(tmp_path):
+    with pytest.raises(ValueError, match="eval_points=0"):
+        train(_cfg(eval_points=0), _data(), model=_tiny(), progress=False,
+              checkpoint_path=tmp_path / "c.pt")
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_plain_sgd_is_torch_sgd_to_the_bit_and_resumes_exactly(tmp_path):
+    from sgdnoise.train import PlainSGD
+
+    d = _data()
+    cfg = _cfg(epochs=3, drop_last=False, batch_size=10, eval_points=4)  # 5 steps an epoch
+
+    def plain(model):
+        return PlainSGD(model.parameters(), cfg.lr)
+
+    ref = train(cfg, d, model=_tiny(), progress=False)
+    res = train(cfg, d, model=_tiny(), progress=False, optimizer_factory=plain)
+    assert _metrics(res.history) == _metrics(ref.history)
+    for p, q in zip(res.model.parameters(), ref.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+    class _Kill(Exception):
+        pass
+
+    def kill(rec):  # evaluations at steps 0, 1, 2, 6, 15
+        if rec["step"] == 6:
+            raise _Kill
+
+    ckpt = tmp_path / "plain.pt"
+    with pytest.raises(_Kill):
+        train(cfg, d, model=_tiny(), progress=False, optimizer_factory=plain,
+              checkpoint_path=ckpt, on_epoch=kill)
+    resumed = train(cfg, d, model=_tiny(), progress=False, optimizer_factory=plain,
+                    checkpoint_path=ckpt)
+    assert resumed.resumed_from_step == 2 and _metrics(resumed.history) == _metrics(ref.history)
+    for p, q in zip(resumed.model.parameters(), ref.model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="lr"):
+        PlainSGD(_tiny().parameters(), 0.0)
+    with pytest.raises(ValueError, match="params"):
+        PlainSGD([], 0.1)

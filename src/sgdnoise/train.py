@@ -1,14 +1,15 @@
-"""The training engine: mini-batch SGD on an image data set held as one tensor on the device.
+"""The training engine: mini-batch SGD on a data set held as one tensor on the device.
 
 One call of :func:`train` runs ``T`` steps of mini-batch SGD on the cross-entropy loss
 (``T = cfg.max_steps``, or ``cfg.epochs`` epochs of steps) and evaluates the model on a
 schedule of steps. Design points:
 
-* **Data on the device.** ``train_x: (N, C, H, W)`` (uint8 pixels, or floats already on the
-  network's scale) is moved to ``cfg.device`` once. Each step gathers its batch by index,
-  augments it there with one vectorised gather (random crop of the 4-pixel zero-padded image
-  and a horizontal flip, see :func:`crop_flip`), converts uint8 to normalised floats and
-  switches to ``channels_last``. No per-image Python loop, no DataLoader workers.
+* **Data on the device.** ``train_x: (N, C, H, W)`` images (uint8 pixels, or floats already
+  on the network's scale) or ``(N, D)`` float features is moved to ``cfg.device`` once. Each
+  step gathers its batch by index, augments images there with one vectorised gather (random
+  crop of the 4-pixel zero-padded image and a horizontal flip, see :func:`crop_flip`; feature
+  vectors are never augmented), converts uint8 to normalised floats and switches images to
+  ``channels_last``. No per-example Python loop, no DataLoader workers.
 * **Exact batch semantics.** An epoch is ``ceil(N / B)`` steps over a fresh permutation
   (``floor(N / B)`` with ``drop_last``: every step then has exactly ``B`` examples). The loss
   of a step is the mean cross entropy over its ``B`` examples,
@@ -26,31 +27,37 @@ schedule of steps. Design points:
   micro-batched BatchNorm network sees micro-batch statistics.
 * **Evaluation schedule.** ``eval_points = None``: after every epoch (and at step 0 with
   ``eval_at_start``); ``eval_points = K``: at ``K`` log-spaced steps in ``[1, T]`` (see
-  :func:`eval_steps`) plus step 0. The training loss/error are measured on a fixed, clean
-  (un-augmented), class-stratified subset of ``eval_train_n`` examples (all when None), the
-  test loss/error on the whole test set. With ``bn_recompute`` the BatchNorm running
-  statistics are recomputed before every evaluation (reset, then the cumulative average over
-  clean training batches in train mode, see :func:`recompute_bn_stats`).
+  :func:`eval_steps`) plus step 0; ``eval_points = 0``: never (the history stays empty and
+  nothing is evaluated; hooks measure what they need). The training loss/error are measured
+  on a fixed, clean (un-augmented), class-stratified subset of ``eval_train_n`` examples (all
+  when None), the test loss/error on the whole test set (None in the records when the data
+  has no test set). With ``bn_recompute`` the BatchNorm running statistics are recomputed
+  before every evaluation (reset, then the cumulative average over clean training batches
+  in train mode, see :func:`recompute_bn_stats`).
 * **Sharpness.** Every ``sharpness_every`` steps (from step 0) and at the end when
   ``sharpness_n > 0``: ``λ_max`` of the Hessian of the mean training loss on ``sharpness_n``
   fixed clean training examples (BatchNorm in eval mode, after the recompute), by Lanczos on
   Hessian-vector products (:func:`sharpness`), recorded with ``η_t`` and ``2/η_t``.
-* **No per-step host synchronisation.** The loss sum and a divergence flag accumulate on the
-  device; the flag is read every ``divergence_check_every`` steps, at every evaluation and
+* **No per-step host synchronisation.** Each step's loss sum stays on the device: it is
+  kept for the divergence check (and added to the running loss when evaluations read it).
+  The kept losses are checked every ``divergence_check_every`` steps, at every evaluation and
   at the end (a NaN/inf loss stops the run with status ``"diverged"`` and the first bad
   step). With ``device_rng`` (default on CUDA) each epoch's permutation and augmentation
   parameters are drawn on the device in one call; the CPU path (the tested reference)
   draws them from CPU generators, the augmentation per step.
 * **Repeatable.** The model is initialised from ``cfg.seed`` (without touching the global
   generator's state afterwards); shuffling and augmentation draw from two explicit
-  generators whose states, with the current epoch's permutation, are part of the checkpoint
-  (written after every evaluation), so the same config and seed give the same numbers on
-  CPU, and a resumed run ends with exactly the numbers of an uninterrupted one.
+  generators, seeded ``1_000_003·seed + 17`` (shuffle: one ``torch.randperm(N)`` per epoch,
+  whose consecutive slices of ``B`` are the epoch's batches) and ``1_000_003·seed + 29``
+  (augmentation), on the CPU unless ``device_rng``. Their states, with the current epoch's
+  permutation, are part of the checkpoint (written after every evaluation), so the same
+  config and seed give the same numbers on CPU, and a resumed run ends with exactly the
+  numbers of an uninterrupted one.
 * **Hooks.** ``hooks``: objects with ``on_step(state: StepState) -> bool | None`` (after
   every step; a true return stops the run with status ``"stopped"`` after a last
-  evaluation) and/or ``on_eval(record)``. If the optimizer has ``observe_batch(inputs,
-  targets)``, it is called with the current (augmented, local) batch right before
-  ``optimizer.step()``.
+  evaluation, unless ``eval_points = 0``) and/or ``on_eval(record)``. If the optimizer has
+  ``observe_batch(inputs, targets)``, it is called with the current (augmented, local)
+  batch right before ``optimizer.step()``.
 * **Data parallel.** Under ``torch.distributed`` (``torchrun``; gloo on CPU, NCCL on GPU)
   the model is wrapped in ``DistributedDataParallel``; every rank draws the same global
   batch, takes its share (``tensor_split`` into ``world_size = K`` parts) and back-propagates
@@ -80,6 +87,7 @@ from .validate import check_choice, check_positive, check_positive_int
 __all__ = [
     "LR_SCALINGS",
     "SCHEDULES",
+    "PlainSGD",
     "StepBudget",
     "StepState",
     "TrainConfig",
@@ -129,8 +137,9 @@ class TrainConfig:
     - amp: bf16 autocast on CUDA (ignored on CPU).
     - channels_last: channels-last memory format for image models (on CPU only for networks
       whose convolutions all have >= 16 channels, see ``_channels_last_ok``).
-    - eval_points: None (evaluate after every epoch) or the number of log-spaced evaluation
-      steps in ``[1, T]`` (step 0 is added when ``eval_at_start``).
+    - eval_points: None (evaluate after every epoch), the number ``K >= 2`` of log-spaced
+      evaluation steps in ``[1, T]`` (step 0 is added when ``eval_at_start``), or 0 (never
+      evaluate: no history, no checkpoints; ``eval_at_start`` is ignored).
     - eval_train_n / eval_subset_seed: the training loss/error are measured on a stratified
       subset of this many clean training examples drawn with this seed (None: all).
     - bn_recompute: recompute BatchNorm running statistics before each evaluation.
@@ -139,8 +148,8 @@ class TrainConfig:
       at the end, when ``sharpness_n > 0``), with ``sharpness_iters`` Lanczos steps.
     - device_rng: draw each epoch's permutation and augmentation on the device (None: on
       CUDA only; the CPU reference draws them from CPU generators).
-    - divergence_check_every: read the device-side NaN/inf flag every this many steps (and at
-      every evaluation); 1 stops right after the first bad step.
+    - divergence_check_every: check the losses kept on the device for NaN/inf every this
+      many steps (and at every evaluation); 1 stops right after the first bad step.
     """
 
     model: str = "resnet34"
@@ -205,8 +214,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if self.eval_points is not None:
             ep = self.eval_points
-            if isinstance(ep, bool) or not isinstance(ep, int) or ep < 2:
-                raise ValueError(f"eval_points must be None or an integer >= 2, got {ep!r}")
+            if isinstance(ep, bool) or not isinstance(ep, int) or ep < 0 or ep == 1:
+                raise ValueError(f"eval_points must be None, 0 (no evaluation) or an integer "
+                                 f">= 2, got {ep!r}")
         for name in ("nesterov", "augment", "channels_last", "amp", "drop_last",
                      "eval_at_start", "bn_recompute"):
             if not isinstance(getattr(self, name), bool):
@@ -248,7 +258,7 @@ class StepState:
     batch_size: int
     loss: torch.Tensor
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | PlainSGD
 
 
 class TrainHook(Protocol):
@@ -259,6 +269,52 @@ class TrainHook(Protocol):
 
     def on_eval(self, record: dict[str, Any]) -> None:  # pragma: no cover - protocol
         """After every evaluation, with its record."""
+
+
+class PlainSGD:
+    """Plain SGD, ``θ ← θ − η ∇θ`` for every parameter with a gradient: the update of
+    ``torch.optim.SGD`` without momentum or weight decay, to the bit
+    (``p.add_(p.grad, alpha=-lr)``), with the part of the optimizer interface :func:`train`
+    uses (``param_groups``, ``zero_grad``, ``step``, ``state_dict``, ``load_state_dict``).
+
+    For small dense problems, where one step takes a fraction of a millisecond: it skips
+    the per-call hooks and profiler records of ``torch.optim``, a quarter to a third of such
+    a step on the CPU (see ``optimizer_factory`` of :func:`train`)."""
+
+    def __init__(self, params: Any, lr: float) -> None:
+        params = [p for p in params if p.requires_grad]
+        if not params:
+            raise ValueError("params must hold at least one tensor that requires grad, got none")
+        self.param_groups: list[dict[str, Any]] = [{"params": params,
+                                                    "lr": check_positive("lr", lr)}]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
+
+    def step(self) -> None:
+        with torch.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.add_(p.grad, alpha=-group["lr"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The groups' settings (``lr``, and ``initial_lr`` once :func:`train` set it)."""
+        return {"param_groups": [{k: v for k, v in g.items() if k != "params"}
+                                 for g in self.param_groups]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        groups = state["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state has {len(groups)} parameter groups, this optimizer "
+                             f"{len(self.param_groups)}")
+        for group, saved in zip(self.param_groups, groups, strict=True):
+            group.update(saved)
 
 
 class StepBudget:
@@ -278,10 +334,11 @@ class TrainResult:
 
     - history: one dict per evaluation with ``step, epoch`` (= step / steps_per_epoch),
       ``examples_seen`` (= step · B), ``lr`` (η of the last step taken), ``train_loss,
-      train_error`` (clean training subset), ``test_loss, test_error``, ``param_distance``
-      (‖θ_t − θ_0‖₂ over the trainable parameters), ``running_loss`` (mean mini-batch
-      loss on augmented data since the previous evaluation; None at step 0) and
-      ``wall_time`` (seconds since the run started, summed over resumed segments).
+      train_error`` (clean training subset), ``test_loss, test_error`` (None without a test
+      set), ``param_distance`` (‖θ_t − θ_0‖₂ over the trainable parameters),
+      ``running_loss`` (mean mini-batch loss on augmented data since the previous
+      evaluation; None at step 0) and ``wall_time`` (seconds since the run started, summed
+      over resumed segments).
     - sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``.
     - status: "finished", "diverged" or "stopped" (a hook asked to stop).
     - extra: ``step_seconds`` (time in training steps, this segment), ``eval_seconds``,
@@ -329,15 +386,18 @@ def eval_steps(total: int, points: int | None, *, steps_per_ep: int = 1,
     ``points = K``: ``round(total^(i/(K−1)))`` for ``i = 0..K−1`` (log-spaced from step 1 to
     step ``total``; fewer when rounding makes two equal); ``points = None``: every epoch end
     ``steps_per_ep, 2·steps_per_ep, …`` and ``total``. Step 0 comes first when ``at_start``.
+    ``points = 0``: no evaluation, ``[]``.
     """
     total = check_positive_int("total", total)
+    if points == 0:
+        return []
     if points is None:
         steps = set(range(steps_per_ep, total + 1, check_positive_int("steps_per_ep",
                                                                       steps_per_ep)))
     else:
         k = int(points)
         if k < 2:
-            raise ValueError(f"points must be None or >= 2, got {points!r}")
+            raise ValueError(f"points must be None, 0 or >= 2, got {points!r}")
         steps = {min(total, max(1, round(total ** (i / (k - 1))))) for i in range(k)}
     steps.add(total)
     if at_start:
@@ -727,10 +787,11 @@ def _channels_last_ok(model: nn.Module, device: torch.device) -> bool:
     return all(m.out_channels >= 16 for m in convs)
 
 
-def _get(data: Any, name: str) -> torch.Tensor:
+def _get(data: Any, name: str, *, optional: bool = False) -> torch.Tensor | None:
+    """``data[name]`` or ``data.name``; with ``optional`` a missing entry is None."""
     if isinstance(data, dict):
-        return data[name]
-    return getattr(data, name)
+        return data.get(name) if optional else data[name]
+    return getattr(data, name, None) if optional else getattr(data, name)
 
 
 def _param_distance(model: nn.Module, theta0: torch.Tensor) -> float:
@@ -746,6 +807,37 @@ def _subset(y: torch.Tensor, n: int | None, seed: int) -> torch.Tensor | None:
     from sgdnoise.data import stratified_indices
 
     return stratified_indices(y.cpu(), n, seed=seed)
+
+
+class _DivergenceWatch:
+    """The loss sums of the steps since the last divergence check, kept on the device
+    (keeping one launches no kernel and does not synchronise with the host);
+    :meth:`first_bad` reads them at a check. Every 256 kept losses are concatenated into
+    one tensor, so a long interval between checks holds one number per step."""
+
+    def __init__(self, step: int) -> None:
+        self.start = step  # the step index of the first kept loss
+        self.chunks: list[torch.Tensor] = []
+        self.recent: list[torch.Tensor] = []
+
+    def add(self, loss_sum: torch.Tensor) -> None:
+        self.recent.append(loss_sum.reshape(1))
+        if len(self.recent) == 256:
+            self.chunks.append(torch.cat(self.recent))
+            self.recent = []
+
+    def first_bad(self) -> int | None:
+        """The first step index (0-based) since the last check whose loss is not finite,
+        or None; forgets the kept losses."""
+        kept = self.chunks + self.recent
+        if not kept:
+            return None
+        losses = torch.cat(kept)
+        bad = torch.nonzero(~torch.isfinite(losses)).flatten()
+        first = self.start + int(bad[0]) if bad.numel() else None
+        self.start += losses.numel()
+        self.chunks, self.recent = [], []
+        return first
 
 
 def _sync(device: torch.device) -> None:
@@ -770,7 +862,7 @@ def train(
     data: Any,
     *,
     model: nn.Module | None = None,
-    optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+    optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer | PlainSGD] | None = None,
     checkpoint_path: str | Path | None = None,
     progress: bool = True,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -779,17 +871,21 @@ def train(
 ) -> TrainResult:
     """Train with mini-batch SGD as configured by ``cfg`` (see the module docstring).
 
-    - data: anything with ``train_x (N, C, H, W)``, ``train_y (N,)``, ``test_x``, ``test_y``
-      (attributes or dict keys), e.g. :class:`sgdnoise.data.ImageData`.
+    - data: anything with ``train_x`` (images ``(N, C, H, W)`` or features ``(N, D)``),
+      ``train_y (N,)`` and optionally ``test_x``, ``test_y`` (attributes or dict keys; both
+      absent or None: no test set, the records' test fields are None), e.g.
+      :class:`sgdnoise.data.ImageData`.
     - model: a model to train in place (its initialisation is the caller's; with
       ``cfg.ghost_batch_size`` its BatchNorm layers are made ghost layers); default
       ``build_model(cfg.model, width=cfg.width, norm=cfg.norm)`` initialised from
       ``cfg.seed``.
-    - optimizer_factory: ``model -> Optimizer``; default SGD (fused on CUDA). The engine owns
-      the learning rate: at every step each parameter group's ``lr`` is set to its initial
-      value times :func:`lr_multiplier`.
+    - optimizer_factory: ``model -> Optimizer`` (a ``torch.optim`` optimizer, or one with the
+      same ``param_groups``, ``zero_grad``, ``step`` and state dicts, e.g. :class:`PlainSGD`);
+      default SGD (fused on CUDA). The engine owns the learning rate: at every step each
+      parameter group's ``lr`` is set to its initial value times :func:`lr_multiplier`.
     - checkpoint_path: where to save a checkpoint after every evaluation (atomically). If the
-      file exists, training resumes from it (the config must match).
+      file exists, training resumes from it (the config must match). Needs evaluations
+      (``cfg.eval_points != 0``).
     - on_epoch: called with each new evaluation record (same as a hook's ``on_eval``).
     - hooks: :class:`TrainHook` objects (``on_step`` / ``on_eval``, both optional).
     """
@@ -804,10 +900,20 @@ def train(
 
     dist = dist_mod.current()
 
+    evaluating = cfg.eval_points != 0
+    if checkpoint_path is not None and not evaluating:
+        raise ValueError(f"checkpoint_path={str(checkpoint_path)!r} needs evaluations (a "
+                         "checkpoint is written after each), got eval_points=0")
     train_x = _get(data, "train_x").to(device)
     train_y = _get(data, "train_y").to(device=device, dtype=torch.long)
-    test_x = _get(data, "test_x").to(device)
-    test_y = _get(data, "test_y").to(device=device, dtype=torch.long)
+    test_x, test_y = _get(data, "test_x", optional=True), _get(data, "test_y", optional=True)
+    if (test_x is None) != (test_y is None):
+        raise ValueError("data must have both test_x and test_y or neither, got only "
+                         f"{'test_x' if test_y is None else 'test_y'}")
+    has_test = test_x is not None
+    if has_test:
+        test_x = test_x.to(device)
+        test_y = test_y.to(device=device, dtype=torch.long)
     n = train_x.shape[0]
     if cfg.batch_size > n:
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {n} training examples")
@@ -828,7 +934,8 @@ def train(
             sharp_set.update(range(0, T + 1, cfg.sharpness_every))
 
     if model is None:
-        num_classes = int(max(int(train_y.max()), int(test_y.max()))) + 1
+        num_classes = int(max(int(train_y.max()),
+                              int(test_y.max()) if has_test else 0)) + 1
         model = _build_default_model(cfg, tuple(train_x.shape[1:]), max(num_classes, 2))
     elif cfg.ghost_batch_size is not None:
         from sgdnoise.models import set_ghost_batch_size
@@ -847,7 +954,7 @@ def train(
 
     dtype = _param_dtype(model)
     batcher = _Batcher(train_x, dtype, use_cl)
-    test_batcher = _Batcher(test_x, dtype, use_cl)
+    test_batcher = _Batcher(test_x, dtype, use_cl) if has_test else None
     sub = _subset(train_y, cfg.eval_train_n, cfg.eval_subset_seed)
     sub_dev = sub.to(device) if sub is not None else None
     eval_x = train_x if sub is None else train_x[sub_dev]
@@ -910,8 +1017,10 @@ def train(
             dist.broadcast_buffers(model)
         tr_loss, tr_err = evaluate(model, eval_x, eval_y, batch_size=cfg.eval_batch_size,
                                    amp=cfg.amp, _batcher=batcher, _dist=dist)
-        te_loss, te_err = evaluate(model, test_x, test_y, batch_size=cfg.eval_batch_size,
-                                   amp=cfg.amp, _batcher=test_batcher, _dist=dist)
+        te_loss = te_err = None
+        if has_test:
+            te_loss, te_err = evaluate(model, test_x, test_y, batch_size=cfg.eval_batch_size,
+                                       amp=cfg.amp, _batcher=test_batcher, _dist=dist)
         timers["eval_seconds"] += time.perf_counter() - t_start
         return {
             "step": step,
@@ -958,18 +1067,25 @@ def train(
             for fn in listeners_eval:
                 fn(rec)
 
-    from tqdm.auto import tqdm
+    if progress and is_main:
+        from tqdm.auto import tqdm
+    else:  # a disabled bar; tqdm.auto would probe (and warn about) notebook widgets
+        from tqdm import tqdm
 
     bar = tqdm(total=T, initial=step, desc=desc or f"B={cfg.batch_size}",
                disable=not (progress and is_main), leave=False)
     status, diverged_at = "finished", None
-    autocast = _autocast(device, cfg.amp)
+    # no autocast region where it would be disabled: entering one costs microseconds a step
+    autocast = (_autocast(device, cfg.amp) if cfg.amp and device.type == "cuda"
+                else contextlib.nullcontext())
     micro = cfg.micro_batch_size or cfg.batch_size
     # DDP averages gradients over the K ranks; scaling each rank's loss by K makes the
     # average the sum, ∇ (1/B) Σ_{i∈batch} ℓ_i, whatever the split sizes
     grad_scale = 1.0 if dist is None else float(dist.world_size)
     observe = getattr(optimizer, "observe_batch", None)
-    loss_dtype = torch.promote_types(dtype, torch.float32)
+    # without warm-up or decay the multiplier is the same at every step: computed once
+    const_mult = (lr_multiplier(cfg, 0, T, spe)
+                  if cfg.schedule == "constant" and cfg.warmup_epochs == 0 else None)
 
     if step == 0 and not history:
         if 0 in eval_set:
@@ -979,7 +1095,7 @@ def train(
     model.train()
     running = torch.zeros((), dtype=torch.float64, device=device)
     running_n = 0
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    watch = _DivergenceWatch(step)
     t_seg = time.perf_counter()
     while step < T:
         pos = step % spe
@@ -993,14 +1109,14 @@ def train(
             if aug is not None:
                 aug = tuple(a[part] for a in aug)
         idx = gidx.to(device, non_blocking=True)
-        mult = lr_multiplier(cfg, step, T, spe)
+        mult = const_mult if const_mult is not None else lr_multiplier(cfg, step, T, spe)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * mult
         lr_now = cfg.lr * mult
         optimizer.zero_grad(set_to_none=True)
         xb = batcher.train_batch(train_x, idx, aug)
         yb = train_y[idx]
-        loss_sum = torch.zeros((), dtype=loss_dtype, device=device)
+        loss_sum = None
         starts = range(0, xb.shape[0], micro)
         for lo in starts:
             xm, ym = xb[lo:lo + micro], yb[lo:lo + micro]
@@ -1010,13 +1126,13 @@ def train(
                 out = net(xm)
             loss = F.cross_entropy(_upcast(out), ym, reduction="sum")
             (loss * (grad_scale / bsz)).backward()
-            loss_sum = loss_sum + loss.detach()
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
         if dist is not None:
             loss_sum = dist.all_reduce_sum(loss_sum)
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss_sum),
-                                torch.full_like(first_bad, step), first_bad)
-        running += loss_sum.double()
-        running_n += bsz
+        watch.add(loss_sum)
+        if evaluating:  # the running loss is only read by evaluations
+            running += loss_sum.double()
+            running_n += bsz
         if observe is not None:
             observe(xb, yb)
         optimizer.step()
@@ -1031,8 +1147,8 @@ def train(
                 stop = bool(fn(st)) or stop
         boundary = step in eval_set or step in sharp_set or stop or step == T
         if boundary or step % cfg.divergence_check_every == 0:
-            bad_step = int(first_bad)  # the one host synchronisation, every k steps
-            if bad_step >= 0:
+            bad_step = watch.first_bad()  # the one host synchronisation, every k steps
+            if bad_step is not None:
                 status, diverged_at = "diverged", bad_step
         if not (boundary or status == "diverged"):
             continue
@@ -1040,14 +1156,15 @@ def train(
         timers["step_seconds"] += time.perf_counter() - t_seg
         if status == "diverged":
             break
-        evaluated = step in eval_set or stop
+        evaluated = step in eval_set or (stop and evaluating)
         if evaluated:
             rec = _eval_record(float(running) / max(running_n, 1))
             running.zero_()
             running_n = 0
-            bar.set_postfix(train_err=f"{rec['train_error']:.3f}",
-                            test_err=f"{rec['test_error']:.3f}")
-            if not (math.isfinite(rec["train_loss"]) and math.isfinite(rec["test_loss"])):
+            bar.set_postfix({f"{k}_err": f"{rec[f'{k}_error']:.3f}"
+                             for k in ("train", "test") if rec[f"{k}_error"] is not None})
+            if not all(math.isfinite(rec[k]) for k in ("train_loss", "test_loss")
+                       if rec[k] is not None):
                 status, diverged_at = "diverged", step
             _emit(rec)
             if status == "diverged":

@@ -23,9 +23,10 @@ Gram matrix; hence rank F̂ ≤ N, rank D ≤ N − 1), :func:`sgdnoise.spectral
 :func:`sgdnoise.spectral.random_subspace_fraction` (k/P) and
 :func:`sgdnoise.covariance.random_span_fraction` (k/rank G).
 
-:func:`train_to_interpolation` trains with the small problems' SGD loop
-(:func:`sgdnoise.chapters.small_problems.sgd_steps`), not the training engine: the engine
-draws its batches from other seeded generators, so it would change the chapter's numbers.
+:func:`train_to_interpolation` trains with the training engine
+(:func:`sgdnoise.chapters.small_problems.plain_sgd`, plain SGD through
+:func:`sgdnoise.train.train`), an ``on_step`` hook measuring the training error at every
+epoch end and stopping at the target.
 """
 
 from __future__ import annotations
@@ -101,39 +102,34 @@ def train_to_interpolation(
     target_error: float = 0.0,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Plain SGD on mean cross-entropy (:func:`sgdnoise.chapters.small_problems.sgd_steps`,
-    a fresh permutation per epoch, the last batch of an epoch possibly smaller) until the
-    train error is ≤ ``target_error`` (checked after every epoch) or ``max_epochs`` epochs.
-    Modifies ``model`` in place; returns one row per epoch (epoch, step, train_loss,
-    train_error), epoch 0 = initialisation."""
-    from sgdnoise.chapters.small_problems import sgd_steps
+    """Plain SGD on mean cross-entropy (:func:`sgdnoise.chapters.small_problems.plain_sgd`:
+    the training engine, a fresh permutation per epoch, the last batch of an epoch possibly
+    smaller) until the train error on all of ``x`` is ≤ ``target_error`` (checked after every
+    epoch by an ``on_step`` hook, which stops the run) or a training loss is not finite, at
+    most ``max_epochs`` epochs. Modifies ``model`` in place; returns one row per epoch
+    (epoch, step, train_loss, train_error), epoch 0 = initialisation."""
+    from sgdnoise.chapters.small_problems import loss_and_error, plain_sgd
+    from sgdnoise.train import StepState, steps_per_epoch
 
-    lr = check_positive("lr", lr)
-    batch_size = check_positive_int("batch_size", batch_size)
     max_epochs = check_positive_int("max_epochs", max_epochs)
     target_error = check_positive("target_error", target_error, allow_zero=True)
-    n = x.shape[0]
-    if batch_size > n:
-        raise ValueError(f"batch_size must be <= N = {n}, got {batch_size}")
-    loss_fn = nn.functional.cross_entropy
+    spe = steps_per_epoch(x.shape[0], check_positive_int("batch_size", batch_size))
+    rows: list[dict[str, float]] = []
 
-    def record(epoch: int, step: int) -> dict[str, float]:
-        with torch.no_grad():
-            out = model(x)
-            return {"epoch": epoch, "step": step, "train_loss": float(loss_fn(out, y)),
-                    "train_error": float((out.argmax(1) != y).double().mean())}
+    def record(step: int) -> bool:
+        """Append the row of the epoch ending at ``step``; True: stop (target or non-finite)."""
+        loss, err = loss_and_error(model, x, y)
+        rows.append({"epoch": step // spe, "step": step, "train_loss": loss,
+                     "train_error": err})
+        return not math.isfinite(loss) or err <= target_error
 
-    rows = [record(0, 0)]
-    stepper = sgd_steps(model, x, y, lr=lr, batch_size=batch_size, seed=seed, drop_last=False)
-    step = 0
-    for epoch in range(1, max_epochs + 1):
-        for _ in range(math.ceil(n / batch_size)):
-            step = next(stepper)
-        rows.append(record(epoch, step))
-        if not math.isfinite(rows[-1]["train_loss"]):
-            break
-        if rows[-1]["train_error"] <= target_error:
-            break
+    class _EpochEnds:
+        def on_step(self, state: StepState) -> bool:
+            return state.step % spe == 0 and record(state.step)
+
+    record(0)
+    plain_sgd(model, x, y, lr=lr, batch_size=batch_size, hooks=[_EpochEnds()], seed=seed,
+              drop_last=False, epochs=max_epochs, divergence_check_every=spe)
     return pd.DataFrame(rows)
 
 

@@ -1,9 +1,9 @@
 """Small dense problems shared by chapters 1-3 (and reused by chapter 5): a stratified,
 pooled subset of CIFAR-10 (:func:`load_small_problem`), float64 models small enough for
-dense ``(P, P)`` matrices (:func:`build_small_model`), the plain-SGD loop of the small
-problems (:func:`sgd_steps`; :func:`train_small` adds snapshots), the five dense
-curvature matrices at one point (:func:`curvature_matrices`), top eigenpairs, and seeded
-mini-batch index draws.
+dense ``(P, P)`` matrices (:func:`build_small_model`), plain SGD on them through the
+training engine (:func:`plain_sgd`, a thin call of :func:`sgdnoise.train.train` with hooks;
+:func:`train_small` adds snapshots), the five dense curvature matrices at one point
+(:func:`curvature_matrices`), top eigenpairs, and seeded mini-batch index draws.
 
 Notation: ``G: (N, P)`` per-example gradients (rows g_i), ``ḡ`` their mean, centred rows
 ``G̃ = G − 1ḡᵀ``, ``D = G̃ᵀG̃/N``. Dense linear algebra is float64.
@@ -12,7 +12,7 @@ Notation: ``G: (N, P)`` per-example gradients (rows g_i), ``ḡ`` their mean, ce
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +20,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sgdnoise.grads import trainable_parameters
-from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
+from sgdnoise.train import (
+    PlainSGD,
+    StepState,
+    TrainConfig,
+    TrainResult,
+    evaluate,
+    total_steps,
+    train,
+)
+from sgdnoise.validate import check_choice, check_matrix, check_positive_int
 
 __all__ = [
     "DT",
@@ -32,7 +40,8 @@ __all__ = [
     "curvature_matrices",
     "load_small_problem",
     "load_small_split",
-    "sgd_steps",
+    "loss_and_error",
+    "plain_sgd",
     "top_eigenpairs",
     "train_small",
 ]
@@ -149,60 +158,75 @@ def build_small_model(
 @dataclass
 class TrainTrace:
     """Result of :func:`train_small`: ``history`` (step, train_loss, train_error) at each
-    checkpoint, ``snapshots`` {step: state_dict copy}."""
+    checkpoint, ``snapshots`` {step: state_dict copy}, ``status`` of the run ("finished",
+    or "diverged" when a training loss was not finite: the steps still all ran)."""
 
     history: pd.DataFrame
     snapshots: dict[int, dict[str, torch.Tensor]] = field(repr=False)
+    status: str = "finished"
 
 
-def _loss_and_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    with torch.no_grad():
-        out = model(x)
-        loss = float(nn.functional.cross_entropy(out, y))
-        err = float((out.argmax(1) != y).double().mean())
-    return loss, err
+def loss_and_error(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and error rate of ``model`` on all of ``x: (N, ...)``, ``y: (N,)``
+    in one forward pass (:func:`sgdnoise.train.evaluate`, no autocast)."""
+    return evaluate(model, x, y, batch_size=max(1, x.shape[0]), amp=False,
+                    channels_last=False)
 
 
-def sgd_steps(
+def plain_sgd(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
     lr: float,
     batch_size: int,
+    hooks: Sequence[object] = (),
     seed: int = 0,
     drop_last: bool = True,
-) -> Iterator[int]:
-    """Plain SGD on mean cross-entropy over ``x: (N, ...)``, ``y: (N,)``, one update per
-    ``next()``: yields the number of updates taken so far (1, 2, …; endless, the caller
-    stops). Modifies ``model`` in place.
+    max_steps: int | None = None,
+    epochs: int = 1,
+    divergence_check_every: int | None = None,
+) -> TrainResult:
+    """Plain SGD on mean cross-entropy over ``x: (N, ...)`` (images or ``(N, D)`` features),
+    ``y: (N,)``: :func:`sgdnoise.train.train` on the CPU with ``model`` (trained in place,
+    its dtype kept), ``max_steps`` steps (else ``epochs`` epochs), constant ``lr``, no
+    momentum or weight decay (:class:`sgdnoise.train.PlainSGD`), no augmentation, no
+    evaluation (``eval_points=0``: ``hooks`` measure what they need) and no progress bar.
 
-    Batches are consecutive slices of a permutation of ``range(N)`` drawn from
-    ``torch.Generator().manual_seed(seed)``; a new permutation is drawn when the next batch
-    would not fit (``drop_last``: the last ``N mod B`` examples of a permutation are
-    skipped) or when the permutation is used up (``drop_last=False``: the last batch of an
-    epoch may be smaller). The update is ``θ ← θ − η ∇L_batch`` (plain tensors, no
-    ``torch.optim``: importing it costs seconds)."""
-    lr = check_positive("lr", lr)
-    batch_size = check_positive_int("batch_size", batch_size)
-    n = x.shape[0]
-    if batch_size > n:
-        raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
-    gen = torch.Generator().manual_seed(seed)
-    params = trainable_parameters(model)
-    need = batch_size if drop_last else 1
-    perm, pos, t = torch.randperm(n, generator=gen), 0, 0
-    while True:
-        if pos + need > n:
-            perm, pos = torch.randperm(n, generator=gen), 0
-        idx = perm[pos : pos + batch_size]
-        pos += batch_size
-        grads = torch.autograd.grad(nn.functional.cross_entropy(model(x[idx]), y[idx]), params)
-        with torch.no_grad():
-            for p, g in zip(params, grads, strict=True):
-                p.add_(g, alpha=-lr)
-        t += 1
-        yield t
+    Each epoch is a fresh permutation of ``range(N)`` from the engine's shuffle generator
+    (seeded ``1_000_003·seed + 17``), cut into consecutive batches of ``batch_size``; with
+    ``drop_last`` the last ``N mod B`` examples of each permutation are skipped, else the
+    last batch of an epoch may be smaller. The update is ``θ ← θ − η ∇L_batch``.
+    ``divergence_check_every``: steps between the engine's checks for a non-finite loss
+    (default: only at the end, so every step runs and a divergence shows as status
+    "diverged")."""
+    cfg = TrainConfig(
+        batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr, momentum=0.0,
+        weight_decay=0.0, augment=False, seed=seed, device="cpu", channels_last=False,
+        amp=False, drop_last=drop_last, eval_points=0,
+    ).validate()
+    cfg.divergence_check_every = divergence_check_every or total_steps(cfg, x.shape[0])
+    return train(cfg, {"train_x": x, "train_y": y}, model=model, hooks=hooks, progress=False,
+                 optimizer_factory=lambda m: PlainSGD(m.parameters(), cfg.lr))
+
+
+class _Checkpoints:
+    """``on_step`` hook of :func:`train_small`: at the steps in ``marks``, the training loss
+    and error on all of ``x, y`` and a copy of the parameters."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, marks: Sequence[int]) -> None:
+        self.x, self.y, self.marks = x, y, set(marks)
+        self.rows: list[dict[str, float]] = []
+        self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
+
+    def record(self, model: nn.Module, step: int) -> None:
+        loss, err = loss_and_error(model, self.x, self.y)
+        self.rows.append({"step": step, "train_loss": loss, "train_error": err})
+        self.snapshots[step] = copy.deepcopy(model.state_dict())
+
+    def on_step(self, state: StepState) -> None:
+        if state.step in self.marks:
+            self.record(state.model, state.step)
 
 
 def train_small(
@@ -216,31 +240,18 @@ def train_small(
     checkpoints: Sequence[int] = (),
     seed: int = 0,
 ) -> TrainTrace:
-    """``steps`` updates of :func:`sgd_steps` (batches without replacement, the remainder
+    """``steps`` updates of :func:`plain_sgd` (batches without replacement, the remainder
     of each permutation dropped); snapshots the parameters at every step in
     ``checkpoints`` (0 = initialisation) and at the end. Modifies ``model`` in place."""
     steps = check_positive_int("steps", steps)
-    lr = check_positive("lr", lr)
-    batch_size = check_positive_int("batch_size", batch_size)
-    n = x.shape[0]
-    if batch_size > n:
-        raise ValueError(f"batch_size must be <= N={n}, got {batch_size}")
     marks = sorted({int(c) for c in checkpoints if 0 <= int(c) <= steps} | {steps})
-    rows, snaps = [], {}
-
-    def mark(t: int) -> None:
-        loss, err = _loss_and_error(model, x, y)
-        rows.append({"step": t, "train_loss": loss, "train_error": err})
-        snaps[t] = copy.deepcopy(model.state_dict())
-
+    hook = _Checkpoints(x, y, marks)
     if 0 in marks:
-        mark(0)
-    for t in sgd_steps(model, x, y, lr=lr, batch_size=batch_size, seed=seed):
-        if t in marks:
-            mark(t)
-        if t == steps:
-            break
-    return TrainTrace(history=pd.DataFrame(rows), snapshots=snaps)
+        hook.record(model, 0)
+    res = plain_sgd(model, x, y, lr=lr, batch_size=batch_size, hooks=[hook], seed=seed,
+                    drop_last=True, max_steps=steps)
+    return TrainTrace(history=pd.DataFrame(hook.rows), snapshots=hook.snapshots,
+                      status=res.status)
 
 
 def batch_indices(
