@@ -253,19 +253,7 @@ def test_resume_from_checkpoint_gives_identical_numbers(tmp_path):
     d = _data()
     cfg = _cfg(augment=True, norm="batch", momentum=0.5, epochs=3)
     full = train(cfg, d, progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_two(rec):
-        if rec["epoch"] == 2:
-            raise Stop
-
-    ckpt = tmp_path / "run.pt"
-    with pytest.raises(Stop):
-        train(cfg, d, checkpoint_path=ckpt, progress=False, on_epoch=stop_at_two)
-    assert ckpt.exists()
-    resumed = train(cfg, d, checkpoint_path=ckpt, progress=False)
+    resumed = _interrupt_and_resume(cfg, d, tmp_path / "run.pt", at_step=12)  # epoch 2
     assert resumed.resumed_from_epoch == 1
     assert _metrics(resumed.history) == _metrics(full.history)
     assert resumed.steps == full.steps
@@ -287,21 +275,9 @@ def test_noisy_run_resumes_with_the_noise_of_an_uninterrupted_run(tmp_path, kind
                         loss_fn=F.cross_entropy, num_samples=4, injection_scale=0.05,
                         lanczos_steps=3, basis_refresh=refresh, seed=3)
 
-    full = train(cfg, d, model=_tiny(), optimizer_factory=factory, progress=False)
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_two(rec):
-        if rec["epoch"] == 2:
-            raise Stop
-
-    ckpt = tmp_path / "noisy.pt"
-    with pytest.raises(Stop):
-        train(cfg, d, model=_tiny(), optimizer_factory=factory, checkpoint_path=ckpt,
-              progress=False, on_epoch=stop_at_two)
-    resumed = train(cfg, d, model=_tiny(), optimizer_factory=factory, checkpoint_path=ckpt,
-                    progress=False)
+    full = train(cfg, d, optimizer_factory=factory, progress=False)
+    resumed = _interrupt_and_resume(cfg, d, tmp_path / "noisy.pt", at_step=12,  # epoch 2
+                                    optimizer_factory=factory)
     assert resumed.resumed_from_epoch == 1
     assert _metrics(resumed.history) == _metrics(full.history)
     got, want = resumed.model.state_dict(), full.model.state_dict()
@@ -514,17 +490,18 @@ class _Stop(Exception):
     pass
 
 
-def _interrupt_and_resume(cfg, data, ckpt, *, at_step: int):
+def _interrupt_and_resume(cfg, data, ckpt, *, at_step: int, **train_kw):
     """Run ``cfg`` with checkpoints, kill it (an exception) at the evaluation of ``at_step``,
-    then resume from the checkpoint to the end; returns the resumed result."""
+    then resume from the checkpoint to the end; returns the resumed result. ``train_kw``
+    go to both calls of :func:`train` (e.g. ``optimizer_factory``)."""
 
     def stop(rec):
         if rec["step"] == at_step:
             raise _Stop
 
     with pytest.raises(_Stop):
-        train(cfg, data, checkpoint_path=ckpt, progress=False, on_epoch=stop)
-    return train(cfg, data, checkpoint_path=ckpt, progress=False)
+        train(cfg, data, checkpoint_path=ckpt, progress=False, on_epoch=stop, **train_kw)
+    return train(cfg, data, checkpoint_path=ckpt, progress=False, **train_kw)
 
 
 @pytest.mark.parametrize("device_rng", [False, True])
