@@ -72,6 +72,20 @@ def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
                      proc=proc)
 
 
+# ------------------------------------------------------------------ parameters (the chapters)
+
+
+def profile_params(params_cls, chapter: str, *, yaml_profile: str = "smoke", **changes):
+    """``params_cls`` (a chapter's ``Params``) built from ``book/params/<chapter>/
+    <yaml_profile>.yaml`` with ``changes`` (field values, ``profile`` included) applied: the
+    checks run, so a bad change raises ValueError."""
+    import yaml
+
+    values = yaml.safe_load((BOOK / "params" / chapter / f"{yaml_profile}.yaml").read_text())
+    values.update(changes)
+    return params_cls.from_mapping(values)
+
+
 # ------------------------------------------------------------------ verdicts (the chapters)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_typeset
+from conftest import assert_typeset, profile_params
 from torch import nn
 
 from sgdnoise.chapters import ch05_overparam as L
@@ -93,15 +93,6 @@ def test_gradient_only_study():
 
 # ------------------------------------------------------------------ parameters
 
-def _params(**kw):
-    import yaml
-    from conftest import BOOK
-
-    values = yaml.safe_load((BOOK / "params" / "ch05_overparam" / "smoke.yaml").read_text())
-    values.update(kw)
-    return L.Params.from_mapping(values)
-
-
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_profiles_validate(profile):
     from conftest import BOOK
@@ -119,7 +110,7 @@ def test_profiles_validate(profile):
 ])
 def test_params_errors_name_the_parameter(kw, pattern):
     with pytest.raises(ValueError, match=pattern):
-        _params(**kw)
+        profile_params(L.Params, "ch05_overparam", **kw)
 
 
 # ------------------------------------------------------------------ verdicts

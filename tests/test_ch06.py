@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import assert_typeset
+from conftest import assert_typeset, profile_params
 
 from sgdnoise.chapters import ch06_batch_size as bs
 from sgdnoise.covariance import NoiseScaleTracker, gradient_covariance, noise_scale
@@ -216,15 +216,6 @@ def test_best_lr_per_batch_and_slope_on_constructed_grid():
 
 # ------------------------------------------------------------------ parameters
 
-def _params(**kw):
-    import yaml
-    from conftest import BOOK
-
-    values = yaml.safe_load((BOOK / "params" / "ch06_batch_size" / "smoke.yaml").read_text())
-    values.update(kw)
-    return bs.Params.from_mapping(values)
-
-
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_profiles_validate(profile):
     from conftest import BOOK
@@ -245,7 +236,7 @@ def test_profiles_validate(profile):
 ])
 def test_params_errors_name_the_parameter(kw, pattern):
     with pytest.raises(ValueError, match=pattern):
-        _params(**kw)
+        profile_params(bs.Params, "ch06_batch_size", **kw)
 
 
 # ------------------------------------------------------------------ verdicts

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import profile_params
 from test_ch08 import real_gap, under_training
 
 from sgdnoise import sweep
@@ -30,8 +31,7 @@ GOALS = ch09.cost_goals(1.5, 3.0)
 
 def plan_test_params(records_dir: Path, **changes) -> ch09.Params:
     """The profile that plan_test.yaml runs (the smoke profile at the plan's scale)."""
-    values = yaml.safe_load((PARAMS / "smoke.yaml").read_text())
-    values.update(dataset="synthetic", n_train=48, n_test=32, model="cnn", width=4,
+    values = dict(dataset="synthetic", n_train=48, n_test=32, model="cnn", width=4,
                   norm="group", small_batch=8, large_batch=24, epochs=2, lr=0.05,
                   momentum=0.9, seeds=[0, 1], epoch_matched_kinds=["subsampled"],
                   equal_steps=True, step_matched_kinds=["subsampled"], num_samples=8,
@@ -39,7 +39,7 @@ def plan_test_params(records_dir: Path, **changes) -> ch09.Params:
                   sharpness_examples=16, sharpness_iters=4, plan=str(PLAN_TEST),
                   records_dir=str(records_dir), ch08_records_dirs=[])
     values.update(changes)
-    return ch09.Params.from_mapping(values)
+    return profile_params(ch09.Params, "ch09_anisotropic_noise", **values)
 
 
 

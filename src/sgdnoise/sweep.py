@@ -94,9 +94,12 @@ __all__ = [
     "main",
     "parse_shard",
     "probe_throughput",
+    "read_records",
     "record_path",
+    "records_frame",
     "run_plan",
     "run_sweep",
+    "sharpness_frame",
     "shard_runs",
     "train_config_fields",
     "validate_plan",
@@ -869,7 +872,7 @@ def _record_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
     return files
 
 
-def _read_records(paths) -> list[dict[str, Any]]:
+def read_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Every run record under ``paths`` (both formats), normalised to the plan format; the
     pilot records (format 1) get arm ``"pilot"`` and source ``"pilot"``."""
     out = []
@@ -941,10 +944,15 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     SGD) and ``noise_seconds`` (seconds drawing noise in the last segment). Reads the plan
     records and the 2026-11-26 pilot records (arm "pilot"). An empty frame with these columns
     when there is none."""
+    return records_frame(read_records(paths))
+
+
+def records_frame(records: Iterable[Mapping[str, Any]]):
+    """The frame of :func:`load_records` for records already read (:func:`read_records`)."""
     import pandas as pd
 
     rows = []
-    for rec in _read_records(paths):
+    for rec in records:
         run, cfg, prov, data = rec["run"], rec["config"], rec.get("provenance", {}), \
             rec.get("data", {})
         n_train = data.get("n_train") or CIFAR10_TRAIN_SIZE
@@ -981,10 +989,15 @@ def load_records(paths: str | os.PathLike | Iterable[str | os.PathLike]):
 def load_sharpness(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     """The sharpness measurements of the records under ``paths``: one row per measurement
     with ``run_id, arm, batch_size, seed, step, lambda_max, lr, two_over_lr, source``."""
+    return sharpness_frame(read_records(paths))
+
+
+def sharpness_frame(records: Iterable[Mapping[str, Any]]):
+    """The frame of :func:`load_sharpness` for records already read (:func:`read_records`)."""
     import pandas as pd
 
     rows = []
-    for rec in _read_records(paths):
+    for rec in records:
         run = rec["run"]
         for s in rec.get("sharpness", []):
             rows.append({**run, "step": s["step"], "lambda_max": s["lambda_max"],

@@ -1552,30 +1552,22 @@ def recorded_experiment(p: Params, configs: Sequence[NoiseConfig],
     profile (:func:`plan_mismatches`), where the records come from and which are missing
     (:func:`missing_runs_markdown`). Records of run ids the plan does not have, or written
     by another config, are left out (and counted)."""
-    import json
-    from pathlib import Path
-
     from sgdnoise import sweep
     from sgdnoise.chapters import ch08_resnet_sweep as ch08
 
     plan = sweep.load_plan(p.plan, check_device=False)
-    runs = sweep.load_records(p.records_dir)
     expected = {r.run_id: r for r in plan.runs}
-    stale = set()
-    folder = Path(p.records_dir)
-    files = sorted(folder.rglob("*.json")) if folder.is_dir() else []
-    for f in (f for f in files if not f.name.startswith(".")):  # what load_records reads
-        try:
-            rec = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        r = expected.get(rec.get("run", {}).get("run_id"))
+
+    def current(rec: dict) -> bool:  # a run of this plan, with its config
+        r = expected.get(rec["run"]["run_id"])
         noise = r.noise.to_dict() if r is not None and r.noise is not None else None
-        if r is None or rec.get("config") != r.config.to_dict() or rec.get("noise") != noise:
-            stale.add(rec.get("run", {}).get("run_id"))
-    keep = runs["run_id"].isin(set(expected) - stale) if len(runs) else []
-    runs = runs[keep] if len(runs) else runs
-    sharp = sweep.load_sharpness(p.records_dir)
+        return (r is not None and rec.get("config") == r.config.to_dict()
+                and rec.get("noise") == noise)
+
+    records = sweep.read_records(p.records_dir)  # read once, for both frames
+    stale = {rec["run"]["run_id"] for rec in records if not current(rec)}
+    kept = [rec for rec in records if rec["run"]["run_id"] not in stale]
+    runs, sharp = sweep.records_frame(kept), sweep.sharpness_frame(kept)
     exp = experiment_from_sweep(runs, sharp, small_batch=p.small_batch,
                                 large_batch=p.large_batch, order=[c.label for c in configs])
     exp.costs = recorded_step_costs(runs, goals, large_batch=p.large_batch)
