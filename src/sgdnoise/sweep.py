@@ -3,6 +3,7 @@
 Command line::
 
     sgdnoise-sweep PLAN.yaml --out DIR [--budget SECONDS] [--shard i/n] [--dry-run]
+                   [--engine fast|eager]
     python -m sgdnoise.sweep PLAN.yaml --out DIR ...
     torchrun --nproc_per_node=K -m sgdnoise.sweep PLAN.yaml --out DIR   # data parallel
 
@@ -17,8 +18,10 @@ Command line::
           equal_steps: {batch_size: 512, epochs: 30, max_steps_cap: null}}
       N: {batch_sizes: [2048], seeds: [0], config: {norm: group},
           noise: {kind: subsampled, matched_small_batch: 128, num_samples: 512}}
+      T: {batch_sizes: [512, 4096], seeds: [0, 1], config: {...},
+          tune: {lr_factors: [0.5, 1.0, 2.0], seed: 0, n_val: 5000}}
     priority:                       # optional; runs not listed follow in arm order
-      - {arm: A, seeds: [0]}
+      - {arm: A, seeds: [0], batch_sizes: [128]}
       - {arm: C}
 
 ``defaults`` and each arm's ``config`` take the fields of
@@ -29,6 +32,21 @@ less ``batch_size`` and ``seed``, which come from the arm's lists). ``equal_step
 evaluated on the same training subset. The plan expands to runs ``(arm, batch_size, seed,
 run_id)`` in priority order; the whole plan is validated before any work, and a bad key stops
 the command with a message naming the key, the value and what is allowed (exit code 2).
+Each priority entry (an arm, optionally some of its seeds and batch sizes) is a *block*;
+``--dry-run`` prints every run and each block's estimated device time
+(:func:`block_estimates`, from the throughput the chapter 8 pilot measured on an H200,
+:data:`PILOT_H200_IMG_PER_S`), so a short GPU session knows what it can finish.
+
+``tune`` chooses η per batch size on a validation split: for each batch size ``B`` of the
+arm, one *tuning run* per factor ``f`` (arm ``<arm>-tune``, id
+``<arm>-tune_B<B>_s<seed>_x<f>``: the arm's config at η·f with seed ``seed``, the arm's
+schedule in steps, no sharpness), trained on the training split less ``n_val`` held-out
+examples and evaluated on those (the record's test fields are validation numbers; its
+``tuning`` section says so). They come right before the arm's first run of that size in the
+priority order. When an arm's run is reached, its factor is chosen from the tuning records
+(:func:`choose_lr_factor`: the lowest final validation error, a run that did not finish
+counting as +inf, ties to the smaller factor); until all of them exist the run waits ("η
+pending tuning"). Its record's ``lr_choice`` names the factor and the tuning runs.
 
 ``noise`` (chapter 9) trains the arm with :class:`sgdnoise.noise.NoisySGD` instead of plain
 SGD: ``kind`` (one of :data:`NOISE_KINDS`), the injection scale s as either
@@ -52,11 +70,12 @@ what is left of ``S`` are run, the others skipped, and the command stops cleanly
 so ``n`` processes (or machines) together write exactly the records of one.
 
 **Records** hold the run, the config, the evaluation history, the sharpness measurements,
-status, steps, wall time, img/s, provenance (git commit — from ``git``, else the
-``SGDNOISE_GIT_COMMIT`` variable or a ``GIT_COMMIT`` file at the repository root —, device,
-torch, python, date UTC) and the data identity, with no absolute path of any machine.
-:func:`load_records` and :func:`load_sharpness` read them (and the older pilot records) into
-pandas frames.
+status, steps, wall time, img/s, the engine path that produced them (``engine_path``:
+"fast" or "eager", chosen by :mod:`sgdnoise.preflight` on a GPU), provenance (git commit
+— from ``git``, else the ``SGDNOISE_GIT_COMMIT`` variable or a ``GIT_COMMIT`` file at the
+repository root —, device, torch, python, date UTC) and the data identity, with no absolute
+path of any machine. :func:`load_records` and :func:`load_sharpness` read them (and the older
+pilot records) into pandas frames.
 """
 
 from __future__ import annotations
@@ -79,6 +98,8 @@ import torch
 __all__ = [
     "NOISE_KEYS",
     "NOISE_KINDS",
+    "PILOT_H200_EVAL_S_PER_EXAMPLE",
+    "PILOT_H200_IMG_PER_S",
     "PLAN_RECORD_FORMAT",
     "RECORD_FORMAT",
     "NoiseSpec",
@@ -86,7 +107,13 @@ __all__ = [
     "PlanError",
     "Run",
     "SweepConfigError",
+    "TuneSpec",
+    "block_estimates",
+    "choose_lr_factor",
+    "device_seconds",
     "estimate_run_seconds",
+    "final_validation_error",
+    "interpolated_rate",
     "load_plan",
     "load_records",
     "load_sharpness",
@@ -97,10 +124,12 @@ __all__ = [
     "read_records",
     "record_path",
     "records_frame",
+    "resolve_tuned_run",
     "run_plan",
     "run_sweep",
     "sharpness_frame",
     "shard_runs",
+    "throughput_table",
     "train_config_fields",
     "validate_plan",
     "validate_sweep_config",
@@ -1051,6 +1080,16 @@ def _config_defaults_filled(config: Any) -> Any:
     return {**defaults, **config}
 
 
+def _data_of(run: Run, plan: Plan, data: Any, cache: dict[int, Any]) -> Any:
+    """The data ``run`` trains on: ``data``, or for a tuning run the split of
+    :func:`_tuning_data` (kept in ``cache`` by ``n_val``)."""
+    if run.lr_factor is None:
+        return data
+    if run.tune.n_val not in cache:
+        cache[run.tune.n_val] = _tuning_data(plan, run.tune.n_val)
+    return cache[run.tune.n_val]
+
+
 def _tuning_data(plan: Plan, n_val: int):
     """The data of a tuning run: the training split less ``n_val`` held-out examples, and
     those as the "test" set (:func:`sgdnoise.data.load_dataset` with ``n_val``)."""
@@ -1176,11 +1215,7 @@ def run_plan(
         resuming = ckpt is not None and ckpt.exists()
         say(f"[sweep] {r.run_id}: training ({'resuming' if resuming else 'new run'})")
         holder: dict[str, Any] = {}
-        run_data = data
-        if r.lr_factor is not None:
-            if r.tune.n_val not in tuning_data:
-                tuning_data[r.tune.n_val] = _tuning_data(plan, r.tune.n_val)
-            run_data = tuning_data[r.tune.n_val]
+        run_data = _data_of(r, plan, data, tuning_data)
         result = train(r.config, run_data, checkpoint_path=ckpt, progress=progress,
                        desc=r.run_id, optimizer_factory=_optimizer_factory(r, holder),
                        engine=engine)
@@ -1243,7 +1278,7 @@ RECORD_COLUMNS = [
     "noise_seconds",
 ]
 SHARPNESS_COLUMNS = ["run_id", "arm", "batch_size", "seed", "step", "lambda_max", "lr",
-                     "two_over_lr", "source"]
+                     "two_over_lr", "source", "bn_mode", "bn_batch"]
 
 
 def _record_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -1374,7 +1409,10 @@ def records_frame(records: Iterable[Mapping[str, Any]]):
 
 def load_sharpness(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     """The sharpness measurements of the records under ``paths``: one row per measurement
-    with ``run_id, arm, batch_size, seed, step, lambda_max, lr, two_over_lr, source``."""
+    with ``run_id, arm, batch_size, seed, step, lambda_max, lr, two_over_lr, source`` and the
+    objective measured, ``bn_mode`` ("eval": BatchNorm running statistics, also for records
+    written before the mode was recorded; "train": statistics of fixed groups of
+    ``bn_batch`` examples)."""
     return sharpness_frame(read_records(paths))
 
 
@@ -1388,7 +1426,8 @@ def sharpness_frame(records: Iterable[Mapping[str, Any]]):
         for s in rec.get("sharpness", []):
             rows.append({**run, "step": s["step"], "lambda_max": s["lambda_max"],
                          "lr": s["lr"], "two_over_lr": s.get("two_over_lr"),
-                         "source": rec.get("source")})
+                         "source": rec.get("source"), "bn_mode": s.get("bn_mode", "eval"),
+                         "bn_batch": s.get("bn_batch")})
     df = pd.DataFrame(rows, columns=SHARPNESS_COLUMNS)
     return df.sort_values(["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
 
