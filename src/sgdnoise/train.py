@@ -169,7 +169,7 @@ class TrainConfig:
     - sharpness_bn_mode: the objective whose Hessian is measured: ``"eval"`` (BatchNorm with
       its running statistics, recomputed first when ``bn_recompute``) or ``"train"`` (the
       training-mode objective: BatchNorm statistics of fixed groups of the sharpness
-      examples, see :func:`sharpness_bn_batch`).
+      examples, see :func:`sharpness_chunking`).
     - device_rng: draw each epoch's permutation and augmentation on the device (None: on
       CUDA only; the CPU reference draws them from CPU generators).
     - divergence_check_every: check the losses kept on the device for NaN/inf every this
@@ -373,11 +373,12 @@ class TrainResult:
       ``running_loss`` (mean mini-batch loss on augmented data since the previous
       evaluation; None at step 0) and ``wall_time`` (seconds since the run started, summed
       over resumed segments).
-    - sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``.
+    - sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``,
+      ``bn_mode`` and ``bn_batch`` (the objective measured, see :func:`sharpness_chunking`).
     - status: "finished", "diverged" or "stopped" (a hook asked to stop).
     - extra: ``step_seconds`` (time in training steps, this segment), ``eval_seconds``,
-      ``sharpness_seconds``, ``examples_trained`` (this segment) and on CUDA
-      ``peak_memory_gib``.
+      ``sharpness_seconds``, ``examples_trained`` (this segment), ``engine`` (the
+      :class:`EnginePaths` taken, as a dict) and on CUDA ``peak_memory_gib``.
     """
 
     history: list[dict[str, Any]]
