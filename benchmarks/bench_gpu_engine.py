@@ -1,8 +1,9 @@
 """Benchmark: training throughput of today's engine (the step loop of commit 85f2705, frozen
 below as the baseline) and of the new one (sgdnoise.train: no per-step host sync, per-epoch
 permutation and augmentation drawn on the device, fused SGD), measured in this one run on
-this device, as img/s and ratios; plus a check that 20 steps of the fast path (fused SGD)
-match 20 eager steps (plain SGD, no foreach) within bf16 tolerance.
+this device, as img/s and ratios; plus the preflight's check that 20 steps of the fast path
+(bf16 autocast, channels-last, fused SGD) match 20 eager float32 steps within its
+tolerances (:mod:`sgdnoise.preflight`).
 
 Run on a GPU as ``python benchmarks/bench_gpu_engine.py`` (ResNet34 width 64, B = 128 and
 8192, bf16 autocast, channels_last, micro-batches of 4,096); ``--smoke`` runs a tiny CNN on
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from sgdnoise.models import build_model
+from sgdnoise.preflight import LOSS_TOLERANCE, PARAM_TOLERANCE
 from sgdnoise.sweep import probe_throughput
 from sgdnoise.train import (
     TrainConfig,
@@ -31,7 +33,6 @@ from sgdnoise.train import (
     lr_multiplier,
     random_crop_flip_params,
     steps_per_epoch,
-    train,
 )
 
 GOAL_RATIO_SMALL_B = 2.5
@@ -105,25 +106,18 @@ def baseline_step_seconds(cfg: TrainConfig, data, *, steps: int, warmup: int) ->
 
 
 def fast_vs_eager_check(cfg: TrainConfig, data, *, steps: int = 20) -> dict[str, float]:
-    """20 steps with the default optimizer (fused SGD on CUDA) against 20 steps with plain
-    SGD (``foreach=False``), same data order; returns ``‖θ_fast − θ_eager‖ / ‖θ_eager − θ₀‖``
-    and whether it is within the bf16 tolerance (0.05)."""
-    c = dataclasses.replace(cfg, max_steps=steps, eval_points=2, eval_at_start=False,
-                            eval_train_n=min(256, int(data.train_y.shape[0])))
-    small = {"train_x": data.train_x, "train_y": data.train_y,
-             "test_x": data.test_x[:256], "test_y": data.test_y[:256]}
-    fast_model = _model(c, torch.device(c.device))
-    theta0 = torch.cat([p.detach().flatten().float() for p in fast_model.parameters()])
-    train(c, small, model=fast_model, progress=False)
-    eager_model = _model(c, torch.device(c.device))
-    train(c, small, model=eager_model, progress=False,
-          optimizer_factory=lambda m: torch.optim.SGD(
-              m.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay,
-              foreach=False))
-    a = torch.cat([p.detach().flatten().float() for p in fast_model.parameters()])
-    b = torch.cat([p.detach().flatten().float() for p in eager_model.parameters()])
-    rel = float((a - b).norm() / (b - theta0).norm().clamp_min(1e-30))
-    return {"relative_difference": rel, "within_bf16_tolerance": rel < 0.05}
+    """The preflight's comparison (:func:`sgdnoise.preflight.compare_paths`): ``steps``
+    steps of the fast path (bf16 autocast, channels-last, fused SGD on CUDA) against the
+    eager float32 path from the same initialisation and batches; returns the largest
+    step-loss difference relative to the first loss, the parameter difference relative to
+    the distance travelled, and whether both are within the preflight's tolerances."""
+    from sgdnoise.preflight import compare_paths
+    from sgdnoise.sweep import Run
+
+    case = compare_paths(Run("bench", cfg.batch_size, cfg.seed, "bench", cfg), data,
+                         steps=steps)
+    return {"loss_difference": case.loss_difference,
+            "relative_difference": case.param_difference, "within_bf16_tolerance": case.ok}
 
 
 def _data(args, device: torch.device):
@@ -174,8 +168,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
           "large B")
     chk = fast_vs_eager_check(dataclasses.replace(base, batch_size=sizes[0]), data,
                               steps=3 if args.smoke else 20)
-    print(f"fast path vs eager, {3 if args.smoke else 20} steps: relative parameter "
-          f"difference {chk['relative_difference']:.2e} (within bf16 tolerance 0.05: "
+    print(f"fast path vs eager, {3 if args.smoke else 20} steps: step-loss difference "
+          f"{chk['loss_difference']:.2e} of the first loss, parameter difference "
+          f"{chk['relative_difference']:.2e} of the distance travelled (within the "
+          f"preflight's tolerances {LOSS_TOLERANCE:g} / {PARAM_TOLERANCE:g}: "
           f"{chk['within_bf16_tolerance']})")
     out.update(chk)
     return out

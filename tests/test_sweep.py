@@ -55,6 +55,9 @@ TINY = {
 }
 
 
+TUNE = {"lr_factors": [0.5, 1.0, 2.0], "seed": 0, "n_val": 16}
+
+
 def _plan(**changes):
     p = copy.deepcopy(TINY)
     for path, value in changes.items():
@@ -113,6 +116,22 @@ def test_config_keys_are_the_train_config_fields():
         ({"arms__bad name": {"batch_sizes": [16]}}, "arms.bad name", "bad name"),
         ({"arms__A__equal_steps": {"batch_size": 16, "epochs": 0}},
          "arms.A.equal_steps.epochs", "0"),
+        ({"priority": [{"arm": "A", "batch_sizes": [32]}]}, "priority[0].batch_sizes",
+         "32"),
+        ({"priority": [{"arm": "A", "order": 1}]}, "priority[0].order", "1"),
+        ({"arms__A__config": {"warmup_steps": -2}}, "arms.A.config.warmup_steps", "-2"),
+        ({"defaults__sharpness_bn_mode": "both"}, "defaults.sharpness_bn_mode", "both"),
+        ({"arms__A__tune": [0.5, 1.0]}, "arms.A.tune", "[0.5, 1.0]"),
+        ({"arms__A__tune": {**TUNE, "lr_factors": [1.0, 0]}}, "arms.A.tune.lr_factors",
+         "0"),
+        ({"arms__A__tune": {**TUNE, "lr_factors": [1, 1]}}, "arms.A.tune.lr_factors",
+         "[1, 1]"),
+        ({"arms__A__tune": {**TUNE, "n_val": 48}}, "arms.A.tune.n_val", "48"),
+        ({"arms__A__tune": {**TUNE, "seed": -1}}, "arms.A.tune.seed", "-1"),
+        ({"arms__A__tune": {**TUNE, "grid": 3}}, "arms.A.tune.grid", "3"),
+        ({"arms__A__tune": {**TUNE, "n_val": 40}}, "arms.A.batch_sizes[0]", "16"),
+        ({"arms__A__tune": TUNE, "arms__A__batch_sizes": [16],
+          "arms__A-tune": {"batch_sizes": [16]}}, "arms.A-tune", "A"),
     ],
 )
 def test_bad_plan_names_key_and_value(change, key, value):
@@ -152,18 +171,47 @@ def test_equal_steps_is_the_steps_of_the_reference_batch():
 
 def test_shipped_plans_validate():
     full = load_plan(PLAN_FULL, check_device=False)
-    ids = [r.run_id for r in full.runs]
-    # issue 9: A seed 0, B seed 0, D, C seed 0, then further seeds
-    assert ids[0] == "A_B00128_s0" and ids[9] == "B_B00128_s0"
-    assert ids[15:17] == ["D-plain_B32768_s0", "D-scaled_B32768_s0"]
-    assert ids[17] == "C_B00512_s0"
-    assert all(r.config.drop_last and r.config.ghost_batch_size == 128 for r in full.runs)
-    assert {r.config.max_steps for r in full.runs if r.arm == "C"} == {30 * (50000 // 512)}
-    assert all(r.config.sharpness_every == 50 and r.config.max_steps == 250
-               for r in full.runs if r.arm.startswith("D"))
-    assert all(r.config.eval_points == 25 and r.config.eval_train_n == 10000
-               for r in full.runs)
-    assert len(load_plan(PLAN_TEST).runs) == 9
+    runs = full.runs
+    # the decisive pairs first: arm A at the essay's small batch and 4,096 / 8,192 with two
+    # seeds, then the other two seeds, the rest of A; B and C at 512 / 4,096 / 8,192 before D
+    assert [(r.arm, r.batch_size, r.seed) for r in runs[:6]] == [
+        ("A", b, s) for s in (0, 1) for b in (128, 4096, 8192)]
+    blocks = {}
+    for r in runs:
+        blocks.setdefault(r.block, set()).add(r.arm)
+    first_d = min(r.block for r in runs if r.arm.startswith("D"))
+    decisive = {(r.arm, r.batch_size) for r in runs if r.block < first_d}
+    assert {("B", b) for b in (512, 4096, 8192)} <= decisive
+    assert {("C", b) for b in (512, 4096, 8192)} <= decisive
+    assert {("A", b) for b in (128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)} <= decisive
+    for arm in ("A", "B", "C"):
+        for b in (512, 4096, 8192):
+            assert {r.seed for r in runs if (r.arm, r.batch_size) == (arm, b)} == {0, 1, 2, 3}
+    # arm A: plain BatchNorm over the micro-batch of min(B, 4096); the control: ghost 128
+    a = [r.config for r in runs if r.arm == "A"]
+    assert all(c.ghost_batch_size is None and c.micro_batch_size == 4096 and c.lr == 0.1
+               and c.momentum == 0 and c.schedule == "constant" for c in a)
+    assert {(r.batch_size, r.config.ghost_batch_size) for r in runs
+            if r.arm == "A-ghost128"} == {(4096, 128), (8192, 128)}
+    # B and C: tuned η (tuning runs right before their batch size's first run), warm-up in
+    # steps; C: the steps of B = 512 in 30 epochs
+    for r in (r for r in runs if r.arm in ("B", "C")):
+        assert r.needs_tuning and r.tune.lr_factors == (0.5, 1.0, 2.0) and r.tune.n_val == 5000
+        assert r.config.warmup_steps == 50 and r.config.ghost_batch_size == 128
+    ids = [r.run_id for r in runs]
+    for r in (r for r in runs if r.arm in ("B", "C")):
+        for f in (0.5, 1.0, 2.0):
+            assert ids.index(r.tune.run_id(r.batch_size, f)) < ids.index(r.run_id)
+    assert {r.config.max_steps for r in runs if r.arm == "C"} == {30 * (50000 // 512)}
+    # D: λ_max every 25 steps; D-scaled holds η constant after a 50-step warm-up
+    d = {r.arm: r.config for r in runs if r.arm.startswith("D")}
+    assert d["D-plain"].max_steps == 250 and d["D-scaled"].max_steps == 300
+    assert d["D-scaled"].schedule == "constant" and d["D-scaled"].warmup_steps == 50
+    assert all(c.sharpness_every == 25 for c in d.values())
+    assert all(r.config.sharpness_bn_mode == "train" and r.config.drop_last
+               and r.config.eval_points == 25 and r.config.eval_train_n == 10000
+               for r in runs)
+    assert len(load_plan(PLAN_TEST).runs) == 23
 
 
 def test_parse_shard_and_partition():
@@ -204,8 +252,10 @@ def test_dry_run_lists_runs_and_trains_nothing(tmp_path, capsys):
     assert main([str(PLAN_FULL), "--out", str(tmp_path / "o"), "--dry-run",
                  "--shard", "1/2"]) == 0
     out = capsys.readouterr().out
-    # shard 1/2 holds the odd positions: A_B00256_s0 (1), B_B00128_s0 (9), not A_B00128_s0
-    assert "A_B00128_s0" not in out and "A_B00256_s0" in out and "B_B00128_s0" in out
+    # shard 1/2 holds the odd positions: A_B04096_s0 (1), A_B00128_s1 (3), not A_B00128_s0
+    assert "A_B00128_s0" not in out and "A_B04096_s0" in out and "A_B00128_s1" in out
+    assert "pending tuning" in out and "x0.5 tuning" in out
+    assert "Device time per priority block" in out
     assert not (tmp_path / "o").exists()
 
 
@@ -245,6 +295,7 @@ def test_records_schema_skip_and_no_absolute_paths(tmp_path):
     assert df["param_distance"].iloc[-1] > 0
     sh = load_sharpness(out)
     assert list(sh["step"]) == [0, 2, 3] and (sh["lambda_max"] > 0).all()
+    assert set(sh["bn_mode"]) == {"eval"}  # the default objective: running statistics
 
 
 def test_two_shards_write_the_records_of_one_process(tmp_path):
@@ -365,41 +416,6 @@ def test_empty_results_load_as_empty_frames(tmp_path):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def test_gpu_run_script_on_cpu_packs_new_records_into_one_tar(tmp_path):
-    import tarfile
-
-    records, out = tmp_path / "records", tmp_path / "out"
-    records.mkdir()
-    (records / "README.md").write_text("kept\n")
-    env = {**_env(), "PLAN": str(PLAN_TEST), "RECORDS": str(records), "OUT": str(out),
-           "BUDGET": "900", "SHARD": "0/4", "PYTHON": sys.executable,
-           "SGDNOISE_GIT_COMMIT": "abc1234"}
-    script = REPO / "book" / "params" / "ch08_resnet_sweep" / "gpu_run.sh"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert sorted(os.listdir(out)) == ["ch08_records.tar"]
-    with tarfile.open(out / "ch08_records.tar") as tar:
-        names = sorted(n for n in tar.getnames() if n.endswith(".json"))
-        logs = [n for n in tar.getnames() if "sessions/session_" in n]
-    # shard 0/4 of plan_test: positions 0, 4, 8
-    assert names == ["./A_B00008_s0.json", "./A_B00032_s1.json", "./D-plain_B00064_s0.json"]
-    assert len(logs) == 1 and "D-plain_B00064_s0" in proc.stdout
-    rec = json.loads((records / "A_B00008_s0.json").read_text())
-    assert rec["provenance"]["git_commit"] != "unknown"
-    # a second session, 3 processes sharing the device, packs only the 6 runs not recorded
-    env2 = {**env, "CONCURRENT": "3", "OUT": str(tmp_path / "out2")}
-    env2.pop("SHARD")
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env2,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert "6 new record(s)" in proc.stdout and "[shard 2/3]" in proc.stdout
-    with tarfile.open(tmp_path / "out2" / "ch08_records.tar") as tar:
-        again = sorted(n for n in tar.getnames() if n.endswith(".json"))
-    assert len(again) == 6 and not set(again) & set(names)
-    assert len(list(records.glob("*.json"))) == 9
 
 
 def test_git_commit_falls_back_to_the_environment(monkeypatch):
@@ -579,22 +595,231 @@ def test_noise_kinds_of_plans_are_those_of_noisy_sgd():
     assert NOISE_KINDS == KINDS[1:]
 
 
-def test_ch09_gpu_run_packs_its_records_into_a_ch09_tar(tmp_path):
-    import tarfile
+# --------------------------------------------------------------------------- η tuning
 
-    records, out = tmp_path / "records", tmp_path / "out"
-    env = {**_env(), "RECORDS": str(records), "OUT": str(out), "BUDGET": "900",
-           "SHARD": "0/8", "PYTHON": sys.executable, "SGDNOISE_GIT_COMMIT": "abc1234",
-           "PLAN": str(PLAN_CH09_TEST)}
-    script = REPO / "book" / "params" / "ch09_anisotropic_noise" / "gpu_run.sh"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    assert sorted(os.listdir(out)) == ["ch09_records.tar"] and "ch08" not in proc.stdout
-    with tarfile.open(out / "ch09_records.tar") as tar:
-        names = sorted(n for n in tar.getnames() if n.endswith(".json"))
-    # shard 0/8 of plan_test: positions 0, 8, 16 of the priority order
-    assert names == ["./LB-diag-fisher_B00024_s1.json", "./LB-subsampled-epochT_B00024_s0.json",
-                     "./SB_B00008_s0.json"]
-    rec = json.loads((records / "SB_B00008_s0.json").read_text())
-    assert "noise" not in rec and rec["provenance"]["git_commit"] != "unknown"
+
+def _tuned(a=None, **changes):
+    """TINY with arm A tuned (factors 0.5, 1, 2 on 16 held-out examples; ``a`` changes the
+    arm), a 1-epoch warm-up (so the tuning runs' warm-up in steps is tested) and arm D."""
+    arm = {"batch_sizes": [16, 32], "seeds": [0, 1], "tune": TUNE,
+           "config": {"warmup_epochs": 1.0, "momentum": 0.9, "schedule": "cosine"}}
+    return _plan(arms__A={**arm, **(a or {})}, **changes)
+
+
+def _rec(run_id, status="finished", err=0.5):
+    return {"run": {"run_id": run_id}, "status": status,
+            "history": [{"test_error": 0.9}, {"test_error": err}]}
+
+
+def test_choose_lr_factor_lowest_validation_error_ties_to_the_smaller_factor():
+    from sgdnoise.sweep import choose_lr_factor
+
+    recs = {0.5: _rec("a", err=0.30), 1.0: _rec("b", err=0.20), 2.0: _rec("c", err=0.25)}
+    assert choose_lr_factor(recs)["factor"] == 1.0
+    recs[2.0] = _rec("c", err=0.10)  # flips with the data
+    assert choose_lr_factor(recs)["factor"] == 2.0
+    recs[0.5] = _rec("a", err=0.10)  # a tie: the smaller, more cautious factor
+    choice = choose_lr_factor(recs)
+    assert choice["factor"] == 0.5 and "ties go to the smaller factor" in choice["rule"]
+    # a diverged run counts as +inf, even with a small last error
+    recs = {0.5: _rec("a", err=0.3), 1.0: _rec("b", "diverged", err=0.01)}
+    choice = choose_lr_factor(recs)
+    assert choice["factor"] == 0.5
+    assert [c["final_validation_error"] for c in choice["candidates"]] == [0.3, None]
+    assert choose_lr_factor({0.5: _rec("a"), 1.0: None}) is None  # a record is missing
+    nan = {0.5: _rec("a", err=float("nan")), 1.0: _rec("b", err=0.7)}
+    assert choose_lr_factor(nan)["factor"] == 1.0
+
+
+def test_tuning_runs_take_the_main_runs_schedule_on_the_training_split():
+    plan = validate_plan(_tuned(priority=[{"arm": "A", "batch_sizes": [32]}]))
+    ids = [r.run_id for r in plan.runs]
+    # the tuning runs of B = 32 first, then the two seeds at 32 (block 1), then B = 16
+    assert ids[:5] == ["A-tune_B00032_s0_x0.5", "A-tune_B00032_s0_x1", "A-tune_B00032_s0_x2",
+                       "A_B00032_s0", "A_B00032_s1"]
+    assert ids[5:9] == ["A-tune_B00016_s0_x0.5", "A-tune_B00016_s0_x1",
+                        "A-tune_B00016_s0_x2", "A_B00016_s0"]
+    assert [r.block for r in plan.runs[:6]] == [1] * 5 + [2]
+    assert plan.blocks == ("arm A B 32", "the remaining runs")
+    main_run = plan.runs[3]
+    for r, f in zip(plan.runs[:3], (0.5, 1.0, 2.0), strict=True):
+        assert r.lr_factor == f and r.arm == "A-tune" and r.seed == 0
+        c = r.config
+        # 48 examples, B = 32, drop_last: 1 step per epoch, 2 epochs; warm-up 1 epoch = 1 step
+        assert c.lr == pytest.approx(0.05 * f) and c.max_steps == 2 and c.warmup_steps == 1
+        assert c.sharpness_n == 0 and c.sharpness_every is None
+        assert dataclasses.replace(c, lr=0.05, max_steps=None, warmup_steps=None,
+                                   sharpness_n=0) == dataclasses.replace(
+            main_run.config, sharpness_n=0)
+        assert r.describe() == {"arm": "A-tune", "batch_size": 32, "seed": 0,
+                                "run_id": r.run_id, "tunes": "A", "lr_factor": f}
+    assert main_run.needs_tuning and main_run.describe() == {
+        "arm": "A", "batch_size": 32, "seed": 0, "run_id": "A_B00032_s0"}
+
+
+def test_tuned_runs_wait_for_their_tuning_records_then_take_the_chosen_factor(tmp_path):
+    out, log = tmp_path / "o", []
+    plan = validate_plan(_tuned({"batch_sizes": [32]}, priority=[]))
+    assert [r.run_id for r in plan.runs] == [
+        "A-tune_B00032_s0_x0.5", "A-tune_B00032_s0_x1", "A-tune_B00032_s0_x2", "A_B00032_s0",
+        "A_B00032_s1", "D_B00048_s0"]
+    # the tuning runs do not fit the budget: the seeds wait, D runs
+    recs = run_plan(plan, out, budget_s=1000.0, log=log.append,
+                    estimate=lambda r: 1e6 if r.lr_factor is not None else 1.0)
+    assert [r["run"]["run_id"] for r in recs] == ["D_B00048_s0"]
+    assert sum("η pending tuning" in m for m in log) == 2
+    # shards: shard 0 (x0.5, x2, seed 1) waits for x1 of shard 1, which then resolves seed 0
+    # from the records shard 0 left on disk; shard 0 again resolves seed 1
+    first = {r["run"]["run_id"] for r in run_plan(plan, out, shard=(0, 2))}
+    assert first == {"A-tune_B00032_s0_x0.5", "A-tune_B00032_s0_x2"}
+    second = {r["run"]["run_id"] for r in run_plan(plan, out, shard=(1, 2))}
+    assert second == {"A-tune_B00032_s0_x1", "A_B00032_s0", "D_B00048_s0"}
+    recs = {r["run"]["run_id"]: r for r in run_plan(plan, out)}
+    tuning = [r for r in recs.values() if r["run"]["arm"] == "A-tune"]
+    main_rec = recs["A_B00032_s1"]
+    tune = {r["run"]["lr_factor"]: r for r in tuning}
+    errors = {f: r["history"][-1]["test_error"] for f, r in tune.items()}
+    best = min(errors, key=lambda f: (errors[f], f))
+    choice = main_rec["lr_choice"]
+    assert choice["factor"] == best and main_rec["config"]["lr"] == pytest.approx(0.05 * best)
+    assert [c["run_id"] for c in choice["candidates"]] == [
+        f"A-tune_B00032_s0_x{f:g}" for f in (0.5, 1.0, 2.0)]
+    # tuning records: trained on 48 - 16 examples, evaluated on the 16 held out
+    t = tune[1.0]
+    assert t["tuning"]["evaluated_on"] == "validation" and t["tuning"]["of_arm"] == "A"
+    assert t["data"]["n_train"] == 32 and t["data"]["n_val"] == 16
+    assert "lr_choice" not in t and "tuning" not in main_rec
+    # everything recorded matches on a second pass, also with the tuning records elsewhere
+    assert len(run_plan(plan, out)) == len(plan.runs)
+    for f in (0.5, 1.0, 2.0):
+        record_path(out, f"A-tune_B00032_s0_x{f:g}").unlink()
+    assert len(run_plan(plan, out, budget_s=1e-9)) == 3  # A seeds 0, 1 and D
+    bad = json.loads(record_path(out, "A_B00032_s0").read_text())
+    bad["lr_choice"]["factor"] = 3.0
+    record_path(out, "A_B00032_s0").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="different config"):
+        run_plan(plan, out, budget_s=1e-9)
+
+
+def test_dry_run_shows_pending_then_chosen_factors(tmp_path, capsys):
+    spec = _tuned({"batch_sizes": [32], "seeds": [0]}, priority=[])
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "o"
+    assert main([str(path), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "A_B00032_s0" in text and "pending tuning" in text and "x0.5 tuning" in text
+    run_plan(validate_plan(spec), out)
+    assert main([str(path), "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    factor = json.loads(record_path(out, "A_B00032_s0").read_text())["lr_choice"]["factor"]
+    assert f"x{factor:g} chosen" in text and "pending" not in text
+
+
+def test_records_written_before_the_late_fields_still_match(tmp_path):
+    """A record whose config lacks ``warmup_steps`` / ``sharpness_bn_mode`` (written before
+    they existed) matches a plan that leaves them at their defaults."""
+    out = tmp_path / "o"
+    run_plan(_plan(), out)
+    for p in out.glob("*.json"):
+        rec = json.loads(p.read_text())
+        for k in ("warmup_steps", "sharpness_bn_mode"):
+            del rec["config"][k]
+        p.write_text(json.dumps(rec))
+    assert len(run_plan(_plan(), out)) == 5
+    with pytest.raises(ValueError, match="different config"):
+        run_plan(_plan(defaults__warmup_steps=1), out)
+
+
+def test_every_record_says_which_engine_path_produced_it(tmp_path):
+    fast = run_plan(_plan(), tmp_path / "f")
+    assert {r["engine_path"] for r in fast} == {"fast"}
+    assert main([str(PLAN_TEST), "--out", str(tmp_path / "e"), "--engine", "eager",
+                 "--shard", "0/12"]) == 0
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "e").glob("*.json")]
+    assert recs and {r["engine_path"] for r in recs} == {"eager"}
+    assert all(r["engine"]["autocast"] is False and r["engine"]["optimizer"] == "single"
+               for r in recs)
+
+
+# --------------------------------------------------------------------------- device time
+
+
+def test_throughput_table_reproduces_the_pilot_constants():
+    from sgdnoise.sweep import (
+        PILOT_H200_EVAL_S_PER_EXAMPLE,
+        PILOT_H200_IMG_PER_S,
+        throughput_table,
+    )
+
+    table, eval_s = throughput_table(PILOT)
+    assert {b: round(v, -2) for b, v in table.items()} == PILOT_H200_IMG_PER_S
+    assert round(eval_s, 7) == PILOT_H200_EVAL_S_PER_EXAMPLE
+
+
+def test_throughput_table_reads_plan_records(tmp_path):
+    from sgdnoise.sweep import throughput_table
+
+    recs = run_plan(_plan(), tmp_path / "o")
+    table, eval_s = throughput_table(tmp_path / "o")
+    by_b = {}
+    for r in recs:
+        by_b.setdefault(r["run"]["batch_size"], []).append(r["img_per_s"])
+    assert table == pytest.approx({b: sum(v) / len(v) for b, v in by_b.items()})
+    assert eval_s > 0
+
+
+def test_device_seconds_interpolates_the_table_and_sums_per_block(tmp_path):
+    from sgdnoise.sweep import block_estimates, device_seconds, interpolated_rate
+
+    table = {100: 1000.0, 400: 3000.0}
+    assert interpolated_rate(table, 50) == 1000.0 and interpolated_rate(table, 800) == 3000.0
+    assert interpolated_rate(table, 200) == pytest.approx(2000.0)  # halfway in log B
+    plan = validate_plan(_tuned(priority=[{"arm": "A", "batch_sizes": [32]}]))
+    main_run = next(r for r in plan.runs if r.run_id == "A_B00032_s0")
+    tune_run = plan.runs[0]
+    kw = dict(table=table, eval_s_per_example=1e-3)
+    got = device_seconds(main_run, 48, 16, **kw)
+    want = estimate_run_seconds(main_run.config, 48, 16, {
+        "step_s": 32 / 1000.0, "eval_s_per_example": 1e-3, "setup_s": 0.0})
+    assert got == pytest.approx(want)
+    # a tuning run: 48 - 16 training examples, the 16 held out as its test set
+    assert device_seconds(tune_run, 48, 16, **kw) == pytest.approx(estimate_run_seconds(
+        tune_run.config, 32, 16, {"step_s": 0.032, "eval_s_per_example": 1e-3,
+                                  "setup_s": 0.0}))
+    rows = block_estimates(plan, **kw)
+    assert [r["runs"] for r in rows] == [5, len(plan.runs) - 5]
+    assert rows[0]["seconds"] == pytest.approx(sum(
+        device_seconds(r, 48, 16, **kw) for r in plan.runs[:5]))
+    assert rows[-1]["cumulative"] == pytest.approx(sum(r["seconds"] for r in rows))
+    out = tmp_path / "o"
+    out.mkdir()
+    record_path(out, "A_B00032_s0").write_text("{}")
+    done = block_estimates(plan, out, **kw)[0]
+    assert done["left"] == 4 and done["seconds"] == pytest.approx(
+        rows[0]["seconds"] - got)
+
+
+def test_plan_full_header_states_the_estimated_minutes_of_each_block():
+    """The GPU-minutes written in plan_full.yaml's header are the estimator's."""
+    import re
+
+    from sgdnoise.sweep import block_estimates
+
+    plan = load_plan(PLAN_FULL, check_device=False)
+    rows = block_estimates(plan)
+    stated = {int(k): float(v) for k, v in re.findall(
+        r"^#\s+block\s+(\d+):\s+([\d.]+) min", PLAN_FULL.read_text(), flags=re.M)}
+    assert stated == {r["block"]: round(r["seconds"] / 60, 1) for r in rows}
+    total = re.search(r"^#\s+all:\s+([\d.]+) min", PLAN_FULL.read_text(), flags=re.M)
+    assert float(total.group(1)) == round(rows[-1]["cumulative"] / 60, 1)
+
+
+def test_train_mode_sharpness_is_in_the_records_and_the_frame(tmp_path):
+    plan = _plan(arms__D={"batch_sizes": [48], "config": {
+        "max_steps": 2, "sharpness_every": 2, "sharpness_n": 8, "sharpness_iters": 4,
+        "sharpness_bn_mode": "train", "ghost_batch_size": 4}}, priority=[{"arm": "D"}])
+    run_plan(plan, tmp_path / "o", shard=(0, 5))
+    sh = load_sharpness(tmp_path / "o")
+    assert list(sh["step"]) == [0, 2] and set(sh["bn_mode"]) == {"train"}
+    assert set(sh["bn_batch"]) == {4}

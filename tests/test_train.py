@@ -696,3 +696,247 @@ def test_plain_sgd_is_torch_sgd_to_the_bit_and_resumes_exactly(tmp_path):
         PlainSGD(_tiny().parameters(), 0.0)
     with pytest.raises(ValueError, match="params"):
         PlainSGD([], 0.1)
+
+
+# --------------------------------------------------------------------------- warm-up in steps
+
+
+def test_warmup_steps_override_warmup_epochs_and_default_keeps_epochs():
+    from sgdnoise.train import warmup_length
+
+    epochs = TrainConfig(batch_size=128, warmup_epochs=2.0)
+    steps = TrainConfig(batch_size=128, warmup_epochs=2.0, warmup_steps=4)
+    assert warmup_length(epochs, 10) == 20 and warmup_length(steps, 10) == 4
+    assert lr_multiplier(steps, 0, 100, 10) == pytest.approx(1 / 4)
+    assert lr_multiplier(steps, 2, 100, 10) == pytest.approx(3 / 4)
+    assert lr_multiplier(steps, 3, 100, 10) == pytest.approx(1.0)
+    assert lr_multiplier(epochs, 3, 100, 10) == pytest.approx(4 / 20)
+    none = TrainConfig(batch_size=128, warmup_epochs=2.0, warmup_steps=0)
+    assert lr_multiplier(none, 0, 100, 10) == pytest.approx(1.0)
+    # a run follows it: η of the first steps ramps over 4 steps whatever the epoch length
+    seen = []
+
+    class Rate:
+        def on_step(self, state):
+            seen.append(state.lr)
+
+    train(_cfg(max_steps=6, warmup_steps=4, eval_points=0), _data(), model=_tiny(),
+          progress=False, hooks=[Rate()])
+    assert seen == pytest.approx([0.1 * k / 4 for k in (1, 2, 3, 4)] + [0.1, 0.1])
+
+
+@pytest.mark.parametrize("kw, field", [
+    ({"warmup_steps": -1}, "warmup_steps"), ({"warmup_steps": 2.5}, "warmup_steps"),
+    ({"warmup_steps": True}, "warmup_steps"), ({"sharpness_bn_mode": "both"},
+                                               "sharpness_bn_mode")])
+def test_late_fields_are_validated(kw, field):
+    with pytest.raises(ValueError, match=field):
+        _cfg(**kw).validate()
+
+
+def test_late_fields_at_their_defaults_leave_the_checkpoint_key_unchanged():
+    """A checkpoint written before ``warmup_steps`` / ``sharpness_bn_mode`` existed holds
+    a config without them; the default config must still match it."""
+    from sgdnoise.train import _cfg_key
+
+    old = _cfg_key(_cfg())
+    assert "warmup_steps" not in old and "sharpness_bn_mode" not in old
+    assert _cfg_key(_cfg(warmup_steps=3))["warmup_steps"] == 3
+    assert _cfg_key(_cfg(sharpness_bn_mode="train"))["sharpness_bn_mode"] == "train"
+
+
+# --------------------------------------------------------------------------- train-mode sharpness
+
+
+class BNNet(nn.Module):
+    """conv -> BatchNorm -> relu -> mean pool -> linear: examples interact in train mode."""
+
+    def __init__(self, classes=3, ghost=None):
+        from sgdnoise.models import GhostBatchNorm2d
+
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.bn = GhostBatchNorm2d(2, ghost_batch_size=ghost)
+        self.fc = nn.Linear(2, classes)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.bn(self.conv(x))).mean(dim=(2, 3)))
+
+
+def _bn_net(ghost=None):
+    torch.manual_seed(3)
+    net = BNNet(ghost=ghost).double()
+    net.train()
+    with torch.no_grad():  # running statistics away from the initial 0 / 1
+        for _ in range(3):
+            net(torch.randn(16, 3, 8, 8, dtype=torch.float64) * 2 + 1)
+    return net
+
+
+@pytest.mark.parametrize("ghost, chunk", [(None, 4), (2, 6), (None, None)])
+def test_train_mode_sharpness_is_the_top_eigenvalue_of_the_grouped_objective(ghost, chunk):
+    """λ_max of L(θ) = (1/n) Σ_c Σ_{i∈c} ℓ_i(θ; BatchNorm statistics of chunk c, or of its
+    ghost groups), from a dense Hessian of that function; the running statistics are
+    untouched, and the eval-mode value (another objective) differs."""
+    from torch.func import functional_call
+
+    from sgdnoise.train import sharpness
+
+    d = _data()
+    net = _bn_net(ghost)
+    x, y = _normalise(d["train_x"][:12]), d["train_y"][:12]
+    names = [n for n, _ in net.named_parameters()]
+    shapes = [p.shape for p in net.parameters()]
+    theta = torch.cat([p.detach().flatten() for p in net.parameters()])
+    buffers = {k: v.clone() for k, v in net.named_buffers()}
+    step = chunk or 12
+
+    def loss_of(flat):
+        parts, off = {}, 0
+        for name, shp in zip(names, shapes, strict=True):
+            parts[name] = flat[off:off + math.prod(shp)].view(shp)
+            off += math.prod(shp)
+        state = {**parts, **{k: v.clone() for k, v in buffers.items()}}
+        total = 0.0
+        for lo in range(0, 12, step):
+            out = functional_call(net, state, (x[lo:lo + step],))
+            total = total + F.cross_entropy(out, y[lo:lo + step], reduction="sum")
+        return total / 12
+
+    H = torch.autograd.functional.hessian(loss_of, theta)
+    want = float(torch.linalg.eigvalsh(H)[-1])
+    got = sharpness(net, x, y, num_iters=theta.numel(), chunk_size=chunk, bn_mode="train")
+    assert got == pytest.approx(want, rel=1e-7)
+    for k, v in net.named_buffers():
+        assert torch.equal(v, buffers[k]), k
+    assert net.training
+    ev = sharpness(net, x, y, num_iters=theta.numel(), chunk_size=chunk, bn_mode="eval")
+    assert abs(ev - want) > 1e-3 * want
+
+
+def test_sharpness_chunking_closed_forms():
+    from sgdnoise.train import sharpness_chunking
+
+    def c(**kw):
+        return sharpness_chunking(TrainConfig(sharpness_n=2048, eval_batch_size=2500, **kw))
+
+    assert c() == (512, None)  # eval mode: chunks bound memory only
+    assert c(sharpness_bn_mode="train", norm="none") == (512, None)
+    assert c(sharpness_bn_mode="train", batch_size=128) == (128, 128)  # plain BN: B
+    assert c(sharpness_bn_mode="train", batch_size=8192, micro_batch_size=4096) == (512, 512)
+    assert c(sharpness_bn_mode="train", batch_size=256, micro_batch_size=64) == (64, 64)
+    assert c(sharpness_bn_mode="train", batch_size=8192, ghost_batch_size=128) == (512, 128)
+    assert c(sharpness_bn_mode="train", batch_size=8192, ghost_batch_size=96) == (480, 96)
+    assert sharpness_chunking(TrainConfig(sharpness_n=100, sharpness_bn_mode="train",
+                                          batch_size=4096)) == (100, 100)
+
+
+def test_train_mode_sharpness_is_recorded_with_its_mode_and_skips_the_recompute(monkeypatch):
+    import sgdnoise.train as tr
+
+    calls = []
+    real = tr.recompute_bn_stats
+    monkeypatch.setattr(tr, "recompute_bn_stats",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    d = _data()
+    kw = dict(model="cnn", width=4, norm="batch", ghost_batch_size=4, max_steps=4,
+              eval_points=0, sharpness_every=2, sharpness_n=8, sharpness_iters=6,
+              bn_recompute=True)
+    res = train(_cfg(**kw, sharpness_bn_mode="train"), d, progress=False)
+    assert [(s["step"], s["bn_mode"], s["bn_batch"]) for s in res.sharpness] == [
+        (0, "train", 4), (2, "train", 4), (4, "train", 4)]
+    assert calls == []  # train mode needs no running statistics
+    ev = train(_cfg(**kw), d, progress=False)
+    assert [(s["bn_mode"], s["bn_batch"]) for s in ev.sharpness] == [("eval", None)] * 3
+    assert len(calls) == 3
+    assert all(a["lambda_max"] != b["lambda_max"]
+               for a, b in zip(res.sharpness, ev.sharpness, strict=True))
+
+
+# --------------------------------------------------------------------------- CUDA paths on the CPU
+
+
+class _PathSpy:
+    """Records what the CUDA-only branches did: the first conv's input memory format and
+    output dtype in training, the optimizer's implementation flags, the step losses."""
+
+    def __init__(self, model):
+        self.dtypes, self.cl, self.losses, self.groups = [], [], [], None
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        conv.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, out):
+        if module.training:
+            self.dtypes.append(out.dtype)
+            self.cl.append(args[0].is_contiguous(memory_format=torch.channels_last)
+                           and not args[0].is_contiguous())
+
+    def on_step(self, state):
+        self.losses.append(float(state.loss))
+        self.groups = dict(state.optimizer.param_groups[0])
+
+
+def _path_run(cfg, engine, **kw):
+    """Train ``cfg`` on ``engine``; returns the result, the spy and θ₀ (flat)."""
+    from sgdnoise.grads import flat_params
+    from sgdnoise.models import build_model
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, num_classes=3, in_shape=(3, 8, 8), width=cfg.width,
+                        norm=cfg.norm, ghost_batch_size=cfg.ghost_batch_size)
+    theta0 = flat_params(model).clone()
+    spy = _PathSpy(model)
+    res = train(cfg, _data(n_train=64, n_test=16), model=model, progress=False,
+                engine=engine, hooks=[spy], **kw)
+    return res, spy, theta0
+
+
+@pytest.mark.parametrize("kw", [
+    {"norm": "batch", "ghost_batch_size": 4, "micro_batch_size": 8},
+    {"norm": "batch"},
+    {"norm": "group", "momentum": 0.0, "micro_batch_size": 4}])
+def test_cuda_paths_run_on_the_cpu_and_match_eager_float32(kw):
+    """bf16 autocast (training, evaluation, BatchNorm recompute), channels-last, fused SGD,
+    device RNG, micro-batches with ghost BatchNorm: the branches a GPU run takes, executed
+    here, against the eager float32 path from the same initialisation and batches. Step
+    losses agree within 2% of the first step's loss (bf16 keeps 8 bits: ~0.4% per
+    rounding), parameters within 25% of the distance travelled in 20 steps (momentum
+    amplifies rounding differences)."""
+    from sgdnoise.grads import flat_params
+
+    cfg = _cfg(**{"model": "cnn", "width": 16, "batch_size": 16, "max_steps": 20,
+                  "lr": 0.05, "momentum": 0.9, "augment": True, "eval_points": 2,
+                  "eval_batch_size": 16, "drop_last": True, "bn_recompute": True,
+                  "eval_train_n": 32, **kw})
+    fast, fspy, theta0 = _path_run(cfg, "fast", cuda_paths_on_cpu=True)
+    eager, espy, _ = _path_run(cfg, "eager", cuda_paths_on_cpu=True)
+    assert fast.extra["engine"] == {"name": "fast", "autocast": True, "channels_last": True,
+                                    "optimizer": "fused", "device_rng": True}
+    assert eager.extra["engine"]["name"] == "eager" and eager.extra["engine"]["device_rng"]
+    assert set(fspy.dtypes) == {torch.bfloat16} and all(fspy.cl)
+    assert set(espy.dtypes) == {torch.float32} and not any(espy.cl)
+    assert fspy.groups["fused"] is True and espy.groups["foreach"] is False
+    lf, le = torch.tensor(fspy.losses), torch.tensor(espy.losses)
+    assert float((lf - le).abs().max() / le[0]) < 0.02
+    a, b = flat_params(fast.model), flat_params(eager.model)
+    assert float((a - b).norm() / (b - theta0).norm()) < 0.25
+    for k in ("train_loss", "test_loss"):  # evaluation and recompute under autocast too
+        assert fast.history[-1][k] == pytest.approx(eager.history[-1][k], abs=0.02 * float(le[0]))
+
+
+def test_the_cpu_fast_path_is_the_reference_of_before():
+    """Without ``cuda_paths_on_cpu`` the CPU keeps its reference choices: float32, torch's
+    default SGD, CPU generators; the eager path differs only in memory format."""
+    from sgdnoise.train import engine_paths
+
+    cfg = _cfg(amp=True, channels_last=True)
+    assert engine_paths(cfg).to_dict() == {"name": "fast", "autocast": False,
+                                           "channels_last": True, "optimizer": "default",
+                                           "device_rng": False}
+    assert engine_paths(_cfg(device_rng=True), "eager").device_rng
+    assert engine_paths(_cfg(amp=False), cuda_paths_on_cpu=True).autocast is False
+    with pytest.raises(ValueError, match="engine"):
+        engine_paths(cfg, "turbo")
+    a = train(_cfg(), _data(), model=_tiny(), progress=False)
+    b = train(_cfg(), _data(), model=_tiny(), progress=False, engine="eager")
+    assert _metrics(a.history) == _metrics(b.history)  # float64 tiny net: same numbers

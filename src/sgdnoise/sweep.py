@@ -3,6 +3,7 @@
 Command line::
 
     sgdnoise-sweep PLAN.yaml --out DIR [--budget SECONDS] [--shard i/n] [--dry-run]
+                   [--engine fast|eager]
     python -m sgdnoise.sweep PLAN.yaml --out DIR ...
     torchrun --nproc_per_node=K -m sgdnoise.sweep PLAN.yaml --out DIR   # data parallel
 
@@ -17,8 +18,10 @@ Command line::
           equal_steps: {batch_size: 512, epochs: 30, max_steps_cap: null}}
       N: {batch_sizes: [2048], seeds: [0], config: {norm: group},
           noise: {kind: subsampled, matched_small_batch: 128, num_samples: 512}}
+      T: {batch_sizes: [512, 4096], seeds: [0, 1], config: {...},
+          tune: {lr_factors: [0.5, 1.0, 2.0], seed: 0, n_val: 5000}}
     priority:                       # optional; runs not listed follow in arm order
-      - {arm: A, seeds: [0]}
+      - {arm: A, seeds: [0], batch_sizes: [128]}
       - {arm: C}
 
 ``defaults`` and each arm's ``config`` take the fields of
@@ -29,6 +32,21 @@ less ``batch_size`` and ``seed``, which come from the arm's lists). ``equal_step
 evaluated on the same training subset. The plan expands to runs ``(arm, batch_size, seed,
 run_id)`` in priority order; the whole plan is validated before any work, and a bad key stops
 the command with a message naming the key, the value and what is allowed (exit code 2).
+Each priority entry (an arm, optionally some of its seeds and batch sizes) is a *block*;
+``--dry-run`` prints every run and each block's estimated device time
+(:func:`block_estimates`, from the throughput the chapter 8 pilot measured on an H200,
+:data:`PILOT_H200_IMG_PER_S`), so a short GPU session knows what it can finish.
+
+``tune`` chooses η per batch size on a validation split: for each batch size ``B`` of the
+arm, one *tuning run* per factor ``f`` (arm ``<arm>-tune``, id
+``<arm>-tune_B<B>_s<seed>_x<f>``: the arm's config at η·f with seed ``seed``, the arm's
+schedule in steps, no sharpness), trained on the training split less ``n_val`` held-out
+examples and evaluated on those (the record's test fields are validation numbers; its
+``tuning`` section says so). They come right before the arm's first run of that size in the
+priority order. When an arm's run is reached, its factor is chosen from the tuning records
+(:func:`choose_lr_factor`: the lowest final validation error, a run that did not finish
+counting as +inf, ties to the smaller factor); until all of them exist the run waits ("η
+pending tuning"). Its record's ``lr_choice`` names the factor and the tuning runs.
 
 ``noise`` (chapter 9) trains the arm with :class:`sgdnoise.noise.NoisySGD` instead of plain
 SGD: ``kind`` (one of :data:`NOISE_KINDS`), the injection scale s as either
@@ -52,11 +70,12 @@ what is left of ``S`` are run, the others skipped, and the command stops cleanly
 so ``n`` processes (or machines) together write exactly the records of one.
 
 **Records** hold the run, the config, the evaluation history, the sharpness measurements,
-status, steps, wall time, img/s, provenance (git commit — from ``git``, else the
-``SGDNOISE_GIT_COMMIT`` variable or a ``GIT_COMMIT`` file at the repository root —, device,
-torch, python, date UTC) and the data identity, with no absolute path of any machine.
-:func:`load_records` and :func:`load_sharpness` read them (and the older pilot records) into
-pandas frames.
+status, steps, wall time, img/s, the engine path that produced them (``engine_path``:
+"fast" or "eager", chosen by :mod:`sgdnoise.preflight` on a GPU), provenance (git commit
+— from ``git``, else the ``SGDNOISE_GIT_COMMIT`` variable or a ``GIT_COMMIT`` file at the
+repository root —, device, torch, python, date UTC) and the data identity, with no absolute
+path of any machine. :func:`load_records` and :func:`load_sharpness` read them (and the older
+pilot records) into pandas frames.
 """
 
 from __future__ import annotations
@@ -79,6 +98,8 @@ import torch
 __all__ = [
     "NOISE_KEYS",
     "NOISE_KINDS",
+    "PILOT_H200_EVAL_S_PER_EXAMPLE",
+    "PILOT_H200_IMG_PER_S",
     "PLAN_RECORD_FORMAT",
     "RECORD_FORMAT",
     "NoiseSpec",
@@ -86,7 +107,13 @@ __all__ = [
     "PlanError",
     "Run",
     "SweepConfigError",
+    "TuneSpec",
+    "block_estimates",
+    "choose_lr_factor",
+    "device_seconds",
     "estimate_run_seconds",
+    "final_validation_error",
+    "interpolated_rate",
     "load_plan",
     "load_records",
     "load_sharpness",
@@ -97,10 +124,12 @@ __all__ = [
     "read_records",
     "record_path",
     "records_frame",
+    "resolve_tuned_run",
     "run_plan",
     "run_sweep",
     "sharpness_frame",
     "shard_runs",
+    "throughput_table",
     "train_config_fields",
     "validate_plan",
     "validate_sweep_config",
@@ -111,7 +140,12 @@ RECORD_FORMAT = "sgdnoise.sweep.run/1"  # the pilot records of 2026-11-26
 CIFAR10_TRAIN_SIZE = 50_000
 DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test")
 PLAN_KEYS = ("name", "data", "defaults", "arms", "priority")
-ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps", "noise")
+ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps", "noise", "tune")
+TUNE_KEYS = ("lr_factors", "seed", "n_val")
+PRIORITY_KEYS = ("arm", "seeds", "batch_sizes")
+TUNE_SUFFIX = "-tune"  # tuning runs of arm X are recorded as arm "X-tune"
+TUNE_RULE = ("lowest final validation error; a run that did not finish (diverged) counts as "
+             "+inf; ties go to the smaller factor")
 NOISE_KEYS = ("kind", "injection_scale", "matched_small_batch", "num_samples",
               "lanczos_steps", "moment_probes")
 NOISE_KINDS = ("isotropic", "diag_fisher", "subsampled", "true_fisher", "hessian", "ggn")
@@ -176,9 +210,38 @@ class NoiseSpec:
 
 
 @dataclass(frozen=True)
+class TuneSpec:
+    """An arm's learning-rate tuning (its ``tune`` section): for each batch size, one run
+    per factor ``f`` of ``lr_factors`` with η = f · (the arm's η), seed ``seed``, trained
+    on the training split less ``n_val`` held-out examples and evaluated on those; the
+    arm's runs then use the factor :func:`choose_lr_factor` picks."""
+
+    arm: str
+    lr_factors: tuple[float, ...]
+    seed: int
+    n_val: int
+
+    def run_id(self, batch_size: int, factor: float) -> str:
+        """``<arm>-tune_B<batch size, 5 digits>_s<seed>_x<factor>``."""
+        return f"{self.arm}{TUNE_SUFFIX}_B{batch_size:05d}_s{self.seed}_x{factor:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class Run:
     """One training run of a plan: ``run_id = <arm>_B<batch size, 5 digits>_s<seed>``;
-    ``noise`` is None for plain SGD."""
+    ``noise`` is None for plain SGD.
+
+    - tune: the arm's :class:`TuneSpec` when the arm is tuned. For the arm's own runs
+      ``config.lr`` is the arm's η until :func:`resolve_tuned_run` multiplies it by the
+      chosen factor (then ``lr_choice`` says which and why).
+    - lr_factor: for a tuning run (arm ``<arm>-tune``, id :meth:`TuneSpec.run_id`), its
+      factor; it trains on the training split less the validation set and its records'
+      test fields are validation numbers.
+    - block: the number of the priority entry that placed the run (1, 2, …; the runs no
+      entry names form the last block)."""
 
     arm: str
     batch_size: int
@@ -186,20 +249,34 @@ class Run:
     run_id: str
     config: Any  # sgdnoise.train.TrainConfig
     noise: NoiseSpec | None = None
+    tune: TuneSpec | None = None
+    lr_factor: float | None = None
+    block: int = 1
+    lr_choice: dict[str, Any] | None = None
+
+    @property
+    def needs_tuning(self) -> bool:
+        """A run of a tuned arm whose η factor is not chosen yet."""
+        return self.tune is not None and self.lr_factor is None and self.lr_choice is None
 
     def describe(self) -> dict[str, Any]:
-        return {"arm": self.arm, "batch_size": self.batch_size, "seed": self.seed,
-                "run_id": self.run_id}
+        out = {"arm": self.arm, "batch_size": self.batch_size, "seed": self.seed,
+               "run_id": self.run_id}
+        if self.lr_factor is not None:
+            out.update(tunes=self.arm[:-len(TUNE_SUFFIX)], lr_factor=self.lr_factor)
+        return out
 
 
 @dataclass(frozen=True)
 class Plan:
-    """A validated plan: its name, data section and runs in priority order."""
+    """A validated plan: its name, data section and runs in priority order; ``blocks[k]``
+    describes priority block ``k + 1``."""
 
     name: str
     data: dict[str, Any]
     runs: tuple[Run, ...]
     source: dict[str, Any]
+    blocks: tuple[str, ...] = ()
 
 
 def _check_int_list(key: str, value: Any, *, low: int) -> list[int]:
@@ -340,12 +417,171 @@ def _train_config(arm: str, fields: Mapping[str, Any], arm_config: Mapping[str, 
     return cfg
 
 
+def _check_equal_steps(arm: str, spec: Mapping[str, Any], fields: dict[str, Any],
+                       n_train: int) -> None:
+    """Set ``fields["max_steps"]`` from the arm's ``equal_steps`` section (validated)."""
+    from sgdnoise.train import steps_per_epoch
+
+    eq = _check_mapping(f"arms.{arm}.equal_steps", spec["equal_steps"],
+                        ("batch_size", "epochs", "max_steps_cap"))
+    for k in ("batch_size", "epochs"):
+        v = eq.get(k)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise _fail(f"arms.{arm}.equal_steps.{k}", f"must be an integer >= 1, got {v!r}")
+    cap = eq.get("max_steps_cap")
+    if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+        raise _fail(f"arms.{arm}.equal_steps.max_steps_cap",
+                    f"must be null or an integer >= 1, got {cap!r}")
+    if "max_steps" in (spec.get("config") or {}):
+        raise _fail(f"arms.{arm}.config.max_steps", "must not be set together with equal_steps")
+    steps = eq["epochs"] * steps_per_epoch(
+        n_train, eq["batch_size"], drop_last=bool(fields.get("drop_last", False)))
+    fields["max_steps"] = min(steps, cap) if cap is not None else steps
+
+
+def _check_tune(arm: str, value: Any, sizes: Sequence[int], n_train: int,
+                arm_names: Iterable[str]) -> TuneSpec:
+    """The validated ``tune`` section of an arm."""
+    key = f"arms.{arm}.tune"
+    if not isinstance(value, Mapping):
+        raise _fail(key, f"must be a mapping with keys {list(TUNE_KEYS)}, got {value!r}")
+    spec = _check_mapping(key, value, TUNE_KEYS)
+    factors = spec.get("lr_factors")
+    if (not isinstance(factors, list) or not factors
+            or any(isinstance(f, bool) or not isinstance(f, (int, float))
+                   or not math.isfinite(f) or f <= 0 for f in factors)):
+        raise _fail(f"{key}.lr_factors", f"must be a non-empty list of numbers > 0, got "
+                                         f"{factors!r}")
+    if len(set(factors)) != len(factors):
+        raise _fail(f"{key}.lr_factors", f"must not repeat a value, got {factors!r}")
+    seed = spec.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise _fail(f"{key}.seed", f"must be an integer >= 0, got {seed!r}")
+    n_val = spec.get("n_val")
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or not 1 <= n_val < n_train:
+        raise _fail(f"{key}.n_val", f"must be an integer in [1, {n_train - 1}] (examples "
+                                    f"held out of the {n_train} training examples), got "
+                                    f"{n_val!r}")
+    for i, b in enumerate(sizes):
+        if b > n_train - n_val:
+            raise _fail(f"arms.{arm}.batch_sizes[{i}]",
+                        f"must be <= n_train - tune.n_val = {n_train - n_val} (the tuning "
+                        f"runs' training examples), got {b}")
+    if f"{arm}{TUNE_SUFFIX}" in arm_names:
+        raise _fail(f"arms.{arm}{TUNE_SUFFIX}", f"is the name of arm {arm!r}'s tuning runs; "
+                                                "rename the arm")
+    return TuneSpec(arm, tuple(float(f) for f in factors), seed, n_val)
+
+
+def _tuning_runs(tune: TuneSpec, main: Run, n_train: int) -> list[Run]:
+    """The tuning runs of one batch size, built from the arm's run ``main`` of that size:
+    its config at η · f with seed ``tune.seed``, no sharpness, and the main run's schedule
+    in steps (``max_steps`` = its ``T``, warm-up in steps), so that a factor is judged on
+    the schedule it will be used with."""
+    from sgdnoise.train import steps_per_epoch, total_steps, warmup_length
+
+    cfg = main.config
+    spe = steps_per_epoch(n_train, cfg.batch_size, drop_last=cfg.drop_last)
+    base = dataclasses.replace(
+        cfg, seed=tune.seed, max_steps=total_steps(cfg, n_train), sharpness_n=0,
+        sharpness_every=None, warmup_steps=round(warmup_length(cfg, spe)))
+    return [Run(f"{tune.arm}{TUNE_SUFFIX}", main.batch_size, tune.seed,
+                tune.run_id(main.batch_size, f), dataclasses.replace(base, lr=cfg.lr * f),
+                main.noise, tune=tune, lr_factor=f) for f in tune.lr_factors]
+
+
+def _arm_runs(arm: str, spec: Mapping[str, Any], defaults: Mapping[str, Any],
+              data: Mapping[str, Any], arm_names: Sequence[str], check_device: bool
+              ) -> tuple[list[Run], dict[int, list[Run]]]:
+    """One arm's runs (seed-major) and, for a tuned arm, its tuning runs per batch size."""
+    n_train = data["n_train"] if data["n_train"] is not None else CIFAR10_TRAIN_SIZE
+    spec = _check_mapping(f"arms.{arm}", spec, ARM_KEYS)
+    sizes = _check_int_list(f"arms.{arm}.batch_sizes", spec.get("batch_sizes"), low=1)
+    seeds = _check_int_list(f"arms.{arm}.seeds", spec.get("seeds", [0]), low=0)
+    arm_config = _check_mapping(f"arms.{arm}.config", spec.get("config"),
+                                train_config_fields())
+    fields = {**defaults, **arm_config}
+    for i, b in enumerate(sizes):
+        if b > n_train:
+            raise _fail(f"arms.{arm}.batch_sizes[{i}]", f"must be <= n_train = {n_train}, "
+                                                       f"got {b}")
+    if "equal_steps" in spec:
+        _check_equal_steps(arm, spec, fields, n_train)
+    noise = _check_noise(arm, spec["noise"], sizes) if "noise" in spec else None
+    tune = (_check_tune(arm, spec["tune"], sizes, n_train, arm_names) if "tune" in spec
+            else None)
+
+    def make(b: int, s: int) -> Run:
+        cfg = _train_config(arm, fields, arm_config, b, s, check_device)
+        if cfg.sharpness_n > n_train:
+            raise _fail(f"arms.{arm}.config.sharpness_n",
+                        f"must be <= n_train = {n_train}, got {cfg.sharpness_n}")
+        spec_b = (_noise_spec(arm, noise, cfg, n_train, arm_config)
+                  if noise is not None else None)
+        return Run(arm, b, s, f"{arm}_B{b:05d}_s{s}", cfg, spec_b, tune=tune)
+
+    runs = [make(b, s) for s in seeds for b in sizes]
+    tuning = ({b: _tuning_runs(tune, make(b, tune.seed), n_train) for b in sizes}
+              if tune is not None else {})
+    return runs, tuning
+
+
+def _priority_entry(i: int, entry: Any, by_arm: Mapping[str, list[Run]]
+                    ) -> tuple[list[Run], str]:
+    """The runs of priority entry ``i`` (validated) and its description."""
+    entry = _check_mapping(f"priority[{i}]", entry, PRIORITY_KEYS)
+    arm = entry.get("arm")
+    if arm not in by_arm:
+        raise _fail(f"priority[{i}].arm", f"unknown arm {arm!r}; arms: {list(by_arm)}")
+    label = [f"arm {arm}"]
+    picked = by_arm[arm]
+    for key, attr in (("seeds", "seed"), ("batch_sizes", "batch_size")):
+        wanted = entry.get(key)
+        if wanted is None:
+            continue
+        wanted = _check_int_list(f"priority[{i}].{key}", wanted, low=0)
+        known = {getattr(r, attr) for r in by_arm[arm]}
+        bad = [v for v in wanted if v not in known]
+        if bad:
+            raise _fail(f"priority[{i}].{key}", f"{bad} are not {key} of arm {arm!r} "
+                                                f"({sorted(known)})")
+        picked = [r for r in picked if getattr(r, attr) in wanted]
+        label.append(f"{'seeds' if key == 'seeds' else 'B'} "
+                     f"{', '.join(str(v) for v in wanted)}")
+    return picked, " ".join(label)
+
+
+def _order_runs(priority: Any, by_arm: Mapping[str, list[Run]],
+                tuning: Mapping[str, dict[int, list[Run]]]) -> tuple[list[Run], list[str]]:
+    """The runs in priority order, each with its block number, and the blocks' labels. A
+    tuned arm's tuning runs of a batch size come right before its first run of that size."""
+    if priority is None:
+        priority = []
+    if not isinstance(priority, list):
+        raise _fail("priority", f"must be a list of {{arm, seeds, batch_sizes}} entries, "
+                                f"got {priority!r}")
+    groups = [_priority_entry(i, entry, by_arm) for i, entry in enumerate(priority)]
+    groups.append(([r for runs in by_arm.values() for r in runs], "the remaining runs"))
+    ordered: list[Run] = []
+    seen: set[str] = set()
+    labels: list[str] = []
+    for block, (runs, label) in enumerate(groups, start=1):
+        before = len(ordered)
+        for r in runs:
+            extra = tuning.get(r.arm, {}).get(r.batch_size, [])
+            for t in [*extra, r]:
+                if t.run_id not in seen:
+                    ordered.append(dataclasses.replace(t, block=block))
+                    seen.add(t.run_id)
+        if len(ordered) > before or block < len(groups):
+            labels.append(label)
+    return ordered, labels
+
+
 def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan:
     """Check a whole plan and expand it into runs in priority order (see the module
     docstring). Raises :class:`PlanError` naming the first bad key, its value and what is
     allowed; nothing else happens before that."""
-    from sgdnoise.train import steps_per_epoch
-
     if not isinstance(plan, Mapping):
         raise PlanError(f"a plan must be a mapping, got {type(plan).__name__}")
     top = _check_mapping("<plan>", plan, PLAN_KEYS)
@@ -353,86 +589,22 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
     if not isinstance(name, str) or not name:
         raise _fail("name", f"must be a non-empty string, got {name!r}")
     data = _check_data(_check_mapping("data", top.get("data"), DATA_KEYS))
-    allowed = train_config_fields()
-    defaults = _check_mapping("defaults", top.get("defaults"), allowed)
+    defaults = _check_mapping("defaults", top.get("defaults"), train_config_fields())
     defaults.setdefault("eval_subset_seed", data["data_seed"])
     arms = top.get("arms")
     if not isinstance(arms, Mapping) or not arms:
         raise _fail("arms", f"must be a non-empty mapping of arm name -> arm, got {arms!r}")
-    n_train = data["n_train"] if data["n_train"] is not None else CIFAR10_TRAIN_SIZE
     by_arm: dict[str, list[Run]] = {}
+    tuning: dict[str, dict[int, list[Run]]] = {}
     for arm, spec in arms.items():
         if not isinstance(arm, str) or not _ARM_NAME.match(arm):
             raise _fail(f"arms.{arm}", "arm names must be letters, digits and '-', "
                                        f"got {arm!r}")
-        spec = _check_mapping(f"arms.{arm}", spec, ARM_KEYS)
-        sizes = _check_int_list(f"arms.{arm}.batch_sizes", spec.get("batch_sizes"), low=1)
-        seeds = _check_int_list(f"arms.{arm}.seeds", spec.get("seeds", [0]), low=0)
-        arm_config = _check_mapping(f"arms.{arm}.config", spec.get("config"), allowed)
-        fields = {**defaults, **arm_config}
-        for i, b in enumerate(sizes):
-            if b > n_train:
-                raise _fail(f"arms.{arm}.batch_sizes[{i}]",
-                            f"must be <= n_train = {n_train}, got {b}")
-        if "equal_steps" in spec:
-            eq = _check_mapping(f"arms.{arm}.equal_steps", spec["equal_steps"],
-                                ("batch_size", "epochs", "max_steps_cap"))
-            for k in ("batch_size", "epochs"):
-                v = eq.get(k)
-                if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                    raise _fail(f"arms.{arm}.equal_steps.{k}",
-                                f"must be an integer >= 1, got {v!r}")
-            cap = eq.get("max_steps_cap")
-            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
-                                    or cap < 1):
-                raise _fail(f"arms.{arm}.equal_steps.max_steps_cap",
-                            f"must be null or an integer >= 1, got {cap!r}")
-            if "max_steps" in (spec.get("config") or {}):
-                raise _fail(f"arms.{arm}.config.max_steps",
-                            "must not be set together with equal_steps")
-            steps = eq["epochs"] * steps_per_epoch(
-                n_train, eq["batch_size"], drop_last=bool(fields.get("drop_last", False)))
-            fields["max_steps"] = min(steps, cap) if cap is not None else steps
-        noise = _check_noise(arm, spec["noise"], sizes) if "noise" in spec else None
-        runs = []
-        for s in seeds:
-            for b in sizes:
-                cfg = _train_config(arm, fields, arm_config, b, s, check_device)
-                if cfg.sharpness_n > n_train:
-                    raise _fail(f"arms.{arm}.config.sharpness_n",
-                                f"must be <= n_train = {n_train}, got {cfg.sharpness_n}")
-                spec_b = (_noise_spec(arm, noise, cfg, n_train, arm_config)
-                          if noise is not None else None)
-                runs.append(Run(arm, b, s, f"{arm}_B{b:05d}_s{s}", cfg, spec_b))
-        by_arm[arm] = runs
-    ordered: list[Run] = []
-    seen: set[str] = set()
-    priority = top.get("priority") or []
-    if not isinstance(priority, list):
-        raise _fail("priority", f"must be a list of {{arm, seeds}} entries, got {priority!r}")
-    for i, entry in enumerate(priority):
-        entry = _check_mapping(f"priority[{i}]", entry, ("arm", "seeds"))
-        arm = entry.get("arm")
-        if arm not in by_arm:
-            raise _fail(f"priority[{i}].arm", f"unknown arm {arm!r}; arms: {list(by_arm)}")
-        seeds = entry.get("seeds")
-        if seeds is not None:
-            seeds = _check_int_list(f"priority[{i}].seeds", seeds, low=0)
-            known = {r.seed for r in by_arm[arm]}
-            bad = [s for s in seeds if s not in known]
-            if bad:
-                raise _fail(f"priority[{i}].seeds", f"seeds {bad} are not seeds of arm "
-                                                    f"{arm!r} ({sorted(known)})")
-        for r in by_arm[arm]:
-            if (seeds is None or r.seed in seeds) and r.run_id not in seen:
-                ordered.append(r)
-                seen.add(r.run_id)
-    for runs in by_arm.values():
-        for r in runs:
-            if r.run_id not in seen:
-                ordered.append(r)
-                seen.add(r.run_id)
-    return Plan(name=name, data=data, runs=tuple(ordered), source=dict(plan))
+        by_arm[arm], tuning[arm] = _arm_runs(arm, spec, defaults, data, list(arms),
+                                             check_device)
+    ordered, labels = _order_runs(top.get("priority"), by_arm, tuning)
+    return Plan(name=name, data=data, runs=tuple(ordered), source=dict(plan),
+                blocks=tuple(labels))
 
 
 def load_plan(path: str | os.PathLike, *, check_device: bool = True) -> Plan:
@@ -530,12 +702,12 @@ def _run_probe_key(run: Run) -> tuple:
 
 
 def probe_throughput(cfg, data: Any, *, steps: int = 5, warmup: int = 2,
-                     optimizer_factory: Callable[[Any], Any] | None = None
-                     ) -> dict[str, float]:
+                     optimizer_factory: Callable[[Any], Any] | None = None,
+                     engine: str = "fast") -> dict[str, float]:
     """Time ``steps`` training steps of ``cfg`` (after ``warmup`` untimed ones) and one
     evaluation of ``eval_batch_size`` clean examples, in this process on this device;
     ``optimizer_factory`` as in :func:`sgdnoise.train.train` (a noisy run's steps include
-    drawing its noise).
+    drawing its noise); ``engine`` as in :func:`sgdnoise.train.train`.
 
     Returns ``step_s`` (seconds per step), ``eval_s_per_example`` (evaluation seconds per
     example, BatchNorm recompute included when configured) and ``setup_s`` (model build and
@@ -562,7 +734,7 @@ def probe_throughput(cfg, data: Any, *, steps: int = 5, warmup: int = 2,
         eval_train_n=n_eval, sharpness_n=0, sharpness_every=None)
     t0 = time.perf_counter()
     res = train(probe_cfg, small, progress=False, hooks=[_Clock()],
-                optimizer_factory=optimizer_factory)
+                optimizer_factory=optimizer_factory, engine=engine)
     total = time.perf_counter() - t0
     step_s = (marks[warmup + steps] - marks[warmup]) / steps
     per_eval = n_eval * (3 if cfg.bn_recompute else 2)
@@ -590,6 +762,109 @@ def estimate_run_seconds(cfg, n_train: int, n_test: int, probe: Mapping[str, flo
     sharp = cfg.sharpness_iters * 2.0 * probe["step_s"] * cfg.sharpness_n / cfg.batch_size
     return (probe["setup_s"] + T * probe["step_s"]
             + n_evals * per_eval * probe["eval_s_per_example"] + n_sharp * sharp)
+
+
+# --------------------------------------------------------------------------- device time
+
+# Training throughput in images per second of training steps, by batch size: the chapter 8
+# pilot (data/results/ch08_pilot: ResNet34 width 64, BatchNorm over min(B, 4096), bf16
+# autocast, channels-last, micro-batches of 4,096) on one NVIDIA H200, the mean of its two
+# seeds rounded to 100 img/s; :func:`throughput_table` recomputes it from the records.
+PILOT_H200_IMG_PER_S: dict[int, float] = {
+    128: 10_100, 256: 16_900, 512: 26_600, 1024: 33_000, 2048: 35_000, 4096: 40_600,
+    8192: 40_800, 16384: 40_900, 32768: 30_500}
+# evaluation seconds per example (clean forward passes, setup included), the pilot's median
+PILOT_H200_EVAL_S_PER_EXAMPLE = 9.2e-6
+H100_SLOWDOWN = (1.5, 2.0)  # an H100 takes about this many times as long as an H200
+
+
+def _throughput_of(rec: Mapping[str, Any]) -> tuple[int, float, float] | None:
+    """``(B, img/s, eval s per example)`` of one raw record (pilot or plan format)."""
+    hist = rec.get("history") or []
+    if rec.get("format") == RECORD_FORMAT:
+        n = rec["data"]["n_train"]
+        step_s = rec["step_seconds"]
+        images = rec["epochs_completed"] * n
+        evals = len(hist) * (n + rec["data"]["n_test"])
+        return rec["batch_size"], images / step_s, (rec["wall_time_s"] - step_s) / evals
+    if rec.get("format") != PLAN_RECORD_FORMAT or not rec.get("img_per_s") or not hist:
+        return None
+    cfg, data = rec["config"], rec.get("data", {})
+    n_eval = (cfg.get("eval_train_n") or data.get("n_train", 0)) * (
+        2 if cfg.get("bn_recompute") else 1) + data.get("n_test", 0)
+    eval_s = rec.get("timing", {}).get("eval_seconds", math.nan) / (len(hist) * n_eval)
+    return rec["run"]["batch_size"], rec["img_per_s"], eval_s
+
+
+def throughput_table(paths: str | os.PathLike | Iterable[str | os.PathLike]
+                     ) -> tuple[dict[int, float], float]:
+    """Measured throughput from the records under ``paths`` (one device's records):
+    ``({B: mean img/s of training steps}, median evaluation seconds per example)``. Pilot
+    records: ``epochs · N / step_seconds`` and ``(wall − step seconds) / (evaluations ·
+    (N + n_test))``; plan records: their ``img_per_s`` and evaluation seconds."""
+    import statistics
+
+    rates: dict[int, list[float]] = {}
+    evals: list[float] = []
+    for f in _record_files(paths):
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        got = _throughput_of(rec) if isinstance(rec, dict) else None
+        if got is not None:
+            rates.setdefault(got[0], []).append(got[1])
+            if math.isfinite(got[2]):
+                evals.append(got[2])
+    table = {b: statistics.fmean(v) for b, v in sorted(rates.items())}
+    return table, statistics.median(evals) if evals else math.nan
+
+
+def interpolated_rate(table: Mapping[int, float], batch_size: int) -> float:
+    """img/s at ``batch_size`` from ``table``: linear in ``log B`` between the measured
+    batch sizes, the nearest measurement outside them."""
+    sizes = sorted(table)
+    if batch_size <= sizes[0]:
+        return float(table[sizes[0]])
+    for lo, hi in zip(sizes, sizes[1:], strict=False):
+        if batch_size <= hi:
+            w = math.log(batch_size / lo) / math.log(hi / lo)
+            return float(table[lo] + w * (table[hi] - table[lo]))
+    return float(table[sizes[-1]])
+
+
+def device_seconds(run: Run, n_train: int, n_test: int, *,
+                   table: Mapping[int, float] = PILOT_H200_IMG_PER_S,
+                   eval_s_per_example: float = PILOT_H200_EVAL_S_PER_EXAMPLE) -> float:
+    """Estimated device seconds of ``run``: :func:`estimate_run_seconds` with a step of
+    ``B / rate(B)`` seconds (:func:`interpolated_rate` of ``table``) and the evaluation cost
+    per example given; a tuning run trains on ``n_train − n_val`` and evaluates on
+    ``n_val`` examples. Injected noise is not included."""
+    if run.lr_factor is not None:
+        n_train, n_test = n_train - run.tune.n_val, run.tune.n_val
+    probe = {"step_s": run.batch_size / interpolated_rate(table, run.batch_size),
+             "eval_s_per_example": eval_s_per_example, "setup_s": 0.0}
+    return estimate_run_seconds(run.config, n_train, n_test, probe)
+
+
+def block_estimates(plan: Plan, out_dir: str | os.PathLike | None = None, *,
+                    n_test: int = 10_000, **rates: Any) -> list[dict[str, Any]]:
+    """Per priority block: ``block, label, runs, left`` (runs without a record in
+    ``out_dir``), ``seconds`` (:func:`device_seconds` of those, summed; ``rates`` go to it)
+    and ``cumulative`` seconds up to and including the block."""
+    n_train = plan.data["n_train"] or CIFAR10_TRAIN_SIZE
+    n_test = plan.data["n_test"] or n_test
+    rows: list[dict[str, Any]] = []
+    total = 0.0
+    for k, label in enumerate(plan.blocks, start=1):
+        runs = [r for r in plan.runs if r.block == k]
+        left = [r for r in runs
+                if out_dir is None or not record_path(out_dir, r.run_id).exists()]
+        sec = sum(device_seconds(r, n_train, n_test, **rates) for r in left)
+        total += sec
+        rows.append({"block": k, "label": label, "runs": len(runs), "left": len(left),
+                     "seconds": sec, "cumulative": total})
+    return rows
 
 
 # --------------------------------------------------------------------------- records
@@ -682,6 +957,18 @@ def _run_record(plan: Plan, run: Run, result: Any, world: int,
         rec["noise"] = run.noise.to_dict()
         stats = getattr(optimizer, "stats", None)
         rec["timing"]["noise_seconds"] = stats.noise_seconds if stats is not None else None
+    engine = result.extra.get("engine")
+    if engine is not None:
+        rec["engine_path"] = engine["name"]  # "fast" or "eager" (sgdnoise.train.engine_paths)
+        rec["engine"] = engine
+    if run.lr_factor is not None:
+        rec["tuning"] = {"of_arm": run.arm[:-len(TUNE_SUFFIX)], "lr_factor": run.lr_factor,
+                         "n_val": run.tune.n_val,
+                         "evaluated_on": "validation",
+                         "note": "test_loss and test_error in the history are measured on "
+                                 "the validation set held out of the training split"}
+    if run.lr_choice is not None:
+        rec["lr_choice"] = run.lr_choice
     return rec
 
 
@@ -701,6 +988,120 @@ def _optimizer_factory(run: Run, holder: dict[str, Any] | None = None):
     return factory
 
 
+# --------------------------------------------------------------------------- tuning
+
+
+def final_validation_error(record: Mapping[str, Any] | None) -> float:
+    """The last evaluation's test error of a tuning record (validation error); ``+inf``
+    when the run did not finish (diverged, stopped) or the number is not finite, NaN when
+    there is no record."""
+    if record is None:
+        return math.nan
+    hist = record.get("history") or []
+    err = hist[-1].get("test_error") if hist else None
+    if record.get("status") != "finished" or err is None or not math.isfinite(err):
+        return math.inf
+    return float(err)
+
+
+def choose_lr_factor(candidates: Mapping[float, Mapping[str, Any] | None]
+                     ) -> dict[str, Any] | None:
+    """The factor of η to use from the tuning records ``{factor: record or None}``:
+    :data:`TUNE_RULE` (the lowest final validation error, :func:`final_validation_error`;
+    ties go to the smaller factor, the more cautious step). None while a record is
+    missing. Returns ``factor``, ``rule`` and ``candidates`` (per factor: run id, status,
+    final validation error, None for +inf)."""
+    if not candidates or any(rec is None for rec in candidates.values()):
+        return None
+    errors = {f: final_validation_error(rec) for f, rec in candidates.items()}
+    best = min(errors, key=lambda f: (errors[f], f))
+    return {
+        "factor": best,
+        "rule": TUNE_RULE,
+        "candidates": [{"run_id": candidates[f]["run"]["run_id"], "lr_factor": f,
+                        "status": candidates[f]["status"],
+                        "final_validation_error": errors[f] if math.isfinite(errors[f])
+                        else None} for f in sorted(candidates)],
+    }
+
+
+def _read_record(out: Path, run_id: str) -> dict[str, Any] | None:
+    p = record_path(out, run_id)
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def resolve_tuned_run(run: Run, out_dir: str | os.PathLike,
+                      records: Mapping[str, Mapping[str, Any]] | None = None) -> Run | None:
+    """``run`` with η × the chosen factor (:func:`choose_lr_factor`) and ``lr_choice`` set,
+    from its tuning records (in ``records`` by run id, else read from ``out_dir``, where
+    other shards may have written them); ``run`` itself when it needs no tuning; None while
+    a tuning record is missing."""
+    if not run.needs_tuning:
+        return run
+    tune, records = run.tune, records or {}
+    cands = {}
+    for f in tune.lr_factors:
+        rid = tune.run_id(run.batch_size, f)
+        cands[f] = records.get(rid) or _read_record(Path(out_dir), rid)
+    choice = choose_lr_factor(cands)
+    if choice is None:
+        return None
+    cfg = dataclasses.replace(run.config, lr=run.config.lr * choice["factor"])
+    return dataclasses.replace(run, config=cfg, lr_choice=choice)
+
+
+def _expected_config(run: Run, old: Mapping[str, Any], out: Path) -> dict[str, Any] | None:
+    """The config a record of ``run`` must hold: the run's, or for a run of a tuned arm the
+    one at the factor its tuning records choose (at the factor the record names when those
+    records are elsewhere; None when that is not one of the arm's factors)."""
+    if not run.needs_tuning:
+        return run.config.to_dict()
+    resolved = resolve_tuned_run(run, out)
+    if resolved is not None:
+        return resolved.config.to_dict()
+    factor = (old.get("lr_choice") or {}).get("factor")
+    if factor not in run.tune.lr_factors:
+        return None
+    return dataclasses.replace(run.config, lr=run.config.lr * factor).to_dict()
+
+
+def _config_defaults_filled(config: Any) -> Any:
+    """A recorded config with the TrainConfig fields it lacks (written before they existed)
+    at their defaults."""
+    from sgdnoise.train import TrainConfig
+
+    if not isinstance(config, Mapping):
+        return config
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {**defaults, **config}
+
+
+def _data_of(run: Run, plan: Plan, data: Any, cache: dict[int, Any]) -> Any:
+    """The data ``run`` trains on: ``data``, or for a tuning run the split of
+    :func:`_tuning_data` (kept in ``cache`` by ``n_val``)."""
+    if run.lr_factor is None:
+        return data
+    if run.tune.n_val not in cache:
+        cache[run.tune.n_val] = _tuning_data(plan, run.tune.n_val)
+    return cache[run.tune.n_val]
+
+
+def _tuning_data(plan: Plan, n_val: int):
+    """The data of a tuning run: the training split less ``n_val`` held-out examples, and
+    those as the "test" set (:func:`sgdnoise.data.load_dataset` with ``n_val``)."""
+    from sgdnoise.data import load_dataset
+
+    d = plan.data
+    n_train = (d["n_train"] if d["n_train"] is not None else CIFAR10_TRAIN_SIZE) - n_val
+    full = load_dataset(d["dataset"], n_train=n_train, n_test=d["n_test"], n_val=n_val,
+                        seed=d["data_seed"], data_dir=d["data_dir"])
+    return dataclasses.replace(full, test_x=full.val_x, test_y=full.val_y)
+
+
 def run_plan(
     plan: Plan | Mapping[str, Any] | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -714,6 +1115,7 @@ def run_plan(
     estimate: Callable[[Run], float] | None = None,
     probe_reserve_s: float = 30.0,
     log: Callable[[str], None] | None = None,
+    engine: str = "fast",
 ) -> list[dict[str, Any]]:
     """Run the plan's unfinished runs of this shard in priority order; return the records
     of the shard's runs that have one (read back or new), in priority order.
@@ -726,6 +1128,14 @@ def run_plan(
     - checkpoints: save a checkpoint after every evaluation (``DIR/checkpoints/<run_id>.pt``,
       deleted with the record unless ``keep_checkpoints``) so a killed process resumes
       the run; off on a machine whose disk does not outlive the session.
+    - engine: ``"fast"`` or ``"eager"`` (:func:`sgdnoise.train.engine_paths`; the
+      preflight, :mod:`sgdnoise.preflight`, chooses it on a GPU); each record says which
+      path produced it (``engine_path``).
+
+    Tuning runs (an arm's ``tune`` section) train on the training split less the validation
+    set and are evaluated on it; a run of a tuned arm takes the η factor its tuning records
+    choose (:func:`resolve_tuned_run`) when its turn comes, and waits ("η pending tuning")
+    while one is missing.
 
     A record written by a different config (same run id) raises ValueError rather than mixing
     results."""
@@ -749,7 +1159,8 @@ def run_plan(
         if p.exists():
             old = json.loads(p.read_text())
             noise = r.noise.to_dict() if r.noise is not None else None
-            if old.get("config") != r.config.to_dict() or old.get("noise") != noise:
+            want = _expected_config(r, old, out)
+            if _config_defaults_filled(old.get("config")) != want or old.get("noise") != noise:
                 raise ValueError(f"{p} was written by a different config for run {r.run_id}; "
                                  "use another --out folder")
             existing[r.run_id] = old
@@ -769,7 +1180,8 @@ def run_plan(
         key = _run_probe_key(run)
         if key not in probes:
             probes[key] = probe_throughput(run.config, data,
-                                           optimizer_factory=_optimizer_factory(run))
+                                           optimizer_factory=_optimizer_factory(run),
+                                           engine=engine)
             say(f"[sweep] probe B={run.batch_size}: {probes[key]['step_s'] * 1e3:.1f} ms/step")
         return estimate_run_seconds(run.config, int(data.train_y.shape[0]),
                                     int(data.test_y.shape[0]), probes[key])
@@ -777,10 +1189,17 @@ def run_plan(
     est_fn = estimate or default_estimate
     measured = estimate is not None
     records: dict[str, dict[str, Any]] = dict(existing)
+    tuning_data: dict[int, Any] = {}
     for r in runs:
         if r.run_id in existing:
             say(f"[sweep] {r.run_id}: record exists, skipped")
             continue
+        resolved = resolve_tuned_run(r, out, records)
+        if resolved is None:
+            say(f"[sweep] {r.run_id}: η pending tuning (a tuning record of B={r.batch_size} "
+                "is missing): not started")
+            continue
+        r = resolved
         if budget_s is not None:
             left = budget_s - (time.perf_counter() - t_start)
             if not measured and _run_probe_key(r) not in probes and left < probe_reserve_s:
@@ -796,11 +1215,13 @@ def run_plan(
         resuming = ckpt is not None and ckpt.exists()
         say(f"[sweep] {r.run_id}: training ({'resuming' if resuming else 'new run'})")
         holder: dict[str, Any] = {}
-        result = train(r.config, data, checkpoint_path=ckpt, progress=progress,
-                       desc=r.run_id, optimizer_factory=_optimizer_factory(r, holder))
+        run_data = _data_of(r, plan, data, tuning_data)
+        result = train(r.config, run_data, checkpoint_path=ckpt, progress=progress,
+                       desc=r.run_id, optimizer_factory=_optimizer_factory(r, holder),
+                       engine=engine)
         rec = _run_record(plan, r, result, 1 if dist is None else dist.world_size,
                           holder.get("opt"))
-        rec["data"] = _identity(data)
+        rec["data"] = _identity(run_data)
         rec["provenance"] = _provenance(r.config.device)
         if is_main:
             _atomic_write_json(rec, record_path(out, r.run_id))
@@ -857,7 +1278,7 @@ RECORD_COLUMNS = [
     "noise_seconds",
 ]
 SHARPNESS_COLUMNS = ["run_id", "arm", "batch_size", "seed", "step", "lambda_max", "lr",
-                     "two_over_lr", "source"]
+                     "two_over_lr", "source", "bn_mode", "bn_batch"]
 
 
 def _record_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
@@ -988,7 +1409,10 @@ def records_frame(records: Iterable[Mapping[str, Any]]):
 
 def load_sharpness(paths: str | os.PathLike | Iterable[str | os.PathLike]):
     """The sharpness measurements of the records under ``paths``: one row per measurement
-    with ``run_id, arm, batch_size, seed, step, lambda_max, lr, two_over_lr, source``."""
+    with ``run_id, arm, batch_size, seed, step, lambda_max, lr, two_over_lr, source`` and the
+    objective measured, ``bn_mode`` ("eval": BatchNorm running statistics, also for records
+    written before the mode was recorded; "train": statistics of fixed groups of
+    ``bn_batch`` examples)."""
     return sharpness_frame(read_records(paths))
 
 
@@ -1002,7 +1426,8 @@ def sharpness_frame(records: Iterable[Mapping[str, Any]]):
         for s in rec.get("sharpness", []):
             rows.append({**run, "step": s["step"], "lambda_max": s["lambda_max"],
                          "lr": s["lr"], "two_over_lr": s.get("two_over_lr"),
-                         "source": rec.get("source")})
+                         "source": rec.get("source"), "bn_mode": s.get("bn_mode", "eval"),
+                         "bn_batch": s.get("bn_batch")})
     df = pd.DataFrame(rows, columns=SHARPNESS_COLUMNS)
     return df.sort_values(["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
 
@@ -1010,32 +1435,69 @@ def sharpness_frame(records: Iterable[Mapping[str, Any]]):
 # --------------------------------------------------------------------------- CLI
 
 
+def _eta_text(run: Run, out: Path) -> tuple[Run, str]:
+    """The run with its η resolved where possible, and the η column of the dry run."""
+    if run.lr_factor is not None:
+        return run, f"x{run.lr_factor:g} tuning"
+    if run.tune is None:
+        return run, "-"
+    resolved = resolve_tuned_run(run, out)
+    if resolved is None:
+        return run, "pending tuning"
+    return resolved, f"x{resolved.lr_choice['factor']:g} chosen"
+
+
+def _noise_text(n: NoiseSpec | None) -> str:
+    if n is None:
+        return ""
+    return (f"  {n.kind} s={n.injection_scale:.4g} M={n.num_samples}"
+            + (f" k={n.lanczos_steps}" if n.kind == "hessian" else "")
+            + (f" r={n.moment_probes}" if n.kind in ("isotropic", "diag_fisher") else ""))
+
+
+def _print_blocks(plan: Plan, out: Path) -> None:
+    print("\nDevice time per priority block, runs without a record, estimated from the chapter "
+          "8 pilot's\nmeasured throughput on one NVIDIA H200 (sweep.PILOT_H200_IMG_PER_S; "
+          f"an H100 takes ~{H100_SLOWDOWN[0]:g}-{H100_SLOWDOWN[1]:g}x as long):")
+    print(f"{'block':>5} {'runs':>5} {'left':>5} {'H200 min':>9} {'cumul. min':>10} "
+          f"{'H100 min':>11}  what")
+    for row in block_estimates(plan, out):
+        m = row["seconds"] / 60
+        h100 = f"{m * H100_SLOWDOWN[0]:.0f}-{m * H100_SLOWDOWN[1]:.0f}"
+        print(f"{row['block']:>5} {row['runs']:>5} {row['left']:>5} {m:>9.1f} "
+              f"{row['cumulative'] / 60:>10.1f} {h100:>11}  {row['label']}")
+
+
 def _dry_run(plan: Plan, runs: Sequence[Run], out: Path) -> None:
     from sgdnoise.train import lr_multiplier, steps_per_epoch, total_steps
 
-    n_train = plan.data["n_train"] or CIFAR10_TRAIN_SIZE
-    print(f"plan {plan.name!r}: {len(plan.runs)} runs, {len(runs)} in this shard")
+    n_full = plan.data["n_train"] or CIFAR10_TRAIN_SIZE
+    n_test = plan.data["n_test"] or 10_000
+    n_tune = sum(r.lr_factor is not None for r in plan.runs)
+    print(f"plan {plan.name!r}: {len(plan.runs)} runs ({n_tune} tuning η), {len(runs)} in "
+          "this shard")
     w = max([22, *(len(r.run_id) for r in runs)])
-    print(f"{'#':>3} {'run_id':<{w}} {'steps':>7} {'epochs':>8} {'images':>11} "
-          f"{'peak lr':>8} {'record':>7}" + ("  noise" if any(r.noise for r in runs) else ""))
+    print(f"{'#':>3} {'blk':>3} {'run_id':<{w}} {'steps':>7} {'epochs':>8} {'images':>11} "
+          f"{'peak lr':>8} {'η factor':>15} {'H200 s':>7} {'record':>7}"
+          + ("  noise" if any(r.noise for r in runs) else ""))
     total = 0
     for k, r in enumerate(runs):
+        r, eta = _eta_text(r, out)
+        n_train = n_full - (r.tune.n_val if r.lr_factor is not None else 0)
         T = total_steps(r.config, n_train)
         spe = steps_per_epoch(n_train, r.batch_size, drop_last=r.config.drop_last)
-        flat = dataclasses.replace(r.config, warmup_epochs=0.0, schedule="constant")
-        peak = r.config.lr * lr_multiplier(flat, 0, T, spe)
+        flat = dataclasses.replace(r.config, warmup_epochs=0.0, warmup_steps=None,
+                                   schedule="constant")
+        peak = ("" if eta == "pending tuning"
+                else f"{r.config.lr * lr_multiplier(flat, 0, T, spe):.4g}")
         done = record_path(out, r.run_id).exists()
         total += 0 if done else T * r.batch_size
-        noise = ""
-        if r.noise is not None:
-            n = r.noise
-            noise = (f"  {n.kind} s={n.injection_scale:.4g} M={n.num_samples}"
-                     + (f" k={n.lanczos_steps}" if n.kind == "hessian" else "")
-                     + (f" r={n.moment_probes}" if n.kind in ("isotropic", "diag_fisher")
-                        else ""))
-        print(f"{k:>3} {r.run_id:<{w}} {T:>7} {T / spe:>8.1f} {T * r.batch_size:>11,} "
-              f"{peak:>8.4g} {'yes' if done else '-':>7}{noise}")
+        est = device_seconds(r, n_full, n_test)
+        print(f"{k:>3} {r.block:>3} {r.run_id:<{w}} {T:>7} {T / spe:>8.1f} "
+              f"{T * r.batch_size:>11,} {peak:>8} {eta:>15} {est:>7.0f} "
+              f"{'yes' if done else '-':>7}{_noise_text(r.noise)}")
     print(f"training images of the runs without a record: {total:,}")
+    _print_blocks(plan, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1056,6 +1518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="keep each run's last checkpoint after its record is written")
     parser.add_argument("--no-checkpoints", action="store_true",
                         help="no checkpoints (for a machine whose disk ends with the session)")
+    parser.add_argument("--engine", choices=("fast", "eager"), default="fast",
+                        help="fast (bf16 autocast, channels-last, fused SGD on CUDA) or eager "
+                             "(float32): what the preflight chose (python -m "
+                             "sgdnoise.preflight PLAN)")
     parser.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -1074,7 +1540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         recs = run_plan(plan, out, budget_s=args.budget, shard=shard,
                         progress=args.progress and not args.no_progress,
                         keep_checkpoints=args.keep_checkpoints,
-                        checkpoints=not args.no_checkpoints)
+                        checkpoints=not args.no_checkpoints, engine=args.engine)
     except (ValueError, FileNotFoundError) as err:
         print(f"sgdnoise-sweep: error: {err}", file=sys.stderr)
         return 2

@@ -36,8 +36,16 @@ schedule of steps. Design points:
   in train mode, see :func:`recompute_bn_stats`).
 * **Sharpness.** Every ``sharpness_every`` steps (from step 0) and at the end when
   ``sharpness_n > 0``: ``λ_max`` of the Hessian of the mean training loss on ``sharpness_n``
-  fixed clean training examples (BatchNorm in eval mode, after the recompute), by Lanczos on
-  Hessian-vector products (:func:`sharpness`), recorded with ``η_t`` and ``2/η_t``.
+  fixed clean training examples, by Lanczos on Hessian-vector products (:func:`sharpness`),
+  recorded with ``η_t``, ``2/η_t`` and the objective measured: BatchNorm in eval mode after
+  the recompute (``sharpness_bn_mode="eval"``), or the training-mode objective with
+  BatchNorm statistics of fixed groups of those examples (``"train"``, see
+  :func:`sharpness_chunking`).
+* **Engine paths.** ``engine="fast"`` (default) takes the fast implementation where the
+  device has one (bf16 autocast, channels-last, fused SGD, device RNG on CUDA);
+  ``"eager"`` computes the same run in float32 with contiguous tensors and SGD one tensor
+  at a time (:func:`engine_paths`). ``cuda_paths_on_cpu`` makes the CPU take the CUDA
+  choices, so that the tests execute every line a GPU run executes.
 * **No per-step host synchronisation.** Each step's loss sum stays on the device: it is
   kept for the divergence check (and added to the running loss when evaluations read it).
   The kept losses are checked every ``divergence_check_every`` steps, at every evaluation and
@@ -81,12 +89,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .grads import flat_params, trainable_parameters
+from .grads import flat_params, flatten_like, split_like, trainable_parameters
 from .validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
+    "ENGINE_PATHS",
     "LR_SCALINGS",
     "SCHEDULES",
+    "SHARPNESS_BN_MODES",
+    "EnginePaths",
     "PlainSGD",
     "StepBudget",
     "StepState",
@@ -94,6 +105,7 @@ __all__ = [
     "TrainHook",
     "TrainResult",
     "crop_flip",
+    "engine_paths",
     "eval_steps",
     "evaluate",
     "lr_batch_ratio",
@@ -102,13 +114,20 @@ __all__ = [
     "recompute_bn_stats",
     "scaled_lr",
     "sharpness",
+    "sharpness_chunking",
     "steps_per_epoch",
     "total_steps",
     "train",
+    "warmup_length",
 ]
 
 LR_SCALINGS = ("none", "linear", "sqrt")
 SCHEDULES = ("constant", "cosine")
+SHARPNESS_BN_MODES = ("eval", "train")
+ENGINE_PATHS = ("fast", "eager")
+# the largest BatchNorm group of a train-mode sharpness estimate: one chunk of a
+# float32 double backward, as the eval-mode estimate's chunks
+SHARPNESS_MAX_BN_BATCH = 512
 
 # CIFAR-10 training-set channel statistics on the [0, 1] scale (the official values); used to
 # normalise uint8 pixels when sgdnoise.data is not importable.
@@ -125,7 +144,8 @@ class TrainConfig:
     - lr: base learning rate η₀. The rate used at step t is ``η₀ · s(B) · w(t) · c(t)`` with the
       batch-size scaling ``s(B)`` = 1 (``lr_scaling="none"``), ``B / base_batch_size``
       (``"linear"``) or ``sqrt(B / base_batch_size)`` (``"sqrt"``); the linear warm-up
-      ``w(t) = min(1, (t + 1) / T_w)`` over ``T_w = warmup_epochs · steps_per_epoch`` steps;
+      ``w(t) = min(1, (t + 1) / T_w)`` over ``T_w = warmup_epochs · steps_per_epoch`` steps
+      (``T_w = warmup_steps`` when that is set: the same ramp in updates for every ``B``);
       and the schedule ``c(t)`` = 1 (``"constant"``) or ``(1 + cos(π t / T)) / 2`` over the
       ``T`` total steps (``"cosine"``, decays to 0).
     - epochs / max_steps: the run's length, ``T = epochs · steps_per_epoch``, or ``max_steps``
@@ -134,7 +154,7 @@ class TrainConfig:
       once; larger batches are accumulated from micro-batches (see the module docstring).
     - ghost_batch_size: None, or the BatchNorm batch ``g`` (``norm="batch"`` only): statistics
       over fixed groups of ``g`` examples (B <= g: the whole batch).
-    - amp: bf16 autocast on CUDA (ignored on CPU).
+    - amp: bf16 autocast on CUDA (ignored on CPU unless ``train(..., cuda_paths_on_cpu=True)``).
     - channels_last: channels-last memory format for image models (on CPU only for networks
       whose convolutions all have >= 16 channels, see ``_channels_last_ok``).
     - eval_points: None (evaluate after every epoch), the number ``K >= 2`` of log-spaced
@@ -146,10 +166,18 @@ class TrainConfig:
     - sharpness_every / sharpness_n / sharpness_iters: λ_max of the training-loss Hessian on
       ``sharpness_n`` fixed training examples every ``sharpness_every`` steps (None: only
       at the end, when ``sharpness_n > 0``), with ``sharpness_iters`` Lanczos steps.
+    - sharpness_bn_mode: the objective whose Hessian is measured: ``"eval"`` (BatchNorm with
+      its running statistics, recomputed first when ``bn_recompute``) or ``"train"`` (the
+      training-mode objective: BatchNorm statistics of fixed groups of the sharpness
+      examples, see :func:`sharpness_chunking`).
     - device_rng: draw each epoch's permutation and augmentation on the device (None: on
       CUDA only; the CPU reference draws them from CPU generators).
     - divergence_check_every: check the losses kept on the device for NaN/inf every this
       many steps (and at every evaluation); 1 stops right after the first bad step.
+    - warmup_steps: None (use ``warmup_epochs``) or the warm-up length in steps (0: none).
+
+    The defaults of the fields added last (``warmup_steps``, ``sharpness_bn_mode``) give the
+    behaviour from before they existed, so older records and checkpoints stay valid.
     """
 
     model: str = "resnet34"
@@ -185,6 +213,8 @@ class TrainConfig:
     sharpness_n: int = 0
     sharpness_iters: int = 20
     device_rng: bool | None = None
+    warmup_steps: int | None = None
+    sharpness_bn_mode: str = "eval"
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad field, its value and what is allowed;
@@ -199,6 +229,10 @@ class TrainConfig:
         check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
         check_positive_int("base_batch_size", self.base_batch_size)
         check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
+        ws = self.warmup_steps
+        if ws is not None and (isinstance(ws, bool) or not isinstance(ws, int) or ws < 0):
+            raise ValueError(f"warmup_steps must be null or an integer >= 0, got {ws!r}")
+        check_choice("sharpness_bn_mode", self.sharpness_bn_mode, SHARPNESS_BN_MODES)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("norm", self.norm, ("batch", "group", "none"))
         for name in ("width", "micro_batch_size", "max_steps", "ghost_batch_size",
@@ -339,11 +373,12 @@ class TrainResult:
       ``running_loss`` (mean mini-batch loss on augmented data since the previous
       evaluation; None at step 0) and ``wall_time`` (seconds since the run started, summed
       over resumed segments).
-    - sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``.
+    - sharpness: one dict per sharpness measurement: ``step, lr, lambda_max, two_over_lr``,
+      ``bn_mode`` and ``bn_batch`` (the objective measured, see :func:`sharpness_chunking`).
     - status: "finished", "diverged" or "stopped" (a hook asked to stop).
     - extra: ``step_seconds`` (time in training steps, this segment), ``eval_seconds``,
-      ``sharpness_seconds``, ``examples_trained`` (this segment) and on CUDA
-      ``peak_memory_gib``.
+      ``sharpness_seconds``, ``examples_trained`` (this segment), ``engine`` (the
+      :class:`EnginePaths` taken, as a dict) and on CUDA ``peak_memory_gib``.
     """
 
     history: list[dict[str, Any]]
@@ -356,6 +391,53 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
     sharpness: list[dict[str, float]] = field(default_factory=list)
     resumed_from_step: int | None = None
+
+
+@dataclass(frozen=True)
+class EnginePaths:
+    """How a run is computed; the two paths differ in rounding and speed, not in the
+    mathematics (same initialisation, batches, augmentation and update rule).
+
+    - name: ``"fast"`` or ``"eager"`` (see :func:`engine_paths`).
+    - autocast: forward passes (training, evaluation, BatchNorm recompute) under bf16
+      autocast, logits upcast to float32 for the loss.
+    - channels_last: images and model in channels-last memory format (on the CPU only for
+      networks whose convolutions all have >= 16 channels, see ``_channels_last_ok``).
+    - optimizer: the default SGD's implementation: ``"fused"`` (one kernel for the update),
+      ``"single"`` (one tensor at a time, ``foreach=False``) or ``"default"`` (torch's
+      choice; one tensor at a time on the CPU).
+    - device_rng: permutations and augmentation drawn per epoch on the device.
+    """
+
+    name: str
+    autocast: bool
+    channels_last: bool
+    optimizer: str
+    device_rng: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def engine_paths(cfg: TrainConfig, engine: str = "fast", *,
+                 cuda_paths_on_cpu: bool = False) -> EnginePaths:
+    """The paths a run of ``cfg`` takes with ``engine`` (one of :data:`ENGINE_PATHS`).
+
+    ``"fast"`` on CUDA: bf16 autocast when ``cfg.amp``, channels-last when
+    ``cfg.channels_last``, fused SGD, device RNG unless ``cfg.device_rng`` is false. On the
+    CPU: no autocast, channels-last as configured, torch's default SGD, CPU generators
+    unless ``cfg.device_rng`` (the tested reference). With ``cuda_paths_on_cpu`` the CPU
+    makes the CUDA choices (bf16 autocast on the CPU, fused SGD, device RNG), so a CPU test
+    executes every line a GPU run executes. ``"eager"``: float32, contiguous tensors, SGD
+    one tensor at a time, and the fast path's RNG placement, so both paths draw the same
+    batches (the data order belongs to the seed, not to the path)."""
+    check_choice("engine", engine, ENGINE_PATHS)
+    cuda = torch.device(cfg.device).type == "cuda" or bool(cuda_paths_on_cpu)
+    rng = cfg.device_rng if cfg.device_rng is not None else cuda
+    if engine == "eager":
+        return EnginePaths("eager", False, False, "single", rng)
+    return EnginePaths("fast", cfg.amp and cuda, cfg.channels_last,
+                       "fused" if cuda else "default", rng)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -427,10 +509,17 @@ def lr_batch_ratio(lr: float, batch_size: int) -> float:
     return lr / b
 
 
+def warmup_length(cfg: TrainConfig, steps_per_ep: int) -> float:
+    """``T_w``: ``cfg.warmup_steps`` when set, else ``cfg.warmup_epochs · steps_per_ep``."""
+    if cfg.warmup_steps is not None:
+        return float(cfg.warmup_steps)
+    return cfg.warmup_epochs * steps_per_ep
+
+
 def lr_multiplier(cfg: TrainConfig, step: int, total_steps: int, steps_per_ep: int) -> float:
     """``s(B) · w(step) · c(step)`` of :class:`TrainConfig` (multiplies the base lr)."""
     scale = scaled_lr(1.0, cfg.batch_size, cfg.base_batch_size, cfg.lr_scaling)
-    warm_steps = cfg.warmup_epochs * steps_per_ep
+    warm_steps = warmup_length(cfg, steps_per_ep)
     warm = min(1.0, (step + 1) / warm_steps) if warm_steps > 0 else 1.0
     if cfg.schedule == "cosine":
         sched = 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
@@ -538,9 +627,11 @@ class _Batcher:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def _autocast(device: torch.device, amp: bool, *, any_device: bool = False):
+    """bf16 autocast when ``amp`` on CUDA (on any device with ``any_device``: the CPU then
+    runs the CUDA path's dtypes), else a disabled autocast region."""
+    if amp and (device.type == "cuda" or any_device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return torch.autocast(device.type, enabled=False)
 
 
@@ -566,6 +657,7 @@ def evaluate(
     channels_last: bool = True,
     _batcher: _Batcher | None = None,
     _dist: Any = None,
+    _amp_any_device: bool = False,
 ) -> tuple[float, float]:
     """Mean cross-entropy loss and error rate of ``model`` (in eval mode, no augmentation)
     over ``x: (N, ...)``, ``y: (N,)``, in chunks of ``batch_size``.
@@ -588,7 +680,7 @@ def evaluate(
             stop = min(start + batch_size, hi)
             xb = batcher.convert(x[start:stop])
             yb = y[start:stop]
-            with _autocast(device, amp):
+            with _autocast(device, amp, any_device=_amp_any_device):
                 out = model(xb)
             out = _upcast(out)
             loss_sum += F.cross_entropy(out, yb, reduction="sum").double()
@@ -614,6 +706,7 @@ def recompute_bn_stats(
     amp: bool = True,
     channels_last: bool = True,
     _batcher: _Batcher | None = None,
+    _amp_any_device: bool = False,
 ) -> int:
     """Recompute every BatchNorm layer's running statistics on clean data.
 
@@ -639,7 +732,7 @@ def recompute_bn_stats(
             m.momentum = None
         model.train()
         for lo, hi in chunks:
-            with _autocast(x.device, amp):
+            with _autocast(x.device, amp, any_device=_amp_any_device):
                 model(batcher.convert(x[lo:hi]))
     finally:
         for m, mom in zip(layers, momenta, strict=True):
@@ -656,31 +749,98 @@ def sharpness(
     num_iters: int = 20,
     chunk_size: int | None = None,
     seed: int = 0,
+    bn_mode: str = "eval",
 ) -> float:
     """``λ_max`` of the Hessian of the mean cross-entropy ``L(θ) = (1/n) Σ_i ℓ_i(θ)`` over
     ``x: (n, ...)`` (network inputs), ``y: (n,)``, with respect to the trainable parameters
     ``θ: (P,)``, by ``num_iters`` Lanczos steps (:func:`sgdnoise.spectral.lanczos`) on
-    Hessian-vector products (:func:`sgdnoise.curvature.hvp`). The model is evaluated in eval
-    mode (BatchNorm uses its running statistics) and its mode is restored."""
-    from sgdnoise.curvature import hvp
+    Hessian-vector products.
+
+    ``bn_mode="eval"``: the model in eval mode (BatchNorm uses its running statistics), the
+    products by :func:`sgdnoise.curvature.hvp`. ``bn_mode="train"``: the training-mode
+    objective on fixed groups, ``L(θ) = (1/n) Σ_c Σ_{i∈c} ℓ_i(θ; c)``, where each chunk
+    ``c`` of ``chunk_size`` consecutive examples (all ``n`` when None) is one forward pass
+    in train mode, so BatchNorm normalises with the chunk's own statistics (a ghost layer
+    with those of its groups); the products by double backward (Pearlmutter) per chunk, and
+    every BatchNorm layer's running statistics are restored afterwards. The model's mode is
+    restored in both cases."""
     from sgdnoise.spectral import lanczos
 
     num_iters = check_positive_int("num_iters", num_iters)
+    check_choice("bn_mode", bn_mode, SHARPNESS_BN_MODES)
     was_training = model.training
-    model.eval()
+    saved = [(m, {k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None})
+             for m in _bn_layers(model)]
     try:
         params = trainable_parameters(model)
         dim = sum(p.numel() for p in params)
-        loss_fn = nn.CrossEntropyLoss()
-
-        def matvec(v: torch.Tensor) -> torch.Tensor:
-            return hvp(model, loss_fn, x, y, v, chunk_size=chunk_size)
-
+        if bn_mode == "eval":
+            model.eval()
+            matvec = _eval_mode_hvp(model, x, y, chunk_size)
+        else:
+            model.train()
+            matvec = _train_mode_hvp(model, params, x, y, chunk_size or x.shape[0])
         res = lanczos(matvec, dim, 1, num_iters=min(num_iters, dim), tol=1e-6, seed=seed,
                       dtype=params[0].dtype, device=params[0].device)
         return float(res.eigenvalues[0])
     finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
         model.train(was_training)
+
+
+def _eval_mode_hvp(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                   chunk_size: int | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    from sgdnoise.curvature import hvp
+
+    loss_fn = nn.CrossEntropyLoss()
+    return lambda v: hvp(model, loss_fn, x, y, v, chunk_size=chunk_size)
+
+
+def _train_mode_hvp(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor,
+                    y: torch.Tensor, chunk: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``v: (P,) ↦ H v: (P,)`` of the train-mode objective of :func:`sharpness`: per chunk,
+    ``g_c = ∇ (1/n) Σ_{i∈c} ℓ_i`` with its graph, then ``∂⟨g_c, v⟩/∂θ``."""
+    n = x.shape[0]
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        pieces = split_like(v, params)
+        out = torch.zeros_like(v)
+        for lo in range(0, n, chunk):
+            with torch.enable_grad():
+                loss = F.cross_entropy(_upcast(model(x[lo:lo + chunk])), y[lo:lo + chunk],
+                                       reduction="sum") / n
+                grads = torch.autograd.grad(loss, params, create_graph=True,
+                                            allow_unused=True)
+                dot = sum((g * u).sum() for g, u in zip(grads, pieces, strict=True)
+                          if g is not None)
+                hv = torch.autograd.grad(dot, params, allow_unused=True)
+            out += flatten_like(hv, params).detach()
+        return out
+
+    return matvec
+
+
+def sharpness_chunking(cfg: TrainConfig) -> tuple[int, int | None]:
+    """``(chunk, bn_batch)`` of the sharpness estimates of ``cfg``: the examples per forward
+    pass and the BatchNorm batch of the measured objective (None: no batch statistics).
+
+    Eval mode, or a network without BatchNorm: chunks of ``min(sharpness_n,
+    eval_batch_size, 512)`` (they bound memory only), ``bn_batch`` None. Train mode with
+    BatchNorm: the training BN batch — the ghost size ``g``, else ``min(B,
+    micro_batch_size)`` — capped at ``SHARPNESS_MAX_BN_BATCH`` (512) and at ``sharpness_n``;
+    with ghost BatchNorm a chunk holds as many whole groups as fit in 512 examples."""
+    n = max(cfg.sharpness_n, 1)
+    if cfg.sharpness_bn_mode == "eval" or cfg.norm != "batch":
+        return min(n, cfg.eval_batch_size, SHARPNESS_MAX_BN_BATCH), None
+    g = cfg.ghost_batch_size
+    if g is not None and g < min(cfg.batch_size, n):
+        bn = min(g, SHARPNESS_MAX_BN_BATCH)
+        return min(n, bn * max(1, SHARPNESS_MAX_BN_BATCH // bn)), bn
+    bn = min(cfg.batch_size, cfg.micro_batch_size or cfg.batch_size, SHARPNESS_MAX_BN_BATCH, n)
+    return bn, bn
 
 
 # --------------------------------------------------------------------------- sampling
@@ -737,6 +897,10 @@ class _Sampler:
 
 # --------------------------------------------------------------------------- checkpoints
 
+# TrainConfig fields added after records and checkpoints were first written, with the
+# defaults that reproduce the behaviour from before them
+_LATE_FIELD_DEFAULTS: dict[str, Any] = {"warmup_steps": None, "sharpness_bn_mode": "eval"}
+
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -746,20 +910,25 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def _cfg_key(cfg: TrainConfig) -> dict[str, Any]:
-    """The config fields that must match for a checkpoint to be resumed."""
+    """The config fields that must match for a checkpoint to be resumed (the fields added
+    last are left out at their defaults, so checkpoints written before them still match)."""
     d = cfg.to_dict()
     d.pop("divergence_check_every", None)
+    for name, default in _LATE_FIELD_DEFAULTS.items():
+        if d.get(name) == default:
+            d.pop(name)
     return d
 
 
 # --------------------------------------------------------------------------- training
 
 
-def _default_optimizer(cfg: TrainConfig) -> Callable[[nn.Module], torch.optim.Optimizer]:
+def _default_optimizer(cfg: TrainConfig, kind: str = "default"
+                       ) -> Callable[[nn.Module], torch.optim.Optimizer]:
+    """SGD of ``cfg``; ``kind`` as :attr:`EnginePaths.optimizer`."""
+    kw: dict[str, Any] = {"fused": {"fused": True}, "single": {"foreach": False}}.get(kind, {})
+
     def factory(model: nn.Module) -> torch.optim.Optimizer:
-        kw: dict[str, Any] = {}
-        if torch.device(cfg.device).type == "cuda":
-            kw["fused"] = True  # one kernel for the whole update; CPU keeps the reference
         return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov, **kw)
 
@@ -868,6 +1037,8 @@ def train(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     hooks: Sequence[Any] = (),
     desc: str | None = None,
+    engine: str = "fast",
+    cuda_paths_on_cpu: bool = False,
 ) -> TrainResult:
     """Train with mini-batch SGD as configured by ``cfg`` (see the module docstring).
 
@@ -888,8 +1059,12 @@ def train(
       (``cfg.eval_points != 0``).
     - on_epoch: called with each new evaluation record (same as a hook's ``on_eval``).
     - hooks: :class:`TrainHook` objects (``on_step`` / ``on_eval``, both optional).
+    - engine / cuda_paths_on_cpu: the implementation, ``"fast"`` or ``"eager"``, and whether
+      the CPU takes the CUDA path's choices (see :func:`engine_paths`; recorded in
+      ``extra["engine"]``).
     """
     cfg.validate()
+    paths = engine_paths(cfg, engine, cuda_paths_on_cpu=cuda_paths_on_cpu)
     device = torch.device(cfg.device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -942,10 +1117,10 @@ def train(
 
         set_ghost_batch_size(model, cfg.ghost_batch_size)
     model = model.to(device)
-    use_cl = cfg.channels_last and train_x.ndim == 4 and _channels_last_ok(model, device)
+    use_cl = paths.channels_last and train_x.ndim == 4 and _channels_last_ok(model, device)
     if use_cl:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = (optimizer_factory or _default_optimizer(cfg))(model)
+    optimizer = (optimizer_factory or _default_optimizer(cfg, paths.optimizer))(model)
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     net: nn.Module = model  # what the training forward runs: the model, or its DDP wrapper
@@ -965,8 +1140,7 @@ def train(
         sidx = torch.arange(n) if sidx is None else sidx
         sharp_x = batcher.convert(train_x[sidx.to(device)])
         sharp_y = train_y[sidx.to(device)]
-    on_device = cfg.device_rng if cfg.device_rng is not None else device.type == "cuda"
-    sampler = _Sampler(n, cfg.batch_size, spe, cfg.seed, device, on_device=on_device,
+    sampler = _Sampler(n, cfg.batch_size, spe, cfg.seed, device, on_device=paths.device_rng,
                        augment=cfg.augment)
     theta0 = flat_params(model).clone()
     history: list[dict[str, Any]] = []
@@ -1007,8 +1181,8 @@ def train(
 
     def _recompute() -> None:
         if cfg.bn_recompute:
-            recompute_bn_stats(model, eval_x, batch_size=_bn_chunk(cfg), amp=cfg.amp,
-                               _batcher=batcher)
+            recompute_bn_stats(model, eval_x, batch_size=_bn_chunk(cfg), amp=paths.autocast,
+                               _batcher=batcher, _amp_any_device=True)
 
     def _eval_record(running: float | None) -> dict[str, Any]:
         t_start = time.perf_counter()
@@ -1016,11 +1190,13 @@ def train(
         if dist is not None and not cfg.bn_recompute:
             dist.broadcast_buffers(model)
         tr_loss, tr_err = evaluate(model, eval_x, eval_y, batch_size=cfg.eval_batch_size,
-                                   amp=cfg.amp, _batcher=batcher, _dist=dist)
+                                   amp=paths.autocast, _batcher=batcher, _dist=dist,
+                                   _amp_any_device=True)
         te_loss = te_err = None
         if has_test:
             te_loss, te_err = evaluate(model, test_x, test_y, batch_size=cfg.eval_batch_size,
-                                       amp=cfg.amp, _batcher=test_batcher, _dist=dist)
+                                       amp=paths.autocast, _batcher=test_batcher,
+                                       _dist=dist, _amp_any_device=True)
         timers["eval_seconds"] += time.perf_counter() - t_start
         return {
             "step": step,
@@ -1038,13 +1214,16 @@ def train(
 
     def _sharpness() -> None:
         t_start = time.perf_counter()
-        if not (history and history[-1]["step"] == step and cfg.bn_recompute):
+        mode = cfg.sharpness_bn_mode
+        if mode == "eval" and not (history and history[-1]["step"] == step
+                                   and cfg.bn_recompute):
             _recompute()
+        chunk, bn_batch = sharpness_chunking(cfg)
         lam = sharpness(model, sharp_x, sharp_y, num_iters=cfg.sharpness_iters,
-                        chunk_size=min(cfg.sharpness_n, cfg.eval_batch_size, 512),
-                        seed=cfg.seed)
+                        chunk_size=chunk, seed=cfg.seed, bn_mode=mode)
         sharp_hist.append({"step": step, "lr": lr_now, "lambda_max": lam,
-                           "two_over_lr": 2.0 / lr_now if lr_now > 0 else math.inf})
+                           "two_over_lr": 2.0 / lr_now if lr_now > 0 else math.inf,
+                           "bn_mode": mode, "bn_batch": bn_batch})
         timers["sharpness_seconds"] += time.perf_counter() - t_start
 
     def _save() -> None:
@@ -1076,7 +1255,7 @@ def train(
                disable=not (progress and is_main), leave=False)
     status, diverged_at = "finished", None
     # no autocast region where it would be disabled: entering one costs microseconds a step
-    autocast = (_autocast(device, cfg.amp) if cfg.amp and device.type == "cuda"
+    autocast = (_autocast(device, True, any_device=True) if paths.autocast
                 else contextlib.nullcontext())
     micro = cfg.micro_batch_size or cfg.batch_size
     # DDP averages gradients over the K ranks; scaling each rank's loss by K makes the
@@ -1085,7 +1264,7 @@ def train(
     observe = getattr(optimizer, "observe_batch", None)
     # without warm-up or decay the multiplier is the same at every step: computed once
     const_mult = (lr_multiplier(cfg, 0, T, spe)
-                  if cfg.schedule == "constant" and cfg.warmup_epochs == 0 else None)
+                  if cfg.schedule == "constant" and warmup_length(cfg, spe) == 0 else None)
 
     if step == 0 and not history:
         if 0 in eval_set:
@@ -1179,7 +1358,8 @@ def train(
             break
         t_seg = time.perf_counter()
     bar.close()
-    extra: dict[str, Any] = {**timers, "examples_trained": examples_trained}
+    extra: dict[str, Any] = {**timers, "examples_trained": examples_trained,
+                             "engine": paths.to_dict()}
     if device.type == "cuda":
         extra["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return TrainResult(

@@ -9,14 +9,24 @@
 #   PLAN=book/params/ch09_anisotropic_noise/plan_full.yaml RECORDS=data/results/ch09 \
 #     bash book/params/ch08_resnet_sweep/gpu_run.sh
 #
-# It expands CIFAR-10 from a carried compact copy when needed, runs
-#   sgdnoise-sweep $PLAN --out $RECORDS --budget $BUDGET [--shard $SHARD]
+# It expands CIFAR-10 from a carried compact copy when needed, runs the preflight
+#   python -m sgdnoise.preflight $PLAN     (<= 60 s of checks after loading the data)
+# (20 steps of the fast path -- bf16 autocast, channels-last, fused SGD, device RNG -- against
+# the eager float32 path from the same initialisation and batches, for the plan's first run
+# and one run of each other kind; on an error or a mismatch the plan runs on the eager path,
+# and every record says which path produced it in "engine_path"), then
+#   sgdnoise-sweep $PLAN --out $RECORDS --budget $BUDGET --engine <fast|eager> [--shard $SHARD]
 # (the highest-priority runs of the plan that have no record in $RECORDS yet and fit in the
 # budget, their time estimated from throughput measured in this session), packs the records
 # it wrote, with this session's log, into ONE tar, $OUT/<name>_records.tar, and prints a
 # summary; <name> is the plan's name up to its first '-' (ch08 for plan_full.yaml and
-# plan_test.yaml of chapter 8, ch09 for chapter 9's plans). Unpack the tar into $RECORDS and
-# commit (see data/results/ch08/README.md or data/results/ch09/README.md).
+# plan_test.yaml of chapter 8, ch09 for chapter 9's plans); a plan name other than letters,
+# digits, '.', '_' and '-' is refused. Unpack the tar into $RECORDS and commit (see
+# data/results/ch08/README.md or data/results/ch09/README.md). Every value reaches Python as
+# a command-line argument, never as source text.
+#
+# Device time: the preflight (data loading + <= 60 s of checks; stopped after
+# PREFLIGHT_LIMIT s, default 180, which means the eager path) + BUDGET + at most GRACE.
 #
 # Settings (environment):
 #   PLAN     plan file (default book/params/ch08_resnet_sweep/plan_full.yaml; the tiny CPU
@@ -28,6 +38,8 @@
 #            small-batch runs leave most of a large GPU idle
 #   OUT      where the tar goes (default ./gpu_out)
 #   BENCH=1  first run benchmarks/bench_gpu_engine.py (its time is not in BUDGET)
+#   PREFLIGHT_INJECT=error|mismatch  force the preflight's fast path to fail (tests of the
+#            fallback); PREFLIGHT_LIMIT: seconds before the preflight is stopped (180)
 #   SGDNOISE_GIT_COMMIT  the commit the copy was made from (recorded in every record when
 #            there is no .git; a GIT_COMMIT file at the repository root also works)
 # CIFAR-10: read from $SGDNOISE_DATA or data/cifar-10-batches-py; when missing, expanded from
@@ -46,11 +58,37 @@ if [ -z "${SGDNOISE_GIT_COMMIT:-}" ] && git rev-parse HEAD >/dev/null 2>&1; then
   SGDNOISE_GIT_COMMIT="$(git rev-parse HEAD)"
 fi
 export SGDNOISE_GIT_COMMIT="${SGDNOISE_GIT_COMMIT:-}"
+# numbers are checked before any arithmetic sees them (bash arithmetic would expand a
+# subscript such as a[$(cmd)])
+for v in BUDGET GRACE CONCURRENT PREFLIGHT_LIMIT; do
+  val="${!v:-1}"
+  if ! [[ "$val" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { [ "$v" = CONCURRENT ] && ! [[ "$val" =~ ^[1-9][0-9]*$ ]]; }; then
+    echo "[gpu_run] error: $v must be a number of seconds (CONCURRENT: an integer >= 1), got ${val@Q}" >&2
+    exit 2
+  fi
+done
 
-PLAN_INFO="$("$PY" -c "from sgdnoise.sweep import load_plan
-p = load_plan('$PLAN', check_device=False)
-print(p.data['dataset'], p.name)")"
-read -r DATASET PLAN_NAME <<< "$PLAN_INFO"
+# the plan's data set and name, the plan path passed as an argument (never as source)
+PLAN_INFO="$("$PY" - "$PLAN" <<'PY'
+import sys
+
+from sgdnoise.sweep import PlanError, load_plan
+
+try:
+    p = load_plan(sys.argv[1], check_device=False)
+except PlanError as err:
+    sys.exit(f"[gpu_run] error: {err}")
+print(p.data["dataset"])
+print(p.name)
+PY
+)"
+DATASET="$(sed -n 1p <<< "$PLAN_INFO")"
+PLAN_NAME="$(sed -n 2p <<< "$PLAN_INFO")"
+if ! [[ "$PLAN_NAME" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || [ "$(wc -l <<< "$PLAN_INFO")" -ne 2 ]; then
+  echo "[gpu_run] error: the plan's name must be letters, digits, '.', '_' and '-' (it names" \
+       "the tar), got ${PLAN_NAME@Q}" >&2
+  exit 2
+fi
 TAR="${PLAN_NAME%%-*}_records.tar"
 if [ "$DATASET" = "cifar10" ]; then
   DATA_ROOT="${SGDNOISE_DATA:-$PWD/data}"
@@ -85,11 +123,27 @@ if [ "${BENCH:-0}" = "1" ]; then
   "$PY" benchmarks/bench_gpu_engine.py 2>&1 | tee -a "$LOG"
 fi
 set +e
+# the preflight: fast path against eager on this device; no choice (crash, time-out) means
+# the eager path, the safe one; exit code 3 means neither path runs: no sweep
+timeout --signal=TERM --kill-after=10 "${PREFLIGHT_LIMIT:-180}" \
+  "$PY" -m sgdnoise.preflight "$PLAN" --choice-file "$WORK/engine.txt" \
+  ${PREFLIGHT_INJECT:+--inject "$PREFLIGHT_INJECT"} 2>&1 | tee -a "$LOG"
+PF_RC=${PIPESTATUS[0]}
+ENGINE="$(cat "$WORK/engine.txt" 2>/dev/null)"
+case "$ENGINE" in
+  fast|eager) ;;
+  *) ENGINE=eager
+     echo "[gpu_run] the preflight made no choice (exit code $PF_RC): the eager path" | tee -a "$LOG" ;;
+esac
+echo "[gpu_run] engine path: $ENGINE" | tee -a "$LOG"
 # a hard stop GRACE seconds after the budget (default 60), so the tar below is always made
 # (a run cut short leaves no record and is rerun by a later session; no checkpoints are
 # written, since the machine's disk ends with the session)
 LIMIT="$(( ${BUDGET%.*} + ${GRACE:-60} ))"
-if [ "${CONCURRENT:-1}" -gt 1 ]; then
+if [ "$PF_RC" -eq 3 ]; then
+  echo "[gpu_run] neither the fast nor the eager path runs on this device: no sweep" | tee -a "$LOG"
+  RC=3
+elif [ "${CONCURRENT:-1}" -gt 1 ]; then
   # K processes share the device, process i running shard i/K (round-robin in priority
   # order, so each gets its share of the urgent runs); each measures its own throughput
   # while the others run, so its budget estimates include the sharing
@@ -97,7 +151,7 @@ if [ "${CONCURRENT:-1}" -gt 1 ]; then
   for ((i = 0; i < CONCURRENT; i++)); do
     timeout --signal=TERM --kill-after=10 "$LIMIT" \
       "$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" --no-checkpoints \
-      --shard "$i/$CONCURRENT" > "$WORK/shard_$i.log" 2>&1 &
+      --engine "$ENGINE" --shard "$i/$CONCURRENT" > "$WORK/shard_$i.log" 2>&1 &
     PIDS+=("$!")
   done
   RC=0
@@ -108,7 +162,7 @@ if [ "${CONCURRENT:-1}" -gt 1 ]; then
 else
   timeout --signal=TERM --kill-after=10 "$LIMIT" \
     "$PY" -m sgdnoise.sweep "$PLAN" --out "$RECORDS" --budget "$BUDGET" --no-checkpoints \
-    ${SHARD:+--shard "$SHARD"} 2>&1 | tee -a "$LOG"
+    --engine "$ENGINE" ${SHARD:+--shard "$SHARD"} 2>&1 | tee -a "$LOG"
   RC=${PIPESTATUS[0]}
 fi
 set -e
