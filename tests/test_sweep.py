@@ -787,3 +787,14 @@ def test_an_empty_plan_or_one_without_arms_says_so(tmp_path, text, words):
     msg = str(err.value)
     assert words in msg and "unknown key" not in msg and "missing (required" not in msg, msg
     assert str(path) in msg
+
+
+def test_loading_records_warns_about_a_torn_file_and_keeps_the_others(tmp_path, one_record):
+    good = tmp_path / "r"
+    good.mkdir()
+    (good / "A.json").write_text(json.dumps(one_record))
+    (good / "torn.json").write_bytes(b'{"format": "sgdnoise.sweep.run/2", "ru')
+    (good / "binary.json").write_bytes(b"\x00\xff\xfe")
+    with pytest.warns(UserWarning, match="torn.json"):
+        df = load_records(good)
+    assert set(df["run_id"]) == {ONE_ID}

@@ -76,6 +76,8 @@ from typing import Any
 
 import torch
 
+from sgdnoise.validate import check_output_dir
+
 __all__ = [
     "NOISE_KEYS",
     "NOISE_KINDS",
@@ -109,6 +111,8 @@ __all__ = [
 PLAN_RECORD_FORMAT = "sgdnoise.sweep.run/2"
 RECORD_FORMAT = "sgdnoise.sweep.run/1"  # the pilot records of 2026-11-26
 CIFAR10_TRAIN_SIZE = 50_000
+CIFAR10_TEST_SIZE = 10_000
+SYNTHETIC_TEST_SIZE = 1000  # sgdnoise.data.load_dataset's default
 DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test")
 PLAN_KEYS = ("name", "data", "defaults", "arms", "priority")
 ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps", "noise")
@@ -118,6 +122,11 @@ NOISE_KINDS = ("isotropic", "diag_fisher", "subsampled", "true_fisher", "hessian
 NOISE_DEFAULTS = {"num_samples": 64, "lanczos_steps": 10, "moment_probes": 4}
 NOISE_CHUNK_SIZE = 16  # per-example chunk of exact moments, as chapter 9's NoiseConfig
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+# a plan's name becomes part of file names (records' source, gpu_run.sh's tar): one path
+# component of letters, digits, '_', '.', '-', not starting with '.' or '-', no '..'
+_PLAN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+DATA_DEFAULTS = {"dataset": "cifar10", "data_dir": None, "data_seed": 0, "n_train": None,
+                 "n_test": None}
 
 
 class PlanError(ValueError):
@@ -224,8 +233,7 @@ def _check_mapping(key: str, value: Any, allowed: Sequence[str]) -> dict[str, An
 
 
 def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    out = {"dataset": "cifar10", "data_dir": None, "data_seed": 0, "n_train": None,
-           "n_test": None, **data}
+    out = {**DATA_DEFAULTS, **data}
     if out["dataset"] not in ("cifar10", "synthetic"):
         raise _fail("data.dataset", f"must be one of ['cifar10', 'synthetic'], "
                                     f"got {out['dataset']!r}")
@@ -350,8 +358,9 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
         raise PlanError(f"a plan must be a mapping, got {type(plan).__name__}")
     top = _check_mapping("<plan>", plan, PLAN_KEYS)
     name = top.get("name", "plan")
-    if not isinstance(name, str) or not name:
-        raise _fail("name", f"must be a non-empty string, got {name!r}")
+    if not isinstance(name, str) or not _PLAN_NAME.match(name) or ".." in name:
+        raise _fail("name", "must be one file-name part: letters, digits, '_', '.' and '-', "
+                            f"starting with a letter or digit, without '..'; got {name!r}")
     data = _check_data(_check_mapping("data", top.get("data"), DATA_KEYS))
     allowed = train_config_fields()
     defaults = _check_mapping("defaults", top.get("defaults"), allowed)
@@ -436,22 +445,29 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
 
 
 def load_plan(path: str | os.PathLike, *, check_device: bool = True) -> Plan:
-    """Read and validate a YAML plan (a legacy flat sweep config is converted first)."""
-    import yaml
+    """Read and validate a YAML plan (a legacy flat sweep config, recognised by its
+    top-level ``batch_sizes``, is converted first). The file is read with
+    :func:`sgdnoise.yamlio.load_yaml` (plain data, unique keys, finite numbers); every error
+    is a one-line :class:`PlanError` that starts with the file's path."""
+    from sgdnoise.yamlio import YamlError, load_yaml
 
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise PlanError(f"cannot read plan {str(path)!r}: {err.strerror}") from None
+        raw = load_yaml(path)
+    except YamlError as err:
+        raise PlanError(str(err)) from None
+    if raw is None or raw == {}:
+        raise PlanError(f"{path}: the plan is empty; a plan needs 'arms' (and optionally "
+                        f"{', '.join(repr(k) for k in PLAN_KEYS if k != 'arms')})")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise PlanError(f"plan {str(path)!r} is not valid YAML: {err}") from None
-    raw = raw if raw is not None else {}
-    if isinstance(raw, Mapping) and "arms" not in raw:
-        raw = legacy_to_plan(raw)
-    return validate_plan(raw, check_device=check_device)
+        if isinstance(raw, Mapping) and "arms" not in raw:
+            if "batch_sizes" not in raw:
+                raise PlanError(f"the plan has no 'arms' section (top-level keys: "
+                                f"{sorted(map(str, raw))}); allowed: {list(PLAN_KEYS)}")
+            raw = legacy_to_plan(raw)
+        return validate_plan(raw, check_device=check_device)
+    except PlanError as err:
+        raise PlanError(f"{path}: {err}") from None
 
 
 # --------------------------------------------------------------------------- legacy configs
@@ -604,6 +620,14 @@ def _checkpoint_path(out_dir: Path, run_id: str) -> Path:
     return out_dir / "checkpoints" / f"{run_id}.pt"
 
 
+def _probe_output(out: Path, checkpoints: bool) -> None:
+    """Create ``out`` (and its checkpoints folder) and prove them writable, before any data
+    are loaded: a ValueError naming the folder otherwise."""
+    check_output_dir("--out", out)
+    if checkpoints:
+        check_output_dir("--out's checkpoints folder", _checkpoint_path(out, "x").parent)
+
+
 def _atomic_write_json(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -648,6 +672,111 @@ def _identity(data: Any) -> dict[str, Any]:
     return ident
 
 
+def _plan_section(plan: Plan) -> dict[str, Any]:
+    """What a record keeps of its plan: the name and the data section (without
+    ``data_dir``, a path of one machine)."""
+    return {"name": plan.name,
+            "data": {k: v for k, v in plan.data.items() if k != "data_dir"}}
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """The run record at ``path``; a one-line ValueError naming the file and what to do when
+    it is unreadable, empty, not JSON, not a JSON object or not a plan record."""
+    todo = "delete it or move it away (its run is then redone), or use another --out folder"
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: the record cannot be read ({err.strerror}); {todo}") from None
+    if not raw.strip():
+        raise ValueError(f"{path}: the record is empty (a write that was cut short?); {todo}")
+    try:
+        rec = json.loads(raw)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not a JSON run record ({err}); {todo}") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path}: holds a JSON {type(rec).__name__}, not a run record; {todo}")
+    if rec.get("format") != PLAN_RECORD_FORMAT or not isinstance(rec.get("config"), dict):
+        raise ValueError(f"{path}: not a run record of format {PLAN_RECORD_FORMAT!r} (format "
+                         f"{rec.get('format')!r}); {todo}")
+    return rec
+
+
+def _first_difference(label: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """``"<label> (<key>: record <old>, plan <new>)"`` for the first key whose values
+    differ (in the order of ``new``, then the keys only ``old`` has), with the number of
+    further differences; None when equal."""
+    keys = [k for k in [*new, *(k for k in old if k not in new)]
+            if old.get(k, "<absent>") != new.get(k, "<absent>")]
+    if not keys:
+        return None
+    k = keys[0]
+    more = f"; {len(keys) - 1} more" if len(keys) > 1 else ""
+    return (f"{label} ({k}: record {old.get(k, '<absent>')!r}, plan "
+            f"{new.get(k, '<absent>')!r}{more})")
+
+
+def _identity_section(ident: Mapping[str, Any]) -> dict[str, Any]:
+    """The data section as a data identity shows it (records without a plan section)."""
+    return {"dataset": "synthetic" if ident.get("source") == "synthetic" else (
+                "cifar10" if ident.get("source") else None),
+            "n_train": ident.get("n_train"), "n_test": ident.get("n_test"),
+            "data_seed": ident.get("subset_seed")}
+
+
+def _expected_identity(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity fields :func:`_load_data` gives for the data section ``data``
+    (``data_seed`` stands for the identity's ``subset_seed``: the seed of a CIFAR-10 subset;
+    a synthetic set's seed is not in its identity)."""
+    synthetic = data["dataset"] == "synthetic"
+    subset = not synthetic and (data["n_train"] is not None or data["n_test"] is not None)
+    return {"dataset": data["dataset"],
+            "n_train": data["n_train"] or CIFAR10_TRAIN_SIZE,
+            "n_test": data["n_test"] or (SYNTHETIC_TEST_SIZE if synthetic
+                                         else CIFAR10_TEST_SIZE),
+            "data_seed": data["data_seed"] if subset else None}
+
+
+def _record_mismatch(rec: Mapping[str, Any], plan: Plan, run: Run) -> str | None:
+    """What of ``run`` of ``plan`` the record ``rec`` disagrees on, as "<what> (<key>:
+    record <value>, plan <value>)" (None: it is that run's record): the plan name, the data
+    section (a key the record lacks counts as its default), the config (a field the record
+    lacks counts as TrainConfig's default, so records written before a field existed still
+    match when the run keeps the default) or the noise settings (``noise.<key>`` entries of
+    the config). Records written before
+    records carried their plan section are matched on their ``source`` and data identity."""
+    from sgdnoise.train import TrainConfig
+
+    mine = _plan_section(plan)
+    section = rec.get("plan")
+    if isinstance(section, Mapping):
+        name = section.get("name")
+        defaults = {k: v for k, v in DATA_DEFAULTS.items() if k != "data_dir"}
+        data = _first_difference("data section", {**defaults, **(section.get("data") or {})},
+                                 mine["data"])
+    else:
+        name = rec.get("source")
+        data = _first_difference("data section", _identity_section(rec.get("data") or {}),
+                                 _expected_identity(plan.data))
+    if name != plan.name:
+        return f"plan name (record {name!r}, plan {plan.name!r})"
+    if data:
+        return data
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    noise = run.noise.to_dict() if run.noise is not None else None
+    return _first_difference("config", {**defaults, **rec["config"],
+                                        **_noise_fields(rec.get("noise"))},
+                             {**run.config.to_dict(), **_noise_fields(noise)})
+
+
+def _noise_fields(noise: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's noise settings as config entries ``noise.<key>`` (``noise: None`` for plain
+    SGD), compared with the config."""
+    if not isinstance(noise, Mapping):
+        return {"noise": noise}
+    return {f"noise.{k}": v for k, v in noise.items()}
+
+
 def _load_data(plan: Plan):
     from sgdnoise.data import load_dataset
 
@@ -663,6 +792,7 @@ def _run_record(plan: Plan, run: Run, result: Any, world: int,
     rec = {
         "format": PLAN_RECORD_FORMAT,
         "source": plan.name,
+        "plan": _plan_section(plan),
         "run": run.describe(),
         "config": run.config.to_dict(),
         "status": result.status,
@@ -727,8 +857,10 @@ def run_plan(
       deleted with the record unless ``keep_checkpoints``) so a killed process resumes
       the run; off on a machine whose disk does not outlive the session.
 
-    A record written by a different config (same run id) raises ValueError rather than mixing
-    results."""
+    A record written by another plan, data section, config or noise (same run id) raises a
+    one-line ValueError naming the file and both values rather than mixing results; so does
+    an unreadable record. The output folder (and its ``checkpoints`` folder) is created and
+    probed writable before any data are loaded."""
     from sgdnoise import distributed as dist_mod
     from sgdnoise.train import train
 
@@ -747,11 +879,11 @@ def run_plan(
     for r in runs:
         p = record_path(out, r.run_id)
         if p.exists():
-            old = json.loads(p.read_text())
-            noise = r.noise.to_dict() if r.noise is not None else None
-            if old.get("config") != r.config.to_dict() or old.get("noise") != noise:
-                raise ValueError(f"{p} was written by a different config for run {r.run_id}; "
-                                 "use another --out folder")
+            old = _read_record(p)
+            why = _record_mismatch(old, plan, r)
+            if why is not None:
+                raise ValueError(f"{p} was written with a different {why} for run "
+                                 f"{r.run_id}; use another --out folder")
             existing[r.run_id] = old
     pending = [r for r in runs if r.run_id not in existing]
     noisy = [r.run_id for r in pending if r.noise is not None]
@@ -759,8 +891,8 @@ def run_plan(
         raise ValueError(f"runs {noisy[:3]} inject noise, which each data-parallel process "
                          "would draw from its own share of the batch: run them in one "
                          "process (no torchrun)")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    if is_main and pending:
+        _probe_output(out, checkpoints)
     if pending and data is None:
         data = _load_data(plan)
     probes: dict[tuple, dict[str, float]] = {}
@@ -874,12 +1006,18 @@ def _record_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
 
 def read_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Every run record under ``paths`` (both formats), normalised to the plan format; the
-    pilot records (format 1) get arm ``"pilot"`` and source ``"pilot"``."""
+    pilot records (format 1) get arm ``"pilot"`` and source ``"pilot"``. Other JSON files
+    are skipped; a ``*.json`` file that cannot be read as JSON is skipped with a warning
+    naming it."""
+    import warnings
+
     out = []
     for f in _record_files(paths):
         try:
-            rec = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = json.loads(f.read_bytes())
+        except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
+            warnings.warn(f"{f}: skipped, not a readable JSON record ({err}); delete or "
+                          "replace it", stacklevel=2)
             continue
         if not isinstance(rec, dict):
             continue
