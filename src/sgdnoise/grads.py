@@ -243,7 +243,8 @@ def _example_output_shape(model: nn.Module, inputs: Tensor) -> tuple[int, ...]:
     (and without touching the global RNG), done once per model and kind of input. A failing
     pass becomes a ValueError naming ``inputs`` (its dtype when it differs from the
     parameters', else its shape)."""
-    key = (tuple(inputs.shape[1:]), inputs.dtype, inputs.device)
+    pdt = next(model.parameters()).dtype
+    key = (tuple(inputs.shape[1:]), inputs.dtype, inputs.device, pdt)
     shapes = _OUTPUT_SHAPES.setdefault(model, {})
     if key not in shapes:
         devices = [inputs.device] if inputs.device.type == "cuda" else []
@@ -251,7 +252,6 @@ def _example_output_shape(model: nn.Module, inputs: Tensor) -> tuple[int, ...]:
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
                 out = model(inputs[:1])
         except (RuntimeError, ValueError, TypeError, IndexError) as err:
-            pdt = next(model.parameters()).dtype
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             if inputs.is_floating_point() and inputs.dtype != pdt:
                 raise ValueError(f"inputs must have the model's parameter dtype {pdt}, got "
@@ -265,38 +265,53 @@ def _example_output_shape(model: nn.Module, inputs: Tensor) -> tuple[int, ...]:
     return shapes[key]
 
 
-def _check_class_targets(loss_fn: LossFn, targets: Tensor, classes: int) -> None:
-    """Cross-entropy targets: class indices ``(N,)`` in ``0..classes-1`` (the ignored index
-    aside) or class probabilities ``(N, classes)``."""
+def _check_values(loss_fn: LossFn, inputs: Tensor, targets: Tensor,
+                  classes: int | None) -> None:
+    """Finite floating inputs and targets; with ``classes``, integer targets in
+    ``0..classes-1`` (the loss's ignored index aside). One host synchronisation for all."""
+    stats: dict[str, Tensor] = {}
+    for name, t in (("inputs", inputs), ("targets", targets)):
+        if t.is_floating_point():
+            stats[name] = (~torch.isfinite(t)).sum()
+    if classes is not None and not targets.is_floating_point() and targets.numel():
+        kept = torch.where(targets == getattr(loss_fn, "ignore_index", -100), 0, targets)
+        stats["min"], stats["max"] = kept.min(), kept.max()
+    if not stats:
+        return
+    got = dict(zip(stats, torch.stack([v.reshape(()).long() for v in stats.values()])
+                   .tolist(), strict=True))
+    check_finite("inputs", inputs, bad=got.get("inputs", 0))
+    check_finite("targets", targets, bad=got.get("targets", 0))
+    if "min" in got and (got["min"] < 0 or got["max"] >= classes):
+        raise ValueError(f"targets must be class indices in 0..{classes - 1} (the model "
+                         f"gives {classes} classes), got values {got['min']}..{got['max']}")
+
+
+def _class_count(loss_fn: LossFn, targets: Tensor, shape: tuple[int, ...]) -> int | None:
+    """C for cross-entropy on ``(N, C)`` logits (None otherwise), after checking the
+    targets' shape: class indices ``(N,)`` or probabilities ``(N, C)``."""
+    if len(shape) != 1 or not (loss_fn is F.cross_entropy
+                               or isinstance(loss_fn, nn.CrossEntropyLoss)):
+        return None
+    classes = shape[0]
     if targets.is_floating_point():
         if tuple(targets.shape[1:]) != (classes,):
             raise ValueError(f"targets of class probabilities must have shape (N, {classes}), "
                              f"got {tuple(targets.shape)}")
-        return
+        return None
     if targets.ndim != 1:
         raise ValueError(f"targets must be class indices of shape (N,) (the model gives "
                          f"{classes} classes per example), got shape {tuple(targets.shape)}")
-    ignored = getattr(loss_fn, "ignore_index", -100)
-    kept = targets[targets != ignored]
-    if kept.numel():
-        lo, hi = int(kept.min()), int(kept.max())
-        if lo < 0 or hi >= classes:
-            raise ValueError(f"targets must be class indices in 0..{classes - 1} (the model "
-                             f"gives {classes} classes), got values {lo}..{hi}")
+    return classes
 
 
 def _check_inputs(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor) -> None:
-    """Before any gradient: finite inputs (and floating targets), inputs the model takes
-    (one forward pass of one example per model and kind of input, cached), and, for
+    """Before any gradient: inputs the model takes (one forward pass of one example per
+    model and kind of input, cached), finite inputs (and floating targets) and, for
     cross-entropy on ``(N, C)`` logits, targets that are class indices ``0..C-1`` or
     probabilities ``(N, C)``. Each failure is a ValueError naming the argument."""
-    check_finite("inputs", inputs)
-    if targets.is_floating_point():
-        check_finite("targets", targets)
     shape = _example_output_shape(model, inputs)
-    if len(shape) == 1 and (loss_fn is F.cross_entropy
-                            or isinstance(loss_fn, nn.CrossEntropyLoss)):
-        _check_class_targets(loss_fn, targets, shape[0])
+    _check_values(loss_fn, inputs, targets, _class_count(loss_fn, targets, shape))
 
 
 def _example_loss_fn(model: nn.Module, loss_fn: LossFn, frozen: dict[str, Tensor]):

@@ -58,11 +58,12 @@ def check_positive(name: str, value: Any, *, allow_zero: bool = False,
     return x
 
 
-def check_finite(name: str, t: torch.Tensor) -> torch.Tensor:
+def check_finite(name: str, t: torch.Tensor, *, bad: int | None = None) -> torch.Tensor:
     """Return ``t`` if none of its entries is NaN or ±inf (integer tensors always pass),
-    else raise ValueError counting the bad entries. One pass over ``t``."""
+    else raise ValueError counting the bad entries. One pass over ``t``, unless the caller
+    counted them already (``bad``, e.g. with other statistics in one host transfer)."""
     if t.is_floating_point() or t.is_complex():
-        bad = int((~torch.isfinite(t)).sum())
+        bad = int((~torch.isfinite(t)).sum()) if bad is None else bad
         if bad:
             raise ValueError(f"{name} holds {bad} non-finite value{'s' if bad > 1 else ''} "
                              f"(NaN or ±inf) among its {t.numel()} entries, shape "
