@@ -800,3 +800,30 @@ def test_loading_records_warns_about_a_torn_file_and_keeps_the_others(tmp_path, 
     assert sorted(Path(str(w.message).split(":")[0]).name for w in caught) == [
         "binary.json", "torn.json"]
     assert set(df["run_id"]) == {ONE_ID}
+
+
+@pytest.mark.parametrize("change, key, bound", [
+    ({"arms__N": {**NOISY, "noise": {**NOISY["noise"], "num_samples": 10**9}}},
+     "arms.N.noise.num_samples", "<= 1000000"),
+    ({"arms__N": {**NOISY, "noise": {**NOISY["noise"], "lanczos_steps": 10**6}}},
+     "arms.N.noise.lanczos_steps", "<= 10000"),
+    ({"arms__N": {**NOISY, "noise": {**NOISY["noise"], "moment_probes": 10**6}}},
+     "arms.N.noise.moment_probes", "<= 10000"),
+    ({"arms__N": {**NOISY, "noise": {"kind": "ggn", "injection_scale": 1e300}}},
+     "arms.N.noise.injection_scale", "<= 1000000.0"),
+    ({"data__n_train": 10**9}, "data.n_train", "<= 10000000"),
+    ({"data__n_test": 10**9}, "data.n_test", "<= 10000000"),
+    ({"data__data_seed": 2**40}, "data.data_seed", "<= 4294967295"),
+    ({"data__dataset": "cifar10", "data__n_test": 20_000}, "data.n_test", "<= 10000"),
+])
+def test_plan_numbers_have_stated_upper_bounds(change, key, bound):
+    with pytest.raises(PlanError) as err:
+        validate_plan(_plan(**change))
+    assert f"'{key}'" in str(err.value) and bound in str(err.value), str(err.value)
+
+
+def test_contradicting_checkpoint_flags_are_refused(tmp_path, capsys):
+    assert main([str(PLAN_TEST), "--out", str(tmp_path / "o"), "--keep-checkpoints",
+                 "--no-checkpoints"]) == 2
+    assert "--keep-checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

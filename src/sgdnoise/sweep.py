@@ -127,6 +127,12 @@ _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _PLAN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 DATA_DEFAULTS = {"dataset": "cifar10", "data_dir": None, "data_seed": 0, "n_train": None,
                  "n_test": None}
+# upper bounds (inclusive) of the plan's own numbers, stated in the errors; TrainConfig
+# fields are bounded by sgdnoise.train.LIMITS
+SIZE_LIMIT = 10**7  # examples of a synthetic data set
+SEED_LIMIT = 2**32 - 1
+NOISE_LIMITS = {"num_samples": 10**6, "lanczos_steps": 10_000, "moment_probes": 10_000,
+                "injection_scale": 1e6}
 
 
 class PlanError(ValueError):
@@ -239,11 +245,14 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
                                     f"got {out['dataset']!r}")
     for k in ("n_train", "n_test"):
         v = out[k]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise _fail(f"data.{k}", f"must be null or an integer >= 1, got {v!r}")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                              or not 1 <= v <= SIZE_LIMIT):
+            raise _fail(f"data.{k}", f"must be null or an integer >= 1 and <= {SIZE_LIMIT}, "
+                                     f"got {v!r}")
     ds = out["data_seed"]
-    if isinstance(ds, bool) or not isinstance(ds, int) or ds < 0:
-        raise _fail("data.data_seed", f"must be an integer >= 0, got {ds!r}")
+    if isinstance(ds, bool) or not isinstance(ds, int) or not 0 <= ds <= SEED_LIMIT:
+        raise _fail("data.data_seed", f"must be an integer >= 0 and <= {SEED_LIMIT}, "
+                                      f"got {ds!r}")
     if out["data_dir"] is not None and not isinstance(out["data_dir"], str):
         raise _fail("data.data_dir", f"must be null or a string, got {out['data_dir']!r}")
     if out["dataset"] == "synthetic" and out["n_train"] is None:
@@ -251,6 +260,9 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
     if out["dataset"] == "cifar10" and (out["n_train"] or 0) > CIFAR10_TRAIN_SIZE:
         raise _fail("data.n_train", f"must be <= {CIFAR10_TRAIN_SIZE} (the CIFAR-10 training "
                                     f"images), got {out['n_train']}")
+    if out["dataset"] == "cifar10" and (out["n_test"] or 0) > CIFAR10_TEST_SIZE:
+        raise _fail("data.n_test", f"must be <= {CIFAR10_TEST_SIZE} (the CIFAR-10 test "
+                                   f"images), got {out['n_test']}")
     return out
 
 
@@ -269,9 +281,11 @@ def _check_noise(arm: str, value: Any, sizes: Sequence[int]) -> dict[str, Any]:
                          f"'matched_small_batch', got {given or 'neither'}")
     if "injection_scale" in spec:
         s = spec["injection_scale"]
+        cap = NOISE_LIMITS["injection_scale"]
         if (isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s)
-                or s < 0):
-            raise _fail(f"{key}.injection_scale", f"must be a number >= 0, got {s!r}")
+                or not 0 <= s <= cap):
+            raise _fail(f"{key}.injection_scale", f"must be a number >= 0 and <= {cap}, "
+                                                  f"got {s!r}")
     else:
         b = spec["matched_small_batch"]
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
@@ -281,17 +295,16 @@ def _check_noise(arm: str, value: Any, sizes: Sequence[int]) -> dict[str, Any]:
                         f"must be <= every batch size of the arm ({sorted(sizes)}: noise is "
                         f"added to a larger batch), got {b}")
     out = {**NOISE_DEFAULTS, **spec}
-    m = out["num_samples"]
-    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 2):
-        raise _fail(f"{key}.num_samples", f"must be null (the whole batch) or an integer >= 2, "
-                                          f"got {m!r}")
-    k = out["lanczos_steps"]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise _fail(f"{key}.lanczos_steps", f"must be an integer >= 1, got {k!r}")
-    r = out["moment_probes"]
-    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
-        raise _fail(f"{key}.moment_probes", f"must be null (exact per-example moments) or an "
-                                            f"integer >= 1, got {r!r}")
+    for name, low, null in (("num_samples", 2, "the whole batch"),
+                            ("lanczos_steps", 1, None),
+                            ("moment_probes", 1, "exact per-example moments")):
+        v, cap = out[name], NOISE_LIMITS[name]
+        if (v is None and null) or (not isinstance(v, bool) and isinstance(v, int)
+                                    and low <= v <= cap):
+            continue
+        allowed = f"an integer >= {low} and <= {cap}"
+        raise _fail(f"{key}.{name}", f"must be {f'null ({null}) or ' if null else ''}"
+                                     f"{allowed}, got {v!r}")
     return out
 
 
@@ -1198,6 +1211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         shard = parse_shard(args.shard)
+        if args.keep_checkpoints and args.no_checkpoints:
+            raise PlanError("--keep-checkpoints and --no-checkpoints contradict each other: "
+                            "give one of them")
         if args.budget is not None and not (args.budget > 0 and math.isfinite(args.budget)):
             raise PlanError(f"--budget must be a number of seconds > 0, got {args.budget!r}")
         plan = load_plan(args.plan, check_device=not args.dry_run)
