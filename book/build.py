@@ -17,15 +17,22 @@ Generated pages: toc entries that are not files of the book but are named in
 (every chapter's computed verdicts, from their output metadata) and ``reproduce`` (the
 commands, and the measured wall time of every chapter in every profile executed here).
 
-Never losing the last good book: bad arguments (an unknown chapter or profile) and bad
-parameter files (keys that disagree with the parameters cell, values refused by
-``sgdnoise.chapters.<name>.Params`` where that class exists) are reported before anything is
-executed or written (exit code 2). A chapter that fails while executing stops the build
-(exit code 1): its cell error is printed, the executed notebook is kept as
+Never losing the last good book: bad arguments (an unknown chapter or profile, a
+combination such as ``--only`` with ``--publish``, a build folder that cannot be written)
+and bad parameter files (YAML that is not plain, finite data with unique keys, keys that
+disagree with the parameters cell, values refused by ``sgdnoise.chapters.<name>.Params``
+where that class exists) are reported before anything is executed (exit code 2,
+:data:`EXIT_REFUSED`). A chapter that fails while executing stops the build (exit code 1,
+:data:`EXIT_FAILED`): its cell error is printed, the executed notebook is kept as
 ``<name>.failed.ipynb``, and the last good HTML stays readable with a banner on the failed
 chapter's page saying which profile failed when (``html/_failures.json`` lists them; the
 next successful build replaces the pages). A failing Jupyter Book build leaves the old
-HTML untouched.
+HTML untouched. (``make`` reports either code as its own exit code 2.)
+
+One build at a time per build folder (a lock, ``<build>/.build.lock``); each build first
+removes what an interrupted one left (``*.running.ipynb``, temporary folders) and, when a
+kill fell between the two renames that swap in new HTML, restores the previous tree from
+``.html-old`` instead of deleting it.
 
 Usage: ``python book/build.py [--profile smoke|default|full] [--only NAME ...] [--no-html]
 [-W] [--force] [--allow-missing] [--build-dir DIR]``.
@@ -35,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import hashlib
 import io
 import json
@@ -53,6 +61,8 @@ from typing import Any
 import yaml
 
 PROFILES = ("smoke", "default", "full")
+EXIT_REFUSED = 2  # bad arguments or inputs, found before anything ran
+EXIT_FAILED = 1  # a chapter, the HTML build or the archive failed
 BOOK_DIR = Path(__file__).resolve().parent
 REPO_DIR = BOOK_DIR.parent
 PACKAGE_DIR = REPO_DIR / "src" / "sgdnoise"
@@ -106,9 +116,19 @@ def _toc_files(node: Any) -> list[str]:
     return out
 
 
+def _load_yaml(path: Path) -> Any:
+    """``sgdnoise.yamlio.load_yaml`` (plain data, unique keys, finite numbers); its one-line
+    errors become :class:`BuildError`."""
+    from sgdnoise.yamlio import YamlError, load_yaml
+
+    try:
+        return load_yaml(path)
+    except YamlError as exc:
+        raise BuildError(str(exc)) from None
+
+
 def read_toc(book_dir: Path) -> dict[str, Any]:
-    with (book_dir / "_toc.yml").open() as fh:
-        toc = yaml.safe_load(fh)
+    toc = _load_yaml(book_dir / "_toc.yml")
     if not isinstance(toc, dict) or "root" not in toc:
         raise BuildError(f"{book_dir / '_toc.yml'}: not a jupyter-book toc (no 'root')")
     return toc
@@ -170,8 +190,7 @@ def parameter_names(notebook: Any) -> list[str]:
 
 
 def load_params(path: Path) -> dict[str, Any]:
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    data = _load_yaml(path) or {}
     if not isinstance(data, dict):
         raise BuildError(f"{path}: a parameter file must hold a mapping, "
                          f"got {type(data).__name__}")
@@ -279,7 +298,7 @@ def execute_chapter(book_dir: Path, name: str, profile: str, out_dir: Path,
     running = out_dir / f"{name}.running.ipynb"
     sidecar = out_dir / f"{name}.json"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"book-{name}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".book-{name}-", dir=out_dir) as tmp:
         src_nb = Path(tmp) / f"{name}.ipynb"
         nbformat.write(notebook, src_nb)
         env_before = os.environ.get("PYDEVD_DISABLE_FILE_VALIDATION")
@@ -835,23 +854,129 @@ def preflight(args: argparse.Namespace, book_dir: Path, profile: str,
     return toc, results, missing, checked
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Argument combinations refused before anything runs (:class:`UsageError`)."""
+    if args.publish and (args.only or args.no_html):
+        raise UsageError("--publish needs the whole book's HTML: it cannot be combined with "
+                         "--only or --no-html (the archive would hold a partial book)")
+    for flag, folder in (("--book-dir", args.book_dir), ("--package-dir", args.package_dir)):
+        if not folder.is_dir():
+            raise UsageError(f"{flag} {folder}: no such folder")
+
+
+def check_build_dir(build_dir: Path) -> None:
+    """The build folder exists (created if needed) and is writable: a temporary file is
+    created and deleted in it (:func:`sgdnoise.validate.check_output_dir`)."""
+    from sgdnoise.validate import check_output_dir
+
+    try:
+        check_output_dir("--build-dir", build_dir)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def build_lock(build_dir: Path):
+    """Hold ``<build>/.build.lock`` (an exclusive ``flock``, released when the process ends,
+    even by SIGKILL) for one build; a second build into the same folder is refused with a
+    :class:`UsageError` instead of removing the first one's temporary files."""
+    import fcntl
+
+    build_dir.mkdir(parents=True, exist_ok=True)
+    with (build_dir / ".build.lock").open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"another build is running in {build_dir} (it holds "
+                             f"{build_dir / '.build.lock'}); wait for it to end") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def restore_html(build_dir: Path) -> str | None:
+    """Finish a swap of the HTML tree that a kill interrupted: with ``.html-old`` but no
+    ``html`` the old tree is put back (the reader keeps a book); with both, the swap had
+    completed and ``.html-old`` is removed. Returns what was done, or None."""
+    html, old = build_dir / "html", build_dir / ".html-old"
+    if not old.exists():
+        return None
+    if html.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        return f"removed {old} (left by a completed swap)"
+    os.replace(old, html)
+    return f"restored {html} from {old} (an interrupted swap)"
+
+
+def clean_leftovers(build_dir: Path, chapters: list[str]) -> list[str]:
+    """Remove what interrupted builds left: ``executed/*/*.running.ipynb`` and
+    ``executed/*/.book-*`` (notebooks being executed), ``.html-build-*`` (HTML being
+    built), ``.sgdnoise-book-*`` (archives being written), the ``book-<chapter>-*`` folders
+    older versions of this script left in the system's temporary folder (only those that
+    hold nothing but that chapter's notebook), and a half-swapped HTML tree
+    (:func:`restore_html`). Runs under :func:`build_lock`. Returns what was done."""
+    found = [*build_dir.glob("executed/*/*.running.ipynb"),
+             *build_dir.glob("executed/*/.book-*"), *build_dir.glob(".html-build-*"),
+             *build_dir.glob(".sgdnoise-book-*")]
+    tmp = Path(tempfile.gettempdir())
+    for name in chapters:
+        found += [d for d in tmp.glob(f"book-{name}-*") if d.is_dir() and not d.is_symlink()
+                  and {p.name for p in d.iterdir()} <= {f"{name}.ipynb"}]
+    for path in found:
+        _remove(path)
+    done = [f"removed {p}" for p in found]
+    restored = restore_html(build_dir)
+    return done + ([restored] if restored else [])
+
+
+def _refused(exc: Exception) -> int:
+    print(f"\nREFUSED (nothing was executed): {exc}", file=sys.stderr, flush=True)
+    return EXIT_REFUSED
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the build; returns :data:`EXIT_REFUSED` (2) for input refused before anything
+    ran, :data:`EXIT_FAILED` (1) for a failure while building, else 0."""
     args = parse_args(argv)  # an unknown profile or option: argparse exits 2 here
+    build_dir: Path = args.build_dir.resolve()
+    try:
+        check_arguments(args)
+        toc, results, missing, checked = preflight(args, args.book_dir.resolve(),
+                                                   args.profile)
+        check_build_dir(build_dir)
+    except UsageError as exc:
+        return _refused(exc)
+    try:
+        with build_lock(build_dir):
+            for line in clean_leftovers(build_dir, chapter_names(toc)):
+                print(f"[book] {line}", file=sys.stderr, flush=True)
+            for name in missing:
+                print(f"\n{'#' * 78}\n## WARNING: chapters/{name}.py does not exist; skipping "
+                      f"it and leaving it out of the book (--allow-missing)\n{'#' * 78}",
+                      file=sys.stderr, flush=True)
+            return execute_and_build(args, toc, results, missing, checked)
+    except UsageError as exc:
+        return _refused(exc)
+
+
+def execute_and_build(args: argparse.Namespace, toc: dict[str, Any],
+                      results: list[ChapterResult],
+                      missing: list[str], checked: dict[str, Any]) -> int:
+    """Execute the chapters that need it, build the HTML and publish (after
+    :func:`preflight`); returns the exit code."""
     book_dir: Path = args.book_dir.resolve()
     build_dir: Path = args.build_dir.resolve()
     profile: str = args.profile
     out_dir = build_dir / "executed" / profile
     html_row: tuple[str, float] | None = None
-    try:
-        toc, results, missing, checked = preflight(args, book_dir, profile)
-    except UsageError as exc:
-        print(f"\nREFUSED (nothing was executed or written): {exc}", file=sys.stderr,
-              flush=True)
-        return 2
-    for name in missing:
-        print(f"\n{'#' * 78}\n## WARNING: chapters/{name}.py does not exist; "
-              f"skipping it and leaving it out of the book (--allow-missing)\n{'#' * 78}",
-              file=sys.stderr, flush=True)
     failed_chapter: str | None = None
     try:
         pkg_hash = package_hash(args.package_dir.resolve())
@@ -890,21 +1015,23 @@ def main(argv: list[str] | None = None) -> int:
         if (build_dir / "html" / "index.html").is_file():
             print(f"[book] the last good HTML is still in {build_dir / 'html'}",
                   file=sys.stderr, flush=True)
-        return 1
+        return EXIT_FAILED
     print_summary(results, html_row)
     if args.publish:
-        if args.no_html or args.only:
-            print("\nREFUSED: --publish needs the whole book's HTML (no --no-html, no --only)",
-                  file=sys.stderr, flush=True)
-            return 2
-        try:
-            archive = publish(build_dir, profile, [r.name for r in results
-                                                    if r.status != "missing"])
-        except (BuildError, OSError, ValueError) as exc:
-            print(f"\nPUBLISH FAILED (any older archive was kept): {exc}", file=sys.stderr,
-                  flush=True)
-            return 1
-        print(f"[book] published: {archive}", flush=True)
+        return publish_step(build_dir, profile, [r.name for r in results
+                                                 if r.status != "missing"])
+    return 0
+
+
+def publish_step(build_dir: Path, profile: str, chapters: list[str]) -> int:
+    """:func:`publish` with its outcome printed; returns the exit code."""
+    try:
+        archive = publish(build_dir, profile, chapters)
+    except (BuildError, OSError, ValueError) as exc:
+        print(f"\nPUBLISH FAILED (any older archive was kept): {exc}", file=sys.stderr,
+              flush=True)
+        return EXIT_FAILED
+    print(f"[book] published: {archive}", flush=True)
     return 0
 
 
@@ -928,6 +1055,7 @@ def publish(build_dir: Path, profile: str, chapters: list[str]) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep the archive from its readers
         with tarfile.open(tmp, "w:gz") as tar:
             tar.add(html, arcname=f"{name}/html")
             for n in chapters:

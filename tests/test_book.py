@@ -589,3 +589,134 @@ def test_publish_writes_one_archive_of_site_notebooks_and_provenance(smoke_book:
         assert prov["chapters"][name]["profile"] == "smoke"
     assert prov["build"]["profile"] == "smoke"
     assert not list(smoke_book.build_dir.glob(".sgdnoise-book-*"))
+
+
+# ------------------------------------------------ issue 17: refused up front, leftovers
+
+
+def _no_execution(monkeypatch):
+    monkeypatch.setattr(build, "execute_chapter",
+                        lambda *a, **k: pytest.fail("a chapter was executed"))
+    monkeypatch.setattr(build, "build_html", lambda *a, **k: pytest.fail("html was built"))
+
+
+@pytest.mark.parametrize("extra", [("--only", "ch01_sample", "--publish"),
+                                   ("--no-html", "--publish")])
+def test_argument_combinations_are_refused_before_anything_runs(tmp_path, monkeypatch, capsys,
+                                                                extra):
+    book = make_sample_book(tmp_path)
+    _no_execution(monkeypatch)
+    out = tmp_path / "out"
+    assert build.main(["--book-dir", str(book), "--build-dir", str(out), "--profile", "smoke",
+                       *extra]) == 2
+    assert "--publish" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_build_folder_that_is_a_file_is_refused_before_anything_runs(tmp_path, monkeypatch,
+                                                                       capsys):
+    book = make_sample_book(tmp_path)
+    _no_execution(monkeypatch)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    for out in (blocker, blocker / "build"):
+        assert build.main(["--book-dir", str(book), "--build-dir", str(out), "--profile",
+                           "smoke"]) == 2
+        err = capsys.readouterr().err
+        assert str(blocker) in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, words", [
+    ("profile: smoke\nnum_draws: 20\nseed: [0\n", ["line 4"]),
+    ("profile: smoke\nnum_draws: !!python/object/apply:os.system ['true']\nseed: 0\n",
+     ["line 2", "python/object"]),
+    ("profile: smoke\nnum_draws: 20\nnum_draws: 30\nseed: 0\n", ["line 3", "'num_draws'"]),
+    ("profile: smoke\nnum_draws: 20\nseed: .nan\n", ["line 3", "'seed'", "finite"]),
+])
+def test_a_broken_parameter_file_is_refused_in_one_line(tmp_path, monkeypatch, capsys, text,
+                                                        words):
+    book = make_sample_book(tmp_path)
+    _no_execution(monkeypatch)
+    pfile = book / "params" / "ch01_sample" / "smoke.yaml"
+    pfile.write_text(text)
+    assert build.main(["--book-dir", str(book), "--build-dir", str(tmp_path / "out"),
+                       "--profile", "smoke"]) == 2
+    err = capsys.readouterr().err
+    line = next(x for x in err.splitlines() if str(pfile) in x)
+    for w in words:
+        assert w in line, (w, line)
+    assert "Traceback" not in err
+
+
+def _fake_html(folder: Path, text: str) -> None:
+    folder.mkdir(parents=True)
+    (folder / "index.html").write_text(text)
+
+
+def test_leftovers_of_interrupted_builds_are_cleaned_and_a_half_swapped_html_restored(
+        tmp_path, monkeypatch):
+    import tempfile
+
+    book = make_sample_book(tmp_path)
+    out = tmp_path / "out"
+    executed = out / "executed" / "smoke"
+    executed.mkdir(parents=True)
+    (executed / "ch01_sample.running.ipynb").write_text("{}")
+    (out / ".html-build-x1y2").mkdir()
+    (out / ".html-build-x1y2" / "big.bin").write_bytes(b"0" * 1000)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp" / "book-ch01_sample-abc").mkdir(parents=True)
+    (tmp_path / "tmp" / "book-ch01_sample-abc" / "ch01_sample.ipynb").write_text("{}")
+    (tmp_path / "tmp" / "book-other-keep").mkdir()  # not a chapter of this book
+    _fake_html(out / ".html-old", "the last good book")  # killed between the two renames
+    monkeypatch.setattr(build, "execute_chapter", lambda *a, **k: None)
+    assert build.main(["--book-dir", str(book), "--build-dir", str(out), "--profile", "smoke",
+                       "--no-html"]) == 0
+    assert (out / "html" / "index.html").read_text() == "the last good book"
+    assert not (out / ".html-old").exists()
+    assert not (executed / "ch01_sample.running.ipynb").exists()
+    assert not list(out.glob(".html-build-*"))
+    assert not (tmp_path / "tmp" / "book-ch01_sample-abc").exists()
+    assert (tmp_path / "tmp" / "book-other-keep").is_dir()
+
+
+def test_after_a_completed_swap_the_old_tree_is_dropped_and_the_new_kept(tmp_path, monkeypatch):
+    book = make_sample_book(tmp_path)
+    out = tmp_path / "out"
+    _fake_html(out / "html", "new book")
+    _fake_html(out / ".html-old", "old book")  # killed before the old tree was removed
+    monkeypatch.setattr(build, "execute_chapter", lambda *a, **k: None)
+    assert build.main(["--book-dir", str(book), "--build-dir", str(out), "--profile", "smoke",
+                       "--no-html"]) == 0
+    assert (out / "html" / "index.html").read_text() == "new book"
+    assert not (out / ".html-old").exists()
+
+
+def test_a_second_build_into_the_same_folder_is_refused(tmp_path, monkeypatch, capsys):
+    book = make_sample_book(tmp_path)
+    out = tmp_path / "out"
+    _no_execution(monkeypatch)
+    with build.build_lock(out):
+        assert build.main(["--book-dir", str(book), "--build-dir", str(out), "--profile",
+                           "smoke", "--no-html"]) == 2
+    assert "another build" in capsys.readouterr().err
+
+
+def test_published_archive_is_world_readable(tmp_path):
+    out = tmp_path / "out"
+    _fake_html(out / "html", "book")
+    (out / "html" / "_build_info.json").write_text(json.dumps({"profile": "smoke"}))
+    executed = out / "executed" / "smoke"
+    executed.mkdir(parents=True)
+    (executed / "ch01_sample.ipynb").write_text("{}")
+    (executed / "ch01_sample.json").write_text("{}")
+    archive = build.publish(out, "smoke", ["ch01_sample"])
+    assert archive.stat().st_mode & 0o777 == 0o644
+
+
+def test_readme_states_the_exit_codes_that_make_gives():
+    text = " ".join((BOOK.parent / "README.md").read_text().split())
+    assert build.EXIT_REFUSED == 2 and build.EXIT_FAILED == 1
+    assert "`book/build.py` exits with code 2" in text
+    assert "exits with code 1" in text
+    assert "`make` reports both as its own exit code 2" in text

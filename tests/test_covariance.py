@@ -483,3 +483,15 @@ def test_noise_scale_of_model_equals_dense_loop():
     got = noise_scale_of_model(model, x, y, chunk_size=5)
     assert got["b_simple"] == pytest.approx(ref, rel=1e-10)
     assert got["trace_D"] == pytest.approx(float(torch.trace(D)), rel=1e-10)
+
+
+def test_non_finite_gradients_are_refused_not_turned_into_nan():
+    from sgdnoise.covariance import noise_scale
+
+    G = torch.randn(6, 4, dtype=torch.float64)
+    G[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"G holds 1 non-finite"):
+        noise_scale(G)
+    G[3, 1] = float("inf")
+    with pytest.raises(ValueError, match="non-finite"):
+        noise_scale(G)

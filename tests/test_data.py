@@ -119,10 +119,11 @@ def test_official_md5_table():
     assert len(D.OFFICIAL_MD5) == 6
 
 
-def test_meta_file_optional(tiny):
+def test_missing_meta_file_is_an_error_not_default_names(tiny):
     root, _ = tiny
     (root / "cifar-10-batches-py" / "batches.meta").unlink()
-    assert load_cifar10(root, download=False).classes == D.CIFAR10_CLASSES
+    with pytest.raises(DataCorruptError, match="batches.meta"):
+        load_cifar10(root, download=False)
 
 
 # ----------------------------------------------------------------- locating the folder
@@ -541,3 +542,68 @@ def test_pool_image_data_notes_the_pooling():
     assert small["train_x"].shape == (20, 3, 8, 8) and small["test_x"].dtype == torch.uint8
     assert small["identity"]["preprocessing"] == "average-pooled to 8x8"
     assert torch.equal(small["train_y"], d.train_y)
+
+
+# ------------------------------------------------- issue 17: unreadable files, manifests
+
+
+def test_an_unreadable_file_is_reported_in_one_line(tiny, monkeypatch):
+    root, _ = tiny
+    real = Path.read_bytes
+
+    def denied(self):
+        if self.name == "data_batch_4":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(DataNotFoundError) as err:
+        load_cifar10(root, download=False)
+    msg = str(err.value)
+    assert "data_batch_4" in msg and "Permission denied" in msg and "\n" not in msg
+
+
+def _flip_one_pixel(root: Path, name: str) -> None:
+    path = root / "cifar-10-batches-py" / name
+    obj = pickle.loads(path.read_bytes(), encoding="latin1")
+    obj["data"] = obj["data"].copy()
+    obj["data"][3, 100] ^= 1
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+
+
+def test_make_data_records_a_manifest_and_a_changed_byte_is_found(tiny, capsys):
+    root, _ = tiny
+    assert D.main([str(root)]) == 0
+    out = capsys.readouterr().out
+    manifest = root / "cifar-10-batches-py" / D.MANIFEST_FILE
+    assert manifest.is_file() and "manifest" in out
+    load_cifar10(root, download=False)  # unchanged files pass the manifest
+    _flip_one_pixel(root, "data_batch_2")
+    with pytest.raises(DataCorruptError, match="data_batch_2") as err:
+        load_cifar10(root, download=False)
+    assert D.MANIFEST_FILE in str(err.value)
+    assert D.main([str(root)]) == 1
+    assert "data_batch_2" in capsys.readouterr().err
+
+
+def test_a_known_copy_with_a_changed_pixel_is_refused_without_a_manifest(tiny, monkeypatch):
+    root, written = tiny
+    rows = np.concatenate([written[f"data_batch_{i}"]["data"] for i in range(1, 6)])
+    known = {"name": "tiny test copy", "filename": "img_",
+             "train_md5": hashlib.md5(rows.tobytes()).hexdigest(),
+             "test_md5": hashlib.md5(written["test_batch"]["data"].tobytes()).hexdigest()}
+    monkeypatch.setattr(D, "KNOWN_COPIES", (known,))
+    assert load_cifar10(root, download=False).identity.source == "supplied copy"
+    _flip_one_pixel(root, "test_batch")
+    with pytest.raises(DataCorruptError, match="tiny test copy") as err:
+        load_cifar10(root, download=False)
+    assert known["test_md5"] in str(err.value)
+
+
+def test_make_data_does_not_call_a_corrupt_copy_in_place(tiny, capsys):
+    root, _ = tiny
+    path = root / "cifar-10-batches-py" / "data_batch_3"
+    path.write_bytes(path.read_bytes()[:1000])
+    assert D.main([str(root)]) == 1
+    captured = capsys.readouterr()
+    assert "in place" not in captured.out and "data_batch_3" in captured.err

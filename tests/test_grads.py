@@ -230,3 +230,44 @@ def test_cuda_matches_cpu():
     G_gpu = per_example_grads(model.cuda(), loss_fn, x.cuda(), y.cuda(), chunk_size=4)
     assert G_gpu.device.type == "cuda"
     torch.testing.assert_close(G_gpu.cpu(), G_cpu, rtol=1e-9, atol=1e-11)
+
+
+# ----------------------------------------------------------- issue 17: inputs checked up front
+
+
+def _bad_input_cases():
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 5, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
+    nan_x = x.clone()
+    nan_x[2, 3] = float("nan")
+    return [
+        ("wrong feature size", torch.randn(6, 7, dtype=torch.float64), y, ["inputs", "(6, 7)"]),
+        ("targets (N, 1)", x, y[:, None], ["targets", "(6, 1)", "(N,)"]),
+        ("label >= classes", x, torch.tensor([0, 1, 2, 3, 1, 2]), ["targets", "3", "0..2"]),
+        ("negative label", x, torch.tensor([0, -1, 2, 0, 1, 2]), ["targets", "-1"]),
+        ("dtype mismatch", x.float(), y, ["inputs", "float32", "float64"]),
+        ("NaN inputs", nan_x, y, ["inputs", "1 non-finite"]),
+    ]
+
+
+@pytest.mark.parametrize("case", _bad_input_cases(), ids=lambda c: c[0])
+@pytest.mark.parametrize("fn", [per_example_grads, full_gradient])
+def test_bad_inputs_are_refused_with_the_argument_named(case, fn):
+    _, x, y, words = case
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).double()
+    with pytest.raises(ValueError) as err:
+        fn(model, nn.functional.cross_entropy, x, y)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_checks_accept_probabilities_as_targets_and_other_losses():
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    probs = torch.softmax(torch.randn(4, 3, dtype=torch.float64), dim=1)
+    G = per_example_grads(model, nn.functional.cross_entropy, x, probs)
+    assert G.shape == (4, 18) and torch.isfinite(G).all()
+    reg = per_example_grads(model, nn.functional.mse_loss, x, torch.randn(4, 3).double())
+    assert reg.shape == (4, 18)

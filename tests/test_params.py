@@ -255,3 +255,39 @@ def test_build_validates_with_the_params_class_before_any_kernel(tmp_path, monke
         _build.check_chapter(book, "chx", "smoke")
     pfile.write_text("profile: smoke\nnum_draws: 50\nseed: 0\n")
     assert _build.check_chapter(book, "chx", "smoke")[1]["num_draws"] == 50
+
+
+# ------------------------------------------------------------------ issue 17: refused values
+
+
+@pytest.mark.parametrize("kind, value, words", [
+    ("int", 10**8, ["<= 10000000", "ceiling"]),
+    ("int", -(10**8), [">= -10000000"]),
+    ("float", 1e12, ["<= 1000000000.0"]),
+    ("float", float("nan"), ["finite"]),
+    ("float", float("inf"), ["finite"]),
+    ("list[int]", [1, 10**9], ["'n[1]'", "<= 10000000"]),
+])
+def test_numbers_without_declared_bounds_have_a_ceiling(kind, value, words):
+    with pytest.raises(ValueError) as err:
+        Param(kind).check("n", value)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+    assert Param(kind, high=1e15).check("n", 1 if kind != "list[int]" else [1]) is not None
+
+
+@pytest.mark.parametrize("text, words", [
+    ("profile: smoke\nepochs: 3\nepochs: 4\n", ["'epochs'", "line 3", "twice"]),
+    ("profile: smoke\nlr: .nan\n", ["'lr'", "line 2", "finite"]),
+    ("profile: smoke\nlr: !!python/object/apply:os.system ['true']\n", ["line 2", "python"]),
+    ("profile: smoke\nlr: [1, 2\n", ["line 3"]),
+])
+def test_load_profile_refuses_in_one_line_naming_file_and_line(tmp_path, text, words):
+    path = tmp_path / "smoke.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        load_profile(path)
+    msg = str(err.value)
+    assert "\n" not in msg and str(path) in msg, msg
+    for w in words:
+        assert w in msg, (w, msg)

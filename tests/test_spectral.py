@@ -382,3 +382,14 @@ def test_column_path_keeps_a_float32_basis_orthonormal():
     got = lanczos_matrix_function(lambda V: A.float() @ V, z.float(), 12)
     want = lanczos_matrix_function(lambda V: A @ V, z, 12)
     assert float((got.double() - want).norm() / want.norm()) < 1e-4
+
+
+def test_lanczos_names_an_operator_of_the_wrong_size_or_with_nan_output():
+    A = torch.diag(torch.arange(1.0, 5.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"dim = 5") as err:
+        lanczos(lambda v: A @ v, 5, 1)
+    assert "matvec" in str(err.value)
+    with pytest.raises(ValueError, match=r"matvec returned 5 non-finite"):
+        lanczos(lambda v: v * float("nan"), 5, 1)
+    with pytest.raises(ValueError, match=r"matmat returned .*non-finite"):
+        lanczos(None, 4, 1, matmat=lambda Q: Q + float("inf"))

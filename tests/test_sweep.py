@@ -823,3 +823,232 @@ def test_train_mode_sharpness_is_in_the_records_and_the_frame(tmp_path):
     sh = load_sharpness(tmp_path / "o")
     assert list(sh["step"]) == [0, 2] and set(sh["bn_mode"]) == {"train"}
     assert set(sh["bn_batch"]) == {4}
+
+
+# --------------------------------------------------------------------------- issue 17: records
+
+
+ONE = {"arms": {"A": {"batch_sizes": [48]}}, "priority": []}
+ONE_ID = "A_B00048_s0"
+
+
+def _one(**changes):
+    return _plan(**{**ONE, **changes})
+
+
+@pytest.fixture(scope="module")
+def one_record(tmp_path_factory):
+    """The record of a one-run plan, written by this code."""
+    out = tmp_path_factory.mktemp("one")
+    run_plan(_one(), out)
+    return json.loads(record_path(out, ONE_ID).read_text())
+
+
+def _legacy(rec, **data):
+    """``rec`` as the sweep wrote it before records carried their plan section."""
+    old = copy.deepcopy(rec)
+    old.pop("plan", None)
+    old["data"].update(data)
+    return old
+
+
+def _out_with(tmp_path, rec, name="o"):
+    out = tmp_path / name
+    out.mkdir()
+    text = rec if isinstance(rec, (str, bytes)) else json.dumps(rec)
+    path = record_path(out, ONE_ID)
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return out
+
+
+def test_new_records_carry_the_plan_name_and_data_section(one_record):
+    assert one_record["plan"] == {"name": "tiny", "data": {
+        "dataset": "synthetic", "n_train": 48, "n_test": 16, "data_seed": 0}}
+
+
+@pytest.mark.parametrize("change, old, new", [
+    ({"name": "other"}, "'tiny'", "'other'"),
+    ({"data__n_test": 8}, "16", "8"),
+    ({"data__data_seed": 3}, "0", "3"),
+    ({"data__dataset": "cifar10"}, "synthetic", "cifar10"),
+])
+def test_a_record_of_another_plan_or_data_is_refused(tmp_path, one_record, change, old, new):
+    out = _out_with(tmp_path, one_record)
+    with pytest.raises(ValueError) as err:
+        run_plan(_one(**change), out)
+    msg = str(err.value)
+    assert "\n" not in msg and str(record_path(out, ONE_ID)) in msg
+    assert old in msg and new in msg, msg
+
+
+@pytest.mark.parametrize("change, data, old, new", [
+    ({"name": "other"}, {}, "'tiny'", "'other'"),
+    ({"data__n_test": 8}, {}, "16", "8"),
+    ({"data__dataset": "cifar10"}, {}, "synthetic", "cifar10"),
+    ({"data__dataset": "cifar10", "data__data_seed": 1},
+     {"source": "supplied copy", "subset_seed": 0}, "0", "1"),
+])
+def test_a_record_written_before_plan_sections_is_matched_on_its_data(
+        tmp_path, one_record, change, data, old, new):
+    out = _out_with(tmp_path, _legacy(one_record, **data))
+    with pytest.raises(ValueError) as err:
+        run_plan(_one(**change), out)
+    msg = str(err.value)
+    assert "\n" not in msg and ONE_ID in msg and old in msg and new in msg, msg
+
+
+def test_a_record_written_before_plan_sections_still_counts_when_it_agrees(
+        tmp_path, one_record):
+    for i, (changes, data) in enumerate([
+            ({}, {}),
+            ({"data__dataset": "cifar10"}, {"source": "supplied copy", "subset_seed": 0}),
+            ({"data__dataset": "cifar10"}, {"source": "official", "subset_seed": 0})]):
+        out = _out_with(tmp_path, _legacy(one_record, **data), name=f"o{i}")
+        mtime = record_path(out, ONE_ID).stat().st_mtime_ns
+        recs = run_plan(_one(**changes), out)  # nothing to train: no data is loaded
+        assert [r["run"]["run_id"] for r in recs] == [ONE_ID]
+        assert record_path(out, ONE_ID).stat().st_mtime_ns == mtime
+
+
+def test_config_without_a_newer_field_matches_when_the_field_has_its_default(
+        tmp_path, one_record):
+    old = _legacy(one_record)
+    del old["config"]["device_rng"], old["config"]["sharpness_iters"]
+    out = _out_with(tmp_path, old)
+    assert [r["run"]["run_id"] for r in run_plan(_one(), out)] == [ONE_ID]
+    with pytest.raises(ValueError, match="sharpness_iters") as err:
+        run_plan(_one(defaults__sharpness_iters=5), out)
+    assert "20" in str(err.value) and "5" in str(err.value)
+
+
+def test_cli_refuses_a_mismatched_record_with_exit_2_and_one_line(tmp_path, one_record, capsys):
+    out = _out_with(tmp_path, one_record)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(_one(data__n_test=8)))
+    assert main([str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ONE_ID in err[0] and "n_test" in err[0], err
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "empty"),
+    (b'{"format": "sgdnoise.sweep.run/2", "conf', "JSON"),
+    (b"[1, 2, 3]", "list"),
+    (b"\x00\xff\xfe garbage", "JSON"),
+    (b'{"some": "dict"}', "run record"),
+])
+def test_an_unreadable_record_names_the_file_and_what_to_do(tmp_path, capsys, content, words):
+    out = _out_with(tmp_path, content)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(_one()))
+    assert main([str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(record_path(out, ONE_ID)) in err and words in err, err
+    assert "delete" in err or "move" in err, err
+
+
+# --------------------------------------------------------------------------- issue 17: output
+
+
+def _never_load(monkeypatch):
+    from sgdnoise import sweep
+
+    def refuse(plan):
+        raise AssertionError("data were loaded before the output folder was checked")
+
+    monkeypatch.setattr(sweep, "_load_data", refuse)
+
+
+@pytest.mark.parametrize("where", ["file", "under a file", "checkpoints is a file"])
+def test_a_bad_out_folder_is_refused_before_any_data_is_loaded(tmp_path, capsys, monkeypatch,
+                                                                where):
+    _never_load(monkeypatch)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(_one()))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file")
+    out = {"file": blocker, "under a file": blocker / "o"}.get(where, tmp_path / "o")
+    if where == "checkpoints is a file":
+        out.mkdir()
+        (out / "checkpoints").write_text("a file")
+    assert main([str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert str(blocker if where != "checkpoints is a file" else out) in err
+
+
+def test_an_unwritable_out_folder_is_refused_before_any_data_is_loaded(tmp_path, capsys,
+                                                                       monkeypatch):
+    import tempfile
+
+    _never_load(monkeypatch)
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(_one()))
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main([str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Permission denied" in err and "not writable" in err, err
+
+
+# --------------------------------------------------------------------------- issue 17: plans
+
+
+@pytest.mark.parametrize("text, words", [
+    ("", "empty"),
+    ("# only a comment\n", "empty"),
+    ("name: x\ndata: {dataset: synthetic, n_train: 48}\ndefaults: {epochs: 1}\n", "'arms'"),
+    ("name: x\nmodel: cnn\n", "'arms'"),
+])
+def test_an_empty_plan_or_one_without_arms_says_so(tmp_path, text, words):
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    with pytest.raises(PlanError) as err:
+        load_plan(path)
+    msg = str(err.value)
+    assert words in msg and "unknown key" not in msg and "missing (required" not in msg, msg
+    assert str(path) in msg
+
+
+def test_loading_records_warns_about_a_torn_file_and_keeps_the_others(tmp_path, one_record):
+    good = tmp_path / "r"
+    good.mkdir()
+    (good / "A.json").write_text(json.dumps(one_record))
+    (good / "torn.json").write_bytes(b'{"format": "sgdnoise.sweep.run/2", "ru')
+    (good / "binary.json").write_bytes(b"\x00\xff\xfe")
+    with pytest.warns(UserWarning) as caught:
+        df = load_records(good)
+    assert sorted(Path(str(w.message).split(":")[0]).name for w in caught) == [
+        "binary.json", "torn.json"]
+    assert set(df["run_id"]) == {ONE_ID}
+
+
+@pytest.mark.parametrize("change, key, bound", [
+    ({"arms__N": {**NOISY, "noise": {**NOISY["noise"], "num_samples": 10**9}}},
+     "arms.N.noise.num_samples", "<= 1000000"),
+    ({"arms__N": {**NOISY, "noise": {**NOISY["noise"], "lanczos_steps": 10**6}}},
+     "arms.N.noise.lanczos_steps", "<= 10000"),
+    ({"arms__N": {**NOISY, "noise": {**NOISY["noise"], "moment_probes": 10**6}}},
+     "arms.N.noise.moment_probes", "<= 10000"),
+    ({"arms__N": {**NOISY, "noise": {"kind": "ggn", "injection_scale": 1e300}}},
+     "arms.N.noise.injection_scale", "<= 1000000.0"),
+    ({"data__n_train": 10**9}, "data.n_train", "<= 10000000"),
+    ({"data__n_test": 10**9}, "data.n_test", "<= 10000000"),
+    ({"data__data_seed": 2**40}, "data.data_seed", "<= 4294967295"),
+    ({"data__dataset": "cifar10", "data__n_test": 20_000}, "data.n_test", "<= 10000"),
+])
+def test_plan_numbers_have_stated_upper_bounds(change, key, bound):
+    with pytest.raises(PlanError) as err:
+        validate_plan(_plan(**change))
+    assert f"'{key}'" in str(err.value) and bound in str(err.value), str(err.value)
+
+
+def test_contradicting_checkpoint_flags_are_refused(tmp_path, capsys):
+    assert main([str(PLAN_TEST), "--out", str(tmp_path / "o"), "--keep-checkpoints",
+                 "--no-checkpoints"]) == 2
+    assert "--keep-checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

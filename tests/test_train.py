@@ -940,3 +940,59 @@ def test_the_cpu_fast_path_is_the_reference_of_before():
     a = train(_cfg(), _data(), model=_tiny(), progress=False)
     b = train(_cfg(), _data(), model=_tiny(), progress=False, engine="eager")
     assert _metrics(a.history) == _metrics(b.history)  # float64 tiny net: same numbers
+
+# ------------------------------------------------------------------ issue 17: refused inputs
+
+
+@pytest.mark.parametrize("field, value, bound", [
+    ("epochs", 10**15, "<= 100000"),
+    ("max_steps", 10**12, "<= 1000000000"),
+    ("batch_size", 10**9, "<= 10000000"),
+    ("eval_points", 10**6, "<= 100000"),
+    ("width", 10**6, "<= 65536"),
+    ("seed", 2**64, "<= 4294967295"),
+    ("lr", float("inf"), "finite"),
+    ("weight_decay", float("nan"), "finite"),
+    ("sharpness_iters", 10**7, "<= 10000"),
+])
+def test_numeric_fields_have_stated_upper_bounds(field, value, bound):
+    with pytest.raises(ValueError) as err:
+        _cfg(**{field: value}).validate()
+    assert str(err.value).startswith(field) and bound in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"train_y": lambda d: d["train_y"][:-3]}, ["train_y", "45", "train_x", "48"]),
+    ({"test_y": lambda d: d["test_y"][:5]}, ["test_y", "5", "test_x", "24"]),
+    ({"train_y": lambda d: d["train_y"] - 1}, ["train_y", "-1"]),
+])
+def test_mismatched_data_is_refused_before_training(change, words):
+    d = _data()
+    for key, fn in change.items():
+        d[key] = fn(d)
+    with pytest.raises(ValueError) as err:
+        train(_cfg(), d, progress=False)
+    for w in words:
+        assert w in str(err.value), (w, str(err.value))
+
+
+def test_non_finite_features_are_refused_before_training():
+    x = torch.randn(16, 6)
+    x[4, 2] = float("nan")
+    with pytest.raises(ValueError, match="train_x holds 1 non-finite"):
+        train(_cfg(model="mlp", width=4, batch_size=4, augment=False),
+              {"train_x": x, "train_y": torch.arange(16) % 2}, progress=False)
+
+
+def test_checkpoint_folder_is_probed_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+
+    class NoStep:
+        def on_step(self, state):
+            raise AssertionError("trained before the checkpoint folder was checked")
+
+    with pytest.raises(ValueError, match="checkpoint_path") as err:
+        train(_cfg(), _data(), checkpoint_path=blocker / "run.pt", progress=False,
+              hooks=[NoStep()])
+    assert str(blocker) in str(err.value)

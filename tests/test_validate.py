@@ -34,3 +34,52 @@ def test_errors_name_argument_value_and_allowed(call, words):
         call()
     for w in words:
         assert w in str(err.value), (w, str(err.value))
+
+
+# ----------------------------------------------------------- issue 17: values and folders
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), "inf", float("nan")])
+def test_check_positive_refuses_non_finite_numbers(value):
+    with pytest.raises(ValueError, match="finite"):
+        V.check_positive("lr", value)
+    with pytest.raises(ValueError, match="finite"):
+        V.check_positive("lr", value, allow_zero=True)
+
+
+def test_upper_bounds_are_stated():
+    assert V.check_positive_int("epochs", 100, high=100) == 100
+    with pytest.raises(ValueError, match=r"epochs must be <= 100 .*got 101"):
+        V.check_positive_int("epochs", 101, high=100)
+    with pytest.raises(ValueError, match=r"lr must be <= 10.0, got 11"):
+        V.check_positive("lr", 11, high=10.0)
+
+
+def test_check_finite_counts_the_bad_entries():
+    t = torch.ones(3, 4)
+    assert V.check_finite("x", t) is t
+    t[0, 1], t[2, 2] = float("nan"), float("-inf")
+    with pytest.raises(ValueError, match=r"x holds 2 non-finite values? \(NaN or ±inf\)"):
+        V.check_finite("x", t)
+    assert V.check_finite("labels", torch.arange(3)).dtype == torch.int64  # integers pass
+
+
+def test_check_output_dir_creates_probes_and_refuses(tmp_path, monkeypatch):
+    import tempfile
+
+    out = V.check_output_dir("--out", tmp_path / "a" / "b")
+    assert out.is_dir() and list(out.iterdir()) == []  # the probe file is gone
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for bad in (blocker, blocker / "sub"):
+        with pytest.raises(ValueError) as err:
+            V.check_output_dir("--out", bad)
+        assert "--out" in str(err.value) and str(blocker) in str(err.value)
+        assert "\n" not in str(err.value)
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(ValueError, match="not writable.*Permission denied"):
+        V.check_output_dir("--out", tmp_path)

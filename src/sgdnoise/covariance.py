@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from sgdnoise.spectral import orthonormal_basis
-from sgdnoise.validate import check_matrix, check_positive_int, check_vector
+from sgdnoise.validate import check_finite, check_matrix, check_positive_int, check_vector
 
 __all__ = [
     "gradient_covariance",
@@ -60,11 +60,13 @@ __all__ = [
 
 
 def check_gradients(G: Tensor, *, min_rows: int = 1) -> Tensor:
-    """Return ``G`` if it is a floating (N, P) matrix of per-example gradients with at least
-    ``min_rows`` rows; else raise ValueError naming the problem."""
+    """Return ``G`` if it is a finite, floating (N, P) matrix of per-example gradients with
+    at least ``min_rows`` rows; else raise ValueError naming the problem (a NaN would
+    otherwise come back as a NaN result)."""
     check_matrix("G", G)
     if not G.is_floating_point():
         raise ValueError(f"G must have a floating dtype, got {G.dtype}")
+    check_finite("G", G)
     if G.shape[0] < min_rows:
         raise ValueError(
             f"G must have at least {min_rows} rows (examples) here, got shape {tuple(G.shape)}"

@@ -6,17 +6,30 @@ Images are kept as uint8 tensors ``x: (N, 3, 32, 32)`` with int64 labels ``y: (N
 files are the official ones), so that results can say which data produced them.
 
 Nothing is cached between calls: each call reads the files again (about a second).
+
+The batch files are Python pickles, read by a restricted unpickler
+(:func:`restricted_loads`): numpy arrays, dtypes and builtin containers, strings and numbers
+only; a file that references any other global is refused, so a crafted file cannot run
+code. A copy is checked against what it is known to be: the official md5 of every file, the
+pixel md5 of the project's offline copy (:data:`KNOWN_COPIES`), and the manifest
+(:data:`MANIFEST_FILE`: sha256 of every file) that ``python -m sgdnoise.data`` (``make data``)
+records the first time it verifies a copy and every later load compares, so one changed byte
+is found.
 """
 
 from __future__ import annotations
 
+import codecs
 import hashlib
+import io
+import json
 import os
 import pickle
+import re
 import socket
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -29,6 +42,8 @@ __all__ = [
     "CIFAR10_STD",
     "CIFAR10_URL",
     "DATASETS",
+    "KNOWN_COPIES",
+    "MANIFEST_FILE",
     "OFFICIAL_MD5",
     "DataCorruptError",
     "DataIdentity",
@@ -40,9 +55,11 @@ __all__ = [
     "pool_image_data",
     "pool_images",
     "resolve_data_dir",
+    "restricted_loads",
     "stratified_indices",
     "synthetic_cifar10",
     "to_float",
+    "write_manifest",
 ]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -69,6 +86,19 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 DATASETS = ("cifar10", "synthetic")
 ENV_VAR = "SGDNOISE_DATA"
 _ROW = 3 * 32 * 32
+#: The checksum manifest a verified copy carries in its folder (sha256 of every file).
+MANIFEST_FILE = "sgdnoise-manifest.json"
+MANIFEST_FORMAT = "sgdnoise.data.manifest/1"
+#: Copies known by the md5 of their decoded pixel rows (see :class:`DataIdentity`) and
+#: recognised by their file names (a regular expression matched against the first entry
+#: of every batch's ``filenames``): such a copy whose pixels differ is refused.
+KNOWN_COPIES: tuple[dict[str, str], ...] = (
+    {"name": "the project's offline copy (real images after one JPEG round trip, "
+             "written by shared/data/cifar10/expand.py)",
+     "filename": r"(train|test)/[a-z]+/\d+\.jpg$",
+     "train_md5": "4c06f62ccc623a7dc22ed0db7db7f19e",
+     "test_md5": "ae6fdc2fd3c60de94941326530317809"},
+)
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -234,25 +264,95 @@ def _try_download(root: Path, timeout: float) -> str | None:
 # --------------------------------------------------------------------------- reading files
 
 
-def _read_pickle(path: Path) -> tuple[dict[str, Any], bytes]:
-    if not path.is_file():
-        raise DataCorruptError(f"{path}: missing from the CIFAR-10 folder")
-    raw = path.read_bytes()
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    """The globals a pickle of numpy arrays references (this numpy's, under both its
+    module names ``numpy._core`` and ``numpy.core``), and ``_codecs.encode`` (bytes in
+    protocols 0-2)."""
+    import numpy as np
+
+    a = np.zeros(1, dtype=np.uint8)
+    found = [np.ndarray, np.dtype, a.__reduce__()[0], a.__reduce_ex__(5)[0],
+             np.uint8(0).__reduce__()[0]]
+    out: dict[tuple[str, str], Any] = {("_codecs", "encode"): codecs.encode}
+    for obj in found:
+        module = getattr(obj, "__module__", None) or "numpy"
+        for name in (module, module.replace("numpy._core", "numpy.core")):
+            out[(name, obj.__name__)] = obj
+    return out
+
+
+_ALLOWED_GLOBALS = _numpy_globals()
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle referenced a global outside :data:`_ALLOWED_GLOBALS`."""
+
+
+class _DataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise _Refused(f"{module}.{name}") from None
+
+
+def restricted_loads(raw: bytes, *, source: str) -> Any:
+    """Unpickle ``raw`` (the bytes of the file ``source``, named in errors) allowing only
+    numpy arrays, dtypes and scalars, builtin containers, strings, bytes and numbers
+    (``encoding="latin1"``, as for the official Python 2 files). A pickle that references
+    any other global (a function to call, a class to build) is refused with a
+    :class:`DataCorruptError` before anything runs; so is a truncated or garbled one."""
     try:
-        obj = pickle.loads(raw, encoding="latin1")
+        return _DataUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except _Refused as err:
+        raise DataCorruptError(
+            f"{source}: refused: the pickle references {err}, which a CIFAR-10 file never "
+            "holds (only numpy arrays, dtypes, builtin containers, strings and numbers are "
+            "read); it was not loaded: replace the file with a trusted copy") from None
     except Exception as err:  # truncated/garbled pickles raise many types
         raise DataCorruptError(
-            f"{path}: not a readable CIFAR-10 pickle ({type(err).__name__}: {err}); "
+            f"{source}: not a readable CIFAR-10 pickle ({type(err).__name__}: {err}); "
             "the file is truncated or corrupted: replace it with a fresh copy"
         ) from err
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.is_file():
+        raise DataCorruptError(f"{path}: missing from the CIFAR-10 folder")
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataNotFoundError(f"{path}: cannot be read ({err.strerror or err}); check the "
+                                "permissions of the file and its folder") from None
+
+
+def _read_pickle(path: Path) -> tuple[dict[str, Any], bytes]:
+    raw = _read_bytes(path)
+    obj = restricted_loads(raw, source=str(path))
     if not isinstance(obj, dict):
         raise DataCorruptError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
     obj = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
     return obj, raw
 
 
-def _read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Rows ``(n, 3072) uint8``, labels ``(n,) int64`` and the file's md5."""
+class _Batch(NamedTuple):
+    rows: np.ndarray  # (n, 3072) uint8
+    labels: np.ndarray  # (n,) int64
+    md5: str  # of the file
+    sha256: str  # of the file
+    first_name: str  # the first entry of 'filenames' ("" when there is none)
+
+
+def _first_name(obj: dict[str, Any]) -> str:
+    names = obj.get("filenames")
+    if not isinstance(names, (list, tuple)) or not names:
+        return ""
+    first = names[0]
+    return first.decode("latin1") if isinstance(first, bytes) else str(first)
+
+
+def _read_batch(path: Path, num_classes: int) -> _Batch:
+    """One batch file: rows, labels, the file's md5 and sha256 and its first file name."""
     obj, raw = _read_pickle(path)
     if "data" not in obj or "labels" not in obj:
         raise DataCorruptError(
@@ -282,18 +382,58 @@ def _read_batch(path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray, s
     lo, hi = int(labels.min()), int(labels.max())
     if lo < 0 or hi >= num_classes:
         raise DataCorruptError(f"{path}: labels must lie in 0..{num_classes - 1}, found {lo}..{hi}")
-    return np.ascontiguousarray(data), labels, hashlib.md5(raw).hexdigest()
+    return _Batch(np.ascontiguousarray(data), labels, hashlib.md5(raw).hexdigest(),
+                  hashlib.sha256(raw).hexdigest(), _first_name(obj))
 
 
-def _read_classes(folder: Path) -> list[str]:
+def _read_classes(folder: Path) -> tuple[list[str], str]:
+    """The class names of ``batches.meta`` (which must exist) and the file's sha256."""
     meta = folder / META_FILE
-    if not meta.exists():
-        return list(CIFAR10_CLASSES)
-    obj, _ = _read_pickle(meta)
+    obj, raw = _read_pickle(meta)
     names = obj.get("label_names")
     if not isinstance(names, list) or not names:
         raise DataCorruptError(f"{meta}: expected a non-empty list under 'label_names'")
-    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+    if not all(isinstance(n, (str, bytes)) for n in names):
+        raise DataCorruptError(f"{meta}: 'label_names' must hold strings")
+    classes = [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
+    return classes, hashlib.sha256(raw).hexdigest()
+
+
+def _check_manifest(folder: Path, sha256: dict[str, str]) -> None:
+    """Compare every file's sha256 with the folder's manifest, when it has one."""
+    path = folder / MANIFEST_FILE
+    if not path.exists():
+        return
+    try:
+        recorded = json.loads(path.read_text())["files"]
+        assert isinstance(recorded, dict)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        raise DataCorruptError(f"{path}: not a readable manifest; delete it and run "
+                               "`python -m sgdnoise.data` to verify the copy again") from None
+    for name, digest in sha256.items():
+        if recorded.get(name) != digest:
+            raise DataCorruptError(
+                f"{folder / name}: its sha256 {digest} differs from the one {MANIFEST_FILE} "
+                f"recorded when this copy was verified ({recorded.get(name)}): the file "
+                f"changed since; replace the copy and delete {MANIFEST_FILE}, then verify it "
+                "again with `python -m sgdnoise.data`")
+
+
+def _known_copy(folder: Path, first_names: list[str], train_md5: str,
+                test_md5: str) -> dict[str, str] | None:
+    """The entry of :data:`KNOWN_COPIES` whose file names these batches carry (None if
+    none); a DataCorruptError when its pixel md5 values differ from the ones it is known
+    by."""
+    for copy in KNOWN_COPIES:
+        if first_names and all(re.match(copy["filename"], n) for n in first_names):
+            if (train_md5, test_md5) != (copy["train_md5"], copy["test_md5"]):
+                raise DataCorruptError(
+                    f"{folder}: its file names mark it as {copy['name']}, whose decoded "
+                    f"pixel rows have md5 {copy['train_md5']} (training) and "
+                    f"{copy['test_md5']} (test), but these files give {train_md5} and "
+                    f"{test_md5}: bytes changed since the copy was written; write it again")
+            return copy
+    return None
 
 
 def _md5(rows: np.ndarray) -> str:
@@ -315,7 +455,11 @@ def load_cifar10(
     :class:`DataNotFoundError` explains how to supply the files. Files that exist but are
     truncated or malformed raise :class:`DataCorruptError` naming the file.
 
-    The batch files are Python pickles: only read copies you trust.
+    The batch files are Python pickles, read with :func:`restricted_loads` (nothing but
+    arrays, containers, strings and numbers). A folder with a manifest
+    (:data:`MANIFEST_FILE`) must match it file by file, and a copy named in
+    :data:`KNOWN_COPIES` must have its pixel md5 values; otherwise :class:`DataCorruptError`
+    names the file that changed.
     """
     root = resolve_data_dir(data_dir)
     folder = root / CIFAR10_DIRNAME
@@ -327,18 +471,20 @@ def load_cifar10(
         why = _try_download(root, timeout)
         if why is not None or not folder.is_dir():
             raise DataNotFoundError(_missing_message(folder, why or "download left no folder"))
-    classes = _read_classes(folder)
-    file_md5: dict[str, str] = {}
-    xs, ys = [], []
-    for name in TRAIN_FILES:
-        x, y, file_md5[name] = _read_batch(folder / name, len(classes))
-        xs.append(x)
-        ys.append(y)
-    train_rows = np.concatenate(xs)
-    train_y = np.concatenate(ys)
-    del xs
-    test_rows, test_y, file_md5[TEST_FILE] = _read_batch(folder / TEST_FILE, len(classes))
-    official = all(file_md5[k] == v for k, v in OFFICIAL_MD5.items())
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise DataNotFoundError(f"{folder}: the folder cannot be read (permission denied); "
+                                "check its permissions")
+    classes, meta_sha = _read_classes(folder)
+    batches = {name: _read_batch(folder / name, len(classes))
+               for name in (*TRAIN_FILES, TEST_FILE)}
+    _check_manifest(folder, {META_FILE: meta_sha,
+                             **{n: b.sha256 for n, b in batches.items()}})
+    train_rows = np.concatenate([batches[n].rows for n in TRAIN_FILES])
+    train_y = np.concatenate([batches[n].labels for n in TRAIN_FILES])
+    test_rows, test_y = batches[TEST_FILE].rows, batches[TEST_FILE].labels
+    official = all(batches[k].md5 == v for k, v in OFFICIAL_MD5.items())
+    first_names = [b.first_name for b in batches.values()]
+    del batches
     identity = DataIdentity(
         source="official" if official else "supplied copy",
         path=str(folder.resolve()),
@@ -348,6 +494,8 @@ def load_cifar10(
         n_train=int(train_rows.shape[0]),
         n_test=int(test_rows.shape[0]),
     )
+    if not official:
+        _known_copy(folder, first_names, identity.train_md5, identity.test_md5)
     return ImageData(
         train_x=torch.from_numpy(train_rows.reshape(-1, 3, 32, 32)),
         train_y=torch.from_numpy(train_y),
@@ -677,6 +825,7 @@ def fetch_cifar10(
         if not _official_files(unpacked):
             raise DataCorruptError(f"{part}: the unpacked files do not match the official md5 "
                                    "values; nothing was installed")
+        write_manifest(unpacked, "the official md5 of every batch file")
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(unpacked, folder)
@@ -693,9 +842,60 @@ def _official_files(folder: Path) -> bool:
     return True
 
 
+def write_manifest(folder: Path, verified_against: str) -> Path:
+    """Write ``folder/MANIFEST_FILE``: the sha256 of every file of the copy and what it was
+    verified against, atomically; :func:`load_cifar10` then checks every later load
+    against it. Returns the manifest's path."""
+    files = {name: hashlib.sha256(_read_bytes(folder / name)).hexdigest()
+             for name in (*TRAIN_FILES, TEST_FILE, META_FILE)}
+    path = folder / MANIFEST_FILE
+    tmp = folder / f".{MANIFEST_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "verified_against": verified_against,
+                               "files": files}, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _what_it_is(identity: DataIdentity) -> str:
+    """What a loaded copy was verified against, in words."""
+    if identity.official_checksums:
+        return "the official md5 of every batch file"
+    for copy in KNOWN_COPIES:
+        if (identity.train_md5, identity.test_md5) == (copy["train_md5"], copy["test_md5"]):
+            return f"the pixel md5 values of {copy['name']}"
+    return ("nothing (a supplied copy not known to this package: the manifest records it as "
+            "found, so later changes are caught)")
+
+
+def _verify_in_place(folder: Path) -> int:
+    """``make data`` on an existing folder: load it (every check of :func:`load_cifar10`)
+    and record its manifest when it has none. Exit code 0, or 1 naming what is wrong."""
+    import sys
+
+    try:
+        data = load_cifar10(folder.parent, download=False)
+    except (DataNotFoundError, DataCorruptError) as err:
+        print(f"CIFAR-10 in {folder} is not usable: {err}", file=sys.stderr)
+        return 1
+    against = _what_it_is(data.identity)
+    kind = "the official files" if data.identity.official_checksums else "a supplied copy"
+    if (folder / MANIFEST_FILE).exists():
+        note = f"every file matches its {MANIFEST_FILE}"
+    else:
+        try:
+            note = f"wrote the manifest {write_manifest(folder, against)}"
+        except OSError as err:
+            note = f"the manifest could not be written ({err.strerror or err})"
+    print(f"CIFAR-10 is in place and verified: {folder.resolve()} holds {kind}, checked "
+          f"against {against}; {note}.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sgdnoise.data [DATA_DIR]`` (``make data``): fetch and verify CIFAR-10, or
-    say what to do when that is impossible. Exit code 0 when the data are in place."""
+    """``python -m sgdnoise.data [DATA_DIR]`` (``make data``): verify the CIFAR-10 copy in
+    place (every check of :func:`load_cifar10`; its manifest is written the first time),
+    else fetch and verify the official archive, or say what to do when that is impossible.
+    Exit code 0 when verified data are in place, 1 otherwise, 2 for bad arguments."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
@@ -705,10 +905,7 @@ def main(argv: list[str] | None = None) -> int:
     root = resolve_data_dir(args[0] if args else None)
     folder = root / CIFAR10_DIRNAME
     if folder.is_dir():
-        kind = "the official files" if _official_files(folder) else (
-            "a supplied copy (its md5 values differ from the official ones)")
-        print(f"CIFAR-10 is in place: {folder.resolve()} holds {kind}.")
-        return 0
+        return _verify_in_place(folder)
     try:
         path = fetch_cifar10(root)
     except (DataNotFoundError, DataCorruptError) as err:

@@ -23,6 +23,7 @@ products for a stack of cotangents).
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable, Sequence
 
 import torch
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from sgdnoise.validate import check_positive_int, check_vector
+from sgdnoise.validate import check_finite, check_positive_int, check_vector
 
 __all__ = [
     "batched_vjp",
@@ -232,6 +233,87 @@ def _check_data(inputs: Tensor, targets: Tensor) -> int:
     return n
 
 
+# per model: the output shape of one example, by (example shape, dtype, device) of the inputs
+_OUTPUT_SHAPES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[int, ...]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _example_output_shape(model: nn.Module, inputs: Tensor) -> tuple[int, ...]:
+    """The output shape of one example: a forward pass of ``inputs[:1]`` without gradients
+    (and without touching the global RNG), done once per model and kind of input. A failing
+    pass becomes a ValueError naming ``inputs`` (its dtype when it differs from the
+    parameters', else its shape)."""
+    pdt = next(model.parameters()).dtype
+    key = (tuple(inputs.shape[1:]), inputs.dtype, inputs.device, pdt)
+    shapes = _OUTPUT_SHAPES.setdefault(model, {})
+    if key not in shapes:
+        devices = [inputs.device] if inputs.device.type == "cuda" else []
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                out = model(inputs[:1])
+        except (RuntimeError, ValueError, TypeError, IndexError) as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            if inputs.is_floating_point() and inputs.dtype != pdt:
+                raise ValueError(f"inputs must have the model's parameter dtype {pdt}, got "
+                                 f"{inputs.dtype} (convert with inputs.to({pdt}))") from None
+            raise ValueError(f"inputs of shape {tuple(inputs.shape)} do not fit the model: "
+                             f"one example of shape {key[0]} fails in its forward pass "
+                             f"({first})") from None
+        if not isinstance(out, Tensor):
+            return ()
+        shapes[key] = tuple(out.shape[1:])
+    return shapes[key]
+
+
+def _check_values(loss_fn: LossFn, inputs: Tensor, targets: Tensor,
+                  classes: int | None) -> None:
+    """Finite floating inputs and targets; with ``classes``, integer targets in
+    ``0..classes-1`` (the loss's ignored index aside). One host synchronisation for all."""
+    stats: dict[str, Tensor] = {}
+    for name, t in (("inputs", inputs), ("targets", targets)):
+        if t.is_floating_point():
+            stats[name] = (~torch.isfinite(t)).sum()
+    if classes is not None and not targets.is_floating_point() and targets.numel():
+        kept = torch.where(targets == getattr(loss_fn, "ignore_index", -100), 0, targets)
+        stats["min"], stats["max"] = kept.min(), kept.max()
+    if not stats:
+        return
+    got = dict(zip(stats, torch.stack([v.reshape(()).long() for v in stats.values()])
+                   .tolist(), strict=True))
+    check_finite("inputs", inputs, bad=got.get("inputs", 0))
+    check_finite("targets", targets, bad=got.get("targets", 0))
+    if "min" in got and (got["min"] < 0 or got["max"] >= classes):
+        raise ValueError(f"targets must be class indices in 0..{classes - 1} (the model "
+                         f"gives {classes} classes), got values {got['min']}..{got['max']}")
+
+
+def _class_count(loss_fn: LossFn, targets: Tensor, shape: tuple[int, ...]) -> int | None:
+    """C for cross-entropy on ``(N, C)`` logits (None otherwise), after checking the
+    targets' shape: class indices ``(N,)`` or probabilities ``(N, C)``."""
+    if len(shape) != 1 or not (loss_fn is F.cross_entropy
+                               or isinstance(loss_fn, nn.CrossEntropyLoss)):
+        return None
+    classes = shape[0]
+    if targets.is_floating_point():
+        if tuple(targets.shape[1:]) != (classes,):
+            raise ValueError(f"targets of class probabilities must have shape (N, {classes}), "
+                             f"got {tuple(targets.shape)}")
+        return None
+    if targets.ndim != 1:
+        raise ValueError(f"targets must be class indices of shape (N,) (the model gives "
+                         f"{classes} classes per example), got shape {tuple(targets.shape)}")
+    return classes
+
+
+def _check_inputs(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor) -> None:
+    """Before any gradient: inputs the model takes (one forward pass of one example per
+    model and kind of input, cached), finite inputs (and floating targets) and, for
+    cross-entropy on ``(N, C)`` logits, targets that are class indices ``0..C-1`` or
+    probabilities ``(N, C)``. Each failure is a ValueError naming the argument."""
+    shape = _example_output_shape(model, inputs)
+    _check_values(loss_fn, inputs, targets, _class_count(loss_fn, targets, shape))
+
+
 def _example_loss_fn(model: nn.Module, loss_fn: LossFn, frozen: dict[str, Tensor]):
     """ℓ(params, x, y): the loss of one example (x, y without batch dim) as a batch of one."""
 
@@ -252,12 +334,14 @@ def _split_state(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict
     return named, frozen
 
 
-def _prepare(model: nn.Module, inputs: Tensor, targets: Tensor, chunk_size: int | None):
+def _prepare(model: nn.Module, loss_fn: LossFn, inputs: Tensor, targets: Tensor,
+             chunk_size: int | None):
     """Checked ``(N, chunk, trainable (name, param) pairs, frozen state)``."""
     n = _check_data(inputs, targets)
     chunk = n if chunk_size is None else check_positive_int("chunk_size", chunk_size)
     check_independent_examples(model)
     named, frozen = _split_state(model)
+    _check_inputs(model, loss_fn, inputs, targets)
     return n, chunk, named, frozen
 
 
@@ -279,7 +363,11 @@ def per_example_grads(
           (``model.eval()``); otherwise a ValueError explains the choices.
         - loss_fn: batch criterion ``loss_fn(outputs, targets) -> scalar`` (mean or sum
           reduction); it is applied to each example alone, as a batch of one.
-        - inputs: (N, ...) examples; targets: (N, ...) labels.
+        - inputs: (N, ...) examples; targets: (N, ...) labels. Checked before any gradient
+          (ValueError naming the argument): inputs finite and of a shape and dtype the model
+          takes (one example's forward pass, once per model and kind of input), and for
+          cross-entropy on ``(N, C)`` logits, class indices ``(N,)`` in ``0..C-1`` or
+          probabilities ``(N, C)``.
         - chunk_size: number of examples vectorised at once (``None``: all N). Peak extra
           memory is about chunk_size × (P + activations of one example).
 
@@ -288,7 +376,7 @@ def per_example_grads(
         - G: (N, P) on the parameters' device, in the parameters' (promoted) dtype.
         - Layers in train mode with randomness (dropout) draw independently per example.
     """
-    n, chunk, named, frozen = _prepare(model, inputs, targets, chunk_size)
+    n, chunk, named, frozen = _prepare(model, loss_fn, inputs, targets, chunk_size)
     params = {name: p.detach() for name, p in named}
     dtype = _result_dtype([p for _, p in named])
     device = named[0][1].device
@@ -323,7 +411,7 @@ def full_gradient(
     result equals ``per_example_grads(...).mean(0)`` whatever the criterion's reduction,
     but it costs one vectorised forward/backward per chunk and O(P) memory for the result.
     """
-    n, chunk, named, frozen = _prepare(model, inputs, targets, chunk_size)
+    n, chunk, named, frozen = _prepare(model, loss_fn, inputs, targets, chunk_size)
     leaves = [p.detach().requires_grad_(True) for _, p in named]
     params = {name: leaf for (name, _), leaf in zip(named, leaves, strict=True)}
     losses_fn = vmap(
@@ -360,6 +448,7 @@ def per_example_grad_products(
     _check_data(inputs, targets)
     check_independent_examples(model)
     params = trainable_parameters(model)
+    _check_inputs(model, loss_fn, inputs, targets)
     if not isinstance(V, Tensor) or V.ndim != 2 or V.shape[0] != sum(p.numel() for p in params):
         raise ValueError(f"V must be a (P, k) tensor with P = {num_params(model)}, got "
                          f"{tuple(V.shape) if isinstance(V, Tensor) else type(V).__name__}")

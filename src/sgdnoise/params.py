@@ -6,14 +6,19 @@ message that names the parameter, the value and what is allowed."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .yamlio import load_yaml
 
 PROFILES = ("smoke", "default", "full")
+#: Bounds of numeric parameters that declare none (inclusive, by kind): a typo such as
+#: ``runs: 10**15`` is refused instead of running until killed. The largest value of any
+#: shipped profile is 200,000.
+CEILING = {"int": 10**7, "float": 1e9}
 
 
 @dataclass(frozen=True)
@@ -22,7 +27,8 @@ class Param:
 
     ``kind`` is one of ``int``, ``float``, ``str``, ``bool``, ``list[int]``,
     ``list[float]``, ``list[str]``. ``low``/``high`` bound numbers (and each list item),
-    inclusive; ``choices`` restricts values (or list items)."""
+    inclusive; a number without a declared bound lies within ``±CEILING[kind]`` and every
+    float must be finite. ``choices`` restricts values (or list items)."""
 
     kind: str
     low: float | None = None
@@ -41,15 +47,25 @@ class Param:
             item = Param(item_kind, self.low, self.high, self.choices)
             return [item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
         value = _coerce(name, self.kind, value)
-        if self.low is not None and value < self.low:
-            raise ValueError(f"parameter {name!r} must be >= {self.low}, got {value!r}")
-        if self.high is not None and value > self.high:
-            raise ValueError(f"parameter {name!r} must be <= {self.high}, got {value!r}")
+        if self.kind in CEILING:
+            self._check_bounds(name, value)
         if self.choices is not None and value not in self.choices:
             raise ValueError(
                 f"parameter {name!r} must be one of {list(self.choices)}, got {value!r}"
             )
         return value
+
+    def _check_bounds(self, name: str, value: float) -> None:
+        cap = CEILING[self.kind]
+        note = f" (the ceiling of {self.kind} parameters without a declared bound)"
+        low = self.low if self.low is not None else -cap
+        high = self.high if self.high is not None else cap
+        if value < low:
+            raise ValueError(f"parameter {name!r} must be >= {low}"
+                             f"{note if self.low is None else ''}, got {value!r}")
+        if value > high:
+            raise ValueError(f"parameter {name!r} must be <= {high}"
+                             f"{note if self.high is None else ''}, got {value!r}")
 
 
 def _coerce(name: str, kind: str, value: Any) -> Any:
@@ -64,6 +80,8 @@ def _coerce(name: str, kind: str, value: Any) -> Any:
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"parameter {name!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"parameter {name!r} must be a finite number, got {value!r}")
         return float(value)
     if kind == "str":
         if not isinstance(value, str):
@@ -93,10 +111,11 @@ def check_names(values: Mapping[str, Any], names: Iterable[str]) -> None:
 
 
 def load_profile(path: str | Path) -> dict[str, Any]:
-    """Read one parameter file (a flat YAML mapping)."""
+    """Read one parameter file (a flat YAML mapping) with :func:`sgdnoise.yamlio.load_yaml`:
+    plain data, unique keys and finite numbers, else a one-line ValueError naming the file
+    and the line."""
     path = Path(path)
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    data = load_yaml(path) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a parameter file must hold a mapping, got {type(data).__name__}")
     return data
@@ -198,8 +217,9 @@ class ChapterParams:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Any:
+        values = load_profile(path)  # its errors name the file already
         try:
-            return cls.from_mapping(load_profile(path))
+            return cls.from_mapping(values)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
 

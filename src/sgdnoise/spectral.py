@@ -78,12 +78,32 @@ def _randn(dim: int, cols: int, gen: torch.Generator, dtype, device) -> torch.Te
     return torch.randn(dim, cols, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
 
 
+def _call_operator(name: str, op: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
+    """``op(x)``; an error inside it (typically a shape that does not fit) becomes a
+    ValueError naming ``name`` and the size it was given."""
+    try:
+        return op(x)
+    except (RuntimeError, IndexError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{name} failed on a {tuple(x.shape)} tensor ({first}); is dim = "
+                         f"{x.shape[0]} the size of the operator?") from None
+
+
+def _checked_output(name: str, out: Any, shape: tuple[int, ...]) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{name} must map a {shape} tensor to the same shape, got {got}")
+    bad = int((~torch.isfinite(out)).sum())
+    if bad:
+        raise ValueError(f"{name} returned {bad} non-finite value{'s' if bad > 1 else ''} "
+                         f"(NaN or ±inf) for a finite {shape} input")
+    return out
+
+
 def _apply(matvec: Matvec, v: torch.Tensor, dim: int) -> torch.Tensor:
-    """``matvec(v)`` cast back to ``v``'s dtype/device, with its shape checked."""
-    out = matvec(v)
-    if not isinstance(out, torch.Tensor) or out.shape != (dim,):
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"matvec must map a ({dim},) tensor to a ({dim},) tensor, got {shape}")
+    """``matvec(v)`` cast back to ``v``'s dtype/device, with its shape and finiteness
+    checked."""
+    out = _checked_output("matvec", _call_operator("matvec", matvec, v), (dim,))
     return out.to(dtype=v.dtype, device=v.device)
 
 
@@ -97,12 +117,9 @@ def _columnwise(matvec: Matvec, dim: int) -> Matmat:
 
 
 def _apply_block(matmat: Matmat, Q: torch.Tensor) -> torch.Tensor:
-    """``matmat(Q)`` cast back to ``Q``'s dtype/device, with its shape checked."""
-    out = matmat(Q)
-    if not isinstance(out, torch.Tensor) or out.shape != Q.shape:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"matmat must map a {tuple(Q.shape)} block to the same shape, got "
-                         f"{shape}")
+    """``matmat(Q)`` cast back to ``Q``'s dtype/device, with its shape and finiteness
+    checked."""
+    out = _checked_output("matmat", _call_operator("matmat", matmat, Q), tuple(Q.shape))
     return out.to(dtype=Q.dtype, device=Q.device)
 
 

@@ -95,6 +95,8 @@ from typing import Any
 
 import torch
 
+from sgdnoise.validate import check_output_dir
+
 __all__ = [
     "NOISE_KEYS",
     "NOISE_KINDS",
@@ -138,6 +140,8 @@ __all__ = [
 PLAN_RECORD_FORMAT = "sgdnoise.sweep.run/2"
 RECORD_FORMAT = "sgdnoise.sweep.run/1"  # the pilot records of 2026-11-26
 CIFAR10_TRAIN_SIZE = 50_000
+CIFAR10_TEST_SIZE = 10_000
+SYNTHETIC_TEST_SIZE = 1000  # sgdnoise.data.load_dataset's default
 DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test")
 PLAN_KEYS = ("name", "data", "defaults", "arms", "priority")
 ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps", "noise", "tune")
@@ -152,6 +156,17 @@ NOISE_KINDS = ("isotropic", "diag_fisher", "subsampled", "true_fisher", "hessian
 NOISE_DEFAULTS = {"num_samples": 64, "lanczos_steps": 10, "moment_probes": 4}
 NOISE_CHUNK_SIZE = 16  # per-example chunk of exact moments, as chapter 9's NoiseConfig
 _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+# a plan's name becomes part of file names (records' source, gpu_run.sh's tar): one path
+# component of letters, digits, '_', '.', '-', not starting with '.' or '-', no '..'
+_PLAN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+DATA_DEFAULTS = {"dataset": "cifar10", "data_dir": None, "data_seed": 0, "n_train": None,
+                 "n_test": None}
+# upper bounds (inclusive) of the plan's own numbers, stated in the errors; TrainConfig
+# fields are bounded by sgdnoise.train.LIMITS
+SIZE_LIMIT = 10**7  # examples of a synthetic data set
+SEED_LIMIT = 2**32 - 1
+NOISE_LIMITS = {"num_samples": 10**6, "lanczos_steps": 10_000, "moment_probes": 10_000,
+                "injection_scale": 1e6}
 
 
 class PlanError(ValueError):
@@ -301,18 +316,20 @@ def _check_mapping(key: str, value: Any, allowed: Sequence[str]) -> dict[str, An
 
 
 def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
-    out = {"dataset": "cifar10", "data_dir": None, "data_seed": 0, "n_train": None,
-           "n_test": None, **data}
+    out = {**DATA_DEFAULTS, **data}
     if out["dataset"] not in ("cifar10", "synthetic"):
         raise _fail("data.dataset", f"must be one of ['cifar10', 'synthetic'], "
                                     f"got {out['dataset']!r}")
     for k in ("n_train", "n_test"):
         v = out[k]
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise _fail(f"data.{k}", f"must be null or an integer >= 1, got {v!r}")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)
+                              or not 1 <= v <= SIZE_LIMIT):
+            raise _fail(f"data.{k}", f"must be null or an integer >= 1 and <= {SIZE_LIMIT}, "
+                                     f"got {v!r}")
     ds = out["data_seed"]
-    if isinstance(ds, bool) or not isinstance(ds, int) or ds < 0:
-        raise _fail("data.data_seed", f"must be an integer >= 0, got {ds!r}")
+    if isinstance(ds, bool) or not isinstance(ds, int) or not 0 <= ds <= SEED_LIMIT:
+        raise _fail("data.data_seed", f"must be an integer >= 0 and <= {SEED_LIMIT}, "
+                                      f"got {ds!r}")
     if out["data_dir"] is not None and not isinstance(out["data_dir"], str):
         raise _fail("data.data_dir", f"must be null or a string, got {out['data_dir']!r}")
     if out["dataset"] == "synthetic" and out["n_train"] is None:
@@ -320,6 +337,9 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
     if out["dataset"] == "cifar10" and (out["n_train"] or 0) > CIFAR10_TRAIN_SIZE:
         raise _fail("data.n_train", f"must be <= {CIFAR10_TRAIN_SIZE} (the CIFAR-10 training "
                                     f"images), got {out['n_train']}")
+    if out["dataset"] == "cifar10" and (out["n_test"] or 0) > CIFAR10_TEST_SIZE:
+        raise _fail("data.n_test", f"must be <= {CIFAR10_TEST_SIZE} (the CIFAR-10 test "
+                                   f"images), got {out['n_test']}")
     return out
 
 
@@ -338,9 +358,11 @@ def _check_noise(arm: str, value: Any, sizes: Sequence[int]) -> dict[str, Any]:
                          f"'matched_small_batch', got {given or 'neither'}")
     if "injection_scale" in spec:
         s = spec["injection_scale"]
+        cap = NOISE_LIMITS["injection_scale"]
         if (isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s)
-                or s < 0):
-            raise _fail(f"{key}.injection_scale", f"must be a number >= 0, got {s!r}")
+                or not 0 <= s <= cap):
+            raise _fail(f"{key}.injection_scale", f"must be a number >= 0 and <= {cap}, "
+                                                  f"got {s!r}")
     else:
         b = spec["matched_small_batch"]
         if isinstance(b, bool) or not isinstance(b, int) or b < 1:
@@ -350,17 +372,16 @@ def _check_noise(arm: str, value: Any, sizes: Sequence[int]) -> dict[str, Any]:
                         f"must be <= every batch size of the arm ({sorted(sizes)}: noise is "
                         f"added to a larger batch), got {b}")
     out = {**NOISE_DEFAULTS, **spec}
-    m = out["num_samples"]
-    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 2):
-        raise _fail(f"{key}.num_samples", f"must be null (the whole batch) or an integer >= 2, "
-                                          f"got {m!r}")
-    k = out["lanczos_steps"]
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise _fail(f"{key}.lanczos_steps", f"must be an integer >= 1, got {k!r}")
-    r = out["moment_probes"]
-    if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
-        raise _fail(f"{key}.moment_probes", f"must be null (exact per-example moments) or an "
-                                            f"integer >= 1, got {r!r}")
+    for name, low, null in (("num_samples", 2, "the whole batch"),
+                            ("lanczos_steps", 1, None),
+                            ("moment_probes", 1, "exact per-example moments")):
+        v, cap = out[name], NOISE_LIMITS[name]
+        if (v is None and null) or (not isinstance(v, bool) and isinstance(v, int)
+                                    and low <= v <= cap):
+            continue
+        allowed = f"an integer >= {low} and <= {cap}"
+        raise _fail(f"{key}.{name}", f"must be {f'null ({null}) or ' if null else ''}"
+                                     f"{allowed}, got {v!r}")
     return out
 
 
@@ -586,8 +607,9 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
         raise PlanError(f"a plan must be a mapping, got {type(plan).__name__}")
     top = _check_mapping("<plan>", plan, PLAN_KEYS)
     name = top.get("name", "plan")
-    if not isinstance(name, str) or not name:
-        raise _fail("name", f"must be a non-empty string, got {name!r}")
+    if not isinstance(name, str) or not _PLAN_NAME.match(name) or ".." in name:
+        raise _fail("name", "must be one file-name part: letters, digits, '_', '.' and '-', "
+                            f"starting with a letter or digit, without '..'; got {name!r}")
     data = _check_data(_check_mapping("data", top.get("data"), DATA_KEYS))
     defaults = _check_mapping("defaults", top.get("defaults"), train_config_fields())
     defaults.setdefault("eval_subset_seed", data["data_seed"])
@@ -608,22 +630,29 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
 
 
 def load_plan(path: str | os.PathLike, *, check_device: bool = True) -> Plan:
-    """Read and validate a YAML plan (a legacy flat sweep config is converted first)."""
-    import yaml
+    """Read and validate a YAML plan (a legacy flat sweep config, recognised by its
+    top-level ``batch_sizes``, is converted first). The file is read with
+    :func:`sgdnoise.yamlio.load_yaml` (plain data, unique keys, finite numbers); every error
+    is a one-line :class:`PlanError` that starts with the file's path."""
+    from sgdnoise.yamlio import YamlError, load_yaml
 
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise PlanError(f"cannot read plan {str(path)!r}: {err.strerror}") from None
+        raw = load_yaml(path)
+    except YamlError as err:
+        raise PlanError(str(err)) from None
+    if raw is None or raw == {}:
+        raise PlanError(f"{path}: the plan is empty; a plan needs 'arms' (and optionally "
+                        f"{', '.join(repr(k) for k in PLAN_KEYS if k != 'arms')})")
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise PlanError(f"plan {str(path)!r} is not valid YAML: {err}") from None
-    raw = raw if raw is not None else {}
-    if isinstance(raw, Mapping) and "arms" not in raw:
-        raw = legacy_to_plan(raw)
-    return validate_plan(raw, check_device=check_device)
+        if isinstance(raw, Mapping) and "arms" not in raw:
+            if "batch_sizes" not in raw:
+                raise PlanError(f"the plan has no 'arms' section (top-level keys: "
+                                f"{sorted(map(str, raw))}); allowed: {list(PLAN_KEYS)}")
+            raw = legacy_to_plan(raw)
+        return validate_plan(raw, check_device=check_device)
+    except PlanError as err:
+        raise PlanError(f"{path}: {err}") from None
 
 
 # --------------------------------------------------------------------------- legacy configs
@@ -879,6 +908,14 @@ def _checkpoint_path(out_dir: Path, run_id: str) -> Path:
     return out_dir / "checkpoints" / f"{run_id}.pt"
 
 
+def _probe_output(out: Path, checkpoints: bool) -> None:
+    """Create ``out`` (and its checkpoints folder) and prove them writable, before any data
+    are loaded: a ValueError naming the folder otherwise."""
+    check_output_dir("--out", out)
+    if checkpoints:
+        check_output_dir("--out's checkpoints folder", _checkpoint_path(out, "x").parent)
+
+
 def _atomic_write_json(obj: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -923,6 +960,115 @@ def _identity(data: Any) -> dict[str, Any]:
     return ident
 
 
+def _plan_section(plan: Plan) -> dict[str, Any]:
+    """What a record keeps of its plan: the name and the data section (without
+    ``data_dir``, a path of one machine)."""
+    return {"name": plan.name,
+            "data": {k: v for k, v in plan.data.items() if k != "data_dir"}}
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """The run record at ``path``; a one-line ValueError naming the file and what to do when
+    it is unreadable, empty, not JSON, not a JSON object or not a plan record."""
+    todo = "delete it or move it away (its run is then redone), or use another --out folder"
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: the record cannot be read ({err.strerror}); {todo}") from None
+    if not raw.strip():
+        raise ValueError(f"{path}: the record is empty (a write that was cut short?); {todo}")
+    try:
+        rec = json.loads(raw)
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path}: not a JSON run record ({err}); {todo}") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path}: holds a JSON {type(rec).__name__}, not a run record; {todo}")
+    if rec.get("format") != PLAN_RECORD_FORMAT or not isinstance(rec.get("config"), dict):
+        raise ValueError(f"{path}: not a run record of format {PLAN_RECORD_FORMAT!r} (format "
+                         f"{rec.get('format')!r}); {todo}")
+    return rec
+
+
+def _first_difference(label: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """``"<label> (<key>: record <old>, plan <new>)"`` for the first key whose values
+    differ (in the order of ``new``, then the keys only ``old`` has), with the number of
+    further differences; None when equal."""
+    keys = [k for k in [*new, *(k for k in old if k not in new)]
+            if old.get(k, "<absent>") != new.get(k, "<absent>")]
+    if not keys:
+        return None
+    k = keys[0]
+    more = f"; {len(keys) - 1} more" if len(keys) > 1 else ""
+    return (f"{label} ({k}: record {old.get(k, '<absent>')!r}, plan "
+            f"{new.get(k, '<absent>')!r}{more})")
+
+
+def _identity_section(ident: Mapping[str, Any]) -> dict[str, Any]:
+    """The data section as a data identity shows it (records without a plan section)."""
+    return {"dataset": "synthetic" if ident.get("source") == "synthetic" else (
+                "cifar10" if ident.get("source") else None),
+            "n_train": ident.get("n_train"), "n_test": ident.get("n_test"),
+            "data_seed": ident.get("subset_seed")}
+
+
+def _expected_identity(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The identity fields :func:`_load_data` gives for the data section ``data``
+    (``data_seed`` stands for the identity's ``subset_seed``: the seed of a CIFAR-10 subset;
+    a synthetic set's seed is not in its identity)."""
+    synthetic = data["dataset"] == "synthetic"
+    subset = not synthetic and (data["n_train"] is not None or data["n_test"] is not None)
+    return {"dataset": data["dataset"],
+            "n_train": data["n_train"] or CIFAR10_TRAIN_SIZE,
+            "n_test": data["n_test"] or (SYNTHETIC_TEST_SIZE if synthetic
+                                         else CIFAR10_TEST_SIZE),
+            "data_seed": data["data_seed"] if subset else None}
+
+
+def _record_mismatch(rec: Mapping[str, Any], plan: Plan, run: Run,
+                     expected: Mapping[str, Any] | None = None) -> str | None:
+    """What of ``run`` of ``plan`` the record ``rec`` disagrees on, as "<what> (<key>:
+    record <value>, plan <value>)" (None: it is that run's record): the plan name, the data
+    section (a key the record lacks counts as its default), the config (a field the record
+    lacks counts as TrainConfig's default, so records written before a field existed still
+    match when the run keeps the default) or the noise settings (``noise.<key>`` entries of
+    the config). Records written before
+    records carried their plan section are matched on their ``source`` and data identity.
+    ``expected``: the config the record must hold when it is not ``run.config`` (a tuned
+    run at the factor its tuning records chose, :func:`_expected_config`)."""
+    from sgdnoise.train import TrainConfig
+
+    mine = _plan_section(plan)
+    section = rec.get("plan")
+    if isinstance(section, Mapping):
+        name = section.get("name")
+        defaults = {k: v for k, v in DATA_DEFAULTS.items() if k != "data_dir"}
+        data = _first_difference("data section", {**defaults, **(section.get("data") or {})},
+                                 mine["data"])
+    else:
+        name = rec.get("source")
+        data = _first_difference("data section", _identity_section(rec.get("data") or {}),
+                                 _expected_identity(plan.data))
+    if name != plan.name:
+        return f"plan name (record {name!r}, plan {plan.name!r})"
+    if data:
+        return data
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    noise = run.noise.to_dict() if run.noise is not None else None
+    want = dict(expected) if expected is not None else run.config.to_dict()
+    return _first_difference("config", {**defaults, **rec["config"],
+                                        **_noise_fields(rec.get("noise"))},
+                             {**want, **_noise_fields(noise)})
+
+
+def _noise_fields(noise: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A run's noise settings as config entries ``noise.<key>`` (``noise: None`` for plain
+    SGD), compared with the config."""
+    if not isinstance(noise, Mapping):
+        return {"noise": noise}
+    return {f"noise.{k}": v for k, v in noise.items()}
+
+
 def _load_data(plan: Plan):
     from sgdnoise.data import load_dataset
 
@@ -938,6 +1084,7 @@ def _run_record(plan: Plan, run: Run, result: Any, world: int,
     rec = {
         "format": PLAN_RECORD_FORMAT,
         "source": plan.name,
+        "plan": _plan_section(plan),
         "run": run.describe(),
         "config": run.config.to_dict(),
         "status": result.status,
@@ -1025,7 +1172,9 @@ def choose_lr_factor(candidates: Mapping[float, Mapping[str, Any] | None]
     }
 
 
-def _read_record(out: Path, run_id: str) -> dict[str, Any] | None:
+def _tuning_record(out: Path, run_id: str) -> dict[str, Any] | None:
+    """The record of tuning run ``run_id`` in ``out``, None while it is missing (a torn
+    record is reported by the strict :func:`_read_record` when the sweep reaches that run)."""
     p = record_path(out, run_id)
     try:
         rec = json.loads(p.read_text())
@@ -1046,7 +1195,7 @@ def resolve_tuned_run(run: Run, out_dir: str | os.PathLike,
     cands = {}
     for f in tune.lr_factors:
         rid = tune.run_id(run.batch_size, f)
-        cands[f] = records.get(rid) or _read_record(Path(out_dir), rid)
+        cands[f] = records.get(rid) or _tuning_record(Path(out_dir), rid)
     choice = choose_lr_factor(cands)
     if choice is None:
         return None
@@ -1067,17 +1216,6 @@ def _expected_config(run: Run, old: Mapping[str, Any], out: Path) -> dict[str, A
     if factor not in run.tune.lr_factors:
         return None
     return dataclasses.replace(run.config, lr=run.config.lr * factor).to_dict()
-
-
-def _config_defaults_filled(config: Any) -> Any:
-    """A recorded config with the TrainConfig fields it lacks (written before they existed)
-    at their defaults."""
-    from sgdnoise.train import TrainConfig
-
-    if not isinstance(config, Mapping):
-        return config
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    return {**defaults, **config}
 
 
 def _data_of(run: Run, plan: Plan, data: Any, cache: dict[int, Any]) -> Any:
@@ -1137,8 +1275,10 @@ def run_plan(
     choose (:func:`resolve_tuned_run`) when its turn comes, and waits ("η pending tuning")
     while one is missing.
 
-    A record written by a different config (same run id) raises ValueError rather than mixing
-    results."""
+    A record written by another plan, data section, config or noise (same run id) raises a
+    one-line ValueError naming the file and both values rather than mixing results; so does
+    an unreadable record. The output folder (and its ``checkpoints`` folder) is created and
+    probed writable before any data are loaded."""
     from sgdnoise import distributed as dist_mod
     from sgdnoise.train import train
 
@@ -1157,12 +1297,11 @@ def run_plan(
     for r in runs:
         p = record_path(out, r.run_id)
         if p.exists():
-            old = json.loads(p.read_text())
-            noise = r.noise.to_dict() if r.noise is not None else None
-            want = _expected_config(r, old, out)
-            if _config_defaults_filled(old.get("config")) != want or old.get("noise") != noise:
-                raise ValueError(f"{p} was written by a different config for run {r.run_id}; "
-                                 "use another --out folder")
+            old = _read_record(p)
+            why = _record_mismatch(old, plan, r, _expected_config(r, old, out))
+            if why is not None:
+                raise ValueError(f"{p} was written with a different {why} for run "
+                                 f"{r.run_id}; use another --out folder")
             existing[r.run_id] = old
     pending = [r for r in runs if r.run_id not in existing]
     noisy = [r.run_id for r in pending if r.noise is not None]
@@ -1170,8 +1309,8 @@ def run_plan(
         raise ValueError(f"runs {noisy[:3]} inject noise, which each data-parallel process "
                          "would draw from its own share of the batch: run them in one "
                          "process (no torchrun)")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    if is_main and pending:
+        _probe_output(out, checkpoints)
     if pending and data is None:
         data = _load_data(plan)
     probes: dict[tuple, dict[str, float]] = {}
@@ -1295,12 +1434,18 @@ def _record_files(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
 
 def read_records(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Every run record under ``paths`` (both formats), normalised to the plan format; the
-    pilot records (format 1) get arm ``"pilot"`` and source ``"pilot"``."""
+    pilot records (format 1) get arm ``"pilot"`` and source ``"pilot"``. Other JSON files
+    are skipped; a ``*.json`` file that cannot be read as JSON is skipped with a warning
+    naming it."""
+    import warnings
+
     out = []
     for f in _record_files(paths):
         try:
-            rec = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
+            rec = json.loads(f.read_bytes())
+        except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
+            warnings.warn(f"{f}: skipped, not a readable JSON record ({err}); delete or "
+                          "replace it", stacklevel=2)
             continue
         if not isinstance(rec, dict):
             continue
@@ -1526,6 +1671,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         shard = parse_shard(args.shard)
+        if args.keep_checkpoints and args.no_checkpoints:
+            raise PlanError("--keep-checkpoints and --no-checkpoints contradict each other: "
+                            "give one of them")
         if args.budget is not None and not (args.budget > 0 and math.isfinite(args.budget)):
             raise PlanError(f"--budget must be a number of seconds > 0, got {args.budget!r}")
         plan = load_plan(args.plan, check_device=not args.dry_run)

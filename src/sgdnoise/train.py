@@ -90,7 +90,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .grads import flat_params, flatten_like, split_like, trainable_parameters
-from .validate import check_choice, check_positive, check_positive_int
+from .validate import (
+    check_choice,
+    check_finite,
+    check_output_dir,
+    check_positive,
+    check_positive_int,
+)
 
 __all__ = [
     "ENGINE_PATHS",
@@ -135,6 +141,20 @@ _FALLBACK_MEAN = (0.4914, 0.4822, 0.4465)
 _FALLBACK_STD = (0.2470, 0.2435, 0.2616)
 
 CHECKPOINT_FORMAT = "sgdnoise.train.checkpoint/2"
+
+#: Upper bounds (inclusive) of TrainConfig's numeric fields, stated in the errors: far
+#: beyond any run of the study (ResNet-34 width 64, 50,000 images, batches up to 32,768,
+#: hundreds of epochs), so that a typo such as ``epochs: 10**15`` is refused instead of
+#: training until killed. Seeds fit the 32 bits every generator accepts. ``lr`` and
+#: ``weight_decay`` need only be finite: divergence studies use rates as large as 1e200.
+LIMITS: dict[str, float] = {
+    "batch_size": 10**7, "base_batch_size": 10**7, "micro_batch_size": 10**7,
+    "ghost_batch_size": 10**7, "eval_batch_size": 10**7, "epochs": 100_000,
+    "max_steps": 10**9, "width": 65_536, "eval_points": 100_000, "eval_train_n": 10**8,
+    "sharpness_every": 10**9, "sharpness_n": 10**7, "sharpness_iters": 10_000,
+    "divergence_check_every": 10**9, "seed": 2**32 - 1, "eval_subset_seed": 2**32 - 1,
+    "warmup_epochs": 100_000,
+}
 
 
 @dataclass
@@ -219,38 +239,43 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first bad field, its value and what is allowed;
         return self."""
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size, high=LIMITS["batch_size"])
+        check_positive_int("epochs", self.epochs, high=LIMITS["epochs"])
         check_positive("lr", self.lr)
         check_positive("momentum", self.momentum, allow_zero=True)
         if self.momentum >= 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_choice("lr_scaling", self.lr_scaling, LR_SCALINGS)
-        check_positive_int("base_batch_size", self.base_batch_size)
-        check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True)
+        check_positive_int("base_batch_size", self.base_batch_size,
+                           high=LIMITS["base_batch_size"])
+        check_positive("warmup_epochs", self.warmup_epochs, allow_zero=True,
+                       high=LIMITS["warmup_epochs"])
         ws = self.warmup_steps
-        if ws is not None and (isinstance(ws, bool) or not isinstance(ws, int) or ws < 0):
-            raise ValueError(f"warmup_steps must be null or an integer >= 0, got {ws!r}")
+        if ws is not None and (isinstance(ws, bool) or not isinstance(ws, int) or ws < 0
+                               or ws > LIMITS["max_steps"]):
+            raise ValueError(f"warmup_steps must be null or an integer in [0, "
+                             f"{LIMITS['max_steps']}], got {ws!r}")
         check_choice("sharpness_bn_mode", self.sharpness_bn_mode, SHARPNESS_BN_MODES)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("norm", self.norm, ("batch", "group", "none"))
         for name in ("width", "micro_batch_size", "max_steps", "ghost_batch_size",
                      "eval_train_n", "sharpness_every"):
             if getattr(self, name) is not None:
-                check_positive_int(name, getattr(self, name))
-        check_positive_int("eval_batch_size", self.eval_batch_size)
-        check_positive_int("divergence_check_every", self.divergence_check_every)
-        check_positive_int("sharpness_iters", self.sharpness_iters)
+                check_positive_int(name, getattr(self, name), high=LIMITS[name])
+        for name in ("eval_batch_size", "divergence_check_every", "sharpness_iters"):
+            check_positive_int(name, getattr(self, name), high=LIMITS[name])
         for name in ("seed", "eval_subset_seed", "sharpness_n"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= LIMITS[name]:
+                raise ValueError(f"{name} must be an integer >= 0 and <= {LIMITS[name]}, "
+                                 f"got {v!r}")
         if self.eval_points is not None:
             ep = self.eval_points
-            if isinstance(ep, bool) or not isinstance(ep, int) or ep < 0 or ep == 1:
+            if (isinstance(ep, bool) or not isinstance(ep, int) or ep < 0 or ep == 1
+                    or ep > LIMITS["eval_points"]):
                 raise ValueError(f"eval_points must be None, 0 (no evaluation) or an integer "
-                                 f">= 2, got {ep!r}")
+                                 f">= 2 and <= {LIMITS['eval_points']}, got {ep!r}")
         for name in ("nesterov", "augment", "channels_last", "amp", "drop_last",
                      "eval_at_start", "bn_recompute"):
             if not isinstance(getattr(self, name), bool):
@@ -909,6 +934,39 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint at ``path`` read with ``weights_only=True``: tensors and plain
+    containers only, so a crafted file cannot run code (it is refused with a ValueError
+    naming the file)."""
+    try:
+        # on the CPU first: generator states must stay CPU byte tensors
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the unpickler raises many types for a refused or torn file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"checkpoint {path} was refused: it is not a checkpoint of tensors "
+                         f"and plain containers that loads with weights_only=True ({first}); "
+                         "delete it to start the run afresh") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        got = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"checkpoint {path} has an unknown format {got!r}")
+    return state
+
+
+def _check_data(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor | None,
+                test_y: torch.Tensor | None) -> None:
+    """Inputs and labels of each split agree in length; labels are >= 0; floating inputs
+    are finite (one pass over each tensor, before any training)."""
+    for split, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if x is None:
+            continue
+        if y.ndim != 1 or y.shape[0] != x.shape[0]:
+            raise ValueError(f"{split}_y must hold one label per example of {split}_x "
+                             f"({x.shape[0]}), got shape {tuple(y.shape)}")
+        if y.numel() and int(y.min()) < 0:
+            raise ValueError(f"{split}_y must hold class labels >= 0, got {int(y.min())}")
+        check_finite(f"{split}_x", x)
+
+
 def _cfg_key(cfg: TrainConfig) -> dict[str, Any]:
     """The config fields that must match for a checkpoint to be resumed (the fields added
     last are left out at their defaults, so checkpoints written before them still match)."""
@@ -1055,8 +1113,10 @@ def train(
       default SGD (fused on CUDA). The engine owns the learning rate: at every step each
       parameter group's ``lr`` is set to its initial value times :func:`lr_multiplier`.
     - checkpoint_path: where to save a checkpoint after every evaluation (atomically). If the
-      file exists, training resumes from it (the config must match). Needs evaluations
-      (``cfg.eval_points != 0``).
+      file exists, training resumes from it (the config must match); it is read with
+      ``torch.load(..., weights_only=True)``, so a file holding anything but tensors and
+      plain containers is refused. Its folder is created and probed writable before any
+      work. Needs evaluations (``cfg.eval_points != 0``).
     - on_epoch: called with each new evaluation record (same as a hook's ``on_eval``).
     - hooks: :class:`TrainHook` objects (``on_step`` / ``on_eval``, both optional).
     - engine / cuda_paths_on_cpu: the implementation, ``"fast"`` or ``"eager"``, and whether
@@ -1079,6 +1139,8 @@ def train(
     if checkpoint_path is not None and not evaluating:
         raise ValueError(f"checkpoint_path={str(checkpoint_path)!r} needs evaluations (a "
                          "checkpoint is written after each), got eval_points=0")
+    if checkpoint_path is not None and (dist is None or dist.rank == 0):
+        check_output_dir("checkpoint_path's folder", Path(checkpoint_path).parent)
     train_x = _get(data, "train_x").to(device)
     train_y = _get(data, "train_y").to(device=device, dtype=torch.long)
     test_x, test_y = _get(data, "test_x", optional=True), _get(data, "test_y", optional=True)
@@ -1089,6 +1151,7 @@ def train(
     if has_test:
         test_x = test_x.to(device)
         test_y = test_y.to(device=device, dtype=torch.long)
+    _check_data(train_x, train_y, test_x, test_y)
     n = train_x.shape[0]
     if cfg.batch_size > n:
         raise ValueError(f"batch_size={cfg.batch_size} exceeds the {n} training examples")
@@ -1149,10 +1212,7 @@ def train(
     resumed_from = None
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None and ckpt.exists():
-        # on the CPU first: generator states must stay CPU byte tensors
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint {ckpt} has an unknown format {state.get('format')!r}")
+        state = _load_checkpoint(ckpt)
         if state["config"] != _cfg_key(cfg):
             diff = sorted(k for k in set(state["config"]) | set(_cfg_key(cfg))
                           if state["config"].get(k) != _cfg_key(cfg).get(k))

@@ -5,22 +5,29 @@ naming the argument, its value and what is allowed.
 
 from __future__ import annotations
 
+import math
+import os
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 __all__ = [
     "check_choice",
+    "check_finite",
     "check_matrix",
+    "check_output_dir",
     "check_positive",
     "check_positive_int",
     "check_vector",
 ]
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` as int if it is an integer >= 1, else raise ValueError."""
+def check_positive_int(name: str, value: Any, *, high: int | None = None) -> int:
+    """Return ``value`` as int if it is an integer >= 1 (and <= ``high`` when given), else
+    raise ValueError."""
     if isinstance(value, bool) or not isinstance(value, (int,)) and not (
         hasattr(value, "__index__")
     ):
@@ -28,19 +35,62 @@ def check_positive_int(name: str, value: Any) -> int:
     value = int(value)
     if value < 1:
         raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high} (its upper bound), got {value}")
     return value
 
 
-def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as float if it is > 0 (or >= 0 with ``allow_zero``)."""
+def check_positive(name: str, value: Any, *, allow_zero: bool = False,
+                   high: float | None = None) -> float:
+    """Return ``value`` as float if it is a finite number > 0 (or >= 0 with ``allow_zero``)
+    and at most ``high`` when given; NaN and ±inf are refused."""
     try:
         x = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not (x >= 0 if allow_zero else x > 0) or x != x:
-        bound = ">= 0" if allow_zero else "> 0"
+    bound = ">= 0" if allow_zero else "> 0"
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+    if not (x >= 0 if allow_zero else x > 0):
         raise ValueError(f"{name} must be {bound}, got {value!r}")
+    if high is not None and x > high:
+        raise ValueError(f"{name} must be <= {high}, got {value!r}")
     return x
+
+
+def check_finite(name: str, t: torch.Tensor, *, bad: int | None = None) -> torch.Tensor:
+    """Return ``t`` if none of its entries is NaN or ±inf (integer tensors always pass),
+    else raise ValueError counting the bad entries. One pass over ``t``, unless the caller
+    counted them already (``bad``, e.g. with other statistics in one host transfer)."""
+    if t.is_floating_point() or t.is_complex():
+        bad = int((~torch.isfinite(t)).sum()) if bad is None else bad
+        if bad:
+            raise ValueError(f"{name} holds {bad} non-finite value{'s' if bad > 1 else ''} "
+                             f"(NaN or ±inf) among its {t.numel()} entries, shape "
+                             f"{tuple(t.shape)}")
+    return t
+
+
+def check_output_dir(name: str, path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` (with its parents) and prove it writable by creating and
+    deleting a temporary file in it; return it as a Path. Raise ValueError (one line: the
+    argument ``name``, the path and what is wrong) when it is a file, lies under a file or
+    cannot be written, so that no work starts whose results could not be saved."""
+    folder = Path(path)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()),
+                   None)
+    if blocker is not None:
+        where = "is a file" if blocker == folder else f"lies under the file {blocker}"
+        raise ValueError(f"{name} {str(folder)!r} {where}; give a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"{name} {str(folder)!r} is not writable ({err.strerror or err}); "
+                         "give a folder you can write to") from None
+    return folder
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
