@@ -6,8 +6,8 @@ than the plain ones and the ``<<`` of a merge (``!!python/...`` included), a key
 appears twice in one mapping (at any depth: YAML would silently keep the last), a number
 that is not finite (``.nan``, ``.inf``, or ``1.0e+999``, which overflows to infinity) and a
 syntax error. Each refusal is one line: the file, the line, the key (dotted path, list
-items as ``[i]``), the value and what is allowed. Bounds of the values themselves are the business of their readers
-(:mod:`sgdnoise.params`, :mod:`sgdnoise.sweep`).
+items as ``[i]``), the value and what is allowed. Bounds of the values themselves are the
+business of their readers (:mod:`sgdnoise.params`, :mod:`sgdnoise.sweep`).
 """
 
 from __future__ import annotations
