@@ -76,8 +76,9 @@ from sgdnoise.sweep import PlanError, load_plan
 
 try:
     p = load_plan(sys.argv[1], check_device=False)
-except PlanError as err:
-    sys.exit(f"[gpu_run] error: {err}")
+except PlanError as err:  # a refused plan is a usage error: exit 2, as the sweep's own
+    print(f"[gpu_run] error: {err}", file=sys.stderr)
+    sys.exit(2)
 print(p.data["dataset"])
 print(p.name)
 PY
