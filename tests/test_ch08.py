@@ -114,7 +114,7 @@ def test_decision_as_text_and_tables() -> None:
     mean = an.decision.table.iloc[0]["difference"][0]
     assert row["difference"].startswith(f"{mean * 100:.1f} [")
     rates = ch08.rates_table(an.rates)
-    assert len(rates) == 6 and rates["gap supported"].str.contains("%").all()
+    assert len(rates) == 6 and rates["gap contradicted"].str.contains("%").all()
     seeds = ch08.seeds_table(TIGHT, ch08.thresholds(params()), gaps=[0.02, 0.05],
                              family_sizes=[4, 8], end_loss=0.005)
     assert list(seeds.columns) == ["gap (points)", "4 pairs", "8 pairs"]

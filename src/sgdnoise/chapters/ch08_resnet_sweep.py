@@ -317,10 +317,7 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f}"
 
 
-def _points(x: float) -> str:
-    """An error difference in words: ``0.01 -> '1 point'``, ``0.005 -> '0.5 points'``."""
-    v = x * 100
-    return f"{v:g} point" + ("" if abs(v) == 1 else "s")
+_points = ds.points
 
 
 def _pairs(rows: pd.DataFrame) -> str:
@@ -472,10 +469,11 @@ def decision_as_text(table: pd.DataFrame) -> pd.DataFrame:
 
 def _rates_family(dec: dc.Decision, planned: pd.DataFrame | None) -> tuple[int, int]:
     """``(n_seeds, family_size)`` for the rates: the recorded pre-registered pairs (the
-    fewest paired seeds among them), else the plan's."""
+    fewest paired seeds among those with any), else the plan's."""
     pre = dec.preregistered()
-    if len(pre) and pre["seeds"].max() >= 1:
-        return max(int(pre["seeds"].min()), 1), len(pre)
+    paired = pre[pre["seeds"] >= 1]
+    if len(paired):
+        return int(paired["seeds"].min()), len(pre)
     if planned is not None and len(planned):
         return int(planned["seeds"].min()), len(planned)
     return 0, 0
@@ -1031,7 +1029,8 @@ def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, sc
 
 def rates_table(rates: dr.HeadlineRates) -> pd.DataFrame:
     """The harness's scenarios for the two headline claims: what is true, and how often
-    each claim came out supported (rate with its 95% Wilson interval)."""
+    each claim came out supported, and the gap claim contradicted (rates with their 95%
+    Wilson intervals)."""
     from sgdnoise.decide.harness import rate_of
 
     truths = {"no gap": "every pair fits as well and tests the same",
@@ -1043,6 +1042,7 @@ def rates_table(rates: dr.HeadlineRates) -> pd.DataFrame:
               "residual at the margin": "every pair stops early, the margin above the curve"}
     rows = [{"scenario": name, "truth": truth,
              "gap supported": rate_of(rates.rates, name, "gap supported").format(),
+             "gap contradicted": rate_of(rates.rates, name, "gap contradicted").format(),
              "under-training supported": rate_of(rates.rates, name,
                                                  "under-training supported").format()}
             for name, truth in truths.items()]

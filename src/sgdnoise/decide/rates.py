@@ -43,6 +43,7 @@ from .scenarios import (
     gap,
     matched_gap,
     no_gap,
+    points,
     simulate_arm,
     under_training,
 )
@@ -74,7 +75,7 @@ class HeadlineRates:
         """``'a family of 7 pre-registered pairs, a gap of 3 points, spread …'``."""
         return (f"a family of {self.family_size} pre-registered "
                 f"pair{'s' if self.family_size != 1 else ''}, a gap of "
-                f"{self.gap_size * 100:g} points, spread {self.spread.describe()}")
+                f"{points(self.gap_size)}, spread {self.spread.describe()}")
 
 
 def _family(curve: Curve, spread: Spread, truths: list[Truth], n_seeds: int,
@@ -98,15 +99,15 @@ def headline_scenarios(curve: Curve, spread: Spread, th: Thresholds, *, n_seeds:
     under = under_training(curve, UNDER_TRAIN_ERROR)
     spec = [
         ("no gap", "every pair fits as well and tests the same", [no_gap(curve)] * k),
-        ("gap at the margin", f"every pair fits as well and tests {m * 100:g} points worse",
+        ("gap at the margin", f"every pair fits as well and tests {points(m)} worse",
          [gap(curve, m)] * k),
         ("under-training", "every pair stops early on the small batch's curve", [under] * k),
-        ("one gap", f"one pair fits as well and tests {gap_size * 100:g} points worse",
+        ("one gap", f"one pair fits as well and tests {points(gap_size)} worse",
          [gap(curve, gap_size)] + [no_gap(curve)] * (k - 1)),
-        ("one gap at matched fit", f"one pair tests {gap_size * 100:g} points worse at the "
+        ("one gap at matched fit", f"one pair tests {points(gap_size)} worse at the "
          "same train loss, the others are under-trained",
          [matched_gap(curve, gap_size, UNDER_TRAIN_ERROR)] + [under] * (k - 1)),
-        ("residual at the margin", f"every pair stops early, {m * 100:g} points above the "
+        ("residual at the margin", f"every pair stops early, {points(m)} above the "
          "curve", [matched_gap(curve, m, UNDER_TRAIN_ERROR)] * k),
     ]
     return [Scenario(name, truth, _family(curve, spread, truths, n_seeds, th))

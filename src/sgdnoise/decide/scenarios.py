@@ -32,6 +32,7 @@ __all__ = [
     "matched_gap",
     "measure_spread",
     "no_gap",
+    "points",
     "pooled_sd",
     "severe_underfit",
     "simulate_arm",
@@ -217,6 +218,12 @@ def fit_curve(records: pd.DataFrame, arms: Sequence[str]) -> Curve | None:
 # --------------------------------------------------------------------------- truths
 
 
+def points(x: float) -> str:
+    """An error difference in words: ``0.01 -> '1 point'``, ``0.03 -> '3 points'``."""
+    v = x * 100
+    return f"{v:g} point" + ("" if abs(v) == 1 else "s")
+
+
 @dataclass(frozen=True)
 class Truth:
     """What a large batch's runs do: where the train loss ends on average (``final_loss``,
@@ -236,7 +243,7 @@ def no_gap(curve: Curve) -> Truth:
 
 def gap(curve: Curve, size: float) -> Truth:
     """Fits as well and tests ``size`` worse: a generalization gap at equal fit."""
-    return Truth(f"gap of {size * 100:g} points", curve.end_loss, size)
+    return Truth(f"gap of {points(size)}", curve.end_loss, size)
 
 
 def under_training(curve: Curve, train_error: float = 0.15) -> Truth:
@@ -248,7 +255,7 @@ def under_training(curve: Curve, train_error: float = 0.15) -> Truth:
 
 def matched_gap(curve: Curve, size: float, train_error: float = 0.15) -> Truth:
     """Stops early *and* tests ``size`` worse than the small batch at the same loss."""
-    return Truth(f"gap of {size * 100:g} points at {train_error:.0%} train error",
+    return Truth(f"gap of {points(size)} at {train_error:.0%} train error",
                  curve.loss_at_train_error(train_error), size)
 
 
@@ -257,7 +264,7 @@ def zero_train_error(curve: Curve, size: float) -> Truth:
     ``zero_error_loss`` and ``end_loss``, their geometric mean) with test error ``size``
     above the curve there."""
     loss = float(np.sqrt(curve.zero_error_loss * curve.end_loss))
-    return Truth(f"0% train error, {size * 100:g} points worse", loss, size)
+    return Truth(f"0% train error, {points(size)} worse", loss, size)
 
 
 def severe_underfit(curve: Curve, train_error: float = 0.6) -> Truth:
