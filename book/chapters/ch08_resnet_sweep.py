@@ -354,7 +354,8 @@ show_table(ch08.seeds_table(rec_spread, TH, gaps=[0.02, 0.03, 0.05],
 for name in ("plateau", "sharpness_edge", "sharpness_trend", "steps"):
     t = rec.tables.get(name)
     if t is not None and len(t):
-        show_table(ch08.intervals_as_text(t, percent=["slope"] if name == "plateau" else []),
+        show_table(ch08.intervals_as_text(t, percent=["slope"] if name == "plateau" else [],
+                                         whole=["steps"]),
                    {"final": "{:.3f}", "examples": "{:,.0f}"})
 for line in rec.notes:
     display(Markdown(line))
@@ -386,7 +387,7 @@ plt.show(ch08.plot_sharpness(sharp, rec_momentum, rec_scale.label, eos_low=P.eos
 # %% tags=["remove-cell"]
 mini = None
 mini_or_empty = recorded.iloc[:0]
-mini_label = f"laptop run not executed in profile {P.profile} (run_miniature: false)"
+mini_label = f"laptop miniature not run in the {P.profile} profile"
 if P.run_miniature:
     plan_spec = ch08.read_plan(P.plan)
     mini_dir = P.out_dir or tempfile.mkdtemp(prefix="ch08_mini_")
@@ -444,7 +445,7 @@ if mini is not None:
         t = lap.tables.get(name)
         if t is not None and len(t):
             show_table(ch08.intervals_as_text(t, percent=["slope"] if name == "plateau"
-                                              else []),
+                                              else [], whole=["steps"]),
                        {"final": "{:.3f}", "examples": "{:,.0f}"})
     for line in lap.notes:
         display(Markdown(line))

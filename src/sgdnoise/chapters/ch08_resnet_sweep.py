@@ -268,15 +268,16 @@ def budget_text(records: pd.DataFrame, arm: str) -> str:
 
 
 def intervals_as_text(table: pd.DataFrame, *, percent: Sequence[str] = (),
-                      digits: int = 1) -> pd.DataFrame:
+                      whole: Sequence[str] = (), digits: int = 1) -> pd.DataFrame:
     """A copy of ``table`` whose :class:`~sgdnoise.stats.Interval` cells are strings
-    ``'est [low, high]'`` (columns in ``percent`` times 100, i.e. in points, with ``digits``
-    decimals; others with 3)."""
+    ``'est [low, high]'``: columns in ``percent`` times 100 (in points) with ``digits``
+    decimals, columns in ``whole`` as whole numbers, others with 3 decimals."""
     out = table.copy()
     for col in out.columns:
         if len(out) and isinstance(out[col].iloc[0], Interval):
             scale = 100.0 if col in percent else 1.0
-            out[col] = [i.format(digits if col in percent else 3, scale) for i in out[col]]
+            d = digits if col in percent else 0 if col in whole else 3
+            out[col] = [i.format(d, scale) for i in out[col]]
     return out
 
 
@@ -1145,6 +1146,19 @@ def _arm_panels(records: pd.DataFrame, arms: Sequence[str], title: str, *,
     return fig, axes, batch_colors(records["batch_size"]), arms
 
 
+def _log_axis(ax: Any) -> None:
+    """A log x axis labelled in plain numbers at the powers of ten, and at 2 and 5 times
+    them too when the panel spans two decades or less (never crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    subs = (1.0, 2.0, 5.0) if math.log10(hi / lo) <= 2 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> Any:
     """Test error against train loss (log axis), one panel per arm: every evaluation of the
     smallest batch as a line (one per seed), every other run's last evaluation as a marker.
@@ -1167,7 +1181,7 @@ def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> 
         for b, fb in fin.groupby("batch_size"):
             ax.scatter(fb["train_loss"], fb["test_error"], color=colors[int(b)], s=28,
                        edgecolor="black", linewidth=0.4, label=f"{int(b):,}", zorder=3)
-        ax.set_xscale("log")
+        _log_axis(ax)
         ax.set_title(f"arm {arm}")
         ax.set_xlabel("train loss (nats)")
     axes[0][0].set_ylabel("test error")
