@@ -438,10 +438,12 @@ def gap_verdicts(dec: dc.Decision, scale: Scale, rates: dr.HeadlineRates | None,
                    scale.section)]
     if rates is None:
         return out
-    at = f"{rates.conditions()}"
+    at = rates.conditions()
+    contra = (f"{at}; contradicted although one pair has the gap in "
+              f"{rates.gap_false_contradiction:.1%} of the simulated data sets")
     return [out[0].with_error_rates(false_positive_rate=rates.gap_false_positive,
                                     power=rates.gap_power, n_seeds=rates.n_seeds,
-                                    n_sim=rates.n_sim, rates_at=at),
+                                    n_sim=rates.n_sim, rates_at=contra),
             out[1].with_error_rates(false_positive_rate=rates.under_false_positive,
                                     power=rates.under_power, n_seeds=rates.n_seeds,
                                     n_sim=rates.n_sim, rates_at=at)]
@@ -623,7 +625,8 @@ class PlateauRates:
     def conditions(self) -> str:
         return (f"{self.n_items} items; evaluation noise of {self.noise_sd * 100:.2f} points "
                 f"with lag-one correlation 0.5 across {self.n_evals} log-spaced evaluations, "
-                f"{self.noise_source}")
+                f"{self.noise_source}; contradicted although every item is flat in "
+                f"{self.false_contradiction:.1%} of the simulated data sets")
 
 
 def plateau_rates(*, n_seeds: int, n_items: int, n_evals: int, margin: float, alpha: float,
@@ -976,7 +979,7 @@ def _plateau(records: pd.DataFrame, p: Params, scale: Scale, spread: ds.Spread
         rates = plateau_rates(n_seeds=int(table["seeds"].min()), n_items=len(table),
                               n_evals=p.plateau_evals, margin=p.plateau_margin,
                               alpha=p.alpha, noise_sd=spread.sd_test_error,
-                              noise_source=f"spread measured on {spread.source}",
+                              noise_source=f"spread {spread.source}",
                               n_sim=p.n_sim, seed=p.rates_seed)
         table, v = plateau_test(records, rates=rates, **kw)
     return table, v

@@ -57,11 +57,14 @@ N_SIMULATED = 50_000
 
 @dataclass(frozen=True)
 class HeadlineRates:
-    """False-positive rates and powers of the two headline claims (fractions), with every
-    scenario's rates, the conditions they were measured at, and a phrase saying so."""
+    """False-positive rates and powers of the two headline claims (fractions), the rate at
+    which the gap claim is contradicted although one pair has a gap (the larger of the two
+    one-gap scenarios), every scenario's rates, the conditions they were measured at, and a
+    phrase saying so."""
 
     gap_false_positive: float
     gap_power: float
+    gap_false_contradiction: float
     under_false_positive: float
     under_power: float
     rates: list[Rate]
@@ -143,6 +146,8 @@ def headline_error_rates(curve: Curve, spread: Spread, th: Thresholds, *, n_seed
                                ("no gap", "gap at the margin", "under-training")),
         gap_power=min(r("one gap", "gap supported"),
                       r("one gap at matched fit", "gap supported")),
+        gap_false_contradiction=max(r("one gap", "gap contradicted"),
+                                    r("one gap at matched fit", "gap contradicted")),
         under_false_positive=max(r(s, "under-training supported") for s in
                                  ("one gap", "one gap at matched fit",
                                   "residual at the margin")),
