@@ -426,25 +426,27 @@ def ds_wilson(k: int, n: int) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def test_power_function_matches_the_simulation() -> None:
+@pytest.mark.parametrize("end_loss, sd_log_loss", [(0.005, 0.2), (0.07, 0.05)])
+def test_power_function_matches_the_simulation(end_loss: float, sd_log_loss: float) -> None:
     # the analytic power of the gap call (one gap in a family of 4, the end-point route)
-    # against the harness's rate of 'gap supported' under the 'one gap' scenario
+    # against the harness's rate of 'gap supported' under the 'one gap' scenario; the
+    # second case has a fit test that is not sure to pass at Holm's level alpha / 4
     kw = dict(gap=0.03, margin=TH.margin, alpha=TH.alpha, family_size=4,
-              loss_tolerance=TH.loss_tolerance, end_loss=CURVE.end_loss)
-    spread = ds.Spread(0.006, 0.2, float("nan"), 30, 10, "constructed")
+              loss_tolerance=TH.loss_tolerance, end_loss=end_loss)
+    spread = ds.Spread(0.006, sd_log_loss, float("nan"), 30, 10, "constructed")
     n = power.seeds_for_power(spread, **kw)
     assert n is not None and n >= 3
     assert power.gap_power(spread, n_seeds=n, **kw) >= 0.8 > power.gap_power(
         spread, n_seeds=n - 1, **kw)
-    curve = ds.Curve(n_evals=6)
+    curve = ds.Curve(end_loss=end_loss, zero_error_loss=max(0.05, 2 * end_loss), n_evals=6)
     truths = [ds.gap(curve, 0.03)] + [ds.no_gap(curve)] * 3
-    runs = simulate(truths, n_seeds=n, n_sim=3000, seed=7, spread=spread,
-                    sizes=[128, 4096, 4097, 4098, 4099], curve=curve)
-    sim = dc.decide_runs([runs], TH)
-    k = int((sim.gap_labels() == "supported").sum())
-    lo, hi = ds_wilson(k, 3000)
-    predicted = power.gap_power(spread, n_seeds=n, **kw)
-    assert lo - 0.03 <= predicted <= hi + 0.03
+    for m in (n - 1, n):
+        runs = simulate(truths, n_seeds=m, n_sim=3000, seed=7, spread=spread,
+                        sizes=[128, 4096, 4097, 4098, 4099], curve=curve)
+        k = int((dc.decide_runs([runs], TH).gap_labels() == "supported").sum())
+        lo, hi = ds_wilson(k, 3000)
+        predicted = power.gap_power(spread, n_seeds=m, **kw)
+        assert lo - 0.03 <= predicted <= hi + 0.03, (m, k / 3000, predicted)
 
 
 def test_pilot_spread_power_at_the_seeds_it_needs() -> None:

@@ -4,12 +4,15 @@ A pre-registered pair with a true generalization gap ``g`` at equal fit is calle
 when two one-sided paired t-tests on ``n`` seeds both reject
 (:mod:`sgdnoise.decide.calls`):
 
-* the fit: H0 ``μ_Δℓ ≥ τ`` at level ``α``; with a true ``μ_Δℓ = 0`` and a final loss
-  ``ℓ₀`` whose log has seed-to-seed standard deviation ``σ_ℓ``, the difference of two
-  independent runs has standard deviation about ``√2 · ℓ₀ σ_ℓ`` (delta method);
-* the gap: H0 ``μ_Δe ≤ m`` at level ``α / k`` (Holm's first step in a family of ``k``
-  pairs: the power of the one pair with a gap; with more gaps in the family Holm's later
-  steps are easier, so this is a lower bound), with ``σ_Δe = √2 · σ_e``.
+* the fit: H0 ``μ_Δℓ ≥ τ``; with a true ``μ_Δℓ = 0`` and a final loss ``ℓ₀`` whose log
+  has seed-to-seed standard deviation ``σ_ℓ``, the difference of two independent runs has
+  standard deviation about ``√2 · ℓ₀ σ_ℓ`` (delta method);
+* the gap: H0 ``μ_Δe ≤ m``, with ``σ_Δe = √2 · σ_e``.
+
+The pair's gap p-value is the larger of the two (an intersection-union test), and Holm's
+first step in a family of ``k`` pairs compares it with ``α / k``, so *both* tests must reject
+at level ``α / k``. This is the power of the one pair with a gap; with more gaps in the
+family Holm's later steps are easier, so it is a lower bound.
 
 With the two noises independent the power is the product of the two one-sided powers,
 each a noncentral-t probability:
@@ -52,8 +55,9 @@ def gap_power(spread: Spread, *, n_seeds: int, gap: float, margin: float, alpha:
                          f"{n_seeds}")
     sd_loss = math.sqrt(2.0) * end_loss * spread.sd_log_train_loss
     sd_err = math.sqrt(2.0) * spread.sd_test_error
-    fit = _one_sided_power(loss_tolerance, sd_loss, n_seeds, alpha)
-    err = _one_sided_power(gap - margin, sd_err, n_seeds, alpha / family_size)
+    level = alpha / family_size
+    fit = _one_sided_power(loss_tolerance, sd_loss, n_seeds, level)
+    err = _one_sided_power(gap - margin, sd_err, n_seeds, level)
     return fit * err
 
 
