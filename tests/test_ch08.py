@@ -1,9 +1,11 @@
-"""Chapter 8's decision functions on constructed records, on both sides of every threshold.
+"""Chapter 8's verdicts on noisy constructed records, on both sides of every threshold.
 
-The two scenarios of the issue: a real generalization gap (the large batch fits the
-training set as well as the small one but ends above the small batch's test-vs-train
-curve) and pure under-training (the large batch at equal epochs stops early on that curve;
-at equal steps it fits and matches the small batch). The verdicts must flip between them.
+The records come from :mod:`sgdnoise.decide.scenarios` (independent noise per run, 3 seeds):
+a real generalization gap (arm B's large batch fits as well and tests 5 points worse) and
+pure under-training (arm B's large batch stops early on the small batch's curve; arm C's,
+at equal steps, fits and tests the same). The per-pair procedure itself is tested in
+``test_decide.py``; here: the chapter's verdicts, their sentences and error rates, the
+plateau and sharpness tests, steps to target, the parameters and the plans.
 """
 
 from __future__ import annotations
@@ -16,230 +18,243 @@ import pytest
 from conftest import assert_typeset
 
 from sgdnoise.chapters import ch08_resnet_sweep as ch08
+from sgdnoise.decide import scenarios as ds
 
 ROOT = Path(__file__).resolve().parents[1]
-SEED_NOISE = (0.002, -0.001, 0.0005)
-STEPS = np.array([0, 1, 3, 10, 30, 100, 300, 1000, 3000])
+PARAMS = ROOT / "book" / "params" / "ch08_resnet_sweep"
+TIGHT = ds.Spread(0.003, 0.2, float("nan"), 30, 10, "constructed")
+CURVE = ds.Curve()
 
 
-def curve(x: np.ndarray) -> np.ndarray:
-    """The small batch's test error as a function of its train error."""
-    return 0.1 + 0.8 * x
-
-
-def run(arm: str, b: int, seed: int, *, final_train: float, final_loss: float,
-        offset: float = 0.0, steps: np.ndarray = STEPS) -> pd.DataFrame:
-    """A run whose train error falls from 0.9 to ``final_train`` along log steps and whose
-    test error is ``curve(train) + offset`` (plus a small seed-dependent wobble)."""
-    frac = np.log1p(steps) / np.log1p(steps[-1])
-    train = 0.9 + (final_train - 0.9) * frac
-    loss = 2.3 + (final_loss - 2.3) * frac
-    test = curve(train) + offset * frac + SEED_NOISE[seed % 3]
-    return pd.DataFrame({
-        "arm": arm, "batch_size": b, "seed": seed, "run_id": f"{arm}-B{b}-s{seed}",
-        "step": steps, "epoch": steps / 10, "train_loss": loss, "train_error": train,
-        "test_error": test, "status": "finished", "lr": 0.1, "device": "cpu",
-        "git_commit": "abc1234", "created_utc": "2026-12-02T00:00:00", "source": "test"})
-
-
-def records(*runs: pd.DataFrame) -> pd.DataFrame:
-    return pd.concat(runs, ignore_index=True)
+def _arm(arm: str, sizes: list[int], truths: list[ds.Truth], seed: int) -> pd.DataFrame:
+    runs = ds.simulate_arm(CURVE, TIGHT, truths, batch_sizes=sizes, n_seeds=3, n_sim=1,
+                           rng=np.random.default_rng(seed), arm=arm)
+    return ds.to_records(runs, source="test")
 
 
 def real_gap() -> pd.DataFrame:
-    return records(*[run("B", 128, s, final_train=0.0, final_loss=0.01) for s in range(3)],
-                   *[run("B", 4096, s, final_train=0.0, final_loss=0.01 + 0.001 * s,
-                         offset=0.05) for s in range(3)])
+    """Arm B: B = 4,096 fits as well as B = 128 and tests 5 points worse."""
+    return _arm("B", [128, 4096], [ds.gap(CURVE, 0.05)], seed=0)
 
 
 def under_training() -> pd.DataFrame:
-    return records(*[run("B", 128, s, final_train=0.0, final_loss=0.01) for s in range(3)],
-                   *[run("B", 4096, s, final_train=0.3, final_loss=0.8) for s in range(3)],
-                   *[run("C", 512, s, final_train=0.0, final_loss=0.01) for s in range(3)],
-                   *[run("C", 4096, s, final_train=0.0, final_loss=0.01 + 0.001 * s)
-                     for s in range(3)])
+    """Arm B: B = 4,096 stops at 15% train error on B = 128's curve; arm C (equal steps):
+    B = 4,096 fits as well as B = 512 and tests the same."""
+    return pd.concat([_arm("B", [128, 4096], [ds.under_training(CURVE, 0.15)], seed=1),
+                      _arm("C", [512, 4096], [ds.no_gap(CURVE)], seed=2)],
+                     ignore_index=True)
 
 
-# --------------------------------------------------------------------------- gap + matched fit
+def params(**changes) -> ch08.Params:
+    values = ch08.Params.from_yaml(PARAMS / "default.yaml").to_dict()
+    return ch08.Params.from_mapping({**values, "n_sim": 400, **changes})
 
 
-def test_real_gap_is_found_and_is_not_under_training() -> None:
-    df = real_gap()
-    table, v = ch08.gap_test(df, loss_tolerance=0.02, margin=0.01)
-    assert v.outcome == "supported", v.sentence
-    row = table[table["B"] == 4096].iloc[0]
-    assert row["fit"] == "fits" and row["call"] == "gap"
-    assert row["d_test_error"].estimate == pytest.approx(0.05, abs=1e-9)
-    assert "5.0" in v.sentence and "0.02" in v.sentence
-    _, m = ch08.matched_fit(df, arm="B", margin=0.02)
-    assert m.outcome == "contradicted", m.sentence
-    assert m.sentence.startswith("Above it at B = 4,096 (")
+SCALE = ch08.Scale("constructed", "Constructed records", "sec-x", 0.15)
 
 
-def test_pure_under_training_flips_both_verdicts() -> None:
-    df = under_training()
-    table, v = ch08.gap_test(df, loss_tolerance=0.02, margin=0.01)
-    assert v.outcome == "contradicted", v.sentence
-    assert table.set_index(["arm", "B"]).loc[("B", 4096), "fit"] == "under-fits"
-    assert table.set_index(["arm", "B"]).loc[("C", 4096), "call"] == "no gap"
-    mt, m = ch08.matched_fit(df, arm="B", margin=0.02)
-    assert m.outcome == "supported", m.sentence
-    assert mt.iloc[0]["call"] == "on the curve"
-    assert abs(mt.iloc[0]["residual"].estimate) < 0.002
+# --------------------------------------------------------------------------- the gap verdicts
 
 
-def test_gap_needs_the_loss_within_tolerance() -> None:
-    # the same gap, but the large batch's train loss is 0.05 nats higher: with a tolerance of
-    # 0.02 it does not "fit", with 0.1 it does and the gap is called
-    df = records(*[run("B", 128, s, final_train=0.0, final_loss=0.01) for s in range(3)],
-                 *[run("B", 4096, s, final_train=0.0, final_loss=0.06 + 0.001 * s,
-                       offset=0.05) for s in range(3)])
-    assert ch08.gap_test(df, loss_tolerance=0.02)[1].outcome == "inconclusive"
-    assert ch08.gap_test(df, loss_tolerance=0.1)[1].outcome == "supported"
+def test_gap_and_under_training_flip_between_the_two_truths() -> None:
+    p = params()
+    gap = ch08.analyse(real_gap(), None, p, SCALE, spread=TIGHT)
+    under = ch08.analyse(under_training(), None, p, SCALE, spread=TIGHT)
+    assert [v.outcome for v in gap.verdicts[:2]] == ["supported", "contradicted"]
+    assert [v.outcome for v in under.verdicts[:2]] == ["contradicted", "supported"]
+    assert gap.decision.onset == 4096 and under.decision.onset is None
+    v = gap.verdicts[0]
+    assert v.claim.startswith("Constructed records: at the batch sizes the essay names")
+    mean, low, high = gap.decision.table.iloc[0]["difference"]
+    assert 0.03 < low < mean < high < 0.07  # 5 points, noisy
+    assert (f"arm B, B = 4,096 (end points, 3 seeds): test-error difference {mean * 100:.1f} "
+            f"[{low * 100:.1f}, {high * 100:.1f}] points") in v.sentence
+    assert "against the essay's onset of 4,096 of 50,000" in v.sentence
+    assert "margin of 1 point;" in v.sentence and "0.02 nats" in v.sentence
+    # error rates measured at the seeds recorded (3), in the family recorded (1 pair)
+    assert v.n_seeds == 3 and v.n_sim == 400 and "a family of 1 pre-registered pair" in v.rates_at
+    assert v.false_positive_rate is not None and v.power is not None
+    assert "false-positive rate" in v.sentence and "power" in v.sentence
+    assert all(x.scale == "constructed" and x.section == "sec-x" for x in gap.verdicts)
+    assert_typeset(*gap.verdicts, *under.verdicts)
 
 
-def test_gap_below_margin_vs_undetermined() -> None:
-    # a tiny but consistent difference (0.3 points): below a 1-point margin it is "no gap";
-    # with a 0.1-point margin it is a gap (its interval lies above 0 and beyond the margin)
-    df = records(*[run("C", 512, s, final_train=0.0, final_loss=0.01) for s in range(3)],
-                 *[run("C", 4096, s, final_train=0.0, final_loss=0.01, offset=0.003)
-                   for s in range(3)])
-    assert ch08.gap_test(df, margin=0.01)[1].outcome == "contradicted"
-    assert ch08.gap_test(df, margin=0.001)[1].outcome == "supported"  # 0.3 ± 0 points > 0
+def test_missing_planned_pairs_and_diverged_runs_are_named() -> None:
+    p = params()
+    scale = ch08.Scale("constructed", "Constructed", "sec-x", 0.15,
+                       plan=str(PARAMS / "plan_full.yaml"))
+    an = ch08.analyse(real_gap().iloc[:0], None, p, scale, spread=TIGHT)
+    assert [v.outcome for v in an.verdicts[:2]] == ["inconclusive", "inconclusive"]
+    assert "not recorded: arm A at B = 4,096" in an.verdicts[0].sentence
+    # no pair recorded: the rates are at the plan's seeds and family
+    planned = ch08.plan_family(str(PARAMS / "plan_full.yaml"), ch08.thresholds(p))
+    assert an.rates.n_seeds == planned["seeds"].min()
+    assert an.rates.family_size == len(planned)
+    # a diverged batch size is listed with its count and keeps the verdict open
+    div = _arm("B", [128, 4096, 32768], [ds.no_gap(CURVE), ds.divergence()], seed=4)
+    an = ch08.analyse(div, None, p, SCALE, spread=TIGHT)
+    assert an.verdicts[0].outcome == "inconclusive"
+    assert "diverged at arm B at B = 32,768 (3 of 3 seeds diverged)" in an.verdicts[0].sentence
 
 
-def test_one_seed_or_missing_arms_is_inconclusive() -> None:
-    df = records(run("B", 128, 0, final_train=0.0, final_loss=0.01),
-                 run("B", 4096, 0, final_train=0.0, final_loss=0.01, offset=0.05))
-    _, v = ch08.gap_test(df)
-    assert v.outcome == "inconclusive" and "cannot be told apart" in v.sentence
-    assert "1 cannot be told apart" in v.sentence
-    _, v = ch08.gap_test(df.assign(arm="A"))
-    assert v.outcome == "inconclusive" and "arm(s) B, C" in v.sentence
-    _, m = ch08.matched_fit(df, arm="C")
-    assert m.outcome == "inconclusive" and "No records of arm C" in m.sentence
+def test_plan_family_is_the_preregistered_pairs_of_the_plan() -> None:
+    th = ch08.thresholds(params())
+    fam = ch08.plan_family(str(PARAMS / "plan_full.yaml"), th)
+    assert (fam["B"] / 50_000 >= th.onset_fraction - 1e-12).all()
+    assert set(fam["arm"]) <= set(th.decisive_arms) and len(fam) >= 4
+    lap = ch08.plan_family(str(PARAMS / "plan_laptop.yaml"), th)
+    assert set(lap["B"]) == {256, 1024, 2048} and set(lap["arm"]) == {"A", "B", "C"}
 
 
-def test_matched_fit_mixed_and_partial() -> None:
-    base = [run("B", 128, s, final_train=0.0, final_loss=0.01) for s in range(3)]
-    on = [run("B", 1024, s, final_train=0.3, final_loss=0.8) for s in range(3)]
-    above = [run("B", 4096, s, final_train=0.0, final_loss=0.01, offset=0.05)
-             for s in range(3)]
-    t, v = ch08.matched_fit(records(*base, *on, *above), arm="B")
-    assert v.outcome == "mixed" and list(t["call"]) == ["on the curve", "above the curve"]
-    assert v.sentence.startswith("On the curve at B = 1,024; above it at B = 4,096 (")
-    # one seed at B = 4096: no interval, so not enough to call the arm supported
-    _, v = ch08.matched_fit(records(*base, *on, above[0]), arm="B")
-    assert v.outcome == "inconclusive" and "undetermined at B = 4,096" in v.sentence
-
-
-def test_matched_fit_refuses_to_extrapolate() -> None:
-    # the small batch never got below 20% train error; a large batch ending at 5% is off the
-    # range of its curve, so it cannot be called
-    df = records(*[run("B", 128, s, final_train=0.2, final_loss=0.5) for s in range(3)],
-                 *[run("B", 4096, s, final_train=0.05, final_loss=0.2) for s in range(3)])
-    table, m = ch08.matched_fit(df, arm="B")
-    assert table.iloc[0]["n_outside"] == 3 and m.outcome == "inconclusive"
-    # within the range tolerance the run is compared with the small batch's end point
-    table, m = ch08.matched_fit(df, arm="B", range_tolerance=0.2)
-    assert table.iloc[0]["n_outside"] == 0
-    # compared at the end point (train error 0.2): residual = 0.8 (0.05 - 0.2)
-    assert table.iloc[0]["residual"].estimate == pytest.approx(-0.12, abs=0.002)
-
-
-# --------------------------------------------------------------------------- steps to target
-
-
-def test_steps_to_target_flips_with_the_largest_batch() -> None:
-    good = under_training()
-    # arm B: B = 4096 ends at 0.34 test error: never reaches 15%; B = 128 does
-    table, v = ch08.steps_to_target(good, arm="B", targets=(0.15, 0.2))
-    assert v.outcome == "supported", v.sentence
-    t = table[(table["target"] == 0.15)].set_index("B")
-    assert t.loc[128, "n_reached"] == 3 and t.loc[4096, "n_reached"] == 0
-    # arm C: both reach it
-    _, v = ch08.steps_to_target(good, arm="C", targets=(0.15,))
-    assert v.outcome == "contradicted", v.sentence
-    # a target nobody reaches cannot rank the batch sizes
-    _, v = ch08.steps_to_target(good, arm="C", targets=(0.01,))
-    assert v.outcome == "inconclusive"
-
-
-def test_steps_to_target_interpolates_in_log_steps() -> None:
-    s = np.array([10.0, 100.0])
-    e = np.array([0.3, 0.1])
-    assert ch08._first_step_below(s, e, 0.2) == pytest.approx(10 ** 1.5)
-    assert ch08._first_step_below(s, e, 0.3) == 10.0
-    assert np.isnan(ch08._first_step_below(s, e, 0.05))
+def test_decision_as_text_and_tables() -> None:
+    an = ch08.analyse(real_gap(), None, params(), SCALE, spread=TIGHT)
+    shown = ch08.decision_as_text(an.decision.table)
+    row = shown.iloc[0]
+    assert row["pre-registered"] == "yes" and row["call"] == "gap"
+    mean = an.decision.table.iloc[0]["difference"][0]
+    assert row["difference"].startswith(f"{mean * 100:.1f} [")
+    rates = ch08.rates_table(an.rates)
+    assert len(rates) == 6 and rates["gap contradicted"].str.contains("%").all()
+    seeds = ch08.seeds_table(TIGHT, ch08.thresholds(params()), gaps=[0.02, 0.05],
+                             family_sizes=[4, 8], end_loss=0.005)
+    assert list(seeds.columns) == ["gap (points)", "4 pairs", "8 pairs"]
+    # more pairs or a smaller gap never need fewer seeds
+    n = seeds[["4 pairs", "8 pairs"]].astype(int).to_numpy()
+    assert (n[:, 1] >= n[:, 0]).all() and (n[0] >= n[1]).all()
 
 
 # --------------------------------------------------------------------------- plateau
 
 
-def _tail_run(seed: int, slope: float) -> pd.DataFrame:
+def _tail_runs(arm: str, b: int, slope: float, seeds: int = 3, noise: float = 0.001
+               ) -> pd.DataFrame:
+    rng = np.random.default_rng(b + seeds)
     steps = np.array([1, 2, 5, 10, 20, 50, 100, 200, 500])
-    test = 0.5 + slope * np.log(steps) + SEED_NOISE[seed] * 0.1
-    return pd.DataFrame({"arm": "A", "batch_size": 32768, "seed": seed,
-                         "run_id": f"A-s{seed}", "step": steps, "epoch": steps,
-                         "train_loss": 1.0, "train_error": test, "test_error": test,
-                         "status": "finished"})
+    rows = []
+    for s in range(seeds):
+        err = 0.5 + slope * np.log(steps) + noise * rng.standard_normal(steps.size)
+        rows.append(pd.DataFrame({"arm": arm, "batch_size": b, "seed": s,
+                                  "run_id": f"{arm}-{b}-{s}", "step": steps,
+                                  "epoch": steps / 10, "train_loss": 1.0,
+                                  "train_error": err - 0.01, "test_error": err,
+                                  "status": "finished", "n_train": 50_000}))
+    return pd.concat(rows, ignore_index=True)
 
 
-def test_plateau_flat_vs_falling() -> None:
-    flat = records(*[_tail_run(s, -0.001 * (s + 1)) for s in range(3)])
-    _, v = ch08.plateau_test(flat, arm="A", margin=0.01)
+def test_plateau_flat_falling_and_one_seed() -> None:
+    kw = dict(arms=["A"], onset_fraction=0.08, n_evals=5, margin=0.01, alpha=0.05)
+    flat = pd.concat([_tail_runs("A", 4096, 0.0), _tail_runs("A", 32768, 0.001),
+                      _tail_runs("A", 128, -0.05)])
+    table, v = ch08.plateau_test(flat, **kw)
     assert v.outcome == "supported", v.sentence
-    falling = records(*[_tail_run(s, -0.05 - 0.001 * s) for s in range(3)])
-    table, v = ch08.plateau_test(falling, arm="A", margin=0.01)
-    assert v.outcome == "contradicted" and table.iloc[0]["call"] == "falling"
-    # the flat runs are not flat within a margin smaller than their slopes
-    _, v = ch08.plateau_test(flat, arm="A", margin=0.0005)
+    # the small batch (below the onset) is not tested; train and test error both are
+    assert set(table["B"]) == {4096, 32768} and set(table["error"]) == {"train", "test"}
+    assert "within 50 epochs" in v.sentence
+    falling = pd.concat([_tail_runs("A", 4096, 0.0), _tail_runs("A", 32768, -0.05)])
+    table, v = ch08.plateau_test(falling, **kw)
+    assert v.outcome == "contradicted" and "falling" in set(table["call"])
+    # one seed: no interval, no call, no verdict
+    _, v = ch08.plateau_test(_tail_runs("A", 4096, -0.05, seeds=1), **kw)
     assert v.outcome == "inconclusive"
-    # one seed: the OLS interval of that run decides
-    _, v = ch08.plateau_test(records(_tail_run(0, -0.05)), arm="A")
-    assert v.outcome == "contradicted"
-    assert ch08.plateau_test(flat, arm="D-plain")[1].outcome == "inconclusive"
+    # an arm not listed is not tested (a decaying schedule flattens by construction)
+    _, v = ch08.plateau_test(_tail_runs("B", 4096, 0.0), **kw)
+    assert v.outcome == "inconclusive" and "No records" in v.sentence
+
+
+def test_plateau_rates() -> None:
+    r = ch08.plateau_rates(n_seeds=3, n_items=4, n_evals=5, margin=0.01, alpha=0.05,
+                           noise_sd=0.002, noise_source="constructed", n_sim=2000)
+    assert r.false_positive <= 0.05 + 0.015  # the boundary scenario is sized at alpha
+    assert r.power > 0.5 and r.false_contradiction <= 0.05 + 0.015
+    noisy = ch08.plateau_rates(n_seeds=3, n_items=4, n_evals=5, margin=0.01, alpha=0.05,
+                               noise_sd=0.04, noise_source="constructed", n_sim=500)
+    assert noisy.power < r.power
 
 
 # --------------------------------------------------------------------------- sharpness
 
 
-def _sharp(arm: str, ratio: float, lr: float = 0.1, beta: float = 0.0) -> pd.DataFrame:
+def _sharp(arm: str, ratio: float, *, lr: float = 0.1, beta: float = 0.0, runs: int = 2,
+           decay: bool = False) -> pd.DataFrame:
     steps = np.arange(0, 300, 50)
     rows = []
-    for seed in range(2):
+    for seed in range(runs):
+        lrs = lr * (np.cos(np.pi * steps / 300) + 1) / 2 if decay else np.full(steps.size, lr)
         lam = ratio * 2 * (1 + beta) / lr * (1 + 0.01 * seed) * np.ones(steps.size)
-        rows.append(pd.DataFrame({"run_id": f"{arm}-{seed}", "arm": arm,
-                                  "batch_size": 32768, "seed": seed, "step": steps,
-                                  "lambda_max": lam, "lr": lr}))
+        rows.append(pd.DataFrame({"run_id": f"{arm}-{seed}", "arm": arm, "batch_size": 32768,
+                                  "seed": seed, "step": steps, "lambda_max": lam, "lr": lrs}))
     return pd.concat(rows, ignore_index=True)
 
 
-def test_sharpness_edge_vs_far_below() -> None:
-    _, v = ch08.sharpness_test(_sharp("D-plain", 1.0), arms=("D-plain",))
+def test_sharpness_edge_inside_a_constant_lr_window() -> None:
+    _, v = ch08.sharpness_edge_test(_sharp("D-plain", 1.0), arms=("D-plain",))
     assert v.outcome == "supported", v.sentence
-    _, v = ch08.sharpness_test(_sharp("D-plain", 0.1), arms=("D-plain",))
-    assert v.outcome == "contradicted", v.sentence
-    both = pd.concat([_sharp("D-plain", 1.0), _sharp("D-scaled", 0.1, lr=3.2, beta=0.9)])
-    table, v = ch08.sharpness_test(both, momentum={"D-scaled": 0.9})
-    assert v.outcome == "mixed"
-    assert r"($\eta\lambda_{\max}$ hovers at $2(1 + \beta)$)" in v.claim
-    assert r"$\rho = \eta\lambda_{\max} / 2(1+\beta)$ over the last 50%" in v.sentence
+    assert "BatchNorm in eval mode" in v.sentence
+    _, v = ch08.sharpness_edge_test(_sharp("D-plain", 0.1), arms=("D-plain",))
+    assert v.outcome == "contradicted"
+    # a cosine decay has no constant window in its second half: it cannot reach the edge
+    t, v = ch08.sharpness_edge_test(_sharp("D-scaled", 1.0, lr=3.2, beta=0.9, decay=True),
+                                    arms=("D-scaled",), momentum={"D-scaled": 0.9})
+    assert t.iloc[0]["call"] == "no window" and v.outcome == "inconclusive"
+    # one run: no interval
+    _, v = ch08.sharpness_edge_test(_sharp("D-plain", 1.0, runs=1), arms=("D-plain",))
+    assert v.outcome == "inconclusive"
+    # momentum moves the edge: 45% of 2(1+0.9)/eta is far below it
+    t, _ = ch08.sharpness_edge_test(_sharp("D-scaled", 0.45, lr=3.2, beta=0.9),
+                                    arms=("D-scaled",), momentum={"D-scaled": 0.9})
+    assert t.iloc[0]["call"] == "far below"
+    # the BatchNorm mode is read from the records when they carry it
+    _, v = ch08.sharpness_edge_test(_sharp("D-plain", 1.0).assign(sharpness_bn="train"),
+                                    arms=("D-plain",))
+    assert "BatchNorm in train mode" in v.sentence
     assert_typeset(v)
-    assert table.set_index("arm").loc["D-scaled", "ratio"].estimate == pytest.approx(
-        0.1005, rel=1e-3)
-    # momentum moves the edge: λ at 45% of 2(1+β)/η is far below it; read with β = 0 the
-    # same λ would sit at 90% of 2/η, at the edge
-    sharp = _sharp("D-scaled", 0.45, lr=3.2, beta=0.9)
-    t9, _ = ch08.sharpness_test(sharp, arms=("D-scaled",), momentum={"D-scaled": 0.9})
-    assert t9.iloc[0]["call"] == "far below"
-    t0, _ = ch08.sharpness_test(sharp, arms=("D-scaled",))
-    assert t0.iloc[0]["call"] == "edge"
-    _, v = ch08.sharpness_test(both.iloc[:0])
-    assert v.outcome == "inconclusive" and "No sharpness records" in v.sentence
 
 
-# --------------------------------------------------------------------------- records, design
+def _end_sharp(exponent: float, seeds: int = 3) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for arm in ("A", "B"):
+        for s in range(seeds):
+            for b in (128, 512, 4096, 32768):
+                rows.append({"run_id": f"{arm}{b}{s}", "arm": arm, "batch_size": b, "seed": s,
+                             "step": 100, "lr": 0.1, "lambda_max": 10 * (b / 128) ** exponent
+                             * np.exp(0.05 * rng.standard_normal())})
+    return pd.DataFrame(rows)
+
+
+def test_sharpness_trend_flips() -> None:
+    _, v = ch08.sharpness_trend_test(_end_sharp(0.3))
+    assert v.outcome == "supported", v.sentence
+    _, v = ch08.sharpness_trend_test(_end_sharp(-0.3))
+    assert v.outcome == "contradicted"
+    _, v = ch08.sharpness_trend_test(_end_sharp(0.3, seeds=1))
+    assert v.outcome == "inconclusive"
+    rates = ch08.sharpness_trend_rates(n_seeds=3, n_arms=2, n_sizes=4, effect=0.25,
+                                       noise_sd=0.1, noise_source="constructed", alpha=0.05,
+                                       n_sim=2000)
+    assert rates.false_positive <= 0.05 and rates.power > 0.8
+    _, v = ch08.sharpness_trend_test(_end_sharp(0.3), rates=rates)
+    assert v.false_positive_rate == rates.false_positive and "power" in v.sentence
+    assert_typeset(v)
+
+
+# --------------------------------------------------------------------------- steps, records
+
+
+def test_steps_to_target_names_the_budget() -> None:
+    recs = pd.concat([real_gap(), _tail_runs("D-plain", 32768, -0.01).assign(max_steps=250)])
+    table, lines = ch08.steps_to_target(recs, 0.10)
+    assert table.set_index(["arm", "B"]).loc[("B", 128), "reached"] == 3
+    assert any(line.startswith("Arm B, test error ≤ 10% within 30 epochs") for line in lines)
+    assert any("within 250 steps" in line for line in lines)
+
+
+def test_first_step_below_interpolates_in_log_steps() -> None:
+    s = np.array([10.0, 100.0])
+    e = np.array([0.3, 0.1])
+    assert ch08._first_step_below(s, e, 0.2) == pytest.approx(10 ** 1.5)
+    assert ch08._first_step_below(s, e, 0.3) == 10.0
+    assert np.isnan(ch08._first_step_below(s, e, 0.05))
 
 
 def test_protocol_table_uses_drop_last() -> None:
@@ -251,18 +266,14 @@ def test_protocol_table_uses_drop_last() -> None:
         ch08.protocol_table(100, [200], epochs=1, lr=0.1)
 
 
-def test_pilot_records_map_onto_the_schema() -> None:
-    from sgdnoise.sweep import load_records
-
-    pilot = ROOT / "data" / "results" / "ch08_pilot"
-    old = load_records(pilot)
-    df = old if "arm" in old.columns else ch08.from_legacy_records(old)
-    assert set(ch08.RECORD_COLUMNS) <= set(df.columns)
-    fin = ch08.final_points(df)
-    assert len(fin) == 18  # 9 batch sizes × 2 seeds
-    assert "H200" in ch08.records_scale(df)
-    _, v = ch08.gap_test(df)
-    assert v.outcome == "inconclusive"  # the pilot has no arm B or C
+def test_pilot_records_are_shown_not_decided() -> None:
+    pilot = ch08.load_recorded([str(ROOT / "data" / "results" / "ch08_pilot")])
+    assert set(ch08.RECORD_COLUMNS) <= set(pilot.columns)
+    assert len(ch08.final_points(pilot)) == 18  # 9 batch sizes x 2 seeds
+    assert "H200" in ch08.records_scale(pilot)
+    summary = ch08.pilot_summary(pilot)
+    assert list(summary["B"]) == [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
+    assert (summary["seeds"] == 2).all()
 
 
 def test_records_without_columns_are_refused() -> None:
@@ -270,10 +281,11 @@ def test_records_without_columns_are_refused() -> None:
         ch08.final_points(pd.DataFrame({"arm": ["A"]}))
 
 
-def test_steps_to_target_uses_the_strictest_reachable_target() -> None:
-    # B = 128 reaches 15% but not 5%: the verdict is decided at 15%, where B = 4096 fails
-    _, v = ch08.steps_to_target(under_training(), arm="B", targets=(0.15, 0.05))
-    assert v.outcome == "supported" and "≤ 15%" in v.sentence
+def test_budget_text() -> None:
+    assert ch08.budget_text(real_gap(), "B") == "within 30 epochs"
+    recs = _tail_runs("D-plain", 32768, 0.0).assign(max_steps=250)
+    assert ch08.budget_text(recs, "D-plain") == "within 250 steps"
+    assert ch08.budget_text(recs, "A") == "within its budget"
 
 
 # --------------------------------------------------------------------------- parameters
@@ -291,15 +303,17 @@ def _cell_values() -> dict:
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "full"])
 def test_profiles_are_valid_params(profile: str) -> None:
-    p = ch08.Params.from_yaml(ROOT / "book" / "params" / "ch08_resnet_sweep" / f"{profile}.yaml")
+    p = ch08.Params.from_yaml(PARAMS / f"{profile}.yaml")
     assert p.profile == profile
+    # the thresholds are the same at every scale
+    assert (p.loss_tolerance, p.gap_margin, p.alpha) == (0.02, 0.01, 0.05)
+    assert p.onset_fraction == pytest.approx(4096 / 50_000)
 
 
 def test_default_profile_equals_the_parameters_cell() -> None:
     import yaml
 
-    default = yaml.safe_load((ROOT / "book" / "params" / "ch08_resnet_sweep"
-                              / "default.yaml").read_text())
+    default = yaml.safe_load((PARAMS / "default.yaml").read_text())
     assert _cell_values() == default
 
 
@@ -311,6 +325,10 @@ def test_bad_parameters_are_named() -> None:
         ch08.Params.from_mapping({**values, "plan": "plan.txt"})
     with pytest.raises(ValueError, match="'gap_margin'"):
         ch08.Params.from_mapping({**values, "gap_margin": 0.0})
+    with pytest.raises(ValueError, match="'gap_effect'"):
+        ch08.Params.from_mapping({**values, "gap_effect": 0.005})
+    with pytest.raises(ValueError, match="'alpha'"):
+        ch08.Params.from_mapping({**values, "alpha": 0.5})
     with pytest.raises(ValueError, match="unknown parameter"):
         ch08.Params.from_mapping({**values, "n_train": 5})
 
@@ -319,7 +337,7 @@ def test_bad_parameters_are_named() -> None:
 def test_miniature_plan_equal_steps_arm(plan: str) -> None:
     from sgdnoise.sweep import load_plan
 
-    path = ROOT / "book" / "params" / "ch08_resnet_sweep" / plan
+    path = PARAMS / plan
     spec = ch08.read_plan(str(path))
     runs = load_plan(path).runs
     n = spec["data"]["n_train"]
@@ -334,55 +352,3 @@ def test_miniature_plan_equal_steps_arm(plan: str) -> None:
     assert max(r.batch_size for r in runs) == n
     # the smoke plan exercises the sharpness path (arm D-plain), the laptop plan does not
     assert any(r.config.sharpness_every for r in runs) == (plan == "plan_smoke.yaml")
-
-
-def test_analyse_runs_every_decision_and_flips() -> None:
-    p = ch08.Params.from_mapping(_cell_values())
-    gap = ch08.analyse(real_gap(), None, p, scale="constructed", section="sec-x",
-                       targets=(0.15,))
-    under = ch08.analyse(under_training(), None, p, scale="constructed", section="sec-x",
-                         targets=(0.15,))
-    assert gap.verdicts[0].outcome == "supported" and under.verdicts[0].outcome == "contradicted"
-    fit_b = {v.claim: v.outcome for v in under.verdicts if v.claim.startswith("Arm B: the large")}
-    assert list(fit_b.values()) == ["supported"]
-    assert all(v.scale == "constructed" and v.section == "sec-x" for v in gap.verdicts)
-    # the sharpness decision is made only when a frame is given
-    with_sharp = ch08.analyse(real_gap(), _sharp("D-plain", 1.0), p, scale="c", section="s",
-                              targets=(0.15,))
-    assert len(with_sharp.verdicts) == len(gap.verdicts) + 1
-    assert with_sharp.verdicts[-1].outcome == "supported"
-
-
-def test_analyse_reads_each_arms_momentum_for_the_threshold() -> None:
-    p = ch08.Params.from_mapping(_cell_values())
-    recs = records(real_gap(), run("D-scaled", 32768, 0, final_train=0.5, final_loss=1.0)
-                   .assign(momentum=0.9))
-    sharp = _sharp("D-scaled", 0.45, lr=3.2, beta=0.9)  # 45% of 2(1 + 0.9)/η
-    an = ch08.analyse(recs, sharp, p, scale="c", section="s", targets=(0.15,))
-    assert an.tables["sharpness"].iloc[0]["call"] == "far below"
-    an0 = ch08.analyse(recs.assign(momentum=0.0), sharp, p, scale="c", section="s",
-                       targets=(0.15,))
-    assert an0.tables["sharpness"].iloc[0]["call"] == "edge"
-
-
-def test_gap_inconclusive_sentence_reports_the_fitted_differences() -> None:
-    # fits, but the test-error difference (1.5 points, wide) is neither clear nor small
-    df = records(*[run("C", 64, s, final_train=0.0, final_loss=0.01) for s in range(3)],
-                 *[run("C", 1024, s, final_train=0.0, final_loss=0.01,
-                       offset=(0.0, 0.03, 0.015)[s]) for s in range(3)])
-    table, v = ch08.gap_test(df, margin=0.01)
-    assert table.iloc[0]["fit"] == "fits" and table.iloc[0]["call"] == "undetermined"
-    assert v.outcome == "inconclusive"
-    assert "arm C, B = 1,024: test error 1.5 [" in v.sentence
-
-
-def test_split_unreached_separates_targets_no_run_reached():
-    t = pd.DataFrame({"arm": "A", "target": [0.15, 0.15, 0.10, 0.10], "B": [16, 64, 16, 64],
-                      "n_runs": 3, "n_reached": [3, 1, 0, 0]})
-    shown, unreached = ch08.split_unreached(t)
-    assert unreached == [0.10]
-    assert list(shown["target"]) == [0.15, 0.15] and list(shown["B"]) == [16, 64]
-    none_missing, empty = ch08.split_unreached(t.assign(n_reached=1))
-    assert empty == [] and len(none_missing) == 4
-    with pytest.raises(ValueError, match="n_reached"):
-        ch08.split_unreached(t.drop(columns="n_reached"))

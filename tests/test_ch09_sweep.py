@@ -13,7 +13,6 @@ import math
 import shutil
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from conftest import profile_params
@@ -183,17 +182,6 @@ def test_chapter_8_gap_batch_size_flips_the_plan_sentence():
         "(the value of the full profile).")
     assert "locate the gap at B = 4,096; plan B = 12,800 does not agree" in \
         ch09.plan_batch_sentence(12800, found)
-
-
-def test_gap_batch_size_is_the_smallest_batch_with_a_gap():
-    from sgdnoise.chapters import ch08_resnet_sweep as ch08
-
-    table = pd.DataFrame({"arm": ["B", "B", "C"], "B": [1024, 4096, 2048],
-                          "call": ["no gap", "gap", "gap"]})
-    assert ch08.gap_batch_size(table) == 2048
-    assert ch08.gap_batch_size(table.assign(call="no gap")) is None
-    with pytest.raises(ValueError, match="call"):
-        ch08.gap_batch_size(table.drop(columns="call"))
 
 
 # --------------------------------------------------------------------------- the full profile

@@ -15,6 +15,29 @@ def test_verdict_outcome_checked_and_table_escapes_pipes():
         Verdict("c", "true", "s", "laptop", "sec-x")
 
 
+def test_verdict_kind_and_error_rates():
+    v = Verdict("c", "supported", "The numbers.", "laptop", "sec-x")
+    # backwards compatible: no rates, a claim about SGD unless said otherwise
+    assert v.kind == "claim about SGD" and v.rates_sentence() == ""
+    assert Verdict("c", "supported", "s", "l", "x", kind="derivation check").kind == \
+        "derivation check"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        Verdict("c", "supported", "s", "l", "x", kind="opinion")
+    with pytest.raises(ValueError, match="power must be in"):
+        Verdict("c", "supported", "s", "l", "x", power=1.5)
+    r = v.with_error_rates(false_positive_rate=0.012, power=0.64, n_seeds=3, n_sim=2000,
+                           rates_at="a gap of 3 points")
+    assert (r.false_positive_rate, r.power, r.n_seeds, r.n_sim) == (0.012, 0.64, 3, 2000)
+    assert r.sentence == ("The numbers. Error rates of this rule at 3 seeds (2,000 simulated "
+                          "data sets each; a gap of 3 points): false-positive rate 1.2%, "
+                          "power 64.0%.")
+    # the rates travel in the table (and in the metadata the verdict page is built from)
+    assert "false-positive rate 1.2%" in verdicts_markdown([r])
+    from dataclasses import asdict
+
+    assert asdict(r)["power"] == 0.64 and asdict(r)["kind"] == "claim about SGD"
+
+
 def test_scale_label_formats():
     from sgdnoise.report import scale_label
 

@@ -8,7 +8,7 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from sgdnoise.provenance import collect
@@ -75,6 +75,9 @@ def scale_label(profile: str, identity: Mapping[str, Any] | None = None, *,
     return f"laptop, {profile} profile" + (f", {src} data" if src else "")
 
 
+KINDS = ("claim about SGD", "derivation check")
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One computed conclusion about one claim of the essay.
@@ -85,6 +88,17 @@ class Verdict:
     - scale: what stands behind it, e.g. ``"laptop, default profile"`` or
       ``"recorded GPU runs (H200, 2026-11-26)"``.
     - section: the MyST label of the section that shows the evidence (``sec-ch8-decision``).
+    - kind: one of :data:`KINDS`: a *derivation check* (the code matches the algebra) or a
+      *claim about SGD* (an empirical statement that could have come out either way).
+    - false_positive_rate, power: the decision rule's error rates measured by simulation
+      (:mod:`sgdnoise.decide.harness`): how often it says "supported" when the opposite is
+      true, and how often when the claim is true with the stated effect; None when not
+      measured.
+    - n_seeds, n_sim, rates_at: the seeds and the number of simulated data sets they were
+      measured at, and one phrase naming the effect size and the spread used.
+
+    :meth:`with_error_rates` sets the rates and appends them to the sentence, so that they
+    travel wherever the sentence does.
     """
 
     claim: str
@@ -92,10 +106,44 @@ class Verdict:
     sentence: str
     scale: str
     section: str
+    kind: str = KINDS[0]
+    false_positive_rate: float | None = None
+    power: float | None = None
+    n_seeds: int | None = None
+    n_sim: int | None = None
+    rates_at: str = ""
 
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {list(OUTCOMES)}, got {self.outcome!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
+        for name in ("false_positive_rate", "power"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] or None, got {value!r}")
+
+    def rates_sentence(self) -> str:
+        """``'Error rates of this rule at 3 seeds (2,000 simulated data sets each; …):
+        false-positive rate 1.2%, power 64%.'``; empty when no rate was measured."""
+        if self.false_positive_rate is None and self.power is None:
+            return ""
+        parts = [f"{name} {value:.1%}" for name, value in
+                 (("false-positive rate", self.false_positive_rate), ("power", self.power))
+                 if value is not None]
+        seeds = f" at {self.n_seeds} seeds" if self.n_seeds is not None else ""
+        sims = f"{self.n_sim:,} simulated data sets each" if self.n_sim is not None else ""
+        how = "; ".join(p for p in (sims, self.rates_at) if p)
+        return (f"Error rates of this rule{seeds}" + (f" ({how})" if how else "")
+                + ": " + ", ".join(parts) + ".")
+
+    def with_error_rates(self, *, false_positive_rate: float | None, power: float | None,
+                         n_seeds: int, n_sim: int, rates_at: str) -> Verdict:
+        """A copy with the error rates set and :meth:`rates_sentence` appended to the
+        sentence."""
+        out = replace(self, false_positive_rate=false_positive_rate, power=power,
+                      n_seeds=n_seeds, n_sim=n_sim, rates_at=rates_at)
+        return replace(out, sentence=f"{self.sentence} {out.rates_sentence()}")
 
 
 VERDICTS_METADATA_KEY = "sgdnoise_verdicts"

@@ -5,82 +5,86 @@ The chapter's decisions are pure functions of two record frames (the schema of
 
 * ``records``: one row per run × evaluation with at least the columns of
   :data:`RECORD_COLUMNS` (``arm, batch_size, seed, run_id, step, epoch, train_loss,
-  train_error, test_error, status, lr, momentum, device, git_commit, created_utc, source``);
+  train_error, test_error, status``) and ``n_train``;
 * ``sharpness``: one row per run × Lanczos estimate with :data:`SHARPNESS_COLUMNS`
-  (``run_id, arm, batch_size, seed, step, lambda_max, lr``).
+  (``run_id, arm, batch_size, seed, step, lambda_max, lr``; a column ``sharpness_bn`` or
+  ``bn_mode``, when present, says whether BatchNorm was in train or eval mode).
 
-Each decision returns a table of numbers and a :class:`sgdnoise.report.Verdict` whose
-sentence is generated from those numbers and the thresholds (parameters of the chapter).
-Missing arms or records give the outcome ``"inconclusive"`` with a sentence naming what is
-missing; an interval that cannot be formed (one seed) cannot support a claim.
+:func:`analyse` applies every decision to one scale's records (a :class:`Scale`: the
+full-scale plan's records, the laptop miniature, later a mid-scale sweep) and returns the
+tables and :class:`sgdnoise.report.Verdict` objects whose sentences are generated from the
+numbers and the thresholds:
 
-The five decisions:
-
-* :func:`gap_test` (a generalization gap): at the end of arm B or C, a large batch reaches
-  a train loss no higher than the small batch's (within ``loss_tolerance`` nats, the upper
-  end of the paired interval) but a higher test error (paired by seed, the 95% interval of
-  the difference above 0).
-* :func:`matched_fit` (under-training): the residual of each large-batch run's final test
-  error against the small batch's own test-vs-train-error trajectory (same seed); "on the
-  curve" needs a TOST equivalence within ``margin``.
-* :func:`steps_to_target`: the first step at which the test error falls to each target
-  (Shallue et al. 2019; Golmant et al. 2018, arXiv 1811.12941), interpolated in log steps.
-* :func:`plateau_test`: the slope of test error against ``ln(step)`` over the last
-  evaluations: still falling (interval below 0) or flat (TOST within ``margin``).
-* :func:`sharpness_test`: ``λ_max`` at the end against the stability threshold
-  ``2(1 + β)/η`` of (heavy-ball) gradient descent (Cohen et al. 2021).
+* the generalization gap and under-training (:func:`gap_verdicts`): one call per (arm,
+  batch size) by :func:`sgdnoise.decide.calls.decide`, two headline verdicts decided on the
+  pre-registered pairs only, with their false-positive rates and powers measured by
+  simulation (:func:`sgdnoise.decide.rates.headline_error_rates`);
+* the plateau (:func:`plateau_test`): per-run slopes of train and test error against
+  ``ln(step)`` over the last evaluations, an interval across seeds;
+* sharpness (:func:`sharpness_edge_test`, :func:`sharpness_trend_test`): ``η λ_max`` against
+  the stability edge ``2(1 + β)`` inside a constant-``η`` window, and whether the end-of-run
+  ``λ_max`` grows with the batch size;
+* steps to a pre-registered test-error target (:func:`steps_to_target`), descriptive.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from sgdnoise.decide import calls as dc
+from sgdnoise.decide import rates as dr
+from sgdnoise.decide import scenarios as ds
+from sgdnoise.decide.harness import Scenario, error_rates, rate_of
+from sgdnoise.decide.pvalues import holm, intersection_union, one_sided
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict
-from sgdnoise.stats import Interval, t_interval, tost
+from sgdnoise.stats import Interval, t_interval
 
 __all__ = [
     "RECORD_COLUMNS",
     "SHARPNESS_COLUMNS",
     "Analysis",
     "Params",
+    "Scale",
     "analyse",
     "batch_colors",
+    "budget_text",
+    "decision_as_text",
     "final_points",
-    "from_legacy_records",
-    "gap_batch_size",
-    "gap_test",
+    "gap_verdicts",
     "intervals_as_text",
     "load_recorded",
     "load_sharpness_records",
-    "matched_fit",
-    "matched_fit_curves",
+    "pilot_summary",
+    "plan_family",
+    "plateau_rates",
     "plateau_test",
     "plot_error_vs_step",
     "plot_matched_fit",
     "plot_sharpness",
     "protocol_table",
+    "rates_table",
     "read_plan",
     "records_scale",
     "run_miniature",
-    "sharpness_test",
+    "seeds_table",
+    "sharpness_edge_test",
+    "sharpness_trend_rates",
+    "sharpness_trend_test",
     "steps_to_target",
+    "thresholds",
 ]
 
 RECORD_COLUMNS = ("arm", "batch_size", "seed", "run_id", "step", "epoch", "train_loss",
                   "train_error", "test_error", "status")
 SHARPNESS_COLUMNS = ("run_id", "arm", "batch_size", "seed", "step", "lambda_max", "lr")
-
-SEC_GAP = "sec-ch8-gap"
-SEC_STEPS = "sec-ch8-steps-to-target"
-SEC_PLATEAU = "sec-ch8-plateau"
-SEC_SHARPNESS = "sec-ch8-sharpness"
+BN_MODE_COLUMNS = ("sharpness_bn", "bn_mode")
 
 
 # --------------------------------------------------------------------------- parameters
@@ -89,28 +93,39 @@ SEC_SHARPNESS = "sec-ch8-sharpness"
 @dataclass(frozen=True)
 class Params(ChapterParams):
     """Every parameter of chapter 8 (values live in the notebook's parameters cell and in
-    ``book/params/ch08_resnet_sweep/{smoke,default,full}.yaml``)."""
+    ``book/params/ch08_resnet_sweep/{smoke,default,full}.yaml``). The targets, margins,
+    pre-registered arms and onset are fixed here before any record is read."""
 
-    records_dirs: tuple[str, ...] = param(min_len=0, doc="folders of recorded runs to "
-                                          "re-analyse (GPU pilot and plan records)")
+    records_dirs: tuple[str, ...] = param(min_len=0, doc="folders of the full-scale plan's "
+                                          "records")
+    pilot_dirs: tuple[str, ...] = param(min_len=0, doc="folders of the 10-epoch GPU pilot "
+                                        "(shown descriptively, never decided on)")
     sharpness_dirs: tuple[str, ...] = param(min_len=0, doc="folders holding sharpness records")
+    gpu_plan: str = param(doc="the full-scale plan (its seeds size the rates when no record "
+                          "exists)")
     run_miniature: bool = param(doc="train the laptop miniature in this execution")
     plan: str = param(doc="the miniature's plan file (arms, batch sizes, seeds, recipes)")
-    targets: tuple[float, ...] = param(low=0.0, high=1.0, min_len=1,
-                                       doc="test-error targets for steps-to-target (GPU)")
-    targets_laptop: tuple[float, ...] = param(low=0.0, high=1.0, min_len=1,
-                                              doc="test-error targets for the miniature")
-    loss_tolerance: float = param(low=0.0, doc="gap test: 'no higher train loss' within "
-                                  "this many nats")
-    gap_margin: float = param(low=1e-6, high=1.0, doc="test-error difference below which "
-                              "there is no gap (TOST margin)")
-    curve_margin: float = param(low=1e-6, high=1.0, doc="matched fit: 'on the curve' margin")
-    curve_range_tolerance: float = param(low=0.0, high=1.0, doc="matched fit: how far (in "
-                                         "train error) outside the small batch's range a "
-                                         "run may end and still be compared")
-    plateau_evals: int = param(low=3, doc="plateau test: the last evaluations used")
+    target: float = param(low=0.0, high=1.0, doc="the test-error target of steps-to-target "
+                          "at full scale")
+    target_laptop: float = param(low=0.0, high=1.0, doc="the test-error target of the "
+                                 "miniature")
+    loss_tolerance: float = param(low=1e-9, doc="τ: 'fits as well' when the excess final "
+                                  "train loss is below this many nats")
+    gap_margin: float = param(low=1e-6, high=0.5, doc="m: the smallest test-error "
+                              "difference that counts as a gap")
+    alpha: float = param(low=1e-6, high=0.2, doc="level of every test (family-wise for gaps)")
+    onset_fraction: float = param(low=1e-6, high=1.0, doc="pairs with B/N at or above this "
+                                  "are pre-registered (the essay's 4,096/50,000)")
+    decisive_arms: tuple[str, ...] = param(min_len=1, doc="arms whose pairs are "
+                                           "pre-registered")
+    gap_effect: float = param(low=1e-6, high=0.5, doc="the gap size at which power is "
+                              "reported")
+    n_sim: int = param(low=100, doc="simulated data sets per scenario")
+    rates_seed: int = param(low=0, doc="seed of the simulations")
+    plateau_arms: tuple[str, ...] = param(min_len=1, doc="constant-η arms of the plateau test")
+    plateau_evals: int = param(low=3, doc="plateau: the last evaluations of each run")
     plateau_margin: float = param(low=1e-6, high=1.0, doc="plateau: |slope| per e-fold of "
-                                  "steps below which the curve is flat")
+                                  "steps below which a curve is flat")
     eos_low: float = param(low=0.0, high=1.0, doc="η λ_max / 2(1+β) at or above this: edge "
                            "of stability")
     below_fraction: float = param(low=0.0, high=1.0, doc="η λ_max / 2(1+β) below this: far "
@@ -121,6 +136,37 @@ class Params(ChapterParams):
         self.require(self.below_fraction < self.eos_low, "below_fraction",
                      f"must be below eos_low={self.eos_low}")
         self.require(self.plan.endswith((".yaml", ".yml")), "plan", "must be a YAML file")
+        self.require(self.gpu_plan.endswith((".yaml", ".yml")), "gpu_plan",
+                     "must be a YAML file")
+        self.require(self.gap_effect > self.gap_margin, "gap_effect",
+                     f"must exceed gap_margin={self.gap_margin}")
+
+
+def thresholds(p: Params) -> dc.Thresholds:
+    """The decision thresholds of :mod:`sgdnoise.decide.calls` from the parameters."""
+    return dc.Thresholds(loss_tolerance=p.loss_tolerance, margin=p.gap_margin, alpha=p.alpha,
+                         onset_fraction=p.onset_fraction, decisive_arms=p.decisive_arms)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """What stands behind one section's verdicts.
+
+    - label: the verdicts' ``scale`` (devices, commits, dates, or the laptop profile).
+    - claim_prefix: what the claims are about, first words of every claim ("ResNet34,
+      CIFAR-10, 50,000 images", "MLP miniature, 2,048 images").
+    - section: the MyST label of the section with the evidence.
+    - target: the pre-registered test-error target of steps-to-target.
+    - plan: the plan whose runs this scale's records come from ('' for none): the
+      pre-registered pairs it lists are named when missing, and its seeds size the rates
+      when no pair is recorded.
+    """
+
+    label: str
+    claim_prefix: str
+    section: str
+    target: float
+    plan: str = ""
 
 
 # --------------------------------------------------------------------------- design
@@ -156,29 +202,6 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> Non
         raise ValueError(f"{what} lacks column(s) {missing}; has {sorted(df.columns)}")
 
 
-def from_legacy_records(old: pd.DataFrame, *, arm: str = "pilot", source: str = "pilot"
-                        ) -> pd.DataFrame:
-    """Map a frame of the per-epoch record format (``sgdnoise.sweep.run/1``: columns
-    ``batch_size, seed, epoch, step, lr, train_loss, train_error, test_loss, test_error,
-    status, device, git_commit, created_utc, n_train``) onto :data:`RECORD_COLUMNS`, with the
-    given ``arm`` and ``source``; quantities that format did not record (``param_distance``,
-    ``momentum``) are NaN."""
-    _require_columns(old, ("batch_size", "seed", "epoch", "step", "train_loss", "train_error",
-                           "test_error", "status"), "legacy records")
-    df = old.copy()
-    df["arm"] = arm
-    df["source"] = source
-    df["run_id"] = [f"{arm}-B{int(b)}-s{int(s)}" for b, s in zip(df["batch_size"], df["seed"],
-                                                                  strict=True)]
-    if "n_train" in df.columns:
-        df["examples_seen"] = df["epoch"] * df["n_train"]
-    for col in ("param_distance", "momentum", "ghost_batch_size", "max_steps"):
-        if col not in df.columns:
-            df[col] = np.nan
-    df["lr0"] = df.groupby("run_id")["lr"].transform("first") if "lr" in df else np.nan
-    return df.sort_values(["arm", "batch_size", "seed", "step"]).reset_index(drop=True)
-
-
 def records_scale(df: pd.DataFrame, kind: str = "recorded GPU runs") -> str:
     """``'recorded GPU runs (NVIDIA H200; commit unknown; 2026-11-26; source pilot)'``: the
     devices, commits, dates and sources behind a record frame (distinct values, sorted)."""
@@ -199,264 +222,666 @@ def records_scale(df: pd.DataFrame, kind: str = "recorded GPU runs") -> str:
 
 
 def final_points(df: pd.DataFrame) -> pd.DataFrame:
-    """The last evaluation of every run: one row per ``run_id`` (``arm, batch_size, seed,
-    step, train_loss, train_error, test_error, status``)."""
+    """The last evaluation of every run: one row per ``run_id``."""
     _require_columns(df, RECORD_COLUMNS, "records")
     last = df.sort_values("step").groupby("run_id", sort=False).tail(1)
     return last.sort_values(["arm", "batch_size", "seed"]).reset_index(drop=True)
 
 
-def _fmt_pct(i: Interval) -> str:
-    return i.format(1, 100) + " points"
+def load_recorded(dirs: Sequence[str]) -> pd.DataFrame:
+    """Every record under ``dirs`` (folders that do not exist are skipped) as one frame
+    (:func:`sgdnoise.sweep.load_records`: the pilot's records come as arm ``"pilot"``)."""
+    from pathlib import Path
+
+    from sgdnoise import sweep
+
+    return sweep.load_records([d for d in dirs if Path(d).exists()])
 
 
-def _arm_missing(df: pd.DataFrame, arms: Sequence[str]) -> list[str]:
-    present = set(df["arm"].unique()) if len(df) else set()
-    return [a for a in arms if a not in present]
+def load_sharpness_records(dirs: Sequence[str]) -> pd.DataFrame:
+    """Sharpness estimates under ``dirs`` (:func:`sgdnoise.sweep.load_sharpness`)."""
+    from pathlib import Path
+
+    from sgdnoise import sweep
+
+    return sweep.load_sharpness([d for d in dirs if Path(d).exists()])
 
 
-# --------------------------------------------------------------------------- (a) gap
-
-
-def gap_test(
-    records: pd.DataFrame,
-    *,
-    arms: Sequence[str] = ("B", "C"),
-    loss_tolerance: float = 0.02,
-    margin: float = 0.01,
-    confidence: float = 0.95,
-    scale: str | None = None,
-    section: str = SEC_GAP,
-) -> tuple[pd.DataFrame, Verdict]:
-    """The generalization-gap test, paired by seed within each arm.
-
-    For every arm and every batch size ``B`` above the arm's smallest ``B₀``, over the seeds
-    run at both: ``Δloss_s = L_train(B, s) − L_train(B₀, s)`` and
-    ``Δerr_s = err_test(B, s) − err_test(B₀, s)`` at each run's last evaluation, with
-    ``confidence`` t-intervals of their means. A pair
-
-    * ``fits`` when the upper end of the Δloss interval is ≤ ``loss_tolerance`` (nats),
-      ``under-fits`` when its lower end is above it, else ``undetermined``;
-    * shows ``no gap`` when it fits and the Δerr interval lies below ``margin`` (a
-      difference, if any, smaller than the margin); a ``gap`` when it fits and the Δerr
-      interval lies above 0 and reaches ``margin``.
-
-    Returns the table (one row per arm × B: ``n_seeds``, the two intervals, ``fit``,
-    ``call``) and the verdict: supported if any pair shows a gap; contradicted if some pair
-    fits, none shows a gap, and every fitted pair shows ``no gap``; else inconclusive."""
-    claim = ("With the scaling rule (arm B, equal epochs) or at equal steps (arm C), a large "
-             "batch that fits the training set as well as the small batch has higher test "
-             "error: a generalization gap.")
-    scale = scale if scale is not None else records_scale(records)
-    cols = ["arm", "B0", "B", "n_seeds", "d_train_loss", "d_test_error", "fit", "call"]
-    missing = _arm_missing(records, arms)
-    if len(missing) == len(arms):
-        return (pd.DataFrame(columns=cols),
-                Verdict(claim, "inconclusive", f"No records of arm(s) {', '.join(missing)}: "
-                        "the gap test needs arm B or arm C.", scale, section))
-    fin = final_points(records[records["arm"].isin(arms)])
-    fin = fin[fin["status"] != "diverged"]
-    rows = []
-    for arm, g in fin.groupby("arm", sort=True):
-        sizes = sorted(g["batch_size"].unique())
-        b0 = sizes[0]
-        ref = g[g["batch_size"] == b0].set_index("seed")
-        for b in sizes[1:]:
-            big = g[g["batch_size"] == b].set_index("seed")
-            seeds = sorted(set(ref.index) & set(big.index))
-            dl = t_interval(big.loc[seeds, "train_loss"].to_numpy()
-                            - ref.loc[seeds, "train_loss"].to_numpy(), confidence)
-            de = t_interval(big.loc[seeds, "test_error"].to_numpy()
-                            - ref.loc[seeds, "test_error"].to_numpy(), confidence)
-            if not dl.defined:
-                fit = "undetermined"
-            elif dl.high <= loss_tolerance:
-                fit = "fits"
-            elif dl.low > loss_tolerance:
-                fit = "under-fits"
-            else:
-                fit = "undetermined"
-            call = "-"
-            if fit == "fits":
-                call = ("no gap" if de.below(margin) else "gap" if de.above(0.0)
-                        else "undetermined")
-            rows.append({"arm": arm, "B0": int(b0), "B": int(b), "n_seeds": len(seeds),
-                         "d_train_loss": dl, "d_test_error": de, "fit": fit, "call": call})
-    table = pd.DataFrame(rows, columns=cols)
-    note = (f" (no records of arm {', '.join(missing)})" if missing else "")
-    thresholds = (f"'fits' means the upper end of the {confidence:.0%} paired interval of the "
-                  f"train-loss difference is at most {loss_tolerance:g} nats; 'no gap' means "
-                  f"the test-error difference interval lies below {margin:.1%}")
-    gaps = table[table["call"] == "gap"]
-    fitted = table[table["fit"] == "fits"]
-    if len(gaps):
-        r = gaps.iloc[0]
-        sentence = (f"A gap: in arm {r['arm']}, B = {r['B']} fits as well as B = {r['B0']} "
-                    f"(train-loss difference {r['d_train_loss'].format(3)} nats) but its test "
-                    f"error is higher by {_fmt_pct(r['d_test_error'])} ({r['n_seeds']} seeds; "
-                    f"{len(gaps)} of {len(table)} arm × batch-size pairs show a gap){note}; "
-                    f"{thresholds}.")
-        return table, Verdict(claim, "supported", sentence, scale, section)
-    if len(fitted) and (fitted["call"] == "no gap").all():
-        worst = max(fitted["d_test_error"], key=lambda i: i.high)
-        sentence = (f"No gap: {len(fitted)} large-batch run group(s) fit the training set "
-                    f"as well as the small batch and none has a higher test error (largest "
-                    f"upper end: {worst.high * 100:.1f} points); {len(table) - len(fitted)} "
-                    f"other pair(s) do not fit or cannot be called{note}; {thresholds}.")
-        return table, Verdict(claim, "contradicted", sentence, scale, section)
-    counts = table["fit"].value_counts().to_dict()
-    fitted_txt = "; ".join(
-        f"arm {r['arm']}, B = {r['B']:,}: test error {_fmt_pct(r['d_test_error'])} ({r['call']})"
-        for _, r in fitted.iterrows())
-    sentence = (f"Cannot decide: of {len(table)} arm × batch-size pairs, "
-                f"{counts.get('fits', 0)} fit, {counts.get('under-fits', 0)} under-fit and "
-                f"{counts.get('undetermined', 0)} cannot be told apart on train loss (an "
-                f"interval straddles the tolerance, or a single seed gives none)"
-                + (f"; the fitted pairs differ from the small batch by — {fitted_txt}"
-                   if len(fitted) else "")
-                + f"{note}; {thresholds}.")
-    return table, Verdict(claim, "inconclusive", sentence, scale, section)
-
-
-def gap_batch_size(table: pd.DataFrame) -> int | None:
-    """Where a gap appears: the smallest batch size ``B`` of a :func:`gap_test` table whose
-    call is ``"gap"`` (in any arm), i.e. the smallest batch size at which the gap verdict is
-    supported; None when no pair shows a gap (the verdict is not "supported")."""
-    _require_columns(table, ("B", "call"), "gap-test table")
-    gaps = table[table["call"] == "gap"]
-    return int(gaps["B"].min()) if len(gaps) else None
-
-
-# --------------------------------------------------------------------------- (b) matched fit
-
-
-def _curve(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A trajectory's test error as a function of its train error: points sorted by train
-    error, duplicates averaged. Returns ``(x, y)`` increasing in ``x``."""
-    order = np.argsort(train, kind="stable")
-    x, y = train[order], test[order]
-    ux, inv = np.unique(x, return_inverse=True)
-    uy = np.bincount(inv, weights=y) / np.bincount(inv)
-    return ux, uy
-
-
-def matched_fit_curves(records: pd.DataFrame, arm: str) -> dict[int, tuple[np.ndarray,
-                                                                           np.ndarray]]:
-    """The small batch's test-vs-train-error curve of ``arm``, per seed: ``seed -> (x, y)``
-    (see :func:`matched_fit`); empty when the arm has no records."""
-    g = records[(records["arm"] == arm) & np.isfinite(records["train_error"])
-                & np.isfinite(records["test_error"])]
+def budget_text(records: pd.DataFrame, arm: str) -> str:
+    """``'within 30 epochs'`` for an arm run for a number of epochs, ``'within 250 steps'``
+    for one run for a number of steps (``max_steps`` set), ``'within 20–30 epochs'`` when
+    its runs differ."""
+    g = records[records["arm"] == arm]
     if len(g) == 0:
-        return {}
-    b0 = g["batch_size"].min()
-    ref = g[g["batch_size"] == b0]
-    return {int(s): _curve(r["train_error"].to_numpy(float), r["test_error"].to_numpy(float))
-            for s, r in ref.groupby("seed")}
+        return "within its budget"
+    if "max_steps" in g.columns and pd.to_numeric(g["max_steps"], errors="coerce").notna().any():
+        steps = sorted({int(s) for s in pd.to_numeric(g["max_steps"], errors="coerce")
+                        .dropna()})
+        return f"within {steps[0]:,} steps" if len(steps) == 1 else (
+            f"within {steps[0]:,}–{steps[-1]:,} steps")
+    epochs = sorted({int(round(float(e))) for e in
+                     g.sort_values("step").groupby("run_id")["epoch"].last().dropna()})
+    if not epochs:
+        return "within its budget"
+    return f"within {epochs[0]} epochs" if len(epochs) == 1 else (
+        f"within {epochs[0]}–{epochs[-1]} epochs")
 
 
-def matched_fit(
-    records: pd.DataFrame,
-    *,
-    arm: str,
-    margin: float = 0.02,
-    range_tolerance: float = 0.01,
-    confidence: float = 0.95,
-    scale: str | None = None,
-    section: str = SEC_GAP,
-) -> tuple[pd.DataFrame, Verdict]:
-    """Under-training test: do the large batches end on the small batch's curve?
+def intervals_as_text(table: pd.DataFrame, *, percent: Sequence[str] = (),
+                      whole: Sequence[str] = (), digits: int = 1) -> pd.DataFrame:
+    """A copy of ``table`` whose :class:`~sgdnoise.stats.Interval` cells are strings
+    ``'est [low, high]'``: columns in ``percent`` times 100 (in points) with ``digits``
+    decimals, columns in ``whole`` as whole numbers, others with 3 decimals."""
+    out = table.copy()
+    for col in out.columns:
+        if len(out) and isinstance(out[col].iloc[0], Interval):
+            scale = 100.0 if col in percent else 1.0
+            d = digits if col in percent else 0 if col in whole else 3
+            out[col] = [i.format(d, scale) for i in out[col]]
+    return out
 
-    Let ``f_s(x)`` be the test error of the smallest batch ``B₀`` of ``arm`` (seed ``s``) as
-    a piecewise-linear function of its train error ``x`` along its trajectory. For a run
-    ``(B, s)`` ending at train error ``x`` and test error ``y`` the residual is
-    ``r = y − f_s(x)`` (``f`` of the mean curve over seeds when ``B₀`` lacks seed ``s``;
-    NaN when ``x`` lies more than ``range_tolerance`` outside the range of train errors
-    ``B₀`` visited: no extrapolation; within it, ``x`` is clamped to the range, so a run at
-    0% train error is compared with the small batch's end point at 0.3%). Per ``B``, over
-    seeds: a ``confidence`` t-interval of the mean residual and a TOST at ``margin``:
 
-    * ``on the curve``: equivalent (the 90% interval inside ``±margin``);
-    * ``above the curve``: the interval lies above 0 (worse test error at equal train error);
-    * ``below the curve``: below 0; else ``undetermined``.
+# --------------------------------------------------------------------------- the gap
 
-    Verdict (claim: the large batches' shortfall is under-training): supported when every
-    batch size is on (or below) the curve; contradicted when some are above it and none on
-    or below; mixed when both occur; inconclusive otherwise (some undetermined, none
-    above)."""
-    claim = (f"Arm {arm}: the large batches are under-trained, not worse at generalizing: "
-             "their final points lie on the small batch's test-vs-train-error curve.")
-    scale = scale if scale is not None else records_scale(records)
-    cols = ["arm", "B", "n_seeds", "residual", "n_outside", "call"]
-    curves = matched_fit_curves(records, arm)
-    if not curves:
-        return (pd.DataFrame(columns=cols),
-                Verdict(claim, "inconclusive", f"No records of arm {arm}.", scale, section))
-    fin = final_points(records[records["arm"] == arm])
-    fin = fin[fin["status"] != "diverged"]
-    b0 = int(fin["batch_size"].min())
-    grid_lo = max(float(c[0][0]) for c in curves.values())
-    grid_hi = min(float(c[0][-1]) for c in curves.values())
-    grid = np.linspace(grid_lo, grid_hi, 200) if grid_hi > grid_lo else None
-    mean_curve = (None if grid is None else
-                  (grid, np.mean([np.interp(grid, *c) for c in curves.values()], axis=0)))
+
+def read_plan(path: str) -> dict[str, Any]:
+    """The plan file as a mapping (``name, data, defaults, arms[, priority]``; the format of
+    ``sgdnoise-sweep``). Raises ValueError naming the file when it lacks a section."""
+    import yaml
+
+    with open(path) as fh:
+        raw = yaml.safe_load(fh)
+    if not isinstance(raw, dict) or not {"data", "arms"} <= set(raw):
+        raise ValueError(f"plan {path!r} must be a mapping with 'data' and 'arms' sections")
+    return raw
+
+
+def plan_family(plan_path: str, th: dc.Thresholds) -> pd.DataFrame:
+    """The pre-registered pairs a plan runs: one row per (arm, ``B``) of the decisive arms
+    with ``B > B₀`` and ``B / N ≥`` the onset fraction (``N`` from the plan, 50,000 when it
+    says null): ``arm, B0, B, seeds``."""
+    plan = read_plan(plan_path)
+    n = plan["data"].get("n_train") or 50_000
     rows = []
-    for b, g in fin[fin["batch_size"] > b0].groupby("batch_size", sort=True):
-        res, outside = [], 0
-        for _, r in g.iterrows():
-            c = curves.get(int(r["seed"]), mean_curve)
-            x = float(r["train_error"])
-            if c is None or not (c[0][0] - range_tolerance <= x <= c[0][-1] + range_tolerance):
-                outside += 1
-                continue
-            x = min(max(x, float(c[0][0])), float(c[0][-1]))
-            res.append(float(r["test_error"]) - float(np.interp(x, *c)))
-        ci = t_interval(res, confidence)
-        eq = tost(res, margin, alpha=(1 - confidence)) if len(res) >= 2 else None
-        if eq is not None and eq.equivalent:
-            call = "on the curve"
-        elif ci.above(0.0):
-            call = "above the curve"
-        elif ci.below(0.0):
-            call = "below the curve"
-        else:
-            call = "undetermined"
-        rows.append({"arm": arm, "B": int(b), "n_seeds": len(res), "residual": ci,
-                     "n_outside": outside, "call": call})
-    table = pd.DataFrame(rows, columns=cols)
-    rule = (f"residual = test error minus the B = {b0} curve at the same train error (runs "
-            f"up to {range_tolerance:.1%} outside its range compared at its end); 'on the "
-            f"curve' = TOST equivalence within ±{margin:.1%}, 'above' = the {confidence:.0%} "
-            "interval above 0")
-    if len(table) == 0:
-        return table, Verdict(claim, "inconclusive", f"Arm {arm} has no batch size above "
-                              f"B = {b0}.", scale, section)
+    for arm, spec in plan["arms"].items():
+        sizes = sorted(int(b) for b in spec.get("batch_sizes", []))
+        if str(arm) not in th.decisive_arms or len(sizes) < 2:
+            continue
+        for b in sizes[1:]:
+            if b / n >= th.onset_fraction - 1e-12:
+                rows.append({"arm": str(arm), "B0": sizes[0], "B": b,
+                             "seeds": len(spec.get("seeds", []))})
+    return pd.DataFrame(rows, columns=["arm", "B0", "B", "seeds"])
 
-    def sizes(call: str, what: str) -> list[str]:
-        bs = [f"{int(b):,}" for b in table.loc[table["call"] == call, "B"]]
-        return [f"{what} at B = {', '.join(bs)}"] if bs else []
 
-    n_on = int(table["call"].isin(["on the curve", "below the curve"]).sum())
-    n_above = int((table["call"] == "above the curve").sum())
-    if n_above and n_on:
-        outcome = "mixed"
-    elif n_above:
-        outcome = "contradicted"
-    elif n_on == len(table):
-        outcome = "supported"
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}"
+
+
+_points = ds.points
+
+
+def _pairs(rows: pd.DataFrame) -> str:
+    return ", ".join(f"arm {r['arm']} at B = {int(r['B']):,}" for _, r in rows.iterrows())
+
+
+def _pair_detail(r: pd.Series) -> str:
+    mean, lo, hi = r["difference"]
+    what = "test-error difference" if r["compared at"] == "end points" else (
+        "residual from the small batch's curve")
+    holm_p = r["p (gap, Holm)"]
+    p = f"p = {r['p (gap)']:.3g}" + (f", Holm p = {holm_p:.3g}" if np.isfinite(holm_p) else "")
+    return (f"arm {r['arm']}, B = {int(r['B']):,} ({r['compared at']}, {r['seeds']} seeds): "
+            f"{what} {_pct(mean)} [{_pct(lo)}, {_pct(hi)}] points, {p}")
+
+
+def _rule_text(th: dc.Thresholds) -> str:
+    return (f"each call at level {th.alpha:g} from one-sided paired t-tests (bounds at "
+            f"{1 - th.alpha:.0%}); 'fits as well' means the excess final train loss is below "
+            f"{th.loss_tolerance:g} nats, a gap needs the difference above the margin of "
+            f"{_points(th.margin)}; the gap calls are "
+            "Holm-adjusted over the pre-registered pairs, and 'no gap' and 'under-trained' "
+            "must hold at every pre-registered pair (an intersection-union test, valid "
+            "without a correction)")
+
+
+def _onset_text(dec: dc.Decision) -> str:
+    essay = dc.ESSAY_ONSET[0] / dc.ESSAY_ONSET[1]
+    if dec.onset is None:
+        return "No pair shows a gap, so there is no onset to compare with the essay's."
+    return (f"The smallest batch size with a gap call is B = {dec.onset:,} "
+            f"($B/N$ = {dec.onset_fraction:.3f}), against the essay's onset of 4,096 of 50,000 "
+            f"($B/N$ = {essay:.3f}).")
+
+
+def _missing_pairs(dec: dc.Decision, planned: pd.DataFrame | None) -> pd.DataFrame:
+    if planned is None or len(planned) == 0:
+        return planned.iloc[:0] if planned is not None else pd.DataFrame(columns=["arm", "B"])
+    have = {(r["arm"], int(r["B"])) for _, r in dec.preregistered().iterrows()}
+    keep = [(r["arm"], int(r["B"])) not in have for _, r in planned.iterrows()]
+    return planned[keep]
+
+
+def _why_undecided(pre: pd.DataFrame, missing: pd.DataFrame) -> str:
+    parts = []
+    for call in ("undetermined", "not informative", "diverged"):
+        rows = pre[pre["call"] == call]
+        if len(rows) == 0:
+            continue
+        extra = (" (" + "; ".join(f"{r['diverged']} seeds diverged" for _, r in
+                                  rows.iterrows()) + ")") if call == "diverged" else ""
+        parts.append(f"{call} at {_pairs(rows)}{extra}")
+    if len(missing):
+        parts.append(f"not recorded: {_pairs(missing)}")
+    return "; ".join(parts) if parts else "no pre-registered pair is recorded"
+
+
+def _gap_sentence(dec: dc.Decision, missing: pd.DataFrame) -> str:
+    pre = dec.preregistered()
+    k = len(pre)
+    if dec.gap == "supported":
+        gaps = pre[pre["call"] == "gap"]
+        head = (f"A gap at {len(gaps)} of {k} pre-registered pairs after Holm: "
+                + "; ".join(_pair_detail(r) for _, r in gaps.iterrows()) + ".")
+    elif dec.gap == "contradicted":
+        head = (f"Every one of the {k} pre-registered pairs is 'no gap' or 'under-trained': "
+                + "; ".join(_pair_detail(r) for _, r in pre.iterrows()) + ".")
     else:
-        outcome = "inconclusive"
+        head = f"Cannot decide: {_why_undecided(pre, missing)}."
+    return f"{head} {_onset_text(dec)}"
+
+
+def _under_sentence(dec: dc.Decision, missing: pd.DataFrame) -> str:
+    pre = dec.preregistered()
+    counts = pre["call"].value_counts().to_dict() if len(pre) else {}
+    listing = ", ".join(f"{n} {c}" for c, n in sorted(counts.items()))
+    if dec.under_training == "supported":
+        return (f"Every pre-registered pair is 'under-trained' or 'no gap' ({listing}), and "
+                "the under-trained ones lie on or below the small batch's curve within the "
+                "margin.")
+    if dec.under_training == "contradicted":
+        return (f"A pre-registered pair shows a gap, which under-training cannot explain "
+                f"({listing}).")
+    if len(pre) and set(counts) <= {"no gap"}:
+        return (f"Every pre-registered pair fits as well and shows no gap ({listing}): there "
+                "is no shortfall for under-training to explain.")
+    return f"Cannot decide: {_why_undecided(pre, missing)}."
+
+
+def gap_claims(prefix: str, th: dc.Thresholds) -> tuple[str, str]:
+    """The two headline claims, as tested, for the records of one scale."""
+    where = (f"at the batch sizes the essay names ($B/N \\ge$ {th.onset_fraction:.3f}, its "
+             "4,096 of 50,000 images)")
+    return (f"{prefix}: {where}, a large batch tests worse than the small batch by more than "
+            f"{_points(th.margin)} when it fits the "
+            "training set as well, or when compared at the same train loss: a generalization "
+            "gap.",
+            f"{prefix}: {where}, the large batches' shortfall is under-training: each either "
+            "fits as well and tests no worse, or fits worse and lies on or below the small "
+            "batch's test-error-against-train-loss curve.")
+
+
+def gap_verdicts(dec: dc.Decision, scale: Scale, rates: dr.HeadlineRates | None,
+                 planned: pd.DataFrame | None = None) -> list[Verdict]:
+    """The two headline verdicts of one scale from its :class:`~sgdnoise.decide.calls.
+    Decision`, each with its rule and, when ``rates`` is given, its false-positive rate and
+    power. ``planned`` (:func:`plan_family`) names the pre-registered pairs not yet
+    recorded."""
+    th = dec.thresholds
+    missing = _missing_pairs(dec, planned)
+    claims = gap_claims(scale.claim_prefix, th)
+    rule = _rule_text(th)
+    out = [Verdict(claims[0], dec.gap, f"{_gap_sentence(dec, missing)} Rule: {rule}.",
+                   scale.label, scale.section),
+           Verdict(claims[1], dec.under_training,
+                   f"{_under_sentence(dec, missing)} Rule: {rule}.", scale.label,
+                   scale.section)]
+    if rates is None:
+        return out
+    at = rates.conditions()
+    contra = (f"{at}; contradicted although one pair has the gap in "
+              f"{rates.gap_false_contradiction:.1%} of the simulated data sets")
+    return [out[0].with_error_rates(false_positive_rate=rates.gap_false_positive,
+                                    power=rates.gap_power, n_seeds=rates.n_seeds,
+                                    n_sim=rates.n_sim, rates_at=contra),
+            out[1].with_error_rates(false_positive_rate=rates.under_false_positive,
+                                    power=rates.under_power, n_seeds=rates.n_seeds,
+                                    n_sim=rates.n_sim, rates_at=at)]
+
+
+def decision_as_text(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`sgdnoise.decide.calls.decide` table for display: loss bounds in nats and
+    error differences in points as ``'est [low, high]'``, p-values to 3 digits."""
+    out = table.copy()
+
+    def fmt(t: tuple[float, float, float], scale: float, digits: int) -> str:
+        mean, lo, hi = (v * scale for v in t)
+        if not np.isfinite(mean):
+            return "–"
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return f"{mean:.{digits}f} (no interval)"
+        return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    out["d_train_loss"] = [fmt(t, 1.0, 3) for t in out["d_train_loss"]]
+    out["difference"] = [fmt(t, 100.0, 1) for t in out["difference"]]
+    out["small-batch gap"] = [f"{v * 100:.1f}" if np.isfinite(v) else "–"
+                              for v in out["small-batch gap"]]
+    out["pre-registered"] = ["yes" if v else "descriptive" for v in out["pre-registered"]]
+    return out
+
+
+def _rates_family(dec: dc.Decision, planned: pd.DataFrame | None) -> tuple[int, int]:
+    """``(n_seeds, family_size)`` for the rates: the recorded pre-registered pairs (the
+    fewest paired seeds among those with any), else the plan's."""
+    pre = dec.preregistered()
+    paired = pre[pre["seeds"] >= 1]
+    if len(paired):
+        return int(paired["seeds"].min()), len(pre)
+    if planned is not None and len(planned):
+        return int(planned["seeds"].min()), len(planned)
+    return 0, 0
+
+
+# --------------------------------------------------------------------------- plateau
+
+
+def _run_slopes(records: pd.DataFrame, column: str, n_evals: int) -> pd.DataFrame:
+    """Per run: the least-squares slope of ``column`` on ``ln(step)`` over its last
+    ``n_evals`` evaluations with ``step > 0`` (NaN with fewer than 3)."""
+    rows = []
+    for run_id, r in records[records["step"] > 0].groupby("run_id"):
+        r = r.sort_values("step").tail(n_evals)
+        x, y = np.log(r["step"].to_numpy(float)), r[column].to_numpy(float)
+        ok = np.isfinite(y)
+        slope = (float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() >= 3 and np.ptp(x[ok]) > 0
+                 else math.nan)
+        rows.append({"run_id": run_id, "arm": r["arm"].iloc[0],
+                     "batch_size": int(r["batch_size"].iloc[0]), "slope": slope,
+                     "final": float(r[column].iloc[-1]), "last_step": int(r["step"].iloc[-1])})
+    return pd.DataFrame(rows, columns=["run_id", "arm", "batch_size", "slope", "final",
+                                       "last_step"])
+
+
+PLATEAU_CALLS = ("flat", "falling", "rising", "undetermined")
+
+
+def _plateau_calls(slopes: np.ndarray, margin: float, alpha: float, prereg: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Calls for per-run slopes ``(n_sim, P, S)`` (NaN = none): ``flat`` when both
+    ``μ ≤ −margin`` and ``μ ≥ margin`` are rejected (an intersection-union test),
+    ``falling`` when ``μ ≥ −margin`` is rejected (Holm over the pre-registered items),
+    ``rising`` when ``μ ≤ margin`` is; and the headline codes (0 supported: every
+    pre-registered item flat; 1 contradicted: some falling; 2 inconclusive)."""
+    low, high = one_sided(slopes, -margin), one_sided(slopes, margin)
+    p_fall = low.p_less.copy()
+    if prereg.any():
+        p_fall[:, prereg] = holm(p_fall[:, prereg])
+    code = np.full(p_fall.shape, 3, dtype=np.int8)
+    code[high.p_greater <= alpha] = 2
+    code[intersection_union(low.p_greater, high.p_less) <= alpha] = 0
+    code[p_fall <= alpha] = 1
+    head = np.full(code.shape[0], 2, dtype=np.int8)
+    if prereg.any():
+        c = code[:, prereg]
+        head[(c == 0).all(axis=1)] = 0
+        head[(c == 1).any(axis=1)] = 1
+    return code, head
+
+
+def _plateau_items(records: pd.DataFrame, arms: Sequence[str], onset_fraction: float,
+                   n_evals: int) -> list[tuple[str, int, str, np.ndarray, pd.DataFrame]]:
+    """(arm, B, metric, per-seed slopes, runs) for every constant-η arm and ``B ≥ onset``."""
+    items = []
+    for arm in arms:
+        g = records[records["arm"] == arm]
+        if len(g) == 0:
+            continue
+        n = float(g["n_train"].iloc[0]) if "n_train" in g.columns else math.nan
+        for b, gb in g.groupby("batch_size", sort=True):
+            if not (np.isfinite(n) and b / n >= onset_fraction - 1e-12):
+                continue
+            for metric in ("train_error", "test_error"):
+                runs = _run_slopes(gb, metric, n_evals)
+                items.append((str(arm), int(b), metric, runs["slope"].to_numpy(float), runs))
+    return items
+
+
+def plateau_test(records: pd.DataFrame, *, arms: Sequence[str], onset_fraction: float,
+                 n_evals: int = 5, margin: float = 0.01, alpha: float = 0.05,
+                 prefix: str = "", scale: str = "", section: str = "",
+                 rates: PlateauRates | None = None) -> tuple[pd.DataFrame, Verdict]:
+    """Have train and test error stopped falling at the batch sizes the essay names?
+
+    For every arm of ``arms`` (constant-``η`` arms: with a decaying ``η`` every curve
+    flattens at the end by construction), every ``B`` with ``B/N ≥ onset_fraction`` and both
+    train and test error: per run the least-squares slope ``b`` of the error on
+    ``ln(step)`` over its last ``n_evals`` evaluations (error change per e-fold of steps);
+    across seeds the one-sided t-tests of :func:`_plateau_calls`. Successive evaluations of
+    one run are autocorrelated, so no run's points are treated as independent: each run
+    gives one slope and the interval is across seeds (one seed: no interval, no call).
+
+    Verdict (claim: the errors plateau): supported when every item is ``flat``
+    (intersection-union test at ``alpha``), contradicted when some item is ``falling``
+    (Holm at ``alpha``), else inconclusive; ``rates`` (:func:`plateau_rates`) adds its
+    error rates."""
+    claim = (f"{prefix}: in the essay's setting (constant learning rate) at the batch sizes "
+             "it names, train and test error both plateau: their slope against ln(step) over "
+             f"the last {n_evals} evaluations lies within ±{_points(margin)} per "
+             "e-fold of steps.")
+    cols = ["arm", "B", "error", "seeds", "slope", "final", "last step", "budget", "call"]
+    items = _plateau_items(records, arms, onset_fraction, n_evals)
+    if not items:
+        return (pd.DataFrame(columns=cols), Verdict(
+            claim, "inconclusive", f"No records of arm {', '.join(arms)} at $B/N \\ge$ "
+            f"{onset_fraction:.3f}.", scale, section))
+    s_max = max(len(it[3]) for it in items)
+    slopes = np.full((1, len(items), s_max), np.nan)
+    for i, it in enumerate(items):
+        slopes[0, i, :len(it[3])] = it[3]
+    code, head = _plateau_calls(slopes, margin, alpha, np.ones(len(items), bool))
+    rows = []
+    for i, (arm, b, metric, s, runs) in enumerate(items):
+        rows.append({"arm": arm, "B": b, "error": metric.replace("_error", ""),
+                     "seeds": int(np.isfinite(s).sum()),
+                     "slope": t_interval(s, 1 - 2 * alpha),
+                     "final": float(runs["final"].mean()), "last step": int(runs[
+                         "last_step"].max()), "budget": budget_text(records, arm),
+                     "call": PLATEAU_CALLS[int(code[0, i])]})
+    table = pd.DataFrame(rows, columns=cols)
+    outcome = ("supported", "contradicted", "inconclusive")[int(head[0])]
     listing = "; ".join(
-        f"B = {r['B']:,}: {r['residual'].format(1, 100)} points"
-        + (f", {r['n_outside']} run(s) outside the curve's range" if r["n_outside"] else "")
+        f"arm {r['arm']} B = {r['B']:,} {r['error']} error ({r['budget']}): "
+        f"{r['slope'].format(2, 100)} points per e-fold, {r['call']}" for _, r in
+        table.iterrows())
+    sentence = (f"{listing}. Rule: per-run slopes, an interval across seeds "
+                f"({1 - 2 * alpha:.0%}); 'flat' when both one-sided tests put the mean slope "
+                f"inside ±{_points(margin)} at level {alpha:g} (needed for every item), "
+                f"'falling' when it is below −{_points(margin)} (Holm over the "
+                f"{len(items)} items); one seed gives no interval and no call.")
+    v = Verdict(claim, outcome, sentence, scale, section)
+    if rates is not None:
+        v = v.with_error_rates(false_positive_rate=rates.false_positive, power=rates.power,
+                               n_seeds=rates.n_seeds, n_sim=rates.n_sim,
+                               rates_at=rates.conditions())
+    return table, v
+
+
+@dataclass(frozen=True)
+class PlateauRates:
+    """Error rates of the plateau verdict: ``false_positive`` (supported when the worst item
+    falls at twice the margin, or at the margin itself), ``power`` (supported when every item
+    is flat), and the rate of ``contradicted`` when every item is flat."""
+
+    false_positive: float
+    power: float
+    false_contradiction: float
+    n_seeds: int
+    n_items: int
+    n_evals: int
+    n_sim: int
+    noise_sd: float
+    noise_source: str
+
+    def conditions(self) -> str:
+        return (f"{self.n_items} items; evaluation noise of {self.noise_sd * 100:.2f} points "
+                f"with lag-one correlation 0.5 across {self.n_evals} log-spaced evaluations, "
+                f"{self.noise_source}; contradicted although every item is flat in "
+                f"{self.false_contradiction:.1%} of the simulated data sets")
+
+
+def plateau_rates(*, n_seeds: int, n_items: int, n_evals: int, margin: float, alpha: float,
+                  noise_sd: float, noise_source: str, n_sim: int = 2000, seed: int = 0
+                  ) -> PlateauRates:
+    """Simulate the plateau rule: ``n_items`` (arm, B, metric) items of ``n_seeds`` runs,
+    each with ``n_evals`` evaluations at steps ``e^{k/2}`` and errors ``c + b ln(step) +
+    ε_k``, ``ε`` an AR(1) series of standard deviation ``noise_sd`` and lag-one correlation
+    0.5. Truths: all flat (``b = 0``); one item falling at ``b = −2·margin``; all at the
+    boundary ``b = −margin``."""
+    x = np.arange(n_evals) / 2.0
+
+    def simulate(slopes: np.ndarray):
+        def run(n: int, rng: np.random.Generator) -> np.ndarray:
+            e = rng.standard_normal((n, n_items, n_seeds, n_evals))
+            for k in range(1, n_evals):
+                e[..., k] = 0.5 * e[..., k - 1] + math.sqrt(0.75) * e[..., k]
+            y = slopes[None, :, None, None] * x + noise_sd * e
+            xc = x - x.mean()
+            return (y * xc).sum(-1) / (xc @ xc)
+        return run
+
+    def rule(per_run_slopes: np.ndarray) -> np.ndarray:
+        _, head = _plateau_calls(per_run_slopes, margin, alpha, np.ones(n_items, bool))
+        return np.asarray(["supported", "contradicted", "inconclusive"], dtype=object)[head]
+
+    one = np.zeros(n_items)
+    one[0] = -2 * margin
+    scen = [Scenario("flat", "every item flat", simulate(np.zeros(n_items))),
+            Scenario("one falling", "one item falls at twice the margin", simulate(one)),
+            Scenario("boundary", "every item falls at the margin",
+                     simulate(np.full(n_items, -margin)))]
+    rates = error_rates(rule, scen, n_sim=n_sim, seed=seed)
+    fp = max(rate_of(rates, s, "supported").rate for s in ("one falling", "boundary"))
+    return PlateauRates(fp, rate_of(rates, "flat", "supported").rate,
+                        rate_of(rates, "flat", "contradicted").rate, n_seeds, n_items, n_evals,
+                        n_sim, noise_sd, noise_source)
+
+
+# --------------------------------------------------------------------------- sharpness
+
+
+def bn_mode(sharpness: pd.DataFrame) -> str:
+    """In which BatchNorm mode ``λ_max`` was taken: the records' ``sharpness_bn`` (or
+    ``bn_mode``) column when present, else ``"eval"`` (the engine's mode before it recorded
+    one: statistics recomputed, then eval mode)."""
+    for col in BN_MODE_COLUMNS:
+        if col in sharpness.columns and sharpness[col].notna().any():
+            return ", ".join(sorted({str(v) for v in sharpness[col].dropna()}))
+    return "eval"
+
+
+def _constant_lr_window(run: pd.DataFrame, rel_tol: float = 1e-3) -> pd.DataFrame:
+    """The estimates of one run taken at the run's peak learning rate (within ``rel_tol``):
+    a window where ``η`` does not move, so that ``η λ_max`` can settle at the edge."""
+    peak = float(run["lr"].max())
+    return run[(run["lr"] - peak).abs() <= rel_tol * peak]
+
+
+def sharpness_edge_test(sharpness: pd.DataFrame, *, arms: Sequence[str] = ("D-plain",
+                                                                           "D-scaled"),
+                        momentum: dict[str, float] | None = None, eos_low: float = 0.8,
+                        below_fraction: float = 0.5, alpha: float = 0.05, prefix: str = "",
+                        scale: str = "", section: str = "") -> tuple[pd.DataFrame, Verdict]:
+    """Edge of stability or far below it, inside a constant-``η`` window?
+
+    Heavy-ball gradient descent on a quadratic of curvature ``λ`` is stable iff
+    ``η λ < 2(1 + β)`` (Cohen et al. 2021 find full-batch training rising to this edge). Per
+    run, over the estimates of its second half that lie in its constant-``η`` window (the
+    run's peak ``η``), the mean ratio ``ρ = η λ_max / 2(1 + β)``; per arm a
+    ``1 − 2α`` interval across runs: ``edge`` above ``eos_low``, ``far below`` below
+    ``below_fraction``, else ``between``. A run without such estimates (a schedule that decays
+    ``η`` all through its second half) cannot reach the edge and gives no value; one run
+    gives no interval.
+
+    Verdict: supported when every arm with an interval is at the edge, contradicted when
+    every one is far below, mixed when they differ, inconclusive otherwise."""
+    mode = bn_mode(sharpness)
+    claim = (f"{prefix}: at the largest batch the plateau is an edge-of-stability effect "
+             r"($\eta\lambda_{\max}$ hovers at $2(1 + \beta)$), not a region of low curvature "
+             "such as a saddle.")
+    cols = ["arm", "runs", "in window", "ratio", "call"]
+    if len(sharpness) == 0:
+        return (pd.DataFrame(columns=cols), Verdict(
+            claim, "inconclusive", f"No sharpness records of arm {', '.join(arms)}.", scale,
+            section))
+    _require_columns(sharpness, SHARPNESS_COLUMNS, "sharpness records")
+    momentum = momentum or {}
+    rows = []
+    for arm in arms:
+        g = sharpness[sharpness["arm"] == arm]
+        if len(g) == 0:
+            continue
+        beta = float(momentum.get(arm, 0.0))
+        per_run = []
+        for _, r in g.groupby("run_id"):
+            late = r[r["step"] >= 0.5 * float(r["step"].max())]
+            w = _constant_lr_window(r).merge(late[["step"]], on="step")
+            if len(w):
+                per_run.append(float(np.mean(w["lr"] * w["lambda_max"] / (2 * (1 + beta)))))
+        ci = t_interval(per_run, 1 - 2 * alpha)
+        call = ("edge" if ci.above(eos_low) else "far below" if ci.below(below_fraction)
+                else "no window" if not per_run else "between")
+        rows.append({"arm": arm, "runs": int(g["run_id"].nunique()), "in window": len(per_run),
+                     "ratio": ci, "call": call})
+    table = pd.DataFrame(rows, columns=cols)
+    if len(table) == 0:
+        return table, Verdict(claim, "inconclusive", f"No sharpness records of arm "
+                              f"{', '.join(arms)}.", scale, section)
+    calls = set(table["call"])
+    outcome = ("supported" if calls == {"edge"} else "contradicted" if calls == {"far below"}
+               else "mixed" if {"edge", "far below"} <= calls else "inconclusive")
+    listing = "; ".join(
+        f"arm {r['arm']}: $\\rho$ = {r['ratio'].format(2)} ({r['in window']} of {r['runs']} "
+        f"runs with a constant-$\\eta$ window; {r['call']})"
         for _, r in table.iterrows())
-    parts = (sizes("on the curve", "on the curve") + sizes("above the curve", "above it")
-             + sizes("below the curve", "below it") + sizes("undetermined", "undetermined"))
-    joined = "; ".join(parts)
-    sentence = f"{joined[:1].upper()}{joined[1:]} ({listing}); {rule}."
+    sentence = (f"{listing}. $\\lambda_{{\\max}}$ taken with BatchNorm in {mode} mode. Rule: "
+                r"$\rho = \eta\lambda_{\max} / 2(1+\beta)$ averaged over the estimates of "
+                f"each run's second half at its peak learning rate, a {1 - 2 * alpha:.0%} "
+                f"interval across runs; 'edge' above {eos_low:g}, 'far below' under "
+                f"{below_fraction:g}; a run whose learning rate decays all through its second "
+                "half has no such window and cannot reach the edge.")
     return table, Verdict(claim, outcome, sentence, scale, section)
 
 
-# --------------------------------------------------------------------------- (c) steps
+def _end_sharpness(sharpness: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
+    """The last ``λ_max`` estimate of every run of ``arms``: ``arm, seed, batch_size,
+    lambda_max``."""
+    g = sharpness[sharpness["arm"].isin(arms) & (sharpness["lambda_max"] > 0)]
+    last = g.sort_values("step").groupby("run_id", sort=False).tail(1)
+    return last[["arm", "seed", "batch_size", "lambda_max"]]
+
+
+def _seed_slopes(end: pd.DataFrame) -> pd.DataFrame:
+    """Per (arm, seed) with at least two batch sizes: the least-squares slope of
+    ``ln λ_max`` on ``ln B``."""
+    rows = []
+    for (arm, seed), r in end.groupby(["arm", "seed"]):
+        if r["batch_size"].nunique() < 2:
+            continue
+        slope = float(np.polyfit(np.log(r["batch_size"].to_numpy(float)),
+                                 np.log(r["lambda_max"].to_numpy(float)), 1)[0])
+        rows.append({"arm": arm, "seed": int(seed), "slope": slope, "sizes": len(r)})
+    return pd.DataFrame(rows, columns=["arm", "seed", "slope", "sizes"])
+
+
+def _trend_codes(slopes: np.ndarray, alpha: float) -> np.ndarray:
+    """Headline codes for per-seed slopes ``(n_sim, A, S)`` of ``A`` arms: 0 supported when
+    every arm's mean slope is above 0 (one-sided, intersection-union), 1 contradicted when
+    every arm's is below 0, 2 inconclusive."""
+    t = one_sided(slopes, 0.0)
+    head = np.full(slopes.shape[0], 2, dtype=np.int8)
+    head[(t.p_greater <= alpha).all(axis=1)] = 0
+    head[(t.p_less <= alpha).all(axis=1)] = 1
+    return head
+
+
+def sharpness_trend_test(sharpness: pd.DataFrame, *, arms: Sequence[str] = ("A", "B", "C"),
+                         alpha: float = 0.05, prefix: str = "", scale: str = "",
+                         section: str = "", rates: TrendRates | None = None
+                         ) -> tuple[pd.DataFrame, Verdict]:
+    """Does a larger batch end at a sharper minimum (the essay's mechanism)?
+
+    Per arm and seed: the slope of ``ln λ_max`` (each run's last estimate) on ``ln B``
+    across the batch sizes of that seed; per arm a one-sided t-test across seeds. Supported
+    when every arm's mean slope is above 0 at level ``alpha`` (intersection-union),
+    contradicted when every arm's is below 0, inconclusive otherwise (an arm with one seed
+    gives no test)."""
+    mode = bn_mode(sharpness)
+    claim = (f"{prefix}: a larger batch ends at a sharper minimum: the end-of-run "
+             r"$\lambda_{\max}$ grows with $B$ in every arm.")
+    cols = ["arm", "seeds", "slope", "call"]
+    end = (_end_sharpness(sharpness, arms) if len(sharpness)
+           else pd.DataFrame(columns=["arm", "seed", "batch_size", "lambda_max"]))
+    slopes = _seed_slopes(end)
+    if len(slopes) == 0:
+        return (pd.DataFrame(columns=cols), Verdict(
+            claim, "inconclusive", f"No end-of-run sharpness of arm {', '.join(arms)} at two "
+            "batch sizes or more.", scale, section))
+    rows = []
+    for arm, r in slopes.groupby("arm"):
+        t = one_sided(r["slope"].to_numpy(float)[None, :], 0.0)
+        call = ("sharper" if t.p_greater[0] <= alpha else "flatter" if t.p_less[0] <= alpha
+                else "undetermined")
+        rows.append({"arm": arm, "seeds": len(r), "slope": t_interval(r["slope"],
+                                                                      1 - 2 * alpha),
+                     "call": call})
+    table = pd.DataFrame(rows, columns=cols)
+    calls = set(table["call"])
+    outcome = ("supported" if calls == {"sharper"} else "contradicted"
+               if calls == {"flatter"} else "inconclusive")
+    listing = "; ".join(f"arm {r['arm']}: slope {r['slope'].format(2)} ({r['seeds']} seeds, "
+                        f"{r['call']})" for _, r in table.iterrows())
+    sentence = (f"{listing}. $\\lambda_{{\\max}}$ taken with BatchNorm in {mode} mode. Rule: "
+                r"per seed the slope of $\ln\lambda_{\max}$ on $\ln B$, a one-sided t-test "
+                f"across seeds at level {alpha:g} in every arm.")
+    v = Verdict(claim, outcome, sentence, scale, section)
+    if rates is not None:
+        v = v.with_error_rates(false_positive_rate=rates.false_positive, power=rates.power,
+                               n_seeds=rates.n_seeds, n_sim=rates.n_sim,
+                               rates_at=rates.conditions())
+    return table, v
+
+
+@dataclass(frozen=True)
+class TrendRates:
+    """Error rates of the sharpness-trend verdict: supported when no arm's ``λ_max`` depends
+    on ``B`` (false positive), and when every arm's grows like ``B^slope`` (power)."""
+
+    false_positive: float
+    power: float
+    n_seeds: int
+    n_arms: int
+    effect: float
+    n_sim: int
+    noise_sd: float
+    noise_source: str
+
+    def conditions(self) -> str:
+        arms = f"{self.n_arms} arm" + ("s" if self.n_arms != 1 else "")
+        return (f"{arms}, a true slope of {self.effect:g} of $\\ln\\lambda_{{\\max}}$ "
+                f"against $\\ln B$, noise of {self.noise_sd:.2f} in "
+                f"$\\ln\\lambda_{{\\max}}$, {self.noise_source}")
+
+
+def sharpness_trend_rates(*, n_seeds: int, n_arms: int, n_sizes: int, effect: float,
+                          noise_sd: float, noise_source: str, alpha: float,
+                          n_sim: int = 2000, seed: int = 0) -> TrendRates:
+    """Simulate the trend rule with ``ln λ = c + b ln B + ε`` at ``n_sizes`` batch sizes a
+    factor 2 apart (``ε`` independent, standard deviation ``noise_sd``), ``b = 0`` and
+    ``b = effect``."""
+    ln_b = np.log(2.0) * np.arange(n_sizes)
+    xc = ln_b - ln_b.mean()
+
+    def simulate(b: float):
+        def run(n: int, rng: np.random.Generator) -> np.ndarray:
+            y = b * ln_b + noise_sd * rng.standard_normal((n, n_arms, n_seeds, n_sizes))
+            return (y * xc).sum(-1) / (xc @ xc)
+        return run
+
+    def rule(slopes: np.ndarray) -> np.ndarray:
+        return np.asarray(["supported", "contradicted", "inconclusive"],
+                          dtype=object)[_trend_codes(slopes, alpha)]
+
+    rates = error_rates(rule, [Scenario("no trend", "the sharpness does not depend on B",
+                                        simulate(0.0)),
+                               Scenario("trend", f"the sharpness grows like B^{effect:g}",
+                                        simulate(effect))],
+                        n_sim=n_sim, seed=seed)
+    return TrendRates(rate_of(rates, "no trend", "supported").rate,
+                      rate_of(rates, "trend", "supported").rate, n_seeds, n_arms, effect,
+                      n_sim, noise_sd, noise_source)
+
+
+# --------------------------------------------------------------------------- steps to target
 
 
 def _first_step_below(steps: np.ndarray, errors: np.ndarray, target: float) -> float:
@@ -474,333 +899,197 @@ def _first_step_below(steps: np.ndarray, errors: np.ndarray, target: float) -> f
     return float(math.exp(math.log(s[k - 1]) + frac * (math.log(s[k]) - math.log(s[k - 1]))))
 
 
-def steps_to_target(
-    records: pd.DataFrame,
-    *,
-    arm: str = "B",
-    targets: Sequence[float] = (0.15, 0.10),
-    confidence: float = 0.95,
-    scale: str | None = None,
-    section: str = SEC_STEPS,
-) -> tuple[pd.DataFrame, Verdict]:
-    """Steps (and examples) needed to reach each test-error target, per batch size.
+def steps_to_target(records: pd.DataFrame, target: float, *, confidence: float = 0.95
+                    ) -> tuple[pd.DataFrame, list[str]]:
+    """Steps needed to reach the pre-registered test-error ``target``, per arm and batch
+    size (Shallue et al. 2019; Golmant et al. 2018), descriptive.
 
-    Per run: the first step with test error ≤ target (:func:`_first_step_below`). Per
-    ``(B, target)``: the number of seeds that reached it of those run, and a ``confidence``
-    t-interval of the mean of ``ln(steps)`` (reported back on the step scale: a geometric
-    mean). Perfect scaling halves the steps when ``B`` doubles (slope −1 in log–log;
-    Shallue et al. 2019); the ``slope`` column is the least-squares slope of ``ln(steps)``
-    on ``ln(B)`` between consecutive batch sizes.
-
-    Verdict (claim: the largest batch never reaches a useful test error) for the strictest
-    target that the smallest ``B`` reaches in every seed (the strictest overall when it
-    reaches none): supported when the smallest ``B`` reaches it in every
-    seed and the largest in none; contradicted when every ``B`` reaches it in every seed;
-    mixed when some but not all do; inconclusive when the smallest ``B`` does not reach it."""
-    claim = (f"Arm {arm}: beyond some batch size training never reaches a useful test error "
-             "(the essay's failure to converge).")
-    scale = scale if scale is not None else records_scale(records)
-    cols = ["arm", "target", "B", "n_runs", "n_reached", "steps", "examples", "slope"]
-    g = records[records["arm"] == arm]
-    if len(g) == 0:
-        return (pd.DataFrame(columns=cols),
-                Verdict(claim, "inconclusive", f"No records of arm {arm}.", scale, section))
-    rows = []
-    for target in targets:
-        prev = None
+    Per run: the first step with test error ≤ ``target`` (:func:`_first_step_below`). Per
+    ``(arm, B)``: how many seeds reached it within the arm's budget (:func:`budget_text`)
+    and a ``confidence`` t-interval of the mean of ``ln(steps)`` shown on the step scale (a
+    geometric mean); ``steps slope``: the change of ``ln(steps)`` per ``ln B`` from the previous
+    batch size (−1 is perfect scaling). Returns the table and one sentence per arm."""
+    cols = ["arm", "B", "budget", "runs", "reached", "steps", "examples", "steps slope"]
+    rows, sentences = [], []
+    for arm, g in records.groupby("arm", sort=True):
+        budget, prev, parts = budget_text(records, str(arm)), None, []
         for b, gb in g.groupby("batch_size", sort=True):
             hits = [_first_step_below(r["step"].to_numpy(), r["test_error"].to_numpy(), target)
                     for _, r in gb.groupby("run_id")]
             logs = [math.log(h) for h in hits if np.isfinite(h) and h > 0]
             ci = t_interval(logs, confidence)
-            steps = Interval(math.exp(ci.estimate), math.exp(ci.low), math.exp(ci.high), ci.n,
-                             confidence) if logs else Interval(math.nan, math.nan, math.nan,
-                                                               0, confidence)
-            slope = math.nan
-            if prev is not None and logs and np.isfinite(prev[1]):
-                slope = (ci.estimate - prev[1]) / (math.log(b) - math.log(prev[0]))
-            rows.append({"arm": arm, "target": float(target), "B": int(b),
-                         "n_runs": len(hits), "n_reached": len(logs), "steps": steps,
+            steps = (Interval(math.exp(ci.estimate), math.exp(ci.low), math.exp(ci.high), ci.n,
+                              confidence) if logs else Interval(math.nan, math.nan, math.nan, 0,
+                                                                confidence))
+            slope = ((ci.estimate - prev[1]) / (math.log(b) - math.log(prev[0]))
+                     if prev is not None and logs and np.isfinite(prev[1]) else math.nan)
+            rows.append({"arm": arm, "B": int(b), "budget": budget, "runs": len(hits),
+                         "reached": len(logs), "steps": steps,
                          "examples": steps.estimate * b if logs else math.nan,
-                         "slope": slope})
+                         "steps slope": slope})
             prev = (b, ci.estimate if logs else math.nan)
-    table = pd.DataFrame(rows, columns=cols)
-    b_min = table["B"].min()
-    ok = table[(table["B"] == b_min) & (table["n_reached"] == table["n_runs"])
-               & (table["n_runs"] > 0)]
-    strict = float(ok["target"].min()) if len(ok) else float(min(targets))
-    t = table[table["target"] == strict].sort_values("B")
-    first, last = t.iloc[0], t.iloc[-1]
-    reached = "; ".join(f"B = {r['B']}: {r['n_reached']}/{r['n_runs']}" + (
-        f" at {r['steps'].estimate:,.0f} steps" if r["n_reached"] else "")
-        for _, r in t.iterrows())
-    base = f"test error ≤ {strict:.0%} reached (runs) — {reached}"
-    if first["n_reached"] < first["n_runs"] or first["n_runs"] == 0:
-        return table, Verdict(claim, "inconclusive", f"The smallest batch does not reach the "
-                              f"target in every seed, so the target cannot rank the batch "
-                              f"sizes: {base}.", scale, section)
-    all_reach = (t["n_reached"] == t["n_runs"]).all()
-    if all_reach:
-        outcome = "contradicted"
-    elif last["n_reached"] == 0:
-        outcome = "supported"
-    else:
-        outcome = "mixed"
-    return table, Verdict(claim, outcome, base + ".", scale, section)
+            parts.append(f"B = {int(b):,}: {len(logs)} of {len(hits)}")
+        sentences.append(f"Arm {arm}, test error ≤ {target:.0%} {budget}: "
+                         + "; ".join(parts) + ".")
+    return pd.DataFrame(rows, columns=cols), sentences
 
 
-# --------------------------------------------------------------------------- (d) plateau
+# --------------------------------------------------------------------------- the chapter
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
-    """OLS slope of ``y`` on ``x``, its standard error and degrees of freedom."""
-    n = x.size
-    xc = x - x.mean()
-    sxx = float(xc @ xc)
-    if n < 3 or sxx == 0:
-        return (float("nan"), float("nan"), 0)
-    b = float(xc @ (y - y.mean())) / sxx
-    resid = y - y.mean() - b * xc
-    return b, math.sqrt(float(resid @ resid) / (n - 2) / sxx), n - 2
+@dataclass
+class Analysis:
+    """Every decision of one scale: the tables (by name), the verdicts in page order, the
+    gap decision and the rates and spread behind the verdicts."""
+
+    tables: dict[str, pd.DataFrame]
+    verdicts: list[Verdict]
+    decision: dc.Decision
+    rates: dr.HeadlineRates | None = None
+    spread: ds.Spread | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def plateau_test(
-    records: pd.DataFrame,
-    *,
-    arm: str,
-    batch_size: int | None = None,
-    n_evals: int = 5,
-    margin: float = 0.01,
-    confidence: float = 0.95,
-    scale: str | None = None,
-    section: str = SEC_PLATEAU,
-) -> tuple[pd.DataFrame, Verdict]:
-    """Is the test error of the largest batch (or ``batch_size``) of ``arm`` still falling?
-
-    Per run: the least-squares slope ``b`` of test error on ``ln(step)`` over its last
-    ``n_evals`` evaluations with ``step > 0`` (error change per e-fold of steps). Over
-    seeds: a ``confidence`` t-interval of the mean slope; with one seed, the OLS interval of
-    that run (``b ± t·se``, ``n_evals − 2`` degrees of freedom). ``falling``: the interval
-    lies below 0; ``flat``: it lies inside ``±margin``; else ``undetermined``.
-
-    Verdict (claim: the large-batch test error has plateaued): supported when flat,
-    contradicted when falling, inconclusive otherwise or without records."""
-    claim = (f"Arm {arm}: at the largest batch the test error plateaus — it is no longer "
-             "falling at the end of the run.")
-    scale = scale if scale is not None else records_scale(records)
-    cols = ["arm", "B", "n_seeds", "slope", "final_test_error", "last_step", "call"]
-    g = records[(records["arm"] == arm) & (records["step"] > 0)]
-    if len(g) == 0:
-        return (pd.DataFrame(columns=cols),
-                Verdict(claim, "inconclusive", f"No records of arm {arm}.", scale, section))
-    b = int(batch_size) if batch_size is not None else int(g["batch_size"].max())
-    gb = g[g["batch_size"] == b]
-    if len(gb) == 0:
-        return (pd.DataFrame(columns=cols),
-                Verdict(claim, "inconclusive", f"No records of arm {arm} at B = {b}.",
-                        scale, section))
-    slopes, fits, finals, last_steps = [], [], [], []
-    for _, r in gb.groupby("run_id"):
-        r = r.sort_values("step").tail(n_evals)
-        sl = _slope(np.log(r["step"].to_numpy(float)), r["test_error"].to_numpy(float))
-        if np.isfinite(sl[0]):
-            slopes.append(sl[0])
-            fits.append(sl)
-        finals.append(float(r["test_error"].iloc[-1]))
-        last_steps.append(int(r["step"].iloc[-1]))
-    if len(slopes) >= 2:
-        ci = t_interval(slopes, confidence)
-    elif len(slopes) == 1:
-        from scipy import stats as sps
-
-        b1, se, dof = fits[0]
-        h = float(sps.t.ppf(0.5 + confidence / 2, dof)) * se
-        ci = Interval(b1, b1 - h, b1 + h, 1, confidence)
-    else:
-        ci = Interval(math.nan, math.nan, math.nan, 0, confidence)
-    if ci.below(0.0):
-        call = "falling"
-    elif ci.defined and ci.low > -margin and ci.high < margin:
-        call = "flat"
-    else:
-        call = "undetermined"
-    table = pd.DataFrame([{"arm": arm, "B": b, "n_seeds": len(slopes), "slope": ci,
-                           "final_test_error": float(np.mean(finals)),
-                           "last_step": int(max(last_steps)), "call": call}], columns=cols)
-    sentence = (f"At B = {b} the slope of test error against ln(step) over the last {n_evals} "
-                f"evaluations is {ci.format(1, 100)} points per e-fold of steps "
-                f"({len(slopes)} run(s), ending at {np.mean(finals):.1%} test error, step "
-                f"{max(last_steps):,}): {call}; 'flat' needs the {confidence:.0%} interval "
-                f"inside ±{margin * 100:.1f} points, 'falling' needs it below 0.")
-    outcome = {"flat": "supported", "falling": "contradicted"}.get(call, "inconclusive")
-    return table, Verdict(claim, outcome, sentence, scale, section)
+def _momentum(records: pd.DataFrame) -> dict[str, float]:
+    if "momentum" not in records.columns or len(records) == 0:
+        return {}
+    m = records.assign(m=pd.to_numeric(records["momentum"], errors="coerce"))
+    return {str(a): float(v) for a, v in m.groupby("arm")["m"].first().items()
+            if np.isfinite(v)}
 
 
-# --------------------------------------------------------------------------- (e) sharpness
+def _gap_rates(dec: dc.Decision, records: pd.DataFrame, p: Params, scale: Scale,
+               spread: ds.Spread, planned: pd.DataFrame | None) -> dr.HeadlineRates | None:
+    n_seeds, k = _rates_family(dec, planned)
+    if n_seeds < 1 or k < 1 or not np.isfinite(spread.sd_test_error):
+        return None
+    curve = ds.fit_curve(records, p.decisive_arms) if len(records) else None
+    return dr.headline_error_rates(curve or ds.Curve(), spread, thresholds(p),
+                                   n_seeds=n_seeds, family_size=k, gap_size=p.gap_effect,
+                                   n_sim=p.n_sim, seed=p.rates_seed)
 
 
-def sharpness_test(
-    sharpness: pd.DataFrame,
-    *,
-    arms: Sequence[str] = ("D-plain", "D-scaled"),
-    momentum: dict[str, float] | None = None,
-    last_fraction: float = 0.5,
-    eos_low: float = 0.8,
-    below_fraction: float = 0.5,
-    confidence: float = 0.95,
-    scale: str | None = None,
-    section: str = SEC_SHARPNESS,
-) -> tuple[pd.DataFrame, Verdict]:
-    """Edge of stability or a plateau far below it?
+def _plateau(records: pd.DataFrame, p: Params, scale: Scale, spread: ds.Spread
+             ) -> tuple[pd.DataFrame, Verdict]:
+    kw = dict(arms=p.plateau_arms, onset_fraction=p.onset_fraction, n_evals=p.plateau_evals,
+              margin=p.plateau_margin, alpha=p.alpha, prefix=scale.claim_prefix,
+              scale=scale.label, section=scale.section)
+    table, v = plateau_test(records, **kw)
+    if len(table) and table["seeds"].min() >= 1 and np.isfinite(spread.sd_test_error):
+        rates = plateau_rates(n_seeds=int(table["seeds"].min()), n_items=len(table),
+                              n_evals=p.plateau_evals, margin=p.plateau_margin,
+                              alpha=p.alpha, noise_sd=spread.sd_test_error,
+                              noise_source=f"spread {spread.source}",
+                              n_sim=p.n_sim, seed=p.rates_seed)
+        table, v = plateau_test(records, rates=rates, **kw)
+    return table, v
 
-    Gradient descent with heavy-ball momentum ``β`` on a quadratic of curvature ``λ`` is
-    stable iff ``η λ < 2(1 + β)`` (``β = 0``: ``λ < 2/η``; Cohen et al. 2021 find the
-    sharpness of full-batch training rising to and hovering at this edge). Per arm, over the
-    estimates in the last ``last_fraction`` of each run's steps, the ratio
-    ``ρ = η λ_max / (2(1 + β))`` (``momentum[arm]``, default 0) and a ``confidence``
-    t-interval of its mean over runs (each run's late mean is one value; with one run, the
-    late estimates themselves). ``edge``: the interval lies above ``eos_low``; ``far
-    below``: it lies below ``below_fraction``; else ``between``.
 
-    Verdict (claim: the huge-batch plateau is an edge-of-stability effect): supported when
-    every arm with records is at the edge, contradicted when every one is far below,
-    mixed when they differ, inconclusive when none can be called or there are no records."""
-    b_txt = (f"B = {int(sharpness['batch_size'].max()):,}" if len(sharpness)
-             and "batch_size" in sharpness.columns else "the largest batch")
-    claim = (f"At {b_txt} the plateau is an edge-of-stability effect "
-             r"($\eta\lambda_{\max}$ hovers at $2(1 + \beta)$), not a region of low curvature "
-             "such as a saddle.")
-    if not 0 < last_fraction <= 1:
-        raise ValueError(f"last_fraction must be in (0, 1], got {last_fraction!r}")
-    scale = scale if scale is not None else records_scale(sharpness)
-    cols = ["arm", "n_runs", "ratio", "call"]
-    if len(sharpness) == 0:
-        return (pd.DataFrame(columns=cols),
-                Verdict(claim, "inconclusive", f"No sharpness records (arms "
-                        f"{', '.join(arms)}).", scale, section))
-    _require_columns(sharpness, SHARPNESS_COLUMNS, "sharpness records")
-    momentum = momentum or {}
+def _sharpness(sharpness: pd.DataFrame, records: pd.DataFrame, p: Params, scale: Scale
+               ) -> tuple[dict[str, pd.DataFrame], list[Verdict]]:
+    kw = dict(prefix=scale.claim_prefix, scale=scale.label, section=scale.section)
+    edge_t, edge_v = sharpness_edge_test(sharpness, momentum=_momentum(records),
+                                         eos_low=p.eos_low, below_fraction=p.below_fraction,
+                                         alpha=p.alpha, **kw)
+    trend_t, trend_v = sharpness_trend_test(sharpness, alpha=p.alpha, **kw)
+    if len(trend_t):
+        end = _end_sharpness(sharpness, ("A", "B", "C"))
+        noise, _ = ds.pooled_sd(np.log(end["lambda_max"].astype(float)),
+                                 end["arm"].astype(str) + "/" + end["batch_size"].astype(str))
+        src = "measured on these records" if np.isfinite(noise) else "assumed (no repeat)"
+        rates = sharpness_trend_rates(
+            n_seeds=int(trend_t["seeds"].min()), n_arms=len(trend_t),
+            n_sizes=int(end.groupby(["arm", "seed"])["batch_size"].nunique().min()),
+            effect=0.25, noise_sd=noise if np.isfinite(noise) else 0.2, noise_source=src,
+            alpha=p.alpha, n_sim=p.n_sim, seed=p.rates_seed)
+        trend_t, trend_v = sharpness_trend_test(sharpness, alpha=p.alpha, rates=rates, **kw)
+    return {"sharpness_edge": edge_t, "sharpness_trend": trend_t}, [edge_v, trend_v]
+
+
+def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, scale: Scale,
+            *, spread: ds.Spread) -> Analysis:
+    """Apply every decision to one scale's records with the chapter's thresholds: the gap
+    decision and its two headline verdicts (with error rates at the seeds recorded, or the
+    plan's seeds when none is, simulated with ``spread``), the plateau verdict, steps to
+    the scale's pre-registered target (descriptive) and, when ``sharpness`` is given, the
+    two sharpness verdicts."""
+    th = thresholds(p)
+    planned = plan_family(scale.plan, th) if scale.plan else None
+    dec = dc.decide(records, th) if len(records) else dc.decide(
+        pd.DataFrame(columns=list(RECORD_COLUMNS)), th)
+    rates = _gap_rates(dec, records, p, scale, spread, planned)
+    verdicts = gap_verdicts(dec, scale, rates, planned)
+    tables = {"decision": dec.table}
+    tables["plateau"], v = _plateau(records, p, scale, spread)
+    verdicts.append(v)
+    tables["steps"], notes = (steps_to_target(records, scale.target) if len(records)
+                              else (pd.DataFrame(), []))
+    if sharpness is not None:
+        t, vs = _sharpness(sharpness, records, p, scale)
+        tables.update(t)
+        verdicts += vs
+    return Analysis(tables, verdicts, dec, rates, spread, notes)
+
+
+def rates_table(rates: dr.HeadlineRates) -> pd.DataFrame:
+    """The harness's scenarios for the two headline claims: what is true, and how often
+    each claim came out supported, and the gap claim contradicted (rates with their 95%
+    Wilson intervals)."""
+    from sgdnoise.decide.harness import rate_of
+
+    truths = {"no gap": "every pair fits as well and tests the same",
+              "gap at the margin": "every pair fits as well and tests worse by the margin",
+              "under-training": "every pair stops early on the small batch's curve",
+              "one gap": "one pair fits as well and tests worse by the gap size",
+              "one gap at matched fit": "one pair tests worse by the gap size at the same "
+                                        "train loss, the others are under-trained",
+              "residual at the margin": "every pair stops early, the margin above the curve"}
+    rows = [{"scenario": name, "truth": truth,
+             "gap supported": rate_of(rates.rates, name, "gap supported").format(),
+             "gap contradicted": rate_of(rates.rates, name, "gap contradicted").format(),
+             "under-training supported": rate_of(rates.rates, name,
+                                                 "under-training supported").format()}
+            for name, truth in truths.items()]
+    return pd.DataFrame(rows)
+
+
+def seeds_table(spread: ds.Spread, th: dc.Thresholds, *, gaps: Sequence[float],
+                family_sizes: Sequence[int], end_loss: float, target: float = 0.8
+                ) -> pd.DataFrame:
+    """Seeds per pair that give the ``gap`` call ``target`` power
+    (:func:`sgdnoise.decide.power.seeds_for_power`), one row per gap size and one column per
+    family size ('> 500' when 500 seeds do not)."""
+    from sgdnoise.decide.power import seeds_for_power
+
     rows = []
-    for arm in arms:
-        g = sharpness[sharpness["arm"] == arm]
-        if len(g) == 0:
-            continue
-        beta = float(momentum.get(arm, 0.0))
-        per_run, pooled = [], []
-        for _, r in g.groupby("run_id"):
-            smax = float(r["step"].max())
-            late = r[r["step"] >= (1 - last_fraction) * smax]
-            ratio = late["lr"].to_numpy(float) * late["lambda_max"].to_numpy(float) / (
-                2 * (1 + beta))
-            per_run.append(float(np.mean(ratio)))
-            pooled.extend(ratio.tolist())
-        ci = t_interval(per_run if len(per_run) >= 2 else pooled, confidence)
-        call = ("edge" if ci.above(eos_low) else "far below" if ci.below(below_fraction)
-                else "between")
-        rows.append({"arm": arm, "n_runs": len(per_run), "ratio": ci, "call": call})
-    table = pd.DataFrame(rows, columns=cols)
-    rule = (f"$\\rho = \\eta\\lambda_{{\\max}} / 2(1+\\beta)$ over the last "
-            f"{last_fraction:.0%} of the steps; 'edge' "
-            f"when its {confidence:.0%} interval lies above {eos_low:g}, 'far below' when it "
-            f"lies below {below_fraction:g}")
-    missing = [a for a in arms if a not in set(table["arm"])]
-    note = f" (no records of arm {', '.join(missing)})" if missing else ""
-    if len(table) == 0:
-        return table, Verdict(claim, "inconclusive", f"No sharpness records of arm(s) "
-                              f"{', '.join(arms)}.", scale, section)
-    listing = "; ".join(f"arm {r['arm']}: ρ = {r['ratio'].format(2)} ({r['call']})"
-                        for _, r in table.iterrows())
-    calls = set(table["call"])
-    if calls == {"edge"}:
-        outcome = "supported"
-    elif calls == {"far below"}:
-        outcome = "contradicted"
-    elif {"edge", "far below"} <= calls:
-        outcome = "mixed"
-    else:
-        outcome = "inconclusive"
-    return table, Verdict(claim, outcome, f"{listing}{note}; {rule}.", scale, section)
+    for g in gaps:
+        row: dict[str, Any] = {"gap (points)": g * 100}
+        for k in family_sizes:
+            n = seeds_for_power(spread, target=target, gap=g, margin=th.margin,
+                                alpha=th.alpha, family_size=k,
+                                loss_tolerance=th.loss_tolerance, end_loss=end_loss)
+            row[f"{k} pairs"] = f"{n}" if n is not None else "> 500"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------- reading records
-
-
-def load_recorded(dirs: Sequence[str]) -> pd.DataFrame:
-    """Every record under ``dirs`` (folders that do not exist are skipped) as one frame of
-    the :data:`RECORD_COLUMNS` schema. Records of the per-epoch format of the 10-epoch GPU
-    pilot are mapped by :func:`from_legacy_records` (arm and source ``"pilot"``)."""
-    from pathlib import Path
-
-    from sgdnoise import sweep
-
-    frames = []
-    for d in dirs:
-        if not Path(d).exists():
-            continue
-        df = sweep.load_records(d)
-        if len(df) == 0:
-            continue
-        frames.append(df if "arm" in df.columns else from_legacy_records(df))
-    if not frames:
-        return pd.DataFrame(columns=list(RECORD_COLUMNS))
-    return pd.concat(frames, ignore_index=True)
-
-
-def load_sharpness_records(dirs: Sequence[str]) -> pd.DataFrame:
-    """Sharpness estimates under ``dirs`` (:data:`SHARPNESS_COLUMNS`), through
-    ``sgdnoise.sweep.load_sharpness`` where the engine provides it; else an empty frame."""
-    from pathlib import Path
-
-    from sgdnoise import sweep
-
-    loader = getattr(sweep, "load_sharpness", None)
-    existing = [d for d in dirs if Path(d).exists()]
-    if loader is None or not existing:
-        return pd.DataFrame(columns=list(SHARPNESS_COLUMNS))
-    return loader(existing)
-
-
-def intervals_as_text(table: pd.DataFrame, *, percent: Sequence[str] = (),
-                      digits: int = 1) -> pd.DataFrame:
-    """A copy of ``table`` whose :class:`Interval` cells are strings ``'est [low, high]'``
-    (columns in ``percent`` times 100, i.e. in points); other cells unchanged."""
-    out = table.copy()
-    for col in out.columns:
-        if len(out) and isinstance(out[col].iloc[0], Interval):
-            scale = 100.0 if col in percent else 1.0
-            out[col] = [i.format(digits if col in percent else 3, scale) for i in out[col]]
-    return out
-
-
-def split_unreached(table: pd.DataFrame) -> tuple[pd.DataFrame, list[float]]:
-    """Split a :func:`steps_to_target` table into the rows of the targets that at least one
-    run reached and the list of targets that no run reached (shown as one sentence instead
-    of rows with nothing in them)."""
-    _require_columns(table, ("target", "n_reached"), "steps-to-target table")
-    reached = table.groupby("target")["n_reached"].transform("sum") > 0
-    unreached = sorted({float(t) for t in table.loc[~reached, "target"]}, reverse=True)
-    return table[reached].reset_index(drop=True), unreached
-
-
-# --------------------------------------------------------------------------- laptop miniature
-
-
-def read_plan(path: str) -> dict[str, Any]:
-    """The plan file as a mapping (``name, data, defaults, arms[, priority]``; the format of
-    ``sgdnoise-sweep``). Raises ValueError naming the file when it lacks a section."""
-    import yaml
-
-    with open(path) as fh:
-        raw = yaml.safe_load(fh)
-    if not isinstance(raw, dict) or not {"data", "arms"} <= set(raw):
-        raise ValueError(f"plan {path!r} must be a mapping with 'data' and 'arms' sections")
-    return raw
+def pilot_summary(pilot: pd.DataFrame) -> pd.DataFrame:
+    """The pilot's final points, descriptive: per batch size the mean over seeds of the
+    final train loss, train error and test error, and the seeds."""
+    if len(pilot) == 0:
+        return pd.DataFrame(columns=["B", "seeds", "train loss", "train error", "test error"])
+    fin = final_points(pilot)
+    g = fin.groupby("batch_size")
+    return pd.DataFrame({"B": g.size().index.astype(int), "seeds": g.size().to_numpy(),
+                         "train loss": g["train_loss"].mean().to_numpy(),
+                         "train error": g["train_error"].mean().to_numpy(),
+                         "test error": g["test_error"].mean().to_numpy()})
 
 
 def run_miniature(plan_path: str, out_dir: str, *, progress: bool = False) -> pd.DataFrame:
     """Train (or resume) every run of the plan into ``out_dir`` with
     :func:`sgdnoise.sweep.run_plan` — exactly what ``sgdnoise-sweep PLAN --out DIR`` does on
-    a GPU — and return the records in the :data:`RECORD_COLUMNS` schema."""
+    a GPU — and return the records."""
     from sgdnoise import sweep
 
     sweep.run_plan(plan_path, out_dir, progress=progress, log=lambda msg: None)
@@ -820,8 +1109,8 @@ def batch_colors(batch_sizes: Iterable[int]) -> dict[int, Any]:
 
 
 def _figsize(n_panels: int, height: float) -> tuple[float, float]:
-    """At most 7 in wide (the text column), one panel 5.2 in."""
-    return (min(2.6 * max(n_panels, 1) + 2.6, 7.0), height)
+    """At most 6.8 in wide (the text column), one panel 5.2 in."""
+    return (min(2.6 * max(n_panels, 1) + 2.6, 6.8), height)
 
 
 def _batch_legend(fig: Any, axes: Sequence[Any]) -> None:
@@ -852,7 +1141,7 @@ def _arm_panels(records: pd.DataFrame, arms: Sequence[str], title: str, *,
     size: ``(fig, axes, colors, arms)``; a "no records" figure when no arm is present."""
     import matplotlib.pyplot as plt
 
-    arms = [a for a in arms if a in set(records["arm"])]
+    arms = [a for a in arms if len(records) and a in set(records["arm"])]
     if not arms:
         return _empty_figure(title, "no records")
     fig, axes = plt.subplots(1, len(arms), figsize=_figsize(len(arms), height),
@@ -860,12 +1149,25 @@ def _arm_panels(records: pd.DataFrame, arms: Sequence[str], title: str, *,
     return fig, axes, batch_colors(records["batch_size"]), arms
 
 
+def _log_axis(ax: Any) -> None:
+    """A log x axis labelled in plain numbers at the powers of ten, and at 2 and 5 times
+    them too when the panel spans two decades or less (never crowded minor labels)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    subs = (1.0, 2.0, 5.0) if math.log10(hi / lo) <= 2 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> Any:
-    """Test error against train error, one panel per arm: every evaluation of the smallest
-    batch as a line (its trajectory, one per seed), every other run's last evaluation as a
-    marker. A point on the line is a run that generalizes like the small batch at the same
-    fit (:func:`matched_fit` turns the vertical distance into an interval). Returns the
-    figure."""
+    """Test error against train loss (log axis), one panel per arm: every evaluation of the
+    smallest batch as a line (one per seed), every other run's last evaluation as a marker.
+    A marker on or below the line at its own train loss is a run that generalizes like the
+    small batch at the same fit (the ``matched train loss`` comparison of
+    :mod:`sgdnoise.decide.calls`). Returns the figure."""
     import matplotlib.pyplot as plt
 
     panels = _arm_panels(records, arms, title, height=3.6)
@@ -873,17 +1175,18 @@ def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> 
         return panels
     fig, axes, colors, arms = panels
     for ax, arm in zip(axes[0], arms, strict=True):
-        g = records[records["arm"] == arm]
+        g = records[(records["arm"] == arm) & (records["train_loss"] > 0)]
         b0 = int(g["batch_size"].min())
         for _, r in g[g["batch_size"] == b0].groupby("seed"):
             r = r.sort_values("step")
-            ax.plot(r["train_error"], r["test_error"], color=colors[b0], lw=1.2, alpha=0.8)
+            ax.plot(r["train_loss"], r["test_error"], color=colors[b0], lw=1.2, alpha=0.8)
         fin = final_points(g)
         for b, fb in fin.groupby("batch_size"):
-            ax.scatter(fb["train_error"], fb["test_error"], color=colors[int(b)], s=28,
+            ax.scatter(fb["train_loss"], fb["test_error"], color=colors[int(b)], s=28,
                        edgecolor="black", linewidth=0.4, label=f"{int(b):,}", zorder=3)
+        _log_axis(ax)
         ax.set_title(f"arm {arm}")
-        ax.set_xlabel("train error")
+        ax.set_xlabel("train loss (nats)")
     axes[0][0].set_ylabel("test error")
     _batch_legend(fig, axes[0])
     fig.suptitle(title, fontsize=plt.rcParams["font.size"])
@@ -919,67 +1222,11 @@ def plot_error_vs_step(records: pd.DataFrame, arms: Sequence[str], title: str,
     return fig
 
 
-# --------------------------------------------------------------------------- the chapter
-
-
-@dataclass
-class Analysis:
-    """Every decision of one scale: the tables (by name) and the verdicts, in page order."""
-
-    tables: dict[str, pd.DataFrame]
-    verdicts: list[Verdict]
-
-
-def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, *, scale: str,
-            section: str, targets: Sequence[float]) -> Analysis:
-    """Apply the five decisions to one scale's records (recorded GPU runs or the laptop
-    miniature) with the chapter's thresholds. Arms without records give inconclusive
-    verdicts that name them; the matched fit is run for every arm present (arm A, B, C and
-    the pilot), the plateau test at the largest batch of arm A, D-plain and the pilot;
-    ``sharpness=None`` skips the sharpness test (a scale that does not measure it); the
-    momentum of each arm's threshold ``2(1 + β)/η`` is read from the records."""
-    tables: dict[str, pd.DataFrame] = {}
-    verdicts: list[Verdict] = []
-    arms = sorted(set(records["arm"])) if len(records) else []
-    t, v = gap_test(records, loss_tolerance=p.loss_tolerance, margin=p.gap_margin,
-                    scale=scale, section=section)
-    tables["gap"] = t
-    verdicts.append(v)
-    for arm in [a for a in ("pilot", "A", "B", "C") if a in arms] or ["B"]:
-        t, v = matched_fit(records, arm=arm, margin=p.curve_margin,
-                           range_tolerance=p.curve_range_tolerance, scale=scale,
-                           section=section)
-        tables[f"matched_fit_{arm}"] = t
-        verdicts.append(v)
-    for arm in [a for a in ("B", "A", "pilot") if a in arms] or ["B"]:
-        t, v = steps_to_target(records, arm=arm, targets=targets, scale=scale,
-                               section=section)
-        tables[f"steps_{arm}"] = t
-        verdicts.append(v)
-    for arm in [a for a in ("A", "D-plain", "pilot") if a in arms] or ["A"]:
-        t, v = plateau_test(records, arm=arm, n_evals=p.plateau_evals,
-                            margin=p.plateau_margin, scale=scale, section=section)
-        tables[f"plateau_{arm}"] = t
-        verdicts.append(v)
-    if sharpness is None:
-        return Analysis(tables, verdicts)
-    momentum: dict[str, float] = {}
-    if "momentum" in records.columns and len(records):
-        m = records.assign(m=pd.to_numeric(records["momentum"], errors="coerce"))
-        momentum = {str(a): float(v) for a, v in m.groupby("arm")["m"].first().items()
-                    if np.isfinite(v)}
-    t, v = sharpness_test(sharpness, momentum=momentum, eos_low=p.eos_low,
-                          below_fraction=p.below_fraction, scale=scale, section=section)
-    tables["sharpness"] = t
-    verdicts.append(v)
-    return Analysis(tables, verdicts)
-
-
 def plot_sharpness(sharpness: pd.DataFrame, momentum: dict[str, float], title: str, *,
                    eos_low: float = 0.8, below_fraction: float = 0.5) -> Any:
     """``η λ_max / 2(1 + β)`` against the step, one line per run, one colour per arm; the
     stability edge at 1 (solid) and the thresholds ``eos_low`` and ``below_fraction``
-    (dashed) of :func:`sharpness_test`. Returns the figure."""
+    (dashed) of :func:`sharpness_edge_test`. Returns the figure."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 

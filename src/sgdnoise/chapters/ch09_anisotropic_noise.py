@@ -1343,18 +1343,18 @@ def recorded_step_costs(runs: pd.DataFrame, goals: Mapping[str, float], *,
 
 def ch08_gap_batch_size(records: pd.DataFrame, *, loss_tolerance: float = 0.02,
                         margin: float = 0.01) -> int | None:
-    """The batch size at which chapter 8's computed gap verdict finds a generalization gap:
-    :func:`sgdnoise.chapters.ch08_resnet_sweep.gap_test` on chapter 8's records (arms B and
-    C, loaded with :func:`sgdnoise.sweep.load_records`) with chapter 8's thresholds (the
-    defaults are the values of its profiles), then the smallest batch size whose pair shows
-    a gap (:func:`sgdnoise.chapters.ch08_resnet_sweep.gap_batch_size`). None when there is
-    no record or no gap."""
-    from sgdnoise.chapters import ch08_resnet_sweep as ch08
+    """The batch size at which chapter 8's decision procedure finds a generalization gap:
+    :func:`sgdnoise.decide.calls.decide` on chapter 8's records (loaded with
+    :func:`sgdnoise.sweep.load_records`; ``N`` from their ``n_train`` column) with chapter
+    8's thresholds (the defaults are the values of its profiles), then the smallest batch
+    size whose call is ``gap`` (:func:`sgdnoise.decide.calls.onset`). None when there is no
+    record or no gap."""
+    from sgdnoise.decide import calls as dc
 
     if records.empty:
         return None
-    table, _ = ch08.gap_test(records, loss_tolerance=loss_tolerance, margin=margin)
-    return ch08.gap_batch_size(table)
+    th = dc.Thresholds(loss_tolerance=loss_tolerance, margin=margin)
+    return dc.decide(records, th).onset
 
 
 def plan_batch_sentence(plan_batch: int, gap_batch: int | None) -> str:
