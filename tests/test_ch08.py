@@ -352,3 +352,14 @@ def test_miniature_plan_equal_steps_arm(plan: str) -> None:
     assert max(r.batch_size for r in runs) == n
     # the smoke plan exercises the sharpness path (arm D-plain), the laptop plan does not
     assert any(r.config.sharpness_every for r in runs) == (plan == "plan_smoke.yaml")
+
+
+def test_load_recorded_leaves_out_the_eta_tuning_runs(tmp_path, monkeypatch):
+    """Tuning runs (arm ``X-tune``) are evaluated on a validation split: they never enter
+    the chapter's record frame, whose test errors must all be test-set numbers."""
+    from sgdnoise import sweep
+
+    frame = pd.DataFrame({"arm": ["A", "B-tune", "B"], "run_id": ["a", "t", "b"]})
+    monkeypatch.setattr(sweep, "load_records", lambda dirs: frame)
+    got = ch08.load_recorded([str(tmp_path)])
+    assert list(got["arm"]) == ["A", "B"]

@@ -229,13 +229,19 @@ def final_points(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_recorded(dirs: Sequence[str]) -> pd.DataFrame:
-    """Every record under ``dirs`` (folders that do not exist are skipped) as one frame
-    (:func:`sgdnoise.sweep.load_records`: the pilot's records come as arm ``"pilot"``)."""
+    """Every run record under ``dirs`` (folders that do not exist are skipped) as one frame
+    (:func:`sgdnoise.sweep.load_records`: the pilot's records come as arm ``"pilot"``),
+    without the η-tuning runs (arms ``<arm>-tune``): they are evaluated on a validation
+    split, not the test set, and only choose the η of their arm's runs."""
     from pathlib import Path
 
     from sgdnoise import sweep
 
-    return sweep.load_records([d for d in dirs if Path(d).exists()])
+    df = sweep.load_records([d for d in dirs if Path(d).exists()])
+    if len(df) == 0:
+        return df
+    tuning = df["arm"].astype(str).str.endswith(sweep.TUNE_SUFFIX)
+    return df[~tuning].reset_index(drop=True)
 
 
 def load_sharpness_records(dirs: Sequence[str]) -> pd.DataFrame:
