@@ -9,7 +9,7 @@ Command line::
 **A plan** (YAML) has four sections::
 
     name: ch08                      # also the records' "source"
-    data: {dataset: cifar10, n_train: null, n_test: null, data_seed: 0}
+    data: {dataset: cifar10, n_train: null, n_test: null, data_seed: 0, image_size: null}
     defaults: {model: resnet34, width: 64, drop_last: true, ...}   # TrainConfig fields
     arms:
       A: {batch_sizes: [128, 256], seeds: [0, 1], config: {lr: 0.1}}
@@ -19,13 +19,19 @@ Command line::
           noise: {kind: subsampled, matched_small_batch: 128, num_samples: 512}}
     priority:                       # optional; runs not listed follow in arm order
       - {arm: A, seeds: [0]}
+      - {arm: A, seeds: [1, 2], batch_sizes: [128]}   # a subset of the arm's batch sizes
       - {arm: C}
 
 ``defaults`` and each arm's ``config`` take the fields of
 :class:`sgdnoise.train.TrainConfig` (the allowed keys are ``dataclasses.fields(TrainConfig)``
-less ``batch_size`` and ``seed``, which come from the arm's lists). ``equal_steps`` sets
+less ``batch_size`` and ``seed``, which come from the arm's lists). A ``priority`` entry
+takes the arm's runs of the listed ``seeds`` and ``batch_sizes`` (each: default all of the
+arm's) not taken by an earlier entry. ``equal_steps`` sets
 ``max_steps`` to the number of steps ``batch_size`` takes in ``epochs`` epochs (capped at
-``max_steps_cap``). ``eval_subset_seed`` defaults to the data seed, so every run is
+``max_steps_cap``). ``data.image_size`` (null: the 32×32 images; else 1, 2, 4, 8 or 16)
+average-pools every image to that side after the subsets are drawn
+(:func:`sgdnoise.data.pool_dataset`; the records' ``data.preprocessing`` says so).
+``eval_subset_seed`` defaults to the data seed, so every run is
 evaluated on the same training subset. The plan expands to runs ``(arm, batch_size, seed,
 run_id)`` in priority order; the whole plan is validated before any work, and a bad key stops
 the command with a message naming the key, the value and what is allowed (exit code 2).
@@ -109,7 +115,8 @@ __all__ = [
 PLAN_RECORD_FORMAT = "sgdnoise.sweep.run/2"
 RECORD_FORMAT = "sgdnoise.sweep.run/1"  # the pilot records of 2026-11-26
 CIFAR10_TRAIN_SIZE = 50_000
-DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test")
+DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test", "image_size")
+IMAGE_SIZES = (1, 2, 4, 8, 16, 32)  # the sides that divide CIFAR-10's 32 pixels
 PLAN_KEYS = ("name", "data", "defaults", "arms", "priority")
 ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps", "noise")
 NOISE_KEYS = ("kind", "injection_scale", "matched_small_batch", "num_samples",
@@ -225,7 +232,7 @@ def _check_mapping(key: str, value: Any, allowed: Sequence[str]) -> dict[str, An
 
 def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
     out = {"dataset": "cifar10", "data_dir": None, "data_seed": 0, "n_train": None,
-           "n_test": None, **data}
+           "n_test": None, "image_size": None, **data}
     if out["dataset"] not in ("cifar10", "synthetic"):
         raise _fail("data.dataset", f"must be one of ['cifar10', 'synthetic'], "
                                     f"got {out['dataset']!r}")
@@ -233,6 +240,11 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
         v = out[k]
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise _fail(f"data.{k}", f"must be null or an integer >= 1, got {v!r}")
+    side = out["image_size"]
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int)
+                             or side not in IMAGE_SIZES):
+        raise _fail("data.image_size", f"must be null (32x32) or one of {list(IMAGE_SIZES)}, "
+                                       f"got {out['image_size']!r}")
     ds = out["data_seed"]
     if isinstance(ds, bool) or not isinstance(ds, int) or ds < 0:
         raise _fail("data.data_seed", f"must be an integer >= 0, got {ds!r}")
@@ -409,22 +421,19 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
     seen: set[str] = set()
     priority = top.get("priority") or []
     if not isinstance(priority, list):
-        raise _fail("priority", f"must be a list of {{arm, seeds}} entries, got {priority!r}")
+        raise _fail("priority", f"must be a list of {{arm, seeds, batch_sizes}} entries, "
+                                f"got {priority!r}")
     for i, entry in enumerate(priority):
-        entry = _check_mapping(f"priority[{i}]", entry, ("arm", "seeds"))
+        entry = _check_mapping(f"priority[{i}]", entry, ("arm", "seeds", "batch_sizes"))
         arm = entry.get("arm")
         if arm not in by_arm:
             raise _fail(f"priority[{i}].arm", f"unknown arm {arm!r}; arms: {list(by_arm)}")
-        seeds = entry.get("seeds")
-        if seeds is not None:
-            seeds = _check_int_list(f"priority[{i}].seeds", seeds, low=0)
-            known = {r.seed for r in by_arm[arm]}
-            bad = [s for s in seeds if s not in known]
-            if bad:
-                raise _fail(f"priority[{i}].seeds", f"seeds {bad} are not seeds of arm "
-                                                    f"{arm!r} ({sorted(known)})")
+        seeds = _priority_subset(i, "seeds", entry, {r.seed for r in by_arm[arm]}, arm)
+        sizes = _priority_subset(i, "batch_sizes", entry,
+                                 {r.batch_size for r in by_arm[arm]}, arm)
         for r in by_arm[arm]:
-            if (seeds is None or r.seed in seeds) and r.run_id not in seen:
+            if ((seeds is None or r.seed in seeds) and (sizes is None or r.batch_size in sizes)
+                    and r.run_id not in seen):
                 ordered.append(r)
                 seen.add(r.run_id)
     for runs in by_arm.values():
@@ -433,6 +442,22 @@ def validate_plan(plan: Mapping[str, Any], *, check_device: bool = True) -> Plan
                 ordered.append(r)
                 seen.add(r.run_id)
     return Plan(name=name, data=data, runs=tuple(ordered), source=dict(plan))
+
+
+def _priority_subset(i: int, key: str, entry: Mapping[str, Any], known: set[int],
+                     arm: str) -> list[int] | None:
+    """The seeds or batch sizes (``key``) a priority entry selects (None: all of the arm's),
+    each one of the arm's (``known``)."""
+    values = entry.get(key)
+    if values is None:
+        return None
+    values = _check_int_list(f"priority[{i}].{key}", values, low=0 if key == "seeds" else 1)
+    bad = [v for v in values if v not in known]
+    if bad:
+        raise _fail(f"priority[{i}].{key}", f"{key.replace('_', ' ')} {bad} are not "
+                                            f"{key.replace('_', ' ')} of arm {arm!r} "
+                                            f"({sorted(known)})")
+    return values
 
 
 def load_plan(path: str | os.PathLike, *, check_device: bool = True) -> Plan:
@@ -648,12 +673,21 @@ def _identity(data: Any) -> dict[str, Any]:
     return ident
 
 
+def _preprocessing(plan: Plan) -> str | None:
+    """The ``data.preprocessing`` note the plan's records carry (None: 32×32 images)."""
+    from sgdnoise.data import pooling_note
+
+    side = plan.data.get("image_size")
+    return None if side in (None, 32) else pooling_note(side)
+
+
 def _load_data(plan: Plan):
-    from sgdnoise.data import load_dataset
+    from sgdnoise.data import load_dataset, pool_dataset
 
     d = plan.data
-    return load_dataset(d["dataset"], n_train=d["n_train"], n_test=d["n_test"],
+    data = load_dataset(d["dataset"], n_train=d["n_train"], n_test=d["n_test"],
                         seed=d["data_seed"], data_dir=d["data_dir"])
+    return data if d.get("image_size") in (None, 32) else pool_dataset(data, d["image_size"])
 
 
 def _run_record(plan: Plan, run: Run, result: Any, world: int,
@@ -749,7 +783,8 @@ def run_plan(
         if p.exists():
             old = json.loads(p.read_text())
             noise = r.noise.to_dict() if r.noise is not None else None
-            if old.get("config") != r.config.to_dict() or old.get("noise") != noise:
+            if (old.get("config") != r.config.to_dict() or old.get("noise") != noise
+                    or old.get("data", {}).get("preprocessing") != _preprocessing(plan)):
                 raise ValueError(f"{p} was written by a different config for run {r.run_id}; "
                                  "use another --out folder")
             existing[r.run_id] = old
