@@ -7,8 +7,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.sgdnoise-installed
 PROFILE ?= default
 NAME    ?=
+BUDGET  ?= 7200
 
-.PHONY: setup test test-fast lint book chapter publish bench data clean help
+.PHONY: setup test test-fast lint book chapter publish bench data midscale clean help
 
 help:
 	@echo "make book [PROFILE=smoke|default|full]  execute every chapter and build book/_build/html"
@@ -19,6 +20,7 @@ help:
 	@echo "make test-fast   unit tests only"
 	@echo "make lint        ruff"
 	@echo "make bench       benchmarks (ratios measured in one run)"
+	@echo "make midscale [BUDGET=seconds]  train chapter 8's mid-scale CPU runs for BUDGET s (one thread; resumable)"
 	@echo "make clean       remove build outputs (keeps .venv and data/)"
 
 setup: $(STAMP)
@@ -53,6 +55,16 @@ data: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# Chapter 8 at mid scale on the CPU (plan_midscale.yaml): the highest-priority runs without a
+# record that fit in BUDGET wall-clock seconds, one thread, records in data/results/ch08_midscale/.
+# Safe to interrupt (Ctrl-C, or SIGTERM to the whole process group: a signal to make alone does
+# not reach the sweep): finished runs have their record, the run in progress resumes from its
+# last evaluation's checkpoint at the next `make midscale`. `make book` never trains these.
+midscale: setup
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m sgdnoise.sweep \
+		book/params/ch08_resnet_sweep/plan_midscale.yaml --out data/results/ch08_midscale \
+		--budget $(BUDGET)
 
 clean:
 	rm -rf book/_build .pytest_cache .ruff_cache

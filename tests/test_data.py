@@ -534,6 +534,22 @@ def test_pool_images_uint8_rounds_window_means_and_float_keeps_dtype():
         pool_images(x[:, :, :4], 2)
 
 
+def test_pool_dataset_pools_every_split_and_notes_it():
+    from sgdnoise.data import load_dataset, pool_dataset, pool_images
+
+    d = load_dataset("synthetic", n_train=20, n_test=10, n_val=6)
+    small = pool_dataset(d, 4)
+    assert small.train_x.shape == (20, 3, 4, 4) and small.val_x.shape == (6, 3, 4, 4)
+    assert torch.equal(small.test_x, pool_images(d.test_x, 4))
+    assert torch.equal(small.val_y, d.val_y) and small.classes == d.classes
+    assert small.identity.preprocessing == "average-pooled to 4x4"
+    assert small.identity.to_dict()["preprocessing"] == "average-pooled to 4x4"
+    assert "preprocessing" not in d.identity.to_dict()  # the input is unchanged
+    assert d.train_x.shape == (20, 3, 32, 32)
+    no_val = pool_dataset(load_dataset("synthetic", n_train=20, n_test=10), 16)
+    assert no_val.val_x is None and no_val.val_y is None
+
+
 def test_pool_image_data_notes_the_pooling():
     from sgdnoise.data import pool_image_data, synthetic_cifar10
 

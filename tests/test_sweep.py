@@ -38,6 +38,7 @@ from sgdnoise.train import TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 PLAN_TEST = REPO / "book" / "params" / "ch08_resnet_sweep" / "plan_test.yaml"
 PLAN_FULL = REPO / "book" / "params" / "ch08_resnet_sweep" / "plan_full.yaml"
+PLAN_MIDSCALE = REPO / "book" / "params" / "ch08_resnet_sweep" / "plan_midscale.yaml"
 PILOT = REPO / "data" / "results" / "ch08_pilot"
 
 TINY = {
@@ -111,8 +112,13 @@ def test_config_keys_are_the_train_config_fields():
         ({"arms__A__config": {"ghost_batch_size": 4, "norm": "group"}},
          "arms.A.config.ghost_batch_size", "group"),
         ({"data__dataset": "mnist"}, "data.dataset", "mnist"),
+        ({"data__image_size": 12}, "data.image_size", "12"),
+        ({"data__image_size": True}, "data.image_size", "True"),
         ({"priority": [{"arm": "Z"}]}, "priority[0].arm", "Z"),
         ({"priority": [{"arm": "A", "seeds": [7]}]}, "priority[0].seeds", "7"),
+        ({"priority": [{"arm": "A", "batch_sizes": [16, 32]}]}, "priority[0].batch_sizes",
+         "32"),
+        ({"priority": [{"arm": "A", "batch_sizes": []}]}, "priority[0].batch_sizes", "[]"),
         ({"arms__bad name": {"batch_sizes": [16]}}, "arms.bad name", "bad name"),
         ({"arms__A__equal_steps": {"batch_size": 16, "epochs": 0}},
          "arms.A.equal_steps.epochs", "0"),
@@ -157,6 +163,13 @@ def test_expansion_follows_priority_then_arm_order():
         "A_B00016_s0", "A_B00048_s0", "D_B00048_s0", "A_B00016_s1", "A_B00048_s1"]
     d = plan.runs[2].config
     assert d.max_steps == 3 and d.sharpness_every == 2 and d.eval_subset_seed == 0
+
+
+def test_priority_entry_can_take_a_subset_of_batch_sizes():
+    plan = validate_plan(_plan(priority=[{"arm": "A", "seeds": [1], "batch_sizes": [48]},
+                                         {"arm": "D"}, {"arm": "A", "batch_sizes": [16]}]))
+    assert [r.run_id for r in plan.runs] == [
+        "A_B00048_s1", "D_B00048_s0", "A_B00016_s0", "A_B00016_s1", "A_B00048_s0"]
 
 
 def test_equal_steps_is_the_steps_of_the_reference_batch():
@@ -212,6 +225,29 @@ def test_shipped_plans_validate():
                and r.config.eval_points == 25 and r.config.eval_train_n == 10000
                for r in runs)
     assert len(load_plan(PLAN_TEST).runs) == 23
+
+
+def test_midscale_plan_keeps_the_full_plans_ratios_and_puts_the_decisive_runs_first():
+    mid, full = load_plan(PLAN_MIDSCALE), load_plan(PLAN_FULL, check_device=False)
+    assert mid.data["n_train"] == 10000 and mid.data["image_size"] == 16
+    for arm in ("A", "B", "C", "D-plain", "D-scaled"):
+        ratios = sorted({r.batch_size / 10000 for r in mid.runs if r.arm == arm})
+        target = sorted({r.batch_size / 50000 for r in full.runs if r.arm == arm})
+        assert len(ratios) == len(target)
+        assert all(abs(m / f - 1) < 0.02 for m, f in zip(ratios, target, strict=True)), arm
+    # the BN batch of arm A is the micro-batch: whole micro-batches at every B
+    assert all(r.batch_size % 832 == 0 or r.batch_size < 832 for r in mid.runs)
+    assert all(r.config.ghost_batch_size is None for r in mid.runs if r.arm == "A")
+    main = [(r.arm, r.batch_size, r.seed) for r in mid.runs if not r.arm.endswith("-tune")]
+    assert main[:9] == [("A", b, 0) for b in (26, 52, 104, 208, 416, 832, 1664, 3328, 6656)]
+    pairs_a = {("A", b, s) for b in (26, 832, 1664, 3328, 6656) for s in range(4)}
+    pairs_b = {("B", b, s) for b in (104, 832, 1664) for s in range(4)}
+    # 3 seeds of every decisive pair, then the 4th seeds
+    assert set(main[:28]) >= {x for x in pairs_a | pairs_b if x[2] < 3}
+    assert set(main[28:36]) == {x for x in pairs_a | pairs_b if x[2] == 3}
+    # arm B's decisive pairs are tuned first (seed 0, three factors each)
+    tune = [(r.batch_size, r.lr_factor) for r in mid.runs[:37] if r.arm == "B-tune"]
+    assert sorted(tune) == [(b, f) for b in (104, 832, 1664) for f in (0.5, 1.0, 2.0)]
 
 
 def test_parse_shard_and_partition():
@@ -296,6 +332,21 @@ def test_records_schema_skip_and_no_absolute_paths(tmp_path):
     sh = load_sharpness(out)
     assert list(sh["step"]) == [0, 2, 3] and (sh["lambda_max"] > 0).all()
     assert set(sh["bn_mode"]) == {"eval"}  # the default objective: running statistics
+
+
+def test_image_size_pools_the_data_and_the_records_say_so(tmp_path):
+    out = tmp_path / "o"
+    plan = _plan(data__image_size=8, arms={"A": {"batch_sizes": [16]}}, priority=_DEL)
+    rec = run_plan(plan, out)[0]
+    assert rec["data"]["preprocessing"] == "average-pooled to 8x8"
+    assert rec["data"]["n_train"] == 48 and rec["status"] == "finished"
+    # the same run id trained on 32x32 images is another run: refused, not mixed
+    refused = r"different data section \(image_size: record 8, plan None\)"
+    with pytest.raises(ValueError, match=refused):
+        run_plan(_plan(arms={"A": {"batch_sizes": [16]}}, priority=_DEL), out)
+    full = run_plan(_plan(arms={"A": {"batch_sizes": [16]}}, priority=_DEL), tmp_path / "f")
+    assert "preprocessing" not in full[0]["data"]
+    assert _metrics(full[0]) != _metrics(rec)
 
 
 def test_two_shards_write_the_records_of_one_process(tmp_path):
@@ -863,7 +914,7 @@ def _out_with(tmp_path, rec, name="o"):
 
 def test_new_records_carry_the_plan_name_and_data_section(one_record):
     assert one_record["plan"] == {"name": "tiny", "data": {
-        "dataset": "synthetic", "n_train": 48, "n_test": 16, "data_seed": 0}}
+        "dataset": "synthetic", "n_train": 48, "n_test": 16, "data_seed": 0, "image_size": None}}
 
 
 @pytest.mark.parametrize("change, old, new", [

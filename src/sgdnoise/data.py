@@ -52,8 +52,10 @@ __all__ = [
     "ImageData",
     "load_cifar10",
     "load_dataset",
+    "pool_dataset",
     "pool_image_data",
     "pool_images",
+    "pooling_note",
     "resolve_data_dir",
     "restricted_loads",
     "stratified_indices",
@@ -124,6 +126,8 @@ class DataIdentity:
     - ``subset_seed``: seed of the stratified subset, None when the full split is held.
     - ``n_val``: examples of the validation set held out of the training split (disjoint
       from the training examples), None when there is none.
+    - ``preprocessing``: what was done to the pixels after reading (e.g. "average-pooled
+      to 16x16", see :func:`pool_dataset`), None when nothing was.
     """
 
     source: str
@@ -135,12 +139,15 @@ class DataIdentity:
     n_test: int
     subset_seed: int | None = None
     n_val: int | None = None
+    preprocessing: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as a dict (``n_val`` only when there is a validation set)."""
+        """The fields as a dict (``n_val`` only when there is a validation set,
+        ``preprocessing`` only when the pixels were changed)."""
         out = asdict(self)
-        if out["n_val"] is None:
-            del out["n_val"]
+        for key in ("n_val", "preprocessing"):
+            if out[key] is None:
+                del out[key]
         return out
 
 
@@ -742,21 +749,36 @@ def pool_images(x: torch.Tensor, size: int, *, name: str = "size") -> torch.Tens
     return torch.nn.functional.avg_pool2d(x, side // size)
 
 
-def pool_image_data(data: ImageData, image_size: int) -> dict[str, Any]:
+def pooling_note(image_size: int) -> str:
+    """The identity's ``preprocessing`` note of images pooled to ``image_size``."""
+    return f"average-pooled to {image_size}x{image_size}"
+
+
+def pool_dataset(data: ImageData, image_size: int) -> ImageData:
     """``data`` with every image average-pooled to ``image_size × image_size`` uint8 pixels
-    (:func:`pool_images`), so that small models train fast on CPU. Returns a dict that
-    :func:`sgdnoise.train.train` accepts (train_x, train_y, test_x, test_y; val_x, val_y
-    when ``data`` has a validation set) plus "identity": ``data.identity`` as a dict with a
-    "preprocessing" note."""
-    identity = dict(data.identity.to_dict())
-    identity["preprocessing"] = f"average-pooled to {image_size}x{image_size}"
-    out = {"train_x": pool_images(data.train_x, image_size, name="image_size"),
-           "train_y": data.train_y.clone(),
-           "test_x": pool_images(data.test_x, image_size, name="image_size"),
-           "test_y": data.test_y.clone(), "identity": identity}
-    if data.val_x is not None:
-        out["val_x"] = pool_images(data.val_x, image_size, name="image_size")
-        out["val_y"] = data.val_y.clone()
+    (:func:`pool_images`; ``train_x: (N, 3, 32, 32)`` becomes ``(N, 3, image_size,
+    image_size)``, the same for the test and validation images), labels copied, and the
+    identity's ``preprocessing`` set to "average-pooled to SxS" (its md5 values still
+    describe the files read)."""
+    def pool(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else pool_images(x, image_size, name="image_size")
+
+    return replace(
+        data, train_x=pool(data.train_x), train_y=data.train_y.clone(),
+        test_x=pool(data.test_x), test_y=data.test_y.clone(), val_x=pool(data.val_x),
+        val_y=None if data.val_y is None else data.val_y.clone(),
+        identity=replace(data.identity, preprocessing=pooling_note(image_size)))
+
+
+def pool_image_data(data: ImageData, image_size: int) -> dict[str, Any]:
+    """:func:`pool_dataset` as a dict that :func:`sgdnoise.train.train` accepts (train_x,
+    train_y, test_x, test_y; val_x, val_y when ``data`` has a validation set) plus
+    "identity": the pooled data's identity as a dict (with its "preprocessing" note)."""
+    small = pool_dataset(data, image_size)
+    out = {"train_x": small.train_x, "train_y": small.train_y, "test_x": small.test_x,
+           "test_y": small.test_y, "identity": small.identity.to_dict()}
+    if small.val_x is not None:
+        out["val_x"], out["val_y"] = small.val_x, small.val_y
     return out
 
 

@@ -10,7 +10,7 @@ Command line::
 **A plan** (YAML) has four sections::
 
     name: ch08                      # also the records' "source"
-    data: {dataset: cifar10, n_train: null, n_test: null, data_seed: 0}
+    data: {dataset: cifar10, n_train: null, n_test: null, data_seed: 0, image_size: null}
     defaults: {model: resnet34, width: 64, drop_last: true, ...}   # TrainConfig fields
     arms:
       A: {batch_sizes: [128, 256], seeds: [0, 1], config: {lr: 0.1}}
@@ -26,9 +26,14 @@ Command line::
 
 ``defaults`` and each arm's ``config`` take the fields of
 :class:`sgdnoise.train.TrainConfig` (the allowed keys are ``dataclasses.fields(TrainConfig)``
-less ``batch_size`` and ``seed``, which come from the arm's lists). ``equal_steps`` sets
+less ``batch_size`` and ``seed``, which come from the arm's lists). A ``priority`` entry
+takes the arm's runs of the listed ``seeds`` and ``batch_sizes`` (each: default all of the
+arm's) not taken by an earlier entry. ``equal_steps`` sets
 ``max_steps`` to the number of steps ``batch_size`` takes in ``epochs`` epochs (capped at
-``max_steps_cap``). ``eval_subset_seed`` defaults to the data seed, so every run is
+``max_steps_cap``). ``data.image_size`` (null: the 32×32 images; else 1, 2, 4, 8 or 16)
+average-pools every image to that side after the subsets are drawn
+(:func:`sgdnoise.data.pool_dataset`; the records' ``data.preprocessing`` says so).
+``eval_subset_seed`` defaults to the data seed, so every run is
 evaluated on the same training subset. The plan expands to runs ``(arm, batch_size, seed,
 run_id)`` in priority order; the whole plan is validated before any work, and a bad key stops
 the command with a message naming the key, the value and what is allowed (exit code 2).
@@ -142,7 +147,8 @@ RECORD_FORMAT = "sgdnoise.sweep.run/1"  # the pilot records of 2026-11-26
 CIFAR10_TRAIN_SIZE = 50_000
 CIFAR10_TEST_SIZE = 10_000
 SYNTHETIC_TEST_SIZE = 1000  # sgdnoise.data.load_dataset's default
-DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test")
+DATA_KEYS = ("dataset", "data_dir", "data_seed", "n_train", "n_test", "image_size")
+IMAGE_SIZES = (1, 2, 4, 8, 16, 32)  # the sides that divide CIFAR-10's 32 pixels
 PLAN_KEYS = ("name", "data", "defaults", "arms", "priority")
 ARM_KEYS = ("batch_sizes", "seeds", "config", "equal_steps", "noise", "tune")
 TUNE_KEYS = ("lr_factors", "seed", "n_val")
@@ -160,7 +166,7 @@ _ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 # component of letters, digits, '_', '.', '-', not starting with '.' or '-', no '..'
 _PLAN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
 DATA_DEFAULTS = {"dataset": "cifar10", "data_dir": None, "data_seed": 0, "n_train": None,
-                 "n_test": None}
+                 "n_test": None, "image_size": None}
 # upper bounds (inclusive) of the plan's own numbers, stated in the errors; TrainConfig
 # fields are bounded by sgdnoise.train.LIMITS
 SIZE_LIMIT = 10**7  # examples of a synthetic data set
@@ -326,6 +332,11 @@ def _check_data(data: Mapping[str, Any]) -> dict[str, Any]:
                               or not 1 <= v <= SIZE_LIMIT):
             raise _fail(f"data.{k}", f"must be null or an integer >= 1 and <= {SIZE_LIMIT}, "
                                      f"got {v!r}")
+    side = out["image_size"]
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int)
+                             or side not in IMAGE_SIZES):
+        raise _fail("data.image_size", f"must be null (32x32) or one of {list(IMAGE_SIZES)}, "
+                                       f"got {out['image_size']!r}")
     ds = out["data_seed"]
     if isinstance(ds, bool) or not isinstance(ds, int) or not 0 <= ds <= SEED_LIMIT:
         raise _fail("data.data_seed", f"must be an integer >= 0 and <= {SEED_LIMIT}, "
@@ -1008,7 +1019,7 @@ def _identity_section(ident: Mapping[str, Any]) -> dict[str, Any]:
     return {"dataset": "synthetic" if ident.get("source") == "synthetic" else (
                 "cifar10" if ident.get("source") else None),
             "n_train": ident.get("n_train"), "n_test": ident.get("n_test"),
-            "data_seed": ident.get("subset_seed")}
+            "data_seed": ident.get("subset_seed"), "preprocessing": ident.get("preprocessing")}
 
 
 def _expected_identity(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -1021,7 +1032,8 @@ def _expected_identity(data: Mapping[str, Any]) -> dict[str, Any]:
             "n_train": data["n_train"] or CIFAR10_TRAIN_SIZE,
             "n_test": data["n_test"] or (SYNTHETIC_TEST_SIZE if synthetic
                                          else CIFAR10_TEST_SIZE),
-            "data_seed": data["data_seed"] if subset else None}
+            "data_seed": data["data_seed"] if subset else None,
+            "preprocessing": _preprocessing(data)}
 
 
 def _record_mismatch(rec: Mapping[str, Any], plan: Plan, run: Run,
@@ -1069,12 +1081,22 @@ def _noise_fields(noise: Mapping[str, Any] | None) -> dict[str, Any]:
     return {f"noise.{k}": v for k, v in noise.items()}
 
 
+def _preprocessing(data: Mapping[str, Any]) -> str | None:
+    """The ``data.preprocessing`` note the records of a plan with data section ``data``
+    carry (None: the 32×32 images)."""
+    from sgdnoise.data import pooling_note
+
+    side = data.get("image_size")
+    return None if side in (None, 32) else pooling_note(side)
+
+
 def _load_data(plan: Plan):
-    from sgdnoise.data import load_dataset
+    from sgdnoise.data import load_dataset, pool_dataset
 
     d = plan.data
-    return load_dataset(d["dataset"], n_train=d["n_train"], n_test=d["n_test"],
+    data = load_dataset(d["dataset"], n_train=d["n_train"], n_test=d["n_test"],
                         seed=d["data_seed"], data_dir=d["data_dir"])
+    return data if d.get("image_size") in (None, 32) else pool_dataset(data, d["image_size"])
 
 
 def _run_record(plan: Plan, run: Run, result: Any, world: int,
@@ -1230,13 +1252,16 @@ def _data_of(run: Run, plan: Plan, data: Any, cache: dict[int, Any]) -> Any:
 
 def _tuning_data(plan: Plan, n_val: int):
     """The data of a tuning run: the training split less ``n_val`` held-out examples, and
-    those as the "test" set (:func:`sgdnoise.data.load_dataset` with ``n_val``)."""
-    from sgdnoise.data import load_dataset
+    those as the "test" set (:func:`sgdnoise.data.load_dataset` with ``n_val``), pooled
+    like the plan's other runs when its data section sets ``image_size``."""
+    from sgdnoise.data import load_dataset, pool_dataset
 
     d = plan.data
     n_train = (d["n_train"] if d["n_train"] is not None else CIFAR10_TRAIN_SIZE) - n_val
     full = load_dataset(d["dataset"], n_train=n_train, n_test=d["n_test"], n_val=n_val,
                         seed=d["data_seed"], data_dir=d["data_dir"])
+    if d.get("image_size") not in (None, 32):
+        full = pool_dataset(full, d["image_size"])
     return dataclasses.replace(full, test_x=full.val_x, test_y=full.val_y)
 
 
