@@ -97,7 +97,7 @@ MANIFEST_FORMAT = "sgdnoise.data.manifest/1"
 KNOWN_COPIES: tuple[dict[str, str], ...] = (
     {"name": "the project's offline copy (real images after one JPEG round trip, "
              "written by shared/data/cifar10/expand.py)",
-     "filename": r"(train|test)/[a-z]+/\d+\.jpg$",
+     "filename": r"(train|test)/[a-z]+/[0-9]+[.]jpg$",
      "train_md5": "4c06f62ccc623a7dc22ed0db7db7f19e",
      "test_md5": "ae6fdc2fd3c60de94941326530317809"},
 )
