@@ -363,3 +363,60 @@ def test_load_recorded_leaves_out_the_eta_tuning_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep, "load_records", lambda dirs: frame)
     got = ch08.load_recorded([str(tmp_path)])
     assert list(got["arm"]) == ["A", "B"]
+
+
+def test_planning_spread_takes_the_first_measured_spread_and_refuses_none():
+    """The full-scale rates use the records' own spread when it has >= 2 degrees of
+    freedom, else the mid-scale one, else the pilot's; none measured is an error."""
+    from sgdnoise.decide.scenarios import Spread
+
+    def sp(sd: float, df: int, src: str) -> Spread:
+        return Spread(sd_test_error=sd, sd_log_train_loss=0.1, sd_train_loss=0.01, df=df,
+                      n_groups=2, source=src)
+
+    own, mid, pilot = sp(0.002, 1, "own"), sp(0.0067, 10, "mid"), sp(0.039, 9, "pilot")
+    assert ch08.planning_spread([own, mid, pilot]).source == "mid"
+    assert ch08.planning_spread([sp(0.002, 4, "own"), mid, pilot]).source == "own"
+    assert ch08.planning_spread([None, None, pilot]).source == "pilot"
+    assert ch08.planning_spread([None, sp(float("nan"), 5, "m"), pilot]).source == "pilot"
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        ch08.planning_spread([None, own])
+
+
+def test_plan_scale_names_the_plans_model_data_and_pixels(tmp_path):
+    plan = tmp_path / "p.yaml"
+    plan.write_text("name: m\ndata: {dataset: cifar10, n_train: 10000, image_size: 16}\n"
+                    "defaults: {model: resnet20, width: 16}\narms: {A: {batch_sizes: [26]}}\n")
+    s = ch08.plan_scale(str(plan), pd.DataFrame(), kind="mid-scale CPU records",
+                        section="sec-x", target=0.5)
+    assert s.claim_prefix == "RESNET20 width 16, 10,000 CIFAR-10 images at 16×16, CPU"
+    assert s.label == "mid-scale CPU records (none)" and s.plan == str(plan)
+    plan.write_text(plan.read_text().replace(", image_size: 16", ""))
+    assert "at 16" not in ch08.plan_scale(str(plan), pd.DataFrame(), kind="k", section="s",
+                                          target=0.5).claim_prefix
+
+
+def test_midscale_records_are_read_and_decided_at_their_own_scale():
+    """The committed mid-scale records load, have a measured spread, pre-register the pairs
+    at the full plan's B/N, and every verdict names their scale. Arm A's large batches end
+    with a higher train loss than B = 26 after 30 epochs, so they are compared with the small
+    batch's curve at the same train loss, never at the end points."""
+    from sgdnoise.decide import scenarios as ds
+
+    root = PARAMS.parents[2] / "data" / "results" / "ch08_midscale"
+    rec = ch08.load_recorded([str(root)])
+    if len(rec) == 0:
+        pytest.skip("no mid-scale records")
+    spread = ds.measure_spread(rec, "mid-scale")
+    assert spread.df >= 2 and 0 < spread.sd_test_error < 0.05
+    p = ch08.Params.from_yaml(PARAMS / "default.yaml")
+    scale = ch08.plan_scale(str(PARAMS / "plan_midscale.yaml"), rec, kind="mid-scale CPU "
+                            "records", section="sec-ch8-midscale", target=p.target_midscale)
+    res = ch08.analyse(rec, None, p, scale, spread=spread)
+    calls = res.decision.table
+    a = calls[calls["arm"] == "A"]
+    assert list(a["pre-registered"]) == list(a["B"] / 10_000 >= p.onset_fraction)
+    big = a[a["B"] >= 832]
+    assert len(big) and set(big["fit"]) == {"worse"}
+    assert set(big["compared at"]) == {"matched train loss"}
+    assert all(v.scale == scale.label for v in res.verdicts)

@@ -62,6 +62,8 @@ __all__ = [
     "load_recorded",
     "load_sharpness_records",
     "pilot_summary",
+    "plan_scale",
+    "planning_spread",
     "plan_family",
     "plateau_rates",
     "plateau_test",
@@ -109,6 +111,11 @@ class Params(ChapterParams):
                           "at full scale")
     target_laptop: float = param(low=0.0, high=1.0, doc="the test-error target of the "
                                  "miniature")
+    midscale_dirs: tuple[str, ...] = param(min_len=0, doc="folders of the mid-scale CPU "
+                                           "records (ResNet-20 on 10,000 pooled images)")
+    midscale_plan: str = param(doc="the mid-scale plan file (its seeds size the rates)")
+    target_midscale: float = param(low=0.0, high=1.0, doc="the test-error target of the "
+                                   "mid-scale records")
     loss_tolerance: float = param(low=1e-9, doc="τ: 'fits as well' when the excess final "
                                   "train loss is below this many nats")
     gap_margin: float = param(low=1e-6, high=0.5, doc="m: the smallest test-error "
@@ -136,8 +143,9 @@ class Params(ChapterParams):
         self.require(self.below_fraction < self.eos_low, "below_fraction",
                      f"must be below eos_low={self.eos_low}")
         self.require(self.plan.endswith((".yaml", ".yml")), "plan", "must be a YAML file")
-        self.require(self.gpu_plan.endswith((".yaml", ".yml")), "gpu_plan",
-                     "must be a YAML file")
+        for name in ("gpu_plan", "midscale_plan"):
+            self.require(getattr(self, name).endswith((".yaml", ".yml")), name,
+                         "must be a YAML file")
         self.require(self.gap_effect > self.gap_margin, "gap_effect",
                      f"must exceed gap_margin={self.gap_margin}")
 
@@ -293,10 +301,9 @@ def intervals_as_text(table: pd.DataFrame, *, percent: Sequence[str] = (),
 def read_plan(path: str) -> dict[str, Any]:
     """The plan file as a mapping (``name, data, defaults, arms[, priority]``; the format of
     ``sgdnoise-sweep``). Raises ValueError naming the file when it lacks a section."""
-    import yaml
+    from sgdnoise.yamlio import load_yaml
 
-    with open(path) as fh:
-        raw = yaml.safe_load(fh)
+    raw = load_yaml(path)
     if not isinstance(raw, dict) or not {"data", "arms"} <= set(raw):
         raise ValueError(f"plan {path!r} must be a mapping with 'data' and 'arms' sections")
     return raw
@@ -1077,6 +1084,35 @@ def seeds_table(spread: ds.Spread, th: dc.Thresholds, *, gaps: Sequence[float],
             row[f"{k} pairs"] = f"{n}" if n is not None else "> 500"
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def planning_spread(candidates: Sequence[ds.Spread | None]) -> ds.Spread:
+    """The first of ``candidates`` that can size error rates: a measured spread with at
+    least 2 degrees of freedom and a finite test-error standard deviation. Chapter 8 passes
+    (the full-scale records' own, the mid-scale CPU records', the GPU pilot's), so the
+    full-scale rates use the nearest real spread that exists. Raises ValueError when none
+    qualifies."""
+    for sp in candidates:
+        if sp is not None and sp.df >= 2 and np.isfinite(sp.sd_test_error):
+            return sp
+    raise ValueError("no candidate spread has >= 2 degrees of freedom: "
+                     f"{[None if c is None else (c.source, c.df) for c in candidates]}")
+
+
+def plan_scale(plan_path: str, records: pd.DataFrame, *, kind: str, section: str,
+               target: float) -> Scale:
+    """The :class:`Scale` of a CPU plan's records: the label names the records' devices,
+    commits and dates (:func:`records_scale`) and the claims start with the plan's model
+    and data, e.g. 'RESNET20 width 16, 10,000 CIFAR-10 images at 16×16, CPU'."""
+    plan = read_plan(plan_path)
+    d, m = plan["data"], plan.get("defaults", {})
+    data = "CIFAR-10" if d.get("dataset") == "cifar10" else str(d.get("dataset"))
+    size = d.get("image_size")
+    pixels = f" at {size}×{size}" if size else ""
+    n = d.get("n_train") or 50_000
+    prefix = (f"{str(m.get('model')).upper()} width {m.get('width')}, {n:,} {data} "
+              f"images{pixels}, CPU")
+    return Scale(records_scale(records, kind), prefix, section, target, plan=plan_path)
 
 
 def pilot_summary(pilot: pd.DataFrame) -> pd.DataFrame:
