@@ -19,13 +19,9 @@ from torch import nn
 from torch.func import functional_call
 
 from sgdnoise import noise
-from sgdnoise.noise import (
-    KINDS,
-    NoisySGD,
-    lanczos_matrix_function,
-    matched_injection_scale,
-    sample_noise,
-)
+from sgdnoise.curvature import GGNOperator, HessianOperator
+from sgdnoise.noise import KINDS, NoisySGD, matched_injection_scale, sample_noise
+from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
 
 torch.set_num_threads(1)
 
@@ -128,7 +124,7 @@ def test_lanczos_function_exact_with_full_krylov_space():
     A = random_symmetric(25, 0)  # indefinite
     Z = torch.randn(25, 6, generator=gen(1), dtype=torch.float64)
     got = lanczos_matrix_function(lambda V: A @ V, Z, 25)
-    want = dense_fn(A, noise.sqrt_psd) @ Z
+    want = dense_fn(A, sqrt_psd) @ Z
     torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
 
 
@@ -146,7 +142,7 @@ def test_lanczos_function_handles_invariant_krylov_space():
     assert torch.isfinite(got).all()
     # √ is not Lipschitz at 0: rounding-level eigenvalues (~1e-16) of the null space become
     # ~1e-8 after the square root, in the dense reference as in the Lanczos answer
-    torch.testing.assert_close(got, dense_fn(A, noise.sqrt_psd) @ Z, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, dense_fn(A, sqrt_psd) @ Z, rtol=1e-6, atol=1e-6)
 
 
 def test_lanczos_function_converges_on_well_conditioned_matrix():
@@ -174,14 +170,18 @@ def test_lanczos_function_rejects_bad_arguments():
 # ----------------------------------------------------------------------------------------
 
 
-def test_hessian_and_ggn_operators_match_dense_references():
+def test_hessian_and_ggn_operators_of_the_samplers_match_dense_references():
+    """The samplers' operators keep their graph between products (``keep_graph=True``)."""
     model, x, y = tiny_problem(1)
     P = nparams(model)
     V = torch.randn(P, 5, generator=gen(2), dtype=torch.float64)
     H = dense_hessian(model, x, y)
     G = dense_ggn(model, x)
-    torch.testing.assert_close(noise.hessian_operator(model, F.cross_entropy, x, y)(V), H @ V)
-    torch.testing.assert_close(noise.ggn_operator(model, F.cross_entropy, x, y)(V), G @ V)
+    hess = HessianOperator(model, F.cross_entropy, x, y, keep_graph=True)
+    ggn = GGNOperator(model, F.cross_entropy, x, y, keep_graph=True)
+    for _ in range(2):  # the second product reuses the graph of the first
+        torch.testing.assert_close(hess(V), H @ V)
+        torch.testing.assert_close(ggn(V), G @ V)
     # for softmax cross-entropy the GGN is the true Fisher (an independent enumeration)
     torch.testing.assert_close(G, enumerated_true_fisher(model, x))
     assert torch.linalg.eigvalsh(H).min() < -1e-6  # indefinite: the clipping matters
@@ -428,8 +428,8 @@ def test_zero_injection_scale_needs_no_batch_and_is_plain_sgd():
 
 
 def test_noise_displacement_covariance_over_many_steps():
-    """With zero gradient, lr η and temperature T, one step moves θ by −η√T ξ: the
-    displacement covariance is η² T D (kind subsampled, full batch)."""
+    """With zero gradient, lr η and injection scale s, one step moves θ by −η√s ξ: the
+    displacement covariance is η² s D (kind subsampled, full batch)."""
     model, x, y = tiny_problem(3)
     D = centred_cov(loop_grads(model, x, y))
     theta0 = [p.detach().clone() for p in model.parameters()]
@@ -546,41 +546,14 @@ def test_engine_calls_observe_batch_and_none_matches_plain_sgd():
     assert noisy.history[-1]["train_loss"] != plain.history[-1]["train_loss"]
 
 
-def test_temperature_is_a_deprecated_name_of_injection_scale():
-    """The old argument, param-group key and function name still work: same numbers, with a
-    DeprecationWarning for the argument and the key; giving both names is an error."""
+def test_matched_injection_scale_is_the_difference_of_lemma_1_factors():
     from sgdnoise.covariance import finite_population_factor
 
-    assert noise.matched_temperature is matched_injection_scale
     assert matched_injection_scale(4, 16, num_examples=40) == pytest.approx(
         finite_population_factor(40, 4, replacement=False)
         - finite_population_factor(40, 16, replacement=False))
+    assert matched_injection_scale(4, 16) == pytest.approx(1 / 4 - 1 / 16)
     assert matched_injection_scale(5, 5, num_examples=5) == 0.0
-    model, _, _ = tiny_problem()
-    with pytest.warns(DeprecationWarning, match="injection_scale"):
-        opt = NoisySGD(model.parameters(), 0.1, kind="isotropic", temperature=0.3,
-                       model=model, loss_fn=F.cross_entropy)
-    assert opt.param_groups[0]["injection_scale"] == 0.3
-    with pytest.warns(DeprecationWarning, match="injection_scale"):
-        opt = NoisySGD([{"params": list(model.parameters()), "temperature": 0.2}], 0.1,
-                       kind="isotropic", model=model, loss_fn=F.cross_entropy)
-    assert opt.param_groups[0]["injection_scale"] == 0.2
-    assert "temperature" not in opt.param_groups[0]
-    with pytest.raises(ValueError, match="not both"):
-        NoisySGD(model.parameters(), 0.1, kind="isotropic", temperature=0.3,
-                 injection_scale=0.3, model=model, loss_fn=F.cross_entropy)
-
-
-def test_private_helper_names_alias_the_public_ones():
-    """Chapter code that imported noise's private helpers gets grads' public functions."""
-    from sgdnoise import grads
-
-    assert noise._per_example_losses is grads.per_example_losses
-    assert noise._grad_batched is grads.batched_vjp
-    assert noise._split is grads.split_like
-    assert noise._trainable is grads.trainable_parameters
-    assert noise.lanczos_matrix_function is __import__(
-        "sgdnoise.spectral", fromlist=["x"]).lanczos_matrix_function
 
 
 def test_hessian_noise_factor_is_exact_with_a_full_krylov_space():
@@ -607,7 +580,7 @@ def test_basis_refresh_reuses_the_factor_between_refreshes(monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(noise, "hessian_noise_factor", counting)
+    monkeypatch.setattr(noise.optimizer, "hessian_noise_factor", counting)
     opt = NoisySGD(model.parameters(), lr=1e-3, kind="hessian", injection_scale=0.1,
                    model=model, loss_fn=F.cross_entropy, basis_refresh=3, lanczos_steps=4)
     norms = []

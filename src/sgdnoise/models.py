@@ -35,6 +35,7 @@ __all__ = [
     "BasicBlock",
     "CifarResNet",
     "GhostBatchNorm2d",
+    "batchnorm_layers",
     "build_model",
     "group_norm_groups",
     "make_norm",
@@ -174,6 +175,12 @@ def set_ghost_batch_size(model: nn.Module, ghost_batch_size: int | None) -> int:
                 setattr(parent, name, new)
                 n += 1
     return n
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 def make_norm(norm: str, channels: int, ghost_batch_size: int | None = None) -> nn.Module:

@@ -58,6 +58,7 @@ __all__ = [
     "slq_near_zero_fraction",
     "slq_zero_cluster",
     "spectral_density",
+    "standard_normal",
     "subspace_capture",
     "top_eigenspace_overlap",
 ]
@@ -74,8 +75,19 @@ def _generator(seed: int) -> torch.Generator:
     return gen
 
 
+def standard_normal(shape: tuple[int, ...], generator: torch.Generator | None, *,
+                    dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Standard normal draws of ``shape`` in ``dtype`` from ``generator`` (on the generator's
+    device; on ``device`` without one), moved to ``device``: the one Gaussian source of the
+    package's samplers."""
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
+
+
 def _randn(dim: int, cols: int, gen: torch.Generator, dtype, device) -> torch.Tensor:
-    return torch.randn(dim, cols, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    """``(dim, cols)`` draws made in float64 on the CPU generator ``gen``, then cast."""
+    return standard_normal((dim, cols), gen, dtype=torch.float64, device=gen.device).to(
+        dtype=dtype, device=device)
 
 
 def _call_operator(name: str, op: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
