@@ -112,6 +112,16 @@ def test_lanczos_degenerate_eigenvalue_with_block_and_full_krylov():
     torch.testing.assert_close(full.eigenvalues, expected, rtol=0, atol=1e-9)
 
 
+def test_block_budget_that_is_not_a_multiple_of_the_block_grows_the_basis():
+    """num_iters = 10 with blocks of 3: the basis buffer (10 columns) must grow while the
+    next block is not yet stored; the reported residuals are the true ``‖A y − θ y‖``."""
+    A, _ = known_spectrum(bulk(60, seed=12, lo=-1.0), seed=13)
+    res = lanczos(lambda v: A @ v, 60, 2, block_size=3, num_iters=10)
+    assert res.num_matvecs >= 10
+    true = (A @ res.eigenvectors - res.eigenvectors * res.eigenvalues).norm(dim=0)
+    torch.testing.assert_close(res.residuals, true, rtol=1e-6, atol=1e-12)
+
+
 def test_lanczos_small_dim_recovers_whole_spectrum():
     eigs = torch.tensor([4.0, 1.0, 1.0, -2.0, 0.5, 0.0])
     A, _ = known_spectrum(eigs, seed=9)
