@@ -13,7 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgdnoise.covariance import (
-    CovarianceOperator,
     gradient_covariance,
     minibatch_covariance,
     minibatch_factor,
@@ -23,6 +22,7 @@ from sgdnoise.covariance import (
     sample_covariance,
     sample_minibatch_gradients,
 )
+from sgdnoise.curvature import CovarianceOperator
 
 torch.set_num_threads(1)
 

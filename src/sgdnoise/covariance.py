@@ -18,8 +18,8 @@ N = 1, where the formula reads 0/0 (and D = 0 anyway).
 This module holds the dense P × P functions (D, c·D, its trace, the noise scale), the
 Monte Carlo check of Lemma 1, and :func:`minibatch_means` (seeded mini-batch means of
 per-example values, with or without replacement). The matrix-free c · D is
-:class:`sgdnoise.curvature.CovarianceOperator` (one of the curvature-operator family), also
-importable from here as ``sgdnoise.covariance.CovarianceOperator``.
+:class:`sgdnoise.curvature.CovarianceOperator` (one of the curvature-operator family, which
+imports this module; nothing here imports it back).
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ __all__ = [
     "sample_covariance",
     "monte_carlo_covariance_error",
     "MonteCarloCovarianceResult",
-    "CovarianceOperator",  # noqa: F822 (lazy, see __getattr__)
     "check_gradients",
     "finite_population_factor",
     "minibatch_means",
@@ -391,7 +390,7 @@ def noise_energy_fraction(cov: Any, U: Tensor) -> Tensor:
     """Cumulative fractions f_k = Σ_{j≤k} u_jᵀ C u_j / tr C, k = 1..K: (K,).
 
     cov: anything with ``matmat(V: (P, K)) -> (P, K)`` and ``trace()`` (e.g.
-    :class:`sgdnoise.covariance.CovarianceOperator`, whose C is D/B up to a factor that
+    :class:`sgdnoise.curvature.CovarianceOperator`, whose C is D/B up to a factor that
     cancels here). U: (P, K) with orthonormal columns (e.g. top Hessian eigenvectors).
     Cost: K products with C. For a uniformly random K-dimensional subspace the expected
     fraction is K/P (:func:`sgdnoise.spectral.random_subspace_fraction`); the best possible
@@ -517,12 +516,3 @@ class NoiseScaleTracker:
 
         return pd.DataFrame(self.rows)
 
-
-def __getattr__(name: str):
-    """``CovarianceOperator`` lives in :mod:`sgdnoise.curvature` (imported lazily here:
-    curvature imports this module)."""
-    if name == "CovarianceOperator":
-        from sgdnoise.curvature import CovarianceOperator
-
-        return CovarianceOperator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
