@@ -595,3 +595,95 @@ def test_basis_refresh_reuses_the_factor_between_refreshes(monkeypatch):
     with pytest.raises(ValueError, match="basis_refresh"):
         NoisySGD(model.parameters(), lr=0.1, kind="hessian", model=model,
                  loss_fn=F.cross_entropy, basis_refresh=0)
+
+
+# ------------------------------------------------------------- no read-back from the device
+
+#: the Tensor methods that copy a value to the host (a device sync on a GPU)
+READ_BACKS = ("item", "__float__", "__int__", "__bool__", "__index__", "tolist")
+
+
+class ReadBacks:
+    """Counts (or, with ``forbid``, refuses) every host read-back of a tensor value while it
+    is active, by wrapping the :data:`READ_BACKS` methods of ``torch.Tensor``."""
+
+    def __init__(self, monkeypatch, *, forbid: bool = False) -> None:
+        self.count = 0
+        self.forbid = forbid
+        for name in READ_BACKS:
+            monkeypatch.setattr(torch.Tensor, name, self._wrap(name, getattr(torch.Tensor, name)))
+
+    def _wrap(self, name, real):
+        def read_back(tensor, *args, **kwargs):
+            if self.forbid:
+                raise AssertionError(f"host read-back Tensor.{name} during the step")
+            self.count += 1
+            return real(tensor, *args, **kwargs)
+
+        return read_back
+
+
+def _deep_problem(depth: int):
+    """A float64 tanh MLP with 2 (depth + 2) parameter tensors and a batch of 12."""
+    gen = torch.Generator().manual_seed(depth)
+    torch.manual_seed(depth)
+    layers = [nn.Linear(3, 4), nn.Tanh()]
+    for _ in range(depth):
+        layers += [nn.Linear(4, 4), nn.Tanh()]
+    model = nn.Sequential(*layers, nn.Linear(4, 3)).double()
+    return model, torch.randn(12, 3, generator=gen, dtype=torch.float64), torch.randint(
+        0, 3, (12,), generator=gen)
+
+
+def _prepared_step(kind: str, model, x, y, **kwargs) -> NoisySGD:
+    opt = NoisySGD([{"params": list(model.parameters())[:2], "injection_scale": 0.5},
+                    {"params": list(model.parameters())[2:]}], lr=0.1, kind=kind,
+                   model=model, loss_fn=F.cross_entropy, num_samples=6, momentum=0.9,
+                   weight_decay=1e-3, **kwargs)
+    for step in range(2):  # one step taken: the next one also updates momentum buffers
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.observe_batch(x, y)
+        if step == 0:
+            opt.step()
+    return opt
+
+
+def test_read_back_guard_sees_every_kind_of_read_back(monkeypatch):
+    """The guard the tests below rely on refuses each read-back form."""
+    ReadBacks(monkeypatch, forbid=True)
+    t = torch.ones(())
+    for read in (lambda: t.item(), lambda: float(t), lambda: int(t), lambda: bool(t),
+                 lambda: [0, 1][t.long()], lambda: t.tolist()):
+        with pytest.raises(AssertionError, match="host read-back"):
+            read()
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "hessian"])
+def test_noisy_step_reads_nothing_back_from_the_device(kind, monkeypatch):
+    """Drawing, injecting (two parameter groups, two scales) and SGD's momentum and weight
+    decay happen on the device: no ``.item()`` / ``float()`` / ``bool()`` of a tensor in the
+    step (on a GPU each would be a sync)."""
+    model, x, y = tiny_problem(0)
+    opt = _prepared_step(kind, model, x, y)
+    before = [p.detach().clone() for p in model.parameters()]
+    ReadBacks(monkeypatch, forbid=True)
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_hessian_step_reads_back_per_lanczos_step_not_per_parameter_tensor(monkeypatch):
+    """The "hessian" kind reads a few scalars per Lanczos step (its breakdown and
+    re-orthogonalisation tests), never one per parameter tensor: the count is the same for
+    6 and 14 parameter tensors, grows with k and stays within 5 per step."""
+    counts = {}
+    for depth in (1, 5):
+        for k in (3, 6):
+            model, x, y = _deep_problem(depth)
+            opt = _prepared_step("hessian", model, x, y, lanczos_steps=k)
+            with monkeypatch.context() as patch:
+                guard = ReadBacks(patch)
+                opt.step()
+            counts[depth, k] = guard.count
+    assert counts[1, 3] == counts[5, 3] and counts[1, 6] == counts[5, 6]
+    assert counts[1, 3] < counts[1, 6] <= 5 * 6
