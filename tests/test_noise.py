@@ -14,9 +14,17 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import loop_grads, nparams, tiny_problem
+from conftest import loop_grads
+from references import (
+    dense_fn,
+    dense_ggn,
+    dense_hessian,
+    nparams,
+    psd_part,
+    tiny_problem,
+    true_fisher_by_enumeration,
+)
 from torch import nn
-from torch.func import functional_call
 
 from sgdnoise import noise
 from sgdnoise.curvature import GGNOperator, HessianOperator
@@ -34,56 +42,6 @@ torch.set_num_threads(1)
 def centred_cov(G: torch.Tensor) -> torch.Tensor:
     Gc = G - G.mean(0)
     return Gc.T @ Gc / G.shape[0]
-
-
-def _functional(model):
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def out_of(theta, x):
-        pieces = torch.split(theta, sizes)
-        params = {n: t.reshape(s) for n, t, s in zip(names, pieces, shapes, strict=True)}
-        return functional_call(model, params, (x,))
-
-    return theta0, out_of
-
-
-def dense_hessian(model, x, y) -> torch.Tensor:
-    theta0, out_of = _functional(model)
-    return torch.autograd.functional.hessian(
-        lambda th: F.cross_entropy(out_of(th, x), y), theta0
-    )
-
-
-def dense_ggn(model, x) -> torch.Tensor:
-    """(1/n) Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i, with the softmax-CE output Hessian in closed
-    form and J from torch.autograd.functional.jacobian."""
-    theta0, out_of = _functional(model)
-    J = torch.autograd.functional.jacobian(lambda th: out_of(th, x), theta0)  # (n, C, P)
-    p = torch.softmax(out_of(theta0, x), dim=1).detach()
-    Hf = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)
-    return torch.einsum("icp,icd,idq->pq", J, Hf, J) / x.shape[0]
-
-
-def enumerated_true_fisher(model, x) -> torch.Tensor:
-    """(1/n) Σ_i Σ_c p_ic ∇log p_ic ∇log p_icᵀ by enumerating every class."""
-    params = list(model.parameters())
-    P = nparams(model)
-    out = torch.zeros(P, P, dtype=torch.float64)
-    for i in range(x.shape[0]):
-        logp = torch.log_softmax(model(x[i : i + 1]), dim=1)[0]
-        for c in range(logp.shape[0]):
-            g = torch.autograd.grad(logp[c], params, retain_graph=True)
-            g = torch.cat([t.reshape(-1) for t in g])
-            out += logp[c].exp().detach() * torch.outer(g, g)
-    return out / x.shape[0]
-
-
-def psd_part(A: torch.Tensor) -> torch.Tensor:
-    lam, U = torch.linalg.eigh(A)
-    return U @ torch.diag(lam.clamp_min(0)) @ U.T
 
 
 def check_covariance(draws: torch.Tensor, target: torch.Tensor, wrong: torch.Tensor) -> None:
@@ -113,11 +71,6 @@ def random_symmetric(P: int, seed: int, *, rank: int | None = None, shift: float
     if rank is not None:
         lam[rank:] = 0
     return Q @ torch.diag(lam) @ Q.T
-
-
-def dense_fn(A: torch.Tensor, fn) -> torch.Tensor:
-    lam, U = torch.linalg.eigh(A)
-    return U @ torch.diag(fn(lam)) @ U.T
 
 
 def test_lanczos_function_exact_with_full_krylov_space():
@@ -175,15 +128,15 @@ def test_hessian_and_ggn_operators_of_the_samplers_match_dense_references():
     model, x, y = tiny_problem(1)
     P = nparams(model)
     V = torch.randn(P, 5, generator=gen(2), dtype=torch.float64)
-    H = dense_hessian(model, x, y)
-    G = dense_ggn(model, x)
+    H = dense_hessian(model, F.cross_entropy, x, y)
+    G = dense_ggn(model, F.cross_entropy, x, y)
     hess = HessianOperator(model, F.cross_entropy, x, y, keep_graph=True)
     ggn = GGNOperator(model, F.cross_entropy, x, y, keep_graph=True)
     for _ in range(2):  # the second product reuses the graph of the first
         torch.testing.assert_close(hess(V), H @ V)
         torch.testing.assert_close(ggn(V), G @ V)
     # for softmax cross-entropy the GGN is the true Fisher (an independent enumeration)
-    torch.testing.assert_close(G, enumerated_true_fisher(model, x))
+    torch.testing.assert_close(G, true_fisher_by_enumeration(model, x))
     assert torch.linalg.eigvalsh(H).min() < -1e-6  # indefinite: the clipping matters
 
 
@@ -278,7 +231,7 @@ def test_subsampled_over_random_subsets_has_finite_population_covariance():
 
 def test_true_fisher_covariance_is_the_true_fisher():
     model, x, y = tiny_problem(0)
-    Fi = enumerated_true_fisher(model, x)
+    Fi = true_fisher_by_enumeration(model, x)
     D = centred_cov(loop_grads(model, x, y))
     draws = sample_noise("true_fisher", model, None, x, y, generator=gen(6), num_draws=DRAWS)
     check_covariance(draws, Fi, wrong=D)
@@ -286,7 +239,7 @@ def test_true_fisher_covariance_is_the_true_fisher():
 
 def test_true_fisher_single_draw_has_the_right_covariance_too():
     model, x, y = tiny_problem(0)
-    Fi = enumerated_true_fisher(model, x)
+    Fi = true_fisher_by_enumeration(model, x)
     g = gen(7)
     draws = torch.stack(
         [sample_noise("true_fisher", model, None, x, y, generator=g) for _ in range(800)]
@@ -297,11 +250,11 @@ def test_true_fisher_single_draw_has_the_right_covariance_too():
 def test_hessian_noise_covariance_is_positive_part_of_hessian():
     model, x, y = tiny_problem(0, hidden=2)
     P = nparams(model)
-    H = dense_hessian(model, x, y)
+    H = dense_hessian(model, F.cross_entropy, x, y)
     Hp = psd_part(H)
     draws = sample_noise("hessian", model, F.cross_entropy, x, y, generator=gen(8),
                          num_draws=2000, lanczos_steps=P)
-    check_covariance(draws, Hp, wrong=dense_ggn(model, x))
+    check_covariance(draws, Hp, wrong=dense_ggn(model, F.cross_entropy, x, y))
     # with k = P each draw is exactly H₊^{1/2} z: the draws span only H₊'s range
     lam, U = torch.linalg.eigh(H)
     null = U[:, lam <= 1e-10]
@@ -312,10 +265,10 @@ def test_hessian_noise_covariance_is_positive_part_of_hessian():
 def test_ggn_noise_covariance_is_the_ggn():
     model, x, y = tiny_problem(0, hidden=2)
     P = nparams(model)
-    G = dense_ggn(model, x)
+    G = dense_ggn(model, F.cross_entropy, x, y)
     draws = sample_noise("ggn", model, F.cross_entropy, x, y, generator=gen(9),
                          num_draws=2000, lanczos_steps=P)
-    check_covariance(draws, G, wrong=psd_part(dense_hessian(model, x, y)))
+    check_covariance(draws, G, wrong=psd_part(dense_hessian(model, F.cross_entropy, x, y)))
 
 
 def test_kinds_use_only_the_chosen_subset():
@@ -561,7 +514,7 @@ def test_hessian_noise_factor_is_exact_with_a_full_krylov_space():
     space, PSD and no larger than H₊ along it."""
     model, x, y = tiny_problem(0, hidden=2)
     P = nparams(model)
-    Hp = psd_part(dense_hessian(model, x, y))
+    Hp = psd_part(dense_hessian(model, F.cross_entropy, x, y))
     R = noise.hessian_noise_factor(model, F.cross_entropy, x, y, lanczos_steps=P,
                                    generator=gen(3))
     torch.testing.assert_close(R @ R.T, Hp, rtol=1e-8, atol=1e-10)

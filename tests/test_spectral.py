@@ -1,5 +1,5 @@
 """Tests for sgdnoise.spectral against dense eigendecompositions of matrices with known
-spectra (float64)."""
+spectra (float64; ``known_spectrum`` from ``tests/references.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from references import known_spectrum
 
 from sgdnoise.spectral import (
     hutchinson_trace,
@@ -24,14 +25,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def known_spectrum(eigs, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``A = Q diag(eigs) Qᵀ`` with a random orthogonal ``Q``; returns ``(A, Q)``."""
-    eigs = torch.as_tensor(eigs, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=gen, dtype=torch.float64))
-    return Q @ torch.diag(eigs) @ Q.T, Q
 
 
 class Counter:

@@ -372,28 +372,15 @@ def test_recompute_bn_stats_is_the_average_over_clean_chunks():
 
 
 def test_sharpness_matches_dense_hessian_eigenvalue():
-    from torch.func import functional_call
+    from references import dense_hessian, nparams
 
     from sgdnoise.train import sharpness
 
     d = _data()
     model = _tiny()
     x, y = _normalise(d["train_x"][:12]), d["train_y"][:12]
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    theta = torch.cat([p.detach().flatten() for p in model.parameters()])
-
-    def loss_of(flat):
-        parts, off = {}, 0
-        for name, shp in zip(names, shapes, strict=True):
-            k = math.prod(shp)
-            parts[name] = flat[off:off + k].view(shp)
-            off += k
-        return F.cross_entropy(functional_call(model, parts, (x,)), y)
-
-    H = torch.autograd.functional.hessian(loss_of, theta)
-    want = float(torch.linalg.eigvalsh(H)[-1])
-    got = sharpness(model, x, y, num_iters=theta.numel())
+    want = float(torch.linalg.eigvalsh(dense_hessian(model, F.cross_entropy, x, y))[-1])
+    got = sharpness(model, x, y, num_iters=nparams(model))
     assert got == pytest.approx(want, rel=1e-8)
 
 
