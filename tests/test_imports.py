@@ -1,6 +1,7 @@
 """The package's modules import each other in one direction only: the graph of every
 ``import`` statement (at module level and inside functions) between ``sgdnoise`` modules has
-no cycle, so each module can be read, and imported, after the modules below it."""
+no cycle, so each module can be read, and imported, after the modules below it; and the
+README's package table names exactly the modules there are."""
 
 from __future__ import annotations
 
@@ -89,3 +90,35 @@ def test_relative_and_from_imports_resolve_to_modules():
     graph = import_graph()
     assert "sgdnoise.covariance" in graph["sgdnoise.stability"]  # from .covariance import ...
     assert "sgdnoise.validate" in graph["sgdnoise.models"]  # from .validate import ...
+
+
+# ------------------------------------------------------- the README's table of the package
+
+
+def readme_table() -> dict[str, str]:
+    """Module name -> its row of the README's package table (a row may name several)."""
+    text = (ROOT.parents[1] / "README.md").read_text()
+    table = text[text.index("| module | what it holds |"):].split("\n\n")[0]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        first, rest = line.strip("|").split("|", 1)
+        for name in first.replace("`", "").split(","):
+            rows[name.strip()] = rest
+    return rows
+
+
+def test_readme_package_table_names_every_module_and_submodule():
+    """Every library module and package of ``src/sgdnoise`` (chapters apart) has a row, no
+    row names a module that does not exist, and a package's row names each submodule."""
+    library = {p.stem for p in ROOT.glob("*.py") if not p.stem.startswith("_")}
+    packages = {p.parent.name: p.parent for p in ROOT.glob("*/__init__.py")}
+    library |= set(packages) - {"chapters"}
+    rows = readme_table()
+    assert set(rows) == library, (f"missing: {sorted(library - set(rows))}, "
+                                  f"no such module: {sorted(set(rows) - library)}")
+    for name, folder in packages.items():
+        if name == "chapters":
+            continue
+        subs = {p.stem for p in folder.glob("*.py") if not p.stem.startswith("_")}
+        missing = {s for s in subs if f"`{s}`" not in rows[name]}
+        assert not missing, f"the row of {name} does not name {sorted(missing)}"
