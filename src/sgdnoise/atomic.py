@@ -1,6 +1,7 @@
 """Atomic file writes: a file is either its old or its new content, never a torn mix (the
 new content goes to a temporary file in the same folder, is flushed to disk and then
-renamed over the target). Used for training checkpoints and sweep records."""
+renamed over the target). Used for training checkpoints, sweep records and the data
+copy's checksum manifest."""
 
 from __future__ import annotations
 
