@@ -264,6 +264,8 @@ def test_fisher_rao_identity_fails_with_biases():
         cv.fisher_rao_identity(model, x, y)
     res = cv.fisher_rao_identity(model, x, num_hidden_layers=1)
     assert res.relative_error > 1e-3
+    with pytest.raises(ValueError, match="num_hidden_layers must be a non-negative integer"):
+        cv.fisher_rao_identity(model, x, num_hidden_layers=-1)
 
 
 # --------------------------------------------------------------------------- errors

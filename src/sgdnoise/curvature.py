@@ -1105,13 +1105,8 @@ def fisher_rao_identity(
     if num_hidden_layers is None:
         degree = _infer_degree(model)
     else:
-        if isinstance(num_hidden_layers, bool) or not isinstance(num_hidden_layers, int) or (
-            num_hidden_layers < 0
-        ):
-            raise ValueError(
-                f"num_hidden_layers must be an integer >= 0, got {num_hidden_layers!r}"
-            )
-        degree = num_hidden_layers + 1
+        degree = check_positive_int("num_hidden_layers", num_hidden_layers,
+                                    allow_zero=True) + 1
     lhs = fisher_rao_norm(
         model, inputs, targets, loss_fn=loss_fn, kind=kind, chunk_size=chunk_size
     )

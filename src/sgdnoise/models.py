@@ -520,9 +520,8 @@ def _build(name, *, num_classes, in_shape, width, norm, bias, hidden, depth, act
         return softmax_regression(in_features, num_classes, bias=bias)
     if name == "mlp":
         if hidden is None:
-            n_hidden = 2 if depth is None else depth
-            if isinstance(n_hidden, bool) or not isinstance(n_hidden, int) or n_hidden < 0:
-                raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+            n_hidden = 2 if depth is None else check_positive_int("depth", depth,
+                                                                  allow_zero=True)
             hidden = (width,) * n_hidden
         return mlp(in_features, hidden, num_classes, bias, activation=activation)
     if len(shape) != 3:
