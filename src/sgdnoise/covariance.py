@@ -38,7 +38,6 @@ from sgdnoise.validate import check_finite, check_matrix, check_positive_int, ch
 
 __all__ = [
     "gradient_covariance",
-    "minibatch_factor",
     "minibatch_covariance",
     "minibatch_trace",
     "noise_scale",
@@ -92,11 +91,6 @@ def finite_population_factor(n: int, b: int, *, replacement: bool) -> float:
     if b == n:
         return 0.0
     return (n - b) / (b * (n - 1))
-
-
-def minibatch_factor(num_examples: int, batch_size: int, *, replacement: bool = True) -> float:
-    """:func:`finite_population_factor` with ``replacement=True`` by default."""
-    return finite_population_factor(num_examples, batch_size, replacement=replacement)
 
 
 def gradient_covariance(G: Tensor) -> Tensor:
@@ -199,7 +193,8 @@ def sample_covariance(samples: Tensor, *, mean: Tensor | None = None) -> Tensor:
     """Monte Carlo covariance of samples X: (S, P) -> (P, P).
 
     With ``mean=None`` the sample mean is subtracted and the sum divided by S − 1 (unbiased);
-    with a known ``mean`` (P,) it is subtracted and the sum divided by S.
+    with a known ``mean`` (P,) it is subtracted and the sum divided by S. No chapter calls
+    it; it is kept for a reader's own Monte Carlo checks of Lemma 1.
     """
     check_matrix("samples", samples)
     s = samples.shape[0]
@@ -275,7 +270,8 @@ def monte_carlo_covariance_error(
     ‖aUᵀU − bVᵀV‖_F² = a²‖UUᵀ‖_F² − 2ab‖UVᵀ‖_F² + b²‖VVᵀ‖_F² (U = X̃, V = G̃), cost
     O((S + N)² P). The error shrinks like 1/√S. ``return_estimates`` also returns the
     dense (P, P) estimates of the first repeat. (When P² is smaller than (S + N)², the
-    dense difference is formed instead; both routes are exact.)
+    dense difference is formed instead; both routes are exact.) No chapter calls it; it is
+    kept as the Monte Carlo check of Lemma 1 a reader can run at any P.
     """
     check_gradients(G, min_rows=2)
     n = G.shape[0]
