@@ -27,13 +27,13 @@ from sgdnoise.preflight import LOSS_TOLERANCE, PARAM_TOLERANCE
 from sgdnoise.sweep import probe_throughput
 from sgdnoise.train import (
     TrainConfig,
-    _autocast,
-    _Batcher,
-    _upcast,
     lr_multiplier,
     random_crop_flip_params,
     steps_per_epoch,
 )
+from sgdnoise.train.batches import Batcher
+from sgdnoise.train.measure import autocast as _autocast
+from sgdnoise.train.measure import upcast
 
 GOAL_RATIO_SMALL_B = 2.5
 GOAL_IMG_S_LARGE_B = 40_000
@@ -58,13 +58,13 @@ def baseline_step_seconds(cfg: TrainConfig, data, *, steps: int, warmup: int) ->
                           weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     for g in opt.param_groups:
         g.setdefault("initial_lr", g["lr"])
-    batcher = _Batcher(train_x, torch.float32, cfg.channels_last)
+    batcher = Batcher(train_x, torch.float32, cfg.channels_last)
     n = train_x.shape[0]
     spe = steps_per_epoch(n, cfg.batch_size, drop_last=cfg.drop_last)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 17)
     aug_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 29)
     micro = cfg.micro_batch_size or cfg.batch_size
-    autocast = _autocast(device, cfg.amp)
+    autocast = _autocast(device, cfg.amp and device.type == "cuda")
     model.train()
     perm = torch.randperm(n, generator=shuffle_gen)
     running = torch.zeros((), dtype=torch.float64, device=device)
@@ -92,7 +92,7 @@ def baseline_step_seconds(cfg: TrainConfig, data, *, steps: int, warmup: int) ->
         for lo in range(0, xb.shape[0], micro):
             with autocast:
                 out = model(xb[lo:lo + micro])
-            loss = F.cross_entropy(_upcast(out), yb[lo:lo + micro], reduction="sum")
+            loss = F.cross_entropy(upcast(out), yb[lo:lo + micro], reduction="sum")
             (loss / bsz).backward()
             loss_sum = loss_sum + loss.detach()
         bad = bad | ~torch.isfinite(loss_sum)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from sgdnoise.covariance import CovarianceOperator
+from sgdnoise.curvature import CovarianceOperator
 from sgdnoise.grads import num_params, per_example_grads
 
 GOAL_SPEEDUP = 3.0

@@ -40,7 +40,13 @@ from torch import nn
 from sgdnoise.chapters.ch09_anisotropic_noise import cost_goals, measure_step_costs
 from sgdnoise.curvature import HessianOperator
 from sgdnoise.models import build_model
-from sgdnoise.noise import DEFAULT_LANCZOS_STEPS, KINDS, NoisySGD, hessian_noise_factor
+from sgdnoise.noise import (
+    DEFAULT_LANCZOS_STEPS,
+    KINDS,
+    NoisySGD,
+    hessian_noise_factor,
+    sample_noise,
+)
 from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
 
 # The step-cost goals of issue 11: sub-sampled noise <= 1.5x, curvature square roots <= 3x.
@@ -113,6 +119,59 @@ def factor_accuracy(steps: list[int], seed: int, starts: int = 4) -> dict[int, f
             errs.append(float((R @ R.T - Hp).norm() / Hp.norm()))
         out[k] = sum(errs) / len(errs)
     return out
+
+
+def floor_seconds(model, x, y, samples: dict[str, int], args) -> dict[str, float]:
+    """Median seconds of a plain step (``"none"``) and of each kind's draw alone,
+    ``sample_noise(kind, ...)`` on the batch with the settings of its step (no forward or
+    backward of the batch, no optimizer), timed in one shuffled interleaved loop."""
+    import time
+
+    import numpy as np
+
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    plain = NoisySGD(model.parameters(), 1e-12)
+
+    def run(kind: str) -> None:
+        if kind == "none":
+            plain.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            plain.step()
+        else:
+            sample_noise(kind, model, F.cross_entropy, x, y, num_samples=samples[kind],
+                         generator=gen, lanczos_steps=args.lanczos_steps,
+                         moment_probes=args.moment_probes or None)
+
+    kinds = ["none", *samples]
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for r, kind in enumerate(np.random.default_rng(1).permutation(kinds * (2 + args.repeats))):
+        sync()
+        start = time.perf_counter()
+        run(str(kind))
+        sync()
+        if r >= 2 * len(kinds):
+            times[str(kind)].append(time.perf_counter() - start)
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def print_floors(model, x, y, table, args) -> list[dict]:
+    """Each kind's floor, the plain step plus the draw itself: ``1 + t_draw / t_plain``
+    (both timed together by :func:`floor_seconds`), and the measured ratio over it (what the
+    optimizer adds beyond the draw; goal <= 1.15)."""
+    samples = {row.kind: int(row.num_samples) for row in table.itertuples()
+               if row.kind != "none"}
+    sec = floor_seconds(model, x, y, samples, args)
+    rows = []
+    for row in table.itertuples():
+        if row.kind == "none":
+            continue
+        floor = 1 + sec[row.kind] / sec["none"]
+        over = row.ratio / floor
+        rows.append(dict(kind=row.kind, ratio=row.ratio, floor=floor, over_floor=over))
+        print(f"FLOOR {row.kind}: {floor:.2f}x (plain step + draw); measured {row.ratio:.2f}x "
+              f"= {over:.2f} of the floor (goal <= 1.15: {'met' if over <= 1.15 else 'MISSED'})")
+    return rows
 
 
 def refresh_costs(model, x, y, steps: list[int], refreshes: list[int], samples: int,
@@ -288,6 +347,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"RATIO {row.kind}: {row.ratio:.2f}x ({row.seconds * 1e3:.1f} ms/step; "
               f"{steps}{goal_txt})")
     rows = table.to_dict("records")
+    rows += [dict(floor_row=True, **r) for r in print_floors(model, x, y, table, args)]
     if args.steps_grid:
         rows += [dict(tradeoff=True, **r) for r in steps_tradeoff(model, x, y, args)]
     return rows

@@ -103,18 +103,15 @@ def assert_typeset(*verdicts) -> None:
 # ------------------------------------------------------------------ tiny problems (noise, ch09)
 
 
-def tiny_problem(seed: int = 0, n: int = 12, hidden: int = 3, d_in: int = 3, classes: int = 3):
-    """A float64 tanh MLP with ``x: (n, d_in)``, ``y: (n,)`` drawn from ``seed``."""
-    import torch
-    from torch import nn
+# The references live in references.py (imported when called: this file stays free of torch
+# for the book and browser tests); these names stay importable from here.
 
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(d_in, hidden), nn.Tanh(), nn.Linear(hidden, classes))
-    model = model.double()
-    x = torch.randn(n, d_in, generator=gen, dtype=torch.float64) * 1.5
-    y = torch.randint(0, classes, (n,), generator=gen)
-    return model, x, y
+
+def tiny_problem(seed: int = 0, n: int = 12, hidden: int = 3, d_in: int = 3, classes: int = 3):
+    """:func:`references.tiny_problem`."""
+    from references import tiny_problem as build
+
+    return build(seed, n, hidden, d_in, classes)
 
 
 def nparams(model) -> int:
@@ -122,13 +119,8 @@ def nparams(model) -> int:
 
 
 def loop_grads(model, x, y):
-    """Per-example gradients by a plain loop of autograd calls: (n, P)."""
-    import torch
+    """Per-example cross-entropy gradients by a plain loop of autograd calls: (n, P)."""
     import torch.nn.functional as F
+    from references import per_example_grads_loop
 
-    rows = []
-    for i in range(x.shape[0]):
-        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
-        g = torch.autograd.grad(loss, list(model.parameters()))
-        rows.append(torch.cat([t.reshape(-1) for t in g]))
-    return torch.stack(rows)
+    return per_example_grads_loop(model, F.cross_entropy, x, y)

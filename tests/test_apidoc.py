@@ -226,16 +226,22 @@ def package_docstrings() -> Iterator[tuple[str, list[str]]]:
             if isinstance(doc, str) and doc.strip():
                 yield name, prepare_docstring(doc)
             if inspect.ismodule(obj) or isinstance(obj, type):
-                for key, value in vars(obj).items():
-                    if key.startswith("_"):
-                        continue
-                    if isinstance(value, (staticmethod, classmethod)):
-                        value = value.__func__
-                    if isinstance(value, property):
-                        value = value.fget
-                    if getattr(value, "__module__", None) == module and (
-                            inspect.isfunction(value) or isinstance(value, type)):
-                        todo.append((f"{name}.{key}", value))
+                todo.extend(_public_members(name, obj, module))
+
+
+def _public_members(name: str, obj: object, module: str) -> Iterator[tuple[str, object]]:
+    """(qualified name, object) of the public functions, classes, methods and properties
+    that ``obj`` (a module or class) defines in ``module``."""
+    for key, value in vars(obj).items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, property):
+            value = value.fget
+        if getattr(value, "__module__", None) == module and (
+                inspect.isfunction(value) or isinstance(value, type)):
+            yield f"{name}.{key}", value
 
 
 def test_every_package_docstring_shows_its_math_as_code():

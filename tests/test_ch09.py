@@ -110,12 +110,12 @@ def test_params_refuse_bad_values_naming_the_parameter(change, name):
 # ----------------------------------------------------------------------------------------
 
 
-def test_epoch_matched_temperature_matches_noise_per_epoch():
+def test_epoch_matched_injection_scale_matches_noise_per_epoch():
     b, B, N = 10, 100, 1000
-    T = ch09.epoch_matched_temperature(b, B)
-    assert (N / B) * (1 / B + T) == pytest.approx((N / b) * (1 / b))
+    s = ch09.epoch_matched_injection_scale(b, B)
+    assert (N / B) * (1 / B + s) == pytest.approx((N / b) * (1 / b))
     with pytest.raises(ValueError, match="small_batch"):
-        ch09.epoch_matched_temperature(200, 100)
+        ch09.epoch_matched_injection_scale(200, 100)
 
 
 def test_step_matched_epochs_gives_at_least_the_small_batch_steps():
@@ -138,8 +138,10 @@ def test_build_configs_and_the_equal_steps_arm():
     cfgs = ch09.build_configs(10, 100, ["subsampled", "hessian"], num_samples=8,
                               curvature_samples=4, epoch_matched_kinds=["subsampled"])
     assert [c.label for c in cfgs][:2] == [ch09.SMALL, ch09.LARGE]
-    assert cfgs[2].temperature == pytest.approx(1 / 10 - 1 / 100)
-    assert cfgs[3].num_samples == 4 and cfgs[4].temperature == pytest.approx(100 / 100 - 0.01)
+    assert cfgs[2].injection_scale == pytest.approx(1 / 10 - 1 / 100)
+    assert cfgs[2].noise.matched_small_batch == 10 and cfgs[4].noise.matched_small_batch is None
+    assert cfgs[3].num_samples == 4 and cfgs[4].injection_scale == pytest.approx(100 / 100 - 0.01)
+    assert cfgs[0].kind == "none" and cfgs[0].noise is None and cfgs[0].injection_scale == 0
     assert all(c.budget == ch09.EQUAL_EPOCHS and c.epochs is None for c in cfgs)
     with pytest.raises(ValueError, match="kinds"):
         ch09.build_configs(10, 100, ["nonsense"])
@@ -150,7 +152,7 @@ def test_build_configs_and_the_equal_steps_arm():
     steps = [c for c in arm_cfgs if c.budget == ch09.EQUAL_STEPS]
     assert [c.label for c in steps] == [ch09.LARGE_STEPS, "LB + subsampled (equal steps)"]
     assert all(c.epochs == 7 and c.batch_size == 100 for c in steps)
-    assert steps[0].temperature == 0 and steps[1].temperature == pytest.approx(0.09)
+    assert steps[0].injection_scale == 0 and steps[1].injection_scale == pytest.approx(0.09)
 
 
 def test_engine_trains_the_equal_steps_arm_for_its_own_epochs():
@@ -187,10 +189,12 @@ def test_covariance_check_reports_small_errors_for_every_kind():
     assert (table["expected"] > 0).all()
 
 
-def test_sharpness_matches_dense_top_eigenvalue():
+def test_the_chapter_s_sharpness_matches_dense_top_eigenvalue():
+    from sgdnoise.curvature import sharpness
+
     model, x, y = tiny_problem(4, n=10)
     lam = torch.linalg.eigvalsh(dense_hessian(model, x, y))
-    got = ch09.sharpness(model, x, y, num_iters=nparams(model), chunk_size=4)
+    got = sharpness(model, x, y, num_iters=nparams(model), **{**ch09.SHARPNESS, "chunk_size": 4})
     assert got == pytest.approx(float(lam.max()), rel=1e-6)
 
 

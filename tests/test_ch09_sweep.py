@@ -20,6 +20,7 @@ from test_ch08 import real_gap, under_training
 
 from sgdnoise import sweep
 from sgdnoise.chapters import ch09_anisotropic_noise as ch09
+from sgdnoise.noise import KINDS
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "book" / "params" / "ch09_anisotropic_noise"
@@ -36,7 +37,8 @@ def plan_test_params(records_dir: Path, **changes) -> ch09.Params:
                   equal_steps=True, step_matched_kinds=["subsampled"], num_samples=8,
                   moment_samples=8, moment_probes=2, curvature_samples=6, lanczos_steps=3,
                   sharpness_examples=16, sharpness_iters=4, plan=str(PLAN_TEST),
-                  records_dir=str(records_dir), ch08_records_dirs=[])
+                  records_dir=str(records_dir), ch08_records_dirs=[],
+                  ch08_params=str(ROOT / "book" / "params" / "ch08_resnet_sweep" / "full.yaml"))
     values.update(changes)
     return profile_params(ch09.Params, "ch09_anisotropic_noise", **values)
 
@@ -80,7 +82,7 @@ def test_adapter_builds_the_records_frame_of_the_notebook(recorded):
     for c in configs:
         row = by[(c.label, 0)]
         assert (row.kind, row.budget, row.batch_size) == (c.kind, c.budget, c.batch_size)
-        assert row.temperature == pytest.approx(c.temperature)
+        assert row.injection_scale == pytest.approx(c.injection_scale)
         assert row.epochs == (c.epochs or p.epochs)
     # the numbers are the records' last evaluation and final sharpness
     one = runs[runs["run_id"] == "LB-hessian_B00024_s1"].sort_values("step").iloc[-1]
@@ -112,7 +114,7 @@ def test_adapter_labels_and_empty_records():
                             injection_scale=0.1, small_batch=8, large_batch=24) == \
         "LB + ggn (equal steps)"
     assert ch09.sweep_label("ggn", 24, equal_steps=False, matched_small_batch=None,
-                            injection_scale=ch09.epoch_matched_temperature(8, 24),
+                            injection_scale=ch09.epoch_matched_injection_scale(8, 24),
                             small_batch=8, large_batch=24) == "LB + ggn (epoch T)"
     assert ch09.sweep_label("ggn", 24, equal_steps=False, matched_small_batch=None,
                             injection_scale=0.5, small_batch=8, large_batch=24) == \
@@ -129,7 +131,7 @@ def test_recorded_step_costs_are_relative_to_plain_large_batch(recorded):
     costs = ch09.recorded_step_costs(runs, GOALS, large_batch=24)
     assert list(costs.columns) == ["kind", "num_samples", "seconds", "ratio", "goal",
                                    "meets_goal"]
-    assert list(costs["kind"]) == list(ch09.KINDS)
+    assert list(costs["kind"]) == list(KINDS)
     base = runs[(runs["arm"] == "LB")].groupby("run_id")["seconds_per_step"].first().median()
     assert costs.set_index("kind").loc["none", "ratio"] == 1.0
     hess = runs[runs["arm"] == "LB-hessian"].groupby("run_id")["seconds_per_step"].first()
@@ -167,17 +169,26 @@ def test_test_plan_is_its_profile_and_mismatches_are_named(recorded):
 
 
 def test_chapter_8_gap_batch_size_flips_the_plan_sentence():
-    # chapter 8's thresholds: the defaults are its profiles' values
-    ch08_full = yaml.safe_load((ROOT / "book" / "params" / "ch08_resnet_sweep" /
-                                "full.yaml").read_text())
-    assert (ch08_full["loss_tolerance"], ch08_full["gap_margin"]) == (0.02, 0.01)
-    found = ch09.ch08_gap_batch_size(real_gap())
+    # chapter 8's thresholds come from chapter 8's parameter file, not from copies
+    from sgdnoise.chapters import ch08_resnet_sweep as ch08
+
+    path = ROOT / "book" / "params" / "ch08_resnet_sweep" / "full.yaml"
+    th = ch09.ch08_thresholds(str(path))
+    p8 = ch08.Params.from_yaml(path)
+    assert (th.loss_tolerance, th.margin, th.alpha) == (p8.loss_tolerance, p8.gap_margin,
+                                                        p8.alpha)
+    assert ch09.Params.from_yaml(PARAMS / "full.yaml").ch08_params.endswith(
+        "ch08_resnet_sweep/full.yaml")
+    found = ch09.ch08_gap_batch_size(real_gap(), th)
     assert found == 4096
-    assert ch09.ch08_gap_batch_size(under_training()) is None
-    assert ch09.ch08_gap_batch_size(sweep.load_records([])) is None
+    assert ch09.ch08_gap_batch_size(under_training(), th) is None
+    assert ch09.ch08_gap_batch_size(sweep.load_records([]), th) is None
+    # a margin above the gap's size finds no gap: the thresholds are used
+    wide = dataclasses.replace(th, margin=0.5)
+    assert ch09.ch08_gap_batch_size(real_gap(), wide) is None
     assert ch09.plan_batch_sentence(4096, found) == \
         "Plan B = 4,096 agrees with chapter 8's gap batch size."
-    assert ch09.plan_batch_sentence(12800, ch09.ch08_gap_batch_size(under_training())) == (
+    assert ch09.plan_batch_sentence(12800, ch09.ch08_gap_batch_size(under_training(), th)) == (
         "Chapter 8's records do not yet locate a gap; plan B = 12,800 is provisional "
         "(the value of the full profile).")
     assert "locate the gap at B = 4,096; plan B = 12,800 does not agree" in \

@@ -13,16 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sgdnoise.covariance import (
-    CovarianceOperator,
+    finite_population_factor,
     gradient_covariance,
     minibatch_covariance,
-    minibatch_factor,
     minibatch_trace,
     monte_carlo_covariance_error,
     noise_scale,
     sample_covariance,
     sample_minibatch_gradients,
 )
+from sgdnoise.curvature import CovarianceOperator
 
 torch.set_num_threads(1)
 
@@ -232,7 +232,7 @@ def test_validation_errors_name_the_argument():
         CovarianceOperator(G, batch_size=6, replacement=False)
     with pytest.raises(ValueError, match="batch_size must be <= "):
         sample_minibatch_gradients(G, 6, 3, replacement=False)
-    assert minibatch_factor(5, 6) == pytest.approx(1 / 6)  # allowed with replacement
+    assert finite_population_factor(5, 6, replacement=True) == pytest.approx(1 / 6)
     with pytest.raises(ValueError, match="G must be a 2-D tensor"):
         gradient_covariance(G[0])
     assert minibatch_trace(G[:1], 1, replacement=False) == 0.0  # B = N = 1: no noise

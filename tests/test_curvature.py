@@ -1,6 +1,7 @@
 """Tests for sgdnoise.curvature against independent float64 references: dense autograd
 Hessians/Jacobians (torch.autograd.functional), per-example loops, label enumeration for the
-true Fisher and Monte Carlo error bands derived from the exact MC variance."""
+true Fisher (all in ``tests/references.py``, with the case grid) and Monte Carlo error bands
+derived from the exact MC variance."""
 
 from __future__ import annotations
 
@@ -9,12 +10,20 @@ import math
 import numpy as np
 import pytest
 import torch
+from references import (
+    CE,
+    N,
+    case,
+    case_data,
+    dense_ggn,
+    dense_hessian,
+    per_example_grads_loop,
+    theta_of,
+    true_fisher_by_enumeration,
+)
 from torch import nn
-from torch.func import functional_call
 
 from sgdnoise import curvature as cv
-
-N = 12
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -29,102 +38,6 @@ def _one_thread():
 # ------------------------------------------------------------------------------ fixtures
 
 
-def make_mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).double()
-
-
-def make_softmax(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
-
-
-def make_cnn(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 2, 3), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 3 * 3, 3)
-    ).double()
-
-
-def data(kind: str, seed=1, n=N):
-    gen = torch.Generator().manual_seed(seed)
-    shape = (n, 1, 5, 5) if kind == "cnn" else (n, 4)
-    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
-    y = torch.randint(0, 3, (n,), generator=gen)
-    return x, y
-
-
-MODELS = {"mlp": make_mlp, "softmax": make_softmax, "cnn": make_cnn}
-CE = nn.CrossEntropyLoss()
-
-
-def setup(kind):
-    model = MODELS[kind]()
-    x, y = data(kind)
-    return model, x, y
-
-
-def theta_of(model):
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-
-def as_function(model, x):
-    """θ ↦ model outputs, for torch.autograd.functional references."""
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for p in model.parameters()]
-    sizes = [math.prod(s) for s in shapes]
-
-    def f(theta):
-        parts = torch.split(theta, sizes)
-        params = {n: t.view(s) for n, t, s in zip(names, parts, shapes, strict=True)}
-        return functional_call(model, params, (x,))
-
-    return f
-
-
-def ref_hessian(model, loss_fn, x, y):
-    f = as_function(model, x)
-    return torch.autograd.functional.hessian(lambda t: loss_fn(f(t), y), theta_of(model))
-
-
-def ref_ggn(model, loss_fn, x, y):
-    """Σ over examples in a Python loop: J_i from autograd.functional.jacobian, the output
-    Hessian from autograd.functional.hessian of the single-example loss."""
-    theta = theta_of(model)
-    G = torch.zeros(theta.numel(), theta.numel(), dtype=torch.float64)
-    for i in range(x.shape[0]):
-        f = as_function(model, x[i : i + 1])
-        yi = y[i : i + 1]
-        J = torch.autograd.functional.jacobian(lambda t, f=f: f(t)[0], theta)  # (C, P)
-        out = f(theta).detach()[0]
-        Hout = torch.autograd.functional.hessian(lambda o, yi=yi: loss_fn(o[None], yi), out)
-        G += J.T @ Hout @ J
-    return G / x.shape[0]
-
-
-def per_example_grads_loop(model, loss_fn, x, y):
-    rows = []
-    for i in range(x.shape[0]):
-        model.zero_grad()
-        loss_fn(model(x[i : i + 1]), y[i : i + 1]).backward()
-        rows.append(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
-    model.zero_grad()
-    return torch.stack(rows)
-
-
-def true_fisher_by_enumeration(model, x):
-    """(1/N) Σ_i Σ_c p_ic ∇log p_c ∇log p_cᵀ from per-example gradients of −log p_c."""
-    with torch.no_grad():
-        probs = torch.softmax(model(x), dim=1)
-    P = theta_of(model).numel()
-    Fm = torch.zeros(P, P, dtype=torch.float64)
-    for c in range(probs.shape[1]):
-        labels = torch.full((x.shape[0],), c)
-        G = per_example_grads_loop(model, CE, x, labels)
-        Fm += (G * probs[:, c : c + 1]).T @ G
-    return Fm / x.shape[0]
-
-
 def close(a, b, tol=1e-10):
     torch.testing.assert_close(a, b, rtol=tol, atol=tol * max(1.0, float(b.abs().max())))
 
@@ -134,8 +47,8 @@ def close(a, b, tol=1e-10):
 
 @pytest.mark.parametrize("kind", ["mlp", "softmax", "cnn"])
 def test_hessian_and_hvp_match_autograd_reference(kind):
-    model, x, y = setup(kind)
-    H_ref = ref_hessian(model, CE, x, y)
+    model, x, y = case(kind)
+    H_ref = dense_hessian(model, CE, x, y)
     close(cv.hessian(model, CE, x, y), H_ref)
     close(cv.hessian(model, CE, x, y, chunk_size=5), H_ref)
     v = torch.randn(H_ref.shape[0], generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -146,8 +59,8 @@ def test_hessian_and_hvp_match_autograd_reference(kind):
 
 
 def test_hvp_loss_reductions_mean_the_per_example_losses():
-    model, x, y = setup("mlp")
-    H_ref = ref_hessian(model, CE, x, y)
+    model, x, y = case("mlp")
+    H_ref = dense_hessian(model, CE, x, y)
     v = torch.randn(H_ref.shape[0], dtype=torch.float64)
     for loss in (nn.CrossEntropyLoss(reduction="sum"), nn.CrossEntropyLoss(reduction="none")):
         close(cv.hvp(model, loss, x, y, v, chunk_size=7), H_ref @ v)
@@ -159,10 +72,10 @@ def test_hvp_on_regression_with_mse():
     x = torch.randn(N, 4, dtype=torch.float64)
     y = torch.randn(N, 2, dtype=torch.float64)
     mse = nn.MSELoss()
-    H_ref = ref_hessian(model, mse, x, y)
+    H_ref = dense_hessian(model, mse, x, y)
     close(cv.hessian(model, mse, x, y), H_ref)
-    close(cv.ggn(model, mse, x, y), ref_ggn(model, mse, x, y))
-    close(cv.GGNOperator(model, mse, x, y).to_dense(), ref_ggn(model, mse, x, y))
+    close(cv.ggn(model, mse, x, y), dense_ggn(model, mse, x, y))
+    close(cv.GGNOperator(model, mse, x, y).to_dense(), dense_ggn(model, mse, x, y))
 
 
 # --------------------------------------------------------------------------- GGN / Fisher
@@ -170,8 +83,8 @@ def test_hvp_on_regression_with_mse():
 
 @pytest.mark.parametrize("kind", ["mlp", "softmax", "cnn"])
 def test_ggn_matches_loop_reference_and_equals_true_fisher(kind):
-    model, x, y = setup(kind)
-    G_ref = ref_ggn(model, CE, x, y)
+    model, x, y = case(kind)
+    G_ref = dense_ggn(model, CE, x, y)
     G = cv.ggn(model, CE, x, y, chunk_size=5)
     close(G, G_ref)
     # canonical link: the true Fisher of softmax cross-entropy is the GGN
@@ -179,18 +92,18 @@ def test_ggn_matches_loop_reference_and_equals_true_fisher(kind):
 
 
 def test_ggn_equals_hessian_for_softmax_regression():
-    model, x, y = setup("softmax")
-    close(cv.ggn(model, CE, x, y), ref_hessian(model, CE, x, y))
+    model, x, y = case("softmax")
+    close(cv.ggn(model, CE, x, y), dense_hessian(model, CE, x, y))
 
 
 def test_ggn_differs_from_hessian_for_nonlinear_model():
-    model, x, y = setup("mlp")
-    diff = (cv.ggn(model, CE, x, y) - ref_hessian(model, CE, x, y)).norm()
+    model, x, y = case("mlp")
+    diff = (cv.ggn(model, CE, x, y) - dense_hessian(model, CE, x, y)).norm()
     assert float(diff) > 1e-3
 
 
 def test_true_fisher_matches_label_enumeration_and_kl_hessian():
-    model, x, y = setup("mlp")
+    model, x, y = case("mlp")
     F_ref = true_fisher_by_enumeration(model, x)
     close(cv.true_fisher(model, x), F_ref)
     close(cv.kl_hessian(model, x), F_ref)
@@ -198,7 +111,7 @@ def test_true_fisher_matches_label_enumeration_and_kl_hessian():
 
 
 def test_empirical_fisher_matches_per_example_loop():
-    model, x, y = setup("cnn")
+    model, x, y = case("cnn")
     G = per_example_grads_loop(model, CE, x, y)
     F_ref = G.T @ G / N
     close(cv.empirical_fisher(model, CE, x, y), F_ref)
@@ -208,7 +121,7 @@ def test_empirical_fisher_matches_per_example_loop():
 def test_monte_carlo_true_fisher_error_matches_its_variance():
     """F_S = (1/(N S)) Σ g gᵀ over sampled labels is unbiased with
     E‖F_S − F‖_F² = (1/(N² S)) Σ_i (Σ_c p_ic ‖g_ic‖⁴ − ‖F_i‖_F²)."""
-    model, x, _ = setup("softmax")
+    model, x, _ = case("softmax")
     with torch.no_grad():
         probs = torch.softmax(model(x), dim=1)
     grads = [per_example_grads_loop(model, CE, x, torch.full((N,), c)) for c in range(3)]
@@ -235,7 +148,7 @@ def test_monte_carlo_true_fisher_error_matches_its_variance():
 
 
 def test_monte_carlo_fisher_operator_matches_dense_with_same_seed():
-    model, x, _ = setup("mlp")
+    model, x, _ = case("mlp")
     op = cv.TrueFisherOperator(model, None, x, mc_samples=7, seed=11, chunk_size=5)
     close(op.to_dense(), cv.true_fisher(model, x, mc_samples=7, seed=11))
     other = cv.true_fisher(model, x, mc_samples=7, seed=12)
@@ -247,10 +160,10 @@ def test_monte_carlo_fisher_operator_matches_dense_with_same_seed():
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_operators_to_dense_equal_dense_functions(kind):
-    model, x, y = setup(kind)
+    model, x, y = case(kind)
     P = theta_of(model).numel()
     pairs = [
-        (cv.HessianOperator(model, CE, x, y), ref_hessian(model, CE, x, y)),
+        (cv.HessianOperator(model, CE, x, y), dense_hessian(model, CE, x, y)),
         (cv.GGNOperator(model, CE, x, y, chunk_size=5), cv.ggn(model, CE, x, y)),
         (cv.EmpiricalFisherOperator(model, CE, x, y, chunk_size=5),
          cv.empirical_fisher(model, CE, x, y)),
@@ -277,9 +190,9 @@ def test_operators_to_dense_equal_dense_functions(kind):
 
 
 def test_operator_snapshot_and_eigh():
-    model, x, y = setup("mlp")
+    model, x, y = case("mlp")
     op = cv.HessianOperator(model, CE, x, y)
-    H = ref_hessian(model, CE, x, y)
+    H = dense_hessian(model, CE, x, y)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
@@ -302,7 +215,7 @@ def test_curvature_reexports_spectral_tools():
 
 
 def test_fisher_rao_norm_equals_quadratic_form():
-    model, x, y = setup("cnn")
+    model, x, y = case("cnn")
     theta = theta_of(model)
     assert cv.fisher_rao_norm(model, x) == pytest.approx(
         float(theta @ cv.true_fisher(model, x) @ theta), rel=1e-10)
@@ -325,7 +238,7 @@ def bias_free_relu_mlp(seed=0):
 @pytest.mark.parametrize("kind", ["true", "empirical"])
 def test_fisher_rao_identity_bias_free_relu(kind):
     model = bias_free_relu_mlp()
-    x, y = data("mlp", n=30)
+    x, y = case_data("mlp", n=30)
     res = cv.fisher_rao_identity(model, x, y, loss_fn=CE, kind=kind, chunk_size=7)
     assert res.degree == 3  # L = 2 hidden layers
     assert res.lhs > 0
@@ -346,18 +259,20 @@ def test_fisher_rao_identity_fails_with_biases():
         for m in model:
             if isinstance(m, nn.Linear):
                 m.bias.normal_()
-    x, y = data("mlp", n=30)
+    x, y = case_data("mlp", n=30)
     with pytest.raises(ValueError, match="bias-free"):
         cv.fisher_rao_identity(model, x, y)
     res = cv.fisher_rao_identity(model, x, num_hidden_layers=1)
     assert res.relative_error > 1e-3
+    with pytest.raises(ValueError, match="num_hidden_layers must be a non-negative integer"):
+        cv.fisher_rao_identity(model, x, num_hidden_layers=-1)
 
 
 # --------------------------------------------------------------------------- errors
 
 
 def test_errors_name_the_problem():
-    model, x, y = setup("mlp")
+    model, x, y = case("mlp")
     with pytest.raises(ValueError, match="v must have length"):
         cv.hvp(model, CE, x, y, torch.zeros(3, dtype=torch.float64))
     with pytest.raises(ValueError, match="targets"):
@@ -384,14 +299,12 @@ def test_every_operator_shares_the_base_and_its_derived_methods():
     """One family: every operator (covariance included) is a CurvatureOperator whose
     diagonal, trace, matvec, keep_graph products and Lanczos eigh agree with a dense float64
     reference built independently (autograd Hessian, loop GGN, loop per-example gradients)."""
-    from sgdnoise.covariance import CovarianceOperator as FromCovariance
-
-    model, x, y = setup("mlp")
+    model, x, y = case("mlp")
     G = per_example_grads_loop(model, CE, x, y)
     Gc = G - G.mean(0)
     refs = {
-        "hessian": ref_hessian(model, CE, x, y),
-        "ggn": ref_ggn(model, CE, x, y),
+        "hessian": dense_hessian(model, CE, x, y),
+        "ggn": dense_ggn(model, CE, x, y),
         "empirical": G.T @ G / N,
         "true": true_fisher_by_enumeration(model, x),
         "covariance": Gc.T @ Gc / N * (N - 4) / (4 * (N - 1)),
@@ -403,7 +316,6 @@ def test_every_operator_shares_the_base_and_its_derived_methods():
         "true": lambda kg: cv.TrueFisherOperator(model, None, x, keep_graph=kg),
         "covariance": lambda kg: cv.CovarianceOperator(G, batch_size=4, replacement=False),
     }
-    assert FromCovariance is cv.CovarianceOperator
     V = torch.randn(theta_of(model).numel(), 4, generator=torch.Generator().manual_seed(3),
                     dtype=torch.float64)
     for name, build in ops.items():
@@ -428,7 +340,7 @@ def test_every_operator_shares_the_base_and_its_derived_methods():
 def test_per_example_grad_products_and_shared_helpers():
     from sgdnoise import grads
 
-    model, x, y = setup("cnn")
+    model, x, y = case("cnn")
     G = per_example_grads_loop(model, CE, x, y)
     V = torch.randn(G.shape[1], 3, generator=torch.Generator().manual_seed(0),
                     dtype=torch.float64)
@@ -451,14 +363,14 @@ def test_sample_draws_have_the_operator_as_covariance():
     """B w with A = BBᵀ: the empirical covariance of many draws matches the dense float64
     reference within Monte Carlo error, and rejects a plausible wrong target (2A); MSE
     exercises the general output-Hessian root, cross-entropy the softmax one."""
-    model, x, y = setup("softmax")
+    model, x, y = case("softmax")
     G = per_example_grads_loop(model, CE, x, y)
     Gc = G - G.mean(0)
     mse = nn.MSELoss()
     yr = torch.randn(N, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     cases = [
-        (cv.GGNOperator(model, CE, x, y, chunk_size=5), ref_ggn(model, CE, x, y)),
-        (cv.GGNOperator(model, mse, x, yr), ref_ggn(model, mse, x, yr)),
+        (cv.GGNOperator(model, CE, x, y, chunk_size=5), dense_ggn(model, CE, x, y)),
+        (cv.GGNOperator(model, mse, x, yr), dense_ggn(model, mse, x, yr)),
         (cv.TrueFisherOperator(model, None, x), true_fisher_by_enumeration(model, x)),
         (cv.TrueFisherOperator(model, None, x, mc_samples=3, seed=4),
          cv.true_fisher(model, x, mc_samples=3, seed=4)),

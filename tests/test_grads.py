@@ -1,5 +1,6 @@
 """Per-example gradients against an independent reference: a Python loop of single-example
-backward passes (plain autograd, float64)."""
+backward passes (plain autograd, float64; ``per_example_grads_loop`` from
+``tests/references.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import importlib.util
 
 import pytest
 import torch
+from references import per_example_grads_loop
 from torch import nn
 
 from sgdnoise.grads import (
@@ -19,25 +21,6 @@ from sgdnoise.grads import (
 )
 
 torch.set_num_threads(1)
-
-
-def loop_grads(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Reference: one ordinary backward pass per example, gradients flattened in order."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    rows = []
-    for i in range(x.shape[0]):
-        grads = torch.autograd.grad(
-            loss_fn(model(x[i : i + 1]), y[i : i + 1]), params, allow_unused=True
-        )
-        rows.append(
-            torch.cat(
-                [
-                    (torch.zeros_like(p) if g is None else g).reshape(-1)
-                    for g, p in zip(grads, params, strict=True)
-                ]
-            )
-        )
-    return torch.stack(rows)
 
 
 def linear_model() -> nn.Module:
@@ -86,7 +69,7 @@ def test_matches_loop_of_backward_passes(kind, chunk_size, reduction):
     model, x, y = make_case(kind)
     loss_fn = nn.CrossEntropyLoss(reduction=reduction)
     G = per_example_grads(model, loss_fn, x, y, chunk_size=chunk_size)
-    ref = loop_grads(model, loss_fn, x, y)
+    ref = per_example_grads_loop(model, loss_fn, x, y)
     assert G.shape == (x.shape[0], num_params(model))
     assert G.dtype == torch.float64
     torch.testing.assert_close(G, ref, rtol=1e-10, atol=1e-12)
@@ -113,7 +96,8 @@ def test_frozen_parameters_are_excluded_and_passed_through():
     assert G.shape[1] == num_params(model) == sum(
         p.numel() for p in model.parameters() if p.requires_grad
     )
-    torch.testing.assert_close(G, loop_grads(model, loss_fn, x, y), rtol=1e-10, atol=1e-12)
+    ref = per_example_grads_loop(model, loss_fn, x, y)
+    torch.testing.assert_close(G, ref, rtol=1e-10, atol=1e-12)
 
 
 def test_batchnorm_in_train_mode_is_refused_with_advice():
@@ -139,7 +123,8 @@ def test_batchnorm_in_eval_mode_uses_running_statistics():
     model.eval()
     loss_fn = nn.CrossEntropyLoss()
     G = per_example_grads(model, loss_fn, x, y, chunk_size=5)
-    torch.testing.assert_close(G, loop_grads(model, loss_fn, x, y), rtol=1e-10, atol=1e-12)
+    ref = per_example_grads_loop(model, loss_fn, x, y)
+    torch.testing.assert_close(G, ref, rtol=1e-10, atol=1e-12)
     running = model[1].running_mean.clone()
     assert torch.equal(model[1].running_mean, running)
 
@@ -164,7 +149,8 @@ def test_float32_model_gives_float32_gradients():
     loss_fn = nn.CrossEntropyLoss()
     G = per_example_grads(model, loss_fn, x, y, chunk_size=4)
     assert G.dtype == torch.float32
-    torch.testing.assert_close(G, loop_grads(model, loss_fn, x, y), rtol=1e-4, atol=1e-6)
+    ref = per_example_grads_loop(model, loss_fn, x, y)
+    torch.testing.assert_close(G, ref, rtol=1e-4, atol=1e-6)
 
 
 def test_dropout_in_train_mode_runs_per_example():
@@ -219,7 +205,8 @@ def test_project_model_with_group_norm_matches_loop():
     y = torch.randint(3, (4,))
     loss_fn = nn.CrossEntropyLoss()
     G = per_example_grads(model, loss_fn, x, y, chunk_size=3)
-    torch.testing.assert_close(G, loop_grads(model, loss_fn, x, y), rtol=1e-9, atol=1e-11)
+    ref = per_example_grads_loop(model, loss_fn, x, y)
+    torch.testing.assert_close(G, ref, rtol=1e-9, atol=1e-11)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -14,18 +14,22 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import loop_grads, nparams, tiny_problem
+from conftest import loop_grads
+from references import (
+    dense_fn,
+    dense_ggn,
+    dense_hessian,
+    nparams,
+    psd_part,
+    tiny_problem,
+    true_fisher_by_enumeration,
+)
 from torch import nn
-from torch.func import functional_call
 
 from sgdnoise import noise
-from sgdnoise.noise import (
-    KINDS,
-    NoisySGD,
-    lanczos_matrix_function,
-    matched_injection_scale,
-    sample_noise,
-)
+from sgdnoise.curvature import GGNOperator, HessianOperator
+from sgdnoise.noise import KINDS, NoisySGD, matched_injection_scale, sample_noise
+from sgdnoise.spectral import lanczos_matrix_function, sqrt_psd
 
 torch.set_num_threads(1)
 
@@ -38,56 +42,6 @@ torch.set_num_threads(1)
 def centred_cov(G: torch.Tensor) -> torch.Tensor:
     Gc = G - G.mean(0)
     return Gc.T @ Gc / G.shape[0]
-
-
-def _functional(model):
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    sizes = [p.numel() for _, p in model.named_parameters()]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def out_of(theta, x):
-        pieces = torch.split(theta, sizes)
-        params = {n: t.reshape(s) for n, t, s in zip(names, pieces, shapes, strict=True)}
-        return functional_call(model, params, (x,))
-
-    return theta0, out_of
-
-
-def dense_hessian(model, x, y) -> torch.Tensor:
-    theta0, out_of = _functional(model)
-    return torch.autograd.functional.hessian(
-        lambda th: F.cross_entropy(out_of(th, x), y), theta0
-    )
-
-
-def dense_ggn(model, x) -> torch.Tensor:
-    """(1/n) Σ_i J_iᵀ (diag p_i − p_i p_iᵀ) J_i, with the softmax-CE output Hessian in closed
-    form and J from torch.autograd.functional.jacobian."""
-    theta0, out_of = _functional(model)
-    J = torch.autograd.functional.jacobian(lambda th: out_of(th, x), theta0)  # (n, C, P)
-    p = torch.softmax(out_of(theta0, x), dim=1).detach()
-    Hf = torch.diag_embed(p) - p.unsqueeze(2) * p.unsqueeze(1)
-    return torch.einsum("icp,icd,idq->pq", J, Hf, J) / x.shape[0]
-
-
-def enumerated_true_fisher(model, x) -> torch.Tensor:
-    """(1/n) Σ_i Σ_c p_ic ∇log p_ic ∇log p_icᵀ by enumerating every class."""
-    params = list(model.parameters())
-    P = nparams(model)
-    out = torch.zeros(P, P, dtype=torch.float64)
-    for i in range(x.shape[0]):
-        logp = torch.log_softmax(model(x[i : i + 1]), dim=1)[0]
-        for c in range(logp.shape[0]):
-            g = torch.autograd.grad(logp[c], params, retain_graph=True)
-            g = torch.cat([t.reshape(-1) for t in g])
-            out += logp[c].exp().detach() * torch.outer(g, g)
-    return out / x.shape[0]
-
-
-def psd_part(A: torch.Tensor) -> torch.Tensor:
-    lam, U = torch.linalg.eigh(A)
-    return U @ torch.diag(lam.clamp_min(0)) @ U.T
 
 
 def check_covariance(draws: torch.Tensor, target: torch.Tensor, wrong: torch.Tensor) -> None:
@@ -119,16 +73,11 @@ def random_symmetric(P: int, seed: int, *, rank: int | None = None, shift: float
     return Q @ torch.diag(lam) @ Q.T
 
 
-def dense_fn(A: torch.Tensor, fn) -> torch.Tensor:
-    lam, U = torch.linalg.eigh(A)
-    return U @ torch.diag(fn(lam)) @ U.T
-
-
 def test_lanczos_function_exact_with_full_krylov_space():
     A = random_symmetric(25, 0)  # indefinite
     Z = torch.randn(25, 6, generator=gen(1), dtype=torch.float64)
     got = lanczos_matrix_function(lambda V: A @ V, Z, 25)
-    want = dense_fn(A, noise.sqrt_psd) @ Z
+    want = dense_fn(A, sqrt_psd) @ Z
     torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
 
 
@@ -146,7 +95,7 @@ def test_lanczos_function_handles_invariant_krylov_space():
     assert torch.isfinite(got).all()
     # √ is not Lipschitz at 0: rounding-level eigenvalues (~1e-16) of the null space become
     # ~1e-8 after the square root, in the dense reference as in the Lanczos answer
-    torch.testing.assert_close(got, dense_fn(A, noise.sqrt_psd) @ Z, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(got, dense_fn(A, sqrt_psd) @ Z, rtol=1e-6, atol=1e-6)
 
 
 def test_lanczos_function_converges_on_well_conditioned_matrix():
@@ -174,16 +123,20 @@ def test_lanczos_function_rejects_bad_arguments():
 # ----------------------------------------------------------------------------------------
 
 
-def test_hessian_and_ggn_operators_match_dense_references():
+def test_hessian_and_ggn_operators_of_the_samplers_match_dense_references():
+    """The samplers' operators keep their graph between products (``keep_graph=True``)."""
     model, x, y = tiny_problem(1)
     P = nparams(model)
     V = torch.randn(P, 5, generator=gen(2), dtype=torch.float64)
-    H = dense_hessian(model, x, y)
-    G = dense_ggn(model, x)
-    torch.testing.assert_close(noise.hessian_operator(model, F.cross_entropy, x, y)(V), H @ V)
-    torch.testing.assert_close(noise.ggn_operator(model, F.cross_entropy, x, y)(V), G @ V)
+    H = dense_hessian(model, F.cross_entropy, x, y)
+    G = dense_ggn(model, F.cross_entropy, x, y)
+    hess = HessianOperator(model, F.cross_entropy, x, y, keep_graph=True)
+    ggn = GGNOperator(model, F.cross_entropy, x, y, keep_graph=True)
+    for _ in range(2):  # the second product reuses the graph of the first
+        torch.testing.assert_close(hess(V), H @ V)
+        torch.testing.assert_close(ggn(V), G @ V)
     # for softmax cross-entropy the GGN is the true Fisher (an independent enumeration)
-    torch.testing.assert_close(G, enumerated_true_fisher(model, x))
+    torch.testing.assert_close(G, true_fisher_by_enumeration(model, x))
     assert torch.linalg.eigvalsh(H).min() < -1e-6  # indefinite: the clipping matters
 
 
@@ -278,7 +231,7 @@ def test_subsampled_over_random_subsets_has_finite_population_covariance():
 
 def test_true_fisher_covariance_is_the_true_fisher():
     model, x, y = tiny_problem(0)
-    Fi = enumerated_true_fisher(model, x)
+    Fi = true_fisher_by_enumeration(model, x)
     D = centred_cov(loop_grads(model, x, y))
     draws = sample_noise("true_fisher", model, None, x, y, generator=gen(6), num_draws=DRAWS)
     check_covariance(draws, Fi, wrong=D)
@@ -286,7 +239,7 @@ def test_true_fisher_covariance_is_the_true_fisher():
 
 def test_true_fisher_single_draw_has_the_right_covariance_too():
     model, x, y = tiny_problem(0)
-    Fi = enumerated_true_fisher(model, x)
+    Fi = true_fisher_by_enumeration(model, x)
     g = gen(7)
     draws = torch.stack(
         [sample_noise("true_fisher", model, None, x, y, generator=g) for _ in range(800)]
@@ -297,11 +250,11 @@ def test_true_fisher_single_draw_has_the_right_covariance_too():
 def test_hessian_noise_covariance_is_positive_part_of_hessian():
     model, x, y = tiny_problem(0, hidden=2)
     P = nparams(model)
-    H = dense_hessian(model, x, y)
+    H = dense_hessian(model, F.cross_entropy, x, y)
     Hp = psd_part(H)
     draws = sample_noise("hessian", model, F.cross_entropy, x, y, generator=gen(8),
                          num_draws=2000, lanczos_steps=P)
-    check_covariance(draws, Hp, wrong=dense_ggn(model, x))
+    check_covariance(draws, Hp, wrong=dense_ggn(model, F.cross_entropy, x, y))
     # with k = P each draw is exactly H₊^{1/2} z: the draws span only H₊'s range
     lam, U = torch.linalg.eigh(H)
     null = U[:, lam <= 1e-10]
@@ -312,10 +265,10 @@ def test_hessian_noise_covariance_is_positive_part_of_hessian():
 def test_ggn_noise_covariance_is_the_ggn():
     model, x, y = tiny_problem(0, hidden=2)
     P = nparams(model)
-    G = dense_ggn(model, x)
+    G = dense_ggn(model, F.cross_entropy, x, y)
     draws = sample_noise("ggn", model, F.cross_entropy, x, y, generator=gen(9),
                          num_draws=2000, lanczos_steps=P)
-    check_covariance(draws, G, wrong=psd_part(dense_hessian(model, x, y)))
+    check_covariance(draws, G, wrong=psd_part(dense_hessian(model, F.cross_entropy, x, y)))
 
 
 def test_kinds_use_only_the_chosen_subset():
@@ -428,8 +381,8 @@ def test_zero_injection_scale_needs_no_batch_and_is_plain_sgd():
 
 
 def test_noise_displacement_covariance_over_many_steps():
-    """With zero gradient, lr η and temperature T, one step moves θ by −η√T ξ: the
-    displacement covariance is η² T D (kind subsampled, full batch)."""
+    """With zero gradient, lr η and injection scale s, one step moves θ by −η√s ξ: the
+    displacement covariance is η² s D (kind subsampled, full batch)."""
     model, x, y = tiny_problem(3)
     D = centred_cov(loop_grads(model, x, y))
     theta0 = [p.detach().clone() for p in model.parameters()]
@@ -546,41 +499,14 @@ def test_engine_calls_observe_batch_and_none_matches_plain_sgd():
     assert noisy.history[-1]["train_loss"] != plain.history[-1]["train_loss"]
 
 
-def test_temperature_is_a_deprecated_name_of_injection_scale():
-    """The old argument, param-group key and function name still work: same numbers, with a
-    DeprecationWarning for the argument and the key; giving both names is an error."""
+def test_matched_injection_scale_is_the_difference_of_lemma_1_factors():
     from sgdnoise.covariance import finite_population_factor
 
-    assert noise.matched_temperature is matched_injection_scale
     assert matched_injection_scale(4, 16, num_examples=40) == pytest.approx(
         finite_population_factor(40, 4, replacement=False)
         - finite_population_factor(40, 16, replacement=False))
+    assert matched_injection_scale(4, 16) == pytest.approx(1 / 4 - 1 / 16)
     assert matched_injection_scale(5, 5, num_examples=5) == 0.0
-    model, _, _ = tiny_problem()
-    with pytest.warns(DeprecationWarning, match="injection_scale"):
-        opt = NoisySGD(model.parameters(), 0.1, kind="isotropic", temperature=0.3,
-                       model=model, loss_fn=F.cross_entropy)
-    assert opt.param_groups[0]["injection_scale"] == 0.3
-    with pytest.warns(DeprecationWarning, match="injection_scale"):
-        opt = NoisySGD([{"params": list(model.parameters()), "temperature": 0.2}], 0.1,
-                       kind="isotropic", model=model, loss_fn=F.cross_entropy)
-    assert opt.param_groups[0]["injection_scale"] == 0.2
-    assert "temperature" not in opt.param_groups[0]
-    with pytest.raises(ValueError, match="not both"):
-        NoisySGD(model.parameters(), 0.1, kind="isotropic", temperature=0.3,
-                 injection_scale=0.3, model=model, loss_fn=F.cross_entropy)
-
-
-def test_private_helper_names_alias_the_public_ones():
-    """Chapter code that imported noise's private helpers gets grads' public functions."""
-    from sgdnoise import grads
-
-    assert noise._per_example_losses is grads.per_example_losses
-    assert noise._grad_batched is grads.batched_vjp
-    assert noise._split is grads.split_like
-    assert noise._trainable is grads.trainable_parameters
-    assert noise.lanczos_matrix_function is __import__(
-        "sgdnoise.spectral", fromlist=["x"]).lanczos_matrix_function
 
 
 def test_hessian_noise_factor_is_exact_with_a_full_krylov_space():
@@ -588,7 +514,7 @@ def test_hessian_noise_factor_is_exact_with_a_full_krylov_space():
     space, PSD and no larger than H₊ along it."""
     model, x, y = tiny_problem(0, hidden=2)
     P = nparams(model)
-    Hp = psd_part(dense_hessian(model, x, y))
+    Hp = psd_part(dense_hessian(model, F.cross_entropy, x, y))
     R = noise.hessian_noise_factor(model, F.cross_entropy, x, y, lanczos_steps=P,
                                    generator=gen(3))
     torch.testing.assert_close(R @ R.T, Hp, rtol=1e-8, atol=1e-10)
@@ -607,7 +533,7 @@ def test_basis_refresh_reuses_the_factor_between_refreshes(monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(noise, "hessian_noise_factor", counting)
+    monkeypatch.setattr(noise.optimizer, "hessian_noise_factor", counting)
     opt = NoisySGD(model.parameters(), lr=1e-3, kind="hessian", injection_scale=0.1,
                    model=model, loss_fn=F.cross_entropy, basis_refresh=3, lanczos_steps=4)
     norms = []
@@ -622,3 +548,95 @@ def test_basis_refresh_reuses_the_factor_between_refreshes(monkeypatch):
     with pytest.raises(ValueError, match="basis_refresh"):
         NoisySGD(model.parameters(), lr=0.1, kind="hessian", model=model,
                  loss_fn=F.cross_entropy, basis_refresh=0)
+
+
+# ------------------------------------------------------------- no read-back from the device
+
+#: the Tensor methods that copy a value to the host (a device sync on a GPU)
+READ_BACKS = ("item", "__float__", "__int__", "__bool__", "__index__", "tolist")
+
+
+class ReadBacks:
+    """Counts (or, with ``forbid``, refuses) every host read-back of a tensor value while it
+    is active, by wrapping the :data:`READ_BACKS` methods of ``torch.Tensor``."""
+
+    def __init__(self, monkeypatch, *, forbid: bool = False) -> None:
+        self.count = 0
+        self.forbid = forbid
+        for name in READ_BACKS:
+            monkeypatch.setattr(torch.Tensor, name, self._wrap(name, getattr(torch.Tensor, name)))
+
+    def _wrap(self, name, real):
+        def read_back(tensor, *args, **kwargs):
+            if self.forbid:
+                raise AssertionError(f"host read-back Tensor.{name} during the step")
+            self.count += 1
+            return real(tensor, *args, **kwargs)
+
+        return read_back
+
+
+def _deep_problem(depth: int):
+    """A float64 tanh MLP with 2 (depth + 2) parameter tensors and a batch of 12."""
+    gen = torch.Generator().manual_seed(depth)
+    torch.manual_seed(depth)
+    layers = [nn.Linear(3, 4), nn.Tanh()]
+    for _ in range(depth):
+        layers += [nn.Linear(4, 4), nn.Tanh()]
+    model = nn.Sequential(*layers, nn.Linear(4, 3)).double()
+    return model, torch.randn(12, 3, generator=gen, dtype=torch.float64), torch.randint(
+        0, 3, (12,), generator=gen)
+
+
+def _prepared_step(kind: str, model, x, y, **kwargs) -> NoisySGD:
+    opt = NoisySGD([{"params": list(model.parameters())[:2], "injection_scale": 0.5},
+                    {"params": list(model.parameters())[2:]}], lr=0.1, kind=kind,
+                   model=model, loss_fn=F.cross_entropy, num_samples=6, momentum=0.9,
+                   weight_decay=1e-3, **kwargs)
+    for step in range(2):  # one step taken: the next one also updates momentum buffers
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.observe_batch(x, y)
+        if step == 0:
+            opt.step()
+    return opt
+
+
+def test_read_back_guard_sees_every_kind_of_read_back(monkeypatch):
+    """The guard the tests below rely on refuses each read-back form."""
+    ReadBacks(monkeypatch, forbid=True)
+    t = torch.ones(())
+    for read in (lambda: t.item(), lambda: float(t), lambda: int(t), lambda: bool(t),
+                 lambda: [0, 1][t.long()], lambda: t.tolist()):
+        with pytest.raises(AssertionError, match="host read-back"):
+            read()
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "hessian"])
+def test_noisy_step_reads_nothing_back_from_the_device(kind, monkeypatch):
+    """Drawing, injecting (two parameter groups, two scales) and SGD's momentum and weight
+    decay happen on the device: no ``.item()`` / ``float()`` / ``bool()`` of a tensor in the
+    step (on a GPU each would be a sync)."""
+    model, x, y = tiny_problem(0)
+    opt = _prepared_step(kind, model, x, y)
+    before = [p.detach().clone() for p in model.parameters()]
+    ReadBacks(monkeypatch, forbid=True)
+    opt.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters(), strict=True))
+
+
+def test_hessian_step_reads_back_per_lanczos_step_not_per_parameter_tensor(monkeypatch):
+    """The "hessian" kind reads a few scalars per Lanczos step (its breakdown and
+    re-orthogonalisation tests), never one per parameter tensor: the count is the same for
+    6 and 14 parameter tensors, grows with k and stays within 5 per step."""
+    counts = {}
+    for depth in (1, 5):
+        for k in (3, 6):
+            model, x, y = _deep_problem(depth)
+            opt = _prepared_step("hessian", model, x, y, lanczos_steps=k)
+            with monkeypatch.context() as patch:
+                guard = ReadBacks(patch)
+                opt.step()
+            counts[depth, k] = guard.count
+    assert counts[1, 3] == counts[5, 3] and counts[1, 6] == counts[5, 6]
+    assert counts[1, 3] < counts[1, 6] <= 5 * 6

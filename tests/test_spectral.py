@@ -1,5 +1,5 @@
 """Tests for sgdnoise.spectral against dense eigendecompositions of matrices with known
-spectra (float64)."""
+spectra (float64; ``known_spectrum`` from ``tests/references.py``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from references import known_spectrum
 
 from sgdnoise.spectral import (
     hutchinson_trace,
@@ -24,14 +25,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def known_spectrum(eigs, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``A = Q diag(eigs) Qᵀ`` with a random orthogonal ``Q``; returns ``(A, Q)``."""
-    eigs = torch.as_tensor(eigs, dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(len(eigs), len(eigs), generator=gen, dtype=torch.float64))
-    return Q @ torch.diag(eigs) @ Q.T, Q
 
 
 class Counter:
@@ -110,6 +103,16 @@ def test_lanczos_degenerate_eigenvalue_with_block_and_full_krylov():
     assert overlap == pytest.approx(1.0, abs=1e-9)
     full = lanczos(lambda v: A @ v, 80, 4, num_iters=80)
     torch.testing.assert_close(full.eigenvalues, expected, rtol=0, atol=1e-9)
+
+
+def test_block_budget_that_is_not_a_multiple_of_the_block_grows_the_basis():
+    """num_iters = 10 with blocks of 3: the basis buffer (10 columns) must grow while the
+    next block is not yet stored; the reported residuals are the true ``‖A y − θ y‖``."""
+    A, _ = known_spectrum(bulk(60, seed=12, lo=-1.0), seed=13)
+    res = lanczos(lambda v: A @ v, 60, 2, block_size=3, num_iters=10)
+    assert res.num_matvecs >= 10
+    true = (A @ res.eigenvectors - res.eigenvectors * res.eigenvalues).norm(dim=0)
+    torch.testing.assert_close(res.residuals, true, rtol=1e-6, atol=1e-12)
 
 
 def test_lanczos_small_dim_recovers_whole_spectrum():

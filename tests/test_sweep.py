@@ -28,7 +28,6 @@ from sgdnoise.sweep import (
     parse_shard,
     record_path,
     run_plan,
-    run_sweep,
     shard_runs,
     train_config_fields,
     validate_plan,
@@ -104,7 +103,7 @@ def test_config_keys_are_the_train_config_fields():
         ({"arms__A__config": {"lr": -0.1}}, "arms.A.config.lr", "-0.1"),
         ({"arms__A__batch_sizes": [16, 64]}, "arms.A.batch_sizes[1]", "64"),
         ({"arms__A__batch_sizes": [16, 16]}, "arms.A.batch_sizes", "[16, 16]"),
-        ({"arms__A__seeds": [-1]}, "arms.A.seeds", "-1"),
+        ({"arms__A__seeds": [-1]}, "arms.A.seeds[0]", "-1"),
         ({"defaults__model": "vgg"}, "defaults.model", "vgg"),
         ({"defaults__norm": "layer"}, "defaults.norm", "layer"),
         ({"defaults__device": "tpu"}, "defaults.device", "tpu"),
@@ -128,7 +127,7 @@ def test_config_keys_are_the_train_config_fields():
         ({"arms__A__config": {"warmup_steps": -2}}, "arms.A.config.warmup_steps", "-2"),
         ({"defaults__sharpness_bn_mode": "both"}, "defaults.sharpness_bn_mode", "both"),
         ({"arms__A__tune": [0.5, 1.0]}, "arms.A.tune", "[0.5, 1.0]"),
-        ({"arms__A__tune": {**TUNE, "lr_factors": [1.0, 0]}}, "arms.A.tune.lr_factors",
+        ({"arms__A__tune": {**TUNE, "lr_factors": [1.0, 0]}}, "arms.A.tune.lr_factors[1]",
          "0"),
         ({"arms__A__tune": {**TUNE, "lr_factors": [1, 1]}}, "arms.A.tune.lr_factors",
          "[1, 1]"),
@@ -392,16 +391,6 @@ def test_estimate_run_seconds_closed_form():
     assert estimate_run_seconds(cfg, 100, 30, probe) == pytest.approx(want)
 
 
-def test_legacy_flat_config_still_runs(tmp_path):
-    cfg = {"dataset": "synthetic", "n_train": 48, "n_test": 16, "model": "cnn", "width": 4,
-           "norm": "none", "batch_sizes": [16, 48], "epochs": 1, "lr": 0.05, "seed": 0,
-           "device": "cpu", "eval_batch_size": 64, "amp": False}
-    recs = run_sweep(cfg, tmp_path / "o", order="largest-first")
-    assert [r["run"]["batch_size"] for r in recs] == [48, 16]
-    with pytest.raises(PlanError, match="'bogus'"):
-        run_sweep({**cfg, "bogus": 1}, tmp_path / "o")
-
-
 # --------------------------------------------------------------------------- resume
 
 
@@ -471,13 +460,13 @@ def test_empty_results_load_as_empty_frames(tmp_path):
 
 def test_git_commit_falls_back_to_the_environment(monkeypatch):
     import sgdnoise.provenance
-    from sgdnoise import sweep
+    from sgdnoise.sweep import records
 
     monkeypatch.setattr(sgdnoise.provenance, "git_commit", lambda path=None: "unknown")
     monkeypatch.setenv("SGDNOISE_GIT_COMMIT", "deadbeef")
-    assert sweep._git_commit() == "deadbeef"
+    assert records.git_commit() == "deadbeef"
     monkeypatch.delenv("SGDNOISE_GIT_COMMIT")
-    assert sweep._git_commit() == "unknown" or (REPO / "GIT_COMMIT").is_file()
+    assert records.git_commit() == "unknown" or (REPO / "GIT_COMMIT").is_file()
 
 
 # --------------------------------------------------------------------------- noise arms
@@ -523,16 +512,13 @@ def test_noise_needs_independent_examples_and_no_nesterov():
 
 
 def test_noise_arm_expands_with_the_matched_scale_of_each_batch_size():
-    from sgdnoise.noise import matched_injection_scale
-    from sgdnoise.sweep import NoiseSpec
+    from sgdnoise.noise import DEFAULT_LANCZOS_STEPS, NoiseSpec, matched_injection_scale
 
     plan = validate_plan(_plan(arms__N=NOISY))
     noisy = {r.run_id: r.noise for r in plan.runs if r.arm == "N"}
     assert noisy == {
-        "N_B00024_s0": NoiseSpec("subsampled", matched_injection_scale(8, 24, num_examples=48),
-                                 8, 6, 10, 4),
-        "N_B00048_s0": NoiseSpec("subsampled", matched_injection_scale(8, 48, num_examples=48),
-                                 8, 6, 10, 4)}
+        f"N_B000{b}_s0": NoiseSpec("subsampled", matched_injection_scale(8, b, num_examples=48),
+                                   8, 6, DEFAULT_LANCZOS_STEPS, 4) for b in (24, 48)}
     assert all(r.noise is None for r in plan.runs if r.arm != "N")
     fixed = validate_plan(_plan(arms__N={**NOISY, "noise": {
         "kind": "hessian", "injection_scale": 0.25, "num_samples": None,
@@ -579,9 +565,9 @@ def test_dry_run_of_a_noise_plan_shows_the_noise(tmp_path, capsys):
 
 
 def test_noisy_record_holds_the_settings_and_equals_training_with_noise_config(tmp_path):
-    """A noisy run of the sweep = train(...) with chapter 9's NoiseConfig optimizer factory
-    (same seed, same numbers); a plain run's record has no noise section."""
-    from sgdnoise.chapters.ch09_anisotropic_noise import NoiseConfig
+    """A noisy run of the sweep = train(...) with the NoisySGD factory of its noise spec
+    (the one chapter 9 uses; same seed, same numbers); a plain run's record has no noise
+    section."""
     from sgdnoise.data import load_dataset
     from sgdnoise.train import train
 
@@ -601,13 +587,10 @@ def test_noisy_record_holds_the_settings_and_equals_training_with_noise_config(t
         rec = recs[run.arm]
         assert rec["noise"] == run.noise.to_dict()
         assert rec["timing"]["noise_seconds"] > 0
-        n = run.noise
-        nc = NoiseConfig(run.arm, n.kind, run.batch_size, temperature=n.injection_scale,
-                         num_samples=n.num_samples, lanczos_steps=n.lanczos_steps,
-                         moment_probes=n.moment_probes)
         cfg = run.config
-        direct = train(cfg, data, progress=False, optimizer_factory=nc.optimizer_factory(
+        direct = train(cfg, data, progress=False, optimizer_factory=run.noise.optimizer_factory(
             lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=cfg.seed))
+        assert rec["timing"]["noise_seconds"] <= rec["timing"]["step_seconds"]
         assert _metrics(rec) == [{k: v for k, v in h.items() if k != "wall_time"}
                                  for h in direct.history]
     df = load_records(tmp_path / "o")
@@ -640,10 +623,10 @@ def test_cli_runs_the_ch09_test_plan_with_every_noise_kind(tmp_path):
 
 
 def test_noise_kinds_of_plans_are_those_of_noisy_sgd():
-    from sgdnoise.noise import KINDS
-    from sgdnoise.sweep import NOISE_KINDS
+    from sgdnoise.noise import KINDS, NoiseSpec
+    from sgdnoise.params import declared
 
-    assert NOISE_KINDS == KINDS[1:]
+    assert tuple(declared(NoiseSpec)["kind"].choices) == KINDS[1:]
 
 
 # --------------------------------------------------------------------------- η tuning
@@ -1003,12 +986,12 @@ def test_an_unreadable_record_names_the_file_and_what_to_do(tmp_path, capsys, co
 
 
 def _never_load(monkeypatch):
-    from sgdnoise import sweep
+    from sgdnoise.sweep import Plan
 
-    def refuse(plan):
+    def refuse(plan, n_val=None):
         raise AssertionError("data were loaded before the output folder was checked")
 
-    monkeypatch.setattr(sweep, "_load_data", refuse)
+    monkeypatch.setattr(Plan, "load_data", refuse)
 
 
 @pytest.mark.parametrize("where", ["file", "under a file", "checkpoints is a file"])

@@ -14,6 +14,7 @@ def test_checks_return_converted_values():
     assert V.check_positive_int("n", np.int64(3)) == 3 and type(V.check_positive_int("n", 3)) is int
     assert V.check_positive("lr", "0.5") == 0.5
     assert V.check_positive("eps", 0, allow_zero=True) == 0.0
+    assert V.check_positive_int("depth", 0, allow_zero=True) == 0
     assert V.check_choice("kind", "a", ("a", "b")) == "a"
     A = torch.eye(2)
     assert V.check_matrix("A", A, square=True) is A
@@ -23,6 +24,8 @@ def test_checks_return_converted_values():
 @pytest.mark.parametrize("call, words", [
     (lambda: V.check_positive_int("steps", 0), ["steps", "0", ">= 1"]),
     (lambda: V.check_positive_int("steps", True), ["steps", "True", "integer"]),
+    (lambda: V.check_positive_int("depth", -1, allow_zero=True), ["depth", "-1", ">= 0"]),
+    (lambda: V.check_positive_int("depth", 1.5, allow_zero=True), ["depth", "1.5", "integer"]),
     (lambda: V.check_positive("lr", -1.0), ["lr", "-1.0"]),
     (lambda: V.check_positive("lr", float("nan")), ["lr", "nan"]),
     (lambda: V.check_choice("kind", "c", ("a", "b")), ["kind", "'c'", "'a'"]),

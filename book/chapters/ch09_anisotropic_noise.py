@@ -36,7 +36,7 @@
 # where $\Sigma_\text{kind}$ is a stand-in for $D$ computed from $M$ examples of the current
 # batch and $\xi$ has mean zero given the batch (it is a fresh Gaussian, or a Gaussian times a
 # batch-dependent scale). The *injection scale* $T \ge 0$ is the knob; it is not tied to
-# $\eta$ or $B$. (Chapter 6's temperature $\eta/B$ and chapter 8's noise scale are different
+# $\eta$ or $B$. (Chapter 6's ratio $\eta/B$ and chapter 8's noise scale are different
 # quantities; $T$ here has the units of an inverse batch size.)
 
 # %% tags=["parameters", "remove-cell"]
@@ -79,6 +79,7 @@ device = "cpu"
 records_dir = "../../data/results/ch09"
 plan = "../params/ch09_anisotropic_noise/plan_full.yaml"
 ch08_records_dirs = ["../../data/results/ch08"]
+ch08_params = "../params/ch08_resnet_sweep/full.yaml"
 
 # %% tags=["remove-cell"]
 import matplotlib.pyplot as plt
@@ -93,14 +94,14 @@ from sgdnoise.data import load_dataset
 from sgdnoise.grads import num_params
 from sgdnoise.models import build_model
 from sgdnoise.plotting import source_label, use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts, tex_html
+from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts, tex_html
 
 P = ch09.Params.from_namespace(globals())
 clock = Stopwatch()
 torch.set_num_threads(1)  # one thread: measured faster than two when the cores are shared
 use_style()
 palette = ch09.kind_palette()
-scale = ch09.scale_label(P.profile, P.device)
+scale = f"{scale_label(P.profile)} ({P.device})"
 goals = ch09.cost_goals(P.cost_goal_subsampled, P.cost_goal_curvature)
 
 # %% [markdown]
@@ -346,7 +347,7 @@ configs = ch09.build_configs(
 )
 ch09.styled_table(
     pd.DataFrame([dict(label=c.label, kind=c.kind, budget=c.budget, batch=c.batch_size,
-                       epochs=c.epochs or P.epochs, scale=c.temperature, M=c.num_samples)
+                       epochs=c.epochs or P.epochs, scale=c.injection_scale, M=c.num_samples)
                   for c in configs]),
     {"scale": "{:.6f}", "M": "{:.0f}"}, wrap=(),
     rename={"scale": "injection scale T", "batch": "batch (examples)"})

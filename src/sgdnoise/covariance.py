@@ -18,8 +18,8 @@ N = 1, where the formula reads 0/0 (and D = 0 anyway).
 This module holds the dense P × P functions (D, c·D, its trace, the noise scale), the
 Monte Carlo check of Lemma 1, and :func:`minibatch_means` (seeded mini-batch means of
 per-example values, with or without replacement). The matrix-free c · D is
-:class:`sgdnoise.curvature.CovarianceOperator` (one of the curvature-operator family), also
-importable from here as ``sgdnoise.covariance.CovarianceOperator``.
+:class:`sgdnoise.curvature.CovarianceOperator` (one of the curvature-operator family, which
+imports this module; nothing here imports it back).
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from sgdnoise.validate import check_finite, check_matrix, check_positive_int, ch
 
 __all__ = [
     "gradient_covariance",
-    "minibatch_factor",
     "minibatch_covariance",
     "minibatch_trace",
     "noise_scale",
@@ -46,7 +45,6 @@ __all__ = [
     "sample_covariance",
     "monte_carlo_covariance_error",
     "MonteCarloCovarianceResult",
-    "CovarianceOperator",  # noqa: F822 (lazy, see __getattr__)
     "check_gradients",
     "finite_population_factor",
     "minibatch_means",
@@ -93,11 +91,6 @@ def finite_population_factor(n: int, b: int, *, replacement: bool) -> float:
     if b == n:
         return 0.0
     return (n - b) / (b * (n - 1))
-
-
-def minibatch_factor(num_examples: int, batch_size: int, *, replacement: bool = True) -> float:
-    """:func:`finite_population_factor` with ``replacement=True`` by default."""
-    return finite_population_factor(num_examples, batch_size, replacement=replacement)
 
 
 def gradient_covariance(G: Tensor) -> Tensor:
@@ -200,7 +193,8 @@ def sample_covariance(samples: Tensor, *, mean: Tensor | None = None) -> Tensor:
     """Monte Carlo covariance of samples X: (S, P) -> (P, P).
 
     With ``mean=None`` the sample mean is subtracted and the sum divided by S − 1 (unbiased);
-    with a known ``mean`` (P,) it is subtracted and the sum divided by S.
+    with a known ``mean`` (P,) it is subtracted and the sum divided by S. No chapter calls
+    it; it is kept for a reader's own Monte Carlo checks of Lemma 1.
     """
     check_matrix("samples", samples)
     s = samples.shape[0]
@@ -276,7 +270,8 @@ def monte_carlo_covariance_error(
     ‖aUᵀU − bVᵀV‖_F² = a²‖UUᵀ‖_F² − 2ab‖UVᵀ‖_F² + b²‖VVᵀ‖_F² (U = X̃, V = G̃), cost
     O((S + N)² P). The error shrinks like 1/√S. ``return_estimates`` also returns the
     dense (P, P) estimates of the first repeat. (When P² is smaller than (S + N)², the
-    dense difference is formed instead; both routes are exact.)
+    dense difference is formed instead; both routes are exact.) No chapter calls it; it is
+    kept as the Monte Carlo check of Lemma 1 a reader can run at any P.
     """
     check_gradients(G, min_rows=2)
     n = G.shape[0]
@@ -391,7 +386,7 @@ def noise_energy_fraction(cov: Any, U: Tensor) -> Tensor:
     """Cumulative fractions f_k = Σ_{j≤k} u_jᵀ C u_j / tr C, k = 1..K: (K,).
 
     cov: anything with ``matmat(V: (P, K)) -> (P, K)`` and ``trace()`` (e.g.
-    :class:`sgdnoise.covariance.CovarianceOperator`, whose C is D/B up to a factor that
+    :class:`sgdnoise.curvature.CovarianceOperator`, whose C is D/B up to a factor that
     cancels here). U: (P, K) with orthonormal columns (e.g. top Hessian eigenvectors).
     Cost: K products with C. For a uniformly random K-dimensional subspace the expected
     fraction is K/P (:func:`sgdnoise.spectral.random_subspace_fraction`); the best possible
@@ -517,12 +512,3 @@ class NoiseScaleTracker:
 
         return pd.DataFrame(self.rows)
 
-
-def __getattr__(name: str):
-    """``CovarianceOperator`` lives in :mod:`sgdnoise.curvature` (imported lazily here:
-    curvature imports this module)."""
-    if name == "CovarianceOperator":
-        from sgdnoise.curvature import CovarianceOperator
-
-        return CovarianceOperator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

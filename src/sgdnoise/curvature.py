@@ -57,8 +57,16 @@ from sgdnoise.grads import (
     per_example_losses,
     split_like,
     trainable_named_parameters,
+    trainable_parameters,
 )
-from sgdnoise.spectral import LanczosResult, hutchinson_trace, lanczos, spectral_density
+from sgdnoise.models import batchnorm_layers
+from sgdnoise.spectral import (
+    LanczosResult,
+    hutchinson_trace,
+    lanczos,
+    spectral_density,
+    standard_normal,
+)
 from sgdnoise.validate import check_choice, check_matrix, check_positive_int, check_vector
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -81,6 +89,7 @@ __all__ = [
     "kl_hessian",
     "lanczos",
     "spectral_density",
+    "sharpness",
     "true_fisher",
 ]
 
@@ -159,10 +168,9 @@ def _softmax_output_matrix(probs: torch.Tensor, labels: torch.Tensor | None) -> 
 
 def _randn(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor
            ) -> torch.Tensor:
-    """Standard normal draws from ``generator`` (on its device), moved to ``like``'s."""
-    device = generator.device if generator is not None else like.device
-    z = torch.randn(shape, generator=generator, device=device, dtype=like.dtype)
-    return z.to(like.device)
+    """Standard normal draws from ``generator`` (on its device), in ``like``'s dtype and
+    on its device (:func:`sgdnoise.spectral.standard_normal`)."""
+    return standard_normal(shape, generator, dtype=like.dtype, device=like.device)
 
 
 def _softmax_root(probs: torch.Tensor) -> torch.Tensor:
@@ -302,6 +310,89 @@ def hessian(
     for sl in _chunks(n, chunk_size):
         H += fn(theta, inputs[sl], targets[sl]).detach() * ((sl.stop - sl.start) / n)
     return 0.5 * (H + H.T)
+
+
+#: the objectives :func:`sharpness` measures for a network with BatchNorm
+SHARPNESS_BN_MODES = ("eval", "train")
+
+
+def sharpness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    num_iters: int = 20,
+    chunk_size: int | None = None,
+    seed: int = 0,
+    bn_mode: str = "eval",
+    tol: float = 1e-6,
+    dtype: torch.dtype | None = None,
+) -> float:
+    """``λ_max`` of the Hessian of the mean cross-entropy ``L(θ) = (1/n) Σ_i ℓ_i(θ)`` over
+    ``x: (n, ...)`` (network inputs), ``y: (n,)``, with respect to the trainable parameters
+    ``θ: (P,)``, by ``num_iters`` Lanczos steps (:func:`sgdnoise.spectral.lanczos`, stopping
+    early at relative residual ``tol``, in ``dtype``: default the parameters') on
+    Hessian-vector products. The one sharpness estimate of the package (the training
+    engine's, chapter 9's).
+
+    ``bn_mode="eval"``: the model in eval mode (BatchNorm uses its running statistics), the
+    products by :class:`HessianOperator` in chunks of ``chunk_size``. ``bn_mode="train"``:
+    the training-mode objective on fixed groups, ``L(θ) = (1/n) Σ_c Σ_{i∈c} ℓ_i(θ; c)``,
+    where each chunk ``c`` of ``chunk_size`` consecutive examples (all ``n`` when None) is
+    one forward pass in train mode, so BatchNorm normalises with the chunk's own statistics
+    (a ghost layer with those of its groups); the products by double backward
+    (Pearlmutter) per chunk, and every BatchNorm layer's running statistics are restored
+    afterwards. The model's mode is restored in both cases."""
+    num_iters = check_positive_int("num_iters", num_iters)
+    check_choice("bn_mode", bn_mode, SHARPNESS_BN_MODES)
+    was_training = model.training
+    saved = [(m, {k: b.clone() for k, b in m.named_buffers(recurse=False) if b is not None})
+             for m in batchnorm_layers(model)]
+    try:
+        params = trainable_parameters(model)
+        dim = sum(p.numel() for p in params)
+        model.train(bn_mode == "train")
+        if bn_mode == "eval":
+            op = HessianOperator(model, nn.CrossEntropyLoss(), x, y, chunk_size=chunk_size)
+            matvec = op.matvec
+        else:
+            matvec = _train_mode_hvp(model, params, x, y, chunk_size or x.shape[0])
+        work = dtype or params[0].dtype
+        res = lanczos(lambda v: matvec(v.to(params[0].dtype)).to(work), dim, 1,
+                      num_iters=min(num_iters, dim), tol=tol, seed=seed, dtype=work,
+                      device=params[0].device)
+        return float(res.eigenvalues[0])
+    finally:
+        with torch.no_grad():
+            for m, buffers in saved:
+                for k, b in buffers.items():
+                    getattr(m, k).copy_(b)
+        model.train(was_training)
+
+
+def _train_mode_hvp(model: nn.Module, params: list[torch.Tensor], x: torch.Tensor,
+                    y: torch.Tensor, chunk: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``v: (P,) ↦ H v: (P,)`` of the train-mode objective of :func:`sharpness`: per chunk,
+    ``g_c = ∇ (1/n) Σ_{i∈c} ℓ_i`` with its graph, then ``∂⟨g_c, v⟩/∂θ``."""
+    n = x.shape[0]
+
+    def matvec(v: torch.Tensor) -> torch.Tensor:
+        pieces = split_like(v, params)
+        out = torch.zeros_like(v)
+        for lo in range(0, n, chunk):
+            with torch.enable_grad():
+                logits = model(x[lo:lo + chunk])
+                logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+                loss = F.cross_entropy(logits, y[lo:lo + chunk], reduction="sum") / n
+                grads = torch.autograd.grad(loss, params, create_graph=True,
+                                            allow_unused=True)
+                dot = sum((g * u).sum() for g, u in zip(grads, pieces, strict=True)
+                          if g is not None)
+                hv = torch.autograd.grad(dot, params, allow_unused=True)
+            out += flatten_like(hv, params).detach()
+        return out
+
+    return matvec
 
 
 def _jacobian_chunk(fm: _Model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -531,9 +622,6 @@ class CurvatureOperator:
         lanczos_kwargs.setdefault("device", self.device)
         lanczos_kwargs.setdefault("matmat", lambda V: self.matmat(V, block_size=None))
         return lanczos(self.matvec, self._dim, k, **lanczos_kwargs)
-
-
-_CurvatureOperator = CurvatureOperator  # the name before the family was public
 
 
 class _ModelOperator(CurvatureOperator):
@@ -1017,13 +1105,8 @@ def fisher_rao_identity(
     if num_hidden_layers is None:
         degree = _infer_degree(model)
     else:
-        if isinstance(num_hidden_layers, bool) or not isinstance(num_hidden_layers, int) or (
-            num_hidden_layers < 0
-        ):
-            raise ValueError(
-                f"num_hidden_layers must be an integer >= 0, got {num_hidden_layers!r}"
-            )
-        degree = num_hidden_layers + 1
+        degree = check_positive_int("num_hidden_layers", num_hidden_layers,
+                                    allow_zero=True) + 1
     lhs = fisher_rao_norm(
         model, inputs, targets, loss_fn=loss_fn, kind=kind, chunk_size=chunk_size
     )

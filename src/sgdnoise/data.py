@@ -34,6 +34,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .validate import check_choice, check_positive_int
 
 __all__ = [
@@ -870,12 +871,9 @@ def write_manifest(folder: Path, verified_against: str) -> Path:
     against it. Returns the manifest's path."""
     files = {name: hashlib.sha256(_read_bytes(folder / name)).hexdigest()
              for name in (*TRAIN_FILES, TEST_FILE, META_FILE)}
-    path = folder / MANIFEST_FILE
-    tmp = folder / f".{MANIFEST_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, "verified_against": verified_against,
-                               "files": files}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps({"format": MANIFEST_FORMAT, "verified_against": verified_against,
+                       "files": files}, indent=1, sort_keys=True) + "\n"
+    return atomic_write(folder / MANIFEST_FILE, lambda tmp: tmp.write_text(text))
 
 
 def _what_it_is(identity: DataIdentity) -> str:

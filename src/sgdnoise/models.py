@@ -35,6 +35,7 @@ __all__ = [
     "BasicBlock",
     "CifarResNet",
     "GhostBatchNorm2d",
+    "batchnorm_layers",
     "build_model",
     "group_norm_groups",
     "make_norm",
@@ -174,6 +175,12 @@ def set_ghost_batch_size(model: nn.Module, ghost_batch_size: int | None) -> int:
                 setattr(parent, name, new)
                 n += 1
     return n
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers of ``model`` that keep running statistics."""
+    return [m for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 def make_norm(norm: str, channels: int, ghost_batch_size: int | None = None) -> nn.Module:
@@ -513,9 +520,8 @@ def _build(name, *, num_classes, in_shape, width, norm, bias, hidden, depth, act
         return softmax_regression(in_features, num_classes, bias=bias)
     if name == "mlp":
         if hidden is None:
-            n_hidden = 2 if depth is None else depth
-            if isinstance(n_hidden, bool) or not isinstance(n_hidden, int) or n_hidden < 0:
-                raise ValueError(f"depth must be a non-negative integer, got {depth!r}")
+            n_hidden = 2 if depth is None else check_positive_int("depth", depth,
+                                                                  allow_zero=True)
             hidden = (width,) * n_hidden
         return mlp(in_features, hidden, num_classes, bias, activation=activation)
     if len(shape) != 3:

@@ -1,24 +1,57 @@
-"""Chapter parameters: one YAML file per chapter and profile, validated before any work.
+"""The one way to declare and validate a parameter: chapter parameters, training configs
+and sweep plans.
 
-A chapter declares what it accepts as a dict of :class:`Param` and calls
-:func:`validate` on the values papermill injected; a bad value stops the chapter with a
-message that names the parameter, the value and what is allowed."""
+A parameter is declared once, as a dataclass field made by :func:`param` (its bounds,
+allowed values, minimum list length, default and a one-line doc); its kind comes from the
+field's annotation. :func:`check_declared` checks every declared field of an object, and
+a refused value raises :class:`ParamError`, a ValueError that carries the parameter's name
+(``field``), the value and the rule it broke (``rule``) as attributes, so that a caller
+(a plan's validator naming the plan key, say) rewords it without reading the message.
+
+Users: every chapter's frozen ``Params`` (a :class:`ChapterParams` subclass: one YAML file
+per chapter and profile, checked before any work), :class:`sgdnoise.train.TrainConfig`
+and the sections of a sweep plan (:mod:`sgdnoise.sweep.plan`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .yamlio import load_yaml
 
+__all__ = [
+    "CEILING",
+    "PROFILES",
+    "ChapterParams",
+    "Param",
+    "ParamError",
+    "check_declared",
+    "check_names",
+    "declared",
+    "load_profile",
+    "param",
+    "validate",
+]
+
 PROFILES = ("smoke", "default", "full")
 #: Bounds of numeric parameters that declare none (inclusive, by kind): a typo such as
 #: ``runs: 10**15`` is refused instead of running until killed. The largest value of any
-#: shipped profile is 200,000.
+#: shipped profile is 200,000. A parameter that may be larger says so (``high=math.inf``).
 CEILING = {"int": 10**7, "float": 1e9}
+_SCALARS = ("int", "float", "str", "bool")
+
+
+class ParamError(ValueError):
+    """A value its declaration refuses. ``field``: the parameter's name (``name[i]`` for an
+    item of a list); ``value``: what was given; ``rule``: what is allowed, as a phrase
+    (``"must be >= 1"``). The message is ``"<subject> <rule>, got <value>"``."""
+
+    def __init__(self, field: str, value: Any, rule: str, message: str | None = None) -> None:
+        self.field, self.value, self.rule = field, value, rule
+        super().__init__(message or f"parameter {field!r} {rule}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -26,33 +59,48 @@ class Param:
     """What one parameter may be.
 
     ``kind`` is one of ``int``, ``float``, ``str``, ``bool``, ``list[int]``,
-    ``list[float]``, ``list[str]``. ``low``/``high`` bound numbers (and each list item),
-    inclusive; a number without a declared bound lies within ``±CEILING[kind]`` and every
-    float must be finite. ``choices`` restricts values (or list items)."""
+    ``list[float]``, ``list[str]``; ``optional`` also allows None. ``low``/``high`` bound
+    numbers (and each list item), inclusive unless ``low_open``/``high_open``; a number
+    without a declared bound lies within ``±CEILING[kind]`` and every float must be finite.
+    ``choices`` restricts values (or list items)."""
 
     kind: str
     low: float | None = None
     high: float | None = None
     choices: Sequence[Any] | None = None
     min_len: int = 1
+    optional: bool = False
+    low_open: bool = False
+    high_open: bool = False
 
-    def check(self, name: str, value: Any) -> Any:
+    def check(self, name: str, value: Any, *, subject: str | None = None) -> Any:
+        """``value`` checked and coerced (a float kind turns an int into a float, a list
+        kind checks every item); raise :class:`ParamError` naming ``name``. ``subject``:
+        how the message names the parameter (default ``"parameter '<name>'"``)."""
+        try:
+            return self._check(name, value)
+        except ParamError as err:
+            if subject is None:
+                raise
+            raise ParamError(err.field, err.value, err.rule,
+                             f"{subject} {err.rule}, got {err.value!r}") from None
+
+    def _check(self, name: str, value: Any) -> Any:
+        if value is None and self.optional:
+            return None
         if self.kind.startswith("list["):
             item_kind = self.kind[5:-1]
             if not isinstance(value, (list, tuple)) or len(value) < self.min_len:
-                raise ValueError(
-                    f"parameter {name!r} must be a list of {item_kind} with at least "
-                    f"{self.min_len} item(s), got {value!r}"
-                )
-            item = Param(item_kind, self.low, self.high, self.choices)
-            return [item.check(f"{name}[{i}]", v) for i, v in enumerate(value)]
-        value = _coerce(name, self.kind, value)
+                raise ParamError(name, value, f"must be a list of {item_kind} with at least "
+                                              f"{self.min_len} item(s)")
+            item = Param(item_kind, self.low, self.high, self.choices,
+                         low_open=self.low_open, high_open=self.high_open)
+            return [item._check(f"{name}[{i}]", v) for i, v in enumerate(value)]
+        value = _coerce(name, self.kind, value, self.optional)
         if self.kind in CEILING:
             self._check_bounds(name, value)
         if self.choices is not None and value not in self.choices:
-            raise ValueError(
-                f"parameter {name!r} must be one of {list(self.choices)}, got {value!r}"
-            )
+            raise ParamError(name, value, f"must be one of {list(self.choices)}")
         return value
 
     def _check_bounds(self, name: str, value: float) -> None:
@@ -60,32 +108,33 @@ class Param:
         note = f" (the ceiling of {self.kind} parameters without a declared bound)"
         low = self.low if self.low is not None else -cap
         high = self.high if self.high is not None else cap
-        if value < low:
-            raise ValueError(f"parameter {name!r} must be >= {low}"
-                             f"{note if self.low is None else ''}, got {value!r}")
-        if value > high:
-            raise ValueError(f"parameter {name!r} must be <= {high}"
-                             f"{note if self.high is None else ''}, got {value!r}")
+        if value < low or (self.low_open and value == low):
+            rule = f"must be {'>' if self.low_open else '>='} {low}"
+            raise ParamError(name, value, rule + (note if self.low is None else ""))
+        if value > high or (self.high_open and value == high):
+            rule = f"must be {'<' if self.high_open else '<='} {high}"
+            raise ParamError(name, value, rule + (note if self.high is None else ""))
 
 
-def _coerce(name: str, kind: str, value: Any) -> Any:
+def _coerce(name: str, kind: str, value: Any, optional: bool = False) -> Any:
+    null = "null or " if optional else ""
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ValueError(f"parameter {name!r} must be true or false, got {value!r}")
+            raise ParamError(name, value, f"must be {null}true or false")
         return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"parameter {name!r} must be an integer, got {value!r}")
+            raise ParamError(name, value, f"must be {null}an integer")
         return value
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"parameter {name!r} must be a number, got {value!r}")
+            raise ParamError(name, value, f"must be {null}a number")
         if not math.isfinite(value):
-            raise ValueError(f"parameter {name!r} must be a finite number, got {value!r}")
+            raise ParamError(name, value, f"must be {null}a finite number")
         return float(value)
     if kind == "str":
         if not isinstance(value, str):
-            raise ValueError(f"parameter {name!r} must be a string, got {value!r}")
+            raise ParamError(name, value, f"must be {null}a string")
         return value
     raise ValueError(f"unknown parameter kind {kind!r} for {name!r}")
 
@@ -121,7 +170,7 @@ def load_profile(path: str | Path) -> dict[str, Any]:
     return data
 
 
-# --------------------------------------------------------------------------- chapter params
+# --------------------------------------------------------------------------- declarations
 
 _KINDS = {
     "int": "int",
@@ -136,24 +185,59 @@ _KINDS = {
 
 def _annotation_name(t: Any) -> str:
     name = t.__name__ if isinstance(t, type) else str(t)
-    return name.replace(" ", "").replace(",...", ", ...")
+    return name.replace(" ", "").replace(",...", ", ...").replace("|", " | ")
 
 
 def param(
     *,
+    default: Any = MISSING,
     low: float | None = None,
     high: float | None = None,
     choices: Sequence[Any] | None = None,
     min_len: int = 1,
+    low_open: bool = False,
+    high_open: bool = False,
     doc: str = "",
 ) -> Any:
-    """Declare one field of a :class:`ChapterParams` subclass: its bounds (inclusive, for
-    numbers and each list item), allowed values, minimum list length and a one-line ``doc``.
+    """Declare one field of a dataclass checked by :func:`check_declared` (a
+    :class:`ChapterParams` subclass, :class:`sgdnoise.train.TrainConfig`, a plan section):
+    its bounds (inclusive unless ``low_open``/``high_open``; for numbers and each list
+    item), allowed values, minimum list length, ``default`` (none: the field is required)
+    and a one-line ``doc``.
 
     The kind comes from the field's annotation: ``int``, ``float``, ``str``, ``bool`` or
-    ``tuple[int | float | str, ...]`` (YAML lists are accepted and stored as tuples)."""
-    return field(metadata={"param": dict(low=low, high=high, choices=choices,
-                                         min_len=min_len, doc=doc)})
+    ``tuple[int | float | str, ...]`` (YAML lists are accepted and stored as tuples);
+    ``X | None`` also allows None."""
+    meta = {"param": dict(low=low, high=high, choices=choices, min_len=min_len,
+                          low_open=low_open, high_open=high_open, doc=doc)}
+    return field(default=default, metadata=meta)
+
+
+def declared(cls: Any) -> dict[str, Param]:
+    """The :class:`Param` of every field of the dataclass ``cls`` declared with
+    :func:`param`, by name, in field order."""
+    out = {}
+    for f in fields(cls):
+        spec = f.metadata.get("param")
+        if spec is None:
+            continue
+        name = _annotation_name(f.type)
+        optional = name.endswith(" | None")
+        kind = _KINDS.get(name.removesuffix(" | None"))
+        if kind is None:
+            raise TypeError(f"{cls.__name__}.{f.name}: unsupported annotation {f.type!r}")
+        out[f.name] = Param(kind, spec["low"], spec["high"], spec["choices"],
+                            spec["min_len"], optional, spec["low_open"], spec["high_open"])
+    return out
+
+
+def check_declared(obj: Any, *, subject: str = "parameter {name!r}") -> dict[str, Any]:
+    """Check every declared field of the dataclass instance ``obj`` (:func:`declared`);
+    return the checked values by name (coerced: floats for float kinds, lists for list
+    kinds). A refused value raises :class:`ParamError` whose message names the field as
+    ``subject`` (formatted with ``name``)."""
+    return {name: spec.check(name, getattr(obj, name), subject=subject.format(name=name))
+            for name, spec in declared(type(obj)).items()}
 
 
 @dataclass(frozen=True)
@@ -169,29 +253,19 @@ class ChapterParams:
     profile: str = param(choices=PROFILES, doc="which profile produced these values")
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            spec = f.metadata.get("param")
-            if spec is None:
-                continue
-            kind = _KINDS.get(_annotation_name(f.type))
-            if kind is None:
-                raise TypeError(
-                    f"{type(self).__name__}.{f.name}: unsupported annotation {f.type!r}"
-                )
-            checked = Param(kind, spec["low"], spec["high"], spec["choices"],
-                            spec["min_len"]).check(f.name, getattr(self, f.name))
-            if kind.startswith("list["):
-                checked = tuple(checked)
-            object.__setattr__(self, f.name, checked)
+        for name, value in check_declared(self).items():
+            object.__setattr__(self, name, tuple(value) if isinstance(value, list) else value)
         self.check()
 
     def check(self) -> None:
         """Cross-field checks of a subclass (raise ValueError naming the parameters)."""
 
     def require(self, condition: bool, name: str, message: str) -> None:
-        """Raise ``ValueError("parameter 'name' ...: message")`` unless ``condition``."""
+        """Raise :class:`ParamError` (``"parameter 'name' = value: message"``) unless
+        ``condition``."""
         if not condition:
-            raise ValueError(f"parameter {name!r} = {getattr(self, name)!r}: {message}")
+            value = getattr(self, name)
+            raise ParamError(name, value, message, f"parameter {name!r} = {value!r}: {message}")
 
     @classmethod
     def names(cls) -> list[str]:

@@ -180,10 +180,11 @@ def _one_path(cfg: Any, data: Any, engine: str, factory: Callable | None, *,
               fail: bool, cuda_paths_on_cpu: bool) -> tuple[torch.Tensor, list[float],
                                                             torch.Tensor]:
     """``(θ_0, step losses, θ_T)`` of one path."""
-    from sgdnoise.train import _build_default_model, train
+    from sgdnoise.train import train
+    from sgdnoise.train.trainer import default_model
 
     n_cls = int(max(int(data.train_y.max()), int(data.test_y.max()))) + 1
-    model = _build_default_model(cfg, tuple(data.train_x.shape[1:]), max(n_cls, 2))
+    model = default_model(cfg, tuple(data.train_x.shape[1:]), max(n_cls, 2))
     theta0 = _flat(model)
     losses = _Losses(fail)
     res = train(cfg, {"train_x": data.train_x, "train_y": data.train_y}, model=model,
@@ -203,7 +204,7 @@ def compare_paths(run: Any, data: Any, *, steps: int = 20, inject: str | None = 
     """Train ``run``'s config for ``steps`` steps on the fast and on the eager path (same
     initialisation and batches, no evaluation or sharpness) and compare them (module
     docstring). ``inject``: None, ``"error"`` or ``"mismatch"`` (on the fast path)."""
-    from sgdnoise.sweep import _optimizer_factory
+    from sgdnoise.sweep.runner import optimizer_factory
 
     t0 = time.perf_counter()
     cfg = dataclasses.replace(run.config, max_steps=steps, eval_points=0, sharpness_n=0,
@@ -212,12 +213,12 @@ def compare_paths(run: Any, data: Any, *, steps: int = 20, inject: str | None = 
     case = CaseResult(run.run_id, _what(run))
     kw = {"cuda_paths_on_cpu": cuda_paths_on_cpu}
     try:
-        th0, fast_l, fast_t = _one_path(fast_cfg, data, "fast", _optimizer_factory(run),
+        th0, fast_l, fast_t = _one_path(fast_cfg, data, "fast", optimizer_factory(run),
                                         fail=inject == "error", **kw)
     except Exception as err:  # noqa: BLE001 - any failure of the fast path means: eager
         case.fast_error = _error_text(err)
     try:
-        th0, eager_l, eager_t = _one_path(cfg, data, "eager", _optimizer_factory(run),
+        th0, eager_l, eager_t = _one_path(cfg, data, "eager", optimizer_factory(run),
                                           fail=False, **kw)
     except Exception as err:  # noqa: BLE001 - reported; the caller decides
         case.eager_error = _error_text(err)
@@ -261,7 +262,7 @@ def run_preflight(plan: Any, data: Any = None, *, steps: int = 20,
     """Check the plan's :func:`preflight_cases` (``plan``: a :class:`sgdnoise.sweep.Plan`
     or a plan file) and choose the engine path; ``data``: the plan's data (loaded when
     None)."""
-    from sgdnoise.sweep import _load_data, load_plan
+    from sgdnoise.sweep import load_plan
 
     from .validate import check_positive, check_positive_int
 
@@ -272,7 +273,7 @@ def run_preflight(plan: Any, data: Any = None, *, steps: int = 20,
     say = log or (lambda msg: print(msg, flush=True))
     if not hasattr(plan, "runs"):
         plan = load_plan(plan)
-    data = data if data is not None else _load_data(plan)
+    data = data if data is not None else plan.load_data()
     t0 = time.perf_counter()
     cases = []
     for k, run in enumerate(preflight_cases(plan.runs), start=1):

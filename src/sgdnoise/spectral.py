@@ -58,6 +58,7 @@ __all__ = [
     "slq_near_zero_fraction",
     "slq_zero_cluster",
     "spectral_density",
+    "standard_normal",
     "subspace_capture",
     "top_eigenspace_overlap",
 ]
@@ -74,8 +75,19 @@ def _generator(seed: int) -> torch.Generator:
     return gen
 
 
+def standard_normal(shape: tuple[int, ...], generator: torch.Generator | None, *,
+                    dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """Standard normal draws of ``shape`` in ``dtype`` from ``generator`` (on the generator's
+    device; on ``device`` without one), moved to ``device``: the one Gaussian source of the
+    package's samplers."""
+    where = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=where, dtype=dtype).to(device)
+
+
 def _randn(dim: int, cols: int, gen: torch.Generator, dtype, device) -> torch.Tensor:
-    return torch.randn(dim, cols, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    """``(dim, cols)`` draws made in float64 on the CPU generator ``gen``, then cast."""
+    return standard_normal((dim, cols), gen, dtype=torch.float64, device=gen.device).to(
+        dtype=dtype, device=device)
 
 
 def _call_operator(name: str, op: Callable[[torch.Tensor], Any], x: torch.Tensor) -> Any:
@@ -179,6 +191,136 @@ class LanczosResult:
         yield self.eigenvectors
 
 
+class _KrylovBasis:
+    """The orthonormal basis ``V: (dim, m)`` of a (block) Krylov space and ``T = VᵀAV``,
+    built one block at a time by :meth:`column_step` (a block of one column) or
+    :meth:`block_step`, then :meth:`extend`.
+
+    ``V`` is stored as the rows of a buffer that grows by doubling (no copy per step), with
+    one spare row where a single column's residual is formed in place, and ``T`` in a
+    square buffer grown alongside, so a step allocates no ``(dim, m)`` temporaries. Every
+    entry of ``T`` is the computed inner product (block tridiagonal up to rounding). With
+    ``Q`` the last block, ``A Q = V C + W`` where ``W ⊥ V`` is split as ``W = Q_next R``
+    (dropping directions at rounding level), so ``A V s − V T s = Q_next R s_last``."""
+
+    def __init__(self, start: torch.Tensor, max_size: int, column_path: bool) -> None:
+        self.dim = start.shape[0]
+        self.eps = torch.finfo(start.dtype).eps
+        self.tiny = torch.finfo(start.dtype).tiny
+        cap = max(start.shape[1], min(max_size, self.dim))
+        self.rows = torch.empty((cap + 1, self.dim), dtype=start.dtype, device=start.device)
+        self.Tbuf = torch.zeros((cap, cap), dtype=start.dtype, device=start.device)
+        self.scale = 0.0  # running estimate of ‖A‖ for the breakdown test
+        self.lo = 0  # first column of the previous block (the reach of the block recurrence)
+        self.beta: float | None = None  # ‖r‖ of the last column (T[m-1, m-2]) when one came last
+        self.norm_next = 0.0  # ‖r‖ of the residual that a column step placed as next vector
+        self.num_matvecs = 0
+        norm = float(start.norm()) if start.shape[1] == 1 and column_path else 0.0
+        if norm > 0:  # a single start vector, normalised straight into the buffer
+            torch.div(start[:, 0], norm, out=self.rows[0])
+            self.Q = self.rows[:1].T
+        else:
+            self.Q, _ = torch.linalg.qr(start)
+            _set_rows(self.rows, 0, self.Q)
+        self.m = self.Q.shape[1]
+
+    @property
+    def V(self) -> torch.Tensor:
+        return self.rows[:self.m].T
+
+    @property
+    def T(self) -> torch.Tensor:
+        return self.Tbuf[:self.m, :self.m]
+
+    def _set_column(self, C: torch.Tensor, b: int) -> None:
+        """T's new block column and row ``C = VᵀAQ`` (symmetric: the diagonal block is
+        averaged)."""
+        m, m_prev = self.m, self.m - b
+        self.Tbuf[:m, m_prev:m] = C
+        self.Tbuf[m_prev:m, :m_prev] = C[:m_prev].T
+        if b > 1:
+            D = self.Tbuf[m_prev:m, m_prev:m]
+            self.Tbuf[m_prev:m, m_prev:m] = 0.5 * (D + D.T)
+
+    def column_step(self, w: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, bool]:
+        """The step of a one-column block ``q`` from ``w = A q: (dim,)``: the three-term
+        recurrence's two vectors removed, then one classical Gram-Schmidt pass against all
+        of ``V`` (a second only when it cancelled most of the vector,
+        :func:`_orthogonalize_column`); the residual becomes the next vector in place.
+        Returns ``(R (1, 1) or None at breakdown, Q_next (dim, 0 or 1), placed)``."""
+        m = self.m
+        C, norm_aq, norm_w = _orthogonalize_column(
+            w, self.rows, m, self.lo, self.beta if self.lo == m - 2 else None)
+        self.scale = max(self.scale, norm_aq)
+        self._set_column(C, 1)
+        if norm_w > 100 * self.eps * max(self.scale, self.tiny):
+            self.norm_next = norm_w
+            return self.Tbuf.new_full((1, 1), norm_w), self.rows[m : m + 1].T, True
+        return None, self.rows[m : m + 1].T[:, :0], False
+
+    def block_step(self, W: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, bool]:
+        """The step of a block ``Q`` from ``W = A Q: (dim, b)``: two full passes of classical
+        Gram-Schmidt against ``V``, then the residual's thin SVD without the directions at
+        rounding level. Returns ``(R (b', b) or None, Q_next (dim, b'), False)``."""
+        self.scale = max(self.scale, _spectral_norm(W))
+        W, C = _orthogonalize(W, self.V)  # C = VᵀAQ: the new block column of T
+        self._set_column(C, W.shape[1])
+        U, sv, Wh = _thin_svd(W)
+        keep = sv > 100 * self.eps * max(self.scale, self.tiny)
+        if bool(keep.all()):  # the usual case: no (slow) boolean indexing of a tall block
+            return sv[:, None] * Wh, U, False
+        return (sv[keep, None] * Wh[keep] if bool(keep.any()) else None), U[:, keep], False
+
+    def extend(self, Qn: torch.Tensor, placed: bool, b: int, max_size: int,
+               restart_gen: torch.Generator | None) -> bool:
+        """Append the next block ``Qn`` (``placed``: already in the buffer), cut to the room
+        left and topped up with random directions orthogonal to ``V`` from ``restart_gen``
+        after a breakdown; False when the basis is complete (``dim`` or ``max_size``
+        columns, or nothing to add)."""
+        room = self.dim - self.m
+        if room <= 0 or self.m >= max_size:
+            return False
+        Qn = Qn[:, :room]
+        missing = min(b, room) - Qn.shape[1]
+        if missing > 0 and restart_gen is not None:
+            Qn, placed = torch.cat([Qn, self._fresh(Qn, missing, restart_gen)], dim=1), False
+        if Qn.shape[1] == 0:
+            return False
+        if self.m + Qn.shape[1] + 1 > self.rows.shape[0]:
+            self._grow(Qn.shape[1], placed)
+            if placed:
+                Qn = self.rows[self.m : self.m + 1].T
+        if not placed:
+            _set_rows(self.rows, self.m, Qn)
+        self.beta = self.norm_next if placed else None
+        self.lo = self.m - b
+        self.m += Qn.shape[1]
+        self.Q = Qn
+        return True
+
+    def _fresh(self, Qn: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+        """``count`` random orthonormal directions orthogonal to ``V`` and ``Qn``."""
+        extra = _randn(self.dim, count, gen, self.rows.dtype, self.rows.device)
+        basis = torch.cat([self.V, Qn], dim=1)
+        for _ in range(2):
+            extra, _ = _orthogonalize(extra, basis)
+            extra, _ = torch.linalg.qr(extra)
+        return extra
+
+    def _grow(self, width: int, placed: bool) -> None:
+        """Double the buffers (at least to ``m + width`` columns), keeping the basis (and
+        the next vector when it is ``placed`` in the spare row)."""
+        m = self.m
+        size = max(2 * (self.rows.shape[0] - 1), m + width)
+        grown = self.rows.new_empty((size + 1, self.dim))
+        keep = m + width if placed else m
+        grown[:keep] = self.rows[:keep]
+        self.rows = grown
+        grown_T = self.Tbuf.new_zeros((size, size))
+        grown_T[:m, :m] = self.Tbuf[:m, :m]
+        self.Tbuf = grown_T
+
+
 def _krylov(
     matmat: Matmat,
     start: torch.Tensor,
@@ -188,123 +330,35 @@ def _krylov(
     restart_gen: torch.Generator | None = None,
     column_path: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, int]:
-    """Block Lanczos with full reorthogonalisation.
+    """Block Lanczos with full reorthogonalisation on one :class:`_KrylovBasis`.
 
     Builds an orthonormal basis ``V: (dim, m)`` of the block Krylov space of ``start:
-    (dim, b)`` and the projected matrix ``T = VᵀAV: (m, m)`` (block tridiagonal up to
-    rounding, but every entry is the computed inner product). With ``Q`` the last block,
-    ``A Q = V C + W`` where ``W ⊥ V`` is split as ``W = Q_next R`` (thin SVD, dropping
-    directions at rounding level), so ``A V s − V T s = Q_next R s_last``.
+    (dim, b)`` and ``T = VᵀAV: (m, m)``, one block product ``matmat(Q)`` per step.
     ``stop(T, V, R, num_matvecs)`` is called after every block and ends the iteration when
     it returns True. On breakdown (invariant Krylov space, ``R`` None) fresh random
     directions orthogonal to ``V`` are drawn from ``restart_gen``, or the iteration ends
     if it is None. Returns ``(T, V, R, num_matvecs)``.
 
     A block of one column (a single start vector, or a block shrunk to one column) takes
-    a lean path through the same loop: norms instead of the QR/SVD and spectral-norm estimate, and
-    :func:`_orthogonalize_column` (the three-term recurrence's two vectors, then one
-    classical Gram-Schmidt pass against all of ``V``, a second only when that pass
-    cancelled most of the vector) instead of two full passes. ``V`` is stored as rows of a
-    buffer and ``T`` in a preallocated square buffer, both grown by doubling, so a step
-    allocates no ``(dim, m)`` temporaries. ``column_path=False`` sends one-column blocks
-    through the general block code instead (for tests: both must agree).
-    """
-    dim = start.shape[0]
-    dtype, device = start.dtype, start.device
-    eps = torch.finfo(dtype).eps
-    tiny = torch.finfo(dtype).tiny
-    # the basis is stored as rows of a buffer that grows by doubling (no copy per step),
-    # with one spare row where a single column's residual is formed in place; V =
-    # rows[:m].T is a (dim, m) view, and T lives in a (cap, cap) buffer grown alongside
-    cap = max(start.shape[1], min(max_size, dim))
-    rows = torch.empty((cap + 1, dim), dtype=dtype, device=device)
-    Tbuf = torch.zeros((cap, cap), dtype=dtype, device=device)
-    norm = float(start.norm()) if start.shape[1] == 1 and column_path else 0.0
-    if norm > 0:  # a single start vector, normalised straight into the buffer
-        torch.div(start[:, 0], norm, out=rows[0])
-        Q = rows[:1].T
-    else:
-        Q, _ = torch.linalg.qr(start)
-        _set_rows(rows, 0, Q)
-    m = Q.shape[1]
-    num_matvecs = 0
-    scale = 0.0  # running estimate of ‖A‖ for the breakdown test
-    lo = 0  # first column of the previous block (the reach of the block recurrence)
-    beta: float | None = None  # the last column's ‖r‖ (T[m-1, m-2]) when a column came last
+    the lean :meth:`_KrylovBasis.column_step` (norms instead of the QR/SVD and spectral-norm
+    estimate, a local pass and one Gram-Schmidt pass instead of two full passes), any other
+    block :meth:`_KrylovBasis.block_step`. ``column_path=False`` sends one-column blocks
+    through the block step instead (for tests: both must agree)."""
+    kb = _KrylovBasis(start, max_size, column_path)
     while True:
-        b = Q.shape[1]
-        m_prev = m - b
-        V = rows[:m].T
-        W = _apply_block(matmat, Q)
-        num_matvecs += b
-        if b == 1 and column_path:  # the residual goes to rows[m], the next vector's place
-            C, norm_aq, norm_w = _orthogonalize_column(  # rows[m] left of unit norm
-                W[:, 0], rows, m, lo, beta if lo == m - 2 else None)
-            scale = max(scale, norm_aq)
-        else:
-            scale = max(scale, _spectral_norm(W))
-            W, C = _orthogonalize(W, V)  # C = VᵀAQ: the new block column of T
-        # T's new block column and row (symmetric: the diagonal block is averaged)
-        Tbuf[:m, m_prev:m] = C
-        Tbuf[m_prev:m, :m_prev] = C[:m_prev].T
-        if b > 1:
-            D = Tbuf[m_prev:m, m_prev:m]
-            Tbuf[m_prev:m, m_prev:m] = 0.5 * (D + D.T)
-        T = Tbuf[:m, :m]
-        # next block from the residual, without the directions that are rounding noise
-        floor = 100 * eps * max(scale, tiny)
-        placed = False  # Qn already stored in rows[m:]
+        b = kb.Q.shape[1]
+        W = _apply_block(matmat, kb.Q)
+        kb.num_matvecs += b
         if b == 1 and column_path:
-            if norm_w > floor:
-                R: torch.Tensor | None = Tbuf.new_full((1, 1), norm_w)
-                Qn = rows[m : m + 1].T
-                placed = True
-            else:
-                R, Qn = None, rows[m : m + 1].T[:, :0]
+            R, Qn, placed = kb.column_step(W[:, 0])
         else:
-            U, sv, Wh = _thin_svd(W)
-            keep = sv > floor
-            if bool(keep.all()):  # the usual case: no (slow) boolean indexing of a tall block
-                R = sv[:, None] * Wh
-                Qn = U
-            else:
-                R = sv[keep, None] * Wh[keep] if bool(keep.any()) else None
-                Qn = U[:, keep]
-        if stop is not None and stop(T, V, R, num_matvecs):
-            return T.clone(), V, R, num_matvecs
-        room = dim - m
-        if room <= 0 or m >= max_size:
-            return T.clone(), V, R, num_matvecs
-        if Qn.shape[1] > room:
-            Qn = Qn[:, :room]
-        missing = min(b, room) - Qn.shape[1]
-        if missing > 0 and restart_gen is not None:
-            extra = _randn(dim, missing, restart_gen, dtype, device)
-            basis = torch.cat([V, Qn], dim=1)
-            extra, _ = _orthogonalize(extra, basis)
-            extra, _ = torch.linalg.qr(extra)
-            extra, _ = _orthogonalize(extra, basis)
-            extra, _ = torch.linalg.qr(extra)
-            Qn = torch.cat([Qn, extra], dim=1)
-            placed = False
-        if Qn.shape[1] == 0:
-            return T.clone(), V, R, num_matvecs
-        if m + Qn.shape[1] + 1 > rows.shape[0]:
-            size = max(2 * (rows.shape[0] - 1), m + Qn.shape[1])
-            grown = rows.new_empty((size + 1, dim))
-            grown[: m + Qn.shape[1]] = rows[: m + Qn.shape[1]] if placed else rows[:m]
-            rows = grown
-            grown_T = Tbuf.new_zeros((size, size))
-            grown_T[:m, :m] = Tbuf[:m, :m]
-            Tbuf = grown_T
-            if placed:
-                Qn = rows[m : m + 1].T
-        if not placed:
-            _set_rows(rows, m, Qn)
-        beta = norm_w if placed else None
-        lo = m_prev
-        m += Qn.shape[1]
-        Q = Qn
+            R, Qn, placed = kb.block_step(W)
+        V = kb.V
+        if stop is not None and stop(kb.T, V, R, kb.num_matvecs):
+            break
+        if not kb.extend(Qn, placed, b, max_size, restart_gen):
+            break
+    return kb.Tbuf[:V.shape[1], :V.shape[1]].clone(), V, R, kb.num_matvecs
 
 
 def _orthogonalize_column(
@@ -383,6 +437,24 @@ def _thin_svd(W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return Qw @ Ur, sv, Wh
 
 
+def _lanczos_args(
+    dim: int, k: int, which: str, block_size: int, tol: float, num_iters: int | None
+) -> tuple[int, int, str, int, float, int]:
+    """:func:`lanczos`'s arguments checked, with the default ``num_iters`` filled in."""
+    dim = check_positive_int("dim", dim)
+    k = check_positive_int("k", k)
+    if k > dim:
+        raise ValueError(f"k must be <= dim = {dim}, got {k}")
+    which = check_choice("which", which, ("LA", "SA", "LM"))
+    block_size = check_positive_int("block_size", block_size)
+    if block_size > dim:
+        raise ValueError(f"block_size must be <= dim = {dim}, got {block_size}")
+    tol = check_positive("tol", tol, allow_zero=True)
+    if num_iters is None:
+        num_iters = min(dim, max(10 * k, 100))
+    return dim, k, which, block_size, tol, check_positive_int("num_iters", num_iters)
+
+
 def lanczos(
     matvec: Matvec | None,
     dim: int,
@@ -424,18 +496,8 @@ def lanczos(
     Returns a :class:`LanczosResult` (unpacks as ``evals, evecs``), with the number of
     matvecs spent in ``num_matvecs``.
     """
-    dim = check_positive_int("dim", dim)
-    k = check_positive_int("k", k)
-    if k > dim:
-        raise ValueError(f"k must be <= dim = {dim}, got {k}")
-    which = check_choice("which", which, ("LA", "SA", "LM"))
-    block_size = check_positive_int("block_size", block_size)
-    if block_size > dim:
-        raise ValueError(f"block_size must be <= dim = {dim}, got {block_size}")
-    tol = check_positive("tol", tol, allow_zero=True)
-    if num_iters is None:
-        num_iters = min(dim, max(10 * k, 100))
-    num_iters = check_positive_int("num_iters", num_iters)
+    dim, k, which, block_size, tol, num_iters = _lanczos_args(
+        dim, k, which, block_size, tol, num_iters)
     max_size = max(num_iters, k)
     gen = _generator(seed)
     start = _randn(dim, block_size, gen, dtype, device)

@@ -124,7 +124,8 @@ def quadratic_form_variance_gaussian(
     A: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor
 ) -> torch.Tensor:
     """``Var[xᵀ A x]`` for Gaussian ``x ~ N(μ, Σ)`` and symmetric ``A``:
-    ``2 tr(AΣAΣ) + 4 μᵀ A Σ A μ``. Used to size Monte Carlo tolerances."""
+    ``2 tr(AΣAΣ) + 4 μᵀ A Σ A μ``. No chapter calls it; it is kept for the reader who sizes
+    the tolerance of a Monte Carlo check of a quadratic form (the tests do so)."""
     check_matrix("A", A, square=True)
     check_vector("mean", mean, A.shape[0])
     check_matrix("cov", cov, square=True)
@@ -308,7 +309,8 @@ def linear_stability(H: torch.Tensor, lr: float) -> LinearStability:
 
 
 def max_stable_lr(H: torch.Tensor) -> float:
-    """Largest stable learning rate ``2 / λ_max(H)`` (``inf`` if λ_max <= 0)."""
+    """Largest stable learning rate ``2 / λ_max(H)`` (``inf`` if λ_max <= 0). No chapter
+    calls it (they read λ_max from Lanczos); it is kept as the dense one-line answer."""
     check_matrix("H", H, square=True)
     lmax = float(torch.linalg.eigvalsh(_symmetric("H", H))[-1])
     return float("inf") if lmax <= 0 else 2.0 / lmax
@@ -320,7 +322,8 @@ def stationary_covariance_commuting(
     """Closed form when the noise covariance C commutes with H (shared eigenbasis):
     ``Σ_ii = η c_i / (λ_i (2 − ηλ_i))`` in that basis. ``eigenvalues: (P,)`` λ_i of H,
     ``noise_eigenvalues: (P,)`` c_i of C (same order); returns ``(P,)``. Needs
-    ``0 < ηλ_i < 2``."""
+    ``0 < ηλ_i < 2``. No chapter calls it; it is kept as the closed form a reader checks
+    the general Lyapunov solution against (the tests do)."""
     lam = check_vector("eigenvalues", eigenvalues)
     c = check_vector("noise_eigenvalues", noise_eigenvalues, lam.shape[0])
     eta = check_positive("lr", lr)
@@ -395,7 +398,9 @@ def simulate_linear_sgd(
 ) -> torch.Tensor:
     """Run ``num_chains`` independent copies of ``δ_{t+1} = (I − ηH) δ_t − η ξ_t`` with
     Gaussian ``ξ_t ~ N(0, C)`` for ``num_steps`` steps from ``start`` (default 0); returns the
-    final states ``(num_chains, P)``. ``C`` may be singular (PSD square root via eigh)."""
+    final states ``(num_chains, P)``. ``C`` may be singular (PSD square root via eigh).
+    No chapter calls it; it is kept as the simulation a reader checks a stationary
+    covariance with (the tests do)."""
     check_matrix("H", H, square=True)
     check_matrix("C", C, square=True)
     _check_same_size("H", H, "C", C)

@@ -166,7 +166,8 @@ def bootstrap_ci(
     seed: int = 0,
 ) -> Interval:
     """Percentile bootstrap interval of ``statistic`` over the rows of ``values`` ((n,) or
-    (n, k): rows are resampled together)."""
+    (n, k): rows are resampled together). No chapter calls it (they use t intervals over
+    seeds); it is kept for statistics without a t interval."""
     confidence = _check_confidence(confidence)
     n_boot = check_positive_int("n_boot", n_boot)
     arr = np.asarray(values, dtype=float)

@@ -25,16 +25,18 @@ __all__ = [
 ]
 
 
-def check_positive_int(name: str, value: Any, *, high: int | None = None) -> int:
-    """Return ``value`` as int if it is an integer >= 1 (and <= ``high`` when given), else
-    raise ValueError."""
+def check_positive_int(name: str, value: Any, *, high: int | None = None,
+                       allow_zero: bool = False) -> int:
+    """Return ``value`` as int if it is an integer >= 1 (>= 0 with ``allow_zero``; and
+    <= ``high`` when given), else raise ValueError."""
+    what = "a non-negative integer" if allow_zero else "a positive integer"
     if isinstance(value, bool) or not isinstance(value, (int,)) and not (
         hasattr(value, "__index__")
     ):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ValueError(f"{name} must be {what}, got {value!r}")
     value = int(value)
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer (>= 1), got {value}")
+    if value < (0 if allow_zero else 1):
+        raise ValueError(f"{name} must be {what} (>= {0 if allow_zero else 1}), got {value}")
     if high is not None and value > high:
         raise ValueError(f"{name} must be <= {high} (its upper bound), got {value}")
     return value

@@ -262,13 +262,16 @@ def matched_gap(curve: Curve, size: float, train_error: float = 0.15) -> Truth:
 def zero_train_error(curve: Curve, size: float) -> Truth:
     """Ends inside the interpolating phase (train error 0, loss between the curve's
     ``zero_error_loss`` and ``end_loss``, their geometric mean) with test error ``size``
-    above the curve there."""
+    above the curve there. The rates of :mod:`sgdnoise.decide.rates` do not use it; it is
+    kept for a reader who asks how the rules treat runs that interpolate."""
     loss = float(np.sqrt(curve.zero_error_loss * curve.end_loss))
     return Truth(f"0% train error, {points(size)} worse", loss, size)
 
 
 def severe_underfit(curve: Curve, train_error: float = 0.6) -> Truth:
-    """Stops at a train error of 48–78% (the pilot's large batches), on the curve."""
+    """Stops at a train error of 48–78% (the pilot's large batches), on the curve. The rates
+    of :mod:`sgdnoise.decide.rates` do not use it; it is kept for a reader who asks how the
+    rules treat such runs."""
     return Truth(f"severe under-fit ({train_error:.0%} train error)",
                  curve.loss_at_train_error(train_error))
 
@@ -338,7 +341,9 @@ def simulate_arm(curve: Curve, spread: Spread, truths: Sequence[Truth], *,
 def to_records(runs: ArmRuns, sim: int = 0, *, source: str = "simulated") -> pd.DataFrame:
     """Data set ``sim`` of simulated arms as a record frame (the columns
     :func:`sgdnoise.decide.calls.decide` reads, plus ``epoch`` and ``source``), ``K``
-    evaluations evenly spaced over 30 epochs; a diverged run has status ``"diverged"``."""
+    evaluations evenly spaced over 30 epochs; a diverged run has status ``"diverged"``. The
+    harness works on arrays and does not need it; it is kept to feed simulated data to any
+    function that reads records (the tests do)."""
     rows = []
     k = runs.loss.shape[-1]
     for i, b in enumerate(runs.batch_sizes):

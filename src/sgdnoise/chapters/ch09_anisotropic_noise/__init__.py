@@ -1,0 +1,153 @@
+"""Chapter 9: large-batch training with injected noise versus small-batch SGD.
+
+Every configuration trains the same network from the same initialisation (per seed) with the
+training engine (:func:`sgdnoise.train.train`):
+
+- small-batch SGD (batch b), the reference whose generalisation we want;
+- large-batch SGD (batch B >> b) alone;
+- large-batch SGD plus noise of each kind (:class:`sgdnoise.noise.NoisySGD`) at the injection
+  scale ``s = (1/b − 1/B) N/(N−1)`` (:func:`sgdnoise.noise.matched_injection_scale`; the page
+  writes it T), so that the step has the gradient covariance of the small batch when the
+  kind's covariance is D.
+
+Two budgets are compared. At **equal epochs** every run sees each example ``epochs`` times,
+so a large-batch run takes B/b times fewer steps; at **equal steps** the large-batch runs
+are trained for ``ceil(epochs · ceil(N/b) / ceil(N/B))`` epochs, at least as many steps as
+small-batch SGD (exactly as many when the step counts divide). Injected noise can only
+replace missing *noise*, not missing steps: the equal-steps arm separates the two.
+
+The package holds the chapter's :class:`Params`
+(:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.params`), the experiment
+(:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.experiment`: configs, training grid,
+measurements of the final point, step costs, the variance of each kind along the sharpest
+directions, a dense covariance check of the samplers), paired statistics over seeds with
+equivalence tests (:func:`sgdnoise.stats.tost`) and the functions that turn the numbers into
+sentences and :class:`sgdnoise.report.Verdict` records, each with its threshold
+(:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.verdicts`), the reconciliation of the GPU
+sweep's records (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.records`) and the figure
+and table style (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.presentation`).
+
+At the ``full`` profile nothing is trained in the notebook: the GPU sweep
+(:mod:`sgdnoise.sweep`, plan ``book/params/ch09_anisotropic_noise/plan_full.yaml``, arms with
+a ``noise`` section) writes one record per run into ``data/results/ch09/``, and
+:func:`recorded_experiment` reads them (:func:`experiment_from_sweep` turns sweep records
+into the frame :func:`run_noise_experiment` returns), checks the plan against the profile
+and against chapter 8's gap batch size (:func:`ch08_gap_batch_size`, with the thresholds of
+chapter 8's parameter file) and names the runs that are missing;
+:func:`budgets_with_records` and :func:`unrecorded_gap_verdicts` keep the analysis to what is
+recorded and make the rest inconclusive.
+"""
+
+from sgdnoise.noise import NOISE_KINDS
+
+from .experiment import (
+    CURVE_FIELDS,
+    EXPERIMENT_COLUMNS,
+    SHARPNESS,
+    NoiseConfig,
+    NoiseExperiment,
+    build_configs,
+    covariance_check,
+    directional_variance,
+    epoch_matched_injection_scale,
+    injection_scales,
+    measure_step_costs,
+    per_example_projections,
+    pooled_inputs,
+    run_noise_experiment,
+    step_costs,
+    step_matched_epochs,
+    top_hessian_directions,
+    unmeasured_directions,
+)
+from .params import EQUAL_EPOCHS, EQUAL_STEPS, LARGE, LARGE_STEPS, SMALL, Params, cost_goals
+from .presentation import config_style, kind_palette, run_scale_markdown, styled_table
+from .records import (
+    ch08_gap_batch_size,
+    ch08_thresholds,
+    experiment_from_sweep,
+    missing_runs_markdown,
+    plan_batch_sentence,
+    plan_large_batch,
+    plan_mismatches,
+    recorded_experiment,
+    recorded_step_costs,
+    sweep_label,
+)
+from .verdicts import (
+    NO_DIRECTIONS,
+    anisotropy_verdict,
+    budget_records,
+    budgets_with_records,
+    classify_gap,
+    cost_verdict,
+    direction_summary,
+    directions_text,
+    gap_analysis,
+    gap_verdict,
+    sampler_summary,
+    sampler_verdict,
+    summarize,
+    summary_lines,
+    unrecorded_gap_verdicts,
+    verdict_table,
+)
+
+__all__ = [
+    "CURVE_FIELDS",
+    "EQUAL_EPOCHS",
+    "EQUAL_STEPS",
+    "EXPERIMENT_COLUMNS",
+    "LARGE",
+    "LARGE_STEPS",
+    "NOISE_KINDS",
+    "NO_DIRECTIONS",
+    "SHARPNESS",
+    "SMALL",
+    "NoiseConfig",
+    "NoiseExperiment",
+    "Params",
+    "anisotropy_verdict",
+    "budget_records",
+    "budgets_with_records",
+    "build_configs",
+    "ch08_gap_batch_size",
+    "ch08_thresholds",
+    "classify_gap",
+    "config_style",
+    "cost_goals",
+    "cost_verdict",
+    "covariance_check",
+    "direction_summary",
+    "directional_variance",
+    "directions_text",
+    "epoch_matched_injection_scale",
+    "experiment_from_sweep",
+    "gap_analysis",
+    "gap_verdict",
+    "injection_scales",
+    "kind_palette",
+    "measure_step_costs",
+    "missing_runs_markdown",
+    "per_example_projections",
+    "plan_batch_sentence",
+    "plan_large_batch",
+    "plan_mismatches",
+    "pooled_inputs",
+    "recorded_experiment",
+    "recorded_step_costs",
+    "run_noise_experiment",
+    "run_scale_markdown",
+    "sampler_summary",
+    "sampler_verdict",
+    "step_costs",
+    "step_matched_epochs",
+    "styled_table",
+    "summarize",
+    "summary_lines",
+    "sweep_label",
+    "top_hessian_directions",
+    "unmeasured_directions",
+    "unrecorded_gap_verdicts",
+    "verdict_table",
+]

@@ -1,0 +1,551 @@
+"""Chapter 9's experiment: the configurations (:func:`build_configs`), training them with
+the engine (:func:`run_noise_experiment`), and the measurements of the samplers and of a
+trained point (covariance check, noise along the sharpest directions, step costs)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sgdnoise.curvature import HessianOperator, sharpness
+from sgdnoise.grads import per_example_grad_products
+from sgdnoise.noise import (
+    DEFAULT_LANCZOS_STEPS,
+    KINDS,
+    NOISE_KINDS,
+    NoiseSpec,
+    NoisySGD,
+    matched_injection_scale,
+    noisy_sgd_factory,
+    sample_noise,
+)
+from sgdnoise.validate import check_choice, check_positive_int
+
+from .params import EQUAL_EPOCHS, EQUAL_STEPS, LARGE, LARGE_STEPS, SMALL, STEPS_SUFFIX, Params
+
+__all__ = [
+    "CURVE_FIELDS",
+    "EXPERIMENT_COLUMNS",
+    "SHARPNESS",
+    "NoiseConfig",
+    "NoiseExperiment",
+    "build_configs",
+    "covariance_check",
+    "directional_variance",
+    "epoch_matched_injection_scale",
+    "injection_scales",
+    "measure_step_costs",
+    "per_example_projections",
+    "pooled_inputs",
+    "run_noise_experiment",
+    "step_costs",
+    "step_matched_epochs",
+    "top_hessian_directions",
+    "unmeasured_directions",
+]
+
+#: how the chapter measures the sharpness of a trained point with
+#: :func:`sgdnoise.curvature.sharpness`: Lanczos in float64 stopping at relative residual
+#: 1e-4, Hessian products in chunks of 1,000 examples
+SHARPNESS = {"tol": 1e-4, "dtype": torch.float64, "chunk_size": 1000}
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """One arm of the comparison: a batch size, and the injected noise (None: plain SGD).
+
+    ``noise`` is the :class:`sgdnoise.noise.NoiseSpec` of the arm (its injection scale s is
+    1/b − 1/B times N/(N−1) when matched per step); ``epochs`` None means the experiment's
+    epochs; ``budget`` is :data:`EQUAL_EPOCHS` or :data:`EQUAL_STEPS`."""
+
+    label: str
+    batch_size: int
+    noise: NoiseSpec | None = None
+    epochs: int | None = None
+    budget: str = EQUAL_EPOCHS
+
+    @property
+    def kind(self) -> str:
+        """The noise kind ("none": plain SGD)."""
+        return "none" if self.noise is None else self.noise.kind
+
+    @property
+    def injection_scale(self) -> float:
+        """s of :class:`sgdnoise.noise.NoisySGD` (0 for plain SGD)."""
+        return 0.0 if self.noise is None else self.noise.injection_scale
+
+    @property
+    def num_samples(self) -> int | None:
+        """M, the batch examples of each draw (None for plain SGD)."""
+        return None if self.noise is None else self.noise.num_samples
+
+    def optimizer_factory(self, *, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                          seed: int = 0) -> Callable[[nn.Module], NoisySGD]:
+        """``model -> NoisySGD`` for :func:`sgdnoise.train.train`
+        (:func:`sgdnoise.noise.noisy_sgd_factory`)."""
+        return noisy_sgd_factory(self.noise, lr=lr, momentum=momentum,
+                                 weight_decay=weight_decay, seed=seed)
+
+
+def step_matched_epochs(num_examples: int, small_batch: int, large_batch: int,
+                        epochs: int) -> int:
+    """Epochs at batch B that take at least as many steps as ``epochs`` epochs at batch b.
+
+    An epoch is ``ceil(N/B)`` steps (the engine keeps the last, smaller batch), so the answer
+    is ``ceil(epochs · ceil(N/b) / ceil(N/B))``; the step counts are equal when the division
+    is exact (e.g. N = 2000, b = 50, B = 500: 20 epochs -> 200 epochs, 800 steps each)."""
+    n = check_positive_int("num_examples", num_examples)
+    b = check_positive_int("small_batch", small_batch)
+    B = check_positive_int("large_batch", large_batch)
+    e = check_positive_int("epochs", epochs)
+    if b > B:
+        raise ValueError(f"small_batch must be <= large_batch ({B}), got {b}")
+    return math.ceil(e * math.ceil(n / b) / math.ceil(n / B))
+
+
+def build_configs(
+    small_batch: int,
+    large_batch: int,
+    kinds: Sequence[str],
+    *,
+    injection_scale: float | None = None,
+    num_samples: int = 64,
+    moment_samples: int | None = None,
+    curvature_samples: int = 32,
+    lanczos_steps: int = DEFAULT_LANCZOS_STEPS,
+    num_examples: int | None = None,
+    epoch_matched_kinds: Sequence[str] = (),
+    moment_probes: int | None = 4,
+    step_matched_epochs: int | None = None,
+    step_matched_kinds: Sequence[str] = (),
+) -> list[NoiseConfig]:
+    """Small-batch SGD, large-batch SGD, and large-batch + each kind in ``kinds``.
+
+    ``injection_scale`` (s) defaults to :func:`sgdnoise.noise.matched_injection_scale`
+    ``(small_batch, large_batch)`` (times N/(N−1) when ``num_examples`` is given: batches
+    drawn without replacement). ``num_samples`` is M for subsampled / true_fisher,
+    ``moment_samples`` (default ``num_samples``) M for isotropic / diag_fisher (whose moments
+    come from ``moment_probes`` sub-sampled probes, or exact per-example gradients if None),
+    ``curvature_samples`` M for hessian / ggn (each Lanczos step costs a Hessian-vector
+    product on those examples). Each kind in ``epoch_matched_kinds`` is run once more at
+    :func:`epoch_matched_injection_scale` (label suffix "(epoch T)"). With
+    ``step_matched_epochs`` (see :func:`step_matched_epochs`) the equal-steps arm follows:
+    large-batch SGD and large-batch + each kind in ``step_matched_kinds`` at the step-matched
+    s, trained that many epochs (label suffix "(equal steps)")."""
+    b = check_positive_int("small_batch", small_batch)
+    B = check_positive_int("large_batch", large_batch)
+    matched = injection_scale is None
+    s_step = (matched_injection_scale(b, B, num_examples=num_examples) if matched
+              else injection_scale)
+    sizes = {"hessian": curvature_samples, "ggn": curvature_samples,
+             "isotropic": moment_samples or num_samples,
+             "diag_fisher": moment_samples or num_samples}
+
+    def spec(kind: str, name: str, s: float, small: int | None) -> NoiseSpec:
+        check_choice(name, kind, NOISE_KINDS)
+        return NoiseSpec(kind, s, small, sizes.get(kind, num_samples), lanczos_steps,
+                         moment_probes)
+
+    small = b if matched else None
+    s_epoch = epoch_matched_injection_scale(b, B)
+    configs = [NoiseConfig(SMALL, b), NoiseConfig(LARGE, B)]
+    configs += [NoiseConfig(f"LB + {k}", B, spec(k, "kinds", s_step, small)) for k in kinds]
+    configs += [NoiseConfig(f"LB + {k} (epoch T)", B, spec(k, "epoch_matched_kinds", s_epoch,
+                                                          None)) for k in epoch_matched_kinds]
+    if step_matched_epochs is None:
+        if step_matched_kinds:
+            raise ValueError("step_matched_kinds needs step_matched_epochs (the equal-steps "
+                             f"arm), got step_matched_kinds={list(step_matched_kinds)}")
+        return configs
+    e = check_positive_int("step_matched_epochs", step_matched_epochs)
+    configs.append(NoiseConfig(LARGE_STEPS, B, epochs=e, budget=EQUAL_STEPS))
+    configs += [NoiseConfig(f"LB + {k}{STEPS_SUFFIX}", B,
+                            spec(k, "step_matched_kinds", s_step, small), epochs=e,
+                            budget=EQUAL_STEPS) for k in step_matched_kinds]
+    return configs
+
+
+def epoch_matched_injection_scale(small_batch: int, large_batch: int) -> float:
+    """Injection scale s that matches the noise accumulated over an epoch at equal η.
+
+    An epoch of small-batch SGD takes N/b steps, each adding noise of covariance η² D/b:
+    η² N D / b² in total. An epoch at batch B with injected noise takes N/B steps of
+    covariance η² (1/B + s) D. Equal totals give ``s = B/b² − 1/B`` (B/b times the per-step
+    :func:`sgdnoise.noise.matched_injection_scale`, plus (B/b − 1)/B)."""
+    b = check_positive_int("small_batch", small_batch)
+    B = check_positive_int("large_batch", large_batch)
+    if b > B:
+        raise ValueError(f"small_batch must be <= large_batch ({B}), got {b}")
+    return B / b**2 - 1 / B
+
+
+def injection_scales(small_batch: int, large_batch: int, num_examples: int) -> pd.DataFrame:
+    """The two injection scales of the chapter: T_step = (1/b − 1/B) N/(N−1)
+    (:func:`sgdnoise.noise.matched_injection_scale`) and T_epoch = B/b² − 1/B
+    (:func:`epoch_matched_injection_scale`), with b, B and B/N. Columns: quantity, value."""
+    t_step = matched_injection_scale(small_batch, large_batch, num_examples=num_examples)
+    t_epoch = epoch_matched_injection_scale(small_batch, large_batch)
+    return pd.DataFrame({
+        "quantity": ["b", "B", "B / N", "T_step = (1/b - 1/B) N/(N-1)", "T_epoch = B/b² - 1/B"],
+        "value": [small_batch, large_batch, large_batch / num_examples, t_step, t_epoch],
+    })
+
+
+def top_hessian_directions(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, k: int, *,
+    num_iters: int = 40, seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest Hessian eigenpairs on ``(inputs, targets)``: ``(evals (k,), U (P, k))``,
+    by :meth:`sgdnoise.curvature.HessianOperator.eigh` (Lanczos in float64, tolerance
+    1e-5)."""
+    op = HessianOperator(model, F.cross_entropy, inputs, targets, keep_graph=True)
+    res = op.eigh(k, num_iters=min(num_iters, op.shape[0]), tol=1e-5, seed=seed,
+                  dtype=torch.float64)
+    return res.eigenvalues, res.eigenvectors
+
+
+def per_example_projections(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, U: torch.Tensor
+) -> torch.Tensor:
+    """``A: (n, k)`` with ``A[i, j] = u_jᵀ ∇ℓ_i`` (ℓ_i the cross-entropy of example i, u_j
+    the columns of ``U: (P, k)``, P the number of trainable parameters in
+    ``model.parameters()`` order), without forming per-example gradients: the cross-entropy
+    case of :func:`sgdnoise.grads.per_example_grad_products` (the double-vjp trick)."""
+    return per_example_grad_products(model, F.cross_entropy, inputs, targets, U)
+
+
+def directional_variance(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    kinds: Sequence[str],
+    *,
+    num_directions: int = 5,
+    draws: int = 64,
+    num_samples: int | None = None,
+    lanczos_steps: int = DEFAULT_LANCZOS_STEPS,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """How much of each kind's noise lies along the sharpest directions.
+
+    With u_1..u_k the top Hessian eigenvectors on the examples, the table holds, per kind and
+    direction, the Monte Carlo variance uᵀΣ_kind u from ``draws`` draws (all drawn on the
+    same examples), next to the exact uᵀDu of the per-example gradient covariance D and the
+    eigenvalue λ = uᵀHu. A ratio uᵀΣu / uᵀDu of 1 means the kind puts SGD's amount of noise in
+    that direction. Columns: kind, direction, eigenvalue, variance, sgd_variance, ratio.
+    """
+    was_training = model.training
+    model.eval()
+    evals, U = top_hessian_directions(model, inputs, targets, num_directions, seed=seed)
+    dtype = next(model.parameters()).dtype
+    U = U.to(dtype)
+    A = per_example_projections(model, inputs, targets, U)
+    proj = A - A.mean(0)  # (n, k)
+    sgd_var = proj.pow(2).mean(0)
+    rows = []
+    gen = torch.Generator().manual_seed(seed)
+    for kind in kinds:
+        xi = sample_noise(kind, model, F.cross_entropy, inputs, targets, num_samples=num_samples,
+                          generator=gen, num_draws=draws, lanczos_steps=lanczos_steps)
+        var = (xi @ U).pow(2).mean(0)
+        for j in range(U.shape[1]):
+            rows.append(dict(kind=kind, direction=j + 1, eigenvalue=float(evals[j]),
+                             variance=float(var[j]), sgd_variance=float(sgd_var[j]),
+                             ratio=float(var[j] / sgd_var[j])))
+    model.train(was_training)
+    return pd.DataFrame(rows)
+
+
+def pooled_inputs(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` (uint8 pixels are normalised with the CIFAR-10 statistics)
+    average-pooled to ``(N, C, size, size)`` in float64 (:func:`sgdnoise.data.pool_images`;
+    ``size`` divides H): a small input for dense checks."""
+    from sgdnoise.data import pool_images
+
+    return pool_images(_as_float(x).double(), size)
+
+
+def covariance_check(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    kinds: Sequence[str] = NOISE_KINDS,
+    *,
+    draws: int = 2000,
+    seed: int = 0,
+    moment_probes: int | None = 4,
+) -> pd.DataFrame:
+    """Empirical covariance of ``draws`` draws of each kind against its target, built densely
+    and independently of :mod:`sgdnoise.noise` (small P only; all examples, k = P Lanczos
+    steps so that the matrix square roots are exact).
+
+    Targets: isotropic tr(D)/P·I, diag_fisher diag(D), subsampled D (per-example gradients
+    from :func:`sgdnoise.grads.per_example_grads`), true_fisher F
+    (:func:`sgdnoise.curvature.true_fisher`), hessian H₊ (eigenvalues of
+    :func:`sgdnoise.curvature.hessian` clipped at 0), ggn :func:`sgdnoise.curvature.ggn`.
+    isotropic / diag_fisher use ``moment_probes`` probes (None: exact per-example gradients).
+    Columns: kind, rel_error = ‖Ĉ − Σ‖_F / ‖Σ‖_F, expected = the root-mean-square error a
+    correct sampler has with this many draws (estimated from the draws:
+    sqrt((mean_s ‖ξ_s‖⁴ − ‖Ĉ‖_F²) / S) / ‖Σ‖_F), and z = rel_error / expected."""
+    from sgdnoise import curvature
+    from sgdnoise.grads import per_example_grads
+
+    G = per_example_grads(model, F.cross_entropy, inputs, targets)
+    Gc = G - G.mean(0)
+    D = Gc.T @ Gc / G.shape[0]
+    P = D.shape[0]
+    lam, U = torch.linalg.eigh(curvature.hessian(model, F.cross_entropy, inputs, targets))
+    target = {
+        "isotropic": torch.eye(P, dtype=D.dtype) * torch.trace(D) / P,
+        "diag_fisher": torch.diag(torch.diagonal(D)),
+        "subsampled": D,
+        "true_fisher": curvature.true_fisher(model, inputs),
+        "hessian": U @ torch.diag(lam.clamp_min(0)) @ U.T,
+        "ggn": curvature.ggn(model, F.cross_entropy, inputs, targets),
+    }
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for kind in kinds:
+        xi = sample_noise(kind, model, F.cross_entropy, inputs, targets, generator=gen,
+                          num_draws=draws, lanczos_steps=P, moment_probes=moment_probes)
+        C = xi.T @ xi / draws
+        sig = target[kind].to(C.dtype)
+        norm = float(torch.linalg.norm(sig))
+        rel = float(torch.linalg.norm(C - sig)) / norm
+        var_sum = float(xi.pow(2).sum(1).pow(2).mean()) - float(torch.linalg.norm(C)) ** 2
+        expected = math.sqrt(max(var_sum, 0.0) / draws) / norm
+        rows.append(dict(kind=kind, rel_error=rel, expected=expected, z=rel / expected))
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class NoiseExperiment:
+    """Results of :func:`run_noise_experiment` (or, at the full profile, of the GPU sweep's
+    records: :func:`recorded_experiment`).
+
+    - records: one row per (config, seed): label, kind, budget, batch_size, epochs,
+      injection_scale (s), seed, status, steps, train_error, test_error,
+      train_loss, test_loss, sharpness, wall_time_s, noise_seconds, seconds_per_step.
+    - curves: one row per (config, seed, epoch) with the engine's history fields.
+    - models: final models kept for later measurements, keyed by (label, seed).
+    - costs: step costs measured in training (:func:`recorded_step_costs`), or None when
+      they are measured separately (:func:`measure_step_costs`).
+    - notes: Markdown about where the numbers come from (the recorded runs, what is missing).
+    - source: what stands behind the numbers, for figure titles and verdict scales: empty for
+      a laptop run (the caller's label applies), the records' provenance (commit, device,
+      date) for recorded runs.
+    """
+
+    records: pd.DataFrame
+    curves: pd.DataFrame
+    models: dict[tuple[str, int], nn.Module] = field(default_factory=dict, repr=False)
+    costs: pd.DataFrame | None = None
+    notes: str = ""
+    source: str = ""
+
+
+#: the columns of :attr:`NoiseExperiment.records` (what :func:`run_noise_experiment` writes)
+EXPERIMENT_COLUMNS = ("label", "kind", "budget", "batch_size", "epochs", "injection_scale",
+                      "seed", "status", "steps", "train_error", "test_error", "train_loss",
+                      "test_loss", "sharpness", "wall_time_s", "noise_seconds",
+                      "seconds_per_step")
+#: the history fields of :attr:`NoiseExperiment.curves` after label, kind, budget, seed
+CURVE_FIELDS = ("step", "epoch", "examples_seen", "lr", "train_loss", "train_error",
+                "test_loss", "test_error", "param_distance", "running_loss", "wall_time")
+
+
+def run_noise_experiment(
+    data,
+    configs: Sequence[NoiseConfig],
+    *,
+    seeds: Sequence[int],
+    model: str = "mlp",
+    width: int | None = 128,
+    norm: str = "none",
+    epochs: int = 10,
+    lr: float = 0.05,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    augment: bool = False,
+    device: str = "cpu",
+    sharpness_examples: int = 500,
+    sharpness_iters: int = 20,
+    keep_models: Sequence[tuple[str, int]] = (),
+    progress: bool = True,
+) -> NoiseExperiment:
+    """Train every config for every seed with the engine, measure the final point.
+
+    The model of a seed is the engine's default ``build_model(model, width, norm)``
+    initialised from that seed, so every config starts from the same weights; a config's
+    own ``epochs`` (the equal-steps arm) overrides ``epochs``. ``norm`` must not be "batch"
+    (per-example quantities need independent examples); the sharpness is measured on the
+    first ``sharpness_examples`` training examples (no augmentation), by
+    :func:`sgdnoise.curvature.sharpness` with the chapter's settings (:data:`SHARPNESS`).
+    """
+    from tqdm.auto import tqdm
+
+    from sgdnoise.train import TrainConfig, train
+
+    check_choice("norm", norm, ("group", "none"))
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must hold at least one seed")
+    epochs = check_positive_int("epochs", epochs)
+    n_sharp = min(check_positive_int("sharpness_examples", sharpness_examples),
+                  int(data.train_y.shape[0]))
+    x_sharp = _as_float(data.train_x[:n_sharp]).to(device)
+    y_sharp = data.train_y[:n_sharp].to(device)
+    rows, curve_rows, kept = [], [], {}
+    keep = {(str(a), int(b)) for a, b in keep_models}
+    jobs = [(seed, c) for seed in seeds for c in configs]
+    for seed, c in tqdm(jobs, desc="runs", disable=not progress):
+        run_epochs = c.epochs or epochs
+        cfg = TrainConfig(model=model, width=width, norm=norm, batch_size=c.batch_size,
+                          epochs=run_epochs, lr=lr, momentum=momentum,
+                          weight_decay=weight_decay, augment=augment, seed=seed,
+                          device=device, channels_last=False, amp=False, eval_at_start=False)
+        res = train(cfg, data, progress=False, desc=f"{c.label} seed {seed}",
+                    optimizer_factory=c.optimizer_factory(lr=lr, momentum=momentum,
+                                                          weight_decay=weight_decay, seed=seed))
+        last = res.history[-1]
+        sharp = (sharpness(res.model, x_sharp, y_sharp, num_iters=sharpness_iters, seed=seed,
+                           **SHARPNESS)
+                 if res.status == "finished" else float("nan"))
+        rows.append(dict(
+            label=c.label, kind=c.kind, budget=c.budget, batch_size=c.batch_size,
+            epochs=run_epochs, injection_scale=c.injection_scale,
+            seed=seed, status=res.status, steps=res.steps,
+            train_error=last["train_error"], test_error=last["test_error"],
+            train_loss=last["train_loss"], test_loss=last["test_loss"], sharpness=sharp,
+            wall_time_s=res.wall_time_s, noise_seconds=res.optimizer.stats.noise_seconds,
+            seconds_per_step=res.wall_time_s / max(res.steps, 1),
+        ))
+        for h in res.history:
+            curve_rows.append(dict(label=c.label, kind=c.kind, budget=c.budget, seed=seed, **h))
+        if (c.label, seed) in keep:
+            kept[(c.label, seed)] = copy.deepcopy(res.model).cpu()
+    return NoiseExperiment(pd.DataFrame(rows), pd.DataFrame(curve_rows), kept)
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.uint8:
+        from sgdnoise.data import to_float
+
+        return to_float(x)
+    return x.float()
+
+
+def measure_step_costs(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    kinds: Sequence[str] = KINDS,
+    *,
+    goals: Mapping[str, float],
+    num_samples: int = 64,
+    curvature_samples: int = 32,
+    lanczos_steps: int = DEFAULT_LANCZOS_STEPS,
+    repeats: int = 7,
+    warmup: int = 2,
+    moment_samples: int | None = None,
+    moment_probes: int | None = 4,
+) -> pd.DataFrame:
+    """Seconds per optimisation step of each kind on one batch, relative to kind "none".
+
+    A step is what the engine does: zero the gradients, forward and backward on the whole
+    batch (mean cross-entropy), ``observe_batch``, ``step()``. Kinds are timed in a shuffled
+    interleaved order, ``repeats`` times each after ``warmup`` untimed rounds; the median
+    is reported (robust to other load on the machine). The learning rate is tiny so the
+    parameters barely move. M is ``curvature_samples`` for hessian / ggn,
+    ``moment_samples`` (default ``num_samples``) for isotropic / diag_fisher (with
+    ``moment_probes`` probes) and ``num_samples`` otherwise; a hessian draw takes
+    ``lanczos_steps`` = k Lanczos steps (k Hessian-vector products on M examples; default
+    :data:`sgdnoise.noise.DEFAULT_LANCZOS_STEPS`, the study's choice, see
+    ``benchmarks/bench_noise.py``). ``goals`` (see :func:`cost_goals`) maps a kind to its
+    largest acceptable ratio. Columns: kind, num_samples, lanczos_steps (k for hessian,
+    None otherwise), seconds, ratio, goal, meets_goal.
+    """
+    repeats = check_positive_int("repeats", repeats)
+    kinds = list(dict.fromkeys(["none", *kinds]))
+    for k in kinds:
+        check_choice("kinds", k, KINDS)
+    opts = {}
+    for k in kinds:
+        if k in ("hessian", "ggn"):
+            m = curvature_samples
+        elif k in ("isotropic", "diag_fisher"):
+            m = moment_samples or num_samples
+        else:
+            m = num_samples
+        opts[k] = NoisySGD(model.parameters(), 1e-12, kind=k, model=model,
+                           loss_fn=F.cross_entropy, num_samples=m,
+                           lanczos_steps=lanczos_steps, moment_probes=moment_probes, seed=0,
+                           injection_scale=1e-3)
+    sync = torch.cuda.synchronize if inputs.is_cuda else (lambda: None)
+
+    def one_step(opt: NoisySGD) -> float:
+        sync()
+        start = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(inputs), targets).backward()
+        opt.observe_batch(inputs, targets)
+        opt.step()
+        sync()
+        return time.perf_counter() - start
+
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    rng = np.random.default_rng(0)
+    for r in range(warmup + repeats):
+        for k in rng.permutation(kinds):
+            dt = one_step(opts[str(k)])
+            if r >= warmup:
+                times[str(k)].append(dt)
+    base = float(np.median(times["none"]))
+    rows = []
+    for k in kinds:
+        sec = float(np.median(times[k]))
+        goal = float(goals.get(k, float("nan")))
+        rows.append(dict(
+            kind=k,
+            num_samples=0 if k == "none" else opts[k].num_samples,
+            lanczos_steps=lanczos_steps if k == "hessian" else None,
+            seconds=sec, ratio=sec / base, goal=goal,
+            meets_goal=(sec / base <= goal) if np.isfinite(goal) else None,
+        ))
+    return pd.DataFrame(rows)
+
+
+def step_costs(p: Params, data, goals: Mapping[str, float],
+               experiment: NoiseExperiment) -> pd.DataFrame:
+    """The cost table of the page: the costs measured in training when ``experiment`` has
+    them (the GPU sweep's records), else :func:`measure_step_costs` on a fresh network (seed
+    0) and the first B training images pooled to 32 × 32, with the profile's settings."""
+    if experiment.costs is not None:
+        return experiment.costs
+    from sgdnoise.models import build_model
+
+    torch.manual_seed(0)
+    cost_model = build_model(p.model, width=p.width, norm=p.norm).to(p.device)
+    x_cost = pooled_inputs(data.train_x[: p.large_batch], 32).float().to(p.device)
+    y_cost = data.train_y[: p.large_batch].to(p.device)
+    return measure_step_costs(
+        cost_model, x_cost, y_cost, ["none", *p.kinds], goals=goals,
+        num_samples=p.num_samples, curvature_samples=p.curvature_samples,
+        lanczos_steps=p.lanczos_steps, repeats=p.cost_repeats,
+        moment_samples=p.moment_samples, moment_probes=p.moment_probes or None,
+    )
+
+
+def unmeasured_directions(kinds: Sequence[str], count: int) -> pd.DataFrame:
+    """A :func:`directional_variance` table with every value NaN (nothing measured)."""
+    return pd.DataFrame([dict(kind=k, direction=j, eigenvalue=math.nan, variance=math.nan,
+                              sgd_variance=math.nan, ratio=math.nan)
+                         for k in kinds for j in range(1, count + 1)])
