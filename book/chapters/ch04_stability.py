@@ -695,12 +695,14 @@ display(Markdown(f"**{v_aniso.outcome}**: {v_aniso.sentence}\n\n"
 
 # %% [markdown]
 # The first line answers Zhu et al.'s question for this basin; the second asks whether
-# their quantity explains the answer. The stationary column of the table is nearly the same
-# for the three kinds at each trace, as {eq}`eq-ch4-energy` says, while the escaped
-# fractions differ by large factors: what separates the kinds is how the energy is
-# distributed, not how much of it there is. The Euclidean exit shows that "leaves more
-# often" is a statement about a wall measured in the Hessian's metric: change the metric
-# and the ranking changes.
+# their quantity explains the answer. By {eq}`eq-ch4-energy` the stationary column differs
+# between kinds only through the factors $1/(2 - \eta\lambda_i)$: isotropic noise and the
+# flat direction put almost nothing on the sharp direction and have nearly the same value,
+# the aligned kind's is raised by the sharp direction's factor. Compare those two rows with
+# the escaped fractions: what separates the kinds is how the energy is distributed, not how
+# much of it there is. The Euclidean exit shows that "leaves more often" is a statement
+# about a wall measured in the Hessian's metric: change the metric and the ranking can
+# change.
 #
 # (sec-ch4-verdicts)=
 # ## What the numbers say

@@ -59,6 +59,7 @@ __all__ = [
     "AnisotropyStudy",
     "DivergenceStudy",
     "GaussianWell",
+    "OUTCOME_CODES",
     "Params",
     "RadiusStudy",
     "RuleRates",
@@ -98,6 +99,7 @@ __all__ = [
     "radius_lines",
     "radius_study",
     "radius_verdict",
+    "rule_rates",
     "simulate_interpolating",
     "simulate_stationary",
     "stationary_check",
@@ -1252,10 +1254,15 @@ def _binomial(probs: np.ndarray, n: int):
     return simulate
 
 
-def _rates(rule, null: dict[str, np.ndarray], true: np.ndarray, *, n: int, n_sim: int,
-           seed: int, conditions: str, simulate=_binomial) -> RuleRates:
-    """Run ``rule`` (data sets -> codes) on every truth of ``null`` (the claim false: the
-    largest rate of code 0 is the false-positive rate) and on ``true`` (the power)."""
+def rule_rates(rule, null: dict[str, np.ndarray], true: np.ndarray, *, n: int, n_sim: int,
+               seed: int, conditions: str, simulate=None) -> RuleRates:
+    """Run ``rule`` (a batch of data sets -> codes into :data:`OUTCOME_CODES`) on every
+    truth of ``null`` (the claim false: the largest rate of code 0, "supported", is the
+    false-positive rate) and on ``true`` (the claim true: its rate of code 0 is the power).
+    A truth is an array of parameters that ``simulate(truth, n)`` turns into a scenario
+    simulator (default: counts ``Binomial(n, truth)``)."""
+    simulate = simulate or _binomial
+
     def labels(batch):
         return np.asarray(OUTCOME_CODES, dtype=object)[rule(batch)]
 
@@ -1280,7 +1287,7 @@ def comparison_rates(base: np.ndarray, *, n: int, alpha: float, effect: float,
     cond = (f"each fraction from {n:,} independent runs; false positive: {names[0]} and "
             f"{names[1]} equally likely to leave, at the measured rates of {names[1]}; "
             f"power: {names[0]} {effect * 100:g} points more likely at every trace")
-    return _rates(rule, {"equal": np.stack([base, base])},
+    return rule_rates(rule, {"equal": np.stack([base, base])},
                   np.stack([np.minimum(base + effect, 1.0), base]), n=n, n_sim=n_sim,
                   seed=seed, conditions=cond)
 
@@ -1350,7 +1357,7 @@ def exponent_rates(se: np.ndarray, *, margin: float, level: float, n_runs: int,
             "the measured bootstrap standard errors; false positive: one setting at "
             f"$\\alpha = {1 - margin:g}$, the edge of the band; power: every setting at "
             "$\\alpha = 1$")
-    return _rates(rule, null, np.ones(se.size), n=n_runs, n_sim=n_sim, seed=seed,
+    return rule_rates(rule, null, np.ones(se.size), n=n_runs, n_sim=n_sim, seed=seed,
                   conditions=cond, simulate=normal)
 
 
@@ -1530,7 +1537,7 @@ def basin_rates(selection: dict[str, dict[str, float]], *, n: int, alpha: float,
 
     cond = (f"{n:,} independent runs per method; false positive: SGD as likely to end flat "
             f"as isotropic noise ({iso:.1%}); power: SGD {effect * 100:g} points more likely")
-    return _rates(rule, {"equal": np.array([iso, iso, gd])},
+    return rule_rates(rule, {"equal": np.array([iso, iso, gd])},
                   np.array([min(iso + effect, 1.0), iso, gd]), n=n, n_sim=n_sim, seed=seed,
                   conditions=cond)
 
