@@ -245,7 +245,7 @@ def test_stuck_verdict_both_sides():
     kw = dict(kappa=0.01, alpha=0.05, scale=SCALE)
     v = D.stuck_verdict(_budget([1000, 10, 0], [1000, 10, 0]), **kw)
     assert v.outcome == "supported" and v.kind == "claim about SGD"
-    assert "$B = 4,096$: 360 steps, 1% escaped" in v.sentence
+    assert "$B$ = 4,096: 360 steps, 1% escaped" in v.sentence
     assert D.stuck_verdict(_budget([1000, 900, 0], [1000, 900, 0]), **kw).outcome == \
         "contradicted"
     # the small batch does not escape either: not the essay's contrast

@@ -70,6 +70,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from sgdnoise.chapters import ch07_saddles as ch07
+from sgdnoise.chapters.ch05_overparam import tex_number
 from sgdnoise.plotting import color_of, source_label, use_style
 from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts, tex_html
 
@@ -145,7 +146,7 @@ iso = ch07.isotropic_study(P)
 display(Markdown(
     f"Here $\\eta = {P.lr:g}$, $\\gamma = {P.gamma:g}$, escape at "
     f"$y_{{\\rm esc}} = {P.escape_frac:g}\\sqrt{{\\gamma}}$, {P.iso_runs:,} runs per "
-    f"$\\sigma$ from $\\sigma = {min(P.iso_sigmas):.0e}$ to {max(P.iso_sigmas):.0e}, a horizon "
+    f"$\\sigma$ from ${tex_number(min(P.iso_sigmas))}$ to ${tex_number(max(P.iso_sigmas))}$, a horizon "
     f"of {P.max_steps:,} steps, {P.confidence:.0%} bootstrap intervals and a band of "
     f"±{P.slope_tol:.0%} around the predicted slope. The table gives the mean escape step "
     "per $\\sigma$ with its standard error and the prediction {eq}`eq-ch7-law`."))
@@ -238,7 +239,7 @@ at_n = sgd.table.loc[sgd.table["formula (eq)"] == 0, "E[(e_min·(g_B−ḡ))²] 
 v_sgd = ch07.sgd_escape_verdict(sgd.table, z_noise, z_max=P.noise_z_max,
                                 median_tol=P.median_tol, scale=P.scale)
 display(Markdown(f"**{v_sgd.outcome}**: {v_sgd.sentence}"
-                 + (f" At $B = N$ the Monte Carlo value is {at_n.max():.1e}." if len(at_n)
+                 + (f" At $B = N$ the Monte Carlo value is ${tex_number(at_n.max())}$." if len(at_n)
                     else "")))
 
 
@@ -321,7 +322,7 @@ off = ch07.offset_study(P)
 off_tab = off.table()
 display(Markdown(
     f"Here {P.offset_runs:,} SGD runs for each offset $\\delta$ in "
-    f"{', '.join(f'{d:g}' for d in P.offsets)} and each batch size in "
+    f"{', '.join(f'${tex_number(d)}$' for d in P.offsets)} and each batch size in "
     f"{', '.join(map(str, P.offset_batch_sizes))}, and as many runs of GD with isotropic "
     "noise for each $\\sigma$ of section 7.2; agreement means within "
     f"{P.median_tol:g} steps. The tables give the median escape step, its prediction and "
@@ -426,9 +427,9 @@ display(Markdown(f"**{v_offset.outcome}**: {v_offset.sentence}"))
 bud = ch07.budget_study(P)
 display(Markdown(
     f"Here $\\eta\\lambda_{{\\max}} = {P.budget_lr:g}$, $\\kappa$ in "
-    f"{', '.join(f'{k:g}' for k in P.budget_kappas)}, $N = {P.budget_n:,}$, "
+    f"{', '.join(f'{k:g}' for k in P.budget_kappas)}, $N$ = {P.budget_n:,}, "
     f"{P.budget_epochs} epochs, per-example noise along $e_{{\\min}}$ of RMS "
-    f"$s_y = {P.budget_s_y:g}$, escape at $y_{{\\rm esc}} = {P.escape_frac:g}\\sqrt{{\\gamma}}$ "
+    f"$s_y = {tex_number(P.budget_s_y)}$, escape at $y_{{\\rm esc}} = {P.escape_frac:g}\\sqrt{{\\gamma}}$ "
     f"and {P.budget_runs:,} runs per conditioning, batch size and noise. The verdicts are "
     f"read at $\\kappa = {P.budget_kappa:g}$, tests at level {P.alpha:g}; the noise "
     f"\"matters\" when it moves the escaped fraction by more than {P.noise_margin * 100:g} "

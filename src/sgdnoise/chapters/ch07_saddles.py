@@ -820,7 +820,7 @@ def _kappa_index(study: BudgetStudy, kappa: float) -> int:
 
 def _budget_listing(study: BudgetStudy, i: int) -> str:
     return "; ".join(
-        f"$B = {int(b):,}$: {int(study.budgets[j]):,} steps, {study.own[i, j] / study.runs:.0%}"
+        f"$B$ = {int(b):,}: {int(study.budgets[j]):,} steps, {study.own[i, j] / study.runs:.0%}"
         f" escaped" + (f" ({study.small[i, j] / study.runs:.0%} with the small batch's noise)"
                        if b != study.small_batch else "")
         for j, b in enumerate(study.batch_sizes))
