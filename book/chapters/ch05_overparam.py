@@ -468,7 +468,7 @@ for ax, (m, r) in zip(axes, runs.items(), strict=True):
         rise = np.maximum(vw.loss[kind] - vw.base_loss, 1e-6).mean(0)
         ax.loglog(vw.distances, rise, ls, color=c, marker=".", label=f"{kind} directions")
     ax.axhline(P.valley_rise, color="k", lw=0.8, ls=":")
-    ax.set(xlabel=r"distance $t$ (fraction of $\lVert\theta^*\rVert$)", title=m.upper(),
+    ax.set(xlabel=r"distance $t$ (fraction of $\Vert\theta^*\Vert$)", title=m.upper(),
            ylim=(1e-4, None))
 axes[0].set_ylabel("rise of the training loss (nats)")
 fig.suptitle(LABEL)
