@@ -205,6 +205,9 @@ def test_radius_verdict_flips_with_the_exponent():
     none = D.radius_verdict({}, **kw)
     assert none.outcome == "inconclusive" and "No setting" in none.sentence
     assert_typeset(ok, bad, wide)
+    # an exponent near zero: its interval prints "0.00", never "-0.00"
+    flat = D.radius_verdict(_fits((-0.001, 0.002), (1.0, 0.02), (1.0, 0.02)), **kw)
+    assert "-0.00" not in flat.sentence and "0.00" in flat.sentence
 
 
 def test_exponent_codes_band_and_holm():

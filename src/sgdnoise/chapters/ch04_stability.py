@@ -1055,11 +1055,18 @@ class RadiusStudy:
                 continue
             lo, hi = _normal_interval(f.alpha, _boot_se(f), alpha)
             rows.append({"setting": k, "exponent α [interval]":
-                         f"{f.alpha:.3f} [{lo:.3f}, {hi:.3f}]",
-                         "standard error": f"{_boot_se(f):.3f}",
+                         f"{_fixed(f.alpha, 3)} [{_fixed(lo, 3)}, {_fixed(hi, 3)}]",
+                         "standard error": _fixed(_boot_se(f), 3),
                          "points fitted": int(f.used.sum()),
                          "points left out": int((~f.used).sum())})
         return pd.DataFrame(rows)
+
+
+def _fixed(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, without the sign of a value that rounds to zero
+    (no "−0.00" on the page)."""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 SETTINGS = ("quadratic, noise ∝ H", "quadratic, isotropic noise", "Gaussian well, noise ∝ H")
@@ -1432,8 +1439,8 @@ def radius_lines(fits: dict[str, ExponentFit], *, margin: float, alpha: float) -
         lo, hi = _normal_interval(f.alpha, se, alpha)
         where = ("inside" if lo > 1 - margin and hi < 1 + margin else "below" if
                  hi < 1 - margin else "above" if lo > 1 + margin else "across the edge of")
-        out.append(f"{name}: $\\alpha = {f.alpha:.2f}$ [{lo:.2f}, {hi:.2f}], {where} the "
-                   f"band [{1 - margin:g}, {1 + margin:g}]")
+        out.append(f"{name}: $\\alpha = {_fixed(f.alpha)}$ [{_fixed(lo)}, {_fixed(hi)}], "
+                   f"{where} the band [{1 - margin:g}, {1 + margin:g}]")
     return out
 
 

@@ -652,8 +652,9 @@ def verdict_rank(rows: list[RankRow], *, scale: str) -> Verdict:
     ps = sorted({(r.p, r.n) for r in rows})
     flat = ", ".join(f"{100 * (1 - n / p):.1f}% (P = {p})" for p, n in ps)
     sentence = (
-        r"Every $\hat F$ has numerical rank $\le N$ and every $D$ rank $\le N - 1$: "
-        f"**{ok}** (ranks {ranks}). "
+        (r"Every $\hat F$ has numerical rank $\le N$ and every $D$ rank $\le N - 1$ "
+         if ok else r"Some $\hat F$ has numerical rank above $N$ or some $D$ above $N - 1$ ")
+        + f"(ranks of $\\hat F$: {ranks}). "
         + (f"So at least {flat} of the eigenvalues of $\\hat F$ are exactly zero." if ok else
            "A rank above its bound can only come from rounding in the eigensolver.")
     )
