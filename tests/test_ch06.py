@@ -337,6 +337,9 @@ def test_verdict_epoch_budget_flips():
     slow = bs.verdict_epoch_budget(hi, eq, **{**kw, "train_errors": {**FIT, "$B = 64$": 0.3}})
     assert slow.outcome == "inconclusive" and "not converged" in slow.sentence
     assert "Training error reached" in slow.sentence
+    # the same-η runs are reported, not gated: a large batch short of steps is the effect
+    fixed = bs.verdict_epoch_budget(hi, eq, **{**kw, "fixed_train_errors": {"$B = 256$": 0.4}})
+    assert fixed.outcome == "supported" and "$B = 256$: 0.400" in fixed.sentence
     assert_typeset(bs.verdict_epoch_budget(hi, eq, **kw), edge)
 
 

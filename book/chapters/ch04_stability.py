@@ -250,7 +250,7 @@ chk = ch04.lyapunov_study(P)
 display(chk.table().rename(columns={"Lyapunov": "Lyapunov equation",
                                     "simulated": "simulation", "std. error": "standard error",
                                     "z": "z-score"})
-        .style.format(precision=5).format({"z-score": "{:.2f}"}).hide(axis="index")
+        .style.format({"z-score": "{:.2f}"}, precision=5).hide(axis="index")
         .set_table_styles(PAD))
 v_lyap = ch04.lyapunov_verdict(chk.z, chk.runs, z_max=P.lyap_z_max, scale=P.scale)
 display(Markdown(f"**{v_lyap.outcome}**: {v_lyap.sentence}"))

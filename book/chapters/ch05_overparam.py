@@ -244,10 +244,9 @@ summary = pd.DataFrame([{"model": m.upper(), "state": s, **st.summary()} for (m,
 summary = summary.rename(columns={"‖ḡ‖²": tex_html(r"\lVert\bar g\rVert^2"),
                                   "tr D": tex_html(r"\operatorname{tr} D"),
                                   "rank F̂": "rank " + tex_html(r"\hat F")})
-display(summary.style.format(precision=4, na_rep="not computed")
-        .format({c: "{:.0f}" for c in summary.columns if c.startswith("outliers")},
-                na_rep="not computed")
-        .format({"P/N": "{:.1f}", "P": "{:,}"}).hide(axis="index"))
+display(summary.style.format({**{c: "{:.0f}" for c in summary.columns
+                                 if c.startswith("outliers")}, "P/N": "{:.1f}", "P": "{:,}"},
+                              precision=4, na_rep="not computed").hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "What to see: every curve stops at index N, the rank bound; beyond it the spectrum of $\\hat F$ is exactly zero. The N non-zero eigenvalues of the empirical Fisher $\\hat F$ (eigenvalues of the Gram matrix $GG^\\top/N$) for each model and state. Computed by {py:func}`sgdnoise.covariance.gram_spectrum`.", "name": "fig-ch5-gram"}, "image": {"alt": "Semi-log plot of the non-zero eigenvalues of the empirical Fisher against their index for the MLP and the CNN at initialisation and after training, each curve ending at its number of examples."}}
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -421,8 +420,8 @@ plt.show()
 # %% tags=["remove-input"]
 energy, _ = ch5.energy_table(studies, P.num_classes)
 energy["model"] = energy["model"].str.upper()
-display(energy.style.format(precision=4).format(
-    {"ratio to random k/P": "{:,.0f}", "ratio to random in span G": "{:.2f}"})
+display(energy.style.format(
+    {"ratio to random k/P": "{:,.0f}", "ratio to random in span G": "{:.2f}"}, precision=4)
     .format_index(lambda c: c.replace("φ_k", tex_html(r"\phi_k")), axis="columns")
     .hide(axis="index"))
 
