@@ -771,6 +771,13 @@ def alike_rule(batch: np.ndarray, margin: float, alpha: float) -> np.ndarray:
     return _label(c, {0: "supported", 1: "contradicted"})
 
 
+def _spread(values: np.ndarray, floor: float) -> float:
+    """Sample standard deviation of the finite ``values``, at least ``floor`` (``floor``
+    with fewer than two)."""
+    v = values[np.isfinite(values)]
+    return max(float(v.std(ddof=1)), floor) if v.size > 1 else floor
+
+
 def rule_rates(
     rule: Any, observed: Sequence[Sequence[float]], *, false_means: Sequence[Sequence[float]],
     true_means: Sequence[float], sd_floor: float, n_sim: int, seed: int, conditions: str,
@@ -785,8 +792,7 @@ def rule_rates(
 
     obs = [np.asarray(o, dtype=float) for o in observed]
     n = obs[0].size
-    sd = np.array([max(float(np.nanstd(o, ddof=1)) if o.size > 1 else 0.0, sd_floor)
-                   if np.isfinite(np.nanstd(o)) else sd_floor for o in obs])
+    sd = np.array([_spread(o, sd_floor) for o in obs])
 
     def draws(mu: Sequence[float]) -> Any:
         m = np.asarray(mu, dtype=float)
