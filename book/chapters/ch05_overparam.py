@@ -112,7 +112,7 @@ MODEL_STYLE = {"mlp": "-", "cnn": "--"}
 #
 # For a softmax classifier with logits $f_i = f(x_i;\theta)\in\mathbb R^C$, Jacobians
 # $J_i = \partial f_i/\partial\theta \in \mathbb R^{C\times P}$ and probabilities $p_i$, the
-# Gauss-Newton matrix (equal to the true Fisher, chapter 2) is
+# generalized Gauss-Newton matrix, GGN for short (equal to the true Fisher, chapter 2), is
 #
 # $$
 # \mathrm{GGN} = \frac1N\sum_{i=1}^N J_i^\top \big(\operatorname{diag}p_i - p_ip_i^\top\big) J_i .

@@ -476,7 +476,7 @@ display(Markdown(f"**{v_stuck.outcome}** (stuck): {v_stuck.sentence}\n\n"
 # The first verdict is the essay's observation read against a clock; the second asks for
 # its cause. Where a large batch's dashed curve sits on its solid one, giving it the small
 # batch's noise changes nothing: what it lacks is steps, and equal-step comparisons
-# (chapter 8's arm C) are the ones that can tell a saddle from a short budget. The toy
+# (chapter 8's arm C, its group of runs at equal steps) are the ones that can tell a saddle from a short budget. The toy
 # cannot say how often real large-batch training meets strict saddles, or how far from
 # their stable manifolds it passes; it says what "stuck" would have to mean for the claim
 # to be about noise.
