@@ -183,31 +183,65 @@ def test_params_refuse_bad_values_naming_them(change, pattern):
 
 
 # ------------------------------------------------------------------- verdicts
-def _fit(alpha, lo, hi):
-    return ExponentFit(alpha, 0.0, lo, hi, np.ones(3, bool), np.array([alpha]))
+def _fit(alpha, se):
+    boot = alpha + se * np.array([-1.0, 1.0])  # two replicates: standard deviation √2·se
+    return ExponentFit(alpha, 0.0, alpha - se, alpha + se, np.ones(3, bool), boot / 1.0)
 
 
-def test_radius_verdict_flips_with_the_interval():
-    ok = D.radius_verdict({"a": _fit(0.98, 0.9, 1.1), "b": _fit(1.02, 0.95, 1.2)}, 0.95,
-                          scale=SCALE)
-    assert ok.outcome == "supported" and "consistent with inverse" in ok.sentence
-    bad = D.radius_verdict({"a": _fit(0.6, 0.55, 0.65), "b": _fit(1.4, 1.2, 1.6)}, 0.95,
-                           scale=SCALE)
-    assert bad.outcome == "contradicted"
-    assert "lies below 1" in bad.sentence and "lies above 1" in bad.sentence
-    assert D.radius_verdict({"a": _fit(1.0, 0.9, 1.1), "b": _fit(0.5, 0.4, 0.6)}, 0.95,
-                            scale=SCALE).outcome == "mixed"
-    nan = D.radius_verdict({"a": _fit(1.0, np.nan, np.nan)}, 0.95, scale=SCALE)
-    assert nan.outcome == "inconclusive" and "no bootstrap interval" in nan.sentence
-    assert r"($r \propto \rho(H)^{-\alpha}$ with α = 1)" in ok.claim
-    assert_typeset(ok, bad, nan)
+def _fits(*pairs):
+    return {k: _fit(a, se / np.sqrt(2)) for k, (a, se) in zip(D.SETTINGS, pairs, strict=False)}
+
+
+def test_radius_verdict_flips_with_the_exponent():
+    kw = dict(margin=0.25, alpha=0.05, scale=SCALE)
+    ok = D.radius_verdict(_fits((0.98, 0.02), (1.02, 0.05), (1.0, 0.03)), **kw)
+    assert ok.outcome == "supported" and "inside the band [0.75, 1.25]" in ok.sentence
+    assert ok.kind == "claim about SGD"
+    bad = D.radius_verdict(_fits((0.98, 0.02), (0.4, 0.05), (1.0, 0.03)), **kw)
+    assert bad.outcome == "contradicted" and "below the band" in bad.sentence
+    # an exponent that merely "covers 1" with a wide interval is not support
+    wide = D.radius_verdict(_fits((1.0, 0.3), (1.0, 0.02), (1.0, 0.02)), **kw)
+    assert wide.outcome == "inconclusive" and "across the edge of" in wide.sentence
+    none = D.radius_verdict({}, **kw)
+    assert none.outcome == "inconclusive" and "No setting" in none.sentence
+    assert_typeset(ok, bad, wide)
+    # an exponent near zero: its interval prints "0.00", never "-0.00"
+    flat = D.radius_verdict(_fits((-0.001, 0.002), (1.0, 0.02), (1.0, 0.02)), **kw)
+    assert "-0.00" not in flat.sentence and "0.00" in flat.sentence
+
+
+def test_exponent_codes_band_and_holm():
+    se = np.array([0.05, 0.05, 0.05])
+    codes = D.exponent_codes(np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.3], [1.0, 1.0, 1.6],
+                                       [1.0, np.nan, 1.0]]), np.broadcast_to(se, (4, 3)),
+                             margin=0.25, level=0.05)
+    # all inside; one at the edge (undecided); one far outside; a missing setting ignored
+    np.testing.assert_array_equal(codes, [0, 3, 1, 0])
+    # Holm: a p-value that passes alone at 0.05 does not pass as one of three
+    one_of_three = D.exponent_codes(np.array([1.0, 1.0, 1.25 + 0.05 * 2.2]), se,
+                                    margin=0.25, level=0.05)
+    assert int(one_of_three) == 3
+    assert int(D.exponent_codes(np.array([1.25 + 0.05 * 2.2]), np.array([0.05]),
+                                margin=0.25, level=0.05)) == 1
+
+
+def test_exponent_rates_control_the_false_positive_rate():
+    r = D.exponent_rates(np.array([0.05, 0.06, 0.02]), margin=0.25, level=0.05, n_runs=100,
+                         n_sim=4000, seed=1)
+    assert r.false_positive <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
+    assert r.power > 0.9
+    # a noisier estimate loses power (the rule is not a tautology)
+    weak = D.exponent_rates(np.array([0.3]), margin=0.25, level=0.05, n_runs=100,
+                            n_sim=2000, seed=1)
+    assert weak.power < 0.2
 
 
 def test_lyapunov_verdict_threshold():
     z = np.array([[0.5, -3.9], [-3.9, 1.0]])
     assert D.lyapunov_verdict(z, 100, z_max=4.0, scale=SCALE).outcome == "supported"
     v = D.lyapunov_verdict(z, 100, z_max=3.0, scale=SCALE)
-    assert v.outcome == "contradicted" and "beyond 3 s.e." in v.sentence
+    assert v.outcome == "contradicted" and "beyond 3 standard errors" in v.sentence
+    assert v.kind == "derivation check"
     assert_typeset(v)
 
 
@@ -223,7 +257,7 @@ def test_linear_boundary_verdict_both_sides():
                                      **kw).outcome == "contradicted"  # survives above 2
     assert D.linear_boundary_verdict(q[:3], gd[:3], gd[:3], **kw).outcome == "inconclusive"
     v = D.linear_boundary_verdict(q, gd, gd, **kw)
-    assert r"diverges exactly when $\eta\lambda_{\max} > 2$" in v.claim
+    assert r"diverge exactly when $\eta\lambda_{\max} > 2$" in v.claim
     assert_typeset(v)
 
 
@@ -235,59 +269,98 @@ def _wme_table(sim, ms, asb):
 def test_wme_verdict_each_outcome():
     sim = [2.5, 2.25]
     kw = dict(tol_steps=0.5, scale=SCALE)
-    # mean-square boundary inside the bracket [edge − 0.25, edge] at every B
-    v = D.wme_verdict(_wme_table(sim, [2.4, 2.1], [3.0, 3.0]), 0.25, **kw)
-    assert v.outcome == "supported"
-    # mean-square far below, almost-sure inside: contradicted (the smoke-run pattern)
+    # almost-sure boundary inside the bracket [edge − 0.25, edge] at every B: the derivation
     v = D.wme_verdict(_wme_table(sim, [0.914, 2.0], [2.416, 1.997]), 0.25, **kw)
-    assert v.outcome == "contradicted" and "up to 1.59" in v.sentence
+    assert v.outcome == "supported" and "up to 1.59" in v.sentence
+    assert v.kind == "derivation check"
     assert_typeset(v)
+    # the mean-square boundary agrees instead
+    v = D.wme_verdict(_wme_table(sim, [2.4, 2.1], [3.0, 3.0]), 0.25, **kw)
+    assert v.outcome == "contradicted"
     # neither
     assert D.wme_verdict(_wme_table(sim, [0.9, 2.0], [1.5, 2.0]), 0.25,
                          **kw).outcome == "mixed"
     # one step more tolerance turns "neither" into "almost-sure agrees"
     assert D.wme_verdict(_wme_table(sim, [0.9, 2.0], [1.9, 2.0]), 0.25, tol_steps=1.5,
-                         scale=SCALE).outcome == "contradicted"
+                         scale=SCALE).outcome == "supported"
     assert D.wme_verdict(_wme_table([np.nan, np.nan], [1, 2], [1, 2]), 0.25,
                          **kw).outcome == "inconclusive"
 
 
-def _sel(sgd, iso, gd):
-    return {m: {"flat": (lo + hi) / 2, "low": lo, "high": hi, "count": 0}
-            for m, (lo, hi) in (("sgd", sgd), ("isotropic", iso), ("gd", gd))}
+def _sel(sgd, iso, gd, n=1000):
+    return {m: {"flat": k / n, "low": 0.0, "high": 1.0, "count": k, "runs": n}
+            for m, k in (("sgd", sgd), ("isotropic", iso), ("gd", gd))}
 
 
-def test_basin_verdict_both_sides():
-    assert D.basin_verdict(_sel((0.9, 1.0), (0.7, 0.85), (0.4, 0.6)), 0.95,
-                           scale=SCALE).outcome == "supported"
-    assert D.basin_verdict(_sel((0.5, 0.6), (0.7, 0.85), (0.4, 0.6)), 0.95,
-                           scale=SCALE).outcome == "contradicted"
-    assert D.basin_verdict(_sel((0.8, 0.9), (0.7, 0.85), (0.4, 0.6)), 0.95,
-                           scale=SCALE).outcome == "inconclusive"
+def test_difference_pvalue_is_one_sided_and_valid_at_the_edges():
+    assert D.difference_pvalue(600, 1000, 500, 1000) < 1e-5
+    assert D.difference_pvalue(500, 1000, 600, 1000) > 1 - 1e-5
+    # 0 against 0 and n against n: no evidence either way
+    assert 0.4 < D.difference_pvalue(0, 100, 0, 100) <= 0.5
+    assert 0.4 < D.difference_pvalue(100, 100, 100, 100) <= 0.5
+    # a margin shifts the null: 60% against 50% is not 15 points more
+    assert D.difference_pvalue(600, 1000, 500, 1000, margin=0.15) > 0.95
 
 
-def _aniso_table(rows):
-    out = []
-    for tr, (a, i) in rows.items():
-        for kind, (lo, hi) in zip(D.NOISE_KINDS, (a, i), strict=True):
-            out.append({"tr Σ": tr, "noise": kind, "escaped": (lo + hi) / 2, "low": lo,
-                        "high": hi})
-    return pd.DataFrame(out)
+def test_basin_verdict_both_sides_and_its_rates():
+    kw = dict(alpha=0.05, scale=SCALE)
+    assert D.basin_verdict(_sel(950, 850, 500), **kw).outcome == "supported"
+    assert D.basin_verdict(_sel(600, 850, 500), **kw).outcome == "contradicted"
+    assert D.basin_verdict(_sel(860, 850, 500), **kw).outcome == "inconclusive"
+    # SGD above isotropic noise but not above GD: the intersection-union rule refuses
+    assert D.basin_verdict(_sel(950, 850, 940), **kw).outcome == "inconclusive"
+    r = D.basin_rates(_sel(950, 850, 500), n=1000, alpha=0.05, effect=0.05, n_sim=4000,
+                      seed=0)
+    assert r.false_positive <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
+    assert r.power > 0.8
+    v = D.basin_verdict(_sel(950, 850, 500), rates=r, **kw)
+    assert v.false_positive_rate == r.false_positive and "false-positive rate" in v.sentence
 
 
-def test_anisotropy_verdict_each_outcome():
-    up, down, same = ((0.5, 0.7), (0.0, 0.1)), ((0.0, 0.1), (0.5, 0.7)), ((0.2, 0.4),) * 2
-    assert D.anisotropy_verdict(_aniso_table({1: up, 2: same}), scale=SCALE).outcome == \
-        "supported"
-    assert D.anisotropy_verdict(_aniso_table({1: down, 2: same}), scale=SCALE).outcome == \
-        "contradicted"
-    v = D.anisotropy_verdict(_aniso_table({1: up, 2: down}), scale=SCALE)
-    assert v.outcome == "mixed"
-    assert r"more at $\operatorname{tr}\Sigma$ ∈ [1], less at $\operatorname{tr}\Sigma$ ∈ [2]" in (
-        v.sentence)
-    assert_typeset(v)
-    assert D.anisotropy_verdict(_aniso_table({1: same}), scale=SCALE).outcome == \
-        "inconclusive"
+def _study(counts, n=1000, traces=(0.5, 1.0)):
+    """An AnisotropyStudy whose kinds left ``counts[kind]`` times per trace (wall) and the
+    same through the ball."""
+    times = {}
+    for kind, ks in counts.items():
+        t = np.full((len(traces), n), np.inf)
+        for j, k in enumerate(ks):
+            t[j, :k] = 5.0
+        for ex in D.EXITS:
+            times[(kind, ex)] = t
+    eigs = np.array([10.0, 0.5, 0.5])
+    eff = {k: np.array([D.escape_efficiency(eigs, v) for v in
+                        (D.noise_shapes(eigs, tr)[k] for tr in traces)]) for k in counts}
+    en = {k: np.array([D.stationary_energy(eigs, D.noise_shapes(eigs, tr)[k], 0.1)
+                       for tr in traces]) for k in counts}
+    return D.AnisotropyStudy(eigs, np.asarray(traces), times, eff, en, 0.95)
+
+
+def test_anisotropy_and_mechanism_verdicts_each_outcome():
+    a, i, f = D.NOISE_KINDS
+    kw = dict(alpha=0.05, scale=SCALE)
+    up = _study({a: [600, 900], i: [400, 900], f: [100, 500]})
+    assert D.anisotropy_verdict(up, **kw).outcome == "supported"
+    assert D.mechanism_verdict(up, **kw).outcome == "supported"  # flat leaves least
+    down = _study({a: [400, 900], i: [600, 900], f: [800, 950]})
+    assert D.anisotropy_verdict(down, **kw).outcome == "contradicted"
+    v = D.mechanism_verdict(down, **kw)
+    assert v.outcome == "contradicted" and "Euclidean exit" in v.sentence
+    both = _study({a: [600, 400], i: [400, 600], f: [400, 600]})
+    assert D.anisotropy_verdict(both, **kw).outcome == "mixed"
+    same = _study({a: [500, 900], i: [505, 900], f: [500, 900]})
+    assert D.anisotropy_verdict(same, **kw).outcome == "inconclusive"
+    assert_typeset(v, D.anisotropy_verdict(up, **kw))
+
+
+def test_comparison_rates_false_positive_and_power():
+    base = np.array([0.0, 0.2, 0.9])
+    r = D.comparison_rates(base, n=1000, alpha=0.05, effect=0.05, n_sim=4000, seed=0,
+                           names=("A", "B"))
+    assert r.false_positive <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
+    assert r.power > 0.9
+    small = D.comparison_rates(base, n=50, alpha=0.05, effect=0.05, n_sim=2000, seed=0,
+                               names=("A", "B"))
+    assert small.power < r.power
 
 
 # ------------------------------------------------------------ anisotropic escape
@@ -296,6 +369,9 @@ def test_escape_efficiency_and_a_deterministic_exit():
     assert D.escape_efficiency(lam, np.array([0.5, 0.5])) == pytest.approx(2.5)
     with pytest.raises(ValueError, match="equal length"):
         D.escape_efficiency(lam, np.ones(3))
+    with pytest.raises(ValueError, match="exit"):
+        D.anisotropic_escape(lam, np.ones(2), depth=0.1, wall=4, lr=0.1, steps=2, runs=2,
+                             exit="square")
     # without noise a run at the minimum never leaves
     t = D.anisotropic_escape(lam, np.zeros(2), depth=0.1, wall=4, lr=0.1, steps=50, runs=5)
     assert np.isinf(t).all()
@@ -310,3 +386,63 @@ def test_aligned_noise_escapes_more_than_isotropic_in_a_sharp_basin():
     aligned = D.anisotropic_escape(eigs, 0.5 * eigs / eigs.sum(), **kw)
     iso = D.anisotropic_escape(eigs, np.full(10, 0.05), **kw)
     assert np.isfinite(aligned).mean() > np.isfinite(iso).mean() + 0.3
+
+
+def test_stationary_energy_is_the_same_for_every_shape_at_small_steps():
+    eigs = np.array([10.0] + [0.5] * 9)
+    shapes = D.noise_shapes(eigs, 1.0)
+    for var in shapes.values():
+        assert var.sum() == pytest.approx(1.0)  # the same trace
+    # exact Lyapunov value against the closed form, and ≈ η tr Σ / 2 when ηλ ≪ 1
+    e = {k: D.stationary_energy(eigs, v, 0.001) for k, v in shapes.items()}
+    for v in e.values():
+        assert v == pytest.approx(0.001 / 2, rel=0.01)
+    # the efficiency differs by large factors at the same trace
+    eff = {k: D.escape_efficiency(eigs, v) for k, v in shapes.items()}
+    assert eff["aligned with H"] > 4 * eff["isotropic"] > 4 * eff["one flat direction"]
+    with pytest.raises(ValueError, match=r"lr \* eigenvalue"):
+        D.stationary_energy(eigs, shapes["isotropic"], 0.3)
+
+
+def test_stationary_energy_matches_simulation():
+    eigs = np.array([4.0, 0.5])
+    var = np.array([0.3, 0.7])
+    d = D.simulate_stationary(np.diag(eigs), np.diag(var), 0.1, steps=400, runs=20000,
+                              seed=4)
+    sim = float(((d**2) * eigs).sum(1).mean())
+    assert sim == pytest.approx(D.stationary_energy(eigs, var, 0.1), rel=0.03)
+
+
+def test_flat_direction_noise_leaves_the_wall_more_than_isotropic_noise():
+    """The tail-shape reading of section 4.6: at equal trace, rank-one noise along a flat
+    direction (the smallest tr(HΣ)) leaves the Hessian wall more often than isotropic
+    noise, and the Euclidean ball reverses aligned against isotropic."""
+    eigs = np.array([10.0] + [0.5] * 9)
+    sh = D.noise_shapes(eigs, 0.5)
+    kw = dict(depth=0.1, wall=4.0, lr=0.1, steps=300, runs=400, seed=2)
+    flat = np.isfinite(D.anisotropic_escape(eigs, sh["one flat direction"], **kw)).mean()
+    iso = np.isfinite(D.anisotropic_escape(eigs, sh["isotropic"], **kw)).mean()
+    assert flat > iso + 0.1
+    ball = dict(kw, exit="Euclidean ball", radius=0.3)
+    iso_b = np.isfinite(D.anisotropic_escape(eigs, sh["isotropic"], **ball)).mean()
+    al_b = np.isfinite(D.anisotropic_escape(eigs, sh["aligned with H"], **ball)).mean()
+    assert iso_b > al_b + 0.2
+
+
+def test_isotropic_noise_has_the_trace_of_hessian_noise_at_the_mid_sharpness():
+    spectrum, rho_mid, sigma = (1.0, 0.25), 3.0, 0.7
+    c = D.matched_iso_scale(spectrum, rho_mid)
+    lam = rho_mid * np.array(spectrum)
+    tr_h = (D._noise_factor(lam, "hessian", sigma, 1) ** 2).sum()
+    tr_i = (D._noise_factor(lam, "isotropic", sigma, 1, c) ** 2).sum()
+    assert tr_i == pytest.approx(tr_h)
+
+
+def test_radius_fit_leaves_out_censored_points_and_the_range_beyond():
+    rho = np.array([1.0, 2.0, 4.0, 8.0])
+    # critical radii whose δ-quantile is exactly 1/ρ (α = 1), except the cap ε = 1 at ρ = 1
+    crit = np.stack([np.full((1, 50), min(1.0, 1.2 / r)) for r in rho])
+    fit = D.radius_exponent(rho, crit, 0.1, n_boot=20, keep=np.array([1, 1, 1, 0], bool),
+                            cap=1.0)
+    np.testing.assert_array_equal(fit.used, [False, True, True, False])
+    assert fit.alpha == pytest.approx(1.0)

@@ -3,6 +3,7 @@ constructed spectra, the random-span baseline, the parameters and the verdict fu
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import assert_typeset, profile_params
@@ -107,6 +108,8 @@ def test_profiles_validate(profile):
     ({"flat_rtol": 0.05}, r"parameter 'flat_rtol' = 0.05: must be one of the windows"),
     ({"image_size": 5}, r"parameter 'image_size' must be one of"),
     ({"concentration_min": 0.5}, r"parameter 'concentration_min' must be >= 1"),
+    ({"extra_seeds": [0, 1]}, r"parameter 'extra_seeds' = \(0, 1\): must not repeat"),
+    ({"valley_min": 5.0}, r"parameter 'valley_min' = 5.0: must be < valley_max"),
 ])
 def test_params_errors_name_the_parameter(kw, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -150,26 +153,131 @@ def test_tex_number_writes_powers_of_ten(x, tex):
     assert L.tex_number(x) == tex
 
 
-def test_verdict_outliers_flips():
-    kw = dict(num_classes=10, outlier_share=0.5, capture_min=0.5, random_capture=1e-3,
-              scale=S)
-    assert L.verdict_outliers([9, 10, 9, 3], [0.9, 0.8], **kw).outcome == "supported"
-    assert L.verdict_outliers([0, 1, 9, 3], [0.9, 0.8], **kw).outcome == "mixed"
-    assert L.verdict_outliers([0, 1, 9, 3], [0.9, 0.2], **kw).outcome == "contradicted"
-    assert L.verdict_outliers([], [], **kw).outcome == "inconclusive"
-    assert_typeset(L.verdict_outliers([0, 1, 9, 3], [0.9, 0.8], **kw))
+def test_seed_codes_flip_and_use_holm():
+    rng = np.random.default_rng(0)
+    noise = 0.02 * rng.standard_normal((2, 5))
+    above = np.array([[0.8], [0.7]]) + noise
+    assert int(L.seed_codes(above, 0.5, 0.05)) == 0
+    below = np.array([[0.8], [0.3]]) + noise
+    assert int(L.seed_codes(below, 0.5, 0.05)) == 1
+    # one item straddling the threshold: neither
+    straddle = np.array([[0.8], [0.5]]) + noise
+    assert int(L.seed_codes(straddle, 0.5, 0.05)) == 3
+    # a single seed gives no test: never supported
+    assert int(L.seed_codes(np.array([[0.9]]), 0.5, 0.05)) == 3
 
 
-def test_verdict_noise_concentration_uses_the_span_baseline():
-    # phi = 0.5 at k = 10: 2.5x a random subspace of a 50-dim span, 500x of R^10000
-    high = L.EnergyRow("a", 10, 0.5, 0.7, 50, 10_000)
-    low = L.EnergyRow("b", 10, 0.3, 0.7, 20, 10_000)  # 0.6x k/rank G, still 300x k/P
-    assert high.ratio_span == pytest.approx(2.5) and low.ratio_ambient == pytest.approx(300)
-    kw = dict(concentration_min=2.0, scale=S)
-    assert L.verdict_noise_concentration([high], **kw).outcome == "supported"
-    assert L.verdict_noise_concentration([low], **kw).outcome == "contradicted"
-    assert L.verdict_noise_concentration([high, low], **kw).outcome == "mixed"
-    assert L.verdict_noise_concentration([], **kw).outcome == "inconclusive"
-    v = L.verdict_noise_concentration([high, low], **kw)
-    assert r"of $\operatorname{span}\{g_i\}$ ($k/\operatorname{rank} G$)" in v.sentence
-    assert_typeset(v)
+def test_seed_rates_false_positive_and_power():
+    rng = np.random.default_rng(1)
+    values = np.array([[0.8], [0.75]]) + 0.05 * rng.standard_normal((2, 5))
+    r = L.seed_rates(values, 0.5, effect=0.2, alpha=0.05, n_sim=4000, seed=0, unit="x")
+    assert r.false_positive <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / 4000)
+    assert r.power > 0.8 and r.n_seeds == 5
+    noisy = np.array([[0.8], [0.75]]) + 0.4 * rng.standard_normal((2, 5))
+    weak = L.seed_rates(noisy, 0.5, effect=0.2, alpha=0.05, n_sim=2000, seed=0, unit="x")
+    assert weak.power < r.power
+
+
+def test_claim_verdicts_flip_and_carry_their_kind():
+    rng = np.random.default_rng(2)
+    good = np.log(np.array([[3.0], [4.0]])) + 0.05 * rng.standard_normal((2, 5))
+    bad = np.log(np.array([[3.0], [1.1]])) + 0.05 * rng.standard_normal((2, 5))
+    kw = dict(alpha=0.05, scale=S)
+    labels = ["MLP", "CNN"]
+    v = L.verdict_concentration(good, labels, concentration_min=2.0, **kw)
+    assert v.outcome == "supported" and v.kind == "claim about SGD"
+    assert L.verdict_concentration(bad, labels, concentration_min=2.0,
+                                   **kw).outcome == "contradicted"
+    w = L.verdict_valley(good, labels, rise=0.1, ratio_min=1.25, **kw)
+    assert w.outcome == "supported" and "0.1 nats" in w.sentence
+    assert L.verdict_valley(bad, labels, rise=0.1, ratio_min=1.25,
+                            **kw).outcome == "contradicted"
+    c = L.verdict_capture(np.exp(good) / 5, labels, capture_min=0.5, counts="x", **kw)
+    assert c.outcome == "supported"
+    r = L.seed_rates(good, np.log(2.0), effect=0.25, alpha=0.05, n_sim=500, seed=0,
+                     unit="in log ratio")
+    v = L.verdict_concentration(good, labels, concentration_min=2.0, rates=r, **kw)
+    assert v.false_positive_rate == r.false_positive and "at 5 seeds" in v.sentence
+    assert_typeset(v, w, c)
+    for d in (L.verdict_rank([L.RankRow("a", 10, 1000, 10, 9)], scale=S),
+              L.verdict_flat_bulk([_flat(0.8)], flat_rtol=0.01, flat_fraction=0.5, scale=S)):
+        assert d.kind == "derivation check"
+
+
+def test_study_through_the_operator_api_matches_dense_references():
+    """The top eigenvectors of F̂ from its operator span the same space as the exact ones
+    from the Gram matrix, and the class-mean capture of F̂ matches the exact basis."""
+    from sgdnoise.grads import per_example_grads
+
+    model, x, y = _tiny(seed=1, n=20)
+    r = L.overparam_study(model, x, y, num_classes=3, top_k=5, lanczos_iters=60,
+                          slq_probes=1, slq_iters=10)
+    G = per_example_grads(model, nn.functional.cross_entropy, x, y).to(DT)
+    torch.testing.assert_close(r.gradients, G)
+    F = G.T @ G / G.shape[0]
+    evals, evecs = torch.linalg.eigh(F)
+    U = evecs[:, -3:]
+    M = L.class_mean_gradients(G, y, 3)
+    cap = r.class_capture.set_index("matrix")["captured by class-mean span"]
+    assert cap["empirical Fisher"] == pytest.approx(L.subspace_capture(U, M), abs=1e-6)
+    H = hessian(model, nn.functional.cross_entropy, x, y)
+    np.testing.assert_allclose(r.hessian_top[:3].numpy(),
+                               torch.linalg.eigvalsh(H).flip(0)[:3].numpy(), atol=1e-6)
+    assert r.negative_ratio <= 0 or np.isnan(r.negative_ratio)
+    # no GGN and no densities when asked
+    q = L.overparam_study(model, x, y, num_classes=3, top_k=5, lanczos_iters=30,
+                          ggn=False, slq=False)
+    assert q.ggn_top.numel() == 0 and q.densities == {} and q.near_zero is None
+    assert set(q.class_capture.matrix) == {"Hessian", "empirical Fisher", "covariance D"}
+
+
+def test_flat_directions_are_flat_to_first_order():
+    model, x, y = _tiny(seed=2, n=10)
+    from sgdnoise.grads import per_example_grads
+
+    G = per_example_grads(model, nn.functional.cross_entropy, x, y).to(DT)
+    H = hessian(model, nn.functional.cross_entropy, x, y)
+    _, vecs = torch.linalg.eigh(H)
+    top = vecs[:, -2:]
+    V = L.flat_directions(G, top, 4, seed=0)
+    torch.testing.assert_close(V.norm(dim=0), torch.ones(4, dtype=DT))
+    assert float((G @ V).abs().max()) < 1e-10 and float((top.T @ V).abs().max()) < 1e-10
+    R = L.random_directions(G.shape[1], 4, seed=0)
+    assert float((G @ R).abs().max()) > 1e-3
+
+
+def test_valley_walk_losses_and_widths():
+    model, x, y = _tiny(seed=3, n=12)
+    from sgdnoise.chapters.small_problems import loss_and_error
+    from sgdnoise.grads import per_example_grads
+
+    G = per_example_grads(model, nn.functional.cross_entropy, x, y).to(DT)
+    H = hessian(model, nn.functional.cross_entropy, x, y)
+    vecs = torch.linalg.eigh(H)[1][:, -2:].flip(1)
+    d = np.array([1e-4, 0.1, 1.0])
+    vw = L.valley_walk(model, x, y, G, vecs, num_directions=2, distances=d, seed=0)
+    assert vw.base_loss == pytest.approx(loss_and_error(model, x, y)[0])
+    # at a tiny distance the loss has not moved; along the top eigenvector at 1e-4 ‖θ‖ the
+    # rise matches the quadratic ½ t² λ_max
+    assert abs(vw.loss["flat"][0, 0] - vw.base_loss) < 1e-6
+    t = 1e-4 * vw.theta_norm
+    lam = float(torch.linalg.eigvalsh(H)[-1])
+    g_top = float(G.mean(0) @ vecs[:, 0])
+    expected = g_top * t + 0.5 * t**2 * lam
+    assert vw.loss["sharp"][0, 0] - vw.base_loss == pytest.approx(expected, rel=0.05, abs=1e-9)
+    with pytest.raises(ValueError, match="distances"):
+        L.valley_walk(model, x, y, G, vecs, num_directions=1, distances=np.array([1.0, 0.5]),
+                      seed=0)
+
+
+def test_valley_widths_interpolate_and_censor():
+    vw = L.ValleyWalk(np.array([0.1, 1.0, 10.0]), 1.0, 0.0,
+                      {"flat": np.array([[0.0, 0.05, 0.2]]), "random": np.array([[0.0, 0.1,
+                                                                                     0.3]]),
+                       "sharp": np.array([[1.0, 2.0, 3.0]])})
+    # flat crosses 0.1 a third of the way from 1 to 10 in log t; random exactly at 1
+    assert vw.widths("flat", 0.1)[0] == pytest.approx(10 ** (1 / 3))
+    assert vw.widths("random", 0.1)[0] == pytest.approx(1.0)
+    assert vw.widths("flat", 5.0)[0] == 10.0  # never: censored at the largest distance
+    assert vw.widths("sharp", 0.1)[0] == 0.1
+    assert vw.log_ratio(0.1) == pytest.approx(np.log(10 ** (1 / 3)))

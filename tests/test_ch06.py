@@ -142,11 +142,16 @@ def test_train_for_budget_and_grid():
     assert r["steps"] == 5 and r["epochs"] == pytest.approx(5 * 8 / 64)
     full = bs.train_for_budget(cfg, data)
     assert full["steps"] == 16 and full["status"] == "finished"
-    grid = bs.batch_lr_grid(cfg, data, [8, 16], [0.01, 0.1], [0, 1], epochs=1, steps=3)
+    grid = bs.batch_lr_grid(cfg, data, [8, 16], [0.01, 0.1], [0, 1], epochs=1)
     assert len(grid) == 2 * 2 * 2 * 2
     ee = grid[grid.budget == "equal epochs"]
     assert set(zip(ee.batch_size, ee.steps, strict=True)) == {(8, 8), (16, 4)}
-    assert (grid[grid.budget == "equal steps"].steps == 3).all()
+    # equal steps: the smallest batch's steps at equal epochs, at every B
+    assert (grid[grid.budget == "equal steps"].steps == 8).all()
+    assert bs.equal_steps_budget(64, [16, 8], 3) == 24
+    # the smallest B's equal-steps run is its equal-epochs run (trained once, same numbers)
+    a = grid[(grid.batch_size == 8)].sort_values(["lr", "seed", "budget"])
+    assert (a.groupby(["lr", "seed"]).test_error.nunique() == 1).all()
     best = bs.best_lr_per_batch(grid)
     assert len(best) == 4 and best["at_edge"].all()  # two lrs: either one is an edge
     d = bs.batch_gap(grid, "equal epochs", 8, 16, 0.1, 0.1)
@@ -185,10 +190,38 @@ def test_train_for_budget_evaluates_the_validation_set():
                       augment=False, channels_last=False, amp=False, eval_batch_size=64)
     r = bs.train_for_budget(cfg, data, steps=2)
     assert 0.0 <= r["val_error"] <= 1.0 and math.isfinite(r["val_loss"])
-    grid = bs.batch_lr_grid(cfg, data, [16], [0.01, 0.1], [0], epochs=1, steps=2)
+    grid = bs.batch_lr_grid(cfg, data, [16], [0.01, 0.1], [0], epochs=1)
     assert "val_error" in grid.columns
     two = pd.concat([grid, grid.assign(batch_size=32)], ignore_index=True)  # two B to compare
-    assert bs.grid_evidence(two, 0.01)["selected_on"] == "validation error"
+    more = pd.concat([two, two[two.lr == 0.01].assign(lr=0.02)], ignore_index=True)
+    ev = bs.grid_evidence(two, more, 0.01)
+    assert ev["selected_on"] == "validation error" and ev["lr_ratio"] == pytest.approx(0.02)
+    assert set(ev["fit_ratio"]) == {"$B = 16$ at $\\eta = 0.01$", "$B = 32$ at $\\eta = 0.02$"}
+
+
+def test_evaluation_jobs_cover_the_compared_runs_once():
+    import pandas as pd
+
+    best = pd.DataFrame([
+        {"budget": bud, "batch_size": b, "best_lr": lr, "at_edge": False}
+        for bud, b, lr in (("equal epochs", 16, 0.05), ("equal epochs", 32, 0.1),
+                           ("equal epochs", 64, 0.2), ("equal steps", 16, 0.05),
+                           ("equal steps", 64, 0.1))])
+    jobs = bs.evaluation_jobs(best, lr_fixed=0.05)
+    assert jobs == [("equal epochs", 16, 0.05), ("equal epochs", 64, 0.2),
+                    ("equal steps", 16, 0.05), ("equal steps", 64, 0.1),
+                    ("equal epochs", 64, 0.05)]  # (64, 0.2) is also the same-η/B run
+
+
+def test_selection_seeds_must_differ_from_evaluation_seeds_and_grid_must_pass_linear():
+    d = profile_params(bs.Params, "ch06_batch_size", yaml_profile="default")
+    with pytest.raises(ValueError, match="select_seeds"):
+        profile_params(bs.Params, "ch06_batch_size", yaml_profile="default",
+                       select_seeds=[d.grid_seeds[0]])
+    linear = d.gen_base_lr * max(d.grid_batch_sizes) / min(d.grid_batch_sizes)
+    with pytest.raises(ValueError, match="grid_lrs"):  # grid stops at the linear value
+        profile_params(bs.Params, "ch06_batch_size", yaml_profile="default",
+                       grid_lrs=[v for v in d.grid_lrs if v <= linear])
 
 
 def test_best_lr_per_batch_and_slope_on_constructed_grid():
@@ -223,7 +256,8 @@ def test_profiles_validate(profile):
     P = bs.Params.from_yaml(BOOK / "params" / "ch06_batch_size" / f"{profile}.yaml")
     assert P.profile == profile
     if profile != "smoke":
-        assert len(P.grid_seeds) >= 3 and len(P.grid_batch_sizes) >= 5
+        assert len(P.grid_seeds) >= 3 and len(P.grid_batch_sizes) >= 3
+        assert not set(P.select_seeds) & set(P.grid_seeds)
 
 
 @pytest.mark.parametrize("kw, pattern", [
@@ -254,21 +288,26 @@ def test_verdict_trace_flips_at_z_max():
     assert_typeset(v)
 
 
+def _seeds(b_noise, b_simple, reached=True):
+    import pandas as pd
+
+    return pd.DataFrame({"b_noise": b_noise, "b_simple": b_simple,
+                         "reached": [reached] * len(b_noise)})
+
+
 def test_verdict_noise_scale_flips():
-    fit = {"b_noise": 100.0, "s_min": 10.0, "e_min": 1000.0, "rmse_log": 0.1, "n": 5}
-    hit = {"b_simple": 60.0, "epoch": 3, "reached": True, "train_error": 0.4}
-    kw = dict(factor=2.0, scale=S)
-    assert bs.verdict_noise_scale(fit, hit, 0.5, **kw).outcome == "supported"
-    assert bs.verdict_noise_scale(fit, {**hit, "b_simple": 40.0}, 0.5,
-                                  **kw).outcome == "contradicted"
-    assert bs.verdict_noise_scale(fit, {**hit, "reached": False}, 0.5,
+    kw = dict(factor=2.0, alpha=0.05, scale=S)
+    agree = _seeds([100.0, 104.0, 98.0, 101.0], [90.0, 95.0, 92.0, 88.0])
+    far = _seeds([400.0, 410.0, 395.0, 420.0], [90.0, 95.0, 92.0, 88.0])
+    loose = _seeds([300.0, 40.0, 120.0], [90.0, 95.0, 92.0])
+    assert bs.verdict_noise_scale(agree, 0.5, **kw).outcome == "supported"
+    assert bs.verdict_noise_scale(far, 0.5, **kw).outcome == "contradicted"
+    assert bs.verdict_noise_scale(loose, 0.5, **kw).outcome == "inconclusive"
+    assert bs.verdict_noise_scale(_seeds([100.0, 104.0, 98.0], [90.0, 95.0, 92.0], False),
+                                  0.5, **kw).outcome == "inconclusive"
+    assert bs.verdict_noise_scale(_seeds([float("nan"), 100.0], [90.0, 95.0]), 0.5,
                                   **kw).outcome == "inconclusive"
-    assert bs.verdict_noise_scale(None, hit, 0.5, **kw).outcome == "inconclusive"
-    v = bs.verdict_noise_scale(fit, {**hit, "reached": False}, 0.5, **kw)
-    assert r"gives $B_{\rm noise} = 100$ ($S_{\min} = 10$ steps, $E_{\min} = 1000$" in (
-        v.sentence)
-    assert r"$B_{\rm noise}/B_{\rm simple} = 1.67$" in v.sentence
-    assert_typeset(v, bs.verdict_noise_scale(fit, hit, 0.5, **kw))
+    assert_typeset(bs.verdict_noise_scale(agree, 0.5, **kw))
 
 
 def test_classify_difference():
@@ -279,33 +318,69 @@ def test_classify_difference():
     assert bs.classify_difference([0.1], 0.02, 0.05) == "undecided"  # one seed: no interval
 
 
+FIT = {"$B = 16$": 0.01, "$B = 64$": 0.02}
+
+
 def test_verdict_epoch_budget_flips():
     hi, eq, lo, und = [0.10, 0.11, 0.12], [0.001, -0.001, 0.0], [-0.1, -0.11, -0.12], [
         0.1, -0.1, 0.05]
-    kw = dict(small=16, large=256, lr_fixed=0.05, best_small=0.05, best_large=0.4,
-              slope=0.75, edges=0, margin=0.02, alpha=0.05, scale=S)
+    kw = dict(small=16, large=256, lr_fixed=0.05, best_small=0.05, best_large=0.4, edges=[],
+              train_errors=FIT, fit_error=0.05, margin=0.02, alpha=0.05, scale=S)
     assert bs.verdict_epoch_budget(hi, eq, **kw).outcome == "supported"
     assert bs.verdict_epoch_budget(hi, lo, **kw).outcome == "supported"
     assert bs.verdict_epoch_budget(hi, hi, **kw).outcome == "mixed"
     assert bs.verdict_epoch_budget(eq, eq, **kw).outcome == "contradicted"
     assert bs.verdict_epoch_budget(und, eq, **kw).outcome == "inconclusive"
-    v = bs.verdict_epoch_budget(hi, eq, **kw)
-    assert "slope of the best η against B is 0.75" in v.sentence
-    assert_typeset(v)
+    # a best learning rate at the grid's edge, or a run that has not converged: not decided
+    edge = bs.verdict_epoch_budget(hi, eq, **{**kw, "edges": ["$B = 256$"]})
+    assert edge.outcome == "inconclusive" and "edge of the grid" in edge.sentence
+    slow = bs.verdict_epoch_budget(hi, eq, **{**kw, "train_errors": {**FIT, "$B = 64$": 0.3}})
+    assert slow.outcome == "inconclusive" and "not converged" in slow.sentence
+    assert "Training error reached" in slow.sentence
+    # the same-η runs are reported, not gated: a large batch short of steps is the effect
+    fixed = bs.verdict_epoch_budget(hi, eq, **{**kw, "fixed_train_errors": {"$B = 256$": 0.4}})
+    assert fixed.outcome == "supported" and "$B = 256$: 0.400" in fixed.sentence
+    assert_typeset(bs.verdict_epoch_budget(hi, eq, **kw), edge)
 
 
 def test_verdict_equal_steps_flips():
-    kw = dict(small=16, large=256, margin=0.02, alpha=0.05, scale=S)
+    kw = dict(small=16, large=256, edges=[], train_errors=FIT, fit_error=0.05, margin=0.02,
+              alpha=0.05, scale=S)
     assert bs.verdict_equal_steps([0.001, -0.001, 0.0], **kw).outcome == "supported"
     assert bs.verdict_equal_steps([0.1, 0.11, 0.12], **kw).outcome == "contradicted"
     assert bs.verdict_equal_steps([0.1, -0.1, 0.05], **kw).outcome == "inconclusive"
+    assert bs.verdict_equal_steps([0.001, -0.001, 0.0], **{**kw, "edges": ["$B = 16$"]}
+                                  ).outcome == "inconclusive"
     assert_typeset(bs.verdict_equal_steps([0.1, -0.1, 0.05], **kw))
 
 
 def test_verdict_lr_batch_ratio_flips():
-    kw = dict(ratio_spread=0.5, margin=0.02, scale=S)
-    assert bs.verdict_lr_batch_ratio(0.01, 0.10, 5, **kw).outcome == "supported"
-    assert bs.verdict_lr_batch_ratio(0.08, 0.10, 5, **kw).outcome == "contradicted"
-    assert bs.verdict_lr_batch_ratio(0.01, 0.015, 5, **kw).outcome == "inconclusive"
-    assert bs.verdict_lr_batch_ratio(float("nan"), 0.1, 3, **kw).outcome == "inconclusive"
-    assert_typeset(bs.verdict_lr_batch_ratio(0.01, 0.10, 5, **kw))
+    kw = dict(small=16, large=64, lr_small=0.05, lr_large=0.2, train_errors=FIT,
+              fit_error=0.05, margin=0.02, alpha=0.05, scale=S)
+    assert bs.verdict_lr_batch_ratio([0.001, -0.001, 0.0], **kw).outcome == "supported"
+    assert bs.verdict_lr_batch_ratio([0.1, 0.11, 0.12], **kw).outcome == "contradicted"
+    assert bs.verdict_lr_batch_ratio([-0.1, -0.11, -0.12], **kw).outcome == "contradicted"
+    assert bs.verdict_lr_batch_ratio([0.1, -0.1, 0.05], **kw).outcome == "inconclusive"
+    assert bs.verdict_lr_batch_ratio([0.001, -0.001, 0.0], **{
+        **kw, "train_errors": {"$B = 64$": 0.5}}).outcome == "inconclusive"
+    assert_typeset(bs.verdict_lr_batch_ratio([0.001, -0.001, 0.0], **kw))
+
+
+def test_rule_rates_false_positive_and_power():
+    # no-worse rule: under a true difference at the margin "supported" is rare (<= alpha
+    # up to simulation error); with no difference and a small spread it is common
+    diffs = [0.005, -0.004, 0.002, -0.001, 0.003, 0.0]
+    r = bs.boundary_rates(lambda b: bs.no_worse_rule(b, 0.02, 0.05), diffs, margin=0.02,
+                          n_sim=2000, seed=0, unit="in error")
+    assert r.false_positive <= 0.08 and r.power >= 0.8 and r.n_seeds == 6
+    # a wide spread: power collapses
+    wide = bs.boundary_rates(lambda b: bs.alike_rule(b, 0.02, 0.05), [0.05, -0.05, 0.04],
+                             margin=0.02, n_sim=1000, seed=0, unit="in error")
+    assert wide.power < 0.2 and wide.false_positive <= 0.08
+    ep = bs.epoch_rates([0.06, 0.07, 0.05, 0.065], [0.001, -0.002, 0.0, 0.002], margin=0.02,
+                        alpha=0.05, n_sim=1000, seed=0)
+    assert ep.false_positive <= 0.08 and ep.power > 0.5
+    v = r.attach(bs.verdict_equal_steps(diffs, small=16, large=64, edges=[],
+                                         train_errors=FIT, fit_error=0.05, margin=0.02,
+                                         alpha=0.05, scale=S))
+    assert v.false_positive_rate == r.false_positive and "false-positive rate" in v.sentence

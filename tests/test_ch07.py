@@ -132,12 +132,16 @@ def _iso(slope, lo, hi, gd=np.inf, censored=False):
 
 
 def test_escape_law_verdict_both_sides():
-    kw = dict(confidence=0.95, scale=SCALE)
-    assert D.escape_law_verdict(_iso(10.4, 10.3, 10.5), **kw).outcome == "supported"
+    kw = dict(confidence=0.95, slope_tol=0.05, scale=SCALE)
+    v = D.escape_law_verdict(_iso(10.4, 10.3, 10.5), **kw)
+    assert v.outcome == "supported" and v.kind == "derivation check"
     v = D.escape_law_verdict(_iso(9.0, 8.8, 9.2), **kw)
-    assert v.outcome == "contradicted" and "outside the interval" in v.sentence
+    assert v.outcome == "contradicted" and "outside the band" in v.sentence
     assert r"prediction $1/\log(1+\eta\gamma) = 10.49$" in v.sentence
     assert_typeset(v)
+    # an interval that covers the prediction but is wider than the band is not agreement
+    v = D.escape_law_verdict(_iso(10.5, 9.0, 12.0), **kw)
+    assert v.outcome == "inconclusive" and "straddles" in v.sentence
     v = D.escape_law_verdict(_iso(10.4, 10.3, 10.5, gd=5.0), **kw)
     assert v.outcome == "contradicted" and "GD left" in v.sentence
     assert D.escape_law_verdict(_iso(np.nan, np.nan, np.nan, censored=True),
@@ -165,23 +169,6 @@ def test_sgd_escape_verdict_both_sides():
                                 **kw).outcome == "inconclusive"
 
 
-def test_large_batch_verdict_both_sides():
-    offsets = np.array([0.0, 1e-6, 1e-2])
-    Bs = np.array([1, 64])
-    times = np.full((3, 2, 4), 40.0)
-    times[0, 1] = np.inf  # B = N on the manifold: stuck
-    kw = dict(max_steps=600, scale=SCALE)
-    v = D.large_batch_verdict(offsets, Bs, times, 64, **kw)
-    assert v.outcome == "contradicted" and "slowed down, not stuck" in v.sentence
-    times[1, 1, :3] = np.inf  # from δ = 1e-6 three of four stay
-    v = D.large_batch_verdict(offsets, Bs, times, 64, **kw)
-    assert v.outcome == "supported" and "1e-06" in v.sentence
-    assert_typeset(v)
-    assert D.large_batch_verdict(offsets[:1], Bs, times[:1], 64, **kw).outcome == \
-        "inconclusive"
-    assert D.large_batch_verdict(offsets, Bs, times, 128, **kw).outcome == "inconclusive"
-
-
 def test_matched_isotropic_faster_flips():
     t = pd.DataFrame({"SGD median escape": [39.0, 51.0], "predicted median": [38.0, 50.0],
                       "isotropic (matched trace) median": [30.0, 42.0]})
@@ -203,3 +190,95 @@ def test_offset_law_verdict_both_sides():
     assert_typeset(v)
     assert D.offset_law_verdict(np.array([np.inf]), np.array([np.inf]),
                                 **kw).outcome == "inconclusive"
+
+
+# ------------------------------------------------------- stuck against a training budget
+def test_budget_steps_are_chapter_8s():
+    """30 epochs of 50,000 examples with the last partial batch dropped, as chapter 8's
+    plan trains its essay arm; and the parameters agree with that plan."""
+    np.testing.assert_array_equal(D.budget_steps([128, 4096, 32768], n=50000, epochs=30),
+                                  [30 * 390, 30 * 12, 30])
+    import yaml
+
+    plan = yaml.safe_load((PARAMS.parent / "ch08_resnet_sweep" / "plan_full.yaml").read_text())
+    arm_a = plan["arms"]["A"]
+    P = D.Params.from_yaml(PARAMS / "default.yaml")
+    assert arm_a["config"]["epochs"] == P.budget_epochs
+    assert set(P.budget_batch_sizes) <= set(arm_a["batch_sizes"])
+    assert plan["defaults"]["drop_last"] is True
+    assert plan["data"]["n_train"] is None and P.budget_n == 50000  # all of CIFAR-10
+    with pytest.raises(ValueError, match="batch_sizes"):
+        D.budget_steps([60000], n=50000, epochs=30)
+
+
+def test_escape_within_budget_follows_the_law():
+    """Half the runs escape near the predicted median step: a budget just below it keeps
+    most runs, one just above frees most."""
+    gamma, lr, y_esc = 0.1, 1.0, 0.5 * np.sqrt(0.1)
+    sig = 1e-4
+    med = D.predicted_offset_escape_time(sig, 0.0, lr=lr, gamma=gamma, y_escape=y_esc)[0]
+    hits = D.escape_within_budget(np.array([sig, sig]), np.array([int(med) - 8,
+                                                                  int(med) + 8]),
+                                  gamma=gamma, lr=lr, y_escape=y_esc, runs=2000, seed=3)
+    assert hits[0] < 0.35 * 2000 and hits[1] > 0.65 * 2000
+    # smaller noise needs more steps: at the same budget fewer runs escape
+    lo = D.escape_within_budget(np.array([sig / 30]), np.array([int(med) + 8]), gamma=gamma,
+                                lr=lr, y_escape=y_esc, runs=2000, seed=3)
+    assert lo[0] < hits[1] - 500
+    with pytest.raises(ValueError, match="equal length"):
+        D.escape_within_budget(np.ones(2), np.ones(3, int), gamma=1, lr=1, y_escape=1, runs=2)
+
+
+def test_half_pvalue_is_exact_and_one_sided():
+    assert D.half_pvalue(60, 100, above=True) == pytest.approx(0.0284, abs=1e-3)
+    assert D.half_pvalue(60, 100, above=False) > 0.95
+    assert D.half_pvalue(0, 100, above=False) < 1e-20
+
+
+def _budget(own, small, runs=1000, Bs=(128, 4096, 8192)):
+    return D.BudgetStudy(np.array([0.01]), np.array(Bs), np.array([11700, 360, 180]),
+                         np.ones(len(Bs)), np.array([own]), np.array([small]),
+                         np.ones((1, len(Bs))), runs, Bs[0])
+
+
+def test_stuck_verdict_both_sides():
+    kw = dict(kappa=0.01, alpha=0.05, scale=SCALE)
+    v = D.stuck_verdict(_budget([1000, 10, 0], [1000, 10, 0]), **kw)
+    assert v.outcome == "supported" and v.kind == "claim about SGD"
+    assert "$B$ = 4,096: 360 steps, 1% escaped" in v.sentence
+    assert D.stuck_verdict(_budget([1000, 900, 0], [1000, 900, 0]), **kw).outcome == \
+        "contradicted"
+    # the small batch does not escape either: not the essay's contrast
+    assert D.stuck_verdict(_budget([400, 10, 0], [400, 10, 0]), **kw).outcome == \
+        "inconclusive"
+    assert_typeset(v)
+    with pytest.raises(ValueError, match="kappa"):
+        D.stuck_verdict(_budget([1, 1, 1], [1, 1, 1]), kappa=0.5, alpha=0.05, scale=SCALE)
+
+
+def test_noise_verdict_both_sides():
+    kw = dict(kappa=0.01, margin=0.05, alpha=0.05, scale=SCALE)
+    # the small batch's noise frees 30 points more runs at B = 4096: supported
+    v = D.noise_verdict(_budget([1000, 100, 0], [1000, 400, 0]), **kw)
+    assert v.outcome == "supported" and "+30.0" in v.sentence
+    # identical fractions: the budget decides, contradicted
+    v = D.noise_verdict(_budget([1000, 0, 0], [1000, 0, 0]), **kw)
+    assert v.outcome == "contradicted"
+    # 4 points apart on few runs: neither
+    assert D.noise_verdict(_budget([100, 20, 0], [100, 24, 0], runs=100),
+                           **kw).outcome == "inconclusive"
+    assert_typeset(v)
+
+
+def test_stuck_and_noise_rates():
+    P = D.Params.from_yaml(PARAMS / "smoke.yaml")
+    st = _budget([1000, 0, 0], [1000, 0, 0])
+    r = D.stuck_rates(st, P)
+    assert r.false_positive <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / P.rate_sims)
+    assert r.power > 0.5
+    r = D.noise_rates(st, P)
+    assert r.false_positive <= 0.05 + 3 * np.sqrt(0.05 * 0.95 / P.rate_sims)
+    assert r.power > 0.8
+    # with ten runs per group the same rules have little power
+    few = _budget([10, 0, 0], [10, 0, 0], runs=10)
+    assert D.noise_rates(few, P).power < 0.5

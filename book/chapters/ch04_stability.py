@@ -5,6 +5,7 @@
 #   kernelspec: {display_name: Python 3, language: python, name: python3}
 # ---
 
+
 # %% [markdown]
 # # 4. Stochastic stability and sharpness
 #
@@ -12,15 +13,18 @@
 # inversely proportional to the spectral radius of the Hessian. This chapter makes the
 # statement precise on toy problems where everything can be computed, derives what SGD with
 # Hessian-shaped noise actually does near a minimum (a discrete Lyapunov equation), measures
-# the radius by simulation, fits the exponent, relates it to the linear-stability conditions
-# of {cite}`wu2018sgd`, and ends with two landscapes where the shape of the noise decides
-# which minimum SGD leaves: one sharp and one flat minimum in one dimension, and a sharp
-# basin in ten dimensions where noise aligned with the Hessian competes with isotropic noise
-# of the same size {cite}`zhu2019anisotropic`.
+# the radius by simulation, fits the exponent over the small-step range the statement is
+# about, relates it to the linear-stability conditions of {cite}`wu2018sgd`, and ends with
+# two landscapes where the shape of the noise decides which minimum SGD leaves: one sharp
+# and one flat minimum in one dimension, and a sharp basin in ten dimensions where noise
+# aligned with the Hessian competes with isotropic noise of the same size
+# {cite}`zhu2019anisotropic`, with two controls that say why one of them leaves more often.
 #
 # All toy problems here are synthetic: the chapter needs no data set. Every code cell calls
-# {py:mod}`sgdnoise.chapters.ch04_stability`; every threshold used by a verdict is a
-# parameter of the chapter, stated where the verdict is printed.
+# {py:mod}`sgdnoise.chapters.ch04_stability`. Each verdict is either a *derivation check*
+# (the simulation matches algebra derived on the page) or a *claim about SGD* (a statement
+# that could have come out either way); a claim about SGD is decided by a test whose
+# false-positive rate and power are measured by simulation and printed beside it.
 
 # %% tags=["parameters", "remove-cell"]
 profile = "default"
@@ -37,12 +41,14 @@ radius_steps = 300
 radius_runs = 2000
 sharpness_min = 0.5
 sharpness_max = 19.0
-num_sharpness = 10
+num_sharpness = 14
 well_depth = 0.1
-well_sigma = 0.3
-well_runs = 800
+well_sigma = 0.2
+well_runs = 600
 well_steps = 300
 bisection_iters = 14
+radius_fit_max = 1.0
+radius_margin = 0.25
 n_boot = 300
 wme_n = 64
 wme_runs = 400
@@ -55,6 +61,9 @@ wells_batch_size = 1
 wells_runs = 4000
 wells_steps = 1000
 confidence = 0.95
+alpha = 0.05
+rate_sims = 4000
+count_effect = 0.05
 lyap_hessian = [2.0, 0.6, 0.8]
 lyap_z_max = 4.0
 div_q_min = 1.8
@@ -83,8 +92,9 @@ aniso_top = 10.0
 aniso_bulk = 0.5
 aniso_depth = 0.1
 aniso_wall = 4.0
-aniso_traces = [0.25, 0.5, 1.0, 2.0]
+aniso_traces = [0.25, 0.5, 0.75, 1.0]
 aniso_runs = 2000
+aniso_radius = 0.3
 aniso_steps = 300
 
 # %% tags=["remove-cell"]
@@ -93,7 +103,7 @@ import numpy as np
 from IPython.display import Markdown, display
 
 from sgdnoise.chapters import ch04_stability as ch04
-from sgdnoise.plotting import source_label, use_style
+from sgdnoise.plotting import color_of, source_label, use_style
 from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts, tex_html
 
 P = ch04.Params.from_namespace(globals())
@@ -101,22 +111,34 @@ clock = Stopwatch()
 use_style()
 identity = {"source": "synthetic (toy landscapes)", "n_train": None}
 LABEL = source_label(profile, {"source": "toy landscapes"})
-# one colour per quantity, kept in every figure
-COLOR = {"GD": "C0", "isotropic": "C1", "noise ∝ H": "C2", "well": "C4"}
+# one colour per quantity, kept in every figure (colour-blind-safe palette)
+COLOR = {"GD": color_of("gd"), "isotropic": color_of("isotropic"),
+         "noise ∝ H": color_of("sgd"), "well": color_of("hessian"),
+         "flat": color_of("anisotropic")}
 PAD = [{"selector": "th, td", "props": "padding: 0.15em 0.7em"}]  # table cell spacing
 # column names of the studies' tables written with typeset math in the tables shown
 MATH_HEADERS = {
     "R_wall (well)": tex_html(r"R_{\text{wall}}") + " (well)",
-    "mean-square η_max (eq)": "mean-square " + tex_html(r"\eta_{\max}") + " (eq)",
+    "mean-square η_max (eq)": "mean-square " + tex_html(r"\eta_{\max}"),
     "almost-sure η_max": "almost-sure " + tex_html(r"\eta_{\max}"),
     "tr Σ": tex_html(r"\operatorname{tr}\Sigma"),
     "tr(HΣ)": tex_html(r"\operatorname{tr}(H\Sigma)"),
+    "E[δᵀHδ]": "stationary " + tex_html(r"\mathrm{E}[\delta^\top H\delta]"),
 }
 
 
 def math_headers(name):
     return MATH_HEADERS.get(name, name)
 
+
+def interval(est, lo, hi, digits=3):
+    """One interval notation for every table: 'estimate [low, high]'."""
+    return f"{est:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def steps_text(t):
+    """A median exit step for a table: the number, or 'not reached' (most runs stayed)."""
+    return "not reached" if not np.isfinite(t) else f"{t:.0f}"
 
 # %% [markdown]
 # ## 4.1 Definition
@@ -137,8 +159,10 @@ def math_headers(name):
 # $\varepsilon$, and it is $0$ when even a start at $\theta^*$ fails). The source leaves $T$
 # implicit ("for all $t$"); with noise that does not vanish at $\theta^*$, every run
 # eventually leaves any ball, so a finite horizon is needed for {eq}`eq-ch4-def` to be
-# non-trivial. We use $T$ = `radius_steps` steps.
-#
+# non-trivial; section 4.3 states the one used. The tolerance $\varepsilon$ is a distance
+# in parameter space, as in the essay's definition; section 4.3 also measures a basin
+# whose wall is a level set of the loss.
+# %% [markdown]
 # (sec-ch4-quadratic)=
 # ## 4.2 The quadratic with noise proportional to H
 #
@@ -152,9 +176,11 @@ def math_headers(name):
 # C = \frac{\sigma^2}{B} H .
 # $$ (eq-ch4-noise)
 #
-# For comparison we also use isotropic noise $C = \sigma_{\rm iso}^2 \bar\rho I / B$ of
-# fixed size ($\bar\rho$ is the geometric midpoint of the sharpness grid, so that both
-# models inject the same trace there).
+# For comparison we also use isotropic noise $C = \sigma_{\rm iso}^2 c\, I / B$ of fixed
+# size, with $c = \bar\rho\,\operatorname{tr}(H/\rho)/d$: $\bar\rho$ is the geometric
+# midpoint of the sharpness grid of section 4.3 and $d$ the dimension, so that at
+# $\rho = \bar\rho$ (and $\sigma_{\rm iso} = \sigma$) both models inject the same trace
+# $\operatorname{tr} C = \sigma^2\operatorname{tr} H/B$.
 #
 # **Mean and linear stability.** With $A = I - \eta H$ the iterates obey
 # $\delta_{t+1} = A \delta_t - \eta \xi_t$, so $\mathbb E\, \delta_t = A^t \delta_0$. In
@@ -202,40 +228,50 @@ def math_headers(name):
 # where $s(\lambda)$ is the stationary standard deviation along an eigenvector of
 # eigenvalue $\lambda$. The factor $(2 - \eta\lambda)^{-1}$ is what the discrete-time
 # solution keeps and the small-$\eta$ (SDE) limit drops; exact discrete-time fluctuations of
-# this kind are worked out in {cite}`ziyin2022strength`. With isotropic noise the same computation gives
-# $s_{\rm iso}(\lambda) = \sqrt{\eta\sigma_{\rm iso}^2\bar\rho / (B\lambda(2 -
+# this kind are worked out in {cite}`ziyin2022strength`. With isotropic noise the same
+# computation gives $s_{\rm iso}(\lambda) = \sqrt{\eta\sigma_{\rm iso}^2 c / (B\lambda(2 -
 # \eta\lambda))}$. The striking consequence of {eq}`eq-ch4-std`: **with noise proportional
 # to $H$ the stationary spread in parameter space hardly depends on the curvature** (it is
 # $\sqrt{\eta\sigma^2/2B}$ for $\eta\lambda \ll 1$ and blows up only as
 # $\eta\lambda \to 2$). Sharper directions receive more noise, and the stronger pull back
 # cancels it exactly in the small-step limit.
-#
-# **Check.** We simulate `lyap_runs` independent chains from $\delta_0 = 0$ on the
-# non-diagonal $2\times 2$ matrix $H$ of the parameter `lyap_hessian`, and compare the
-# covariance of their final iterates with the solution of {eq}`eq-ch4-lyap` computed by
-# {py:func}`sgdnoise.stability.stationary_covariance`; the check passes when every entry
-# agrees within `lyap_z_max` standard errors.
 
 # %% tags=["remove-input"]
+h11, h12, h22 = P.lyap_hessian
+display(Markdown(
+    f"**Check.** {P.lyap_runs:,} independent chains of {P.lyap_steps} steps from "
+    f"$\\delta_0 = 0$ on the non-diagonal matrix $H = \\begin{{pmatrix}} {h11:g} & {h12:g} "
+    f"\\\\ {h12:g} & {h22:g} \\end{{pmatrix}}$ with noise $C = \\sigma^2 H$, "
+    f"$\\sigma = {P.lyap_sigma:g}$, $\\eta = {P.lr:g}$. The table compares the covariance of "
+    "their final iterates with the solution of {eq}`eq-ch4-lyap` computed by "
+    "{py:func}`sgdnoise.stability.stationary_covariance`, entry by entry; the check passes "
+    f"when every entry agrees within {P.lyap_z_max:g} standard errors."))
 chk = ch04.lyapunov_study(P)
-display(chk.table().style.format(precision=5).hide(axis="index").set_table_styles(PAD))
+display(chk.table().rename(columns={"Lyapunov": "Lyapunov equation",
+                                    "simulated": "simulation", "std. error": "standard error",
+                                    "z": "z-score"})
+        .style.format({"z-score": "{:.2f}"}, precision=5).hide(axis="index")
+        .set_table_styles(PAD))
 v_lyap = ch04.lyapunov_verdict(chk.z, chk.runs, z_max=P.lyap_z_max, scale=P.scale)
 display(Markdown(f"**{v_lyap.outcome}**: {v_lyap.sentence}"))
 
-# %% [markdown]
-# **Linear-stability limit.** Next, GD and noisy SGD (noise $\propto$ curvature, $\sigma$ =
-# `radius_sigma`) on a 1-D quadratic for $\eta\lambda$ around 2; a run counts as diverged
-# when $|x_t|$ exceeds `div_threshold` within `div_steps` steps from $x_0$ = `div_x0`. The
-# boundary {eq}`eq-ch4-linear` is confirmed when, for both, at most `div_below_max` of the
-# runs diverge at every $\eta\lambda < 2 -$ `div_margin` and at least `div_above_min` do at
-# every $\eta\lambda > 2 +$ `div_margin`.
+# %% tags=["remove-input"]
+display(Markdown(
+    f"**Linear-stability limit.** Next, GD and noisy SGD (noise $\\propto$ curvature, "
+    f"$\\sigma = {P.radius_sigma:g}$) on a one-dimensional quadratic for $\\eta\\lambda$ "
+    f"from {P.div_q_min:g} to {P.div_q_max:g}, {P.div_runs} runs each; a run counts as "
+    f"diverged when $\\lvert x_t \\rvert$ exceeds {P.div_threshold:g} within {P.div_steps} "
+    f"steps from $x_0 = {P.div_x0:g}$. The boundary {{eq}}`eq-ch4-linear` is confirmed "
+    f"when, for both, at most {P.div_below_max:.0%} of the runs diverge at every "
+    f"$\\eta\\lambda < {2 - P.div_margin:g}$ and at least {P.div_above_min:.0%} do at every "
+    f"$\\eta\\lambda > {2 + P.div_margin:g}$."))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Fraction of runs that diverge against \u03b7\u03bb for GD and for SGD with noise \u221d H, on a 1-D quadratic (laptop run; the profile is in the title). Computed by {py:func}`sgdnoise.chapters.ch04_stability.divergence_study`.", "name": "fig-ch4-divergence"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "What to see: both curves jump from 0 to most runs at $\\eta\\lambda = 2$ (dotted line). Fraction of runs that diverge against $\\eta\\lambda$ for GD and for SGD with noise proportional to the curvature, on a one-dimensional quadratic. Computed by {py:func}`sgdnoise.chapters.ch04_stability.divergence_study`.", "name": "fig-ch4-divergence"}, "image": {"alt": "Line chart: fraction of diverged runs (0 to 1) against eta times lambda from 1.8 to 2.2 for GD and noisy SGD; both are 0 below 2 and near 1 above 2."}}
 div = ch04.divergence_study(P)
 fig, ax = plt.subplots(figsize=(6.5, 3.4))
 ax.plot(div.q, div.gd, "o-", color=COLOR["GD"], label="GD")
 ax.plot(div.q, div.sgd, "s--", color=COLOR["noise ∝ H"],
-        label=f"SGD, noise ∝ H (σ = {P.radius_sigma})")
+        label=f"SGD, noise ∝ H (σ = {P.radius_sigma:g})")
 ax.axvline(2.0, color="k", lw=1, ls=":", label="ηλ = 2")
 ax.set(xlabel="ηλ", ylabel=f"fraction diverged ({P.div_steps} steps)",
        title=f"Linear stability limit · {LABEL}")
@@ -250,23 +286,22 @@ display(Markdown(f"**{v_lin.outcome}**: {v_lin.sentence}"))
 
 # %% [markdown]
 # Additive noise enters the recursion only through the term $-\eta\xi_t$, which cannot
-# change the multiplier $1 - \eta\lambda$; so the noise cannot move the linear boundary, and
-# the computed line above says whether the simulated switch sits at $\eta\lambda = 2$ for
-# both methods. Just above 2 the growth factor $|1 - \eta\lambda|$ is barely above 1, so a
-# noisy run whose effective start happens to be small can stay below the divergence
-# threshold for the whole horizon.
+# change the multiplier $1 - \eta\lambda$; so the noise cannot move the linear boundary.
+# Just above 2 the growth factor $|1 - \eta\lambda|$ is barely above 1, so a noisy run
+# whose effective start happens to be small can stay below the divergence threshold for the
+# whole horizon.
 #
 # (sec-ch4-radius)=
 # ## 4.3 Measuring the radius of stability
 #
-# **Exact per-run radius on the quadratic.** Take $H = \rho\operatorname{diag}(1, \tfrac14)$
-# (parameter `spectrum`), so $\rho(H) = \rho$. Fix a start direction $u$ (unit vector).
-# Because the recursion is affine, $\delta_t = r A^t u + n_t$, where
-# $n_t = -\eta \sum_{k<t} A^{t-1-k} \xi_k$ does not depend on $r$. For one run (one noise
-# sequence), the event "$\|\delta_t\| < \varepsilon$" is $\|r a_t + n_t\| < \varepsilon$
-# with $a_t = A^t u$, which holds on an interval of $r$ (the preimage of a ball under an
-# affine map is convex). The intersection over $t$ is again an interval, containing $r = 0$
-# when the run survives from $\theta^*$. Its right end is the run's *critical radius*
+# **Exact per-run radius on the quadratic.** Take $H = \rho\operatorname{diag}(1, \tfrac14)$,
+# so $\rho(H) = \rho$. Fix a start direction $u$ (unit vector). Because the recursion is
+# affine, $\delta_t = r A^t u + n_t$, where $n_t = -\eta \sum_{k<t} A^{t-1-k} \xi_k$ does
+# not depend on $r$. For one run (one noise sequence), the event
+# "$\|\delta_t\| < \varepsilon$" is $\|r a_t + n_t\| < \varepsilon$ with $a_t = A^t u$,
+# which holds on an interval of $r$ (the preimage of a ball under an affine map is convex).
+# The intersection over $t$ is again an interval, containing $r = 0$ when the run survives
+# from $\theta^*$. Its right end is the run's *critical radius*
 #
 # $$
 # \begin{aligned}
@@ -290,11 +325,11 @@ display(Markdown(f"**{v_lin.outcome}**: {v_lin.sentence}"))
 # $L(\delta) = h\big(1 - \exp(-\delta^\top H\delta/2h)\big)$ has Hessian $H$ at the
 # minimum, depth $h$, and flattens beyond a few widths $\sqrt{h/\lambda}$. We count a run
 # as escaped when $\|\delta_t\| \ge \varepsilon$ *or* it leaves the basin,
-# $\delta^\top H\delta \ge 4h$ (parameter `well_wall`; the loss has risen to $0.86\,h$;
-# along the top eigenvector this is at distance $R_{\rm wall} = 2 \sqrt{h/\rho}$). The
-# noise is {eq}`eq-ch4-noise` with $H$ the Hessian at the minimum. Here the critical radii
-# come from a bisection on $r$ run by run (vectorised over runs, sharpness values and
-# directions, with the same noise sequence at every bisection step).
+# $\delta^\top H\delta \ge w h$ for a wall factor $w$ (along the top eigenvector this is at
+# distance $R_{\rm wall} = \sqrt{w h/\rho}$). The noise is {eq}`eq-ch4-noise` with $H$ the
+# Hessian at the minimum. Here the critical radii come from a bisection on $r$ run by run
+# (vectorised over runs, sharpness values and directions, with the same noise sequence at
+# every bisection step).
 #
 # **What theory predicts.** (i) Quadratic, noise $\propto H$: by {eq}`eq-ch4-std` the noise
 # part $n_t$ has a spread that is nearly independent of $\rho$ while $\eta\rho \ll 1$;
@@ -310,54 +345,78 @@ display(Markdown(f"**{v_lin.outcome}**: {v_lin.sentence}"))
 # shrinking $R_{\rm wall}$, so the local exponent
 # $d \log(1/r)/d \log \rho = R_{\rm wall}/(2r)$ exceeds $\tfrac12$ and grows as $r \to 0$.
 #
-# The table lists, per sharpness, the radius in each setting, the stationary standard
-# deviation $s(\rho)$ of {eq}`eq-ch4-std`, the margin $(\varepsilon - r)/s$ in those units,
-# and the wall distance of the well.
+# **Where the exponent is fitted.** The relation between $\log r$ and $\log\rho$ is curved:
+# near $\eta\rho = 2$ the factor $1/(2 - \eta\rho)$ of {eq}`eq-ch4-std` takes over and any
+# radius collapses, whatever the small-step behaviour. The micro-theorem is a statement
+# about the small-step regime, so the exponent is fitted only over the grid points with
+# $\eta\rho$ at most the fit limit stated below, where that factor changes by less than
+# a factor two; the points beyond are shown, not fitted. A radius of exactly 0 (the run
+# fails from $\theta^*$) or exactly $\varepsilon$ (every start of the ball survives) is
+# censored rather than measured, and is left out too.
+#
+# **Decision.** "Inversely proportional" is read as an exponent within $\pm m$ of 1, with
+# $m$ half the distance from 1 to the nearest competing law, $\alpha = \tfrac12$ (the width
+# of a basin of fixed depth shrinks like $\rho^{-1/2}$). The bootstrap over runs gives each
+# exponent a standard error; two one-sided tests put an exponent inside the band
+# $[1 - m, 1 + m]$, a test against each edge puts it outside.
 
 # %% tags=["remove-input"]
 rad = ch04.radius_study(P)
-display(rad.table(P.lr).style.format(precision=3).format_index(math_headers, axis="columns")
+display(Markdown(
+    f"Here the tolerance is $\\varepsilon = {P.radius_eps:g}$, the failure probability "
+    f"$\\delta = {P.radius_delta:g}$ and the horizon $T = {P.radius_steps}$ steps for the "
+    f"quadratic ({P.radius_runs:,} runs per sharpness) and $T = {P.well_steps}$ for the well "
+    f"({P.well_runs:,} runs, depth $h = {P.well_depth:g}$, wall factor $w = {P.well_wall:g}$, "
+    f"$\\sigma = {P.well_sigma:g}$); $H = \\rho\\operatorname{{diag}}"
+    f"({', '.join(f'{v:g}' for v in P.spectrum)})$, $\\eta = {P.lr:g}$, "
+    f"$\\sigma = {P.radius_sigma:g}$ and $\\sigma_{{\\rm iso}} = {P.iso_sigma:g}$ with "
+    f"$c = {rad.iso_scale:.3g}$ ($\\bar\\rho = {rad.rho_mid:.3g}$). The exponent is fitted "
+    f"over $\\eta\\rho \\le {P.radius_fit_max:g}$, the band is $1 \\pm {P.radius_margin:g}$ "
+    f"and every test has level {P.alpha:g}. The table lists, per sharpness, the radius in "
+    "each setting, the stationary standard deviation $s(\\rho)$ of {eq}`eq-ch4-std`, the "
+    "margin $(\\varepsilon - r)/s$ in those units, and the wall distance of the well."))
+display(rad.table().style.format(precision=3).format_index(math_headers, axis="columns")
         .hide(axis="index").set_table_styles(PAD))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Radius of stochastic stability against the sharpness \u03c1(H) in the three settings (log-log; crosses at the bottom: radius 0), with the wall distance of the Gaussian well and a line of slope \u22121 (the micro-theorem). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.radius_study`.", "name": "fig-ch4-radius"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "What to see: inside the shaded fit range no setting falls along the dashed line of slope \u22121 that the micro-theorem predicts. Radius of stochastic stability against the sharpness \u03c1(H) in the three settings (log-log; crosses at the bottom: radius 0), with the wall distance of the Gaussian well. Computed by {py:func}`sgdnoise.chapters.ch04_stability.radius_study`.", "name": "fig-ch4-radius"}, "image": {"alt": "Log-log chart of the radius of stability against the sharpness for three settings: the quadratic with Hessian noise stays near epsilon, the quadratic with isotropic noise rises from zero, the Gaussian well falls less steeply than slope minus one; the fit range is shaded."}}
 colors = dict(zip(ch04.SETTINGS, (COLOR["noise ∝ H"], COLOR["isotropic"], COLOR["well"]),
                   strict=True))
-fig, ax = plt.subplots(figsize=(7, 4.0))
+fig, ax = plt.subplots(figsize=(6.8, 4.0))
+ax.axvspan(rad.rho.min(), P.radius_fit_max / P.lr, color="0.92", zorder=0,
+           label=f"fit range, ηρ ≤ {P.radius_fit_max:g}")
 for k, r in rad.radius.items():
     pos = r > 0
     ax.plot(rad.rho[pos], r[pos], "o-", color=colors[k], label=k)
     if (~pos).any():
         ax.plot(rad.rho[~pos], np.full((~pos).sum(), 0.02), "x", color=colors[k], ms=8)
 ax.plot(rad.rho, rad.well.wall_radius(rad.rho), "k:",
-        label=r"$R_{\rm wall} = 2\sqrt{h/\rho}$ (well)")
-ax.plot(rad.rho, 0.5 * rad.rho[0] / rad.rho, color="gray", lw=0.8, ls="--",
+        label=r"$R_{\rm wall}$ (well)")
+ax.plot(rad.rho, 0.5 * rad.rho[0] / rad.rho, color="0.4", lw=0.9, ls="--",
         label="slope −1 (α = 1)")
 ax.set(xscale="log", yscale="log", xlabel="sharpness ρ(H)",
-       ylabel=f"radius (ε = {P.radius_eps}, δ = {P.radius_delta})",
+       ylabel=f"radius (ε = {P.radius_eps:g}, δ = {P.radius_delta:g})",
        title=f"Radius of stability vs sharpness · {LABEL}")
 ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
 plt.show()
 
 # %% tags=["remove-input"]
-display(rad.fit_table().style.format(precision=3).hide(axis="index").set_table_styles(PAD))
+display(Markdown("The exponents over the fit range, with their bootstrap standard errors and "
+                 f"{1 - 2 * P.alpha:.0%} intervals:"))
+display(rad.fit_table(P.alpha).style.hide(axis="index").set_table_styles(PAD))
 for k, err in rad.no_fit.items():
-    display(Markdown(f"{k}: no fit ({err})"))
-v_radius = ch04.radius_verdict(rad.fits, P.confidence, scale=P.scale)
-display(Markdown("\n".join(f"- {line}" for line in ch04.radius_lines(rad.fits, P.confidence))))
+    display(Markdown(f"{k}: no fit ({err})."))
+v_radius = ch04.radius_verdict(rad.fits, margin=P.radius_margin, alpha=P.alpha,
+                               scale=P.scale, rates=ch04.radius_rates(rad, P))
+display(Markdown(f"**{v_radius.outcome}**: {v_radius.sentence}"))
 
 # %% [markdown]
-# Read the figure from left to right. Crosses at the bottom mark sharpness values where the
-# radius is 0 (the run fails with probability $> \delta$ even started at $\theta^*$); they
-# are left out of the fit. A radius equal to $\varepsilon$ means that every start inside the
-# $\varepsilon$-ball works. The dashed grey line has slope $-1$, the micro-theorem's claim.
-# The exponent $\alpha$ of each setting is fitted on the positive radii, its interval comes
-# from resampling runs (confidence `confidence`), and each line above compares the interval
-# with $\alpha = 1$. Theory says where to look: on the quadratic with noise $\propto H$ the
-# radius should stay nearly flat until $\eta\rho$ approaches 2 (the column
-# $(\varepsilon - r)/s$ gives the margin in units of the stationary standard deviation);
-# with isotropic noise flat minima should be the unstable ones; only the well, whose width
-# shrinks with sharpness at fixed depth, can give a radius that falls with $\rho$.
-#
+# Theory says where to look: on the quadratic with noise $\propto H$ the radius should stay
+# nearly flat until $\eta\rho$ approaches 2 (the column $(\varepsilon - r)/s$ gives the
+# margin in units of the stationary standard deviation); with isotropic noise flat minima
+# should be the unstable ones; only the well, whose width shrinks with sharpness at fixed
+# depth, can give a radius that falls with $\rho$, and then like the width,
+# $\rho^{-1/2}$, not like $\rho^{-1}$.
+# %% [markdown]
 # (sec-ch4-wme)=
 # ## 4.4 Wu, Ma & E: sharpness and non-uniformity
 #
@@ -397,21 +456,29 @@ display(Markdown("\n".join(f"- {line}" for line in ch04.radius_lines(rad.fits, P
 # typical runs converge while rare runs blow up and dominate the second moment. The phase
 # diagram below draws $a_i$ from an exponential distribution (normalised to $H = 1$, so
 # $s \approx 1$; {py:func}`sgdnoise.chapters.ch04_stability.wme_curvatures`) and simulates
-# $T$ = `wme_steps` steps from $x_0 = 1$; a run "diverges" when $|x_T| > 1$. The simulated
-# edge at each $B$ is the first $\eta$ of the grid where at least `wme_edge_fraction` of the
-# runs diverge, so the true edge lies between that grid point and the one before it; a
-# boundary agrees with the simulation at that $B$ when it lies within `wme_tol_steps` grid
-# steps of this bracket.
+# $T$ steps from $x_0 = 1$; a run "diverges" when $|x_T| > 1$. The simulated edge at each
+# $B$ is the first $\eta$ of the grid where a given share of the runs diverge, so the true
+# edge lies between that grid point and the one before it; a boundary agrees with the
+# simulation at that $B$ when it lies within a set number of grid steps of this bracket.
+# Which boundary a typical run follows is settled by the law of large numbers above, so
+# this is a check of the derivation, not a claim that could go either way.
 
 # %% tags=["remove-input"]
 wme = ch04.wme_study(P)
-display(wme.table.style.format(precision=3)
-        .format("{:.2f}", subset=["simulated edge η"]).format_index(math_headers, axis="columns")
-        .hide(axis="index").set_table_styles(PAD))
+display(Markdown(
+    f"Here $N = {P.wme_n}$ examples, $T = {P.wme_steps}$ steps, {P.wme_runs} runs per "
+    f"learning rate and batch size, {P.wme_num_lrs} learning rates up to "
+    f"{P.wme_lr_max:g}; the edge is where at least {P.wme_edge_fraction:.0%} of the runs "
+    f"diverge, and agreement means within {P.wme_tol_steps:g} grid step of the bracket. "
+    "The table gives, per batch size, the two boundaries and the simulated edge."))
+display(wme.table.rename(columns={"B": "batch size B", "simulated edge η": "simulated edge"})
+        .style.format(precision=3).format("{:.2f}", subset=["simulated edge"])
+        .format_index(math_headers, axis="columns").hide(axis="index")
+        .set_table_styles(PAD))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Stability phase diagram of the interpolating finite sum: colour = fraction of runs with $\\lvert x_T \\rvert > 1$ per learning rate and batch size, with the mean-square (Wu, Ma & E) and almost-sure boundaries. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wme_study`.", "name": "fig-ch4-wme"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "What to see: where the colour turns from dark to bright, and which of the two lines follows that edge. Stability phase diagram of the interpolating finite sum: colour = fraction of runs with $\\lvert x_T \\rvert > 1$ per learning rate and batch size, with the mean-square (Wu, Ma & E) and almost-sure boundaries. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wme_study`.", "name": "fig-ch4-wme"}, "image": {"alt": "Heat map of the fraction of diverged runs over learning rate (horizontal) and batch size (vertical), with the mean-square boundary (cyan) well to the left of the divergence edge at small batches and the almost-sure boundary (white, dashed) along the edge."}}
 Bs = np.array(wme.batch_sizes)
-fig, ax = plt.subplots(figsize=(7, 4.2))
+fig, ax = plt.subplots(figsize=(6.8, 4.2))
 im = ax.pcolormesh(wme.lrs, np.arange(len(Bs)), wme.div_frac, shading="nearest",
                    cmap="magma", vmin=0, vmax=1)
 fig.colorbar(im, ax=ax, label=r"fraction with $|x_T| > 1$")
@@ -431,16 +498,15 @@ v_wme = ch04.wme_verdict(wme.table, wme.grid_step, tol_steps=P.wme_tol_steps, sc
 display(Markdown(f"**{v_wme.outcome}**: {v_wme.sentence}"))
 
 # %% [markdown]
-# The colours show where simulated runs blow up. The mean-square boundary of
-# {eq}`eq-ch4-wme` (cyan) moves to smaller $\eta$ as $B$ shrinks: by that criterion small
-# batches with non-uniform curvatures cannot stay at a minimum that GD ($B = N$, boundary
-# $\eta = 2/H$) finds stable. The white line is the almost-sure boundary that a single run
-# obeys; the computed line above says which of the two the simulated edge follows.
+# The mean-square boundary of {eq}`eq-ch4-wme` (cyan) moves to smaller $\eta$ as $B$
+# shrinks: by that criterion small batches with non-uniform curvatures cannot stay at a
+# minimum that GD ($B = N$, boundary $\eta = 2/H$) finds stable. The white line is the
+# almost-sure boundary that a single run obeys.
 #
 # (sec-ch4-wells)=
 # ## 4.5 One sharp and one flat minimum
 #
-# **Construction.** A 1-D finite sum of $N$ = `wells_n` examples. On the sharp side of a
+# **Construction.** A one-dimensional finite sum of $N$ examples. On the sharp side of a
 # ridge $x_r$ the per-example loss is
 # $\ell_i(x) = \tfrac12 \lambda_s (x - c_s - u_i^s)^2$, on the flat side
 # $\ell_i(x) = \tfrac12 \lambda_f (x - c_f - u_i^f)^2$, with offsets
@@ -455,26 +521,33 @@ display(Markdown(f"**{v_wme.outcome}**: {v_wme.sentence}"))
 # the local Hessian, $\lambda_s/\lambda_f$ times larger in the sharp well.
 #
 # **Experiment.** Starts uniform in an interval centred at the ridge (so GD splits them
-# 50/50), then $T$ = `wells_steps` steps of GD, GD + isotropic Gaussian noise whose variance
-# matches the SGD noise variance averaged over the two minima (the "equal trace"
-# comparison), and SGD with batches of size $B$ = `wells_batch_size` drawn with replacement.
-# The fraction ending on the flat side comes with a Wilson interval at level `confidence`;
-# SGD is said to select the flat minimum more strongly when its interval lies entirely
-# above both others.
+# 50/50), then $T$ steps of GD, GD with isotropic Gaussian noise whose variance matches the
+# SGD noise variance averaged over the two minima (the "equal trace" comparison), and SGD
+# with batches of size $B$ drawn with replacement. SGD is said to select the flat minimum
+# more strongly when a one-sided test of two fractions (Agresti–Caffo: one success and one
+# failure added to each, {py:func}`~sgdnoise.chapters.ch04_stability.difference_pvalue`)
+# puts its fraction above both others.
 
 # %% tags=["remove-input"]
 ws = ch04.wells_study(P)
 wells, sel = ws.wells, ws.selection
-display(ws.table().style.format(precision=3).hide(axis="index").set_table_styles(PAD))
 display(Markdown(
-    f"Minima at {wells.c_sharp} ($\\lambda$ = {wells.lam_sharp}) and {wells.c_flat} "
-    f"($\\lambda$ = {wells.lam_flat}); ridge at {wells.ridge:.3f}; barrier "
-    f"{wells.barrier:.3f}; $\\eta\\lambda_{{\\rm sharp}}$ = {P.lr * wells.lam_sharp:.2f} "
-    "< 2, so GD keeps both minima."))
-
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: the two-well loss (equal depths, curvatures $\\lambda_s$ and $\\lambda_f$). Right: fraction of runs ending in the flat minimum per method, with Wilson intervals. Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wells_study`.", "name": "fig-ch4-wells"}}
+    f"Here $N = {P.wells_n}$, $\\sigma = {P.wells_sigma:g}$, $T = {P.wells_steps}$ steps, "
+    f"$B = {P.wells_batch_size}$, {P.wells_runs:,} runs per method. The minima sit at "
+    f"{wells.c_sharp:g} ($\\lambda = {wells.lam_sharp:g}$) and {wells.c_flat:g} "
+    f"($\\lambda = {wells.lam_flat:g}$); the ridge at {wells.ridge:.3f}; the barrier is "
+    f"{wells.barrier:.3f}; $\\eta\\lambda_{{\\rm sharp}} = {P.lr * wells.lam_sharp:.2f} < 2$, "
+    f"so GD keeps both minima. The table gives the fraction of runs ending in the flat "
+    f"minimum with its {P.confidence:.0%} Wilson interval."))
 tab = ws.table()
-fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(7, 3.6), width_ratios=(1, 1.2),
+display(tab.assign(**{"fraction in flat minimum [interval]": [
+    interval(f, lo, hi) for f, lo, hi in zip(tab["fraction in flat minimum"], tab["low"],
+                                              tab["high"], strict=True)]})
+        [["method", "fraction in flat minimum [interval]"]]
+        .style.hide(axis="index").set_table_styles(PAD))
+
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "What to see: the bar of SGD against the bar of isotropic noise of the same trace; GD stays near one half. Left: the two-well loss (equal depths, curvatures $\\lambda_s$ and $\\lambda_f$). Right: fraction of runs ending in the flat minimum per method, with Wilson intervals. Computed by {py:func}`sgdnoise.chapters.ch04_stability.wells_study`.", "name": "fig-ch4-wells"}, "image": {"alt": "Left: a loss curve with a narrow well on the left and a wide well on the right of equal depth. Right: bar chart of the fraction of runs ending in the flat well for GD (about one half), GD with isotropic noise and SGD (both higher)."}}
+fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(6.8, 3.6), width_ratios=(1, 1.2),
                                layout="constrained")
 xs = np.linspace(wells.c_sharp - 0.8, wells.c_flat + 1.2, 400)
 ax0.plot(xs, wells.loss(xs), "k")
@@ -491,20 +564,21 @@ fig.suptitle(LABEL)
 plt.show()
 
 # %% tags=["remove-input"]
-v_wells = ch04.basin_verdict(sel, P.confidence, scale=P.scale)
+v_wells = ch04.basin_verdict(sel, alpha=P.alpha, scale=P.scale,
+                             rates=ch04.wells_rates(ws, P))
 display(Markdown(f"**{v_wells.outcome}**: {v_wells.sentence}"))
 
 # %% [markdown]
-# The left panel is the landscape: equal depths, very different widths. GD stays where it
-# starts, so about half its runs end on each side. A noisy method that leaves the sharp well
-# more easily than the flat one drifts towards the flat minimum. SGD's noise is
-# $\lambda_s/\lambda_f$ times stronger (per unit of variance) in the sharp well than in the
-# flat one, while isotropic noise of the same average size also kicks runs out of the flat
-# well. This is the mechanism behind the claim that SGD's anisotropic noise acts as an
-# implicit regulariser towards flat minima {cite}`zhu2019anisotropic`; note that it is a
-# statement about escape from basins of comparable depth, not about the radius of section
-# 4.3, where noise $\propto H$ made the stationary spread independent of sharpness.
-#
+# GD stays where it starts, so about half its runs end on each side. A noisy method that
+# leaves the sharp well more easily than the flat one drifts towards the flat minimum.
+# SGD's noise is $\lambda_s/\lambda_f$ times stronger (per unit of variance) in the sharp
+# well than in the flat one, while isotropic noise of the same average size also kicks
+# runs out of the flat well. This is the mechanism behind the claim that SGD's anisotropic
+# noise acts as an implicit regulariser towards flat minima {cite}`zhu2019anisotropic`;
+# note that it is a statement about escape from basins of comparable depth, not about the
+# radius of section 4.3, where noise $\propto H$ made the stationary spread independent of
+# sharpness.
+# %% [markdown]
 # (sec-ch4-aniso)=
 # ## 4.6 Anisotropic against isotropic noise of the same trace
 #
@@ -527,60 +601,121 @@ display(Markdown(f"**{v_wells.outcome}**: {v_wells.sentence}"))
 # Hessian-shaped noise reaches the same preference for flat minima, with escape times that
 # depend exponentially on the barrier over the curvature {cite}`xie2021diffusion`.
 #
+# **One step is not the stationary state.** Equation {eq}`eq-ch4-efficiency` is the rise
+# of one kick from the minimum. Over many steps the pull back matters too: by the Lyapunov
+# equation of section 4.2 with $\Sigma$ diagonal in $H$'s eigenbasis,
+# $\operatorname{Var}\delta_i = \eta\Sigma_{ii}/(\lambda_i(2 - \eta\lambda_i))$, so
+#
+# $$
+# \mathbb E[\delta^\top H\delta] = \sum_i \frac{\eta\,\Sigma_{ii}}{2 - \eta\lambda_i}
+# \approx \frac{\eta}{2}\operatorname{tr}\Sigma \qquad (\eta\lambda_i \ll 1),
+# $$ (eq-ch4-energy)
+#
+# the same for every shape of $\Sigma$ of a given trace: a sharp direction receives more
+# noise and pulls back harder, in exact balance. So if aligned noise leaves an
+# $H$-shaped basin more often, it is not because it raises the loss more on average. What
+# differs is the *shape* of the distribution of $\delta^\top H\delta$: aligned noise puts
+# most of it on the one sharp direction, where $\delta^\top H\delta \approx \lambda_1
+# \delta_1^2$ has the heavy tail of one squared Gaussian, while isotropic noise spreads it
+# over $d$ directions, a sum of $d$ squares with the same mean and a much lighter tail. A
+# wall at a level of $\delta^\top H\delta$ (a level set of the loss) is reached first by
+# the heavier tail. Two controls test this reading:
+#
+# * **noise along one flat direction**, of the same trace: the smallest
+#   $\operatorname{tr}(H\Sigma)$ of the three, the same mean $\mathbb E[\delta^\top H\delta]$
+#   and the heavy tail of one squared Gaussian. If the efficiency ordered the escape, it
+#   would leave least often; if the tail does, it leaves more often than isotropic noise;
+# * **a Euclidean exit**, $\|\delta\| \ge R$ instead of the wall: a distance in parameter
+#   space, where the flat directions, weakly pulled back, carry most of $\|\delta\|^2$.
+#   Here isotropic noise has the advantage.
+#
 # **Experiment.** A basin $L(\delta) = h\big(1 - \exp(-\delta^\top H\delta/2h)\big)$ in
-# $d$ = `aniso_dim` dimensions with one sharp direction ($\lambda_1$ = `aniso_top`) and
-# $d - 1$ flat ones (`aniso_bulk`), depth $h$ = `aniso_depth`; a run starts at the minimum
-# and has escaped when $\delta^\top H\delta \ge$ `aniso_wall`$\cdot h$. For each total
-# noise $\operatorname{tr}\Sigma$ in `aniso_traces`, `aniso_runs` runs of GD + Gaussian
-# noise with $\Sigma_H$ and with $\Sigma_I$ for $T$ = `aniso_steps` steps
-# ({py:func}`sgdnoise.chapters.ch04_stability.anisotropic_escape`). The escaped fraction
-# comes with a Wilson interval at level `confidence`; one kind of noise escapes more when its
-# interval lies entirely above the other's.
+# $d$ dimensions with one sharp direction and $d - 1$ flat ones; a run starts at the
+# minimum and has escaped when $\delta^\top H\delta \ge w h$ (the Hessian wall), or in the
+# control when $\|\delta\| \ge R$. For each total noise $\operatorname{tr}\Sigma$ of a grid,
+# runs of GD with Gaussian noise $\Sigma_H$, $\Sigma_I$ and rank-one noise along one flat
+# direction ({py:func}`sgdnoise.chapters.ch04_stability.anisotropic_escape`). One kind
+# leaves more often than another when a one-sided test of two fractions says so at some
+# trace, with Holm's correction over the traces, and at no trace the other way round.
 
 # %% tags=["remove-input"]
 an = ch04.anisotropy_study(P)
 an_tab = an.table()
-display(an_tab.style.format({"tr Σ": "{:g}", "tr(HΣ)": "{:.3f}", "escaped": "{:.3f}",
-                             "low": "{:.3f}", "high": "{:.3f}", "median exit step": "{:g}"})
+display(Markdown(
+    f"Here $d = {P.aniso_dim}$, $\\lambda_1 = {P.aniso_top:g}$ and the other eigenvalues "
+    f"{P.aniso_bulk:g} ($\\eta\\lambda_1 = {P.lr * P.aniso_top:g}$, so the factor "
+    f"$1/(2 - \\eta\\lambda_1)$ of {{eq}}`eq-ch4-energy` raises the aligned kind's value "
+    f"above $\\eta\\operatorname{{tr}}\\Sigma/2$), depth $h = {P.aniso_depth:g}$, wall "
+    f"factor $w = {P.aniso_wall:g}$, Euclidean radius $R = {P.aniso_radius:g}$, "
+    f"{P.aniso_runs:,} runs of $T = {P.aniso_steps}$ steps per kind, trace and exit. The "
+    "table gives each kind's efficiency {eq}`eq-ch4-efficiency`, its stationary "
+    "$\\mathrm{E}[\\delta^\\top H\\delta]$ {eq}`eq-ch4-energy`, the fraction of runs that "
+    f"leave through the Hessian wall (with its {P.confidence:.0%} Wilson interval) and "
+    "through the Euclidean ball, and the median exit step through the wall."))
+display(an_tab.assign(**{
+    "left through the wall [interval]": [interval(e, lo, hi) for e, lo, hi in
+                                         zip(an_tab["escaped"], an_tab["low"],
+                                             an_tab["high"], strict=True)],
+    "median exit step": an_tab["median exit step"].map(steps_text)})
+        [["tr Σ", "noise", "tr(HΣ)", "E[δᵀHδ]", "left through the wall [interval]",
+          "escaped (Euclidean)", "median exit step"]]
+        .rename(columns={"escaped (Euclidean)": "left the Euclidean ball"})
+        .style.format({"tr Σ": "{:g}", "tr(HΣ)": "{:.3f}", "E[δᵀHδ]": "{:.4f}",
+                       "left the Euclidean ball": "{:.3f}"})
         .format_index(math_headers, axis="columns").hide(axis="index").set_table_styles(PAD))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Fraction of runs that leave a sharp basin within T steps against the total noise $\\operatorname{tr}\\Sigma$, for noise aligned with H and isotropic noise of the same trace (Wilson intervals). Laptop run; the profile is in the title. Computed by {py:func}`sgdnoise.chapters.ch04_stability.anisotropy_study`.", "name": "fig-ch4-aniso"}}
-fig, ax = plt.subplots(figsize=(6.5, 3.4))
-for kind, c, m in zip(ch04.NOISE_KINDS, (COLOR["noise ∝ H"], COLOR["isotropic"]), "os",
-                      strict=True):
-    g = an_tab[an_tab["noise"] == kind]
-    ax.errorbar(g["tr Σ"], g["escaped"],
-                yerr=np.clip([g["escaped"] - g["low"], g["high"] - g["escaped"]], 0, 1),
-                fmt=f"{m}-", color=c, capsize=3, label=f"noise {kind}")
-ax.set_xscale("log")
-ax.set_xticks(an.traces, [f"{t:g}" for t in an.traces])
-ax.minorticks_off()
-ax.set(xlabel="tr Σ (total noise variance)",
-       ylabel=f"escaped within {P.aniso_steps} steps", ylim=(-0.03, 1.05),
-       title=f"d = {P.aniso_dim}, λ = ({P.aniso_top}, {P.aniso_bulk}, …) · {LABEL}")
-ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "What to see: through the Hessian wall (left) aligned noise and noise along one flat direction both leave more often than isotropic noise, although the flat direction has the smallest escape efficiency; through the Euclidean ball (right) the order changes. Fraction of runs that leave a sharp basin within T steps against the total noise $\\operatorname{tr}\\Sigma$, three noise shapes of the same trace (Wilson intervals on the left). Computed by {py:func}`sgdnoise.chapters.ch04_stability.anisotropy_study`.", "name": "fig-ch4-aniso"}, "image": {"alt": "Two line charts against the total noise trace: the escaped fraction of aligned, isotropic and one-flat-direction noise through the Hessian wall (left) and through a Euclidean ball (right)."}}
+KIND_COLOR = dict(zip(ch04.NOISE_KINDS, (COLOR["noise ∝ H"], COLOR["isotropic"],
+                                         COLOR["flat"]), strict=True))
+fig, axes = plt.subplots(1, 2, figsize=(6.8, 3.6), sharey=True, layout="constrained")
+for ax, ex in zip(axes, ch04.EXITS, strict=True):
+    for kind, m in zip(ch04.NOISE_KINDS, "os^", strict=True):
+        frac = an.escaped(kind, ex) / an.runs
+        if ex == ch04.EXITS[0]:
+            g = an_tab[an_tab["noise"] == kind]
+            err = np.clip([g["escaped"] - g["low"], g["high"] - g["escaped"]], 0, 1)
+            ax.errorbar(an.traces, frac, yerr=err, fmt=f"{m}-", color=KIND_COLOR[kind],
+                        capsize=3, label=ch04.NOISE_NAMES[kind])
+        else:
+            ax.plot(an.traces, frac, f"{m}-", color=KIND_COLOR[kind])
+    ax.set_xticks(an.traces, [f"{t:g}" for t in an.traces])
+    ax.set(xlabel="tr Σ (total noise variance)", ylim=(-0.03, 1.05), title=ex)
+axes[0].set_ylabel(f"left within {P.aniso_steps} steps")
+fig.suptitle(f"d = {P.aniso_dim}, λ = ({P.aniso_top:g}, {P.aniso_bulk:g}, …) · {LABEL}")
+fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3)
 plt.show()
 
 # %% tags=["remove-input"]
-v_aniso = ch04.anisotropy_verdict(an_tab, scale=P.scale)
-display(Markdown(f"**{v_aniso.outcome}**: {v_aniso.sentence}"))
+v_aniso = ch04.anisotropy_verdict(an, alpha=P.alpha, scale=P.scale,
+                                  rates=ch04.anisotropy_rates(an, P))
+v_mech = ch04.mechanism_verdict(an, alpha=P.alpha, scale=P.scale,
+                                rates=ch04.anisotropy_rates(an, P, mechanism=True))
+display(Markdown(f"**{v_aniso.outcome}**: {v_aniso.sentence}\n\n"
+                 f"**{v_mech.outcome}** (mechanism): {v_mech.sentence}"))
 
 # %% [markdown]
-# The column $\operatorname{tr}(H\Sigma)$ gives {eq}`eq-ch4-efficiency` for each kind at
-# each trace; the escaped fractions and median exit steps say whether the larger
-# efficiency turns into faster escape. A trace at which both kinds always (or never) escape
-# cannot separate them; the verdict counts only traces where the intervals are apart.
+# The first line answers Zhu et al.'s question for this basin; the second asks whether
+# their quantity explains the answer. By {eq}`eq-ch4-energy` the stationary column differs
+# between kinds only through the factors $1/(2 - \eta\lambda_i)$: isotropic noise and the
+# flat direction put almost nothing on the sharp direction and have nearly the same value,
+# the aligned kind's is raised by the sharp direction's factor. Compare those two rows with
+# the escaped fractions: what separates the kinds is how the energy is distributed, not how
+# much of it there is. The Euclidean exit shows that "leaves more often" is a statement
+# about a wall measured in the Hessian's metric: change the metric and the ranking can
+# change.
 #
 # (sec-ch4-verdicts)=
 # ## What the numbers say
 #
 # Each claim of the essay that this chapter tests, with the verdict computed from the
-# numbers above by {py:mod}`sgdnoise.chapters.ch04_stability` (thresholds: the parameters
-# named in each section; intervals at level `confidence`), and the two derivation checks of
-# section 4.2.
+# numbers above by {py:mod}`sgdnoise.chapters.ch04_stability` (thresholds: the values
+# named in each section), and the derivation checks of sections 4.2 and 4.4. For a claim
+# about SGD the false-positive rate is how often its rule says "supported" when the claim
+# is false at the edge of what it tolerates, and the power how often it does when the
+# claim holds with the stated effect, both measured by simulating the rule.
 
 # %% tags=["remove-input"]
-show_verdicts("ch04_stability", [v_radius, v_wme, v_wells, v_aniso, v_lyap, v_lin])
+show_verdicts("ch04_stability", [v_radius, v_wells, v_aniso, v_mech, v_lyap, v_lin, v_wme])
 
 # %% tags=["remove-input"]
 display(Markdown(provenance_markdown(profile, P.to_dict(), wall_time_s=clock.seconds,

@@ -22,13 +22,21 @@ Over-parameterised finite sum (Wu, Ma & E 2018)
 Sharp and flat minimum
     :class:`TwoWells`, :func:`basin_selection`.
 Anisotropic against isotropic noise (Zhu et al. 2019)
-    :func:`escape_efficiency`, :func:`anisotropic_escape`.
+    :func:`escape_efficiency`, :func:`stationary_energy`, :func:`noise_shapes`,
+    :func:`anisotropic_escape` (through the Hessian wall or a Euclidean ball).
 The chapter's studies (what the notebook calls)
     :func:`lyapunov_study`, :func:`divergence_study`, :func:`radius_study`,
     :func:`wme_study`, :func:`wells_study`, :func:`anisotropy_study`.
+Decision rules and their error rates
+    :func:`difference_pvalue` (two fractions of runs), :func:`comparison_codes`,
+    :func:`basin_codes`, :func:`exponent_codes` (an exponent against a band around 1), and
+    :func:`comparison_rates`, :func:`basin_rates`, :func:`exponent_rates`, which measure a
+    rule's false-positive rate and power with :func:`sgdnoise.decide.harness.error_rates`
+    (:class:`RuleRates`).
 Verdicts (numbers in, :class:`sgdnoise.report.Verdict` out; thresholds are arguments)
-    :func:`lyapunov_verdict`, :func:`linear_boundary_verdict`, :func:`radius_verdict`,
-    :func:`wme_verdict`, :func:`basin_verdict`, :func:`anisotropy_verdict`.
+    Derivation checks: :func:`lyapunov_verdict`, :func:`linear_boundary_verdict`,
+    :func:`wme_verdict`. Claims about SGD: :func:`radius_verdict`, :func:`basin_verdict`,
+    :func:`anisotropy_verdict`, :func:`mechanism_verdict`.
 """
 
 from __future__ import annotations
@@ -40,8 +48,10 @@ import numpy as np
 import pandas as pd
 
 from sgdnoise.covariance import minibatch_means
+from sgdnoise.decide.harness import Scenario, error_rates, rate_of
+from sgdnoise.decide.pvalues import holm
 from sgdnoise.params import ChapterParams, param
-from sgdnoise.report import Verdict
+from sgdnoise.report import KINDS, Verdict
 from sgdnoise.stats import ExponentFit, bootstrap_power_law, wilson_interval
 from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
@@ -49,8 +59,10 @@ __all__ = [
     "AnisotropyStudy",
     "DivergenceStudy",
     "GaussianWell",
+    "OUTCOME_CODES",
     "Params",
     "RadiusStudy",
+    "RuleRates",
     "StationaryCheck",
     "TwoWells",
     "WMEStudy",
@@ -60,26 +72,38 @@ __all__ = [
     "anisotropic_escape",
     "anisotropy_study",
     "anisotropy_verdict",
+    "basin_codes",
+    "basin_rates",
     "basin_selection",
     "basin_verdict",
     "bisection_critical_radii",
+    "comparison_codes",
+    "comparison_rates",
+    "difference_pvalue",
     "divergence_study",
     "escape_efficiency",
+    "exponent_codes",
+    "exponent_rates",
     "gd_divergence_sweep",
     "linear_boundary_verdict",
     "lyapunov_study",
     "lyapunov_verdict",
+    "matched_iso_scale",
     "mean_square_factor",
     "mean_square_lr_max",
+    "mechanism_verdict",
+    "noise_shapes",
     "quadratic_critical_radii",
     "radius_exponent",
     "radius_from_critical",
     "radius_lines",
     "radius_study",
     "radius_verdict",
+    "rule_rates",
     "simulate_interpolating",
     "simulate_stationary",
     "stationary_check",
+    "stationary_energy",
     "stationary_std",
     "wells_study",
     "wme_curvatures",
@@ -98,7 +122,13 @@ class Params(ChapterParams):
 
     seed: int = param(low=0, doc="seed of every simulation")
     lr: float = param(low=1e-6, doc="learning rate η of every toy problem")
-    confidence: float = param(low=0.5, high=0.999, doc="level of every interval and verdict")
+    confidence: float = param(low=0.5, high=0.999, doc="level of the intervals in tables "
+                              "and figures")
+    alpha: float = param(low=1e-4, high=0.25, doc="level of every test behind a verdict")
+    rate_sims: int = param(low=100, doc="simulated data sets per truth when a rule's error "
+                           "rates are measured")
+    count_effect: float = param(low=1e-3, high=0.5, doc="difference of two fractions of runs "
+                                "at which a comparison's power is measured")
     # 4.2 Lyapunov check
     lyap_hessian: tuple[float, ...] = param(min_len=3, doc="H11, H12, H22 of the 2x2 check")
     lyap_sigma: float = param(low=1e-9, doc="σ of the noise C = σ²H in the Lyapunov check")
@@ -136,6 +166,10 @@ class Params(ChapterParams):
     well_steps: int = param(low=1, doc="horizon T of the well")
     bisection_iters: int = param(low=4, high=60, doc="bisection steps per run")
     n_boot: int = param(low=10, doc="bootstrap resamples of the exponent")
+    radius_fit_max: float = param(low=0.01, high=1.99, doc="largest ηρ in the exponent fit "
+                                  "(the small-step range the claim is about)")
+    radius_margin: float = param(low=0.01, high=0.99, doc="half-width of the band around "
+                                 "α = 1 that counts as inversely proportional")
     # 4.4 Wu, Ma & E
     wme_n: int = param(low=2, doc="examples N of the interpolating finite sum")
     wme_runs: int = param(low=10, doc="runs per (B, η)")
@@ -166,6 +200,7 @@ class Params(ChapterParams):
     aniso_wall: float = param(low=1e-3, doc="basin left when δᵀHδ >= wall · h")
     aniso_traces: tuple[float, ...] = param(low=1e-12, doc="noise traces tr Σ compared")
     aniso_runs: int = param(low=20, doc="runs per (noise, trace)")
+    aniso_radius: float = param(low=1e-6, doc="radius of the Euclidean exit ‖δ‖ >= radius")
     aniso_steps: int = param(low=1, doc="horizon T of each run")
 
     def check(self) -> None:
@@ -173,6 +208,9 @@ class Params(ChapterParams):
                      f"must be < sharpness_max={self.sharpness_max}")
         self.require(self.sharpness_max * self.lr < 2, "sharpness_max",
                      f"must satisfy lr * sharpness_max < 2 (linear stability), lr={self.lr}")
+        self.require(self.lr * self.sharpness_min <= self.radius_fit_max, "radius_fit_max",
+                     f"must be >= lr * sharpness_min = {self.lr * self.sharpness_min:g} (the "
+                     "fit range must hold grid points)")
         self.require(max(self.wme_batch_sizes) <= self.wme_n, "wme_batch_sizes",
                      f"must be <= wme_n={self.wme_n}")
         self.require(len(self.lyap_hessian) == 3, "lyap_hessian",
@@ -526,18 +564,24 @@ def radius_exponent(
     n_boot: int = 500,
     seed: int = 0,
     level: float = 0.95,
+    keep: np.ndarray | None = None,
+    cap: float | None = None,
 ) -> ExponentFit:
-    """Fit ``radius ∝ ρ^(−α)`` over the grid points with a positive radius, with a
-    percentile bootstrap interval (two-sided, ``level``) from resampling runs (same resample
-    for every ρ). ``sharpness: (G,)``, ``crit: (G, K, M)``."""
-    return bootstrap_power_law(
-        sharpness,
-        lambda idx: radius_from_critical(crit, delta, idx),
-        crit.shape[-1],
-        n_boot=n_boot,
-        level=level,
-        seed=seed,
-    )
+    """Fit ``radius ∝ ρ^(−α)`` over the grid points ``keep`` (all when None) whose radius is
+    positive and, with ``cap``, below it (a radius equal to ε says every start of the ball
+    survives: it is censored, not measured), with a percentile bootstrap interval
+    (two-sided, ``level``) from resampling runs (same resample for every ρ).
+    ``sharpness: (G,)``, ``crit: (G, K, M)``, ``keep: (G,)`` bool."""
+    r0 = radius_from_critical(crit, delta)
+    use = np.ones(r0.shape, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    if cap is not None:
+        use &= r0 < cap * (1 - 1e-9)
+
+    def curve(idx: np.ndarray | None) -> np.ndarray:
+        return np.where(use, radius_from_critical(crit, delta, idx), 0.0)
+
+    return bootstrap_power_law(sharpness, curve, crit.shape[-1], n_boot=n_boot,
+                               level=level, seed=seed)
 
 
 # ------------------------------------------------ over-parameterised finite sum (WME)
@@ -736,7 +780,7 @@ def basin_selection(
     ``v = σ² (λ_s + λ_f) / (2B)``: the SGD noise variance averaged over the two minima, i.e.
     matched trace), "sgd" (mini-batches of size B drawn with replacement from the finite
     sum). Returns per method: fraction in the flat minimum, its Wilson interval (normal
-    quantile ``z``; 1.96 gives 95%), count."""
+    quantile ``z``; 1.96 gives 95%), count and runs."""
     w = wells.ridge - wells.c_sharp if start_halfwidth is None else float(start_halfwidth)
     rng0 = np.random.default_rng(seed)
     x_start = wells.ridge + rng0.uniform(-w, w, size=runs)
@@ -756,7 +800,8 @@ def basin_selection(
             x = x - lr * g
         k = int((x >= wells.ridge).sum())
         lo, hi = wilson_interval(k, runs, z)
-        out[method] = {"flat": k / runs, "low": float(lo), "high": float(hi), "count": k}
+        out[method] = {"flat": k / runs, "low": float(lo), "high": float(hi), "count": k,
+                       "runs": runs}
     return out
 
 
@@ -765,12 +810,37 @@ def escape_efficiency(hessian_eigs: np.ndarray, noise_variances: np.ndarray) -> 
     """Zhu et al. (2019)'s escape efficiency at a minimum, ``tr(HΣ) = Σ_i λ_i Σ_ii`` for a
     diagonal H and Σ in the same eigenbasis: to second order the expected loss increase of
     one noise kick ``−ηξ`` is ``(η²/2) tr(HΣ)``. ``hessian_eigs, noise_variances: (d,)``."""
-    lam = np.asarray(hessian_eigs, dtype=float)
-    var = np.asarray(noise_variances, dtype=float)
+    lam, var = _same_length(hessian_eigs, noise_variances)
+    return float((lam * var).sum())
+
+
+def stationary_energy(hessian_eigs: np.ndarray, noise_variances: np.ndarray,
+                      lr: float) -> float:
+    """``E[δᵀHδ]`` of the stationary law of ``δ_{t+1} = (I − ηH) δ_t − η ξ_t`` with
+    ``Cov ξ = diag(v)`` in H's eigenbasis: per direction the Lyapunov equation gives
+    ``Var δ_i = η v_i / (λ_i (2 − ηλ_i))``, so
+
+        E[δᵀHδ] = Σ_i η v_i / (2 − ηλ_i) ≈ η tr Σ / 2   (ηλ_i ≪ 1),
+
+    the same for every shape of Σ of a given trace. ``hessian_eigs, noise_variances:
+    (d,)``; needs ``0 < ηλ_i < 2``."""
+    lam, var = _same_length(hessian_eigs, noise_variances)
+    q = lr * lam
+    if not ((q > 0) & (q < 2)).all():
+        raise ValueError(f"every lr * eigenvalue must be in (0, 2), got {q.tolist()}")
+    return float((lr * var / (2 - q)).sum())
+
+
+def _same_length(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lam = np.asarray(a, dtype=float)
+    var = np.asarray(b, dtype=float)
     if lam.shape != var.shape or lam.ndim != 1:
         raise ValueError(f"hessian_eigs and noise_variances must be 1-D of equal length, "
                          f"got {lam.shape} and {var.shape}")
-    return float((lam * var).sum())
+    return lam, var
+
+
+EXITS = ("Hessian wall", "Euclidean ball")
 
 
 def anisotropic_escape(
@@ -783,14 +853,21 @@ def anisotropic_escape(
     steps: int,
     runs: int,
     seed: int = 0,
+    exit: str = "Hessian wall",
+    radius: float = 1.0,
 ) -> np.ndarray:
     """First exit step from the basin ``L(δ) = h (1 − exp(−δᵀHδ / 2h))``, ``H = diag(λ)``,
     of GD + Gaussian noise ``δ_{t+1} = δ_t − η (∇L(δ_t) + ξ_t)``, ``ξ_t ~ N(0, diag(v))``,
-    started at the minimum; exit = ``δᵀHδ >= wall · h``. ``hessian_eigs, noise_variances:
-    (d,)``. Returns ``(runs,)`` exit steps, ``inf`` for runs still inside after ``steps``."""
+    started at the minimum. ``exit``: "Hessian wall" (``δᵀHδ >= wall · h``, the basin's
+    own level set) or "Euclidean ball" (``‖δ‖ >= radius``, a distance in parameter space).
+    ``hessian_eigs, noise_variances: (d,)``. Returns ``(runs,)`` exit steps, ``inf`` for
+    runs still inside after ``steps``."""
     lam = np.asarray(hessian_eigs, dtype=float)
     sd = np.sqrt(np.asarray(noise_variances, dtype=float))
     depth = check_positive("depth", depth)
+    check_choice("exit", exit, EXITS)
+    weight = lam if exit == EXITS[0] else np.ones_like(lam)
+    level = wall * depth if exit == EXITS[0] else check_positive("radius", radius) ** 2
     rng = np.random.default_rng(seed)
     d = np.zeros((runs, lam.size))
     t_exit = np.full(runs, np.inf)
@@ -798,59 +875,93 @@ def anisotropic_escape(
         q = (lam * d**2).sum(1)
         grad = np.exp(-q / (2 * depth))[:, None] * lam * d
         d = d - lr * (grad + sd * rng.standard_normal(d.shape))
-        out = ((lam * d**2).sum(1) >= wall * depth) & np.isinf(t_exit)
+        out = ((weight * d**2).sum(1) >= level) & np.isinf(t_exit)
         t_exit[out] = t
         d[~np.isinf(t_exit)] = 0.0  # park exited runs (their time is recorded)
     return t_exit
 
 
+#: The noise shapes of section 4.6, all of the same trace: along H (``Σ ∝ H``), isotropic
+#: (``Σ ∝ I``) and rank one along one flat eigen-direction (the control).
+NOISE_KINDS = ("aligned with H", "isotropic", "one flat direction")
+NOISE_NAMES = {NOISE_KINDS[0]: "aligned noise", NOISE_KINDS[1]: "isotropic noise",
+               NOISE_KINDS[2]: "noise along one flat direction"}
+
+
+def noise_shapes(eigs: np.ndarray, trace: float) -> dict[str, np.ndarray]:
+    """The variances ``diag Σ: (d,)`` of every kind of :data:`NOISE_KINDS` with
+    ``tr Σ = trace``: ``trace · λ/Σλ``, ``trace/d`` each, and ``trace`` on the last (a flat)
+    eigen-direction."""
+    eigs = np.asarray(eigs, dtype=float)
+    flat = np.zeros_like(eigs)
+    flat[-1] = trace
+    return {NOISE_KINDS[0]: trace * eigs / eigs.sum(),
+            NOISE_KINDS[1]: np.full(eigs.size, trace / eigs.size), NOISE_KINDS[2]: flat}
+
+
 @dataclass
 class AnisotropyStudy:
-    """Escape from a sharp basin with noise aligned with H against isotropic noise of the
-    same trace. ``traces: (K,)``; ``times[kind]: (K, runs)`` exit steps (inf: stayed);
-    ``efficiency[kind]: (K,)`` tr(HΣ)."""
+    """Escape from a sharp basin with noise of one trace in three shapes and through two
+    exits. ``traces: (K,)``; ``times[(kind, exit)]: (K, runs)`` exit steps (inf: stayed);
+    ``efficiency[kind]``, ``energy[kind]: (K,)``: tr(HΣ) and the stationary E[δᵀHδ]."""
 
     eigs: np.ndarray
     traces: np.ndarray
-    times: dict[str, np.ndarray]
+    times: dict[tuple[str, str], np.ndarray]
     efficiency: dict[str, np.ndarray]
+    energy: dict[str, np.ndarray]
     confidence: float
 
+    @property
+    def runs(self) -> int:
+        return int(next(iter(self.times.values())).shape[1])
+
+    def escaped(self, kind: str, exit: str = EXITS[0]) -> np.ndarray:
+        """Number of runs that left, per trace: ``(K,)`` integers."""
+        return np.isfinite(self.times[(kind, exit)]).sum(1)
+
     def table(self) -> pd.DataFrame:
+        """One row per (trace, kind): tr(HΣ), stationary E[δᵀHδ], the escaped fraction
+        through each exit with its Wilson interval (``low``, ``high``: Hessian wall) and the
+        median exit step through the Hessian wall (inf: most runs stayed)."""
         rows = []
+        z = _z(self.confidence)
         for k, tr in enumerate(self.traces):
-            for kind, t in self.times.items():
-                n = t.shape[1]
-                esc = int(np.isfinite(t[k]).sum())
-                lo, hi = wilson_interval(esc, n, _z(self.confidence))
+            for kind in NOISE_KINDS:
+                esc = self.escaped(kind)[k]
+                lo, hi = wilson_interval(esc, self.runs, z)
                 rows.append({"tr Σ": tr, "noise": kind, "tr(HΣ)": self.efficiency[kind][k],
-                             "escaped": esc / n, "low": float(lo), "high": float(hi),
-                             "median exit step": float(np.median(t[k]))})
+                             "E[δᵀHδ]": self.energy[kind][k], "escaped": esc / self.runs,
+                             "low": float(lo), "high": float(hi),
+                             "escaped (Euclidean)": self.escaped(kind, EXITS[1])[k] / self.runs,
+                             "median exit step": float(np.median(self.times[(kind,
+                                                                            EXITS[0])][k]))})
         return pd.DataFrame(rows)
 
 
-NOISE_KINDS = ("aligned with H", "isotropic")
-
-
 def anisotropy_study(P: Params) -> AnisotropyStudy:
-    """Section 4.6: for each trace T in ``P.aniso_traces``, Σ_H = T H / tr H and
-    Σ_I = (T/d) I on the basin ``H = diag(aniso_top, aniso_bulk, …)``; ``aniso_runs`` runs
-    of :func:`anisotropic_escape` each (common seeds across the two kinds)."""
+    """Section 4.6: for each trace T in ``P.aniso_traces`` the three shapes of
+    :func:`noise_shapes` on the basin ``H = diag(aniso_top, aniso_bulk, …)``,
+    ``aniso_runs`` runs of :func:`anisotropic_escape` through each exit (the Hessian wall
+    and the Euclidean ball of radius ``aniso_radius``; common seeds across kinds)."""
     eigs = np.full(P.aniso_dim, P.aniso_bulk)
     eigs[0] = P.aniso_top
     traces = np.asarray(P.aniso_traces, dtype=float)
-    times: dict[str, list[np.ndarray]] = {k: [] for k in NOISE_KINDS}
+    times: dict[tuple[str, str], list[np.ndarray]] = {}
     eff: dict[str, list[float]] = {k: [] for k in NOISE_KINDS}
+    energy: dict[str, list[float]] = {k: [] for k in NOISE_KINDS}
     for k, tr in enumerate(traces):
-        var = {"aligned with H": tr * eigs / eigs.sum(),
-               "isotropic": np.full(P.aniso_dim, tr / P.aniso_dim)}
-        for kind in NOISE_KINDS:
-            eff[kind].append(escape_efficiency(eigs, var[kind]))
-            times[kind].append(anisotropic_escape(
-                eigs, var[kind], depth=P.aniso_depth, wall=P.aniso_wall, lr=P.lr,
-                steps=P.aniso_steps, runs=P.aniso_runs, seed=P.seed + 7 * k))
+        for kind, var in noise_shapes(eigs, tr).items():
+            eff[kind].append(escape_efficiency(eigs, var))
+            energy[kind].append(stationary_energy(eigs, var, P.lr))
+            for ex in EXITS:
+                times.setdefault((kind, ex), []).append(anisotropic_escape(
+                    eigs, var, depth=P.aniso_depth, wall=P.aniso_wall, lr=P.lr,
+                    steps=P.aniso_steps, runs=P.aniso_runs, seed=P.seed + 7 * k, exit=ex,
+                    radius=P.aniso_radius))
     return AnisotropyStudy(eigs, traces, {k: np.stack(v) for k, v in times.items()},
-                           {k: np.asarray(v) for k, v in eff.items()}, P.confidence)
+                           {k: np.asarray(v) for k, v in eff.items()},
+                           {k: np.asarray(v) for k, v in energy.items()}, P.confidence)
 
 
 # ----------------------------------------------------------------------- the studies
@@ -896,8 +1007,11 @@ def divergence_study(P: Params) -> DivergenceStudy:
 @dataclass
 class RadiusStudy:
     """Section 4.3. ``rho: (G,)``; ``crit[setting]: (G, K, runs)`` per-run critical radii;
-    ``radius[setting]: (G,)``; ``fits[setting]``: the exponent fit (absent when fewer than
-    two radii are positive); ``stationary_sd: (G,)`` s(ρ) for noise ∝ H."""
+    ``radius[setting]: (G,)``; ``fits[setting]``: the exponent fit over the grid points with
+    ``ηρ <= fit_max`` and a radius strictly between 0 and ε (absent when fewer than two such
+    points); ``stationary_sd: (G,)`` s(ρ) for noise ∝ H; ``iso_scale``: the isotropic
+    noise's ``c`` in ``C = σ_iso² c I / B``, chosen so that both quadratic noises have the
+    same trace at the geometric middle ``rho_mid`` of the grid."""
 
     rho: np.ndarray
     rho_mid: float
@@ -908,40 +1022,78 @@ class RadiusStudy:
     well: GaussianWell
     stationary_sd: np.ndarray
     eps: float
+    lr: float
+    fit_max: float
+    iso_scale: float
 
-    def table(self, lr: float) -> pd.DataFrame:
-        t = pd.DataFrame({"ρ(H)": self.rho, "ηρ": lr * self.rho})
+    @property
+    def in_range(self) -> np.ndarray:
+        """``(G,)`` bool: the grid points inside the fit range ``ηρ <= fit_max``."""
+        return self.lr * self.rho <= self.fit_max * (1 + 1e-9)
+
+    def table(self) -> pd.DataFrame:
+        """Per sharpness: ηρ, the radius of each setting, s(ρ), the margin (ε − r)/s and the
+        wall distance of the well."""
+        t = pd.DataFrame({"sharpness ρ": self.rho, "ηρ": self.lr * self.rho})
         for k, r in self.radius.items():
-            t[f"r: {k}"] = r
+            t[f"radius, {k}"] = r
         t["s(ρ), noise ∝ H"] = self.stationary_sd
         t["(ε − r)/s, noise ∝ H"] = (self.eps - self.radius[SETTINGS[0]]) / self.stationary_sd
         t["R_wall (well)"] = self.well.wall_radius(self.rho)
         return t
 
-    def fit_table(self) -> pd.DataFrame:
-        return pd.DataFrame([
-            {"setting": k, "α": f.alpha, "CI low": f.ci_low, "CI high": f.ci_high,
-             "points fitted": int(f.used.sum()), "radius 0 at": int((~f.used).sum())}
-            for k, f in self.fits.items()
-        ])
+    def fit_table(self, alpha: float) -> pd.DataFrame:
+        """Per setting: the exponent with its bootstrap standard error and ``1 − 2α``
+        interval (``'0.64 [0.62, 0.66]'``), the points fitted and the points left out."""
+        rows = []
+        for k in SETTINGS:
+            f = self.fits.get(k)
+            if f is None:
+                rows.append({"setting": k, "exponent α [interval]": "no fit",
+                             "standard error": "–", "points fitted": 0,
+                             "points left out": int(self.rho.size)})
+                continue
+            lo, hi = _normal_interval(f.alpha, _boot_se(f), alpha)
+            rows.append({"setting": k, "exponent α [interval]":
+                         f"{_fixed(f.alpha, 3)} [{_fixed(lo, 3)}, {_fixed(hi, 3)}]",
+                         "standard error": _fixed(_boot_se(f), 3),
+                         "points fitted": int(f.used.sum()),
+                         "points left out": int((~f.used).sum())})
+        return pd.DataFrame(rows)
+
+
+def _fixed(x: float, digits: int = 2) -> str:
+    """``x`` with ``digits`` decimals, without the sign of a value that rounds to zero
+    (no "−0.00" on the page)."""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
 
 
 SETTINGS = ("quadratic, noise ∝ H", "quadratic, isotropic noise", "Gaussian well, noise ∝ H")
 
 
+def matched_iso_scale(spectrum: Sequence[float], rho_mid: float) -> float:
+    """``c`` with ``tr(σ² c I) = tr(σ² ρ̄ diag(spectrum))``: ``c = ρ̄ · mean(spectrum)``, so
+    isotropic noise ``C = σ² c I / B`` and noise ∝ H, ``C = σ² H / B``, inject the same
+    trace at ``ρ = ρ̄`` (for equal σ)."""
+    return float(rho_mid * np.mean(np.asarray(spectrum, dtype=float)))
+
+
 def radius_study(P: Params) -> RadiusStudy:
-    """Section 4.3: per-run critical radii on the quadratic (noise ∝ H and isotropic noise
-    of the trace of noise ∝ H at the geometric mid sharpness ρ̄) and on the Gaussian well,
-    the radius at failure probability δ, and the exponent fits with bootstrap intervals."""
+    """Section 4.3: per-run critical radii on the quadratic (noise ∝ H, and isotropic noise
+    with the same trace at the geometric mid sharpness ρ̄) and on the Gaussian well, the
+    radius at failure probability δ, and the exponent fits with bootstrap intervals over
+    the fit range ``ηρ <= radius_fit_max``."""
     rho = np.geomspace(P.sharpness_min, P.sharpness_max, P.num_sharpness)
     rho_mid = float(np.sqrt(P.sharpness_min * P.sharpness_max))
+    iso_scale = matched_iso_scale(P.spectrum, rho_mid)
     common = dict(lr=P.lr, eps=P.radius_eps, seed=P.seed, spectrum=P.spectrum)
     crit = {
         SETTINGS[0]: quadratic_critical_radii(
             rho, sigma=P.radius_sigma, noise="hessian", steps=P.radius_steps,
             runs=P.radius_runs, **common),
         SETTINGS[1]: quadratic_critical_radii(
-            rho, sigma=P.iso_sigma, noise="isotropic", iso_scale=rho_mid,
+            rho, sigma=P.iso_sigma, noise="isotropic", iso_scale=iso_scale,
             steps=P.radius_steps, runs=P.radius_runs, **common),
     }
     well = GaussianWell(depth=P.well_depth, spectrum=tuple(P.spectrum), wall=P.well_wall)
@@ -950,16 +1102,18 @@ def radius_study(P: Params) -> RadiusStudy:
         rho, well, sigma=P.well_sigma, noise="hessian", steps=P.well_steps,
         runs=P.well_runs, iters=P.bisection_iters, **common)
     radius = {k: radius_from_critical(c, P.radius_delta) for k, c in crit.items()}
+    keep = P.lr * rho <= P.radius_fit_max * (1 + 1e-9)
     fits: dict[str, ExponentFit] = {}
     no_fit: dict[str, str] = {}
     for k, c in crit.items():
         try:
             fits[k] = radius_exponent(rho, c, P.radius_delta, n_boot=P.n_boot, seed=P.seed,
-                                      level=P.confidence)
-        except ValueError as err:  # fewer than two positive radii
-            no_fit[k] = str(err)
+                                      level=1 - 2 * P.alpha, keep=keep, cap=P.radius_eps)
+        except ValueError:  # fewer than two radii inside (0, ε) in the fit range
+            no_fit[k] = "fewer than two radii strictly between 0 and ε in the fit range"
     sd = stationary_std(rho, P.lr, P.radius_sigma, 1)
-    return RadiusStudy(rho, rho_mid, crit, radius, fits, no_fit, well, sd, P.radius_eps)
+    return RadiusStudy(rho, rho_mid, crit, radius, fits, no_fit, well, sd, P.radius_eps,
+                       P.lr, P.radius_fit_max, iso_scale)
 
 
 def wme_curvatures(n: int, seed: int) -> np.ndarray:
@@ -1038,10 +1192,190 @@ def wells_study(P: Params) -> WellsStudy:
     return WellsStudy(wells, sel)
 
 
+# ------------------------------------------------------- decisions and their error rates
+def difference_pvalue(k1: np.ndarray | int, n1: np.ndarray | int, k2: np.ndarray | int,
+                      n2: np.ndarray | int, margin: float = 0.0) -> np.ndarray:
+    """One-sided p-value of H0 ``p₁ − p₂ <= m`` against ``p₁ − p₂ > m`` for two fractions
+    ``k₁/n₁``, ``k₂/n₂`` of independent runs, with the Agresti–Caffo adjustment (one success
+    and one failure added to each group, which keeps the test valid at 0 and 1):
+
+        p̃ = (k + 1)/(n + 2),
+        z = (p̃₁ − p̃₂ − m) / √(p̃₁(1 − p̃₁)/(n₁ + 2) + p̃₂(1 − p̃₂)/(n₂ + 2)),
+
+    ``p = 1 − Φ(z)``. Arrays broadcast; the test of ``p₁ < p₂`` is
+    ``difference_pvalue(k₂, n₂, k₁, n₁)``."""
+    from scipy.stats import norm
+
+    a1 = np.asarray(n1, dtype=float) + 2
+    a2 = np.asarray(n2, dtype=float) + 2
+    p1 = (np.asarray(k1, dtype=float) + 1) / a1
+    p2 = (np.asarray(k2, dtype=float) + 1) / a2
+    se = np.sqrt(p1 * (1 - p1) / a1 + p2 * (1 - p2) / a2)
+    return norm.sf((p1 - p2 - margin) / se)
+
+
+OUTCOME_CODES = ("supported", "contradicted", "mixed", "inconclusive")
+
+
+def comparison_codes(k_a: np.ndarray, k_b: np.ndarray, n: int, alpha: float) -> np.ndarray:
+    """"A leaves more often than B" over ``G`` groups (traces): ``k_a, k_b: (..., G)``
+    counts of ``n`` runs each. Per group the one-sided tests of :func:`difference_pvalue`
+    in both directions; Holm's adjustment over the groups in each direction. Code 0
+    (supported): A more at some group and B more at none; 1 (contradicted): the reverse;
+    2 (mixed): both; 3 (inconclusive): neither. Returns ``(...)`` integer codes into
+    :data:`OUTCOME_CODES`."""
+    more = (holm(difference_pvalue(k_a, n, k_b, n)) <= alpha).any(-1)
+    less = (holm(difference_pvalue(k_b, n, k_a, n)) <= alpha).any(-1)
+    return np.where(more & ~less, 0, np.where(less & ~more, 1, np.where(more, 2, 3)))
+
+
+@dataclass(frozen=True)
+class RuleRates:
+    """A rule's error rates measured with :func:`sgdnoise.decide.harness.error_rates`:
+    ``false_positive`` (supported where the claim is false, at its boundary), ``power``
+    (supported where it is true with the stated effect), at ``n_units`` independent runs
+    per group, ``n_sim`` simulated data sets per truth; ``conditions`` says which truths
+    and spreads (and the number of runs: toy simulations have runs, not seeds)."""
+
+    false_positive: float
+    power: float
+    n_units: int
+    n_sim: int
+    conditions: str
+
+    def attach(self, verdict: Verdict) -> Verdict:
+        """``verdict`` with these rates appended (:meth:`Verdict.with_error_rates`; the
+        runs are named in the conditions, so no seed count is given)."""
+        return verdict.with_error_rates(false_positive_rate=self.false_positive,
+                                        power=self.power, n_seeds=None,  # type: ignore[arg-type]
+                                        n_sim=self.n_sim, rates_at=self.conditions)
+
+
+def _binomial(probs: np.ndarray, n: int):
+    """A scenario simulator: ``n_sim`` data sets of counts ``Binomial(n, probs)``, shape
+    ``(n_sim, *probs.shape)``."""
+    p = np.clip(np.asarray(probs, dtype=float), 0.0, 1.0)
+
+    def simulate(n_sim: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.binomial(n, p, size=(n_sim, *p.shape))
+    return simulate
+
+
+def rule_rates(rule, null: dict[str, np.ndarray], true: np.ndarray, *, n: int, n_sim: int,
+               seed: int, conditions: str, simulate=None) -> RuleRates:
+    """Run ``rule`` (a batch of data sets -> codes into :data:`OUTCOME_CODES`) on every
+    truth of ``null`` (the claim false: the largest rate of code 0, "supported", is the
+    false-positive rate) and on ``true`` (the claim true: its rate of code 0 is the power).
+    A truth is an array of parameters that ``simulate(truth, n)`` turns into a scenario
+    simulator (default: counts ``Binomial(n, truth)``)."""
+    simulate = simulate or _binomial
+
+    def labels(batch):
+        return np.asarray(OUTCOME_CODES, dtype=object)[rule(batch)]
+
+    scen = [Scenario(name, name, simulate(p, n)) for name, p in null.items()]
+    scen.append(Scenario("claim true", "claim true", simulate(true, n)))
+    rates = error_rates(labels, scen, n_sim=n_sim, seed=seed)
+    fp = max(rate_of(rates, name, "supported").rate for name in null)
+    return RuleRates(fp, rate_of(rates, "claim true", "supported").rate, n, n_sim,
+                     conditions)
+
+
+def comparison_rates(base: np.ndarray, *, n: int, alpha: float, effect: float,
+                     n_sim: int, seed: int, names: tuple[str, str]) -> RuleRates:
+    """Error rates of :func:`comparison_codes` ("A more than B") over ``G`` groups:
+    false positive with A and B equal at B's measured fractions ``base: (G,)``; power with A
+    ``effect`` above B at every group (clipped at 1)."""
+    base = np.asarray(base, dtype=float)
+
+    def rule(counts: np.ndarray) -> np.ndarray:
+        return comparison_codes(counts[:, 0], counts[:, 1], n, alpha)
+
+    cond = (f"each fraction from {n:,} independent runs; false positive: {names[0]} and "
+            f"{names[1]} equally likely to leave, at the measured rates of {names[1]}; "
+            f"power: {names[0]} {effect * 100:g} points more likely at every trace")
+    return rule_rates(rule, {"equal": np.stack([base, base])},
+                  np.stack([np.minimum(base + effect, 1.0), base]), n=n, n_sim=n_sim,
+                  seed=seed, conditions=cond)
+
+
+def _boot_se(fit: ExponentFit) -> float:
+    """Standard deviation of the bootstrap replicates of α (NaN without two)."""
+    return float(np.std(fit.boot, ddof=1)) if fit.boot.size > 1 else float("nan")
+
+
+def _normal_interval(est: float, se: float, alpha: float) -> tuple[float, float]:
+    from scipy.stats import norm
+
+    q = float(norm.ppf(1 - alpha))
+    return est - q * se, est + q * se
+
+
+def exponent_codes(alpha_hat: np.ndarray, se: np.ndarray, *, margin: float,
+                   level: float) -> np.ndarray:
+    """"α = 1 in every setting" from estimates ``alpha_hat: (..., S)`` with standard errors
+    ``se: (..., S)`` (NaN: no fit), normal tests against the band ``[1 − m, 1 + m]``:
+
+    * equivalence (TOST): ``p_eq = max(1 − Φ((α̂ − 1 + m)/se), Φ((α̂ − 1 − m)/se))``;
+    * outside the band: ``p_out = min(1, 2 min(Φ((α̂ − 1 + m)/se), 1 − Φ((α̂ − 1 − m)/se)))``.
+
+    Code 0 (supported) when every setting with an estimate is equivalent
+    (intersection-union, ``max p_eq <= level``; a setting without one is not counted, and
+    none at all is inconclusive); 1 (contradicted) when some setting is outside the band
+    (Holm over the settings); 3 (inconclusive) otherwise. Returns ``(...)``."""
+    from scipy.stats import norm
+
+    a = np.asarray(alpha_hat, dtype=float)
+    s = np.asarray(se, dtype=float)
+    ok = np.isfinite(a) & np.isfinite(s) & (s > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.where(ok, (a - 1 + margin) / s, 0.0)
+        hi = np.where(ok, (a - 1 - margin) / s, 0.0)
+    p_eq = np.where(ok, np.maximum(norm.sf(lo), norm.cdf(hi)), 0.0)
+    p_out = np.where(ok, np.minimum(1.0, 2 * np.minimum(norm.cdf(lo), norm.sf(hi))), 1.0)
+    supported = ok.any(-1) & (p_eq.max(-1) <= level)
+    contradicted = (holm(p_out) <= level).any(-1)
+    return np.where(supported, 0, np.where(contradicted, 1, 3))
+
+
+def exponent_rates(se: np.ndarray, *, margin: float, level: float, n_runs: int,
+                   n_sim: int, seed: int) -> RuleRates:
+    """Error rates of :func:`exponent_codes` with ``α̂ ~ N(α, se²)`` per setting (``se:
+    (S,)`` the measured bootstrap standard errors): false positive with one setting at the
+    band's edge ``1 − m`` (the others at 1; the worst setting counts), power with every
+    setting at α = 1."""
+    se = np.asarray(se, dtype=float)
+
+    def normal(mean: np.ndarray, _n: int):
+        def simulate(n_sim: int, rng: np.random.Generator) -> np.ndarray:
+            return mean + se * rng.standard_normal((n_sim, se.size))
+        return simulate
+
+    def rule(draws: np.ndarray) -> np.ndarray:
+        return exponent_codes(draws, np.broadcast_to(se, draws.shape), margin=margin,
+                              level=level)
+
+    null = {}
+    for k in range(se.size):
+        mean = np.ones(se.size)
+        mean[k] = 1 - margin
+        null[f"setting {k + 1} at the edge"] = mean
+    cond = (f"each estimate from {n_runs:,} independent runs, drawn around the truth with "
+            "the measured bootstrap standard errors; false positive: one setting at "
+            f"$\\alpha = {1 - margin:g}$, the edge of the band; power: every setting at "
+            "$\\alpha = 1$")
+    return rule_rates(rule, null, np.ones(se.size), n=n_runs, n_sim=n_sim, seed=seed,
+                  conditions=cond, simulate=normal)
+
+
 # ------------------------------------------------------------------------- verdicts
+DERIVATION = KINDS[1]
+
+
 def lyapunov_verdict(z: np.ndarray, runs: int, *, z_max: float, scale: str) -> Verdict:
     """Agreement of simulation and the Lyapunov solution: supported iff every entry's
-    ``|z| = |empirical − theory| / s.e.`` is below ``z_max``. ``z: (P, P)``."""
+    ``|z| = |empirical − theory| / s.e.`` is below ``z_max``. ``z: (P, P)``. A derivation
+    check."""
     zmax = float(np.abs(np.asarray(z)).max())
     ok = zmax < z_max
     return Verdict(
@@ -1049,11 +1383,11 @@ def lyapunov_verdict(z: np.ndarray, runs: int, *, z_max: float, scale: str) -> V
               r"\eta^2 C$ gives the stationary covariance of SGD with noise $\propto H$ near a "
               "minimum.",
         outcome="supported" if ok else "contradicted",
-        sentence=f"Largest absolute z-score over the entries: {zmax:.2f} from {runs} runs "
-                 f"(threshold {z_max:g} s.e.) -> "
-                 + ("agreement within Monte Carlo error." if ok
-                    else f"disagreement beyond {z_max:g} s.e."),
-        scale=scale, section="sec-ch4-quadratic")
+        sentence=f"The largest absolute z-score over the entries is {zmax:.2f} from "
+                 f"{runs:,} runs (agreement: below {z_max:g} standard errors): "
+                 + ("the simulation agrees within Monte Carlo error." if ok
+                    else f"they disagree beyond {z_max:g} standard errors."),
+        scale=scale, section="sec-ch4-quadratic", kind=DERIVATION)
 
 
 def linear_boundary_verdict(
@@ -1062,72 +1396,80 @@ def linear_boundary_verdict(
 ) -> Verdict:
     """Does the switch sit at ηλ = 2 for GD and noisy SGD alike? Supported iff, for both,
     the diverged fraction is <= ``below_max`` at every ηλ < 2 − margin and >= ``above_min``
-    at every ηλ > 2 + margin; inconclusive without grid points on both sides."""
+    at every ηλ > 2 + margin; inconclusive without grid points on both sides. A derivation
+    check."""
     q = np.asarray(q, dtype=float)
     lo, hi = q < 2 - margin, q > 2 + margin
     if not lo.any() or not hi.any():
         return Verdict(_LINEAR_CLAIM, "inconclusive",
-                       f"no ηλ grid points on both sides of 2 ± {margin:g}.", scale,
-                       "sec-ch4-quadratic")
+                       f"No grid point of $\\eta\\lambda$ lies on both sides of 2 ± {margin:g}.",
+                       scale, "sec-ch4-quadratic", kind=DERIVATION)
     parts, ok = [], True
     for name, f in (("SGD, noise ∝ H", np.asarray(frac_sgd)), ("GD", np.asarray(frac_gd))):
         below, above = float(f[lo].max()), float(f[hi].min())
         ok &= below <= below_max and above >= above_min
-        parts.append(f"{name}: largest diverged fraction for ηλ < {2 - margin:.2f}: "
-                     f"{below:.2f}; smallest for ηλ > {2 + margin:.2f}: {above:.2f}")
-    rule = (f"(thresholds: at most {below_max:g} below, at least {above_min:g} above)")
+        parts.append(f"{name}: at most {below:.0%} of runs diverge below "
+                     f"$\\eta\\lambda = {2 - margin:.2f}$ and at least {above:.0%} above "
+                     f"${2 + margin:.2f}$")
+    rule = (f"(agreement: at most {below_max:.0%} below and at least {above_min:.0%} above)")
     return Verdict(_LINEAR_CLAIM, "supported" if ok else "contradicted",
                    "; ".join(parts) + f" {rule}: the switch "
-                   + ("sits at ηλ = 2 for both." if ok else "is not at ηλ = 2 for both."),
-                   scale, "sec-ch4-quadratic")
+                   + ("sits at $\\eta\\lambda = 2$ for both." if ok
+                      else "is not at $\\eta\\lambda = 2$ for both."),
+                   scale, "sec-ch4-quadratic", kind=DERIVATION)
 
 
-_LINEAR_CLAIM = (r"(S)GD at a minimum diverges exactly when $\eta\lambda_{\max} > 2$; additive "
-                 "noise does not move this boundary.")
+_LINEAR_CLAIM = (r"GD and SGD at a minimum diverge exactly when $\eta\lambda_{\max} > 2$; "
+                 "additive noise does not move this boundary.")
 RADIUS_CLAIM = ("The radius of stability of a strict minimum is inversely proportional to "
-                r"the spectral radius of the Hessian ($r \propto \rho(H)^{-\alpha}$ with "
-                "α = 1).")
+                r"the spectral radius of the Hessian: $r \propto \rho(H)^{-\alpha}$ with "
+                r"$\alpha = 1$, in the small-step range $\eta\rho \le 1$.")
 
 
-def radius_lines(fits: dict[str, ExponentFit], confidence: float) -> list[str]:
-    """One sentence per setting: the exponent, its interval, and where 1 lies."""
+def radius_lines(fits: dict[str, ExponentFit], *, margin: float, alpha: float) -> list[str]:
+    """One sentence per setting: the exponent, its ``1 − 2α`` interval and where it lies
+    against the band ``[1 − m, 1 + m]``."""
     out = []
     for name, f in fits.items():
-        ci = f"{confidence:.0%} CI [{f.ci_low:.2f}, {f.ci_high:.2f}]"
-        if not np.isfinite(f.ci_low) or not np.isfinite(f.ci_high):
-            out.append(f"{name}: α = {f.alpha:.2f} has no bootstrap interval, so it cannot "
-                       "be compared with 1.")
-        elif f.covers(1.0):
-            out.append(f"{name}: α = {f.alpha:.2f} ({ci}) is consistent with inverse "
-                       "proportionality (α = 1).")
-        else:
-            side = "below" if f.ci_high < 1 else "above"
-            out.append(f"{name}: α = {f.alpha:.2f} ({ci}) lies {side} 1, so 'inversely "
-                       "proportional' does not hold here.")
+        se = _boot_se(f)
+        if not np.isfinite(se) or se == 0:
+            out.append(f"{name}: $\\alpha = {f.alpha:.2f}$ has no bootstrap spread, so it "
+                       "cannot be compared with the band.")
+            continue
+        lo, hi = _normal_interval(f.alpha, se, alpha)
+        where = ("inside" if lo > 1 - margin and hi < 1 + margin else "below" if
+                 hi < 1 - margin else "above" if lo > 1 + margin else "across the edge of")
+        out.append(f"{name}: $\\alpha = {_fixed(f.alpha)}$ [{_fixed(lo)}, {_fixed(hi)}], "
+                   f"{where} the band [{1 - margin:g}, {1 + margin:g}]")
     return out
 
 
-def radius_verdict(fits: dict[str, ExponentFit], confidence: float, *, scale: str) -> Verdict:
-    """α = 1 against each setting's bootstrap interval: supported if every interval covers
-    1, contradicted if every interval excludes it, mixed otherwise; settings without an
-    interval count as undecided (all undecided: inconclusive)."""
-    decided = {k: f for k, f in fits.items() if np.isfinite(f.ci_low) and np.isfinite(f.ci_high)}
-    covers = [f.covers(1.0) for f in decided.values()]
-    if not covers:
-        outcome = "inconclusive"
-    elif all(covers):
-        outcome = "supported"
-    elif not any(covers):
-        outcome = "contradicted"
-    else:
-        outcome = "mixed"
-    text = " ".join(radius_lines(fits, confidence)) or "No setting had two positive radii."
-    return Verdict(RADIUS_CLAIM, outcome, text, scale, "sec-ch4-radius")
+def radius_verdict(fits: dict[str, ExponentFit], *, margin: float, alpha: float,
+                   scale: str, rates: RuleRates | None = None) -> Verdict:
+    """α = 1 within ``±margin`` in every setting (:func:`exponent_codes` on the bootstrap
+    estimates and standard errors; a setting without a fit counts as undecided). The
+    margin is the claim's tolerance on the exponent: half the distance to the nearest
+    competing law, α = 1/2 (a basin whose width shrinks like ρ^(−1/2)) when it is 0.25. A
+    claim about SGD; ``rates`` (:func:`exponent_rates`) adds its error rates."""
+    names = list(SETTINGS)
+    a = np.array([fits[k].alpha if k in fits else np.nan for k in names])
+    se = np.array([_boot_se(fits[k]) if k in fits else np.nan for k in names])
+    code = int(exponent_codes(a, se, margin=margin, level=alpha))
+    text = "; ".join(radius_lines(fits, margin=margin, alpha=alpha)) or ("No setting has two "
+                                                                         "radii to fit.")
+    rule = (f" Rule: normal tests on the bootstrap standard errors at level {alpha:g}; "
+            f"supported when every setting lies inside the band (two one-sided tests, all "
+            f"needed), contradicted when some setting lies outside it (Holm over the "
+            f"{len(names)} settings); intervals {1 - 2 * alpha:.0%}.")
+    v = Verdict(RADIUS_CLAIM, OUTCOME_CODES[code], text + "." + rule, scale, "sec-ch4-radius")
+    return rates.attach(v) if rates is not None else v
 
 
-WME_CLAIM = ("Sharp or non-uniform minima are unstable for small-batch SGD: runs leave a "
-             "minimum beyond the Wu–Ma–E mean-square boundary "
-             r"$\eta \le 2H / \bigl(H^2 + s^2 (N-B)/(B(N-1))\bigr)$.")
+WME_CLAIM = (r"A typical SGD run on the interpolating finite sum diverges where the "
+             r"almost-sure boundary $\mathrm{E}\log\lvert 1-\eta h_{\mathcal{B}}\rvert = 0$ "
+             "lies, beyond the mean-square boundary of Wu, Ma & E "
+             r"$\eta \le 2H / \bigl(H^2 + s^2 (N-B)/(B(N-1))\bigr)$: that condition is "
+             "sufficient for stability, not necessary.")
 
 
 def _bracket_distance(edge: np.ndarray, boundary: np.ndarray, step: float) -> np.ndarray:
@@ -1142,101 +1484,164 @@ def wme_verdict(
     """Compare the simulated edge with the two boundaries. The simulated edge ``e`` is the
     first grid η with enough diverged runs, so the true edge lies in ``[e − step, e]``; a
     boundary agrees at one B when it lies within ``tol_steps`` grid steps of that bracket.
-    Supported: the mean-square boundary agrees at every B. Contradicted: it does not, and
-    the almost-sure boundary agrees at every B instead (runs survive beyond the
-    mean-square boundary). Mixed: neither agrees everywhere. Inconclusive: no B reached
-    the edge on the η grid. Columns as in :attr:`WMEStudy.table`."""
+    Supported: the almost-sure boundary agrees at every B. Contradicted: it does not and
+    the mean-square boundary does. Mixed: neither agrees everywhere. Inconclusive: no B
+    reached the edge on the η grid. A derivation check (both boundaries are derived on the
+    page; the law of large numbers says which one a single run follows). Columns as in
+    :attr:`WMEStudy.table`."""
     sim = table["simulated edge η"].to_numpy(dtype=float)
     ms = table["mean-square η_max (eq)"].to_numpy(dtype=float)
     asb = table["almost-sure η_max"].to_numpy(dtype=float)
     have = np.isfinite(sim)
     if not have.any():
         return Verdict(WME_CLAIM, "inconclusive", "No batch size reached the divergence "
-                       "edge on the η grid.", scale, "sec-ch4-wme")
+                       "edge on the learning-rate grid.", scale, "sec-ch4-wme",
+                       kind=DERIVATION)
     tol = tol_steps * grid_step
     gap = float(np.max(sim[have] - ms[have]))
-    err_as = float(np.max(np.abs(sim[have] - asb[have])))
     off_ms = float(_bracket_distance(sim[have], ms[have], grid_step).max())
     off_as = float(_bracket_distance(sim[have], asb[have], grid_step).max())
-    head = (f"Simulated divergence edge minus mean-square boundary: up to {gap:.2f}; "
-            f"distance to the almost-sure boundary: at most {err_as:.2f} (grid step "
-            f"{grid_step:.2f}). Outside the bracket [edge − step, edge] by at most "
-            f"{off_ms:.2f} (mean-square) and {off_as:.2f} (almost-sure); tolerance "
-            f"{tol:.2f}. ")
-    if off_ms <= tol:
-        return Verdict(WME_CLAIM, "supported", head + "The mean-square boundary marks where "
-                       "simulated runs diverge.", scale, "sec-ch4-wme")
+    head = (f"The simulated divergence edge lies up to {gap:.2f} above the mean-square "
+            f"boundary; outside the bracket of the edge (one grid step, {grid_step:.2f}) the "
+            f"mean-square boundary lies by up to {off_ms:.2f} and the almost-sure boundary "
+            f"by up to {off_as:.2f} (agreement: within {tol:.2f}). ")
     if off_as <= tol:
-        return Verdict(WME_CLAIM, "contradicted", head + "Simulated runs track the "
-                       "almost-sure boundary, not the mean-square one: typical runs stay at "
-                       "minima the mean-square condition calls unstable.", scale,
-                       "sec-ch4-wme")
-    return Verdict(WME_CLAIM, "mixed", head + "Neither boundary matches the simulated edge "
-                   "at every batch size.", scale, "sec-ch4-wme")
+        outcome, tail = "supported", ("Runs diverge at the almost-sure boundary: typical runs "
+                                      "stay at minima the mean-square condition calls "
+                                      "unstable.")
+    elif off_ms <= tol:
+        outcome, tail = "contradicted", "Runs diverge at the mean-square boundary."
+    else:
+        outcome, tail = "mixed", "Neither boundary matches the edge at every batch size."
+    return Verdict(WME_CLAIM, outcome, head + tail, scale, "sec-ch4-wme", kind=DERIVATION)
 
 
-BASIN_CLAIM = ("SGD's Hessian-shaped noise sends runs to the flat minimum, more than "
-               "isotropic noise of the same size.")
+BASIN_CLAIM = ("SGD's Hessian-shaped noise sends runs to the flat minimum more often than "
+               "isotropic noise of the same size and more often than GD.")
 
 
-def basin_verdict(selection: dict[str, dict[str, float]], confidence: float, *,
-                  scale: str) -> Verdict:
-    """Flat-minimum fractions with their intervals: supported if the SGD interval lies
-    entirely above the isotropic one (and above GD's), contradicted if entirely below the
-    isotropic one, inconclusive if they overlap."""
+def basin_codes(k_sgd: np.ndarray, k_iso: np.ndarray, k_gd: np.ndarray, n: int,
+                alpha: float) -> np.ndarray:
+    """Counts of runs ending in the flat minimum, ``(...)`` each out of ``n``. Code 0
+    (supported): SGD more than isotropic noise and more than GD, both one-sided tests
+    (:func:`difference_pvalue`) at ``alpha`` (intersection-union); 1 (contradicted):
+    isotropic noise more than SGD at ``alpha``; 3 (inconclusive) otherwise."""
+    p_sup = np.maximum(difference_pvalue(k_sgd, n, k_iso, n),
+                       difference_pvalue(k_sgd, n, k_gd, n))
+    contra = difference_pvalue(k_iso, n, k_sgd, n) <= alpha
+    return np.where(p_sup <= alpha, 0, np.where(contra, 1, 3))
+
+
+def basin_rates(selection: dict[str, dict[str, float]], *, n: int, alpha: float,
+                effect: float, n_sim: int, seed: int) -> RuleRates:
+    """Error rates of :func:`basin_codes`: false positive with SGD as likely as isotropic
+    noise to end flat (both at the measured isotropic fraction, GD at its own); power with
+    SGD ``effect`` above it (clipped at 1)."""
+    iso, gd = selection["isotropic"]["flat"], selection["gd"]["flat"]
+
+    def rule(c: np.ndarray) -> np.ndarray:
+        return basin_codes(c[:, 0], c[:, 1], c[:, 2], n, alpha)
+
+    cond = (f"{n:,} independent runs per method; false positive: SGD as likely to end flat "
+            f"as isotropic noise ({iso:.1%}); power: SGD {effect * 100:g} points more likely")
+    return rule_rates(rule, {"equal": np.array([iso, iso, gd])},
+                  np.array([min(iso + effect, 1.0), iso, gd]), n=n, n_sim=n_sim, seed=seed,
+                  conditions=cond)
+
+
+def basin_verdict(selection: dict[str, dict[str, float]], *, alpha: float, scale: str,
+                  rates: RuleRates | None = None) -> Verdict:
+    """:func:`basin_codes` on the measured counts (``selection[m]["count"]`` of ``n`` runs
+    each, ``n`` from the fraction). A claim about SGD."""
     s, i, g = (selection[m] for m in ("sgd", "isotropic", "gd"))
-    head = (f"SGD ends in the flat minimum in {s['flat']:.1%} of runs, GD + isotropic noise "
-            f"of matched trace in {i['flat']:.1%}, GD in {g['flat']:.1%} ({confidence:.0%} "
-            "Wilson intervals). ")
-    if s["low"] > i["high"] and s["low"] > g["high"]:
-        return Verdict(BASIN_CLAIM, "supported", head + "The SGD interval lies entirely above "
-                       "the isotropic and GD ones: the Hessian-shaped noise selects the flat "
-                       "minimum more strongly than isotropic noise of the same size.",
-                       scale, "sec-ch4-wells")
-    if s["high"] < i["low"]:
-        return Verdict(BASIN_CLAIM, "contradicted", head + "The SGD interval lies entirely "
-                       "below the isotropic one: isotropic noise of the same size selects "
-                       "the flat minimum more strongly.", scale, "sec-ch4-wells")
-    return Verdict(BASIN_CLAIM, "inconclusive", head + "The SGD interval overlaps the "
-                   "isotropic (or GD) one: at this setting the data do not show that "
-                   "Hessian-shaped noise selects the flat minimum more strongly.", scale,
-                   "sec-ch4-wells")
+    n = int(s["runs"])
+    code = int(basin_codes(s["count"], i["count"], g["count"], n, alpha))
+    sentence = (f"SGD ends in the flat minimum in {s['flat']:.1%} of runs, GD with isotropic "
+                f"noise of the same trace in {i['flat']:.1%}, GD in {g['flat']:.1%}. Rule: "
+                f"one-sided tests of two fractions at level {alpha:g}; supported when SGD "
+                "exceeds both others, contradicted when isotropic noise exceeds SGD.")
+    v = Verdict(BASIN_CLAIM, OUTCOME_CODES[code], sentence, scale, "sec-ch4-wells")
+    return rates.attach(v) if rates is not None else v
 
 
-ANISO_CLAIM = ("Noise aligned with the Hessian escapes a sharp minimum faster than isotropic "
-               r"noise of the same trace (escape efficiency $\operatorname{tr}(H\Sigma)$, Zhu "
-               "et al. 2019).")
-
-
+ANISO_CLAIM = ("Noise aligned with the Hessian leaves a sharp basin more often than "
+               "isotropic noise of the same trace (Zhu et al. 2019).")
+MECHANISM_CLAIM = (r"The escape efficiency $\operatorname{tr}(H\Sigma)$ orders the escape: "
+                   "noise along one flat direction, whose efficiency is the smallest, leaves "
+                   "the basin less often than isotropic noise of the same trace.")
 TR_SIGMA = r"$\operatorname{tr}\Sigma$"
 
 
-def anisotropy_verdict(table: pd.DataFrame, *, scale: str) -> Verdict:
-    """Per noise trace, compare the escaped fractions' intervals (columns ``tr Σ``,
-    ``noise``, ``escaped``, ``low``, ``high`` as in :meth:`AnisotropyStudy.table`).
-    Supported: aligned above isotropic at some trace and below at none; contradicted: the
-    reverse; mixed: both occur; inconclusive: the intervals overlap at every trace."""
-    above, below, parts = [], [], []
-    for tr, grp in table.groupby("tr Σ", sort=True):
-        a = grp[grp["noise"] == NOISE_KINDS[0]].iloc[0]
-        i = grp[grp["noise"] == NOISE_KINDS[1]].iloc[0]
-        parts.append(f"$\\operatorname{{tr}}\\Sigma = {tr:g}$: aligned {a['escaped']:.1%} "
-                     f"[{a['low']:.1%}, {a['high']:.1%}], isotropic {i['escaped']:.1%} "
-                     f"[{i['low']:.1%}, {i['high']:.1%}]")
-        if a["low"] > i["high"]:
-            above.append(tr)
-        elif a["high"] < i["low"]:
-            below.append(tr)
-    head = "Escaped fractions: " + "; ".join(parts) + ". "
-    if above and not below:
-        return Verdict(ANISO_CLAIM, "supported", head + "Aligned noise escapes more often at "
-                       f"{TR_SIGMA} ∈ {above} and never less often.", scale, "sec-ch4-aniso")
-    if below and not above:
-        return Verdict(ANISO_CLAIM, "contradicted", head + "Isotropic noise escapes more "
-                       f"often at {TR_SIGMA} ∈ {below} and never less often.", scale,
-                       "sec-ch4-aniso")
-    if above and below:
-        return Verdict(ANISO_CLAIM, "mixed", head + f"Aligned noise escapes more at {TR_SIGMA} "
-                       f"∈ {above}, less at {TR_SIGMA} ∈ {below}.", scale, "sec-ch4-aniso")
-    return Verdict(ANISO_CLAIM, "inconclusive", head + "The intervals overlap at every trace.",
-                   scale, "sec-ch4-aniso")
+def _fractions(study: AnisotropyStudy, kind: str, exit: str = EXITS[0]) -> str:
+    return ", ".join(f"{v / study.runs:.1%}" for v in study.escaped(kind, exit))
+
+
+def anisotropy_verdict(study: AnisotropyStudy, *, alpha: float, scale: str,
+                       rates: RuleRates | None = None) -> Verdict:
+    """:func:`comparison_codes` of aligned against isotropic noise over the traces
+    (Hessian wall). A claim about SGD."""
+    code = int(comparison_codes(study.escaped(NOISE_KINDS[0]), study.escaped(NOISE_KINDS[1]),
+                                study.runs, alpha))
+    traces = ", ".join(f"{t:g}" for t in study.traces)
+    sentence = (f"At {TR_SIGMA} = {traces}, aligned noise leaves in "
+                f"{_fractions(study, NOISE_KINDS[0])} of runs, isotropic noise in "
+                f"{_fractions(study, NOISE_KINDS[1])}. Rule: per trace one-sided tests of two "
+                f"fractions, Holm over the {len(study.traces)} traces at level {alpha:g}; "
+                "supported when aligned noise leaves more often at some trace and less "
+                "often at none.")
+    v = Verdict(ANISO_CLAIM, OUTCOME_CODES[code], sentence, scale, "sec-ch4-aniso")
+    return rates.attach(v) if rates is not None else v
+
+
+def mechanism_verdict(study: AnisotropyStudy, *, alpha: float, scale: str,
+                      rates: RuleRates | None = None) -> Verdict:
+    """:func:`comparison_codes` of isotropic noise against noise along one flat direction
+    (Hessian wall): what ``tr(HΣ)`` predicts. The sentence adds the stationary
+    ``E[δᵀHδ]`` of every kind (equal at equal trace to first order) and the Euclidean exit
+    (aligned against isotropic), the two controls that locate the cause. A claim about
+    SGD."""
+    flat, iso, aligned = NOISE_KINDS[2], NOISE_KINDS[1], NOISE_KINDS[0]
+    code = int(comparison_codes(study.escaped(iso), study.escaped(flat), study.runs, alpha))
+    k = int(np.argmax(study.traces))
+    energy = ", ".join(f"{NOISE_NAMES[kind]} {study.energy[kind][k]:.3f}"
+                       for kind in NOISE_KINDS)
+    eff = ", ".join(f"{NOISE_NAMES[kind]} {study.efficiency[kind][k]:.2f}"
+                    for kind in NOISE_KINDS)
+    sentence = (f"Noise along one flat direction leaves in {_fractions(study, flat)} of runs, "
+                f"isotropic noise in {_fractions(study, iso)}. At {TR_SIGMA} = "
+                f"{study.traces[k]:g} the efficiencies $\\operatorname{{tr}}(H\\Sigma)$ are "
+                f"{eff}, while the stationary $\\mathrm{{E}}[\\delta^\\top H\\delta]$ are "
+                f"{energy}. Through a Euclidean exit instead of the Hessian wall aligned noise "
+                f"leaves in {_fractions(study, aligned, EXITS[1])} of runs and isotropic noise "
+                f"in {_fractions(study, iso, EXITS[1])}. Rule: as for the previous claim, with "
+                "isotropic noise in place of aligned noise and the flat direction in place of "
+                "isotropic noise.")
+    v = Verdict(MECHANISM_CLAIM, OUTCOME_CODES[code], sentence, scale, "sec-ch4-aniso")
+    return rates.attach(v) if rates is not None else v
+
+
+# ------------------------------------------------------- the rates of the chapter's rules
+def radius_rates(study: RadiusStudy, P: Params) -> RuleRates:
+    """:func:`exponent_rates` at the bootstrap standard errors of ``study``'s fits (a
+    setting without a fit has no estimate: it can never be called equivalent)."""
+    se = np.array([_boot_se(study.fits[k]) if k in study.fits else np.nan
+                   for k in SETTINGS])
+    return exponent_rates(se, margin=P.radius_margin, level=P.alpha, n_runs=P.radius_runs,
+                          n_sim=P.rate_sims, seed=P.seed)
+
+
+def wells_rates(study: WellsStudy, P: Params) -> RuleRates:
+    """:func:`basin_rates` at the measured fractions of ``study``."""
+    return basin_rates(study.selection, n=P.wells_runs, alpha=P.alpha,
+                       effect=P.count_effect, n_sim=P.rate_sims, seed=P.seed)
+
+
+def anisotropy_rates(study: AnisotropyStudy, P: Params, *, mechanism: bool = False
+                     ) -> RuleRates:
+    """:func:`comparison_rates` of :func:`anisotropy_verdict` (aligned against isotropic
+    noise) or, with ``mechanism``, of :func:`mechanism_verdict` (isotropic noise against
+    the flat direction), at the measured fractions of the second kind."""
+    a, b = (NOISE_KINDS[1], NOISE_KINDS[2]) if mechanism else NOISE_KINDS[:2]
+    return comparison_rates(study.escaped(b) / study.runs, n=study.runs, alpha=P.alpha,
+                            effect=P.count_effect, n_sim=P.rate_sims, seed=P.seed,
+                            names=(NOISE_NAMES[a], NOISE_NAMES[b]))

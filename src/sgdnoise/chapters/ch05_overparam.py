@@ -8,9 +8,22 @@ generalised Gauss-Newton matrix (equal to the true Fisher for softmax cross-entr
 - :class:`Params`: the chapter's parameters (the notebook's parameters cell and
   ``book/params/ch05_overparam/*.yaml``), with their checks.
 - :func:`train_to_interpolation` and :func:`overparam_study`: the chapter's pipeline on a
-  trained network.
+  trained network, through the operators of :mod:`sgdnoise.curvature` (Hessian, GGN,
+  empirical Fisher and covariance), in stages: :func:`top_eigenpairs`,
+  :func:`outlier_table`, :func:`near_zero_table`, :func:`noise_energy_table`,
+  :func:`class_capture_table`.
+- Wide valleys: :func:`valley_walk` measures the training loss along straight lines from
+  the trained parameters, in flat directions (:func:`flat_directions`: orthogonal to every
+  per-example gradient and to the top Hessian eigenvectors) and random ones
+  (:class:`ValleyWalk`).
+- Seeds: :func:`seed_studies` repeats what the claims about SGD need for more training
+  seeds (:class:`SeedRecord`); :func:`seed_codes` decides "every item above a threshold"
+  across seeds and :func:`seed_rates` measures that rule's error rates with
+  :mod:`sgdnoise.decide.harness`.
 - ``verdict_*``: the chapter's conclusions, computed from the numbers with explicit
-  thresholds (:class:`sgdnoise.report.Verdict`).
+  thresholds (:class:`sgdnoise.report.Verdict`): derivation checks
+  (:func:`verdict_rank`, :func:`verdict_flat_bulk`) and claims about SGD
+  (:func:`verdict_capture`, :func:`verdict_concentration`, :func:`verdict_valley`).
 
 The library functions the chapter reads its spectra with (used, not defined, here):
 :func:`sgdnoise.covariance.gram_spectrum` (the non-zero spectrum of F̂ or D from the N × N
@@ -47,8 +60,9 @@ from sgdnoise.covariance import (
     noise_energy_fraction,
     random_span_fraction,
 )
+from sgdnoise.curvature import CovarianceOperator
 from sgdnoise.params import ChapterParams, param
-from sgdnoise.report import Verdict
+from sgdnoise.report import KINDS, Verdict
 from sgdnoise.spectral import (
     count_outliers,
     near_zero_fraction,
@@ -65,27 +79,37 @@ __all__ = [
     "OverparamResult",
     "Params",
     "RankRow",
+    "SeedRates",
+    "SeedRecord",
+    "ValleyWalk",
+    "CAPTURE_MATRICES",
+    "VALLEY_KINDS",
+    "claim_values",
+    "class_capture_table",
+    "flat_directions",
+    "loss_along",
+    "near_zero_table",
+    "noise_energy_table",
+    "outlier_table",
     "overparam_study",
+    "random_directions",
+    "seed_codes",
+    "seed_rates",
+    "seed_record",
+    "seed_studies",
+    "top_eigenpairs",
     "train_to_interpolation",
+    "valley_distances",
+    "valley_values",
+    "valley_walk",
+    "verdict_capture",
+    "verdict_concentration",
     "verdict_flat_bulk",
-    "verdict_noise_concentration",
-    "verdict_outliers",
     "verdict_rank",
+    "verdict_valley",
 ]
 
 DT = torch.float64
-
-
-# --------------------------------------------------------------------------- rank
-
-
-# --------------------------------------------------------------------------- outliers
-
-
-# --------------------------------------------------------------------------- class structure
-
-
-# --------------------------------------------------------------------------- noise energy
 
 
 # --------------------------------------------------------------------------- training
@@ -151,7 +175,10 @@ class OverparamResult:
     zero_cluster: DataFrame (matrix, weight and ``|position|``/λ_max of the SLQ node nearest 0,
     see :func:`slq_zero_cluster`); span_random: the Monte Carlo check of the k/rank G
     baseline at k = min(C, top_k) (:func:`random_span_fraction`; None unless asked for);
-    grad_norm_sq (‖ḡ‖²) and trace_cov (tr D)."""
+    grad_norm_sq (‖ḡ‖²) and trace_cov (tr D); negative_ratio: the most negative Ritz value
+    of the Hessian's SLQ rule over λ_max (NaN without a density), a lower bound on
+    |λ_min|/λ_max; gradients: ``G: (N, P)`` (kept for the valley walk of a trained
+    model; the caller may drop it)."""
 
     n: int
     p: int
@@ -173,6 +200,8 @@ class OverparamResult:
     span_random: dict[str, float] | None = None
     grad_norm_sq: float = float("nan")
     trace_cov: float = float("nan")
+    negative_ratio: float = float("nan")
+    gradients: Tensor | None = field(repr=False, default=None)
 
     def summary(self) -> dict[str, Any]:
         """One flat row for a table."""
@@ -191,6 +220,131 @@ def _gap_ratio(evals: Tensor, k: int) -> float:
     return math.inf if b <= 0 else float(evals[k - 1]) / b
 
 
+LOSS = nn.functional.cross_entropy
+MATRIX_NAMES = ("Hessian", "GGN (= Fisher)", "empirical Fisher", "covariance D")
+
+
+def top_eigenpairs(op: Any, k: int, *, iters: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Top-``k`` eigenvalues ``(k,)`` and eigenvectors ``(P, k)`` of a curvature operator
+    (:meth:`sgdnoise.curvature.CurvatureOperator.eigh`: Lanczos with ``max(iters, k)``
+    products), in float64."""
+    res = op.eigh(k, num_iters=max(iters, k), seed=seed)
+    return res.eigenvalues.to(DT), res.eigenvectors.to(DT)
+
+
+def outlier_table(spectra: list[tuple[str, Tensor]], max_outliers: int) -> pd.DataFrame:
+    """Largest-gap outlier count (:func:`count_outliers`) and the ratio at that gap of each
+    ``(name, top eigenvalues (k,))``."""
+    rows = []
+    for name, ev in spectra:
+        k = count_outliers(ev, max_outliers=min(max_outliers, ev.numel() - 1))
+        rows.append({"matrix": name, "outliers": k, "gap ratio": _gap_ratio(ev, k)})
+    return pd.DataFrame(rows)
+
+
+def near_zero_table(dens: dict[str, Any], gram_f: Tensor, *, p: int, n: int,
+                    num_classes: int, h_max: float, rtols: tuple[float, ...]
+                    ) -> pd.DataFrame:
+    """Fraction of spectral mass with ``|λ| <= rtol · λ_max`` per density (SLQ; the
+    Hessian's scale is its top Lanczos eigenvalue ``h_max``) and exactly for F̂ from its
+    Gram spectrum, with the exact lower bounds ``1 − rank/P`` (F̂: rank ≤ N; GGN:
+    rank ≤ N(C − 1), each ``diag p_i − p_i p_iᵀ`` killing the all-ones vector)."""
+    bounds = {"Hessian": float("nan"),
+              "GGN (= Fisher)": 1 - min(p, n * (num_classes - 1)) / p,
+              "empirical Fisher": 1 - min(p, n) / p}
+    rows = []
+    for name, d in dens.items():
+        scale = h_max if name == "Hessian" else None
+        rows += [{"matrix": name, "rtol": rt,
+                  "fraction (SLQ)": slq_near_zero_fraction(d, rtol=rt, scale=scale),
+                  "exact lower bound (rank)": bounds[name]} for rt in rtols]
+    rows += [{"matrix": "empirical Fisher (exact)", "rtol": rt,
+              "fraction (SLQ)": near_zero_fraction(gram_f, rtol=rt, dim=p),
+              "exact lower bound (rank)": bounds["empirical Fisher"]} for rt in rtols]
+    return pd.DataFrame(rows)
+
+
+def noise_energy_table(cov: Any, h_vecs: Tensor, gram_d: Tensor, *, rank_g: int, p: int
+                       ) -> pd.DataFrame:
+    """Noise share ``φ_k = Σ_{j≤k} u_jᵀ D u_j / tr D`` along the top-k Hessian eigenvectors
+    ``h_vecs: (P, K)``, against D's own top-k (the optimum), a random k-subspace of R^P
+    (``k/P``) and of span{g_i} (``k/rank G``), k = 1..K."""
+    k = np.arange(1, h_vecs.shape[1] + 1)
+    return pd.DataFrame({
+        "k": k,
+        "top-k Hessian eigenvectors": noise_energy_fraction(cov, h_vecs).cpu().numpy(),
+        "top-k eigenvectors of D (optimum)":
+            (torch.cumsum(gram_d[: k.size], 0) / cov.trace()).cpu().numpy(),
+        "random k-subspace (k/P)": k / p,
+        "random k-subspace of span G (k/rank G)": k / rank_g,
+    })
+
+
+def class_capture_table(G: Tensor, y: Tensor, bases: list[tuple[str, Tensor]], *,
+                        num_classes: int) -> pd.DataFrame:
+    """Share of each ``(name, U: (P, m))`` top eigenspace lying in the span of the C
+    class-mean gradients (:func:`class_mean_gradients`, :func:`subspace_capture`), with the
+    random baseline ``C/P``."""
+    M = class_mean_gradients(G, y, num_classes)
+    p = G.shape[1]
+    return pd.DataFrame([{"matrix": name, "k": U.shape[1],
+                          "captured by class-mean span": subspace_capture(U.to(DT), M),
+                          "random k-subspace": min(num_classes, p) / p}
+                         for name, U in bases])
+
+
+def _densities(ops: dict[str, Any], p: int, *, probes: int, iters: int, seed: int,
+               say: Callable[[str], None]) -> dict[str, Any]:
+    """SLQ densities (:func:`sgdnoise.spectral.spectral_density`) of named operators."""
+    from sgdnoise.spectral import spectral_density
+
+    out = {}
+    for name, op in ops.items():
+        say(f"SLQ: {name}")
+        out[name] = spectral_density(op.matvec, p, num_probes=probes, num_iters=iters,
+                                     seed=seed + 7, dtype=op.dtype)
+    return out
+
+
+@dataclass
+class _Curvature:
+    """The Hessian and GGN operators of a model (``ops``) and their top eigenpairs; the
+    GGN's are None when it was not computed, everything empty without curvature."""
+
+    ops: dict[str, Any]
+    h_top: Tensor
+    h_vecs: Tensor
+    g_top: Tensor
+    g_vecs: Tensor | None
+
+    def spectra(self) -> list[tuple[str, Tensor]]:
+        out = [("Hessian", self.h_top)] if self.h_top.numel() else []
+        return out + ([("GGN (= Fisher)", self.g_top)] if self.g_vecs is not None else [])
+
+    def bases(self, m: int) -> list[tuple[str, Tensor]]:
+        out = [("Hessian", self.h_vecs[:, :m])] if self.h_top.numel() else []
+        return out + ([("GGN (= Fisher)", self.g_vecs[:, :m])] if self.g_vecs is not None
+                      else [])
+
+
+def _curvature(model: nn.Module, x: Tensor, y: Tensor, *, top_k: int, iters: int,
+               seed: int, ggn: bool, chunk_size: int | None,
+               say: Callable[[str], None]) -> _Curvature:
+    """Hessian (and GGN) operators and their top-``top_k`` eigenpairs (:func:`top_eigenpairs`)."""
+    from sgdnoise.curvature import GGNOperator, HessianOperator
+
+    say("Lanczos: Hessian")
+    ops = {"Hessian": HessianOperator(model, LOSS, x, y, chunk_size=chunk_size)}
+    h_top, h_vecs = top_eigenpairs(ops["Hessian"], top_k, iters=iters, seed=seed)
+    g_top, g_vecs = torch.zeros(0, dtype=DT), None
+    if ggn:
+        say("Lanczos: GGN")
+        ops["GGN (= Fisher)"] = GGNOperator(model, LOSS, x, y, chunk_size=chunk_size)
+        g_top, g_vecs = top_eigenpairs(ops["GGN (= Fisher)"], top_k, iters=iters,
+                                       seed=seed + 1)
+    return _Curvature(ops, h_top, h_vecs, g_top, g_vecs)
+
+
 def overparam_study(
     model: nn.Module,
     x: Tensor,
@@ -206,144 +360,192 @@ def overparam_study(
     chunk_size: int | None = None,
     seed: int = 0,
     curvature: bool = True,
+    ggn: bool = True,
+    slq: bool = True,
     span_draws: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> OverparamResult:
-    """Spectra, ranks, outliers and noise placement of a (trained) classifier.
+    """Spectra, ranks, outliers and noise placement of a (trained) classifier, through the
+    operators of :mod:`sgdnoise.curvature`.
 
-    1. G: (N, P) per-example gradients of the cross-entropy; Gram spectra of F̂ and D and
-       their numerical ranks (≤ N and ≤ N − 1).
-    2. Top-``top_k`` eigenpairs of H and of the GGN by Lanczos (``lanczos_iters`` products).
-    3. SLQ densities of H, GGN and F̂ (``slq_probes`` × ``slq_iters`` products each).
-    4. Outlier counts (largest gap, :func:`count_outliers`) of H, GGN, F̂ and D; near-zero
-       fractions from the SLQ rules; exact lower bounds 1 − rank/P (F̂: rank ≤ N; GGN:
-       rank ≤ N(C − 1), since each diag p_i − p_i p_iᵀ kills the all-ones vector).
-    5. Noise energy Σ_{j≤k} u_jᵀ D u_j / tr D for the top Hessian eigenvectors u_j, against
-       D's own top-k (the optimum), a random k-subspace of R^P (k/P) and a random
-       k-subspace of span{g_i} (k/rank G; with ``span_draws`` > 0 also sampled,
-       :func:`random_span_fraction`).
-    6. Capture of the top-(C) eigenspaces of H, GGN, F̂ and D by the span of the C
-       class-mean gradients.
+    1. ``G: (N, P)`` per-example gradients; Gram spectra of F̂ and D and their numerical
+       ranks (≤ N and ≤ N − 1); D as a :class:`CovarianceOperator`, F̂ as an
+       :class:`EmpiricalFisherOperator`.
+    2. Top-``top_k`` eigenpairs of H (:class:`HessianOperator`) and of the GGN
+       (:class:`GGNOperator`, unless ``ggn`` is False) by their ``eigh`` (Lanczos,
+       ``lanczos_iters`` products).
+    3. SLQ densities of H, GGN and F̂ (``slq_probes`` × ``slq_iters`` products each;
+       skipped when ``slq`` is False).
+    4. :func:`outlier_table`, :func:`near_zero_table` and the SLQ zero cluster.
+    5. :func:`noise_energy_table` for the top Hessian eigenvectors (with ``span_draws`` > 0 also
+       sampled random k-subspaces of span{g_i}, :func:`random_span_fraction`).
+    6. :func:`class_capture_table` of the top-C eigenspaces of H, GGN, F̂ and D.
 
-    With ``curvature=False`` only the gradient-based parts run (steps 1, 4 and 6 for F̂ and
-    D; no Hessian/GGN products): hessian_top / ggn_top are empty, densities and energy
-    hold F̂ only / nothing.
-
-    ``progress`` is called with a short label before each stage (e.g. tqdm's ``write``).
-    """
-    from sgdnoise.covariance import CovarianceOperator
-    from sgdnoise.curvature import GGNOperator, HessianOperator
+    With ``curvature=False`` only the gradient-based parts run (no Hessian or GGN
+    products): hessian_top / ggn_top are empty, densities hold F̂ only, energy is None.
+    ``progress`` is called with a short label before each stage."""
+    from sgdnoise.curvature import EmpiricalFisherOperator
     from sgdnoise.grads import per_example_grads
-    from sgdnoise.spectral import lanczos, spectral_density
 
     top_k = check_positive_int("top_k", top_k)
-    loss = nn.functional.cross_entropy
     say = progress or (lambda s: None)
     say("per-example gradients")
-    G = per_example_grads(model, loss, x, y, chunk_size=chunk_size).to(DT)
+    G = per_example_grads(model, LOSS, x, y, chunk_size=chunk_size).to(DT)
     n, p = G.shape
     if top_k > min(n, p):
         raise ValueError(f"top_k must be <= min(N, P) = {min(n, p)}, got {top_k}")
-    gram_f = gram_spectrum(G)
-    gram_d = gram_spectrum(G, centered=True)
+    gram_f, gram_d = gram_spectrum(G), gram_spectrum(G, centered=True)
     cov = CovarianceOperator(G)
-    gbar = G.mean(0)
-
-    def fisher_mv(v: Tensor) -> Tensor:
-        v = v.to(DT)
-        return G.T @ (G @ v) / n
-
-    empty = torch.zeros(0, dtype=DT)
-    h_top, h_vecs, g_top, g_vecs = empty, torch.zeros(p, 0, dtype=DT), empty, None
-    mats: list[tuple[str, Any, Any]] = []
-    if curvature:
-        say("Lanczos: Hessian")
-        Hop = HessianOperator(model, loss, x, y, chunk_size=chunk_size)
-        hres = lanczos(Hop.matvec, p, top_k, num_iters=max(lanczos_iters, top_k), seed=seed,
-                       dtype=Hop.dtype)
-        h_top, h_vecs = hres.eigenvalues.to(DT), hres.eigenvectors.to(DT)
-        say("Lanczos: GGN")
-        Gop = GGNOperator(model, loss, x, y, chunk_size=chunk_size)
-        gres = lanczos(Gop.matvec, p, top_k, num_iters=max(lanczos_iters, top_k),
-                       seed=seed + 1, dtype=Gop.dtype)
-        g_top, g_vecs = gres.eigenvalues.to(DT), gres.eigenvectors.to(DT)
-        mats = [("Hessian", Hop.matvec, Hop.dtype), ("GGN (= Fisher)", Gop.matvec, Gop.dtype)]
-    mats.append(("empirical Fisher", fisher_mv, DT))
-    dens = {}
-    for name, mv, dt in mats:
-        say(f"SLQ: {name}")
-        dens[name] = spectral_density(mv, p, num_probes=slq_probes, num_iters=slq_iters,
-                                      seed=seed + 7, dtype=dt)
-
-    out_rows = []
-    spectra = [("empirical Fisher", gram_f[:top_k]), ("covariance D", gram_d[:top_k])]
-    if curvature:
-        spectra = [("Hessian", h_top), ("GGN (= Fisher)", g_top), *spectra]
-    for name, ev in spectra:
-        k = count_outliers(ev, max_outliers=min(max_outliers, ev.numel() - 1))
-        out_rows.append({"matrix": name, "outliers": k, "gap ratio": _gap_ratio(ev, k)})
-    outliers = pd.DataFrame(out_rows)
-
+    fisher = EmpiricalFisherOperator(model, LOSS, x, y, chunk_size=chunk_size,
+                                     materialize=True)
+    curv = (_curvature(model, x, y, top_k=top_k, iters=lanczos_iters, seed=seed, ggn=ggn,
+                       chunk_size=chunk_size, say=say) if curvature else
+            _Curvature({}, torch.zeros(0, dtype=DT), torch.zeros(p, 0, dtype=DT),
+                       torch.zeros(0, dtype=DT), None))
+    dens = (_densities({**curv.ops, "empirical Fisher": fisher}, p, probes=slq_probes,
+                       iters=slq_iters, seed=seed, say=say) if slq else {})
     rank_f = numerical_rank(gram_f, dim=p)
-    rank_d = numerical_rank(gram_d, dim=p)
-    bounds = {"Hessian": float("nan"), "GGN (= Fisher)": 1 - min(p, n * (num_classes - 1)) / p,
-              "empirical Fisher": 1 - min(p, n) / p}
-    nz_rows = []
-    for name, d in dens.items():
-        scale = float(h_top[0]) if name == "Hessian" else None
-        for rt in zero_rtols:
-            nz_rows.append({"matrix": name, "rtol": rt,
-                            "fraction (SLQ)": slq_near_zero_fraction(d, rtol=rt, scale=scale),
-                            "exact lower bound (rank)": bounds[name]})
-    for rt in zero_rtols:  # F̂ exactly, from its Gram spectrum
-        nz_rows.append({"matrix": "empirical Fisher (exact)", "rtol": rt,
-                        "fraction (SLQ)": near_zero_fraction(gram_f, rtol=rt, dim=p),
-                        "exact lower bound (rank)": bounds["empirical Fisher"]})
-    near_zero = pd.DataFrame(nz_rows)
-    zero_cluster = pd.DataFrame([
-        {"matrix": name, **slq_zero_cluster(d, scale=float(h_top[0]) if name == "Hessian"
-                                            else None)}
-        for name, d in dens.items()])
-
-    energy = None
-    span_mc: dict[str, float] | None = None
-    rank_g = numerical_rank(gram_f, dim=p)  # rank G = rank F̂: the dimension of span{g_i}
-    if curvature:
-        say("noise energy")
-        frac_h = noise_energy_fraction(cov, h_vecs)
-        d_best = torch.cumsum(gram_d[:top_k], 0) / cov.trace()
-        energy = pd.DataFrame({
-            "k": np.arange(1, top_k + 1),
-            "top-k Hessian eigenvectors": frac_h.cpu().numpy(),
-            "top-k eigenvectors of D (optimum)": d_best.cpu().numpy(),
-            "random k-subspace (k/P)": np.arange(1, top_k + 1) / p,
-            "random k-subspace of span G (k/rank G)": np.arange(1, top_k + 1) / rank_g,
-        })
-        if span_draws:
-            span_mc = random_span_fraction(G, cov, min(num_classes, top_k), draws=span_draws,
-                                           seed=seed + 11)
-
-    M = class_mean_gradients(G, y, num_classes)
+    h_max = float(curv.h_top[0]) if curv.h_top.numel() else None
     m = min(num_classes, top_k)
-    cap_rows = []
-    Fop = CovarianceOperator(torch.cat([G, -G], 0))  # rows ±g_i: mean 0, covariance F̂
-    bases = [("empirical Fisher", Fop.eigh(m)[1]), ("covariance D", cov.eigh(m)[1])]
-    if curvature:
-        bases = [("Hessian", h_vecs[:, :m]), ("GGN (= Fisher)", g_vecs[:, :m]), *bases]
-    for name, U in bases:
-        cap_rows.append({"matrix": name, "k": m,
-                         "captured by class-mean span": subspace_capture(U.to(DT), M),
-                         "random k-subspace": min(num_classes, p) / p})
-    class_capture = pd.DataFrame(cap_rows)
-
+    say("noise energy and class structure")
+    bases = curv.bases(m) + [
+        ("empirical Fisher", top_eigenpairs(fisher, m, iters=lanczos_iters, seed=seed)[1]),
+        ("covariance D", cov.eigh(m)[1])]
     return OverparamResult(
         n=n, p=p, num_classes=num_classes, gram_fisher=gram_f, gram_cov=gram_d,
-        rank_fisher=rank_f, rank_cov=rank_d, hessian_top=h_top, ggn_top=g_top,
-        fisher_top=gram_f[:top_k], hessian_vecs=h_vecs, densities=dens, outliers=outliers,
-        near_zero=near_zero, energy=energy, class_capture=class_capture,
-        zero_cluster=zero_cluster, span_random=span_mc,
-        grad_norm_sq=float(gbar @ gbar), trace_cov=cov.trace(),
-    )
+        rank_fisher=rank_f, rank_cov=numerical_rank(gram_d, dim=p), hessian_top=curv.h_top,
+        ggn_top=curv.g_top, fisher_top=gram_f[:top_k], hessian_vecs=curv.h_vecs,
+        densities=dens,
+        outliers=outlier_table(curv.spectra() + [("empirical Fisher", gram_f[:top_k]),
+                                                 ("covariance D", gram_d[:top_k])],
+                               max_outliers),
+        near_zero=near_zero_table(dens, gram_f, p=p, n=n, num_classes=num_classes,
+                                  h_max=h_max, rtols=zero_rtols) if slq else None,
+        energy=(noise_energy_table(cov, curv.h_vecs, gram_d, rank_g=rank_f, p=p) if curvature
+                else None),
+        class_capture=class_capture_table(G, y, bases, num_classes=num_classes),
+        zero_cluster=pd.DataFrame([{"matrix": name, **slq_zero_cluster(
+            d, scale=h_max if name == "Hessian" else None)} for name, d in dens.items()]),
+        span_random=(random_span_fraction(G, cov, m, draws=span_draws, seed=seed + 11)
+                     if curvature and span_draws else None),
+        grad_norm_sq=float(cov.mean @ cov.mean), trace_cov=cov.trace(),
+        negative_ratio=_negative_ratio(dens.get("Hessian"), h_max), gradients=G)
+
+
+def _negative_ratio(density: Any, h_max: float | None) -> float:
+    """The most negative Ritz value of an SLQ rule over ``h_max`` (NaN without either)."""
+    if density is None or not h_max:
+        return float("nan")
+    return float(density.nodes.min()) / h_max
+
+
+# --------------------------------------------------------------------------- wide valleys
+
+
+VALLEY_KINDS = ("flat", "random", "sharp")
+
+
+@dataclass
+class ValleyWalk:
+    """Training loss along straight lines from a trained ``θ*``: ``loss[kind]: (m, D)`` at
+    ``θ* + t ‖θ*‖ v`` for ``m`` unit directions ``v`` of each kind of
+    :data:`VALLEY_KINDS` and the relative distances ``distances: (D,)`` (increasing), with
+    ``base_loss = L(θ*)``."""
+
+    distances: np.ndarray
+    theta_norm: float
+    base_loss: float
+    loss: dict[str, np.ndarray]
+
+    def widths(self, kind: str, rise: float) -> np.ndarray:
+        """Per direction, the relative distance at which the loss first rises by ``rise``
+        (nats) above ``L(θ*)``, interpolated linearly in ``log t`` between the two grid
+        points around the crossing; the largest distance when it never does (censored).
+        ``(m,)``."""
+        t = np.log(self.distances)
+        out = []
+        for row in self.loss[kind] - self.base_loss:
+            hit = np.nonzero(row >= rise)[0]
+            if hit.size == 0:
+                out.append(self.distances[-1])
+                continue
+            j = int(hit[0])
+            if j == 0:
+                out.append(self.distances[0])
+                continue
+            f = (rise - row[j - 1]) / (row[j] - row[j - 1])
+            out.append(float(np.exp(t[j - 1] + f * (t[j] - t[j - 1]))))
+        return np.asarray(out)
+
+    def log_ratio(self, rise: float) -> float:
+        """Mean over directions of ``ln w_flat − ln w_random`` (paired by index): how much
+        farther the loss stays within ``rise`` along flat directions than along random
+        ones (0: as far; ``ln 2``: twice as far)."""
+        return float(np.mean(np.log(self.widths("flat", rise))
+                             - np.log(self.widths("random", rise))))
+
+
+def flat_directions(G: Tensor, h_vecs: Tensor, num: int, *, seed: int) -> Tensor:
+    """``(P, num)`` unit directions in the null space of F̂ (orthogonal to every per-example
+    gradient, the rows of ``G: (N, P)``) and orthogonal to the top Hessian eigenvectors
+    ``h_vecs: (P, k)``: Gaussian draws with their projection on ``span(Gᵀ, h_vecs)`` removed
+    (twice, for rounding), then normalised. Along them no example's loss changes to first
+    order and the top curvature is avoided."""
+    from sgdnoise.spectral import orthonormal_basis
+
+    Q = orthonormal_basis(torch.cat([G.T.to(DT), h_vecs.to(DT)], dim=1))
+    gen = torch.Generator().manual_seed(seed)
+    V = torch.randn(G.shape[1], check_positive_int("num", num), generator=gen, dtype=DT)
+    for _ in range(2):
+        V = V - Q @ (Q.T @ V)
+    return V / V.norm(dim=0, keepdim=True)
+
+
+def random_directions(p: int, num: int, *, seed: int) -> Tensor:
+    """``(P, num)`` uniformly random unit directions (normalised Gaussian draws)."""
+    gen = torch.Generator().manual_seed(seed)
+    V = torch.randn(check_positive_int("p", p), check_positive_int("num", num),
+                    generator=gen, dtype=DT)
+    return V / V.norm(dim=0, keepdim=True)
+
+
+def loss_along(model: nn.Module, x: Tensor, y: Tensor, directions: Tensor,
+               distances: np.ndarray) -> np.ndarray:
+    """Mean cross-entropy on ``(x, y)`` at ``θ* + t ‖θ*‖ v`` for each column ``v`` of
+    ``directions: (P, m)`` and each ``t`` of ``distances: (D,)``; ``(m, D)``. ``model``
+    holds ``θ*`` and is left unchanged."""
+    from torch.func import functional_call
+
+    from sgdnoise.grads import flat_params, unflatten
+
+    theta = flat_params(model)
+    scale = float(theta.norm())
+    out = np.empty((directions.shape[1], len(distances)))
+    with torch.no_grad():
+        for i in range(directions.shape[1]):
+            for j, t in enumerate(distances):
+                vec = theta + float(t) * scale * directions[:, i].to(theta.dtype)
+                logits = functional_call(model, unflatten(model, vec), (x,))
+                out[i, j] = float(LOSS(logits, y))
+    return out
+
+
+def valley_walk(model: nn.Module, x: Tensor, y: Tensor, G: Tensor, h_vecs: Tensor, *,
+                num_directions: int, distances: np.ndarray, seed: int) -> ValleyWalk:
+    """:func:`loss_along` for ``num_directions`` directions of each kind: flat
+    (:func:`flat_directions`), random (:func:`random_directions`) and sharp (the top
+    Hessian eigenvectors, as a reference; at most ``num_directions``)."""
+    from sgdnoise.grads import flat_params
+
+    d = np.asarray(distances, dtype=float)
+    if d.ndim != 1 or d.size < 2 or (d <= 0).any() or (np.diff(d) <= 0).any():
+        raise ValueError(f"distances must be increasing positive numbers, got {d.tolist()}")
+    dirs = {"flat": flat_directions(G, h_vecs, num_directions, seed=seed),
+            "random": random_directions(G.shape[1], num_directions, seed=seed + 1),
+            "sharp": h_vecs[:, :num_directions].to(DT)}
+    base = float(LOSS(model(x), y).detach())
+    return ValleyWalk(d, float(flat_params(model).norm()), base,
+                      {k: loss_along(model, x, y, v, d) for k, v in dirs.items()})
 
 
 # --------------------------------------------------------------------------- parameters
@@ -376,15 +578,29 @@ class Params(ChapterParams):
                              doc="an eigenvalue is 'near zero' if |λ| ≤ flat_rtol·λ_max")
     flat_fraction: float = param(low=0.0, high=1.0,
                                  doc="'most directions are flat': at least this fraction")
-    outlier_share: float = param(low=0.0, high=1.0,
-                                 doc="share of spectra with C−1 or C outliers to support "
-                                     "'about one outlier per class'")
     capture_min: float = param(low=0.0, high=1.0,
                                doc="class-mean capture of the top-C eigenspace counted as "
                                    "'organised by the classes'")
     concentration_min: float = param(low=1.0, doc="noise share along the top-k Hessian "
                                      "directions, as a multiple of a random k-subspace of "
                                      "span{g_i}, counted as 'concentrated'")
+    extra_seeds: tuple[int, ...] = param(low=0, min_len=1, doc="training seeds besides "
+                                         "seed behind the claims about SGD")
+    valley_directions: int = param(low=1, doc="directions of each kind per valley walk")
+    valley_min: float = param(low=1e-6, doc="smallest distance of a valley walk, as a "
+                              "fraction of ‖θ*‖")
+    valley_max: float = param(low=1e-6, doc="largest distance of a valley walk, as a "
+                              "fraction of ‖θ*‖")
+    valley_points: int = param(low=3, doc="distances per valley walk (log-spaced)")
+    valley_rise: float = param(low=1e-6, doc="loss rise (nats) that ends a valley")
+    valley_ratio_min: float = param(low=1.0, doc="a flat direction's valley counts as wider "
+                                    "when at least this multiple of a random direction's")
+    alpha: float = param(low=1e-4, high=0.25, doc="level of every test behind a verdict")
+    rate_sims: int = param(low=100, doc="simulated data sets per truth for error rates")
+    capture_effect: float = param(low=1e-3, high=1.0, doc="capture above capture_min at "
+                                  "which the power of its rule is measured")
+    ratio_effect: float = param(low=1e-3, doc="log-ratio above the threshold at which the "
+                                "power of the concentration and valley rules is measured")
 
     def check(self) -> None:
         n_min = min(self.mlp_n, self.cnn_n)
@@ -396,6 +612,11 @@ class Params(ChapterParams):
                      "the top_k eigenvalues)")
         self.require(self.flat_rtol in (1e-4, 1e-3, 1e-2), "flat_rtol",
                      "must be one of the windows the study evaluates: 1e-4, 1e-3, 1e-2")
+        self.require(self.seed not in self.extra_seeds and len(set(self.extra_seeds)) ==
+                     len(self.extra_seeds), "extra_seeds", f"must not repeat a seed or seed "
+                     f"= {self.seed}")
+        self.require(self.valley_min < self.valley_max, "valley_min",
+                     f"must be < valley_max = {self.valley_max}")
 
 
 # --------------------------------------------------------------------------- verdicts
@@ -404,6 +625,8 @@ SECTION_RANK = "sec-ch5-rank"
 SECTION_FLAT = "sec-ch5-density"
 SECTION_OUTLIERS = "sec-ch5-outliers"
 SECTION_ENERGY = "sec-ch5-energy"
+SECTION_VALLEY = "sec-ch5-valley"
+DERIVATION = KINDS[1]
 
 
 @dataclass(frozen=True)
@@ -420,7 +643,8 @@ class RankRow:
 def verdict_rank(rows: list[RankRow], *, scale: str) -> Verdict:
     """Proposition 1 on the measured Gram spectra: supported when every rank F̂ ≤ N and
     rank D ≤ N − 1 (the numerical rank uses the eigensolver's rounding threshold, see
-    :func:`numerical_rank`), contradicted otherwise (which could only be rounding)."""
+    :func:`numerical_rank`), contradicted otherwise (which could only be rounding). A
+    derivation check: the bound holds by construction when P ≫ N."""
     if not rows:
         raise ValueError("rows must hold at least one model, got none")
     ok = all(r.rank_fisher <= r.n and r.rank_cov <= r.n - 1 for r in rows)
@@ -428,8 +652,9 @@ def verdict_rank(rows: list[RankRow], *, scale: str) -> Verdict:
     ps = sorted({(r.p, r.n) for r in rows})
     flat = ", ".join(f"{100 * (1 - n / p):.1f}% (P = {p})" for p, n in ps)
     sentence = (
-        r"Every $\hat F$ has numerical rank $\le N$ and every $D$ rank $\le N - 1$: "
-        f"**{ok}** (ranks {ranks}). "
+        (r"Every $\hat F$ has numerical rank $\le N$ and every $D$ rank $\le N - 1$ "
+         if ok else r"Some $\hat F$ has numerical rank above $N$ or some $D$ above $N - 1$ ")
+        + f"(ranks of $\\hat F$: {ranks}). "
         + (f"So at least {flat} of the eigenvalues of $\\hat F$ are exactly zero." if ok else
            "A rank above its bound can only come from rounding in the eigensolver.")
     )
@@ -437,7 +662,7 @@ def verdict_rank(rows: list[RankRow], *, scale: str) -> Verdict:
         claim=r"With $P \gg N$ the empirical Fisher has rank $\le N$ ($D$: $\le N - 1$), so "
               "almost all of its P eigenvalues are exactly zero.",
         outcome="supported" if ok else "contradicted", sentence=sentence, scale=scale,
-        section=SECTION_RANK)
+        section=SECTION_RANK, kind=DERIVATION)
 
 
 @dataclass(frozen=True)
@@ -498,7 +723,8 @@ def verdict_flat_bulk(
     exact rank bound minus ``resolve_tol`` (the quadrature has not resolved the zero
     cluster, so its fractions cannot be trusted). Otherwise, with f_m the Hessian mass
     within ``flat_rtol``·λ_max: supported if min_m f_m ≥ ``flat_fraction``, contradicted
-    if max_m f_m < ``flat_fraction``, mixed in between."""
+    if max_m f_m < ``flat_fraction``, mixed in between. A derivation check: with P ≫ N the
+    GGN's rank bound forces most of its spectrum to zero, and H ≈ GGN near interpolation."""
     if not rows:
         raise ValueError("rows must hold at least one model, got none")
     rt = f"${tex_number(flat_rtol)}\\,\\lambda_{{\\max}}$"
@@ -541,51 +767,7 @@ def verdict_flat_bulk(
         claim="Most directions of the Hessian of an over-parameterised network are (near) "
               "flat: its spectrum is a bulk at zero.",
         outcome=outcome, sentence=" ".join(lines) + " " + tail, scale=scale,
-        section=SECTION_FLAT)
-
-
-def verdict_outliers(
-    counts: list[int], captures: list[float], *, num_classes: int, outlier_share: float,
-    capture_min: float, random_capture: float, scale: str,
-) -> Verdict:
-    """'About one outlier per class' from the largest-gap counts of several spectra and the
-    class-mean capture of their top-C eigenspaces (:func:`subspace_capture`).
-
-    share = fraction of spectra whose count is C − 1 or C. Supported if share ≥
-    ``outlier_share``; otherwise mixed if every capture ≥ ``capture_min`` (the classes
-    organise the top of the spectrum, but ~C outliers do not separate by a gap), else
-    contradicted. Inconclusive without any spectrum."""
-    C = check_positive_int("num_classes", num_classes)
-    if not counts or not captures:
-        return Verdict(claim=_OUTLIER_CLAIM, outcome="inconclusive",
-                       sentence="No spectrum was measured.", scale=scale,
-                       section=SECTION_OUTLIERS)
-    arr = np.asarray(counts, dtype=int)
-    n_c, n_c1 = int((arr == C).sum()), int((arr == C - 1).sum())
-    n_other = arr.size - n_c - n_c1
-    share = (n_c + n_c1) / arr.size
-    others = ", ".join(sorted({str(int(c)) for c in arr if c not in (C, C - 1)})) or "none"
-    cap_lo, cap_hi = float(min(captures)), float(max(captures))
-    sentence = (
-        f"Of {arr.size} (model, state, matrix) spectra, {n_c1} show exactly C − 1 = {C - 1} "
-        f"outliers, {n_c} show C = {C}, and {n_other} show another count ({others}): a share "
-        f"{share:.2f} against the threshold {outlier_share:.2f}. The class-mean span captures "
-        f"between {cap_lo:.2f} and {cap_hi:.2f} of the top-C eigenspaces (threshold "
-        f"{capture_min:.2f}), against ≈{random_capture:.0e} for a random subspace.")
-    if share >= outlier_share:
-        outcome = "supported"
-    elif cap_lo >= capture_min:
-        outcome = "mixed"
-        sentence += (" The top of every spectrum is organised by the classes, but a gap "
-                     "separating about C outliers is not the rule here.")
-    else:
-        outcome = "contradicted"
-    return Verdict(claim=_OUTLIER_CLAIM, outcome=outcome, sentence=sentence, scale=scale,
-                   section=SECTION_OUTLIERS)
-
-
-_OUTLIER_CLAIM = ("The top of the curvature spectra holds about one outlier per class, "
-                  "carried by the class-mean gradients.")
+        section=SECTION_FLAT, kind=DERIVATION)
 
 
 @dataclass(frozen=True)
@@ -611,41 +793,183 @@ class EnergyRow:
         return self.phi / (self.k / self.p)
 
 
-def verdict_noise_concentration(
-    rows: list[EnergyRow], *, concentration_min: float, scale: str
-) -> Verdict:
-    """'The mini-batch noise lives in the top Hessian eigenspace', judged against a random
-    k-subspace of span{g_i} (which holds the range of D), not of R^P.
+# --------------------------------------------------------------------------- claims over seeds
 
-    With ρ = φ_k / (k / rank G) per model/state: supported if min ρ ≥
-    ``concentration_min``, contradicted if max ρ < ``concentration_min``, mixed otherwise;
-    inconclusive without rows."""
-    claim = ("The mini-batch noise concentrates in the few top Hessian directions (far more "
-             "than in a random subspace of the same size).")
-    if not rows:
-        return Verdict(claim=claim, outcome="inconclusive", sentence="No Hessian was "
-                       "measured.", scale=scale, section=SECTION_ENERGY)
-    span = [r.ratio_span for r in rows]
-    amb = [r.ratio_ambient for r in rows]
-    k = rows[0].k
-    sentence = (
-        f"The top-{k} Hessian directions carry between {min(r.phi for r in rows):.1%} and "
-        f"{max(r.phi for r in rows):.1%} of $\\operatorname{{tr}} D$, "
-        f"{min(r.phi / r.optimum for r in rows):.0%}–{max(r.phi / r.optimum for r in rows):.0%}"
-        f" of the best any {k}-dimensional subspace could capture. Against a random "
-        f"{k}-subspace of $\\operatorname{{span}}\\{{g_i\\}}$ ($k/\\operatorname{{rank}} G$) "
-        f"that is {min(span):.2f}×–{max(span):.2f}× (threshold {concentration_min:g}×); "
-        f"against a random {k}-subspace of $\\mathbb{{R}}^P$ ($k/P$) it would read "
-        f"{min(amb):.0f}×–{max(amb):.0f}×, a factor $P/\\operatorname{{rank}} G$ too "
-        "generous.")
-    if min(span) >= concentration_min:
-        outcome = "supported"
-    elif max(span) < concentration_min:
-        outcome = "contradicted"
-    else:
-        outcome = "mixed"
-    return Verdict(claim=claim, outcome=outcome, sentence=sentence, scale=scale,
-                   section=SECTION_ENERGY)
+
+def seed_codes(values: np.ndarray, threshold: float, alpha: float) -> np.ndarray:
+    """"Every item lies above ``threshold``" from ``values: (..., I, n)``, ``n`` seeds per
+    item (NaN: missing). Per item the one-sided t-tests of the mean against ``threshold``
+    (:func:`sgdnoise.decide.pvalues.one_sided`). Code 0 (supported): every item above at
+    ``alpha`` (intersection-union); 1 (contradicted): some item below (Holm over the
+    ``I``); 3 (inconclusive) otherwise. Returns ``(...)`` integer codes into
+    ``("supported", "contradicted", "mixed", "inconclusive")``."""
+    from sgdnoise.decide.pvalues import holm, one_sided
+
+    t = one_sided(np.asarray(values, dtype=float), threshold)
+    supported = t.p_greater.max(-1) <= alpha
+    contradicted = (holm(t.p_less) <= alpha).any(-1)
+    return np.where(supported, 0, np.where(contradicted, 1, 3))
+
+
+OUTCOME_CODES = ("supported", "contradicted", "mixed", "inconclusive")
+
+
+@dataclass(frozen=True)
+class SeedRates:
+    """Error rates of :func:`seed_codes` measured with the harness: ``false_positive``
+    (supported with one item at the threshold, the others at their measured means; the
+    worst item counts) and ``power`` (supported with every item ``effect`` above the
+    threshold), at ``n_seeds`` seeds, normal seed-to-seed noise of the measured standard
+    deviations."""
+
+    false_positive: float
+    power: float
+    n_seeds: int
+    n_sim: int
+    conditions: str
+
+    def attach(self, verdict: Verdict) -> Verdict:
+        return verdict.with_error_rates(false_positive_rate=self.false_positive,
+                                        power=self.power, n_seeds=self.n_seeds,
+                                        n_sim=self.n_sim, rates_at=self.conditions)
+
+
+def seed_rates(values: np.ndarray, threshold: float, *, effect: float, alpha: float,
+               n_sim: int, seed: int, unit: str) -> SeedRates:
+    """Simulate :func:`seed_codes` with the spread of the measured ``values: (I, n)``:
+    each item's seeds drawn ``N(μ_i, s_i²)`` with ``s_i`` its sample standard deviation
+    (items without two finite values get the largest ``s`` measured)."""
+    from sgdnoise.decide.harness import Scenario, error_rates, rate_of
+
+    v = np.asarray(values, dtype=float)
+    n = v.shape[-1]
+    with np.errstate(invalid="ignore"):
+        sd = np.nanstd(v, axis=-1, ddof=1)
+        means = np.nanmean(v, axis=-1)
+    sd = np.where(np.isfinite(sd) & (sd > 0), sd, np.nanmax(np.append(sd, 1e-12)))
+
+    def draws(mu: np.ndarray):
+        def simulate(k: int, rng: np.random.Generator) -> np.ndarray:
+            return mu[:, None] + sd[:, None] * rng.standard_normal((k, mu.size, n))
+        return simulate
+
+    def rule(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(OUTCOME_CODES, dtype=object)[seed_codes(batch, threshold, alpha)]
+
+    scen = []
+    for i in range(v.shape[0]):
+        mu = np.maximum(means, threshold)
+        mu[i] = threshold
+        scen.append(Scenario(f"item {i + 1} at the threshold", "", draws(mu)))
+    scen.append(Scenario("true", "", draws(np.full(v.shape[0], threshold + effect))))
+    rates = error_rates(rule, scen, n_sim=n_sim, seed=seed)
+    fp = max(rate_of(rates, s.name, "supported").rate for s in scen[:-1])
+    cond = (f"{v.shape[0]} items, seed-to-seed standard deviations "
+            f"{', '.join(f'{s:.3g}' for s in sd)} {unit}; false positive: one item exactly "
+            f"at the threshold; power: every item {effect:g} {unit} above it")
+    return SeedRates(fp, rate_of(rates, "true", "supported").rate, n, n_sim, cond)
+
+
+def _seed_listing(values: np.ndarray, labels: list[str], alpha: float, fmt: str) -> str:
+    from sgdnoise.stats import t_interval
+
+    parts = []
+    for lab, row in zip(labels, np.asarray(values, dtype=float), strict=True):
+        iv = t_interval(row, 1 - 2 * alpha)
+        parts.append(f"{lab} {iv.estimate:{fmt}} [{iv.low:{fmt}}, {iv.high:{fmt}}]")
+    return "; ".join(parts)
+
+
+def _rule_text(threshold: str, n_seeds: int, alpha: float) -> str:
+    return (f" ({1 - 2 * alpha:.0%} intervals over {n_seeds} training seeds). Rule: one-sided "
+            f"t-tests across seeds at level {alpha:g}; supported when every item lies above "
+            f"{threshold} (all needed), contradicted when some item lies below it (Holm).")
+
+
+CAPTURE_CLAIM = ("The top of the curvature spectra is carried by the class-mean gradients (the "
+                 "mechanism behind about one outlier per class): most of each matrix's "
+                 "top-$C$ eigenspace lies in their span, in every trained network.")
+
+
+def verdict_capture(values: np.ndarray, labels: list[str], *, capture_min: float,
+                    alpha: float, scale: str, counts: str = "",
+                    rates: SeedRates | None = None) -> Verdict:
+    """:func:`seed_codes` on the class-mean capture of each (network, matrix) item,
+    ``values: (I, n)`` over seeds, against ``capture_min``. ``counts``: the largest-gap
+    outlier counts in words, for the sentence. A claim about SGD."""
+    code = int(seed_codes(values, capture_min, alpha))
+    sentence = ("Share of the top-$C$ eigenspace in the class-mean span: "
+                + _seed_listing(values, labels, alpha, ".2f")
+                + _rule_text(f"{capture_min:.2f}", np.asarray(values).shape[-1], alpha)
+                + (f" {counts}" if counts else ""))
+    v = Verdict(CAPTURE_CLAIM, OUTCOME_CODES[code], sentence, scale, SECTION_OUTLIERS)
+    return rates.attach(v) if rates is not None else v
+
+
+CONCENTRATION_CLAIM = ("The mini-batch noise concentrates in the few top Hessian directions: "
+                       "far more of it lies along them than along a random subspace of the "
+                       "same size within the gradients' span, in every trained network.")
+
+
+def verdict_concentration(log_ratios: np.ndarray, labels: list[str], *,
+                          concentration_min: float, alpha: float, scale: str,
+                          rates: SeedRates | None = None) -> Verdict:
+    """:func:`seed_codes` on ``ln(φ_C / (C/rank G))`` per trained network, ``log_ratios:
+    (I, n)`` over seeds, against ``ln concentration_min``. A claim about SGD."""
+    code = int(seed_codes(log_ratios, math.log(concentration_min), alpha))
+    ratio = np.exp(np.asarray(log_ratios, dtype=float))
+    sentence = (r"Noise share along the top-$C$ Hessian directions over the share of a "
+                r"random $C$-subspace of $\operatorname{span}\{g_i\}$: "
+                + _seed_listing(ratio, labels, alpha, ".2f")
+                + _rule_text(f"{concentration_min:g} (on the log scale)",
+                             ratio.shape[-1], alpha))
+    v = Verdict(CONCENTRATION_CLAIM, OUTCOME_CODES[code], sentence, scale, SECTION_ENERGY)
+    return rates.attach(v) if rates is not None else v
+
+
+VALLEY_CLAIM = ("Wide valleys: along directions that are flat at the minimum (orthogonal to "
+                "every per-example gradient and to the top Hessian eigenvectors) the training "
+                "loss stays low out to a larger distance than along random directions, in "
+                "every trained network.")
+
+
+def verdict_valley(log_ratios: np.ndarray, labels: list[str], *, rise: float,
+                   ratio_min: float, alpha: float, scale: str,
+                   rates: SeedRates | None = None) -> Verdict:
+    """:func:`seed_codes` on ``ln(w_flat / w_random)`` per trained network (the widths at
+    a loss rise of ``rise`` nats, :meth:`ValleyWalk.log_ratio`), ``log_ratios: (I, n)``
+    over seeds, against ``ln ratio_min``. A claim about SGD."""
+    code = int(seed_codes(log_ratios, math.log(ratio_min), alpha))
+    ratio = np.exp(np.asarray(log_ratios, dtype=float))
+    sentence = (f"Distance at which the training loss has risen by {rise:g} nats, flat over "
+                "random directions: " + _seed_listing(ratio, labels, alpha, ".2f")
+                + _rule_text(f"{ratio_min:g} (on the log scale)", ratio.shape[-1], alpha))
+    v = Verdict(VALLEY_CLAIM, OUTCOME_CODES[code], sentence, scale, SECTION_VALLEY)
+    return rates.attach(v) if rates is not None else v
+
+
+@dataclass
+class SeedRecord:
+    """One trained network at one training seed: the class-mean capture of its top-C
+    eigenspaces (``capture[matrix]``), ``log_concentration = ln(φ_C/(C/rank G))`` and its
+    :class:`ValleyWalk`."""
+
+    model: str
+    seed: int
+    capture: dict[str, float]
+    log_concentration: float
+    valley: ValleyWalk
+
+
+def seed_record(name: str, seed: int, study: OverparamResult, valley: ValleyWalk,
+                num_classes: int) -> SeedRecord:
+    """The :class:`SeedRecord` of a trained ``study`` and its ``valley``."""
+    cap = study.class_capture.set_index("matrix")["captured by class-mean span"]
+    e = study.energy
+    phi = float(e.loc[e.k == min(num_classes, len(e)), "top-k Hessian eigenvectors"].iloc[0])
+    k = min(num_classes, len(e))
+    return SeedRecord(name, seed, {m: float(v) for m, v in cap.items()},
+                      math.log(phi / (k / study.rank_fisher)), valley)
 
 
 # --------------------------------------------------------------------------- the chapter's runs
@@ -665,27 +989,103 @@ def build_runs(P: Params) -> dict[str, dict[str, Any]]:
     return runs
 
 
+def _study_kwargs(P: Params, seed: int) -> dict[str, Any]:
+    return dict(num_classes=P.num_classes, top_k=P.top_k, lanczos_iters=P.lanczos_iters,
+                slq_probes=P.slq_probes, slq_iters=P.slq_iters, seed=seed)
+
+
+def _train(P: Params, name: str, model: nn.Module, prob: Any, seed: int) -> pd.DataFrame:
+    return train_to_interpolation(model, prob.x, prob.y, lr=getattr(P, f"{name}_lr"),
+                                  batch_size=P.batch_size, max_epochs=P.max_epochs,
+                                  target_error=P.target_error, seed=seed)
+
+
+def valley_distances(P: Params) -> np.ndarray:
+    """The relative distances ``t`` of the valley walks: ``valley_points`` log-spaced
+    values from ``valley_min`` to ``valley_max``."""
+    return np.geomspace(P.valley_min, P.valley_max, P.valley_points)
+
+
+def _valley(P: Params, model: nn.Module, prob: Any, st: OverparamResult,
+            seed: int) -> ValleyWalk:
+    return valley_walk(model, prob.x, prob.y, st.gradients, st.hessian_vecs,
+                       num_directions=P.valley_directions, distances=valley_distances(P),
+                       seed=seed)
+
+
 def run_studies(
     P: Params, runs: dict[str, dict[str, Any]], progress: Callable[[Any], Any] | None = None
 ) -> dict[tuple[str, str], OverparamResult]:
     """For each model: :func:`overparam_study` at initialisation (the CNN's curvature only
     with ``P.cnn_init_curvature``), :func:`train_to_interpolation` (its history stored in
-    ``runs[name]["history"]``; the model is trained in place), and the study again.
+    ``runs[name]["history"]``; the model is trained in place), the study again, and the
+    valley walk of the trained model (``runs[name]["valley"]``).
     Returns {(model, "init" | "trained"): OverparamResult}."""
     studies: dict[tuple[str, str], OverparamResult] = {}
-    kw = dict(num_classes=P.num_classes, top_k=P.top_k, lanczos_iters=P.lanczos_iters,
-              slq_probes=P.slq_probes, slq_iters=P.slq_iters, seed=P.seed,
-              span_draws=P.span_draws)
+    kw = dict(_study_kwargs(P, P.seed), span_draws=P.span_draws)
     items = list(runs.items())
     for name, r in (progress(items) if progress is not None else items):
         x, y = r["prob"].x, r["prob"].y
         curv_init = name == "mlp" or P.cnn_init_curvature
         studies[(name, "init")] = overparam_study(r["model"], x, y, curvature=curv_init, **kw)
-        r["history"] = train_to_interpolation(
-            r["model"], x, y, lr=getattr(P, f"{name}_lr"), batch_size=P.batch_size,
-            max_epochs=P.max_epochs, target_error=P.target_error, seed=P.seed)
-        studies[(name, "trained")] = overparam_study(r["model"], x, y, **kw)
+        studies[(name, "init")].gradients = None
+        r["history"] = _train(P, name, r["model"], r["prob"], P.seed)
+        st = overparam_study(r["model"], x, y, **kw)
+        r["valley"] = _valley(P, r["model"], r["prob"], st, P.seed)
+        st.gradients = None
+        studies[(name, "trained")] = st
     return studies
+
+
+def seed_studies(P: Params, runs: dict[str, dict[str, Any]],
+                 studies: dict[tuple[str, str], OverparamResult],
+                 progress: Callable[[Any], Any] | None = None) -> list[SeedRecord]:
+    """The claims' seeds: seed ``P.seed`` from :func:`run_studies` and, for every seed of
+    ``P.extra_seeds``, each model initialised and trained with that seed on the same
+    subset, then :func:`overparam_study` without the GGN and the densities and the valley
+    walk. Returns one :class:`SeedRecord` per (model, seed)."""
+    from sgdnoise.chapters.small_problems import build_small_model
+
+    records = [seed_record(name, P.seed, studies[(name, "trained")], r["valley"],
+                           P.num_classes) for name, r in runs.items()]
+    jobs = [(name, s) for s in P.extra_seeds for name in runs]
+    for name, s in (progress(jobs) if progress is not None else jobs):
+        prob = runs[name]["prob"]
+        width = P.mlp_width if name == "mlp" else P.cnn_width
+        model = build_small_model(name, prob.in_shape, width=width, seed=s)
+        _train(P, name, model, prob, s)
+        st = overparam_study(model, prob.x, prob.y, ggn=False, slq=False,
+                             **_study_kwargs(P, s))
+        records.append(seed_record(name, s, st, _valley(P, model, prob, st, s),
+                                   P.num_classes))
+    return records
+
+
+CAPTURE_MATRICES = ("Hessian", "empirical Fisher", "covariance D")
+
+
+def claim_values(records: list[SeedRecord]) -> dict[str, tuple[list[str], np.ndarray]]:
+    """The per-seed values of the three claims, each as ``(labels, values: (I, n))``:
+    "capture" (one item per network and matrix of :data:`CAPTURE_MATRICES`),
+    "concentration" and "valley" (one item per network; the valley at ``rise``
+    is read by :func:`valley_values`)."""
+    models = list(dict.fromkeys(r.model for r in records))
+    by = {m: [r for r in records if r.model == m] for m in models}
+    cap_labels = [f"{m.upper()} {mat}" for m in models for mat in CAPTURE_MATRICES]
+    cap = np.array([[r.capture[mat] for r in by[m]] for m in models
+                    for mat in CAPTURE_MATRICES])
+    conc = np.array([[r.log_concentration for r in by[m]] for m in models])
+    return {"capture": (cap_labels, cap),
+            "concentration": ([m.upper() for m in models], conc)}
+
+
+def valley_values(records: list[SeedRecord], rise: float) -> tuple[list[str], np.ndarray]:
+    """``ln(w_flat / w_random)`` at a loss rise of ``rise`` nats per network and seed:
+    ``(labels, (I, n))``."""
+    models = list(dict.fromkeys(r.model for r in records))
+    return ([m.upper() for m in models],
+            np.array([[r.valley.log_ratio(rise) for r in records if r.model == m]
+                      for m in models]))
 
 
 def energy_table(

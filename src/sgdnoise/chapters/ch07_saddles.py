@@ -13,39 +13,60 @@ Strict saddle
     :class:`SaddleProblem`, :func:`saddle_escape_times`, :func:`predicted_escape_time`,
     :func:`predicted_offset_escape_time`, :func:`escape_law_fit`,
     :func:`noise_along_direction`, :func:`matched_isotropic_sigma`.
+Stuck against a training budget
+    :func:`budget_steps` (chapter 8's steps per batch size), :func:`minibatch_noise_sd`,
+    :func:`escape_within_budget`, :class:`BudgetStudy`.
 The chapter's studies (what the notebook calls)
-    :func:`isotropic_study`, :func:`sgd_study`, :func:`offset_study`.
+    :func:`isotropic_study`, :func:`sgd_study`, :func:`offset_study`, :func:`budget_study`.
 Verdicts (numbers in, :class:`sgdnoise.report.Verdict` out; thresholds are arguments)
-    :func:`escape_law_verdict`, :func:`sgd_escape_verdict`, :func:`offset_law_verdict`,
-    :func:`large_batch_verdict`.
+    Derivation checks: :func:`escape_law_verdict`, :func:`sgd_escape_verdict`,
+    :func:`offset_law_verdict`. Claims about SGD, with their rules and error rates:
+    :func:`stuck_verdict` (:func:`stuck_codes`, :func:`stuck_rates`; :func:`half_pvalue`)
+    and :func:`noise_verdict` (:func:`noise_codes`, :func:`noise_rates`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from sgdnoise.chapters.ch04_stability import (
+    OUTCOME_CODES,
+    RuleRates,
+    difference_pvalue,
+    rule_rates,
+)
 from sgdnoise.covariance import minibatch_means
+from sgdnoise.decide.pvalues import holm
 from sgdnoise.params import ChapterParams, param
-from sgdnoise.report import Verdict
+from sgdnoise.report import KINDS, Verdict
 from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
 __all__ = [
     "EULER_GAMMA",
+    "BudgetStudy",
     "IsotropicStudy",
     "OffsetStudy",
     "Params",
     "SaddleProblem",
     "SGDStudy",
+    "budget_steps",
+    "budget_study",
     "escape_law_fit",
     "escape_law_verdict",
+    "escape_within_budget",
+    "half_pvalue",
     "isotropic_study",
-    "large_batch_verdict",
     "matched_isotropic_faster",
     "matched_isotropic_sigma",
+    "minibatch_noise_sd",
     "noise_along_direction",
+    "noise_codes",
+    "noise_rates",
+    "noise_verdict",
     "offset_law_verdict",
     "offset_study",
     "predicted_escape_time",
@@ -53,6 +74,9 @@ __all__ = [
     "saddle_escape_times",
     "sgd_escape_verdict",
     "sgd_study",
+    "stuck_codes",
+    "stuck_rates",
+    "stuck_verdict",
 ]
 
 CHAPTER = "ch07_saddles"
@@ -89,6 +113,28 @@ class Params(ChapterParams):
     offsets: tuple[float, ...] = param(low=0.0, doc="start offsets δ off the stable manifold")
     offset_batch_sizes: tuple[int, ...] = param(low=1, doc="batch sizes of the offset study")
     offset_runs: int = param(low=10, doc="runs per (δ, B)")
+    slope_tol: float = param(low=1e-3, high=0.5, doc="relative band around the predicted "
+                             "slope of the escape law that counts as agreement")
+    budget_epochs: int = param(low=1, doc="epochs of chapter 8's essay arm (its budget)")
+    budget_n: int = param(low=2, doc="training examples N of chapter 8's full plan")
+    budget_batch_sizes: tuple[int, ...] = param(low=1, min_len=2, doc="batch sizes given "
+                                                "chapter 8's budget; the smallest is the "
+                                                "small batch")
+    budget_lr: float = param(low=1e-6, high=2.0, doc="η λ_max of the budget study "
+                             "(λ_max = 1: the curvature along x)")
+    budget_kappas: tuple[float, ...] = param(low=1e-6, high=1.0, doc="conditioning "
+                                             "|λ_min|/λ_max of the budget study")
+    budget_kappa: float = param(low=1e-6, high=1.0, doc="the conditioning the verdicts are "
+                                "read at (one of budget_kappas)")
+    budget_s_y: float = param(low=1e-12, doc="RMS per-example gradient along e_min in the "
+                              "budget study")
+    budget_runs: int = param(low=10, doc="runs per (κ, B, noise) in the budget study")
+    alpha: float = param(low=1e-4, high=0.25, doc="level of every test behind a verdict")
+    rate_sims: int = param(low=100, doc="simulated data sets per truth for error rates")
+    count_effect: float = param(low=1e-3, high=0.4, doc="difference of fractions of runs at "
+                                "which a rule's power is measured")
+    noise_margin: float = param(low=1e-3, high=0.4, doc="difference of escaped fractions "
+                                "that counts as the noise mattering")
 
     def check(self) -> None:
         self.require(max(self.batch_sizes) <= self.n_data, "batch_sizes",
@@ -98,6 +144,11 @@ class Params(ChapterParams):
         y_esc = self.escape_frac * np.sqrt(self.gamma)
         self.require(max(self.offsets) < y_esc, "offsets",
                      f"must be < the escape level escape_frac·sqrt(gamma) = {y_esc:.3g}")
+        self.require(max(self.budget_batch_sizes) <= self.budget_n, "budget_batch_sizes",
+                     f"must be <= budget_n = {self.budget_n}")
+        self.require(any(np.isclose(self.budget_kappa, k) for k in self.budget_kappas),
+                     "budget_kappa", f"must be one of budget_kappas = "
+                     f"{list(self.budget_kappas)}")
 
     @property
     def y_escape(self) -> float:
@@ -510,7 +561,7 @@ def offset_law_verdict(
     both = np.isfinite(m) & np.isfinite(q)
     if not both.any():
         return Verdict(OFFSET_CLAIM, "inconclusive", "No start has a finite measured and "
-                       "predicted escape step.", scale, "sec-ch7-offset")
+                       "predicted escape step.", scale, "sec-ch7-offset", kind=KINDS[1])
     worst = float(np.max(np.abs(m[both] - q[both])))
     mismatch = int((np.isfinite(m) != np.isfinite(q)).sum())
     ok = worst <= median_tol and mismatch == 0
@@ -520,37 +571,48 @@ def offset_law_verdict(
                                   if mismatch else "") + ". ")
     return Verdict(OFFSET_CLAIM, "supported" if ok else "contradicted",
                    text + ("The law holds." if ok else "The law does not hold here."), scale,
-                   "sec-ch7-offset")
+                   "sec-ch7-offset", kind=KINDS[1])
 
 
 # ------------------------------------------------------------------------- verdicts
 ESCAPE_CLAIM = ("Noise lets gradient descent escape a strict saddle that it never leaves "
                 "from the stable manifold; with isotropic noise σ the escape takes about "
                 r"$\log(c/\sigma)/\log(1 - \eta\lambda_{\min})$ steps ($\lambda_{\min} < 0$).")
+DERIVATION = KINDS[1]
 
 
-def escape_law_verdict(study: IsotropicStudy, *, confidence: float, scale: str) -> Verdict:
-    """Supported: every GD run stays, every noisy run escapes and the predicted slope
-    ``1/log(1 + ηγ)`` lies in the slope's interval. Contradicted: GD escapes, or the
-    interval excludes the prediction. Inconclusive: some noisy run did not escape (no
-    slope)."""
+def escape_law_verdict(study: IsotropicStudy, *, confidence: float, slope_tol: float,
+                       scale: str) -> Verdict:
+    """The law's slope within a relative tolerance: supported when every GD run stays and
+    the slope's bootstrap interval lies inside ``prediction · (1 ± slope_tol)``;
+    contradicted when GD escapes or the interval lies outside that band; inconclusive when
+    the interval straddles an edge, or some noisy run did not escape (no slope). A
+    derivation check: the law is derived on the page."""
     gd_stuck = bool(np.isinf(study.gd_times).all())
-    gd = (f"GD from the stable manifold: {int(np.isinf(study.gd_times).sum())}/"
+    gd = (f"GD from the stable manifold: {int(np.isinf(study.gd_times).sum())} of "
           f"{study.gd_times.size} runs never escaped. ")
     if not np.isfinite(study.slope_low):
         return Verdict(ESCAPE_CLAIM, "inconclusive", gd + f"{study.censored:.1%} of the "
                        "isotropic runs did not escape within the horizon, so no slope was "
-                       "fitted.", scale, "sec-ch7-law")
-    inside = study.slope_low <= study.predicted_slope <= study.slope_high
-    text = (gd + f"Fitted slope: {study.slope:.2f} steps per e-fold of 1/σ ({confidence:.0%} "
-            f"CI [{study.slope_low:.2f}, {study.slope_high:.2f}]); prediction "
-            f"$1/\\log(1+\\eta\\gamma) = {study.predicted_slope:.2f}$. ")
+                       "fitted.", scale, "sec-ch7-law", kind=DERIVATION)
+    lo_b = study.predicted_slope * (1 - slope_tol)
+    hi_b = study.predicted_slope * (1 + slope_tol)
+    inside = lo_b < study.slope_low and study.slope_high < hi_b
+    outside = study.slope_high < lo_b or study.slope_low > hi_b
+    text = (gd + rf"Fitted slope: {study.slope:.2f} steps per e-fold of $1/\sigma$ "
+            f"[{study.slope_low:.2f}, {study.slope_high:.2f}] ({confidence:.0%} bootstrap "
+            rf"interval); prediction $1/\log(1+\eta\gamma) = {study.predicted_slope:.2f}$, "
+            f"agreement band ±{slope_tol:.0%}: [{lo_b:.2f}, {hi_b:.2f}]. ")
     if gd_stuck and inside:
-        return Verdict(ESCAPE_CLAIM, "supported", text + "The prediction lies inside the "
-                       "interval: the law holds.", scale, "sec-ch7-law")
-    why = ("The prediction lies outside the interval: the law does not hold at this "
-           "precision." if not inside else "But GD left the stable manifold.")
-    return Verdict(ESCAPE_CLAIM, "contradicted", text + why, scale, "sec-ch7-law")
+        return Verdict(ESCAPE_CLAIM, "supported", text + "The interval lies inside the band: "
+                       "the law holds.", scale, "sec-ch7-law", kind=DERIVATION)
+    if not gd_stuck or outside:
+        why = "But GD left the stable manifold." if not gd_stuck else (
+            "The interval lies outside the band: the law does not hold at this precision.")
+        return Verdict(ESCAPE_CLAIM, "contradicted", text + why, scale, "sec-ch7-law",
+                       kind=DERIVATION)
+    return Verdict(ESCAPE_CLAIM, "inconclusive", text + "The interval straddles an edge of "
+                   "the band.", scale, "sec-ch7-law", kind=DERIVATION)
 
 
 SGD_CLAIM = ("Mini-batch noise escapes a strict saddle through its component along the "
@@ -572,7 +634,7 @@ def sgd_escape_verdict(
     zmax = float(z.max()) if z.size else float("nan")
     if not both.any():
         return Verdict(SGD_CLAIM, "inconclusive", "No batch size has both a measured and a "
-                       "predicted median escape step.", scale, "sec-ch7-sgd")
+                       "predicted median escape step.", scale, "sec-ch7-sgd", kind=DERIVATION)
     worst = float(np.max(np.abs(med[both] - pred[both])))
     text = (f"Noise along $e_{{\\min}}$: largest absolute (MC − formula)/s.e. over B < N: "
             f"{zmax:.2f} "
@@ -581,46 +643,7 @@ def sgd_escape_verdict(
     ok = np.isfinite(zmax) and zmax < z_max and worst <= median_tol
     return Verdict(SGD_CLAIM, "supported" if ok else "contradicted",
                    text + ("Both agree." if ok else "At least one disagrees."), scale,
-                   "sec-ch7-sgd")
-
-
-STUCK_CLAIM = ("Very large batches get stuck at saddles: as B → N, SGD stays near a strict "
-               "saddle indefinitely.")
-
-
-def large_batch_verdict(
-    offsets: np.ndarray, batch_sizes: np.ndarray, times: np.ndarray, n_data: int, *,
-    max_steps: int, scale: str,
-) -> Verdict:
-    """Uses runs at ``B = N`` (``times: (len(offsets), len(B), runs)``, inf = stuck).
-    Supported: from some start offset δ > 0 fewer than half the B = N runs escape within
-    ``max_steps``. Contradicted: from every δ > 0 at least half escape (stuck only on the
-    stable manifold δ = 0, a set of measure zero). Inconclusive: no δ > 0 or no B = N."""
-    offsets = np.asarray(offsets, dtype=float)
-    Bs = np.asarray(batch_sizes)
-    if not (Bs == n_data).any() or not (offsets > 0).any():
-        return Verdict(STUCK_CLAIM, "inconclusive", "The runs include no start off the stable "
-                       "manifold at B = N.", scale, "sec-ch7-offset")
-    j = int(np.nonzero(Bs == n_data)[0][0])
-    j1 = int(np.argmin(Bs))
-    parts, stuck_off = [], []
-    for i, d in enumerate(offsets):
-        t = times[i, j]
-        esc = float(np.isfinite(t).mean())
-        med = float(np.median(t))
-        small = float(np.median(times[i, j1]))
-        parts.append(f"δ = {d:g}: {esc:.0%} of B = N runs escaped"
-                     + (f", median step {med:.0f} (B = {int(Bs[j1])}: {small:.0f})"
-                        if np.isfinite(med) else ""))
-        if d > 0 and esc < 0.5:
-            stuck_off.append(d)
-    text = (f"Within {max_steps} steps: " + "; ".join(parts) + ". ")
-    if stuck_off:
-        return Verdict(STUCK_CLAIM, "supported", text + f"B = N stays at the saddle even from "
-                       f"δ ∈ {stuck_off}.", scale, "sec-ch7-offset")
-    return Verdict(STUCK_CLAIM, "contradicted", text + "Off the stable manifold B = N "
-                   "escapes too, later but within the horizon: large batches are slowed "
-                   "down, not stuck.", scale, "sec-ch7-offset")
+                   "sec-ch7-sgd", kind=DERIVATION)
 
 
 def matched_isotropic_faster(table: pd.DataFrame) -> bool:
@@ -632,3 +655,262 @@ def matched_isotropic_faster(table: pd.DataFrame) -> bool:
     both = np.isfinite(med) & np.isfinite(pred)
     iso = table["isotropic (matched trace) median"].to_numpy(dtype=float)
     return bool(np.all(iso[both] <= med[both]))
+
+
+# ------------------------------------------------------- stuck against a training budget
+def budget_steps(batch_sizes: Sequence[int], *, n: int, epochs: int) -> np.ndarray:
+    """Optimizer steps of a run of ``epochs`` epochs with the last partial batch dropped, as
+    chapter 8's plan trains: ``epochs · ⌊N/B⌋`` per batch size. ``(len(batch_sizes),)``."""
+    n = check_positive_int("n", n)
+    epochs = check_positive_int("epochs", epochs)
+    bs = np.asarray([check_positive_int("batch_sizes[]", int(b)) for b in batch_sizes])
+    if (bs > n).any():
+        raise ValueError(f"batch_sizes must be <= n = {n}, got {bs.tolist()}")
+    return epochs * (n // bs)
+
+
+def minibatch_noise_sd(batch_sizes: Sequence[int], *, n: int, s_y: float) -> np.ndarray:
+    """Standard deviation ``σ_B = s_y √((N − B)/(B (N − 1)))`` of the mini-batch noise along
+    e_min (Lemma 1, batches drawn without replacement). ``(len(batch_sizes),)``."""
+    b = np.asarray(batch_sizes, dtype=float)
+    return s_y * np.sqrt((n - b) / (b * (n - 1)))
+
+
+def escape_within_budget(
+    sigmas: np.ndarray, budgets: np.ndarray, *, gamma: float, lr: float, y_escape: float,
+    runs: int, y0: float = 0.0, seed: int = 0,
+) -> np.ndarray:
+    """Escape from the strict saddle along e_min within a budget of steps, per group: the
+    unstable coordinate ``y_{t+1} = y_t − η(−γ y_t + y_t³ + ξ_t)``, ``ξ_t ~ N(0, σ_g²)``,
+    from ``y_0``, for ``budgets[g]`` steps (the stable coordinate decouples and plays no
+    part). The noise is Gaussian with the mini-batch variance: section 7.3 checks that
+    batch means behave so. ``sigmas, budgets: (G,)``; returns ``(G,)`` the number of runs
+    (of ``runs``) with ``|y_t| >= y_escape`` for some ``t <= budgets[g]``."""
+    sig = np.asarray(sigmas, dtype=float)
+    steps = np.asarray(budgets, dtype=int)
+    if sig.shape != steps.shape or sig.ndim != 1:
+        raise ValueError(f"sigmas and budgets must be 1-D of equal length, got {sig.shape} "
+                         f"and {steps.shape}")
+    order = np.argsort(-steps, kind="stable")  # longest budgets first: a prefix stays active
+    rng = np.random.default_rng(seed)
+    y = np.full((sig.size, check_positive_int("runs", runs)), float(y0))
+    hit = np.zeros(y.shape, dtype=bool)
+    for t in range(int(steps.max(initial=0))):
+        k = int((steps[order] > t).sum())
+        g = order[:k]
+        xi = sig[g, None] * rng.standard_normal((k, runs))
+        y[g] = y[g] - lr * (-gamma * y[g] + y[g] ** 3 + xi)
+        hit[g] |= np.abs(y[g]) >= y_escape
+        y[g] = np.where(hit[g], y_escape, y[g])  # park escaped runs
+        if hit[g].all():
+            break
+    return hit.sum(1)
+
+
+@dataclass
+class BudgetStudy:
+    """Section 7.5: per conditioning ``κ = |λ_min|/λ_max`` and batch size, the runs (of
+    ``runs``) that escaped within chapter 8's budget with the batch's own noise
+    (``own: (K, len(B))``) and with the small batch's noise (``small: (K, len(B))``);
+    ``budgets, sigma_b: (len(B),)``; ``efolds: (K, len(B))`` the e-folds of growth the
+    linearised law needs from the noise's effective start, and ``needed: (K, len(B))`` the
+    median steps it predicts (:func:`predicted_offset_escape_time`)."""
+
+    kappas: np.ndarray
+    batch_sizes: np.ndarray
+    budgets: np.ndarray
+    sigma_b: np.ndarray
+    own: np.ndarray
+    small: np.ndarray
+    needed: np.ndarray
+    runs: int
+    small_batch: int
+
+    def table(self) -> pd.DataFrame:
+        rows = []
+        for i, k in enumerate(self.kappas):
+            for j, b in enumerate(self.batch_sizes):
+                rows.append({"κ": k, "B": int(b), "budget (steps)": int(self.budgets[j]),
+                             "σ_B": self.sigma_b[j],
+                             "predicted median steps": float(self.needed[i, j]),
+                             "escaped": self.own[i, j] / self.runs,
+                             "escaped with the small batch's noise":
+                                 self.small[i, j] / self.runs})
+        return pd.DataFrame(rows)
+
+
+def budget_study(P: Params) -> BudgetStudy:
+    """Section 7.5: the saddle with ``γ = κ λ_max`` (``λ_max = 1``, the curvature along x)
+    for every κ of ``P.budget_kappas``, learning rate ``P.budget_lr`` (so ``η λ_max`` is
+    that value), escape level ``escape_frac · √γ``, noise along e_min of ``P.budget_s_y``
+    per example and ``N = P.budget_n``; each batch size of ``P.budget_batch_sizes`` gets
+    chapter 8's budget (:func:`budget_steps`) and starts on the stable manifold."""
+    bs = np.asarray(P.budget_batch_sizes, dtype=int)
+    budgets = budget_steps(bs, n=P.budget_n, epochs=P.budget_epochs)
+    sig = minibatch_noise_sd(bs, n=P.budget_n, s_y=P.budget_s_y)
+    j0 = int(np.argmin(bs))
+    own, small, needed = [], [], []
+    for i, kappa in enumerate(np.asarray(P.budget_kappas, dtype=float)):
+        kw = dict(gamma=kappa, lr=P.budget_lr, y_escape=P.escape_frac * np.sqrt(kappa),
+                  runs=P.budget_runs)
+        sigmas = np.concatenate([sig, np.full(bs.size, sig[j0])])
+        hits = escape_within_budget(sigmas, np.concatenate([budgets, budgets]),
+                                    seed=P.seed + 7000 + i, **kw)
+        own.append(hits[: bs.size])
+        small.append(hits[bs.size:])
+        needed.append(predicted_offset_escape_time(sig, 0.0, lr=P.budget_lr, gamma=kappa,
+                                                   y_escape=kw["y_escape"]))
+    return BudgetStudy(np.asarray(P.budget_kappas, dtype=float), bs, budgets, sig,
+                       np.stack(own), np.stack(small), np.stack(needed), P.budget_runs,
+                       int(bs[j0]))
+
+
+def half_pvalue(k: np.ndarray | int, n: int, *, above: bool) -> np.ndarray:
+    """Exact one-sided binomial p-value of a count ``k`` of ``n`` runs against one half:
+    ``above`` tests H0 ``p <= ½`` (``P(K >= k)``), otherwise H0 ``p >= ½`` (``P(K <= k)``),
+    ``K ~ Binomial(n, ½)``."""
+    from scipy.stats import binom
+
+    k = np.asarray(k)
+    return binom.sf(k - 1, n, 0.5) if above else binom.cdf(k, n, 0.5)
+
+
+def stuck_codes(k_small: np.ndarray, k_large: np.ndarray, n: int, alpha: float
+                ) -> np.ndarray:
+    """"Very large batches stay at the saddle the small batch escapes": ``k_small: (...)``
+    and ``k_large: (..., L)`` runs (of ``n``) that escaped within each budget. Code 0
+    (supported): more than half the small batch's runs escape and fewer than half of every
+    large batch's, each at ``alpha`` (intersection-union); 1 (contradicted): more than
+    half escape at some large batch (Holm over the ``L``); 3 (inconclusive) otherwise."""
+    p_sup = np.maximum(half_pvalue(k_small, n, above=True),
+                       half_pvalue(k_large, n, above=False).max(-1))
+    contra = (holm(half_pvalue(k_large, n, above=True)) <= alpha).any(-1)
+    return np.where(p_sup <= alpha, 0, np.where(contra, 1, 3))
+
+
+def noise_codes(k_own: np.ndarray, k_small_noise: np.ndarray, n: int, *, margin: float,
+                alpha: float) -> np.ndarray:
+    """"The smaller noise keeps them there": per large batch, the runs (of ``n``) that
+    escaped within its budget with its own noise (``k_own: (..., L)``) and with the small
+    batch's noise (``k_small_noise``). Code 0 (supported): with the small batch's noise more
+    runs escape by more than ``margin`` at some large batch (one-sided tests, Holm over the
+    ``L``); 1 (contradicted): the two fractions are within ``±margin`` at every large batch
+    (two one-sided tests each, intersection-union): the budget, not the noise, decides;
+    3 (inconclusive) otherwise."""
+    more = (holm(difference_pvalue(k_small_noise, n, k_own, n, margin)) <= alpha).any(-1)
+    p_eq = np.maximum(difference_pvalue(k_own, n, k_small_noise, n, -margin),
+                      difference_pvalue(k_small_noise, n, k_own, n, -margin)).max(-1)
+    return np.where(more, 0, np.where(p_eq <= alpha, 1, 3))
+
+
+STUCK_CLAIM = ("Very large batches get stuck at saddles: within the steps chapter 8's plan "
+               "gives them (30 epochs of 50,000 examples), SGD at $B \\ge 4096$ stays near a "
+               "strict saddle that the small batch escapes.")
+NOISE_CLAIM = ("It is their smaller noise that keeps very large batches at the saddle: with "
+               "the small batch's noise and the same number of steps they would escape.")
+
+
+def _kappa_index(study: BudgetStudy, kappa: float) -> int:
+    hit = np.nonzero(np.isclose(study.kappas, kappa))[0]
+    if hit.size == 0:
+        raise ValueError(f"kappa must be one of the study's {study.kappas.tolist()}, got "
+                         f"{kappa!r}")
+    return int(hit[0])
+
+
+def _budget_listing(study: BudgetStudy, i: int) -> str:
+    return "; ".join(
+        f"$B$ = {int(b):,}: {int(study.budgets[j]):,} steps, {study.own[i, j] / study.runs:.0%}"
+        f" escaped" + (f" ({study.small[i, j] / study.runs:.0%} with the small batch's noise)"
+                       if b != study.small_batch else "")
+        for j, b in enumerate(study.batch_sizes))
+
+
+def stuck_verdict(study: BudgetStudy, *, kappa: float, alpha: float, scale: str,
+                  rates: RuleRates | None = None) -> Verdict:
+    """:func:`stuck_codes` at the conditioning ``kappa`` (one of the study's). A claim about
+    SGD."""
+    i = _kappa_index(study, kappa)
+    large = study.batch_sizes != study.small_batch
+    j0 = int(np.nonzero(~large)[0][0])
+    code = int(stuck_codes(study.own[i, j0], study.own[i, large], study.runs, alpha))
+    sentence = (f"At $\\lvert\\lambda_{{\\min}}\\rvert/\\lambda_{{\\max}} = {kappa:g}$, from "
+                f"the stable manifold, {study.runs:,} runs per batch size: "
+                f"{_budget_listing(study, i)}. Rule: one-sided tests of each fraction against "
+                f"one half at level {alpha:g}; supported when the small batch escapes and "
+                "every large batch does not, contradicted when some large batch escapes "
+                "(Holm).")
+    v = Verdict(STUCK_CLAIM, OUTCOME_CODES[code], sentence, scale, "sec-ch7-budget")
+    return rates.attach(v) if rates is not None else v
+
+
+def noise_verdict(study: BudgetStudy, *, kappa: float, margin: float, alpha: float,
+                  scale: str, rates: RuleRates | None = None) -> Verdict:
+    """:func:`noise_codes` at the conditioning ``kappa``. A claim about SGD."""
+    i = _kappa_index(study, kappa)
+    large = study.batch_sizes != study.small_batch
+    code = int(noise_codes(study.own[i, large], study.small[i, large], study.runs,
+                           margin=margin, alpha=alpha))
+    diff = (study.small[i, large] - study.own[i, large]) / study.runs
+    at = ", ".join(f"{int(b):,}" for b in study.batch_sizes[large])
+    sentence = (f"At $\\lvert\\lambda_{{\\min}}\\rvert/\\lambda_{{\\max}} = {kappa:g}$ the "
+                "small batch's noise changes the escaped fraction within each large batch's "
+                "budget by " + ", ".join(f"{d * 100:+.1f}" for d in diff)
+                + f" points (at $B$ = {at})."
+                f" Rule: one-sided tests of two fractions at level {alpha:g}; supported when "
+                f"the small batch's noise escapes more by over {margin * 100:g} points at "
+                f"some large batch (Holm), contradicted when the two are within "
+                f"±{margin * 100:g} points at every one (two one-sided tests each).")
+    v = Verdict(NOISE_CLAIM, OUTCOME_CODES[code], sentence, scale, "sec-ch7-budget")
+    return rates.attach(v) if rates is not None else v
+
+
+def stuck_rates(study: BudgetStudy, P: Params) -> RuleRates:
+    """Error rates of :func:`stuck_codes`: false positive with one large batch at one half
+    (the others and the small batch at their measured fractions; the worst large batch
+    counts); power with the small batch at ``½ + effect`` and every large batch at
+    ``½ − effect``."""
+    i = _kappa_index(study, P.budget_kappa)
+    n, eff = study.runs, P.count_effect
+    large = np.nonzero(study.batch_sizes != study.small_batch)[0]
+    j0 = int(np.nonzero(study.batch_sizes == study.small_batch)[0][0])
+    measured = study.own[i] / n
+    order = [j0, *large]
+    null = {}
+    for j in large:
+        p = measured.copy()
+        p[j] = 0.5
+        null[f"B = {int(study.batch_sizes[j])} at one half"] = p[order]
+    true = np.array([0.5 + eff] + [0.5 - eff] * large.size)
+
+    def rule(c: np.ndarray) -> np.ndarray:
+        return stuck_codes(c[:, 0], c[:, 1:], n, P.alpha)
+
+    cond = (f"{n:,} independent runs per batch size; false positive: one large batch "
+            f"escaping with probability one half, the others as measured; power: the small "
+            f"batch escaping with probability {0.5 + eff:g} and every large batch "
+            f"{0.5 - eff:g}")
+    return rule_rates(rule, null, true, n=n, n_sim=P.rate_sims, seed=P.seed, conditions=cond)
+
+
+def noise_rates(study: BudgetStudy, P: Params) -> RuleRates:
+    """Error rates of :func:`noise_codes`: false positive with the small batch's noise
+    exactly ``margin`` above the own noise at every large batch (at the measured own
+    fractions, clipped); power with it ``margin + effect`` above at one large batch."""
+    i = _kappa_index(study, P.budget_kappa)
+    n, m, eff = study.runs, P.noise_margin, P.count_effect
+    large = study.batch_sizes != study.small_batch
+    own = np.clip(study.own[i, large] / n, 0.0, 1.0 - m - eff)
+    lifted = own.copy()
+    lifted[0] += m + eff
+
+    def rule(c: np.ndarray) -> np.ndarray:
+        k = own.size
+        return noise_codes(c[:, :k], c[:, k:], n, margin=m, alpha=P.alpha)
+
+    cond = (f"{n:,} independent runs per batch size and noise; false positive: the small "
+            f"batch's noise {m * 100:g} points above the own noise at every large batch; "
+            f"power: {(m + eff) * 100:g} points above at one")
+    return rule_rates(rule, {"at the margin": np.concatenate([own, own + m])},
+                      np.concatenate([own, lifted]), n=n, n_sim=P.rate_sims, seed=P.seed,
+                      conditions=cond)
