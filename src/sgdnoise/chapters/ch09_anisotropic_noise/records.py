@@ -43,11 +43,12 @@ __all__ = [
 
 def sweep_label(kind: str, batch_size: int, *, equal_steps: bool,
                 matched_small_batch: int | None, injection_scale: float, small_batch: int,
-                large_batch: int) -> str:
+                large_batch: int, num_examples: int | None = None) -> str:
     """The chapter's label of one sweep run (the labels of :func:`build_configs`): plain SGD
     at b is :data:`SMALL`, at B :data:`LARGE` (or :data:`LARGE_STEPS` with ``equal_steps``);
     noise at B is ``"LB + <kind>"``, suffixed " (epoch T)" at the epoch-matched scale
-    (:func:`epoch_matched_injection_scale`), " (T = s)" at any scale other than the step-matched
+    (:func:`epoch_matched_injection_scale` with N = ``num_examples``, or its large-N form),
+    " (T = s)" at any scale other than the step-matched
     one of ``matched_small_batch = b``, and " (equal steps)" with ``equal_steps``. Other
     batch sizes are named by their size."""
     steps = STEPS_SUFFIX if equal_steps else ""
@@ -60,13 +61,22 @@ def sweep_label(kind: str, batch_size: int, *, equal_steps: bool,
     base = f"LB + {kind}" if batch_size == large_batch else f"B = {batch_size} + {kind}"
     if matched_small_batch is not None and int(matched_small_batch) == small_batch:
         scale = ""
-    elif small_batch <= batch_size and math.isclose(
-            injection_scale, epoch_matched_injection_scale(small_batch, batch_size),
-            rel_tol=1e-9):
+    elif _is_epoch_scale(injection_scale, small_batch, batch_size, num_examples):
         scale = " (epoch T)"
     else:
         scale = f" (T = {injection_scale:.3g})"
     return base + scale + steps
+
+
+def _is_epoch_scale(s: float, small_batch: int, batch_size: int,
+                    num_examples: int | None) -> bool:
+    """Whether ``s`` is the epoch-matched scale of b and B (with N, or in its large-N form)."""
+    if small_batch > batch_size:
+        return False
+    forms = [epoch_matched_injection_scale(small_batch, batch_size)]
+    if num_examples is not None and num_examples >= max(batch_size, 2):
+        forms.append(epoch_matched_injection_scale(small_batch, batch_size, num_examples))
+    return any(math.isclose(s, t, rel_tol=1e-9) for t in forms)
 
 
 def _na(value) -> bool:
@@ -114,7 +124,8 @@ def experiment_from_sweep(
             matched_small_batch=None if _na(last["matched_small_batch"])
             else int(last["matched_small_batch"]),
             injection_scale=float(last["injection_scale"]), small_batch=small_batch,
-            large_batch=large_batch)
+            large_batch=large_batch, num_examples=None if _na(last.get("n_train"))
+            else int(last["n_train"]))
         labels[run_id] = (label, str(last["noise_kind"]),
                           EQUAL_STEPS if equal_steps else EQUAL_EPOCHS)
         steps = int(last["steps_total"])
@@ -219,7 +230,8 @@ def _plan_label(run, p: Params) -> str:
                        equal_steps=run.config.max_steps is not None,
                        matched_small_batch=None if n is None else n.matched_small_batch,
                        injection_scale=0.0 if n is None else n.injection_scale,
-                       small_batch=p.small_batch, large_batch=p.large_batch)
+                       small_batch=p.small_batch, large_batch=p.large_batch,
+                       num_examples=p.n_train)
 
 
 def _used_settings(spec: NoiseSpec) -> tuple[float, int | None, int | None, int | None]:
