@@ -189,11 +189,12 @@ def test_chapter_8_gap_batch_size_flips_the_plan_sentence():
     # a margin above the gap's size finds no gap: the thresholds are used
     wide = dataclasses.replace(th, margin=0.5)
     assert ch09.ch08_gap_batch_size(real_gap(), wide) is None
-    assert ch09.plan_batch_sentence(4096, found) == \
-        "Plan B = 4,096 agrees with chapter 8's gap batch size."
-    assert ch09.plan_batch_sentence(12800, ch09.ch08_gap_batch_size(under_training(), th)) == (
-        "Chapter 8's records do not yet locate a gap; plan B = 12,800 is provisional "
-        "(the value of the full profile).")
+    assert ch09.plan_batch_sentence(4096, found).startswith(
+        "Plan B = 4,096 agrees with chapter 8's gap batch size")
+    none = ch09.plan_batch_sentence(12800, ch09.ch08_gap_batch_size(under_training(), th))
+    assert none.startswith("Chapter 8's records do not yet locate a gap; plan B = 12,800 is "
+                           "provisional") and "nothing on this page says" in none
+    assert "`" not in ch09.plan_batch_sentence(12800, found)
     assert "locate the gap at B = 4,096; plan B = 12,800 does not agree" in \
         ch09.plan_batch_sentence(12800, found)
 
@@ -252,9 +253,12 @@ def test_recorded_experiment_without_records_is_empty_and_inconclusive(tmp_path)
     assert "0 of the 22 runs" in exp.notes and "has not run yet" in exp.notes
     assert ch09.budgets_with_records(exp.records, True) == []
     verdicts = ch09.unrecorded_gap_verdicts(exp.records, True, fraction=0.5, scale="t")
-    assert [v.outcome for v in verdicts] == ["inconclusive"] * 2
-    assert "no record of small-batch SGD, large-batch SGD, any noisy configuration" in \
-        verdicts[0].sentence
+    assert [v.outcome for v in verdicts] == ["inconclusive"]  # equal steps only: decided
+    assert "equal steps" in verdicts[0].claim
+    assert "no record of small-batch SGD, large-batch SGD (equal steps), any noisy " \
+        "configuration" in verdicts[0].sentence
+    (off,) = ch09.unrecorded_gap_verdicts(exp.records, False, fraction=0.5, scale="t")
+    assert off.outcome == "inconclusive" and "does not run the equal-steps" in off.sentence
     d = ch09.unmeasured_directions(p.kinds, 2)
     assert ch09.directions_text(d, 8) == ch09.NO_DIRECTIONS
     assert all(math.isnan(x) for x in d["ratio"])

@@ -22,7 +22,8 @@ The package holds the chapter's :class:`Params`
 measurements of the final point, step costs, the variance of each kind along the sharpest
 directions, a dense covariance check of the samplers), the gap decision and its error
 rates (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.decision`) and the functions that
-turn the numbers into sentences and :class:`sgdnoise.report.Verdict` records, each with its threshold
+turn the numbers into sentences and :class:`sgdnoise.report.Verdict` records, each with
+its threshold
 (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.verdicts`), the reconciliation of the GPU
 sweep's records (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.records`) and the figure
 and table style (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.presentation`).
@@ -93,6 +94,7 @@ from .records import (
     sweep_label,
 )
 from .verdicts import (
+    DECIDED_BUDGETS,
     NO_DIRECTIONS,
     anisotropy_codes,
     anisotropy_rates,
@@ -116,6 +118,7 @@ from .verdicts import (
 __all__ = [
     "CALLS",
     "CURVE_FIELDS",
+    "DECIDED_BUDGETS",
     "EQUAL_EPOCHS",
     "EQUAL_STEPS",
     "EXPERIMENT_COLUMNS",

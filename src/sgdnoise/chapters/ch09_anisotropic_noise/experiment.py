@@ -335,8 +335,10 @@ def covariance_check(
     (:func:`sgdnoise.curvature.true_fisher`), hessian H₊ (eigenvalues of
     :func:`sgdnoise.curvature.hessian` clipped at 0), ggn :func:`sgdnoise.curvature.ggn`.
     isotropic / diag_fisher use ``moment_probes`` probes (None: exact per-example gradients).
-    Columns: kind, lanczos_steps (k for hessian, None otherwise), trace_ratio =
-    tr Ĉ / tr Σ, rel_error = ‖Ĉ − Σ‖_F / ‖Σ‖_F, expected = the root-mean-square error a
+    Columns: kind, lanczos_steps (k for hessian, None otherwise), trace_vs_d = tr Σ / tr D
+    (the kind's size against SGD's covariance: 1 for isotropic, diag_fisher and subsampled
+    by construction, whatever it is for the curvature kinds), trace_ratio = tr Ĉ / tr Σ,
+    rel_error = ‖Ĉ − Σ‖_F / ‖Σ‖_F, expected = the root-mean-square error a
     correct sampler has with this many draws (estimated from the draws:
     sqrt((mean_s ‖ξ_s‖⁴ − ‖Ĉ‖_F²) / S) / ‖Σ‖_F), and z = rel_error / expected."""
     from sgdnoise import curvature
@@ -372,6 +374,7 @@ def covariance_check(
         var_sum = float(xi.pow(2).sum(1).pow(2).mean()) - float(torch.linalg.norm(C)) ** 2
         expected = math.sqrt(max(var_sum, 0.0) / draws) / norm
         rows.append(dict(kind=kind, lanczos_steps=k if kind == "hessian" else None,
+                         trace_vs_d=float(torch.trace(sig) / torch.trace(D)),
                          trace_ratio=float(torch.trace(C) / torch.trace(sig)),
                          rel_error=rel, expected=expected, z=rel / expected))
     return pd.DataFrame(rows)

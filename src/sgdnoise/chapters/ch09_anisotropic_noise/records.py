@@ -206,12 +206,14 @@ def plan_batch_sentence(plan_batch: int, gap_batch: int | None) -> str:
     (:func:`ch08_gap_batch_size`), as one sentence."""
     if gap_batch is None:
         return (f"Chapter 8's records do not yet locate a gap; plan B = {plan_batch:,} is "
-                "provisional (the value of the full profile).")
+                "provisional (the value of the full profile), and nothing on this page says "
+                "that chapter 8 finds a gap there.")
     if int(gap_batch) == int(plan_batch):
-        return f"Plan B = {plan_batch:,} agrees with chapter 8's gap batch size."
+        return (f"Plan B = {plan_batch:,} agrees with chapter 8's gap batch size (found with "
+                "chapter 8's own recipe, which differs from this one).")
     return (f"Chapter 8's records locate the gap at B = {int(gap_batch):,}; plan B = "
             f"{plan_batch:,} does not agree: the plan's large batch and the full profile's "
-            f"`large_batch` should become {int(gap_batch):,} (new run ids, so the records "
+            f"large batch should become {int(gap_batch):,} (new run ids, so the records "
             "of the old B are not mixed in).")
 
 

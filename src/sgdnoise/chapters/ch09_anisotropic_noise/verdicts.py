@@ -21,6 +21,7 @@ from .decision import CALLS, GapRates, GapTest, gap_rates, paired_spread
 from .params import EQUAL_EPOCHS, EQUAL_STEPS, LARGE, LARGE_STEPS, SECTION, SMALL
 
 __all__ = [
+    "DECIDED_BUDGETS",
     "NO_DIRECTIONS",
     "anisotropy_verdict",
     "budget_records",
@@ -41,6 +42,11 @@ __all__ = [
     "verdict_table",
 ]
 
+#: the budget whose gap is decided: equal steps (the essay's comparison). At equal epochs
+#: a large batch takes B/b times fewer steps at the same η, so its deficit is foregone; that
+#: budget is shown as a control, without a verdict.
+DECIDED_BUDGETS = (EQUAL_STEPS,)
+
 NO_DIRECTIONS = ("Not measured at this profile: the GPU sweep keeps no trained network, so "
                  "the noise along the sharpest directions is measured only where the "
                  "notebook trains (the smoke and default profiles).")
@@ -56,10 +62,11 @@ def direction_summary(directions: pd.DataFrame, draws: int) -> str:
         raise ValueError("directions holds no row for direction 1")
     closest = top.apply(lambda r: abs(np.log(r))).idxmin()
     return ("Along the sharpest direction the noise variance relative to SGD's is "
-            + ", ".join(f"`{k}` {v:.3g}" for k, v in top.items())
+            + ", ".join(f"{k.replace('_', ' ')} {v:.3g}" for k, v in top.items())
             + f"; the kind closest to SGD there (ratio nearest 1 on a log scale) is "
-            f"`{closest}`. For Gaussian noise each ratio carries a Monte Carlo relative "
-            f"error of about $\\sqrt{{2/S}}$ = {np.sqrt(2 / draws):.2f} with S = {draws} draws.")
+            f"{closest.replace('_', ' ')}. For Gaussian noise each ratio carries a Monte "
+            f"Carlo relative error of about $\\sqrt{{2/S}}$ = {np.sqrt(2 / draws):.2f} with "
+            f"S = {draws} draws.")
 
 
 def directions_text(directions: pd.DataFrame, draws: int) -> str:
@@ -75,7 +82,8 @@ def sampler_summary(check: pd.DataFrame, z_max: float) -> str:
     z_max = check_positive("z_max", z_max)
     worst = check.loc[check["z"].idxmax()]
     ok = bool(check["z"].max() < z_max)
-    return (f"Largest error / sampling RMS error: **{worst['z']:.2f}** (kind `{worst['kind']}`). "
+    return (f"Largest error / sampling RMS error: **{worst['z']:.2f}** "
+            f"({worst['kind'].replace('_', ' ')} kind). "
             + (f"All {len(check)} samplers match their target covariances to within "
                f"{z_max:g} sampling errors." if ok else
                f"At least one sampler misses its target by more than {z_max:g} sampling "
@@ -204,8 +212,8 @@ def rates_for(test: GapTest, records: pd.DataFrame, *, n_sim: int,
     if df < 1 or not sd > 0 or test.n_seeds < 2:
         return None
     gap = test.gap if test.gap > 2 * sd else 2 * sd
-    source = (f"pooled over the {len(labels)} configurations of this budget, {df} degrees "
-              "of freedom" + ("" if gap == test.gap else
+    source = (f"pooled over the {len(labels)} configurations of this budget, {df} degree"
+              + ("s" if df != 1 else "") + " of freedom" + ("" if gap == test.gap else
                               "; the measured gap is below twice that spread, so the rates "
                               "are simulated at twice the spread"))
     return gap_rates(gap=gap, sd=sd, sd_source=f"({source})", n_seeds=test.n_seeds,
@@ -295,7 +303,8 @@ def anisotropy_verdict(
     if n_sim <= 0 or df < 1 or not sd > 0:
         return v
     fp, power, at = anisotropy_rates(effect=2 * margin, sd=sd,
-                                     sd_source=f"({df} degrees of freedom)",
+                                     sd_source=f"({df} degree{'s' if df != 1 else ''} of "
+                                     "freedom)",
                                      n_seeds=int(np.isfinite(d).sum()), margin=margin,
                                      alpha=alpha, n_sim=n_sim)
     return v.with_error_rates(false_positive_rate=fp, power=power,
@@ -407,18 +416,20 @@ def budgets_with_records(records: pd.DataFrame, equal_steps: bool) -> list[str]:
 
 def unrecorded_gap_verdicts(records: pd.DataFrame, equal_steps: bool, *, fraction: float,
                             scale: str) -> list[Verdict]:
-    """The gap verdict (the claim of :func:`gap_claim`) of each budget that
-    :func:`budgets_with_records` leaves out: inconclusive, naming what has no record."""
-    out = []
-    for budget in [EQUAL_EPOCHS] + ([EQUAL_STEPS] if equal_steps else []):
-        if budget in budgets_with_records(records, equal_steps):
-            continue
-        large = LARGE if budget == EQUAL_EPOCHS else LARGE_STEPS
-        labels = set(budget_records(records, budget)["label"]) if len(records) else set()
-        absent = [lab for lab in (SMALL, large) if lab not in labels]
-        if not labels - {SMALL, large}:
-            absent.append("any noisy configuration")
-        out.append(Verdict(gap_claim(budget, fraction), "inconclusive",
-                           f"Not tested at {budget}: no record of {', '.join(absent)}.",
-                           scale, SECTION))
-    return out
+    """The gap verdict (the claim of :func:`gap_claim`) of the decided budget, equal steps
+    (:data:`DECIDED_BUDGETS`), when :func:`budgets_with_records` leaves it out or the
+    profile does not run it: inconclusive, naming what has no record. The equal-epochs
+    budget is a described control and has no verdict."""
+    if not equal_steps:
+        return [Verdict(gap_claim(EQUAL_STEPS, fraction), "inconclusive",
+                        "Not tested: this profile does not run the equal-steps budget.",
+                        scale, SECTION)]
+    if EQUAL_STEPS in budgets_with_records(records, equal_steps):
+        return []
+    labels = set(budget_records(records, EQUAL_STEPS)["label"]) if len(records) else set()
+    absent = [lab for lab in (SMALL, LARGE_STEPS) if lab not in labels]
+    if not labels - {SMALL, LARGE_STEPS}:
+        absent.append("any noisy configuration")
+    return [Verdict(gap_claim(EQUAL_STEPS, fraction), "inconclusive",
+                    f"Not tested at {EQUAL_STEPS}: no record of {', '.join(absent)}.",
+                    scale, SECTION)]
