@@ -219,6 +219,11 @@ def test_covariance_check_reports_small_errors_for_every_kind():
     # at a training-sized k the same check measures the truncation error, and sees it
     short = ch09.covariance_check(model, x, y, ["hessian"], draws=400, lanczos_steps=1)
     assert short.loc[0, "lanczos_steps"] == 1 and short.loc[0, "z"] > 4, short
+    assert short.loc[0, "draw_error"] > 0.3 and table["draw_error"].isna().all()
+    # one step short of P the Krylov space is (numerically) invariant: the draws are exact
+    near = ch09.covariance_check(model, x, y, ["hessian"], draws=20,
+                                 lanczos_steps=nparams(model) - 1)
+    assert near.loc[0, "draw_error"] < 1e-6, near
 
 
 def test_the_chapter_s_sharpness_matches_dense_top_eigenvalue():

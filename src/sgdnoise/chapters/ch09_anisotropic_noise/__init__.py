@@ -77,6 +77,7 @@ from .experiment import (
     step_costs,
     step_matched_epochs,
     top_hessian_directions,
+    truncated_hessian_draws,
     unmeasured_directions,
 )
 from .params import EQUAL_EPOCHS, EQUAL_STEPS, LARGE, LARGE_STEPS, SMALL, Params, cost_goals
@@ -181,6 +182,7 @@ __all__ = [
     "summary_lines",
     "sweep_label",
     "top_hessian_directions",
+    "truncated_hessian_draws",
     "unmeasured_directions",
     "unrecorded_gap_verdicts",
     "verdict_table",

@@ -51,6 +51,7 @@ __all__ = [
     "step_costs",
     "step_matched_epochs",
     "top_hessian_directions",
+    "truncated_hessian_draws",
     "unmeasured_directions",
 ]
 
@@ -328,7 +329,7 @@ def covariance_check(
     kind takes ``lanczos_steps`` = k Lanczos steps (None: k = P, where its square root is
     exact; a smaller k, as in training, adds the error of the polynomial approximation,
     which this check then measures, drawing one ξ at a time as the optimizer does:
-    :func:`draws_as_in_training`; the other kinds use no Lanczos).
+    :func:`truncated_hessian_draws`; the other kinds use no Lanczos).
 
     Targets: isotropic tr(D)/P·I, diag_fisher diag(D), subsampled D (per-example gradients
     from :func:`sgdnoise.grads.per_example_grads`), true_fisher F
@@ -340,7 +341,9 @@ def covariance_check(
     by construction, whatever it is for the curvature kinds), trace_ratio = tr Ĉ / tr Σ,
     rel_error = ‖Ĉ − Σ‖_F / ‖Σ‖_F, expected = the root-mean-square error a
     correct sampler has with this many draws (estimated from the draws:
-    sqrt((mean_s ‖ξ_s‖⁴ − ‖Ĉ‖_F²) / S) / ‖Σ‖_F), and z = rel_error / expected."""
+    sqrt((mean_s ‖ξ_s‖⁴ − ‖Ĉ‖_F²) / S) / ‖Σ‖_F), z = rel_error / expected, and
+    draw_error (truncated hessian rows only, :func:`truncated_hessian_draws`: the RMS
+    error of each draw against the exact square root applied to the same z)."""
     from sgdnoise import curvature
     from sgdnoise.grads import per_example_grads
 
@@ -360,13 +363,16 @@ def covariance_check(
     gen = torch.Generator().manual_seed(seed)
     k = P if lanczos_steps is None else min(check_positive_int("lanczos_steps",
                                                                lanczos_steps), P)
+    root = U @ torch.diag(lam.clamp_min(0).sqrt()) @ U.T
     rows = []
     for kind in kinds:
-        xi = (draws_as_in_training(kind, model, inputs, targets, draws=draws, generator=gen,
-                                   lanczos_steps=k, moment_probes=moment_probes)
-              if k < P else
-              sample_noise(kind, model, F.cross_entropy, inputs, targets, generator=gen,
-                           num_draws=draws, lanczos_steps=k, moment_probes=moment_probes))
+        draw_error = math.nan
+        if kind == "hessian" and k < P:
+            xi, draw_error = truncated_hessian_draws(model, inputs, targets, k, draws, gen,
+                                                     root)
+        else:
+            xi = sample_noise(kind, model, F.cross_entropy, inputs, targets, generator=gen,
+                              num_draws=draws, lanczos_steps=k, moment_probes=moment_probes)
         C = xi.T @ xi / draws
         sig = target[kind].to(C.dtype)
         norm = float(torch.linalg.norm(sig))
@@ -376,8 +382,31 @@ def covariance_check(
         rows.append(dict(kind=kind, lanczos_steps=k if kind == "hessian" else None,
                          trace_vs_d=float(torch.trace(sig) / torch.trace(D)),
                          trace_ratio=float(torch.trace(C) / torch.trace(sig)),
-                         rel_error=rel, expected=expected, z=rel / expected))
+                         rel_error=rel, expected=expected, z=rel / expected,
+                         draw_error=draw_error))
     return pd.DataFrame(rows)
+
+
+def truncated_hessian_draws(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                            k: int, draws: int, generator: torch.Generator,
+                            root: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``draws`` hessian draws ``(S, P)`` made as the optimizer makes one per step: for each
+    z of its own, k Lanczos steps (:func:`sgdnoise.spectral.lanczos_matrix_function` on the
+    :class:`sgdnoise.curvature.HessianOperator` of all examples, the computation of the
+    hessian sampler), and the relative RMS error of those draws against the exact
+    ``root @ z`` for the same z (``root: (P, P)`` = H₊^{1/2}, built densely):
+    ``sqrt(Σ_s ‖ξ_s − H₊^{1/2} z_s‖² / Σ_s ‖H₊^{1/2} z_s‖²)``. Paired on the same z, this
+    error has no sampling noise of its own worth the name."""
+    from sgdnoise.spectral import lanczos_matrix_function
+
+    op = HessianOperator(model, F.cross_entropy, inputs, targets, keep_graph=True)
+    Z = torch.randn(root.shape[0], check_positive_int("draws", draws), generator=generator,
+                    dtype=root.dtype)
+    xi = torch.cat([lanczos_matrix_function(lambda V: op.matmat(V, block_size=None),
+                                            Z[:, j:j + 1], k) for j in range(draws)], dim=1)
+    exact = root @ Z
+    err = float(torch.linalg.norm(xi - exact) / torch.linalg.norm(exact))
+    return xi.T.detach(), err
 
 
 @dataclass
