@@ -565,3 +565,37 @@ def test_injection_scales_and_run_scale_text():
     off = ch09.Params.from_mapping({**p.to_dict(), "equal_steps": False,
                                     "step_matched_kinds": []})
     assert "Equal-steps arm" not in ch09.run_scale_markdown(off, "cifar10", 1234)
+
+
+def _markdown_cells(source: str) -> list[str]:
+    """The Markdown cells of a jupytext percent notebook, without the comment marks."""
+    cells, current = [], None
+    for line in source.splitlines():
+        if line.startswith("# %%"):
+            if current is not None:
+                cells.append("\n".join(current))
+            current = [] if "[markdown]" in line else None
+        elif current is not None:
+            current.append(line[2:] if line.startswith("# ") else line.lstrip("#"))
+    if current is not None:
+        cells.append("\n".join(current))
+    return cells
+
+
+def test_the_page_prose_names_values_not_parameter_identifiers():
+    """No parameter of the chapter appears in the page's Markdown as an identifier: in code
+    spans, or bare where the name has an underscore (issue 19: prose in words)."""
+    import dataclasses
+    import re
+
+    names = [f.name for f in dataclasses.fields(ch09.Params)]
+    text = "\n".join(_markdown_cells((BOOK / "chapters" / "ch09_anisotropic_noise.py")
+                                     .read_text()))
+    assert "## Does the noise close the gap?" in text  # the parser found the prose
+    spans = set(re.findall(r"`([^`]+)`", text))
+    assert not spans & set(names), spans & set(names)
+    bare = [n for n in names if "_" in n and re.search(rf"(?<![\w/.]){n}(?!\w)", text)]
+    assert not bare, bare
+    assert "first version" not in text and "(s)" not in text
+    planted = text + "\nthe kinds in `epoch_matched_kinds`"
+    assert set(re.findall(r"`([^`]+)`", planted)) & set(names)  # the check can fail
