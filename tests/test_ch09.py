@@ -270,6 +270,16 @@ def test_directional_variance_of_subsampled_noise_matches_D():
     assert table["eigenvalue"].iloc[0] == pytest.approx(float(lam.max()), rel=1e-4)
     text = ch09.direction_summary(table, draws)
     assert "is subsampled" in text and "S = 2000" in text and "`" not in text
+    # at matched trace the sub-sampled kind is its own reference, and the ratio splits into
+    # size and shape
+    assert (table["shape_ratio"] == table["ratio"]).all()
+    assert table["trace_vs_d"].iloc[0] == pytest.approx(1.0)
+    more = ch09.directional_variance(model, x, y, ["isotropic", "hessian"], num_directions=2,
+                                     draws=400, lanczos_steps=nparams(model))
+    assert (more["shape_ratio"] * more["trace_vs_d"]).tolist() == pytest.approx(
+        more["ratio"].tolist())
+    iso = more[more["kind"] == "isotropic"]["trace_vs_d"].iloc[0]
+    assert iso == pytest.approx(1.0, abs=0.25)  # isotropic noise has the trace of D
 
 
 # ----------------------------------------------------------------------------------------

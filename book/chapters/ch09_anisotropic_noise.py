@@ -505,10 +505,13 @@ plt.show()
 # noise $u_i^\top\Sigma_\text{kind}u_i$ (from a few dozen draws on all those examples, made
 # as in training: the Hessian kind with the Lanczos steps of training, one draw at a time)
 # with SGD's own $u_i^\top D u_i$ on the same examples. A ratio of 1 means the kind puts as
-# much noise in that direction as mini-batch sampling does. The ratio mixes shape and size:
-# the curvature kinds' traces differ from $\operatorname{tr} D$ (see the check above).
+# much noise in that direction as mini-batch sampling does. The raw ratio mixes shape and
+# size, since the curvature kinds' traces differ from $\operatorname{tr} D$; the figure
+# therefore shows each kind rescaled to the trace of $D$ (its ratio times
+# $\operatorname{tr} D / \operatorname{tr}\Sigma_\text{kind}$, both traces estimated from
+# the draws), so that the kinds are compared by shape alone.
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Variance of each kind's noise along the top Hessian eigenvectors of the large-batch final point, relative to SGD's own variance there (log scale; dashed line: equal). Laptop run, or recorded GPU runs at the full profile, as the title says (profile and records in the provenance table and the source note above); computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.directional_variance`.", "name": "fig-ch9-directions"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Variance of each kind's noise along the top Hessian eigenvectors of the large-batch final point, relative to SGD's own variance there, with every kind rescaled to the trace of D so that only the shape differs (log scale; dashed line: equal). What to see: which kinds put SGD's share of their noise into the sharpest directions; the table below gives the ratios before rescaling and each kind's trace. Laptop run, or recorded GPU runs at the full profile, as the title says (profile and records in the provenance table and the source note above); computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.directional_variance`.", "name": "fig-ch9-directions"}}
 lb_model = experiment.models.get((ch09.LARGE, P.seeds[0]))  # None: the GPU sweep keeps none
 x_dir = ch09.pooled_inputs(data.train_x[: P.sharpness_examples], 32).float()
 y_dir = data.train_y[: P.sharpness_examples]
@@ -517,25 +520,29 @@ directions = ch09.directional_variance(
     draws=P.direction_draws, num_samples=None, lanczos_steps=P.lanczos_steps,
 ) if lb_model is not None else ch09.unmeasured_directions(P.kinds, P.direction_count)
 fig, ax = plt.subplots(figsize=(5.4, 3.6))
-sns.lineplot(data=directions, x="direction", y="ratio", hue="kind", palette=palette,
+sns.lineplot(data=directions, x="direction", y="shape_ratio", hue="kind", palette=palette,
              marker="o", ax=ax)
 ax.axhline(1.0, color="k", lw=0.8, ls="--")
 ax.set_yscale("log")
 ax.set_xticks(range(1, P.direction_count + 1))
 ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 ax.set_xlabel("Hessian eigenvector (1 = sharpest)")
-ax.set_ylabel(r"$u^\top\Sigma_{kind}u \;/\; u^\top D u$")
+ax.set_ylabel(r"$u^\top\Sigma u \;/\; u^\top D u$ at the trace of $D$")
 ax.set_title(label)
 plt.show()
 
 # %% tags=["remove-input"]
 display(Markdown("Variance along each of the sharpest Hessian eigenvectors (columns: "
-                 "1 = sharpest) relative to SGD's own:"))
+                 "1 = sharpest) relative to SGD's own, before rescaling, and each kind's "
+                 "trace relative to that of D (estimated from the same draws):"))
 dir_table = directions.pivot_table(index="kind", columns="direction",
                                    values="ratio").reset_index()
+dir_table = dir_table.merge(directions.groupby("kind")["trace_vs_d"].first().reset_index(),
+                            on="kind")
 dir_table["kind"] = dir_table["kind"].str.replace("_", " ")
-ch09.styled_table(dir_table, {j: "{:.3f}" for j in range(1, P.direction_count + 1)}, wrap=(),
-                  rename={"kind": "noise kind",
+ch09.styled_table(dir_table, {**{j: "{:.3g}" for j in range(1, P.direction_count + 1)},
+                              "trace_vs_d": "{:.3g}"}, wrap=(),
+                  rename={"kind": "noise kind", "trace_vs_d": "trace relative to D",
                           **{j: f"direction {j}" for j in range(1, P.direction_count + 1)}})
 
 # %% [markdown]

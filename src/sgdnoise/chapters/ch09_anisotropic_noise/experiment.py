@@ -259,8 +259,13 @@ def directional_variance(
     same examples), next to the exact uᵀDu of the per-example gradient covariance D and the
     eigenvalue λ = uᵀHu. A ratio uᵀΣu / uᵀDu of 1 means the kind puts SGD's amount of noise in
     that direction. The draws are made as in training (:func:`draws_as_in_training`: a
-    hessian draw runs its own ``lanczos_steps``). Columns: kind, direction, eigenvalue,
-    variance, sgd_variance, ratio.
+    hessian draw runs its own ``lanczos_steps``). The kinds differ in size as well as
+    shape, so each is also compared at matched trace: with ``t_kind`` = mean ‖ξ‖² over its
+    draws (unbiased for tr Σ_kind) and ``t_D`` the same for sub-sampled draws on all the
+    examples (unbiased for tr D), ``trace_vs_d = t_kind / t_D`` and ``shape_ratio =
+    ratio · t_D / t_kind``: the ratio the kind would have if it were rescaled to the trace
+    of D. Columns: kind, direction, eigenvalue, variance, sgd_variance, ratio, trace_vs_d,
+    shape_ratio.
     """
     was_training = model.training
     model.eval()
@@ -272,14 +277,24 @@ def directional_variance(
     sgd_var = proj.pow(2).mean(0)
     rows = []
     gen = torch.Generator().manual_seed(seed)
-    for kind in kinds:
-        xi = draws_as_in_training(kind, model, inputs, targets, draws=draws, generator=gen,
-                                  lanczos_steps=lanczos_steps, num_samples=num_samples)
+    draws_of = {kind: draws_as_in_training(kind, model, inputs, targets, draws=draws,
+                                           generator=gen, lanczos_steps=lanczos_steps,
+                                           num_samples=num_samples) for kind in kinds}
+    sub = draws_of.get("subsampled")
+    if sub is None:
+        sub = draws_as_in_training("subsampled", model, inputs, targets, draws=draws,
+                                   generator=gen, lanczos_steps=lanczos_steps,
+                                   num_samples=num_samples)
+    trace_d = float(sub.pow(2).sum(1).mean())
+    for kind, xi in draws_of.items():
         var = (xi @ U).pow(2).mean(0)
+        trace = float(xi.pow(2).sum(1).mean())
         for j in range(U.shape[1]):
+            ratio = float(var[j] / sgd_var[j])
             rows.append(dict(kind=kind, direction=j + 1, eigenvalue=float(evals[j]),
                              variance=float(var[j]), sgd_variance=float(sgd_var[j]),
-                             ratio=float(var[j] / sgd_var[j])))
+                             ratio=ratio, trace_vs_d=trace / trace_d,
+                             shape_ratio=ratio * trace_d / trace))
     model.train(was_training)
     return pd.DataFrame(rows)
 
@@ -630,5 +645,6 @@ def step_costs(p: Params, data, goals: Mapping[str, float],
 def unmeasured_directions(kinds: Sequence[str], count: int) -> pd.DataFrame:
     """A :func:`directional_variance` table with every value NaN (nothing measured)."""
     return pd.DataFrame([dict(kind=k, direction=j, eigenvalue=math.nan, variance=math.nan,
-                              sgd_variance=math.nan, ratio=math.nan)
+                              sgd_variance=math.nan, ratio=math.nan, trace_vs_d=math.nan,
+                              shape_ratio=math.nan)
                          for k in kinds for j in range(1, count + 1)])
