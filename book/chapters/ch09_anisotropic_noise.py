@@ -429,17 +429,28 @@ records = experiment.records
 if experiment.source:  # recorded runs: titles and verdicts name the records, not the laptop
     label = scale = experiment.source
 summary = ch09.summarize(records, P.confidence)
-ci = "{:.4f}"
 LAMBDA_MAX = tex_html(r"\lambda_{\max}")
+
+
+def pct_text(v):
+    """An error (fraction) as percent, or a dash where there is none."""
+    return "–" if pd.isna(v) else f"{100 * v:.1f}"
+
+
+display(Markdown(f"Final numbers of every configuration: mean over seeds and the half-width "
+                 f"of the {P.confidence:.0%} interval, errors in percent."))
 ch09.styled_table(
-    summary,
-    {c: ci for c in ["test_error", "test_error_ci", "train_error", "train_error_ci", "gen_gap",
-                     "gen_gap_ci", "sharpness", "sharpness_ci", "noise_s_per_step"]}, wrap=(),
-    rename={"test_error": "test error", "test_error_ci": "test error ±",
-            "train_error": "train error", "train_error_ci": "train error ±",
-            "gen_gap": "test − train error", "gen_gap_ci": "test − train ±",
+    summary.assign(kind=summary["kind"].str.replace("_", " ")),
+    {**{c: pct_text for c in ["test_error", "test_error_ci", "train_error",
+                              "train_error_ci", "gen_gap", "gen_gap_ci"]},
+     "sharpness": "{:.1f}", "sharpness_ci": "{:.1f}", "noise_s_per_step": "{:.4f}"}, wrap=(),
+    rename={"label": "configuration", "kind": "noise kind", "batch_size": "batch",
+            "diverged": "runs diverged",
+            "test_error": "test error (%)", "test_error_ci": "test error ± (points)",
+            "train_error": "train error (%)", "train_error_ci": "train error ± (points)",
+            "gen_gap": "test − train error (points)", "gen_gap_ci": "test − train ± (points)",
             "sharpness": LAMBDA_MAX, "sharpness_ci": LAMBDA_MAX + " ±",
-            "noise_s_per_step": "noise (s / step)", "batch_size": "batch"})
+            "noise_s_per_step": "noise seconds per step"})
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Final point of every configuration: test error, train error and sharpness (top Hessian eigenvalue); points are seed means with 95% intervals, small dots single seeds, one colour per noise kind (black: small-batch SGD). Laptop run, or recorded GPU runs at the full profile, as the title says (profile and records in the provenance table and the source note above); computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.run_noise_experiment`.", "name": "fig-ch9-final"}}
 order = [c.label for c in configs]

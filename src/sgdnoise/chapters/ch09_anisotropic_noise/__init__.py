@@ -14,7 +14,9 @@ Two budgets are compared. At **equal epochs** every run sees each example ``epoc
 so a large-batch run takes B/b times fewer steps; at **equal steps** the large-batch runs
 are trained for ``ceil(epochs · ceil(N/b) / ceil(N/B))`` epochs, at least as many steps as
 small-batch SGD (exactly as many when the step counts divide). Injected noise can only
-replace missing *noise*, not missing steps: the equal-steps arm separates the two.
+replace missing *noise*, not missing steps: the equal-steps arm separates the two, and only
+its gap is decided (:data:`DECIDED_BUDGETS`); the equal-epochs runs, where the large batch
+takes B/b times fewer steps at the same η, are a described control.
 
 The package holds the chapter's :class:`Params`
 (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.params`), the experiment
