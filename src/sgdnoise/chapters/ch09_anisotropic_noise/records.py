@@ -95,8 +95,8 @@ def experiment_from_sweep(
     :func:`sgdnoise.sweep.load_records` (one row per run × evaluation, with the noise
     columns) and ``sharpness`` by :func:`sgdnoise.sweep.load_sharpness`, to a
     :class:`NoiseExperiment` whose ``records`` have :data:`EXPERIMENT_COLUMNS` (what
-    :func:`run_noise_experiment` writes, so :func:`summarize`, :func:`gap_analysis`,
-    :func:`classify_gap`, … apply unchanged) and whose ``curves`` hold every evaluation.
+    :func:`run_noise_experiment` writes, so :func:`summarize`, :func:`gap_test`,
+    :func:`verdict_table`, … apply unchanged) and whose ``curves`` hold every evaluation.
 
     Per run: ``label`` by :func:`sweep_label` (b, B = ``small_batch``, ``large_batch``;
     equal steps = the run has ``max_steps``), ``kind`` its noise kind ("none": plain SGD),
