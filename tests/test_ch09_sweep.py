@@ -14,7 +14,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import profile_params
 from test_ch08 import real_gap, under_training
 
@@ -97,12 +96,12 @@ def test_adapter_builds_the_records_frame_of_the_notebook(recorded):
     # and the chapter's statistics run on it unchanged
     for budget, large in ((ch09.EQUAL_EPOCHS, ch09.LARGE), (ch09.EQUAL_STEPS,
                                                            ch09.LARGE_STEPS)):
-        gaps = ch09.classify_gap(ch09.gap_analysis(ch09.budget_records(rec, budget),
-                                                   margin=0.02, large_label=large),
-                                 large_label=large)
-        v = ch09.gap_verdict(gaps, budget=budget, margin=0.02, alpha=0.05, scale="t",
-                             large_label=large)
+        controls = tuple(lab for lab in set(rec["label"]) if lab.endswith("(epoch T)"))
+        test = ch09.gap_test(ch09.budget_records(rec, budget), fraction=0.5, alpha=0.05,
+                             small_label=ch09.SMALL, large_label=large, controls=controls)
+        v = ch09.gap_verdict(test, budget=budget, scale="t")
         assert v.outcome in ("inconclusive", "supported", "contradicted")
+        assert v.kind == "claim about SGD"
     summary = ch09.summarize(rec)
     assert list(summary["label"]) == [c.label for c in configs]
 
@@ -116,6 +115,10 @@ def test_adapter_labels_and_empty_records():
     assert ch09.sweep_label("ggn", 24, equal_steps=False, matched_small_batch=None,
                             injection_scale=ch09.epoch_matched_injection_scale(8, 24),
                             small_batch=8, large_batch=24) == "LB + ggn (epoch T)"
+    assert ch09.sweep_label("ggn", 24, equal_steps=False, matched_small_batch=None,
+                            injection_scale=ch09.epoch_matched_injection_scale(8, 24, 48),
+                            small_batch=8, large_batch=24, num_examples=48) == \
+        "LB + ggn (epoch T)"
     assert ch09.sweep_label("ggn", 24, equal_steps=False, matched_small_batch=None,
                             injection_scale=0.5, small_batch=8, large_batch=24) == \
         "LB + ggn (T = 0.5)"
@@ -138,10 +141,10 @@ def test_recorded_step_costs_are_relative_to_plain_large_batch(recorded):
     assert costs.set_index("kind").loc["hessian", "ratio"] == pytest.approx(
         hess.median() / base)
     assert costs.set_index("kind").loc["hessian", "num_samples"] == 6
-    # without plain large-batch SGD no ratio exists, and the cost verdict is inconclusive
+    # without plain large-batch SGD no ratio exists, and the cost text says so
     no_base = ch09.recorded_step_costs(runs[runs["arm"] != "LB"], GOALS, large_batch=24)
     assert no_base.empty
-    assert ch09.cost_verdict(no_base, GOALS, "t").outcome == "inconclusive"
+    assert ch09.cost_summary(no_base, GOALS) == "No noisy step was timed."
 
 
 # --------------------------------------------------------------------------- plan checks
@@ -186,11 +189,12 @@ def test_chapter_8_gap_batch_size_flips_the_plan_sentence():
     # a margin above the gap's size finds no gap: the thresholds are used
     wide = dataclasses.replace(th, margin=0.5)
     assert ch09.ch08_gap_batch_size(real_gap(), wide) is None
-    assert ch09.plan_batch_sentence(4096, found) == \
-        "Plan B = 4,096 agrees with chapter 8's gap batch size."
-    assert ch09.plan_batch_sentence(12800, ch09.ch08_gap_batch_size(under_training(), th)) == (
-        "Chapter 8's records do not yet locate a gap; plan B = 12,800 is provisional "
-        "(the value of the full profile).")
+    assert ch09.plan_batch_sentence(4096, found).startswith(
+        "Plan B = 4,096 agrees with chapter 8's gap batch size")
+    none = ch09.plan_batch_sentence(12800, ch09.ch08_gap_batch_size(under_training(), th))
+    assert none.startswith("Chapter 8's records do not yet locate a gap; plan B = 12,800 is "
+                           "provisional") and "nothing on this page says" in none
+    assert "`" not in ch09.plan_batch_sentence(12800, found)
     assert "locate the gap at B = 4,096; plan B = 12,800 does not agree" in \
         ch09.plan_batch_sentence(12800, found)
 
@@ -209,8 +213,7 @@ def test_recorded_experiment_on_complete_records(recorded):
     assert exp.source.startswith("recorded GPU runs (") and exp.source in exp.notes
     assert ch09.budgets_with_records(exp.records, True) == [ch09.EQUAL_EPOCHS,
                                                              ch09.EQUAL_STEPS]
-    assert ch09.unrecorded_gap_verdicts(exp.records, True, margin=0.02, alpha=0.05,
-                                        scale="t") == []
+    assert ch09.unrecorded_gap_verdicts(exp.records, True, fraction=0.5, scale="t") == []
     assert ch09.step_costs(p, None, GOALS, exp) is exp.costs
 
 
@@ -230,15 +233,16 @@ def test_recorded_experiment_names_missing_runs_and_stale_records(recorded, tmp_
     rec = exp.records
     assert ch09.LARGE_STEPS not in set(rec["label"])
     assert ch09.budgets_with_records(rec, True) == [ch09.EQUAL_EPOCHS]
-    (v,) = ch09.unrecorded_gap_verdicts(rec, True, margin=0.02, alpha=0.05, scale="t")
+    (v,) = ch09.unrecorded_gap_verdicts(rec, True, fraction=0.5, scale="t")
     assert v.outcome == "inconclusive" and "equal steps" in v.claim
     assert v.sentence == "Not tested at equal steps: no record of large-batch SGD (equal steps)."
     # one seed of small-batch SGD: the equal-epochs analysis runs, nothing is significant
-    gaps = ch09.classify_gap(ch09.gap_analysis(ch09.budget_records(rec, ch09.EQUAL_EPOCHS),
-                                               margin=0.02))
-    verdict = ch09.gap_verdict(gaps, budget=ch09.EQUAL_EPOCHS, margin=0.02, alpha=0.05,
-                               scale="t")
-    assert verdict.outcome == "inconclusive"
+    test = ch09.gap_test(ch09.budget_records(rec, ch09.EQUAL_EPOCHS), fraction=0.5,
+                         alpha=0.05, small_label=ch09.SMALL, large_label=ch09.LARGE,
+                         controls=("LB + subsampled (epoch T)",))
+    verdict = ch09.gap_verdict(test, budget=ch09.EQUAL_EPOCHS, scale="t")
+    assert verdict.outcome == "inconclusive" and test.n_seeds == 0  # no seed has both
+    assert ch09.rates_for(test, rec, n_sim=100) is None  # one seed: no error rates
 
 
 def test_recorded_experiment_without_records_is_empty_and_inconclusive(tmp_path):
@@ -248,11 +252,13 @@ def test_recorded_experiment_without_records_is_empty_and_inconclusive(tmp_path)
     assert exp.source.startswith("recorded GPU runs: none yet")
     assert "0 of the 22 runs" in exp.notes and "has not run yet" in exp.notes
     assert ch09.budgets_with_records(exp.records, True) == []
-    verdicts = ch09.unrecorded_gap_verdicts(exp.records, True, margin=0.02, alpha=0.05,
-                                            scale="t")
-    assert [v.outcome for v in verdicts] == ["inconclusive"] * 2
-    assert "no record of small-batch SGD, large-batch SGD, any noisy configuration" in \
-        verdicts[0].sentence
+    verdicts = ch09.unrecorded_gap_verdicts(exp.records, True, fraction=0.5, scale="t")
+    assert [v.outcome for v in verdicts] == ["inconclusive"]  # equal steps only: decided
+    assert "equal steps" in verdicts[0].claim
+    assert "no record of small-batch SGD, large-batch SGD (equal steps), any noisy " \
+        "configuration" in verdicts[0].sentence
+    (off,) = ch09.unrecorded_gap_verdicts(exp.records, False, fraction=0.5, scale="t")
+    assert off.outcome == "inconclusive" and "does not run the equal-steps" in off.sentence
     d = ch09.unmeasured_directions(p.kinds, 2)
     assert ch09.directions_text(d, 8) == ch09.NO_DIRECTIONS
     assert all(math.isnan(x) for x in d["ratio"])

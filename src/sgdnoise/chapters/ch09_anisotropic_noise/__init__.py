@@ -14,15 +14,18 @@ Two budgets are compared. At **equal epochs** every run sees each example ``epoc
 so a large-batch run takes B/b times fewer steps; at **equal steps** the large-batch runs
 are trained for ``ceil(epochs · ceil(N/b) / ceil(N/B))`` epochs, at least as many steps as
 small-batch SGD (exactly as many when the step counts divide). Injected noise can only
-replace missing *noise*, not missing steps: the equal-steps arm separates the two.
+replace missing *noise*, not missing steps: the equal-steps arm separates the two, and only
+its gap is decided (:data:`DECIDED_BUDGETS`); the equal-epochs runs, where the large batch
+takes B/b times fewer steps at the same η, are a described control.
 
 The package holds the chapter's :class:`Params`
 (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.params`), the experiment
 (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.experiment`: configs, training grid,
 measurements of the final point, step costs, the variance of each kind along the sharpest
-directions, a dense covariance check of the samplers), paired statistics over seeds with
-equivalence tests (:func:`sgdnoise.stats.tost`) and the functions that turn the numbers into
-sentences and :class:`sgdnoise.report.Verdict` records, each with its threshold
+directions, a dense covariance check of the samplers), the gap decision and its error
+rates (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.decision`) and the functions that
+turn the numbers into sentences and :class:`sgdnoise.report.Verdict` records, each with
+its threshold
 (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.verdicts`), the reconciliation of the GPU
 sweep's records (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.records`) and the figure
 and table style (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.presentation`).
@@ -36,10 +39,27 @@ and against chapter 8's gap batch size (:func:`ch08_gap_batch_size`, with the th
 chapter 8's parameter file) and names the runs that are missing;
 :func:`budgets_with_records` and :func:`unrecorded_gap_verdicts` keep the analysis to what is
 recorded and make the rest inconclusive.
+
+The gap verdicts are decided by the rule of
+:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.decision` (a stated fraction of the measured
+gap, one-sided tests across seeds, Holm over the noisy configurations) and carry its
+false-positive rate and power, simulated with chapter 8's harness
+(:mod:`sgdnoise.decide.harness`). The epoch-matched configurations are shown as controls
+and take no part in any decision.
 """
 
 from sgdnoise.noise import NOISE_KINDS
 
+from .decision import (
+    CALLS,
+    GAP_OUTCOMES,
+    GapRates,
+    GapTest,
+    closing_calls,
+    gap_rates,
+    gap_test,
+    paired_spread,
+)
 from .experiment import (
     CURVE_FIELDS,
     EXPERIMENT_COLUMNS,
@@ -49,6 +69,7 @@ from .experiment import (
     build_configs,
     covariance_check,
     directional_variance,
+    draws_as_in_training,
     epoch_matched_injection_scale,
     injection_scales,
     measure_step_costs,
@@ -58,6 +79,7 @@ from .experiment import (
     step_costs,
     step_matched_epochs,
     top_hessian_directions,
+    truncated_hessian_draws,
     unmeasured_directions,
 )
 from .params import EQUAL_EPOCHS, EQUAL_STEPS, LARGE, LARGE_STEPS, SMALL, Params, cost_goals
@@ -75,16 +97,19 @@ from .records import (
     sweep_label,
 )
 from .verdicts import (
+    DECIDED_BUDGETS,
     NO_DIRECTIONS,
+    anisotropy_codes,
+    anisotropy_rates,
     anisotropy_verdict,
     budget_records,
     budgets_with_records,
-    classify_gap,
-    cost_verdict,
+    cost_summary,
     direction_summary,
     directions_text,
-    gap_analysis,
+    gap_claim,
     gap_verdict,
+    rates_for,
     sampler_summary,
     sampler_verdict,
     summarize,
@@ -94,46 +119,58 @@ from .verdicts import (
 )
 
 __all__ = [
+    "CALLS",
     "CURVE_FIELDS",
+    "DECIDED_BUDGETS",
     "EQUAL_EPOCHS",
     "EQUAL_STEPS",
     "EXPERIMENT_COLUMNS",
+    "GAP_OUTCOMES",
     "LARGE",
     "LARGE_STEPS",
     "NOISE_KINDS",
     "NO_DIRECTIONS",
     "SHARPNESS",
     "SMALL",
+    "GapRates",
+    "GapTest",
     "NoiseConfig",
     "NoiseExperiment",
     "Params",
+    "anisotropy_codes",
+    "anisotropy_rates",
     "anisotropy_verdict",
     "budget_records",
     "budgets_with_records",
     "build_configs",
     "ch08_gap_batch_size",
     "ch08_thresholds",
-    "classify_gap",
+    "closing_calls",
     "config_style",
     "cost_goals",
-    "cost_verdict",
+    "cost_summary",
     "covariance_check",
     "direction_summary",
     "directional_variance",
+    "draws_as_in_training",
     "directions_text",
     "epoch_matched_injection_scale",
     "experiment_from_sweep",
-    "gap_analysis",
+    "gap_claim",
+    "gap_rates",
+    "gap_test",
     "gap_verdict",
     "injection_scales",
     "kind_palette",
     "measure_step_costs",
     "missing_runs_markdown",
+    "paired_spread",
     "per_example_projections",
     "plan_batch_sentence",
     "plan_large_batch",
     "plan_mismatches",
     "pooled_inputs",
+    "rates_for",
     "recorded_experiment",
     "recorded_step_costs",
     "run_noise_experiment",
@@ -147,6 +184,7 @@ __all__ = [
     "summary_lines",
     "sweep_label",
     "top_hessian_directions",
+    "truncated_hessian_draws",
     "unmeasured_directions",
     "unrecorded_gap_verdicts",
     "verdict_table",

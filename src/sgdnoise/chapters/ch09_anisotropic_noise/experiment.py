@@ -41,6 +41,7 @@ __all__ = [
     "build_configs",
     "covariance_check",
     "directional_variance",
+    "draws_as_in_training",
     "epoch_matched_injection_scale",
     "injection_scales",
     "measure_step_costs",
@@ -50,6 +51,7 @@ __all__ = [
     "step_costs",
     "step_matched_epochs",
     "top_hessian_directions",
+    "truncated_hessian_draws",
     "unmeasured_directions",
 ]
 
@@ -155,7 +157,7 @@ def build_configs(
                          moment_probes)
 
     small = b if matched else None
-    s_epoch = epoch_matched_injection_scale(b, B)
+    s_epoch = epoch_matched_injection_scale(b, B, num_examples)
     configs = [NoiseConfig(SMALL, b), NoiseConfig(LARGE, B)]
     configs += [NoiseConfig(f"LB + {k}", B, spec(k, "kinds", s_step, small)) for k in kinds]
     configs += [NoiseConfig(f"LB + {k} (epoch T)", B, spec(k, "epoch_matched_kinds", s_epoch,
@@ -173,28 +175,44 @@ def build_configs(
     return configs
 
 
-def epoch_matched_injection_scale(small_batch: int, large_batch: int) -> float:
+def epoch_matched_injection_scale(small_batch: int, large_batch: int,
+                                  num_examples: int | None = None) -> float:
     """Injection scale s that matches the noise accumulated over an epoch at equal η.
 
-    An epoch of small-batch SGD takes N/b steps, each adding noise of covariance η² D/b:
-    η² N D / b² in total. An epoch at batch B with injected noise takes N/B steps of
-    covariance η² (1/B + s) D. Equal totals give ``s = B/b² − 1/B`` (B/b times the per-step
-    :func:`sgdnoise.noise.matched_injection_scale`, plus (B/b − 1)/B)."""
+    Batches drawn without replacement from N examples have mean-gradient covariance
+    ``c(b) D`` with ``c(b) = (N − b) / (b (N − 1))`` (chapter 1; ``c(b) → 1/b`` as N grows).
+    An epoch of small-batch SGD takes N/b steps of covariance η² c(b) D; an epoch at batch B
+    with injected noise N/B steps of covariance η² (c(B) + s) D. Equal totals give
+
+        s = (B/b) c(b) − c(B) = (B (N − b)/b² − (N − B)/B) / (N − 1),
+
+    the same without-replacement factor as the per-step scale
+    (:func:`sgdnoise.noise.matched_injection_scale` with ``num_examples``). Without
+    ``num_examples`` (N → ∞): ``s = B/b² − 1/B``."""
     b = check_positive_int("small_batch", small_batch)
     B = check_positive_int("large_batch", large_batch)
     if b > B:
         raise ValueError(f"small_batch must be <= large_batch ({B}), got {b}")
-    return B / b**2 - 1 / B
+    if num_examples is None:
+        return B / b**2 - 1 / B
+    n = check_positive_int("num_examples", num_examples)
+    if B > n or n < 2:
+        raise ValueError(f"num_examples must be >= 2 and >= large_batch ({B}), got {n}")
+    return (B * (n - b) / b**2 - (n - B) / B) / (n - 1)
 
 
 def injection_scales(small_batch: int, large_batch: int, num_examples: int) -> pd.DataFrame:
-    """The two injection scales of the chapter: T_step = (1/b − 1/B) N/(N−1)
-    (:func:`sgdnoise.noise.matched_injection_scale`) and T_epoch = B/b² − 1/B
-    (:func:`epoch_matched_injection_scale`), with b, B and B/N. Columns: quantity, value."""
+    """The two injection scales of the chapter, both with the without-replacement factor:
+    per step (1/b − 1/B) N/(N−1) (:func:`sgdnoise.noise.matched_injection_scale`) and per
+    epoch (B (N−b)/b² − (N−B)/B)/(N−1) (:func:`epoch_matched_injection_scale`), with b, B
+    and B/N. Columns: quantity (words), symbol (TeX), value."""
     t_step = matched_injection_scale(small_batch, large_batch, num_examples=num_examples)
-    t_epoch = epoch_matched_injection_scale(small_batch, large_batch)
+    t_epoch = epoch_matched_injection_scale(small_batch, large_batch, num_examples)
     return pd.DataFrame({
-        "quantity": ["b", "B", "B / N", "T_step = (1/b - 1/B) N/(N-1)", "T_epoch = B/b² - 1/B"],
+        "quantity": ["small batch", "large batch", "large batch / training examples",
+                     "injection scale matched per step", "injection scale matched per epoch"],
+        "symbol": ["b", "B", "B/N", r"T_\text{step} = (1/b - 1/B)\,N/(N-1)",
+                   r"T_\text{epoch} = \bigl(B(N-b)/b^2 - (N-B)/B\bigr)/(N-1)"],
         "value": [small_batch, large_batch, large_batch / num_examples, t_step, t_epoch],
     })
 
@@ -240,7 +258,14 @@ def directional_variance(
     direction, the Monte Carlo variance uᵀΣ_kind u from ``draws`` draws (all drawn on the
     same examples), next to the exact uᵀDu of the per-example gradient covariance D and the
     eigenvalue λ = uᵀHu. A ratio uᵀΣu / uᵀDu of 1 means the kind puts SGD's amount of noise in
-    that direction. Columns: kind, direction, eigenvalue, variance, sgd_variance, ratio.
+    that direction. The draws are made as in training (:func:`draws_as_in_training`: a
+    hessian draw runs its own ``lanczos_steps``). The kinds differ in size as well as
+    shape, so each is also compared at matched trace: with ``t_kind`` = mean ‖ξ‖² over its
+    draws (unbiased for tr Σ_kind) and ``t_D`` the same for sub-sampled draws on all the
+    examples (unbiased for tr D), ``trace_vs_d = t_kind / t_D`` and ``shape_ratio =
+    ratio · t_D / t_kind``: the ratio the kind would have if it were rescaled to the trace
+    of D. Columns: kind, direction, eigenvalue, variance, sgd_variance, ratio, trace_vs_d,
+    shape_ratio.
     """
     was_training = model.training
     model.eval()
@@ -252,16 +277,46 @@ def directional_variance(
     sgd_var = proj.pow(2).mean(0)
     rows = []
     gen = torch.Generator().manual_seed(seed)
-    for kind in kinds:
-        xi = sample_noise(kind, model, F.cross_entropy, inputs, targets, num_samples=num_samples,
-                          generator=gen, num_draws=draws, lanczos_steps=lanczos_steps)
+    draws_of = {kind: draws_as_in_training(kind, model, inputs, targets, draws=draws,
+                                           generator=gen, lanczos_steps=lanczos_steps,
+                                           num_samples=num_samples) for kind in kinds}
+    sub = draws_of.get("subsampled")
+    if sub is None:
+        sub = draws_as_in_training("subsampled", model, inputs, targets, draws=draws,
+                                   generator=gen, lanczos_steps=lanczos_steps,
+                                   num_samples=num_samples)
+    trace_d = float(sub.pow(2).sum(1).mean())
+    for kind, xi in draws_of.items():
         var = (xi @ U).pow(2).mean(0)
+        trace = float(xi.pow(2).sum(1).mean())
         for j in range(U.shape[1]):
+            ratio = float(var[j] / sgd_var[j])
             rows.append(dict(kind=kind, direction=j + 1, eigenvalue=float(evals[j]),
                              variance=float(var[j]), sgd_variance=float(sgd_var[j]),
-                             ratio=float(var[j] / sgd_var[j])))
+                             ratio=ratio, trace_vs_d=trace / trace_d,
+                             shape_ratio=ratio * trace_d / trace))
     model.train(was_training)
     return pd.DataFrame(rows)
+
+
+def draws_as_in_training(kind: str, model: nn.Module, inputs: torch.Tensor,
+                         targets: torch.Tensor, *, draws: int, generator: torch.Generator,
+                         lanczos_steps: int, num_samples: int | None = None,
+                         moment_probes: int | None = 4) -> torch.Tensor:
+    """``draws`` draws ``(S, P)`` of one kind, made as the optimizer makes them. Training
+    draws one ξ per step, and a hessian draw runs its own k Lanczos steps from its own z;
+    :func:`sgdnoise.noise.sample_noise` with ``num_draws = S`` runs one *block* Lanczos
+    over all S starting vectors, whose Krylov space is S times larger (exact once kS ≥ P),
+    so for the hessian kind the draws are made one at a time. Other kinds use no Lanczos
+    and are drawn together."""
+    if kind != "hessian":
+        return sample_noise(kind, model, F.cross_entropy, inputs, targets,
+                            num_samples=num_samples, generator=generator, num_draws=draws,
+                            lanczos_steps=lanczos_steps, moment_probes=moment_probes)
+    return torch.stack([sample_noise(kind, model, F.cross_entropy, inputs, targets,
+                                     num_samples=num_samples, generator=generator,
+                                     lanczos_steps=lanczos_steps)
+                        for _ in range(check_positive_int("draws", draws))])
 
 
 def pooled_inputs(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -282,19 +337,28 @@ def covariance_check(
     draws: int = 2000,
     seed: int = 0,
     moment_probes: int | None = 4,
+    lanczos_steps: int | None = None,
 ) -> pd.DataFrame:
     """Empirical covariance of ``draws`` draws of each kind against its target, built densely
-    and independently of :mod:`sgdnoise.noise` (small P only; all examples, k = P Lanczos
-    steps so that the matrix square roots are exact).
+    and independently of :mod:`sgdnoise.noise` (small P only; all examples). The hessian
+    kind takes ``lanczos_steps`` = k Lanczos steps (None: k = P, where its square root is
+    exact; a smaller k, as in training, adds the error of the polynomial approximation,
+    which this check then measures, drawing one ξ at a time as the optimizer does:
+    :func:`truncated_hessian_draws`; the other kinds use no Lanczos).
 
     Targets: isotropic tr(D)/P·I, diag_fisher diag(D), subsampled D (per-example gradients
     from :func:`sgdnoise.grads.per_example_grads`), true_fisher F
     (:func:`sgdnoise.curvature.true_fisher`), hessian H₊ (eigenvalues of
     :func:`sgdnoise.curvature.hessian` clipped at 0), ggn :func:`sgdnoise.curvature.ggn`.
     isotropic / diag_fisher use ``moment_probes`` probes (None: exact per-example gradients).
-    Columns: kind, rel_error = ‖Ĉ − Σ‖_F / ‖Σ‖_F, expected = the root-mean-square error a
+    Columns: kind, lanczos_steps (k for hessian, None otherwise), trace_vs_d = tr Σ / tr D
+    (the kind's size against SGD's covariance: 1 for isotropic, diag_fisher and subsampled
+    by construction, whatever it is for the curvature kinds), trace_ratio = tr Ĉ / tr Σ,
+    rel_error = ‖Ĉ − Σ‖_F / ‖Σ‖_F, expected = the root-mean-square error a
     correct sampler has with this many draws (estimated from the draws:
-    sqrt((mean_s ‖ξ_s‖⁴ − ‖Ĉ‖_F²) / S) / ‖Σ‖_F), and z = rel_error / expected."""
+    sqrt((mean_s ‖ξ_s‖⁴ − ‖Ĉ‖_F²) / S) / ‖Σ‖_F), z = rel_error / expected, and
+    draw_error (truncated hessian rows only, :func:`truncated_hessian_draws`: the RMS
+    error of each draw against the exact square root applied to the same z)."""
     from sgdnoise import curvature
     from sgdnoise.grads import per_example_grads
 
@@ -312,18 +376,52 @@ def covariance_check(
         "ggn": curvature.ggn(model, F.cross_entropy, inputs, targets),
     }
     gen = torch.Generator().manual_seed(seed)
+    k = P if lanczos_steps is None else min(check_positive_int("lanczos_steps",
+                                                               lanczos_steps), P)
+    root = U @ torch.diag(lam.clamp_min(0).sqrt()) @ U.T
     rows = []
     for kind in kinds:
-        xi = sample_noise(kind, model, F.cross_entropy, inputs, targets, generator=gen,
-                          num_draws=draws, lanczos_steps=P, moment_probes=moment_probes)
+        draw_error = math.nan
+        if kind == "hessian" and k < P:
+            xi, draw_error = truncated_hessian_draws(model, inputs, targets, k, draws, gen,
+                                                     root)
+        else:
+            xi = sample_noise(kind, model, F.cross_entropy, inputs, targets, generator=gen,
+                              num_draws=draws, lanczos_steps=k, moment_probes=moment_probes)
         C = xi.T @ xi / draws
         sig = target[kind].to(C.dtype)
         norm = float(torch.linalg.norm(sig))
         rel = float(torch.linalg.norm(C - sig)) / norm
         var_sum = float(xi.pow(2).sum(1).pow(2).mean()) - float(torch.linalg.norm(C)) ** 2
         expected = math.sqrt(max(var_sum, 0.0) / draws) / norm
-        rows.append(dict(kind=kind, rel_error=rel, expected=expected, z=rel / expected))
+        rows.append(dict(kind=kind, lanczos_steps=k if kind == "hessian" else None,
+                         trace_vs_d=float(torch.trace(sig) / torch.trace(D)),
+                         trace_ratio=float(torch.trace(C) / torch.trace(sig)),
+                         rel_error=rel, expected=expected, z=rel / expected,
+                         draw_error=draw_error))
     return pd.DataFrame(rows)
+
+
+def truncated_hessian_draws(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                            k: int, draws: int, generator: torch.Generator,
+                            root: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``draws`` hessian draws ``(S, P)`` made as the optimizer makes one per step: for each
+    z of its own, k Lanczos steps (:func:`sgdnoise.spectral.lanczos_matrix_function` on the
+    :class:`sgdnoise.curvature.HessianOperator` of all examples, the computation of the
+    hessian sampler), and the relative RMS error of those draws against the exact
+    ``root @ z`` for the same z (``root: (P, P)`` = H₊^{1/2}, built densely):
+    ``sqrt(Σ_s ‖ξ_s − H₊^{1/2} z_s‖² / Σ_s ‖H₊^{1/2} z_s‖²)``. Paired on the same z, this
+    error has no sampling noise of its own worth the name."""
+    from sgdnoise.spectral import lanczos_matrix_function
+
+    op = HessianOperator(model, F.cross_entropy, inputs, targets, keep_graph=True)
+    Z = torch.randn(root.shape[0], check_positive_int("draws", draws), generator=generator,
+                    dtype=root.dtype)
+    xi = torch.cat([lanczos_matrix_function(lambda V: op.matmat(V, block_size=None),
+                                            Z[:, j:j + 1], k) for j in range(draws)], dim=1)
+    exact = root @ Z
+    err = float(torch.linalg.norm(xi - exact) / torch.linalg.norm(exact))
+    return xi.T.detach(), err
 
 
 @dataclass
@@ -547,5 +645,6 @@ def step_costs(p: Params, data, goals: Mapping[str, float],
 def unmeasured_directions(kinds: Sequence[str], count: int) -> pd.DataFrame:
     """A :func:`directional_variance` table with every value NaN (nothing measured)."""
     return pd.DataFrame([dict(kind=k, direction=j, eigenvalue=math.nan, variance=math.nan,
-                              sgd_variance=math.nan, ratio=math.nan)
+                              sgd_variance=math.nan, ratio=math.nan, trace_vs_d=math.nan,
+                              shape_ratio=math.nan)
                          for k in kinds for j in range(1, count + 1)])

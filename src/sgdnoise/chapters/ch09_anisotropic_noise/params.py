@@ -60,8 +60,14 @@ class Params(ChapterParams):
     check_draws: int = param(low=100, doc="draws per kind in the covariance check")
     check_z_max: float = param(low=1.0, high=10.0,
                                doc="largest error of a correct sampler, in sampling RMS errors")
+    gap_fraction: float = param(
+        low=0.05, high=1.0, doc="fraction of the measured large-batch gap a noisy run must "
+        "close to count as closing it")
+    rate_simulations: int = param(
+        low=100, high=100000, doc="simulated data sets per truth for the error rates")
     equivalence_margin: float = param(
-        low=1e-4, high=0.5, doc="TOST margin m on test error (absolute, as a fraction)")
+        low=1e-4, high=0.5, doc="anisotropic against isotropic noise: the difference in "
+        "test error (absolute, as a fraction) below which the two count as equal")
     alpha: float = param(low=0.001, high=0.2,
                          doc="test level: two-sided 1−α intervals, TOST at α")
     cost_goal_subsampled: float = param(low=1.0, doc="goal for a subsampled step / plain step")

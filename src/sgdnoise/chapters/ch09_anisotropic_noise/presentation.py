@@ -61,7 +61,8 @@ def run_scale_markdown(p: Params, source: str, n_params: int) -> str:
     spe_B = math.ceil(p.n_train / p.large_batch)
     text = (f"**Scale of this run** (profile `{p.profile}`): {p.n_train} training and "
             f"{p.n_test} test images ({p.dataset}, {source}), model `{p.model}` of width "
-            f"{p.width} ({n_params:,} parameters, norm `{p.norm}`), {p.epochs} epochs at "
+            f"{p.width} ({n_params:,} parameters, normalisation: {p.norm}), {p.epochs} "
+            f"epoch{'s' if p.epochs != 1 else ''} at "
             f"learning rate {p.lr} = {p.epochs * spe_b} small-batch steps or "
             f"{p.epochs * spe_B} large-batch steps, B/N = {p.large_batch / p.n_train:.2f}, "
             f"{len(p.seeds)} seeds, M = {p.num_samples} (gradient kinds), "

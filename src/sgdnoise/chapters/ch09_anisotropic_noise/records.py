@@ -43,11 +43,12 @@ __all__ = [
 
 def sweep_label(kind: str, batch_size: int, *, equal_steps: bool,
                 matched_small_batch: int | None, injection_scale: float, small_batch: int,
-                large_batch: int) -> str:
+                large_batch: int, num_examples: int | None = None) -> str:
     """The chapter's label of one sweep run (the labels of :func:`build_configs`): plain SGD
     at b is :data:`SMALL`, at B :data:`LARGE` (or :data:`LARGE_STEPS` with ``equal_steps``);
     noise at B is ``"LB + <kind>"``, suffixed " (epoch T)" at the epoch-matched scale
-    (:func:`epoch_matched_injection_scale`), " (T = s)" at any scale other than the step-matched
+    (:func:`epoch_matched_injection_scale` with N = ``num_examples``, or its large-N form),
+    " (T = s)" at any scale other than the step-matched
     one of ``matched_small_batch = b``, and " (equal steps)" with ``equal_steps``. Other
     batch sizes are named by their size."""
     steps = STEPS_SUFFIX if equal_steps else ""
@@ -60,13 +61,22 @@ def sweep_label(kind: str, batch_size: int, *, equal_steps: bool,
     base = f"LB + {kind}" if batch_size == large_batch else f"B = {batch_size} + {kind}"
     if matched_small_batch is not None and int(matched_small_batch) == small_batch:
         scale = ""
-    elif small_batch <= batch_size and math.isclose(
-            injection_scale, epoch_matched_injection_scale(small_batch, batch_size),
-            rel_tol=1e-9):
+    elif _is_epoch_scale(injection_scale, small_batch, batch_size, num_examples):
         scale = " (epoch T)"
     else:
         scale = f" (T = {injection_scale:.3g})"
     return base + scale + steps
+
+
+def _is_epoch_scale(s: float, small_batch: int, batch_size: int,
+                    num_examples: int | None) -> bool:
+    """Whether ``s`` is the epoch-matched scale of b and B (with N, or in its large-N form)."""
+    if small_batch > batch_size:
+        return False
+    forms = [epoch_matched_injection_scale(small_batch, batch_size)]
+    if num_examples is not None and num_examples >= max(batch_size, 2):
+        forms.append(epoch_matched_injection_scale(small_batch, batch_size, num_examples))
+    return any(math.isclose(s, t, rel_tol=1e-9) for t in forms)
 
 
 def _na(value) -> bool:
@@ -85,8 +95,8 @@ def experiment_from_sweep(
     :func:`sgdnoise.sweep.load_records` (one row per run × evaluation, with the noise
     columns) and ``sharpness`` by :func:`sgdnoise.sweep.load_sharpness`, to a
     :class:`NoiseExperiment` whose ``records`` have :data:`EXPERIMENT_COLUMNS` (what
-    :func:`run_noise_experiment` writes, so :func:`summarize`, :func:`gap_analysis`,
-    :func:`classify_gap`, … apply unchanged) and whose ``curves`` hold every evaluation.
+    :func:`run_noise_experiment` writes, so :func:`summarize`, :func:`gap_test`,
+    :func:`verdict_table`, … apply unchanged) and whose ``curves`` hold every evaluation.
 
     Per run: ``label`` by :func:`sweep_label` (b, B = ``small_batch``, ``large_batch``;
     equal steps = the run has ``max_steps``), ``kind`` its noise kind ("none": plain SGD),
@@ -114,7 +124,8 @@ def experiment_from_sweep(
             matched_small_batch=None if _na(last["matched_small_batch"])
             else int(last["matched_small_batch"]),
             injection_scale=float(last["injection_scale"]), small_batch=small_batch,
-            large_batch=large_batch)
+            large_batch=large_batch, num_examples=None if _na(last.get("n_train"))
+            else int(last["n_train"]))
         labels[run_id] = (label, str(last["noise_kind"]),
                           EQUAL_STEPS if equal_steps else EQUAL_EPOCHS)
         steps = int(last["steps_total"])
@@ -195,12 +206,14 @@ def plan_batch_sentence(plan_batch: int, gap_batch: int | None) -> str:
     (:func:`ch08_gap_batch_size`), as one sentence."""
     if gap_batch is None:
         return (f"Chapter 8's records do not yet locate a gap; plan B = {plan_batch:,} is "
-                "provisional (the value of the full profile).")
+                "provisional (the value of the full profile), and nothing on this page says "
+                "that chapter 8 finds a gap there.")
     if int(gap_batch) == int(plan_batch):
-        return f"Plan B = {plan_batch:,} agrees with chapter 8's gap batch size."
+        return (f"Plan B = {plan_batch:,} agrees with chapter 8's gap batch size (found with "
+                "chapter 8's own recipe, which differs from this one).")
     return (f"Chapter 8's records locate the gap at B = {int(gap_batch):,}; plan B = "
             f"{plan_batch:,} does not agree: the plan's large batch and the full profile's "
-            f"`large_batch` should become {int(gap_batch):,} (new run ids, so the records "
+            f"large batch should become {int(gap_batch):,} (new run ids, so the records "
             "of the old B are not mixed in).")
 
 
@@ -219,7 +232,8 @@ def _plan_label(run, p: Params) -> str:
                        equal_steps=run.config.max_steps is not None,
                        matched_small_batch=None if n is None else n.matched_small_batch,
                        injection_scale=0.0 if n is None else n.injection_scale,
-                       small_batch=p.small_batch, large_batch=p.large_batch)
+                       small_batch=p.small_batch, large_batch=p.large_batch,
+                       num_examples=p.n_train)
 
 
 def _used_settings(spec: NoiseSpec) -> tuple[float, int | None, int | None, int | None]:
