@@ -665,7 +665,7 @@ def reshuffling_rates(traj: pd.DataFrame, *, batch_size: int, n_train: int, alph
     pred = -batch_size / (n_train - batch_size)
     return claim_rates(reshuffling_claim(batch_size, n_train), effect=[pred], sd=sd,
                        n_seeds=int(traj.within.notna().sum()), alpha=alpha, opposite=[0.0],
-                       df=df, n_sim=n_sim, seed=seed,
+                       df=df, n_sim=n_sim, seed=seed, quantity="correlation",
                        describe=f"a true correlation of {pred:.3f} (the fixed-$\\theta$ value), "
                                 "false positives at half of it and at 0")
 

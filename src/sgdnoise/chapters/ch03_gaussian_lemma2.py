@@ -901,6 +901,7 @@ def gaussian_claim_rates(shape: pd.DataFrame, *, tolerance: float, alpha: float,
     return claim_rates(conds, effect=[tolerance / 2] * len(keys), sd=sd,
                        n_seeds=x.shape[1], alpha=alpha, opposite=[2 * tolerance] * len(keys),
                        df=df, n_sim=n_sim, seed=seed,
+                       quantity="largest absolute excess kurtosis",
                        describe=f"every model's largest excess kurtosis at {tolerance / 2:g}, "
                                 f"false positives at {tolerance:g} and {2 * tolerance:g}")
 
@@ -964,9 +965,9 @@ def tail_claim_rates(shape: pd.DataFrame, *, alpha_heavy: float, alpha: float, n
     conds = [Condition(i, "below", alpha_heavy) for i in range(len(keys))]
     return claim_rates(conds, effect=[effect] * len(keys), sd=sd, n_seeds=x.shape[1],
                        alpha=alpha, opposite=[2.0] * len(keys), df=df, n_sim=n_sim,
-                       seed=seed, describe=f"a tail index of {effect:g} along every "
-                                           f"direction, false positives at {alpha_heavy:g} "
-                                           "and at 2 (Gaussian)")
+                       seed=seed, quantity="tail index",
+                       describe=f"a tail index of {effect:g} along every direction, false "
+                                f"positives at {alpha_heavy:g} and at 2 (Gaussian)")
 
 
 def tail_claim_verdict(shape: pd.DataFrame, *, alpha_heavy: float, alpha: float, scale: str,

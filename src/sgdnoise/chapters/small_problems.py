@@ -416,7 +416,8 @@ class ClaimRates:
     - power: the rate of "supported" when every item sits at the stated effect.
     - false_contradiction: the rate of "contradicted" at the stated effect.
     - n_seeds, n_sim, sd, df: seeds per item, simulated data sets per truth, the seed-to-seed
-      standard deviation used and its degrees of freedom; effect: the effect in words.
+      standard deviation used and its degrees of freedom; effect: the effect in words;
+      quantity: what the standard deviation is of, in words.
     """
 
     false_positive: float
@@ -427,29 +428,33 @@ class ClaimRates:
     sd: float
     df: int
     effect: str
+    quantity: str = ""
 
     def conditions(self) -> str:
         """The phrase :meth:`sgdnoise.report.Verdict.with_error_rates` prints as
         ``rates_at``."""
-        return (f"{self.effect}; seed-to-seed standard deviation {self.sd:.3g}, measured "
-                f"with {self.df} degrees of freedom; contradicted at the effect in "
+        of = f" of the {self.quantity}" if self.quantity else ""
+        return (f"{self.effect}; seed-to-seed standard deviation{of} {self.sd:.3g}, "
+                f"measured with {self.df} degrees of freedom; contradicted at the effect in "
                 f"{self.false_contradiction:.1%} of the simulated data sets")
 
 
 def claim_rates(conditions: Sequence[Condition], *, effect: Sequence[float],
                 sd: float | Sequence[float], n_seeds: int, alpha: float, describe: str,
                 opposite: Sequence[float] | None = None, df: int = 0, n_sim: int = 2000,
-                seed: int = 0) -> ClaimRates:
+                seed: int = 0, quantity: str = "") -> ClaimRates:
     """The false-positive rate and power of :func:`claim_outcomes` with ``conditions``, by
     simulation (:func:`sgdnoise.decide.harness.error_rates`): per-seed statistics
     ``x_{item, s} = μ_item + σ_item ε``, ``ε`` standard normal, ``n_seeds`` seeds.
 
     Truths: ``effect`` (``μ`` per item where the claim holds: the power); for each
     condition, that item at its threshold and the others at ``effect`` (the claim fails
-    at the margin: each a false-positive rate, about ``alpha`` for a t-test); ``opposite``
+    at the margin: each a false-positive rate, about ``alpha`` for a t-test; conditions on
+    items with the same side, threshold, effect and spread are simulated once, since the
+    items are exchangeable); ``opposite``
     (``μ`` per item of the alternative the claim is set against, when given).
     ``describe``: the effect in words, for the verdict; ``df``: the degrees of freedom
-    behind ``sd``, reported."""
+    behind ``sd``, and ``quantity``: what it is the spread of, both reported."""
     from sgdnoise.decide.harness import Scenario, error_rates, rate_of
 
     mu = np.asarray(effect, dtype=float)
@@ -465,7 +470,12 @@ def claim_rates(conditions: Sequence[Condition], *, effect: Sequence[float],
         return draw
 
     scenarios = [Scenario("effect", describe, simulate(mu))]
+    seen = set()
     for j, c in enumerate(conditions):
+        key = (c.side, c.threshold, float(mu[c.item]), float(sigma[c.item]))
+        if key in seen:  # an exchangeable item: the same truth, simulated once
+            continue
+        seen.add(key)
         at = mu.copy()
         at[c.item] = c.threshold
         scenarios.append(Scenario(f"boundary {j}", f"item {c.item} at {c.threshold:g}",
@@ -478,7 +488,7 @@ def claim_rates(conditions: Sequence[Condition], *, effect: Sequence[float],
     fp = max(rate_of(rates, s.name, "supported").rate for s in scenarios[1:])
     return ClaimRates(fp, rate_of(rates, "effect", "supported").rate,
                       rate_of(rates, "effect", "contradicted").rate, n_seeds, n_sim,
-                      float(np.max(sigma)), int(df), describe)
+                      float(np.max(sigma)), int(df), describe, quantity)
 
 
 # --------------------------------------------------------------------------- table cells
