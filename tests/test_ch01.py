@@ -455,4 +455,10 @@ def test_table_cells():
 
     assert number(float("nan")) == "–" and number(-0.0) == "0" and number(1234.5) == "1.23e+03"
     assert fixed(-0.001) == "0.00" and fixed(float("inf")) == "–" and fixed(-1.2) == "-1.20"
-    assert interval(1.0, 0.5, 1.5, unit="nats") == "1 [0.5, 1.5] nats"
+    assert interval(1.0, 0.5, 1.5, unit="nats") == "1.00 [0.50, 1.50] nats"
+    # one number of decimals for the three values, set by the estimate's size
+    assert interval(8.79, 8.38, 9.2) == "8.79 [8.38, 9.20]"
+    assert interval(2.0, 1.7, 3.09) == "2.00 [1.70, 3.09]"
+    assert interval(-0.0519, -0.0581, -0.0458) == "-0.0519 [-0.0581, -0.0458]"
+    assert interval(220.028, 191.667, 252.586) == "220 [192, 253]"
+    assert interval(0.0, -0.0001, 0.01) == "0 [-0.0001, 0.01]"

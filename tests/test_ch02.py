@@ -16,7 +16,6 @@ from torch import nn
 
 from sgdnoise.chapters import ch02_fisher_hessian as ch02
 from sgdnoise.chapters.small_problems import SmallProblem, build_small_model, curvature_matrices
-from sgdnoise.report import plain_subscripts
 
 DT = torch.float64
 PARAMS = Path(__file__).resolve().parents[1] / "book" / "params" / "ch02_fisher_hessian"
@@ -148,25 +147,7 @@ def test_curvature_matrices_softmax_regression():
     assert torch.allclose(mats["F"], F / pb.n, atol=1e-12)
 
 
-# --------------------------------------------------------------------------- Fisher-Rao norm
-
-
-def test_fisher_rao_generalization_study_rows_and_gap():
-    g = torch.Generator().manual_seed(2)
-
-    def pb(n):
-        return SmallProblem(x=torch.randn(n, 3, 2, 2, dtype=DT, generator=g),
-                            y=torch.randint(10, (n,), generator=g), identity={},
-                            classes=list("abcdefghij"))
-
-    fam = ch02.fisher_rao_generalization_study(pb(30), pb(20), widths=[2, 3],
-                                               batch_sizes=[5], seeds=2, steps=5, lr=0.1)
-    assert len(fam) == 4 and set(fam.width) == {2, 3} and set(fam.seed) == {0, 1}
-    assert np.allclose(fam.gap_loss, fam.test_loss - fam.train_loss)
-    assert (fam.fr_norm_sq > 0).all()
-
-
-# --------------------------------------------------------------------------- the information equality
+# ------------------------------------------------------------------ the information equality
 
 
 def _ieq_seeds(ratio: float, spread: float = 0.02, seeds: int = 4) -> pd.DataFrame:
@@ -212,8 +193,19 @@ def test_information_rate_verdict_and_rates():
 def test_weight_layers_slice_the_flat_parameters():
     model = build_small_model("mlp", (3, 2, 2), width=4, seed=0)
     layers = ch02.weight_layers(model)
-    assert [name for name, _ in layers] == ["1.weight", "3.weight"]
+    assert [name for name, _ in layers] == ["layer 1 (linear)", "layer 2 (linear)"]
     assert layers[0][1] == slice(0, 48) and layers[1][1] == slice(52, 92)
+    cnn = ch02.weight_layers(build_small_model("cnn", (3, 4, 4), width=1, seed=0))
+    assert [name for name, _ in cnn][0] == "layer 1 (convolution)"
+    assert [name for name, _ in cnn][-1] == f"layer {len(cnn)} (linear)"
+
+
+def test_page_names_of_models_matrices_and_ranges():
+    assert [ch02.model_name(m) for m in ("softmax", "mlp", "cnn", "other")] == [
+        "softmax regression", "MLP", "CNN", "other"]
+    assert ch02.matrix_math("GGN") == "$G$" and ch02.matrix_math("F_hat") == r"$\hat F$"
+    assert ch02.value_range(0.0281, 0.0279) == "0.028"
+    assert ch02.value_range(0.017, 0.021) == "from 0.017 to 0.021"
 
 
 def test_cosine_null_baselines():
@@ -240,7 +232,8 @@ def test_late_seed_study_reports_cases_and_layers():
     assert len(cases) == 4 and set(cases.model) == {"softmax", "mlp"}
     assert (cases.near_minimum == (cases.ratio < 0.1)).all()
     assert ((cases.cosine > 0) & (cases.cosine <= 1)).all()
-    assert set(layers.layer) == {"1.weight", "3.weight"} and len(layers) == 2 + 4
+    assert set(layers.layer) == {"layer 1 (linear)", "layer 2 (linear)"}
+    assert len(layers) == 2 + 4
     assert len(ch02.cases_table(cases, 10).columns) == 8
 
 

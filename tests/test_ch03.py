@@ -165,7 +165,8 @@ def test_network_verdict(zr, zt, outcome):
     lines, v = ch03.network_verdict(_net(zr, zt), z_max=3.0, scale="s")
     assert v.outcome == outcome and len(lines) == 3
     if outcome == "mixed":
-        assert "the tanh check agrees" in lines[-1]
+        assert "the tanh check agrees" in lines[-1] and "the ReLU one does not" in lines[-1]
+    assert lines[0].startswith("- **ReLU**") and "relu" not in v.sentence
     assert_typeset(v)
     assert all(not plain_subscripts(ln) and ln.count("$") % 2 == 0 for ln in lines)
     assert r"at $\eta\lambda_{\max}$ = " in lines[0]
@@ -301,5 +302,5 @@ def test_shape_rates_hold_the_level_and_travel_with_the_verdicts():
 def test_derivation_checks_say_so():
     chk = {"mc": 1.0, "se": 0.01, "formula": 1.0, "trace_term": 0.9, "mean_term": 0.1, "z": 0.5}
     v = ch03.lemma2_verdict(chk, z_max=4.0, batch_size=8, num_samples=100, scale="s")
-    assert v.kind == "derivation check" and "[0.9804, 1.02]" in v.sentence
+    assert v.kind == "derivation check" and "1.000 [0.980, 1.020]" in v.sentence
     assert len(ch03.lemma2_cells(chk).columns) == 5

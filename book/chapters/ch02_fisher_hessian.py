@@ -30,7 +30,7 @@
 # so the two differ by a rank-one term of size $\|\bar g\|^2$, which vanishes at a
 # stationary point.
 #
-# **(2) True Fisher and GGN for softmax cross-entropy.** Let $f_i = f(x_i;\theta) \in
+# **(2) True Fisher and Gauss-Newton matrix for softmax cross-entropy.** Let $f_i = f(x_i;\theta) \in
 # \mathbb{R}^C$ be the logits, $p_i = \operatorname{softmax}(f_i)$, $J_i = \partial f_i /
 # \partial\theta$ ($C\times P$) and $\ell(\theta; x_i, y) = -\log p_{i,y}$, so that $\ell_i
 # = \ell(\theta; x_i, y_i)$ with the data label $y_i$. The output gradient is $\nabla_f
@@ -60,7 +60,7 @@
 # negative log-likelihood in the outputs does not depend on the observed label, so it
 # equals its own expectation, which is the output-space Fisher.
 #
-# **(3) GGN and Hessian.** Differentiating $\nabla_\theta\ell_i = J_i^\top\nabla_f\ell_i$ once
+# **(3) Gauss-Newton matrix and Hessian.** Differentiating $\nabla_\theta\ell_i = J_i^\top\nabla_f\ell_i$ once
 # more (chain rule),
 #
 # $$
@@ -166,6 +166,8 @@ alpha = 0.05
 rate_sims = 2000
 
 # %% tags=["remove-cell"]
+import warnings
+
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np
@@ -183,6 +185,8 @@ from sgdnoise.chapters.small_problems import (
 from sgdnoise.plotting import source_label, use_style
 from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts, tex_html
 
+# a deprecation notice of a library, not of this chapter
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 P = ch02.Params.from_namespace(globals())
 clock = Stopwatch()
 torch.set_num_threads(2)
@@ -195,7 +199,7 @@ MATRIX_COLOURS = dict(zip(("D", "F_hat", "F", "GGN", "H"),
                           strict=True))
 # The matrices' names as the figures (mathtext) and the tables (MathJax) write them.
 MATH = {m: ch02.matrix_math(m) for m in MATRIX_COLOURS}
-HTML = {m: tex_html(ch02.MATRIX_TEX[m]) if m in ch02.MATRIX_TEX else m for m in MATRIX_COLOURS}
+HTML = {m: tex_html(ch02.MATRIX_TEX[m]) for m in MATRIX_COLOURS}
 PALETTE = {MATH[m]: c for m, c in MATRIX_COLOURS.items()}
 MODELS = [("softmax", 0), ("mlp", P.mlp_width), ("cnn", P.cnn_width)]
 # per model one colour-blind-safe hue, lighter early, full late
@@ -242,7 +246,7 @@ ieq_table.columns = [f"{lab} labels: {HTML[m]}" for lab, m in ieq_table.columns]
 display(ieq_table.reset_index().rename(columns={"n": "N"})
         .style.format(precision=3).hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative Frobenius distance of the empirical Fisher, the covariance D and the Hessian H of a bias-free MLP to its true Fisher F, on nested subsets of N examples, with the real labels (solid) and with labels drawn from the model (dashed), mean over seeds with a 95% band; dotted: slope −1/2. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.information_equality_study`.", "name": "fig-ch2-infoeq"}, "image": {"alt": "Log-log plot of the distance of three matrices to the true Fisher against the number of examples: all six curves, for real labels and for labels drawn from the model, fall at roughly the slope minus one half, the real-label curves no higher than the model-label ones."}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Relative Frobenius distance of the empirical Fisher, the covariance D and the Hessian H of a bias-free MLP to its true Fisher F, on nested subsets of N examples, with the real labels (solid) and with labels drawn from the model (dashed), mean over seeds with a 95% band; dotted: slope −1/2. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.information_equality_study`.", "name": "fig-ch2-infoeq"}, "image": {"alt": "Log-log plot of the relative distance of the empirical Fisher, the covariance D and the Hessian H to the true Fisher against the number of examples, with the real labels (solid lines) and with labels drawn from the model (dashed lines), and a dotted guide of slope minus one half."}}
 fig, ax = plt.subplots(figsize=(4.3, 3.5))
 sns.lineplot(data=ieq.assign(labels=ieq.labels.map({"data": "data labels",
                                                     "model": "labels drawn from the model"}),
@@ -301,22 +305,25 @@ res = ch02.fisher_hessian_study(
     problem, MODELS, steps=P.train_steps, early_step=P.early_step, lr=P.train_lr,
     batch_size=P.train_batch_size, k=P.top_k, seed=P.seed,
 )
-display(res["training"].rename(columns={"step": "SGD step", "train_loss": "train loss (nats)",
+display(res["training"].assign(model=res["training"].model.map(ch02.model_name))
+        .rename(columns={"step": "SGD step", "train_loss": "train loss (nats)",
                                         "train_error": "train error", "P": "parameters"})
         [["model", "parameters", "SGD step", "train loss (nats)", "train error"]]
         .style.format({"train loss (nats)": "{:.4f}", "train error": "{:.1%}"})
         .hide(axis="index"))
 pairs = res["pairs"]
 key = ch02.key_pairs(pairs)
-display(key.assign(pair=key.a.map(HTML) + " vs " + key.b.map(HTML))
+display(key.assign(pair=key.a.map(HTML) + " vs " + key.b.map(HTML),
+                  model=key.model.map(ch02.model_name))
         [["model", "stage", "step", "pair", "rel_dist", "cosine", "scaled_dist", "overlap"]]
         .rename(columns={"step": "SGD step",
                          "rel_dist": tex_html(r"\lVert A - B \rVert / \lVert B \rVert"),
                          "scaled_dist": "after rescaling", "overlap": f"top-{P.top_k} overlap"})
         .style.format(precision=3).hide(axis="index"))
-key = key.assign(pair=key.a.map(MATH) + " vs " + key.b.map(MATH))
+key = key.assign(pair=key.a.map(MATH) + " vs " + key.b.map(MATH),
+                where=key.model.map(ch02.model_name) + ", " + key.stage)
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Pairwise comparison of the five matrices for each model and stage: relative distance, cosine similarity and top-k eigenspace overlap, one colour per model, lighter early and full late in training. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_hessian_study`.", "name": "fig-ch2-pairs"}, "image": {"alt": "Three bar charts over five matrix pairs, six bars per pair (three models, early and late): the Fisher and the Gauss-Newton matrix coincide everywhere, D and the empirical Fisher nearly so, and D against H reaches a cosine of about 0.95 late in training for all three models but less early on for the networks."}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Pairwise comparison of the five matrices for each model and stage: relative distance, cosine similarity and top-k eigenspace overlap, one colour per model, lighter early and full late in training. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_hessian_study`.", "name": "fig-ch2-pairs"}, "image": {"alt": "Three bar charts (relative distance, cosine, top-k eigenspace overlap) over five pairs of matrices, six bars per pair: softmax regression, the MLP and the CNN, each early (light) and late (dark) in training. The Fisher and the Gauss-Newton matrix coincide in every case (distance zero, cosine one), as the identity says."}}
 fig, axes = plt.subplots(1, 3, figsize=(6.8, 3.6), sharex=True)
 sns.barplot(data=key, x="pair", y="rel_dist", hue="where", palette=CASE_COLOURS, ax=axes[0])
 axes[0].set(title="relative distance", ylabel="‖A − B‖ / ‖B‖")
@@ -343,8 +350,10 @@ plt.show()
 # the "noise ≈ curvature" argument are $\hat F$ vs $F$ (data labels vs model labels) and
 # $G$ vs $H$; the end-to-end comparison is $D$ vs $H$.
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Top-k eigenvalues of D, the empirical Fisher, F, the GGN and H, for each model (columns) early and late in training (rows); F lies under the GGN (they are equal). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.compare_matrices`.", "name": "fig-ch2-eigs"}, "image": {"alt": "Six small panels of the largest eigenvalues of the five matrices against their rank, per model and stage: the spectra fall steeply from one or a few large eigenvalues, and the curves of D and H lie close together late in training."}}
-g = sns.relplot(data=res["eigs"].assign(matrix=res["eigs"].matrix.map(MATH)), x="rank",
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Largest eigenvalues of the covariance D, the empirical Fisher, the Fisher F, the generalised Gauss-Newton matrix G and the Hessian H, for each model (columns) early and late in training (rows); F lies under G (they are equal). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.compare_matrices`.", "name": "fig-ch2-eigs"}, "image": {"alt": "Six small panels, one per model and stage, of the largest eigenvalues of the five matrices against their rank; the Fisher and the Gauss-Newton curves coincide."}}
+g = sns.relplot(data=res["eigs"].assign(matrix=res["eigs"].matrix.map(MATH),
+                                       model=res["eigs"].model.map(ch02.model_name)),
+                x="rank",
                 y="eigenvalue", hue="matrix", style="matrix", col="model", row="stage",
                 kind="line", markers=True, height=2.1, aspect=1.05, palette=PALETTE,
                 facet_kws={"sharey": False})
@@ -366,7 +375,8 @@ display(Markdown("\n".join(
     ch02.covariance_hessian_lines(pairs, res["summary"], top_k=P.top_k,
                                   cosine_holds=P.cosine_holds)
     + ["- Squared mean gradient over $\\operatorname{tr} D$: "
-       + ", ".join(f"{m} {st[(m, 'early')]:.2g} early, {st[(m, 'late')]:.2g} late"
+       + ", ".join(f"{ch02.model_name(m)} {st[(m, 'early')]:.2g} early, "
+                   f"{st[(m, 'late')]:.2g} late"
                    for m, _ in MODELS) + "."])))
 
 # %% [markdown]
@@ -424,7 +434,7 @@ display(Markdown(v_dh.sentence))
 # (parameters of one layer share their inputs), so the fit's own standard error is not
 # used: the spread of the exponent across seeds is.
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Diagonal entries $D_{ii}$ against $H_{ii}$ of each trained model (late stage, first seed, entries with $H_{ii} > 0$), one point per parameter, with the least-squares power law $D_{ii} \\propto H_{ii}^{\\gamma}$ over all of the model's parameters (black). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.diagonal_power_law`.", "name": "fig-ch2-diagonal"}, "image": {"alt": "Three log-log scatter plots, one per model, of the per-parameter noise variance against the Hessian diagonal: the points lie along straight lines with slopes close to one."}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Diagonal entries $D_{ii}$ against $H_{ii}$ of each trained model (late stage, first seed, entries with $H_{ii} > 0$), one point per parameter, with the least-squares power law $D_{ii} \\propto H_{ii}^{\\gamma}$ over all of the model's parameters (black). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.diagonal_power_law`.", "name": "fig-ch2-diagonal"}, "image": {"alt": "Three log-log scatter plots, one per model, of each parameter's noise variance against its Hessian diagonal entry, with the fitted power law as a black line; each panel's title gives its exponent."}}
 diag, pl = res["diagonals"], res["power_law"]
 late_diag = diag[(diag.stage == "late") & (diag.D_ii > 0) & (diag.H_ii > 0)]
 models = list(dict.fromkeys(diag.model))
@@ -435,7 +445,7 @@ for ax, m in zip(np.atleast_1d(axes), models, strict=True):
     fit = pl[(pl.model == m) & (pl.stage == "late")].iloc[0]
     h = np.geomspace(d.H_ii.min(), d.H_ii.max(), 50)
     ax.loglog(h, np.exp(fit.intercept) * h**fit.gamma, "k-", lw=1)
-    ax.set(title=f"{m}: γ = {fit.gamma:.2f}", xlabel=r"$H_{ii}$")
+    ax.set(title=f"{ch02.model_name(m)}: γ = {fit.gamma:.2f}", xlabel=r"$H_{ii}$")
     ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     ax.yaxis.set_minor_formatter(mticker.NullFormatter())
 np.atleast_1d(axes)[0].set_ylabel(r"$D_{ii}$")
@@ -451,7 +461,8 @@ plt.show()
 # layer's size), and the decision follows it.
 
 # %%
-display(layer_fits.assign(gamma=layer_fits.gamma.map(lambda v: f"{v:.3f}"),
+display(layer_fits.assign(model=layer_fits.model.map(ch02.model_name),
+                          gamma=layer_fits.gamma.map(lambda v: f"{v:.2f}"),
                           r2=layer_fits.r2.map(lambda v: f"{v:.2f}"),
                           used=[f"{u} of {t}" for u, t in zip(layer_fits.n_used,
                                                                layer_fits.n_total,
@@ -500,17 +511,18 @@ fr_rates = ch02.fisher_rao_rates(family, confidence=P.fr_confidence,
 rho, rho_err, v_fr = ch02.fisher_rao_verdict(family, confidence=P.fr_confidence,
                                              n_boot=P.fr_boot, scale=scale, seed=P.seed,
                                              rates=fr_rates)
-display(family.rename(columns={"width": "width", "batch_size": "B", "P": "parameters",
+display(family.rename(columns={"width": "width", "batch_size": "batch size", "P": "parameters",
                                "train_loss": "train loss (nats)",
                                "test_loss": "test loss (nats)", "train_error": "train error",
                                "test_error": "test error", "gap_loss": "loss gap (nats)",
                                "gap_error": "error gap",
                                "fr_norm_sq": tex_html(r"\theta^\top F \theta")})
         .style.format(precision=3).format({"train error": "{:.1%}", "test error": "{:.1%}",
-                                           "error gap": "{:.1%}"})
+                                           "error gap": "{:+.1%}",
+                                           tex_html(r"\theta^\top F \theta"): "{:.3g}"})
         .hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Generalization gap (test minus training cross-entropy) against the squared Fisher-Rao norm for a family of trained bias-free ReLU MLPs: colour = width, marker = batch size, one point per seed. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_rao_generalization_study`.", "name": "fig-ch2-fisher-rao"}, "image": {"alt": "Scatter plot of the generalization gap against the squared Fisher-Rao norm on a log axis, one point per trained MLP: wider networks have both larger norms and larger gaps, so the points rise from lower left to upper right in three clusters by width."}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Generalization gap (test minus training cross-entropy) against the squared Fisher-Rao norm for a family of trained bias-free ReLU MLPs: colour = width, marker = batch size, one point per seed. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_rao_generalization_study`.", "name": "fig-ch2-fisher-rao"}, "image": {"alt": "Scatter plot of the generalization gap against the squared Fisher-Rao norm on a log axis, one point per trained MLP, colour for the width and marker for the batch size; the title gives Spearman's rank correlation with its interval."}}
 fig, ax = plt.subplots(figsize=(4.5, 3.5))
 sns.scatterplot(data=family.assign(width=family.width.astype(str),
                                    B=family.batch_size.astype(str)),

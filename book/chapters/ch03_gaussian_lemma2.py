@@ -14,8 +14,8 @@
 # g_\mathcal{B} = \bar g + \xi, \qquad \xi \sim \mathcal{N}\!\left(0, \tfrac{D}{B}\right),
 # $$ (eq-ch3-clt)
 #
-# justified by the central limit theorem (a mini-batch gradient is an average of $B$
-# draws), with covariance from Lemma 1 (chapter 1). Near a minimum, chapter 2's
+# justified by the central limit theorem (CLT: an average of many independent draws is
+# close to Gaussian; a mini-batch gradient is an average of $B$ draws), with covariance from Lemma 1 (chapter 1). Near a minimum, chapter 2's
 # approximation $D \approx H$ turns this into "noise $\mathcal{N}(0, H/B)$": sharp directions
 # receive more noise. This chapter (i) tests {eq}`eq-ch3-clt` on real mini-batch noise, and
 # decides, over several trained networks, whether the noise is Gaussian or heavy-tailed at
@@ -62,6 +62,8 @@ alpha = 0.05
 rate_sims = 2000
 
 # %% tags=["remove-cell"]
+import warnings
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -79,6 +81,8 @@ from sgdnoise.chapters.small_problems import (
 from sgdnoise.plotting import source_label, use_style
 from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_verdicts, tex_html
 
+# a deprecation notice of a library, not of this chapter
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 P = ch03.Params.from_namespace(globals())
 clock = Stopwatch()
 torch.set_num_threads(2)
@@ -87,8 +91,8 @@ use_style()
 # %% [markdown]
 # ## A trained network and its noise
 #
-# A one-hidden-layer network (ReLU by default) on CIFAR-10 images pooled to a few pixels
-# (so that the Hessian and $D$ are dense float64 matrices), trained with SGD. At the final
+# A one-hidden-layer network (an MLP, multi-layer perceptron) on CIFAR-10 images pooled to a
+# few pixels (so that the Hessian and $D$ are dense float64 matrices), trained with SGD. At the final
 # parameters we compute all per-example gradients, $D$, and the Hessian $H$.
 
 # %%
@@ -109,7 +113,8 @@ U, labels = ch03.noise_directions(D, H)
 DIRECTION_COLOURS = dict(zip(labels, [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4)],
                              strict=True))
 lam_d, lam_h = top_eigenpairs(D, 2)[0], top_eigenpairs(H, 1)[0]
-display(Markdown(f"$P$ = {G.shape[1]:,} parameters, $N$ = {G.shape[0]:,} examples; the two "
+display(Markdown(f"A {ch03.activation_name(P.activation)} MLP with {P.width} hidden units: "
+                 f"$P$ = {G.shape[1]:,} parameters, $N$ = {G.shape[0]:,} examples; the two "
                  f"largest eigenvalues of $D$ are {lam_d[0]:.3g} and {lam_d[1]:.3g}, the "
                  f"largest of $H$ is {lam_h[0]:.3g}."))
 
@@ -118,7 +123,8 @@ display(Markdown(f"$P$ = {G.shape[1]:,} parameters, $N$ = {G.shape[0]:,} example
 # ## Is mini-batch noise Gaussian?
 #
 # Project the noise $\xi = g_\mathcal{B} - \bar g$ on a unit vector $u$: $z = u^\top\xi$ is
-# the average of $B$ i.i.d. draws of the per-example projections $z_i = u^\top(g_i - \bar
+# the average of $B$ independent, identically distributed (i.i.d.) draws of the
+# per-example projections $z_i = u^\top(g_i - \bar
 # g)$ (sampling with replacement). The CLT says $z$ becomes Gaussian as $B$ grows, but
 # how fast depends on the shape of the per-example distribution: for an average of $B$
 # i.i.d. terms the skewness and excess kurtosis are exactly
@@ -141,10 +147,10 @@ gauss = ch03.gaussianity_table(G, U, P.gauss_batch_sizes, P.gauss_samples, label
                                seed=P.seed)
 display(ch03.gaussianity_cells(gauss).style.hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Normal QQ plots of mini-batch noise projected on four directions (rows) at three batch sizes (columns), standardised; the black line is the Gaussian. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.projected_noise` and {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.qq_points`.", "name": "fig-ch3-qq"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Normal QQ plots of mini-batch noise projected on four directions (rows) at three batch sizes (columns), standardised; the black line is the Gaussian. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.projected_noise` and {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.qq_points`.", "name": "fig-ch3-qq"}, "image": {"alt": "A grid of normal quantile-quantile plots, one row per direction (the top two eigenvectors of D, the top eigenvector of H and a random direction) and one column per batch size: the standardised mini-batch noise against the Gaussian quantiles, with the diagonal of a perfect Gaussian in black."}}
 bs = P.gauss_batch_sizes
 bs_show = [bs[0], bs[len(bs) // 2], bs[-1]]
-fig, axes = plt.subplots(len(labels), len(bs_show), figsize=(7, 1.9 * len(labels)),
+fig, axes = plt.subplots(len(labels), len(bs_show), figsize=(6.8, 1.9 * len(labels)),
                          sharex=True, sharey=True)
 for i, lab in enumerate(labels):
     for j, b in enumerate(bs_show):
@@ -169,7 +175,7 @@ plt.show()
 # the points straighten onto the diagonal as $B$ grows, fastest where the per-example
 # kurtosis is smallest.
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Absolute excess kurtosis of projected mini-batch noise against the batch size B: Monte Carlo (points) and the cumulant prediction per-example kurtosis / B (lines), one colour per direction. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.gaussianity_table`.", "name": "fig-ch3-kurtosis"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Absolute excess kurtosis of projected mini-batch noise against the batch size B: Monte Carlo (points) and the cumulant prediction per-example kurtosis / B (lines), one colour per direction. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.gaussianity_table`.", "name": "fig-ch3-kurtosis"}, "image": {"alt": "Log-log plot of the absolute excess kurtosis of the projected mini-batch noise against the batch size, one colour per direction: Monte Carlo points and the prediction lines of slope minus one from the per-example kurtosis."}}
 fig, ax = plt.subplots(figsize=(4.5, 3.5))
 for lab in labels:
     d = gauss[gauss.direction == lab]
@@ -239,8 +245,8 @@ display(tails.pivot_table(index=["model", "direction"], columns="batch_size", va
         .rename(columns=lambda b: f"tail index at B = {b}").reset_index()
         .style.format(precision=2, na_rep="–").hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: absolute excess kurtosis of projected mini-batch noise against B for the MLP (circles, solid) and the small CNN (squares, dashed), one colour per direction; lines: per-example kurtosis / B. Right: the tail index estimate along the same directions (2 = Gaussian; grey dotted: the heavy-tail threshold of the decision below). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.gaussianity_table` and {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.tail_index_table`.", "name": "fig-ch3-tail"}, "image": {"alt": "Two panels against batch size, log axes. Left: the absolute excess kurtosis of the projected noise of the MLP and the small CNN falls like one over B along four directions, points on their prediction lines. Right: the tail index along the same directions rises from about 1.3 at B = 1 towards 2, the Gaussian value, by B of a few tens."}}
-fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Left: absolute excess kurtosis of projected mini-batch noise against B for the MLP (circles, solid) and the small CNN (squares, dashed), one colour per direction; lines: per-example kurtosis / B. Right: the tail index estimate along the same directions (2 = Gaussian; grey dotted: the heavy-tail threshold of the decision below). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.gaussianity_table` and {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.tail_index_table`.", "name": "fig-ch3-tail"}, "image": {"alt": "Two panels against the batch size on log axes, for the MLP (circles, solid) and the small CNN (squares, dashed) along four directions. Left: absolute excess kurtosis of the projected noise, Monte Carlo points and their one-over-B prediction lines. Right: the estimated tail index, with the Gaussian value 2 (black) and the heavy-tail threshold of the decision (grey dotted)."}}
+fig, axes = plt.subplots(1, 2, figsize=(6.8, 3.4))
 proj = tails[tails.direction != "all coordinates"]
 for (name, tab), (marker, ls) in zip((("MLP", gauss), ("small CNN", gauss_cnn)),
                                      (("o", "-"), ("s", "--")), strict=True):
@@ -248,9 +254,11 @@ for (name, tab), (marker, ls) in zip((("MLP", gauss), ("small CNN", gauss_cnn)),
         d = tab[tab.direction == lab]
         c = DIRECTION_COLOURS[lab]
         axes[0].plot(d.batch_size, d.exkurt_pred.abs(), ls, color=c, lw=1)
-        axes[0].plot(d.batch_size, d.exkurt_mc.abs(), marker, color=c, ms=4)
+        axes[0].plot(d.batch_size, d.exkurt_mc.abs(), marker, color=c, ms=4,
+                     label=f"{name}, {lab}")
         t = proj[(proj.model == name) & (proj.direction == lab)]
-        axes[1].plot(t.batch_size, t.alpha, marker + ls, color=c, ms=4, lw=1)
+        axes[1].plot(t.batch_size, t.alpha, marker + ls, color=c, ms=4, lw=1,
+                     label=f"{name}, {lab}")
 axes[0].set(xscale="log", yscale="log", xlabel="batch size B", ylabel="|excess kurtosis|")
 axes[1].axhline(2.0, color="k", lw=0.8)
 axes[1].axhline(P.alpha_heavy, color="gray", lw=0.8, ls=":")
@@ -384,7 +392,7 @@ quad = ch03.one_step_quadratic_study(ls, torch.zeros_like(ls.theta_star),
                                      P.quad_batch_sizes, P.quad_samples, seed=P.seed)
 display(ch03.quadratic_cells(quad, lr_max).style.hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Expected excess loss after one SGD step from θ = 0 on least squares, against the step size as a fraction of the stability limit: Monte Carlo (points, ±2 standard errors) and Lemma 2 (lines), one colour per batch size; dashed: the full-batch step; dotted: the loss before the step. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.one_step_quadratic_study`.", "name": "fig-ch3-onestep"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Expected excess loss after one SGD step from θ = 0 on least squares, against the step size as a fraction of the stability limit: Monte Carlo (points, ±2 standard errors) and Lemma 2 (lines), one colour per batch size; dashed: the full-batch step; dotted: the loss before the step. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.one_step_quadratic_study`.", "name": "fig-ch3-onestep"}, "image": {"alt": "Expected excess loss after one SGD step on least squares against the step size as a fraction of the stability limit, log vertical axis: Monte Carlo points with error bars on the Lemma 2 lines, one colour per batch size, with the full-batch step (dashed) and the loss before the step (dotted)."}}
 fig, ax = plt.subplots(figsize=(4.5, 3.5))
 for c, (b, d) in zip(sns.color_palette("colorblind"), quad.groupby("batch_size"), strict=False):
     ax.errorbar(d.lr / lr_max, d.mc, yerr=2 * d.se, fmt="o", color=c, capsize=2,
@@ -438,7 +446,7 @@ mk = ch03.markov_study(ls, theta_near, P.markov_lr_fraction * lr_max, P.markov_b
                        seed=P.seed)
 display(ch03.markov_cells(mk).style.hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Probability that one SGD step near the minimum of least squares raises the excess loss by at least a, against a in units of the expected next loss: observed frequency (points, ±2 standard errors) and Markov's bound (line). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.markov_study`.", "name": "fig-ch3-markov"}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Probability that one SGD step near the minimum of least squares raises the excess loss by at least a, against a in units of the expected next loss: observed frequency (points, ±2 standard errors) and Markov's bound (line). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.markov_study`.", "name": "fig-ch3-markov"}, "image": {"alt": "Log-log plot of the probability that one SGD step raises the loss by at least a given amount, against that amount relative to the expected next loss: observed frequencies with error bars, and Markov's bound as a black line that every point should stay under."}}
 fig, ax = plt.subplots(figsize=(6, 4))
 pos = mk[mk.frequency > 0]
 e_next = float(mk.expected_next.iloc[0])
@@ -503,17 +511,18 @@ net = ch03.network_one_step_by_activation(
     seed=P.seed)
 display(ch03.network_cells(net).style.hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "One SGD step on trained one-hidden-layer MLPs, one colour per activation. Left: the noise part of the expected loss change (Monte Carlo with control variate, ±2 standard errors) and the Lemma-2 prediction $\\eta^2 \\operatorname{tr}(HD)/(2B)$ (lines). Right: measured / predicted for the noise part (circles) and for the full-batch change (squares); 1 is exact. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.network_one_step_by_activation`.", "name": "fig-ch3-network"}}
-fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "One SGD step on trained one-hidden-layer MLPs, one colour per activation. Left: the noise part of the expected loss change (Monte Carlo with control variate, ±2 standard errors) and the Lemma-2 prediction $\\eta^2 \\operatorname{tr}(HD)/(2B)$ (lines). Right: measured / predicted for the noise part (circles) and for the full-batch change (squares); 1 is exact. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.network_one_step_by_activation`.", "name": "fig-ch3-network"}, "image": {"alt": "Two panels against the step size times the largest Hessian eigenvalue, one colour per activation (ReLU and tanh). Left: the noise part of the one-step loss change, Monte Carlo points with error bars and the Lemma 2 prediction lines. Right: measured over predicted for the noise part (circles) and the full-batch change (squares), with the exact value 1 as a black line."}}
+fig, axes = plt.subplots(1, 2, figsize=(6.8, 3.4))
 pal = dict(zip(P.net_activations, sns.color_palette("colorblind", len(P.net_activations)),
                strict=True))
 for act, d in net.groupby("activation", sort=False):
     axes[0].errorbar(d.eta_lam, d.mc_noise_part, yerr=2 * d.se_cv, fmt="o", capsize=2,
-                     color=pal[act], label=f"{act}")
+                     color=pal[act], label=ch03.activation_name(act))
     axes[0].plot(d.eta_lam, d.pred_noise, "-", color=pal[act], lw=1)
     axes[1].errorbar(d.eta_lam, d.noise_ratio, yerr=2 * d.noise_ratio_se, fmt="o-",
-                     capsize=2, color=pal[act])
-    axes[1].plot(d.eta_lam, d.gd_ratio, "s--", color=pal[act], ms=4)
+                     capsize=2, color=pal[act], label=f"{ch03.activation_name(act)}: noise part")
+    axes[1].plot(d.eta_lam, d.gd_ratio, "s--", color=pal[act], ms=4,
+                 label=f"{ch03.activation_name(act)}: full-batch change")
 axes[0].set(xscale="log", yscale="log", xlabel=r"$\eta\,\lambda_{\max}(H)$",
             ylabel="E ΔL − full-batch ΔL", title=f"noise part, B = {P.net_batch_size}")
 axes[1].axhline(1.0, color="k", lw=0.8)

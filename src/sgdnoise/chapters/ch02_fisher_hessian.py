@@ -39,12 +39,13 @@ from sgdnoise.chapters.small_problems import (
     train_small,
 )
 from sgdnoise.params import ChapterParams, param
-from sgdnoise.report import Verdict
+from sgdnoise.report import Verdict, tex_html
 from sgdnoise.stats import Interval, loglog_fit, t_interval
 from sgdnoise.validate import check_positive_int
 
 __all__ = [
     "KEY_PAIRS",
+    "MODEL_NAMES",
     "Params",
     "cases_table",
     "cluster_spearman",
@@ -70,8 +71,10 @@ __all__ = [
     "late_matrices",
     "late_seed_study",
     "layer_power_law",
+    "model_name",
     "power_law_rates",
     "power_law_verdict",
+    "value_range",
     "weight_layers",
 ]
 
@@ -85,14 +88,29 @@ DERIVATION, CLAIM = "derivation check", "claim about SGD"
 
 #: The pairs the chapter discusses, in this order: (a, b) of :func:`compare_matrices`.
 KEY_PAIRS = (("D", "F_hat"), ("F_hat", "F"), ("F", "GGN"), ("D", "H"), ("GGN", "H"))
-# How a matrix named in the studies' tables is written in math; others (GGN) as named.
-MATRIX_TEX = {"F_hat": r"\hat F", "D": "D", "F": "F", "H": "H"}
+# How a matrix named in the studies' tables is written in math (the generalised
+# Gauss-Newton matrix, "GGN" in the tables, is the chapter's G).
+MATRIX_TEX = {"F_hat": r"\hat F", "D": "D", "F": "F", "GGN": "G", "H": "H"}
+#: The models' names on the page, for the keys the studies use.
+MODEL_NAMES = {"softmax": "softmax regression", "mlp": "MLP", "cnn": "CNN"}
 
 
 def matrix_math(name: str) -> str:
     r"""A matrix of the studies' tables in MyST inline math: ``"F_hat"`` → ``$\hat F$``,
-    ``"D"`` → ``$D$``; a name without math (the GGN) stays as it is."""
+    ``"GGN"`` → ``$G$``; a name without math stays as it is."""
     return f"${MATRIX_TEX[name]}$" if name in MATRIX_TEX else name
+
+
+def model_name(key: str) -> str:
+    """A model's name on the page (:data:`MODEL_NAMES`): ``"mlp"`` → ``"MLP"``; other keys
+    as they are."""
+    return MODEL_NAMES.get(key, key)
+
+
+def value_range(low: float, high: float, digits: int = 2) -> str:
+    """``'from 0.017 to 0.021'``, or the one value when both ends print alike."""
+    lo, hi = number(low, digits), number(high, digits)
+    return lo if lo == hi else f"from {lo} to {hi}"
 
 
 @dataclass(frozen=True)
@@ -324,14 +342,17 @@ def _stationarity(mats: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def weight_layers(model: nn.Module) -> list[tuple[str, slice]]:
     """The weight tensors of ``model`` (trainable parameters with two or more dimensions:
-    linear and convolution weights, not biases) as ``(name, slice of θ)``, θ flattened in
-    ``model.parameters()`` order (the order of the dense matrices)."""
+    linear and convolution weights, not biases) as ``(label, slice of θ)``, θ flattened in
+    ``model.parameters()`` order (the order of the dense matrices); the label counts the
+    layers from the input and names their kind: ``"layer 1 (convolution)"``,
+    ``"layer 2 (linear)"``."""
     from sgdnoise.grads import trainable_named_parameters
 
     out, start = [], 0
-    for name, p in trainable_named_parameters(model):
+    for _, p in trainable_named_parameters(model):
         if p.dim() >= 2:
-            out.append((name, slice(start, start + p.numel())))
+            kind = "linear" if p.dim() == 2 else "convolution"
+            out.append((f"layer {len(out) + 1} ({kind})", slice(start, start + p.numel())))
         start += p.numel()
     return out
 
@@ -563,12 +584,14 @@ def late_seed_study(late: dict[tuple[str, int], dict[str, Any]], *, batch_size: 
 def cases_table(cases: pd.DataFrame, batch_size: int) -> pd.DataFrame:
     """:func:`late_seed_study`'s cases as text cells."""
     return pd.DataFrame([{
-        "model": r.model, "seed": str(int(r.seed)), "cosine of D and H": fixed(r.cosine, 3),
+        "model": model_name(r.model), "seed": str(int(r.seed)),
+        f"cosine of {tex_html('D')} and {tex_html('H')}": fixed(r.cosine, 3),
         "random spectrum: mean": fixed(r.chance, 3),
         "shared top direction: mean": fixed(r.spike_mean, 3),
         "shared top direction: 95th percentile": fixed(r.spike_q95, 3),
-        "squared mean gradient / tr D": number(r.ratio, 2),
-        f"below 1/B = {1 / batch_size:.3g}": "yes" if r.near_minimum else "no",
+        tex_html(r"\lVert \bar g \rVert^2 / \operatorname{tr} D"): number(r.ratio, 2),
+        f"near a minimum (below 1/{tex_html('B')} = {1 / batch_size:.3g})":
+            "yes" if r.near_minimum else "no",
     } for r in cases.itertuples()])
 
 
@@ -713,10 +736,11 @@ def covariance_hessian_lines(pairs: pd.DataFrame, summary: pd.DataFrame, *, top_
     for r in dh.itertuples():
         tr_ratio = float(summ.loc[(r.model, r.stage, "D"), "trace_ratio_to_H"])
         reach = ("above" if r.cosine > cosine_holds else "not above")
-        lines.append(f"- **{r.model}, {r.stage}**: $\\cos(D, H) = {r.cosine:.3f}$ ({reach} "
-                     f"{cosine_holds:g}); $\\lVert D - H \\rVert / \\lVert H \\rVert = "
-                     f"{r.rel_dist:.2f}$, or {r.scaled_dist:.2f} after the best rescaling of "
-                     f"$D$; $\\operatorname{{tr}} D / \\operatorname{{tr}} H = {tr_ratio:.2f}$; "
+        lines.append(f"- **{model_name(r.model)}, {r.stage}**: $\\cos(D, H) = "
+                     f"{r.cosine:.3f}$ ({reach} {cosine_holds:g}); "
+                     f"$\\lVert D - H \\rVert / \\lVert H \\rVert = {r.rel_dist:.2f}$, or "
+                     f"{r.scaled_dist:.2f} after the best rescaling of $D$; "
+                     f"$\\operatorname{{tr}} D / \\operatorname{{tr}} H = {tr_ratio:.2f}$; "
                      f"top-{top_k} overlap {r.overlap:.2f}.")
     return lines
 
@@ -782,10 +806,10 @@ def covariance_hessian_verdict(cases: pd.DataFrame, *, cosine_holds: float, batc
                " — not a test: " + ("not near a minimum in every seed"
                                     if not d.near_minimum.all() else
                                     "a shared top direction alone reaches the threshold"))
-        parts.append(f"{m} {ci.format(3)} (shared top direction alone: up to "
+        parts.append(f"{model_name(m)} {ci.format(3)} (shared top direction alone: up to "
                      f"{d.spike_q95.max():.2f}; random spectrum: {d.chance.mean():.2f}; "
-                     f"$\\lVert \\bar g \\rVert^2 / \\operatorname{{tr}} D$ from "
-                     f"{number(d.ratio.min(), 2)} to {number(d.ratio.max(), 2)}){why}")
+                     f"$\\lVert \\bar g \\rVert^2 / \\operatorname{{tr}} D$ "
+                     f"{value_range(d.ratio.min(), d.ratio.max())}){why}")
     sentence = (f"Cosine of $D$ and $H$ at the end of training, {1 - 2 * alpha:.0%} interval "
                 f"across {cases.seed.nunique()} seeds: " + "; ".join(parts) + f". Rule: "
                 f"one-sided t-tests across seeds at level {alpha:g} against {cosine_holds:g} "
@@ -850,11 +874,11 @@ def power_law_verdict(layers: pd.DataFrame, *, gamma_low: float, gamma_high: flo
     keys, x = _layer_items(layers)
     outcome = str(claim_outcomes(x, _range_conditions(len(keys), gamma_low, gamma_high),
                                  alpha)[0])
-    listing = "; ".join(f"{m} {lay}: {t_interval(x[i], 1 - 2 * alpha).format(2)}"
+    listing = "; ".join(f"{model_name(m)} {lay}: {t_interval(x[i], 1 - 2 * alpha).format(2)}"
                         for i, (m, lay) in enumerate(keys))
     sentence = (f"Exponent $\\gamma$ of {POWER_LAW} per weight layer at the end of training, "
                 f"{1 - 2 * alpha:.0%} interval across {x.shape[1]} seeds: {listing}; $R^2$ "
-                f"from {layers.r2.min():.2f} to {layers.r2.max():.2f}. Rule: one-sided "
+                f"{value_range(layers.r2.min(), layers.r2.max())}. Rule: one-sided "
                 f"t-tests across seeds at level {alpha:g} against {gamma_low:g} and "
                 f"{gamma_high:g} for every layer: "
                 + {"supported": "every exponent lies inside the range.",

@@ -42,11 +42,13 @@ from sgdnoise.stats import t_interval
 from sgdnoise.validate import check_matrix, check_positive, check_positive_int
 
 __all__ = [
+    "ACTIVATION_NAMES",
     "VEHICLE_CLASSES",
     "LeastSquares",
     "Params",
     "gaussian_claim_rates",
     "gaussian_claim_verdict",
+    "activation_name",
     "gaussian_reading",
     "gaussianity_cells",
     "lemma2_cells",
@@ -89,7 +91,9 @@ DERIVATION, CLAIM = "derivation check", "claim about SGD"
 #: The models of the decisions across seeds, in the order of their items.
 SHAPE_MODELS = ("MLP", "small CNN")
 #: The directions of the decisions across seeds (computable for every seed from D alone).
-SHAPE_DIRECTIONS = ("top-1 eigvec of D", "top-2 eigvec of D", "random direction")
+SHAPE_DIRECTIONS = ("top eigenvector of D", "second eigenvector of D", "random direction")
+#: The activations' names on the page, for the keys the models use.
+ACTIVATION_NAMES = {"relu": "ReLU", "tanh": "tanh"}
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,14 @@ def noise_directions(
     rand = torch.randn(D.shape[0], 1, dtype=D.dtype,
                        generator=torch.Generator().manual_seed(seed))
     U = torch.cat([U_D, U_H, rand / rand.norm()], 1)
-    return U, ["top-1 eigvec of D", "top-2 eigvec of D", "top-1 eigvec of H",
+    return U, ["top eigenvector of D", "second eigenvector of D", "top eigenvector of H",
                "random direction"]
+
+
+def activation_name(key: str) -> str:
+    """An activation's name on the page (:data:`ACTIVATION_NAMES`): ``"relu"`` →
+    ``"ReLU"``; other keys as they are."""
+    return ACTIVATION_NAMES.get(key, key)
 
 
 def projected_noise(
@@ -710,6 +720,7 @@ def network_verdict(net: pd.DataFrame, *, z_max: float, scale: str) -> tuple[lis
     the verdict: "supported" if every activation agrees, "contradicted" if none does, else
     "mixed" (the comparison line then names the one that deviates)."""
     lines = []
+    net = net.assign(activation=net.activation.map(activation_name))
     for act, d in net.groupby("activation", sort=False):
         dev = (d.noise_ratio - 1).abs()
         lines.append(
@@ -988,7 +999,7 @@ def tail_claim_verdict(shape: pd.DataFrame, *, alpha_heavy: float, alpha: float,
                 f"seeds: {listing}. Per seed the bootstrap intervals over the draws span "
                 f"[{shape.alpha_low.min():.2f}, {shape.alpha_high.max():.2f}]. Rule: "
                 f"one-sided t-tests across seeds at level {alpha:g} against {alpha_heavy:g} "
-                f"(Gaussian: 2) for every item: "
+                f"(Gaussian: 2) for every model and direction: "
                 + {"supported": "heavy-tailed along every direction.",
                    "contradicted": "not heavy-tailed along at least one direction: its tail "
                                    f"index is above {alpha_heavy:g}.",
@@ -1062,7 +1073,7 @@ def network_cells(net: pd.DataFrame) -> pd.DataFrame:
     the full-batch change against its second-order prediction and the noise part against
     Lemma 2, as ratios with 95% intervals."""
     return pd.DataFrame([{
-        "activation": r.activation, "step × largest eigenvalue": fixed(r.eta_lam),
+        "activation": activation_name(r.activation), "step × largest eigenvalue": fixed(r.eta_lam),
         "full-batch change / second order": fixed(r.gd_ratio, 4),
         "noise part / Lemma 2 (95% interval)": interval(
             r.noise_ratio, r.noise_ratio - 1.96 * r.noise_ratio_se,

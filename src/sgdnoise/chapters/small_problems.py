@@ -12,6 +12,7 @@ Notation: ``G: (N, P)`` per-example gradients (rows g_i), ``ḡ`` their mean, ce
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -517,8 +518,14 @@ def fixed(x: float, decimals: int = 2) -> str:
 
 
 def interval(estimate: float, low: float, high: float, digits: int = 3, unit: str = "") -> str:
-    """``'est [low, high] unit'`` with :func:`number` cells; the book's one interval
-    notation."""
+    """``'est [low, high] unit'``, the book's one interval notation: the three values with
+    the same number of decimals, enough for ``digits`` significant digits of the estimate
+    (``'8.79 [8.38, 9.20]'``, ``'-0.0519 [-0.0581, -0.0458]'``); :func:`number` cells for
+    an estimate below 1e-3 or from 1e5 in size, or not finite."""
     tail = f" {unit}" if unit else ""
+    e = float(estimate)
+    if np.isfinite(e) and 1e-3 <= abs(e) < 1e5:
+        decimals = max(0, digits - 1 - math.floor(math.log10(abs(e))))
+        return f"{fixed(e, decimals)} [{fixed(low, decimals)}, {fixed(high, decimals)}]" + tail
     return (f"{number(estimate, digits)} [{number(low, digits)}, {number(high, digits)}]"
             + tail)
