@@ -8,16 +8,17 @@
 # %% [markdown]
 # # 1. Mini-batch gradients and Lemma 1
 #
-# SGD replaces the gradient of the training loss by the average gradient of a random
-# mini-batch. This chapter derives the first two moments of that estimate — it is unbiased,
-# and its covariance is the per-example gradient covariance divided by the batch size
-# (Lemma 1 of {cite}`chaudhari2018sgd`), times a finite-population correction when the
-# batch is drawn without replacement {cite}`cochran1977sampling` — and then checks both
-# formulas by Monte Carlo on a softmax-regression model trained briefly on a subset of
-# CIFAR-10 {cite}`krizhevsky2009learning`, using exact per-example gradients. Two points
-# go beyond the essay: its form of the correction, $(1/B - 1/N)\,D$, is exact only for a
-# differently normalised $D$; and when SGD reshuffles the data once per epoch, the noises
-# of the batches of one epoch are not independent but negatively correlated, which the
+# Stochastic gradient descent (SGD) replaces the gradient of the training loss by the
+# average gradient of a random mini-batch. This chapter derives the first two moments of
+# that estimate — it is unbiased, and its covariance is the per-example gradient
+# covariance divided by the batch size (Lemma 1 of {cite}`chaudhari2018sgd`), times a
+# finite-population correction when the batch is drawn without replacement
+# {cite}`cochran1977sampling` — and then checks both formulas by Monte Carlo on a
+# softmax-regression model trained briefly on a subset of CIFAR-10
+# {cite}`krizhevsky2009learning`, using exact per-example gradients. Two points go beyond
+# the essay: its form of the correction, $(1/B - 1/N)\,D$, is exact only for a differently
+# normalised $D$; and when SGD reshuffles the data once per epoch, the noises of the
+# batches of one epoch are not independent but negatively correlated, which the
 # continuous-time picture of chapter 6 leaves out.
 #
 # ## Setting

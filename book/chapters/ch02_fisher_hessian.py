@@ -10,10 +10,12 @@
 #
 # The source essay argues that the covariance of mini-batch noise is "asymptotically" the
 # Hessian: $D$ is close to the empirical Fisher, which approximates the Fisher, which is
-# the Hessian of a KL divergence, which near a minimum is the Hessian of the loss. Each link
-# holds under its own conditions. This chapter states each link precisely, proves it, and
-# measures on softmax regression, an MLP and a small CNN, early and late in training, how
-# close the five matrices $D$, $\hat F$, $F$, $G$ (the generalised Gauss-Newton matrix,
+# the Hessian of a Kullback-Leibler (KL) divergence, which near a minimum is the Hessian of
+# the loss. Each link holds under its own conditions. This chapter states each link
+# precisely, proves it, and measures on softmax regression, a multi-layer perceptron (MLP)
+# and a small convolutional network (CNN), both with ReLU activations ($\sigma(z) =
+# \max(z, 0)$, the rectified linear unit), early and late in training, how close the five
+# matrices $D$, $\hat F$, $F$, $G$ (the generalised Gauss-Newton matrix,
 # defined below) and $H$ actually are
 # {cite}`martens2020new,kunstner2019limitations,thomas2020interplay`. The essay's claims are
 # about the end of training, near a minimum; they are decided there, over several trained
@@ -166,6 +168,7 @@ alpha = 0.05
 rate_sims = 2000
 
 # %% tags=["remove-cell"]
+import itertools
 import warnings
 
 import matplotlib.pyplot as plt
@@ -351,17 +354,24 @@ plt.show()
 # $G$ vs $H$; the end-to-end comparison is $D$ vs $H$.
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Largest eigenvalues of the covariance D, the empirical Fisher, the Fisher F, the generalised Gauss-Newton matrix G and the Hessian H, for each model (columns) early and late in training (rows); F lies under G (they are equal). Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.compare_matrices`.", "name": "fig-ch2-eigs"}, "image": {"alt": "Six small panels, one per model and stage, of the largest eigenvalues of the five matrices against their rank; the Fisher and the Gauss-Newton curves coincide."}}
-g = sns.relplot(data=res["eigs"].assign(matrix=res["eigs"].matrix.map(MATH),
-                                       model=res["eigs"].model.map(ch02.model_name)),
-                x="rank",
-                y="eigenvalue", hue="matrix", style="matrix", col="model", row="stage",
-                kind="line", markers=True, height=2.1, aspect=1.05, palette=PALETTE,
-                facet_kws={"sharey": False})
-sns.move_legend(g, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=5, frameon=False, title=None)
-g.set_titles("{col_name}, {row_name}")
-for ax in g.axes.flat:
+eigs = res["eigs"]
+stages = list(dict.fromkeys(eigs.stage))
+fig, axes = plt.subplots(len(stages), len(MODELS), figsize=(6.8, 1.9 * len(stages) + 0.6),
+                         squeeze=False)
+for (row, stage), (col, (m, _)) in itertools.product(enumerate(stages), enumerate(MODELS)):
+    ax = axes[row, col]
+    for (mat, colour), marker in zip(MATRIX_COLOURS.items(), "osv^D", strict=True):
+        d = eigs[(eigs.model == m) & (eigs.stage == stage) & (eigs.matrix == mat)]
+        ax.plot(d["rank"], d.eigenvalue, marker=marker, ms=3, lw=1, color=colour,
+                label=MATH[mat])
+    ax.set_title(f"{ch02.model_name(m)}, {stage}")
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-g.figure.suptitle(source_label(P.profile, identity), y=1.02)
+    ax.set_xlabel("rank" if row == len(stages) - 1 else "")
+    ax.set_ylabel("eigenvalue" if col == 0 else "")
+fig.tight_layout()
+fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper center",
+           bbox_to_anchor=(0.5, 0.0), ncol=len(MATRIX_COLOURS), frameon=False)
+fig.suptitle(source_label(P.profile, identity), y=1.02)
 plt.show()
 
 # %% [markdown]
@@ -395,8 +405,8 @@ display(Markdown("\n".join(
 #
 # *Is the cosine more than a shared top direction?* Both $D$ and $H$ are positive
 # semi-definite with a few large eigenvalues. Two such matrices that share only their top
-# eigenvector already have a sizeable cosine. As baselines we draw random PSD matrices with
-# exactly the spectrum of $D$: with all eigenvectors random (the chance level), and with
+# eigenvector already have a sizeable cosine. As baselines we draw random positive
+# semi-definite matrices with exactly the spectrum of $D$: with all eigenvectors random (the chance level), and with
 # $D$'s own top eigenvector kept and the rest random (what one shared direction gives,
 # {py:func}`sgdnoise.chapters.ch02_fisher_hessian.cosine_null`). A cosine threshold is
 # informative only where the second baseline stays below it.

@@ -91,9 +91,11 @@ use_style()
 # %% [markdown]
 # ## A trained network and its noise
 #
-# A one-hidden-layer network (an MLP, multi-layer perceptron) on CIFAR-10 images pooled to a
-# few pixels (so that the Hessian and $D$ are dense float64 matrices), trained with SGD. At the final
-# parameters we compute all per-example gradients, $D$, and the Hessian $H$.
+# A one-hidden-layer network (a multi-layer perceptron, MLP, with ReLU activations
+# $\sigma(z) = \max(z, 0)$, the rectified linear unit, unless stated otherwise below) on
+# CIFAR-10 images pooled to a few pixels (so that the Hessian and $D$ are dense float64
+# matrices), trained with SGD. At the final parameters we compute all per-example
+# gradients, $D$, and the Hessian $H$.
 
 # %%
 problem = load_small_problem(P.dataset, P.n_train, image_size=P.image_size, seed=P.seed)
@@ -147,7 +149,7 @@ gauss = ch03.gaussianity_table(G, U, P.gauss_batch_sizes, P.gauss_samples, label
                                seed=P.seed)
 display(ch03.gaussianity_cells(gauss).style.hide(axis="index"))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Normal QQ plots of mini-batch noise projected on four directions (rows) at three batch sizes (columns), standardised; the black line is the Gaussian. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.projected_noise` and {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.qq_points`.", "name": "fig-ch3-qq"}, "image": {"alt": "A grid of normal quantile-quantile plots, one row per direction (the top two eigenvectors of D, the top eigenvector of H and a random direction) and one column per batch size: the standardised mini-batch noise against the Gaussian quantiles, with the diagonal of a perfect Gaussian in black."}}
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Normal quantile-quantile (QQ) plots of mini-batch noise projected on four directions (rows) at three batch sizes (columns), standardised; the black line is the Gaussian. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.projected_noise` and {py:func}`sgdnoise.chapters.ch03_gaussian_lemma2.qq_points`.", "name": "fig-ch3-qq"}, "image": {"alt": "A grid of normal quantile-quantile plots, one row per direction (the top two eigenvectors of D, the top eigenvector of H and a random direction) and one column per batch size: the standardised mini-batch noise against the Gaussian quantiles, with the diagonal of a perfect Gaussian in black."}}
 bs = P.gauss_batch_sizes
 bs_show = [bs[0], bs[len(bs) // 2], bs[-1]]
 fig, axes = plt.subplots(len(labels), len(bs_show), figsize=(6.8, 1.9 * len(labels)),
@@ -222,7 +224,8 @@ display(Markdown(ch03.gaussian_reading(gauss, kurtosis_tolerance=P.kurtosis_tole
 # the estimates along single directions do not have this confound, which is why the
 # decision below uses them. Here we estimate $\hat\alpha$ over all coordinates of the
 # per-example noise $g_i - \bar g$ ($B = 1$) and along the projected directions at every
-# $B$, for the MLP above and for a small three-block ReLU CNN trained identically, whose
+# $B$, for the MLP above and for a small three-block convolutional network (CNN) with ReLU
+# activations, trained identically, whose
 # Gaussianity we also measure as above. The table lists $\hat\alpha$ by model, direction
 # and batch size (a dash: not estimated; the all-coordinates estimate exists at $B = 1$
 # only).
