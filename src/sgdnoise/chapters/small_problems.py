@@ -436,8 +436,9 @@ class ClaimRates:
         ``rates_at``."""
         of = f" of the {self.quantity}" if self.quantity else ""
         return (f"{self.effect}; seed-to-seed standard deviation{of} {self.sd:.3g}, "
-                f"measured with {self.df} degrees of freedom; contradicted at the effect in "
-                f"{self.false_contradiction:.1%} of the simulated data sets")
+                f"measured with {self.df} degrees of freedom; with the effect present the "
+                f"rule says contradicted in {self.false_contradiction:.1%} of the simulated "
+                f"data sets")
 
 
 def claim_rates(conditions: Sequence[Condition], *, effect: Sequence[float],
