@@ -284,3 +284,181 @@ def test_engine_on_a_small_dense_problem_matches_an_explicit_epoch_loop(drop_las
     plain_sgd(twin, x, y, lr=lr, batch_size=b, seed=seed, drop_last=drop_last, epochs=epochs)
     for p, q in zip(twin.parameters(), model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+# --------------------------------------------------------------------------- the essay's factor
+
+
+def test_essay_factor_check_enumerates_every_batch():
+    G = _G(N=9, P=4, seed=7)
+    chk = ch01.essay_factor_check(G, 7, 3)
+    assert chk["batches"] == math.comb(7, 3)
+    assert chk["rel_err_ours"] < 1e-12 and chk["rel_err_essay_unbiased"] < 1e-12
+    assert chk["trace_ratio"] == pytest.approx(7 / 6, rel=1e-12)
+    # the essay's form with divisor N is off by exactly 1/N of the exact covariance
+    assert chk["rel_err_essay"] == pytest.approx(1 / 7, rel=1e-10)
+    with pytest.raises(ValueError, match="batch_size"):
+        ch01.essay_factor_check(G, 7, 7)
+
+
+def test_essay_factor_verdict_flips():
+    chk = {"n": 8, "batch_size": 3, "batches": 56, "rel_err_ours": 1e-16,
+           "rel_err_essay": 0.125, "rel_err_essay_unbiased": 1e-16, "trace_ratio": 8 / 7,
+           "predicted_ratio": 8 / 7}
+    v = ch01.essay_factor_verdict(chk, n_train=1000, mc_rel_se=[0.01, 0.04], scale="s")
+    assert v.outcome == "supported" and v.kind == "derivation check"
+    assert "0.10% at every B" in v.sentence and "1.0% to 4.0%" in v.sentence
+    bad = ch01.essay_factor_verdict(dict(chk, trace_ratio=1.0), n_train=1000, mc_rel_se=[],
+                                    scale="s")
+    assert bad.outcome == "contradicted"
+    assert_typeset(v, bad)
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+def test_epoch_noise_study_matches_the_closed_forms():
+    G = _G(N=40, P=5, seed=3)
+    corr, cum = ch01.epoch_noise_study(G, [4, 10, 15], 4000, seed=1)
+    assert list(corr.predicted) == pytest.approx([-4 / 36, -10 / 30, -15 / 25])
+    assert (corr.z.abs() < 5).all()
+    assert (cum.z.dropna().abs() < 5).all()
+    # B divides N: the epoch's noise sums to zero; 40 = 2·15 + 10 does not
+    ends = cum.sort_values("m").groupby("batch_size").tail(1).set_index("batch_size")
+    assert ends.loc[4, "mc"] < 1e-20 and ends.loc[10, "mc"] < 1e-20
+    assert ends.loc[15, "mc"] > 0.1 * ends.loc[15, "independent"]
+    assert ends.loc[15, "predicted"] == pytest.approx(2 * (40 - 30) / 39)
+    with pytest.raises(ValueError, match="fewer than two"):
+        ch01.epoch_noise_study(G, [21], 10)
+
+
+def _epoch_frames(z: float, end: float):
+    corr = pd.DataFrame({"batch_size": [10], "steps": [4], "mc": [-0.33], "se": [0.01],
+                         "predicted": [-1 / 3], "z": [z]})
+    cum = pd.DataFrame({"batch_size": [10, 10], "m": [1, 4], "fraction": [0.25, 1.0],
+                        "mc": [0.97, end], "se": [0.01, 0.0], "predicted": [0.97, 0.0],
+                        "independent": [0.97, 3.9], "z": [0.1, float("nan")]})
+    return corr, cum
+
+
+def test_epoch_verdict_flips_on_z_and_on_the_epoch_sum():
+    v = ch01.epoch_verdict(*_epoch_frames(0.5, 1e-30), z_max=4.0, scale="s")
+    assert v.outcome == "supported" and "zero to rounding" in v.sentence
+    assert v.kind == "derivation check"
+    assert ch01.epoch_verdict(*_epoch_frames(6.0, 1e-30), z_max=4.0,
+                              scale="s").outcome == "contradicted"
+    v = ch01.epoch_verdict(*_epoch_frames(0.5, 0.3), z_max=4.0, scale="s")
+    assert v.outcome == "contradicted" and "not zero" in v.sentence
+    assert_typeset(v)
+
+
+# --------------------------------------------------------------------------- SGD runs
+
+
+def test_trajectory_noise_study_at_a_tiny_step_is_the_fixed_theta_case():
+    from sgdnoise.chapters.small_problems import build_small_model
+    from sgdnoise.grads import per_example_grads
+
+    pb = _tiny_problem(40, seed=2)
+    traj = ch01.trajectory_noise_study(pb, seeds=2, epochs=60, lr=1e-9, batch_size=10)
+    assert list(traj.seed) == [0, 1] and (traj.steps == 240).all()
+    assert list(traj.predicted) == pytest.approx([-10 / 30] * 2)
+    assert (traj.status == "finished").all()
+    # θ barely moves: the within-epoch correlation is the fixed-θ value, across epochs 0
+    assert (traj.within - traj.predicted).abs().max() < 0.08
+    assert traj.across.abs().max() < 0.2
+    # each recorded noise is g_B − ḡ at θ: the noises of one epoch sum to zero (B | N)
+    xi, status, _ = ch01._recorded_run(pb, "softmax", 0, lr=1e-9, batch_size=10, epochs=2)
+    G = per_example_grads(build_small_model("softmax", pb.in_shape, seed=0),
+                          torch.nn.functional.cross_entropy, pb.x, pb.y)
+    scale = float((G - G.mean(0)).norm(dim=1).mean())
+    assert status == "finished" and xi.shape == (8, G.shape[1])
+    assert float(xi[:4].sum(0).norm()) < 1e-6 * scale
+    assert float(xi[4:].sum(0).norm()) < 1e-6 * scale
+
+
+def _traj(within, across=0.0):
+    return pd.DataFrame({"seed": range(len(within)), "steps": 100, "within": within,
+                         "across": across, "predicted": -0.1, "final_loss": 1.0,
+                         "status": "finished"})
+
+
+@pytest.mark.parametrize(("within", "outcome"), [
+    ([-0.11, -0.10, -0.12, -0.105], "supported"),
+    ([0.0, 0.01, -0.01, 0.005], "contradicted"),
+    ([-0.2, 0.1, -0.15, 0.05], "inconclusive")])
+def test_reshuffling_verdict_flips(within, outcome):
+    # N = 1100, B = 100: the fixed-θ correlation is −0.1, the threshold −0.05
+    v = ch01.reshuffling_verdict(_traj(within), batch_size=100, n_train=1100, alpha=0.05,
+                                 scale="s")
+    assert v.outcome == outcome and v.kind == "claim about SGD"
+    assert v.false_positive_rate is None
+    assert_typeset(v)
+
+
+def test_reshuffling_rates_hold_the_level_and_travel_with_the_verdict():
+    traj = _traj([-0.11, -0.09, -0.12, -0.10])
+    rates = ch01.reshuffling_rates(traj, batch_size=100, n_train=1100, alpha=0.05,
+                                   n_sim=4000, seed=3)
+    mc = 3 * math.sqrt(0.05 * 0.95 / 4000)
+    assert rates.false_positive <= 0.05 + mc
+    assert rates.false_positive >= 0.05 - mc  # the boundary truth gives about alpha
+    assert rates.power > 0.9 and rates.n_seeds == 4 and rates.df == 3
+    v = ch01.reshuffling_verdict(traj, batch_size=100, n_train=1100, alpha=0.05, scale="s",
+                                 rates=rates)
+    assert v.false_positive_rate == rates.false_positive and "false-positive rate" in v.sentence
+    assert ch01.reshuffling_rates(_traj([-0.1]), batch_size=100, n_train=1100, alpha=0.05,
+                                  n_sim=100) is None
+    assert_typeset(v)
+
+
+# --------------------------------------------------------------------------- claims across seeds
+
+
+def test_claim_outcomes_flip_and_never_both():
+    from sgdnoise.chapters.small_problems import Condition, claim_outcomes
+
+    rng = np.random.default_rng(0)
+    noise = 0.01 * rng.standard_normal((2, 5))
+    in_range = [Condition(0, "above", 1.0), Condition(0, "below", 2.0),
+                Condition(1, "above", 0.9)]
+    x = np.stack([1.5 + noise[0], 0.95 + noise[1]])
+    assert claim_outcomes(x, in_range, 0.05)[0] == "supported"
+    assert claim_outcomes(x + np.array([[1.0], [0.0]]), in_range, 0.05)[0] == "contradicted"
+    assert claim_outcomes(x - np.array([[0.0], [0.1]]), in_range, 0.05)[0] == "contradicted"
+    wide = x.copy()
+    wide[0] = 2.0 + 0.5 * rng.standard_normal(5)  # item 0 straddles its upper threshold
+    assert claim_outcomes(wide, in_range, 0.05)[0] == "inconclusive"
+    # one seed: no test, never a decision
+    assert claim_outcomes(x[:, :1], in_range, 0.05)[0] == "inconclusive"
+    with pytest.raises(ValueError, match="side"):
+        Condition(0, "over", 1.0)
+    with pytest.raises(ValueError, match="alpha"):
+        claim_outcomes(x, in_range, 0.6)
+
+
+def test_claim_rates_false_positive_within_monte_carlo_error_of_alpha():
+    from sgdnoise.chapters.small_problems import Condition, claim_rates
+
+    conds = [Condition(0, "above", 1.0), Condition(0, "below", 2.0), Condition(1, "above", 0.9)]
+    n_sim = 4000
+    r = claim_rates(conds, effect=[1.5, 0.95], sd=[0.2, 0.02], n_seeds=4, alpha=0.05,
+                    opposite=[0.5, 0.8], n_sim=n_sim, seed=1, describe="x", df=6)
+    assert r.false_positive <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / n_sim)
+    assert 0.3 < r.power <= 1.0 and r.df == 6 and "6 degrees of freedom" in r.conditions()
+    with pytest.raises(ValueError, match="sd"):
+        claim_rates(conds, effect=[1.5, 0.95], sd=0.0, n_seeds=3, alpha=0.05, describe="x")
+
+
+def test_table_cells():
+    from sgdnoise.chapters.small_problems import fixed, interval, number
+
+    assert number(float("nan")) == "–" and number(-0.0) == "0" and number(1234.5) == "1.23e+03"
+    assert fixed(-0.001) == "0.00" and fixed(float("inf")) == "–" and fixed(-1.2) == "-1.20"
+    assert interval(1.0, 0.5, 1.5, unit="nats") == "1.00 [0.50, 1.50] nats"
+    # one number of decimals for the three values, set by the estimate's size
+    assert interval(8.79, 8.38, 9.2) == "8.79 [8.38, 9.20]"
+    assert interval(2.0, 1.7, 3.09) == "2.00 [1.70, 3.09]"
+    assert interval(-0.0519, -0.0581, -0.0458) == "-0.0519 [-0.0581, -0.0458]"
+    assert interval(220.028, 191.667, 252.586) == "220 [192, 253]"
+    assert interval(0.0, -0.0001, 0.01) == "0 [-0.0001, 0.01]"

@@ -113,15 +113,10 @@ def _gauss(kurt_small: float, kurt_big: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize(("small", "big", "outcome", "phrase"), [
-    (0.1, 0.01, "supported", "accurate at every batch size"),
-    (3.0, 0.05, "mixed", "not for small batches"),
-    (30.0, 1.0, "contradicted", "still visibly violated")])
-def test_gaussian_verdict(small, big, outcome, phrase):
-    v = ch03.gaussian_verdict(_gauss(small, big), kurtosis_tolerance=0.5, scale="s")
-    assert v.outcome == outcome and phrase in v.sentence
-    assert r"Gaussian, $\mathcal{N}(0, D/B)$" in v.claim
-    assert_typeset(v)
+def test_gaussian_reading_names_the_batch_size_needed():
+    text = ch03.gaussian_reading(_gauss(3.0, 0.05), kurtosis_tolerance=0.5)
+    assert "per-example excess kurtosis 3.0" in text and "B ≈ 6" in text
+    assert not plain_subscripts(text)
 
 
 def test_lemma2_verdict_flips():
@@ -170,7 +165,8 @@ def test_network_verdict(zr, zt, outcome):
     lines, v = ch03.network_verdict(_net(zr, zt), z_max=3.0, scale="s")
     assert v.outcome == outcome and len(lines) == 3
     if outcome == "mixed":
-        assert "the tanh check agrees" in lines[-1]
+        assert "the tanh check agrees" in lines[-1] and "the ReLU one does not" in lines[-1]
+    assert lines[0].startswith("- **ReLU**") and "relu" not in v.sentence
     assert_typeset(v)
     assert all(not plain_subscripts(ln) and ln.count("$") % 2 == 0 for ln in lines)
     assert r"at $\eta\lambda_{\max}$ = " in lines[0]
@@ -212,25 +208,99 @@ def test_tail_index_table_rows():
     assert np.isfinite(tab.alpha).all()
 
 
-def _tails(a_mlp: float, a_cnn: float) -> pd.DataFrame:
+# --------------------------------------------------------------------------- across seeds
+
+
+def test_tail_index_interval_brackets_gaussian_and_cauchy():
+    rng = np.random.default_rng(1)
+    a, lo, hi = ch03.tail_index_interval(rng.normal(size=4000), n_boot=200, seed=0)
+    assert lo < a < hi and lo < 2.0 < hi and a == pytest.approx(2.0, abs=0.15)
+    a, lo, hi = ch03.tail_index_interval(rng.standard_cauchy(4000), n_boot=200, seed=0)
+    assert lo < 1.0 < hi and hi < 1.5
+    with pytest.raises(ValueError, match="at least 4"):
+        ch03.tail_index_interval(np.arange(3.0), n_boot=10)
+
+
+def test_noise_shape_study_rows_and_exact_kurtosis():
+    from scipy import stats
+
+    G = _G(N=80, P=5, seed=2)
+    shape = ch03.noise_shape_study({("MLP", 0): G, ("small CNN", 0): G * 2}, 8, 400, n_boot=30)
+    assert len(shape) == 2 * 3 and list(shape.direction[:3]) == list(ch03.SHAPE_DIRECTIONS)
+    assert np.allclose(shape.exkurt_B, shape.exkurt_1 / 8)
+    # the per-example kurtosis is that of the projections on the top eigenvector of D
+    Gc = G - G.mean(0)
+    u = torch.linalg.eigh(Gc.T @ Gc / 80)[1][:, -1]
+    z = (Gc @ u).numpy()
+    want = stats.kurtosis(z, fisher=True, bias=True)
+    assert shape.exkurt_1.iloc[0] == pytest.approx(want, rel=1e-6)
+    assert (shape.alpha_low <= shape.alpha_high).all()
+    assert len(ch03.shape_table(shape).columns) == 6
+
+
+def test_seed_gradients_trains_both_models_per_seed():
+    pb = _tiny_problem(20, seed=3)
+    grads = ch03.seed_gradients(pb, [0, 1], width=3, activation="relu", cnn_width=1, steps=2,
+                                lr=0.1, batch_size=5)
+    assert set(grads) == {("MLP", 0), ("small CNN", 0), ("MLP", 1), ("small CNN", 1)}
+    assert all(g.shape[0] == 20 and g.dtype == DT for g in grads.values())
+    assert not torch.equal(grads[("MLP", 0)], grads[("MLP", 1)])
+
+
+def _shape(kurt: tuple[float, float], alpha: tuple[float, float], spread: float = 0.01,
+           seeds: int = 4) -> pd.DataFrame:
+    rng = np.random.default_rng(5)
     rows = []
-    for m, a in (("MLP", a_mlp), ("CNN", a_cnn)):
-        rows.append({"model": m, "batch_size": 1, "direction": "all coordinates", "alpha": a})
-        for b in (1, 64):
-            rows.append({"model": m, "batch_size": b, "direction": "u1", "alpha": 1.9})
+    for (m, k), a in zip(zip(ch03.SHAPE_MODELS, kurt, strict=True), alpha, strict=True):
+        for s in range(seeds):
+            for d in ch03.SHAPE_DIRECTIONS:
+                kb = k + spread * rng.normal()
+                al = a + spread * rng.normal()
+                rows.append({"model": m, "seed": s, "direction": d, "batch_size": 50,
+                             "exkurt_1": 50 * kb, "exkurt_B": kb, "alpha": al,
+                             "alpha_low": al - 0.2, "alpha_high": al + 0.2})
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize(("a", "c", "outcome"), [
-    (1.2, 1.5, "supported"), (1.2, 1.95, "mixed"), (1.99, 2.0, "contradicted")])
-def test_tail_verdict(a, c, outcome):
-    v = ch03.tail_verdict(_tails(a, c), alpha_heavy=1.8, scale="s")
-    assert v.outcome == outcome
-    assert r"MLP: $\hat\alpha$ =" in v.sentence and r"CNN: $\hat\alpha$ =" in v.sentence
+@pytest.mark.parametrize(("kurt", "spread", "outcome"), [
+    ((0.1, 0.2), 0.01, "supported"), ((0.1, 1.2), 0.01, "contradicted"),
+    ((0.1, 0.45), 0.3, "inconclusive")])
+def test_gaussian_claim_verdict_flips(kurt, spread, outcome):
+    v = ch03.gaussian_claim_verdict(_shape(kurt, (1.9, 1.9), spread), tolerance=0.5,
+                                    alpha=0.05, scale="s")
+    assert v.outcome == outcome and v.kind == "claim about SGD"
+    assert "B = 50" in v.claim and "small CNN" in v.sentence
     assert_typeset(v)
 
 
-def test_gaussian_verdict_names_the_model_and_section():
-    v = ch03.gaussian_verdict(_gauss(0.1, 0.01), kurtosis_tolerance=0.5, scale="s",
-                              model="small CNN", section="sec-x")
-    assert "small CNN" in v.claim and v.section == "sec-x"
+@pytest.mark.parametrize(("alpha", "outcome"), [
+    ((1.3, 1.4), "supported"), ((1.3, 2.0), "contradicted")])
+def test_tail_claim_verdict_flips(alpha, outcome):
+    v = ch03.tail_claim_verdict(_shape((0.1, 0.1), alpha), alpha_heavy=1.8, alpha=0.05,
+                                scale="s")
+    assert v.outcome == outcome and v.kind == "claim about SGD"
+    assert "Simsekli" in v.claim and "bootstrap intervals" in v.sentence
+    assert_typeset(v)
+    noisy = _shape((0.1, 0.1), (1.75, 1.75), spread=0.3)
+    assert ch03.tail_claim_verdict(noisy, alpha_heavy=1.8, alpha=0.05,
+                                   scale="s").outcome == "inconclusive"
+
+
+def test_shape_rates_hold_the_level_and_travel_with_the_verdicts():
+    shape = _shape((0.1, 0.2), (1.5, 1.6), spread=0.05)
+    mc = 3 * math.sqrt(0.05 * 0.95 / 3000)
+    g = ch03.gaussian_claim_rates(shape, tolerance=0.5, alpha=0.05, n_sim=3000, seed=1)
+    t = ch03.tail_claim_rates(shape, alpha_heavy=1.8, alpha=0.05, n_sim=3000, seed=1)
+    assert g.false_positive <= 0.05 + mc and t.false_positive <= 0.05 + mc
+    assert g.power > 0.9 and t.power > 0.9
+    v = ch03.tail_claim_verdict(shape, alpha_heavy=1.8, alpha=0.05, scale="s", rates=t)
+    assert v.power == t.power and "tail index" in v.sentence.split("Error rates")[1]
+    assert ch03.gaussian_claim_rates(_shape((0.1, 0.2), (1.5, 1.6), seeds=1), tolerance=0.5,
+                                     alpha=0.05, n_sim=100) is None
+
+
+def test_derivation_checks_say_so():
+    chk = {"mc": 1.0, "se": 0.01, "formula": 1.0, "trace_term": 0.9, "mean_term": 0.1, "z": 0.5}
+    v = ch03.lemma2_verdict(chk, z_max=4.0, batch_size=8, num_samples=100, scale="s")
+    assert v.kind == "derivation check" and "1.000 [0.980, 1.020]" in v.sentence
+    assert len(ch03.lemma2_cells(chk).columns) == 5

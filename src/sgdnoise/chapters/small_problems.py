@@ -12,10 +12,12 @@ Notation: ``G: (N, P)`` per-example gradients (rows g_i), ``ḡ`` their mean, ce
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -32,16 +34,26 @@ from sgdnoise.train import (
 from sgdnoise.validate import check_choice, check_matrix, check_positive_int
 
 __all__ = [
+    "CLAIM_OUTCOMES",
     "DT",
+    "ClaimRates",
+    "Condition",
     "SmallProblem",
     "TrainTrace",
     "batch_indices",
     "build_small_model",
+    "claim_outcomes",
+    "claim_rates",
+    "condition_pvalues",
     "curvature_matrices",
     "load_small_problem",
+    "fixed",
+    "interval",
     "load_small_split",
     "loss_and_error",
+    "number",
     "plain_sgd",
+    "pooled_seed_sd",
     "top_eigenpairs",
     "train_small",
 ]
@@ -186,6 +198,7 @@ def plain_sgd(
     max_steps: int | None = None,
     epochs: int = 1,
     divergence_check_every: int | None = None,
+    optimizer: Callable[[nn.Module, float], Any] | None = None,
 ) -> TrainResult:
     """Plain SGD on mean cross-entropy over ``x: (N, ...)`` (images or ``(N, D)`` features),
     ``y: (N,)``: :func:`sgdnoise.train.train` on the CPU with ``model`` (trained in place,
@@ -199,7 +212,8 @@ def plain_sgd(
     last batch of an epoch may be smaller. The update is ``θ ← θ − η ∇L_batch``.
     ``divergence_check_every``: steps between the engine's checks for a non-finite loss
     (default: only at the end, so every step runs and a divergence shows as status
-    "diverged")."""
+    "diverged"). ``optimizer``: ``(model, lr) -> optimizer`` in place of
+    :class:`sgdnoise.train.PlainSGD` (a subclass that observes each batch, say)."""
     cfg = TrainConfig(
         batch_size=batch_size, epochs=epochs, max_steps=max_steps, lr=lr, momentum=0.0,
         weight_decay=0.0, augment=False, seed=seed, device="cpu", channels_last=False,
@@ -207,7 +221,8 @@ def plain_sgd(
     ).validate()
     cfg.divergence_check_every = divergence_check_every or total_steps(cfg, x.shape[0])
     return train(cfg, {"train_x": x, "train_y": y}, model=model, hooks=hooks, progress=False,
-                 optimizer_factory=lambda m: PlainSGD(m.parameters(), cfg.lr))
+                 optimizer_factory=lambda m: (PlainSGD(m.parameters(), cfg.lr)
+                                              if optimizer is None else optimizer(m, cfg.lr)))
 
 
 class _Checkpoints:
@@ -300,3 +315,218 @@ def top_eigenpairs(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]
         raise ValueError(f"k must be <= P={P}, got {k}")
     evals, evecs = torch.linalg.eigh(0.5 * (A + A.T))
     return evals.flip(0)[:k], evecs.flip(1)[:, :k]
+
+
+# --------------------------------------------------------------------------- decisions
+
+#: The outcomes of :func:`claim_outcomes`, in the order of its codes.
+CLAIM_OUTCOMES = ("supported", "contradicted", "inconclusive")
+SIDES = ("above", "below")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition of a claim about SGD: the mean over seeds of item ``item``'s per-seed
+    statistic lies ``side`` (``"above"`` or ``"below"``) ``threshold``. A claim is a list of
+    conditions that must all hold (a range is two conditions on one item)."""
+
+    item: int
+    side: str
+    threshold: float
+
+    def __post_init__(self) -> None:
+        check_choice("side", self.side, SIDES)
+        if self.item < 0:
+            raise ValueError(f"Condition.item must be >= 0, got {self.item}")
+
+
+def _as_batch(x: np.ndarray) -> np.ndarray:
+    """``x: (n_items, S)`` or ``(n_sim, n_items, S)`` as the latter."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise ValueError(f"x must be (n_items, S) or (n_sim, n_items, S), got shape {x.shape}")
+    return x
+
+
+def condition_pvalues(x: np.ndarray, conditions: Sequence[Condition]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided t-tests of each condition across seeds: ``x: (n_sim, n_items, S)`` per-seed
+    statistics (NaN = missing seed). For condition ``j`` with threshold ``t``:
+    ``p_hold[:, j]`` is the p-value of H0 "the mean is on the wrong side of ``t``" (small:
+    the condition holds) and ``p_fail[:, j]`` that of H0 "the mean is on the claimed side"
+    (small: it fails); they add to 1 wherever a test is made. Both ``(n_sim, k)``."""
+    from sgdnoise.decide.pvalues import one_sided
+
+    x = _as_batch(x)
+    if not conditions:
+        raise ValueError("conditions must hold at least one Condition")
+    hold, fail = [], []
+    for c in conditions:
+        if c.item >= x.shape[1]:
+            raise ValueError(f"condition on item {c.item}, but x has {x.shape[1]} items")
+        t = one_sided(x[:, c.item, :], c.threshold)
+        above = c.side == "above"
+        hold.append(t.p_greater if above else t.p_less)
+        fail.append(t.p_less if above else t.p_greater)
+    return np.stack(hold, -1), np.stack(fail, -1)
+
+
+def claim_outcomes(x: np.ndarray, conditions: Sequence[Condition], alpha: float
+                   ) -> np.ndarray:
+    """The outcome of a claim from per-seed statistics ``x: (n_items, S)`` or
+    ``(n_sim, n_items, S)``: ``"supported"`` when every condition holds at level ``alpha``
+    (an intersection-union test: the largest ``p_hold`` is at most ``alpha``),
+    ``"contradicted"`` when some condition fails at level ``alpha`` after Holm's adjustment
+    over the conditions, ``"inconclusive"`` otherwise. The two cannot both happen at
+    ``alpha < 1/2`` (``p_hold + p_fail = 1``). Returns ``(n_sim,)`` labels."""
+    from sgdnoise.decide.pvalues import holm
+
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+    p_hold, p_fail = condition_pvalues(x, conditions)
+    supported = p_hold.max(-1) <= alpha
+    contradicted = (holm(p_fail) <= alpha).any(-1)
+    code = np.where(supported, 0, np.where(contradicted, 1, 2))
+    return np.asarray(CLAIM_OUTCOMES, dtype=object)[code]
+
+
+def pooled_seed_sd(x: np.ndarray) -> tuple[float, int]:
+    """The pooled within-item standard deviation of per-seed statistics ``x: (n_items,
+    S)`` (NaN = missing) and its degrees of freedom ``Σ_items (n_i − 1)``; ``(NaN, 0)``
+    without an item of two seeds."""
+    x = np.asarray(x, dtype=float)
+    ss, df = 0.0, 0
+    for row in x:
+        v = row[np.isfinite(row)]
+        if v.size >= 2:
+            ss += float(((v - v.mean()) ** 2).sum())
+            df += v.size - 1
+    return (float(np.sqrt(ss / df)), df) if df else (float("nan"), 0)
+
+
+@dataclass(frozen=True)
+class ClaimRates:
+    """Error rates of :func:`claim_outcomes` measured by simulation
+    (:func:`claim_rates`).
+
+    - false_positive: the largest rate of "supported" over the truths where the claim is
+      false (one condition exactly at its threshold, the others at the effect; and the
+      opposite truth when one is given).
+    - power: the rate of "supported" when every item sits at the stated effect.
+    - false_contradiction: the rate of "contradicted" at the stated effect.
+    - n_seeds, n_sim, sd, df: seeds per item, simulated data sets per truth, the seed-to-seed
+      standard deviation used and its degrees of freedom; effect: the effect in words;
+      quantity: what the standard deviation is of, in words.
+    """
+
+    false_positive: float
+    power: float
+    false_contradiction: float
+    n_seeds: int
+    n_sim: int
+    sd: float
+    df: int
+    effect: str
+    quantity: str = ""
+
+    def conditions(self) -> str:
+        """The phrase :meth:`sgdnoise.report.Verdict.with_error_rates` prints as
+        ``rates_at``."""
+        of = f" of the {self.quantity}" if self.quantity else ""
+        return (f"{self.effect}; seed-to-seed standard deviation{of} {self.sd:.3g}, "
+                f"measured with {self.df} degrees of freedom; with the effect present the "
+                f"rule says contradicted in {self.false_contradiction:.1%} of the simulated "
+                f"data sets")
+
+
+def claim_rates(conditions: Sequence[Condition], *, effect: Sequence[float],
+                sd: float | Sequence[float], n_seeds: int, alpha: float, describe: str,
+                opposite: Sequence[float] | None = None, df: int = 0, n_sim: int = 2000,
+                seed: int = 0, quantity: str = "") -> ClaimRates:
+    """The false-positive rate and power of :func:`claim_outcomes` with ``conditions``, by
+    simulation (:func:`sgdnoise.decide.harness.error_rates`): per-seed statistics
+    ``x_{item, s} = μ_item + σ_item ε``, ``ε`` standard normal, ``n_seeds`` seeds.
+
+    Truths: ``effect`` (``μ`` per item where the claim holds: the power); for each
+    condition, that item at its threshold and the others at ``effect`` (the claim fails
+    at the margin: each a false-positive rate, about ``alpha`` for a t-test; conditions on
+    items with the same side, threshold, effect and spread are simulated once, since the
+    items are exchangeable); ``opposite``
+    (``μ`` per item of the alternative the claim is set against, when given).
+    ``describe``: the effect in words, for the verdict; ``df``: the degrees of freedom
+    behind ``sd``, and ``quantity``: what it is the spread of, both reported."""
+    from sgdnoise.decide.harness import Scenario, error_rates, rate_of
+
+    mu = np.asarray(effect, dtype=float)
+    sigma = np.broadcast_to(np.asarray(sd, dtype=float), mu.shape)
+    if not np.all(np.isfinite(sigma)) or np.any(sigma <= 0):
+        raise ValueError(f"sd must be positive and finite, got {sd!r}")
+    n_seeds = check_positive_int("n_seeds", n_seeds)
+
+    def simulate(means: np.ndarray):
+        def draw(n: int, rng: np.random.Generator) -> np.ndarray:
+            eps = rng.standard_normal((n, mu.size, n_seeds))
+            return means[None, :, None] + sigma[None, :, None] * eps
+        return draw
+
+    scenarios = [Scenario("effect", describe, simulate(mu))]
+    seen = set()
+    for j, c in enumerate(conditions):
+        key = (c.side, c.threshold, float(mu[c.item]), float(sigma[c.item]))
+        if key in seen:  # an exchangeable item: the same truth, simulated once
+            continue
+        seen.add(key)
+        at = mu.copy()
+        at[c.item] = c.threshold
+        scenarios.append(Scenario(f"boundary {j}", f"item {c.item} at {c.threshold:g}",
+                                  simulate(at)))
+    if opposite is not None:
+        scenarios.append(Scenario("opposite", "the opposite truth",
+                                  simulate(np.asarray(opposite, dtype=float))))
+    rates = error_rates(lambda x: claim_outcomes(x, conditions, alpha), scenarios,
+                        n_sim=n_sim, seed=seed, outcomes=CLAIM_OUTCOMES)
+    fp = max(rate_of(rates, s.name, "supported").rate for s in scenarios[1:])
+    return ClaimRates(fp, rate_of(rates, "effect", "supported").rate,
+                      rate_of(rates, "effect", "contradicted").rate, n_seeds, n_sim,
+                      float(np.max(sigma)), int(df), describe, quantity)
+
+
+# --------------------------------------------------------------------------- table cells
+
+
+def number(x: float, digits: int = 3) -> str:
+    """A table cell: ``x`` with ``digits`` significant digits (``1.23e-05`` style below
+    1e-3 and from 1e5), ``'–'`` for NaN or ±inf, never ``'-0'``."""
+    x = float(x)
+    if not np.isfinite(x):
+        return "–"
+    if x == 0:
+        return "0"
+    text = f"{x:.{digits}g}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def fixed(x: float, decimals: int = 2) -> str:
+    """A table cell with ``decimals`` decimals (``'-1.20'``), ``'–'`` for NaN or ±inf, and
+    no negative zero (``-0.001`` → ``'0.00'``)."""
+    x = float(x)
+    if not np.isfinite(x):
+        return "–"
+    text = f"{x:.{decimals}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def interval(estimate: float, low: float, high: float, digits: int = 3, unit: str = "") -> str:
+    """``'est [low, high] unit'``, the book's one interval notation: the three values with
+    the same number of decimals, enough for ``digits`` significant digits of the estimate
+    (``'8.79 [8.38, 9.20]'``, ``'-0.0519 [-0.0581, -0.0458]'``); :func:`number` cells for
+    an estimate below 1e-3 or from 1e5 in size, or not finite."""
+    tail = f" {unit}" if unit else ""
+    e = float(estimate)
+    if np.isfinite(e) and 1e-3 <= abs(e) < 1e5:
+        decimals = max(0, digits - 1 - math.floor(math.log10(abs(e))))
+        return f"{fixed(e, decimals)} [{fixed(low, decimals)}, {fixed(high, decimals)}]" + tail
+    return (f"{number(estimate, digits)} [{number(low, digits)}, {number(high, digits)}]"
+            + tail)
