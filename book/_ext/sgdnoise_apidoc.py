@@ -414,10 +414,72 @@ def rewrite_math(lines: list[str]) -> tuple[list[str], str | None]:
     return new, None
 
 
+# ------------------------------------------------------------ one parameter list
+
+ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters|Params|Keyword arguments):\s*$")
+PARAM_ITEM = re.compile(r"^(\s*)[-*] (?:``)?([A-Za-z_]\w*)(?:``)?: (.*)$")
+
+
+def parameter_names(obj: Any) -> set[str]:
+    """The names a call of ``obj`` takes (a class: its constructor's), without ``self``."""
+    import inspect
+
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return set()
+    return {n for n in sig.parameters if n not in ("self", "cls")}
+
+
+def params_as_fields(lines: list[str], params: set[str]) -> list[str]:
+    """``lines`` with every list item ``- name: text`` whose ``name`` is a parameter in
+    ``params`` turned into a field ``:param name: text`` (continuation lines kept, indented
+    under it), and an ``Args:`` (``Parameters:``, ...) line before such items dropped, so
+    that Sphinx shows one parameter list with the descriptions and the types of the
+    signature (``autodoc_typehints = "description"``). Items that name no parameter, and
+    everything else, stay as written."""
+    out: list[str] = []
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        m = PARAM_ITEM.match(line)
+        if ARGS_HEADER.match(line) and _next_item_is_param(lines, i + 1, params):
+            i += 1
+            continue
+        if m is None or m.group(2) not in params:
+            out.append(line)
+            i += 1
+            continue
+        indent = len(m.group(1))
+        if out and out[-1].strip() and not out[-1].lstrip().startswith(":param "):
+            out.append("")
+        out.append(f":param {m.group(2)}: {m.group(3)}")
+        i += 1
+        while i < n and lines[i].strip() and len(lines[i]) - len(lines[i].lstrip()) > indent \
+                and not PARAM_ITEM.match(lines[i]):
+            out.append("   " + lines[i].strip())
+            i += 1
+        if i < n and lines[i].strip() and not PARAM_ITEM.match(lines[i]):
+            out.append("")
+    return out
+
+
+def _next_item_is_param(lines: list[str], start: int, params: set[str]) -> bool:
+    for line in lines[start:]:
+        if line.strip():
+            m = PARAM_ITEM.match(line)
+            return bool(m and m.group(2) in params)
+    return False
+
+
 def process_docstring(app: Any, what: str, name: str, obj: Any, options: Any,
                       lines: list[str]) -> None:
     if not lines:
         return
+    if what in ("function", "method", "class") and obj is not None:
+        fields = params_as_fields(lines, parameter_names(obj))
+        if fields != lines and first_problem("\n".join(fields)) is None:
+            lines[:] = fields
     problem = first_problem("\n".join(lines))
     if problem is None:
         new, refused = rewrite_math(lines)
