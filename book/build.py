@@ -371,8 +371,10 @@ def clean_notebook(src: Path, dst: Path) -> None:
     """Copy an executed notebook for the book: widget state dropped (it would pull remote
     JS), the parameter cells (the chapter's and papermill's injected one) removed from the
     page (the provenance table lists every value), and every other code cell that shows its
-    source folded (``hide-input``) unless it carries a hide/remove tag of its own. The paths
-    papermill recorded are shortened (:func:`sgdnoise.provenance.public_path`)."""
+    source folded (``hide-input``) unless it carries a hide/remove tag of its own. No path
+    of the building machine stays: the paths papermill recorded and any in a text output are
+    shortened (:mod:`sgdnoise.provenance`), and stderr (library warnings, which the pages
+    leave out too) is dropped."""
     import nbformat
 
     from sgdnoise.provenance import public_path
@@ -391,12 +393,26 @@ def clean_notebook(src: Path, dst: Path) -> None:
                     cell.metadata["tags"] = [*tags, "remove-cell"]
             elif not HIDDEN_TAGS & set(tags) and cell.source.strip():
                 cell.metadata["tags"] = [*tags, "hide-input"]
-        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            data = out.get("data")
-            if data:
-                for mime in WIDGET_MIME:
-                    data.pop(mime, None)
+        if cell.cell_type == "code":
+            cell.outputs = [_public_output(out) for out in cell.get("outputs", [])
+                            if not (out.get("output_type") == "stream"
+                                    and out.get("name") == "stderr")]
     nbformat.write(nb, dst)
+
+
+def _public_output(out: Any) -> Any:
+    """One output for the book: widget state dropped, and every absolute path in its text
+    shortened (:func:`sgdnoise.provenance.public_text`)."""
+    from sgdnoise.provenance import public_text
+
+    if out.get("output_type") == "stream":
+        out["text"] = public_text(out.get("text", ""))
+    for mime, value in list((out.get("data") or {}).items()):
+        if mime in WIDGET_MIME:
+            out["data"].pop(mime)
+        elif mime.startswith("text/") and isinstance(value, str):
+            out["data"][mime] = public_text(value)
+    return out
 
 
 # ------------------------------------------------------------------ generated pages

@@ -241,6 +241,30 @@ def test_clean_notebook_removes_parameter_cells_and_folds_code(tmp_path):
                     ["remove-cell"], ["remove-input"], ["hide-input"]]
 
 
+def test_clean_notebook_keeps_no_machine_path_and_no_stderr(tmp_path):
+    from sgdnoise.provenance import REPOSITORY
+
+    data = f"{REPOSITORY}/data/cifar-10-batches-py"
+    cell = nbformat.v4.new_code_cell("load()")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f"read {data}\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=f"UserWarning in {data}\n"),
+        nbformat.v4.new_output("display_data", data={
+            "text/markdown": f"| data | {data} |",
+            "application/vnd.jupyter.widget-view+json": {"model_id": "x"}}),
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    build.clean_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb")
+    text = (tmp_path / "out.ipynb").read_text()
+    assert str(REPOSITORY) not in text and "UserWarning" not in text and "widget" not in text
+    outputs = nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs
+    assert [o.output_type for o in outputs] == ["stream", "display_data"]
+    assert outputs[0].text == "read data/cifar-10-batches-py\n"
+    assert outputs[1].data["text/markdown"] == "| data | data/cifar-10-batches-py |"
+
+
 def test_api_reference_lists_every_public_module_from_the_package():
     import pkgutil
 
