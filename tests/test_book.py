@@ -330,6 +330,44 @@ def test_bib_files_add_every_chapter_bib(tmp_path):
     assert build.bib_files(tmp_path) == ["references.bib", "bib/ch01.bib", "bib/ch02.bib"]
 
 
+# Works the bibliography cites without a link: no DOI and no stable address is known.
+UNLINKED_WORKS = {
+    "cochran1977sampling": "a textbook (no DOI)",
+    "golmant2018noise": "the essay: its web address is not recorded in the repository",
+}
+
+
+def bib_links(path: Path) -> dict[str, str]:
+    """Each entry of a .bib file -> its ``doi`` (as https://doi.org/...) or ``url``, or ""."""
+    from pybtex.database import parse_file
+
+    out = {}
+    for key, entry in parse_file(str(path)).entries.items():
+        doi, url = entry.fields.get("doi", ""), entry.fields.get("url", "")
+        out[key] = f"https://doi.org/{doi}" if doi else url
+    return out
+
+
+def test_every_bibliography_entry_links_to_the_work():
+    """Every cited work has a DOI or a web address (arXiv, proceedings, JSTOR), apart from
+    :data:`UNLINKED_WORKS`; a link is an https address or a DOI."""
+    links: dict[str, str] = {}
+    for name in build.bib_files(BOOK):
+        links |= bib_links(BOOK / name)
+    missing = sorted(k for k, v in links.items() if not v and k not in UNLINKED_WORKS)
+    assert not missing, f"bibliography entries without doi or url: {missing}"
+    assert all(v.startswith("https://") for v in links.values() if v)
+    assert set(UNLINKED_WORKS) <= set(links), "UNLINKED_WORKS names a work no longer cited"
+
+
+def test_bib_links_reads_doi_and_url(tmp_path):
+    (tmp_path / "a.bib").write_text(
+        "@article{a, title={A}, doi={10.1/x}}\n@misc{b, title={B}, url={https://b.org}}\n"
+        "@book{c, title={C}}\n")
+    assert bib_links(tmp_path / "a.bib") == {"a": "https://doi.org/10.1/x",
+                                             "b": "https://b.org", "c": ""}
+
+
 def test_check_chapter_accepts_matching_parameters(tmp_path):
     book = make_sample_book(tmp_path)
     _, params = build.check_chapter(book, "ch01_sample", "smoke")
