@@ -754,8 +754,15 @@ def _times_table(names: list[str], runs: dict[str, dict[str, dict[str, Any]]]) -
     return table
 
 
-def _plans_table(book_dir: Path) -> list[str]:
-    rows = plan_costs(book_dir, book_dir.parent)
+def _gpu_minutes(seconds: float) -> str:
+    """H200 device time in minutes, with the range an H100 takes (sweep.H100_SLOWDOWN)."""
+    from sgdnoise.sweep import H100_SLOWDOWN
+
+    low, high = (seconds * f / 60 for f in H100_SLOWDOWN)
+    return f"{seconds / 60:,.0f} H200-minutes (on an H100 {low:,.0f}–{high:,.0f})"
+
+
+def _plans_table(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["No plan file was found."]
     out = ["| plan | where | runs | recorded | device time of the recorded runs | "
@@ -763,9 +770,36 @@ def _plans_table(book_dir: Path) -> list[str]:
     for r in rows:
         out.append(f"| `{r['plan']}` | {'one GPU' if r['gpu'] else 'a CPU, one thread'} | "
                    f"{r['runs']} | {r['recorded']} | {_minutes(r['spent_s'])} | "
-                   + (f"{_minutes(r['left_s'])} of one H200" if r["left_s"] is not None
+                   + (_gpu_minutes(r["left_s"]) if r["left_s"] is not None
                       else "see the plan's header") + " |")
     return out
+
+
+def profile_costs(names: list[str], runs: dict[str, dict[str, dict[str, Any]]],
+                  plans: list[dict[str, Any]]) -> list[str]:
+    """One line per profile: its measured time over the chapters executed with it in this
+    build folder (all of them, some, or none), and for ``full`` the GPU plans whose records
+    chapters 8 and 9 read: the GPU time recorded and the estimate for the runs left."""
+    lines = []
+    for prof in PROFILES:
+        measured = runs.get(prof, {})
+        total = sum(r["wall_s"] or 0.0 for r in measured.values()) / 60
+        if len(measured) == len(names):
+            text = f"{total:,.1f} minutes for all {len(names)} chapters, measured"
+        elif measured:
+            text = (f"{total:,.1f} minutes for the {len(measured)} of {len(names)} chapters "
+                    "executed with it here, measured")
+        else:
+            text = "not executed in this build folder (no measurement here)"
+        if prof == "full":
+            gpu = [p for p in plans if p["gpu"]]
+            spent = sum(p["spent_s"] for p in gpu)
+            left = sum(p["left_s"] or 0.0 for p in gpu)
+            text += (f"; chapters 8 and 9 read the records of {len(gpu)} GPU plans: "
+                     f"{spent / 60:,.0f} GPU-minutes recorded so far, about "
+                     f"{_gpu_minutes(left)} estimated for the runs left")
+        lines.append(f"- `{prof}`: {text}.")
+    return lines
 
 
 REPRODUCE_TEXT = """\
@@ -856,6 +890,7 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
                 runs.setdefault(prof, {})[name] = notebook_run(_read_notebook(path))
     devices = sorted({r["device"] for prof in runs.values() for r in prof.values()
                       if r["device"]})
+    plans = plan_costs(book_dir or BOOK_DIR, (book_dir or BOOK_DIR).parent)
     return "\n".join([
         "# Reproducing this book", "",
         f"This copy was built with the **{profile}** profile. Everything below, from the "
@@ -863,6 +898,7 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
         "and the records when the book is built.", "",
         REPRODUCE_TEXT,
         "## What each profile costs", "",
+        *profile_costs(names, runs, plans), "",
         "The wall time of each chapter, as its provenance table reports it (from its first "
         "computation to its last; starting the kernel and importing the libraries add a few "
         "seconds), for every profile executed in this build folder; – marks a chapter not "
@@ -875,7 +911,7 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
         "the device time those took, and for a GPU plan an estimate for the runs left "
         "(from the throughput the chapter 8 pilot measured on one H200; injected noise is "
         "not included, so chapter 9's estimate is a lower bound).", "",
-        *_plans_table(book_dir or BOOK_DIR), "",
+        *_plans_table(plans), "",
         DATA_TEXT,
     ])
 
