@@ -156,24 +156,57 @@ def test_chapter_identifiers_come_from_params_and_the_parameters_cell():
     assert "alpha" not in ids and "profile" not in ids  # words, not identifiers
 
 
-@pytest.mark.book
-def test_no_parameter_identifier_in_prose(smoke_book: BookBuild):
-    """No chapter page writes one of its parameter identifiers in prose (outside code,
-    math and the provenance table): values and plain words instead. PROSE_ALLOWED lists
-    what chapters still have; an entry that is no longer found must be removed."""
+def identifier_problems(html: Path, chapters: list[str]) -> tuple[list[str], list[str]]:
+    """(chapters whose page writes a parameter identifier in prose that
+    :data:`PROSE_ALLOWED` does not list, chapters whose allowed identifiers are gone)."""
     problems, stale = [], []
-    for name in smoke_book.chapters:
-        page = (smoke_book.html / "chapters" / f"{name}.html").read_text()
+    for name in chapters:
+        page = (html / "chapters" / f"{name}.html").read_text()
         found = prose_identifiers(page, chapter_identifiers(name))
         allowed = PROSE_ALLOWED.get(name, set())
         if found - allowed:
             problems.append(f"{name}: {sorted(found - allowed)}")
         if allowed - found:
             stale.append(f"{name}: {sorted(allowed - found)}")
+    return problems, stale
+
+
+def plant(html: Path, page: str, snippet: str, out: Path) -> Path:
+    """A copy of the built ``page`` with ``snippet`` at the start of its article, written
+    under ``out`` at the same relative path; returns ``out``."""
+    text = (html / page).read_text()
+    m = re.search(r"<article[^>]*>", text)
+    assert m, f"{page} has no <article>"
+    (out / page).parent.mkdir(parents=True, exist_ok=True)
+    (out / page).write_text(text[:m.end()] + snippet + text[m.end():])
+    return out
+
+
+@pytest.mark.book
+def test_no_parameter_identifier_in_prose(smoke_book: BookBuild):
+    """No chapter page writes one of its parameter identifiers in prose (outside code,
+    math and the provenance table): values and plain words instead. PROSE_ALLOWED lists
+    what chapters still have; an entry that is no longer found must be removed."""
+    problems, stale = identifier_problems(smoke_book.html, smoke_book.chapters)
     assert not problems, ("parameter identifiers in prose (write the value or words):\n  "
                           + "\n  ".join(problems))
     assert not stale, ("PROSE_ALLOWED lists identifiers the pages no longer show; remove "
                        "them:\n  " + "\n  ".join(stale))
+
+
+@pytest.mark.book
+def test_identifier_scan_fails_on_a_planted_page(smoke_book: BookBuild, tmp_path):
+    """The built chapter 8 page with one sentence naming a parameter of its Params is
+    caught; the same sentence with the value passes."""
+    name = "ch08_resnet_sweep"
+    page = f"chapters/{name}.html"
+    assert identifier_problems(smoke_book.html, [name]) == ([], [])
+    bad = plant(smoke_book.html, page, "<p>A gap counts when it exceeds gap_margin.</p>",
+                tmp_path / "bad")
+    assert identifier_problems(bad, [name])[0] == [f"{name}: ['gap_margin']"]
+    good = plant(smoke_book.html, page, "<p>A gap counts when it exceeds 0.5 points.</p>",
+                 tmp_path / "good")
+    assert identifier_problems(good, [name]) == ([], [])
 
 
 # ------------------------------------------------------------------ no machine path
@@ -203,19 +236,42 @@ def test_path_scan_finds_a_planted_path():
     assert not path_leaks("<td>data/cifar-10-batches-py</td> /tmpfile", roots)
 
 
+def path_problems(html: Path, roots: list[str]) -> list[str]:
+    """Every machine path (:func:`path_leaks` of ``roots``) in the pages, notebook
+    downloads, search index and sources of the built HTML. Left out: the theme's _static
+    and _modules, the package's own source code as viewcode shows it (a literal such as
+    ``"/tmp"`` there is code, not a path of the machine)."""
+    problems = []
+    for path in sorted(html.rglob("*")):
+        if path.suffix not in (".html", ".ipynb", ".js", ".json", ".txt", ".md") or (
+                {"_static", "_modules"} & set(path.relative_to(html).parts)):
+            continue
+        for leak in path_leaks(path.read_text(errors="replace"), roots)[:3]:
+            problems.append(f"{path.relative_to(html)}: …{leak}…")
+    return problems
+
+
 @pytest.mark.book
 def test_no_machine_path_in_the_built_book(smoke_book: BookBuild):
     """No page, notebook download or search index of the built HTML holds the path of the
     repository, the home folder or a temporary folder of the machine that built it."""
-    roots = machine_paths() + [str(smoke_book.build_dir)]
-    problems = []
-    for path in sorted(smoke_book.html.rglob("*")):
-        if path.suffix not in (".html", ".ipynb", ".js", ".json", ".txt", ".md") or (
-                "_static" in path.parts):
-            continue
-        for leak in path_leaks(path.read_text(errors="replace"), roots)[:3]:
-            problems.append(f"{path.relative_to(smoke_book.html)}: …{leak}…")
+    problems = path_problems(smoke_book.html, machine_paths() + [str(smoke_book.build_dir)])
     assert not problems, "machine paths in the built book:\n  " + "\n  ".join(problems[:30])
+
+
+@pytest.mark.book
+def test_path_scan_fails_on_a_planted_page(smoke_book: BookBuild, tmp_path):
+    """A built page with the data folder's absolute path in a table cell is caught; with
+    the path relative to the repository it passes."""
+    page = "chapters/ch08_resnet_sweep.html"
+    roots = machine_paths()
+    data = REPO / "data" / "cifar-10-batches-py"
+    bad = plant(smoke_book.html, page, f"<table><tr><td>{data}</td></tr></table>",
+                tmp_path / "bad")
+    assert [p for p in path_problems(bad, roots) if str(REPO) in p]
+    good = plant(smoke_book.html, page, "<table><tr><td>data/cifar-10-batches-py</td></tr>"
+                 "</table>", tmp_path / "good")
+    assert path_problems(good, roots) == []
 
 
 @pytest.mark.book
