@@ -765,13 +765,16 @@ def _gpu_minutes(seconds: float) -> str:
 def _plans_table(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return ["No plan file was found."]
-    out = ["| plan | where | runs | recorded | device time of the recorded runs | "
-           "estimated for the rest |", "| --- | --- | ---: | ---: | ---: | ---: |"]
+    out = ["| plan | where | runs recorded | device time so far | estimated for the rest |",
+           "| --- | --- | ---: | ---: | ---: |"]
     for r in rows:
-        out.append(f"| `{r['plan']}` | {'one GPU' if r['gpu'] else 'a CPU, one thread'} | "
-                   f"{r['runs']} | {r['recorded']} | {_minutes(r['spent_s'])} | "
-                   + (_gpu_minutes(r["left_s"]) if r["left_s"] is not None
-                      else "see the plan's header") + " |")
+        chapter, _, name = r["plan"].partition("/")
+        left = r["left_s"]
+        out.append(f"| chapter {int(chapter[2:4])}: `{name}` | "
+                   f"{'one GPU' if r['gpu'] else 'a CPU, one thread'} | "
+                   f"{r['recorded']} of {r['runs']} | {_minutes(r['spent_s'])} | "
+                   + (_gpu_minutes(left).replace(" (on an H100 ", "; H100: ").rstrip(")")
+                      if left is not None else "see the plan's header") + " |")
     return out
 
 

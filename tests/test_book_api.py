@@ -99,3 +99,38 @@ def test_api_pages_show_one_parameter_list_and_public_bases(smoke_book: BookBuil
         problems += [f"{page.name}: {m.group(0)}"
                      for m in re.finditer(r"Bases: [^\n]*?\b(_\w+|object)\b", text)]
     assert not problems, "\n".join(problems[:20])
+
+
+def test_a_link_to_a_section_with_math_in_its_title_shows_the_math():
+    """book/_ext/sgdnoise_refs.py: Sphinx's link text "the noise along e_{\\min}" becomes
+    the title's own nodes (text and math); a link to a title without math is left alone."""
+    from types import SimpleNamespace
+
+    from docutils import nodes
+
+    spec = importlib.util.spec_from_file_location("sgdnoise_refs",
+                                                  BOOK / "_ext" / "sgdnoise_refs.py")
+    refs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refs)
+
+    title = nodes.title("", "", nodes.Text("the noise along "),
+                        nodes.math("e_{\\min}", "e_{\\min}"))
+    target = nodes.section("", title, ids=["sec-ch7-sgd"])
+    env = SimpleNamespace(
+        domaindata={"std": {"labels": {
+            "sec-ch7-sgd": ("chapters/ch07", "sec-ch7-sgd", "the noise along e_{\\min}"),
+            "sec-plain": ("chapters/ch07", "sec-plain", "plain words")}}},
+        get_doctree=lambda docname: target)
+    app = SimpleNamespace(builder=SimpleNamespace(env=env))
+
+    def link(text: str, uri: str) -> nodes.reference:
+        return nodes.reference("", "", nodes.inline(text, text, classes=["std", "std-ref"]),
+                               refuri=uri, internal=True)
+
+    page = nodes.paragraph("", "", link("the noise along e_{\\min}", "ch07.html#sec-ch7-sgd"),
+                           link("plain words", "ch07.html#sec-plain"))
+    refs.typeset_section_links(app, page, "verdicts")
+    first, second = page.children
+    assert [type(c).__name__ for c in first[0].children] == ["Text", "math"]
+    assert first[0].children[1].astext() == "e_{\\min}"
+    assert second.astext() == "plain words" and not list(second.findall(nodes.math))
