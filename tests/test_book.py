@@ -147,7 +147,7 @@ def test_filter_toc_keeps_pages_and_selected_chapters():
     toc = build.read_toc(BOOK)
     files = build._toc_files(build.filter_toc(toc, {"ch04_stability"}))
     assert files == ["intro", "verdicts", "reproduce", "chapters/ch04_stability",
-                     "bibliography", "api"]
+                     "glossary", "bibliography", "api"]
     assert build.chapter_names(toc) == EXPECTED_CHAPTERS  # the original is untouched
 
 
@@ -199,15 +199,22 @@ def test_verdict_page_is_computed_from_the_notebooks_output_metadata(tmp_path):
                                          {"file": "chapters/ch04_y"}]}
     page = build.verdicts_page(toc, nbs, "default")
     assert page.startswith("# Verdicts")
-    assert "1 verdict(s) from 2 chapter(s): contradicted 1." in page
-    row = next(line for line in page.splitlines() if "6021" in line)
-    cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
-    assert cells[0] == r"Planted claim 6021 \| with a pipe" and cells[1] == "**contradicted**"
-    assert cells[2] == "the gap is 0.31 (threshold 0.1)"
-    assert "recorded GPU runs" in cells[3] and "12 s" in cells[3] and "planted" in cells[3]
-    assert cells[4] == "{ref}`section <sec-ch3-verdicts>`"
-    assert "## 3. A planted chapter" in page
-    assert "{doc}`chapters/ch04_y` records no computed verdict yet." in page
+    assert "Of the 1 claim about SGD tested, 1 contradicted." in page
+    assert "(s)" not in page
+    parts = [line for line in page.splitlines() if line.startswith("## ")]
+    assert parts == ["## Claims about SGD", "## Could not be decided at this scale",
+                     "## Derivation checks"]
+    claims = page.split("## Could not be decided")[0]
+    assert "### 3. A planted chapter" in claims and "Scale: *GPU records*" in claims
+    assert "* - *GPU records:* Planted claim 6021 | with a pipe" in claims
+    assert "  - {bdg-danger}`contradicted`" in claims
+    assert "  - the gap is 0.31 (threshold 0.1)" in claims
+    assert "  - {ref}`sec-ch3-verdicts`" in claims
+    assert "12 s" in claims and "planted" in claims
+    assert page.count("None in this build.") == 2
+    assert page.rstrip().endswith(
+        "Chapters that record no computed verdict: {doc}`3. A planted chapter "
+        "<chapters/ch04_y>`.")
 
 
 def test_reproduce_page_reads_the_measured_times(tmp_path):
