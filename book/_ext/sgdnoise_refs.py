@@ -27,6 +27,12 @@ def section_title(env: Any, docname: str, node_id: str) -> Any | None:
     return None
 
 
+def mark_math(env: Any, docname: str) -> None:
+    """Tell Sphinx's MathJax setup that ``docname`` holds math (it decides per page, from
+    what it read; math added when references are resolved would stay untypeset)."""
+    env.get_domain("math").data["has_equations"][docname] = True
+
+
 def _target(env: Any, ref: Any, text: str) -> tuple[str, str] | None:
     """(docname, section id) of the label whose title text a std-ref link shows."""
     uri = ref.get("refuri", "")
@@ -57,6 +63,7 @@ def typeset_section_links(app: Any, doctree: Any, fromdocname: str) -> None:
         if title is None or not list(title.findall(nodes.math)):
             continue
         inner.children = []
+        mark_math(env, fromdocname)
         for child in title.children:
             if not (isinstance(child, nodes.reference) and "headerlink" in child["classes"]):
                 inner += child.deepcopy()

@@ -81,6 +81,27 @@ def _label(env: Any, docname: str, kind: str, anchor: str, title: str) -> str:
     return f"{title} (chapter {chapter})" if title else f"chapter {chapter}"
 
 
+def _link(env: Any, docname: str, uri: str, doc: str, kind: str, anchor: str,
+          title: str) -> nodes.Node:
+    """A link on page ``docname`` to a place: its label as text, or for a section whose
+    title holds math the title's own nodes, math typeset (``sgdnoise_refs``)."""
+    text = _label(env, doc, kind, anchor, title)
+    ref = nodes.reference(text, text, refuri=uri, internal=True)
+    if kind != "section" or not title:
+        return ref
+    from sgdnoise_refs import TEX, mark_math, section_title  # book/_ext, on Sphinx's path
+
+    node = section_title(env, doc, anchor) if TEX.search(title) else None
+    if node is None or not list(node.findall(nodes.math)):
+        return ref
+    ref.children = []
+    mark_math(env, docname)
+    ref += [c.deepcopy() for c in node.children
+            if not (isinstance(c, nodes.reference) and "headerlink" in c["classes"])]
+    ref += nodes.Text(text[len(title):])  # " (chapter n)"
+    return ref
+
+
 def add_back_links(app: Any, doctree: nodes.document, docname: str) -> None:
     """``doctree-resolved`` on an API page: a "Used in the book" paragraph for every
     documented object that a chapter refers to."""
@@ -102,8 +123,7 @@ def add_back_links(app: Any, doctree: nodes.document, docname: str) -> None:
             if k:
                 para += nodes.Text(", ")
             uri = app.builder.get_relative_uri(docname, doc) + "#" + anchor
-            text = _label(app.env, doc, kind, anchor, title)
-            para += nodes.reference(text, text, refuri=uri, internal=True)
+            para += _link(app.env, docname, uri, doc, kind, anchor, title)
         content += para
 
 
