@@ -806,15 +806,15 @@ def profile_costs(names: list[str], runs: dict[str, dict[str, dict[str, Any]]],
 
 
 REPRODUCE_TEXT = """\
-## Two commands
+## The commands
 
 From the repository root, on a machine with Python 3.11 (they create `.venv` themselves):
 
 ```bash
-make book                        # execute every chapter (profile "default"), build the HTML
-make book PROFILE=smoke          # the same in seconds per chapter, on synthetic data
-make chapter NAME=ch04_stability # execute one chapter only (no HTML)
-make test                        # unit tests, every chapter (smoke), book build, browser check
+make book                 # every chapter (profile "default"), then the HTML
+make book PROFILE=smoke   # the same in seconds, on synthetic data
+make chapter NAME=ch04_stability   # one chapter only, no HTML
+make test                 # unit tests, smoke chapters, book build, browser
 ```
 
 Every chapter is a plain Python file, `book/chapters/<name>.py` in jupytext's *percent*
@@ -863,9 +863,14 @@ its provenance) to the plan's records folder, so runs accumulate across machines
 sessions, and the chapters re-read every record there:
 
 ```bash
-sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml --out data/results/ch08 --budget 480
-sgdnoise-sweep PLAN --out DIR --dry-run    # the runs in priority order, with their estimated time
-bash book/params/ch08_resnet_sweep/gpu_run.sh   # one short GPU lease: preflight, sweep, one tar
+# the runs in priority order, with their estimated time per block
+sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml \
+    --out data/results/ch08 --dry-run
+# the highest-priority runs that fit in 4 hours (the budget is in seconds)
+sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml \
+    --out data/results/ch08 --budget 14400
+# one short GPU lease: preflight, sweep, one tar of the records
+bash book/params/ch08_resnet_sweep/gpu_run.sh
 ```
 
 ## The executed notebooks
