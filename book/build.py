@@ -371,11 +371,20 @@ def clean_notebook(src: Path, dst: Path) -> None:
     """Copy an executed notebook for the book: widget state dropped (it would pull remote
     JS), the parameter cells (the chapter's and papermill's injected one) removed from the
     page (the provenance table lists every value), and every other code cell that shows its
-    source folded (``hide-input``) unless it carries a hide/remove tag of its own."""
+    source folded (``hide-input``) unless it carries a hide/remove tag of its own. No path
+    of the building machine stays: the paths papermill recorded and any in a text output are
+    shortened (:mod:`sgdnoise.provenance`), and stderr (library warnings, which the pages
+    leave out too) is dropped."""
     import nbformat
+
+    from sgdnoise.provenance import public_path
 
     nb = nbformat.read(src, as_version=4)
     nb.metadata.pop("widgets", None)
+    papermill = nb.metadata.get("papermill") or {}
+    for key in ("input_path", "output_path", "cwd"):  # no path of the building machine
+        if papermill.get(key):
+            papermill[key] = public_path(str(papermill[key]))
     for cell in nb.cells:
         tags = list(cell.get("metadata", {}).get("tags", []))
         if cell.cell_type == "code":
@@ -384,12 +393,26 @@ def clean_notebook(src: Path, dst: Path) -> None:
                     cell.metadata["tags"] = [*tags, "remove-cell"]
             elif not HIDDEN_TAGS & set(tags) and cell.source.strip():
                 cell.metadata["tags"] = [*tags, "hide-input"]
-        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            data = out.get("data")
-            if data:
-                for mime in WIDGET_MIME:
-                    data.pop(mime, None)
+        if cell.cell_type == "code":
+            cell.outputs = [_public_output(out) for out in cell.get("outputs", [])
+                            if not (out.get("output_type") == "stream"
+                                    and out.get("name") == "stderr")]
     nbformat.write(nb, dst)
+
+
+def _public_output(out: Any) -> Any:
+    """One output for the book: widget state dropped, and every absolute path in its text
+    shortened (:func:`sgdnoise.provenance.public_text`)."""
+    from sgdnoise.provenance import public_text
+
+    if out.get("output_type") == "stream":
+        out["text"] = public_text(out.get("text", ""))
+    for mime, value in list((out.get("data") or {}).items()):
+        if mime in WIDGET_MIME:
+            out["data"].pop(mime)
+        elif mime.startswith("text/") and isinstance(value, str):
+            out["data"][mime] = public_text(value)
+    return out
 
 
 # ------------------------------------------------------------------ generated pages
@@ -425,21 +448,51 @@ def notebook_verdicts(nb: Any) -> list[dict[str, Any]]:
     return found
 
 
+def _markdown_outputs(nb: Any) -> list[str]:
+    return [str((out.get("data") or {}).get("text/markdown", ""))
+            for cell in (nb.cells if nb is not None else []) if cell.cell_type == "code"
+            for out in cell.get("outputs", [])]
+
+
+def provenance_rows(nb: Any) -> dict[str, str]:
+    """The rows of the provenance table the chapter printed last (``| what | value |``):
+    ``{"wall time": "17.0 s", "data: `source`": "supplied copy", ...}``."""
+    rows: dict[str, str] = {}
+    for text in _markdown_outputs(nb):
+        if not text.startswith("| what | value |"):
+            continue
+        for line in text.splitlines()[2:]:
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            if len(cells) == 2:
+                rows[cells[0]] = cells[1]
+    return rows
+
+
 def notebook_run(nb: Any) -> dict[str, Any]:
-    """Wall time (s), end time and device of an executed notebook, from papermill's
-    metadata and the provenance table the chapter printed."""
+    """Wall time (s), end time and device of an executed notebook. The wall time is the one
+    the chapter's provenance table reports (so that every page gives the same number);
+    papermill's record of the whole execution when the table has none."""
     meta = (nb.metadata.get("papermill") or {}) if nb is not None else {}
-    device = ""
+    rows = provenance_rows(nb)
+    m = re.fullmatch(r"([0-9.]+) s", rows.get("wall time", ""))
+    duration = meta.get("duration")
+    wall = float(m.group(1)) if m else (
+        float(duration) if isinstance(duration, (int, float)) else None)
+    return {"wall_s": wall, "end_utc": str(meta.get("end_time") or "")[:19].replace("T", " "),
+            "device": rows.get("device", "")}
+
+
+def notebook_findings(nb: Any) -> dict[str, Any]:
+    """The findings record (:func:`sgdnoise.report.findings_record`) the chapter's findings
+    box holds, or an empty dict when it has none."""
+    from sgdnoise.report import FINDINGS_METADATA_KEY
+
     for cell in nb.cells if nb is not None else []:
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
-            text = (out.get("data") or {}).get("text/markdown", "")
-            m = re.search(r"^\| device \| (.+?) \|$", str(text), flags=re.M)
-            if m:
-                device = m.group(1).strip()
-    duration = meta.get("duration")
-    return {"wall_s": float(duration) if isinstance(duration, (int, float)) else None,
-            "end_utc": str(meta.get("end_time") or "")[:19].replace("T", " "),
-            "device": device}
+            record = (out.get("metadata") or {}).get(FINDINGS_METADATA_KEY)
+            if isinstance(record, dict) and not record.get("pending"):
+                return record
+    return {}
 
 
 def _cell(text: Any) -> str:
@@ -448,65 +501,245 @@ def _cell(text: Any) -> str:
     return markdown_cell(text)
 
 
+def _verdict_objects(nb: Any) -> list[Any]:
+    from sgdnoise.report import Verdict
+
+    return [Verdict.from_record(v) for v in notebook_verdicts(nb)]
+
+
+DATA_WORDS = {"supplied copy": "the offline CIFAR-10 copy (the real images after one JPEG "
+                               "round trip)",
+              "official": "CIFAR-10 (the official files)",
+              "synthetic": "a synthetic CIFAR-shaped stand-in"}
+
+
+def data_summary(nb: Any) -> str:
+    """What data a chapter used, in words, from its provenance table: the source, the
+    number of training images and any preprocessing (``'2,000 images of the offline
+    CIFAR-10 copy (...), average-pooled to 4x4'``); empty when the table names none."""
+    rows = provenance_rows(nb)
+    source = rows.get("data: `source`", "").strip("`")
+    if not source:
+        return ""
+    words = next((w for k, w in DATA_WORDS.items() if source.startswith(k)), source)
+    n = rows.get("data: `n_train`", "")
+    size = f"{int(n):,} training images of " if n.isdigit() else ""
+    pre = rows.get("data: `preprocessing`", "")
+    pooled = re.search(r"average-pooled to (\d+)x(\d+)", pre)
+    return size + words + (f", average-pooled to {pooled.group(1)}×{pooled.group(2)} pixels"
+                           if pooled else "")
+
+
+PROFILE_WORDS = {
+    "smoke": "seconds per chapter on a synthetic stand-in for CIFAR-10 with tiny models: its "
+             "numbers show that the code runs, not whether a claim holds",
+    "default": "minutes per chapter on a two-core laptop: small models on subsets of the "
+               "offline CIFAR-10 copy; chapter 8 also re-reads the recorded GPU runs",
+    "full": "paper scale on a GPU; chapters 8 and 9 re-read the records of their GPU plans",
+}
+
+
+def _chapter_doc(name: str, title: str) -> str:
+    return f"{{doc}}`{title} <{CHAPTER_PREFIX}{name}>`"
+
+
+def _built_when(notebooks: dict[str, Path]) -> str:
+    ends = sorted(notebook_run(_read_notebook(p))["end_utc"] for p in notebooks.values())
+    return ends[-1][:10] if ends and ends[-1] else "?"
+
+
+def repository_url(config: dict[str, Any], repo_dir: Path = REPO_DIR) -> str:
+    """The repository's web address: ``repository.url`` of ``_config.yml`` when set, else
+    the one GitHub Actions names (``$GITHUB_SERVER_URL/$GITHUB_REPOSITORY``), else the git
+    remote ``origin`` when it is an https address; empty when none is known."""
+    url = str((config.get("repository") or {}).get("url") or "")
+    if not url and os.environ.get("GITHUB_REPOSITORY"):
+        url = (os.environ.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/") + "/"
+               + os.environ["GITHUB_REPOSITORY"])
+    if not url:
+        proc = subprocess.run(["git", "remote", "get-url", "origin"], cwd=repo_dir,
+                              capture_output=True, text=True, check=False)
+        remote = proc.stdout.strip()
+        url = remote.removesuffix(".git") if remote.startswith("https://") else ""
+    return url
+
+
+def landing_findings(toc: dict[str, Any], notebooks: dict[str, Path], profile: str,
+                     repository: str = "") -> str:
+    """The landing page's findings box: the profile that built the book, then per chapter
+    its scales, data and bottom line (:func:`sgdnoise.report.bottom_line` of its verdicts,
+    with the notes its own findings box carries) and a link to its verdicts."""
+    from sgdnoise.report import bottom_line, join_words, markdown_cell, scales_of
+
+    lines = [":::{admonition} What this book found", ":class: sgdnoise-findings", "",
+             f"Built with the **{profile}** profile on {_built_when(notebooks)}: "
+             f"{PROFILE_WORDS.get(profile, profile)}. Each line is computed from the "
+             "chapter's verdicts when the book is built; the scale says what stands behind "
+             "it, from toy problems and laptop runs to GPU records."
+             + (f" The source: [the repository]({repository})." if repository else ""), ""]
+    for name in [n for n in chapter_names(toc) if n in notebooks]:
+        nb = _read_notebook(notebooks[name])
+        verdicts = _verdict_objects(nb)
+        record = notebook_findings(nb)
+        data = data_summary(nb)
+        scale = join_words(scales_of(verdicts)) or "no verdict"
+        lines.append(f"- **{_chapter_doc(name, notebook_title(nb, name))}** "
+                     f"({scale}{'; ' + data if data else ''}). "
+                     f"{bottom_line(verdicts)} "
+                     f"{_evidence_link(nb, name)}.")
+        lines += [f"  - {markdown_cell(n)}" for n in record.get("notes", [])]
+    return "\n".join(lines + ["", "Every claim with its verdict, reason and evidence: "
+                              "{doc}`verdicts`; how the book was built and what each "
+                              "profile costs: {doc}`reproduce`.", ":::"])
+
+
+# The label sgdnoise.report.show_verdicts puts on a chapter's verdict table.
+VERDICT_LABEL = "verdicts-{chapter}"
+
+
+def _evidence_link(nb: Any, name: str) -> str:
+    """A link to the chapter's verdict table (its label, when the chapter's output carries
+    one), else to the chapter."""
+    label = VERDICT_LABEL.format(chapter=name)
+    if any(text.startswith(f"({label})=") for text in _markdown_outputs(nb)):
+        return f"{{ref}}`Evidence <{label}>`"
+    return f"{{doc}}`Evidence <{CHAPTER_PREFIX}{name}>`"
+PARTS = (("Claims about SGD", "claim about SGD", ("supported", "contradicted", "mixed")),
+         ("Could not be decided at this scale", "claim about SGD", ("inconclusive",)),
+         ("Derivation checks", "derivation check", tuple()))
+PART_INTROS = {
+    "Claims about SGD": "Empirical statements that could have come out either way, decided "
+                        "by a rule fixed before the numbers were read. Where the rule's error "
+                        "rates were measured by simulation, the verdict gives its "
+                        "false-positive rate and its power.",
+    "Could not be decided at this scale": "Claims about SGD that the numbers at this scale "
+                                          "neither support nor contradict: too few records, "
+                                          "too few seeds, or an interval that straddles the "
+                                          "threshold.",
+    "Derivation checks": "Checks that the code computes what the algebra says (an identity, a "
+                         "closed form, a Monte Carlo estimate of a proved formula). They "
+                         "test the implementation, not SGD, and are not counted above.",
+}
+
+
+def _scale_line(verdicts: list[Any], run: dict[str, Any]) -> str:
+    """``'Scale: *laptop*: smoke profile, synthetic N=200. The chapter ran in 17 s on …'``:
+    each scale kind once, with the scale texts behind it (the kind's own word dropped)."""
+    labels: dict[str, list[str]] = {}
+    for v in verdicts:
+        text = re.sub(rf"^{re.escape(v.scale_kind.split()[0])}\w*[,:]?\s+", "", v.scale,
+                      flags=re.I)
+        if text not in labels.setdefault(v.scale_kind, []):
+            labels[v.scale_kind].append(text)
+    budget = (f"{run['wall_s']:.0f} s" if run["wall_s"] is not None else "?") + (
+        f" on {run['device']}" if run["device"] else "")
+    scales = "; ".join(f"*{k}*, {', '.join(_cell(x) for x in v)}" for k, v in labels.items())
+    return f"Scale: {scales}. The chapter ran in {budget}."
+
+
+def _tally(verdicts: list[Any]) -> str:
+    from sgdnoise.report import count_noun, join_words
+
+    claims = [v for v in verdicts if v.kind == "claim about SGD"]
+    checks = [v for v in verdicts if v.kind == "derivation check"]
+    counts = [f"{sum(v.outcome == o for v in claims)} {o}"
+              for o in ("supported", "contradicted", "mixed")
+              if any(v.outcome == o for v in claims)]
+    undecided = sum(v.outcome == "inconclusive" for v in claims)
+    text = (f"Of the {count_noun(len(claims), 'claim about SGD', 'claims about SGD')} tested, "
+            + (join_words(counts) if counts else "none was decided")
+            + (f"; {undecided} could not be decided at the scale they were tested at"
+               if undecided else "") + ".")
+    if checks:
+        held = sum(v.outcome == "supported" for v in checks)
+        text += (f" {count_noun(len(checks), 'derivation check', 'derivation checks')} "
+                 f"({held} holding) are listed apart and not counted.")
+    return text
+
+
 def verdicts_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str,
-                  executed_root: Path | None = None) -> str:
-    """The verdict page: every chapter's computed verdicts, read from the executed
-    notebooks' output metadata, with the scale, the budget and a link to the evidence."""
+                  executed_root: Path | None = None, book_dir: Path | None = None) -> str:
+    """The verdict page, computed from the executed notebooks' output metadata: a tally of
+    the claims about SGD, then three parts (decided claims about SGD, claims that could not
+    be decided at this scale, derivation checks), each with one compact table per chapter
+    (:func:`sgdnoise.report.verdict_rows`: claim, verdict, reason, evidence; the full claim
+    and sentence behind a toggle) after one line giving the chapter's scale."""
+    from sgdnoise.report import verdict_rows, verdicts_list_table
+
     order = [n for n in chapter_names(toc) if n in notebooks]
-    lines = [
-        "# Verdicts: the essay's claims, checked",
-        "",
-        "Every row below was computed by a chapter from its own numbers and recorded in the "
-        "executed notebook; `book/build.py` gathered them onto this page when the book was "
-        f"built (profile `{profile}`). Nothing here is typed by hand: a verdict changes "
-        "when the numbers do. The last column links the section that shows the evidence.",
-        "",
-    ]
-    counts: dict[str, int] = {}
-    sections = []
+    chapters = []
     for name in order:
         nb = _read_notebook(notebooks[name])
-        title = notebook_title(nb, name)
-        run = notebook_run(nb)
-        budget = (f"{run['wall_s']:.0f} s" if run["wall_s"] is not None else "?") + (
-            f" on {run['device']}" if run["device"] else "")
-        verdicts = notebook_verdicts(nb)
-        sections += ["", f"## {title}", ""]
-        if not verdicts:
-            sections.append(f"{{doc}}`chapters/{name}` records no computed verdict yet.")
+        chapters.append((name, notebook_title(nb, name), _verdict_objects(nb),
+                         notebook_run(nb)))
+    everything = [v for _, _, vs, _ in chapters for v in vs]
+    lines = [
+        "# Verdicts: the essay's claims, checked", "",
+        f"Built with the **{profile}** profile ({PROFILE_WORDS.get(profile, profile)}). "
+        + _tally(everything), "",
+        "Every row was computed by a chapter from its own numbers and recorded in the "
+        "executed notebook; nothing here is typed by hand. A row gives the claim in a few "
+        "words with the scale it was tested at, the verdict, the reason in a phrase and "
+        "the section that shows the evidence; the toggle opens the claim as tested and the "
+        "full computed sentence, threshold included.", ""]
+    for part, kind, outcomes in PARTS:
+        lines += [f"## {part}", "", PART_INTROS[part], ""]
+        shown = 0
+        for _name, title, verdicts, run in chapters:
+            rows = [v for v in verdicts if v.kind == kind and (
+                not outcomes or v.outcome in outcomes)]
+            if not rows:
+                continue
+            shown += 1
+            lines += [f"### {title}", "", _scale_line(rows, run), "",
+                      verdicts_list_table(verdict_rows(rows)), ""]
+        if not shown:
+            lines += ["None in this build.", ""]
+    silent = [_chapter_doc(n, t) for n, t, vs, _ in chapters if not vs]
+    if silent:
+        lines += ["Chapters that record no computed verdict: " + ", ".join(silent) + ".", ""]
+    return "\n".join(lines)
+
+
+# GPU and mid-scale plans whose records the chapters re-read: plan file (under params/)
+# -> records folder (under the repository).
+PLANS = {"ch08_resnet_sweep/plan_full.yaml": "data/results/ch08",
+         "ch08_resnet_sweep/plan_midscale.yaml": "data/results/ch08_midscale",
+         "ch09_anisotropic_noise/plan_full.yaml": "data/results/ch09"}
+
+
+def plan_costs(book_dir: Path, repo_dir: Path) -> list[dict[str, Any]]:
+    """Per plan of :data:`PLANS` that exists: its runs, how many are recorded, the device
+    time the recorded runs took (their records' ``wall_time_s``) and, for a GPU plan, the
+    estimated device time of the runs left (:func:`sgdnoise.sweep.block_estimates`: the
+    throughput measured on one H200 by the chapter 8 pilot; injected noise not included)."""
+    from sgdnoise import sweep
+
+    rows = []
+    for rel, records in PLANS.items():
+        path = book_dir / "params" / rel
+        if not path.is_file():
             continue
-        sections += ["| claim | verdict | what the numbers say | scale and budget | evidence |",
-                     "| --- | --- | --- | --- | --- |"]
-        for v in verdicts:
-            outcome = str(v.get("outcome", "?"))
-            counts[outcome] = counts.get(outcome, 0) + 1
-            label = str(v.get("section", "")).strip()
-            link = f"{{ref}}`section <{label}>`" if label else f"{{doc}}`chapters/{name}`"
-            sections.append("| " + " | ".join([
-                _cell(v.get("claim", "")), f"**{_cell(outcome)}**", _cell(v.get("sentence", "")),
-                _cell(f"{v.get('scale', '')}; profile {profile}, chapter run {budget}"),
-                link]) + " |")
-    total = sum(counts.values())
-    summary = ", ".join(f"{k} {n}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    lines.append(f"{total} verdict(s) from {len(order)} chapter(s)"
-                 + (f": {summary}." if summary else "."))
-    return "\n".join(lines + sections) + "\n"
+        plan = sweep.load_plan(path, check_device=False)
+        out = repo_dir / records
+        done = [out / f"{r.run_id}.json" for r in plan.runs
+                if (out / f"{r.run_id}.json").is_file()]
+        spent = sum(float(json.loads(f.read_text()).get("wall_time_s") or 0) for f in done)
+        gpu = str(plan.runs[0].config.device).startswith("cuda") if plan.runs else False
+        left = sweep.block_estimates(plan, out)[-1]["cumulative"] if gpu and plan.blocks \
+            else None
+        rows.append({"plan": rel, "records": records, "runs": len(plan.runs),
+                     "recorded": len(done), "spent_s": spent, "left_s": left, "gpu": gpu})
+    return rows
 
 
-def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str,
-                   executed_root: Path | None = None) -> str:
-    """How to reproduce the book: commands, profiles with the measured wall time of every
-    chapter executed in this build folder, data, the GPU plan and the downloads."""
-    names = [n for n in chapter_names(toc) if n in notebooks]
-    runs: dict[str, dict[str, dict[str, Any]]] = {}
-    for prof in PROFILES:
-        for name in names:
-            path = (executed_root / prof / f"{name}.ipynb") if executed_root else (
-                notebooks[name] if prof == profile else None)
-            if path is not None and path.is_file():
-                runs.setdefault(prof, {})[name] = notebook_run(_read_notebook(path))
-    header = "| chapter | " + " | ".join(PROFILES) + " |"
-    table = [header, "| --- |" + " ---: |" * len(PROFILES)]
+def _minutes(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds / 60:,.0f} min"
+
+
+def _times_table(names: list[str], runs: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    table = ["| chapter | " + " | ".join(PROFILES) + " |",
+             "| --- |" + " ---: |" * len(PROFILES)]
     totals = dict.fromkeys(PROFILES, 0.0)
     for name in names:
         row = []
@@ -518,70 +751,176 @@ def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str
     table.append("| **all chapters** | " + " | ".join(
         f"**{totals[p] / 60:.1f} min**" if p in runs and len(runs[p]) == len(names)
         else "incomplete" for p in PROFILES) + " |")
+    return table
+
+
+def _gpu_minutes(seconds: float) -> str:
+    """H200 device time in minutes, with the range an H100 takes (sweep.H100_SLOWDOWN)."""
+    from sgdnoise.sweep import H100_SLOWDOWN
+
+    low, high = (seconds * f / 60 for f in H100_SLOWDOWN)
+    return f"{seconds / 60:,.0f} H200-minutes (on an H100 {low:,.0f}–{high:,.0f})"
+
+
+def _plans_table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return ["No plan file was found."]
+    out = ["| plan | where | runs recorded | device time so far | estimated for the rest |",
+           "| --- | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        chapter, _, name = r["plan"].partition("/")
+        left = r["left_s"]
+        out.append(f"| chapter {int(chapter[2:4])}: `{name}` | "
+                   f"{'one GPU' if r['gpu'] else 'a CPU, one thread'} | "
+                   f"{r['recorded']} of {r['runs']} | {_minutes(r['spent_s'])} | "
+                   + (_gpu_minutes(left).replace(" (on an H100 ", "; H100: ").rstrip(")")
+                      if left is not None else "see the plan's header") + " |")
+    return out
+
+
+def profile_costs(names: list[str], runs: dict[str, dict[str, dict[str, Any]]],
+                  plans: list[dict[str, Any]]) -> list[str]:
+    """One line per profile: its measured time over the chapters executed with it in this
+    build folder (all of them, some, or none), and for ``full`` the GPU plans whose records
+    chapters 8 and 9 read: the GPU time recorded and the estimate for the runs left."""
+    lines = []
+    for prof in PROFILES:
+        measured = runs.get(prof, {})
+        total = sum(r["wall_s"] or 0.0 for r in measured.values()) / 60
+        if len(measured) == len(names):
+            text = f"{total:,.1f} minutes for all {len(names)} chapters, measured"
+        elif measured:
+            text = (f"{total:,.1f} minutes for the {len(measured)} of {len(names)} chapters "
+                    "executed with it here, measured")
+        else:
+            text = "not executed in this build folder (no measurement here)"
+        if prof == "full":
+            gpu = [p for p in plans if p["gpu"]]
+            spent = sum(p["spent_s"] for p in gpu)
+            left = sum(p["left_s"] or 0.0 for p in gpu)
+            text += (f"; chapters 8 and 9 read the records of {len(gpu)} GPU plans: "
+                     f"{spent / 60:,.0f} GPU-minutes recorded so far, about "
+                     f"{_gpu_minutes(left)} estimated for the runs left")
+        lines.append(f"- `{prof}`: {text}.")
+    return lines
+
+
+REPRODUCE_TEXT = """\
+## The commands
+
+From the repository root, on a machine with Python 3.11 (they create `.venv` themselves):
+
+```bash
+make book                 # every chapter (profile "default"), then the HTML
+make book PROFILE=smoke   # the same in seconds, on synthetic data
+make chapter NAME=ch04_stability   # one chapter only, no HTML
+make test                 # unit tests, smoke chapters, book build, browser
+```
+
+Every chapter is a plain Python file, `book/chapters/<name>.py` in jupytext's *percent*
+format, with its parameters in `book/params/<name>/{smoke,default,full}.yaml`. The build
+executes each chapter with papermill into `book/_build/executed/<profile>/` and assembles
+the executed notebooks with Jupyter Book into `book/_build/html/`. A chapter whose source,
+parameters and package code did not change since its last successful run is not executed
+again. A typo in a chapter name or profile, or a bad parameter value, is refused before
+anything runs; a chapter that fails stops the build with the error of the cell that failed,
+and the previous HTML stays readable, with a banner on that chapter's page saying which run
+failed and when.
+
+## The profiles
+
+- `smoke`: every chapter in seconds on a CPU, on a seeded synthetic stand-in for CIFAR-10
+  and tiny models; this is what the tests execute. Its numbers show that the code runs,
+  not that the claims hold.
+- `default`: minutes per chapter on a two-core laptop: small models on subsets of
+  CIFAR-10 (some chapters average-pool the images to 4×4 or 16×16 pixels). The figures
+  and the findings boxes say which data and scale they show.
+- `full`: the paper-scale configuration for a GPU (all 50,000 images, ResNet34, every batch
+  size of the sweep); chapters 8 and 9 then re-read the records of their GPU plans instead
+  of training. Run it with `make book PROFILE=full`.
+"""
+
+DATA_TEXT = """\
+## CIFAR-10
+
+The `default` and `full` profiles read CIFAR-10 in torchvision's `cifar-10-batches-py`
+layout. `make data` downloads the official archive
+(`https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz`), checks its md5
+(`c58f30108f718f92721af3b95e74349a`) and the md5 of every batch file, and unpacks it into
+the repository's `data/cifar-10-batches-py/`. Without internet access, unpack the archive
+there by hand (`tar -xzf cifar-10-python.tar.gz -C data`), or anywhere with the environment
+variable `SGDNOISE_DATA` pointing at the folder that holds `cifar-10-batches-py/`.
+
+The copy this book was built from is the project's offline copy: the real images after one
+JPEG round trip (quality 75), recorded as a *supplied copy* in every provenance table with
+the md5 of its pixels. Results on the official files may differ slightly.
+
+## The GPU runs
+
+Chapter 8's paper-scale sweep, and chapter 9's runs with injected noise, run outside the
+book, on a GPU, from a plan of runs in priority order; each run appends one record (with
+its provenance) to the plan's records folder, so runs accumulate across machines and
+sessions, and the chapters re-read every record there:
+
+```bash
+# the runs in priority order, with their estimated time per block
+sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml \
+    --out data/results/ch08 --dry-run
+# the highest-priority runs that fit in 4 hours (the budget is in seconds)
+sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml \
+    --out data/results/ch08 --budget 14400
+# one short GPU lease: preflight, sweep, one tar of the records
+bash book/params/ch08_resnet_sweep/gpu_run.sh
+```
+
+## The executed notebooks
+
+Every chapter page has a download button (top right) that gives the executed notebook
+(`.ipynb`, with every output) the page was built from, or its Markdown source.
+`make publish` writes the whole site, the executed notebooks and their provenance records
+into one archive.
+"""
+
+
+def reproduce_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str,
+                   executed_root: Path | None = None, book_dir: Path | None = None) -> str:
+    """How to reproduce the book: the commands and how the build works, the profiles, the
+    wall time of every chapter executed in this build folder (the time each chapter's
+    provenance table reports), the cost of the GPU and mid-scale plans (runs recorded, their
+    device time, an estimate for the rest), the data and the downloads."""
+    names = [n for n in chapter_names(toc) if n in notebooks]
+    runs: dict[str, dict[str, dict[str, Any]]] = {}
+    for prof in PROFILES:
+        for name in names:
+            path = (executed_root / prof / f"{name}.ipynb") if executed_root else (
+                notebooks[name] if prof == profile else None)
+            if path is not None and path.is_file():
+                runs.setdefault(prof, {})[name] = notebook_run(_read_notebook(path))
     devices = sorted({r["device"] for prof in runs.values() for r in prof.values()
                       if r["device"]})
+    plans = plan_costs(book_dir or BOOK_DIR, (book_dir or BOOK_DIR).parent)
     return "\n".join([
-        "# Reproducing this book",
-        "",
-        "Two commands, from the repository root, on a machine with Python 3.11 (they create "
-        "`.venv` themselves):",
-        "",
-        "```bash",
-        "make book   # execute every chapter, build book/_build/html",
-        "make test   # unit tests, smoke book, browser checks",
-        "```",
-        "",
-        "`make book PROFILE=smoke|default|full` picks the profile; `make chapter NAME=<chapter>` "
-        "executes one chapter. A chapter whose source, parameters and package code are "
-        "unchanged is not executed again. Bad arguments and bad parameter values are refused "
-        "before anything runs; a chapter that fails leaves the last good HTML in place, with "
-        "a banner on its page.",
-        "",
-        "## Profiles and measured times",
-        "",
-        "`smoke` runs every chapter in seconds on a synthetic CIFAR-shaped data set (what the "
-        "tests execute); `default` uses real CIFAR-10 at laptop scale; `full` is the "
-        "paper-scale configuration for a GPU. The wall time of each chapter below is read "
-        "from the executed notebooks in this build folder (papermill's record), not typed; "
-        "– marks a chapter not executed with that profile here.",
-        "",
-        *table,
-        "",
+        "# Reproducing this book", "",
+        f"This copy was built with the **{profile}** profile. Everything below, from the "
+        "measured times to the cost of the GPU plans, is read from the executed notebooks "
+        "and the records when the book is built.", "",
+        REPRODUCE_TEXT,
+        "## What each profile costs", "",
+        *profile_costs(names, runs, plans), "",
+        "The wall time of each chapter, as its provenance table reports it (from its first "
+        "computation to its last; starting the kernel and importing the libraries add a few "
+        "seconds), for every profile executed in this build folder; – marks a chapter not "
+        "executed with that profile here.", "",
+        *_times_table(names, runs), "",
         "Measured on: " + ("; ".join(devices) if devices else "(no device recorded)") + ".",
         "",
-        "## CIFAR-10",
-        "",
-        "`make data` downloads the official archive "
-        "(`https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz`), checks its md5 "
-        "(`c58f30108f718f92721af3b95e74349a`) and the md5 of every batch file, and unpacks it "
-        "into the repository's `data/cifar-10-batches-py/`. Without internet access it says "
-        "what to do instead: where the project's offline copy exists, "
-        "`.venv/bin/python ../shared/data/cifar10/expand.py data/` writes it out (real "
-        "images after one JPEG round trip, labelled as a *supplied copy* in every provenance "
-        "table); or unpack the archive anywhere and set `SGDNOISE_DATA` to that folder.",
-        "",
-        "## The GPU runs",
-        "",
-        "Chapter 8's paper-scale sweep runs outside the book, on a GPU, and appends one record "
-        "per run to `data/results/ch08` (each with its provenance); the chapter reads every "
-        "record there, so runs accumulate across machines and sessions:",
-        "",
-        "```bash",
-        "sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml --out data/results/ch08 "
-        "--budget S",
-        "```",
-        "",
-        "Chapter 9's paper-scale runs (large-batch SGD with injected noise) work the same way, "
-        "with `book/params/ch09_anisotropic_noise/plan_full.yaml` and `data/results/ch09`; "
-        "its `full` profile reads those records instead of training.",
-        "",
-        "## The executed notebooks",
-        "",
-        "Every chapter page has a download button (top right) that gives the executed "
-        "notebook (`.ipynb`, with every output) the page was built from, or its Markdown "
-        "source. `make publish` writes the whole site, the executed notebooks and their "
-        "provenance records into one archive.",
-        "",
+        "The `full` profile trains nothing in chapters 8 and 9: their cost is the cost of "
+        "the plans whose records they read. Per plan: its runs, the runs recorded so far, "
+        "the device time those took, and for a GPU plan an estimate for the runs left "
+        "(from the throughput the chapter 8 pilot measured on one H200; injected noise is "
+        "not included, so chapter 9's estimate is a lower bound).", "",
+        *_plans_table(plans), "",
+        DATA_TEXT,
     ])
 
 
@@ -629,6 +968,8 @@ def expand_api_toc(node: Any, modules: list[str]) -> Any:
 
 
 API_PAGE = "api"
+# A line of a page (the landing page) that the build replaces by the findings box.
+FINDINGS_MARKER = "<!-- sgdnoise: findings -->"
 GENERATED_PAGES = {"verdicts": verdicts_page, "reproduce": reproduce_page}
 
 
@@ -648,6 +989,13 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
             shutil.copytree(book_dir / dname, stage / dname)
     config = yaml.safe_load((book_dir / "_config.yml").read_text())
     config["bibtex_bibfiles"] = bib_files(book_dir)
+    repository = repository_url(config, book_dir.parent)
+    if repository:  # a link in the page header (nothing is fetched from it)
+        config.setdefault("repository", {})["url"] = repository
+        config.setdefault("html", {})["use_repository_button"] = True
+        theme = config.setdefault("sphinx", {}).setdefault("config", {}).setdefault(
+            "html_theme_options", {})
+        theme["use_repository_button"] = True
     modules: list[str] = []
     if API_PAGE in _toc_files(toc) and not (book_dir / f"{API_PAGE}.md").exists():
         modules = api_modules()
@@ -674,10 +1022,16 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
                 break
         else:
             if entry in GENERATED_PAGES:
-                text = GENERATED_PAGES[entry](toc, notebooks, profile, executed_root)
+                text = GENERATED_PAGES[entry](toc, notebooks, profile, executed_root,
+                                              book_dir=book_dir)
                 (stage / f"{entry}.md").write_text(text)
             else:
                 raise BuildError(f"toc page {entry!r} not found in {book_dir}")
+    for page in stage.glob("*.md"):
+        text = page.read_text()
+        if FINDINGS_MARKER in text:
+            page.write_text(text.replace(FINDINGS_MARKER, landing_findings(
+                toc, notebooks, profile, repository)))
     for name, path in notebooks.items():
         clean_notebook(path, stage / "chapters" / f"{name}.ipynb")
 

@@ -147,7 +147,7 @@ def test_filter_toc_keeps_pages_and_selected_chapters():
     toc = build.read_toc(BOOK)
     files = build._toc_files(build.filter_toc(toc, {"ch04_stability"}))
     assert files == ["intro", "verdicts", "reproduce", "chapters/ch04_stability",
-                     "bibliography", "api"]
+                     "glossary", "bibliography", "api"]
     assert build.chapter_names(toc) == EXPECTED_CHAPTERS  # the original is untouched
 
 
@@ -199,15 +199,22 @@ def test_verdict_page_is_computed_from_the_notebooks_output_metadata(tmp_path):
                                          {"file": "chapters/ch04_y"}]}
     page = build.verdicts_page(toc, nbs, "default")
     assert page.startswith("# Verdicts")
-    assert "1 verdict(s) from 2 chapter(s): contradicted 1." in page
-    row = next(line for line in page.splitlines() if "6021" in line)
-    cells = [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
-    assert cells[0] == r"Planted claim 6021 \| with a pipe" and cells[1] == "**contradicted**"
-    assert cells[2] == "the gap is 0.31 (threshold 0.1)"
-    assert "recorded GPU runs" in cells[3] and "12 s" in cells[3] and "planted" in cells[3]
-    assert cells[4] == "{ref}`section <sec-ch3-verdicts>`"
-    assert "## 3. A planted chapter" in page
-    assert "{doc}`chapters/ch04_y` records no computed verdict yet." in page
+    assert "Of the 1 claim about SGD tested, 1 contradicted." in page
+    assert "(s)" not in page
+    parts = [line for line in page.splitlines() if line.startswith("## ")]
+    assert parts == ["## Claims about SGD", "## Could not be decided at this scale",
+                     "## Derivation checks"]
+    claims = page.split("## Could not be decided")[0]
+    assert "### 3. A planted chapter" in claims and "Scale: *GPU records*" in claims
+    assert "* - *GPU records:* Planted claim 6021 | with a pipe" in claims
+    assert "  - {bdg-danger}`contradicted`" in claims
+    assert "  - the gap is 0.31 (threshold 0.1)" in claims
+    assert "  - {ref}`sec-ch3-verdicts`" in claims
+    assert "12 s" in claims and "planted" in claims
+    assert page.count("None in this build.") == 2
+    assert page.rstrip().endswith(
+        "Chapters that record no computed verdict: {doc}`3. A planted chapter "
+        "<chapters/ch04_y>`.")
 
 
 def test_reproduce_page_reads_the_measured_times(tmp_path):
@@ -221,6 +228,23 @@ def test_reproduce_page_reads_the_measured_times(tmp_path):
     assert "| **all chapters** | **0.1 min** | **5.0 min** | incomplete |" in page
     assert "make book" in page and "make test" in page and "plan_full.yaml" in page
     assert "cpu: planted (2 threads)" in page
+    assert "- `smoke`: 0.1 minutes for all 1 chapters, measured." in page
+    assert "H200-minutes (on an H100" in page  # the GPU plans' estimate, full profile
+
+
+def test_profile_costs_give_measured_minutes_and_the_gpu_plans():
+    runs = {"smoke": {"a": {"wall_s": 60.0}, "b": {"wall_s": 30.0}},
+            "default": {"a": {"wall_s": 600.0}}}
+    plans = [{"gpu": True, "spent_s": 1200.0, "left_s": 6000.0},
+             {"gpu": False, "spent_s": 50.0, "left_s": None},
+             {"gpu": True, "spent_s": 0.0, "left_s": 600.0}]
+    lines = build.profile_costs(["a", "b"], runs, plans)
+    assert lines[0] == "- `smoke`: 1.5 minutes for all 2 chapters, measured."
+    assert lines[1] == ("- `default`: 10.0 minutes for the 1 of 2 chapters executed with it "
+                        "here, measured.")
+    assert lines[2].startswith("- `full`: not executed in this build folder")
+    assert ("2 GPU plans: 20 GPU-minutes recorded so far, about 110 H200-minutes (on an "
+            "H100 165–220) estimated for the runs left.") in lines[2]
 
 
 def test_clean_notebook_removes_parameter_cells_and_folds_code(tmp_path):
@@ -239,6 +263,30 @@ def test_clean_notebook_removes_parameter_cells_and_folds_code(tmp_path):
     tags = [c.metadata.get("tags", []) for c in nbformat.read(tmp_path / "out.ipynb", 4).cells]
     assert tags == [["parameters", "remove-cell"], ["injected-parameters", "remove-cell"],
                     ["remove-cell"], ["remove-input"], ["hide-input"]]
+
+
+def test_clean_notebook_keeps_no_machine_path_and_no_stderr(tmp_path):
+    from sgdnoise.provenance import REPOSITORY
+
+    data = f"{REPOSITORY}/data/cifar-10-batches-py"
+    cell = nbformat.v4.new_code_cell("load()")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stdout", text=f"read {data}\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=f"UserWarning in {data}\n"),
+        nbformat.v4.new_output("display_data", data={
+            "text/markdown": f"| data | {data} |",
+            "application/vnd.jupyter.widget-view+json": {"model_id": "x"}}),
+    ]
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [cell]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    build.clean_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb")
+    text = (tmp_path / "out.ipynb").read_text()
+    assert str(REPOSITORY) not in text and "UserWarning" not in text and "widget" not in text
+    outputs = nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs
+    assert [o.output_type for o in outputs] == ["stream", "display_data"]
+    assert outputs[0].text == "read data/cifar-10-batches-py\n"
+    assert outputs[1].data["text/markdown"] == "| data | data/cifar-10-batches-py |"
 
 
 def test_api_reference_lists_every_public_module_from_the_package():
@@ -304,6 +352,44 @@ def test_bib_files_add_every_chapter_bib(tmp_path):
     for name in ("ch02.bib", "ch01.bib"):
         (tmp_path / "bib" / name).write_text("")
     assert build.bib_files(tmp_path) == ["references.bib", "bib/ch01.bib", "bib/ch02.bib"]
+
+
+# Works the bibliography cites without a link: no DOI and no stable address is known.
+UNLINKED_WORKS = {
+    "cochran1977sampling": "a textbook (no DOI)",
+    "golmant2018noise": "the essay: its web address is not recorded in the repository",
+}
+
+
+def bib_links(path: Path) -> dict[str, str]:
+    """Each entry of a .bib file -> its ``doi`` (as https://doi.org/...) or ``url``, or ""."""
+    from pybtex.database import parse_file
+
+    out = {}
+    for key, entry in parse_file(str(path)).entries.items():
+        doi, url = entry.fields.get("doi", ""), entry.fields.get("url", "")
+        out[key] = f"https://doi.org/{doi}" if doi else url
+    return out
+
+
+def test_every_bibliography_entry_links_to_the_work():
+    """Every cited work has a DOI or a web address (arXiv, proceedings, JSTOR), apart from
+    :data:`UNLINKED_WORKS`; a link is an https address or a DOI."""
+    links: dict[str, str] = {}
+    for name in build.bib_files(BOOK):
+        links |= bib_links(BOOK / name)
+    missing = sorted(k for k, v in links.items() if not v and k not in UNLINKED_WORKS)
+    assert not missing, f"bibliography entries without doi or url: {missing}"
+    assert all(v.startswith("https://") for v in links.values() if v)
+    assert set(UNLINKED_WORKS) <= set(links), "UNLINKED_WORKS names a work no longer cited"
+
+
+def test_bib_links_reads_doi_and_url(tmp_path):
+    (tmp_path / "a.bib").write_text(
+        "@article{a, title={A}, doi={10.1/x}}\n@misc{b, title={B}, url={https://b.org}}\n"
+        "@book{c, title={C}}\n")
+    assert bib_links(tmp_path / "a.bib") == {"a": "https://doi.org/10.1/x",
+                                             "b": "https://b.org", "c": ""}
 
 
 def test_check_chapter_accepts_matching_parameters(tmp_path):

@@ -414,10 +414,82 @@ def rewrite_math(lines: list[str]) -> tuple[list[str], str | None]:
     return new, None
 
 
+# ------------------------------------------------------------ one parameter list
+
+ARGS_HEADER = re.compile(r"^\s*(Args|Arguments|Parameters|Params|Keyword arguments):\s*$")
+PARAM_ITEM = re.compile(r"^(\s*)[-*] (?:``)?([A-Za-z_]\w*)(?:``)?: (.*)$")
+# The Google style of a docstring inherited from a library (torch's ``Optimizer.step``):
+# ``closure (Callable): text``; the type is dropped, the signature's type hints give it.
+GOOGLE_ITEM = re.compile(r"^(\s*)([A-Za-z_]\w*) \([^)]*\): (.*)$")
+
+
+def _param_item(line: str) -> re.Match[str] | None:
+    """A parameter item, ``- name: text`` or ``name (type): text``: groups indent, name,
+    text."""
+    return PARAM_ITEM.match(line) or GOOGLE_ITEM.match(line)
+
+
+def parameter_names(obj: Any) -> set[str]:
+    """The names a call of ``obj`` takes (a class: its constructor's), without ``self``."""
+    import inspect
+
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return set()
+    return {n for n in sig.parameters if n not in ("self", "cls")}
+
+
+def params_as_fields(lines: list[str], params: set[str]) -> list[str]:
+    """``lines`` with every item ``- name: text`` (or ``name (type): text``, see
+    :data:`GOOGLE_ITEM`) whose ``name`` is a parameter in
+    ``params`` turned into a field ``:param name: text`` (continuation lines kept, indented
+    under it), and an ``Args:`` (``Parameters:``, ...) line before such items dropped, so
+    that Sphinx shows one parameter list with the descriptions and the types of the
+    signature (``autodoc_typehints = "description"``). Items that name no parameter, and
+    everything else, stay as written."""
+    out: list[str] = []
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        m = _param_item(line)
+        if ARGS_HEADER.match(line) and _next_item_is_param(lines, i + 1, params):
+            i += 1
+            continue
+        if m is None or m.group(2) not in params:
+            out.append(line)
+            i += 1
+            continue
+        indent = len(m.group(1))
+        if out and out[-1].strip() and not out[-1].lstrip().startswith(":param "):
+            out.append("")
+        out.append(f":param {m.group(2)}: {m.group(3)}")
+        i += 1
+        while i < n and lines[i].strip() and len(lines[i]) - len(lines[i].lstrip()) > indent \
+                and not _param_item(lines[i]):
+            out.append("   " + lines[i].strip())
+            i += 1
+        if i < n and lines[i].strip() and not _param_item(lines[i]):
+            out.append("")
+    return out
+
+
+def _next_item_is_param(lines: list[str], start: int, params: set[str]) -> bool:
+    for line in lines[start:]:
+        if line.strip():
+            m = _param_item(line)
+            return bool(m and m.group(2) in params)
+    return False
+
+
 def process_docstring(app: Any, what: str, name: str, obj: Any, options: Any,
                       lines: list[str]) -> None:
     if not lines:
         return
+    if what in ("function", "method", "class") and obj is not None:
+        fields = params_as_fields(lines, parameter_names(obj))
+        if fields != lines and first_problem("\n".join(fields)) is None:
+            lines[:] = fields
     problem = first_problem("\n".join(lines))
     if problem is None:
         new, refused = rewrite_math(lines)
@@ -430,6 +502,36 @@ def process_docstring(app: Any, what: str, name: str, obj: Any, options: Any,
     logger.info(f"[sgdnoise_apidoc] {name}: docstring shown verbatim ({problem})")
     lines[:] = [".. code-block:: text", ""] + [
         f"    {line}" if line else "" for line in lines] + [""]
+
+
+def public_bases(bases: list[Any]) -> list[Any]:
+    """The bases a reader should see for a class: a private base (``_ModelOperator``)
+    replaced by its own bases, recursively, so that the public classes it builds on show;
+    ``object`` left out; each class once, in order."""
+    out: list[Any] = []
+    for base in bases:
+        name = getattr(base, "__name__", "")
+        if base is object:
+            continue
+        shown = public_bases(list(base.__bases__)) if name.startswith("_") else [base]
+        out += [b for b in shown if b not in out]
+    return out
+
+
+def process_bases(app: Any, name: str, obj: Any, options: Any, bases: list[Any]) -> None:
+    """``autodoc-process-bases``: :func:`public_bases` in place. A class left with none
+    (its only base was ``object``) shows no "Bases:" line (:func:`remove_empty_bases`)."""
+    bases[:] = public_bases(bases)
+
+
+def remove_empty_bases(app: Any, doctree: Any) -> None:
+    """A paragraph that reads just "Bases:" (a class whose only base was ``object``) is
+    removed."""
+    from docutils import nodes
+
+    for para in list(doctree.findall(nodes.paragraph)):
+        if para.astext().strip() == "Bases:":
+            para.parent.remove(para)
 
 
 def code_parameter_names(app: Any, doctree: Any) -> None:
@@ -465,5 +567,7 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_css_file("sgdnoise_apidoc.css")
     app.connect("autodoc-process-docstring", process_docstring)
     app.connect("doctree-read", code_parameter_names)
+    app.connect("autodoc-process-bases", process_bases)
+    app.connect("doctree-read", remove_empty_bases)
     app.connect("build-finished", report)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -7,7 +7,134 @@
 
 # %% [markdown]
 # # 8. Large batches: a generalization gap, or too few steps?
-#
+
+# %% tags=["parameters", "remove-cell"]
+profile = "default"
+records_dirs = ["../../data/results/ch08"]
+pilot_dirs = ["../../data/results/ch08_pilot"]
+sharpness_dirs = ["../../data/results/ch08"]
+gpu_plan = "../params/ch08_resnet_sweep/plan_full.yaml"
+run_miniature = True
+plan = "../params/ch08_resnet_sweep/plan_laptop.yaml"
+target = 0.15
+midscale_dirs = ["../../data/results/ch08_midscale"]
+midscale_plan = "../params/ch08_resnet_sweep/plan_midscale.yaml"
+target_midscale = 0.55
+target_laptop = 0.65
+loss_tolerance = 0.02
+gap_margin = 0.01
+alpha = 0.05
+onset_fraction = 0.08192
+decisive_arms = ["A", "B", "C"]
+gap_effect = 0.03
+n_sim = 2000
+rates_seed = 0
+plateau_arms = ["A", "D-plain"]
+plateau_evals = 5
+plateau_margin = 0.01
+eos_low = 0.8
+below_fraction = 0.5
+out_dir = ""
+
+# %% tags=["remove-cell"]
+import tempfile
+
+from IPython.display import Markdown, display
+
+from sgdnoise.chapters import ch08_resnet_sweep as ch08
+from sgdnoise.decide import scenarios as ds
+from sgdnoise.plotting import show, use_style
+from sgdnoise.report import (
+    Stopwatch,
+    fmt_number,
+    provenance_markdown,
+    show_findings,
+    show_table,
+    show_verdicts,
+    tex_html,
+)
+
+P = ch08.Params.from_namespace(globals())
+TH = ch08.thresholds(P)
+clock = Stopwatch()
+use_style()
+GPU_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
+
+# the tables' column names in words, symbols typeset
+HEADERS = {
+    "B": tex_html("B"), "B0": tex_html("B_0"), "steps/epoch": "steps per epoch",
+    "steps S": "steps " + tex_html("S"), "examples seen": "examples seen",
+    "(N-B)/(N-1)": "finite-population factor " + tex_html("(N-B)/(N-1)"),
+    "reach ηS": "reach " + tex_html(r"\eta S"),
+    "train loss": "train loss (nats)", "train error": "train error", "test error": "test error",
+    "Δ train loss": "excess train loss (nats)", "compared at": "compared at",
+    "Δ test error": "test-error difference (points)", "p": "p-value (Holm)",
+    "ratio": tex_html(r"\eta\lambda_{\max}/2(1+\beta)"), "in window": "runs with a window",
+    "slope": "slope (points per e-fold)", "final": "final error", "last step": "last step",
+    "steps": "steps", "examples": "examples seen", "steps slope": "slope of ln steps on ln " + tex_html("B"),
+    "reached": "runs that reached it", "error": "error curve",
+    "gap supported": "gap supported", "gap contradicted": "gap contradicted",
+    "under-training supported": "under-training supported", "gap (points)": "gap (points)",
+}
+PERCENT = lambda v: fmt_number(v, 1, scale=100.0, suffix="%")  # noqa: E731 (a formatter)
+MINUS = lambda v: str(v).replace("-", "\u2212")  # noqa: E731
+
+
+def table(df, lead, formats=None):
+    show_table(df, lead, formats=formats, headers=HEADERS)
+
+
+def design_table(n_train, sizes, epochs, lr, lead):
+    table(ch08.protocol_table(n_train, sizes, epochs=epochs, lr=lr), lead,
+          {"reach ηS": 1, "(N-B)/(N-1)": 3})
+
+
+def decision_table(an, which):
+    if len(an.decision.table):
+        table(ch08.decision_display(an.decision.table),
+              f"Every pair of {which} with its call: the excess final train loss of the large "
+              "batch and its test-error difference from the small batch (or its residual "
+              "from the small batch's curve, when compared at the same train loss), each "
+              "with its 90% interval; the p-value of the gap call, Holm-adjusted for the "
+              f"pre-registered pairs ($B/N \\ge$ {P.onset_fraction:.3f}); then the call. "
+              "The batch size's fraction of the training set is in brackets.",
+              {"p": lambda v: fmt_number(v, 3) if v >= 0.001 else "< 0.001"})
+
+
+LEADS = {
+    "plateau": "The plateau test, one row per arm, batch size and error curve: the slope of "
+               "the error against ln(step) over each run's last evaluations, in points per "
+               "e-fold of steps with its 90% interval across seeds, the final error, and the "
+               "call.",
+    "sharpness_edge": "The edge-of-stability test per arm: the mean ratio "
+                      r"$\eta\lambda_{\max}/2(1+\beta)$ inside each run's constant learning "
+                      "rate window with its 90% interval across runs, and the call.",
+    "sharpness_trend": r"The sharpness trend per arm: the slope of $\ln\lambda_{\max}$ on "
+                       r"$\ln B$ across batch sizes with its 90% interval across seeds.",
+    "steps": "Steps to the pre-registered test-error target per arm and batch size: the runs "
+             "that reached it within the arm's budget, the geometric mean of their steps "
+             "with its 95% interval, and the slope of the log steps against the log batch "
+             "size from the previous batch size (−1 is perfect scaling).",
+}
+
+
+def analysis_tables(an, target):
+    for name, lead in LEADS.items():
+        t = an.tables.get(name)
+        if t is None or not len(t):
+            continue
+        shown = ch08.intervals_as_text(t, percent=["slope"] if name == "plateau" else [],
+                                       whole=["steps"])
+        table(shown, lead.replace("the pre-registered test-error target",
+                                  f"the pre-registered test error of {target:.0%}"),
+              {"final": PERCENT, "examples": "{:,.0f}", "slope": MINUS, "ratio": MINUS,
+               "steps": MINUS, "steps slope": 2})
+
+
+# %% tags=["remove-input"]
+show_findings("ch08_resnet_sweep")
+
+# %% [markdown]
 # The essay this book rebuilds {cite}`golmant2018noise` ends with one experiment: ResNet34
 # {cite}`he2016deep` on CIFAR-10 {cite}`krizhevsky2009learning` with plain SGD at batch
 # sizes from 128 to 32,768 of the 50,000 training images. It reports that "as I increased
@@ -32,7 +159,7 @@
 # ## Steps, reach and noise at a fixed epoch budget
 #
 # One epoch visits a fresh random permutation of the $N$ training examples in batches of
-# $B$; with `drop_last` the incomplete last batch is dropped, so every step has exactly $B$
+# $B$; the incomplete last batch of each epoch is dropped, so every step has exactly $B$
 # examples and a run of $E$ epochs takes
 #
 # $$
@@ -52,7 +179,7 @@
 # \end{aligned}
 # $$ (eq-ch8-reach)
 #
-# At a fixed $\eta$ the reach shrinks like $1/B$; the scaling rule
+# At a fixed $\eta$ the {term}`reach <reach ηS>` $\eta S$ shrinks like $1/B$; the scaling rule
 # $\eta \propto B$ {cite}`goyal2017accurate` keeps $\eta S$ fixed, and equal-step runs
 # {cite}`hoffer2017train` keep $S$ fixed.
 #
@@ -180,73 +307,6 @@
 # claim is false) and its power, at the seeds actually recorded.
 
 
-# %% tags=["parameters", "remove-cell"]
-profile = "default"
-records_dirs = ["../../data/results/ch08"]
-pilot_dirs = ["../../data/results/ch08_pilot"]
-sharpness_dirs = ["../../data/results/ch08"]
-gpu_plan = "../params/ch08_resnet_sweep/plan_full.yaml"
-run_miniature = True
-plan = "../params/ch08_resnet_sweep/plan_laptop.yaml"
-target = 0.15
-midscale_dirs = ["../../data/results/ch08_midscale"]
-midscale_plan = "../params/ch08_resnet_sweep/plan_midscale.yaml"
-target_midscale = 0.55
-target_laptop = 0.65
-loss_tolerance = 0.02
-gap_margin = 0.01
-alpha = 0.05
-onset_fraction = 0.08192
-decisive_arms = ["A", "B", "C"]
-gap_effect = 0.03
-n_sim = 2000
-rates_seed = 0
-plateau_arms = ["A", "D-plain"]
-plateau_evals = 5
-plateau_margin = 0.01
-eos_low = 0.8
-below_fraction = 0.5
-out_dir = ""
-
-# %% tags=["remove-cell"]
-import tempfile
-
-import matplotlib.pyplot as plt
-from IPython.display import Markdown, display
-
-from sgdnoise.chapters import ch08_resnet_sweep as ch08
-from sgdnoise.decide import scenarios as ds
-from sgdnoise.plotting import use_style
-from sgdnoise.report import Stopwatch, provenance_markdown, show_verdicts, tex_html
-
-P = ch08.Params.from_namespace(globals())
-TH = ch08.thresholds(P)
-clock = Stopwatch()
-use_style()
-GPU_SIZES = [128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768]
-
-
-# the tables' column names as the page shows them (counts in words, symbols typeset)
-HEADERS = {"B0": tex_html("B_0"), "B/N": tex_html("B/N"),
-           "d_train_loss": tex_html(r"\Delta\ell") + " (nats, 90% CI)",
-           "difference": "difference (points, 90% CI)",
-           "small-batch gap": "small batch's test − train (points)",
-           "reach ηS": "reach " + tex_html(r"\eta S"), "(N-B)/(N-1)": tex_html("(N-B)/(N-1)"),
-           "ratio": tex_html(r"\eta\lambda_{\max}/2(1+\beta)") + " (90% CI)",
-           "slope": "slope (90% CI)", "steps": "steps (95% CI)"}
-
-
-def show_table(df, formats=None):
-    display(df.style.format(formats or {}, precision=3, na_rep="–")
-            .format_index(lambda c: HEADERS.get(c, c), axis="columns").hide(axis="index"))
-
-
-def show_decision(an):
-    if len(an.decision.table):
-        show_table(ch08.decision_as_text(an.decision.table),
-                   {"B/N": "{:.4f}", "p (gap)": "{:.3g}", "p (gap, Holm)": "{:.3g}"})
-
-
 # %% [markdown]
 # (tab-ch8-design)=
 # The full-scale design at 30 epochs, $N = 50{,}000$, $\eta = 0.1$: steps {eq}`eq-ch8-steps`,
@@ -254,38 +314,52 @@ def show_decision(an):
 # {eq}`eq-ch8-reach` (computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.protocol_table`).
 
 # %% tags=["remove-input"]
-show_table(ch08.protocol_table(50_000, GPU_SIZES, epochs=30, lr=0.1),
-           {"examples seen": "{:,}", "reach ηS": "{:.1f}", "(N-B)/(N-1)": "{:.3f}"})
+design_table(50_000, GPU_SIZES, 30, 0.1, "")
 
 # %% [markdown]
 # (sec-ch8-pilot)=
 # ## The 10-epoch GPU pilot: what it shows, and its spread
 #
-# On 2026-11-26 a pilot ran plain SGD ($\eta = 0.1$ constant) for 10 epochs at the nine
-# batch sizes, 2 seeds each, on one GPU: `drop_last` off, BatchNorm statistics over
-# $\min(B, 4096)$ examples and left as training left them (not recomputed), one evaluation
-# per epoch. Stale BatchNorm statistics and a learning rate that never decays make every
-# evaluation noisy, and 10 epochs is a third of the essay's budget, so the pilot is shown
-# here as it is and decides nothing. It serves one purpose: its seed-to-seed spread is the
-# only measured spread of a ResNet34 run so far, and the error rates of the full-scale
-# verdicts below are computed with it.
+# On 2026-11-26 a pilot trained ResNet34 (width 64, BatchNorm, CIFAR stem) on all 50,000
+# training images of the offline copy with plain SGD ($\eta = 0.1$ constant) for 10 epochs
+# at the nine batch sizes, two seeds each, on one H200 GPU. Its code was the repository at
+# commit `72641ac` plus the training engine committed right after it; the records carry no
+# commit of their own, because the copy sent to the GPU had no git history
+# (`data/results/ch08_pilot/PROVENANCE.md`). Unlike the plan, it kept the incomplete last
+# batch of each epoch, computed the BatchNorm statistics over at most 4,096 examples and
+# left them as training left them, and evaluated once per epoch. Stale BatchNorm statistics
+# and a learning rate that never decays make every evaluation noisy, and 10 epochs is a
+# third of the essay's budget, so the pilot is shown here as it is and decides nothing. It
+# serves one purpose: its seed-to-seed spread is the only measured spread of a ResNet34 run
+# so far, and the error rates of the full-scale verdicts below are computed with it.
 
 # %% tags=["remove-cell"]
 pilot = ch08.load_recorded(P.pilot_dirs)
 pilot_scale = ch08.records_scale(pilot, "10-epoch GPU pilot")
 pilot_spread = ds.measure_spread(pilot, "measured on the 10-epoch GPU pilot")
+pilot_arm = ["pilot"]
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "The 10-epoch GPU pilot (device, commit and date in the title): test error against train loss. Line: every evaluation of $B = 128$ (one per seed); markers: the last evaluation of every run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-pilot-fit"}}
-plt.show(ch08.plot_matched_fit(pilot, ["pilot"], pilot_scale))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "The 10-epoch GPU pilot, every run on one picture: test error against train loss. The line is every evaluation of $B = 128$ (one per seed); each marker is the last evaluation of one run, coloured by its batch size on the bar at the right. Model, device, commit and date in the title. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-pilot-fit"}}
+if ch08.has_records(pilot, pilot_arm):
+    show(ch08.plot_matched_fit(pilot, pilot_arm, pilot_scale))
 
 # %% tags=["remove-input"]
-show_table(ch08.pilot_summary(pilot), {"train loss": "{:.2f}", "train error": "{:.3f}",
-                                       "test error": "{:.3f}"})
-display(Markdown(
-    f"Mean over seeds of the last evaluation per batch size. Seed-to-seed spread "
-    f"({tex_html('s')} pooled over the nine batch sizes, "
-    f"{{py:func}}`sgdnoise.decide.scenarios.measure_spread`): "
-    f"{pilot_spread.describe()}."))
+if ch08.has_records(pilot, pilot_arm):
+    display(Markdown(
+        "**What to see.** Whether the markers sit on the line: a large batch on the line "
+        "tests as the small batch did when it had fitted the training set equally well "
+        "(it stopped earlier on the same path), one above it tests worse at equal fit (a "
+        "generalization gap). "
+        + ch08.residual_sentence(ch08.curve_residuals(pilot, "pilot"), pilot_spread)))
+    table(ch08.pilot_summary(pilot),
+          "The last evaluation of each batch size, mean over its seeds; below it the "
+          "seed-to-seed spread "
+          "($s$ pooled over the nine batch sizes, "
+          "{py:func}`sgdnoise.decide.scenarios.measure_spread`): "
+          f"{pilot_spread.describe()}.",
+          {"train loss": 2, "train error": PERCENT, "test error": PERCENT})
+else:
+    display(Markdown("No record of the pilot was found, so there is nothing to show."))
 
 # %% [markdown]
 # (sec-ch8-recorded)=
@@ -305,26 +379,41 @@ own = ds.measure_spread(recorded, "measured on these records") if len(recorded) 
 rec_spread = own if own is not None and own.df >= 2 else pilot_spread
 rec = ch08.analyse(recorded, sharp, P, rec_scale, spread=rec_spread)
 rec_arms = sorted(set(recorded["arm"])) if len(recorded) else []
+planned = ch08.plan_family(P.gpu_plan, TH)
 
 # %% tags=["remove-input"]
+n_rec = len(ch08.final_points(recorded)) if len(recorded) else 0
+n_plan = ch08.plan_runs(P.gpu_plan)[0]
 display(Markdown(
-    f"Runs recorded: {len(ch08.final_points(recorded)) if len(recorded) else 0}"
-    + (f", in arms {', '.join(rec_arms)}" if rec_arms else "")
-    + f" — {rec_scale.label}. The error rates use the "
-    f"spread {rec_spread.describe()}."))
-show_decision(rec)
+    f"Runs recorded: {n_rec} of the plan's {n_plan}"
+    + (f", in arms {', '.join(rec_arms)} ({rec_scale.label})" if rec_arms else "")
+    + ". " + ("No figure of the full-scale records is drawn until there is one. "
+              if not n_rec else "")
+    + f"The error rates use the spread {rec_spread.describe()}."))
+decision_table(rec, "the full-scale records")
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Full-scale records (device, commit and date in the title): test error against train loss per arm; lines: the smallest batch's evaluations per seed, markers: every run's last evaluation, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-recorded-fit"}}
-plt.show(ch08.plot_matched_fit(recorded, rec_arms, rec_scale.label))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Full-scale records: test error against train loss per arm; the lines are the smallest batch's evaluations (one per seed), each marker one run's last evaluation coloured by its batch size. Model, device, commit and date in the title. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-recorded-fit"}}
+if ch08.has_records(recorded, rec_arms):
+    show(ch08.plot_matched_fit(recorded, rec_arms, rec_scale.label))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Full-scale records (device, commit and date in the title): test error against the optimizer step, one line per run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-recorded-steps"}}
-plt.show(ch08.plot_error_vs_step(recorded, rec_arms, rec_scale.label))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Full-scale records: test error against the optimizer step per arm, one line per run coloured by its batch size. Model, device, commit and date in the title. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-recorded-steps"}}
+if ch08.has_records(recorded, rec_arms):
+    show(ch08.plot_error_vs_step(recorded, rec_arms, rec_scale.label))
+
+# %% tags=["remove-input"]
+if ch08.has_records(recorded, rec_arms):
+    display(Markdown(
+        "**What to see.** In the first figure, as for the pilot, whether each arm's markers "
+        "sit on its smallest batch's line; in the second, whether the large batches' curves "
+        "have flattened by their last step or are still falling when their budget ends. "
+        + " ".join(ch08.residual_sentence(ch08.curve_residuals(recorded, a), rec_spread)
+                   for a in rec_arms[:1])))
 
 # %% [markdown]
 # (sec-ch8-rates)=
 # ### How often the procedure errs at the plan's seeds
 #
-# The table gives, for each simulated truth, how often each headline claim came out
+# The first table gives, for each simulated truth, how often each headline claim came out
 # supported with the full-scale family of pre-registered pairs and the spread named above
 # ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.rates_table`; 95% Wilson intervals). The
 # second table gives the seeds per pair at which the gap call reaches 80% power
@@ -334,12 +423,13 @@ plt.show(ch08.plot_error_vs_step(recorded, rec_arms, rec_scale.label))
 
 # %% tags=["remove-input"]
 if rec.rates is not None:
-    display(Markdown(f"At {rec.rates.n_seeds} seeds, {rec.rates.conditions()}; "
-                     f"{rec.rates.n_sim:,} simulated data sets per truth."))
-    show_table(ch08.rates_table(rec.rates))
-show_table(ch08.seeds_table(rec_spread, TH, gaps=[0.02, 0.03, 0.05],
-                            family_sizes=[4, 6, 8, 9], end_loss=0.005),
-           {"gap (points)": "{:g}"})
+    table(ch08.rates_table(rec.rates),
+          f"At {rec.rates.n_seeds} seeds, {rec.rates.conditions()}; "
+          f"{rec.rates.n_sim:,} simulated data sets per truth.")
+table(ch08.seeds_table(rec_spread, TH, gaps=[0.02, 0.03, 0.05], family_sizes=[4, 6, 8, 9],
+                       end_loss=0.005),
+      "Seeds per pair for 80% power, by the size of the gap (rows) and the number of "
+      "pre-registered pairs (columns).", {"gap (points)": "{:g}"})
 
 # %% [markdown]
 # The plateau test fits each run's train and test error against $\ln(\text{step})$ over its
@@ -354,20 +444,26 @@ show_table(ch08.seeds_table(rec_spread, TH, gaps=[0.02, 0.03, 0.05],
 # ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.steps_to_target`).
 
 # %% tags=["remove-input"]
-for name in ("plateau", "sharpness_edge", "sharpness_trend", "steps"):
-    t = rec.tables.get(name)
-    if t is not None and len(t):
-        show_table(ch08.intervals_as_text(t, percent=["slope"] if name == "plateau" else [],
-                                         whole=["steps"]),
-                   {"final": "{:.3f}", "examples": "{:,.0f}"})
+analysis_tables(rec, P.target)
 for line in rec.notes:
     display(Markdown(line))
+if not len(sharp):
+    display(Markdown("No sharpness record of the full-scale plan exists yet, so the "
+                     "sharpness tests have nothing to read and no sharpness figure is "
+                     "drawn."))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Full-scale records of arm D (device, commit and date in the title): the sharpness times the learning rate over the stability threshold 2(1+β), against the step; solid line: the edge of stability, dashed: the thresholds of the sharpness test. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-recorded-sharpness"}}
-rec_momentum = (recorded.groupby("arm")["momentum"].first().fillna(0.0).to_dict()
-                if len(recorded) else {})
-plt.show(ch08.plot_sharpness(sharp, rec_momentum, rec_scale.label, eos_low=P.eos_low,
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Full-scale records: the sharpness times the learning rate over the stability threshold $2(1+\\beta)$, against the step, one line per run; solid line: the edge of stability, dashed: the thresholds of the sharpness test. Model, device, commit and date in the title. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-recorded-sharpness"}}
+if len(sharp):
+    rec_momentum = (recorded.groupby("arm")["momentum"].first().fillna(0.0).to_dict()
+                    if len(recorded) else {})
+    show(ch08.plot_sharpness(sharp, rec_momentum, rec_scale.label, eos_low=P.eos_low,
                              below_fraction=P.below_fraction))
+
+# %% tags=["remove-input"]
+if len(sharp):
+    display(Markdown("**What to see.** Whether the lines of the constant learning rate arms "
+                     "hover at the solid line (the edge of stability) in the second half of "
+                     "each run, or stay below the lower dashed line."))
 
 # %% [markdown]
 # (sec-ch8-miniature)=
@@ -376,86 +472,91 @@ plt.show(ch08.plot_sharpness(sharp, rec_momentum, rec_scale.label, eos_low=P.eos
 # Arms A–C in miniature, declared in the plan file `plan_laptop.yaml` beside the profiles
 # and trained in this execution by the same sweep code as the GPU runs
 # ({py:func}`sgdnoise.chapters.ch08_resnet_sweep.run_miniature`): an MLP
-# $3072\text{–}w\text{–}w\text{–}10$ without normalisation, a stratified subset of CIFAR-10
-# (the offline copy after one JPEG round trip), no augmentation, `drop_last`. Arm A is plain
-# SGD at a constant $\eta$; arm B uses momentum, weight decay, $\eta \propto B$ with warm-up
-# and a cosine decay to 0 over the same number of epochs; arm C runs arm B's recipe for as
-# many steps as arm B takes at its reference batch size. The batch sizes run up to $N$,
-# where SGD is gradient descent. The verdicts of this section are about this MLP on these
-# images, with the same procedure and the same pre-registration ($B/N$ at or above
-# 0.082); they do not transfer to ResNet34 on 50,000 images, which has BatchNorm, a
-# different loss landscape and a different spread. The table is arm A's design
-# ({eq}`eq-ch8-steps`, {eq}`eq-ch8-cov`, {eq}`eq-ch8-reach`).
+# $3072\text{–}w\text{–}w\text{–}10$ without normalisation, a stratified subset of the
+# offline CIFAR-10 copy (the real images after one JPEG round trip), no augmentation, the
+# incomplete last batch of each epoch dropped. Arm A is plain SGD at a constant $\eta$; arm
+# B uses momentum, weight decay, $\eta \propto B$ with warm-up and a cosine decay to 0 over
+# the same number of epochs; arm C runs arm B's recipe for as many steps as arm B takes at
+# its reference batch size. The batch sizes run up to $N$, where SGD is gradient descent.
+# The verdicts of this section are about this MLP on these images, with the same procedure
+# and the same pre-registration ($B/N$ at or above 0.082); they do not transfer to ResNet34
+# on 50,000 images, which has BatchNorm, a different loss landscape and a different spread.
 
 # %% tags=["remove-cell"]
 mini = None
-mini_or_empty = recorded.iloc[:0]
-mini_label = f"laptop miniature not run in the {P.profile} profile"
+mini_words = ""
 if P.run_miniature:
     plan_spec = ch08.read_plan(P.plan)
     mini_dir = P.out_dir or tempfile.mkdtemp(prefix="ch08_mini_")
     mini = ch08.run_miniature(P.plan, mini_dir)
     d = plan_spec["data"]
-    mini_label = (f"laptop run, profile {P.profile}: plan {plan_spec['name']}, "
-                  f"{plan_spec['defaults'].get('model')} width "
-                  f"{plan_spec['defaults'].get('width')}, N = {d['n_train']} {d['dataset']} "
-                  f"images, {d['n_test']} test")
-    mini_claims = (f"{str(plan_spec['defaults'].get('model')).upper()} miniature, "
-                   f"{d['n_train']:,} {'CIFAR-10' if d['dataset'] == 'cifar10' else d['dataset']}"
-                   " images, laptop")
+    data_words = ("images of the offline CIFAR-10 copy" if d["dataset"] == "cifar10"
+                  else "synthetic CIFAR-shaped images")
+    mini_words = (f"an MLP of width {plan_spec['defaults'].get('width')} on {d['n_train']:,} "
+                  f"{data_words}")
+    mini_label = (f"laptop run, {P.profile} profile: {mini_words}, {d['n_test']:,} test "
+                  "images")
+    mini_claims = (f"MLP miniature, {d['n_train']:,} "
+                   f"{'CIFAR-10' if d['dataset'] == 'cifar10' else 'synthetic'} images, laptop")
     mini_sharp = ch08.load_sharpness_records([mini_dir])
     mini_spread = ds.measure_spread(mini, "measured on these laptop records")
     lap = ch08.analyse(mini, mini_sharp if len(mini_sharp) else None, P,
                        ch08.Scale(mini_label, mini_claims, "sec-ch8-miniature",
                                   P.target_laptop, plan=P.plan),
                        spread=mini_spread)
-    mini_or_empty = mini
+mini_arms = ["A", "B", "C"]
 
 # %% tags=["remove-input"]
 if mini is None:
-    display(Markdown("The miniature is not run in this profile (`run_miniature: false`)."))
+    display(Markdown("The miniature is not trained in this profile."))
 else:
     arm_a = plan_spec["arms"]["A"]
-    show_table(ch08.protocol_table(d["n_train"], arm_a["batch_sizes"],
-                                   epochs=arm_a["config"]["epochs"], lr=arm_a["config"]["lr"]),
-               {"examples seen": "{:,}", "reach ηS": "{:.1f}", "(N-B)/(N-1)": "{:.3f}"})
+    design_table(d["n_train"], arm_a["batch_sizes"], arm_a["config"]["epochs"],
+                 arm_a["config"]["lr"],
+                 f"Arm A's design on {d['n_train']:,} images ({{eq}}`eq-ch8-steps`, "
+                 "{eq}`eq-ch8-cov`, {eq}`eq-ch8-reach`).")
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): test error against train loss per arm; lines: the smallest batch's evaluations per seed, markers: every run's last evaluation, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-mini-fit"}}
-plt.show(ch08.plot_matched_fit(mini_or_empty, ["A", "B", "C"], mini_label))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop miniature: test error against train loss per arm; the lines are the smallest batch's evaluations (one per seed), each marker one run's last evaluation coloured by its batch size. Profile and data in the title. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_matched_fit`.", "name": "fig-ch8-mini-fit"}}
+if mini is not None and ch08.has_records(mini, mini_arms):
+    show(ch08.plot_matched_fit(mini, mini_arms, mini_label))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): test error against the optimizer step per arm, one line per run, one colour per batch size. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-mini-steps"}}
-plt.show(ch08.plot_error_vs_step(mini_or_empty, ["A", "B", "C"], mini_label))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop miniature: test error against the optimizer step per arm, one line per run coloured by its batch size. Profile and data in the title. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_error_vs_step`.", "name": "fig-ch8-mini-steps"}}
+if mini is not None and ch08.has_records(mini, mini_arms):
+    show(ch08.plot_error_vs_step(mini, mini_arms, mini_label))
 
-# %% [markdown]
-# Every pair of the miniature with its call ({py:func}`sgdnoise.decide.calls.decide`): the
-# paired difference in final train loss, where the pair was compared (end points, or the
-# small batch at the same train loss), the test-error difference or residual in points with
-# its 90% interval (each end a one-sided 95% bound), the p-value of the gap call and, for the
-# pre-registered pairs, its Holm adjustment. Below it, the error rates of the two headline
-# claims at the miniature's seeds and with its own measured spread, the plateau and sharpness
-# tables, and the steps to the pre-registered target.
+# %% tags=["remove-input"]
+if mini is not None and ch08.has_records(mini, mini_arms):
+    display(Markdown(
+        "**What to see.** In the first figure, whether each arm's markers sit on its "
+        "smallest batch's line or above it; in the second, how far along its curve each "
+        "batch size gets within its budget. In arm A, "
+        + ch08.residual_sentence(ch08.curve_residuals(mini, "A"), mini_spread)[0].lower()
+        + ch08.residual_sentence(ch08.curve_residuals(mini, "A"), mini_spread)[1:]))
 
 # %% tags=["remove-input"]
 if mini is not None:
-    display(Markdown(f"Spread: {lap.spread.describe()}."))
-    show_decision(lap)
+    decision_table(lap, "the miniature")
     if lap.rates is not None:
-        display(Markdown(f"Error rates at {lap.rates.n_seeds} seeds, "
-                         f"{lap.rates.conditions()}; {lap.rates.n_sim:,} simulated data "
-                         "sets per truth."))
-        show_table(ch08.rates_table(lap.rates))
-    for name in ("plateau", "sharpness_edge", "sharpness_trend", "steps"):
-        t = lap.tables.get(name)
-        if t is not None and len(t):
-            show_table(ch08.intervals_as_text(t, percent=["slope"] if name == "plateau"
-                                              else [], whole=["steps"]),
-                       {"final": "{:.3f}", "examples": "{:,.0f}"})
+        table(ch08.rates_table(lap.rates),
+              f"How often the procedure errs at the miniature's {lap.rates.n_seeds} seeds, "
+              f"{lap.rates.conditions()}; {lap.rates.n_sim:,} simulated data sets per "
+              "truth, 95% Wilson intervals.")
+    analysis_tables(lap, P.target_laptop)
     for line in lap.notes:
         display(Markdown(line))
 
-# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop run (profile and data in the title): the sharpness of the plan's arm D, when it has one, as $\\eta\\lambda_{\\max} / 2(1+\\beta)$ against the step; solid: the edge of stability. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-mini-sharpness"}}
-plt.show(ch08.plot_sharpness(mini_sharp if mini is not None else sharp.iloc[:0], {},
-                             mini_label, eos_low=P.eos_low, below_fraction=P.below_fraction))
+# %% tags=["remove-input"] mystnb={"figure": {"caption": "Laptop miniature: the sharpness of the plan's arm D as $\\eta\\lambda_{\\max} / 2(1+\\beta)$ against the step; solid: the edge of stability, dashed: the thresholds of the sharpness test. Computed by {py:func}`sgdnoise.chapters.ch08_resnet_sweep.plot_sharpness`.", "name": "fig-ch8-mini-sharpness"}}
+if mini is not None and len(mini_sharp):
+    show(ch08.plot_sharpness(mini_sharp, {}, mini_label, eos_low=P.eos_low,
+                             below_fraction=P.below_fraction))
+
+# %% tags=["remove-input"]
+if mini is not None and len(mini_sharp):
+    display(Markdown("**What to see.** Whether the huge batch's line climbs to the solid "
+                     "line and stays there."))
+elif mini is not None:
+    display(Markdown("The miniature's plan has no arm D, so it records no sharpness and no "
+                     "sharpness figure is drawn."))
 
 # %% [markdown]
 # ## How this relates to the literature
@@ -477,14 +578,12 @@ plt.show(ch08.plot_sharpness(mini_sharp if mini is not None else sharp.iloc[:0],
 # power of its rule at the seeds behind it.
 
 # %% tags=["remove-input"]
-verdicts = list(rec.verdicts) + (list(lap.verdicts) if mini is not None else [])
-show_verdicts("ch08_resnet_sweep", verdicts)
+verdicts = ch08.present_verdicts(rec, planned) + (
+    ch08.present_verdicts(lap, ch08.plan_family(P.plan, TH)) if mini is not None else [])
+show_verdicts("ch08_resnet_sweep", verdicts,
+              notes=ch08.record_notes(recorded, pilot, P.gpu_plan, mini, mini_words))
 
 # %% [markdown]
-# To add GPU records: `sgdnoise-sweep book/params/ch08_resnet_sweep/plan_full.yaml --out
-# data/results/ch08 --budget SECONDS` runs the highest-priority unfinished runs of the plan
-# that fit the budget; commit the records and rebuild the page with the `full` profile.
-#
 # ## Provenance
 
 # %% tags=["remove-input"]

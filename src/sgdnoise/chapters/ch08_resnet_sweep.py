@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,7 @@ from sgdnoise.decide import scenarios as ds
 from sgdnoise.decide.harness import Scenario, error_rates, rate_of
 from sgdnoise.decide.pvalues import holm, intersection_union, one_sided
 from sgdnoise.params import ChapterParams, param
-from sgdnoise.report import Verdict
+from sgdnoise.report import Verdict, count_noun, fmt_number, join_words
 from sgdnoise.stats import Interval, t_interval
 
 __all__ = [
@@ -55,9 +55,12 @@ __all__ = [
     "analyse",
     "batch_colors",
     "budget_text",
+    "curve_residuals",
     "decision_as_text",
+    "decision_display",
     "final_points",
     "gap_verdicts",
+    "has_records",
     "intervals_as_text",
     "load_recorded",
     "load_sharpness_records",
@@ -65,6 +68,8 @@ __all__ = [
     "plan_scale",
     "planning_spread",
     "plan_family",
+    "plan_runs",
+    "present_verdicts",
     "plateau_rates",
     "plateau_test",
     "plot_error_vs_step",
@@ -73,6 +78,9 @@ __all__ = [
     "protocol_table",
     "rates_table",
     "read_plan",
+    "records_words",
+    "record_notes",
+    "residual_sentence",
     "records_scale",
     "run_miniature",
     "seeds_table",
@@ -211,22 +219,40 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> Non
 
 
 def records_scale(df: pd.DataFrame, kind: str = "recorded GPU runs") -> str:
-    """``'recorded GPU runs (NVIDIA H200; commit unknown; 2026-11-26; source pilot)'``: the
-    devices, commits, dates and sources behind a record frame (distinct values, sorted)."""
-    if len(df) == 0:
-        return f"{kind} (none)"
+    """``'recorded GPU runs (ResNet34 width 64; NVIDIA H200; commit not recorded;
+    2026-11-26)'``: ``kind`` and :func:`records_words`."""
+    return f"{kind} ({records_words(df, '; ')})" if len(df) else f"{kind} (none)"
 
+
+def records_words(df: pd.DataFrame, sep: str = ", ") -> str:
+    """The models, devices, commits and dates behind a record frame (distinct values,
+    sorted): ``'ResNet34 width 64, NVIDIA H200, commit not recorded, 2026-11-26'``."""
     def distinct(col: str, f: Any = str) -> str:
         if col not in df.columns:
             return "?"
         vals = sorted({f(v) for v in df[col].dropna()})
         return ", ".join(vals) if vals else "?"
 
+    models = distinct("model", _model_name) if "model" in df.columns else "?"
+    if "width" in df.columns and models != "?":
+        pairs = df[["model", "width"]].dropna().drop_duplicates()
+        models = ", ".join(sorted(f"{_model_name(m)} width {int(w)}"
+                                  for m, w in pairs.itertuples(index=False)))
     dev = distinct("device", lambda d: str(d).removeprefix("cuda: "))
     commit = distinct("git_commit", lambda c: str(c)[:10])
+    commit = "commit not recorded" if commit in ("unknown", "?") else f"commit {commit}"
     dates = distinct("created_utc", lambda c: str(c)[:10])
-    src = distinct("source")
-    return f"{kind} ({dev}; commit {commit}; {dates}; source {src})"
+    return sep.join([models, dev, commit, dates])
+
+
+def _model_name(model: Any) -> str:
+    """``'resnet34'`` → ``'ResNet34'``, ``'mlp'`` → ``'MLP'``: a model's name in words."""
+    names = {"resnet": "ResNet", "mlp": "MLP", "cnn": "CNN", "linear": "softmax regression"}
+    text = str(model)
+    for key, word in names.items():
+        if text.lower().startswith(key):
+            return word + text[len(key):]
+    return text
 
 
 def final_points(df: pd.DataFrame) -> pd.DataFrame:
@@ -1138,16 +1164,176 @@ def run_miniature(plan_path: str, out_dir: str, *, progress: bool = False) -> pd
     return load_recorded([out_dir])
 
 
+# --------------------------------------------------------------------------- presentation
+
+#: The headline claims in a few words, in the order :func:`analyse` returns the verdicts.
+TOPICS = ("a generalization gap at large batches", "the shortfall is under-training",
+          "train and test error plateau", "the plateau is an edge of stability",
+          "larger batches end sharper")
+
+
+def _count_calls(pre: pd.DataFrame, calls: Sequence[str]) -> str:
+    counts = pre["call"].value_counts()
+    return join_words([f"{int(counts[c])} {c}" for c in calls if c in counts])
+
+
+def _gap_reason(dec: dc.Decision, planned: pd.DataFrame | None) -> str:
+    """The gap and under-training verdicts' reason in a phrase, from the decision."""
+    pre = dec.preregistered()
+    k = len(pre)
+    missing = len(_missing_pairs(dec, planned)) if planned is not None else 0
+    if k == 0:
+        return (f"none of the {missing} pre-registered pairs is recorded" if missing
+                else "no pre-registered pair")
+    calls = _count_calls(pre, dc.CALLS)
+    return f"pre-registered pairs: {calls}" + (f"; {missing} not recorded" if missing else "")
+
+
+def _table_reason(table: pd.DataFrame, what: str, empty: str) -> str:
+    if len(table) == 0:
+        return empty
+    counts = table["call"].value_counts()
+    return f"{what}: " + join_words([f"{int(n)} {c}" for c, n in counts.items()])
+
+
+def present_verdicts(an: Analysis, planned: pd.DataFrame | None = None) -> list[Verdict]:
+    """The verdicts of :func:`analyse` with their topic (:data:`TOPICS`) and a reason in a
+    phrase computed from the tables behind them (counts of the calls), for the findings
+    boxes and the verdicts page; the verdicts themselves are unchanged."""
+    gap_reason = _gap_reason(an.decision, planned)
+    reasons = [gap_reason, gap_reason,
+               _table_reason(an.tables.get("plateau", pd.DataFrame()), "error curves",
+                             "no record of a constant-learning-rate arm at these batch sizes"),
+               _table_reason(an.tables.get("sharpness_edge", pd.DataFrame()), "arms",
+                             "no sharpness record"),
+               _table_reason(an.tables.get("sharpness_trend", pd.DataFrame()), "arms",
+                             "no end-of-run sharpness at two batch sizes or more")]
+    return [replace(v, topic=t, reason=r)
+            for v, t, r in zip(an.verdicts, TOPICS, reasons, strict=False)]
+
+
+def plan_runs(plan_path: str) -> tuple[int, int, str]:
+    """``(runs, tuning runs, model)`` of a plan: its training runs, the learning-rate tuning
+    runs beside them, and the model in words (``'ResNet34 width 64'``)."""
+    from sgdnoise import sweep
+
+    plan = sweep.load_plan(plan_path, check_device=False)
+    main = [r for r in plan.runs if r.lr_factor is None]
+    models = sorted({f"{_model_name(r.config.model)} width {r.config.width}" for r in main})
+    return len(main), len(plan.runs) - len(main), join_words(models)
+
+
+def record_notes(recorded: pd.DataFrame, pilot: pd.DataFrame, plan_path: str,
+                 miniature: pd.DataFrame | None, miniature_words: str) -> list[str]:
+    """What is and is not recorded, in three sentences: the full-scale plan's runs recorded
+    out of those planned, the pilot's runs (shown, not decided on) and the laptop
+    miniature's runs trained in this execution (or that it was not run)."""
+    n_plan, n_tune, model = plan_runs(plan_path)
+    n_rec = len(final_points(recorded)) if len(recorded) else 0
+    notes = [f"Full scale ({model}, all 50,000 images): {n_rec} of the plan's {n_plan} runs "
+             f"recorded (and {n_tune} learning-rate tuning runs beside them)"
+             + ("; its claims wait for them." if n_rec == 0 else ".")]
+    if len(pilot):
+        notes.append(f"GPU pilot: {len(final_points(pilot))} runs of 10 epochs "
+                     f"({records_words(pilot)}): shown, not decided on.")
+    else:
+        notes.append("GPU pilot: no record found.")
+    notes.append(f"Laptop miniature: {len(final_points(miniature))} runs of {miniature_words} "
+                 "trained in this execution." if miniature is not None and len(miniature)
+                 else "Laptop miniature: not run in this profile.")
+    return notes
+
+
+def curve_residuals(records: pd.DataFrame, arm: str) -> pd.DataFrame:
+    """How far each run's end point lies from the smallest batch's test-error curve at the
+    same train loss (the reference of the matched-fit comparison,
+    :func:`sgdnoise.decide.calls.matched_reference`), descriptive: one row per run of
+    ``B > B₀`` with ``B, seed, train loss, test error, residual`` (test error minus the
+    reference, in test-error units) and ``measured``: whether the small batch of the same
+    seed has an evaluation after step 0 at a loss at least as high, so that the reference
+    lies on its measured curve rather than on the straight segment from initialisation."""
+    runs = dc.arm_runs(records, arm)
+    loss, _, test = runs.finals()
+    ref, _ = dc.matched_reference(runs, loss[:, 1:])
+    b0 = records[(records["arm"] == arm) & (records["batch_size"] == int(runs.batch_sizes[0]))
+                 & (records["step"] > 0)]
+    top = b0.groupby("seed")["train_loss"].max().to_dict()
+    rows = [{"B": int(b), "seed": int(seed), "train loss": float(loss[0, j + 1, k]),
+             "test error": float(test[0, j + 1, k]),
+             "residual": float(test[0, j + 1, k] - ref[0, j, k]),
+             "measured": bool(loss[0, j + 1, k] <= top.get(seed, -np.inf))}
+            for j, b in enumerate(runs.batch_sizes[1:]) for k, seed in enumerate(runs.seeds)
+            if np.isfinite(loss[0, j + 1, k])]
+    return pd.DataFrame(rows, columns=["B", "seed", "train loss", "test error", "residual",
+                                       "measured"])
+
+
+def residual_sentence(residuals: pd.DataFrame, spread: ds.Spread) -> str:
+    """What the matched-fit figure shows, in numbers: of the end points of
+    :func:`curve_residuals` that lie on the small batch's measured curve, the range and
+    mean of their residuals in points and the farthest one's batch size, against the
+    seed-to-seed spread of the test error; and how many lie above every measured loss."""
+    if len(residuals) == 0:
+        return "No run beside the smallest batch has an end point to compare."
+    on = residuals[residuals["measured"]]
+    off = residuals[~residuals["measured"]]
+    sizes = ", ".join(_thousands(b) for b in sorted(set(off["B"])))
+    beyond = (f" {count_noun(len(off), 'end point', 'end points')} (at $B$ = {sizes}) "
+              f"{'lies' if len(off) == 1 else 'lie'} at a higher train loss than any "
+              "evaluation of the smallest batch after step 0, where its line is only the "
+              "straight segment from initialisation." if len(off) else "")
+    if len(on) == 0:
+        return beyond.strip()
+    r = on["residual"].to_numpy(float) * 100
+    worst = on.iloc[int(np.argmax(np.abs(r)))]
+    return (f"Measured from the line at each run's own train loss, "
+            f"{count_noun(len(r), 'end point', 'end points')} on the measured curve lie "
+            f"between {fmt_number(r.min(), 1)} and {fmt_number(r.max(), 1)} points of test "
+            f"error from it (mean {fmt_number(r.mean(), 1)}; the farthest at "
+            f"$B$ = {_thousands(int(worst['B']))}), against a seed-to-seed spread of "
+            f"{spread.sd_test_error * 100:.1f} points." + beyond)
+
+
+def _thousands(b: int) -> str:
+    return f"{int(b):,}"
+
+
+def decision_display(table: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`sgdnoise.decide.calls.decide` table in the columns a reader needs, in one
+    unit per quantity: arm, batch size with ``B/N``, paired seeds, the excess final train
+    loss (nats) and the test-error difference or residual (points) as ``est [low, high]``
+    (90% intervals), where the pair was compared, the Holm-adjusted p-value (the raw one for
+    a descriptive pair) and the call."""
+    shown = decision_as_text(table)
+    p_holm = [h if np.isfinite(h) else p for p, h in zip(table["p (gap)"],
+                                                         table["p (gap, Holm)"], strict=True)]
+    return pd.DataFrame({
+        "arm": shown["arm"], "B": [f"{int(b):,} ({f:.3f})" for b, f in
+                                   zip(table["B"], table["B/N"], strict=True)],
+        "seeds": shown["seeds"], "Δ train loss": shown["d_train_loss"].str.replace("-", "−"),
+        "compared at": shown["compared at"],
+        "Δ test error": shown["difference"].str.replace("-", "−"),
+        "p": p_holm, "call": shown["call"]})
+
+
 # --------------------------------------------------------------------------- figures
 
 
 def batch_colors(batch_sizes: Iterable[int]) -> dict[int, Any]:
-    """One colour per batch size (viridis, smallest dark), the same in every panel."""
-    import seaborn as sns
+    """One colour per batch size on one continuous scale (viridis over ``log B``, smallest
+    dark), the same in every panel: batch sizes are an ordered quantity, shown with a colour
+    bar rather than a legend of as many colours."""
+    norm, cmap = _batch_scale(batch_sizes)
+    return {b: cmap(norm(b)) for b in sorted({int(b) for b in batch_sizes})}
 
-    sizes = sorted({int(b) for b in batch_sizes})
-    return dict(zip(sizes, sns.color_palette("viridis", n_colors=max(len(sizes), 1)),
-                    strict=False))
+
+def _batch_scale(batch_sizes: Iterable[int]) -> tuple[Any, Any]:
+    """The log-scale norm over the batch sizes and the colour map of :func:`batch_colors`."""
+    import matplotlib as mpl
+    from matplotlib.colors import LogNorm
+
+    sizes = sorted({int(b) for b in batch_sizes}) or [1]
+    return LogNorm(vmin=sizes[0], vmax=max(sizes[-1], sizes[0] * 2)), mpl.colormaps["viridis"]
 
 
 def _figsize(n_panels: int, height: float) -> tuple[float, float]:
@@ -1155,40 +1341,41 @@ def _figsize(n_panels: int, height: float) -> tuple[float, float]:
     return (min(2.6 * max(n_panels, 1) + 2.6, 6.8), height)
 
 
-def _batch_legend(fig: Any, axes: Sequence[Any]) -> None:
-    """One legend for all panels, outside the data, batch sizes in increasing order."""
-    entries: dict[str, Any] = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            entries.setdefault(lab, h)
-    labels = sorted(entries, key=lambda lab: int(lab.replace(",", "")))
-    fig.legend([entries[lab] for lab in labels], labels, title="B", loc="center left",
-               bbox_to_anchor=(1.0, 0.5), frameon=False)
-
-
-def _empty_figure(title: str, message: str) -> Any:
-    """A small figure that says there is nothing to plot (a figure cell always has one)."""
+def _batch_colorbar(fig: Any, axes: Sequence[Any], batch_sizes: Iterable[int]) -> None:
+    """One colour bar for all panels, labelled at the batch sizes present."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator
 
-    fig, ax = plt.subplots(figsize=(5.2, 1.6))
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
-    return fig
+    sizes = sorted({int(b) for b in batch_sizes})
+    norm, cmap = _batch_scale(sizes)
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=list(axes),
+                       pad=0.02, fraction=0.05, aspect=30)
+    bar.set_label("batch size B")
+    shown = sizes if len(sizes) <= 9 else sizes[::2]
+    bar.ax.yaxis.set_major_locator(FixedLocator(shown))
+    bar.ax.yaxis.set_minor_locator(NullLocator())
+    bar.ax.set_yticklabels([f"{b:,}" for b in shown])
+
+
+def has_records(records: pd.DataFrame, arms: Sequence[str]) -> bool:
+    """Whether ``records`` hold any evaluation of one of ``arms`` (a figure has data)."""
+    return bool(len(records)) and bool(set(arms) & set(records["arm"].astype(str)))
 
 
 def _arm_panels(records: pd.DataFrame, arms: Sequence[str], title: str, *,
-                height: float) -> Any:
-    """One panel per arm present in ``records`` (shared y axis) and one colour per batch
-    size: ``(fig, axes, colors, arms)``; a "no records" figure when no arm is present."""
+                height: float) -> tuple[Any, Any, list[str]]:
+    """One panel per arm present in ``records`` (shared y axis): ``(fig, axes, arms)``;
+    ValueError without records of these arms (no figure is drawn without data)."""
     import matplotlib.pyplot as plt
 
-    arms = [a for a in arms if len(records) and a in set(records["arm"])]
-    if not arms:
-        return _empty_figure(title, "no records")
+    present = [a for a in arms if len(records) and a in set(records["arm"])]
+    if not present:
+        raise ValueError(f"no records of arms {list(arms)}: nothing to plot")
+    arms = present
     fig, axes = plt.subplots(1, len(arms), figsize=_figsize(len(arms), height),
-                             squeeze=False, sharey=True)
-    return fig, axes, batch_colors(records["batch_size"]), arms
+                             squeeze=False, sharey=True, layout="constrained")
+    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
+    return fig, axes, arms
 
 
 def _log_axis(ax: Any) -> None:
@@ -1198,69 +1385,72 @@ def _log_axis(ax: Any) -> None:
 
     ax.set_xscale("log")
     lo, hi = ax.get_xlim()
-    subs = (1.0, 2.0, 5.0) if math.log10(hi / lo) <= 2 else (1.0,)
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    decades = math.log10(hi / lo)
+    subs = (1.0, 2.0, 5.0) if 0.7 < decades <= 2 else (1.0,) if decades > 2 else (
+        1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=6))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _percent_axis(ax: Any) -> None:
+    from matplotlib.ticker import PercentFormatter
+
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+
+
 def plot_matched_fit(records: pd.DataFrame, arms: Sequence[str], title: str) -> Any:
     """Test error against train loss (log axis), one panel per arm: every evaluation of the
-    smallest batch as a line (one per seed), every other run's last evaluation as a marker.
-    A marker on or below the line at its own train loss is a run that generalizes like the
-    small batch at the same fit (the ``matched train loss`` comparison of
-    :mod:`sgdnoise.decide.calls`). Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    panels = _arm_panels(records, arms, title, height=3.6)
-    if not isinstance(panels, tuple):
-        return panels
-    fig, axes, colors, arms = panels
+    smallest batch as a line (one per seed), every other run's last evaluation as a marker
+    coloured by its batch size (:func:`batch_colors`, one colour bar). A marker on or below
+    the line at its own train loss is a run that generalizes like the small batch at the
+    same fit (the ``matched train loss`` comparison of :mod:`sgdnoise.decide.calls`).
+    Returns the figure; ValueError without records of ``arms``."""
+    fig, axes, arms = _arm_panels(records, arms, title, height=3.6)
+    norm, cmap = _batch_scale(records["batch_size"])
     for ax, arm in zip(axes[0], arms, strict=True):
         g = records[(records["arm"] == arm) & (records["train_loss"] > 0)]
         b0 = int(g["batch_size"].min())
         for _, r in g[g["batch_size"] == b0].groupby("seed"):
             r = r.sort_values("step")
-            ax.plot(r["train_loss"], r["test_error"], color=colors[b0], lw=1.2, alpha=0.8)
+            ax.plot(r["train_loss"], r["test_error"], color=cmap(norm(b0)), lw=1.2, alpha=0.8)
         fin = final_points(g)
-        for b, fb in fin.groupby("batch_size"):
-            ax.scatter(fb["train_loss"], fb["test_error"], color=colors[int(b)], s=28,
-                       edgecolor="black", linewidth=0.4, label=f"{int(b):,}", zorder=3)
+        ax.scatter(fin["train_loss"], fin["test_error"], c=fin["batch_size"], cmap=cmap,
+                   norm=norm, s=30, edgecolor="black", linewidth=0.4, zorder=3)
         _log_axis(ax)
+        _percent_axis(ax)
         ax.set_title(f"arm {arm}")
         ax.set_xlabel("train loss (nats)")
     axes[0][0].set_ylabel("test error")
-    _batch_legend(fig, axes[0])
-    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
-    fig.tight_layout()
+    _batch_colorbar(fig, axes[0], records["batch_size"])
     return fig
 
 
 def plot_error_vs_step(records: pd.DataFrame, arms: Sequence[str], title: str,
                        column: str = "test_error") -> Any:
-    """``column`` against the optimizer step (log axis), one panel per arm, one line per
-    run coloured by batch size. Returns the figure."""
-    import matplotlib.pyplot as plt
+    """``column`` against the optimizer step (log axis), one panel per arm, every run one
+    line coloured by its batch size (drawn as one collection per panel, one colour bar).
+    Returns the figure; ValueError without records of ``arms``."""
+    from matplotlib.collections import LineCollection
 
-    panels = _arm_panels(records, arms, title, height=3.4)
-    if not isinstance(panels, tuple):
-        return panels
-    fig, axes, colors, arms = panels
+    fig, axes, arms = _arm_panels(records, arms, title, height=3.4)
+    norm, cmap = _batch_scale(records["batch_size"])
     for ax, arm in zip(axes[0], arms, strict=True):
         g = records[(records["arm"] == arm) & (records["step"] > 0)]
-        seen: set[int] = set()
+        lines, sizes = [], []
         for (b, _), r in g.groupby(["batch_size", "seed"]):
             r = r.sort_values("step")
-            ax.plot(r["step"], r[column], color=colors[int(b)], lw=1.1, alpha=0.85,
-                    label=f"{int(b):,}" if int(b) not in seen else None)
-            seen.add(int(b))
-        ax.set_xscale("log")
+            lines.append(np.column_stack([r["step"], r[column]]))
+            sizes.append(int(b))
+        ax.add_collection(LineCollection(lines, colors=[cmap(norm(b)) for b in sizes],
+                                         linewidths=1.1, alpha=0.85))
+        ax.autoscale_view()
+        _log_axis(ax)
+        _percent_axis(ax)
         ax.set_xlabel("step")
         ax.set_title(f"arm {arm}")
     axes[0][0].set_ylabel(column.replace("_", " "))
-    _batch_legend(fig, axes[0])
-    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
-    fig.tight_layout()
+    _batch_colorbar(fig, axes[0], records["batch_size"])
     return fig
 
 
@@ -1268,16 +1458,17 @@ def plot_sharpness(sharpness: pd.DataFrame, momentum: dict[str, float], title: s
                    eos_low: float = 0.8, below_fraction: float = 0.5) -> Any:
     """``η λ_max / 2(1 + β)`` against the step, one line per run, one colour per arm; the
     stability edge at 1 (solid) and the thresholds ``eos_low`` and ``below_fraction``
-    (dashed) of :func:`sharpness_edge_test`. Returns the figure."""
+    (dashed) of :func:`sharpness_edge_test`. Returns the figure; ValueError without
+    sharpness records (no figure is drawn without data)."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
+
+    from sgdnoise.plotting import PALETTE
 
     if len(sharpness) == 0:
-        return _empty_figure(title, "no sharpness records")
-    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+        raise ValueError("no sharpness records: nothing to plot")
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), layout="constrained")
     arms = sorted(set(sharpness["arm"]))
-    colors = dict(zip(arms, sns.color_palette("colorblind", n_colors=max(len(arms), 1)),
-                      strict=False))
+    colors = {a: PALETTE[i % len(PALETTE)] for i, a in enumerate(arms)}
     for (arm, _), r in sharpness.groupby(["arm", "run_id"]):
         r = r.sort_values("step")
         ratio = r["lr"] * r["lambda_max"] / (2 * (1 + momentum.get(arm, 0.0)))
@@ -1289,8 +1480,7 @@ def plot_sharpness(sharpness: pd.DataFrame, momentum: dict[str, float], title: s
     ax.set_ylabel(r"$\eta\,\lambda_{\max}\,/\,2(1+\beta)$")
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
-    fig.legend(list(uniq.values()), list(uniq), title="arm", loc="center left",
-               bbox_to_anchor=(1.0, 0.5), frameon=False)
+    fig.legend(list(uniq.values()), list(uniq), title="arm", loc="outside right center",
+               frameon=False)
     fig.suptitle(title, fontsize=plt.rcParams["font.size"])
-    fig.tight_layout()
     return fig
