@@ -389,7 +389,7 @@ def test_plan_scale_names_the_plans_model_data_and_pixels(tmp_path):
                     "defaults: {model: resnet20, width: 16}\narms: {A: {batch_sizes: [26]}}\n")
     s = ch08.plan_scale(str(plan), pd.DataFrame(), kind="mid-scale CPU records",
                         section="sec-x", target=0.5)
-    assert s.claim_prefix == "RESNET20 width 16, 10,000 CIFAR-10 images at 16×16, CPU"
+    assert s.claim_prefix == "ResNet20 width 16, 10,000 CIFAR-10 images at 16×16, CPU"
     assert s.label == "mid-scale CPU records (none)" and s.plan == str(plan)
     plan.write_text(plan.read_text().replace(", image_size: 16", ""))
     assert "at 16" not in ch08.plan_scale(str(plan), pd.DataFrame(), kind="k", section="s",
@@ -420,3 +420,22 @@ def test_midscale_records_are_read_and_decided_at_their_own_scale():
     assert len(big) and set(big["fit"]) == {"worse"}
     assert set(big["compared at"]) == {"matched train loss"}
     assert all(v.scale == scale.label for v in res.verdicts)
+
+
+def test_midscale_note_counts_the_recorded_runs(tmp_path):
+    plan = PARAMS / "plan_midscale.yaml"
+    empty = ch08.midscale_note(pd.DataFrame(), str(plan))
+    assert empty.startswith("Mid scale on a CPU (ResNet20 width 16, 10,000 images): 0 of ")
+    rec = ch08.load_recorded([str(PARAMS.parents[2] / "data" / "results" / "ch08_midscale")])
+    if len(rec):
+        n = rec["run_id"].nunique()
+        assert f": {n} of the plan's" in ch08.midscale_note(rec, str(plan))
+
+
+def test_records_scale_writes_old_thread_counts_in_words():
+    df = pd.DataFrame({"device": ["cpu: x86_64 (1 threads)", "cpu: x86_64 (2 threads)"],
+                       "git_commit": ["abc", "abc"], "created_utc": ["2026-12-07"] * 2,
+                       "source": ["run", "run"]})
+    label = ch08.records_scale(df, "mid-scale CPU records")
+    assert "x86_64, 1 thread" in label and "x86_64, 2 threads" in label
+    assert "threads)" not in label

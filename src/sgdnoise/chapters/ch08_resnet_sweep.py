@@ -30,6 +30,7 @@ numbers and the thresholds:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -64,6 +65,7 @@ __all__ = [
     "intervals_as_text",
     "load_recorded",
     "load_sharpness_records",
+    "midscale_note",
     "pilot_summary",
     "plan_scale",
     "planning_spread",
@@ -218,6 +220,15 @@ def _require_columns(df: pd.DataFrame, columns: Iterable[str], what: str) -> Non
         raise ValueError(f"{what} lacks column(s) {missing}; has {sorted(df.columns)}")
 
 
+def _device_words(device: Any) -> str:
+    """A record's device in words: ``'cuda: NVIDIA H200'`` → ``'NVIDIA H200'``; records
+    written before provenance said '1 thread' read ``'cpu: x86_64 (1 threads)'``, shown as
+    ``'cpu: x86_64, 1 thread'``."""
+    text = str(device).removeprefix("cuda: ")
+    return re.sub(r" \((\d+) threads?\)$",
+                  lambda m: f", {m.group(1)} thread{'s' * (m.group(1) != '1')}", text)
+
+
 def records_scale(df: pd.DataFrame, kind: str = "recorded GPU runs") -> str:
     """``'recorded GPU runs (ResNet34 width 64; NVIDIA H200; commit not recorded;
     2026-11-26)'``: ``kind`` and :func:`records_words`."""
@@ -238,7 +249,7 @@ def records_words(df: pd.DataFrame, sep: str = ", ") -> str:
         pairs = df[["model", "width"]].dropna().drop_duplicates()
         models = ", ".join(sorted(f"{_model_name(m)} width {int(w)}"
                                   for m, w in pairs.itertuples(index=False)))
-    dev = distinct("device", lambda d: str(d).removeprefix("cuda: "))
+    dev = distinct("device", _device_words)
     commit = distinct("git_commit", lambda c: str(c)[:10])
     commit = "commit not recorded" if commit in ("unknown", "?") else f"commit {commit}"
     dates = distinct("created_utc", lambda c: str(c)[:10])
@@ -1129,14 +1140,14 @@ def plan_scale(plan_path: str, records: pd.DataFrame, *, kind: str, section: str
                target: float) -> Scale:
     """The :class:`Scale` of a CPU plan's records: the label names the records' devices,
     commits and dates (:func:`records_scale`) and the claims start with the plan's model
-    and data, e.g. 'RESNET20 width 16, 10,000 CIFAR-10 images at 16×16, CPU'."""
+    and data, e.g. 'ResNet20 width 16, 10,000 CIFAR-10 images at 16×16, CPU'."""
     plan = read_plan(plan_path)
     d, m = plan["data"], plan.get("defaults", {})
     data = "CIFAR-10" if d.get("dataset") == "cifar10" else str(d.get("dataset"))
     size = d.get("image_size")
     pixels = f" at {size}×{size}" if size else ""
     n = d.get("n_train") or 50_000
-    prefix = (f"{str(m.get('model')).upper()} width {m.get('width')}, {n:,} {data} "
+    prefix = (f"{_model_name(m.get('model'))} width {m.get('width')}, {n:,} {data} "
               f"images{pixels}, CPU")
     return Scale(records_scale(records, kind), prefix, section, target, plan=plan_path)
 
@@ -1221,6 +1232,19 @@ def plan_runs(plan_path: str) -> tuple[int, int, str]:
     main = [r for r in plan.runs if r.lr_factor is None]
     models = sorted({f"{_model_name(r.config.model)} width {r.config.width}" for r in main})
     return len(main), len(plan.runs) - len(main), join_words(models)
+
+
+def midscale_note(midscale: pd.DataFrame, plan_path: str) -> str:
+    """What the mid-scale CPU records hold, in one sentence for the findings box: the runs
+    recorded out of those the plan lists, and that their verdicts speak about that scale,
+    not about ResNet34 at full scale."""
+    n_plan, _, model = plan_runs(plan_path)
+    n_rec = len(final_points(midscale)) if len(midscale) else 0
+    plan = read_plan(plan_path)
+    n = plan["data"].get("n_train") or 50_000
+    return (f"Mid scale on a CPU ({model}, {n:,} images): {n_rec} of the plan's {n_plan} runs "
+            "recorded; its verdicts speak about that scale, and ResNet34 at full scale is "
+            "still to come.")
 
 
 def record_notes(recorded: pd.DataFrame, pilot: pd.DataFrame, plan_path: str,
