@@ -972,8 +972,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in clean_leftovers(build_dir, chapter_names(toc)):
                 print(f"[book] {line}", file=sys.stderr, flush=True)
             for name in missing:
-                print(f"\n{'#' * 78}\n## WARNING: {page_folder(name)}/{name}.py does not exist; skipping "
-                      f"it and leaving it out of the book (--allow-missing)\n{'#' * 78}",
+                print(f"\n{'#' * 78}\n## WARNING: {page_folder(name)}/{name}.py does not exist; "
+                      f"skipping it and leaving it out of the book (--allow-missing)\n{'#' * 78}",
                       file=sys.stderr, flush=True)
             return execute_and_build(args, toc, results, missing, checked)
     except UsageError as exc:

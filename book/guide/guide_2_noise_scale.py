@@ -97,19 +97,20 @@ probe_x, probe_y = images[: P["probe_n"]], labels[: P["probe_n"]]
 
 model = torchvision.models.resnet18(num_classes=10)
 optimizer = torch.optim.SGD(model.parameters(), lr=P["tv_lr"])
-rows, step = [], 0
+rows, steps_taken = [], [0]
 
 
 def measure(opt, args, kwargs):
-    """The step hook: B_simple on the probe set every `every` steps."""
-    if step % P["every"] == 0:
-        rows.append({"step": step, **noise_scale_of_model(model, probe_x, probe_y)})
+    """The step hook: counts the steps, measures B_simple on the probe set every few."""
+    steps_taken[0] += 1
+    if steps_taken[0] % P["every"] == 0:
+        rows.append({"step": steps_taken[0], **noise_scale_of_model(model, probe_x, probe_y)})
 
 
 handle = optimizer.register_step_post_hook(measure)
 generator = torch.Generator().manual_seed(P["seed"])
 model.train()
-for step in range(1, P["tv_steps"] + 1):
+for _ in range(P["tv_steps"]):
     idx = torch.randint(0, len(labels), (P["tv_batch_size"],), generator=generator)
     optimizer.zero_grad()
     F.cross_entropy(model(images[idx]), labels[idx]).backward()
