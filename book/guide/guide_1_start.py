@@ -73,9 +73,45 @@ print(f"B_simple = {noise_scale(G):.3f}")
 
 # %% [markdown]
 # `grads_nbytes` states what $G$ costs before it is computed: $N \times P$ numbers. A call
-# whose $G$ would take more than half the free memory is refused, with a message that says
-# how many examples fit in one piece.
+# whose $G$ would take more than half the free memory is refused before any gradient, with
+# a message that says how many examples fit in one piece (the fraction is the argument
+# `max_memory_fraction`; here set absurdly low to show the message):
+
+# %%
+try:
+    per_example_grads(model, F.cross_entropy, x, y, max_memory_fraction=1e-6)
+except MemoryError as err:
+    print(err)
+
+# %% [markdown]
+# ## What works where
 #
+# - **Models that are not `nn.Sequential`.** Residual blocks, branches and custom `forward`
+#   methods work everywhere: the model is called as a function of its parameters.
+# - **BatchNorm.** In training mode it mixes the examples of a batch, so an example's
+#   gradient is not defined: per-example gradients, the curvature operators and the noise of
+#   `NoisySGD` refuse such a model, naming the layer. In evaluation mode BatchNorm uses its
+#   running statistics and everything is exact. GroupNorm and LayerNorm work in both modes
+#   (torchvision's ResNets take them as `norm_layer`).
+# - **Precision.** float64 and float32 models work throughout. bfloat16 models give
+#   per-example gradients in bfloat16 (about two significant digits; reduce them in float64)
+#   and curvature products in bfloat16, whose top eigenvalues need Lanczos in float32
+#   (`eigh(k, dtype=torch.float32)`). Inputs must have the model's dtype.
+# - **GPUs.** Every computation stays on the device of the model's parameters; inputs and
+#   targets must be there too, and the memory guard reads the device's free memory.
+#
+# The call below shows the refusal for the ResNet-18 of the example, put back in training
+# mode:
+
+# %%
+model.train()
+try:
+    per_example_grads(model, F.cross_entropy, x, y)
+except ValueError as err:
+    print(err)
+_ = model.eval()
+
+# %% [markdown]
 # ## The stable API
 #
 # The names below are importable from `sgdnoise` itself and are the stable API: within a
