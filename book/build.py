@@ -624,8 +624,11 @@ def api_index_page(modules: list[str]) -> str:
 
 
 def api_module_page(module: str) -> str:
+    # the package root re-exports the stable API (sgdnoise.__all__): listed there without
+    # index entries, so each name's link target stays on its own module's page
+    no_index = "   :no-index:\n" if module == "sgdnoise" else ""
     return (f"# `{module}`\n\n```{{eval-rst}}\n.. automodule:: {module}\n   :members:\n"
-            "   :show-inheritance:\n```\n")
+            f"   :show-inheritance:\n{no_index}```\n")
 
 
 def expand_api_toc(node: Any, modules: list[str]) -> Any:
