@@ -117,7 +117,7 @@ for _ in range(P["tv_steps"]):
     optimizer.step()
 handle.remove()
 tv_rows = pd.DataFrame(rows).assign(model="torchvision ResNet-18")
-tv_rows[["step", "b_simple", "trace_D", "grad_norm_sq"]]
+print(tv_rows[["step", "b_simple", "trace_D", "grad_norm_sq"]].to_string(index=False))
 
 # %% [markdown]
 # ## The hook of the book's training engine
@@ -140,7 +140,7 @@ cfg = TrainConfig(model="cnn", width=P["book_width"], norm="group", device="cpu"
                   channels_last=False)
 result = train(cfg, data, model=book_model, hooks=[tracker], progress=False)
 book_rows = tracker.frame().assign(model="book CNN (GroupNorm)")
-book_rows[["epoch", "step", "train_loss", "b_simple"]]
+print(book_rows[["epoch", "step", "train_loss", "b_simple"]].to_string(index=False))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "The simple noise scale measured by a hook along training, for a torchvision ResNet-18 trained by an ordinary loop (left) and the book's small CNN trained by the book's engine (right).", "name": "fig-guide-bsimple"}}
 fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH_IN, 2.8))

@@ -66,8 +66,8 @@ y = data.train_y[: P["num_examples"]]
 # Each operator is built from the model, the loss and the batch, and copies the parameters
 # when it is built, so it stays the same matrix if the model trains on. `num_iters` caps
 # the products Lanczos may spend; without it, Lanczos iterates until the residual of each
-# wanted pair is below its tolerance (for a ResNet-18 this took 87 products for one
-# eigenvalue). The result says whether it converged.
+# wanted pair is below its tolerance, which for a large network can take many products.
+# The result says whether it converged and how many products it spent.
 
 # %%
 import time

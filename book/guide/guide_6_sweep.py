@@ -116,8 +116,8 @@ from sgdnoise import load_records, run_plan
 records = run_plan(plan_path, workdir / "records-py")
 table = load_records(workdir / "records-py")
 final = table.sort_values("step").groupby("run_id").tail(1)
-final[["arm", "batch_size", "noise_kind", "injection_scale", "step", "train_loss",
-       "test_error"]]
+print(final[["arm", "batch_size", "noise_kind", "injection_scale", "step", "train_loss",
+             "test_error"]].to_string(index=False))
 
 # %% [markdown]
 # ## A model the plan cannot name
