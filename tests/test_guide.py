@@ -78,3 +78,29 @@ def test_smoke_book_renders_the_guide(smoke_book: BookBuild):
         page = (smoke_book.html / "guide" / f"{name}.html").read_text()
         assert "git commit" in page and "wall time" in page, f"{name}: no provenance"
         assert 'profile = "smoke"' not in page, f"{name}: injected parameters shown"
+
+
+# ------------------------------------------------------------------ the stable API
+
+
+def test_every_stable_name_resolves_to_its_modules_object():
+    import importlib
+
+    import sgdnoise
+
+    assert sgdnoise.__all__[0] == "__version__"
+    assert sgdnoise.__all__[1:] == list(sgdnoise.STABLE_API)
+    for name, module in sgdnoise.STABLE_API.items():
+        assert getattr(sgdnoise, name) is getattr(importlib.import_module(module), name), name
+    with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
+        sgdnoise.not_a_name  # noqa: B018
+
+
+def test_importing_the_package_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, sgdnoise; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout.strip()
+    assert out == "False"
