@@ -14,8 +14,8 @@
 #
 # $$
 # \operatorname{Cov}(g_\mathcal{B}) = c\, D, \qquad
-# c = \frac1B \text{ (with replacement)}, \qquad
-# c = \frac{N - B}{B (N - 1)} \text{ (without)},
+# c = \begin{cases} 1/B & \text{with replacement,} \\
+#                    \dfrac{N - B}{B (N - 1)} & \text{without,} \end{cases}
 # $$ (eq-guide-lemma1)
 #
 # with $D$ the covariance of the per-example gradients over the $N$ examples. This page
