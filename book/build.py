@@ -67,6 +67,16 @@ BOOK_DIR = Path(__file__).resolve().parent
 REPO_DIR = BOOK_DIR.parent
 PACKAGE_DIR = REPO_DIR / "src" / "sgdnoise"
 CHAPTER_PREFIX = "chapters/"
+# The "Using sgdnoise" part: how-to pages executed exactly like chapters, but kept in
+# guide/<name>.py (names guide_*), with no verdicts. page_folder(name) says which folder.
+GUIDE_PREFIX = "guide/"
+EXECUTED_PREFIXES = (CHAPTER_PREFIX, GUIDE_PREFIX)
+
+
+def page_folder(name: str) -> str:
+    """The book folder of an executed page: ``guide`` for ``guide_*`` names, else
+    ``chapters``."""
+    return GUIDE_PREFIX.rstrip("/") if name.startswith("guide_") else CHAPTER_PREFIX.rstrip("/")
 # Files and folders of the book copied into the stage when present (besides the toc pages;
 # _config.yml and _toc.yml are rewritten there).
 STAGE_FILES = ("references.bib",)
@@ -135,12 +145,14 @@ def read_toc(book_dir: Path) -> dict[str, Any]:
 
 
 def chapter_names(toc: dict[str, Any]) -> list[str]:
-    """Names of the executed chapters (toc entries ``chapters/<name>``), in order."""
+    """Names of the executed pages (toc entries ``chapters/<name>`` and ``guide/<name>``),
+    in order."""
     names = []
     for entry in _toc_files(toc):
         entry = entry.removesuffix(".ipynb").removesuffix(".py")
-        if entry.startswith(CHAPTER_PREFIX):
-            names.append(entry[len(CHAPTER_PREFIX):])
+        for prefix in EXECUTED_PREFIXES:
+            if entry.startswith(prefix):
+                names.append(entry[len(prefix):])
     return names
 
 
@@ -151,8 +163,8 @@ def filter_toc(node: Any, keep: set[str]) -> Any:
         return [child for child in kept if child is not None]
     if isinstance(node, dict):
         entry = str(node.get("file", ""))
-        if entry.startswith(CHAPTER_PREFIX):
-            name = entry[len(CHAPTER_PREFIX):].removesuffix(".ipynb").removesuffix(".py")
+        if entry.startswith(EXECUTED_PREFIXES):
+            name = entry.split("/", 1)[1].removesuffix(".ipynb").removesuffix(".py")
             if name not in keep:
                 return None
         out = dict(node)
@@ -212,7 +224,7 @@ def package_hash(package_dir: Path) -> str:
 
 
 def chapter_inputs(book_dir: Path, name: str, profile: str, pkg_hash: str) -> dict[str, str]:
-    source = book_dir / "chapters" / f"{name}.py"
+    source = book_dir / page_folder(name) / f"{name}.py"
     params = book_dir / "params" / name / f"{profile}.yaml"
     parts = {"source": _sha(source.read_bytes()), "params": _sha(params.read_bytes()),
              "package": pkg_hash, "profile": profile}
@@ -238,7 +250,7 @@ def check_chapter(book_dir: Path, name: str, profile: str) -> tuple[Any, dict[st
     the chapter's ``Params`` class where it has one. Returns (notebook, params)."""
     import jupytext
 
-    source = book_dir / "chapters" / f"{name}.py"
+    source = book_dir / page_folder(name) / f"{name}.py"
     pfile = book_dir / "params" / name / f"{profile}.yaml"
     if not pfile.is_file():
         raise BuildError(f"{name}: parameter file {pfile} does not exist")
@@ -306,7 +318,7 @@ def execute_chapter(book_dir: Path, name: str, profile: str, out_dir: Path,
         try:
             pm.execute_notebook(
                 str(src_nb), str(running), parameters=params, kernel_name="python3",
-                language="python", cwd=str(book_dir / "chapters"), progress_bar=True,
+                language="python", cwd=str(book_dir / page_folder(name)), progress_bar=True,
                 report_mode=False, log_output=False, start_timeout=300,
             )
             message = None
@@ -577,7 +589,9 @@ def landing_findings(toc: dict[str, Any], notebooks: dict[str, Path], profile: s
              "chapter's verdicts when the book is built; the scale says what stands behind "
              "it, from toy problems and laptop runs to GPU records."
              + (f" The source: [the repository]({repository})." if repository else ""), ""]
-    for name in [n for n in chapter_names(toc) if n in notebooks]:
+    chapters = [n for n in chapter_names(toc)
+                if n in notebooks and page_folder(n) == CHAPTER_PREFIX.rstrip("/")]
+    for name in chapters:
         nb = _read_notebook(notebooks[name])
         verdicts = _verdict_objects(nb)
         record = notebook_findings(nb)
@@ -666,7 +680,8 @@ def verdicts_page(toc: dict[str, Any], notebooks: dict[str, Path], profile: str,
     and sentence behind a toggle) after one line giving the chapter's scale."""
     from sgdnoise.report import verdict_rows, verdicts_list_table
 
-    order = [n for n in chapter_names(toc) if n in notebooks]
+    order = [n for n in chapter_names(toc)
+             if n in notebooks and page_folder(n) == CHAPTER_PREFIX.rstrip("/")]
     chapters = []
     for name in order:
         nb = _read_notebook(notebooks[name])
@@ -747,7 +762,7 @@ def _times_table(names: list[str], runs: dict[str, dict[str, dict[str, Any]]]) -
             wall = runs.get(prof, {}).get(name, {}).get("wall_s")
             row.append(f"{wall:.0f} s" if wall is not None else "–")
             totals[prof] += wall or 0.0
-        table.append(f"| {{doc}}`chapters/{name}` | " + " | ".join(row) + " |")
+        table.append(f"| {{doc}}`{page_folder(name)}/{name}` | " + " | ".join(row) + " |")
     table.append("| **all chapters** | " + " | ".join(
         f"**{totals[p] / 60:.1f} min**" if p in runs and len(runs[p]) == len(names)
         else "incomplete" for p in PROFILES) + " |")
@@ -951,8 +966,11 @@ def api_index_page(modules: list[str]) -> str:
 
 
 def api_module_page(module: str) -> str:
+    # the package root re-exports the stable API (sgdnoise.__all__): listed there without
+    # index entries, so each name's link target stays on its own module's page
+    no_index = "   :no-index:\n" if module == "sgdnoise" else ""
     return (f"# `{module}`\n\n```{{eval-rst}}\n.. automodule:: {module}\n   :members:\n"
-            "   :show-inheritance:\n```\n")
+            f"   :show-inheritance:\n{no_index}```\n")
 
 
 def expand_api_toc(node: Any, modules: list[str]) -> Any:
@@ -981,6 +999,7 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
     if stage.exists():
         shutil.rmtree(stage)
     (stage / "chapters").mkdir(parents=True)
+    (stage / "guide").mkdir()
     for fname in STAGE_FILES:
         if (book_dir / fname).is_file():
             shutil.copy2(book_dir / fname, stage / fname)
@@ -1011,7 +1030,7 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
         "# staged by book/build.py from book/_toc.yml\n"
         + yaml.safe_dump(toc, sort_keys=False))
     for entry in _toc_files(toc):
-        if entry.startswith(CHAPTER_PREFIX) or (modules and (
+        if entry.startswith(EXECUTED_PREFIXES) or (modules and (
                 entry == API_PAGE or entry.startswith(f"{API_PAGE}/"))):
             continue
         for suffix in ("", ".md", ".ipynb"):
@@ -1033,7 +1052,7 @@ def stage_book(book_dir: Path, stage: Path, toc: dict[str, Any],
             page.write_text(text.replace(FINDINGS_MARKER, landing_findings(
                 toc, notebooks, profile, repository)))
     for name, path in notebooks.items():
-        clean_notebook(path, stage / "chapters" / f"{name}.ipynb")
+        clean_notebook(path, stage / page_folder(name) / f"{name}.ipynb")
 
 
 def tree_hash(root: Path) -> str:
@@ -1081,7 +1100,7 @@ def mark_failed(build_dir: Path, chapter: str | None, profile: str, reason: str)
     first_line = reason.strip().splitlines()[0] if reason.strip() else ""
     error = next((line.strip() for line in reason.splitlines()
                   if re.match(r"\s*(error in cell|\w+(Error|Exception)\b)", line)), first_line)
-    page = html / "chapters" / f"{chapter}.html"
+    page = html / page_folder(chapter) / f"{chapter}.html"
     pages = [page] if page.is_file() else [html / "intro.html", html / "index.html"]
     banner = (f'{BANNER_START}<div class="sgdnoise-failure-banner" role="alert">'
               f"<strong>This page is out of date.</strong> Re-executing chapter "
@@ -1185,10 +1204,10 @@ def preflight(args: argparse.Namespace, book_dir: Path, profile: str,
                                  f"{book_dir / '_toc.yml'}; allowed: {names}")
         selected = [n for n in names if not args.only or n in args.only]
         results = [ChapterResult(n) for n in selected]
-        missing = [n for n in selected if not (book_dir / "chapters" / f"{n}.py").is_file()]
+        missing = [n for n in selected if not (book_dir / page_folder(n) / f"{n}.py").is_file()]
         if missing and not args.allow_missing:
             raise UsageError("chapter source(s) missing: "
-                             + ", ".join(f"chapters/{n}.py" for n in missing)
+                             + ", ".join(f"{page_folder(n)}/{n}.py" for n in missing)
                              + " (pass --allow-missing to build without them)")
         checked: dict[str, Any] = {}
         problems = []
@@ -1313,8 +1332,8 @@ def main(argv: list[str] | None = None) -> int:
             for line in clean_leftovers(build_dir, chapter_names(toc)):
                 print(f"[book] {line}", file=sys.stderr, flush=True)
             for name in missing:
-                print(f"\n{'#' * 78}\n## WARNING: chapters/{name}.py does not exist; skipping "
-                      f"it and leaving it out of the book (--allow-missing)\n{'#' * 78}",
+                print(f"\n{'#' * 78}\n## WARNING: {page_folder(name)}/{name}.py does not exist; "
+                      f"skipping it and leaving it out of the book (--allow-missing)\n{'#' * 78}",
                       file=sys.stderr, flush=True)
             return execute_and_build(args, toc, results, missing, checked)
     except UsageError as exc:
@@ -1453,7 +1472,7 @@ def build_html(args: argparse.Namespace, book_dir: Path, build_dir: Path, profil
         code = run_jupyter_book(stage, tmp_out, args.warnings_as_errors)
         new_html = tmp_out / "_build" / "html"
         expected = [new_html / "index.html"] + [
-            new_html / "chapters" / f"{n}.html" for n in notebooks]
+            new_html / page_folder(n) / f"{n}.html" for n in notebooks]
         absent = [str(p) for p in expected if not p.is_file()]
         if code != 0 or absent:
             raise BuildError(

@@ -9,7 +9,7 @@ import importlib.util
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
@@ -50,16 +50,19 @@ class BookBuild:
     chapters: list[str]
     args: tuple[str, ...]
     proc: subprocess.CompletedProcess[str]
+    guide: list[str] = field(default_factory=list)  # the guide's pages (book/guide/)
 
 
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
     build = load_build_module()
-    chapters = build.chapter_names(build.read_toc(BOOK))
-    missing = [n for n in chapters if not (BOOK / "chapters" / f"{n}.py").is_file()]
+    pages = build.chapter_names(build.read_toc(BOOK))
+    missing = [n for n in pages if not (BOOK / build.page_folder(n) / f"{n}.py").is_file()]
     if missing:
         pytest.skip("the book's toc lists chapters whose source is not written yet: "
-                    + ", ".join(f"book/chapters/{n}.py" for n in missing))
+                    + ", ".join(f"book/{build.page_folder(n)}/{n}.py" for n in missing))
+    chapters = [n for n in pages if build.page_folder(n) == "chapters"]
+    guide = [n for n in pages if build.page_folder(n) != "chapters"]
     keep = os.environ.get("SGDNOISE_BOOK_TEST_BUILD")
     build_dir = Path(keep).resolve() if keep else tmp_path_factory.mktemp("smoke-book")
     args = ("--profile", "smoke", "--build-dir", str(build_dir), "--warnings-as-errors")
@@ -69,7 +72,7 @@ def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
                     pytrace=False)
     return BookBuild(build_dir=build_dir, html=build_dir / "html",
                      executed=build_dir / "executed" / "smoke", chapters=chapters, args=args,
-                     proc=proc)
+                     proc=proc, guide=guide)
 
 
 # ------------------------------------------------------------------ parameters (the chapters)

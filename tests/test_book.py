@@ -18,8 +18,10 @@ from sgdnoise.report import plain_subscripts
 
 build = load_build_module()
 
-# Every chapter source, in the order of its number: the toc must list exactly these.
-EXPECTED_CHAPTERS = sorted(p.stem for p in (BOOK / "chapters").glob("ch[0-9]*.py"))
+# Every chapter source, in the order of its number, then the guide's pages (the "Using
+# sgdnoise" part, book/guide/guide_<n>_*.py): the toc must list exactly these.
+EXPECTED_CHAPTERS = (sorted(p.stem for p in (BOOK / "chapters").glob("ch[0-9]*.py"))
+                     + sorted(p.stem for p in (BOOK / "guide").glob("guide_[0-9]*.py")))
 
 # A throwaway chapter that follows book/README.md: parameters cell, validation, a numbered
 # equation with a reference, a citation, a seaborn figure and the provenance table.
@@ -592,7 +594,8 @@ def test_smoke_book_html_has_rendered_pages(smoke_book: BookBuild):
     assert "structure of SGD" in intro and 'class="math' in intro
     assert 'id="equation-eq-intro-cov"' in intro
     info = json.loads((html / "_build_info.json").read_text())
-    assert info["profile"] == "smoke" and set(info["chapters"]) == set(smoke_book.chapters)
+    assert info["profile"] == "smoke"
+    assert set(info["chapters"]) == set(smoke_book.chapters) | set(smoke_book.guide)
     assert not (smoke_book.build_dir / "html.stale").exists()
     for name in smoke_book.chapters:
         page = (html / "chapters" / f"{name}.html").read_text()

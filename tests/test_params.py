@@ -107,7 +107,7 @@ def parameters_cell(name: str) -> dict[str, object]:
     """The literal values assigned in the chapter's cell tagged 'parameters'."""
     import jupytext
 
-    nb = jupytext.read(BOOK / "chapters" / f"{name}.py")
+    nb = jupytext.read(BOOK / _build.page_folder(name) / f"{name}.py")
     cells = [c for c in nb.cells
              if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1, f"{name}: expected one cell tagged 'parameters', found {len(cells)}"
@@ -123,8 +123,8 @@ def parameters_cell(name: str) -> dict[str, object]:
 
 @pytest.mark.parametrize("name", CHAPTERS)
 def test_chapter_parameter_files_match_its_parameters_cell(name):
-    if not (BOOK / "chapters" / f"{name}.py").is_file():
-        pytest.skip(f"book/chapters/{name}.py is not written yet")
+    if not (BOOK / _build.page_folder(name) / f"{name}.py").is_file():
+        pytest.skip(f"book/{_build.page_folder(name)}/{name}.py is not written yet")
     cell = parameters_cell(name)
     assert cell.get("profile") == "default", f"{name}: the cell must set profile = 'default'"
     expected = set(cell) - {"profile"}
@@ -212,7 +212,8 @@ PARAMS_CLASSES = {name: _build.params_class(name) for name in CHAPTERS}
 def test_chapter_list_comes_from_the_toc():
     assert CHAPTERS, "no chapters/<name> entries in book/_toc.yml"
     assert CHAPTERS == _build.chapter_names(_build.read_toc(BOOK))
-    sources = sorted(p.stem for p in (BOOK / "chapters").glob("ch*.py"))
+    sources = sorted([p.stem for p in (BOOK / "chapters").glob("ch*.py")]
+                     + [p.stem for p in (BOOK / "guide").glob("guide_*.py")])
     assert sorted(CHAPTERS) == sources, "every chapter source is in the toc, and only those"
 
 

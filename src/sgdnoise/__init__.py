@@ -1,6 +1,8 @@
 """sgdnoise: the structure of the noise in stochastic gradient descent.
 
-Import the submodule you need; nothing heavy is imported here. The library, by concept
+The stable public API is importable from here (``from sgdnoise import per_example_grads``;
+:data:`STABLE_API` lists it with each name's submodule); nothing heavy is imported until a
+name is used. The library, by concept
 (one home for each formula; nothing here imports :mod:`sgdnoise.chapters`):
 
 - :mod:`sgdnoise.grads`: per-example gradients (torch.func, chunked), products ``G V``
@@ -35,11 +37,73 @@ Import the submodule you need; nothing heavy is imported here. The library, by c
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("sgdnoise")
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+#: The stable public API (see CHANGELOG.md and the version policy in README.md): each name
+#: maps to the submodule it lives in. ``sgdnoise.<name>`` imports that submodule on first use
+#: (PEP 562), so ``import sgdnoise`` stays light. Within a major version these names keep
+#: their signatures and meaning; everything else (other submodule names, anything with a
+#: leading underscore, :mod:`sgdnoise.chapters`) may change in any release.
+STABLE_API: dict[str, str] = {
+    # per-example gradients
+    "per_example_grads": "sgdnoise.grads",
+    "full_gradient": "sgdnoise.grads",
+    "per_example_grad_products": "sgdnoise.grads",
+    "flat_params": "sgdnoise.grads",
+    "set_flat_params": "sgdnoise.grads",
+    "num_params": "sgdnoise.grads",
+    "grads_nbytes": "sgdnoise.grads",
+    # Lemma 1 and the noise scale
+    "finite_population_factor": "sgdnoise.covariance",
+    "gradient_covariance": "sgdnoise.covariance",
+    "minibatch_covariance": "sgdnoise.covariance",
+    "minibatch_trace": "sgdnoise.covariance",
+    "noise_scale": "sgdnoise.covariance",
+    "noise_scale_of_model": "sgdnoise.covariance",
+    "NoiseScaleTracker": "sgdnoise.covariance",
+    # curvature operators
+    "CurvatureOperator": "sgdnoise.curvature",
+    "HessianOperator": "sgdnoise.curvature",
+    "GGNOperator": "sgdnoise.curvature",
+    "EmpiricalFisherOperator": "sgdnoise.curvature",
+    "TrueFisherOperator": "sgdnoise.curvature",
+    "CovarianceOperator": "sgdnoise.curvature",
+    "sharpness": "sgdnoise.curvature",
+    "lanczos": "sgdnoise.spectral",
+    "LanczosResult": "sgdnoise.spectral",
+    "hutchinson_trace": "sgdnoise.spectral",
+    # noise injection
+    "NoisySGD": "sgdnoise.noise",
+    "NoiseSpec": "sgdnoise.noise",
+    "matched_injection_scale": "sgdnoise.noise",
+    # training, sweeps, data, models
+    "TrainConfig": "sgdnoise.train",  # the training function: sgdnoise.train.train
+    "load_plan": "sgdnoise.sweep",
+    "run_plan": "sgdnoise.sweep",
+    "load_records": "sgdnoise.sweep",
+    "load_dataset": "sgdnoise.data",
+    "build_model": "sgdnoise.models",
+}
+
+__all__ = ["__version__", *STABLE_API]
+
+
+def __getattr__(name: str) -> Any:
+    """``sgdnoise.<name>`` for a name of :data:`STABLE_API`, imported on first use."""
+    module = STABLE_API.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

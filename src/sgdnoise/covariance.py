@@ -101,7 +101,21 @@ def gradient_covariance(G: Tensor) -> Tensor:
 
 
 def minibatch_covariance(G: Tensor, batch_size: int, *, replacement: bool = True) -> Tensor:
-    """Cov(g_𝓑) = c · D: (P, P) (Lemma 1; c from :func:`finite_population_factor`). G: (N, P)."""
+    """Cov(g_𝓑) = c · D: (P, P) (Lemma 1; c from :func:`finite_population_factor`). G: (N, P).
+
+    Dense: P × P entries (P² × itemsize bytes); for a network use
+    :class:`sgdnoise.curvature.CovarianceOperator` (matrix-free, O(NP)).
+
+    Four one-parameter gradients 0, 1, 2, 3 have D = 1.25; a batch of two gives c = 1/2
+    with replacement and c = (4 − 2)/(2 · 3) = 1/3 without:
+
+    >>> import torch
+    >>> G = torch.tensor([[0.0], [1.0], [2.0], [3.0]], dtype=torch.float64)
+    >>> minibatch_covariance(G, 2)
+    tensor([[0.6250]], dtype=torch.float64)
+    >>> minibatch_covariance(G, 2, replacement=False)
+    tensor([[0.4167]], dtype=torch.float64)
+    """
     check_gradients(G)
     c = finite_population_factor(G.shape[0], batch_size, replacement=replacement)
     return c * gradient_covariance(G)
@@ -122,7 +136,16 @@ def minibatch_trace(G: Tensor, batch_size: int, *, replacement: bool = True) -> 
 def noise_scale(G: Tensor) -> float:
     """B_simple = tr(D) / ‖ḡ‖² (the simple noise scale). G: (N, P).
 
-    Returns ``inf`` when ḡ = 0 and tr(D) > 0, and ``nan`` when both vanish.
+    Returns ``inf`` when ḡ = 0 and tr(D) > 0, and ``nan`` when both vanish. Cost O(NP).
+
+    Rows (1, 0), (3, 0), (2, 2), (2, −2): ḡ = (2, 0), tr D = (1 + 1 + 4 + 4)/4 = 2.5 and
+    ‖ḡ‖² = 4:
+
+    >>> import torch
+    >>> G = torch.tensor([[1.0, 0.0], [3.0, 0.0], [2.0, 2.0], [2.0, -2.0]],
+    ...                  dtype=torch.float64)
+    >>> noise_scale(G)
+    0.625
     """
     check_gradients(G)
     gbar = G.mean(dim=0)

@@ -80,7 +80,11 @@ def holm(p: np.ndarray) -> np.ndarray:
 
     returned in the original order. Rejecting every hypothesis with ``p̃ ≤ α`` controls the
     family-wise error rate at ``α`` for any dependence between the tests (Holm 1979). NaN
-    counts as 1."""
+    counts as 1.
+
+    >>> holm(np.array([0.01, 0.04, 0.03])).round(6).tolist()
+    [0.03, 0.06, 0.06]
+    """
     p = np.where(np.isfinite(p), np.asarray(p, dtype=float), 1.0)
     k = p.shape[-1]
     if k == 0:

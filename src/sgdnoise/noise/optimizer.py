@@ -84,7 +84,29 @@ class NoisySGD(torch.optim.SGD):
 
     Call ``observe_batch(inputs, targets)`` before each ``step()``; the training engine does
     this automatically. The batch is consumed by the step, so a step without a fresh batch
-    raises RuntimeError.
+    raises RuntimeError. The model must keep the examples of a batch independent: BatchNorm
+    in train mode is refused at the first noisy step (ValueError naming the layer).
+
+    In an ordinary loop (float64, 8 examples, noise from M = 4 of them):
+
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> model = nn.Linear(3, 2).double()
+    >>> opt = NoisySGD(model.parameters(), lr=0.1, kind="subsampled", injection_scale=0.5,
+    ...                model=model, loss_fn=F.cross_entropy, num_samples=4, seed=0)
+    >>> x, y = torch.randn(8, 3, dtype=torch.float64), torch.arange(8) % 2
+    >>> opt.zero_grad()
+    >>> F.cross_entropy(model(x), y).backward()
+    >>> opt.observe_batch(x, y)
+    >>> opt.step()
+    >>> opt.stats.steps, opt.stats.last_noise_norm > 0
+    (1, True)
+    >>> NoisySGD(model.parameters(), lr=0.1, kind="subsampled")
+    Traceback (most recent call last):
+    ...
+    ValueError: model must be the nn.Module for kind 'subsampled', got None
     """
 
     def __init__(
