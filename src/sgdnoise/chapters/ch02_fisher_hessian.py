@@ -2,8 +2,9 @@
 F = GGN (softmax cross-entropy), ∇²KL = F and the Fisher-Rao identity; the information
 equality with model labels and data labels; the pairwise comparison of D, F̂, F, GGN and H
 on trained models; near the end of training, over several seeds: how close to stationary
-the models are, the cosine of D and H against random matrices with D's spectrum, and the
-per-layer diagonal power law; the Fisher-Rao norm against the generalization gap with a
+the models are, the cosine of D and H against random matrices with D's spectrum and
+against one model retrained on randomly permuted labels, and the per-layer diagonal power
+law; the Fisher-Rao norm against the generalization gap with a
 bootstrap over configurations; and the verdicts the chapter draws from them, with the
 error rates of the rules behind the claims about SGD.
 
