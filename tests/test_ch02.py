@@ -114,6 +114,8 @@ def test_params_cross_checks_name_the_parameter():
         ch02.Params.from_mapping(dict(values, gamma_low=3.0))
     with pytest.raises(ValueError, match="check_n"):
         ch02.Params.from_mapping(dict(values, check_n=values["n_train"] + 1))
+    with pytest.raises(ValueError, match="shuffled_seeds"):
+        ch02.Params.from_mapping(dict(values, shuffled_seeds=values["seeds"] + 1))
 
 
 # --------------------------------------------------------------------------- dense matrices
@@ -362,3 +364,65 @@ def test_fisher_rao_rates_measure_the_rule():
     assert r.power > r.false_positive and r.n_seeds == 3
     assert ch02.fisher_rao_rates(_family(1.0, seeds=1), confidence=0.95, n_boot=50,
                                  n_sim=100) is None
+
+
+# --------------------------------------------------------------------------- shuffled labels
+
+
+def test_shuffled_labels_are_a_permutation_that_moves_labels():
+    y = torch.arange(10).repeat_interleave(torch.arange(1, 11))  # class c appears c + 1 times
+    for seed in (0, 1):
+        ys = ch02.shuffled_labels(y, seed)
+        assert torch.equal(torch.bincount(ys, minlength=10), torch.bincount(y, minlength=10))
+        assert (ys != y).double().mean() > 0.5
+        assert torch.equal(ys, ch02.shuffled_labels(y, seed))
+    assert not torch.equal(ch02.shuffled_labels(y, 0), ch02.shuffled_labels(y, 1))
+
+
+def test_shuffled_label_baseline_runs_on_a_tiny_problem():
+    g = torch.Generator().manual_seed(3)
+    pb = SmallProblem(x=torch.randn(30, 3, 2, 2, dtype=DT, generator=g),
+                      y=torch.randint(10, (30,), generator=g), identity={},
+                      classes=list("abcdefghij"))
+    kw = {"steps": 4, "lr": 0.1, "batch_size": 10}
+    base = ch02.shuffled_label_baseline(pb, ("mlp", 3), [0, 1], draws=5, **kw)
+    assert base.model == "mlp" and list(base.cases.seed) == [0, 1]
+    assert ((base.cases.cosine > 0) & (base.cases.cosine <= 1)).all()
+    assert ((base.cases.moved > 0.5) & (base.cases.moved <= 1)).all()
+    assert base.cases.train_error.between(0, 1).all()
+    # same seeds, same training: only the labels differ, and so do the matrices
+    true, _ = ch02.late_seed_study(ch02.late_matrices(pb, [("mlp", 3)], [0, 1], **kw),
+                                   batch_size=10, draws=5)
+    assert not np.allclose(true.cosine, base.cases.cosine)
+    table = ch02.shuffled_table(true, base, alpha=0.05)
+    assert len(table) == 3 and table.iloc[1, 0] == "MLP, shuffled labels"
+    assert math.isclose(base.cosine(0.9).estimate, base.cases.cosine.mean())
+    with pytest.raises(ValueError, match="'mlp'"):
+        ch02.shuffled_table(true[true.seed == 0], base, alpha=0.05)
+
+
+def _baseline(cosines, *, near=True):
+    cases = pd.DataFrame({"model": "a", "seed": range(len(cosines)), "cosine": cosines,
+                          "ratio": 1e-3, "near_minimum": near, "train_error": 0.7,
+                          "moved": 0.9})
+    return ch02.ShuffledBaseline("a", cases)
+
+
+@pytest.mark.parametrize(("shuffled", "near", "reading"), [
+    ([0.80, 0.81, 0.79], True, "The true labels align $D$ and $H$ more"),
+    ([0.955, 0.95, 0.96], True, "No difference between true and shuffled labels"),
+    ([0.99, 0.995, 0.99], True, "Shuffled labels align $D$ and $H$ more"),
+    ([0.80, 0.81, 0.79], False, "not near a minimum in every seed")])
+def test_shuffled_reading_flips(shuffled, near, reading):
+    cases = _cases([0.95, 0.96, 0.955], [0.97, 0.965, 0.96])
+    base = _baseline(shuffled, near=near)
+    text = ch02.shuffled_reading(cases, base, cosine_holds=0.9, alpha=0.05)
+    assert reading in text
+    # shuffled labels alone pass the threshold only where their interval lies above it
+    assert ("With shuffled labels alone" in text) == (near and min(shuffled) > 0.9)
+    v = ch02.covariance_hessian_verdict(cases, cosine_holds=0.9, batch_size=50, alpha=0.05,
+                                        scale="s")
+    w = ch02.with_shuffled_baseline(v, cases, base, cosine_holds=0.9, alpha=0.05)
+    assert w.outcome == v.outcome == "supported"
+    assert w.sentence.startswith(v.sentence) and w.sentence.endswith(text)
+    assert_typeset(w)

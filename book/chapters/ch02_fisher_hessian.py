@@ -166,6 +166,8 @@ seeds = 3
 null_draws = 30
 alpha = 0.05
 rate_sims = 2000
+shuffled_model = "mlp"
+shuffled_seeds = 3
 
 # %% tags=["remove-cell"]
 import itertools
@@ -431,6 +433,34 @@ v_dh = ch02.covariance_hessian_verdict(cases, cosine_holds=P.cosine_holds,
                                        batch_size=P.train_batch_size, alpha=P.alpha,
                                        scale=scale, rates=dh_rates)
 display(Markdown(v_dh.sentence))
+
+# %% [markdown]
+# *Is the alignment a property of learning the labels?* The essay's argument treats every
+# minimum of the cross-entropy alike, and the information equality behind it
+# ({eq}`eq-ch2-infoeq`) needs labels that look like samples from the model, not labels
+# the model has learned. If the labels carry no information about the inputs and the
+# model predicts each class with its frequency, the labels are such samples, and $D$,
+# $\hat F$ and $H$ all approach $F$. A model partway to memorising random labels predicts
+# neither the frequencies nor the labels: its large residuals $p_i - e_{y_i}$ need not
+# average out of the residual term of {eq}`eq-ch2-HG`, and the alignment may differ. As a
+# baseline we train one of the models again (named in the table) from the first seeds
+# (same initialisation, batch order, steps, learning rate and batch size) on the same
+# images with their labels randomly permuted (each class keeps its count), and measure the
+# same cosine and $\lVert \bar g \rVert^2 / \operatorname{tr} D$ at the end of training
+# ({py:func}`sgdnoise.chapters.ch02_fisher_hessian.shuffled_label_baseline`). The table
+# compares the true-label and the shuffled-label models over the same seeds, with the
+# difference of their cosines paired by seed (true minus shuffled).
+
+# %%
+shuffled = ch02.shuffled_label_baseline(
+    problem, (P.shuffled_model, dict(MODELS)[P.shuffled_model]), range(P.shuffled_seeds),
+    steps=P.train_steps, lr=P.train_lr, batch_size=P.train_batch_size, draws=P.null_draws,
+    seed=P.seed)
+display(ch02.shuffled_table(cases, shuffled, alpha=P.alpha).style.hide(axis="index"))
+v_dh = ch02.with_shuffled_baseline(v_dh, cases, shuffled, cosine_holds=P.cosine_holds,
+                                   alpha=P.alpha)
+display(Markdown(ch02.shuffled_reading(cases, shuffled, cosine_holds=P.cosine_holds,
+                                       alpha=P.alpha)))
 
 # %% [markdown]
 # (sec-ch2-diagonal)=

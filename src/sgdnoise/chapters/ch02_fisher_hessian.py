@@ -2,8 +2,9 @@
 F = GGN (softmax cross-entropy), ∇²KL = F and the Fisher-Rao identity; the information
 equality with model labels and data labels; the pairwise comparison of D, F̂, F, GGN and H
 on trained models; near the end of training, over several seeds: how close to stationary
-the models are, the cosine of D and H against random matrices with D's spectrum, and the
-per-layer diagonal power law; the Fisher-Rao norm against the generalization gap with a
+the models are, the cosine of D and H against random matrices with D's spectrum and
+against one model retrained on randomly permuted labels, and the per-layer diagonal power
+law; the Fisher-Rao norm against the generalization gap with a
 bootstrap over configurations; and the verdicts the chapter draws from them, with the
 error rates of the rules behind the claims about SGD.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from sgdnoise.chapters.small_problems import (
     curvature_matrices,
     fixed,
     interval,
+    loss_and_error,
     number,
     pooled_seed_sd,
     top_eigenpairs,
@@ -40,13 +42,14 @@ from sgdnoise.chapters.small_problems import (
 )
 from sgdnoise.params import ChapterParams, param
 from sgdnoise.report import Verdict, tex_html
-from sgdnoise.stats import Interval, loglog_fit, t_interval
+from sgdnoise.stats import Interval, loglog_fit, paired_difference, t_interval
 from sgdnoise.validate import check_positive_int
 
 __all__ = [
     "KEY_PAIRS",
     "MODEL_NAMES",
     "Params",
+    "ShuffledBaseline",
     "cases_table",
     "cluster_spearman",
     "compare_matrices",
@@ -74,8 +77,13 @@ __all__ = [
     "model_name",
     "power_law_rates",
     "power_law_verdict",
+    "shuffled_label_baseline",
+    "shuffled_labels",
+    "shuffled_reading",
+    "shuffled_table",
     "value_range",
     "weight_layers",
+    "with_shuffled_baseline",
 ]
 
 SECTION_IDENTITIES = "sec-ch2-identities"
@@ -156,6 +164,12 @@ class Params(ChapterParams):
     alpha: float = param(low=0.001, high=0.2, doc="level of the tests of claims about SGD")
     rate_sims: int = param(low=100, high=100000,
                            doc="simulated data sets per truth for the error rates")
+    shuffled_model: str = param(choices=("softmax", "mlp", "cnn"),
+                                doc="model retrained on randomly permuted labels (the "
+                                    "shuffled-label baseline of cos(D, H))")
+    shuffled_seeds: int = param(low=2, high=20,
+                                doc="seeds of the shuffled-label baseline (the study's "
+                                    "first seeds, paired with them)")
 
     def check(self) -> None:
         self.require(self.early_step < self.train_steps, "early_step",
@@ -170,6 +184,8 @@ class Params(ChapterParams):
                      "fr_seeds", "the family needs >= 4 models for a rank-correlation interval")
         self.require(self.gamma_low <= self.gamma_high, "gamma_low",
                      f"must be <= gamma_high={self.gamma_high}")
+        self.require(self.shuffled_seeds <= self.seeds, "shuffled_seeds",
+                     f"must be <= seeds={self.seeds} (paired with the study's seeds)")
 
 
 def exact_identities(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -298,8 +314,9 @@ def fisher_hessian_study(
     Returns DataFrames "pairs", "eigs", "summary", "power_law", "training", "diagonals"
     (index, D_ii, H_ii) and "stationarity" (gbar_sq = ``‖ḡ‖²``, trace_D, ratio =
     ``‖ḡ‖²/tr D``), each with columns model, P and stage ("early" | "late") added; and
-    "late": ``{(name, seed): {"D", "H", "gbar", "layers"}}``, the late matrices with the
-    model's weight layers (:func:`weight_layers`), for :func:`late_seed_study`."""
+    "late": ``{(name, seed): {"D", "H", "gbar", "layers", "train_error"}}``, the late
+    matrices with the model's weight layers (:func:`weight_layers`) and its final training
+    error, for :func:`late_seed_study`."""
     out: dict[str, list[pd.DataFrame]] = {
         "pairs": [], "eigs": [], "summary": [], "power_law": [], "training": [],
         "diagonals": [], "stationarity": [],
@@ -327,7 +344,8 @@ def fisher_hessian_study(
             out["stationarity"].append(pd.DataFrame([_stationarity(mats)]).assign(
                 model=name, P=P, stage=stage, step=step))
         late[(name, seed)] = {"D": mats["D"], "H": mats["H"], "gbar": mats["gbar"],
-                              "layers": weight_layers(model)}
+                              "layers": weight_layers(model),
+                              "train_error": float(tr.history.train_error.iloc[-1])}
     frames: dict[str, Any] = {key: pd.concat(v, ignore_index=True) for key, v in out.items()}
     frames["late"] = late
     return frames
@@ -489,9 +507,9 @@ def late_matrices(problem: SmallProblem, models: Sequence[tuple[str, int]],
                   ) -> dict[tuple[str, int], dict[str, Any]]:
     """For every seed in ``seeds`` and ``(name, width)`` in ``models``: the model trained
     by :func:`train_small` for ``steps`` steps from initialisation and batch order ``seed``,
-    and at its final θ the dense ``D``, ``H`` ``(P, P)``, ``ḡ`` ``(P,)`` and its
-    :func:`weight_layers`. Keys ``(name, seed)``: the "late" entry of
-    :func:`fisher_hessian_study` for more seeds."""
+    and at its final θ the dense ``D``, ``H`` ``(P, P)``, ``ḡ`` ``(P,)``, its
+    :func:`weight_layers` and its training error on ``problem``. Keys ``(name, seed)``: the
+    "late" entry of :func:`fisher_hessian_study` for more seeds."""
     from sgdnoise.curvature import hessian
     from sgdnoise.grads import per_example_grads
 
@@ -508,7 +526,8 @@ def late_matrices(problem: SmallProblem, models: Sequence[tuple[str, int]],
             out[(name, int(sd))] = {
                 "D": Gc.T @ Gc / G.shape[0], "gbar": gbar,
                 "H": hessian(model, loss, problem.x, problem.y).to(DT),
-                "layers": weight_layers(model)}
+                "layers": weight_layers(model),
+                "train_error": loss_and_error(model, problem.x, problem.y)[1]}
     return out
 
 
@@ -563,8 +582,8 @@ def late_seed_study(late: dict[tuple[str, int], dict[str, Any]], *, batch_size: 
     :func:`cosine_null` (``chance`` = mean with ``keep = 0``; ``spike_mean``, ``spike_q95``
     = mean and 95th percentile with ``keep = 1``); ``ratio`` = ``‖ḡ‖²/tr D`` and
     ``near_minimum`` = ``ratio < 1/B`` (the mean gradient is smaller than the noise of one
-    batch of ``batch_size``). Returns ``(cases, layers)``, the second with the per-layer
-    fits of :func:`layer_power_law`."""
+    batch of ``batch_size``); ``train_error`` where ``late`` has it (else NaN). Returns
+    ``(cases, layers)``, the second with the per-layer fits of :func:`layer_power_law`."""
     b = check_positive_int("batch_size", batch_size)
     cases, layers = [], []
     for i, ((model, sd), m) in enumerate(late.items()):
@@ -576,7 +595,8 @@ def late_seed_study(late: dict[tuple[str, int], dict[str, Any]], *, batch_size: 
         cases.append({"model": model, "seed": sd, "cosine": cos,
                       "chance": float(chance.mean()), "spike_mean": float(spike.mean()),
                       "spike_q95": float(np.quantile(spike, 0.95)), "ratio": stat["ratio"],
-                      "near_minimum": bool(stat["ratio"] < 1.0 / b)})
+                      "near_minimum": bool(stat["ratio"] < 1.0 / b),
+                      "train_error": float(m.get("train_error", math.nan))})
         layers.append(layer_power_law(D, H, m["layers"]).assign(model=model, seed=sd))
     return pd.DataFrame(cases), pd.concat(layers, ignore_index=True)
 
@@ -593,6 +613,148 @@ def cases_table(cases: pd.DataFrame, batch_size: int) -> pd.DataFrame:
         f"near a minimum (below 1/{tex_html('B')} = {1 / batch_size:.3g})":
             "yes" if r.near_minimum else "no",
     } for r in cases.itertuples()])
+
+
+# --------------------------------------------------------------------------- shuffled labels
+
+
+def shuffled_labels(y: torch.Tensor, seed: int) -> torch.Tensor:
+    """``y: (N,)`` randomly permuted by a generator seeded with ``seed``: every class keeps
+    its count, but which example carries which label no longer depends on the inputs."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return y[torch.randperm(y.shape[0], generator=gen)]
+
+
+@dataclass(frozen=True)
+class ShuffledBaseline:
+    """The cosine of ``D`` and ``H`` on randomly permuted labels
+    (:func:`shuffled_label_baseline`). ``model``: the key of :data:`MODEL_NAMES`;
+    ``cases``: one row per seed with the columns of :func:`late_seed_study`'s cases
+    (``cosine``, ``ratio`` = ``‖ḡ‖²/tr D``, ``near_minimum``, ``train_error`` on the
+    shuffled labels, …) and ``moved``, the fraction of examples whose label the
+    permutation changed."""
+
+    model: str
+    cases: pd.DataFrame
+
+    def cosine(self, confidence: float) -> Interval:
+        """t interval of the mean cosine across the seeds."""
+        return t_interval(self.cases.cosine, confidence)
+
+
+def shuffled_label_baseline(problem: SmallProblem, model: tuple[str, int],
+                            seeds: Sequence[int], *, steps: int, lr: float, batch_size: int,
+                            draws: int, seed: int = 0) -> ShuffledBaseline:
+    """The late-stage study of :func:`late_matrices` and :func:`late_seed_study` for one
+    ``model = (name, width)``, trained on ``problem``'s inputs with the labels of
+    :func:`shuffled_labels` (permutation seeded with the training seed): per seed in
+    ``seeds``, the same initialisation, batch order, ``steps``, ``lr`` and ``batch_size``
+    as the true-label model of that seed, then cos(D, H), its random-spectrum baselines
+    (``draws`` each) and ``‖ḡ‖²/tr D`` with the shuffled labels."""
+    late: dict[tuple[str, int], dict[str, Any]] = {}
+    moved = {}
+    for sd in seeds:
+        y = shuffled_labels(problem.y, int(sd))
+        moved[int(sd)] = float((y != problem.y).double().mean())
+        late.update(late_matrices(replace(problem, y=y), [model], [int(sd)], steps=steps,
+                                  lr=lr, batch_size=batch_size))
+    cases, _ = late_seed_study(late, batch_size=batch_size, draws=draws, seed=seed)
+    return ShuffledBaseline(model[0], cases.assign(moved=cases.seed.map(moved)))
+
+
+def _percent_range(fractions: pd.Series) -> str:
+    """``'from 12.5 to 20%'``: the range of fractions in percent."""
+    return value_range(100 * fractions.min(), 100 * fractions.max(), 3) + "%"
+
+
+def _paired_cosines(cases: pd.DataFrame, baseline: ShuffledBaseline
+                    ) -> tuple[pd.DataFrame, list[int]]:
+    """The true-label cases of the baseline's model and the seeds both have."""
+    true = cases[cases.model == baseline.model].set_index("seed")
+    seeds = [int(s) for s in baseline.cases.seed if s in true.index]
+    if len(seeds) < 2:
+        raise ValueError(f"cases must hold model {baseline.model!r} at >= 2 of the baseline's "
+                         f"seeds {list(baseline.cases.seed)}, found {seeds}")
+    return true, seeds
+
+
+def shuffled_table(cases: pd.DataFrame, baseline: ShuffledBaseline, *, alpha: float
+                   ) -> pd.DataFrame:
+    """True against shuffled labels for the baseline's model, as text cells: per label
+    source the ``1 − 2·alpha`` t interval of cos(D, H) across the shared seeds, the range
+    of ``‖ḡ‖²/tr D``, the seeds near a minimum and the range of the training error; a last
+    row with the paired difference (true − shuffled, same seed)."""
+    true, seeds = _paired_cosines(cases, baseline)
+    shuf = baseline.cases.set_index("seed")
+    conf = 1 - 2 * alpha
+    cos_head = f"cosine of {tex_html('D')} and {tex_html('H')}, {conf:.0%} interval"
+    ratio_head = tex_html(r"\lVert \bar g \rVert^2 / \operatorname{tr} D")
+    rows = []
+    name = model_name(baseline.model)
+    for label, d in (("true labels", true.loc[seeds]), ("shuffled labels", shuf.loc[seeds])):
+        rows.append({"model and labels": f"{name}, {label}", "seeds": str(len(seeds)),
+                     cos_head: t_interval(d.cosine, conf).format(3),
+                     ratio_head: value_range(d.ratio.min(), d.ratio.max()),
+                     "seeds near a minimum": f"{int(d.near_minimum.sum())} of {len(seeds)}",
+                     "training error": _percent_range(d.train_error)})
+    diff = paired_difference(true.cosine.loc[seeds], shuf.cosine.loc[seeds], conf)
+    rows.append({"model and labels": f"{name}, true minus shuffled (paired by seed)",
+                 "seeds": str(len(seeds)), cos_head: diff.format(3), ratio_head: "",
+                 "seeds near a minimum": "", "training error": ""})
+    return pd.DataFrame(rows)
+
+
+def _shuffled_conclusion(shuf: pd.DataFrame, diff: Interval, sh: Interval,
+                         cosine_holds: float) -> str:
+    """The reading of :func:`shuffled_reading` from the baseline's cases, the paired
+    difference interval and the shuffled-label interval."""
+    if not shuf.near_minimum.all():
+        return ("The shuffled-label models are not near a minimum in every seed, so this "
+                "baseline does not compare minima.")
+    if diff.above(0):
+        out = ("The true labels align $D$ and $H$ more than shuffled ones: part of the "
+               "alignment comes from learning the labels.")
+    elif diff.below(0):
+        out = ("Shuffled labels align $D$ and $H$ more than the true ones: the alignment "
+               "does not come from learning the labels.")
+    else:
+        out = "No difference between true and shuffled labels is resolved at these seeds."
+    if sh.above(cosine_holds):
+        out += (f" With shuffled labels alone the cosine lies above {cosine_holds:g}: the "
+                f"alignment the claim tests comes with cross-entropy near a stationary "
+                f"point, whether or not the labels can be learned.")
+    return out
+
+
+def shuffled_reading(cases: pd.DataFrame, baseline: ShuffledBaseline, *, cosine_holds: float,
+                     alpha: float) -> str:
+    """The shuffled-label baseline in words: its cosine (``1 − 2·alpha`` t interval across
+    seeds), ``‖ḡ‖²/tr D`` and training error, the paired difference of the cosines (true −
+    shuffled, same seed), and what they say. Rule: shuffled-label models not near a
+    minimum in every seed → no comparison of minima; else the difference interval above 0
+    → the true labels align D and H more, below 0 → less, else no difference resolved;
+    and, when the shuffled-label interval lies above ``cosine_holds``, that shuffled labels
+    alone pass the claim's threshold."""
+    true, seeds = _paired_cosines(cases, baseline)
+    shuf = baseline.cases.set_index("seed").loc[seeds]
+    conf = 1 - 2 * alpha
+    sh = t_interval(shuf.cosine, conf)
+    diff = paired_difference(true.cosine.loc[seeds], shuf.cosine, conf)
+    head = (f"Shuffled-label baseline ({model_name(baseline.model)} trained the same way on "
+            f"randomly permuted labels, {len(seeds)} seeds): cosine of $D$ and $H$ "
+            f"{sh.format(3)} ({conf:.0%} interval), $\\lVert \\bar g \\rVert^2 / "
+            f"\\operatorname{{tr}} D$ {value_range(shuf.ratio.min(), shuf.ratio.max())}, "
+            f"training error {_percent_range(shuf.train_error)}; "
+            f"true minus shuffled, paired by seed: {diff.format(3)}. ")
+    return head + _shuffled_conclusion(shuf, diff, sh, cosine_holds)
+
+
+def with_shuffled_baseline(v: Verdict, cases: pd.DataFrame, baseline: ShuffledBaseline, *,
+                           cosine_holds: float, alpha: float) -> Verdict:
+    """:func:`covariance_hessian_verdict`'s ``v`` with :func:`shuffled_reading` appended to
+    its sentence; the outcome and its rule are unchanged."""
+    reading = shuffled_reading(cases, baseline, cosine_holds=cosine_holds, alpha=alpha)
+    return replace(v, sentence=f"{v.sentence} {reading}")
 
 
 # --------------------------------------------------------------------------- verdicts
