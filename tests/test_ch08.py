@@ -439,3 +439,24 @@ def test_records_scale_writes_old_thread_counts_in_words():
     label = ch08.records_scale(df, "mid-scale CPU records")
     assert "x86_64, 1 thread" in label and "x86_64, 2 threads" in label
     assert "threads)" not in label
+
+
+def test_tuned_at_edge_names_runs_tuned_to_the_grids_end(tmp_path):
+    import json
+
+    def rec(name: str, factor: float, factors=(0.5, 1.0, 2.0)) -> None:
+        cands = [{"lr_factor": f, "run_id": f"t{f}", "status": "finished",
+                  "final_validation_error": 0.3} for f in factors]
+        (tmp_path / f"{name}.json").write_text(json.dumps({
+            "run": {"arm": "B", "batch_size": 4096, "seed": 1},
+            "lr_choice": {"factor": factor, "candidates": cands}}))
+
+    rec("a", 1.0)
+    assert ch08.tuned_at_edge([str(tmp_path)]) == []
+    rec("b", 2.0)
+    rec("c", 0.5)
+    assert ch08.tuned_at_edge([str(tmp_path)]) == [
+        "arm B at B = 4,096, seed 1: factor 2, the largest tried",
+        "arm B at B = 4,096, seed 1: factor 0.5, the smallest tried"]
+    (tmp_path / "README.md").write_text("not a record")
+    assert len(ch08.tuned_at_edge([str(tmp_path), str(tmp_path / "missing")])) == 2

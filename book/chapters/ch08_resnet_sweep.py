@@ -433,6 +433,13 @@ if ch08.has_records(mid, mid_arms):
     analysis_tables(mid_res, P.target_midscale)
     for line in mid_res.notes:
         display(Markdown(line))
+    edges = ch08.tuned_at_edge(P.midscale_dirs)
+    if edges:
+        display(Markdown(
+            "Learning rates tuned to the edge of the grid of factors (0.5, 1, 2 of the "
+            "linear rule): " + "; ".join(edges) + ". A factor beyond the grid was not tried, "
+            "so these runs may be tuned short of their best; the calls above use them as "
+            "recorded."))
 
 # %% [markdown]
 # (sec-ch8-recorded)=
@@ -520,6 +527,11 @@ table(ch08.seeds_table(rec_spread, TH, gaps=[0.02, 0.03, 0.05], family_sizes=[4,
 analysis_tables(rec, P.target)
 for line in rec.notes:
     display(Markdown(line))
+if ch08.tuned_at_edge(P.records_dirs):
+    display(Markdown("Learning rates tuned to the edge of the grid of factors: "
+                     + "; ".join(ch08.tuned_at_edge(P.records_dirs))
+                     + ". A factor beyond the grid was not tried, so these runs may be "
+                     "tuned short of their best."))
 if not len(sharp):
     display(Markdown("No sharpness record of the full-scale plan exists yet, so the "
                      "sharpness tests have nothing to read and no sharpness figure is "

@@ -66,6 +66,7 @@ __all__ = [
     "load_recorded",
     "load_sharpness_records",
     "midscale_note",
+    "tuned_at_edge",
     "pilot_summary",
     "plan_scale",
     "planning_spread",
@@ -1232,6 +1233,32 @@ def plan_runs(plan_path: str) -> tuple[int, int, str]:
     main = [r for r in plan.runs if r.lr_factor is None]
     models = sorted({f"{_model_name(r.config.model)} width {r.config.width}" for r in main})
     return len(main), len(plan.runs) - len(main), join_words(models)
+
+
+def tuned_at_edge(dirs: Sequence[str]) -> list[str]:
+    """Runs whose learning rate was tuned to the largest or smallest factor tried (the
+    ``lr_choice`` their records carry): one phrase per run, e.g. ``'arm B at B = 104, seed 0:
+    factor 2, the largest tried'``. A choice at the grid's edge means a factor beyond it
+    was not tried and might have done better, so such runs may be tuned short of their
+    best."""
+    from pathlib import Path
+
+    from sgdnoise.sweep.records import read_record_if_any
+
+    out = []
+    for d in dirs:
+        for path in sorted(Path(d).glob("*.json")) if Path(d).is_dir() else []:
+            rec = read_record_if_any(path) or {}
+            choice, run = rec.get("lr_choice"), rec.get("run") or {}
+            if not isinstance(choice, dict) or not choice.get("candidates"):
+                continue
+            tried = sorted(float(c["lr_factor"]) for c in choice["candidates"])
+            f = float(choice["factor"])
+            side = "largest" if f == tried[-1] else "smallest" if f == tried[0] else ""
+            if side and len(tried) > 1:
+                out.append(f"arm {run.get('arm')} at B = {int(run.get('batch_size', 0)):,}, "
+                           f"seed {run.get('seed')}: factor {f:g}, the {side} tried")
+    return out
 
 
 def midscale_note(midscale: pd.DataFrame, plan_path: str) -> str:
