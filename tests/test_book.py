@@ -102,14 +102,15 @@ def make_sample_book(root: Path, *, failing: bool = False, num_draws: int = 20) 
     """A copy of the real book's config, intro and bibliography with one sample chapter."""
     book = root / "book"
     (book / "chapters").mkdir(parents=True, exist_ok=True)
-    for name in ("_config.yml", "references.bib", "intro.md", "bibliography.md"):
+    for name in ("_config.yml", "references.bib", "intro.md", "bibliography.md", "glossary.md"):
         shutil.copy2(BOOK / name, book / name)
     for folder in ("bib", "_static", "_ext"):
         if (BOOK / folder).is_dir():
             shutil.copytree(BOOK / folder, book / folder, dirs_exist_ok=True)
     toc = {"format": "jb-book", "root": "intro",
            "chapters": [{"file": "verdicts"}, {"file": "reproduce"},
-                        {"file": "chapters/ch01_sample"}, {"file": "bibliography"}]}
+                        {"file": "chapters/ch01_sample"}, {"file": "glossary"},
+                        {"file": "bibliography"}]}
     (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
     source = SAMPLE_CHAPTER.replace("#FAILING_CELL\n", FAILING_CELL if failing else "")
     (book / "chapters" / "ch01_sample.py").write_text(source)
@@ -520,7 +521,7 @@ def test_bad_input_is_refused_and_a_failure_keeps_the_last_good_html(tmp_path, m
     text = proc.stdout + proc.stderr
     failed = executed / "ch01_sample.failed.ipynb"
     assert proc.returncode == 1, output_of(proc)
-    assert "ValueError" in text and "'num_draws'" in text and ">= 10" in text and "-5" in text
+    assert "ParamError" in text and "'num_draws'" in text and ">= 10" in text and "-5" in text
     assert str(failed) in text and failed.is_file()
     assert not (executed / "ch01_sample.ipynb").exists()
     assert summary_rows(proc.stdout)["ch01_sample"] == "FAILED"
@@ -532,7 +533,7 @@ def test_bad_input_is_refused_and_a_failure_keeps_the_last_good_html(tmp_path, m
                        flags=re.S)
     assert banner, "no banner on the failed chapter's page"
     assert "profile <code>smoke</code> failed at" in banner.group(0)
-    assert "ValueError" in banner.group(0) and "last good build" in banner.group(0)
+    assert "ParamError" in banner.group(0) and "last good build" in banner.group(0)
     failures = json.loads((html / "_failures.json").read_text())
     assert failures["ch01_sample"]["profile"] == "smoke"
 
