@@ -691,17 +691,16 @@ for budget, test in tests.items():
     table = ch09.verdict_table(summary, test, costs)
     display(Markdown(f"**{budget.capitalize()}**: final errors (percent, ± the 95% "
                      "interval over seeds), sharpness and step cost of each configuration."))
-    pct = {c: (lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}")
-           for c in ["test_error", "test_error_ci", "train_error", "train_error_ci"]}
+    shown = table.assign(
+        test_error=with_interval(table.test_error, table.test_error_ci),
+        train_error=with_interval(table.train_error, table.train_error_ci),
+        sharpness=with_interval(table.sharpness, table.sharpness_ci, lambda v: f"{v:.1f}"))
     display(ch09.styled_table(
-        table.drop(columns=["kind"] + (["call"] if budget not in ch09.DECIDED_BUDGETS
-                                       else [])),
-        {**pct, "sharpness": "{:.1f}", "sharpness_ci": "{:.1f}", "closed": "{:.0%}",
-         "step_cost": "{:.2f}"}, wrap=("call",),
+        shown.drop(columns=["kind", "test_error_ci", "train_error_ci", "sharpness_ci"]
+                   + (["call"] if budget not in ch09.DECIDED_BUDGETS else [])),
+        {"closed": "{:.0%}", "step_cost": "{:.2f}"}, wrap=("call",),
         rename={"label": "configuration", "test_error": "test error (%)",
-                "test_error_ci": "test error ± (points)", "train_error": "train error (%)",
-                "train_error_ci": "train error ± (points)", "sharpness": LAMBDA_MAX,
-                "sharpness_ci": LAMBDA_MAX + " ±",
+                "train_error": "train error (%)", "sharpness": LAMBDA_MAX,
                 "closed": "share of the gap closed", "step_cost": "step cost (× plain)"}))
     display(Markdown(ch09.summary_lines(table, test, costs)))
 
