@@ -497,15 +497,10 @@ KNOWN_DEFECTS: dict[str, tuple[str, ...]] = {
     # ch05: two tables wider than the column; tables and verdict sentences show True,
     # False and nan
     "chapters/ch05_overparam.html": (SCROLL, RAW),
-    # ch06: the grid table wider than the column; a table shows True/False
-    "chapters/ch06_batch_size.html": (SCROLL, RAW),
     # ch07: a table shows inf
     "chapters/ch07_saddles.html": (RAW,),
     # ch09: six tables wider than the column (up to 1,076 px); tables show -0.00 and False
     "chapters/ch09_anisotropic_noise.html": (SCROLL, RAW),
-    # the verdicts page repeats chapter 5's verdict sentences, which print True
-    "verdicts.html": (f"{RAW}: 'Every F^ has numerical rank",
-                      f"{RAW}: 'laptop: With P≫N the empirical Fisher"),
 }
 
 
