@@ -429,7 +429,8 @@ energy["model"] = energy["model"].str.upper()
 display(energy.style.format(
     {"ratio to random k/P": "{:,.0f}", "ratio to random in span G": "{:.2f}",
      "random k/P": "{:.2g}"}, precision=3)
-    .format_index(lambda c: c.replace("φ_k", tex_html(r"\phi_k")), axis="columns")
+    .format_index(lambda c: c.replace("φ_k", tex_html(r"\phi_k"))
+                  .replace("sampled k-subspaces", "random subspaces"), axis="columns")
     .hide(axis="index"))
 
 # %% [markdown]
