@@ -489,8 +489,6 @@ KNOWN_DEFECTS: dict[str, tuple[str, ...]] = {
     # ch05: two tables wider than the column; tables and verdict sentences show True,
     # False and nan
     "chapters/ch05_overparam.html": (SCROLL, RAW),
-    # ch09: six tables wider than the column (up to 1,076 px); tables show -0.00 and False
-    "chapters/ch09_anisotropic_noise.html": (SCROLL, RAW),
 }
 
 
