@@ -486,9 +486,6 @@ def _book_pages() -> list[str]:
 # merged: from then on the page must pass.
 SCROLL, RAW, SMALL_TEXT = "sideways scroll", "table cell shows a raw value", "renders"
 KNOWN_DEFECTS: dict[str, tuple[str, ...]] = {
-    # ch05: two tables wider than the column; tables and verdict sentences show True,
-    # False and nan
-    "chapters/ch05_overparam.html": (SCROLL, RAW),
 }
 
 
