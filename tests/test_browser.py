@@ -486,26 +486,6 @@ def _book_pages() -> list[str]:
 # merged: from then on the page must pass.
 SCROLL, RAW, SMALL_TEXT = "sideways scroll", "table cell shows a raw value", "renders"
 KNOWN_DEFECTS: dict[str, tuple[str, ...]] = {
-    # ch01: a table shows False and nan
-    "chapters/ch01_lemma1.html": (RAW,),
-    # ch02: a table shows False
-    "chapters/ch02_fisher_hessian.html": (RAW,),
-    # ch03: four result tables wider than the column (up to 1,077 px); a table shows False
-    "chapters/ch03_gaussian_lemma2.html": (SCROLL, RAW),
-    # ch04: a figure 1,572 px at 200 dpi shown at 672 px (text 10.7 px); a table shows inf
-    "chapters/ch04_stability.html": (SMALL_TEXT, RAW),
-    # ch05: two tables wider than the column; tables and verdict sentences show True,
-    # False and nan
-    "chapters/ch05_overparam.html": (SCROLL, RAW),
-    # ch06: the grid table wider than the column; a table shows True/False
-    "chapters/ch06_batch_size.html": (SCROLL, RAW),
-    # ch07: a table shows inf
-    "chapters/ch07_saddles.html": (RAW,),
-    # ch09: six tables wider than the column (up to 1,076 px); tables show -0.00 and False
-    "chapters/ch09_anisotropic_noise.html": (SCROLL, RAW),
-    # the verdicts page repeats chapter 5's verdict sentences, which print True
-    "verdicts.html": (f"{RAW}: 'Every F^ has numerical rank",
-                      f"{RAW}: 'laptop: With P≫N the empirical Fisher"),
 }
 
 

@@ -5,6 +5,7 @@ sides of its threshold."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -609,3 +610,13 @@ def test_the_page_prose_names_values_not_parameter_identifiers():
     assert "first version" not in text and "(s)" not in text
     planted = text + "\nthe kinds in `epoch_matched_kinds`"
     assert set(re.findall(r"`([^`]+)`", planted)) & set(names)  # the check can fail
+
+
+def test_styled_table_keeps_numbers_on_one_line_and_lets_names_wrap():
+    """Numbers never break; a configuration's name may wrap at its spaces, so that a wide
+    table fits the column at 1280 px (the browser test fails a sideways scroll)."""
+    df = pd.DataFrame(dict(label=["large-batch SGD (equal steps)"], x=[-8.25]))
+    html = ch09.styled_table(df, {"x": "{:.1f}"}, wrap=()).to_html()
+    rules = re.findall(r"#T_\w+_(row\d+_col\d+)\s*\{([^}]*)\}", html)
+    nowrap = {cell for cell, props in rules if "nowrap" in props}
+    assert nowrap == {"row0_col1"}, rules

@@ -70,3 +70,16 @@ def test_tex_html_is_inline_math_for_mathjax():
 
     assert tex_html(r"\lambda_{\max} < 2") == (
         r'<span class="math notranslate nohighlight">\(\lambda_{\max} &lt; 2\)</span>')
+
+
+def test_provenance_table_writes_data_flags_in_words():
+    """A boolean of the data identity reads yes/no in the provenance table, never True/False
+    (the browser test fails a table cell showing a raw Python value)."""
+    from sgdnoise.report import provenance_markdown
+
+    for flag, word in ((False, "no"), (True, "yes")):
+        table = provenance_markdown("smoke", {}, wall_time_s=1.0,
+                                    data_identity={"official_checksums": flag, "n_train": 200})
+        row = next(line for line in table.splitlines() if "official_checksums" in line)
+        assert row.endswith(f"| {word} |") and str(flag) not in table, row
+        assert "| 200 |" in table

@@ -557,9 +557,8 @@ display(family.rename(columns={"width": "width", "batch_size": "batch size", "P"
                                "test_error": "test error", "gap_loss": "loss gap (nats)",
                                "gap_error": "error gap",
                                "fr_norm_sq": tex_html(r"\theta^\top F \theta")})
-        .style.format(precision=3).format({"train error": "{:.1%}", "test error": "{:.1%}",
-                                           "error gap": "{:+.1%}",
-                                           tex_html(r"\theta^\top F \theta"): "{:.3g}"})
+        .style.format({"train error": "{:.1%}", "test error": "{:.1%}", "error gap": "{:+.1%}",
+                       tex_html(r"\theta^\top F \theta"): "{:.3g}"}, precision=3)
         .hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Generalization gap (test minus training cross-entropy) against the squared Fisher-Rao norm for a family of trained bias-free ReLU MLPs: colour = width, marker = batch size, one point per seed. Laptop scale of this profile; computed by {py:func}`sgdnoise.chapters.ch02_fisher_hessian.fisher_rao_generalization_study`.", "name": "fig-ch2-fisher-rao"}, "image": {"alt": "Scatter plot of the generalization gap against the squared Fisher-Rao norm on a log axis, one point per trained MLP, colour for the width and marker for the batch size; the title gives Spearman's rank correlation with its interval."}}

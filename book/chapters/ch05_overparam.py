@@ -233,10 +233,11 @@ display(pd.DataFrame([{"model": k.upper(), "epochs": int(v["history"].epoch.iloc
 # (sec-ch5-rank)=
 # ## 5.5 Rank of F̂: the Gram spectrum
 #
-# The table lists, for each model and state, $N$, $P$, the numerical ranks of $\hat F$ and
-# $D$ ({py:func}`~sgdnoise.spectral.numerical_rank`), $\|\bar g\|^2$,
-# $\operatorname{tr} D$ and the largest-gap outlier count of each matrix; "not computed"
-# marks the Hessian and GGN of the CNN at initialisation when the profile skips them.
+# The first table lists, for each model and state, $N$, $P$, the numerical ranks of $\hat F$
+# and $D$ ({py:func}`~sgdnoise.spectral.numerical_rank`), $\|\bar g\|^2$ and
+# $\operatorname{tr} D$; the second the largest-gap outlier count of each matrix, where "not
+# computed" marks the Hessian and GGN of the CNN at initialisation when the profile skips
+# them.
 
 # %% tags=["remove-input"]
 summary = pd.DataFrame([{"model": m.upper(), "state": s, **st.summary()} for (m, s), st in
@@ -244,9 +245,14 @@ summary = pd.DataFrame([{"model": m.upper(), "state": s, **st.summary()} for (m,
 summary = summary.rename(columns={"‖ḡ‖²": tex_html(r"\lVert\bar g\rVert^2"),
                                   "tr D": tex_html(r"\operatorname{tr} D"),
                                   "rank F̂": "rank " + tex_html(r"\hat F")})
-display(summary.style.format({**{c: "{:.0f}" for c in summary.columns
-                                 if c.startswith("outliers")}, "P/N": "{:.1f}", "P": "{:,}"},
-                              precision=4, na_rep="not computed").hide(axis="index"))
+outliers = {c: c.removeprefix("outliers ") for c in summary.columns if c.startswith("outliers")}
+display(summary.drop(columns=list(outliers))  # two tables: one would not fit the column
+        .style.format({"P/N": "{:.1f}", "P": "{:,}"}, precision=4, na_rep="not computed")
+        .hide(axis="index"))
+display(summary[["model", "state", *outliers]].rename(columns=outliers)
+        .style.format("{:.0f}", subset=list(outliers.values()), na_rep="not computed")
+        .set_caption("Outliers above the largest gap of each matrix's spectrum")
+        .hide(axis="index"))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "What to see: every curve stops at index N, the rank bound; beyond it the spectrum of $\\hat F$ is exactly zero. The N non-zero eigenvalues of the empirical Fisher $\\hat F$ (eigenvalues of the Gram matrix $GG^\\top/N$) for each model and state. Computed by {py:func}`sgdnoise.covariance.gram_spectrum`.", "name": "fig-ch5-gram"}, "image": {"alt": "Semi-log plot of the non-zero eigenvalues of the empirical Fisher against their index for the MLP and the CNN at initialisation and after training, each curve ending at its number of examples."}}
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
@@ -420,10 +426,14 @@ plt.show()
 # %% tags=["remove-input"]
 energy, _ = ch5.energy_table(studies, P.num_classes)
 energy["model"] = energy["model"].str.upper()
-display(energy.style.format(
-    {"ratio to random k/P": "{:,.0f}", "ratio to random in span G": "{:.2f}"}, precision=4)
-    .format_index(lambda c: c.replace("φ_k", tex_html(r"\phi_k")), axis="columns")
-    .hide(axis="index"))
+span_cols = ["random k/rank G", "sampled k-subspaces of span G", "ratio to random in span G"]
+for cols in ([c for c in energy.columns if c not in span_cols],  # two tables: one is too wide
+             ["model", "state", "k", *span_cols]):
+    display(energy[cols].style.format(
+        {"ratio to random k/P": "{:,.0f}", "ratio to random in span G": "{:.2f}",
+         "random k/P": "{:.2g}"}, subset=cols[3:], precision=3)
+        .format_index(lambda c: c.replace("φ_k", tex_html(r"\phi_k")), axis="columns")
+        .hide(axis="index"))
 
 # %% [markdown]
 # (sec-ch5-valley)=

@@ -449,7 +449,7 @@ display(bt.rename(columns={"σ_B": tex_html(r"\sigma_B"), "κ": tex_html(r"\kapp
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "What to see: at each conditioning, whether the large batches' solid and dashed curves (own noise, small batch's noise) separate, or fall together where the budget runs out. Fraction of runs that escaped the saddle within chapter 8's budget against the batch size, one colour per conditioning $\\kappa = \\lvert\\lambda_{\\min}\\rvert/\\lambda_{\\max}$; solid: the batch's own noise, dashed: the small batch's noise with the same steps. Computed by {py:func}`sgdnoise.chapters.ch07_saddles.budget_study`.", "name": "fig-ch7-budget"}, "image": {"alt": "Line chart of the escaped fraction within the budget against batch size from 128 to 32768 on a log axis, one colour per conditioning, solid for the own noise and dashed for the small batch's noise; the curves drop to zero at smaller batch sizes as the conditioning gets weaker."}}
 cmap = plt.get_cmap("viridis")
-fig, ax = plt.subplots(figsize=(6.8, 3.8))
+fig, ax = plt.subplots(figsize=(6.2, 3.8))  # with the legend beside it: text >= 11 px
 for i, k in enumerate(bud.kappas):
     c = cmap(0.85 * i / max(len(bud.kappas) - 1, 1))
     ax.plot(bud.batch_sizes, bud.own[i] / bud.runs, "o-", color=c, label=f"κ = {k:g}")
@@ -459,7 +459,7 @@ ax.set_xticks(bud.batch_sizes, [f"{b:,}" for b in bud.batch_sizes])
 ax.minorticks_off()
 ax.set(xlabel="batch size B (budget: 30 epochs of 50,000 examples)",
        ylabel="escaped within the budget", ylim=(-0.03, 1.05),
-       title=f"Saddle escape within chapter 8's budget · {LABEL}")
+       title=f"Saddle escape within chapter 8's budget\n{LABEL}")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), title="solid: own noise\ndashed: "
           "small batch's")
 plt.show()

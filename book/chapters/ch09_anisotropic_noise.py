@@ -406,7 +406,7 @@ ch09.styled_table(
                              else "control" if c.budget == ch09.EQUAL_EPOCHS
                              else "decided"))
                   for c in configs]),
-    {"scale": "{:.6f}", "M": "{:.0f}"}, wrap=(),
+    {"scale": "{:.3g}", "M": "{:.0f}"}, wrap=(),
     rename={"label": "configuration", "kind": "noise kind", "scale": "injection scale T",
             "batch": "batch (examples)", "M": "examples per noise draw M",
             "role": "role in the verdicts"})
@@ -437,20 +437,29 @@ def pct_text(v):
     return "–" if pd.isna(v) else f"{100 * v:.1f}"
 
 
-display(Markdown(f"Final numbers of every configuration: mean over seeds and the half-width "
-                 f"of the {P.confidence:.0%} interval, errors in percent."))
-ch09.styled_table(
-    summary.assign(kind=summary["kind"].str.replace("_", " ")),
-    {**{c: pct_text for c in ["test_error", "test_error_ci", "train_error",
-                              "train_error_ci", "gen_gap", "gen_gap_ci"]},
-     "sharpness": "{:.1f}", "sharpness_ci": "{:.1f}", "noise_s_per_step": "{:.4f}"}, wrap=(),
+def with_interval(values, halves, fmt=pct_text):
+    """'mean ± half-width' cells (a dash where there is no mean)."""
+    return ["–" if pd.isna(v) else f"{fmt(v)} ± {fmt(h)}" if not pd.isna(h) else fmt(v)
+            for v, h in zip(values, halves, strict=True)]
+
+
+display(Markdown(f"Final numbers of every configuration: mean over seeds ± the half-width "
+                 f"of the {P.confidence:.0%} interval, errors in percent (two tables: the "
+                 "runs, then their results)."))
+display(ch09.styled_table(
+    summary.assign(kind=summary["kind"].str.replace("_", " "))
+    [["label", "kind", "batch_size", "seeds", "diverged", "noise_s_per_step"]],
+    {"noise_s_per_step": "{:.4f}"}, wrap=(),
     rename={"label": "configuration", "kind": "noise kind", "batch_size": "batch",
-            "diverged": "runs diverged",
-            "test_error": "test error (%)", "test_error_ci": "test error ± (points)",
-            "train_error": "train error (%)", "train_error_ci": "train error ± (points)",
-            "gen_gap": "test − train error (points)", "gen_gap_ci": "test − train ± (points)",
-            "sharpness": LAMBDA_MAX, "sharpness_ci": LAMBDA_MAX + " ±",
-            "noise_s_per_step": "noise seconds per step"})
+            "diverged": "runs diverged", "noise_s_per_step": "noise seconds per step"}))
+display(ch09.styled_table(
+    pd.DataFrame({
+        "configuration": summary["label"],
+        "test error (%)": with_interval(summary.test_error, summary.test_error_ci),
+        "train error (%)": with_interval(summary.train_error, summary.train_error_ci),
+        "test − train error (points)": with_interval(summary.gen_gap, summary.gen_gap_ci),
+        LAMBDA_MAX: with_interval(summary.sharpness, summary.sharpness_ci,
+                                  lambda v: f"{v:.1f}")}), {}, wrap=()))
 
 # %% tags=["remove-input"] mystnb={"figure": {"caption": "Final point of every configuration: test error, train error and sharpness (top Hessian eigenvalue); points are seed means with 95% intervals, small dots single seeds, one colour per noise kind (black: small-batch SGD). Laptop run, or recorded GPU runs at the full profile, as the title says (profile and records in the provenance table and the source note above); computed by {py:func}`sgdnoise.chapters.ch09_anisotropic_noise.run_noise_experiment`.", "name": "fig-ch9-final"}}
 order = [c.label for c in configs]
@@ -480,7 +489,7 @@ step_matched = [lab for lab in order if lab.startswith("LB + ") and "(" not in l
 panels = {"equal epochs (control)": [ch09.SMALL, ch09.LARGE, *step_matched],
           "equal steps (decided), epoch-matched control": [ch09.SMALL] + [
               lab for lab in order if lab.endswith("(equal steps)") or "(epoch T)" in lab]}
-fig, axes = plt.subplots(2, 2, figsize=(8, 6.4), sharex="col", sharey="row")
+fig, axes = plt.subplots(2, 2, figsize=(7.6, 6.4), sharex="col", sharey="row")  # text >= 11 px
 for j, (title, labs) in enumerate(panels.items()):
     for i, metric in enumerate(["test_error", "train_error"]):
         ax = axes[i, j]
@@ -682,17 +691,16 @@ for budget, test in tests.items():
     table = ch09.verdict_table(summary, test, costs)
     display(Markdown(f"**{budget.capitalize()}**: final errors (percent, ± the 95% "
                      "interval over seeds), sharpness and step cost of each configuration."))
-    pct = {c: (lambda v: "–" if pd.isna(v) else f"{100 * v:.1f}")
-           for c in ["test_error", "test_error_ci", "train_error", "train_error_ci"]}
+    shown = table.assign(
+        test_error=with_interval(table.test_error, table.test_error_ci),
+        train_error=with_interval(table.train_error, table.train_error_ci),
+        sharpness=with_interval(table.sharpness, table.sharpness_ci, lambda v: f"{v:.1f}"))
     display(ch09.styled_table(
-        table.drop(columns=["kind"] + (["call"] if budget not in ch09.DECIDED_BUDGETS
-                                       else [])),
-        {**pct, "sharpness": "{:.1f}", "sharpness_ci": "{:.1f}", "closed": "{:.0%}",
-         "step_cost": "{:.2f}"}, wrap=("call",),
+        shown.drop(columns=["kind", "test_error_ci", "train_error_ci", "sharpness_ci"]
+                   + (["call"] if budget not in ch09.DECIDED_BUDGETS else [])),
+        {"closed": "{:.0%}", "step_cost": "{:.2f}"}, wrap=("call",),
         rename={"label": "configuration", "test_error": "test error (%)",
-                "test_error_ci": "test error ± (points)", "train_error": "train error (%)",
-                "train_error_ci": "train error ± (points)", "sharpness": LAMBDA_MAX,
-                "sharpness_ci": LAMBDA_MAX + " ±",
+                "train_error": "train error (%)", "sharpness": LAMBDA_MAX,
                 "closed": "share of the gap closed", "step_cost": "step cost (× plain)"}))
     display(Markdown(ch09.summary_lines(table, test, costs)))
 

@@ -63,7 +63,8 @@ def provenance_markdown(
     ]
     if data_identity is not None:
         for key, value in data_identity.items():
-            rows.append((f"data: `{key}`", f"`{value}`" if "md5" in key else str(value)))
+            rows.append((f"data: `{key}`", f"`{value}`" if "md5" in key else
+                         fmt_number(value) if isinstance(value, bool) else str(value)))
     lines = [PROVENANCE_HEADER, "| --- | --- |"]
     lines += [f"| {k} | {public_text(str(v)).replace('|', '/')} |" for k, v in rows]
     return "\n".join(lines)

@@ -42,13 +42,17 @@ def styled_table(df: pd.DataFrame, formats: Mapping[str, str], *,
                  wrap: Sequence[str] = ("verdict",), rename: Mapping[str, str] | None = None):
     """A pandas Styler of ``df`` for the page: ``formats`` (column -> format string, e.g.
     ``"{:.3f}"``; NaN shown as "–"), no index, columns in ``wrap`` wrapping at word
-    boundaries with a minimum width (so a verdict never wraps letter by letter) and the
-    other columns kept on one line; ``rename`` relabels columns (units in the names)."""
+    boundaries with a minimum width (so a verdict never wraps letter by letter), numeric
+    columns kept on one line and text columns (names of configurations) wrapping at spaces,
+    so that the table fits the text column; ``rename`` relabels columns (units in the
+    names)."""
     shown = df.rename(columns=dict(rename or {}))
     fmts = {(rename or {}).get(k, k): v for k, v in formats.items()}
     wrapped = [c for c in ((rename or {}).get(w, w) for w in wrap) if c in shown.columns]
+    numeric = [c for c in shown.columns if pd.api.types.is_numeric_dtype(shown[c])]
     sty = shown.style.format(fmts, na_rep="–").hide(axis="index")
-    sty = sty.set_properties(**{"white-space": "nowrap"})
+    if numeric:
+        sty = sty.set_properties(subset=numeric, **{"white-space": "nowrap"})
     if wrapped:
         sty = sty.set_properties(subset=wrapped, **{"white-space": "normal", "min-width": "13em"})
     return sty
