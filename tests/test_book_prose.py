@@ -17,44 +17,10 @@ from conftest import BOOK, REPO, BookBuild, load_build_module
 
 build = load_build_module()
 
-# Identifiers each chapter's page still writes in prose, found by
-# test_no_parameter_identifier_in_prose when it was written (issue 19). The chapters'
-# helpers rewrite those sentences in words; the coordinator removes a chapter's entry once
-# its fix is merged. A listed identifier that no longer appears fails the test, so the list
-# only shrinks.
-PROSE_ALLOWED: dict[str, set[str]] = {
-    "ch01_lemma1": {
-        "bias_ratio_max", "error_ratio_tolerance", "slope_tolerance", "z_max"},
-    "ch02_fisher_hessian": {
-        "check_n", "cosine_fails", "cosine_holds", "fr_batch_sizes", "fr_confidence",
-        "fr_n_test", "fr_seeds", "fr_widths", "gamma_high", "gamma_low", "gap_ratio",
-        "gap_slope", "identity_tolerance", "slope_tolerance"},
-    "ch03_gaussian_lemma2": {
-        "alpha_heavy", "cnn_width", "kurtosis_tolerance", "network_z_max", "z_max"},
-    "ch04_stability": {
-        "aniso_bulk", "aniso_depth", "aniso_dim", "aniso_runs", "aniso_steps",
-        "aniso_top", "aniso_traces", "aniso_wall", "div_above_min", "div_below_max",
-        "div_margin", "div_steps", "div_threshold", "div_x0", "lyap_hessian",
-        "lyap_runs", "lyap_z_max", "radius_sigma", "radius_steps", "well_wall",
-        "wells_batch_size", "wells_n", "wells_steps", "wme_edge_fraction", "wme_steps",
-        "wme_tol_steps"},
-    "ch05_overparam": {
-        "capture_min", "cnn_init_curvature", "concentration_min", "flat_fraction",
-        "flat_rtol", "image_size", "max_epochs", "outlier_share", "span_draws",
-        "target_error"},
-    "ch06_batch_size": {
-        "gap_margin", "grid_batch_sizes", "grid_epochs", "grid_lrs", "grid_seeds",
-        "grid_steps", "n_val", "noise_scale_factor", "ratio_spread", "target_error",
-        "trace_z_max"},
-    "ch07_saddles": {
-        "escape_frac", "iso_runs", "iso_sigmas", "max_steps", "median_tol",
-        "noise_z_max", "offset_batch_sizes", "offset_runs"},
-    "ch09_anisotropic_noise": {
-        "check_draws", "check_z_max", "cost_goal_curvature", "cost_goal_subsampled",
-        "curvature_samples", "direction_draws", "epoch_matched_kinds",
-        "equivalence_margin", "lanczos_steps", "moment_probes", "sharpness_examples",
-        "step_matched_kinds"},
-}
+# Identifiers a chapter's page may still write in prose (none since the chapters' issue-19
+# rewrites). A listed identifier that no longer appears fails the test, so the list only
+# shrinks.
+PROSE_ALLOWED: dict[str, set[str]] = {}
 
 
 def chapter_identifiers(name: str) -> set[str]:

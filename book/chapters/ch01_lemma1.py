@@ -161,9 +161,11 @@ SCHEME_COLOURS = dict(zip(("with replacement", "without replacement"),
 # replacement,
 #
 # $$
-# \frac{N-B}{B(N-1)} = \Big(\frac1B - \frac1N\Big)\frac{N}{N-1}, \qquad
-# \operatorname{Cov}(g_\mathcal{B}) = \Big(\frac1B - \frac1N\Big) D', \quad
-# D' = \frac{N}{N-1} D = \frac{1}{N-1}\sum_i \eta_i\eta_i^\top :
+# \begin{aligned}
+# \frac{N-B}{B(N-1)} &= \Big(\frac1B - \frac1N\Big)\frac{N}{N-1}, \\
+# \operatorname{Cov}(g_\mathcal{B}) &= \Big(\frac1B - \frac1N\Big) D', \\
+# D' &= \frac{N}{N-1} D = \frac{1}{N-1}\sum_i \eta_i\eta_i^\top :
+# \end{aligned}
 # $$ (eq-ch1-essay)
 #
 # the essay's form is exact for sampling without replacement when $D$ is the sample

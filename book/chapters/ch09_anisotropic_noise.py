@@ -147,9 +147,11 @@ goals = ch09.cost_goals(P.cost_goal_subsampled, P.cost_goal_curvature)
 # totals agree for
 #
 # $$
-# T_\text{epoch} = \frac Bb\,c(b) - c(B)
-#   = \frac{1}{N-1}\Bigl(\frac{B(N-b)}{b^2} - \frac{N-B}{B}\Bigr)
-#   \;\xrightarrow{N\to\infty}\; \frac{B}{b^2} - \frac1B ,
+# \begin{aligned}
+# T_\text{epoch} &= \frac Bb\,c(b) - c(B)
+#   = \frac{1}{N-1}\Bigl(\frac{B(N-b)}{b^2} - \frac{N-B}{B}\Bigr) \\
+#   &\xrightarrow{N\to\infty}\; \frac{B}{b^2} - \frac1B ,
+# \end{aligned}
 # $$ (eq-ch9-tepoch)
 #
 # about $B/b$ times larger than {eq}`eq-ch9-tstep`, with the same without-replacement
