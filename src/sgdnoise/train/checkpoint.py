@@ -1,6 +1,6 @@
 """Checkpoints of a run: what they hold (:data:`CHECKPOINT_FORMAT`), the config fields that
-must match for a resume (:func:`config_key`), and reading one with
-``torch.load(..., weights_only=True)`` (tensors and plain containers only)."""
+must match for a resume (:func:`config_key`), and reading one with torch's weights-only
+loader (tensors and plain containers only, never code)."""
 
 from __future__ import annotations
 
