@@ -12,7 +12,8 @@ import torch
 from conftest import assert_typeset, profile_params
 
 from sgdnoise.chapters import ch06_batch_size as bs
-from sgdnoise.covariance import NoiseScaleTracker, gradient_covariance, noise_scale
+from sgdnoise.covariance import gradient_covariance, noise_scale
+from sgdnoise.train.noise_scale import NoiseScaleTracker
 
 DT = torch.float64
 

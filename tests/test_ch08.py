@@ -266,9 +266,16 @@ def test_protocol_table_uses_drop_last() -> None:
         ch08.protocol_table(100, [200], epochs=1, lr=0.1)
 
 
+def test_required_columns_are_those_the_sweep_writes() -> None:
+    from sgdnoise import sweep
+
+    assert set(ch08.REQUIRED_RECORD_COLUMNS) <= set(sweep.RECORD_COLUMNS)
+    assert set(ch08.REQUIRED_SHARPNESS_COLUMNS) <= set(sweep.SHARPNESS_COLUMNS)
+
+
 def test_pilot_records_are_shown_not_decided() -> None:
     pilot = ch08.load_recorded([str(ROOT / "data" / "results" / "ch08_pilot")])
-    assert set(ch08.RECORD_COLUMNS) <= set(pilot.columns)
+    assert set(ch08.REQUIRED_RECORD_COLUMNS) <= set(pilot.columns)
     assert len(ch08.final_points(pilot)) == 18  # 9 batch sizes x 2 seeds
     assert "H200" in ch08.records_scale(pilot)
     summary = ch08.pilot_summary(pilot)

@@ -465,7 +465,7 @@ def test_class_mean_gradients_names_bad_labels():
 
 
 def test_noise_scale_of_model_equals_dense_loop():
-    from sgdnoise.covariance import noise_scale_of_model
+    from sgdnoise.train.noise_scale import noise_scale_of_model
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3)).to(DT)
@@ -495,3 +495,18 @@ def test_non_finite_gradients_are_refused_not_turned_into_nan():
     G[3, 1] = float("inf")
     with pytest.raises(ValueError, match="non-finite"):
         noise_scale(G)
+
+
+def test_operator_eigh_float32_with_a_million_parameters_keeps_its_spectrum():
+    """A ResNet-sized float32 G (P > 1/(10 eps) = 838,861): the rounding threshold must stay
+    below λ_max (with max(N, P) · eps it was 12 λ_max and every eigenvalue came out 0)."""
+    gen = torch.Generator().manual_seed(3)
+    G = torch.randn((6, 1_000_000), generator=gen) * torch.linspace(0.5, 3.0, 6)[:, None]
+    evals, U = CovarianceOperator(G).eigh(3)
+    Gc = (G - G.mean(dim=0)).double()
+    ref = torch.linalg.eigvalsh(Gc @ Gc.T / 6).flip(0)[:3]
+    torch.testing.assert_close(evals.double(), ref, rtol=1e-4, atol=0)
+    assert float(evals[2]) > 0.1 * float(evals[0])
+    Ud = U.double()
+    # orthonormal to float32 rounding of P-term inner products, about √P · eps = 1.2e-4
+    torch.testing.assert_close(Ud.T @ Ud, torch.eye(3, dtype=torch.float64), atol=2e-4, rtol=0)

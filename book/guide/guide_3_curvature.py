@@ -111,7 +111,7 @@ rows = (top_eigenvalues("torchvision ResNet-18", resnet,
 table = ["| model | $P$ | operator | top eigenvalues | products | converged | seconds |",
          "| --- | ---: | --- | --- | ---: | --- | ---: |"]
 table += [f"| {r['model']} | {r['P']:,} | {r['operator']} | {r['top eigenvalues']} | "
-          f"{r['products']} | {r['converged']} | {r['seconds']} |" for r in rows]
+          f"{r['products']} | {'yes' if r['converged'] else 'no'} | {r['seconds']} |" for r in rows]
 display(Markdown("\n".join(table)))
 
 # %% [markdown]

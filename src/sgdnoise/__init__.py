@@ -66,8 +66,8 @@ STABLE_API: dict[str, str] = {
     "minibatch_covariance": "sgdnoise.covariance",
     "minibatch_trace": "sgdnoise.covariance",
     "noise_scale": "sgdnoise.covariance",
-    "noise_scale_of_model": "sgdnoise.covariance",
-    "NoiseScaleTracker": "sgdnoise.covariance",
+    "noise_scale_of_model": "sgdnoise.train.noise_scale",
+    "NoiseScaleTracker": "sgdnoise.train.noise_scale",
     # curvature operators
     "CurvatureOperator": "sgdnoise.curvature",
     "HessianOperator": "sgdnoise.curvature",

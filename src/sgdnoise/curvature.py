@@ -973,7 +973,10 @@ class CovarianceOperator(CurvatureOperator):
         (``N × N``, same non-zero spectrum as D) and maps ``u_j = G̃ᵀ w_j / √(N λ_j)``,
         refined by one Rayleigh-Ritz step (orthonormalise, eigh of the r × r projection) so
         the columns are orthonormal to rounding. Eigenvalues below a rounding threshold
-        (10 · λ_max · max(N, P) · eps) count as zero; their eigenvectors cannot be mapped, so
+        (10 · λ_max · max(N, √P) · eps: the eigen-solver's error on an N × N matrix, or the
+        typical rounding of a P-term inner product in the Gram matrix, whichever is larger;
+        P rather than √P would exceed λ_max itself in float32 once P > 840,000 and call every
+        eigenvalue of a ResNet-sized G zero) count as zero; their eigenvectors cannot be mapped, so
         they are completed by an orthonormal basis of the null space of C (orthogonal to the
         mapped ones; a seeded Gaussian block, projected and orthonormalised by QR). Evals
         are scaled by c; with c = 0 (B = N without replacement) they are 0 and the vectors
@@ -989,7 +992,7 @@ class CovarianceOperator(CurvatureOperator):
         lam, W = lam.flip(0)[:k], W.flip(1)[:, :k]
         eps = torch.finfo(self.dtype).eps
         top = float(lam[0]) if lam.numel() else 0.0
-        keep = lam > max(top, 0.0) * max(n, p) * eps * 10
+        keep = lam > max(top, 0.0) * max(n, p**0.5) * eps * 10
         r = int(keep.sum())
         lam = torch.where(keep, lam, torch.zeros_like(lam))
         U = torch.empty((p, k), dtype=self.dtype, device=self.device)

@@ -18,8 +18,8 @@ chapter 9 (``injection_scale``).
 - :func:`quadratic_step_model`: the optimal step of a noisy quadratic model (McCandlish et
   al. 2018): ε_opt(B) = ε_max / (1 + B_noise/B), B_noise = tr(HΣ)/ḡᵀHḡ,
   B_simple = tr Σ / ‖ḡ‖².
-- B_simple of a network along training: :func:`sgdnoise.covariance.noise_scale_of_model`
-  and :class:`sgdnoise.covariance.NoiseScaleTracker` (library).
+- B_simple of a network along training: :func:`sgdnoise.train.noise_scale.noise_scale_of_model`
+  and :class:`sgdnoise.train.noise_scale.NoiseScaleTracker` (library).
 - :func:`steps_to_target`, :func:`steps_sweep`, :func:`fit_steps_vs_batch`: steps to reach a
   target training error with the training engine, and the fit S(B) = S_min (1 + B_noise/B).
 - :func:`generalization_sweep`, :func:`lr_batch_ratio_groups`: final train/test error at a
@@ -177,9 +177,10 @@ def expected_quadratic_decrease(
 
 
 def b_simple_at_target(track: pd.DataFrame, target_error: float) -> dict[str, Any]:
-    """B_simple of a tracked run (rows of :class:`sgdnoise.covariance.NoiseScaleTracker`) at
-    the first record whose train error is ≤ ``target_error``, or at the last record if none
-    is.  Returns {"b_simple", "epoch", "reached" (bool), "train_error"} of that record."""
+    """B_simple of a tracked run (rows of
+    :class:`sgdnoise.train.noise_scale.NoiseScaleTracker`) at the first record whose train
+    error is ≤ ``target_error``, or at the last record if none is.  Returns {"b_simple",
+    "epoch", "reached" (bool), "train_error"} of that record."""
     target_error = check_positive("target_error", target_error, allow_zero=True)
     if len(track) == 0:
         raise ValueError("track must hold at least one record, got an empty frame")
@@ -1025,16 +1026,16 @@ def build_net(P: Params, in_shape: tuple[int, ...], seed: int | None = None) -> 
 
 def noise_scale_seeds(P: Params, data: dict[str, Any], base: Any, *,
                       progress: Any = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Per seed of ``P.noise_seeds``: one tracked run (:class:`~sgdnoise.covariance.
+    """Per seed of ``P.noise_seeds``: one tracked run (:class:`~sgdnoise.train.noise_scale.
     NoiseScaleTracker`, B_simple on the whole training set each epoch) and one steps sweep
     (:func:`steps_sweep`, square-root-scaled η with multipliers) fitted by
     :func:`fit_steps_vs_batch`. Returns (per seed: seed, b_simple and its epoch,
     train_error and reached of :func:`b_simple_at_target`, b_noise, s_min, e_min, rmse_log,
     batch sizes fitted (NaN fit with fewer than 3); the tracked records; the best run per
     (seed, B) of the sweeps)."""
-    from sgdnoise.covariance import NoiseScaleTracker
     from sgdnoise.data import to_float
     from sgdnoise.train import train
+    from sgdnoise.train.noise_scale import NoiseScaleTracker
 
     x, y = to_float(data["train_x"]), data["train_y"]
     in_shape = tuple(data["train_x"].shape[1:])

@@ -4,9 +4,9 @@ The chapter's decisions are pure functions of two record frames (the schema of
 :func:`sgdnoise.sweep.load_records` and :func:`sgdnoise.sweep.load_sharpness`):
 
 * ``records``: one row per run × evaluation with at least the columns of
-  :data:`RECORD_COLUMNS` (``arm, batch_size, seed, run_id, step, epoch, train_loss,
+  :data:`REQUIRED_RECORD_COLUMNS` (``arm, batch_size, seed, run_id, step, epoch, train_loss,
   train_error, test_error, status``) and ``n_train``;
-* ``sharpness``: one row per run × Lanczos estimate with :data:`SHARPNESS_COLUMNS`
+* ``sharpness``: one row per run × Lanczos estimate with :data:`REQUIRED_SHARPNESS_COLUMNS`
   (``run_id, arm, batch_size, seed, step, lambda_max, lr``; a column ``sharpness_bn`` or
   ``bn_mode``, when present, says whether BatchNorm was in train or eval mode).
 
@@ -48,8 +48,8 @@ from sgdnoise.report import Verdict, count_noun, fmt_number, join_words
 from sgdnoise.stats import Interval, t_interval
 
 __all__ = [
-    "RECORD_COLUMNS",
-    "SHARPNESS_COLUMNS",
+    "REQUIRED_RECORD_COLUMNS",
+    "REQUIRED_SHARPNESS_COLUMNS",
     "Analysis",
     "Params",
     "Scale",
@@ -94,9 +94,11 @@ __all__ = [
     "thresholds",
 ]
 
-RECORD_COLUMNS = ("arm", "batch_size", "seed", "run_id", "step", "epoch", "train_loss",
-                  "train_error", "test_error", "status")
-SHARPNESS_COLUMNS = ("run_id", "arm", "batch_size", "seed", "step", "lambda_max", "lr")
+#: the columns the decisions read: a subset of :data:`sgdnoise.sweep.RECORD_COLUMNS`
+#: (and of :data:`sgdnoise.sweep.SHARPNESS_COLUMNS`), so hand-built frames need only these
+REQUIRED_RECORD_COLUMNS = ("arm", "batch_size", "seed", "run_id", "step", "epoch",
+                           "train_loss", "train_error", "test_error", "status")
+REQUIRED_SHARPNESS_COLUMNS = ("run_id", "arm", "batch_size", "seed", "step", "lambda_max", "lr")
 BN_MODE_COLUMNS = ("sharpness_bn", "bn_mode")
 
 
@@ -269,7 +271,7 @@ def _model_name(model: Any) -> str:
 
 def final_points(df: pd.DataFrame) -> pd.DataFrame:
     """The last evaluation of every run: one row per ``run_id``."""
-    _require_columns(df, RECORD_COLUMNS, "records")
+    _require_columns(df, REQUIRED_RECORD_COLUMNS, "records")
     last = df.sort_values("step").groupby("run_id", sort=False).tail(1)
     return last.sort_values(["arm", "batch_size", "seed"]).reset_index(drop=True)
 
@@ -764,7 +766,7 @@ def sharpness_edge_test(sharpness: pd.DataFrame, *, arms: Sequence[str] = ("D-pl
         return (pd.DataFrame(columns=cols), Verdict(
             claim, "inconclusive", f"No sharpness records of arm {', '.join(arms)}.", scale,
             section))
-    _require_columns(sharpness, SHARPNESS_COLUMNS, "sharpness records")
+    _require_columns(sharpness, REQUIRED_SHARPNESS_COLUMNS, "sharpness records")
     momentum = momentum or {}
     rows = []
     for arm in arms:
@@ -1067,7 +1069,7 @@ def analyse(records: pd.DataFrame, sharpness: pd.DataFrame | None, p: Params, sc
     th = thresholds(p)
     planned = plan_family(scale.plan, th) if scale.plan else None
     dec = dc.decide(records, th) if len(records) else dc.decide(
-        pd.DataFrame(columns=list(RECORD_COLUMNS)), th)
+        pd.DataFrame(columns=list(REQUIRED_RECORD_COLUMNS)), th)
     rates = _gap_rates(dec, records, p, scale, spread, planned)
     verdicts = gap_verdicts(dec, scale, rates, planned)
     tables = {"decision": dec.table}

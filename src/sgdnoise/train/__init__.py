@@ -79,6 +79,7 @@ The package: :mod:`~sgdnoise.train.config` (:class:`TrainConfig`, engine paths, 
 arithmetic), :mod:`~sgdnoise.train.batches` (sampling, augmentation, input conversion),
 :mod:`~sgdnoise.train.measure` (evaluation, BatchNorm recompute, sharpness chunking),
 :mod:`~sgdnoise.train.checkpoint`, :mod:`~sgdnoise.train.hooks`,
+:mod:`~sgdnoise.train.noise_scale` (the noise scale of a model, and a hook recording it),
 :mod:`~sgdnoise.train.optim` and :mod:`~sgdnoise.train.trainer` (:class:`Trainer`, whose
 :meth:`~sgdnoise.train.Trainer.run` is the driver loop, and :func:`train`).
 """
@@ -106,6 +107,7 @@ from .config import (
 )
 from .hooks import StepBudget, StepState, TrainHook
 from .measure import evaluate, recompute_bn_stats, sharpness_chunking
+from .noise_scale import NoiseScaleTracker, noise_scale_of_model
 from .optim import PlainSGD
 from .trainer import RunState, Trainer, TrainResult, train
 
@@ -114,6 +116,7 @@ __all__ = [
     "ENGINE_PATHS",
     "LIMITS",
     "LR_SCALINGS",
+    "NoiseScaleTracker",
     "SCHEDULES",
     "SHARPNESS_BN_MODES",
     "EnginePaths",
@@ -131,6 +134,7 @@ __all__ = [
     "evaluate",
     "lr_batch_ratio",
     "lr_multiplier",
+    "noise_scale_of_model",
     "random_crop_flip_params",
     "recompute_bn_stats",
     "scaled_lr",
