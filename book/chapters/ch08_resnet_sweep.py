@@ -154,11 +154,13 @@ show_findings("ch08_resnet_sweep")
 #
 # This chapter builds the procedure that tells them apart
 # ({mod}`sgdnoise.decide.calls`), measures how often it errs by simulation
-# ({mod}`sgdnoise.decide.harness`), and applies it to three sets of records: the full-scale
+# ({mod}`sgdnoise.decide.harness`), and applies it to four sets of records: the full-scale
 # ResNet34 plan (its runs accumulate over GPU sessions; the headline verdicts come from them
-# alone), the 10-epoch GPU pilot (shown, not decided on), and a laptop miniature trained in
-# this execution through the same sweep code (with its own claims). Every outcome below is
-# computed; the thresholds are parameters fixed before any record is read.
+# alone), the 10-epoch GPU pilot (shown, not decided on), a ResNet-20 at mid scale trained on
+# one CPU thread (recorded runs, decided at their own scale with their own claims), and a
+# laptop miniature trained in this execution through the same sweep code (with its own
+# claims). Every outcome below is computed; the thresholds are parameters fixed before any
+# record is read.
 #
 # ## Steps, reach and noise at a fixed epoch budget
 #
