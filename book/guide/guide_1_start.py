@@ -58,6 +58,8 @@ clock = Stopwatch()
 identity = {"source": "random tensors (no data set)", "n_train": None}
 
 # %% tags=["first-example"]
+import textwrap
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -81,7 +83,7 @@ print(f"B_simple = {noise_scale(G):.3f}")
 try:
     per_example_grads(model, F.cross_entropy, x, y, max_memory_fraction=1e-6)
 except MemoryError as err:
-    print(err)
+    print(textwrap.fill(str(err), 78))
 
 # %% [markdown]
 # ## What works where
@@ -108,7 +110,7 @@ model.train()
 try:
     per_example_grads(model, F.cross_entropy, x, y)
 except ValueError as err:
-    print(err)
+    print(textwrap.fill(str(err), 78))
 _ = model.eval()
 
 # %% [markdown]

@@ -122,7 +122,7 @@ lemma1 = minibatch_covariance(G_small, B, replacement=False)
 draws = sample_minibatch_gradients(G_small, B, P["mc_samples"], replacement=False,
                                    generator=torch.Generator().manual_seed(P["seed"]))
 error = float(torch.linalg.norm(sample_covariance(draws) - lemma1) / torch.linalg.norm(lemma1))
-print(f"P = {G_small.shape[1]}, B = {B} without replacement, {P['mc_samples']} draws: "
+print(f"P = {G_small.shape[1]}, B = {B} without replacement, {P['mc_samples']} draws:\n"
       f"relative Frobenius error of the Monte Carlo covariance = {error:.3f}")
 
 # %% tags=["remove-input"]

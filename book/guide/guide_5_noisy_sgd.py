@@ -78,6 +78,7 @@ images, labels = to_float(data.train_x), data.train_y
 # gradients of $M$ batch examples, drawn with one extra backward pass.
 
 # %%
+import textwrap
 from functools import partial
 
 import torch.nn.functional as F
@@ -122,7 +123,7 @@ bn_optimizer.observe_batch(xb, yb)
 try:
     bn_optimizer.step()
 except ValueError as err:
-    print(f"ValueError: {err}")
+    print(textwrap.fill(f"ValueError: {err}", 78))
 
 # %% [markdown]
 # ## The kinds of noise, on the book's CNN

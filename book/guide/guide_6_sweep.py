@@ -84,7 +84,7 @@ plan = {
     },
 }
 plan_path = workdir / "my_plan.yaml"
-plan_path.write_text(yaml.safe_dump(plan, sort_keys=False, default_flow_style=None))
+plan_path.write_text(yaml.safe_dump(plan, sort_keys=False, default_flow_style=False))
 print(plan_path.read_text())
 
 # %% [markdown]
@@ -117,7 +117,8 @@ records = run_plan(plan_path, workdir / "records-py")
 table = load_records(workdir / "records-py")
 final = table.sort_values("step").groupby("run_id").tail(1)
 print(final[["arm", "batch_size", "noise_kind", "injection_scale", "step", "train_loss",
-             "test_error"]].to_string(index=False))
+             "test_error"]].rename(columns={"batch_size": "B", "injection_scale": "s"})
+      .to_string(index=False, float_format="{:.4g}".format))
 
 # %% [markdown]
 # ## A model the plan cannot name
@@ -150,7 +151,7 @@ result = train(cfg, data, model=resnet, progress=False,
                optimizer_factory=spec.optimizer_factory(lr=P["lr"], seed=P["seed"]))
 last = result.history[-1]
 print(f"{result.status} after {result.steps} steps: training loss {last['train_loss']:.4f}, "
-      f"test error {last['test_error']:.3f}, "
+      f"test error {last['test_error']:.3f},\n"
       f"{result.optimizer.stats.noise_seconds:.2f} s drawing noise")
 
 # %% tags=["remove-input"]
