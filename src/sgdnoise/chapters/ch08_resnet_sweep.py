@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -1427,7 +1428,11 @@ def _arm_panels(records: pd.DataFrame, arms: Sequence[str], title: str, *,
     arms = present
     fig, axes = plt.subplots(1, len(arms), figsize=_figsize(len(arms), height),
                              squeeze=False, sharey=True, layout="constrained")
-    fig.suptitle(title, fontsize=plt.rcParams["font.size"])
+    size = plt.rcParams["font.size"]
+    # wrapped to the figure's width: a longer line (records from several commits) widens the
+    # tightly cropped PNG, which the page then shrinks below 11 px text
+    chars = int(fig.get_figwidth() * 72 / (0.6 * size))
+    fig.suptitle(textwrap.fill(title, chars), fontsize=size)
     return fig, axes, arms
 
 
