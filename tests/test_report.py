@@ -83,3 +83,12 @@ def test_provenance_table_writes_data_flags_in_words():
         row = next(line for line in table.splitlines() if "official_checksums" in line)
         assert row.endswith(f"| {word} |") and str(flag) not in table, row
         assert "| 200 |" in table
+
+
+def test_markdown_table_aligns_the_columns_asked_and_escapes_cells() -> None:
+    from sgdnoise.report import markdown_table
+
+    text = markdown_table(["a", "$B$"], [["x|y", 3], ["z", 4.5]], right=(1,))
+    assert text.splitlines() == ["| a | $B$ |", "| --- | ---: |", "| x\\|y | 3 |",
+                                 "| z | 4.5 |"]
+    assert markdown_table(["a"], []).splitlines() == ["| a |", "| --- |"]

@@ -49,7 +49,7 @@ seed = 0
 from IPython.display import Markdown, display
 
 from sgdnoise.params import Param, validate
-from sgdnoise.report import Stopwatch, provenance_markdown
+from sgdnoise.report import Stopwatch, markdown_table, provenance_markdown
 
 P = validate(dict(profile=profile, seed=seed),
              {"profile": Param("str", choices=["smoke", "default", "full"]),
@@ -128,12 +128,13 @@ import inspect
 
 import sgdnoise
 
-table = ["| name | kind | module |", "| --- | --- | --- |"]
-for name in sgdnoise.__all__[1:]:  # the first is __version__
-    kind = "class" if inspect.isclass(getattr(sgdnoise, name)) else "function"
-    table.append(f"| `{name}` | {kind} | `{sgdnoise.STABLE_API[name]}` |")
-display(Markdown(f"`sgdnoise` {sgdnoise.__version__}: {len(table) - 2} public names.\n\n"
-                 + "\n".join(table)))
+names = sgdnoise.__all__[1:]  # the first is __version__
+table = markdown_table(
+    ["name", "kind", "module"],
+    ([f"`{name}`", "class" if inspect.isclass(getattr(sgdnoise, name)) else "function",
+      f"`{sgdnoise.STABLE_API[name]}`"] for name in names))
+display(Markdown(f"`sgdnoise` {sgdnoise.__version__}: {len(names)} public names.\n\n"
+                 + table))
 
 # %% tags=["remove-input"]
 display(Markdown(provenance_markdown(profile, P, wall_time_s=clock.seconds,

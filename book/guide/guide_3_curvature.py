@@ -42,7 +42,7 @@ from IPython.display import Markdown, display
 
 from sgdnoise.data import load_dataset, pool_images, to_float
 from sgdnoise.params import Param, validate
-from sgdnoise.report import Stopwatch, provenance_markdown
+from sgdnoise.report import Stopwatch, markdown_table, provenance_markdown
 
 POS = Param("int", low=1)
 P = validate(dict(profile=profile, dataset=dataset, seed=seed, num_examples=num_examples,
@@ -108,11 +108,10 @@ rows = (top_eigenvalues("torchvision ResNet-18", resnet,
         + top_eigenvalues("book CNN", cnn, x))
 
 # %% tags=["remove-input"]
-table = ["| model | $P$ | operator | top eigenvalues | products | converged | seconds |",
-         "| --- | ---: | --- | --- | ---: | --- | ---: |"]
-table += [f"| {r['model']} | {r['P']:,} | {r['operator']} | {r['top eigenvalues']} | "
-          f"{r['products']} | {'yes' if r['converged'] else 'no'} | {r['seconds']} |" for r in rows]
-display(Markdown("\n".join(table)))
+display(Markdown(markdown_table(
+    ["model", "$P$", "operator", "top eigenvalues", "products", "converged", "seconds"],
+    ([r["model"], f"{r['P']:,}", r["operator"], r["top eigenvalues"], r["products"],
+      "yes" if r["converged"] else "no", r["seconds"]] for r in rows), right=(1, 4, 6))))
 
 # %% [markdown]
 # The Gauss-Newton and true-Fisher rows agree, as they must for cross-entropy; the Hessian's

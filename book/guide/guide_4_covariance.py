@@ -43,7 +43,7 @@ from IPython.display import Markdown, display
 
 from sgdnoise.data import load_dataset, pool_images, to_float
 from sgdnoise.params import Param, validate
-from sgdnoise.report import Stopwatch, provenance_markdown
+from sgdnoise.report import Stopwatch, markdown_table, provenance_markdown
 
 P = validate(dict(profile=profile, dataset=dataset, seed=seed, num_examples=num_examples,
                   tv_image_size=tv_image_size, batch_sizes=batch_sizes, top_k=top_k,
@@ -91,13 +91,14 @@ for B in P["batch_sizes"]:
                      "trace": cov.trace(), "top": top})
 
 # %% tags=["remove-input"]
-table = ["| $B$ | drawn | $c$ | $\\operatorname{tr}\\operatorname{Cov}(g_\\mathcal{B})$ "
-         "| top eigenvalues |", "| ---: | --- | ---: | ---: | --- |"]
-table += [f"| {r['B']} | {'with' if r['replacement'] else 'without'} replacement | "
-          f"{r['c']:.4g} | {r['trace']:.4g} | {', '.join(f'{v:.4g}' for v in r['top'])} |"
-          for r in rows]
+table = markdown_table(
+    ["$B$", "drawn", "$c$", "$\\operatorname{tr}\\operatorname{Cov}(g_\\mathcal{B})$",
+     "top eigenvalues"],
+    ([r["B"], f"{'with' if r['replacement'] else 'without'} replacement", f"{r['c']:.4g}",
+      f"{r['trace']:.4g}", ", ".join(f"{v:.4g}" for v in r["top"])] for r in rows),
+    right=(0, 2, 3))
 display(Markdown(f"$N = {G.shape[0]}$ examples, $P = {G.shape[1]:,}$ parameters.\n\n"
-                 + "\n".join(table)))
+                 + table))
 
 # %% [markdown]
 # The trace falls as $1/B$ with replacement; without replacement it reaches zero at

@@ -50,7 +50,7 @@ from IPython.display import Markdown, display
 from sgdnoise.data import load_dataset, pool_images, to_float
 from sgdnoise.noise import KINDS
 from sgdnoise.params import Param, validate
-from sgdnoise.report import Stopwatch, provenance_markdown
+from sgdnoise.report import Stopwatch, markdown_table, provenance_markdown
 
 POS = Param("int", low=1)
 P = validate(dict(profile=profile, dataset=dataset, seed=seed, n_train=n_train,
@@ -160,11 +160,10 @@ def run(kind):
 results = [run(kind) for kind in P["kinds"]]
 
 # %% tags=["remove-input"]
-table = ["| kind | loss after the last step | mean injected norm | seconds drawing noise |",
-         "| --- | ---: | ---: | ---: |"]
-table += [f"| `{r['kind']}` | {r['final loss']:.4f} | {r['mean noise norm']:.4g} | "
-          f"{r['noise seconds']:.2f} |" for r in results]
-display(Markdown("\n".join(table)))
+display(Markdown(markdown_table(
+    ["kind", "loss after the last step", "mean injected norm", "seconds drawing noise"],
+    ([f"`{r['kind']}`", f"{r['final loss']:.4f}", f"{r['mean noise norm']:.4g}",
+      f"{r['noise seconds']:.2f}"] for r in results), right=(1, 2, 3))))
 
 # %% [markdown]
 # The same optimizer runs under the book's training engine: `sgdnoise.train.train` takes an

@@ -8,7 +8,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -485,6 +485,16 @@ def show_table(df: Any, lead: str = "", *, formats: Mapping[str, Any] | None = N
 def markdown_cell(text: object) -> str:
     """``text`` made safe for one cell of a Markdown table: ``|`` escaped, one line."""
     return str(text).replace("|", r"\|").replace("\n", " ").strip()
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]], *,
+                   right: Sequence[int] = ()) -> str:
+    """A Markdown pipe table: the header line, the alignment rule (columns whose index is in
+    ``right`` right-aligned, the others left) and one line per row of already formatted
+    cells (each through :func:`markdown_cell`)."""
+    rule = ["---:" if i in right else "---" for i in range(len(headers))]
+    lines = [headers, rule, *([markdown_cell(c) for c in row] for row in rows)]
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
 
 
 #: The badge (sphinx-design role) each outcome is shown with.
