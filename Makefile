@@ -8,11 +8,12 @@ STAMP   := $(VENV)/.sgdnoise-installed
 PROFILE ?= default
 NAME    ?=
 BUDGET  ?= 7200
+JOBS    ?= 2
 
 .PHONY: setup test test-fast lint book chapter publish bench data midscale clean help
 
 help:
-	@echo "make book [PROFILE=smoke|default|full]  execute every chapter and build book/_build/html"
+	@echo "make book [PROFILE=smoke|default|full] [JOBS=2]  execute every chapter (JOBS at once) and build book/_build/html"
 	@echo "make chapter NAME=ch01_lemma1 [PROFILE=...]  execute one chapter"
 	@echo "make publish [PROFILE=...]  build the book and write one archive of the site"
 	@echo "make data        fetch and verify CIFAR-10 into data/ (or say what to do offline)"
@@ -41,14 +42,14 @@ lint: setup
 	$(PY) -m ruff check src tests book benchmarks
 
 book: setup
-	$(PY) book/build.py --profile $(PROFILE)
+	$(PY) book/build.py --profile $(PROFILE) --jobs $(JOBS)
 
 chapter: setup
 	@test -n "$(NAME)" || (echo "usage: make chapter NAME=<chapter> [PROFILE=...]"; exit 2)
 	$(PY) book/build.py --profile $(PROFILE) --only $(NAME) --no-html
 
 publish: setup
-	$(PY) book/build.py --profile $(PROFILE) --publish
+	$(PY) book/build.py --profile $(PROFILE) --jobs $(JOBS) --publish
 
 data: setup
 	$(PY) -m sgdnoise.data data

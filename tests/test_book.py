@@ -812,3 +812,129 @@ def test_readme_states_the_exit_codes_that_make_gives():
     assert "`book/build.py` exits with code 2" in text
     assert "exits with code 1" in text
     assert "`make` reports both as its own exit code 2" in text
+
+
+# ------------------------------------------------ several chapters at once (--jobs)
+
+
+def test_kernel_threads_share_the_cores_out_evenly():
+    assert build.kernel_threads(1, cpus=16) is None  # one job: the kernel's own default
+    assert build.kernel_threads(2, cpus=2) == 1
+    assert build.kernel_threads(2, cpus=16) == 8
+    assert build.kernel_threads(3, cpus=2) == 1  # never zero
+
+
+def test_kernel_environment_sets_threads_and_restores_the_environment(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    with build.kernel_environment(2, cpus=4) as threads:
+        assert threads == 2
+        assert build.os.environ["OMP_NUM_THREADS"] == "2"
+        assert build.os.environ["MKL_NUM_THREADS"] == "2"
+    assert build.os.environ["OMP_NUM_THREADS"] == "7"
+    assert "MKL_NUM_THREADS" not in build.os.environ
+    with build.kernel_environment(1) as threads:  # one job: threads untouched
+        assert threads is None and build.os.environ["OMP_NUM_THREADS"] == "7"
+
+
+@pytest.mark.parametrize("value, words", [("0", "use 1 or more"), ("two", "not a whole")])
+def test_jobs_must_be_a_positive_whole_number(tmp_path, monkeypatch, capsys, value, words):
+    book = make_sample_book(tmp_path)
+    _no_execution(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        build.main(["--book-dir", str(book), "--build-dir", str(tmp_path / "out"),
+                    "--jobs", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--jobs" in err and words in err
+
+
+def _chapters(*names: str) -> list[tuple[object, dict[str, str]]]:
+    return [(build.ChapterResult(n), {"hash": n}) for n in names]
+
+
+def test_schedule_starts_new_chapters_first_then_the_longest(tmp_path):
+    for name, seconds in (("a", 5.0), ("b", 50.0), ("c", 20.0)):
+        nb = {"metadata": {"papermill": {"duration": seconds}}, "cells": []}
+        (tmp_path / f"{name}.ipynb").write_text(json.dumps(nb))
+    order = [r.name for r, _ in build.schedule(_chapters("a", "new1", "b", "c", "new2"),
+                                               tmp_path)]
+    assert order == ["new1", "new2", "b", "c", "a"]
+
+
+def test_a_failure_with_two_jobs_stops_later_chapters_and_names_the_failure(tmp_path,
+                                                                           monkeypatch):
+    import threading
+    import time
+
+    started: list[str] = []
+    release = threading.Event()
+
+    def fake_execute(book_dir, name, *args, **kwargs):
+        started.append(name)
+        if name == "bad":
+            raise build.BuildError("chapter bad failed: deliberate 9182")
+        release.wait(5)  # 'slow' is still running when 'bad' fails
+
+    monkeypatch.setattr(build, "execute_chapter", fake_execute)
+    job = build.ChapterJob(tmp_path, "smoke", tmp_path,
+                           {n: (None, {}) for n in ("slow", "bad", "later")},
+                           progress_bar=False)
+    pending = _chapters("slow", "bad", "later")
+    timer = threading.Timer(0.5, release.set)
+    timer.start()
+    start = time.perf_counter()
+    with pytest.raises(build.BuildError, match="deliberate 9182"):
+        build.execute_all(job, pending, jobs=2)
+    timer.cancel()
+    status = {r.name: r.status for r, _ in pending}
+    assert status == {"slow": "executed", "bad": "FAILED", "later": "not run"}
+    assert "later" not in started
+    assert time.perf_counter() - start >= 0.4  # the running chapter was waited for
+
+
+TWO_CHAPTER_THREADS = '''\
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation: {extension: .py, format_name: percent}
+#   kernelspec: {display_name: Python 3, language: python, name: python3}
+# ---
+
+# %% [markdown]
+# # 2. Threads
+
+# %% tags=["parameters"]
+profile = "default"
+num_draws = 200
+seed = 0
+
+# %%
+import os
+import time
+import torch
+time.sleep(1.0)
+print("threads", torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+'''
+
+
+@pytest.mark.book
+def test_two_jobs_execute_two_chapters_side_by_side_with_their_own_threads(tmp_path):
+    book = make_sample_book(tmp_path)
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    toc["chapters"].insert(3, {"file": "chapters/ch02_threads"})
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    (book / "chapters" / "ch02_threads.py").write_text(TWO_CHAPTER_THREADS)
+    shutil.copytree(book / "params" / "ch01_sample", book / "params" / "ch02_threads")
+    out = tmp_path / "out"
+    proc = run_build("--book-dir", str(book), "--build-dir", str(out), "--profile", "smoke",
+                     "--no-html", "--jobs", "2")
+    assert proc.returncode == 0, output_of(proc)
+    assert "2 chapters, 2 at a time" in proc.stdout
+    rows = summary_rows(proc.stdout)
+    assert rows["ch01_sample"] == rows["ch02_threads"] == "executed"
+    nb = nbformat.read(out / "executed" / "smoke" / "ch02_threads.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    threads = build.kernel_threads(2)
+    assert f"threads {threads} {threads}" in text

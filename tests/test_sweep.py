@@ -289,8 +289,9 @@ def test_dry_run_lists_runs_and_trains_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     # shard 1/2 holds the odd positions: A_B04096_s0 (1), A_B00128_s1 (3), not A_B00128_s0
     assert "A_B00128_s0" not in out and "A_B04096_s0" in out and "A_B00128_s1" in out
-    assert "pending tuning" in out and "x0.5 tuning" in out
+    assert "to be tuned" in out and "x0.5 tuning" in out
     assert "Device time per priority block" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
     assert not (tmp_path / "o").exists()
 
 
@@ -562,6 +563,18 @@ def test_dry_run_of_a_noise_plan_shows_the_noise(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "plan 'ch09': 36 runs" in out
     assert "LB-hessian_B12800_s0" in out and "hessian s=0.007735 M=256 k=10" in out
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80  # the longest run names included
+    row = next(k for k, line in enumerate(lines) if "LB-hessian_B12800_s0" in line)
+    assert lines[row + 1].strip() == "noise hessian s=0.007735 M=256 k=10"
+
+
+def test_text_table_aligns_columns_to_their_widest_cell():
+    from sgdnoise.sweep.cli import text_table
+
+    lines = text_table(["a", "name", "n"], [["1", "x", "10"], ["22", "longer", "3"]],
+                       left=(1,))
+    assert lines == [" a name    n", " 1 x      10", "22 longer  3"]
 
 
 def test_noisy_record_holds_the_settings_and_equals_training_with_noise_config(tmp_path):
@@ -742,12 +755,12 @@ def test_dry_run_shows_pending_then_chosen_factors(tmp_path, capsys):
     out = tmp_path / "o"
     assert main([str(path), "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "A_B00032_s0" in text and "pending tuning" in text and "x0.5 tuning" in text
+    assert "A_B00032_s0" in text and "to be tuned" in text and "x0.5 tuning" in text
     run_plan(validate_plan(spec), out)
     assert main([str(path), "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
     factor = json.loads(record_path(out, "A_B00032_s0").read_text())["lr_choice"]["factor"]
-    assert f"x{factor:g} chosen" in text and "pending" not in text
+    assert f"x{factor:g} chosen" in text and "to be tuned" not in text
 
 
 def test_records_written_before_the_late_fields_still_match(tmp_path):

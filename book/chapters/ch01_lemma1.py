@@ -83,7 +83,6 @@ from sgdnoise.stats import loglog_fit
 
 P = ch01.Params.from_namespace(globals())
 clock = Stopwatch()
-torch.set_num_threads(2)
 use_style()
 SCHEME_COLOURS = dict(zip(("with replacement", "without replacement"),
                           sns.color_palette("colorblind", 2), strict=True))

@@ -177,7 +177,6 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np
 import seaborn as sns
-import torch
 from IPython.display import Markdown, display
 
 from sgdnoise.chapters import ch02_fisher_hessian as ch02
@@ -194,7 +193,6 @@ from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_ve
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 P = ch02.Params.from_namespace(globals())
 clock = Stopwatch()
-torch.set_num_threads(2)
 use_style()
 problem = load_small_problem(P.dataset, P.n_train, image_size=P.image_size, seed=P.seed)
 identity = problem.identity

@@ -85,7 +85,6 @@ from sgdnoise.report import Stopwatch, provenance_markdown, scale_label, show_ve
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 P = ch03.Params.from_namespace(globals())
 clock = Stopwatch()
-torch.set_num_threads(2)
 use_style()
 
 # %% [markdown]

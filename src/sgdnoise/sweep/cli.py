@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import math
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,22 @@ from .tuning import resolve_tuned_run
 __all__ = ["main"]
 
 
+LINE_WIDTH = 80  # the dry run's listing fits a terminal (and a book page's output box)
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
+               left: Sequence[int] = ()) -> list[str]:
+    """Plain-text table lines: each column as wide as its widest cell, one space apart,
+    right-aligned except the column indices in ``left``."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return " ".join(f"{c:<{w}}" if i in left else f"{c:>{w}}"
+                        for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
 def _eta_text(run: Run, out: Path) -> tuple[Run, str]:
     """The run with its η resolved where possible, and the η column of the dry run."""
     if run.lr_factor is not None:
@@ -32,32 +49,41 @@ def _eta_text(run: Run, out: Path) -> tuple[Run, str]:
         return run, "-"
     resolved = resolve_tuned_run(run, out)
     if resolved is None:
-        return run, "pending tuning"
+        return run, "to be tuned"
     return resolved, f"x{resolved.lr_choice['factor']:g} chosen"
 
 
 def _noise_text(n: NoiseSpec | None) -> str:
     if n is None:
         return ""
-    return (f"  {n.kind} s={n.injection_scale:.4g} M={n.num_samples}"
+    return (f"noise {n.kind} s={n.injection_scale:.4g} M={n.num_samples}"
             + (f" k={n.lanczos_steps}" if n.kind == "hessian" else "")
             + (f" r={n.moment_probes}" if n.kind in ("isotropic", "diag_fisher") else ""))
 
 
 def _print_blocks(plan: Plan, out: Path) -> None:
-    print("\nDevice time per priority block, runs without a record, estimated from the chapter "
-          "8 pilot's\nmeasured throughput on one NVIDIA H200 (sweep.PILOT_H200_IMG_PER_S; "
-          f"an H100 takes ~{H100_SLOWDOWN[0]:g}-{H100_SLOWDOWN[1]:g}x as long):")
-    print(f"{'block':>5} {'runs':>5} {'left':>5} {'H200 min':>9} {'cumul. min':>10} "
-          f"{'H100 min':>11}  what")
+    print(textwrap.fill(
+        "Device time per priority block, runs without a record, estimated from the chapter 8 "
+        "pilot's measured throughput on one NVIDIA H200 (sweep.PILOT_H200_IMG_PER_S; an H100 "
+        f"takes ~{H100_SLOWDOWN[0]:g}-{H100_SLOWDOWN[1]:g}x as long):", LINE_WIDTH))
+    rows = []
     for row in block_estimates(plan, out):
         m = row["seconds"] / 60
-        h100 = f"{m * H100_SLOWDOWN[0]:.0f}-{m * H100_SLOWDOWN[1]:.0f}"
-        print(f"{row['block']:>5} {row['runs']:>5} {row['left']:>5} {m:>9.1f} "
-              f"{row['cumulative'] / 60:>10.1f} {h100:>11}  {row['label']}")
+        rows.append([str(row["block"]), str(row["runs"]), str(row["left"]), f"{m:.1f}",
+                     f"{row['cumulative'] / 60:.1f}",
+                     f"{m * H100_SLOWDOWN[0]:.0f}-{m * H100_SLOWDOWN[1]:.0f}", row["label"]])
+    lines = text_table(["block", "runs", "left", "H200 min", "cumul.", "H100 min", "what"],
+                       [r[:-1] + [""] for r in rows])
+    indent = len(lines[0]) - len("what")
+    print(lines[0])
+    for line, row in zip(lines[1:], rows, strict=True):
+        label = textwrap.wrap(row[-1], max(20, LINE_WIDTH - indent)) or [""]
+        print(line.rstrip().ljust(indent) + label[0])
+        for more in label[1:]:
+            print(" " * indent + more)
 
 
-def _run_line(k: int, run: Run, plan: Plan, out: Path, width: int) -> tuple[str, int]:
+def _run_row(run: Run, plan: Plan, out: Path) -> tuple[list[str], int]:
     """One row of the dry run and the training images of the run when it has no record."""
     run, eta = _eta_text(run, out)
     n_train = plan.n_train - (run.tune.n_val if run.lr_factor is not None else 0)
@@ -65,30 +91,34 @@ def _run_line(k: int, run: Run, plan: Plan, out: Path, width: int) -> tuple[str,
     spe = steps_per_epoch(n_train, run.batch_size, drop_last=run.config.drop_last)
     flat = dataclasses.replace(run.config, warmup_epochs=0.0, warmup_steps=None,
                                schedule="constant")
-    peak = ("" if eta == "pending tuning"
+    peak = ("" if eta == "to be tuned"
             else f"{run.config.lr * lr_multiplier(flat, 0, T, spe):.4g}")
     done = record_path(out, run.run_id).exists()
     est = device_seconds(run, plan.n_train, plan.data["n_test"] or CIFAR10_TEST_SIZE)
-    line = (f"{k:>3} {run.block:>3} {run.run_id:<{width}} {T:>7} {T / spe:>8.1f} "
-            f"{T * run.batch_size:>11,} {peak:>8} {eta:>15} {est:>7.0f} "
-            f"{'yes' if done else '-':>7}{_noise_text(run.noise)}")
-    return line, 0 if done else T * run.batch_size
+    row = [str(run.block), run.run_id, str(T), f"{T / spe:.1f}", peak, eta, f"{est:.0f}",
+           "yes" if done else "-"]
+    return row, 0 if done else T * run.batch_size
 
 
 def _dry_run(plan: Plan, runs: Sequence[Run], out: Path) -> None:
+    """Print the runs of this shard in priority order (one line each, its noise on a second
+    line), the training images left and the device time per block, in 80 columns."""
     n_tune = sum(r.lr_factor is not None for r in plan.runs)
     print(f"plan {plan.name!r}: {len(plan.runs)} runs ({n_tune} tuning η), {len(runs)} in "
           "this shard")
-    w = max([22, *(len(r.run_id) for r in runs)])
-    print(f"{'#':>3} {'blk':>3} {'run_id':<{w}} {'steps':>7} {'epochs':>8} {'images':>11} "
-          f"{'peak lr':>8} {'η factor':>15} {'H200 s':>7} {'record':>7}"
-          + ("  noise" if any(r.noise for r in runs) else ""))
-    total = 0
-    for k, r in enumerate(runs):
-        line, images = _run_line(k, r, plan, out, w)
-        print(line)
+    rows, total = [], 0
+    for r in runs:
+        row, images = _run_row(r, plan, out)
+        rows.append(row)
         total += images
-    print(f"training images of the runs without a record: {total:,}")
+    lines = text_table(["blk", "run", "steps", "epochs", "peak η", "η factor", "H200 s",
+                        "done"], rows, left=(1,))
+    print(lines[0])
+    for line, r in zip(lines[1:], runs, strict=True):
+        print(line)
+        if r.noise is not None:
+            print("    " + _noise_text(r.noise))
+    print(f"training images of the runs without a record: {total:,}\n")
     _print_blocks(plan, out)
 
 
