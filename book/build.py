@@ -922,10 +922,11 @@ def profile_costs(names: list[str], runs: dict[str, dict[str, dict[str, Any]]],
         measured = runs.get(prof, {})
         total = sum(r["wall_s"] or 0.0 for r in measured.values()) / 60
         if len(measured) == len(names):
-            text = f"{total:,.1f} minutes for all {len(names)} chapters, measured"
+            text = (f"{total:,.1f} minutes of chapter time for all {len(names)} chapters, "
+                    "measured")
         elif measured:
-            text = (f"{total:,.1f} minutes for the {len(measured)} of {len(names)} chapters "
-                    "executed with it here, measured")
+            text = (f"{total:,.1f} minutes of chapter time for the {len(measured)} of "
+                    f"{len(names)} chapters executed with it here, measured")
         else:
             text = "not executed in this build folder (no measurement here)"
         if prof == "full":
@@ -956,7 +957,10 @@ format, with its parameters in `book/params/<name>/{smoke,default,full}.yaml`. T
 executes each chapter with papermill into `book/_build/executed/<profile>/` and assembles
 the executed notebooks with Jupyter Book into `book/_build/html/`. A chapter whose source,
 parameters and package code did not change since its last successful run is not executed
-again. A typo in a chapter name or profile, or a bad parameter value, is refused before
+again. `make book` executes two chapters at a time, each kernel with its share of the
+cores (`make book JOBS=1` runs them one by one): the build then takes about half the
+chapters' summed time below, plus the HTML. A typo in a chapter name or profile, or a bad
+parameter value, is refused before
 anything runs; a chapter that fails stops the build with the error of the cell that failed,
 and the previous HTML stays readable, with a banner on that chapter's page saying which run
 failed and when.

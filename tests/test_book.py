@@ -231,7 +231,7 @@ def test_reproduce_page_reads_the_measured_times(tmp_path):
     assert "| **all chapters** | **0.1 min** | **5.0 min** | incomplete |" in page
     assert "make book" in page and "make test" in page and "plan_full.yaml" in page
     assert "cpu: planted (2 threads)" in page
-    assert "- `smoke`: 0.1 minutes for all 1 chapters, measured." in page
+    assert "- `smoke`: 0.1 minutes of chapter time for all 1 chapters, measured." in page
     assert "H200-minutes (on an H100" in page  # the GPU plans' estimate, full profile
 
 
@@ -242,9 +242,10 @@ def test_profile_costs_give_measured_minutes_and_the_gpu_plans():
              {"gpu": False, "spent_s": 50.0, "left_s": None},
              {"gpu": True, "spent_s": 0.0, "left_s": 600.0}]
     lines = build.profile_costs(["a", "b"], runs, plans)
-    assert lines[0] == "- `smoke`: 1.5 minutes for all 2 chapters, measured."
-    assert lines[1] == ("- `default`: 10.0 minutes for the 1 of 2 chapters executed with it "
-                        "here, measured.")
+    assert lines[0] == ("- `smoke`: 1.5 minutes of chapter time for all 2 chapters, "
+                        "measured.")
+    assert lines[1] == ("- `default`: 10.0 minutes of chapter time for the 1 of 2 chapters "
+                        "executed with it here, measured.")
     assert lines[2].startswith("- `full`: not executed in this build folder")
     assert ("2 GPU plans: 20 GPU-minutes recorded so far, about 110 H200-minutes (on an "
             "H100 165–220) estimated for the runs left.") in lines[2]

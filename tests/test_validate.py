@@ -67,6 +67,25 @@ def test_check_finite_counts_the_bad_entries():
     assert V.check_finite("labels", torch.arange(3)).dtype == torch.int64  # integers pass
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_count_nonfinite_finds_one_bad_entry_and_counts_exactly(bad):
+    t = torch.randn(1000, dtype=torch.float32)
+    assert V.count_nonfinite(t) == 0
+    t[417] = bad
+    assert V.count_nonfinite(t) == 1
+    t[3] = float("nan")
+    assert V.count_nonfinite(t) == 2
+
+
+def test_count_nonfinite_passes_finite_entries_whose_sum_overflows():
+    t = torch.full((10,), 3e38, dtype=torch.float32)  # each finite, the float32 sum is inf
+    assert not torch.isfinite(t.sum())
+    assert V.count_nonfinite(t) == 0
+    assert V.check_finite("x", t) is t
+    assert V.count_nonfinite(torch.arange(5)) == 0  # integers
+    assert V.count_nonfinite(torch.empty(0)) == 0
+
+
 def test_check_output_dir_creates_probes_and_refuses(tmp_path, monkeypatch):
     import tempfile
 

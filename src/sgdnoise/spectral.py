@@ -34,7 +34,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sgdnoise.validate import check_choice, check_matrix, check_positive, check_positive_int
+from sgdnoise.validate import (
+    check_choice,
+    check_matrix,
+    check_positive,
+    check_positive_int,
+    count_nonfinite,
+)
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 Matmat = Callable[[torch.Tensor], torch.Tensor]
@@ -105,7 +111,7 @@ def _checked_output(name: str, out: Any, shape: tuple[int, ...]) -> torch.Tensor
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"{name} must map a {shape} tensor to the same shape, got {got}")
-    bad = int((~torch.isfinite(out)).sum())
+    bad = count_nonfinite(out)
     if bad:
         raise ValueError(f"{name} returned {bad} non-finite value{'s' if bad > 1 else ''} "
                          f"(NaN or ±inf) for a finite {shape} input")
