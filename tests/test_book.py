@@ -588,6 +588,38 @@ def test_smoke_book_executes_every_chapter(smoke_book: BookBuild):
         assert record["profile"] == "smoke" and record["parameters"]["profile"] == "smoke"
 
 
+def empty_outputs(nb) -> list[int]:
+    """Indices of code cells with a printed output box that holds no text (a ``print`` of
+    an empty string renders as an empty grey box on the page; stderr, progress bars
+    included, is left out of the pages by the build)."""
+    out = []
+    for k, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            shown = o.get("output_type") == "stream" and o.get("name") == "stdout"
+            text = o.get("text") if shown else None
+            if text is not None and not "".join(text).strip():
+                out.append(k)
+    return out
+
+
+def test_empty_outputs_finds_an_empty_printed_box():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print('x')", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="x\n")]),
+        nbformat.v4.new_code_cell("print('')", outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="\n")]),
+        nbformat.v4.new_code_cell("bar()", outputs=[
+            nbformat.v4.new_output("stream", name="stderr", text="\r\n")])])
+    assert empty_outputs(nb) == [1]
+
+
+@pytest.mark.book
+def test_no_executed_page_prints_an_empty_box(smoke_book: BookBuild):
+    for name in [*smoke_book.chapters, *smoke_book.guide]:
+        nb = nbformat.read(smoke_book.executed / f"{name}.ipynb", as_version=4)
+        assert empty_outputs(nb) == [], name
+
+
 @pytest.mark.book
 def test_smoke_book_html_has_rendered_pages(smoke_book: BookBuild):
     html = smoke_book.html

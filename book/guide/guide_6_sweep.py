@@ -102,7 +102,8 @@ cmd = [sys.executable, "-m", "sgdnoise.sweep", str(plan_path), "--out", str(out_
 dry = subprocess.run(cmd + ["--dry-run"], capture_output=True, text=True, check=True)
 print(dry.stdout)
 done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-print(done.stdout[-1500:])
+# the sweep reports on stderr, one "[sweep]" line per run it trains or skips
+print("\n".join(line for line in done.stderr.splitlines() if line.startswith("[sweep]")))
 
 # %% [markdown]
 # ## From Python
