@@ -404,8 +404,8 @@ mid_arms = sorted(set(mid["arm"])) if len(mid) else []
 n_mid, _, mid_model = ch08.plan_runs(P.midscale_plan)
 display(Markdown(
     f"Runs recorded: {len(ch08.final_points(mid)) if len(mid) else 0} of the plan's "
-    f"{n_mid}" + (f", in arm{'s' if len(mid_arms) > 1 else ''} {', '.join(mid_arms)} "
-                  f"({mid_scale.label})" if mid_arms else "")
+    f"{n_mid}" + (f", in arm{'s' if len(mid_arms) > 1 else ''} {', '.join(mid_arms)}; "
+                  f"{mid_scale.label}" if mid_arms else "")
     + (f". Their seed-to-seed spread: {mid_spread.describe()}." if mid_spread is not None
        else ". No figure is drawn until there is one.")))
 decision_table(mid_res, "the mid-scale records")
@@ -468,7 +468,7 @@ n_rec = len(ch08.final_points(recorded)) if len(recorded) else 0
 n_plan = ch08.plan_runs(P.gpu_plan)[0]
 display(Markdown(
     f"Runs recorded: {n_rec} of the plan's {n_plan}"
-    + (f", in arms {', '.join(rec_arms)} ({rec_scale.label})" if rec_arms else "")
+    + (f", in arms {', '.join(rec_arms)}; {rec_scale.label}" if rec_arms else "")
     + ". " + ("No figure of the full-scale records is drawn until there is one. "
               if not n_rec else "")
     + f"The error rates use the spread {rec_spread.describe()}."))

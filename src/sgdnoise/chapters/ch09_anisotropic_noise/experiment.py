@@ -294,7 +294,7 @@ def directional_variance(
             rows.append(dict(kind=kind, direction=j + 1, eigenvalue=float(evals[j]),
                              variance=float(var[j]), sgd_variance=float(sgd_var[j]),
                              ratio=ratio, trace_vs_d=trace / trace_d,
-                             shape_ratio=ratio * trace_d / trace))
+                             shape_ratio=ratio * (trace_d / trace)))
     model.train(was_training)
     return pd.DataFrame(rows)
 
