@@ -403,36 +403,72 @@ def schedule(pending: list[tuple[ChapterResult, dict[str, str]]], out_dir: Path,
     return fresh + seen
 
 
+def chapter_worker(job: ChapterJob, name: str, inputs: dict[str, str],
+                   ) -> tuple[bool, float, str]:
+    """One chapter in a worker process of :func:`execute_all`: ``(succeeded, wall seconds,
+    the failure's message or "")``; a failure comes back as a value, not an exception."""
+    notebook, params = job.checked[name]
+    start = time.perf_counter()
+    try:
+        execute_chapter(job.book_dir, name, job.profile, job.out_dir, inputs, notebook,
+                        params, progress_bar=False)
+    except BuildError as exc:
+        return False, time.perf_counter() - start, str(exc)
+    return True, time.perf_counter() - start, ""
+
+
+def _interrupt_workers() -> None:
+    """Pass an interrupt on to the worker processes (a terminal's Ctrl-C reaches them
+    already; a SIGINT sent to this process alone does not): each stops its chapter as one
+    build does on Ctrl-C, shutting its kernel down."""
+    import multiprocessing
+    import signal
+
+    for child in multiprocessing.active_children():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGINT)
+
+
 def execute_all(job: ChapterJob, pending: list[tuple[ChapterResult, dict[str, str]]],
                 jobs: int) -> None:
-    """Execute ``pending`` chapters, ``jobs`` at a time (threads that each drive one
-    kernel). After a failure no further chapter starts (status ``not run``); the ones
-    already running finish, then the first failure is raised as :class:`BuildError` (with
-    the others' messages)."""
+    """Execute ``pending`` chapters, ``jobs`` at a time, each in a worker process (forked)
+    that drives one kernel; a chapter starts only when a worker is free. After a failure
+    no further chapter starts (status ``not run``); the ones already running finish, then
+    the failures are raised as one :class:`BuildError`. Ctrl-C stops the running chapters
+    and the build at once, as with one job."""
     if jobs <= 1 or len(pending) <= 1:
         for r, inputs in pending:
             run_chapter(job, r, inputs)
         return
-    from concurrent.futures import ThreadPoolExecutor
-    from threading import Event
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    stop, errors = Event(), []
-
-    def task(r: ChapterResult, inputs: dict[str, str]) -> None:
-        if stop.is_set():
-            r.status = "not run"
-            return
+    queue, running, errors = list(pending), {}, []
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as pool:
         try:
-            run_chapter(job, r, inputs)
-        except BuildError as exc:
-            stop.set()
-            errors.append(exc)
-
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="chapter") as pool:
-        for future in [pool.submit(task, r, inputs) for r, inputs in pending]:
-            future.result()
+            while queue or running:
+                while queue and len(running) < jobs and not errors:
+                    r, inputs = queue.pop(0)
+                    print(f"[book] {r.name}: executing with profile {job.profile}", flush=True)
+                    running[pool.submit(chapter_worker, job, r.name, inputs)] = r
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    r = running.pop(future)
+                    ok, r.wall_s, message = future.result()
+                    r.status = "executed" if ok else "FAILED"
+                    print(f"[book] {r.name}: {'executed' if ok else 'FAILED'} in "
+                          f"{r.wall_s:.0f} s", flush=True)
+                    if not ok:
+                        errors.append(message)
+        except KeyboardInterrupt:
+            _interrupt_workers()
+            raise
+    for r, _ in queue:
+        r.status = "not run"
     if errors:
-        raise BuildError("\n\n".join(str(e) for e in errors))
+        raise BuildError("\n\n".join(errors))
 
 
 def kernel_threads(jobs: int, cpus: int | None = None) -> int | None:

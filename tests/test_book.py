@@ -897,33 +897,29 @@ def test_schedule_starts_new_chapters_first_then_the_longest(tmp_path):
 
 def test_a_failure_with_two_jobs_stops_later_chapters_and_names_the_failure(tmp_path,
                                                                            monkeypatch):
-    import threading
     import time
 
-    started: list[str] = []
-    release = threading.Event()
-
-    def fake_execute(book_dir, name, *args, **kwargs):
-        started.append(name)
+    def fake_execute(book_dir, name, *args, **kwargs):  # runs in a forked worker
+        (tmp_path / f"started-{name}").touch()
         if name == "bad":
             raise build.BuildError("chapter bad failed: deliberate 9182")
-        release.wait(5)  # 'slow' is still running when 'bad' fails
+        time.sleep(1.0)  # 'slow' is still running when 'bad' fails
 
     monkeypatch.setattr(build, "execute_chapter", fake_execute)
     job = build.ChapterJob(tmp_path, "smoke", tmp_path,
                            {n: (None, {}) for n in ("slow", "bad", "later")},
                            progress_bar=False)
     pending = _chapters("slow", "bad", "later")
-    timer = threading.Timer(0.5, release.set)
-    timer.start()
     start = time.perf_counter()
     with pytest.raises(build.BuildError, match="deliberate 9182"):
         build.execute_all(job, pending, jobs=2)
-    timer.cancel()
     status = {r.name: r.status for r, _ in pending}
     assert status == {"slow": "executed", "bad": "FAILED", "later": "not run"}
-    assert "later" not in started
-    assert time.perf_counter() - start >= 0.4  # the running chapter was waited for
+    assert not (tmp_path / "started-later").exists()
+    assert (tmp_path / "started-slow").exists()
+    assert time.perf_counter() - start >= 0.9  # the running chapter was waited for
+    assert {r.name: r.wall_s >= 0.9 for r, _ in pending if r.name != "later"} == {
+        "slow": True, "bad": False}
 
 
 TWO_CHAPTER_THREADS = '''\
@@ -971,3 +967,41 @@ def test_two_jobs_execute_two_chapters_side_by_side_with_their_own_threads(tmp_p
                    for o in c.get("outputs", []))
     threads = build.kernel_threads(2)
     assert f"threads {threads} {threads}" in text
+
+
+SLEEPING_CHAPTER = TWO_CHAPTER_THREADS.replace("time.sleep(1.0)", "time.sleep(120)")
+
+
+@pytest.mark.book
+def test_an_interrupt_stops_two_jobs_at_once_and_writes_no_chapter(tmp_path):
+    """SIGINT to the build (what Ctrl-C sends) with two chapters running: both stop within
+    seconds, as with one job, and neither leaves a finished notebook."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    book = make_sample_book(tmp_path)
+    toc = yaml.safe_load((book / "_toc.yml").read_text())
+    toc["chapters"][2:3] = [{"file": "chapters/ch01_sleep"}, {"file": "chapters/ch02_sleep"}]
+    (book / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False))
+    for name in ("ch01_sleep", "ch02_sleep"):
+        (book / "chapters" / f"{name}.py").write_text(SLEEPING_CHAPTER)
+        shutil.copytree(book / "params" / "ch01_sample", book / "params" / name)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(BOOK / "build.py"), "--book-dir", str(book), "--build-dir",
+           str(out), "--profile", "smoke", "--no-html", "--jobs", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    executed = out / "executed" / "smoke"
+    deadline = time.monotonic() + 120
+    while len(list(executed.glob("*.running.ipynb"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(5)  # the kernels reach the sleeping cell
+    start = time.monotonic()
+    os.kill(proc.pid, signal.SIGINT)
+    output, _ = proc.communicate(timeout=90)
+    assert time.monotonic() - start < 45, output
+    assert proc.returncode != 0, output
+    assert not list(executed.glob("ch0*_sleep.ipynb")), output
