@@ -37,8 +37,9 @@ kill fell between the two renames that swap in new HTML, restores the previous t
 Several chapters at once: ``--jobs N`` executes N chapters side by side (``make book`` uses
 2), each kernel started with ``OMP_NUM_THREADS`` = cores / N, so N one-thread kernels share a
 2-core laptop instead of two two-thread kernels taking turns on it; chapters never executed
-here start first, then the others longest first. Each chapter's wall time is measured as it
-ran, beside the others.
+here start first, then the others longest first. Each chapter runs in a worker process, so
+Ctrl-C stops all of them at once, as with one job. Each chapter's wall time is measured as
+it ran, beside the others.
 
 Usage: ``python book/build.py [--profile smoke|default|full] [--only NAME ...] [--no-html]
 [--jobs N] [-W] [--force] [--allow-missing] [--build-dir DIR]``.
