@@ -365,20 +365,23 @@ class ChapterJob:
 
 
 def run_chapter(job: ChapterJob, r: ChapterResult, inputs: dict[str, str]) -> None:
-    """Execute one chapter (:func:`execute_chapter`), recording status and wall time in
-    ``r``; a failure is marked ``FAILED`` and re-raised."""
+    """Execute one chapter in this process (:func:`chapter_worker`), recording its outcome
+    in ``r`` (:func:`record_outcome`); a failure is raised as :class:`BuildError`."""
     print(f"[book] {r.name}: executing with profile {job.profile}", flush=True)
-    notebook, params = job.checked[r.name]
-    start = time.perf_counter()
-    try:
-        execute_chapter(job.book_dir, r.name, job.profile, job.out_dir, inputs, notebook,
-                        params, progress_bar=job.progress_bar)
-    except BuildError:
-        r.status, r.wall_s = "FAILED", time.perf_counter() - start
-        raise
-    r.status, r.wall_s = "executed", time.perf_counter() - start
-    if not job.progress_bar:
-        print(f"[book] {r.name}: executed in {r.wall_s:.0f} s", flush=True)
+    message = record_outcome(r, chapter_worker(job, r.name, inputs),
+                             announce=not job.progress_bar)
+    if r.status == "FAILED":
+        raise BuildError(message)
+
+
+def record_outcome(r: ChapterResult, outcome: tuple[bool, float, str], announce: bool) -> str:
+    """Status and wall time of a :func:`chapter_worker` outcome into ``r`` (printed when
+    ``announce``, i.e. without papermill's progress bar); returns the failure's message."""
+    ok, r.wall_s, message = outcome
+    r.status = "executed" if ok else "FAILED"
+    if announce:
+        print(f"[book] {r.name}: {r.status} in {r.wall_s:.0f} s", flush=True)
+    return message
 
 
 def previous_wall_s(out_dir: Path, name: str) -> float | None:
@@ -406,13 +409,14 @@ def schedule(pending: list[tuple[ChapterResult, dict[str, str]]], out_dir: Path,
 
 def chapter_worker(job: ChapterJob, name: str, inputs: dict[str, str],
                    ) -> tuple[bool, float, str]:
-    """One chapter in a worker process of :func:`execute_all`: ``(succeeded, wall seconds,
-    the failure's message or "")``; a failure comes back as a value, not an exception."""
+    """One chapter (in this process, or in a worker process of :func:`execute_all`):
+    ``(succeeded, wall seconds, the failure's message or "")``; a failure comes back as a
+    value, not an exception."""
     notebook, params = job.checked[name]
     start = time.perf_counter()
     try:
         execute_chapter(job.book_dir, name, job.profile, job.out_dir, inputs, notebook,
-                        params, progress_bar=False)
+                        params, progress_bar=job.progress_bar)
     except BuildError as exc:
         return False, time.perf_counter() - start, str(exc)
     return True, time.perf_counter() - start, ""
@@ -457,11 +461,8 @@ def execute_all(job: ChapterJob, pending: list[tuple[ChapterResult, dict[str, st
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     r = running.pop(future)
-                    ok, r.wall_s, message = future.result()
-                    r.status = "executed" if ok else "FAILED"
-                    print(f"[book] {r.name}: {'executed' if ok else 'FAILED'} in "
-                          f"{r.wall_s:.0f} s", flush=True)
-                    if not ok:
+                    message = record_outcome(r, future.result(), announce=True)
+                    if r.status == "FAILED":
                         errors.append(message)
         except KeyboardInterrupt:
             _interrupt_workers()
