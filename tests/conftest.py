@@ -65,8 +65,7 @@ def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
     guide = [n for n in pages if build.page_folder(n) != "chapters"]
     keep = os.environ.get("SGDNOISE_BOOK_TEST_BUILD")
     build_dir = Path(keep).resolve() if keep else tmp_path_factory.mktemp("smoke-book")
-    args = ("--profile", "smoke", "--build-dir", str(build_dir), "--warnings-as-errors",
-            "--jobs", "2")
+    args = ("--profile", "smoke", "--build-dir", str(build_dir), "--warnings-as-errors")
     proc = run_build(*args)
     if proc.returncode != 0:
         pytest.fail("book/build.py failed on the smoke profile:\n" + output_of(proc),
