@@ -39,7 +39,8 @@ Several chapters at once: ``--jobs N`` executes N chapters side by side (``make 
 2-core laptop instead of two two-thread kernels taking turns on it; chapters never executed
 here start first, then the others longest first. Each chapter runs in a worker process, so
 Ctrl-C stops all of them at once, as with one job. Each chapter's wall time is measured as
-it ran, beside the others.
+it ran, beside the others. Kernels talk to the build over Unix sockets (the ``ipc``
+transport, :func:`kernel_manager_class`), so two starting at once cannot race for a TCP port.
 
 Usage: ``python book/build.py [--profile smoke|default|full] [--only NAME ...] [--no-html]
 [--jobs N] [-W] [--force] [--allow-missing] [--build-dir DIR]``.
@@ -50,6 +51,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -60,6 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -306,6 +309,34 @@ def error_outputs(notebook: Any) -> list[str]:
     return errors
 
 
+@functools.cache
+def kernel_manager_class() -> type | None:
+    """The kernel manager every chapter's kernel starts with: on POSIX, jupyter_client's
+    own manager with the ``ipc`` transport (Unix sockets, each kernel at its own path in the
+    temporary folder); None elsewhere (the default TCP manager).
+
+    Why: with TCP a kernel's five ports are chosen by binding port 0 and closing it, then
+    the kernel binds them; two kernels starting at the same moment (``--jobs 2``) can be
+    handed the same port, and one dies with "ZMQError: Address already in use". A socket
+    path from a fresh random name cannot collide."""
+    if os.name != "posix":
+        return None
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalSocketKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            name = f"sgdnoise-kernel-{uuid.uuid4().hex[:16]}"
+            return os.path.join(tempfile.gettempdir(), name)
+
+    return LocalSocketKernelManager
+
+
 def execute_chapter(book_dir: Path, name: str, profile: str, out_dir: Path,
                     inputs: dict[str, str], notebook: Any, params: dict[str, Any],
                     progress_bar: bool = True) -> None:
@@ -319,6 +350,8 @@ def execute_chapter(book_dir: Path, name: str, profile: str, out_dir: Path,
     running = out_dir / f"{name}.running.ipynb"
     sidecar = out_dir / f"{name}.json"
     out_dir.mkdir(parents=True, exist_ok=True)
+    manager_class = kernel_manager_class()
+    manager = {} if manager_class is None else {"kernel_manager_class": manager_class}
     with tempfile.TemporaryDirectory(prefix=f".book-{name}-", dir=out_dir) as tmp:
         src_nb = Path(tmp) / f"{name}.ipynb"
         nbformat.write(notebook, src_nb)
@@ -327,7 +360,7 @@ def execute_chapter(book_dir: Path, name: str, profile: str, out_dir: Path,
                 str(src_nb), str(running), parameters=params, kernel_name="python3",
                 language="python", cwd=str(book_dir / page_folder(name)),
                 progress_bar=progress_bar, report_mode=False, log_output=False,
-                start_timeout=300,
+                start_timeout=300, **manager,
             )
             message = None
         except Exception as exc:  # papermill's error carries the failing cell's traceback

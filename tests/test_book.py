@@ -944,6 +944,8 @@ import time
 import torch
 time.sleep(1.0)
 print("threads", torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS"))
+from ipykernel.kernelapp import IPKernelApp
+print("transport", IPKernelApp.instance().transport)
 '''
 
 
@@ -967,6 +969,9 @@ def test_two_jobs_execute_two_chapters_side_by_side_with_their_own_threads(tmp_p
                    for o in c.get("outputs", []))
     threads = build.kernel_threads(2)
     assert f"threads {threads} {threads}" in text
+    # the kernels talk over Unix sockets at their own paths: two starting at once cannot
+    # be handed the same TCP port (the race that killed a kernel in a clean-clone build)
+    assert "transport ipc" in text
 
 
 SLEEPING_CHAPTER = TWO_CHAPTER_THREADS.replace("time.sleep(1.0)", "time.sleep(120)")
