@@ -196,10 +196,10 @@ def test_shipped_plans_validate():
               | {("B", b) for b in (512, 4096, 8192, 32768)}
               | {("C", b) for b in (512, 4096, 8192)})
     assert decisive == family
-    # 8 seeds: 80% power for a 3-point gap at the mid-scale spread (the header's numbers;
+    # 10 seeds: 80% power for a 3-point gap at the mid-scale spread (the header's numbers;
     # tests/test_decide.py checks the power at the committed records' spread)
     for arm, b in family:
-        assert {r.seed for r in runs if (r.arm, r.batch_size) == (arm, b)} == set(range(8))
+        assert {r.seed for r in runs if (r.arm, r.batch_size) == (arm, b)} == set(range(10))
     # arm A: plain BatchNorm over the micro-batch of min(B, 4096); the control: ghost 128
     a = [r.config for r in runs if r.arm == "A"]
     assert all(c.ghost_batch_size is None and c.micro_batch_size == 4096 and c.lr == 0.1
