@@ -467,3 +467,35 @@ def test_tuned_at_edge_names_runs_tuned_to_the_grids_end(tmp_path):
         "arm B at B = 4,096, seed 1: factor 0.5, the smallest tried"]
     (tmp_path / "README.md").write_text("not a record")
     assert len(ch08.tuned_at_edge([str(tmp_path), str(tmp_path / "missing")])) == 2
+
+
+# ----------------------------------------------------- the ghost-BatchNorm control
+
+
+def _finals(rows: list[tuple[str, int, int, float, float]]) -> pd.DataFrame:
+    """One evaluation per run: (arm, B, seed, train error, test error)."""
+    return pd.DataFrame([dict(arm=a, batch_size=b, seed=s, run_id=f"{a}_B{b}_s{s}", step=10,
+                              epoch=30.0, train_loss=0.1, train_error=tr, test_error=te,
+                              status="finished") for a, b, s, tr, te in rows])
+
+
+def test_control_pairs_and_its_sentence_flip_at_the_stated_threshold() -> None:
+    spread = ds.Spread(0.01, 0.1, 0.01, 20, 4, "constructed")  # limit 2·√2·1 = 2.83 points
+    base = [("A", 832, 0, 0.30, 0.58), ("A", 832, 1, 0.30, 0.59), ("A", 1664, 0, 0.45, 0.58),
+            ("B", 832, 0, 0.0, 0.42)]
+    far = ch08.control_comparison(_finals(base + [("A-ghost", 832, 0, 0.28, 0.54),
+                                                  ("A-ghost", 1664, 0, 0.43, 0.55)]),
+                                  "A-ghost", "A")
+    assert list(far["B"]) == [832, 1664] and list(far["seed"]) == [0, 0]
+    np.testing.assert_allclose(far["diff"], [-0.04, -0.03])
+    text = ch08.control_sentence(far, spread, what="the BatchNorm batch")
+    assert "2.8 points" in text and "all beyond it: the BatchNorm batch moves" in text
+    assert "shown, not decided on" in text
+    near = ch08.control_comparison(_finals(base + [("A-ghost", 832, 0, 0.3, 0.57)]),
+                                   "A-ghost", "A")
+    assert "all within it: no sign" in ch08.control_sentence(near, spread, what="x")
+    mixed = far.assign(diff=[-0.04, 0.01])
+    assert "1 of 2 beyond it: mixed" in ch08.control_sentence(mixed, spread, what="x")
+    none = ch08.control_comparison(_finals(base), "A-ghost", "A")
+    assert len(none) == 0 and "No run of the control" in ch08.control_sentence(
+        none, spread, what="x")

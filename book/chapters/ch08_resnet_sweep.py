@@ -388,6 +388,10 @@ else:
 # The records accumulate in `data/results/ch08_midscale/` a few hours at a time, arm A
 # first. Their seed-to-seed spread is the measured spread closest to the full-scale
 # experiment, so the full-scale error rates and seed counts below are computed with it.
+# A control, arm A-ghost, repeats arm A at the 4,096- and 8,192-equivalents with ghost
+# BatchNorm over 26 examples (the small batch's size): beside arm A's run of the same seed
+# it shows whether the BatchNorm batch, rather than the steps or the noise, moves the test
+# error. One seed each, so it is shown and not decided on.
 
 # %% tags=["remove-cell"]
 mid = ch08.load_recorded(P.midscale_dirs)
@@ -398,14 +402,17 @@ mid_spread = (ds.measure_spread(mid, "measured on the mid-scale CPU records") if
               else None)
 mid_res = ch08.analyse(mid, mid_sharp if len(mid_sharp) else None, P, mid_scale,
                        spread=ch08.planning_spread([mid_spread, pilot_spread]))
-mid_arms = sorted(set(mid["arm"])) if len(mid) else []
+mid_all_arms = sorted(set(mid["arm"].astype(str))) if len(mid) else []
+mid_arms = [a for a in mid_all_arms if a in P.decisive_arms]  # the figures' panels
+# a control arm "<arm>-<variant>" (the ghost-BatchNorm control) is read against <arm>
+mid_controls = [a for a in mid_all_arms if a.split("-")[0] in mid_arms and a not in mid_arms]
 
 # %% tags=["remove-input"]
 n_mid, _, mid_model = ch08.plan_runs(P.midscale_plan)
 display(Markdown(
     f"Runs recorded: {len(ch08.final_points(mid)) if len(mid) else 0} of the plan's "
-    f"{n_mid}" + (f", in arm{'s' if len(mid_arms) > 1 else ''} {', '.join(mid_arms)}; "
-                  f"{mid_scale.label}" if mid_arms else "")
+    f"{n_mid}" + (f", in arm{'s' if len(mid_all_arms) > 1 else ''} "
+                  f"{', '.join(mid_all_arms)}; {mid_scale.label}" if mid_all_arms else "")
     + (f". Their seed-to-seed spread: {mid_spread.describe()}." if mid_spread is not None
        else ". No figure is drawn until there is one.")))
 decision_table(mid_res, "the mid-scale records")
@@ -442,6 +449,24 @@ if ch08.has_records(mid, mid_arms):
             "linear rule): " + "; ".join(edges) + ". A factor beyond the grid was not tried, "
             "so these runs may be tuned short of their best; the calls above use them as "
             "recorded."))
+    for control in mid_controls:
+        reference = control.split("-")[0]
+        pairs = ch08.control_comparison(mid, control, reference)
+        names = {"train_error_ref": f"train error, arm {reference}",
+                 "train_error_ctl": f"train error, {control}",
+                 "test_error_ref": f"test error, arm {reference}",
+                 "test_error_ctl": f"test error, {control}",
+                 "diff": "test-error difference (points)"}
+        if len(pairs):
+            table(pairs.rename(columns=names),
+                  f"The control {control}: arm {reference} with ghost BatchNorm over the "
+                  f"small batch's size, beside arm {reference}'s run of the same batch size "
+                  "and seed (final train and test error; the difference is control minus "
+                  "reference).",
+                  {**{names[c]: PERCENT for c in names if c != "diff"},
+                   names["diff"]: lambda v: MINUS(fmt_number(v * 100, 1))})
+        display(Markdown(ch08.control_sentence(pairs, mid_res.spread,
+                                               what="the BatchNorm batch")))
 
 # %% [markdown]
 # (sec-ch8-recorded)=

@@ -57,6 +57,8 @@ __all__ = [
     "analyse",
     "batch_colors",
     "budget_text",
+    "control_comparison",
+    "control_sentence",
     "curve_residuals",
     "decision_as_text",
     "decision_display",
@@ -1346,6 +1348,54 @@ def residual_sentence(residuals: pd.DataFrame, spread: ds.Spread) -> str:
             f"error from it (mean {fmt_number(r.mean(), 1)}; the farthest at "
             f"$B$ = {_thousands(int(worst['B']))}), against a seed-to-seed spread of "
             f"{spread.sd_test_error * 100:.1f} points." + beyond)
+
+
+def control_comparison(records: pd.DataFrame, control: str, reference: str
+                       ) -> pd.DataFrame:
+    """Each run of the ``control`` arm (e.g. arm A with ghost BatchNorm) beside the
+    ``reference`` arm's run of the same batch size and seed: one row per such pair with
+    ``B``, ``seed``, the final train error and test error of both (``*_ref``, ``*_ctl``)
+    and ``diff`` = control − reference test error (error units). Empty when no pair
+    exists."""
+    cols = ["B", "seed", "train_error_ref", "train_error_ctl", "test_error_ref",
+            "test_error_ctl", "diff"]
+    if len(records) == 0:
+        return pd.DataFrame(columns=cols)
+    last = final_points(records)
+    keep = ["batch_size", "seed", "train_error", "test_error"]
+    ref = last[last["arm"].astype(str) == reference][keep]
+    ctl = last[last["arm"].astype(str) == control][keep]
+    pairs = ref.merge(ctl, on=["batch_size", "seed"], suffixes=("_ref", "_ctl"))
+    pairs = pairs.rename(columns={"batch_size": "B"})
+    pairs["diff"] = pairs["test_error_ctl"].astype(float) - pairs["test_error_ref"].astype(
+        float)
+    return pairs[cols].sort_values(["B", "seed"]).reset_index(drop=True)
+
+
+def control_sentence(pairs: pd.DataFrame, spread: ds.Spread, *, what: str,
+                     factor: float = 2.0) -> str:
+    """What the control shows, computed: each pair's test-error difference in points,
+    against ``factor`` standard deviations of a difference of two independent runs,
+    ``factor · √2 · σ_e`` (``σ_e`` the seed-to-seed spread). All differences beyond it:
+    ``what`` moves the test error; all within it: no sign that it does; otherwise mixed.
+    One seed per pair, so it is shown, not decided on (no claim counts it)."""
+    if len(pairs) == 0:
+        return "No run of the control has a run of the same batch size and seed to compare."
+    limit = factor * math.sqrt(2.0) * spread.sd_test_error
+    d = pairs["diff"].to_numpy(float)
+    parts = [f"$B$ = {_thousands(int(b))} (seed {int(s)}): {fmt_number(x * 100, 1)} points"
+             for b, s, x in zip(pairs["B"], pairs["seed"], d, strict=True)]
+    beyond = np.abs(d) > limit
+    if beyond.all():
+        reading = f"all beyond it: {what} moves the test error at this scale"
+    elif not beyond.any():
+        reading = f"all within it: no sign that {what} moves the test error"
+    else:
+        reading = f"{int(beyond.sum())} of {len(d)} beyond it: mixed"
+    return (f"Control minus reference, test error: {'; '.join(parts)}. Threshold: "
+            f"{fmt_number(factor, 1)} standard deviations of the difference of two runs, "
+            f"{fmt_number(factor, 1)} · √2 · {spread.sd_test_error * 100:.2f} = "
+            f"{limit * 100:.1f} points; {reading}. One seed per pair: shown, not decided on.")
 
 
 def _thousands(b: int) -> str:
