@@ -499,3 +499,8 @@ def test_control_pairs_and_its_sentence_flip_at_the_stated_threshold() -> None:
     none = ch08.control_comparison(_finals(base), "A-ghost", "A")
     assert len(none) == 0 and "No run of the control" in ch08.control_sentence(
         none, spread, what="x")
+
+
+def test_control_arms_are_variants_of_a_decisive_arm() -> None:
+    assert ch08.control_arms(["A", "A-ghost", "B", "D-plain"], ["A", "B"]) == [("A-ghost", "A")]
+    assert ch08.control_arms(["A-ghost"], ["B"]) == []

@@ -404,8 +404,7 @@ mid_res = ch08.analyse(mid, mid_sharp if len(mid_sharp) else None, P, mid_scale,
                        spread=ch08.planning_spread([mid_spread, pilot_spread]))
 mid_all_arms = sorted(set(mid["arm"].astype(str))) if len(mid) else []
 mid_arms = [a for a in mid_all_arms if a in P.decisive_arms]  # the figures' panels
-# a control arm "<arm>-<variant>" (the ghost-BatchNorm control) is read against <arm>
-mid_controls = [a for a in mid_all_arms if a.split("-")[0] in mid_arms and a not in mid_arms]
+mid_controls = ch08.control_arms(mid_all_arms, mid_arms)  # e.g. ("A-ghost", "A")
 
 # %% tags=["remove-input"]
 n_mid, _, mid_model = ch08.plan_runs(P.midscale_plan)
@@ -449,8 +448,7 @@ if ch08.has_records(mid, mid_arms):
             "linear rule): " + "; ".join(edges) + ". A factor beyond the grid was not tried, "
             "so these runs may be tuned short of their best; the calls above use them as "
             "recorded."))
-    for control in mid_controls:
-        reference = control.split("-")[0]
+    for control, reference in mid_controls:
         pairs = ch08.control_comparison(mid, control, reference)
         names = {"train_error_ref": f"train error, arm {reference}",
                  "train_error_ctl": f"train error, {control}",

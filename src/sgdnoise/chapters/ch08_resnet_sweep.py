@@ -57,6 +57,7 @@ __all__ = [
     "analyse",
     "batch_colors",
     "budget_text",
+    "control_arms",
     "control_comparison",
     "control_sentence",
     "curve_residuals",
@@ -1348,6 +1349,14 @@ def residual_sentence(residuals: pd.DataFrame, spread: ds.Spread) -> str:
             f"error from it (mean {fmt_number(r.mean(), 1)}; the farthest at "
             f"$B$ = {_thousands(int(worst['B']))}), against a seed-to-seed spread of "
             f"{spread.sd_test_error * 100:.1f} points." + beyond)
+
+
+def control_arms(arms: Sequence[str], decisive: Sequence[str]) -> list[tuple[str, str]]:
+    """``(control, reference)`` for every arm named ``<reference>-<variant>`` (e.g. the
+    ghost-BatchNorm control ``A-ghost``) whose reference is one of ``decisive``; a control
+    is read against its reference (:func:`control_comparison`), not decided on."""
+    return [(a, a.split("-")[0]) for a in arms
+            if a not in decisive and a.split("-")[0] in decisive]
 
 
 def control_comparison(records: pd.DataFrame, control: str, reference: str
