@@ -37,7 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sgdnoise.chapters.ch09_anisotropic_noise import cost_goals, measure_step_costs
+from sgdnoise.chapters.ch09_anisotropic_noise import (
+    cost_bound_call,
+    cost_bound_sentence,
+    cost_goals,
+    hessian_cost_parts,
+    measure_step_costs,
+)
 from sgdnoise.curvature import HessianOperator
 from sgdnoise.models import build_model
 from sgdnoise.noise import (
@@ -218,71 +224,41 @@ def refresh_costs(model, x, y, steps: list[int], refreshes: list[int], samples: 
     return {a: sorted(t)[len(t) // 2] / base for a, t in times.items() if a != (0, 0)}
 
 
-def hessian_floor(model, x, y, samples: int, repeats: int) -> dict[str, float]:
-    """Median seconds of the parts of a hessian step that do not depend on the Lanczos
-    implementation: the plain step, the Gaussian start z ∈ R^P, the Hessian's graph on M
-    examples (forward and backward with ``create_graph``, with the first product) and one
-    further product, timed interleaved on the benchmark model."""
-    import time
-
-    gen = torch.Generator().manual_seed(0)
-    params = [p for p in model.parameters() if p.requires_grad]
-    P = sum(p.numel() for p in params)
-    xs, ys = x[:samples], y[:samples]
-    v = torch.randn(P, 1, generator=gen).to(x.device)
-    op = HessianOperator(model, F.cross_entropy, xs, ys, keep_graph=True)
-    op.matmat(v)
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-
-    def plain():
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-
-    def start():
-        torch.randn((P, 1), generator=gen).to(x.device)
-
-    def graph():
-        HessianOperator(model, F.cross_entropy, xs, ys, keep_graph=True).matmat(v)
-
-    def product():
-        op.matmat(v)
-
-    arms = dict(step=plain, z=start, graph_and_product=graph, product=product)
-    times: dict[str, list[float]] = {a: [] for a in arms}
-    for rep in range(repeats + 2):
-        for name, fn in arms.items():
-            sync()
-            begin = time.perf_counter()
-            fn()
-            sync()
-            if rep >= 2:
-                times[name].append(time.perf_counter() - begin)
-    med = {a: sorted(t)[len(t) // 2] for a, t in times.items()}
-    med["graph"] = max(med.pop("graph_and_product") - med["product"], 0.0)
-    return med
-
-
-def floor_ratio(parts: dict[str, float], k: int) -> float:
-    """1 + (t_z + t_graph + k t_HVP) / t_step: the cost ratio of a k-step hessian step
-    if the Lanczos bookkeeping and the noise update were free."""
-    return 1 + (parts["z"] + parts["graph"] + k * parts["product"]) / parts["step"]
+def print_bound(model, x, y, args) -> dict:
+    """The BOUND line: what a hessian step of k Lanczos steps cannot cost less than here
+    (:func:`hessian_cost_parts`: the floor, and the floor plus a bare recurrence's
+    bookkeeping) and whether the <= 3x goal is within reach (:func:`cost_bound_call`)."""
+    k = args.lanczos_steps
+    parts = hessian_cost_parts(model, x, y, curvature_samples=args.curvature_samples,
+                               lanczos_steps=k, repeats=max(args.repeats, 9))
+    goal = COST_GOALS["hessian"]
+    call = cost_bound_call(parts, goal)
+    print(f"BOUND hessian: >= {parts.floor:.2f}x for the plain step, z, the graph and {k} "
+          f"products; >= {parts.bound:.2f}x with a bare Lanczos recurrence "
+          f"(goal <= {goal:g}x: {call})")
+    return dict(bound_row=True, kind="hessian", k=k, floor=parts.floor, bound=parts.bound,
+                call=call, sentence=cost_bound_sentence(parts, goal))
 
 
 def steps_tradeoff(model, x, y, args) -> list[dict]:
     """Cost ratio of hessian steps against k, next to the accuracy of k-step draws and the
-    floor of :func:`floor_ratio`."""
+    floor and bound of :func:`hessian_cost_parts` at each k."""
     acc = {(r["kind"], r["k"]): r for r in lanczos_accuracy(
         args.steps_grid, args.accuracy_draws, args.seed, args.accuracy_seeds)}
-    parts = hessian_floor(model, x, y, args.curvature_samples, max(args.repeats, 9))
-    rows = []
+    parts = {k: hessian_cost_parts(model, x, y, curvature_samples=args.curvature_samples,
+                                   lanczos_steps=k, repeats=max(args.repeats, 9))
+             for k in args.steps_grid}
+    first = parts[args.steps_grid[0]]
     print(f"\nfloor of a hessian step (M={args.curvature_samples}): plain step "
-          f"{parts['step'] * 1e3:.2f} ms, z ~ N(0, I_P) {parts['z'] * 1e3:.2f} ms, Hessian "
-          f"graph {parts['graph'] * 1e3:.2f} ms, one Hessian-vector product "
-          f"{parts['product'] * 1e3:.2f} ms: ratio >= 1 + (z + graph + k HVP) / step")
+          f"{first.step * 1e3:.2f} ms, z ~ N(0, I_P) {first.z * 1e3:.2f} ms, Hessian "
+          f"graph {first.graph * 1e3:.2f} ms, one Hessian-vector product "
+          f"{first.product * 1e3:.2f} ms: ratio >= 1 + (z + graph + k HVP) / step; bound: "
+          "the floor plus a bare three-term Lanczos recurrence's bookkeeping")
+    rows = []
     print("Lanczos steps k: cost of a step (this model), its floor, and accuracy of the "
           f"injected noise (small MLP, P={next(iter(acc.values()))['P']}, "
           f"{args.accuracy_draws} draws, mean of {args.accuracy_seeds} problems)")
-    print("  kind     k  cost ratio  floor  per-draw error  covariance error")
+    print("  kind     k  cost ratio  floor  bound  per-draw error  covariance error")
     for k in args.steps_grid:
         table = measure_step_costs(model, x, y, ["hessian"], goals=COST_GOALS,
                                    curvature_samples=args.curvature_samples, lanczos_steps=k,
@@ -291,10 +267,10 @@ def steps_tradeoff(model, x, y, args) -> list[dict]:
             if row.kind == "none":
                 continue
             a = acc[(row.kind, k)]
-            floor = floor_ratio(parts, k)
-            rows.append(dict(kind=row.kind, k=k, ratio=row.ratio, floor=floor,
+            floor, bound = parts[k].floor, parts[k].bound
+            rows.append(dict(kind=row.kind, k=k, ratio=row.ratio, floor=floor, bound=bound,
                              draw_error=a["draw_error"], cov_error=a["cov_error"]))
-            print(f"  {row.kind:7s} {k:2d}  {row.ratio:9.2f}x  {floor:4.2f}x  "
+            print(f"  {row.kind:7s} {k:2d}  {row.ratio:9.2f}x  {floor:4.2f}x  {bound:4.2f}x  "
                   f"{a['draw_error']:14.3f}  {a['cov_error']:16.3f}")
     if args.refresh and args.refresh_steps:
         fac = factor_accuracy(args.refresh_steps, args.seed)
@@ -363,6 +339,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"{steps}{goal_txt})")
     rows = table.to_dict("records")
     rows += [dict(floor_row=True, **r) for r in print_floors(model, x, y, table, args)]
+    rows.append(print_bound(model, x, y, args))
     if args.steps_grid:
         rows += [dict(tradeoff=True, **r) for r in steps_tradeoff(model, x, y, args)]
     return rows

@@ -248,6 +248,33 @@ def test_measure_step_costs_table():
     assert list(table["goal"].iloc[1:]) == [1.5, 3.0] and math.isnan(table["goal"].iloc[0])
 
 
+def test_hessian_cost_parts_on_a_small_model():
+    model, x, y = tiny_problem(0, n=16)
+    parts = ch09.hessian_cost_parts(model, x, y, curvature_samples=4, lanczos_steps=3,
+                                    repeats=1, warmup=0)
+    assert parts.lanczos_steps == 3 and parts.examples == 4
+    assert min(parts.step, parts.z, parts.product) > 0 and parts.graph >= 0
+    assert parts.floor == pytest.approx(
+        1 + (parts.z + parts.graph + 3 * parts.product) / parts.step)
+    assert parts.bound == pytest.approx(parts.floor + parts.recurrence / parts.step)
+    assert all(p.grad is None for p in model.parameters())
+    with pytest.raises(ValueError, match="lanczos_steps"):
+        ch09.hessian_cost_parts(model, x, y, lanczos_steps=0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_bare_recurrence_is_the_lanczos_square_root(k):
+    from sgdnoise.chapters.ch09_anisotropic_noise.costs import _bare_recurrence
+    from sgdnoise.spectral import lanczos_matrix_function
+
+    gen = torch.Generator().manual_seed(k)
+    diag = torch.rand(40, generator=gen, dtype=torch.float64) * 3 - 0.5
+    z = torch.randn(40, generator=gen, dtype=torch.float64)
+    got = _bare_recurrence(diag, z, torch.empty(k + 1, 40, dtype=torch.float64), k)
+    want = lanczos_matrix_function(lambda V: diag[:, None] * V, z[:, None], k)[:, 0]
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
 def test_per_example_projections_match_loop_gradients():
     model, x, y = tiny_problem(5, n=9)
     G = loop_grads(model, x, y)
@@ -456,6 +483,34 @@ def test_cost_summary_is_descriptive():
     assert "subsampled 1.40 times (aim 1.5 times)" in text
     assert "hessian 4.00 times (7 Lanczos steps, aim 3 times)" in text
     assert "no verdict" in text
+
+
+def cost_parts(floor_extra: float, recurrence: float) -> ch09.HessianCostParts:
+    """Parts with ``floor = 1 + floor_extra`` and ``bound = floor + recurrence`` (plain
+    step of 1 s, k = 5)."""
+    return ch09.HessianCostParts(step=1.0, z=0.2, graph=floor_extra - 0.2 - 5 * 0.1,
+                                 product=0.1, recurrence=recurrence, lanczos_steps=5,
+                                 examples=32)
+
+
+@pytest.mark.parametrize("floor_extra, recurrence, call", [
+    (2.5, 0.8, "products over the aim"),
+    (1.5, 0.8, "bookkeeping over the aim"),
+    (1.5, 0.3, "within reach"),
+])
+def test_cost_bound_call_flips_with_the_parts(floor_extra, recurrence, call):
+    parts = cost_parts(floor_extra, recurrence)
+    assert ch09.cost_bound_call(parts, 3.0) == call
+    text = ch09.cost_bound_sentence(parts, 3.0)
+    assert f"**{parts.floor:.2f}**" in text and f"**{parts.bound:.2f}**" in text
+    assert "M = 32 examples" in text
+    reach = {"products over the aim": "parts alone exceed the aim of 3 plain steps",
+             "bookkeeping over the aim": "cannot meet it with bookkeeping as lean",
+             "within reach": "within reach of a draw of 5 Lanczos steps"}
+    assert reach[call] in text
+    assert sum(phrase in text for phrase in reach.values()) == 1
+    with pytest.raises(ValueError, match="goal"):
+        ch09.cost_bound_call(parts, 0.0)
 
 
 # ----------------------------------------------------------------------------------------

@@ -612,6 +612,11 @@ ch09.styled_table(cost_table, {"seconds": "{:.4f}", "ratio": "{:.2f}", "goal": "
                           "goal": "aimed-at ratio", "num_samples": "examples per draw M",
                           "lanczos_steps": "Lanczos steps k"})
 
+# %% tags=["remove-input"]
+hessian_parts = ch09.measured_hessian_parts(P, data, experiment)  # None: costs recorded
+if hessian_parts is not None:
+    display(Markdown(ch09.cost_bound_sentence(hessian_parts, goals["hessian"])))
+
 # %% [markdown]
 # The sub-sampled and true-Fisher kinds cost one extra forward and backward pass on $M$
 # examples; isotropic and diagonal noise one forward and a batched backward of $r$ probes
@@ -620,8 +625,10 @@ ch09.styled_table(cost_table, {"seconds": "{:.4f}", "ratio": "{:.2f}", "goal": "
 # in training. Fewer Lanczos
 # steps make the Hessian kind cheaper and its draws less accurate; `make bench`
 # (`benchmarks/bench_noise.py`) measures both for $k = 2, \dots, 10$ against a dense
-# square root, with the floor $1 + (t_z + t_{\rm graph} + k\,t_{\rm HVP})/t_{\rm step}$
-# that no implementation of $k$ products can beat.
+# square root. The sentence above times the parts of a Hessian step one by one: the floor
+# $1 + (t_z + t_{\rm graph} + k\,t_{\rm HVP})/t_{\rm step}$, which no implementation of
+# $k$ products can beat, and the bound with the bookkeeping of a bare three-term Lanczos
+# recurrence added, which only bookkeeping leaner than that recurrence could beat.
 
 # %% [markdown]
 # (sec-ch9-gap)=

@@ -21,8 +21,10 @@ takes B/b times fewer steps at the same η, are a described control.
 The package holds the chapter's :class:`Params`
 (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.params`), the experiment
 (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.experiment`: configs, training grid,
-measurements of the final point, step costs, the variance of each kind along the sharpest
-directions, a dense covariance check of the samplers), the gap decision and its error
+measurements of the final point, the variance of each kind along the sharpest
+directions, a dense covariance check of the samplers), the step costs and what a hessian
+step cannot cost less than (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.costs`), the
+gap decision and its error
 rates (:mod:`~sgdnoise.chapters.ch09_anisotropic_noise.decision`) and the functions that
 turn the numbers into sentences and :class:`sgdnoise.report.Verdict` records, each with
 its threshold
@@ -50,6 +52,13 @@ and take no part in any decision.
 
 from sgdnoise.noise import NOISE_KINDS
 
+from .costs import (
+    HessianCostParts,
+    hessian_cost_parts,
+    measure_step_costs,
+    measured_hessian_parts,
+    step_costs,
+)
 from .decision import (
     CALLS,
     GAP_OUTCOMES,
@@ -72,11 +81,9 @@ from .experiment import (
     draws_as_in_training,
     epoch_matched_injection_scale,
     injection_scales,
-    measure_step_costs,
     per_example_projections,
     pooled_inputs,
     run_noise_experiment,
-    step_costs,
     step_matched_epochs,
     top_hessian_directions,
     truncated_hessian_draws,
@@ -97,6 +104,7 @@ from .records import (
     sweep_label,
 )
 from .verdicts import (
+    COST_BOUND_CALLS,
     DECIDED_BUDGETS,
     NO_DIRECTIONS,
     anisotropy_codes,
@@ -104,6 +112,8 @@ from .verdicts import (
     anisotropy_verdict,
     budget_records,
     budgets_with_records,
+    cost_bound_call,
+    cost_bound_sentence,
     cost_summary,
     direction_summary,
     directions_text,
@@ -120,6 +130,7 @@ from .verdicts import (
 
 __all__ = [
     "CALLS",
+    "COST_BOUND_CALLS",
     "CURVE_FIELDS",
     "DECIDED_BUDGETS",
     "EQUAL_EPOCHS",
@@ -134,6 +145,7 @@ __all__ = [
     "SMALL",
     "GapRates",
     "GapTest",
+    "HessianCostParts",
     "NoiseConfig",
     "NoiseExperiment",
     "Params",
@@ -147,6 +159,8 @@ __all__ = [
     "ch08_thresholds",
     "closing_calls",
     "config_style",
+    "cost_bound_call",
+    "cost_bound_sentence",
     "cost_goals",
     "cost_summary",
     "covariance_check",
@@ -160,9 +174,11 @@ __all__ = [
     "gap_rates",
     "gap_test",
     "gap_verdict",
+    "hessian_cost_parts",
     "injection_scales",
     "kind_palette",
     "measure_step_costs",
+    "measured_hessian_parts",
     "missing_runs_markdown",
     "paired_spread",
     "per_example_projections",

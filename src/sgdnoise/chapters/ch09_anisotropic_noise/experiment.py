@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import copy
 import math
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -20,7 +18,6 @@ from sgdnoise.curvature import HessianOperator, sharpness
 from sgdnoise.grads import per_example_grad_products
 from sgdnoise.noise import (
     DEFAULT_LANCZOS_STEPS,
-    KINDS,
     NOISE_KINDS,
     NoiseSpec,
     NoisySGD,
@@ -30,7 +27,7 @@ from sgdnoise.noise import (
 )
 from sgdnoise.validate import check_choice, check_positive_int
 
-from .params import EQUAL_EPOCHS, EQUAL_STEPS, LARGE, LARGE_STEPS, SMALL, STEPS_SUFFIX, Params
+from .params import EQUAL_EPOCHS, EQUAL_STEPS, LARGE, LARGE_STEPS, SMALL, STEPS_SUFFIX
 
 __all__ = [
     "CURVE_FIELDS",
@@ -44,11 +41,9 @@ __all__ = [
     "draws_as_in_training",
     "epoch_matched_injection_scale",
     "injection_scales",
-    "measure_step_costs",
     "per_example_projections",
     "pooled_inputs",
     "run_noise_experiment",
-    "step_costs",
     "step_matched_epochs",
     "top_hessian_directions",
     "truncated_hessian_draws",
@@ -539,107 +534,6 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
         return to_float(x)
     return x.float()
-
-
-def measure_step_costs(
-    model: nn.Module,
-    inputs: torch.Tensor,
-    targets: torch.Tensor,
-    kinds: Sequence[str] = KINDS,
-    *,
-    goals: Mapping[str, float],
-    num_samples: int = 64,
-    curvature_samples: int = 32,
-    lanczos_steps: int = DEFAULT_LANCZOS_STEPS,
-    repeats: int = 7,
-    warmup: int = 2,
-    moment_samples: int | None = None,
-    moment_probes: int | None = 4,
-) -> pd.DataFrame:
-    """Seconds per optimisation step of each kind on one batch, relative to kind "none".
-
-    A step is what the engine does: zero the gradients, forward and backward on the whole
-    batch (mean cross-entropy), ``observe_batch``, ``step()``. Kinds are timed in a shuffled
-    interleaved order, ``repeats`` times each after ``warmup`` untimed rounds; the median
-    is reported (robust to other load on the machine). The learning rate is tiny so the
-    parameters barely move. M is ``curvature_samples`` for hessian / ggn,
-    ``moment_samples`` (default ``num_samples``) for isotropic / diag_fisher (with
-    ``moment_probes`` probes) and ``num_samples`` otherwise; a hessian draw takes
-    ``lanczos_steps`` = k Lanczos steps (k Hessian-vector products on M examples; default
-    :data:`sgdnoise.noise.DEFAULT_LANCZOS_STEPS`, the study's choice, see
-    ``benchmarks/bench_noise.py``). ``goals`` (see :func:`cost_goals`) maps a kind to its
-    largest acceptable ratio. Columns: kind, num_samples, lanczos_steps (k for hessian,
-    None otherwise), seconds, ratio, goal, meets_goal.
-    """
-    repeats = check_positive_int("repeats", repeats)
-    kinds = list(dict.fromkeys(["none", *kinds]))
-    for k in kinds:
-        check_choice("kinds", k, KINDS)
-    opts = {}
-    for k in kinds:
-        if k in ("hessian", "ggn"):
-            m = curvature_samples
-        elif k in ("isotropic", "diag_fisher"):
-            m = moment_samples or num_samples
-        else:
-            m = num_samples
-        opts[k] = NoisySGD(model.parameters(), 1e-12, kind=k, model=model,
-                           loss_fn=F.cross_entropy, num_samples=m,
-                           lanczos_steps=lanczos_steps, moment_probes=moment_probes, seed=0,
-                           injection_scale=1e-3)
-    sync = torch.cuda.synchronize if inputs.is_cuda else (lambda: None)
-
-    def one_step(opt: NoisySGD) -> float:
-        sync()
-        start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(inputs), targets).backward()
-        opt.observe_batch(inputs, targets)
-        opt.step()
-        sync()
-        return time.perf_counter() - start
-
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    rng = np.random.default_rng(0)
-    for r in range(warmup + repeats):
-        for k in rng.permutation(kinds):
-            dt = one_step(opts[str(k)])
-            if r >= warmup:
-                times[str(k)].append(dt)
-    base = float(np.median(times["none"]))
-    rows = []
-    for k in kinds:
-        sec = float(np.median(times[k]))
-        goal = float(goals.get(k, float("nan")))
-        rows.append(dict(
-            kind=k,
-            num_samples=0 if k == "none" else opts[k].num_samples,
-            lanczos_steps=lanczos_steps if k == "hessian" else None,
-            seconds=sec, ratio=sec / base, goal=goal,
-            meets_goal=(sec / base <= goal) if np.isfinite(goal) else None,
-        ))
-    return pd.DataFrame(rows)
-
-
-def step_costs(p: Params, data, goals: Mapping[str, float],
-               experiment: NoiseExperiment) -> pd.DataFrame:
-    """The cost table of the page: the costs measured in training when ``experiment`` has
-    them (the GPU sweep's records), else :func:`measure_step_costs` on a fresh network (seed
-    0) and the first B training images pooled to 32 × 32, with the profile's settings."""
-    if experiment.costs is not None:
-        return experiment.costs
-    from sgdnoise.models import build_model
-
-    torch.manual_seed(0)
-    cost_model = build_model(p.model, width=p.width, norm=p.norm).to(p.device)
-    x_cost = pooled_inputs(data.train_x[: p.large_batch], 32).float().to(p.device)
-    y_cost = data.train_y[: p.large_batch].to(p.device)
-    return measure_step_costs(
-        cost_model, x_cost, y_cost, ["none", *p.kinds], goals=goals,
-        num_samples=p.num_samples, curvature_samples=p.curvature_samples,
-        lanczos_steps=p.lanczos_steps, repeats=p.cost_repeats,
-        moment_samples=p.moment_samples, moment_probes=p.moment_probes or None,
-    )
 
 
 def unmeasured_directions(kinds: Sequence[str], count: int) -> pd.DataFrame:

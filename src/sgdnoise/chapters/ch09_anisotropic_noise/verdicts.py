@@ -17,6 +17,7 @@ from sgdnoise.report import Verdict
 from sgdnoise.stats import t_interval
 from sgdnoise.validate import check_choice, check_positive, check_positive_int
 
+from .costs import HessianCostParts
 from .decision import CALLS, GapRates, GapTest, gap_rates, paired_spread
 from .params import EQUAL_EPOCHS, EQUAL_STEPS, LARGE, LARGE_STEPS, SECTION, SMALL
 
@@ -28,6 +29,9 @@ __all__ = [
     "budgets_with_records",
     "anisotropy_codes",
     "anisotropy_rates",
+    "COST_BOUND_CALLS",
+    "cost_bound_call",
+    "cost_bound_sentence",
     "cost_summary",
     "direction_summary",
     "directions_text",
@@ -380,6 +384,49 @@ def cost_summary(costs: pd.DataFrame, goals: Mapping[str, float]) -> str:
     return ("Median time of one step relative to a plain large-batch step: "
             + "; ".join(parts) + ". These are costs per step on this machine, not the time "
             "to reach a given test error, and no verdict rests on them.")
+
+
+#: the readings of :func:`cost_bound_call`: the k products alone cost more than the aim;
+#: the bare Lanczos recurrence's bookkeeping takes it over; or the aim is within reach
+COST_BOUND_CALLS = ("products over the aim", "bookkeeping over the aim", "within reach")
+
+
+def cost_bound_call(parts: HessianCostParts, goal: float) -> str:
+    """One of :data:`COST_BOUND_CALLS`: ``parts.floor > goal`` (the plain step, z, the
+    graph and k products alone exceed it), else ``parts.bound > goal`` (a bare k-step
+    recurrence's bookkeeping on top exceeds it), else within reach."""
+    goal = check_positive("goal", goal)
+    if parts.floor > goal:
+        return COST_BOUND_CALLS[0]
+    return COST_BOUND_CALLS[1] if parts.bound > goal else COST_BOUND_CALLS[2]
+
+
+def cost_bound_sentence(parts: HessianCostParts, goal: float) -> str:
+    """Markdown: what a hessian step of k Lanczos steps cannot cost less than on this
+    machine (:class:`HessianCostParts`: its floor and the floor plus a bare recurrence, in
+    plain steps) and whether the aimed-at ratio ``goal`` is within reach
+    (:func:`cost_bound_call`)."""
+    k, ms = parts.lanczos_steps, 1e3
+    head = (f"Timed part by part on this machine, a hessian step with k = {k} Lanczos steps "
+            f"costs at least **{parts.floor:.2f}** plain steps for the plain step "
+            f"({parts.step * ms:.2f} ms), the Gaussian start ({parts.z * ms:.2f} ms), the "
+            f"Hessian's graph on M = {parts.examples} examples ({parts.graph * ms:.2f} ms) and {k} "
+            f"Hessian-vector products ({parts.product * ms:.2f} ms each), and at least "
+            f"**{parts.bound:.2f}** once the bookkeeping of a bare three-term Lanczos "
+            f"recurrence ({parts.recurrence * ms:.2f} ms) is added. ")
+    call = cost_bound_call(parts, goal)
+    if call == COST_BOUND_CALLS[0]:
+        tail = (f"These parts alone exceed the aim of {goal:g} plain steps, so no draw of "
+                f"{k} Lanczos steps on this model can meet it here.")
+    elif call == COST_BOUND_CALLS[1]:
+        tail = (f"That is above the aim of {goal:g} plain steps: on this model and machine "
+                f"a draw of {k} Lanczos steps cannot meet it with bookkeeping as lean as a "
+                "bare recurrence.")
+    else:
+        tail = (f"The aim of {goal:g} plain steps is within reach of a draw of {k} Lanczos "
+                "steps here; what the measured step costs beyond the bound is this "
+                "package's reorthogonalisation and checks.")
+    return head + tail
 
 
 def verdict_table(
