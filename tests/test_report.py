@@ -39,6 +39,18 @@ def test_verdict_kind_and_error_rates():
     assert asdict(r)["power"] == 0.64 and asdict(r)["kind"] == "claim about SGD"
 
 
+def test_with_rates_reads_a_rates_record():
+    from types import SimpleNamespace
+
+    v = Verdict("c", "supported", "The numbers.", "laptop", "sec-x")
+    rates = SimpleNamespace(false_positive=0.02, power=0.9, n_seeds=5, n_sim=400,
+                            conditions=lambda: "no effect; an effect of 2 points")
+    assert v.with_rates(rates) == v.with_error_rates(
+        false_positive_rate=0.02, power=0.9, n_seeds=5, n_sim=400,
+        rates_at="no effect; an effect of 2 points")
+    assert "power 90.0%" in v.with_rates(rates).sentence
+
+
 def test_scale_label_formats():
     from sgdnoise.report import scale_label
 

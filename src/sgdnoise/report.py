@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -136,6 +136,19 @@ def first_sentence(text: str) -> str:
     return text
 
 
+class RuleRates(Protocol):
+    """What a chapter's record of a rule's simulated error rates provides: the
+    false-positive rate and power (None where not simulated), the seeds and simulated data
+    sets they were measured at, and ``conditions()``, the truths simulated, in words."""
+
+    false_positive: float | None
+    power: float | None
+    n_seeds: int
+    n_sim: int
+
+    def conditions(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One computed conclusion about one claim of the essay.
@@ -238,6 +251,13 @@ class Verdict:
         out = replace(self, false_positive_rate=false_positive_rate, power=power,
                       n_seeds=n_seeds, n_sim=n_sim, rates_at=rates_at)
         return replace(out, sentence=f"{self.sentence} {out.rates_sentence()}")
+
+    def with_rates(self, rates: RuleRates) -> Verdict:
+        """:meth:`with_error_rates` from a rule's simulated rates record (its
+        ``false_positive``, ``power``, ``n_seeds``, ``n_sim`` and ``conditions()``)."""
+        return self.with_error_rates(false_positive_rate=rates.false_positive,
+                                     power=rates.power, n_seeds=rates.n_seeds,
+                                     n_sim=rates.n_sim, rates_at=rates.conditions())
 
 
 # --------------------------------------------------------------------- bottom lines

@@ -24,6 +24,7 @@ from sgdnoise.chapters.small_problems import (
     ClaimRates,
     Condition,
     SmallProblem,
+    SmallProblemParams,
     batch_indices,
     build_small_model,
     claim_outcomes,
@@ -35,7 +36,7 @@ from sgdnoise.chapters.small_problems import (
     plain_sgd,
     pooled_seed_sd,
 )
-from sgdnoise.params import ChapterParams, param
+from sgdnoise.params import param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import t_interval
 from sgdnoise.train import PlainSGD
@@ -73,13 +74,10 @@ DERIVATION, CLAIM = "derivation check", "claim about SGD"
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(SmallProblemParams):
     """Parameters of chapter 1 (values: the notebook's parameters cell and
     ``book/params/ch01_lemma1/{smoke,default,full}.yaml``)."""
 
-    dataset: str = param(choices=("cifar10", "synthetic"), doc="image source")
-    n_train: int = param(low=20, high=50000, doc="training examples N")
-    image_size: int = param(choices=(1, 2, 4, 8, 16, 32), doc="pooled image side (pixels)")
     seed: int = param(low=0, doc="seed of data subset, model, training and sampling")
     train_steps: int = param(low=1, doc="SGD steps before θ is frozen")
     train_lr: float = param(low=1e-6, high=10.0, doc="SGD learning rate")
@@ -707,9 +705,7 @@ def reshuffling_verdict(traj: pd.DataFrame, *, batch_size: int, n_train: int, al
                       r"the stochastic differential equation of chapter 6 assumes.",
                       outcome, sentence, scale, SECTION_EPOCH, kind=CLAIM)
     if rates is not None:
-        verdict = verdict.with_error_rates(false_positive_rate=rates.false_positive,
-                                           power=rates.power, n_seeds=rates.n_seeds,
-                                           n_sim=rates.n_sim, rates_at=rates.conditions())
+        verdict = verdict.with_rates(rates)
     return verdict
 
 

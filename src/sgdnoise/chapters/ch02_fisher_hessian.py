@@ -28,6 +28,7 @@ from sgdnoise.chapters.small_problems import (
     ClaimRates,
     Condition,
     SmallProblem,
+    SmallProblemParams,
     build_small_model,
     claim_outcomes,
     claim_rates,
@@ -40,7 +41,7 @@ from sgdnoise.chapters.small_problems import (
     top_eigenpairs,
     train_small,
 )
-from sgdnoise.params import ChapterParams, param
+from sgdnoise.params import param
 from sgdnoise.report import Verdict, tex_html
 from sgdnoise.stats import Interval, loglog_fit, paired_difference, t_interval
 from sgdnoise.validate import check_positive_int
@@ -122,13 +123,10 @@ def value_range(low: float, high: float, digits: int = 2) -> str:
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(SmallProblemParams):
     """Parameters of chapter 2 (values: the notebook's parameters cell and
     ``book/params/ch02_fisher_hessian/{smoke,default,full}.yaml``)."""
 
-    dataset: str = param(choices=("cifar10", "synthetic"), doc="image source")
-    n_train: int = param(low=20, high=50000, doc="training examples N")
-    image_size: int = param(choices=(1, 2, 4, 8, 16, 32), doc="pooled image side (pixels)")
     seed: int = param(low=0, doc="seed of data subset, models, training and label draws")
     mlp_width: int = param(low=1, doc="hidden units of the MLP")
     cnn_width: int = param(low=1, doc="channels of the CNN's first block")
@@ -789,9 +787,7 @@ def identities_verdict(checks: dict[str, float], *, tolerance: float, scale: str
 def _with_rates(v: Verdict, rates: ClaimRates | None) -> Verdict:
     if rates is None:
         return v
-    return v.with_error_rates(false_positive_rate=rates.false_positive, power=rates.power,
-                              n_seeds=rates.n_seeds, n_sim=rates.n_sim,
-                              rates_at=rates.conditions())
+    return v.with_rates(rates)
 
 
 def _matrix_items(ieq: pd.DataFrame) -> tuple[list[str], np.ndarray, int]:

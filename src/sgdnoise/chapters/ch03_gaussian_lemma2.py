@@ -24,6 +24,7 @@ from sgdnoise.chapters.small_problems import (
     ClaimRates,
     Condition,
     SmallProblem,
+    SmallProblemParams,
     batch_indices,
     build_small_model,
     claim_outcomes,
@@ -36,7 +37,7 @@ from sgdnoise.chapters.small_problems import (
     top_eigenpairs,
     train_small,
 )
-from sgdnoise.params import ChapterParams, param
+from sgdnoise.params import param
 from sgdnoise.report import Verdict
 from sgdnoise.stats import t_interval
 from sgdnoise.validate import check_matrix, check_positive, check_positive_int
@@ -97,13 +98,10 @@ ACTIVATION_NAMES = {"relu": "ReLU", "tanh": "tanh"}
 
 
 @dataclass(frozen=True)
-class Params(ChapterParams):
+class Params(SmallProblemParams):
     """Parameters of chapter 3 (values: the notebook's parameters cell and
     ``book/params/ch03_gaussian_lemma2/{smoke,default,full}.yaml``)."""
 
-    dataset: str = param(choices=("cifar10", "synthetic"), doc="image source")
-    n_train: int = param(low=20, high=50000, doc="training examples N")
-    image_size: int = param(choices=(1, 2, 4, 8, 16, 32), doc="pooled image side (pixels)")
     seed: int = param(low=0, doc="seed of data subset, models, training and sampling")
     width: int = param(low=1, doc="hidden units of the MLP")
     activation: str = param(choices=("relu", "tanh"), doc="activation of the main MLP")
@@ -920,9 +918,7 @@ def gaussian_claim_rates(shape: pd.DataFrame, *, tolerance: float, alpha: float,
 def _with_rates(v: Verdict, rates: ClaimRates | None) -> Verdict:
     if rates is None:
         return v
-    return v.with_error_rates(false_positive_rate=rates.false_positive, power=rates.power,
-                              n_seeds=rates.n_seeds, n_sim=rates.n_sim,
-                              rates_at=rates.conditions())
+    return v.with_rates(rates)
 
 
 def gaussian_claim_verdict(shape: pd.DataFrame, *, tolerance: float, alpha: float, scale: str,

@@ -657,9 +657,7 @@ def plateau_test(records: pd.DataFrame, *, arms: Sequence[str], onset_fraction: 
                 f"{len(items)} items); one seed gives no interval and no call.")
     v = Verdict(claim, outcome, sentence, scale, section)
     if rates is not None:
-        v = v.with_error_rates(false_positive_rate=rates.false_positive, power=rates.power,
-                               n_seeds=rates.n_seeds, n_sim=rates.n_sim,
-                               rates_at=rates.conditions())
+        v = v.with_rates(rates)
     return table, v
 
 
@@ -882,9 +880,7 @@ def sharpness_trend_test(sharpness: pd.DataFrame, *, arms: Sequence[str] = ("A",
                 f"across seeds at level {alpha:g} in every arm.")
     v = Verdict(claim, outcome, sentence, scale, section)
     if rates is not None:
-        v = v.with_error_rates(false_positive_rate=rates.false_positive, power=rates.power,
-                               n_seeds=rates.n_seeds, n_sim=rates.n_sim,
-                               rates_at=rates.conditions())
+        v = v.with_rates(rates)
     return table, v
 
 

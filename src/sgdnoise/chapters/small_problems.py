@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sgdnoise.params import ChapterParams, param
 from sgdnoise.train import (
     PlainSGD,
     StepState,
@@ -39,6 +40,7 @@ __all__ = [
     "ClaimRates",
     "Condition",
     "SmallProblem",
+    "SmallProblemParams",
     "TrainTrace",
     "batch_indices",
     "build_small_model",
@@ -59,6 +61,16 @@ __all__ = [
 ]
 
 DT = torch.float64
+
+
+@dataclass(frozen=True)
+class SmallProblemParams(ChapterParams):
+    """The parameters of :func:`load_small_problem` that chapters 1–3 share, declared once:
+    their ``Params`` extend it."""
+
+    dataset: str = param(choices=("cifar10", "synthetic"), doc="image source")
+    n_train: int = param(low=20, high=50000, doc="training examples N")
+    image_size: int = param(choices=(1, 2, 4, 8, 16, 32), doc="pooled image side (pixels)")
 
 
 @dataclass

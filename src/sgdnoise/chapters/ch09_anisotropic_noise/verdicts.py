@@ -201,9 +201,7 @@ def gap_verdict(test: GapTest, *, budget: str, scale: str,
     v = Verdict(gap_claim(budget, test.fraction), test.outcome, sentence, scale, SECTION)
     if rates is None:
         return v
-    return v.with_error_rates(false_positive_rate=rates.false_positive, power=rates.power,
-                              n_seeds=rates.n_seeds, n_sim=rates.n_sim,
-                              rates_at=rates.conditions())
+    return v.with_rates(rates)
 
 
 def rates_for(test: GapTest, records: pd.DataFrame, *, n_sim: int,
