@@ -53,6 +53,18 @@ class BookBuild:
     guide: list[str] = field(default_factory=list)  # the guide's pages (book/guide/)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module's tests (small dense products and tiny models run
+    fastest single-threaded on a shared CPU); the previous count is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def smoke_book(tmp_path_factory: pytest.TempPathFactory) -> BookBuild:
     build = load_build_module()
