@@ -262,6 +262,17 @@ def test_hessian_cost_parts_on_a_small_model():
         ch09.hessian_cost_parts(model, x, y, lanczos_steps=0)
 
 
+def test_measured_hessian_parts_only_where_the_notebook_times_costs():
+    from types import SimpleNamespace
+
+    recorded = SimpleNamespace(costs=pd.DataFrame(dict(kind=["none"], ratio=[1.0])))
+    live = SimpleNamespace(costs=None)
+    no_hessian = SimpleNamespace(kinds=("subsampled", "ggn"))
+    with_hessian = SimpleNamespace(kinds=("hessian",))
+    assert ch09.measured_hessian_parts(with_hessian, None, recorded) is None
+    assert ch09.measured_hessian_parts(no_hessian, None, live) is None
+
+
 @pytest.mark.parametrize("k", [1, 2, 5])
 def test_bare_recurrence_is_the_lanczos_square_root(k):
     from sgdnoise.chapters.ch09_anisotropic_noise.costs import _bare_recurrence

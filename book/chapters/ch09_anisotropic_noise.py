@@ -625,7 +625,8 @@ if hessian_parts is not None:
 # in training. Fewer Lanczos
 # steps make the Hessian kind cheaper and its draws less accurate; `make bench`
 # (`benchmarks/bench_noise.py`) measures both for $k = 2, \dots, 10$ against a dense
-# square root. The sentence above times the parts of a Hessian step one by one: the floor
+# square root. Where the notebook times the costs itself (the smoke and default profiles),
+# the sentence under the table times the parts of a Hessian step one by one: the floor
 # $1 + (t_z + t_{\rm graph} + k\,t_{\rm HVP})/t_{\rm step}$, which no implementation of
 # $k$ products can beat, and the bound with the bookkeeping of a bare three-term Lanczos
 # recurrence added, which only bookkeeping leaner than that recurrence could beat.
