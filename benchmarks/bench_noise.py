@@ -32,7 +32,9 @@ ratio lines are printed as ``RATIO <kind>: <value> (goal ...)``. Nothing here as
 from __future__ import annotations
 
 import argparse
+import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,6 +45,7 @@ from sgdnoise.chapters.ch09_anisotropic_noise import (
     cost_goals,
     hessian_cost_parts,
     measure_step_costs,
+    median_times,
 )
 from sgdnoise.curvature import HessianOperator
 from sgdnoise.models import build_model
@@ -133,11 +136,6 @@ def floor_seconds(model, x, y, samples: dict[str, int], args) -> dict[str, float
     (``"<kind> draw"``: ``sample_noise(kind, ...)`` on the batch with the settings of its
     step, no forward or backward of the batch, no optimizer) and each kind's whole
     ``NoisySGD`` step (``"<kind> step"``)."""
-    import time
-
-    import numpy as np
-
-    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
     gen = torch.Generator(device=x.device).manual_seed(0)
     opts = {"none": NoisySGD(model.parameters(), 1e-12)}
     opts.update({k: NoisySGD(model.parameters(), 1e-12, kind=k, model=model,
@@ -158,20 +156,12 @@ def floor_seconds(model, x, y, samples: dict[str, int], args) -> dict[str, float
                      generator=gen, lanczos_steps=args.lanczos_steps,
                      moment_probes=args.moment_probes or None)
 
-    tasks = {"none": ("none", step)}
+    arms = {"none": functools.partial(step, "none")}
     for k in samples:
-        tasks[f"{k} draw"], tasks[f"{k} step"] = (k, draw), (k, step)
-    names = list(tasks)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for r, name in enumerate(np.random.default_rng(1).permutation(names * (2 + args.repeats))):
-        kind, fn = tasks[str(name)]
-        sync()
-        start = time.perf_counter()
-        fn(kind)
-        sync()
-        if r >= 2 * len(names):
-            times[str(name)].append(time.perf_counter() - start)
-    return {n: float(np.median(v)) for n, v in times.items()}
+        arms[f"{k} draw"] = functools.partial(draw, k)
+        arms[f"{k} step"] = functools.partial(step, k)
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    return median_times(arms, args.repeats, 2, sync, shuffle=np.random.default_rng(1))
 
 
 def print_floors(model, x, y, table, args) -> list[dict]:

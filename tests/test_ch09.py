@@ -262,6 +262,19 @@ def test_hessian_cost_parts_on_a_small_model():
         ch09.hessian_cost_parts(model, x, y, lanczos_steps=0)
 
 
+def test_median_times_rounds_and_order():
+    calls = []
+    arms = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    med = ch09.median_times(arms, 3, 1, lambda: None)
+    assert calls == list("abc") * 4 and set(med) == set("abc")
+    assert all(v >= 0 for v in med.values())
+    calls.clear()
+    ch09.median_times(arms, 5, 0, lambda: None, shuffle=np.random.default_rng(0))
+    rounds = [calls[i : i + 3] for i in range(0, 15, 3)]
+    assert all(sorted(r) == list("abc") for r in rounds)
+    assert len({tuple(r) for r in rounds}) > 1  # the order changes between rounds
+
+
 def test_measured_hessian_parts_only_where_the_notebook_times_costs():
     from types import SimpleNamespace
 

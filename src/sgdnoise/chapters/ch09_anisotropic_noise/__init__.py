@@ -57,6 +57,7 @@ from .costs import (
     hessian_cost_parts,
     measure_step_costs,
     measured_hessian_parts,
+    median_times,
     step_costs,
 )
 from .decision import (
@@ -179,6 +180,7 @@ __all__ = [
     "kind_palette",
     "measure_step_costs",
     "measured_hessian_parts",
+    "median_times",
     "missing_runs_markdown",
     "paired_spread",
     "per_example_projections",

@@ -5,6 +5,7 @@ what a hessian step cannot cost less than on the machine at hand
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "hessian_cost_parts",
     "measured_hessian_parts",
     "measure_step_costs",
+    "median_times",
     "step_costs",
 ]
 
@@ -80,27 +82,18 @@ def measure_step_costs(
                            injection_scale=1e-3)
     sync = torch.cuda.synchronize if inputs.is_cuda else (lambda: None)
 
-    def one_step(opt: NoisySGD) -> float:
-        sync()
-        start = time.perf_counter()
+    def one_step(opt: NoisySGD) -> None:
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(inputs), targets).backward()
         opt.observe_batch(inputs, targets)
         opt.step()
-        sync()
-        return time.perf_counter() - start
 
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    rng = np.random.default_rng(0)
-    for r in range(warmup + repeats):
-        for k in rng.permutation(kinds):
-            dt = one_step(opts[str(k)])
-            if r >= warmup:
-                times[str(k)].append(dt)
-    base = float(np.median(times["none"]))
+    med = median_times({k: functools.partial(one_step, opts[k]) for k in kinds}, repeats,
+                        warmup, sync, shuffle=np.random.default_rng(0))
+    base = med["none"]
     rows = []
     for k in kinds:
-        sec = float(np.median(times[k]))
+        sec = med[k]
         goal = float(goals.get(k, float("nan")))
         rows.append(dict(
             kind=k,
@@ -202,15 +195,20 @@ def _bare_recurrence(diag: torch.Tensor, z: torch.Tensor, rows: torch.Tensor,
     return rows[:k].T @ coef
 
 
-def _median_times(arms: Mapping[str, Callable[[], object]], repeats: int, warmup: int,
-                  sync: Callable[[], None]) -> dict[str, float]:
-    """Median seconds of each arm over ``repeats`` interleaved rounds after ``warmup``."""
-    times: dict[str, list[float]] = {a: [] for a in arms}
+def median_times(arms: Mapping[str, Callable[[], object]], repeats: int, warmup: int,
+                  sync: Callable[[], None], shuffle: np.random.Generator | None = None
+                  ) -> dict[str, float]:
+    """Median seconds of each arm over ``repeats`` interleaved rounds after ``warmup``
+    (each timed between two ``sync()`` calls), in the order given or, with ``shuffle``, in a
+    new random order each round (so that load on the machine moves all arms together)."""
+    names = list(arms)
+    times: dict[str, list[float]] = {a: [] for a in names}
     for r in range(warmup + repeats):
-        for name, fn in arms.items():
+        order = names if shuffle is None else [names[i] for i in shuffle.permutation(len(names))]
+        for name in order:
             sync()
             begin = time.perf_counter()
-            fn()
+            arms[name]()
             sync()
             if r >= warmup:
                 times[name].append(time.perf_counter() - begin)
@@ -260,7 +258,7 @@ def hessian_cost_parts(
         "operator": lambda: diag * v[:, 0],
     }
     sync = torch.cuda.synchronize if like.is_cuda else (lambda: None)
-    med = _median_times(arms, repeats, warmup, sync)
+    med = median_times(arms, repeats, warmup, sync)
     model.zero_grad(set_to_none=True)
     return HessianCostParts(
         step=med["step"], z=med["z"], product=med["product"],
