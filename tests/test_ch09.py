@@ -273,6 +273,10 @@ def test_median_times_rounds_and_order():
     rounds = [calls[i : i + 3] for i in range(0, 15, 3)]
     assert all(sorted(r) == list("abc") for r in rounds)
     assert len({tuple(r) for r in rounds}) > 1  # the order changes between rounds
+    with pytest.raises(ValueError, match="repeats"):
+        ch09.median_times(arms, 0, 1, lambda: None)
+    with pytest.raises(ValueError, match="warmup must be a whole number >= 0, got -1"):
+        ch09.median_times(arms, 1, -1, lambda: None)
 
 
 def test_measured_hessian_parts_only_where_the_notebook_times_costs():

@@ -134,8 +134,9 @@ def _cost_batch(p: Params, data) -> tuple[nn.Module, torch.Tensor, torch.Tensor]
 
 @dataclass(frozen=True)
 class HessianCostParts:
-    """Median seconds of the parts of a hessian step that any k-step Lanczos draw pays,
-    each timed on its own in one interleaved loop on the same model and batch:
+    """Median seconds of the parts of a hessian step, each timed on its own in one
+    interleaved loop on the same model and batch: the four that any k-step Lanczos draw
+    pays (step, z, graph, product) and the bookkeeping of a bare recurrence:
 
     - step: a plain large-batch step (forward and backward on the B examples);
     - z: the Gaussian start z ~ N(0, I_P);
@@ -201,6 +202,9 @@ def median_times(arms: Mapping[str, Callable[[], object]], repeats: int, warmup:
     """Median seconds of each arm over ``repeats`` interleaved rounds after ``warmup``
     (each timed between two ``sync()`` calls), in the order given or, with ``shuffle``, in a
     new random order each round (so that load on the machine moves all arms together)."""
+    repeats = check_positive_int("repeats", repeats)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be a whole number >= 0, got {warmup!r}")
     names = list(arms)
     times: dict[str, list[float]] = {a: [] for a in names}
     for r in range(warmup + repeats):
