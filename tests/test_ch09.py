@@ -275,7 +275,7 @@ def test_median_times_rounds_and_order():
     assert len({tuple(r) for r in rounds}) > 1  # the order changes between rounds
     with pytest.raises(ValueError, match="repeats"):
         ch09.median_times(arms, 0, 1, lambda: None)
-    with pytest.raises(ValueError, match="warmup must be a whole number >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"warmup must be a non-negative integer \(>= 0\), got -1"):
         ch09.median_times(arms, 1, -1, lambda: None)
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sgdnoise.curvature import HessianOperator
+from sgdnoise.grads import trainable_parameters
 from sgdnoise.noise import DEFAULT_LANCZOS_STEPS, KINDS, NoisySGD
 from sgdnoise.spectral import sqrt_psd
 from sgdnoise.validate import check_choice, check_positive_int
@@ -203,8 +204,7 @@ def median_times(arms: Mapping[str, Callable[[], object]], repeats: int, warmup:
     (each timed between two ``sync()`` calls), in the order given or, with ``shuffle``, in a
     new random order each round (so that load on the machine moves all arms together)."""
     repeats = check_positive_int("repeats", repeats)
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be a whole number >= 0, got {warmup!r}")
+    warmup = check_positive_int("warmup", warmup, allow_zero=True)
     names = list(arms)
     times: dict[str, list[float]] = {a: [] for a in names}
     for r in range(warmup + repeats):
@@ -238,7 +238,7 @@ def hessian_cost_parts(
     k = check_positive_int("lanczos_steps", lanczos_steps)
     m = check_positive_int("curvature_samples", curvature_samples)
     gen = torch.Generator().manual_seed(0)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = trainable_parameters(model)
     P = sum(p.numel() for p in params)
     like = params[0].detach()
     xs, ys = inputs[:m], targets[:m]
